@@ -1,0 +1,117 @@
+//! Byte offsets of the kernel struct members the programs read.
+//!
+//! Rust eBPF has no CO-RE relocations for kernel structs, so the daemon resolves these from the
+//! running kernel's BTF (`/sys/kernel/btf/vmlinux`) at start-up and writes them into the programs'
+//! read-only data before load. One binary then runs on every BTF-enabled kernel.
+
+/// Marks a member the running kernel does not have (e.g. `loginuid` without CONFIG_AUDIT).
+pub const MISSING: u32 = u32::MAX;
+
+/// Offsets, in bytes from the start of the named struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_real_cred: u32,
+    pub task_loginuid: u32,
+    pub task_sessionid: u32,
+    pub task_signal: u32,
+    pub task_fs: u32,
+    pub task_mm: u32,
+    pub task_comm: u32,
+    pub task_exit_code: u32,
+    // struct cred
+    pub cred_uid: u32,
+    pub cred_gid: u32,
+    pub cred_suid: u32,
+    pub cred_sgid: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    pub cred_fsuid: u32,
+    pub cred_fsgid: u32,
+    pub cred_group_info: u32,
+    // struct group_info
+    pub group_info_ngroups: u32,
+    pub group_info_gid: u32,
+    // struct signal_struct
+    pub signal_live: u32,
+    pub signal_tty: u32,
+    // struct tty_struct
+    pub tty_name: u32,
+    // struct fs_struct
+    pub fs_pwd: u32,
+    // struct path
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    // struct dentry
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    // struct qstr
+    pub qstr_len: u32,
+    pub qstr_name: u32,
+    // struct vfsmount
+    pub vfsmount_mnt_root: u32,
+    // struct mount
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    // struct mm_struct
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_exe_file: u32,
+    // struct file
+    pub file_path: u32,
+}
+
+impl KernelOffsets {
+    /// Every offset [`MISSING`]: what the programs see if the daemon never filled them in.
+    pub const UNSET: Self = Self {
+        task_pid: MISSING,
+        task_tgid: MISSING,
+        task_real_parent: MISSING,
+        task_group_leader: MISSING,
+        task_start_boottime: MISSING,
+        task_real_cred: MISSING,
+        task_loginuid: MISSING,
+        task_sessionid: MISSING,
+        task_signal: MISSING,
+        task_fs: MISSING,
+        task_mm: MISSING,
+        task_comm: MISSING,
+        task_exit_code: MISSING,
+        cred_uid: MISSING,
+        cred_gid: MISSING,
+        cred_suid: MISSING,
+        cred_sgid: MISSING,
+        cred_euid: MISSING,
+        cred_egid: MISSING,
+        cred_fsuid: MISSING,
+        cred_fsgid: MISSING,
+        cred_group_info: MISSING,
+        group_info_ngroups: MISSING,
+        group_info_gid: MISSING,
+        signal_live: MISSING,
+        signal_tty: MISSING,
+        tty_name: MISSING,
+        fs_pwd: MISSING,
+        path_mnt: MISSING,
+        path_dentry: MISSING,
+        dentry_parent: MISSING,
+        dentry_name: MISSING,
+        qstr_len: MISSING,
+        qstr_name: MISSING,
+        vfsmount_mnt_root: MISSING,
+        mount_mnt: MISSING,
+        mount_parent: MISSING,
+        mount_mountpoint: MISSING,
+        mm_arg_start: MISSING,
+        mm_arg_end: MISSING,
+        mm_exe_file: MISSING,
+        file_path: MISSING,
+    };
+}

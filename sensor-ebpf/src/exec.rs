@@ -1,0 +1,234 @@
+//! Process lifecycle: exec, exit and fork.
+//!
+//! Each hook has a `tp_btf` program and, where the hook can work without the BTF arguments, a
+//! classic tracepoint twin; the daemon loads whichever this kernel accepts. Both call one handler
+//! with the `task_struct` pointer.
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_task, bpf_probe_read_user},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use sensor_common::{
+    exec_flags, kind, BlobRef, ExecBuffer, ExitRecord, ForkRecord, RecordHeader, ARGV_MAX,
+    BLOB_OFFSET_MASK, EXEC_BLOB_CAP, EXEC_FIXED_SIZE, PATH_MAX,
+};
+
+use crate::{
+    emit::{count_drop, now_ns, output_bytes},
+    kread::{off, read_at, read_ptr, self_tgid},
+    maps::{EVENTS, EXEC_BUF},
+    path::resolve_path,
+    task::{fill_task_info, thread_group_dead},
+};
+
+// void sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
+    on_exec(ctx.arg::<*const u8>(0));
+    0
+}
+
+// tracepoint/sched/sched_process_exec: fires in the context of the task that exec'd.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
+    on_exec(current_task());
+    0
+}
+
+// void sched_process_exit(struct task_struct *p, bool group_dead)
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    on_exit(ctx.arg::<*const u8>(0));
+    0
+}
+
+// tracepoint/sched/sched_process_exit: fires in the context of the exiting thread.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
+    on_exit(current_task());
+    0
+}
+
+// void sched_process_fork(struct task_struct *parent, struct task_struct *child)
+// No classic twin: its tracepoint gives pids only, not the child task.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
+    on_fork(ctx.arg::<*const u8>(1));
+    0
+}
+
+#[inline(always)]
+fn current_task() -> *const u8 {
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+#[inline(always)]
+fn is_self(task: *const u8) -> bool {
+    let own = self_tgid();
+    own != 0 && read_at::<u32>(task, off!(task_tgid)) == Some(own)
+}
+
+fn on_exec(task: *const u8) {
+    if task.is_null() {
+        return;
+    }
+    let Some(buffer) = EXEC_BUF.get_ptr_mut(0) else {
+        return;
+    };
+    let buffer: &mut ExecBuffer = unsafe { &mut *buffer };
+    let record = &mut buffer.record;
+    record.header = RecordHeader {
+        kind: kind::EXEC,
+        size: 0,
+        ktime_ns: now_ns(),
+    };
+    fill_task_info(task, &mut record.task);
+    record.flags = 0;
+    record.argv_total = 0;
+
+    let blob = buffer.blob.as_mut_ptr();
+    let mut used: usize = 0;
+
+    // The executable: the file the new image was mapped from, resolved to an absolute path.
+    record.path = BlobRef::default();
+    let mm = read_ptr(task, off!(task_mm));
+    let exe_file = mm.and_then(|mm| read_ptr(mm, off!(mm_exe_file)));
+    if let Some(exe_file) = exe_file {
+        let file_path = unsafe { exe_file.add(off!(file_path) as usize) };
+        if let Some(resolved) = resolve_path(file_path) {
+            if resolved.truncated {
+                record.flags |= exec_flags::PATH_TRUNCATED;
+            }
+            record.path = append_kernel(blob, &mut used, resolved.data, resolved.len);
+        }
+    }
+
+    // argv, straight from the new process image.
+    record.argv = BlobRef::default();
+    match mm {
+        Some(mm) => {
+            let start = read_at::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
+            let end = read_at::<u64>(mm, off!(mm_arg_end)).unwrap_or(0);
+            if end > start {
+                let total = end - start;
+                record.argv_total = total as u32;
+                let mut len = total as usize;
+                if len > ARGV_MAX {
+                    len = ARGV_MAX;
+                    record.flags |= exec_flags::ARGV_TRUNCATED;
+                }
+                match append_user(blob, &mut used, start as *const u8, len) {
+                    Some(argv) => record.argv = argv,
+                    None => record.flags |= exec_flags::ARGV_UNREADABLE,
+                }
+            }
+        }
+        None => record.flags |= exec_flags::ARGV_UNREADABLE,
+    }
+
+    // Working directory.
+    record.cwd = BlobRef::default();
+    if let Some(fs) = read_ptr(task, off!(task_fs)) {
+        let pwd = unsafe { fs.add(off!(fs_pwd) as usize) };
+        if let Some(resolved) = resolve_path(pwd) {
+            if resolved.truncated {
+                record.flags |= exec_flags::CWD_TRUNCATED;
+            }
+            record.cwd = append_kernel(blob, &mut used, resolved.data, resolved.len);
+        }
+    }
+
+    let mut size = EXEC_FIXED_SIZE + used;
+    if size > EXEC_FIXED_SIZE + EXEC_BLOB_CAP {
+        size = EXEC_FIXED_SIZE + EXEC_BLOB_CAP;
+    }
+    record.header.size = size as u32;
+    output_bytes(kind::EXEC, (buffer as *const ExecBuffer).cast(), size);
+}
+
+/// Copies `len` (at most PATH_MAX) bytes of kernel memory to the blob at `*used`.
+#[inline(always)]
+fn append_kernel(blob: *mut u8, used: &mut usize, src: *const u8, len: usize) -> BlobRef {
+    let offset = *used & BLOB_OFFSET_MASK;
+    let mut len = len;
+    if len > PATH_MAX {
+        len = PATH_MAX;
+    }
+    let ok = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            blob.add(offset).cast(),
+            len as u32,
+            src.cast(),
+        )
+    } == 0;
+    if !ok {
+        return BlobRef::default();
+    }
+    *used = offset + len;
+    BlobRef {
+        offset: offset as u16,
+        len: len as u16,
+    }
+}
+
+/// Copies `len` (at most ARGV_MAX) bytes of the current task's user memory to the blob.
+#[inline(always)]
+fn append_user(blob: *mut u8, used: &mut usize, src: *const u8, len: usize) -> Option<BlobRef> {
+    let offset = *used & BLOB_OFFSET_MASK;
+    let mut len = len;
+    if len > ARGV_MAX {
+        len = ARGV_MAX;
+    }
+    let ret = unsafe { bpf_probe_read_user(blob.add(offset).cast(), len as u32, src.cast()) };
+    if ret != 0 {
+        return None;
+    }
+    *used = offset + len;
+    Some(BlobRef {
+        offset: offset as u16,
+        len: len as u16,
+    })
+}
+
+fn on_exit(task: *const u8) {
+    if task.is_null() || is_self(task) || !thread_group_dead(task) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
+        count_drop(kind::EXIT);
+        return;
+    };
+    let record = unsafe { &mut *entry.as_mut_ptr() };
+    record.header = RecordHeader {
+        kind: kind::EXIT,
+        size: core::mem::size_of::<ExitRecord>() as u32,
+        ktime_ns: now_ns(),
+    };
+    fill_task_info(task, &mut record.task);
+    record.exit_code = read_at::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+    record._pad = 0;
+    entry.submit(0);
+}
+
+fn on_fork(child: *const u8) {
+    if child.is_null() {
+        return;
+    }
+    // Threads share their process's identity and image: only new processes matter.
+    let tgid = read_at::<u32>(child, off!(task_tgid));
+    if tgid.is_none() || tgid != read_at::<u32>(child, off!(task_pid)) || is_self(child) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
+        count_drop(kind::FORK);
+        return;
+    };
+    let record = unsafe { &mut *entry.as_mut_ptr() };
+    record.header = RecordHeader {
+        kind: kind::FORK,
+        size: core::mem::size_of::<ForkRecord>() as u32,
+        ktime_ns: now_ns(),
+    };
+    fill_task_info(child, &mut record.task);
+    entry.submit(0);
+}

@@ -1,0 +1,148 @@
+//! Absolute paths from `struct path`, resolved in the kernel.
+//!
+//! `bpf_d_path` is only allowed for fentry/LSM programs, so the tracepoint path walks the dentry
+//! chain itself, crossing mount points through `struct mount`, as d_path does. Components are
+//! written right to left, ending at `PATH_MAX` in the scratch buffer.
+use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::{bpf_loop, bpf_probe_read_kernel},
+};
+use sensor_common::PATH_MAX;
+
+use crate::{
+    kread::{off, read_at, read_ptr},
+    maps::PATH_BUF,
+};
+
+/// Longest component name (NAME_MAX) plus one, so a masked write offset plus a name always fits.
+const NAME_ROOM: usize = 256;
+/// Deepest path the walk follows; deeper paths come out as a truncated suffix.
+const MAX_COMPONENTS: u32 = 128;
+
+#[repr(C)]
+pub struct PathScratch {
+    /// Write position of the walk. Kept here rather than on the stack: a value loaded from a map
+    /// is unknown to the verifier, so every step looks alike and the loop verifies in one pass.
+    pub pos: u64,
+    pub buf: [u8; PATH_MAX + NAME_ROOM],
+}
+
+/// A path resolved into the per-CPU scratch buffer: `buf[start..PATH_MAX]`.
+pub struct ResolvedPath {
+    pub data: *const u8,
+    pub len: usize,
+    pub truncated: bool,
+}
+
+/// Walk state, on the caller's stack; `bpf_loop` hands it to each step.
+#[repr(C)]
+struct Walk {
+    dentry: *const u8,
+    vfsmount: *const u8,
+    mount: *const u8,
+    truncated: u64,
+    failed: u64,
+}
+
+const CONTINUE: i64 = 0;
+const STOP: i64 = 1;
+
+/// Resolves `path` (a `struct path *`) to an absolute path.
+///
+/// The walk runs under `bpf_loop`, so the verifier checks one step instead of every unrolled
+/// iteration (a plain bounded loop exceeds its one-million-instruction budget).
+#[inline(always)]
+pub fn resolve_path(path: *const u8) -> Option<ResolvedPath> {
+    let dentry = read_ptr(path, off!(path_dentry))?;
+    let vfsmount = read_ptr(path, off!(path_mnt))?;
+    let scratch = PATH_BUF.get_ptr_mut(0)?;
+    unsafe { (*scratch).pos = PATH_MAX as u64 };
+    let mut walk = Walk {
+        dentry,
+        vfsmount,
+        mount: unsafe { vfsmount.sub(off!(mount_mnt) as usize) },
+        truncated: 1,
+        failed: 0,
+    };
+    unsafe {
+        bpf_loop(
+            MAX_COMPONENTS,
+            walk_step as *mut c_void,
+            (&mut walk as *mut Walk).cast(),
+            0,
+        );
+    }
+    if walk.failed != 0 {
+        return None;
+    }
+    let buf = unsafe { (*scratch).buf.as_mut_ptr() };
+    let mut pos = unsafe { (*scratch).pos } as usize;
+    if pos >= PATH_MAX {
+        // The path is the root itself.
+        pos = PATH_MAX - 1;
+        unsafe { *buf.add(pos) = b'/' };
+    }
+    let start = pos & (PATH_MAX - 1);
+    Some(ResolvedPath {
+        data: unsafe { buf.add(start) },
+        len: PATH_MAX - start,
+        truncated: walk.truncated != 0,
+    })
+}
+
+/// One component: prepend the name of `walk.dentry`, or cross into the parent mount.
+extern "C" fn walk_step(_index: u64, walk: *mut c_void) -> i64 {
+    let walk = unsafe { &mut *(walk as *mut Walk) };
+    match step(walk) {
+        Some(next) => next,
+        None => {
+            walk.failed = 1;
+            STOP
+        }
+    }
+}
+
+#[inline(always)]
+fn step(walk: &mut Walk) -> Option<i64> {
+    let mnt_root = read_ptr(walk.vfsmount, off!(vfsmount_mnt_root))?;
+    let parent = read_ptr(walk.dentry, off!(dentry_parent))?;
+    if walk.dentry == mnt_root {
+        let mount_parent = read_ptr(walk.mount, off!(mount_parent))?;
+        if mount_parent == walk.mount {
+            walk.truncated = 0;
+            return Some(STOP);
+        }
+        // Continue in the parent mount, from the dentry this mount is mounted on.
+        walk.dentry = read_ptr(walk.mount, off!(mount_mountpoint))?;
+        walk.mount = mount_parent;
+        walk.vfsmount = unsafe { mount_parent.add(off!(mount_mnt) as usize) };
+        return Some(CONTINUE);
+    }
+    if walk.dentry == parent {
+        // Root of a filesystem that is not mounted here (pipes, sockets, detached trees).
+        walk.truncated = 0;
+        return Some(STOP);
+    }
+    let name_off = off!(dentry_name);
+    let name = read_ptr(walk.dentry, name_off + off!(qstr_name))?;
+    let len = (read_at::<u32>(walk.dentry, name_off + off!(qstr_len))? as usize) & (NAME_ROOM - 1);
+    let scratch = PATH_BUF.get_ptr_mut(0)?;
+    let pos = unsafe { (*scratch).pos } as usize;
+    if pos > PATH_MAX || len + 1 > pos {
+        return Some(STOP);
+    }
+    let buf = unsafe { (*scratch).buf.as_mut_ptr() };
+    let pos = pos - len;
+    unsafe {
+        bpf_probe_read_kernel(
+            buf.add(pos & (PATH_MAX - 1)).cast(),
+            len as u32,
+            name.cast(),
+        );
+    }
+    let pos = pos - 1;
+    unsafe { *buf.add(pos & (PATH_MAX - 1)) = b'/' };
+    unsafe { (*scratch).pos = pos as u64 };
+    walk.dentry = parent;
+    Some(CONTINUE)
+}

@@ -1,0 +1,281 @@
+//! Kernel records to `custos.v1.Event`s: identity names, process lineage, cgroup paths.
+//!
+//! Every event is built from the record itself first (the kernel's view at the moment of the
+//! hook), then completed from the process table; the table never overrides what the kernel saw.
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use custos_proto::v1::{
+    event::Body, Cgroup, Event, EventKind, EventLoss, Group, Identity, LossReason, Process,
+    ProcessExec, ProcessExit,
+};
+use sensor_common::{exec_flags, kind, task_flags, ExitRecord, ForkRecord, TaskInfo, MAX_GROUPS};
+
+use crate::{
+    cgroups::CgroupResolver,
+    decode::{c_str, split_argv, Exec, Record},
+    host::HostInfo,
+    identity::{NameCache, NameSource, UNSET_ID},
+    process_table::{Image, ProcessEntry, ProcessTable},
+    text,
+};
+
+pub struct Enricher<S> {
+    pub host: HostInfo,
+    pub names: NameCache<S>,
+    pub cgroups: CgroupResolver,
+    pub processes: ProcessTable,
+}
+
+impl<S: NameSource> Enricher<S> {
+    /// The event for `record`, or `None` for records that only update state (fork).
+    pub fn event(&mut self, record: Record) -> Option<Event> {
+        match record {
+            Record::Exec(exec) => Some(self.exec(exec)),
+            Record::Exit(exit) => Some(self.exit(&exit)),
+            Record::Fork(fork) => {
+                self.fork(&fork);
+                None
+            }
+        }
+    }
+
+    fn exec(&mut self, exec: Exec) -> Event {
+        let task = &exec.task;
+        let image = Arc::new(Image {
+            binary: exec.path,
+            args: split_argv(&exec.argv)
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect(),
+            args_truncated: exec.flags & exec_flags::ARGV_TRUNCATED != 0,
+            cwd: exec.cwd,
+            path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)
+                != 0,
+        });
+        let entry = self.entry_for(task, image);
+        let parent = self
+            .processes
+            .get(entry.ppid, &entry.parent_exec_id)
+            .cloned()
+            .map(|p| self.process_from_entry(&p, None));
+        let process = self.process_from_entry(&entry, Some(task));
+        self.processes.upsert(entry);
+        self.envelope(
+            exec.header.ktime_ns,
+            task,
+            process,
+            Body::Exec(ProcessExec { parent }),
+        )
+    }
+
+    fn exit(&mut self, exit: &ExitRecord) -> Event {
+        let task = &exit.task;
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let known = self.processes.get(task.tgid, &exec_id).cloned();
+        let entry = known.unwrap_or_else(|| self.entry_for(task, Arc::default()));
+        self.processes.mark_exited(task.tgid, &exec_id);
+        let process = self.process_from_entry(&entry, Some(task));
+        self.envelope(
+            exit.header.ktime_ns,
+            task,
+            process,
+            Body::Exit(exit_status(exit.exit_code)),
+        )
+    }
+
+    fn fork(&mut self, fork: &ForkRecord) {
+        let entry = self.entry_for(&fork.task, Arc::default());
+        self.processes.inherit(entry);
+    }
+
+    /// A loss event (no identity or process: it is about the sensor itself).
+    pub fn loss(&mut self, record_kind: u32, count: u64, reason: LossReason) -> Event {
+        let now = SystemTime::now();
+        Event {
+            run_id: self.host.run_id.clone(),
+            boot_id: self.host.boot_id.clone(),
+            host: self.host.host.clone(),
+            time: Some(timestamp(now)),
+            body: Some(Body::Loss(EventLoss {
+                kind: event_kind(record_kind) as i32,
+                count,
+                reason: reason as i32,
+            })),
+            ..Event::default()
+        }
+    }
+
+    fn entry_for(&self, task: &TaskInfo, image: Arc<Image>) -> ProcessEntry {
+        ProcessEntry::new(
+            task.tgid,
+            task.ppid,
+            task.start_boottime_ns,
+            self.host.exec_id(task.tgid, task.start_boottime_ns),
+            self.host.exec_id(task.ppid, task.parent_start_boottime_ns),
+            image,
+        )
+    }
+
+    /// The schema's Process from a table entry, plus what only the kernel record knows.
+    fn process_from_entry(&mut self, entry: &ProcessEntry, task: Option<&TaskInfo>) -> Process {
+        let binary = text::from_bytes(&entry.image.binary);
+        let cwd = text::from_bytes(&entry.image.cwd);
+        let args: Vec<_> = entry
+            .image
+            .args
+            .iter()
+            .map(|a| text::from_bytes(a))
+            .collect();
+        let any_raw = args.iter().any(|a| a.raw.is_some());
+        let mut process = Process {
+            pid: entry.pid,
+            tid: entry.pid,
+            ppid: entry.ppid,
+            exec_id: entry.exec_id.clone(),
+            parent_exec_id: entry.parent_exec_id.clone(),
+            binary: binary.text,
+            binary_raw: binary.raw.unwrap_or_default(),
+            args_raw: if any_raw {
+                entry.image.args.clone()
+            } else {
+                Vec::new()
+            },
+            args: args.into_iter().map(|a| a.text).collect(),
+            args_truncated: entry.image.args_truncated,
+            cwd: cwd.text,
+            cwd_raw: cwd.raw.unwrap_or_default(),
+            start_time: Some(timestamp(self.host.wall_time(entry.start_boottime_ns))),
+            path_truncated: entry.image.path_truncated,
+            ..Process::default()
+        };
+        if let Some(task) = task {
+            process.tid = task.pid;
+            process.comm = text::lossy(c_str(&task.comm));
+            process.cgroup = Some(Cgroup {
+                id: task.cgroup_id,
+                path: self.cgroups.path(task.cgroup_id).unwrap_or_default(),
+            });
+        }
+        process
+    }
+
+    fn identity(&mut self, task: &TaskInfo) -> Identity {
+        let captured = (task.ngroups as usize).min(MAX_GROUPS);
+        let groups = task.groups[..captured]
+            .iter()
+            .map(|&gid| Group {
+                gid,
+                name: self.names.group(gid).unwrap_or_default(),
+            })
+            .collect();
+        let audit = task.flags & task_flags::NO_AUDIT == 0;
+        let login_uid = (audit && task.loginuid != UNSET_ID).then_some(task.loginuid);
+        Identity {
+            uid: task.uid,
+            user: self.names.user(task.uid).unwrap_or_default(),
+            gid: task.gid,
+            group: self.names.group(task.gid).unwrap_or_default(),
+            euid: task.euid,
+            euser: self.names.user(task.euid).unwrap_or_default(),
+            egid: task.egid,
+            egroup: self.names.group(task.egid).unwrap_or_default(),
+            groups,
+            groups_truncated: task.flags & task_flags::GROUPS_TRUNCATED != 0,
+            login_uid,
+            login_user: login_uid
+                .and_then(|uid| self.names.user(uid))
+                .unwrap_or_default(),
+            session_id: (audit && task.sessionid != UNSET_ID).then_some(task.sessionid),
+            tty: tty_name(c_str(&task.tty)),
+            suid: task.suid,
+            sgid: task.sgid,
+            fsuid: task.fsuid,
+            fsgid: task.fsgid,
+        }
+    }
+
+    fn envelope(&mut self, ktime_ns: u64, task: &TaskInfo, process: Process, body: Body) -> Event {
+        Event {
+            seq: 0,
+            run_id: self.host.run_id.clone(),
+            boot_id: self.host.boot_id.clone(),
+            host: self.host.host.clone(),
+            time: Some(timestamp(self.host.wall_time(ktime_ns))),
+            identity: Some(self.identity(task)),
+            process: Some(process),
+            body: Some(body),
+        }
+    }
+}
+
+/// wait(2) status to exit code or signal.
+pub fn exit_status(status: u32) -> ProcessExit {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        ProcessExit {
+            code: Some(((status >> 8) & 0xff) as i32),
+            signal: None,
+            core_dumped: false,
+        }
+    } else {
+        ProcessExit {
+            code: None,
+            signal: Some(signal),
+            core_dumped: status & 0x80 != 0,
+        }
+    }
+}
+
+/// The kernel names pseudo-terminals `pts3`; users know them as `pts/3`.
+pub fn tty_name(kernel_name: &[u8]) -> String {
+    let name = text::lossy(kernel_name);
+    match name.strip_prefix("pts") {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("pts/{n}"),
+        _ => name,
+    }
+}
+
+pub fn event_kind(record_kind: u32) -> EventKind {
+    match record_kind {
+        kind::EXEC => EventKind::ProcessExec,
+        kind::EXIT => EventKind::ProcessExit,
+        kind::FORK => EventKind::ProcessFork,
+        _ => EventKind::Unspecified,
+    }
+}
+
+pub fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_decodes_codes_and_signals() {
+        assert_eq!(exit_status(3 << 8).code, Some(3));
+        let killed = exit_status(9);
+        assert_eq!(
+            (killed.code, killed.signal, killed.core_dumped),
+            (None, Some(9), false)
+        );
+        let dumped = exit_status(11 | 0x80);
+        assert_eq!((dumped.signal, dumped.core_dumped), (Some(11), true));
+    }
+
+    #[test]
+    fn pty_names_get_their_slash() {
+        assert_eq!(tty_name(b"pts3"), "pts/3");
+        assert_eq!(tty_name(b"tty1"), "tty1");
+        assert_eq!(tty_name(b"ptsx"), "ptsx");
+        assert_eq!(tty_name(b""), "");
+    }
+}

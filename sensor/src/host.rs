@@ -1,0 +1,96 @@
+//! Facts about this host and boot that every event carries.
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result};
+
+pub struct HostInfo {
+    pub host: String,
+    /// /proc/sys/kernel/random/boot_id, as written there.
+    pub boot_id: String,
+    /// Wall-clock time of boot: CLOCK_REALTIME - CLOCK_BOOTTIME, to turn kernel times into UTC.
+    pub boot_time: SystemTime,
+    /// Kernel clock ticks per second, the unit of process start times in /proc.
+    pub clock_ticks_per_sec: u64,
+    /// Random id of this daemon run.
+    pub run_id: String,
+}
+
+impl HostInfo {
+    pub fn probe() -> Result<Self> {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .context("reading /proc/sys/kernel/random/boot_id (is /proc mounted?)")?
+            .trim()
+            .to_owned();
+        let host = nix::unistd::gethostname()
+            .context("gethostname")?
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let run_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .context("reading /proc/sys/kernel/random/uuid")?
+            .trim()
+            .to_owned();
+        Ok(Self {
+            host,
+            boot_id,
+            boot_time: boot_time()?,
+            clock_ticks_per_sec: if ticks > 0 { ticks as u64 } else { 100 },
+            run_id,
+        })
+    }
+
+    /// UTC time of a CLOCK_BOOTTIME instant.
+    pub fn wall_time(&self, boottime_ns: u64) -> SystemTime {
+        self.boot_time + Duration::from_nanos(boottime_ns)
+    }
+
+    /// Stable process id within this boot: boot id, start time in clock ticks (the resolution
+    /// /proc offers, so processes found at start-up get the same id the kernel hooks compute),
+    /// and pid.
+    pub fn exec_id(&self, pid: u32, start_boottime_ns: u64) -> String {
+        let ticks = start_boottime_ns / (1_000_000_000 / self.clock_ticks_per_sec);
+        self.exec_id_from_ticks(pid, ticks)
+    }
+
+    pub fn exec_id_from_ticks(&self, pid: u32, start_ticks: u64) -> String {
+        format!("{}:{start_ticks}:{pid}", self.boot_id)
+    }
+
+    /// CLOCK_BOOTTIME nanoseconds of a start time given in clock ticks.
+    pub fn ticks_to_ns(&self, ticks: u64) -> u64 {
+        ticks * (1_000_000_000 / self.clock_ticks_per_sec)
+    }
+}
+
+fn boot_time() -> Result<SystemTime> {
+    use nix::time::{clock_gettime, ClockId};
+    let boot = clock_gettime(ClockId::CLOCK_BOOTTIME).context("clock_gettime(BOOTTIME)")?;
+    let since_boot = Duration::new(boot.tv_sec() as u64, boot.tv_nsec() as u32);
+    Ok(SystemTime::now() - since_boot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_id_is_the_same_from_kernel_nanoseconds_and_proc_ticks() {
+        let host = HostInfo {
+            host: "h".into(),
+            boot_id: "b".into(),
+            boot_time: SystemTime::UNIX_EPOCH,
+            clock_ticks_per_sec: 100,
+            run_id: "r".into(),
+        };
+        // 12.345678 s after boot is tick 1234 at 100 Hz.
+        assert_eq!(
+            host.exec_id(42, 12_345_678_000),
+            host.exec_id_from_ticks(42, 1234)
+        );
+        assert_ne!(
+            host.exec_id(42, 12_345_678_000),
+            host.exec_id(43, 12_345_678_000)
+        );
+    }
+}

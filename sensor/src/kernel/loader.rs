@@ -1,0 +1,170 @@
+//! Loads the programs and attaches each hook through the best path this kernel allows.
+//!
+//! For each hook the `tp_btf` program is tried first (typed arguments, cheapest); if the kernel
+//! refuses it, the classic tracepoint twin is used. Which path each hook got is logged and
+//! returned, so `custos` can say exactly what it is running on.
+use std::fmt;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    programs::{BtfTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use sensor_common::{EVENTS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL};
+
+use super::{btf_offsets, mounts, privileges};
+
+/// The compiled `sensor-ebpf` programs, built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
+
+/// How a hook ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachPath {
+    TpBtf,
+    Tracepoint,
+    /// Neither path loaded; the hook is off (only allowed for optional hooks).
+    Unavailable,
+}
+
+impl fmt::Display for AttachPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachPath::TpBtf => "tp_btf",
+            AttachPath::Tracepoint => "tracepoint",
+            AttachPath::Unavailable => "unavailable",
+        })
+    }
+}
+
+/// One kernel hook and the programs that can serve it.
+struct HookSpec {
+    hook: &'static str,
+    btf_program: &'static str,
+    /// `(program, category, tracepoint)` of the classic twin, if there is one.
+    tracepoint: Option<(&'static str, &'static str, &'static str)>,
+    /// Without a required hook the sensor refuses to start rather than run blind.
+    required: bool,
+}
+
+const HOOKS: &[HookSpec] = &[
+    HookSpec {
+        hook: "sched_process_exec",
+        btf_program: "sched_process_exec_btf",
+        tracepoint: Some(("sched_process_exec_tp", "sched", "sched_process_exec")),
+        required: true,
+    },
+    HookSpec {
+        hook: "sched_process_exit",
+        btf_program: "sched_process_exit_btf",
+        tracepoint: Some(("sched_process_exit_tp", "sched", "sched_process_exit")),
+        required: true,
+    },
+    HookSpec {
+        hook: "sched_process_fork",
+        btf_program: "sched_process_fork_btf",
+        tracepoint: None,
+        required: false,
+    },
+];
+
+pub struct LoadOptions {
+    pub ring_buffer_bytes: u32,
+    pub self_tgid: u32,
+}
+
+/// The loaded programs; dropping it detaches every hook.
+pub struct LoadedSensor {
+    pub ebpf: Ebpf,
+    pub hooks: Vec<(&'static str, AttachPath)>,
+}
+
+pub fn load(options: &LoadOptions) -> Result<LoadedSensor> {
+    // Lead with what to do; the kernel's own words follow.
+    load_inner(options).map_err(
+        |err| match privileges::explain(privileges::root_errno(&err)) {
+            Some(what_to_do) => err.context(what_to_do),
+            None => err,
+        },
+    )
+}
+
+fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
+    privileges::raise_memlock_limit();
+    let layout = btf_offsets::BtfLayout::from_running_kernel()?;
+    let offsets = btf_offsets::resolve(&layout)?;
+    let btf = Btf::from_sys_fs().context("parsing /sys/kernel/btf/vmlinux for tp_btf programs")?;
+
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global(OFFSETS_GLOBAL, &offsets, true)
+        .override_global(SELF_TGID_GLOBAL, &options.self_tgid, true)
+        .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object into the kernel")?;
+
+    let mut hooks = Vec::new();
+    for spec in HOOKS {
+        let path = attach_hook(&mut ebpf, &btf, spec)?;
+        tracing::info!(hook = spec.hook, path = %path, "hook attached");
+        hooks.push((spec.hook, path));
+    }
+    Ok(LoadedSensor { ebpf, hooks })
+}
+
+fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<AttachPath> {
+    let btf_error = match attach_btf(ebpf, btf, spec) {
+        Ok(()) => return Ok(AttachPath::TpBtf),
+        Err(err) => err,
+    };
+    tracing::debug!(hook = spec.hook, "tp_btf unavailable: {btf_error:#}");
+    let Some((program, category, name)) = spec.tracepoint else {
+        if spec.required {
+            return Err(btf_error.context(format!("attaching {}", spec.hook)));
+        }
+        tracing::warn!(
+            hook = spec.hook,
+            "hook unavailable on this kernel ({btf_error:#}); continuing without it"
+        );
+        return Ok(AttachPath::Unavailable);
+    };
+    match attach_tracepoint(ebpf, program, category, name) {
+        Ok(()) => Ok(AttachPath::Tracepoint),
+        Err(tp_error) if spec.required => bail!(
+            "cannot attach {}: tp_btf failed ({btf_error:#}) and tracepoint failed ({tp_error:#})",
+            spec.hook
+        ),
+        Err(tp_error) => {
+            tracing::warn!(hook = spec.hook, "hook unavailable: {tp_error:#}");
+            Ok(AttachPath::Unavailable)
+        }
+    }
+}
+
+fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<()> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(spec.btf_program)
+        .ok_or_else(|| anyhow!("program {} missing from the object", spec.btf_program))?
+        .try_into()?;
+    program
+        .load(spec.hook, btf)
+        .with_context(|| format!("loading tp_btf/{}", spec.hook))?;
+    program
+        .attach()
+        .with_context(|| format!("attaching tp_btf/{}", spec.hook))?;
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
+    mounts::ensure_tracefs()?;
+    let program: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing from the object"))?
+        .try_into()?;
+    program
+        .load()
+        .with_context(|| format!("loading tracepoint/{category}/{name}"))?;
+    program
+        .attach(category, name)
+        .with_context(|| format!("attaching tracepoint/{category}/{name}"))?;
+    Ok(())
+}

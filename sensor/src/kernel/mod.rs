@@ -1,0 +1,7 @@
+//! Everything that talks to the kernel: offsets from BTF, loading and attaching the programs,
+//! draining the ring buffer and reading the drop counters.
+pub mod btf_offsets;
+pub mod drops;
+pub mod loader;
+pub mod mounts;
+pub mod privileges;

@@ -1,0 +1,96 @@
+//! `custos`: the Custos sensor daemon and its command-line tools.
+mod cgroups;
+mod config;
+mod decode;
+mod enrich;
+mod host;
+mod identity;
+mod kernel;
+mod pipeline;
+mod proc_scan;
+mod process_table;
+mod sinks;
+mod text;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "custos",
+    version,
+    about = "eBPF sensor: who ran what, as whom, from which login"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the kernel programs and stream events to the configured sinks until SIGINT/SIGTERM.
+    Run {
+        /// TOML configuration; without it, the embedded default (JSON lines on stdout).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit.
+    CheckConfig { file: PathBuf },
+    /// Print the embedded default configuration.
+    DefaultConfig,
+    /// Turn a length-delimited protobuf file into JSON lines on stdout.
+    Decode { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("custos: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let config = match config {
+                Some(path) => config::Config::load(&path)?,
+                None => config::Config::embedded_default()?,
+            };
+            // One task drives the ring buffer; the sinks have their own thread.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(pipeline::run(config))
+        }
+        Command::CheckConfig { file } => {
+            config::Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::DefaultConfig => {
+            print!("{}", config::EMBEDDED_DEFAULT);
+            Ok(())
+        }
+        Command::Decode { file } => decode_file(&file),
+    }
+}
+
+fn decode_file(path: &PathBuf) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    custos_proto::delimited::to_json_lines(std::io::BufReader::new(file), std::io::stdout().lock())
+        .with_context(|| format!("decoding {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The daemon's data flow: ring buffer → decode → enrich → sequence → sinks.
+//!
+//! One task owns the ring buffer and everything up to sequencing, so `seq` is gap-free and in
+//! ring order; the sinks run on their own thread behind an unbounded channel, so the ring buffer
+//! is drained whatever the sinks do. On SIGINT/SIGTERM the hooks are detached first, then what
+//! the kernel had already accepted is drained and flushed before exit.
+use std::{num::NonZeroUsize, path::Path, time::Duration};
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use custos_proto::v1::{Event, LossReason};
+use sensor_common::EVENTS_MAP;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+    sync::mpsc::{self, UnboundedSender},
+};
+
+use crate::{
+    cgroups::{cgroup2_mount, CgroupResolver},
+    config::Config,
+    decode,
+    enrich::Enricher,
+    host::HostInfo,
+    identity::{NameCache, Nss},
+    kernel::{drops::DropCounters, loader},
+    proc_scan,
+    process_table::ProcessTable,
+    sinks::Sinks,
+};
+
+/// How long exited processes stay in the table for late events.
+const EXITED_GRACE: Duration = Duration::from_secs(10);
+/// How often drop counters are read and the table swept.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Stages between the ring buffer and the sink channel.
+struct Stages {
+    enricher: Enricher<Nss>,
+    next_seq: u64,
+    out: UnboundedSender<Event>,
+    /// Undecodable records per kind since the last housekeeping tick.
+    undecodable: Vec<(u32, u64)>,
+}
+
+impl Stages {
+    fn emit(&mut self, mut event: Event) -> Result<()> {
+        event.seq = self.next_seq;
+        self.next_seq += 1;
+        self.out
+            .send(event)
+            .map_err(|_| anyhow!("the sink thread stopped; see the error above"))
+    }
+
+    fn handle(&mut self, bytes: &[u8]) -> Result<()> {
+        match decode::decode(bytes) {
+            Ok(record) => {
+                if let Some(event) = self.enricher.event(record) {
+                    self.emit(event)?;
+                }
+            }
+            Err(err) => {
+                tracing::warn!("undecodable kernel record: {err}");
+                let kind = err.kind();
+                match self.undecodable.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => self.undecodable.push((kind, 1)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            self.handle(&item)?;
+        }
+        Ok(())
+    }
+
+    /// Turns kernel drops and undecodable records into in-band loss events.
+    fn report_losses(&mut self, drops: &mut DropCounters) -> Result<()> {
+        for (kind, count) in drops.new_drops() {
+            tracing::warn!(kind, count, "kernel ring buffer full: records dropped");
+            let event = self
+                .enricher
+                .loss(kind, count, LossReason::KernelBufferFull);
+            self.emit(event)?;
+        }
+        for (kind, count) in std::mem::take(&mut self.undecodable) {
+            let event = self.enricher.loss(kind, count, LossReason::Undecodable);
+            self.emit(event)?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    let host = HostInfo::probe()?;
+    let sinks = Sinks::open(&config.sinks)?;
+
+    let mut sensor = loader::load(&loader::LoadOptions {
+        ring_buffer_bytes: config.kernel.ring_buffer_bytes,
+        self_tgid: std::process::id(),
+    })?;
+    let ring = sensor
+        .ebpf
+        .take_map(EVENTS_MAP)
+        .ok_or_else(|| anyhow!("map {EVENTS_MAP} missing from the object"))?;
+    let ring = RingBuf::try_from(ring).context("opening the ring buffer")?;
+    // SAFETY: the RingBuf owns the map's fd, and the AsyncFd owns the RingBuf, so the fd stays
+    // open for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
+    let mut drops = DropCounters::take(&mut sensor.ebpf)?;
+
+    // Seed after attaching, so a process started in between is seen by one or the other.
+    let mut processes = ProcessTable::new(EXITED_GRACE);
+    let seeded = proc_scan::seed(&mut processes, &host, Path::new("/proc"));
+    let (out, events) = mpsc::unbounded_channel();
+    let writer = std::thread::Builder::new()
+        .name("custos-sinks".into())
+        .spawn(move || sinks.run(events))
+        .context("starting the sink thread")?;
+
+    let mut stages = Stages {
+        enricher: Enricher {
+            host,
+            names: NameCache::new(
+                Nss,
+                NonZeroUsize::new(4096).expect("non-zero"),
+                Duration::from_secs(300),
+            ),
+            cgroups: CgroupResolver::new(
+                cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into()),
+                Duration::from_secs(1),
+            ),
+            processes,
+        },
+        next_seq: 1,
+        out,
+        undecodable: Vec::new(),
+    };
+
+    let hooks: Vec<String> = sensor
+        .hooks
+        .iter()
+        .map(|(hook, path)| format!("{hook}={path}"))
+        .collect();
+    tracing::info!(
+        hooks = %hooks.join(","),
+        processes = seeded,
+        run_id = %stages.enricher.host.run_id,
+        "sensor ready"
+    );
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let result: Result<()> = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                if let Err(err) = stages.drain(guard.get_inner_mut()) {
+                    break Err(err);
+                }
+                guard.clear_ready();
+            }
+            _ = housekeeping.tick() => {
+                if let Err(err) = stages.report_losses(&mut drops) {
+                    break Err(err);
+                }
+                stages.enricher.processes.sweep();
+            }
+            _ = sigterm.recv() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
+        }
+    };
+
+    // Detach the hooks, then drain and report what was already accepted.
+    drop(sensor);
+    let flushed = stages
+        .drain(ring.get_mut())
+        .and_then(|()| stages.report_losses(&mut drops));
+    let sent = stages.next_seq - 1;
+    drop(stages);
+    let written = writer
+        .join()
+        .map_err(|_| anyhow!("the sink thread panicked"))?;
+    tracing::info!(events = sent, "sensor stopped");
+    result.and(flushed).and(written)
+}

@@ -1,0 +1,108 @@
+//! Seeds the process table from /proc with the processes that were running before the sensor.
+use std::{os::unix::ffi::OsStrExt, path::Path, sync::Arc};
+
+use crate::{
+    host::HostInfo,
+    process_table::{Image, ProcessEntry, ProcessTable},
+};
+
+/// Adds every process under `proc_root` to `table`; returns how many were added.
+pub fn seed(table: &mut ProcessTable, host: &HostInfo, proc_root: &Path) -> usize {
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return 0;
+    };
+    let mut added = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let base = entry.path();
+        // A process can exit while we read it; skip whatever vanished.
+        let Some((ppid, start_ticks)) = read_stat(&base) else {
+            continue;
+        };
+        let parent_start = if ppid == 0 {
+            None
+        } else {
+            read_stat(&proc_root.join(ppid.to_string())).map(|(_, ticks)| ticks)
+        };
+        let image = Image {
+            binary: read_link_bytes(&base.join("exe")),
+            args: std::fs::read(base.join("cmdline"))
+                .map(|argv| {
+                    crate::decode::split_argv(&argv)
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            args_truncated: false,
+            cwd: read_link_bytes(&base.join("cwd")),
+            path_truncated: false,
+        };
+        table.upsert(ProcessEntry::new(
+            pid,
+            ppid,
+            host.ticks_to_ns(start_ticks),
+            host.exec_id_from_ticks(pid, start_ticks),
+            parent_start
+                .map(|ticks| host.exec_id_from_ticks(ppid, ticks))
+                .unwrap_or_default(),
+            Arc::new(image),
+        ));
+        added += 1;
+    }
+    added
+}
+
+/// `(ppid, starttime)` from /proc/PID/stat. The command name may hold spaces and parentheses,
+/// so fields are counted from the last ')'.
+fn read_stat(base: &Path) -> Option<(u32, u64)> {
+    let stat = std::fs::read(base.join("stat")).ok()?;
+    parse_stat(&stat)
+}
+
+fn parse_stat(stat: &[u8]) -> Option<(u32, u64)> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 2..)?).ok()?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, starttime field 22.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((ppid, start))
+}
+
+fn read_link_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read_link(path)
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_odd_command_names() {
+        let stat =
+            b"1234 (a) b (c)) S 77 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_stat(stat), Some((77, 98765)));
+        assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn seeding_finds_this_test_process_with_its_parent() {
+        let host = HostInfo::probe().unwrap();
+        let mut table = ProcessTable::new(std::time::Duration::from_secs(1));
+        assert!(seed(&mut table, &host, Path::new("/proc")) > 1);
+        let me = std::process::id();
+        let (ppid, ticks) = read_stat(Path::new(&format!("/proc/{me}"))).unwrap();
+        let entry = table.get(me, &host.exec_id_from_ticks(me, ticks)).unwrap();
+        assert_eq!(entry.ppid, ppid);
+        assert!(!entry.image.binary.is_empty());
+    }
+}

@@ -1,0 +1,139 @@
+//! What the daemon knows about each live process: its image (binary, args, cwd) and lineage.
+//!
+//! Filled from /proc at start-up, then kept current by exec, fork and exit records. Exited
+//! processes linger for a grace period so that late events (a child's exec naming a parent that
+//! just exited) can still be enriched.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// The program a process runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    pub binary: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+    pub args_truncated: bool,
+    pub cwd: Vec<u8>,
+    pub path_truncated: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProcessEntry {
+    pub pid: u32,
+    pub ppid: u32,
+    pub start_boottime_ns: u64,
+    pub exec_id: String,
+    pub parent_exec_id: String,
+    pub image: Arc<Image>,
+    exited_at: Option<Instant>,
+}
+
+impl ProcessEntry {
+    pub fn new(
+        pid: u32,
+        ppid: u32,
+        start_boottime_ns: u64,
+        exec_id: String,
+        parent_exec_id: String,
+        image: Arc<Image>,
+    ) -> Self {
+        Self {
+            pid,
+            ppid,
+            start_boottime_ns,
+            exec_id,
+            parent_exec_id,
+            image,
+            exited_at: None,
+        }
+    }
+}
+
+pub struct ProcessTable {
+    by_pid: HashMap<u32, ProcessEntry>,
+    grace: Duration,
+}
+
+impl ProcessTable {
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            by_pid: HashMap::new(),
+            grace,
+        }
+    }
+
+    /// Records a process (new, or re-exec'd), replacing any older entry of the same pid.
+    pub fn upsert(&mut self, entry: ProcessEntry) {
+        self.by_pid.insert(entry.pid, entry);
+    }
+
+    /// The entry for this exact process (pid and exec_id must both match, so a reused pid is
+    /// never mistaken for the process that had it before).
+    pub fn get(&self, pid: u32, exec_id: &str) -> Option<&ProcessEntry> {
+        self.by_pid.get(&pid).filter(|e| e.exec_id == exec_id)
+    }
+
+    /// A forked child starts with its parent's image.
+    pub fn inherit(&mut self, child: ProcessEntry) {
+        let image = self
+            .get(child.ppid, &child.parent_exec_id)
+            .map(|parent| parent.image.clone())
+            .unwrap_or_default();
+        self.upsert(ProcessEntry { image, ..child });
+    }
+
+    /// Marks the process as exited; it is forgotten after the grace period.
+    pub fn mark_exited(&mut self, pid: u32, exec_id: &str) {
+        if let Some(entry) = self.by_pid.get_mut(&pid).filter(|e| e.exec_id == exec_id) {
+            entry.exited_at = Some(Instant::now());
+        }
+    }
+
+    /// Forgets processes that exited more than the grace period ago.
+    pub fn sweep(&mut self) {
+        let grace = self.grace;
+        self.by_pid
+            .retain(|_, e| e.exited_at.is_none_or(|at| at.elapsed() < grace));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: u32, ppid: u32, binary: &[u8]) -> ProcessEntry {
+        ProcessEntry::new(
+            pid,
+            ppid,
+            0,
+            format!("id-{pid}"),
+            format!("id-{ppid}"),
+            Arc::new(Image {
+                binary: binary.to_vec(),
+                ..Image::default()
+            }),
+        )
+    }
+
+    #[test]
+    fn children_inherit_the_parent_image_and_reused_pids_do_not_match() {
+        let mut table = ProcessTable::new(Duration::from_secs(5));
+        table.upsert(entry(10, 1, b"/bin/bash"));
+        table.inherit(entry(11, 10, b""));
+        assert_eq!(table.get(11, "id-11").unwrap().image.binary, b"/bin/bash");
+        assert!(table.get(11, "id-other").is_none());
+    }
+
+    #[test]
+    fn exited_processes_are_swept_after_the_grace_period() {
+        let mut table = ProcessTable::new(Duration::ZERO);
+        table.upsert(entry(10, 1, b"/bin/a"));
+        table.upsert(entry(11, 1, b"/bin/b"));
+        table.mark_exited(10, "id-10");
+        table.sweep();
+        assert!(table.get(10, "id-10").is_none());
+        assert!(table.get(11, "id-11").is_some());
+    }
+}

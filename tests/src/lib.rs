@@ -1,0 +1,264 @@
+//! Harness for the integration tests: runs the real `custos` daemon (real eBPF programs, real
+//! kernel), causes real activity, and reads back the events it wrote.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::Value;
+
+/// How long to wait for the daemon to become ready or for an event to show up.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The `custos` binary under test: `CUSTOS_BIN` (set by `cargo xtask test`), else the
+/// workspace's debug build.
+pub fn custos_bin() -> PathBuf {
+    std::env::var_os("CUSTOS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/custos"))
+}
+
+/// Fails with a clear message unless the tests run as root (they load eBPF programs).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the integration tests load eBPF programs and must run as root (cargo xtask test)"
+    );
+}
+
+/// A running daemon writing JSON lines (and optionally protobuf) to files in a temp dir.
+pub struct Sensor {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub json_path: PathBuf,
+    pub protobuf_path: PathBuf,
+    stderr: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Sensor {
+    /// Starts the daemon with a JSON file sink and a protobuf file sink, plus `extra_toml`.
+    pub fn start(extra_toml: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let json_path = dir.path().join("events.json");
+        let protobuf_path = dir.path().join("events.pb");
+        let config = format!(
+            "{extra_toml}\n\
+             [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"json\"\n\
+             [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
+            json_path.display(),
+            protobuf_path.display()
+        );
+        let config_path = dir.path().join("custos.toml");
+        std::fs::write(&config_path, config)?;
+        let mut child = Command::new(custos_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("CUSTOS_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", custos_bin().display()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("no stderr pipe"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut sensor = Sensor {
+            child: Some(child),
+            dir,
+            json_path,
+            protobuf_path,
+            stderr: rx,
+            log: Vec::new(),
+        };
+        sensor.wait_for_log("sensor ready")?;
+        Ok(sensor)
+    }
+
+    /// Waits until the daemon logs a line containing `needle`.
+    pub fn wait_for_log(&mut self, needle: &str) -> Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if self.log.iter().any(|l| l.contains(needle)) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    eprintln!("custos: {line}");
+                    self.log.push(line);
+                }
+                Err(_) => bail!(
+                    "custos never logged {needle:?}; its log:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every event written so far (complete lines only).
+    pub fn events(&self) -> Result<Vec<Value>> {
+        read_json_lines(&self.json_path)
+    }
+
+    /// Polls the output until `found` returns `Some`, or fails after [`PATIENCE`].
+    pub fn wait_for<T>(&self, what: &str, found: impl Fn(&[Value]) -> Option<T>) -> Result<T> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let events = self.events()?;
+            if let Some(hit) = found(&events) {
+                return Ok(hit);
+            }
+            if Instant::now() > deadline {
+                bail!("no {what} among {} events", events.len());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; what was accepted must then be on disk.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        signal(child.id(), "TERM")?;
+        let status = child.wait()?;
+        while let Ok(line) = self.stderr.try_recv() {
+            self.log.push(line);
+        }
+        if !status.success() {
+            bail!("custos exited with {status}; log:\n{}", self.log.join("\n"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = signal(child.id(), "KILL");
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends a signal by name with kill(1).
+pub fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+pub fn read_json_lines(path: &Path) -> Result<Vec<Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    // The last line may still be in flight; only complete lines count.
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("bad JSON line: {l}")))
+        .collect()
+}
+
+/// A copy of `source` under a unique name in a world-readable temp dir, so that any user can
+/// run it and its exec events are unmistakable.
+pub struct Marker {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Marker {
+    pub fn new(source: &str) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new().prefix("custos-test-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let name = format!("custos-marker-{}", std::process::id());
+        let path = dir.path().join(name);
+        std::fs::copy(source, &path).with_context(|| format!("copying {source}"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Self { dir, path })
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().unwrap_or_default()
+    }
+}
+
+/// Events whose body is `kind` (`exec`, `exit`, `loss`).
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> impl Iterator<Item = &'a Value> + 'a {
+    let kind = kind.to_owned();
+    events.iter().filter(move |e| e.get(&kind).is_some())
+}
+
+/// The exec_id the sensor gives an existing process, computed independently from /proc.
+pub fn exec_id_of(pid: u32) -> Result<String> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = &stat[stat.rfind(')').ok_or_else(|| anyhow!("bad stat"))? + 2..];
+    let start_ticks = after_comm
+        .split_whitespace()
+        .nth(19)
+        .ok_or_else(|| anyhow!("short stat"))?;
+    Ok(format!("{}:{start_ticks}:{pid}", boot_id.trim()))
+}
+
+/// Creates a local user (idempotent) and returns its uid.
+pub fn ensure_user(name: &str) -> Result<u32> {
+    if let Some(uid) = uid_of(name)? {
+        return Ok(uid);
+    }
+    let status = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ])
+        .status()
+        .context("running useradd")?;
+    if !status.success() {
+        bail!("useradd {name} failed");
+    }
+    uid_of(name)?.ok_or_else(|| anyhow!("{name} missing after useradd"))
+}
+
+fn uid_of(name: &str) -> Result<Option<u32>> {
+    let out = Command::new("id").args(["-u", name]).output()?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&out.stdout).trim().parse()?))
+}

@@ -1,0 +1,229 @@
+//! Process execution and exit, with the identity behind them, from the real sensor.
+use std::process::Command;
+
+use anyhow::Result;
+use custos_tests::{ensure_user, exec_id_of, of_kind, require_root, Marker, Sensor};
+use serde_json::Value;
+
+const LOGIN_USER: &str = "custos-login";
+
+/// A process that logged in as LOGIN_USER becomes `nobody` and runs a marker with arguments:
+/// the exec event names the marker, its arguments, user nobody, the login user behind it, the
+/// session, and the parent; the exit event closes the same process.
+#[test]
+fn exec_as_nobody_carries_the_login_user_session_and_parent() -> Result<()> {
+    require_root();
+    let login_uid = ensure_user(LOGIN_USER)?;
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start("")?;
+
+    // The shell sets its own audit login uid (as pam_loginuid does at login), then becomes
+    // nobody through setpriv, which execs the marker in the same process.
+    let script = format!(
+        "echo {login_uid} > /proc/self/loginuid && exec setpriv --reuid=65534 --regid=65534 \
+         --clear-groups {} first 'second arg' --flag=3",
+        marker.path_str()
+    );
+    let status = Command::new("sh").arg("-c").arg(&script).status()?;
+    assert!(status.success(), "test workload failed: {script}");
+
+    let marker_path = marker.path_str().to_owned();
+    let exec = sensor.wait_for("marker exec", |events| {
+        of_kind(events, "exec")
+            .find(|e| e["process"]["binary"] == marker_path.as_str())
+            .cloned()
+    })?;
+    let process = &exec["process"];
+    assert_eq!(
+        process["args"],
+        serde_json::json!([marker_path, "first", "second arg", "--flag=3"])
+    );
+    let identity = &exec["identity"];
+    assert_eq!(identity["uid"], 65534);
+    assert_eq!(identity["user"], "nobody");
+    assert_eq!(identity["euid"], 65534);
+    assert_eq!(identity["euser"], "nobody");
+    assert_eq!(identity["gid"], 65534);
+    assert_eq!(
+        identity["groups"],
+        serde_json::json!([]),
+        "setpriv cleared the groups"
+    );
+    assert_eq!(identity["loginUid"], login_uid);
+    assert_eq!(identity["loginUser"], LOGIN_USER);
+    let session = identity["sessionId"].as_u64().expect("a session id");
+    assert_ne!(session, u64::from(u32::MAX));
+
+    // The parent is this test process; its exec_id is derived independently from /proc.
+    assert_eq!(process["ppid"], std::process::id());
+    assert_eq!(process["parentExecId"], exec_id_of(std::process::id())?);
+    assert_eq!(
+        exec["exec"]["parent"]["execId"],
+        exec_id_of(std::process::id())?
+    );
+    assert_eq!(process["cwd"], std::env::current_dir()?.to_str().unwrap());
+
+    // The shell and setpriv ran in the same process: same exec_id, earlier exec events.
+    let exec_id = process["execId"].as_str().expect("exec_id").to_owned();
+    let events = sensor.events()?;
+    let same_process: Vec<&Value> = of_kind(&events, "exec")
+        .filter(|e| e["process"]["execId"] == exec_id.as_str())
+        .collect();
+    let binaries: Vec<&str> = same_process
+        .iter()
+        .map(|e| e["process"]["binary"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        binaries.iter().any(|b| b.ends_with("/setpriv")),
+        "setpriv's exec shares the exec_id: {binaries:?}"
+    );
+
+    let exit = sensor.wait_for("marker exit", |events| {
+        of_kind(events, "exit")
+            .find(|e| e["process"]["execId"] == exec_id.as_str())
+            .cloned()
+    })?;
+    assert_eq!(exit["exit"]["code"], 0);
+    assert_eq!(exit["process"]["binary"], marker_path.as_str());
+    assert_eq!(exit["identity"]["loginUser"], LOGIN_USER);
+
+    sensor.stop()?;
+    Ok(())
+}
+
+/// Exit codes and killing signals reach the exit event.
+#[test]
+fn exit_events_carry_codes_and_signals() -> Result<()> {
+    require_root();
+    let marker = Marker::new("/bin/sh")?;
+    let mut sensor = Sensor::start("")?;
+    let path = marker.path_str().to_owned();
+    Command::new(&path).args(["-c", "exit 7"]).status()?;
+    Command::new(&path).args(["-c", "kill -9 $$"]).status()?;
+
+    let exits = sensor.wait_for("two marker exits", |events| {
+        let exits: Vec<Value> = of_kind(events, "exit")
+            .filter(|e| e["process"]["binary"] == path.as_str())
+            .cloned()
+            .collect();
+        (exits.len() == 2).then_some(exits)
+    })?;
+    assert_eq!(exits[0]["exit"]["code"], 7);
+    assert_eq!(exits[1]["exit"]["signal"], 9);
+    assert!(exits[1]["exit"].get("code").is_none());
+    sensor.stop()?;
+    Ok(())
+}
+
+/// Every event is written to the protobuf sink too, and `custos decode` turns that file back
+/// into the same JSON, with a gap-free sequence.
+#[test]
+fn protobuf_output_decodes_to_the_same_events() -> Result<()> {
+    require_root();
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start("")?;
+    Command::new(marker.path_str()).arg("pb").status()?;
+    let path = marker.path_str().to_owned();
+    sensor.wait_for("marker exit", |events| {
+        of_kind(events, "exit")
+            .find(|e| e["process"]["binary"] == path.as_str())
+            .map(|_| ())
+    })?;
+    sensor.stop()?;
+
+    let json = sensor.events()?;
+    let decoded = Command::new(custos_tests::custos_bin())
+        .arg("decode")
+        .arg(&sensor.protobuf_path)
+        .output()?;
+    assert!(
+        decoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let from_protobuf: Vec<Value> = String::from_utf8(decoded.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(from_protobuf, json);
+    let seqs: Vec<u64> = json
+        .iter()
+        .map(|e| e["seq"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0))
+        .collect();
+    let expected: Vec<u64> = (1..=json.len() as u64).collect();
+    assert_eq!(seqs, expected, "seq starts at 1 and has no gaps");
+    Ok(())
+}
+
+/// Records the kernel could not queue are counted and reported in-band: with the daemon stopped
+/// and a small ring, a burst of execs overflows it, and every marker exec either arrives or is
+/// accounted for by a loss event.
+#[test]
+fn ring_buffer_overflow_is_reported_as_loss() -> Result<()> {
+    require_root();
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start("[kernel]\nring_buffer_bytes = 65536\n")?;
+    const BURST: usize = 600;
+    custos_tests::signal(sensor.pid(), "STOP")?;
+    let burst = (|| -> Result<()> {
+        for _ in 0..BURST {
+            Command::new(marker.path_str()).status()?;
+        }
+        Ok(())
+    })();
+    custos_tests::signal(sensor.pid(), "CONT")?;
+    burst?;
+
+    let lost = sensor.wait_for("an exec loss event", |events| {
+        of_kind(events, "loss")
+            .filter(|e| e["loss"]["kind"] == "EVENT_KIND_PROCESS_EXEC")
+            .map(|e| {
+                e["loss"]["count"]
+                    .as_str()
+                    .and_then(|c| c.parse::<u64>().ok())
+            })
+            .sum::<Option<u64>>()
+            .filter(|&n| n > 0)
+    })?;
+    sensor.stop()?;
+    let events = sensor.events()?;
+    let path = marker.path_str();
+    let arrived = of_kind(&events, "exec")
+        .filter(|e| e["process"]["binary"] == path)
+        .count();
+    let loss = of_kind(&events, "loss").find(|e| e["loss"]["kind"] == "EVENT_KIND_PROCESS_EXEC");
+    assert_eq!(
+        loss.unwrap()["loss"]["reason"],
+        "LOSS_REASON_KERNEL_BUFFER_FULL"
+    );
+    assert!(
+        arrived < BURST,
+        "the 64 KiB ring should overflow: {arrived} arrived"
+    );
+    assert!(
+        arrived as u64 + lost >= BURST as u64,
+        "{arrived} arrived + {lost} reported lost < {BURST} executed: a silent loss"
+    );
+    Ok(())
+}
+
+/// Without the privileges to load programs, custos says what to do in one line.
+#[test]
+fn missing_privileges_give_a_clear_error() -> Result<()> {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(custos_tests::custos_bin())
+        .arg("run")
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(error_lines.len(), 1, "one error line: {stderr}");
+    assert!(error_lines[0].contains("run custos as root"), "{stderr}");
+    Ok(())
+}

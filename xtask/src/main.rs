@@ -1,0 +1,64 @@
+//! `cargo xtask`: Custos developer tooling.
+//!
+//! Every command first makes sure the machine has what it needs (see `setup`), so a fresh
+//! machine goes from clone to running sensor or green tests with one command.
+mod commands;
+mod setup;
+mod shell;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Custos developer tooling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need: nightly rust-src, bpf-linker (with Debian's
+    /// LLVM 22), and the Debian tools the tests drive. Idempotent.
+    Setup,
+    /// Build the eBPF programs and the `custos` binary.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run the sensor (as root) on the embedded default or the given arguments.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `custos run`, e.g. `-- --config packaging/custos.toml`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run every check and test: formatting, clippy, unit tests, and the integration tests that
+    /// load the real programs (as root).
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Turn a length-delimited protobuf file written by a sink back into JSON lines.
+    Decode { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::all(),
+        Command::Build { release } => setup::build_tools().and_then(|()| commands::build(release)),
+        Command::Run { release, args } => commands::run(release, &args),
+        Command::Test { filter } => commands::test(filter.as_deref()),
+        Command::Decode { file } => commands::decode(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

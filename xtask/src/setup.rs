@@ -1,0 +1,105 @@
+//! Idempotent machine setup: each step checks first and says what it installs.
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::shell::{have, is_root, output, run, succeeds};
+
+/// Debian's LLVM that bpf-linker links against; rustc's own LLVM is 22 too, so they match.
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
+const BPF_LINKER_VERSION: &str = "^0.13";
+/// Programs the integration tests drive, and the Debian package of each.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("setpriv", "util-linux"),
+    ("useradd", "passwd"),
+    ("kill", "procps"),
+];
+
+pub fn all() -> Result<()> {
+    build_tools()?;
+    test_tools()
+}
+
+/// What building the eBPF programs needs.
+pub fn build_tools() -> Result<()> {
+    rust_src()?;
+    bpf_linker()
+}
+
+/// What the integration tests need besides the build.
+pub fn test_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| *package)
+        .collect();
+    apt_install(&missing)
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]));
+    if installed
+        .as_deref()
+        .is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src")))
+    {
+        return Ok(());
+    }
+    if installed.is_none() {
+        eprintln!("xtask: installing the nightly toolchain (the eBPF target is built with it)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    eprintln!("xtask: adding rust-src to nightly (core is rebuilt for the bpf target)");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+        .context("rustup could not add rust-src; without it the eBPF programs cannot be built")
+}
+
+fn bpf_linker() -> Result<()> {
+    if succeeds(Command::new("bpf-linker").arg("--version")) {
+        return Ok(());
+    }
+    if !Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {
+        eprintln!("xtask: installing Debian's LLVM 22 for bpf-linker");
+        apt_install(LLVM_PACKAGES)?;
+    }
+    eprintln!("xtask: building bpf-linker against {LLVM_PREFIX} (about a minute)");
+    run(crate::shell::cargo()
+        .env("LLVM_PREFIX", LLVM_PREFIX)
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", "llvm-22"]))
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {}: run as root, or install them with apt-get",
+            packages.join(" ")
+        );
+    }
+    eprintln!("xtask: installing Debian packages: {}", packages.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
