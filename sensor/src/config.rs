@@ -36,14 +36,28 @@ impl Default for Sensors {
 pub struct Kernel {
     #[serde(default = "default_ring_buffer_bytes")]
     pub ring_buffer_bytes: u32,
+    #[serde(default)]
+    pub attach: AttachMode,
 }
 
 impl Default for Kernel {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: default_ring_buffer_bytes(),
+            attach: AttachMode::Auto,
         }
     }
+}
+
+/// Which program types the hooks may use.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// The best the kernel accepts: tp_btf, else the classic tracepoint.
+    #[default]
+    Auto,
+    /// Classic tracepoints only (for kernels whose tp_btf support misbehaves).
+    Tracepoint,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     cgroups::{cgroup2_mount, CgroupResolver},
-    config::Config,
+    config::{AttachMode, Config},
     decode,
     enrich::Enricher,
     host::HostInfo,
@@ -102,6 +102,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut sensor = loader::load(&loader::LoadOptions {
         ring_buffer_bytes: config.kernel.ring_buffer_bytes,
         self_tgid: std::process::id(),
+        allow_btf: config.kernel.attach == AttachMode::Auto,
     })?;
     let ring = sensor
         .ebpf

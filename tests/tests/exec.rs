@@ -9,13 +9,46 @@ const LOGIN_USER: &str = "custos-login";
 
 /// A process that logged in as LOGIN_USER becomes `nobody` and runs a marker with arguments:
 /// the exec event names the marker, its arguments, user nobody, the login user behind it, the
-/// session, and the parent; the exit event closes the same process.
+/// session, and the parent; the exit event closes the same process. On this kernel every hook
+/// takes the tp_btf path.
 #[test]
 fn exec_as_nobody_carries_the_login_user_session_and_parent() -> Result<()> {
+    let sensor = exec_identity_scenario("")?;
+    assert!(
+        sensor
+            .log
+            .iter()
+            .any(|l| l.contains("sched_process_exec=tp_btf")
+                && l.contains("sched_process_exit=tp_btf")
+                && l.contains("sched_process_fork=tp_btf")),
+        "hook paths not logged as tp_btf: {:?}",
+        sensor.log
+    );
+    Ok(())
+}
+
+/// The same through the classic tracepoints, the fallback for kernels that refuse tp_btf.
+#[test]
+fn classic_tracepoint_path_reports_the_same_exec_and_identity() -> Result<()> {
+    let sensor = exec_identity_scenario("[kernel]\nattach = \"tracepoint\"\n")?;
+    assert!(
+        sensor
+            .log
+            .iter()
+            .any(|l| l.contains("sched_process_exec=tracepoint")
+                && l.contains("sched_process_exit=tracepoint")
+                && l.contains("sched_process_fork=unavailable")),
+        "hook paths not logged as tracepoint: {:?}",
+        sensor.log
+    );
+    Ok(())
+}
+
+fn exec_identity_scenario(extra_toml: &str) -> Result<Sensor> {
     require_root();
     let login_uid = ensure_user(LOGIN_USER)?;
     let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(extra_toml)?;
 
     // The shell sets its own audit login uid (as pam_loginuid does at login), then becomes
     // nobody through setpriv, which execs the marker in the same process.
@@ -88,7 +121,7 @@ fn exec_as_nobody_carries_the_login_user_session_and_parent() -> Result<()> {
     assert_eq!(exit["identity"]["loginUser"], LOGIN_USER);
 
     sensor.stop()?;
-    Ok(())
+    Ok(sensor)
 }
 
 /// Exit codes and killing signals reach the exit event.

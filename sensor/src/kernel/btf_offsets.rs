@@ -199,6 +199,14 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_without_btf_gets_an_explanation() {
+        let err = BtfLayout::from_file(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .expect("missing BTF is an error");
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
+
+    #[test]
     fn unknown_member_is_none_and_required_errors() {
         let Some(layout) = layout() else {
             return;

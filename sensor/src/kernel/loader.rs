@@ -70,6 +70,8 @@ const HOOKS: &[HookSpec] = &[
 pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     pub self_tgid: u32,
+    /// Whether tp_btf may be tried (false: classic tracepoints only).
+    pub allow_btf: bool,
 }
 
 /// The loaded programs; dropping it detaches every hook.
@@ -104,17 +106,21 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
 
     let mut hooks = Vec::new();
     for spec in HOOKS {
-        let path = attach_hook(&mut ebpf, &btf, spec)?;
+        let path = attach_hook(&mut ebpf, &btf, spec, options.allow_btf)?;
         tracing::info!(hook = spec.hook, path = %path, "hook attached");
         hooks.push((spec.hook, path));
     }
     Ok(LoadedSensor { ebpf, hooks })
 }
 
-fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<AttachPath> {
-    let btf_error = match attach_btf(ebpf, btf, spec) {
-        Ok(()) => return Ok(AttachPath::TpBtf),
-        Err(err) => err,
+fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec, allow_btf: bool) -> Result<AttachPath> {
+    let btf_error = if allow_btf {
+        match attach_btf(ebpf, btf, spec) {
+            Ok(()) => return Ok(AttachPath::TpBtf),
+            Err(err) => err,
+        }
+    } else {
+        anyhow!("tp_btf disabled by kernel.attach = \"tracepoint\"")
     };
     tracing::debug!(hook = spec.hook, "tp_btf unavailable: {btf_error:#}");
     let Some((program, category, name)) = spec.tracepoint else {
@@ -130,7 +136,8 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<AttachPath
     match attach_tracepoint(ebpf, program, category, name) {
         Ok(()) => Ok(AttachPath::Tracepoint),
         Err(tp_error) if spec.required => bail!(
-            "cannot attach {}: tp_btf failed ({btf_error:#}) and tracepoint failed ({tp_error:#})",
+            "this kernel cannot run the {} hook (Custos needs Linux 5.17 or later with BTF and \
+             tracepoints): tp_btf failed ({btf_error:#}); tracepoint failed ({tp_error:#})",
             spec.hook
         ),
         Err(tp_error) => {
