@@ -14,6 +14,7 @@ pub mod kind {
     pub const EXEC: u32 = 1;
     pub const EXIT: u32 = 2;
     pub const FORK: u32 = 3;
+    pub const FILE_OPEN: u32 = 4;
     /// Number of slots in the drop-counter array (highest kind + 1, with room to grow).
     pub const COUNT: u32 = 16;
 }
@@ -28,6 +29,53 @@ pub mod exec_flags {
     pub const CWD_TRUNCATED: u32 = 1 << 2;
     /// argv could not be read from the new process image at all.
     pub const ARGV_UNREADABLE: u32 = 1 << 3;
+}
+
+/// Flags in [`FileOpenRecord::flags`].
+pub mod file_flags {
+    /// The resolved path hit the walk's depth or size limit; `path` is a suffix.
+    pub const PATH_TRUNCATED: u32 = 1 << 0;
+    /// The directory a relative request was resolved against was truncated the same way.
+    pub const DIR_TRUNCATED: u32 = 1 << 1;
+    /// The requested path (failed opens) could not be read from user memory.
+    pub const PATH_UNREADABLE: u32 = 1 << 2;
+    /// First open of a deduplication window: identical opens that follow are counted in the
+    /// kernel (see `FileDedupKey`) instead of sent.
+    pub const DEDUP_FIRST: u32 = 1 << 3;
+}
+
+/// The syscall behind a [`FileOpenRecord`].
+pub mod open_syscall {
+    pub const OPEN: u32 = 1;
+    pub const OPENAT: u32 = 2;
+    pub const OPENAT2: u32 = 3;
+    pub const CREAT: u32 = 4;
+}
+
+/// Bits of [`FileFilterConfig::flags`].
+pub mod filter_flags {
+    /// The file sensor is on.
+    pub const ENABLED: u32 = 1 << 0;
+    /// Only opens that can modify the file (write access, create, truncate) are reported.
+    pub const WRITES_ONLY: u32 = 1 << 1;
+    /// Per dimension: the map has rules (worth a lookup), and some are includes (so a value
+    /// that matches none is dropped).
+    pub const PATH_RULES: u32 = 1 << 2;
+    pub const PATH_INCLUDES: u32 = 1 << 3;
+    pub const UID_RULES: u32 = 1 << 4;
+    pub const UID_INCLUDES: u32 = 1 << 5;
+    pub const COMM_RULES: u32 = 1 << 6;
+    pub const COMM_INCLUDES: u32 = 1 << 7;
+    pub const CGROUP_RULES: u32 = 1 << 8;
+    pub const CGROUP_INCLUDES: u32 = 1 << 9;
+    pub const EXE_RULES: u32 = 1 << 10;
+    pub const EXE_INCLUDES: u32 = 1 << 11;
+}
+
+/// Values of the filter maps.
+pub mod filter_action {
+    pub const INCLUDE: u32 = 1;
+    pub const EXCLUDE: u32 = 2;
 }
 
 /// Flags in [`TaskInfo::flags`].
@@ -162,6 +210,103 @@ pub struct ForkRecord {
     pub task: TaskInfo,
 }
 
+/// An open(2)-family syscall completed, successfully or not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileOpenRecord {
+    pub header: RecordHeader,
+    pub task: TaskInfo,
+    /// One of [`open_syscall`].
+    pub syscall: u32,
+    /// [`file_flags`].
+    pub flags: u32,
+    /// open(2) flags: the opened file's `f_flags` on success, the requested flags on failure.
+    pub open_flags: u32,
+    /// The opened file's `f_mode` (FMODE_READ = 1, FMODE_WRITE = 2); 0 on failure.
+    pub fmode: u32,
+    /// The new file descriptor, or -errno.
+    pub ret: i32,
+    /// The directory fd the request was relative to (AT_FDCWD = -100).
+    pub dfd: i32,
+    /// Kernel dev_t of the file's filesystem (major << 20 | minor); 0 on failure.
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+    /// Identical opens counted in this record's dedup window so far (the first record of a
+    /// window carries the running total of the previous windows, see `sensor`'s dedup module).
+    pub suppressed_total: u64,
+    /// The opener's `mm` and `real_cred` pointers, part of the dedup key (a new program image
+    /// or new credentials start new windows). Never output.
+    pub key_mm: u64,
+    pub key_cred: u64,
+    /// Success: the opened file's absolute path, resolved in the kernel. Failure: the path as
+    /// the caller passed it.
+    pub path: BlobRef,
+    /// Failure with a relative path: the directory it was relative to (cwd or `dfd`).
+    pub dir: BlobRef,
+}
+
+pub const FILE_FIXED_SIZE: usize = core::mem::size_of::<FileOpenRecord>();
+/// Blob offsets of file records are masked to 13 bits: a path and a directory, 4 KiB each.
+pub const FILE_BLOB_OFFSET_MASK: usize = 0x1fff;
+pub const FILE_BLOB_CAP: usize = FILE_BLOB_OFFSET_MASK + 1 + PATH_MAX;
+
+/// Kernel-side staging area for a file record.
+#[repr(C)]
+pub struct FileBuffer {
+    pub record: FileOpenRecord,
+    pub blob: [u8; FILE_BLOB_CAP],
+}
+
+/// Runtime filter settings, in slot 0 of the `FILE_FILTER` array; the daemon rewrites it on
+/// reload, without reloading programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileFilterConfig {
+    /// [`filter_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+    /// Identical opens within this many nanoseconds of a window's first are counted, not sent;
+    /// 0 turns deduplication off.
+    pub dedup_window_ns: u64,
+}
+
+/// Bytes of a path compared against the prefix rules (the LPM trie's key limit is 256).
+pub const PREFIX_MAX: usize = 252;
+
+/// Key of the `PATH_PREFIXES` LPM trie: the prefix length in bits, then the path bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PrefixKey {
+    pub prefix_len: u32,
+    pub data: [u8; PREFIX_MAX],
+}
+
+/// Identity of "the same open" for deduplication: same process, program image and credentials,
+/// same file, same access. After an execve or a credential change the opens are someone else's
+/// to report, so `mm` and `cred` (the kernel objects' addresses) are part of the key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileDedupKey {
+    pub tgid: u32,
+    /// open flags that define the access: O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND.
+    pub access: u32,
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+    pub mm: u64,
+    pub cred: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileDedupState {
+    /// When the current window began (CLOCK_BOOTTIME ns).
+    pub window_start_ns: u64,
+    /// Opens counted instead of sent, over the life of this entry (never reset).
+    pub suppressed_total: u64,
+}
+
 /// Per-CPU drop counters: slot `k` counts failed ring-buffer writes of kind `k`.
 pub const DROP_COUNTERS_MAP: &str = "DROPS";
 /// The ring buffer all records go through.
@@ -170,6 +315,24 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// The global holding the daemon's own process id, whose activity is never reported.
 pub const SELF_TGID_GLOBAL: &str = "SELF_TGID";
+/// File-open filter maps.
+pub const FILE_FILTER_MAP: &str = "FILE_FILTER";
+pub const PATH_PREFIXES_MAP: &str = "PATH_PREFIXES";
+pub const FILTER_UIDS_MAP: &str = "FILTER_UIDS";
+pub const FILTER_COMMS_MAP: &str = "FILTER_COMMS";
+pub const FILTER_CGROUPS_MAP: &str = "FILTER_CGROUPS";
+/// Executables filtered by (dev, inode) of their file, see [`ExeKey`].
+pub const FILTER_EXES_MAP: &str = "FILTER_EXES";
+pub const FILE_DEDUP_MAP: &str = "FILE_DEDUP";
+
+/// An executable file, as filter key: its filesystem's dev_t and its inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
 
 // Layout guards: the daemon decodes these byte for byte.
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 16);
@@ -178,6 +341,11 @@ const _: () = assert!(core::mem::size_of::<TaskInfo>() == 264);
 const _: () = assert!(core::mem::size_of::<ExecRecord>() == 304);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 288);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 280);
+const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 352);
+const _: () = assert!(core::mem::size_of::<FileBuffer>() <= 32 * 1024);
+const _: () = assert!(PATH_MAX + PATH_MAX <= FILE_BLOB_OFFSET_MASK + 1);
+const _: () = assert!(core::mem::size_of::<PrefixKey>() == 256);
+const _: () = assert!(core::mem::size_of::<FileDedupKey>() == 40);
 // The exec staging buffer must fit a per-CPU array value (PCPU_MIN_UNIT_SIZE, 32 KiB).
 const _: () = assert!(core::mem::size_of::<ExecBuffer>() <= 32 * 1024);
 const _: () = assert!(PATH_MAX + ARGV_MAX + PATH_MAX <= BLOB_OFFSET_MASK + 1);
@@ -187,4 +355,9 @@ const _: () = assert!(EXEC_FIXED_SIZE + EXEC_BLOB_CAP <= u16::MAX as usize);
 mod pod {
     // SAFETY: plain-old-data structs of integers, no padding holes that matter to the kernel.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::FileFilterConfig {}
+    unsafe impl aya::Pod for super::PrefixKey {}
+    unsafe impl aya::Pod for super::FileDedupKey {}
+    unsafe impl aya::Pod for super::FileDedupState {}
+    unsafe impl aya::Pod for super::ExeKey {}
 }

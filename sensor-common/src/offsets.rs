@@ -66,6 +66,23 @@ pub struct KernelOffsets {
     pub mm_exe_file: u32,
     // struct file
     pub file_path: u32,
+    pub file_inode: u32,
+    pub file_flags: u32,
+    pub file_mode: u32,
+    // struct inode / super_block
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    // struct task_struct -> files_struct -> fdtable
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    // struct pt_regs (x86_64 syscall registers at syscall exit)
+    pub regs_orig_ax: u32,
+    pub regs_di: u32,
+    pub regs_si: u32,
+    pub regs_dx: u32,
 }
 
 impl KernelOffsets {
@@ -113,5 +130,19 @@ impl KernelOffsets {
         mm_arg_end: MISSING,
         mm_exe_file: MISSING,
         file_path: MISSING,
+        file_inode: MISSING,
+        file_flags: MISSING,
+        file_mode: MISSING,
+        inode_ino: MISSING,
+        inode_sb: MISSING,
+        sb_dev: MISSING,
+        task_files: MISSING,
+        files_fdt: MISSING,
+        fdt_max_fds: MISSING,
+        fdt_fd: MISSING,
+        regs_orig_ax: MISSING,
+        regs_di: MISSING,
+        regs_si: MISSING,
+        regs_dx: MISSING,
     };
 }

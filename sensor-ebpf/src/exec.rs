@@ -4,16 +4,17 @@
 //! classic tracepoint twin; the daemon loads whichever this kernel accepts. Both call one handler
 //! with the `task_struct` pointer.
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_task, bpf_probe_read_user},
+    helpers::generated::bpf_get_current_task,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use sensor_common::{
     exec_flags, kind, BlobRef, ExecBuffer, ExitRecord, ForkRecord, RecordHeader, ARGV_MAX,
-    BLOB_OFFSET_MASK, EXEC_BLOB_CAP, EXEC_FIXED_SIZE, PATH_MAX,
+    BLOB_OFFSET_MASK, EXEC_BLOB_CAP, EXEC_FIXED_SIZE,
 };
 
 use crate::{
+    blob::Blob,
     emit::{count_drop, now_ns, output_bytes},
     kread::{off, read_at, read_ptr, self_tgid},
     maps::{EVENTS, EXEC_BUF},
@@ -58,7 +59,7 @@ pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn current_task() -> *const u8 {
+pub fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
@@ -86,8 +87,7 @@ fn on_exec(task: *const u8) {
     record.flags = 0;
     record.argv_total = 0;
 
-    let blob = buffer.blob.as_mut_ptr();
-    let mut used: usize = 0;
+    let mut blob = Blob::<BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
 
     // The executable: the file the new image was mapped from, resolved to an absolute path.
     record.path = BlobRef::default();
@@ -99,7 +99,7 @@ fn on_exec(task: *const u8) {
             if resolved.truncated {
                 record.flags |= exec_flags::PATH_TRUNCATED;
             }
-            record.path = append_kernel(blob, &mut used, resolved.data, resolved.len);
+            record.path = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
         }
     }
 
@@ -117,7 +117,7 @@ fn on_exec(task: *const u8) {
                     len = ARGV_MAX;
                     record.flags |= exec_flags::ARGV_TRUNCATED;
                 }
-                match append_user(blob, &mut used, start as *const u8, len) {
+                match blob.user(start as *const u8, len) {
                     Some(argv) => record.argv = argv,
                     None => record.flags |= exec_flags::ARGV_UNREADABLE,
                 }
@@ -134,60 +134,16 @@ fn on_exec(task: *const u8) {
             if resolved.truncated {
                 record.flags |= exec_flags::CWD_TRUNCATED;
             }
-            record.cwd = append_kernel(blob, &mut used, resolved.data, resolved.len);
+            record.cwd = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
         }
     }
 
-    let mut size = EXEC_FIXED_SIZE + used;
+    let mut size = EXEC_FIXED_SIZE + blob.used;
     if size > EXEC_FIXED_SIZE + EXEC_BLOB_CAP {
         size = EXEC_FIXED_SIZE + EXEC_BLOB_CAP;
     }
     record.header.size = size as u32;
     output_bytes(kind::EXEC, (buffer as *const ExecBuffer).cast(), size);
-}
-
-/// Copies `len` (at most PATH_MAX) bytes of kernel memory to the blob at `*used`.
-#[inline(always)]
-fn append_kernel(blob: *mut u8, used: &mut usize, src: *const u8, len: usize) -> BlobRef {
-    let offset = *used & BLOB_OFFSET_MASK;
-    let mut len = len;
-    if len > PATH_MAX {
-        len = PATH_MAX;
-    }
-    let ok = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-            blob.add(offset).cast(),
-            len as u32,
-            src.cast(),
-        )
-    } == 0;
-    if !ok {
-        return BlobRef::default();
-    }
-    *used = offset + len;
-    BlobRef {
-        offset: offset as u16,
-        len: len as u16,
-    }
-}
-
-/// Copies `len` (at most ARGV_MAX) bytes of the current task's user memory to the blob.
-#[inline(always)]
-fn append_user(blob: *mut u8, used: &mut usize, src: *const u8, len: usize) -> Option<BlobRef> {
-    let offset = *used & BLOB_OFFSET_MASK;
-    let mut len = len;
-    if len > ARGV_MAX {
-        len = ARGV_MAX;
-    }
-    let ret = unsafe { bpf_probe_read_user(blob.add(offset).cast(), len as u32, src.cast()) };
-    if ret != 0 {
-        return None;
-    }
-    *used = offset + len;
-    Some(BlobRef {
-        offset: offset as u16,
-        len: len as u16,
-    })
 }
 
 fn on_exit(task: *const u8) {

@@ -5,9 +5,13 @@
 //! and hands it to the daemon. A record that cannot be written is counted, never lost silently.
 #![no_std]
 #![no_main]
+// Inline asm for BPF atomics, which core does not expose on the bpf target.
+#![feature(asm_experimental_arch)]
 
+mod blob;
 mod emit;
 mod exec;
+mod file;
 mod kread;
 mod maps;
 mod path;

@@ -1,9 +1,12 @@
 //! Maps shared by all programs.
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use sensor_common::{kind, ExecBuffer};
+use sensor_common::{
+    kind, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState, FileFilterConfig,
+    PrefixKey, PREFIX_MAX,
+};
 
 use crate::path::PathScratch;
 
@@ -22,3 +25,36 @@ pub static EXEC_BUF: PerCpuArray<ExecBuffer> = PerCpuArray::with_max_entries(1, 
 /// Scratch space for the kernel-side path walk.
 #[map(name = "PATH_BUF")]
 pub static PATH_BUF: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Staging area for file-open records.
+#[map(name = "FILE_BUF")]
+pub static FILE_BUF: PerCpuArray<FileBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// File sensor settings (slot 0), rewritten by the daemon on reload.
+#[map(name = "FILE_FILTER")]
+pub static FILE_FILTER: Array<FileFilterConfig> = Array::with_max_entries(1, 0);
+
+/// Path prefix rules: longest match wins; value is a `filter_action`.
+#[map(name = "PATH_PREFIXES")]
+pub static PATH_PREFIXES: LpmTrie<[u8; PREFIX_MAX], u32> = LpmTrie::with_max_entries(1024, 0);
+
+/// Scratch key for prefix lookups (too large for the stack).
+#[map(name = "PREFIX_KEY")]
+pub static PREFIX_KEY: PerCpuArray<PrefixKey> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "FILTER_UIDS")]
+pub static FILTER_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+#[map(name = "FILTER_COMMS")]
+pub static FILTER_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(1024, 0);
+
+#[map(name = "FILTER_CGROUPS")]
+pub static FILTER_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+#[map(name = "FILTER_EXES")]
+pub static FILTER_EXES: HashMap<ExeKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Open deduplication windows; LRU so that the busiest keys stay.
+#[map(name = "FILE_DEDUP")]
+pub static FILE_DEDUP: LruHashMap<FileDedupKey, FileDedupState> =
+    LruHashMap::with_max_entries(65536, 0);

@@ -2,7 +2,7 @@
 //! default in force on a security sensor.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
 
 /// The configuration used when `custos run` gets no --config: every sensor on, JSON to stdout.
@@ -15,6 +15,8 @@ pub struct Config {
     pub sensors: Sensors,
     #[serde(default)]
     pub kernel: Kernel,
+    #[serde(default)]
+    pub file: FileSensor,
     pub sinks: Vec<SinkConfig>,
 }
 
@@ -23,12 +25,79 @@ pub struct Config {
 pub struct Sensors {
     #[serde(default = "yes")]
     pub process: bool,
+    #[serde(default = "yes")]
+    pub file: bool,
 }
 
 impl Default for Sensors {
     fn default() -> Self {
-        Self { process: true }
+        Self {
+            process: true,
+            file: true,
+        }
     }
+}
+
+/// File-open filtering and deduplication, applied in the kernel. Reloadable with SIGHUP.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSensor {
+    /// Report only opens that can modify the file (write access, O_CREAT, O_TRUNC, O_APPEND).
+    #[serde(default)]
+    pub writes_only: bool,
+    /// Byte prefixes of absolute paths. The longest matching rule decides; with any include,
+    /// paths that match no rule are dropped.
+    #[serde(default)]
+    pub include_paths: Vec<String>,
+    #[serde(default)]
+    pub exclude_paths: Vec<String>,
+    /// User names or numeric uids (the real uid of the opener).
+    #[serde(default)]
+    pub include_users: Vec<String>,
+    #[serde(default)]
+    pub exclude_users: Vec<String>,
+    /// Process names (comm, at most 15 bytes).
+    #[serde(default)]
+    pub include_comms: Vec<String>,
+    #[serde(default)]
+    pub exclude_comms: Vec<String>,
+    /// Executable files (matched by device and inode, so renames and links still match).
+    #[serde(default)]
+    pub include_executables: Vec<PathBuf>,
+    #[serde(default)]
+    pub exclude_executables: Vec<PathBuf>,
+    /// cgroup v2 paths (`/system.slice/cron.service`); exact cgroups, not their children.
+    #[serde(default)]
+    pub include_cgroups: Vec<String>,
+    #[serde(default)]
+    pub exclude_cgroups: Vec<String>,
+    /// Identical opens (same process, file and access) within this many milliseconds of the
+    /// first are counted in the kernel and reported as one summary; 0 reports every open.
+    #[serde(default = "default_dedup_window_ms")]
+    pub dedup_window_ms: u64,
+}
+
+impl Default for FileSensor {
+    fn default() -> Self {
+        Self {
+            writes_only: false,
+            include_paths: Vec::new(),
+            exclude_paths: Vec::new(),
+            include_users: Vec::new(),
+            exclude_users: Vec::new(),
+            include_comms: Vec::new(),
+            exclude_comms: Vec::new(),
+            include_executables: Vec::new(),
+            exclude_executables: Vec::new(),
+            include_cgroups: Vec::new(),
+            exclude_cgroups: Vec::new(),
+            dedup_window_ms: default_dedup_window_ms(),
+        }
+    }
+}
+
+fn default_dedup_window_ms() -> u64 {
+    5000
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -97,8 +166,9 @@ fn default_ring_buffer_bytes() -> u32 {
 
 impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let config: Config =
-            toml::from_str(text).with_context(|| format!("invalid configuration in {origin}"))?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| anyhow!("{}", one_line(&e, text)))
+            .with_context(|| format!("invalid configuration in {origin}"))?;
         config
             .validate()
             .with_context(|| format!("invalid configuration in {origin}"))?;
@@ -126,6 +196,33 @@ impl Config {
         if self.sinks.is_empty() {
             bail!("no [[sinks]]: add at least one, e.g. [[sinks]] type = \"stdout\"");
         }
+        for prefix in self
+            .file
+            .include_paths
+            .iter()
+            .chain(&self.file.exclude_paths)
+        {
+            if !prefix.starts_with('/') {
+                bail!("file path rule {prefix:?} is not absolute: path rules start with '/'");
+            }
+            if prefix.len() > sensor_common::PREFIX_MAX {
+                bail!(
+                    "file path rule {prefix:?} is {} bytes; the kernel compares at most {}",
+                    prefix.len(),
+                    sensor_common::PREFIX_MAX
+                );
+            }
+        }
+        for comm in self
+            .file
+            .include_comms
+            .iter()
+            .chain(&self.file.exclude_comms)
+        {
+            if comm.is_empty() || comm.len() > 15 {
+                bail!("file comm rule {comm:?}: a process name (comm) has 1 to 15 bytes");
+            }
+        }
         for sink in &self.sinks {
             if let SinkConfig::File { path, .. } = sink {
                 if path.as_os_str().is_empty() {
@@ -134,6 +231,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// A TOML error on one line ("line 3, column 1: unknown field `proces`, expected ..."), for
+/// logs and terminals alike.
+fn one_line(err: &toml::de::Error, text: &str) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
     }
 }
 
@@ -178,7 +290,31 @@ mod tests {
         .unwrap_err();
         let message = format!("{err:#}");
         assert!(message.contains("proces"), "{message}");
-        assert!(message.contains("line 2"), "{message}");
+        assert!(message.contains("line 2, column 1"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+
+    #[test]
+    fn file_rules_are_validated() {
+        let config = Config::parse(
+            "[file]\nexclude_paths = [\"/proc/\"]\ndedup_window_ms = 0\n[[sinks]]\ntype = \"stdout\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.file.exclude_paths, vec!["/proc/"]);
+        assert_eq!(config.file.dedup_window_ms, 0);
+        let err = Config::parse(
+            "[file]\ninclude_paths = [\"tmp\"]\n[[sinks]]\ntype = \"stdout\"\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("not absolute"));
+        let err = Config::parse(
+            "[file]\nexclude_comms = [\"a-very-long-process-name\"]\n[[sinks]]\ntype = \"stdout\"\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("1 to 15 bytes"));
     }
 
     #[test]

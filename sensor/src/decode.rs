@@ -3,7 +3,8 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    kind, BlobRef, ExecRecord, ExitRecord, ForkRecord, RecordHeader, TaskInfo, EXEC_FIXED_SIZE,
+    kind, BlobRef, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord, RecordHeader, TaskInfo,
+    EXEC_FIXED_SIZE, FILE_FIXED_SIZE,
 };
 use thiserror::Error;
 
@@ -50,11 +51,20 @@ pub struct Exec {
     pub cwd: Vec<u8>,
 }
 
+/// A file-open record with its path pieces copied out.
+#[derive(Clone, Debug)]
+pub struct FileOpen {
+    pub fixed: FileOpenRecord,
+    pub path: Vec<u8>,
+    pub dir: Vec<u8>,
+}
+
 #[derive(Clone, Debug)]
 pub enum Record {
     Exec(Exec),
     Exit(ExitRecord),
     Fork(ForkRecord),
+    FileOpen(FileOpen),
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
@@ -70,6 +80,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::EXEC => decode_exec(bytes).map(Record::Exec),
         kind::EXIT => fixed(bytes, header.kind).map(Record::Exit),
         kind::FORK => fixed(bytes, header.kind).map(Record::Fork),
+        kind::FILE_OPEN => decode_file_open(bytes).map(Record::FileOpen),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -77,21 +88,33 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
     let record: ExecRecord = fixed(bytes, kind::EXEC)?;
     let blob = &bytes[EXEC_FIXED_SIZE..];
-    let piece = |r: BlobRef| -> Result<Vec<u8>, DecodeError> {
-        let start = r.offset as usize;
-        let end = start + r.len as usize;
-        blob.get(start..end)
-            .map(<[u8]>::to_vec)
-            .ok_or(DecodeError::BadBlob { kind: kind::EXEC })
-    };
     Ok(Exec {
         header: record.header,
         task: record.task,
         flags: record.flags,
-        path: piece(record.path)?,
-        argv: piece(record.argv)?,
-        cwd: piece(record.cwd)?,
+        path: piece(blob, record.path, kind::EXEC)?,
+        argv: piece(blob, record.argv, kind::EXEC)?,
+        cwd: piece(blob, record.cwd, kind::EXEC)?,
     })
+}
+
+fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
+    let fixed: FileOpenRecord = fixed(bytes, kind::FILE_OPEN)?;
+    let blob = &bytes[FILE_FIXED_SIZE..];
+    Ok(FileOpen {
+        path: piece(blob, fixed.path, kind::FILE_OPEN)?,
+        dir: piece(blob, fixed.dir, kind::FILE_OPEN)?,
+        fixed,
+    })
+}
+
+/// A blob piece, checked to lie inside the record.
+fn piece(blob: &[u8], r: BlobRef, kind: u32) -> Result<Vec<u8>, DecodeError> {
+    let start = r.offset as usize;
+    let end = start + r.len as usize;
+    blob.get(start..end)
+        .map(<[u8]>::to_vec)
+        .ok_or(DecodeError::BadBlob { kind })
 }
 
 fn fixed<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {

@@ -8,14 +8,17 @@ use std::{
 };
 
 use custos_proto::v1::{
-    event::Body, Cgroup, Event, EventKind, EventLoss, Group, Identity, LossReason, Process,
-    ProcessExec, ProcessExit,
+    event::Body, Cgroup, Event, EventKind, EventLoss, FileAccess, FileOpen as FileOpenEvent, Group,
+    Identity, LossReason, Process, ProcessExec, ProcessExit,
 };
-use sensor_common::{exec_flags, kind, task_flags, ExitRecord, ForkRecord, TaskInfo, MAX_GROUPS};
+use sensor_common::{
+    exec_flags, file_flags, kind, open_syscall, task_flags, ExitRecord, ForkRecord, TaskInfo,
+    MAX_GROUPS,
+};
 
 use crate::{
     cgroups::CgroupResolver,
-    decode::{c_str, split_argv, Exec, Record},
+    decode::{c_str, split_argv, Exec, FileOpen, Record},
     host::HostInfo,
     identity::{NameCache, NameSource, UNSET_ID},
     process_table::{Image, ProcessEntry, ProcessTable},
@@ -39,7 +42,33 @@ impl<S: NameSource> Enricher<S> {
                 self.fork(&fork);
                 None
             }
+            Record::FileOpen(open) => Some(self.file_open(&open)),
         }
+    }
+
+    fn file_open(&mut self, open: &FileOpen) -> Event {
+        let record = &open.fixed;
+        let task = &record.task;
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let entry = match self.processes.get(task.tgid, &exec_id) {
+            Some(entry) => entry.clone(),
+            None => {
+                // Started before a fork hook could see it (or the hook is off): it runs what
+                // its parent ran until it execs.
+                self.processes.inherit(self.entry_for(task, Arc::default()));
+                self.processes
+                    .get(task.tgid, &exec_id)
+                    .cloned()
+                    .unwrap_or_else(|| self.entry_for(task, Arc::default()))
+            }
+        };
+        let process = self.process_from_entry(&entry, Some(task));
+        self.envelope(
+            record.header.ktime_ns,
+            task,
+            process,
+            Body::FileOpen(file_open_body(open)),
+        )
     }
 
     fn exec(&mut self, exec: Exec) -> Event {
@@ -211,6 +240,73 @@ impl<S: NameSource> Enricher<S> {
     }
 }
 
+/// The schema's FileOpen from a kernel record.
+pub fn file_open_body(open: &FileOpen) -> FileOpenEvent {
+    let record = &open.fixed;
+    let succeeded = record.ret >= 0;
+    let path = if succeeded || open.path.first() == Some(&b'/') || open.dir.is_empty() {
+        text::from_bytes(&open.path)
+    } else {
+        let mut joined = open.dir.clone();
+        if joined.last() != Some(&b'/') {
+            joined.push(b'/');
+        }
+        joined.extend_from_slice(&open.path);
+        text::from_bytes(&joined)
+    };
+    let flags = record.open_flags;
+    let errno = (!succeeded).then(|| record.ret.unsigned_abs());
+    FileOpenEvent {
+        path: path.text,
+        path_raw: path.raw.unwrap_or_default(),
+        path_truncated: record.flags & (file_flags::PATH_TRUNCATED | file_flags::DIR_TRUNCATED)
+            != 0,
+        access: Some(file_access(flags)),
+        flags,
+        syscall: syscall_name(record.syscall).to_owned(),
+        fd: succeeded.then_some(record.ret),
+        errno,
+        error: errno.map(errno_name).unwrap_or_default(),
+        denied: matches!(errno, Some(e) if e == libc::EACCES as u32 || e == libc::EPERM as u32),
+        device_major: succeeded.then_some(record.dev >> 20),
+        device_minor: succeeded.then_some(record.dev & 0xfffff),
+        inode: succeeded.then_some(record.ino),
+        repeats: 0,
+        repeat_summary: false,
+    }
+}
+
+fn file_access(flags: u32) -> FileAccess {
+    let mode = flags as i32 & libc::O_ACCMODE;
+    FileAccess {
+        read: mode == libc::O_RDONLY || mode == libc::O_RDWR,
+        write: mode == libc::O_WRONLY || mode == libc::O_RDWR,
+        create: flags as i32 & libc::O_CREAT != 0,
+        truncate: flags as i32 & libc::O_TRUNC != 0,
+        append: flags as i32 & libc::O_APPEND != 0,
+    }
+}
+
+fn syscall_name(syscall: u32) -> &'static str {
+    match syscall {
+        open_syscall::OPEN => "open",
+        open_syscall::OPENAT => "openat",
+        open_syscall::OPENAT2 => "openat2",
+        open_syscall::CREAT => "creat",
+        _ => "unknown",
+    }
+}
+
+/// "ENOENT" for 2; the number for errors this libc does not name.
+fn errno_name(errno: u32) -> String {
+    let name = format!("{:?}", nix::errno::Errno::from_raw(errno as i32));
+    if name == "UnknownErrno" {
+        errno.to_string()
+    } else {
+        name
+    }
+}
+
 /// wait(2) status to exit code or signal.
 pub fn exit_status(status: u32) -> ProcessExit {
     let signal = status & 0x7f;
@@ -243,6 +339,7 @@ pub fn event_kind(record_kind: u32) -> EventKind {
         kind::EXEC => EventKind::ProcessExec,
         kind::EXIT => EventKind::ProcessExit,
         kind::FORK => EventKind::ProcessFork,
+        kind::FILE_OPEN => EventKind::FileOpen,
         _ => EventKind::Unspecified,
     }
 }
@@ -269,6 +366,16 @@ mod tests {
         );
         let dumped = exit_status(11 | 0x80);
         assert_eq!((dumped.signal, dumped.core_dumped), (Some(11), true));
+    }
+
+    #[test]
+    fn errno_names_and_access_bits() {
+        assert_eq!(errno_name(2), "ENOENT");
+        assert_eq!(errno_name(13), "EACCES");
+        assert_eq!(errno_name(100_000), "100000");
+        let access = file_access((libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32);
+        assert!(access.write && access.create && access.truncate && !access.read);
+        assert!(file_access(libc::O_RDWR as u32).read);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 mod cgroups;
 mod config;
 mod decode;
+mod dedup;
 mod enrich;
 mod host;
 mod identity;
@@ -64,8 +65,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config } => {
-            let config = match config {
-                Some(path) => config::Config::load(&path)?,
+            let loaded = match &config {
+                Some(path) => config::Config::load(path)?,
                 None => config::Config::embedded_default()?,
             };
             // One task drives the ring buffer; the sinks have their own thread.
@@ -73,7 +74,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(pipeline::run(config))
+                .block_on(pipeline::run(loaded, config))
         }
         Command::CheckConfig { file } => {
             config::Config::load(&file)?;

@@ -4,12 +4,16 @@
 //! ring order; the sinks run on their own thread behind an unbounded channel, so the ring buffer
 //! is drained whatever the sinks do. On SIGINT/SIGTERM the hooks are detached first, then what
 //! the kernel had already accepted is drained and flushed before exit.
-use std::{num::NonZeroUsize, path::Path, time::Duration};
+use std::{
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use custos_proto::v1::{Event, LossReason};
-use sensor_common::EVENTS_MAP;
+use sensor_common::{file_flags, FileDedupKey, FileDedupState, EVENTS_MAP, FILE_DEDUP_MAP};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -19,11 +23,16 @@ use tokio::{
 use crate::{
     cgroups::{cgroup2_mount, CgroupResolver},
     config::{AttachMode, Config},
-    decode,
+    decode::{self, Record},
+    dedup::Dedup,
     enrich::Enricher,
     host::HostInfo,
     identity::{NameCache, Nss},
-    kernel::{drops::DropCounters, loader},
+    kernel::{
+        drops::DropCounters,
+        filters::{self, FilterMaps},
+        loader,
+    },
     proc_scan,
     process_table::ProcessTable,
     sinks::Sinks,
@@ -34,9 +43,14 @@ const EXITED_GRACE: Duration = Duration::from_secs(10);
 /// How often drop counters are read and the table swept.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+type KernelDedup = Dedup<BpfHashMap<MapData, FileDedupKey, FileDedupState>>;
+
 /// Stages between the ring buffer and the sink channel.
 struct Stages {
     enricher: Enricher<Nss>,
+    dedup: KernelDedup,
+    /// Whether exec/exit events are wanted (the table is kept either way).
+    process_events: bool,
     next_seq: u64,
     out: UnboundedSender<Event>,
     /// Undecodable records per kind since the last housekeeping tick.
@@ -55,9 +69,28 @@ impl Stages {
     fn handle(&mut self, bytes: &[u8]) -> Result<()> {
         match decode::decode(bytes) {
             Ok(record) => {
-                if let Some(event) = self.enricher.event(record) {
-                    self.emit(event)?;
+                let dedup_first = match &record {
+                    Record::FileOpen(open) if open.fixed.flags & file_flags::DEDUP_FIRST != 0 => {
+                        Some((
+                            KernelDedup::key_of(&open.fixed),
+                            open.fixed.suppressed_total,
+                        ))
+                    }
+                    Record::Exec(_) | Record::Exit(_) if !self.process_events => {
+                        self.enricher.event(record);
+                        return Ok(());
+                    }
+                    _ => None,
+                };
+                let Some(event) = self.enricher.event(record) else {
+                    return Ok(());
+                };
+                if let Some((key, total)) = dedup_first {
+                    if let Some(summary) = self.dedup.on_first(key, total, &event) {
+                        self.emit(summary)?;
+                    }
                 }
+                self.emit(event)?;
             }
             Err(err) => {
                 tracing::warn!("undecodable kernel record: {err}");
@@ -93,17 +126,58 @@ impl Stages {
         }
         Ok(())
     }
+
+    /// Summaries of closed deduplication windows (all of them when `all`).
+    fn report_repeats(&mut self, all: bool) -> Result<()> {
+        for summary in self.dedup.sweep(all) {
+            self.emit(summary)?;
+        }
+        Ok(())
+    }
 }
 
-pub async fn run(config: Config) -> Result<()> {
+/// Applies a new configuration's file rules to the running programs.
+fn reload(
+    path: &Path,
+    filters: &mut FilterMaps,
+    stages: &mut Stages,
+    cgroup_root: &Path,
+) -> Result<()> {
+    let config = Config::load(path)?;
+    let rules = filters::resolve(&config.file, config.sensors.file, cgroup_root)?;
+    filters.apply(&rules)?;
+    stages
+        .dedup
+        .set_window(Duration::from_millis(config.file.dedup_window_ms));
+    stages.process_events = config.sensors.process;
+    Ok(())
+}
+
+/// Runs the sensor until SIGINT/SIGTERM. With `config_path`, SIGHUP reloads the file rules and
+/// event selection from it (sinks and ring size need a restart).
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let host = HostInfo::probe()?;
     let sinks = Sinks::open(&config.sinks)?;
+    let cgroup_root = cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into());
+    // Resolve the rules before loading anything, so a bad rule stops start-up early.
+    let rules = filters::resolve(&config.file, config.sensors.file, &cgroup_root)?;
 
     let mut sensor = loader::load(&loader::LoadOptions {
         ring_buffer_bytes: config.kernel.ring_buffer_bytes,
         self_tgid: std::process::id(),
         allow_btf: config.kernel.attach == AttachMode::Auto,
+        file_sensor: config.sensors.file,
     })?;
+    let mut filters = FilterMaps::take(&mut sensor.ebpf)?;
+    filters.apply(&rules)?;
+    let dedup_map = sensor
+        .ebpf
+        .take_map(FILE_DEDUP_MAP)
+        .ok_or_else(|| anyhow!("map {FILE_DEDUP_MAP} missing from the object"))?;
+    let dedup = Dedup::new(
+        BpfHashMap::try_from(dedup_map)?,
+        Duration::from_millis(config.file.dedup_window_ms),
+    );
     let ring = sensor
         .ebpf
         .take_map(EVENTS_MAP)
@@ -132,12 +206,11 @@ pub async fn run(config: Config) -> Result<()> {
                 NonZeroUsize::new(4096).expect("non-zero"),
                 Duration::from_secs(300),
             ),
-            cgroups: CgroupResolver::new(
-                cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into()),
-                Duration::from_secs(1),
-            ),
+            cgroups: CgroupResolver::new(cgroup_root.clone(), Duration::from_secs(1)),
             processes,
         },
+        dedup,
+        process_events: config.sensors.process,
         next_seq: 1,
         out,
         undecodable: Vec::new(),
@@ -157,6 +230,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let result: Result<()> = loop {
         tokio::select! {
@@ -168,11 +242,24 @@ pub async fn run(config: Config) -> Result<()> {
                 guard.clear_ready();
             }
             _ = housekeeping.tick() => {
-                if let Err(err) = stages.report_losses(&mut drops) {
+                if let Err(err) = stages
+                    .report_losses(&mut drops)
+                    .and_then(|()| stages.report_repeats(false))
+                {
                     break Err(err);
                 }
                 stages.enricher.processes.sweep();
             }
+            _ = sighup.recv() => match &config_path {
+                Some(path) => match reload(path, &mut filters, &mut stages, &cgroup_root) {
+                    Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+                    Err(err) => tracing::error!(
+                        config = %path.display(),
+                        "configuration not reloaded, the previous one stays in force: {err:#}"
+                    ),
+                },
+                None => tracing::warn!("SIGHUP ignored: running on the embedded default"),
+            },
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
         }
@@ -182,7 +269,8 @@ pub async fn run(config: Config) -> Result<()> {
     drop(sensor);
     let flushed = stages
         .drain(ring.get_mut())
-        .and_then(|()| stages.report_losses(&mut drops));
+        .and_then(|()| stages.report_losses(&mut drops))
+        .and_then(|()| stages.report_repeats(true));
     let sent = stages.next_seq - 1;
     drop(stages);
     let written = writer

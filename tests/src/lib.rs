@@ -38,6 +38,7 @@ pub struct Sensor {
     pub dir: tempfile::TempDir,
     pub json_path: PathBuf,
     pub protobuf_path: PathBuf,
+    pub config_path: PathBuf,
     stderr: mpsc::Receiver<String>,
     pub log: Vec<String>,
 }
@@ -48,15 +49,8 @@ impl Sensor {
         let dir = tempfile::tempdir()?;
         let json_path = dir.path().join("events.json");
         let protobuf_path = dir.path().join("events.pb");
-        let config = format!(
-            "{extra_toml}\n\
-             [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"json\"\n\
-             [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
-            json_path.display(),
-            protobuf_path.display()
-        );
         let config_path = dir.path().join("custos.toml");
-        std::fs::write(&config_path, config)?;
+        write_config(&config_path, extra_toml, &json_path, &protobuf_path)?;
         let mut child = Command::new(custos_bin())
             .arg("run")
             .arg("--config")
@@ -85,11 +79,23 @@ impl Sensor {
             dir,
             json_path,
             protobuf_path,
+            config_path,
             stderr: rx,
             log: Vec::new(),
         };
         sensor.wait_for_log("sensor ready")?;
         Ok(sensor)
+    }
+
+    /// Rewrites the configuration file (same sinks, new `extra_toml`) and sends SIGHUP.
+    pub fn reconfigure(&mut self, extra_toml: &str) -> Result<()> {
+        write_config(
+            &self.config_path,
+            extra_toml,
+            &self.json_path,
+            &self.protobuf_path,
+        )?;
+        signal(self.pid(), "HUP")
     }
 
     /// Waits until the daemon logs a line containing `needle`.
@@ -161,6 +167,18 @@ impl Drop for Sensor {
             let _ = child.wait();
         }
     }
+}
+
+fn write_config(path: &Path, extra_toml: &str, json: &Path, protobuf: &Path) -> Result<()> {
+    let config = format!(
+        "{extra_toml}\n\
+         [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"json\"\n\
+         [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
+        json.display(),
+        protobuf.display()
+    );
+    std::fs::write(path, config)?;
+    Ok(())
 }
 
 /// Sends a signal by name with kill(1).
@@ -261,4 +279,35 @@ fn uid_of(name: &str) -> Result<Option<u32>> {
         return Ok(None);
     }
     Ok(Some(String::from_utf8_lossy(&out.stdout).trim().parse()?))
+}
+
+/// A directory under /tmp that every user may use, removed at drop.
+pub fn shared_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("custos-files-")
+        .tempdir_in("/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    Ok(dir)
+}
+
+/// Runs the `opener` helper (`env!("CARGO_BIN_EXE_opener")` in a test) as uid/gid 65534
+/// (nobody) with no supplementary groups; returns its exit code and pid.
+pub fn open_as_nobody(opener: &str, args: &[&std::ffi::OsStr]) -> Result<(i32, u32)> {
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(opener)
+        .args(args)
+        .spawn()
+        .context("running opener through setpriv")?;
+    let pid = child.id();
+    let status = child.wait()?;
+    Ok((status.code().unwrap_or(-1), pid))
+}
+
+/// File-open events for `path` (matching the readable `path` field).
+pub fn opens_of<'a>(events: &'a [Value], path: &str) -> Vec<&'a Value> {
+    of_kind(events, "fileOpen")
+        .filter(|e| e["fileOpen"]["path"] == path)
+        .collect()
 }

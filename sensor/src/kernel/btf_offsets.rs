@@ -166,6 +166,22 @@ pub fn resolve(layout: &BtfLayout) -> Result<KernelOffsets> {
         mm_arg_end: l.required("mm_struct", "arg_end")?,
         mm_exe_file: l.required("mm_struct", "exe_file")?,
         file_path: l.required("file", "f_path")?,
+        file_inode: l.required("file", "f_inode")?,
+        file_flags: l.required("file", "f_flags")?,
+        file_mode: l.required("file", "f_mode")?,
+        inode_ino: l.required("inode", "i_ino")?,
+        inode_sb: l.required("inode", "i_sb")?,
+        sb_dev: l.required("super_block", "s_dev")?,
+        task_files: l.required("task_struct", "files")?,
+        files_fdt: l.required("files_struct", "fdt")?,
+        fdt_max_fds: l.required("fdtable", "max_fds")?,
+        fdt_fd: l.required("fdtable", "fd")?,
+        // x86_64 register names; on other architectures the file sensor reports itself
+        // unavailable rather than reading the wrong registers.
+        regs_orig_ax: l.optional("pt_regs", "orig_ax")?,
+        regs_di: l.optional("pt_regs", "di")?,
+        regs_si: l.optional("pt_regs", "si")?,
+        regs_dx: l.optional("pt_regs", "dx")?,
     })
 }
 

@@ -1,13 +1,13 @@
 //! Loads the programs and attaches each hook through the best path this kernel allows.
 //!
 //! For each hook the `tp_btf` program is tried first (typed arguments, cheapest); if the kernel
-//! refuses it, the classic tracepoint twin is used. Which path each hook got is logged and
+//! refuses it, the classic (or raw) tracepoint twin is used. Which path each hook got is logged and
 //! returned, so `custos` can say exactly what it is running on.
 use std::fmt;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use sensor_common::{EVENTS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL};
@@ -22,6 +22,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub enum AttachPath {
     TpBtf,
     Tracepoint,
+    RawTracepoint,
     /// Neither path loaded; the hook is off (only allowed for optional hooks).
     Unavailable,
 }
@@ -31,6 +32,7 @@ impl fmt::Display for AttachPath {
         f.write_str(match self {
             AttachPath::TpBtf => "tp_btf",
             AttachPath::Tracepoint => "tracepoint",
+            AttachPath::RawTracepoint => "raw_tracepoint",
             AttachPath::Unavailable => "unavailable",
         })
     }
@@ -40,38 +42,67 @@ impl fmt::Display for AttachPath {
 struct HookSpec {
     hook: &'static str,
     btf_program: &'static str,
-    /// `(program, category, tracepoint)` of the classic twin, if there is one.
-    tracepoint: Option<(&'static str, &'static str, &'static str)>,
+    /// The program to use where tp_btf is refused.
+    fallback: Fallback,
     /// Without a required hook the sensor refuses to start rather than run blind.
     required: bool,
+    /// Which sensor needs the hook.
+    sensor: Sensor,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sensor {
+    Process,
+    File,
+}
+
+#[derive(Clone, Copy)]
+enum Fallback {
+    None,
+    /// `(program, category, name)` of a classic tracepoint.
+    Tracepoint(&'static str, &'static str, &'static str),
+    /// `(program, name)` of a raw tracepoint.
+    RawTracepoint(&'static str, &'static str),
 }
 
 const HOOKS: &[HookSpec] = &[
     HookSpec {
         hook: "sched_process_exec",
         btf_program: "sched_process_exec_btf",
-        tracepoint: Some(("sched_process_exec_tp", "sched", "sched_process_exec")),
+        fallback: Fallback::Tracepoint("sched_process_exec_tp", "sched", "sched_process_exec"),
         required: true,
+        sensor: Sensor::Process,
     },
     HookSpec {
         hook: "sched_process_exit",
         btf_program: "sched_process_exit_btf",
-        tracepoint: Some(("sched_process_exit_tp", "sched", "sched_process_exit")),
+        fallback: Fallback::Tracepoint("sched_process_exit_tp", "sched", "sched_process_exit"),
         required: true,
+        sensor: Sensor::Process,
     },
     HookSpec {
         hook: "sched_process_fork",
         btf_program: "sched_process_fork_btf",
-        tracepoint: None,
+        fallback: Fallback::None,
         required: false,
+        sensor: Sensor::Process,
+    },
+    HookSpec {
+        hook: "sys_exit",
+        btf_program: "sys_exit_btf",
+        fallback: Fallback::RawTracepoint("sys_exit_raw", "sys_exit"),
+        required: true,
+        sensor: Sensor::File,
     },
 ];
 
 pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     pub self_tgid: u32,
-    /// Whether tp_btf may be tried (false: classic tracepoints only).
+    /// Whether tp_btf may be tried (false: classic and raw tracepoints only).
     pub allow_btf: bool,
+    /// Whether the file-open hook is wanted.
+    pub file_sensor: bool,
 }
 
 /// The loaded programs; dropping it detaches every hook.
@@ -104,8 +135,17 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")?;
 
+    if options.file_sensor && offsets.regs_orig_ax == sensor_common::offsets::MISSING {
+        bail!(
+            "the file sensor reads x86_64 syscall registers and this kernel's pt_regs has none: \
+             set [sensors] file = false to run without it"
+        );
+    }
     let mut hooks = Vec::new();
     for spec in HOOKS {
+        if spec.sensor == Sensor::File && !options.file_sensor {
+            continue;
+        }
         let path = attach_hook(&mut ebpf, &btf, spec, options.allow_btf)?;
         tracing::info!(hook = spec.hook, path = %path, "hook attached");
         hooks.push((spec.hook, path));
@@ -123,18 +163,26 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec, allow_btf: bool) -> 
         anyhow!("tp_btf disabled by kernel.attach = \"tracepoint\"")
     };
     tracing::debug!(hook = spec.hook, "tp_btf unavailable: {btf_error:#}");
-    let Some((program, category, name)) = spec.tracepoint else {
-        if spec.required {
-            return Err(btf_error.context(format!("attaching {}", spec.hook)));
+    let attached = match spec.fallback {
+        Fallback::None => {
+            if spec.required {
+                return Err(btf_error.context(format!("attaching {}", spec.hook)));
+            }
+            tracing::warn!(
+                hook = spec.hook,
+                "hook unavailable on this kernel ({btf_error:#}); continuing without it"
+            );
+            return Ok(AttachPath::Unavailable);
         }
-        tracing::warn!(
-            hook = spec.hook,
-            "hook unavailable on this kernel ({btf_error:#}); continuing without it"
-        );
-        return Ok(AttachPath::Unavailable);
+        Fallback::Tracepoint(program, category, name) => {
+            attach_tracepoint(ebpf, program, category, name).map(|()| AttachPath::Tracepoint)
+        }
+        Fallback::RawTracepoint(program, name) => {
+            attach_raw_tracepoint(ebpf, program, name).map(|()| AttachPath::RawTracepoint)
+        }
     };
-    match attach_tracepoint(ebpf, program, category, name) {
-        Ok(()) => Ok(AttachPath::Tracepoint),
+    match attached {
+        Ok(path) => Ok(path),
         Err(tp_error) if spec.required => bail!(
             "this kernel cannot run the {} hook (Custos needs Linux 5.17 or later with BTF and \
              tracepoints): tp_btf failed ({btf_error:#}); tracepoint failed ({tp_error:#})",
@@ -158,6 +206,20 @@ fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<()> {
     program
         .attach()
         .with_context(|| format!("attaching tp_btf/{}", spec.hook))?;
+    Ok(())
+}
+
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<()> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing from the object"))?
+        .try_into()?;
+    program
+        .load()
+        .with_context(|| format!("loading raw_tracepoint/{name}"))?;
+    program
+        .attach(name)
+        .with_context(|| format!("attaching raw_tracepoint/{name}"))?;
     Ok(())
 }
 

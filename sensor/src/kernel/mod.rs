@@ -2,6 +2,7 @@
 //! draining the ring buffer and reading the drop counters.
 pub mod btf_offsets;
 pub mod drops;
+pub mod filters;
 pub mod loader;
 pub mod mounts;
 pub mod privileges;

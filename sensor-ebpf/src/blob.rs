@@ -1,0 +1,69 @@
+//! Appending variable-length pieces (paths, argv) to a record's blob.
+//!
+//! Write offsets are masked with `MASK` so the verifier can prove every write stays inside the
+//! blob: a blob is `MASK + 1 + PATH_MAX` bytes and each piece is at most PATH_MAX.
+use aya_ebpf::helpers::generated::{
+    bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str,
+};
+use sensor_common::{BlobRef, PATH_MAX};
+
+pub struct Blob<const MASK: usize> {
+    base: *mut u8,
+    pub used: usize,
+}
+
+impl<const MASK: usize> Blob<MASK> {
+    #[inline(always)]
+    pub fn new(base: *mut u8) -> Self {
+        Self { base, used: 0 }
+    }
+
+    #[inline(always)]
+    fn slot(&self, len: usize) -> (usize, u32) {
+        let offset = self.used & MASK;
+        let len = if len > PATH_MAX { PATH_MAX } else { len };
+        (offset, len as u32)
+    }
+
+    #[inline(always)]
+    fn commit(&mut self, offset: usize, len: usize) -> BlobRef {
+        self.used = offset + len;
+        BlobRef {
+            offset: offset as u16,
+            len: len as u16,
+        }
+    }
+
+    /// Copies `len` (at most PATH_MAX) bytes of kernel memory.
+    #[inline(always)]
+    pub fn kernel(&mut self, src: *const u8, len: usize) -> Option<BlobRef> {
+        let (offset, len) = self.slot(len);
+        let ret = unsafe { bpf_probe_read_kernel(self.base.add(offset).cast(), len, src.cast()) };
+        (ret == 0).then(|| self.commit(offset, len as usize))
+    }
+
+    /// Copies `len` (at most PATH_MAX) bytes of the current task's user memory.
+    #[inline(always)]
+    pub fn user(&mut self, src: *const u8, len: usize) -> Option<BlobRef> {
+        let (offset, len) = self.slot(len);
+        let ret = unsafe { bpf_probe_read_user(self.base.add(offset).cast(), len, src.cast()) };
+        (ret == 0).then(|| self.commit(offset, len as usize))
+    }
+
+    /// Copies a NUL-terminated user string (at most PATH_MAX bytes with its NUL); the piece
+    /// excludes the NUL. Returns the piece and whether the string was cut at PATH_MAX.
+    #[inline(always)]
+    pub fn user_str(&mut self, src: *const u8) -> Option<(BlobRef, bool)> {
+        let (offset, _) = self.slot(0);
+        let ret = unsafe {
+            bpf_probe_read_user_str(self.base.add(offset).cast(), PATH_MAX as u32, src.cast())
+        };
+        if ret <= 0 {
+            return None;
+        }
+        let with_nul = ret as usize;
+        let truncated = with_nul >= PATH_MAX;
+        let len = (with_nul - 1) & (PATH_MAX - 1);
+        Some((self.commit(offset, len), truncated))
+    }
+}

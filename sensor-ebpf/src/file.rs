@@ -1,0 +1,468 @@
+//! File opens: every open(2)-family syscall, after the kernel decided.
+//!
+//! One handler runs at syscall exit (`tp_btf/sys_exit`, or `raw_tracepoint/sys_exit` where BTF
+//! tracepoints are refused), so the result is known: on success the opened `struct file` is
+//! looked up by its new fd and its path resolved from the dentry chain (relative paths, dirfds,
+//! `..` and symlinks come out as the kernel resolved them); on failure the requested path is
+//! reported with the errno. Filters and deduplication run here, so dropped opens cost no copy.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_current_cgroup_id, bpf_probe_read_kernel, bpf_probe_read_user},
+    },
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use sensor_common::{
+    file_flags, filter_action, filter_flags, kind, open_syscall, BlobRef, ExeKey, FileBuffer,
+    FileDedupKey, FileDedupState, FileFilterConfig, RecordHeader, FILE_BLOB_CAP,
+    FILE_BLOB_OFFSET_MASK, FILE_FIXED_SIZE, PREFIX_MAX,
+};
+
+use crate::{
+    blob::Blob,
+    emit::{now_ns, output_bytes},
+    exec::current_task,
+    kread::{off, read_at, read_ptr, self_tgid},
+    maps::{
+        FILE_BUF, FILE_DEDUP, FILE_FILTER, FILTER_CGROUPS, FILTER_COMMS, FILTER_EXES, FILTER_UIDS,
+        PATH_PREFIXES, PREFIX_KEY,
+    },
+    path::{resolve_path, ResolvedPath},
+    task::fill_task_info,
+};
+
+// x86_64 syscall numbers.
+const NR_OPEN: u64 = 2;
+const NR_CREAT: u64 = 85;
+const NR_OPENAT: u64 = 257;
+const NR_OPENAT2: u64 = 437;
+
+const AT_FDCWD: i32 = -100;
+const O_WRONLY: u32 = 0o1;
+const O_RDWR: u32 = 0o2;
+const O_ACCMODE: u32 = 0o3;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+const O_APPEND: u32 = 0o2000;
+const EPERM: i64 = 1;
+const EACCES: i64 = 13;
+
+// void sys_exit(struct pt_regs *regs, long ret)
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    on_sys_exit(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+    0
+}
+
+// raw_tracepoint/sys_exit: the same arguments, untyped.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_raw(ctx: RawTracePointContext) -> i32 {
+    on_sys_exit(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+    0
+}
+
+/// What the syscall asked for.
+struct Request {
+    syscall: u32,
+    dfd: i32,
+    path: *const u8,
+    flags: u32,
+}
+
+#[inline(always)]
+fn on_sys_exit(regs: *const u8, ret: i64) {
+    // Runs on every syscall exit: leave as early and cheaply as possible.
+    let Some(nr) = read_at::<u64>(regs, off!(regs_orig_ax)) else {
+        return;
+    };
+    if nr != NR_OPENAT && nr != NR_OPEN && nr != NR_CREAT && nr != NR_OPENAT2 {
+        return;
+    }
+    let Some(config) = FILE_FILTER.get(0) else {
+        return;
+    };
+    let config = *config;
+    if config.flags & filter_flags::ENABLED == 0 {
+        return;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == self_tgid() {
+        return;
+    }
+    let Some(request) = decode_request(regs, nr) else {
+        return;
+    };
+    let denied = ret == -EACCES || ret == -EPERM;
+    // A denied attempt is always reported: it is an access outside one's permissions.
+    if !denied && !passes_process_filters(&config, &request) {
+        return;
+    }
+    if ret >= 0 {
+        opened(&config, &request, tgid, ret as i32);
+    } else {
+        failed(&config, &request, ret as i32, denied);
+    }
+}
+
+#[inline(always)]
+fn decode_request(regs: *const u8, nr: u64) -> Option<Request> {
+    let di = read_at::<u64>(regs, off!(regs_di))?;
+    let si = read_at::<u64>(regs, off!(regs_si))?;
+    Some(match nr {
+        NR_OPENAT => Request {
+            syscall: open_syscall::OPENAT,
+            dfd: di as i32,
+            path: si as *const u8,
+            flags: read_at::<u64>(regs, off!(regs_dx))? as u32,
+        },
+        NR_OPEN => Request {
+            syscall: open_syscall::OPEN,
+            dfd: AT_FDCWD,
+            path: di as *const u8,
+            flags: si as u32,
+        },
+        NR_CREAT => Request {
+            syscall: open_syscall::CREAT,
+            dfd: AT_FDCWD,
+            path: di as *const u8,
+            flags: O_CREAT | O_WRONLY | O_TRUNC,
+        },
+        _ => {
+            // openat2(dfd, path, struct open_how *how, size): how->flags is its first u64.
+            let how = read_at::<u64>(regs, off!(regs_dx))? as *const u64;
+            let mut flags: u64 = 0;
+            unsafe {
+                bpf_probe_read_user((&mut flags as *mut u64).cast(), 8, how.cast());
+            }
+            Request {
+                syscall: open_syscall::OPENAT2,
+                dfd: di as i32,
+                path: si as *const u8,
+                flags: flags as u32,
+            }
+        }
+    })
+}
+
+#[inline(always)]
+fn is_write(flags: u32) -> bool {
+    flags & O_ACCMODE == O_WRONLY
+        || flags & O_ACCMODE == O_RDWR
+        || flags & (O_CREAT | O_TRUNC | O_APPEND) != 0
+}
+
+/// Applies one filter dimension: an exclude match drops; with includes present, so does no match.
+#[inline(always)]
+fn keep(action: Option<u32>, has_includes: bool) -> bool {
+    match action {
+        Some(filter_action::EXCLUDE) => false,
+        Some(_) => true,
+        None => !has_includes,
+    }
+}
+
+#[inline(always)]
+fn passes_process_filters(config: &FileFilterConfig, request: &Request) -> bool {
+    let f = config.flags;
+    if f & filter_flags::WRITES_ONLY != 0 && !is_write(request.flags) {
+        return false;
+    }
+    if f & filter_flags::UID_RULES != 0 {
+        let uid = bpf_get_current_uid_gid() as u32;
+        let action = unsafe { FILTER_UIDS.get(&uid) }.copied();
+        if !keep(action, f & filter_flags::UID_INCLUDES != 0) {
+            return false;
+        }
+    }
+    if f & filter_flags::COMM_RULES != 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let action = unsafe { FILTER_COMMS.get(&comm) }.copied();
+        if !keep(action, f & filter_flags::COMM_INCLUDES != 0) {
+            return false;
+        }
+    }
+    if f & filter_flags::CGROUP_RULES != 0 {
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        let action = unsafe { FILTER_CGROUPS.get(&cgroup) }.copied();
+        if !keep(action, f & filter_flags::CGROUP_INCLUDES != 0) {
+            return false;
+        }
+    }
+    if f & filter_flags::EXE_RULES != 0 {
+        let exe = current_exe().unwrap_or_default();
+        let action = unsafe { FILTER_EXES.get(&exe) }.copied();
+        if !keep(action, f & filter_flags::EXE_INCLUDES != 0) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The current process's executable as (dev, inode).
+#[inline(always)]
+fn current_exe() -> Option<ExeKey> {
+    let mm = read_ptr(current_task(), off!(task_mm))?;
+    let exe_file = read_ptr(mm, off!(mm_exe_file))?;
+    let (dev, ino) = file_identity(exe_file)?;
+    Some(ExeKey { dev, _pad: 0, ino })
+}
+
+/// (dev_t, inode number) of an open file.
+#[inline(always)]
+fn file_identity(file: *const u8) -> Option<(u32, u64)> {
+    let inode = read_ptr(file, off!(file_inode))?;
+    let ino = read_at::<u64>(inode, off!(inode_ino))?;
+    let sb = read_ptr(inode, off!(inode_sb))?;
+    let dev = read_at::<u32>(sb, off!(sb_dev))?;
+    Some((dev, ino))
+}
+
+/// The `struct file` behind descriptor `fd` of the current task.
+#[inline(always)]
+fn file_of_fd(fd: i32) -> Option<*const u8> {
+    if fd < 0 {
+        return None;
+    }
+    let files = read_ptr(current_task(), off!(task_files))?;
+    let fdt = read_ptr(files, off!(files_fdt))?;
+    let max_fds = read_at::<u32>(fdt, off!(fdt_max_fds))?;
+    if fd as u32 >= max_fds {
+        return None;
+    }
+    let array = read_ptr(fdt, off!(fdt_fd))?;
+    read_ptr(unsafe { array.add(fd as usize * 8) }, 0)
+}
+
+/// Prefix rules on a resolved path. A path longer than the compared bytes matches on its head.
+#[inline(always)]
+fn passes_path_filter(config: &FileFilterConfig, path: &ResolvedPath) -> bool {
+    let f = config.flags;
+    if f & filter_flags::PATH_RULES == 0 {
+        return true;
+    }
+    let Some(key) = PREFIX_KEY.get_ptr_mut(0) else {
+        return true;
+    };
+    let key = unsafe { &mut *key };
+    let len = if path.len > PREFIX_MAX {
+        PREFIX_MAX
+    } else {
+        path.len
+    };
+    unsafe {
+        bpf_probe_read_kernel(key.data.as_mut_ptr().cast(), len as u32, path.data.cast());
+    }
+    key.prefix_len = (len * 8) as u32;
+    let lpm_key = key as *const _ as *const aya_ebpf::maps::lpm_trie::Key<[u8; PREFIX_MAX]>;
+    let action = PATH_PREFIXES.get(unsafe { &*lpm_key }).copied();
+    keep(action, f & filter_flags::PATH_INCLUDES != 0)
+}
+
+#[inline(always)]
+fn dedup_key(tgid: u32, flags: u32, dev: u32, ino: u64) -> FileDedupKey {
+    let task = current_task();
+    FileDedupKey {
+        tgid,
+        access: flags & (O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND),
+        dev,
+        _pad: 0,
+        ino,
+        mm: read_at::<u64>(task, off!(task_mm)).unwrap_or(0),
+        cred: read_at::<u64>(task, off!(task_real_cred)).unwrap_or(0),
+    }
+}
+
+/// Counts the open if an identical one opened the current dedup window; returns true if so.
+#[inline(always)]
+fn counted_as_repeat(config: &FileFilterConfig, key: &FileDedupKey, now: u64) -> bool {
+    if config.dedup_window_ns == 0 {
+        return false;
+    }
+    let Some(state) = FILE_DEDUP.get_ptr_mut(key) else {
+        return false;
+    };
+    let state = unsafe { &mut *state };
+    if now.wrapping_sub(state.window_start_ns) >= config.dedup_window_ns {
+        return false;
+    }
+    // Several CPUs may count the same key at once: BPF's atomic add (core's AtomicU64 has no
+    // fetch_add on this target).
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({counter} + 0) += {one}",
+            counter = in(reg) &mut state.suppressed_total as *mut u64,
+            one = in(reg) 1u64,
+        );
+    }
+    true
+}
+
+/// Starts (or restarts) the key's window; returns the running suppressed total.
+#[inline(always)]
+fn open_window(key: &FileDedupKey, now: u64) -> u64 {
+    if let Some(state) = FILE_DEDUP.get_ptr_mut(key) {
+        let state = unsafe { &mut *state };
+        state.window_start_ns = now;
+        return state.suppressed_total;
+    }
+    let _ = FILE_DEDUP.insert(
+        key,
+        &FileDedupState {
+            window_start_ns: now,
+            suppressed_total: 0,
+        },
+        0,
+    );
+    0
+}
+
+#[inline(always)]
+fn staging() -> Option<&'static mut FileBuffer> {
+    FILE_BUF.get_ptr_mut(0).map(|b| unsafe { &mut *b })
+}
+
+#[inline(always)]
+fn start_record(buffer: &mut FileBuffer, request: &Request, ret: i32, now: u64) {
+    let record = &mut buffer.record;
+    record.header = RecordHeader {
+        kind: kind::FILE_OPEN,
+        size: 0,
+        ktime_ns: now,
+    };
+    record.syscall = request.syscall;
+    record.flags = 0;
+    record.open_flags = request.flags;
+    record.fmode = 0;
+    record.ret = ret;
+    record.dfd = request.dfd;
+    record.dev = 0;
+    record._pad = 0;
+    record.ino = 0;
+    record.suppressed_total = 0;
+    record.key_mm = 0;
+    record.key_cred = 0;
+    record.path = BlobRef::default();
+    record.dir = BlobRef::default();
+}
+
+#[inline(always)]
+fn send(buffer: &mut FileBuffer, used: usize) {
+    let mut size = FILE_FIXED_SIZE + used;
+    if size > FILE_FIXED_SIZE + FILE_BLOB_CAP {
+        size = FILE_FIXED_SIZE + FILE_BLOB_CAP;
+    }
+    buffer.record.header.size = size as u32;
+    output_bytes(kind::FILE_OPEN, (buffer as *const FileBuffer).cast(), size);
+}
+
+fn opened(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32) {
+    let Some(file) = file_of_fd(fd) else {
+        return;
+    };
+    let Some((dev, ino)) = file_identity(file) else {
+        return;
+    };
+    // The requested flags: the file's f_flags has O_CREAT and O_TRUNC already cleared.
+    let flags = request.flags;
+    let now = now_ns();
+    let key = dedup_key(tgid, flags, dev, ino);
+    if counted_as_repeat(config, &key, now) {
+        return;
+    }
+    let file_path = unsafe { file.add(off!(file_path) as usize) };
+    let Some(resolved) = resolve_path(file_path) else {
+        return;
+    };
+    if !passes_path_filter(config, &resolved) {
+        return;
+    }
+    let Some(buffer) = staging() else {
+        return;
+    };
+    start_record(buffer, request, fd, now);
+    let record = &mut buffer.record;
+    record.fmode = read_at::<u32>(file, off!(file_mode)).unwrap_or(0);
+    record.dev = dev;
+    record.ino = ino;
+    if resolved.truncated {
+        record.flags |= file_flags::PATH_TRUNCATED;
+    }
+    if config.dedup_window_ns != 0 {
+        record.flags |= file_flags::DEDUP_FIRST;
+        record.suppressed_total = open_window(&key, now);
+        record.key_mm = key.mm;
+        record.key_cred = key.cred;
+    }
+    fill_task_info(current_task(), &mut record.task);
+    let mut blob = Blob::<FILE_BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
+    buffer.record.path = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
+    send(buffer, blob.used);
+}
+
+fn failed(config: &FileFilterConfig, request: &Request, ret: i32, denied: bool) {
+    let Some(buffer) = staging() else {
+        return;
+    };
+    start_record(buffer, request, ret, now_ns());
+    let mut blob = Blob::<FILE_BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
+    let (path, truncated) = match blob.user_str(request.path) {
+        Some(piece) => piece,
+        None => {
+            buffer.record.flags |= file_flags::PATH_UNREADABLE;
+            (BlobRef::default(), false)
+        }
+    };
+    buffer.record.path = path;
+    if truncated {
+        buffer.record.flags |= file_flags::PATH_TRUNCATED;
+    }
+    // A relative request is relative to the cwd or to dfd; report that directory too, and
+    // filter on it (the file itself does not exist to resolve).
+    let first = first_byte(buffer, path);
+    if path.len > 0 && first != b'/' {
+        let dir = if request.dfd == AT_FDCWD {
+            cwd_path()
+        } else {
+            file_of_fd(request.dfd)
+                .and_then(|f| resolve_path(unsafe { f.add(off!(file_path) as usize) }))
+        };
+        if let Some(dir) = dir {
+            if !denied && !passes_path_filter(config, &dir) {
+                return;
+            }
+            if dir.truncated {
+                buffer.record.flags |= file_flags::DIR_TRUNCATED;
+            }
+            buffer.record.dir = blob.kernel(dir.data, dir.len).unwrap_or_default();
+        }
+    } else if !denied && path.len > 0 {
+        let absolute = ResolvedPath {
+            data: unsafe {
+                buffer
+                    .blob
+                    .as_ptr()
+                    .add(path.offset as usize & FILE_BLOB_OFFSET_MASK)
+            },
+            len: path.len as usize,
+            truncated,
+        };
+        if !passes_path_filter(config, &absolute) {
+            return;
+        }
+    }
+    fill_task_info(current_task(), &mut buffer.record.task);
+    send(buffer, blob.used);
+}
+
+#[inline(always)]
+fn first_byte(buffer: &FileBuffer, piece: BlobRef) -> u8 {
+    let at = piece.offset as usize & FILE_BLOB_OFFSET_MASK;
+    buffer.blob[at]
+}
+
+#[inline(always)]
+fn cwd_path() -> Option<ResolvedPath> {
+    let fs = read_ptr(current_task(), off!(task_fs))?;
+    resolve_path(unsafe { fs.add(off!(fs_pwd) as usize) })
+}

@@ -1,0 +1,232 @@
+//! Turns the kernel's deduplication counts into summary events.
+//!
+//! The kernel sends the first open of a (process, file, access) window and counts identical
+//! opens in `FILE_DEDUP` without sending them; its counter only grows. The daemon remembers how
+//! much of each counter it has reported: when a window closes (or a new window's first event
+//! arrives with a larger total) it emits one summary for the difference. Nothing counted is
+//! lost, and nothing is reported twice.
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use custos_proto::v1::{event::Body, Event};
+use lru::LruCache;
+use sensor_common::{FileDedupKey, FileDedupState, FileOpenRecord};
+
+use crate::enrich::timestamp;
+
+/// Reads a key's running counter in the kernel.
+pub trait CounterSource {
+    fn suppressed_total(&self, key: &FileDedupKey) -> Option<u64>;
+}
+
+impl CounterSource for BpfHashMap<MapData, FileDedupKey, FileDedupState> {
+    fn suppressed_total(&self, key: &FileDedupKey) -> Option<u64> {
+        self.get(key, 0).ok().map(|s| s.suppressed_total)
+    }
+}
+
+struct Window {
+    closes: Instant,
+    /// The window's first event: summaries repeat its process, identity and file.
+    first: Event,
+}
+
+pub struct Dedup<C> {
+    counters: C,
+    window: Duration,
+    reported: LruCache<FileDedupKey, u64>,
+    open: HashMap<FileDedupKey, Window>,
+    /// Windows whose kernel entry was evicted before their counts were read.
+    pub evicted: u64,
+}
+
+/// Slack on top of the window before its counter is read, so the kernel's window (timed from
+/// the hook) has surely closed.
+const GRACE: Duration = Duration::from_millis(100);
+
+impl<C: CounterSource> Dedup<C> {
+    pub fn new(counters: C, window: Duration) -> Self {
+        Self {
+            counters,
+            window,
+            // Twice the kernel map's size, so a key the kernel still holds is never forgotten.
+            reported: LruCache::new(NonZeroUsize::new(131_072).expect("non-zero")),
+            open: HashMap::new(),
+            evicted: 0,
+        }
+    }
+
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
+    /// The dedup key of a record, computed as the kernel computes it.
+    pub fn key_of(record: &FileOpenRecord) -> FileDedupKey {
+        let mask = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) as u32;
+        FileDedupKey {
+            tgid: record.task.tgid,
+            access: record.open_flags & mask,
+            dev: record.dev,
+            _pad: 0,
+            ino: record.ino,
+            mm: record.key_mm,
+            cred: record.key_cred,
+        }
+    }
+
+    /// A window opened with `first`; `suppressed_total` is the kernel counter at that moment.
+    /// Returns the summary still owed for earlier windows of the same key, if any.
+    pub fn on_first(
+        &mut self,
+        key: FileDedupKey,
+        suppressed_total: u64,
+        first: &Event,
+    ) -> Option<Event> {
+        let previous = self.open.remove(&key);
+        let reported = self.reported.get(&key).copied().unwrap_or(0);
+        let summary = (suppressed_total > reported).then(|| {
+            let template = previous.as_ref().map_or(first, |w| &w.first);
+            summary_of(template, suppressed_total - reported)
+        });
+        // A counter below what was reported means the kernel evicted and recreated the entry.
+        self.reported.put(key, suppressed_total);
+        self.open.insert(
+            key,
+            Window {
+                closes: Instant::now() + self.window + GRACE,
+                first: first.clone(),
+            },
+        );
+        summary
+    }
+
+    /// Summaries for windows that have closed (all windows when `all`, at shutdown).
+    pub fn sweep(&mut self, all: bool) -> Vec<Event> {
+        let now = Instant::now();
+        let closed: Vec<FileDedupKey> = self
+            .open
+            .iter()
+            .filter(|(_, w)| all || w.closes <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut summaries = Vec::new();
+        for key in closed {
+            let Some(window) = self.open.remove(&key) else {
+                continue;
+            };
+            let Some(total) = self.counters.suppressed_total(&key) else {
+                self.evicted += 1;
+                continue;
+            };
+            let reported = self.reported.get(&key).copied().unwrap_or(0);
+            if total > reported {
+                summaries.push(summary_of(&window.first, total - reported));
+                self.reported.put(key, total);
+            }
+        }
+        summaries
+    }
+}
+
+fn summary_of(first: &Event, repeats: u64) -> Event {
+    let mut summary = first.clone();
+    summary.seq = 0;
+    summary.time = Some(timestamp(std::time::SystemTime::now()));
+    if let Some(Body::FileOpen(open)) = summary.body.as_mut() {
+        open.repeats = repeats;
+        open.repeat_summary = true;
+        open.fd = None;
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use custos_proto::v1::FileOpen;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Counters(RefCell<HashMap<FileDedupKey, u64>>);
+
+    impl CounterSource for &Counters {
+        fn suppressed_total(&self, key: &FileDedupKey) -> Option<u64> {
+            self.0.borrow().get(key).copied()
+        }
+    }
+
+    fn first_event(path: &str) -> Event {
+        Event {
+            body: Some(Body::FileOpen(FileOpen {
+                path: path.into(),
+                fd: Some(3),
+                ..FileOpen::default()
+            })),
+            ..Event::default()
+        }
+    }
+
+    fn repeats(event: &Event) -> u64 {
+        match &event.body {
+            Some(Body::FileOpen(open)) if open.repeat_summary => open.repeats,
+            _ => panic!("not a summary"),
+        }
+    }
+
+    #[test]
+    fn a_closed_window_reports_its_count_once() {
+        let counters = Counters::default();
+        let key = FileDedupKey {
+            tgid: 1,
+            ino: 9,
+            ..FileDedupKey::default()
+        };
+        let mut dedup = Dedup::new(&counters, Duration::ZERO);
+        assert!(dedup.on_first(key, 0, &first_event("/etc/hosts")).is_none());
+        counters.0.borrow_mut().insert(key, 999);
+        std::thread::sleep(GRACE);
+        let summaries = dedup.sweep(false);
+        assert_eq!(summaries.len(), 1);
+        assert_eq!(repeats(&summaries[0]), 999);
+        assert!(dedup.sweep(true).is_empty(), "nothing left to report");
+    }
+
+    #[test]
+    fn counts_after_the_sweep_ride_on_the_next_first_event() {
+        let counters = Counters::default();
+        let key = FileDedupKey {
+            tgid: 1,
+            ino: 9,
+            ..FileDedupKey::default()
+        };
+        let mut dedup = Dedup::new(&counters, Duration::from_secs(3600));
+        dedup.on_first(key, 0, &first_event("/a"));
+        counters.0.borrow_mut().insert(key, 5);
+        let summaries = dedup.sweep(true);
+        assert_eq!(repeats(&summaries[0]), 5);
+        // Two more were counted in the kernel after the sweep read 5.
+        let owed = dedup.on_first(key, 7, &first_event("/a")).unwrap();
+        assert_eq!(repeats(&owed), 2);
+    }
+
+    #[test]
+    fn an_evicted_kernel_entry_is_counted_not_reported() {
+        let counters = Counters::default();
+        let key = FileDedupKey {
+            tgid: 2,
+            ..FileDedupKey::default()
+        };
+        let mut dedup = Dedup::new(&counters, Duration::ZERO);
+        dedup.on_first(key, 0, &first_event("/b"));
+        assert!(dedup.sweep(true).is_empty());
+        assert_eq!(dedup.evicted, 1);
+        // Recreated entry starting over from zero: no bogus summary.
+        assert!(dedup.on_first(key, 0, &first_event("/b")).is_none());
+    }
+}

@@ -1,0 +1,286 @@
+//! File-open filter rules: resolved from the configuration, then written into the kernel maps.
+//!
+//! Resolution (names to uids, executables to device and inode, cgroup paths to ids) happens
+//! before anything is written, so a bad rule is refused whole and the rules in force stay.
+use std::{collections::HashSet, hash::Hash, os::unix::fs::MetadataExt, path::Path};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
+    Ebpf, Pod,
+};
+use sensor_common::{
+    filter_action::{EXCLUDE, INCLUDE},
+    filter_flags as ff, ExeKey, FileFilterConfig, FILE_FILTER_MAP, FILTER_CGROUPS_MAP,
+    FILTER_COMMS_MAP, FILTER_EXES_MAP, FILTER_UIDS_MAP, PATH_PREFIXES_MAP, PREFIX_MAX,
+};
+
+use crate::config::FileSensor;
+
+/// Filter rules in kernel form.
+#[derive(Debug, Default, PartialEq)]
+pub struct KernelRules {
+    pub config: FileFilterConfig,
+    pub prefixes: Vec<(Vec<u8>, u32)>,
+    pub uids: Vec<(u32, u32)>,
+    pub comms: Vec<([u8; 16], u32)>,
+    pub cgroups: Vec<(u64, u32)>,
+    pub exes: Vec<(ExeKey, u32)>,
+}
+
+/// Resolves `file` into kernel rules; `cgroup_root` is the cgroup2 mount.
+pub fn resolve(file: &FileSensor, enabled: bool, cgroup_root: &Path) -> Result<KernelRules> {
+    let mut rules = KernelRules::default();
+    let mut flags = if enabled { ff::ENABLED } else { 0 };
+    if file.writes_only {
+        flags |= ff::WRITES_ONLY;
+    }
+    rules.prefixes = tagged(&file.include_paths, &file.exclude_paths, |p| {
+        Ok(p.as_bytes().to_vec())
+    })?;
+    rules.uids = tagged(&file.include_users, &file.exclude_users, |u| uid_of(u))?;
+    rules.comms = tagged(&file.include_comms, &file.exclude_comms, |c| {
+        Ok(comm_key(c))
+    })?;
+    rules.cgroups = tagged(&file.include_cgroups, &file.exclude_cgroups, |c| {
+        cgroup_id(cgroup_root, c)
+    })?;
+    rules.exes = tagged(&file.include_executables, &file.exclude_executables, |p| {
+        exe_key(p)
+    })?;
+    flags |= dimension(&rules.prefixes, ff::PATH_RULES, ff::PATH_INCLUDES);
+    flags |= dimension(&rules.uids, ff::UID_RULES, ff::UID_INCLUDES);
+    flags |= dimension(&rules.comms, ff::COMM_RULES, ff::COMM_INCLUDES);
+    flags |= dimension(&rules.cgroups, ff::CGROUP_RULES, ff::CGROUP_INCLUDES);
+    flags |= dimension(&rules.exes, ff::EXE_RULES, ff::EXE_INCLUDES);
+    rules.config = FileFilterConfig {
+        flags,
+        _pad: 0,
+        dedup_window_ns: file.dedup_window_ms.saturating_mul(1_000_000),
+    };
+    Ok(rules)
+}
+
+/// Includes then excludes, each resolved; an entry in both lists is an error.
+fn tagged<T, K: PartialEq + std::fmt::Debug>(
+    include: &[T],
+    exclude: &[T],
+    resolve: impl Fn(&T) -> Result<K>,
+) -> Result<Vec<(K, u32)>> {
+    let mut out: Vec<(K, u32)> = Vec::new();
+    for (list, action) in [(include, INCLUDE), (exclude, EXCLUDE)] {
+        for item in list {
+            let key = resolve(item)?;
+            if let Some((_, existing)) = out.iter().find(|(k, _)| *k == key) {
+                if *existing != action {
+                    bail!("{key:?} is both included and excluded");
+                }
+                continue;
+            }
+            out.push((key, action));
+        }
+    }
+    Ok(out)
+}
+
+fn dimension<K>(rules: &[(K, u32)], has_rules: u32, has_includes: u32) -> u32 {
+    let mut flags = 0;
+    if !rules.is_empty() {
+        flags |= has_rules;
+    }
+    if rules.iter().any(|(_, a)| *a == INCLUDE) {
+        flags |= has_includes;
+    }
+    flags
+}
+
+fn uid_of(user: &str) -> Result<u32> {
+    if let Ok(uid) = user.parse::<u32>() {
+        return Ok(uid);
+    }
+    nix::unistd::User::from_name(user)
+        .with_context(|| format!("looking up user {user:?}"))?
+        .map(|u| u.uid.as_raw())
+        .ok_or_else(|| {
+            anyhow!("file user rule {user:?}: no such user (use a uid for users NSS does not know)")
+        })
+}
+
+fn comm_key(comm: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let bytes = comm.as_bytes();
+    let n = bytes.len().min(15);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
+fn cgroup_id(root: &Path, cgroup: &str) -> Result<u64> {
+    let dir = root.join(cgroup.trim_start_matches('/'));
+    std::fs::metadata(&dir).map(|m| m.ino()).with_context(|| {
+        format!(
+            "file cgroup rule {cgroup:?}: {} does not exist",
+            dir.display()
+        )
+    })
+}
+
+/// The kernel's dev_t (major << 20 | minor) and inode of an executable.
+pub fn exe_key(path: &Path) -> Result<ExeKey> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("file executable rule {}: cannot stat it", path.display()))?;
+    Ok(ExeKey {
+        dev: kernel_dev(meta.dev()),
+        _pad: 0,
+        ino: meta.ino(),
+    })
+}
+
+/// Userspace dev_t to the kernel's internal encoding.
+pub fn kernel_dev(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | libc::minor(dev)
+}
+
+/// The filter maps, taken from the loaded object.
+pub struct FilterMaps {
+    config: Array<MapData, FileFilterConfig>,
+    prefixes: LpmTrie<MapData, [u8; PREFIX_MAX], u32>,
+    uids: HashMap<MapData, u32, u32>,
+    comms: HashMap<MapData, [u8; 16], u32>,
+    cgroups: HashMap<MapData, u64, u32>,
+    exes: HashMap<MapData, ExeKey, u32>,
+}
+
+impl FilterMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the object"))
+        };
+        Ok(Self {
+            config: Array::try_from(take(FILE_FILTER_MAP)?)?,
+            prefixes: LpmTrie::try_from(take(PATH_PREFIXES_MAP)?)?,
+            uids: HashMap::try_from(take(FILTER_UIDS_MAP)?)?,
+            comms: HashMap::try_from(take(FILTER_COMMS_MAP)?)?,
+            cgroups: HashMap::try_from(take(FILTER_CGROUPS_MAP)?)?,
+            exes: HashMap::try_from(take(FILTER_EXES_MAP)?)?,
+        })
+    }
+
+    /// Replaces the rules in force. The settings word goes last, so the kernel never consults a
+    /// dimension whose map is still being filled.
+    pub fn apply(&mut self, rules: &KernelRules) -> Result<()> {
+        let mut staged = rules.config;
+        staged.flags &=
+            !(ff::PATH_RULES | ff::UID_RULES | ff::COMM_RULES | ff::CGROUP_RULES | ff::EXE_RULES);
+        self.config
+            .set(0, staged, 0)
+            .context("updating file filter settings")?;
+
+        let prefix_keys: Vec<(Key<[u8; PREFIX_MAX]>, u32)> = rules
+            .prefixes
+            .iter()
+            .map(|(bytes, action)| {
+                let mut data = [0u8; PREFIX_MAX];
+                data[..bytes.len()].copy_from_slice(bytes);
+                (Key::new((bytes.len() * 8) as u32, data), *action)
+            })
+            .collect();
+        let stale: Vec<Key<[u8; PREFIX_MAX]>> = self.prefixes.keys().flatten().collect();
+        for key in &stale {
+            self.prefixes.remove(key).context("removing a path rule")?;
+        }
+        for (key, action) in &prefix_keys {
+            self.prefixes
+                .insert(key, action, 0)
+                .context("adding a path rule")?;
+        }
+        replace(&mut self.uids, &rules.uids).context("updating user rules")?;
+        replace(&mut self.comms, &rules.comms).context("updating comm rules")?;
+        replace(&mut self.cgroups, &rules.cgroups).context("updating cgroup rules")?;
+        replace(&mut self.exes, &rules.exes).context("updating executable rules")?;
+        self.config
+            .set(0, rules.config, 0)
+            .context("updating file filter settings")?;
+        Ok(())
+    }
+}
+
+fn replace<K: Pod + Eq + Hash>(
+    map: &mut HashMap<MapData, K, u32>,
+    rules: &[(K, u32)],
+) -> Result<()> {
+    let wanted: HashSet<K> = rules.iter().map(|(k, _)| *k).collect();
+    let stale: Vec<K> = map
+        .keys()
+        .flatten()
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    for key in &stale {
+        map.remove(key)?;
+    }
+    for (key, action) in rules {
+        map.insert(key, action, 0)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_resolve_to_kernel_form_with_dimension_flags() {
+        let cgroups = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cgroups.path().join("app")).unwrap();
+        let file = FileSensor {
+            writes_only: true,
+            include_paths: vec!["/home/".into()],
+            exclude_paths: vec!["/home/bob/.cache/".into()],
+            exclude_users: vec!["root".into(), "4242".into()],
+            include_comms: vec!["bash".into()],
+            exclude_cgroups: vec!["/app".into()],
+            exclude_executables: vec!["/bin/sh".into()],
+            dedup_window_ms: 250,
+            ..FileSensor::default()
+        };
+        let rules = resolve(&file, true, cgroups.path()).unwrap();
+        let f = rules.config.flags;
+        assert_ne!(f & ff::ENABLED, 0);
+        assert_ne!(f & ff::WRITES_ONLY, 0);
+        assert_ne!(f & ff::PATH_INCLUDES, 0);
+        assert_eq!(f & ff::UID_INCLUDES, 0);
+        assert_ne!(f & ff::UID_RULES, 0);
+        assert_ne!(f & ff::COMM_INCLUDES, 0);
+        assert_ne!(f & ff::CGROUP_RULES, 0);
+        assert_ne!(f & ff::EXE_RULES, 0);
+        assert_eq!(rules.config.dedup_window_ns, 250_000_000);
+        assert_eq!(rules.uids, vec![(0, EXCLUDE), (4242, EXCLUDE)]);
+        assert_eq!(rules.prefixes[1], (b"/home/bob/.cache/".to_vec(), EXCLUDE));
+        assert_eq!(&rules.comms[0].0[..5], b"bash\0");
+    }
+
+    #[test]
+    fn unknown_users_missing_files_and_contradictions_are_refused() {
+        let root = Path::new("/");
+        let no_user = FileSensor {
+            exclude_users: vec!["no-such-user-custos".into()],
+            ..FileSensor::default()
+        };
+        assert!(
+            format!("{:#}", resolve(&no_user, true, root).unwrap_err()).contains("no such user")
+        );
+        let no_exe = FileSensor {
+            include_executables: vec!["/nonexistent/bin".into()],
+            ..FileSensor::default()
+        };
+        assert!(
+            format!("{:#}", resolve(&no_exe, true, root).unwrap_err()).contains("/nonexistent/bin")
+        );
+        let both = FileSensor {
+            include_paths: vec!["/tmp/".into()],
+            exclude_paths: vec!["/tmp/".into()],
+            ..FileSensor::default()
+        };
+        assert!(format!("{:#}", resolve(&both, true, root).unwrap_err()).contains("both"));
+    }
+}

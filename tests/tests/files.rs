@@ -1,0 +1,366 @@
+//! File opens from the real sensor: paths resolved in the kernel, failures, odd bytes, filters,
+//! deduplication and live reload. The opens are made by the `opener` helper as uid 65534.
+use std::{
+    ffi::{OsStr, OsString},
+    os::unix::{
+        ffi::{OsStrExt, OsStringExt},
+        fs::{MetadataExt, PermissionsExt},
+    },
+    path::{Path, PathBuf},
+};
+
+use anyhow::Result;
+use base64::Engine as _;
+use custos_tests::{of_kind, open_as_nobody, opens_of, require_root, shared_dir, Sensor};
+use serde_json::Value;
+
+const OPENER: &str = env!("CARGO_BIN_EXE_opener");
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 test path")
+}
+
+fn os(path: &Path) -> &OsStr {
+    path.as_os_str()
+}
+
+/// Config lines limiting the sensor to `dir` and turning deduplication off.
+fn only(dir: &Path) -> String {
+    format!(
+        "[file]\ninclude_paths = [\"{}/\"]\ndedup_window_ms = 0\n",
+        s(dir)
+    )
+}
+
+/// Waits for the opener process `pid` to have exited in the event stream: every open it made
+/// has been reported by then (the exit is recorded after its last syscall).
+fn wait_for_exit(sensor: &Sensor, pid: u32) -> Result<Vec<Value>> {
+    sensor.wait_for("opener exit", |events| {
+        of_kind(events, "exit")
+            .any(|e| e["process"]["pid"] == pid)
+            .then(|| events.to_vec())
+    })
+}
+
+fn single<'a>(events: &'a [Value], path: &str, pid: u32) -> &'a Value {
+    let hits: Vec<&Value> = opens_of(events, path)
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == pid)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected one open of {path} by {pid}, got {hits:#?}"
+    );
+    hits[0]
+}
+
+#[test]
+fn opens_resolve_to_absolute_paths_with_access_and_identity() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    std::fs::create_dir(root.join("sub"))?;
+    std::fs::set_permissions(root.join("sub"), std::fs::Permissions::from_mode(0o777))?;
+    std::fs::write(root.join("marker.txt"), "m")?;
+    std::fs::write(root.join("sub/target.txt"), "t")?;
+    std::os::unix::fs::symlink("sub/target.txt", root.join("link"))?;
+    let mut sensor = Sensor::start(&only(&root))?;
+
+    let marker = root.join("marker.txt");
+    let (code, read_pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&marker)])?;
+    assert_eq!(code, 0);
+    let created = root.join("new-file");
+    let (code, create_pid) = open_as_nobody(OPENER, &[OsStr::new("create"), os(&created)])?;
+    assert_eq!(code, 0);
+    let sub = root.join("sub");
+    let (code, chdir_pid) = open_as_nobody(
+        OPENER,
+        &[OsStr::new("chdir"), os(&sub), OsStr::new("target.txt")],
+    )?;
+    assert_eq!(code, 0);
+    let (code, dirfd_pid) = open_as_nobody(
+        OPENER,
+        &[OsStr::new("dirfd"), os(&sub), OsStr::new("../marker.txt")],
+    )?;
+    assert_eq!(code, 0);
+    let (code, link_pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&root.join("link"))])?;
+    assert_eq!(code, 0);
+    let events = wait_for_exit(&sensor, link_pid)?;
+
+    let read = single(&events, s(&marker), read_pid);
+    let open = &read["fileOpen"];
+    assert_eq!(open["access"]["read"], true);
+    assert_eq!(open["access"]["write"], false);
+    assert!(open["fd"].as_i64().is_some_and(|fd| fd >= 0));
+    assert!(open.get("errno").is_none());
+    let meta = std::fs::metadata(&marker)?;
+    assert_eq!(open["inode"], meta.ino().to_string());
+    assert_eq!(open["deviceMajor"], libc::major(meta.dev()));
+    assert_eq!(open["deviceMinor"], libc::minor(meta.dev()));
+    assert_eq!(read["identity"]["uid"], 65534);
+    assert_eq!(read["identity"]["user"], "nobody");
+    assert!(read["process"]["binary"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("/opener"));
+
+    let create = &single(&events, s(&created), create_pid)["fileOpen"]["access"];
+    assert_eq!(
+        (
+            create["write"].clone(),
+            create["create"].clone(),
+            create["truncate"].clone()
+        ),
+        (Value::Bool(true), Value::Bool(true), Value::Bool(true))
+    );
+    // Relative to the cwd, relative to a dirfd through "..", and through a symlink: the kernel
+    // reports the file it actually opened.
+    single(&events, s(&sub.join("target.txt")), chdir_pid);
+    single(&events, s(&marker), dirfd_pid);
+    single(&events, s(&sub.join("target.txt")), link_pid);
+
+    // The sensor writes its output files all along; none of that is reported.
+    let own = sensor.pid();
+    assert!(of_kind(&events, "fileOpen").all(|e| e["process"]["pid"] != own));
+    sensor.stop()?;
+    Ok(())
+}
+
+#[test]
+fn a_denied_open_is_reported_with_eacces_whatever_the_filters() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    let secret = root.join("secret");
+    std::fs::write(&secret, "s")?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    // Excluded and deduplicated: neither may hide a denied attempt.
+    let mut sensor = Sensor::start(&format!(
+        "[file]\nexclude_paths = [\"{}/\"]\ndedup_window_ms = 60000\n",
+        s(&root)
+    ))?;
+    let (code, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&secret)])?;
+    assert_eq!(
+        code, 1,
+        "nobody must not be able to read a root-only 0600 file"
+    );
+    let (_, pid2) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&secret)])?;
+    let events = wait_for_exit(&sensor, pid2)?;
+    let denied = single(&events, s(&secret), pid);
+    let open = &denied["fileOpen"];
+    assert_eq!(open["errno"], 13);
+    assert_eq!(open["error"], "EACCES");
+    assert_eq!(open["denied"], true);
+    assert!(open.get("fd").is_none());
+    assert_eq!(denied["identity"]["user"], "nobody");
+    single(&events, s(&secret), pid2);
+    sensor.stop()?;
+    Ok(())
+}
+
+#[test]
+fn odd_bytes_in_paths_reach_json_escaped_and_protobuf_exact() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    let mut name = b"odd name\nline".to_vec();
+    name.push(0xff);
+    name.extend_from_slice(b".txt");
+    let odd: PathBuf = root.join(OsString::from_vec(name.clone()));
+    std::fs::write(&odd, "o")?;
+    std::fs::set_permissions(&odd, std::fs::Permissions::from_mode(0o644))?;
+    let mut sensor = Sensor::start(&only(&root))?;
+    let (code, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), odd.as_os_str()])?;
+    assert_eq!(code, 0);
+    let events = wait_for_exit(&sensor, pid)?;
+    sensor.stop()?;
+
+    let readable = format!("{}/odd name\nline\\xff.txt", s(&root));
+    let event = single(&events, &readable, pid);
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(event["fileOpen"]["pathRaw"].as_str().unwrap_or_default())?;
+    assert_eq!(
+        raw,
+        odd.as_os_str().as_bytes(),
+        "pathRaw holds the exact bytes"
+    );
+
+    let protobuf = std::fs::read(&sensor.protobuf_path)?;
+    let decoded = custos_proto::delimited::read_all(&protobuf[..])?;
+    let exact = decoded.iter().any(|e| match &e.body {
+        Some(custos_proto::v1::event::Body::FileOpen(open)) => {
+            open.path_raw == odd.as_os_str().as_bytes() && open.path == readable
+        }
+        _ => false,
+    });
+    assert!(exact, "the protobuf output carries the exact path bytes");
+    Ok(())
+}
+
+#[test]
+fn an_excluded_prefix_is_not_reported() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    for d in ["excluded", "included"] {
+        std::fs::create_dir(root.join(d))?;
+        std::fs::write(root.join(d).join("f"), d)?;
+    }
+    let mut sensor = Sensor::start(&format!(
+        "[file]\nexclude_paths = [\"{}/excluded/\"]\ndedup_window_ms = 0\n",
+        s(&root)
+    ))?;
+    let excluded = root.join("excluded/f");
+    let included = root.join("included/f");
+    let (_, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&excluded)])?;
+    let (_, pid2) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&included)])?;
+    let events = wait_for_exit(&sensor, pid2)?;
+    single(&events, s(&included), pid2);
+    assert!(
+        opens_of(&events, s(&excluded)).is_empty(),
+        "excluded path reported (opener pid {pid})"
+    );
+    sensor.stop()?;
+    Ok(())
+}
+
+fn summaries_for(events: &[Value], path: &str, pid: u32) -> u64 {
+    opens_of(events, path)
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == pid && e["fileOpen"]["repeatSummary"] == true)
+        .map(|e| {
+            e["fileOpen"]["repeats"]
+                .as_str()
+                .and_then(|r| r.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_thousand_identical_opens_give_one_event_and_a_count_of_the_rest() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    let file = root.join("hot");
+    std::fs::write(&file, "h")?;
+    let mut sensor = Sensor::start(&format!(
+        "[file]\ninclude_paths = [\"{}/\"]\ndedup_window_ms = 1000\n",
+        s(&root)
+    ))?;
+    let (code, pid) = open_as_nobody(
+        OPENER,
+        &[OsStr::new("repeat"), OsStr::new("1000"), os(&file)],
+    )?;
+    assert_eq!(code, 0);
+    let path = s(&file).to_owned();
+    let events = sensor.wait_for("a repeat summary", |events| {
+        (summaries_for(events, &path, pid) > 0).then(|| events.to_vec())
+    })?;
+    let firsts = opens_of(&events, &path)
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == pid && e["fileOpen"]["repeatSummary"] == false)
+        .count();
+    assert_eq!(firsts, 1, "only the first open is sent");
+    assert_eq!(
+        summaries_for(&events, &path, pid),
+        999,
+        "the other 999 are counted"
+    );
+    sensor.stop()?;
+    Ok(())
+}
+
+#[test]
+fn without_dedup_every_open_is_reported_and_none_is_lost() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    let file = root.join("every");
+    std::fs::write(&file, "e")?;
+    let mut sensor = Sensor::start(&only(&root))?;
+    let (code, pid) = open_as_nobody(
+        OPENER,
+        &[OsStr::new("repeat"), OsStr::new("1000"), os(&file)],
+    )?;
+    assert_eq!(code, 0);
+    let events = wait_for_exit(&sensor, pid)?;
+    let reported = opens_of(&events, s(&file))
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == pid)
+        .count();
+    assert_eq!(reported, 1000);
+    assert_eq!(of_kind(&events, "loss").count(), 0);
+    sensor.stop()?;
+    Ok(())
+}
+
+#[test]
+fn sighup_swaps_file_rules_and_a_broken_config_keeps_the_old_ones() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    for d in ["a", "b"] {
+        std::fs::create_dir(root.join(d))?;
+        std::fs::write(root.join(d).join("f"), d)?;
+    }
+    let (a, b) = (root.join("a/f"), root.join("b/f"));
+    let mut sensor = Sensor::start(&only(&root))?;
+    let (_, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&a)])?;
+    single(&wait_for_exit(&sensor, pid)?, s(&a), pid);
+
+    // Exclude a/ through a reload.
+    let exclude_a = format!(
+        "[file]\ninclude_paths = [\"{0}/\"]\nexclude_paths = [\"{0}/a/\"]\ndedup_window_ms = 0\n",
+        s(&root)
+    );
+    sensor.reconfigure(&exclude_a)?;
+    sensor.wait_for_log("configuration reloaded")?;
+    let (_, pid_a) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&a)])?;
+    let (_, pid_b) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&b)])?;
+    let events = wait_for_exit(&sensor, pid_b)?;
+    single(&events, s(&b), pid_b);
+    assert!(opens_of(&events, s(&a))
+        .iter()
+        .all(|e| e["process"]["pid"] != pid_a));
+
+    // A broken file is refused with the reason; the exclusion stays in force.
+    sensor.reconfigure(&format!("{exclude_a}\n[file.typo]\nwrites_onlyy = true\n"))?;
+    sensor.wait_for_log("configuration not reloaded")?;
+    assert!(sensor
+        .log
+        .iter()
+        .any(|l| l.contains("not reloaded") && l.contains("typo")));
+    let (_, pid_a2) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&a)])?;
+    let (_, pid_b2) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&b)])?;
+    let events = wait_for_exit(&sensor, pid_b2)?;
+    single(&events, s(&b), pid_b2);
+    assert!(opens_of(&events, s(&a))
+        .iter()
+        .all(|e| e["process"]["pid"] != pid_a2));
+    sensor.stop()?;
+    Ok(())
+}
+
+#[test]
+fn the_raw_tracepoint_fallback_reports_opens_too() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    let file = root.join("raw");
+    std::fs::write(&file, "r")?;
+    let mut sensor = Sensor::start(&format!(
+        "[kernel]\nattach = \"tracepoint\"\n{}",
+        only(&root)
+    ))?;
+    assert!(sensor
+        .log
+        .iter()
+        .any(|l| l.contains("sys_exit=raw_tracepoint")));
+    let (_, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&file)])?;
+    let events = wait_for_exit(&sensor, pid)?;
+    assert_eq!(single(&events, s(&file), pid)["identity"]["user"], "nobody");
+    sensor.stop()?;
+    Ok(())
+}
