@@ -107,6 +107,13 @@ fn count_before(result: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What every benchmark needs: root, and a release build of the sensor.
+pub fn bench_prepare() -> Result<()> {
+    require_root("benchmarks load eBPF programs")?;
+    setup::build_tools()?;
+    build(true)
+}
+
 pub fn decode(file: &Path) -> Result<()> {
     let input = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     custos_proto::delimited::to_json_lines(BufReader::new(input), std::io::stdout().lock())

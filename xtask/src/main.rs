@@ -2,6 +2,7 @@
 //!
 //! Every command first makes sure the machine has what it needs (see `setup`), so a fresh
 //! machine goes from clone to running sensor or green tests with one command.
+mod bench;
 mod commands;
 mod setup;
 mod shell;
@@ -43,6 +44,31 @@ enum Command {
     },
     /// Turn a length-delimited protobuf file written by a sink back into JSON lines.
     Decode { file: PathBuf },
+    /// Benchmarks that print ratios against a baseline measured in the same run (as root).
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+    /// The open loop the open benchmark times (internal).
+    #[command(hide = true)]
+    OpenLoop {
+        #[arg(long)]
+        seconds: u64,
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Cost per open(2): nothing attached, Custos (every open; default config), auditd.
+    Open {
+        /// Seconds each setup runs per round.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Rounds per setup; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +79,11 @@ fn main() -> ExitCode {
         Command::Run { release, args } => commands::run(release, &args),
         Command::Test { filter } => commands::test(filter.as_deref()),
         Command::Decode { file } => commands::decode(&file),
+        Command::Bench { which } => match which {
+            BenchCommand::Open { seconds, rounds } => commands::bench_prepare()
+                .and_then(|()| bench::open(&bench::Options { seconds, rounds })),
+        },
+        Command::OpenLoop { seconds, file } => bench::open_loop(&file, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,380 @@
+//! `cargo xtask bench open`: the cost of an open(2) with nothing attached, with Custos and with
+//! auditd, measured side by side in one run, and whether any event was lost.
+//!
+//! Each setup runs a tight open+close loop on one cached file for a fixed time; rounds of the
+//! setups are interleaved so machine noise hits them alike, and the median round is reported
+//! with its ratio to the baseline measured in the same run.
+use std::{
+    ffi::CString,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use custos_proto::v1::{event::Body, Event};
+
+use crate::shell::{have, run as sh, target_dir};
+
+pub struct Options {
+    pub seconds: u64,
+    pub rounds: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Setup {
+    Baseline,
+    CustosEveryOpen,
+    CustosDefault,
+    Auditd,
+}
+
+impl Setup {
+    fn label(self) -> &'static str {
+        match self {
+            Setup::Baseline => "nothing attached",
+            Setup::CustosEveryOpen => "custos, every open, protobuf file",
+            Setup::CustosDefault => "custos, default config",
+            Setup::Auditd => "auditd, open/openat/openat2/creat rule",
+        }
+    }
+}
+
+/// One timed round.
+#[derive(Clone, Debug, Default)]
+struct Round {
+    opens: u64,
+    elapsed: Duration,
+    /// Opens of the benchmark file the sensor accounted for (events + counted repeats).
+    accounted: Option<u64>,
+    /// Events the sensor itself reported lost.
+    reported_lost: Option<u64>,
+}
+
+impl Round {
+    fn ns_per_open(&self) -> f64 {
+        self.elapsed.as_nanos() as f64 / self.opens.max(1) as f64
+    }
+}
+
+/// Runs the open benchmark and prints the table.
+pub fn open(options: &Options) -> Result<()> {
+    let custos = target_dir().join("release/custos");
+    let workdir = tempfile::tempdir()?;
+    let file = workdir.path().join("bench-file");
+    std::fs::write(&file, b"custos open benchmark")?;
+    let auditd = ensure_auditd();
+    if let Err(err) = &auditd {
+        eprintln!("xtask: auditd is left out of this run: {err:#}");
+    }
+    let setups: Vec<Setup> = [
+        Setup::Baseline,
+        Setup::CustosEveryOpen,
+        Setup::CustosDefault,
+        Setup::Auditd,
+    ]
+    .into_iter()
+    .filter(|s| *s != Setup::Auditd || auditd.is_ok())
+    .collect();
+
+    let mut results: Vec<(Setup, Vec<Round>)> = setups.iter().map(|s| (*s, Vec::new())).collect();
+    for round in 0..options.rounds {
+        for (setup, rounds) in &mut results {
+            eprintln!(
+                "xtask: bench open: round {} of {}: {}",
+                round + 1,
+                options.rounds,
+                setup.label()
+            );
+            let measured = match setup {
+                Setup::Baseline => loop_only(&file, options.seconds, 1)?,
+                Setup::CustosEveryOpen => with_custos(
+                    &custos,
+                    workdir.path(),
+                    &file,
+                    options.seconds,
+                    1,
+                    "[file]\ndedup_window_ms = 0\n",
+                )?,
+                Setup::CustosDefault => {
+                    with_custos(&custos, workdir.path(), &file, options.seconds, 1, "")?
+                }
+                Setup::Auditd => with_auditd(&file, options.seconds)?,
+            };
+            rounds.push(measured);
+        }
+    }
+    print_table(&results);
+
+    eprintln!("xtask: bench open: throughput, two open loops at once, every open captured");
+    let mut throughput = Vec::new();
+    for _ in 0..options.rounds {
+        throughput.push(with_custos(
+            &custos,
+            workdir.path(),
+            &file,
+            options.seconds,
+            2,
+            "[file]\ndedup_window_ms = 0\n",
+        )?);
+    }
+    print_throughput(&throughput);
+    Ok(())
+}
+
+fn median_by(rounds: &[Round], key: impl Fn(&Round) -> f64) -> (f64, f64, f64) {
+    let mut values: Vec<f64> = rounds.iter().map(key).collect();
+    values.sort_by(|a, b| a.total_cmp(b));
+    let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
+    (
+        values.first().copied().unwrap_or(0.0),
+        median,
+        values.last().copied().unwrap_or(0.0),
+    )
+}
+
+fn print_table(results: &[(Setup, Vec<Round>)]) {
+    let baseline = results
+        .iter()
+        .find(|(s, _)| *s == Setup::Baseline)
+        .map(|(_, r)| median_by(r, Round::ns_per_open).1)
+        .unwrap_or(1.0);
+    println!();
+    println!(
+        "open+close of one cached file, one thread; median of {} rounds (min..max)",
+        results[0].1.len()
+    );
+    println!(
+        "{:<42} {:>12} {:>20} {:>8} {:>14}",
+        "setup", "opens/s", "ns/open (min..max)", "ratio", "lost"
+    );
+    for (setup, rounds) in results {
+        let (min, median, max) = median_by(rounds, Round::ns_per_open);
+        let lost = lost_summary(rounds);
+        println!(
+            "{:<42} {:>12.0} {:>20} {:>7.2}x {:>14}",
+            setup.label(),
+            1e9 / median,
+            format!("{median:.0} ({min:.0}..{max:.0})"),
+            median / baseline,
+            lost
+        );
+    }
+}
+
+fn print_throughput(rounds: &[Round]) {
+    let (min, median, max) = median_by(rounds, |r| {
+        r.accounted.unwrap_or(0) as f64 / r.elapsed.as_secs_f64()
+    });
+    println!();
+    println!(
+        "throughput to a protobuf file, two open loops: {median:.0} events/s (min {min:.0}, max {max:.0}); lost: {}",
+        lost_summary(rounds)
+    );
+}
+
+/// "0" when every round accounted for every open; otherwise the worst round's shortfall.
+fn lost_summary(rounds: &[Round]) -> String {
+    let mut worst: Option<u64> = None;
+    for round in rounds {
+        let Some(accounted) = round.accounted else {
+            return "n/a".into();
+        };
+        let missing = round.opens.saturating_sub(accounted);
+        worst = Some(worst.unwrap_or(0).max(missing));
+    }
+    let reported: u64 = rounds.iter().filter_map(|r| r.reported_lost).sum();
+    match worst {
+        Some(0) => "0".into(),
+        Some(n) => format!("{n} ({reported} reported)"),
+        None => "n/a".into(),
+    }
+}
+
+/// The open loop itself: `loops` processes, each opening `file` for `seconds`.
+fn loop_only(file: &Path, seconds: u64, loops: usize) -> Result<Round> {
+    let runs = spawn_loops(file, seconds, loops)?;
+    let mut round = Round::default();
+    for (_, child) in runs {
+        let output = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut fields = text.split_whitespace();
+        let opens: u64 = fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow!("open loop printed {text:?}"))?;
+        let ns: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        round.opens += opens;
+        round.elapsed = round.elapsed.max(Duration::from_nanos(ns));
+    }
+    Ok(round)
+}
+
+fn spawn_loops(file: &Path, seconds: u64, loops: usize) -> Result<Vec<(u32, Child)>> {
+    let exe = std::env::current_exe()?;
+    (0..loops)
+        .map(|_| {
+            let child = Command::new(&exe)
+                .args(["open-loop", "--seconds", &seconds.to_string()])
+                .arg(file)
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting the open loop")?;
+            Ok((child.id(), child))
+        })
+        .collect()
+}
+
+/// Entry point of the `open-loop` helper process.
+pub fn open_loop(file: &Path, seconds: u64) -> Result<()> {
+    let path = CString::new(file.as_os_str().as_encoded_bytes())?;
+    let limit = Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut opens: u64 = 0;
+    while start.elapsed() < limit {
+        for _ in 0..1000 {
+            // SAFETY: a valid C string; the descriptor is closed at once.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+            if fd < 0 {
+                bail!(
+                    "open {} failed: {}",
+                    file.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            unsafe { libc::close(fd) };
+        }
+        opens += 1000;
+    }
+    println!("{opens} {}", start.elapsed().as_nanos());
+    Ok(())
+}
+
+fn with_custos(
+    custos: &Path,
+    workdir: &Path,
+    file: &Path,
+    seconds: u64,
+    loops: usize,
+    extra: &str,
+) -> Result<Round> {
+    let output = workdir.join("events.pb");
+    let _ = std::fs::remove_file(&output);
+    let config = workdir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{extra}\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
+            output.display()
+        ),
+    )?;
+    let mut daemon = Command::new(custos)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", custos.display()))?;
+    let stderr = daemon.stderr.take().context("no stderr")?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sensor ready") {
+                let _ = ready_tx.send(());
+            }
+            if line.contains("ERROR") || line.contains("error:") {
+                eprintln!("custos: {line}");
+            }
+        }
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = daemon.kill();
+        bail!("custos did not become ready");
+    }
+    let runs = spawn_loops(file, seconds, loops)?;
+    let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
+    let mut round = Round::default();
+    for (_, child) in runs {
+        let output = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut fields = text.split_whitespace();
+        round.opens += fields
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+        let ns = fields
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+        round.elapsed = round.elapsed.max(Duration::from_nanos(ns));
+    }
+    sh(Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string()))?;
+    let status = daemon.wait()?;
+    if !status.success() {
+        bail!("custos exited with {status}");
+    }
+    let (accounted, lost) = account(&output, file, &pids)?;
+    round.accounted = Some(accounted);
+    round.reported_lost = Some(lost);
+    Ok(round)
+}
+
+/// Opens of `file` by `pids` that the output accounts for (events plus summarised repeats),
+/// and the events the sensor reported lost.
+fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64)> {
+    let reader = BufReader::new(std::fs::File::open(output)?);
+    let events: Vec<Event> = custos_proto::delimited::read_all(reader)?;
+    let path = file.to_string_lossy();
+    let mut accounted = 0;
+    let mut lost = 0;
+    for event in events {
+        match &event.body {
+            Some(Body::FileOpen(open)) => {
+                let pid = event.process.as_ref().map_or(0, |p| p.pid);
+                if open.path == path && pids.contains(&pid) {
+                    accounted += if open.repeat_summary { open.repeats } else { 1 };
+                }
+            }
+            Some(Body::Loss(loss)) => lost += loss.count,
+            _ => {}
+        }
+    }
+    Ok((accounted, lost))
+}
+
+/// Installs and starts auditd if needed.
+fn ensure_auditd() -> Result<()> {
+    if !have("auditctl") {
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-q", "auditd"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !crate::shell::succeeds(Command::new("pidof").arg("auditd")) {
+        sh(&mut Command::new("auditd"))?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    sh(Command::new("auditctl").arg("-D"))?;
+    Ok(())
+}
+
+fn with_auditd(file: &Path, seconds: u64) -> Result<Round> {
+    const KEY: &str = "custos-bench";
+    sh(Command::new("auditctl").args([
+        "-a",
+        "always,exit",
+        "-F",
+        "arch=b64",
+        "-S",
+        "open,openat,openat2,creat",
+        "-k",
+        KEY,
+    ]))?;
+    let measured = loop_only(file, seconds, 1);
+    sh(Command::new("auditctl").arg("-D"))?;
+    measured
+}
