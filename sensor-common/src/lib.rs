@@ -315,6 +315,8 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// The global holding the daemon's own process id, whose activity is never reported.
 pub const SELF_TGID_GLOBAL: &str = "SELF_TGID";
+/// The global holding the ring-buffer wakeup threshold in bytes.
+pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 /// File-open filter maps.
 pub const FILE_FILTER_MAP: &str = "FILE_FILTER";
 pub const PATH_PREFIXES_MAP: &str = "PATH_PREFIXES";

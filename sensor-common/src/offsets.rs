@@ -83,6 +83,21 @@ pub struct KernelOffsets {
     pub regs_di: u32,
     pub regs_si: u32,
     pub regs_dx: u32,
+    // Starts of "spans": byte ranges read with one helper call to pick several members, or
+    // MISSING where this kernel's layout spreads them wider than the span (see `spans`).
+    pub file_span: u32,
+    pub inode_span: u32,
+    pub dentry_span: u32,
+}
+
+/// Span lengths, in bytes.
+pub mod spans {
+    /// `file`: f_mode, f_inode and f_path.
+    pub const FILE: usize = 96;
+    /// `inode`: i_sb and i_ino.
+    pub const INODE: usize = 48;
+    /// `dentry`: d_parent and d_name.
+    pub const DENTRY: usize = 32;
 }
 
 impl KernelOffsets {
@@ -144,5 +159,8 @@ impl KernelOffsets {
         regs_di: MISSING,
         regs_si: MISSING,
         regs_dx: MISSING,
+        file_span: MISSING,
+        inode_span: MISSING,
+        dentry_span: MISSING,
     };
 }

@@ -1,7 +1,30 @@
 //! Getting records to the daemon, and counting the ones that could not be.
 use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 
-use crate::maps::{DROPS, EVENTS};
+use crate::{
+    kread::{load, WAKEUP_BYTES},
+    maps::{DROPS, EVENTS},
+};
+
+const BPF_RB_NO_WAKEUP: u64 = 1 << 0;
+const BPF_RB_FORCE_WAKEUP: u64 = 1 << 1;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Ring-buffer flags for the next record. By default the kernel wakes the reader whenever it
+/// has caught up, which for a fast reader means once per record: an interrupt and a syscall per
+/// event. Instead records are queued silently until `WAKEUP_BYTES` are waiting, and the daemon
+/// drains on a short timer in between.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    let threshold = u64::from(load(&WAKEUP_BYTES));
+    if threshold == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
 
 /// Counts one record of `kind` that did not fit in the ring buffer.
 #[inline(always)]
@@ -18,7 +41,7 @@ pub fn count_drop(kind: u32) {
 #[inline(always)]
 pub fn output_bytes(kind: u32, data: *const u8, size: usize) {
     let bytes = unsafe { core::slice::from_raw_parts(data, size) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
         count_drop(kind);
     }
 }

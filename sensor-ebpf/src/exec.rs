@@ -4,7 +4,6 @@
 //! classic tracepoint twin; the daemon loads whichever this kernel accepts. Both call one handler
 //! with the `task_struct` pointer.
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_task,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -15,8 +14,8 @@ use sensor_common::{
 
 use crate::{
     blob::Blob,
-    emit::{count_drop, now_ns, output_bytes},
-    kread::{off, read_at, read_ptr, self_tgid},
+    emit::{count_drop, now_ns, output_bytes, submit_flags},
+    kread::{off, self_tgid, Direct, Mem, Probe},
     maps::{EVENTS, EXEC_BUF},
     path::resolve_path,
     task::{fill_task_info, thread_group_dead},
@@ -25,28 +24,28 @@ use crate::{
 // void sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
-    on_exec(ctx.arg::<*const u8>(0));
+    on_exec::<Direct>(ctx.arg::<*const u8>(0));
     0
 }
 
 // tracepoint/sched/sched_process_exec: fires in the context of the task that exec'd.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
-    on_exec(current_task());
+    on_exec::<Probe>(Probe::current_task());
     0
 }
 
 // void sched_process_exit(struct task_struct *p, bool group_dead)
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit_btf(ctx: BtfTracePointContext) -> i32 {
-    on_exit(ctx.arg::<*const u8>(0));
+    on_exit::<Direct>(ctx.arg::<*const u8>(0));
     0
 }
 
 // tracepoint/sched/sched_process_exit: fires in the context of the exiting thread.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
-    on_exit(current_task());
+    on_exit::<Probe>(Probe::current_task());
     0
 }
 
@@ -54,22 +53,17 @@ pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
 // No classic twin: its tracepoint gives pids only, not the child task.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
-    on_fork(ctx.arg::<*const u8>(1));
+    on_fork::<Direct>(ctx.arg::<*const u8>(1));
     0
 }
 
 #[inline(always)]
-pub fn current_task() -> *const u8 {
-    unsafe { bpf_get_current_task() as *const u8 }
-}
-
-#[inline(always)]
-fn is_self(task: *const u8) -> bool {
+fn is_self<M: Mem>(task: *const u8) -> bool {
     let own = self_tgid();
-    own != 0 && read_at::<u32>(task, off!(task_tgid)) == Some(own)
+    own != 0 && M::read::<u32>(task, off!(task_tgid)) == Some(own)
 }
 
-fn on_exec(task: *const u8) {
+fn on_exec<M: Mem>(task: *const u8) {
     if task.is_null() {
         return;
     }
@@ -83,7 +77,7 @@ fn on_exec(task: *const u8) {
         size: 0,
         ktime_ns: now_ns(),
     };
-    fill_task_info(task, &mut record.task);
+    fill_task_info::<M>(task, &mut record.task);
     record.flags = 0;
     record.argv_total = 0;
 
@@ -91,11 +85,11 @@ fn on_exec(task: *const u8) {
 
     // The executable: the file the new image was mapped from, resolved to an absolute path.
     record.path = BlobRef::default();
-    let mm = read_ptr(task, off!(task_mm));
-    let exe_file = mm.and_then(|mm| read_ptr(mm, off!(mm_exe_file)));
+    let mm = M::read_ptr(task, off!(task_mm));
+    let exe_file = mm.and_then(|mm| M::read_ptr(mm, off!(mm_exe_file)));
     if let Some(exe_file) = exe_file {
         let file_path = unsafe { exe_file.add(off!(file_path) as usize) };
-        if let Some(resolved) = resolve_path(file_path) {
+        if let Some(resolved) = resolve_path::<M>(file_path) {
             if resolved.truncated {
                 record.flags |= exec_flags::PATH_TRUNCATED;
             }
@@ -107,8 +101,8 @@ fn on_exec(task: *const u8) {
     record.argv = BlobRef::default();
     match mm {
         Some(mm) => {
-            let start = read_at::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
-            let end = read_at::<u64>(mm, off!(mm_arg_end)).unwrap_or(0);
+            let start = M::read::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
+            let end = M::read::<u64>(mm, off!(mm_arg_end)).unwrap_or(0);
             if end > start {
                 let total = end - start;
                 record.argv_total = total as u32;
@@ -128,9 +122,9 @@ fn on_exec(task: *const u8) {
 
     // Working directory.
     record.cwd = BlobRef::default();
-    if let Some(fs) = read_ptr(task, off!(task_fs)) {
+    if let Some(fs) = M::read_ptr(task, off!(task_fs)) {
         let pwd = unsafe { fs.add(off!(fs_pwd) as usize) };
-        if let Some(resolved) = resolve_path(pwd) {
+        if let Some(resolved) = resolve_path::<M>(pwd) {
             if resolved.truncated {
                 record.flags |= exec_flags::CWD_TRUNCATED;
             }
@@ -146,8 +140,8 @@ fn on_exec(task: *const u8) {
     output_bytes(kind::EXEC, (buffer as *const ExecBuffer).cast(), size);
 }
 
-fn on_exit(task: *const u8) {
-    if task.is_null() || is_self(task) || !thread_group_dead(task) {
+fn on_exit<M: Mem>(task: *const u8) {
+    if task.is_null() || is_self::<M>(task) || !thread_group_dead::<M>(task) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
@@ -160,19 +154,19 @@ fn on_exit(task: *const u8) {
         size: core::mem::size_of::<ExitRecord>() as u32,
         ktime_ns: now_ns(),
     };
-    fill_task_info(task, &mut record.task);
-    record.exit_code = read_at::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+    fill_task_info::<M>(task, &mut record.task);
+    record.exit_code = M::read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
     record._pad = 0;
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
-fn on_fork(child: *const u8) {
+fn on_fork<M: Mem>(child: *const u8) {
     if child.is_null() {
         return;
     }
     // Threads share their process's identity and image: only new processes matter.
-    let tgid = read_at::<u32>(child, off!(task_tgid));
-    if tgid.is_none() || tgid != read_at::<u32>(child, off!(task_pid)) || is_self(child) {
+    let tgid = M::read::<u32>(child, off!(task_tgid));
+    if tgid.is_none() || tgid != M::read::<u32>(child, off!(task_pid)) || is_self::<M>(child) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
@@ -185,6 +179,6 @@ fn on_fork(child: *const u8) {
         size: core::mem::size_of::<ForkRecord>() as u32,
         ktime_ns: now_ns(),
     };
-    fill_task_info(child, &mut record.task);
-    entry.submit(0);
+    fill_task_info::<M>(child, &mut record.task);
+    entry.submit(submit_flags());
 }

@@ -14,21 +14,20 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use sensor_common::{
-    file_flags, filter_action, filter_flags, kind, open_syscall, BlobRef, ExeKey, FileBuffer,
-    FileDedupKey, FileDedupState, FileFilterConfig, RecordHeader, FILE_BLOB_CAP,
+    file_flags, filter_action, filter_flags, kind, offsets::spans, open_syscall, BlobRef, ExeKey,
+    FileBuffer, FileDedupKey, FileDedupState, FileFilterConfig, RecordHeader, FILE_BLOB_CAP,
     FILE_BLOB_OFFSET_MASK, FILE_FIXED_SIZE, PREFIX_MAX,
 };
 
 use crate::{
     blob::Blob,
     emit::{now_ns, output_bytes},
-    exec::current_task,
-    kread::{off, read_at, read_ptr, self_tgid},
+    kread::{off, self_tgid, Direct, Fields, Mem, Probe},
     maps::{
         FILE_BUF, FILE_DEDUP, FILE_FILTER, FILTER_CGROUPS, FILTER_COMMS, FILTER_EXES, FILTER_UIDS,
         PATH_PREFIXES, PREFIX_KEY,
     },
-    path::{resolve_path, ResolvedPath},
+    path::{resolve, resolve_path, ResolvedPath},
     task::fill_task_info,
 };
 
@@ -51,14 +50,14 @@ const EACCES: i64 = 13;
 // void sys_exit(struct pt_regs *regs, long ret)
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
-    on_sys_exit(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+    on_sys_exit::<Direct>(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
     0
 }
 
 // raw_tracepoint/sys_exit: the same arguments, untyped.
 #[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit_raw(ctx: RawTracePointContext) -> i32 {
-    on_sys_exit(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+pub fn sys_exit_raw(ctx: RawTracePointContext) -> u32 {
+    on_sys_exit::<Probe>(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
     0
 }
 
@@ -71,9 +70,9 @@ struct Request {
 }
 
 #[inline(always)]
-fn on_sys_exit(regs: *const u8, ret: i64) {
+fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
     // Runs on every syscall exit: leave as early and cheaply as possible.
-    let Some(nr) = read_at::<u64>(regs, off!(regs_orig_ax)) else {
+    let Some(nr) = M::read::<u64>(regs, off!(regs_orig_ax)) else {
         return;
     };
     if nr != NR_OPENAT && nr != NR_OPEN && nr != NR_CREAT && nr != NR_OPENAT2 {
@@ -90,31 +89,31 @@ fn on_sys_exit(regs: *const u8, ret: i64) {
     if tgid == self_tgid() {
         return;
     }
-    let Some(request) = decode_request(regs, nr) else {
+    let Some(request) = decode_request::<M>(regs, nr) else {
         return;
     };
     let denied = ret == -EACCES || ret == -EPERM;
     // A denied attempt is always reported: it is an access outside one's permissions.
-    if !denied && !passes_process_filters(&config, &request) {
+    if !denied && !passes_process_filters::<M>(&config, &request) {
         return;
     }
     if ret >= 0 {
-        opened(&config, &request, tgid, ret as i32);
+        opened::<M>(&config, &request, tgid, ret as i32);
     } else {
-        failed(&config, &request, ret as i32, denied);
+        failed::<M>(&config, &request, ret as i32, denied);
     }
 }
 
 #[inline(always)]
-fn decode_request(regs: *const u8, nr: u64) -> Option<Request> {
-    let di = read_at::<u64>(regs, off!(regs_di))?;
-    let si = read_at::<u64>(regs, off!(regs_si))?;
+fn decode_request<M: Mem>(regs: *const u8, nr: u64) -> Option<Request> {
+    let di = M::read::<u64>(regs, off!(regs_di))?;
+    let si = M::read::<u64>(regs, off!(regs_si))?;
     Some(match nr {
         NR_OPENAT => Request {
             syscall: open_syscall::OPENAT,
             dfd: di as i32,
             path: si as *const u8,
-            flags: read_at::<u64>(regs, off!(regs_dx))? as u32,
+            flags: M::read::<u64>(regs, off!(regs_dx))? as u32,
         },
         NR_OPEN => Request {
             syscall: open_syscall::OPEN,
@@ -130,7 +129,7 @@ fn decode_request(regs: *const u8, nr: u64) -> Option<Request> {
         },
         _ => {
             // openat2(dfd, path, struct open_how *how, size): how->flags is its first u64.
-            let how = read_at::<u64>(regs, off!(regs_dx))? as *const u64;
+            let how = M::read::<u64>(regs, off!(regs_dx))? as *const u64;
             let mut flags: u64 = 0;
             unsafe {
                 bpf_probe_read_user((&mut flags as *mut u64).cast(), 8, how.cast());
@@ -163,7 +162,7 @@ fn keep(action: Option<u32>, has_includes: bool) -> bool {
 }
 
 #[inline(always)]
-fn passes_process_filters(config: &FileFilterConfig, request: &Request) -> bool {
+fn passes_process_filters<M: Mem>(config: &FileFilterConfig, request: &Request) -> bool {
     let f = config.flags;
     if f & filter_flags::WRITES_ONLY != 0 && !is_write(request.flags) {
         return false;
@@ -190,7 +189,7 @@ fn passes_process_filters(config: &FileFilterConfig, request: &Request) -> bool 
         }
     }
     if f & filter_flags::EXE_RULES != 0 {
-        let exe = current_exe().unwrap_or_default();
+        let exe = current_exe::<M>().unwrap_or_default();
         let action = unsafe { FILTER_EXES.get(&exe) }.copied();
         if !keep(action, f & filter_flags::EXE_INCLUDES != 0) {
             return false;
@@ -201,37 +200,46 @@ fn passes_process_filters(config: &FileFilterConfig, request: &Request) -> bool 
 
 /// The current process's executable as (dev, inode).
 #[inline(always)]
-fn current_exe() -> Option<ExeKey> {
-    let mm = read_ptr(current_task(), off!(task_mm))?;
-    let exe_file = read_ptr(mm, off!(mm_exe_file))?;
-    let (dev, ino) = file_identity(exe_file)?;
+fn current_exe<M: Mem>() -> Option<ExeKey> {
+    let mm = M::read_ptr(M::current_task(), off!(task_mm))?;
+    let exe_file = M::read_ptr(mm, off!(mm_exe_file))?;
+    let (dev, ino) = file_identity::<M>(exe_file)?;
     Some(ExeKey { dev, _pad: 0, ino })
 }
 
 /// (dev_t, inode number) of an open file.
 #[inline(always)]
-fn file_identity(file: *const u8) -> Option<(u32, u64)> {
-    let inode = read_ptr(file, off!(file_inode))?;
-    let ino = read_at::<u64>(inode, off!(inode_ino))?;
-    let sb = read_ptr(inode, off!(inode_sb))?;
-    let dev = read_at::<u32>(sb, off!(sb_dev))?;
+fn file_identity<M: Mem>(file: *const u8) -> Option<(u32, u64)> {
+    let inode = M::read_ptr(file, off!(file_inode))?;
+    inode_identity(inode)
+}
+
+/// (dev_t, inode number) of an inode (untyped).
+#[inline(always)]
+fn inode_identity(inode: *const u8) -> Option<(u32, u64)> {
+    let fields = Fields::<{ spans::INODE }>::new(inode, off!(inode_span));
+    let ino = fields.get::<u64>(off!(inode_ino))?;
+    let sb = fields.ptr(off!(inode_sb))?;
+    let dev = Probe::read::<u32>(sb, off!(sb_dev))?;
     Some((dev, ino))
 }
 
-/// The `struct file` behind descriptor `fd` of the current task.
+/// The `struct file` behind descriptor `fd` of the current task. The result is untyped even
+/// for `Direct` (`fdt->fd` is `struct file **`, which the verifier does not type): read it
+/// with `Probe`.
 #[inline(always)]
-fn file_of_fd(fd: i32) -> Option<*const u8> {
+fn file_of_fd<M: Mem>(fd: i32) -> Option<*const u8> {
     if fd < 0 {
         return None;
     }
-    let files = read_ptr(current_task(), off!(task_files))?;
-    let fdt = read_ptr(files, off!(files_fdt))?;
-    let max_fds = read_at::<u32>(fdt, off!(fdt_max_fds))?;
+    let files = M::read_ptr(M::current_task(), off!(task_files))?;
+    let fdt = M::read_ptr(files, off!(files_fdt))?;
+    let max_fds = M::read::<u32>(fdt, off!(fdt_max_fds))?;
     if fd as u32 >= max_fds {
         return None;
     }
-    let array = read_ptr(fdt, off!(fdt_fd))?;
-    read_ptr(unsafe { array.add(fd as usize * 8) }, 0)
+    let array = M::read_ptr(fdt, off!(fdt_fd))?;
+    Probe::read_ptr(unsafe { array.add(fd as usize * 8) }, 0)
 }
 
 /// Prefix rules on a resolved path. A path longer than the compared bytes matches on its head.
@@ -260,16 +268,16 @@ fn passes_path_filter(config: &FileFilterConfig, path: &ResolvedPath) -> bool {
 }
 
 #[inline(always)]
-fn dedup_key(tgid: u32, flags: u32, dev: u32, ino: u64) -> FileDedupKey {
-    let task = current_task();
+fn dedup_key<M: Mem>(tgid: u32, flags: u32, dev: u32, ino: u64) -> FileDedupKey {
+    let task = M::current_task();
     FileDedupKey {
         tgid,
         access: flags & (O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND),
         dev,
         _pad: 0,
         ino,
-        mm: read_at::<u64>(task, off!(task_mm)).unwrap_or(0),
-        cred: read_at::<u64>(task, off!(task_real_cred)).unwrap_or(0),
+        mm: M::read::<u64>(task, off!(task_mm)).unwrap_or(0),
+        cred: M::read::<u64>(task, off!(task_real_cred)).unwrap_or(0),
     }
 }
 
@@ -356,22 +364,30 @@ fn send(buffer: &mut FileBuffer, used: usize) {
     output_bytes(kind::FILE_OPEN, (buffer as *const FileBuffer).cast(), size);
 }
 
-fn opened(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32) {
-    let Some(file) = file_of_fd(fd) else {
+fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32) {
+    let Some(file) = file_of_fd::<M>(fd) else {
         return;
     };
-    let Some((dev, ino)) = file_identity(file) else {
+    // f_mode, f_inode and f_path in one read.
+    let fields = Fields::<{ spans::FILE }>::new(file, off!(file_span));
+    let Some((dev, ino)) = fields.ptr(off!(file_inode)).and_then(inode_identity) else {
         return;
     };
     // The requested flags: the file's f_flags has O_CREAT and O_TRUNC already cleared.
     let flags = request.flags;
     let now = now_ns();
-    let key = dedup_key(tgid, flags, dev, ino);
+    let key = dedup_key::<M>(tgid, flags, dev, ino);
     if counted_as_repeat(config, &key, now) {
         return;
     }
-    let file_path = unsafe { file.add(off!(file_path) as usize) };
-    let Some(resolved) = resolve_path(file_path) else {
+    let path_off = off!(file_path);
+    let dentry = fields
+        .ptr(path_off + off!(path_dentry))
+        .unwrap_or(core::ptr::null());
+    let vfsmount = fields
+        .ptr(path_off + off!(path_mnt))
+        .unwrap_or(core::ptr::null());
+    let Some(resolved) = resolve(dentry, vfsmount) else {
         return;
     };
     if !passes_path_filter(config, &resolved) {
@@ -382,7 +398,7 @@ fn opened(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32) {
     };
     start_record(buffer, request, fd, now);
     let record = &mut buffer.record;
-    record.fmode = read_at::<u32>(file, off!(file_mode)).unwrap_or(0);
+    record.fmode = fields.get::<u32>(off!(file_mode)).unwrap_or(0);
     record.dev = dev;
     record.ino = ino;
     if resolved.truncated {
@@ -394,13 +410,13 @@ fn opened(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32) {
         record.key_mm = key.mm;
         record.key_cred = key.cred;
     }
-    fill_task_info(current_task(), &mut record.task);
+    fill_task_info::<M>(M::current_task(), &mut record.task);
     let mut blob = Blob::<FILE_BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
     buffer.record.path = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
     send(buffer, blob.used);
 }
 
-fn failed(config: &FileFilterConfig, request: &Request, ret: i32, denied: bool) {
+fn failed<M: Mem>(config: &FileFilterConfig, request: &Request, ret: i32, denied: bool) {
     let Some(buffer) = staging() else {
         return;
     };
@@ -422,10 +438,10 @@ fn failed(config: &FileFilterConfig, request: &Request, ret: i32, denied: bool) 
     let first = first_byte(buffer, path);
     if path.len > 0 && first != b'/' {
         let dir = if request.dfd == AT_FDCWD {
-            cwd_path()
+            cwd_path::<M>()
         } else {
-            file_of_fd(request.dfd)
-                .and_then(|f| resolve_path(unsafe { f.add(off!(file_path) as usize) }))
+            file_of_fd::<M>(request.dfd)
+                .and_then(|f| resolve_path::<Probe>(unsafe { f.add(off!(file_path) as usize) }))
         };
         if let Some(dir) = dir {
             if !denied && !passes_path_filter(config, &dir) {
@@ -451,7 +467,7 @@ fn failed(config: &FileFilterConfig, request: &Request, ret: i32, denied: bool) 
             return;
         }
     }
-    fill_task_info(current_task(), &mut buffer.record.task);
+    fill_task_info::<M>(M::current_task(), &mut buffer.record.task);
     send(buffer, blob.used);
 }
 
@@ -462,7 +478,7 @@ fn first_byte(buffer: &FileBuffer, piece: BlobRef) -> u8 {
 }
 
 #[inline(always)]
-fn cwd_path() -> Option<ResolvedPath> {
-    let fs = read_ptr(current_task(), off!(task_fs))?;
-    resolve_path(unsafe { fs.add(off!(fs_pwd) as usize) })
+fn cwd_path<M: Mem>() -> Option<ResolvedPath> {
+    let fs = M::read_ptr(M::current_task(), off!(task_fs))?;
+    resolve_path::<M>(unsafe { fs.add(off!(fs_pwd) as usize) })
 }

@@ -1,5 +1,15 @@
 //! Reads of kernel struct members at offsets the daemon resolved from the running kernel's BTF.
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+//!
+//! Two strategies, chosen per program at compile time through [`Mem`]:
+//! - [`Direct`]: plain loads. Only for `tp_btf` programs, whose pointers are BTF-typed: the
+//!   verifier checks each load against the kernel's type information and turns it into an
+//!   inline fault-safe load, no helper call.
+//! - [`Probe`]: `bpf_probe_read_kernel`, for classic and raw tracepoints, whose pointers are
+//!   plain numbers to the verifier.
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_task, bpf_get_current_task_btf},
+};
 use sensor_common::{offsets::MISSING, KernelOffsets};
 
 /// Filled in by the daemon before load (`EbpfLoader::set_global`).
@@ -9,6 +19,11 @@ pub static OFFSETS: KernelOffsets = KernelOffsets::UNSET;
 /// Process id of the daemon itself: its own activity is never reported.
 #[unsafe(no_mangle)]
 pub static SELF_TGID: u32 = 0;
+
+/// Buffered bytes at which a record wakes the daemon; below it the daemon's own timer drains
+/// the ring. 0 wakes it for every record.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: u32 = 0;
 
 /// One member offset, see [`load`].
 macro_rules! off {
@@ -30,8 +45,58 @@ pub fn self_tgid() -> u32 {
     load(&SELF_TGID)
 }
 
-/// Reads a `T` at `base + offset`, or `None` when the base is NULL, the member does not exist in
-/// this kernel, or the memory cannot be read.
+/// How a program reads kernel memory.
+pub trait Mem {
+    /// Reads a `T` at `base + offset`, or `None` when the base is NULL, the member does not
+    /// exist in this kernel, or the memory cannot be read.
+    fn read<T: Copy>(base: *const u8, offset: u32) -> Option<T>;
+
+    /// The current task, typed for this strategy.
+    fn current_task() -> *const u8;
+
+    /// Reads a non-NULL kernel pointer member.
+    #[inline(always)]
+    fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
+        Self::read::<*const u8>(base, offset).filter(|p| !p.is_null())
+    }
+}
+
+/// Plain loads through BTF-typed pointers (`tp_btf` programs only).
+pub struct Direct;
+
+impl Mem for Direct {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
+        if base.is_null() || offset == MISSING {
+            return None;
+        }
+        // Volatile keeps each load separate and of the member's own size, as the verifier's
+        // type check wants.
+        Some(unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const T) })
+    }
+
+    #[inline(always)]
+    fn current_task() -> *const u8 {
+        unsafe { bpf_get_current_task_btf() as *const u8 }
+    }
+}
+
+/// `bpf_probe_read_kernel` for untyped pointers.
+pub struct Probe;
+
+impl Mem for Probe {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
+        read_at(base, offset)
+    }
+
+    #[inline(always)]
+    fn current_task() -> *const u8 {
+        unsafe { bpf_get_current_task() as *const u8 }
+    }
+}
+
+/// `bpf_probe_read_kernel` of a `T` at `base + offset`; `None` as for [`Mem::read`].
 #[inline(always)]
 pub fn read_at<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
     if base.is_null() || offset == MISSING {
@@ -40,8 +105,76 @@ pub fn read_at<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
 }
 
-/// Reads a kernel pointer member.
+/// Reads a non-NULL kernel pointer member with `bpf_probe_read_kernel`.
 #[inline(always)]
 pub fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
     read_at::<*const u8>(base, offset).filter(|p| !p.is_null())
+}
+
+/// Bytes `start..start + N` of a struct, read with one helper call, to pick several members
+/// from (the daemon sets the span starts, see `sensor_common::offsets::spans`).
+#[repr(C, align(8))]
+pub struct Span<const N: usize> {
+    start: u32,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Span<N> {
+    #[inline(always)]
+    pub fn read(base: *const u8, start: u32) -> Option<Self> {
+        if base.is_null() || start == MISSING {
+            return None;
+        }
+        let mut span = Span {
+            start,
+            bytes: [0u8; N],
+        };
+        let ret = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                span.bytes.as_mut_ptr().cast(),
+                N as u32,
+                base.add(start as usize).cast(),
+            )
+        };
+        (ret == 0).then_some(span)
+    }
+
+    #[inline(always)]
+    fn get<T: Copy>(&self, offset: u32) -> Option<T> {
+        let relative = offset.wrapping_sub(self.start) as usize;
+        if offset == MISSING || relative + core::mem::size_of::<T>() > N {
+            return None;
+        }
+        Some(unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(relative) as *const T) })
+    }
+}
+
+/// Members of one (untyped) struct: from its span when there is one, one probe read each
+/// otherwise.
+pub struct Fields<const N: usize> {
+    base: *const u8,
+    span: Option<Span<N>>,
+}
+
+impl<const N: usize> Fields<N> {
+    #[inline(always)]
+    pub fn new(base: *const u8, span_start: u32) -> Self {
+        Self {
+            base,
+            span: Span::read(base, span_start),
+        }
+    }
+
+    #[inline(always)]
+    pub fn get<T: Copy>(&self, offset: u32) -> Option<T> {
+        match &self.span {
+            Some(span) => span.get(offset),
+            None => read_at(self.base, offset),
+        }
+    }
+
+    #[inline(always)]
+    pub fn ptr(&self, offset: u32) -> Option<*const u8> {
+        self.get::<*const u8>(offset).filter(|p| !p.is_null())
+    }
 }

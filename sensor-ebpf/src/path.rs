@@ -7,10 +7,10 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::{bpf_loop, bpf_probe_read_kernel},
 };
-use sensor_common::PATH_MAX;
+use sensor_common::{offsets::spans, PATH_MAX};
 
 use crate::{
-    kread::{off, read_at, read_ptr},
+    kread::{off, read_ptr, Fields, Mem},
     maps::PATH_BUF,
 };
 
@@ -40,6 +40,8 @@ struct Walk {
     dentry: *const u8,
     vfsmount: *const u8,
     mount: *const u8,
+    /// Root dentry of `vfsmount`, re-read only when the walk crosses into another mount.
+    mnt_root: *const u8,
     truncated: u64,
     failed: u64,
 }
@@ -47,20 +49,32 @@ struct Walk {
 const CONTINUE: i64 = 0;
 const STOP: i64 = 1;
 
-/// Resolves `path` (a `struct path *`) to an absolute path.
-///
-/// The walk runs under `bpf_loop`, so the verifier checks one step instead of every unrolled
-/// iteration (a plain bounded loop exceeds its one-million-instruction budget).
+/// Resolves `path` (a `struct path *`) to an absolute path, reading `path` itself with `M`.
 #[inline(always)]
-pub fn resolve_path(path: *const u8) -> Option<ResolvedPath> {
-    let dentry = read_ptr(path, off!(path_dentry))?;
-    let vfsmount = read_ptr(path, off!(path_mnt))?;
+pub fn resolve_path<M: Mem>(path: *const u8) -> Option<ResolvedPath> {
+    let dentry = M::read_ptr(path, off!(path_dentry))?;
+    let vfsmount = M::read_ptr(path, off!(path_mnt))?;
+    resolve(dentry, vfsmount)
+}
+
+/// Resolves a (dentry, vfsmount) pair to an absolute path.
+///
+/// The walk always uses probe reads, because crossing a mount needs
+/// `container_of(vfsmount, struct mount, mnt)`, a negative offset the verifier refuses on typed
+/// pointers. It runs under `bpf_loop`, so the verifier checks one step instead of every
+/// unrolled iteration (a plain bounded loop exceeds its one-million-instruction budget).
+#[inline(always)]
+pub fn resolve(dentry: *const u8, vfsmount: *const u8) -> Option<ResolvedPath> {
+    if dentry.is_null() || vfsmount.is_null() {
+        return None;
+    }
     let scratch = PATH_BUF.get_ptr_mut(0)?;
     unsafe { (*scratch).pos = PATH_MAX as u64 };
     let mut walk = Walk {
         dentry,
         vfsmount,
         mount: unsafe { vfsmount.sub(off!(mount_mnt) as usize) },
+        mnt_root: read_ptr(vfsmount, off!(vfsmount_mnt_root))?,
         truncated: 1,
         failed: 0,
     };
@@ -104,9 +118,7 @@ extern "C" fn walk_step(_index: u64, walk: *mut c_void) -> i64 {
 
 #[inline(always)]
 fn step(walk: &mut Walk) -> Option<i64> {
-    let mnt_root = read_ptr(walk.vfsmount, off!(vfsmount_mnt_root))?;
-    let parent = read_ptr(walk.dentry, off!(dentry_parent))?;
-    if walk.dentry == mnt_root {
+    if walk.dentry == walk.mnt_root {
         let mount_parent = read_ptr(walk.mount, off!(mount_parent))?;
         if mount_parent == walk.mount {
             walk.truncated = 0;
@@ -116,16 +128,20 @@ fn step(walk: &mut Walk) -> Option<i64> {
         walk.dentry = read_ptr(walk.mount, off!(mount_mountpoint))?;
         walk.mount = mount_parent;
         walk.vfsmount = unsafe { mount_parent.add(off!(mount_mnt) as usize) };
+        walk.mnt_root = read_ptr(walk.vfsmount, off!(vfsmount_mnt_root))?;
         return Some(CONTINUE);
     }
+    // d_parent and d_name in one read.
+    let dentry = Fields::<{ spans::DENTRY }>::new(walk.dentry, off!(dentry_span));
+    let parent = dentry.ptr(off!(dentry_parent))?;
     if walk.dentry == parent {
         // Root of a filesystem that is not mounted here (pipes, sockets, detached trees).
         walk.truncated = 0;
         return Some(STOP);
     }
     let name_off = off!(dentry_name);
-    let name = read_ptr(walk.dentry, name_off + off!(qstr_name))?;
-    let len = (read_at::<u32>(walk.dentry, name_off + off!(qstr_len))? as usize) & (NAME_ROOM - 1);
+    let name = dentry.ptr(name_off + off!(qstr_name))?;
+    let len = (dentry.get::<u32>(name_off + off!(qstr_len))? as usize) & (NAME_ROOM - 1);
     let scratch = PATH_BUF.get_ptr_mut(0)?;
     let pos = unsafe { (*scratch).pos } as usize;
     if pos > PATH_MAX || len + 1 > pos {

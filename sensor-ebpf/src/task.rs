@@ -5,27 +5,27 @@ use aya_ebpf::helpers::{
 };
 use sensor_common::{offsets::MISSING, task_flags, TaskInfo, COMM_LEN, MAX_GROUPS};
 
-use crate::kread::{off, read_at, read_ptr};
+use crate::kread::{off, Mem};
 
 const UNSET_ID: u32 = u32::MAX;
 
 /// Fills `info` from `task` (a `struct task_struct *`). The cgroup is the current task's, which
 /// is `task` itself or, for a fork, its parent (the child inherits it).
 #[inline(always)]
-pub fn fill_task_info(task: *const u8, info: &mut TaskInfo) {
+pub fn fill_task_info<M: Mem>(task: *const u8, info: &mut TaskInfo) {
     info.flags = 0;
-    info.tgid = read_at::<u32>(task, off!(task_tgid)).unwrap_or(0);
-    info.pid = read_at::<u32>(task, off!(task_pid)).unwrap_or(0);
+    info.tgid = M::read::<u32>(task, off!(task_tgid)).unwrap_or(0);
+    info.pid = M::read::<u32>(task, off!(task_pid)).unwrap_or(0);
 
-    let leader = read_ptr(task, off!(task_group_leader)).unwrap_or(task);
-    info.start_boottime_ns = read_at::<u64>(leader, off!(task_start_boottime)).unwrap_or(0);
+    let leader = M::read_ptr(task, off!(task_group_leader)).unwrap_or(task);
+    info.start_boottime_ns = M::read::<u64>(leader, off!(task_start_boottime)).unwrap_or(0);
 
-    match read_ptr(task, off!(task_real_parent)) {
+    match M::read_ptr(task, off!(task_real_parent)) {
         Some(parent) => {
-            info.ppid = read_at::<u32>(parent, off!(task_tgid)).unwrap_or(0);
-            let parent_leader = read_ptr(parent, off!(task_group_leader)).unwrap_or(parent);
+            info.ppid = M::read::<u32>(parent, off!(task_tgid)).unwrap_or(0);
+            let parent_leader = M::read_ptr(parent, off!(task_group_leader)).unwrap_or(parent);
             info.parent_start_boottime_ns =
-                read_at::<u64>(parent_leader, off!(task_start_boottime)).unwrap_or(0);
+                M::read::<u64>(parent_leader, off!(task_start_boottime)).unwrap_or(0);
         }
         None => {
             info.ppid = 0;
@@ -34,16 +34,18 @@ pub fn fill_task_info(task: *const u8, info: &mut TaskInfo) {
     }
     info.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
 
-    fill_credentials(task, info);
-    fill_audit(task, info);
-    fill_tty(task, info);
-    info.comm = read_at::<[u8; COMM_LEN]>(task, off!(task_comm)).unwrap_or([0; COMM_LEN]);
+    fill_credentials::<M>(task, info);
+    fill_audit::<M>(task, info);
+    fill_tty::<M>(task, info);
+    // An array: one helper copy whichever strategy.
+    info.comm =
+        crate::kread::read_at::<[u8; COMM_LEN]>(task, off!(task_comm)).unwrap_or([0; COMM_LEN]);
 }
 
 #[inline(always)]
-fn fill_credentials(task: *const u8, info: &mut TaskInfo) {
+fn fill_credentials<M: Mem>(task: *const u8, info: &mut TaskInfo) {
     info.ngroups = 0;
-    let Some(cred) = read_ptr(task, off!(task_real_cred)) else {
+    let Some(cred) = M::read_ptr(task, off!(task_real_cred)) else {
         info.uid = UNSET_ID;
         info.gid = UNSET_ID;
         info.euid = UNSET_ID;
@@ -54,19 +56,19 @@ fn fill_credentials(task: *const u8, info: &mut TaskInfo) {
         info.fsgid = UNSET_ID;
         return;
     };
-    info.uid = read_at::<u32>(cred, off!(cred_uid)).unwrap_or(UNSET_ID);
-    info.gid = read_at::<u32>(cred, off!(cred_gid)).unwrap_or(UNSET_ID);
-    info.euid = read_at::<u32>(cred, off!(cred_euid)).unwrap_or(UNSET_ID);
-    info.egid = read_at::<u32>(cred, off!(cred_egid)).unwrap_or(UNSET_ID);
-    info.suid = read_at::<u32>(cred, off!(cred_suid)).unwrap_or(UNSET_ID);
-    info.sgid = read_at::<u32>(cred, off!(cred_sgid)).unwrap_or(UNSET_ID);
-    info.fsuid = read_at::<u32>(cred, off!(cred_fsuid)).unwrap_or(UNSET_ID);
-    info.fsgid = read_at::<u32>(cred, off!(cred_fsgid)).unwrap_or(UNSET_ID);
+    info.uid = M::read::<u32>(cred, off!(cred_uid)).unwrap_or(UNSET_ID);
+    info.gid = M::read::<u32>(cred, off!(cred_gid)).unwrap_or(UNSET_ID);
+    info.euid = M::read::<u32>(cred, off!(cred_euid)).unwrap_or(UNSET_ID);
+    info.egid = M::read::<u32>(cred, off!(cred_egid)).unwrap_or(UNSET_ID);
+    info.suid = M::read::<u32>(cred, off!(cred_suid)).unwrap_or(UNSET_ID);
+    info.sgid = M::read::<u32>(cred, off!(cred_sgid)).unwrap_or(UNSET_ID);
+    info.fsuid = M::read::<u32>(cred, off!(cred_fsuid)).unwrap_or(UNSET_ID);
+    info.fsgid = M::read::<u32>(cred, off!(cred_fsgid)).unwrap_or(UNSET_ID);
 
-    let Some(group_info) = read_ptr(cred, off!(cred_group_info)) else {
+    let Some(group_info) = M::read_ptr(cred, off!(cred_group_info)) else {
         return;
     };
-    let ngroups = read_at::<i32>(group_info, off!(group_info_ngroups)).unwrap_or(0);
+    let ngroups = M::read::<i32>(group_info, off!(group_info_ngroups)).unwrap_or(0);
     if ngroups <= 0 {
         return;
     }
@@ -95,7 +97,7 @@ fn fill_credentials(task: *const u8, info: &mut TaskInfo) {
 }
 
 #[inline(always)]
-fn fill_audit(task: *const u8, info: &mut TaskInfo) {
+fn fill_audit<M: Mem>(task: *const u8, info: &mut TaskInfo) {
     let loginuid_offset = off!(task_loginuid);
     if loginuid_offset == MISSING {
         info.flags |= task_flags::NO_AUDIT;
@@ -103,17 +105,17 @@ fn fill_audit(task: *const u8, info: &mut TaskInfo) {
         info.sessionid = UNSET_ID;
         return;
     }
-    info.loginuid = read_at::<u32>(task, loginuid_offset).unwrap_or(UNSET_ID);
-    info.sessionid = read_at::<u32>(task, off!(task_sessionid)).unwrap_or(UNSET_ID);
+    info.loginuid = M::read::<u32>(task, loginuid_offset).unwrap_or(UNSET_ID);
+    info.sessionid = M::read::<u32>(task, off!(task_sessionid)).unwrap_or(UNSET_ID);
 }
 
 #[inline(always)]
-fn fill_tty(task: *const u8, info: &mut TaskInfo) {
+fn fill_tty<M: Mem>(task: *const u8, info: &mut TaskInfo) {
     info.tty[0] = 0;
-    let Some(signal) = read_ptr(task, off!(task_signal)) else {
+    let Some(signal) = M::read_ptr(task, off!(task_signal)) else {
         return;
     };
-    let Some(tty) = read_ptr(signal, off!(signal_tty)) else {
+    let Some(tty) = M::read_ptr(signal, off!(signal_tty)) else {
         return;
     };
     let name_offset = off!(tty_name);
@@ -128,9 +130,9 @@ fn fill_tty(task: *const u8, info: &mut TaskInfo) {
 
 /// True when the thread group of `task` has no live thread left (its last thread is exiting).
 #[inline(always)]
-pub fn thread_group_dead(task: *const u8) -> bool {
-    let Some(signal) = read_ptr(task, off!(task_signal)) else {
+pub fn thread_group_dead<M: Mem>(task: *const u8) -> bool {
+    let Some(signal) = M::read_ptr(task, off!(task_signal)) else {
         return true;
     };
-    read_at::<i32>(signal, off!(signal_live)).unwrap_or(0) == 0
+    M::read::<i32>(signal, off!(signal_live)).unwrap_or(0) == 0
 }

@@ -107,6 +107,10 @@ pub struct Kernel {
     pub ring_buffer_bytes: u32,
     #[serde(default)]
     pub attach: AttachMode,
+    /// Longest a record waits in the ring buffer before the daemon reads it, in milliseconds.
+    /// The daemon is woken early when a sixteenth of the ring fills.
+    #[serde(default = "default_max_latency_ms")]
+    pub max_latency_ms: u64,
 }
 
 impl Default for Kernel {
@@ -114,8 +118,13 @@ impl Default for Kernel {
         Self {
             ring_buffer_bytes: default_ring_buffer_bytes(),
             attach: AttachMode::Auto,
+            max_latency_ms: default_max_latency_ms(),
         }
     }
+}
+
+fn default_max_latency_ms() -> u64 {
+    10
 }
 
 /// Which program types the hooks may use.
@@ -191,6 +200,12 @@ impl Config {
             bail!(
                 "kernel.ring_buffer_bytes = {ring}: must be a power of two of at least 65536 \
                  (for example 8388608)"
+            );
+        }
+        if !(1..=1000).contains(&self.kernel.max_latency_ms) {
+            bail!(
+                "kernel.max_latency_ms = {}: must be between 1 and 1000",
+                self.kernel.max_latency_ms
             );
         }
         if self.sinks.is_empty() {

@@ -164,6 +164,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
 
     let mut sensor = loader::load(&loader::LoadOptions {
         ring_buffer_bytes: config.kernel.ring_buffer_bytes,
+        wakeup_bytes: config.kernel.ring_buffer_bytes / 16,
         self_tgid: std::process::id(),
         allow_btf: config.kernel.attach == AttachMode::Auto,
         file_sensor: config.sensors.file,
@@ -232,6 +233,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    // Records below the wakeup threshold are collected by this timer.
+    let mut drain_timer =
+        tokio::time::interval(Duration::from_millis(config.kernel.max_latency_ms));
+    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result: Result<()> = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -240,6 +245,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                     break Err(err);
                 }
                 guard.clear_ready();
+            }
+            _ = drain_timer.tick() => {
+                if let Err(err) = stages.drain(ring.get_mut()) {
+                    break Err(err);
+                }
             }
             _ = housekeeping.tick() => {
                 if let Err(err) = stages

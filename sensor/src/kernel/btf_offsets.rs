@@ -7,7 +7,10 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use btf_rs::{Btf, BtfType, Type};
-use sensor_common::{offsets::MISSING, KernelOffsets};
+use sensor_common::{
+    offsets::{spans, MISSING},
+    KernelOffsets,
+};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -120,8 +123,51 @@ impl BtfLayout {
     }
 }
 
+/// The start of a span of `len` bytes covering `members` (offset, size), or MISSING when they
+/// do not fit in one.
+pub fn span(members: &[(u32, u32)], len: usize) -> u32 {
+    let start = members.iter().map(|(o, _)| *o).min().unwrap_or(MISSING);
+    let end = members
+        .iter()
+        .map(|(o, s)| o.saturating_add(*s))
+        .max()
+        .unwrap_or(0);
+    if start == MISSING
+        || members.iter().any(|(o, _)| *o == MISSING)
+        || (end - start) as usize > len
+    {
+        MISSING
+    } else {
+        start
+    }
+}
+
 /// Every offset the programs use, from the running kernel.
 pub fn resolve(layout: &BtfLayout) -> Result<KernelOffsets> {
+    let mut offsets = resolve_members(layout)?;
+    let o = offsets;
+    offsets.file_span = span(
+        &[
+            (o.file_mode, 4),
+            (o.file_inode, 8),
+            (o.file_path + o.path_mnt, 8),
+            (o.file_path + o.path_dentry, 8),
+        ],
+        spans::FILE,
+    );
+    offsets.inode_span = span(&[(o.inode_sb, 8), (o.inode_ino, 8)], spans::INODE);
+    offsets.dentry_span = span(
+        &[
+            (o.dentry_parent, 8),
+            (o.dentry_name + o.qstr_len, 4),
+            (o.dentry_name + o.qstr_name, 8),
+        ],
+        spans::DENTRY,
+    );
+    Ok(offsets)
+}
+
+fn resolve_members(layout: &BtfLayout) -> Result<KernelOffsets> {
     let l = layout;
     Ok(KernelOffsets {
         task_pid: l.required("task_struct", "pid")?,
@@ -182,6 +228,9 @@ pub fn resolve(layout: &BtfLayout) -> Result<KernelOffsets> {
         regs_di: l.optional("pt_regs", "di")?,
         regs_si: l.optional("pt_regs", "si")?,
         regs_dx: l.optional("pt_regs", "dx")?,
+        file_span: MISSING,
+        inode_span: MISSING,
+        dentry_span: MISSING,
     })
 }
 
@@ -212,6 +261,20 @@ mod tests {
             offsets.task_tgid > offsets.task_pid,
             "tgid follows pid in task_struct"
         );
+    }
+
+    #[test]
+    fn spans_cover_their_members_or_are_missing() {
+        assert_eq!(span(&[(40, 8), (64, 8)], 48), 40);
+        assert_eq!(span(&[(40, 8), (96, 8)], 48), MISSING, "too far apart");
+        assert_eq!(span(&[(40, 8), (MISSING, 8)], 48), MISSING);
+        if let Some(layout) = layout() {
+            let offsets = resolve(&layout).unwrap();
+            assert_ne!(
+                offsets.dentry_span, MISSING,
+                "this kernel's dentry fits a span"
+            );
+        }
     }
 
     #[test]

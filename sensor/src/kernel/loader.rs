@@ -10,7 +10,7 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use sensor_common::{EVENTS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL};
+use sensor_common::{EVENTS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL, WAKEUP_BYTES_GLOBAL};
 
 use super::{btf_offsets, mounts, privileges};
 
@@ -98,6 +98,8 @@ const HOOKS: &[HookSpec] = &[
 
 pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
+    /// Buffered bytes at which the kernel wakes the reader (0: every record).
+    pub wakeup_bytes: u32,
     pub self_tgid: u32,
     /// Whether tp_btf may be tried (false: classic and raw tracepoints only).
     pub allow_btf: bool,
@@ -131,6 +133,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         .btf(Some(&btf))
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .override_global(SELF_TGID_GLOBAL, &options.self_tgid, true)
+        .override_global(WAKEUP_BYTES_GLOBAL, &options.wakeup_bytes, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")?;
