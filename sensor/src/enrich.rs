@@ -4,8 +4,10 @@
 //! hook), then completed from the process table; the table never overrides what the kernel saw.
 use std::{
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use lru::LruCache;
 
 use custos_proto::v1::{
     event::Body, Cgroup, Event, EventKind, EventLoss, FileAccess, FileOpen as FileOpenEvent, Group,
@@ -30,6 +32,81 @@ pub struct Enricher<S> {
     pub names: NameCache<S>,
     pub cgroups: CgroupResolver,
     pub processes: ProcessTable,
+    /// Built identities by the kernel's ids; names in them expire like the name cache's.
+    pub identities: LruCache<IdentityKey, (Identity, Instant)>,
+}
+
+/// How long a built identity is reused before its names are looked up again.
+pub const IDENTITY_TTL: Duration = Duration::from_secs(300);
+
+/// Everything an [`Identity`] is built from.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdentityKey {
+    ids: [u32; 10],
+    flags: u32,
+    ngroups: u32,
+    groups: [u32; MAX_GROUPS],
+    tty: [u8; sensor_common::TTY_LEN],
+}
+
+impl IdentityKey {
+    fn of(task: &TaskInfo) -> Self {
+        let captured = (task.ngroups as usize).min(MAX_GROUPS);
+        let mut groups = [0; MAX_GROUPS];
+        groups[..captured].copy_from_slice(&task.groups[..captured]);
+        Self {
+            ids: [
+                task.uid,
+                task.gid,
+                task.euid,
+                task.egid,
+                task.suid,
+                task.sgid,
+                task.fsuid,
+                task.fsgid,
+                task.loginuid,
+                task.sessionid,
+            ],
+            flags: task.flags,
+            ngroups: task.ngroups,
+            groups,
+            tty: task.tty,
+        }
+    }
+}
+
+/// The schema's Process for a table entry (without the per-event thread, comm and cgroup).
+fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
+    let binary = text::from_bytes(&entry.image.binary);
+    let cwd = text::from_bytes(&entry.image.cwd);
+    let args: Vec<_> = entry
+        .image
+        .args
+        .iter()
+        .map(|a| text::from_bytes(a))
+        .collect();
+    let any_raw = args.iter().any(|a| a.raw.is_some());
+    Process {
+        pid: entry.pid,
+        tid: entry.pid,
+        ppid: entry.ppid,
+        exec_id: entry.exec_id.clone(),
+        parent_exec_id: entry.parent_exec_id.clone(),
+        binary: binary.text,
+        binary_raw: binary.raw.unwrap_or_default(),
+        args_raw: if any_raw {
+            entry.image.args.clone()
+        } else {
+            Vec::new()
+        },
+        args: args.into_iter().map(|a| a.text).collect(),
+        args_truncated: entry.image.args_truncated,
+        cwd: cwd.text,
+        cwd_raw: cwd.raw.unwrap_or_default(),
+        start_time: Some(timestamp(host.wall_time(entry.start_boottime_ns))),
+        path_truncated: entry.image.path_truncated,
+        ..Process::default()
+    }
 }
 
 impl<S: NameSource> Enricher<S> {
@@ -50,25 +127,31 @@ impl<S: NameSource> Enricher<S> {
         let record = &open.fixed;
         let task = &record.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let entry = match self.processes.get(task.tgid, &exec_id) {
-            Some(entry) => entry.clone(),
-            None => {
-                // Started before a fork hook could see it (or the hook is off): it runs what
-                // its parent ran until it execs.
-                self.processes.inherit(self.entry_for(task, Arc::default()));
-                self.processes
-                    .get(task.tgid, &exec_id)
-                    .cloned()
-                    .unwrap_or_else(|| self.entry_for(task, Arc::default()))
-            }
-        };
-        let process = self.process_from_entry(&entry, Some(task));
+        if self.processes.get(task.tgid, &exec_id).is_none() {
+            // Started before a fork hook could see it (or the hook is off): it runs what its
+            // parent ran until it execs.
+            self.processes.inherit(self.entry_for(task, Arc::default()));
+        }
+        let base = self.schema_of(task, &exec_id);
+        let process = self.complete(&base, task);
         self.envelope(
             record.header.ktime_ns,
             task,
             process,
             Body::FileOpen(file_open_body(open)),
         )
+    }
+
+    /// The table's shared schema view of a process (built once per process).
+    fn schema_of(&self, task: &TaskInfo, exec_id: &str) -> Arc<Process> {
+        let host = &self.host;
+        match self.processes.get(task.tgid, exec_id) {
+            Some(entry) => entry
+                .schema
+                .get_or_init(|| Arc::new(schema_process(host, entry)))
+                .clone(),
+            None => Arc::new(schema_process(host, &self.entry_for(task, Arc::default()))),
+        }
     }
 
     fn exec(&mut self, exec: Exec) -> Event {
@@ -150,48 +233,42 @@ impl<S: NameSource> Enricher<S> {
 
     /// The schema's Process from a table entry, plus what only the kernel record knows.
     fn process_from_entry(&mut self, entry: &ProcessEntry, task: Option<&TaskInfo>) -> Process {
-        let binary = text::from_bytes(&entry.image.binary);
-        let cwd = text::from_bytes(&entry.image.cwd);
-        let args: Vec<_> = entry
-            .image
-            .args
-            .iter()
-            .map(|a| text::from_bytes(a))
-            .collect();
-        let any_raw = args.iter().any(|a| a.raw.is_some());
-        let mut process = Process {
-            pid: entry.pid,
-            tid: entry.pid,
-            ppid: entry.ppid,
-            exec_id: entry.exec_id.clone(),
-            parent_exec_id: entry.parent_exec_id.clone(),
-            binary: binary.text,
-            binary_raw: binary.raw.unwrap_or_default(),
-            args_raw: if any_raw {
-                entry.image.args.clone()
-            } else {
-                Vec::new()
-            },
-            args: args.into_iter().map(|a| a.text).collect(),
-            args_truncated: entry.image.args_truncated,
-            cwd: cwd.text,
-            cwd_raw: cwd.raw.unwrap_or_default(),
-            start_time: Some(timestamp(self.host.wall_time(entry.start_boottime_ns))),
-            path_truncated: entry.image.path_truncated,
-            ..Process::default()
-        };
-        if let Some(task) = task {
-            process.tid = task.pid;
-            process.comm = text::lossy(c_str(&task.comm));
-            process.cgroup = Some(Cgroup {
-                id: task.cgroup_id,
-                path: self.cgroups.path(task.cgroup_id).unwrap_or_default(),
-            });
+        let base = entry
+            .schema
+            .get_or_init(|| Arc::new(schema_process(&self.host, entry)))
+            .clone();
+        match task {
+            Some(task) => self.complete(&base, task),
+            None => Process::clone(&base),
         }
+    }
+
+    /// A process's shared view plus what only this event's record knows.
+    fn complete(&mut self, base: &Process, task: &TaskInfo) -> Process {
+        let mut process = base.clone();
+        process.tid = task.pid;
+        process.comm = text::lossy(c_str(&task.comm));
+        process.cgroup = Some(Cgroup {
+            id: task.cgroup_id,
+            path: self.cgroups.path(task.cgroup_id).unwrap_or_default(),
+        });
         process
     }
 
+    /// The identity of `task`, built once per distinct set of ids and reused while fresh.
     fn identity(&mut self, task: &TaskInfo) -> Identity {
+        let key = IdentityKey::of(task);
+        if let Some((identity, built)) = self.identities.get(&key) {
+            if built.elapsed() < IDENTITY_TTL {
+                return identity.clone();
+            }
+        }
+        let identity = self.build_identity(task);
+        self.identities.put(key, (identity.clone(), Instant::now()));
+        identity
+    }
+
+    fn build_identity(&mut self, task: &TaskInfo) -> Identity {
         let captured = (task.ngroups as usize).min(MAX_GROUPS);
         let groups = task.groups[..captured]
             .iter()

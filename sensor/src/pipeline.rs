@@ -13,6 +13,7 @@ use std::{
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use custos_proto::v1::{Event, LossReason};
+use lru::LruCache;
 use sensor_common::{file_flags, FileDedupKey, FileDedupState, EVENTS_MAP, FILE_DEDUP_MAP};
 use tokio::{
     io::unix::AsyncFd,
@@ -209,6 +210,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             ),
             cgroups: CgroupResolver::new(cgroup_root.clone(), Duration::from_secs(1)),
             processes,
+            identities: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
         },
         dedup,
         process_events: config.sensors.process,

@@ -4,6 +4,7 @@
 //! processes linger for a grace period so that late events (a child's exec naming a parent that
 //! just exited) can still be enriched.
 use std::{
+    cell::OnceCell,
     collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
@@ -27,6 +28,8 @@ pub struct ProcessEntry {
     pub exec_id: String,
     pub parent_exec_id: String,
     pub image: Arc<Image>,
+    /// The schema's view of this process, built on first use and shared by its events.
+    pub schema: OnceCell<Arc<custos_proto::v1::Process>>,
     exited_at: Option<Instant>,
 }
 
@@ -46,6 +49,7 @@ impl ProcessEntry {
             exec_id,
             parent_exec_id,
             image,
+            schema: OnceCell::new(),
             exited_at: None,
         }
     }
@@ -81,7 +85,11 @@ impl ProcessTable {
             .get(child.ppid, &child.parent_exec_id)
             .map(|parent| parent.image.clone())
             .unwrap_or_default();
-        self.upsert(ProcessEntry { image, ..child });
+        self.upsert(ProcessEntry {
+            image,
+            schema: OnceCell::new(),
+            ..child
+        });
     }
 
     /// Marks the process as exited; it is forgotten after the grace period.

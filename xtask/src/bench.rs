@@ -51,6 +51,9 @@ struct Round {
     accounted: Option<u64>,
     /// Events the sensor itself reported lost.
     reported_lost: Option<u64>,
+    /// CPU time the daemon used from ready to exit, and the events it wrote.
+    daemon_cpu: Option<Duration>,
+    daemon_events: u64,
 }
 
 impl Round {
@@ -168,10 +171,17 @@ fn print_throughput(rounds: &[Round]) {
     let (min, median, max) = median_by(rounds, |r| {
         r.accounted.unwrap_or(0) as f64 / r.elapsed.as_secs_f64()
     });
+    let (_, cpu_per_event, _) = median_by(rounds, |r| {
+        r.daemon_cpu.unwrap_or_default().as_nanos() as f64 / r.daemon_events.max(1) as f64
+    });
     println!();
     println!(
         "throughput to a protobuf file, two open loops: {median:.0} events/s (min {min:.0}, max {max:.0}); lost: {}",
         lost_summary(rounds)
+    );
+    println!(
+        "daemon CPU per event written: {cpu_per_event:.0} ns, so one core sustains about {:.0} events/s",
+        1e9 / cpu_per_event.max(1.0)
     );
 }
 
@@ -294,6 +304,7 @@ fn with_custos(
         let _ = daemon.kill();
         bail!("custos did not become ready");
     }
+    let cpu_at_ready = process_cpu(daemon.id())?;
     let runs = spawn_loops(file, seconds, loops)?;
     let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
     let mut round = Round::default();
@@ -314,21 +325,58 @@ fn with_custos(
     sh(Command::new("kill")
         .arg("-TERM")
         .arg(daemon.id().to_string()))?;
-    let status = daemon.wait()?;
-    if !status.success() {
-        bail!("custos exited with {status}");
+    let (status, cpu_total) = wait_with_cpu(daemon)?;
+    if status != 0 {
+        bail!("custos exited with status {status}");
     }
-    let (accounted, lost) = account(&output, file, &pids)?;
+    let (accounted, lost, written) = account(&output, file, &pids)?;
     round.accounted = Some(accounted);
     round.reported_lost = Some(lost);
+    round.daemon_cpu = Some(cpu_total.saturating_sub(cpu_at_ready));
+    round.daemon_events = written;
     Ok(round)
 }
 
+/// user + system CPU of a live process, from /proc.
+fn process_cpu(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// Waits for `child` and returns its exit status with the CPU time it used in all.
+fn wait_with_cpu(child: Child) -> Result<(i32, Duration)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    // SAFETY: waiting for our own child with valid out-pointers.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((code, time(usage.ru_utime) + time(usage.ru_stime)))
+}
+
 /// Opens of `file` by `pids` that the output accounts for (events plus summarised repeats),
-/// and the events the sensor reported lost.
-fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64)> {
+/// the events the sensor reported lost, and the events written in all.
+fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64, u64)> {
     let reader = BufReader::new(std::fs::File::open(output)?);
     let events: Vec<Event> = custos_proto::delimited::read_all(reader)?;
+    let written = events.len() as u64;
     let path = file.to_string_lossy();
     let mut accounted = 0;
     let mut lost = 0;
@@ -344,7 +392,7 @@ fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64)> {
             _ => {}
         }
     }
-    Ok((accounted, lost))
+    Ok((accounted, lost, written))
 }
 
 /// Installs and starts auditd if needed.
