@@ -17,7 +17,49 @@ pub struct Config {
     pub kernel: Kernel,
     #[serde(default)]
     pub file: FileSensor,
+    #[serde(default)]
+    pub spool: SpoolConfig,
     pub sinks: Vec<SinkConfig>,
+}
+
+/// The on-disk spool in front of every network sink.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Each network sink spools under DIR/<sink name>.
+    #[serde(default = "default_spool_dir")]
+    pub dir: PathBuf,
+    /// Bound per sink; past it the oldest events are dropped and reported by a loss event.
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_spool_dir(),
+            max_bytes: default_spool_max_bytes(),
+        }
+    }
+}
+
+fn default_spool_dir() -> PathBuf {
+    "/var/lib/custos/spool".into()
+}
+
+fn default_spool_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+/// TLS for a network sink. Without `ca_file` the system's CA store verifies the server.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    /// The name the server's certificate must carry; defaults to the address's host.
+    pub server_name: Option<String>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -159,6 +201,38 @@ pub enum SinkConfig {
         #[serde(default = "json")]
         format: Format,
     },
+    /// Length-delimited protobuf over TCP (optionally TLS), through the spool.
+    Tcp {
+        /// host:port of the collector.
+        address: String,
+        /// Names the sink in logs and its spool directory; defaults to "tcp-HOST-PORT".
+        name: Option<String>,
+        tls: Option<TlsConfig>,
+    },
+}
+
+impl SinkConfig {
+    /// A name unique and stable across restarts (the spool directory depends on it).
+    pub fn name(&self) -> String {
+        match self {
+            SinkConfig::Stdout { .. } => "stdout".into(),
+            SinkConfig::File { path, .. } => format!("file {}", path.display()),
+            SinkConfig::Tcp {
+                name: Some(name), ..
+            } => name.clone(),
+            SinkConfig::Tcp { address, .. } => format!(
+                "tcp-{}",
+                address
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '-'
+                    })
+                    .collect::<String>()
+            ),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -238,12 +312,37 @@ impl Config {
                 bail!("file comm rule {comm:?}: a process name (comm) has 1 to 15 bytes");
             }
         }
+        let mut names = std::collections::HashSet::new();
         for sink in &self.sinks {
-            if let SinkConfig::File { path, .. } = sink {
-                if path.as_os_str().is_empty() {
+            match sink {
+                SinkConfig::File { path, .. } if path.as_os_str().is_empty() => {
                     bail!("a file sink has an empty path");
                 }
+                SinkConfig::Tcp { address, name, .. } => {
+                    if !address.contains(':') {
+                        bail!("tcp sink address {address:?} needs a port (host:port)");
+                    }
+                    if name
+                        .as_ref()
+                        .is_some_and(|n| n.is_empty() || n.contains('/'))
+                    {
+                        bail!("tcp sink name {name:?}: a non-empty name without '/'");
+                    }
+                }
+                _ => {}
             }
+            if !names.insert(sink.name()) {
+                bail!(
+                    "two sinks are named {:?}: give one a distinct name",
+                    sink.name()
+                );
+            }
+        }
+        if self.spool.max_bytes < 256 * 1024 {
+            bail!(
+                "spool.max_bytes = {}: at least 262144 (256 KiB)",
+                self.spool.max_bytes
+            );
         }
         Ok(())
     }

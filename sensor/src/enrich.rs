@@ -204,7 +204,7 @@ impl<S: NameSource> Enricher<S> {
     }
 
     /// A loss event (no identity or process: it is about the sensor itself).
-    pub fn loss(&mut self, record_kind: u32, count: u64, reason: LossReason) -> Event {
+    pub fn loss(&mut self, kind: EventKind, count: u64, reason: LossReason, sink: &str) -> Event {
         let now = SystemTime::now();
         Event {
             run_id: self.host.run_id.clone(),
@@ -212,9 +212,10 @@ impl<S: NameSource> Enricher<S> {
             host: self.host.host.clone(),
             time: Some(timestamp(now)),
             body: Some(Body::Loss(EventLoss {
-                kind: event_kind(record_kind) as i32,
+                kind: kind as i32,
                 count,
                 reason: reason as i32,
+                sink: sink.to_owned(),
             })),
             ..Event::default()
         }
@@ -417,6 +418,17 @@ pub fn event_kind(record_kind: u32) -> EventKind {
         kind::EXIT => EventKind::ProcessExit,
         kind::FORK => EventKind::ProcessFork,
         kind::FILE_OPEN => EventKind::FileOpen,
+        _ => EventKind::Unspecified,
+    }
+}
+
+/// The event kind of a body kind name as `sinks::spool::body_kind` gives it.
+pub fn event_kind_named(name: &str) -> EventKind {
+    match name {
+        "exec" => EventKind::ProcessExec,
+        "exit" => EventKind::ProcessExit,
+        "file_open" => EventKind::FileOpen,
+        "loss" => EventKind::Loss,
         _ => EventKind::Unspecified,
     }
 }

@@ -18,7 +18,7 @@ use sensor_common::{file_flags, FileDedupKey, FileDedupState, EVENTS_MAP, FILE_D
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
-    sync::mpsc::{self, UnboundedSender},
+    sync::mpsc::{self, UnboundedReceiver, UnboundedSender},
 };
 
 use crate::{
@@ -26,7 +26,7 @@ use crate::{
     config::{AttachMode, Config},
     decode::{self, Record},
     dedup::Dedup,
-    enrich::Enricher,
+    enrich::{event_kind, event_kind_named, Enricher},
     host::HostInfo,
     identity::{NameCache, Nss},
     kernel::{
@@ -36,7 +36,7 @@ use crate::{
     },
     proc_scan,
     process_table::ProcessTable,
-    sinks::Sinks,
+    sinks::{Sinks, SpoolLoss},
 };
 
 /// How long exited processes stay in the table for late events.
@@ -56,6 +56,8 @@ struct Stages {
     out: UnboundedSender<Event>,
     /// Undecodable records per kind since the last housekeeping tick.
     undecodable: Vec<(u32, u64)>,
+    /// What the sinks' spools dropped, to report in-band.
+    spool_losses: UnboundedReceiver<SpoolLoss>,
 }
 
 impl Stages {
@@ -116,14 +118,27 @@ impl Stages {
     fn report_losses(&mut self, drops: &mut DropCounters) -> Result<()> {
         for (kind, count) in drops.new_drops() {
             tracing::warn!(kind, count, "kernel ring buffer full: records dropped");
-            let event = self
-                .enricher
-                .loss(kind, count, LossReason::KernelBufferFull);
+            let event =
+                self.enricher
+                    .loss(event_kind(kind), count, LossReason::KernelBufferFull, "");
             self.emit(event)?;
         }
         for (kind, count) in std::mem::take(&mut self.undecodable) {
-            let event = self.enricher.loss(kind, count, LossReason::Undecodable);
+            let event = self
+                .enricher
+                .loss(event_kind(kind), count, LossReason::Undecodable, "");
             self.emit(event)?;
+        }
+        while let Ok(loss) = self.spool_losses.try_recv() {
+            for (kind, count) in loss.dropped {
+                let event = self.enricher.loss(
+                    event_kind_named(kind),
+                    count,
+                    LossReason::SpoolFull,
+                    &loss.sink,
+                );
+                self.emit(event)?;
+            }
         }
         Ok(())
     }
@@ -158,7 +173,7 @@ fn reload(
 /// event selection from it (sinks and ring size need a restart).
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let host = HostInfo::probe()?;
-    let sinks = Sinks::open(&config.sinks)?;
+    let sinks = Sinks::open(&config.sinks, &config.spool)?;
     let cgroup_root = cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into());
     // Resolve the rules before loading anything, so a bad rule stops start-up early.
     let rules = filters::resolve(&config.file, config.sensors.file, &cgroup_root)?;
@@ -195,9 +210,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let mut processes = ProcessTable::new(EXITED_GRACE);
     let seeded = proc_scan::seed(&mut processes, &host, Path::new("/proc"));
     let (out, events) = mpsc::unbounded_channel();
+    let (loss_tx, spool_losses) = mpsc::unbounded_channel();
     let writer = std::thread::Builder::new()
         .name("custos-sinks".into())
-        .spawn(move || sinks.run(events))
+        .spawn(move || sinks.run(events, loss_tx))
         .context("starting the sink thread")?;
 
     let mut stages = Stages {
@@ -217,6 +233,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         next_seq: 1,
         out,
         undecodable: Vec::new(),
+        spool_losses,
     };
 
     let hooks: Vec<String> = sensor

@@ -39,7 +39,30 @@ pub fn test_tools() -> Result<()> {
         .filter(|(program, _)| !have(program))
         .map(|(_, package)| *package)
         .collect();
-    apt_install(&missing)
+    apt_install(&missing)?;
+    python_consumer()
+}
+
+/// The independent protobuf consumer of the forwarding tests: Python's official runtime and
+/// compiler, from PyPI.
+fn python_consumer() -> Result<()> {
+    let present =
+        succeeds(Command::new("python3").args(["-c", "import google.protobuf, grpc_tools"]));
+    if present {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing Python's protobuf runtime and compiler (PyPI: protobuf, grpcio-tools)"
+    );
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--root-user-action=ignore",
+        "protobuf",
+        "grpcio-tools",
+    ]))
 }
 
 fn rust_src() -> Result<()> {

@@ -1,0 +1,319 @@
+//! Where events go: standard output, files, and network collectors.
+//!
+//! The sinks run on their own thread behind a channel, so a slow disk, a blocked terminal or a
+//! dead collector never stalls the ring-buffer reader. Each event is encoded once per format,
+//! into reused buffers. Network sinks are fed through a disk spool (see `spool`) drained by a
+//! sender thread of their own.
+pub mod spool;
+pub mod tcp;
+pub mod tls;
+
+use std::{
+    fs::OpenOptions,
+    io::{self, BufWriter, Write},
+    path::Path,
+    sync::{atomic::AtomicBool, Arc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use custos_proto::v1::Event;
+use prost::Message as _;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::config::{Format, SinkConfig, SpoolConfig};
+use spool::{Dropped, Spool};
+
+/// Events written between two flushes at most.
+const FLUSH_BATCH: usize = 1024;
+
+/// Events a spool had to drop to stay within its bound.
+#[derive(Debug)]
+pub struct SpoolLoss {
+    pub sink: String,
+    pub dropped: Dropped,
+}
+
+enum Output {
+    /// Written in place.
+    Local {
+        name: String,
+        format: Format,
+        writer: Box<dyn Write + Send>,
+    },
+    /// Appended to the sink's spool, which its sender drains.
+    Spooled {
+        name: String,
+        spool: Arc<Spool>,
+        pending: Vec<u8>,
+    },
+}
+
+pub struct Sinks {
+    outputs: Vec<Output>,
+    senders: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    json: Vec<u8>,
+    protobuf: Vec<u8>,
+}
+
+impl Sinks {
+    /// Opens every sink up front, so a bad path or certificate fails at start-up, not at the
+    /// first event. Network senders start at once and deliver what an earlier run spooled.
+    pub fn open(configs: &[SinkConfig], spool: &SpoolConfig) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut outputs = Vec::new();
+        let mut senders = Vec::new();
+        for config in configs {
+            outputs.push(open_one(config, spool, &stop, &mut senders)?);
+        }
+        Ok(Self {
+            outputs,
+            senders,
+            stop,
+            json: Vec::with_capacity(4096),
+            protobuf: Vec::with_capacity(4096),
+        })
+    }
+
+    pub fn write(&mut self, event: &Event) -> Result<()> {
+        self.json.clear();
+        self.protobuf.clear();
+        let wants_json = self.outputs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Local {
+                    format: Format::Json,
+                    ..
+                }
+            )
+        });
+        let wants_protobuf = self.outputs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Local {
+                    format: Format::Protobuf,
+                    ..
+                } | Output::Spooled { .. }
+            )
+        });
+        if wants_json {
+            serde_json::to_writer(&mut self.json, event).context("encoding an event as JSON")?;
+            self.json.push(b'\n');
+        }
+        if wants_protobuf {
+            event
+                .encode_length_delimited(&mut self.protobuf)
+                .context("encoding an event as protobuf")?;
+        }
+        for output in &mut self.outputs {
+            match output {
+                Output::Local {
+                    name,
+                    format,
+                    writer,
+                } => {
+                    let bytes = match format {
+                        Format::Json => &self.json,
+                        Format::Protobuf => &self.protobuf,
+                    };
+                    writer
+                        .write_all(bytes)
+                        .with_context(|| format!("writing to sink {name}"))?;
+                }
+                Output::Spooled { pending, .. } => pending.extend_from_slice(&self.protobuf),
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes buffered output to files and spools; returns what spools had to drop.
+    pub fn flush(&mut self) -> Result<Vec<SpoolLoss>> {
+        let mut losses = Vec::new();
+        for output in &mut self.outputs {
+            match output {
+                Output::Local { name, writer, .. } => writer
+                    .flush()
+                    .with_context(|| format!("flushing sink {name}"))?,
+                Output::Spooled {
+                    name,
+                    spool,
+                    pending,
+                } => {
+                    let dropped = spool
+                        .append(pending)
+                        .with_context(|| format!("spooling for sink {name}"))?;
+                    pending.clear();
+                    if !dropped.is_empty() {
+                        losses.push(SpoolLoss {
+                            sink: name.clone(),
+                            dropped,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(losses)
+    }
+
+    /// Writes events until the channel closes, flushing whenever it runs dry or a batch is full,
+    /// so output is prompt under light load, batched under heavy load, and never held back in
+    /// memory for long. Spool losses go to `losses`.
+    pub fn run(
+        mut self,
+        mut events: UnboundedReceiver<Event>,
+        losses: UnboundedSender<SpoolLoss>,
+    ) -> Result<()> {
+        let result = (|| {
+            while let Some(event) = events.blocking_recv() {
+                self.write(&event)?;
+                for _ in 1..FLUSH_BATCH {
+                    let Ok(event) = events.try_recv() else {
+                        break;
+                    };
+                    self.write(&event)?;
+                }
+                for loss in self.flush()? {
+                    tracing::warn!(sink = %loss.sink, dropped = ?loss.dropped, "spool full: oldest events dropped");
+                    let _ = losses.send(loss);
+                }
+            }
+            self.flush().map(|_| ())
+        })();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for sender in self.senders.drain(..) {
+            let _ = sender.join();
+        }
+        result
+    }
+}
+
+fn open_one(
+    config: &SinkConfig,
+    spool: &SpoolConfig,
+    stop: &Arc<AtomicBool>,
+    senders: &mut Vec<JoinHandle<()>>,
+) -> Result<Output> {
+    let name = config.name();
+    Ok(match config {
+        SinkConfig::Stdout { format } => Output::Local {
+            name,
+            format: *format,
+            writer: Box::new(BufWriter::with_capacity(64 * 1024, io::stdout())),
+        },
+        SinkConfig::File { path, format } => Output::Local {
+            name,
+            format: *format,
+            writer: Box::new(BufWriter::with_capacity(256 * 1024, open_file(path)?)),
+        },
+        SinkConfig::Tcp { address, tls, .. } => {
+            let tls = tls
+                .as_ref()
+                .map(|t| tls::client(t, address))
+                .transpose()
+                .with_context(|| format!("TLS for sink {name}"))?;
+            let spool = Arc::new(Spool::open(&spool.dir.join(&name), spool.max_bytes)?);
+            senders.push(
+                tcp::TcpSender {
+                    name: name.clone(),
+                    address: address.clone(),
+                    tls,
+                    spool: spool.clone(),
+                    stop: stop.clone(),
+                    drain_grace: Duration::from_secs(3),
+                }
+                .spawn()?,
+            );
+            Output::Spooled {
+                name,
+                spool,
+                pending: Vec::new(),
+            }
+        }
+    })
+}
+
+fn open_file(path: &Path) -> Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the directory of file sink {}", path.display()))?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening file sink {} for appending", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::{event::Body, EventLoss};
+
+    use super::*;
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            host: "h".into(),
+            body: Some(Body::Loss(EventLoss {
+                kind: 1,
+                count: 2,
+                reason: 1,
+                sink: String::new(),
+            })),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn file_sinks_write_json_lines_and_delimited_protobuf() {
+        let dir = tempfile::tempdir().unwrap();
+        let json_path = dir.path().join("sub/events.json");
+        let pb_path = dir.path().join("events.pb");
+        let mut sinks = Sinks::open(
+            &[
+                SinkConfig::File {
+                    path: json_path.clone(),
+                    format: Format::Json,
+                },
+                SinkConfig::File {
+                    path: pb_path.clone(),
+                    format: Format::Protobuf,
+                },
+            ],
+            &SpoolConfig::default(),
+        )
+        .unwrap();
+        sinks.write(&event(1)).unwrap();
+        sinks.write(&event(2)).unwrap();
+        sinks.flush().unwrap();
+
+        let json = std::fs::read_to_string(&json_path).unwrap();
+        let lines: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["seq"], "2", "uint64 is a string in proto3 JSON");
+        assert_eq!(lines[0]["loss"]["reason"], "LOSS_REASON_KERNEL_BUFFER_FULL");
+
+        let pb = std::fs::read(&pb_path).unwrap();
+        let decoded: Vec<Event> = custos_proto::delimited::read_all(&pb[..]).unwrap();
+        assert_eq!(decoded, vec![event(1), event(2)]);
+    }
+
+    #[test]
+    fn an_unwritable_path_fails_at_open_with_the_path_named() {
+        let err = Sinks::open(
+            &[SinkConfig::File {
+                path: "/proc/custos-cannot-exist/x".into(),
+                format: Format::Json,
+            }],
+            &SpoolConfig::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{err:#}").contains("/proc/custos-cannot-exist/x"));
+    }
+}

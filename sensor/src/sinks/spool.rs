@@ -1,0 +1,432 @@
+//! A bounded, crash-safe, on-disk queue in front of each network sink.
+//!
+//! Events are appended as length-delimited protobuf records to numbered segment files; a cursor
+//! file names the first record not yet acknowledged by the sink. An appended record reaches the
+//! kernel (a write(2)) before the append returns, so it survives `kill -9` of the daemon; the
+//! sender commits the cursor only after the sink took the records, so delivery is at least once
+//! and replays in order after an outage or a restart. When the spool exceeds its bound, whole
+//! oldest segments are dropped and the caller is told how many events of which kinds it lost.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fs::{self, File, OpenOptions},
+    io::{self, BufReader, Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    sync::{Condvar, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use custos_proto::v1::{event::Body, Event};
+use prost::Message as _;
+
+/// A position in the spool: a segment and a byte offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Events dropped from the spool because it was full, by event kind name.
+pub type Dropped = BTreeMap<&'static str, u64>;
+
+struct State {
+    /// Segment ids on disk, oldest first, with their sizes.
+    segments: VecDeque<(u64, u64)>,
+    total_bytes: u64,
+    writer: File,
+    cursor: Position,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    state: Mutex<State>,
+    appended: Condvar,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`, repairing a record torn by a crash.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("creating spool {}", dir.display()))?;
+        let mut ids: Vec<u64> = fs::read_dir(dir)
+            .with_context(|| format!("reading spool {}", dir.display()))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        if ids.is_empty() {
+            ids.push(1);
+        }
+        let last = *ids.last().unwrap_or(&1);
+        let mut segments = VecDeque::new();
+        let mut total_bytes = 0;
+        for id in ids {
+            let path = segment_path(dir, id);
+            let len = if id == last {
+                repair_tail(&path)?
+            } else {
+                fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+            };
+            segments.push_back((id, len));
+            total_bytes += len;
+        }
+        let writer = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(dir, last))
+            .with_context(|| format!("opening spool segment in {}", dir.display()))?;
+        let first = segments.front().map_or(1, |(id, _)| *id);
+        let cursor = read_cursor(dir)
+            .filter(|c| c.segment >= first)
+            .unwrap_or(Position {
+                segment: first,
+                offset: 0,
+            });
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes: (max_bytes / 8).clamp(64 * 1024, 64 * 1024 * 1024),
+            state: Mutex::new(State {
+                segments,
+                total_bytes,
+                writer,
+                cursor,
+            }),
+            appended: Condvar::new(),
+        })
+    }
+
+    /// Appends already-encoded delimited records; returns what had to be dropped to stay
+    /// within the bound.
+    pub fn append(&self, records: &[u8]) -> Result<Dropped> {
+        if records.is_empty() {
+            return Ok(Dropped::new());
+        }
+        let mut state = self.lock();
+        let mut dropped = Dropped::new();
+        if state
+            .segments
+            .back()
+            .is_some_and(|(_, len)| *len >= self.segment_bytes)
+        {
+            let next = state.segments.back().map_or(1, |(id, _)| id + 1);
+            state.writer = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(segment_path(&self.dir, next))
+                .context("starting a spool segment")?;
+            state.segments.push_back((next, 0));
+        }
+        state
+            .writer
+            .write_all(records)
+            .with_context(|| format!("appending to spool {}", self.dir.display()))?;
+        if let Some((_, len)) = state.segments.back_mut() {
+            *len += records.len() as u64;
+        }
+        state.total_bytes += records.len() as u64;
+        while state.total_bytes > self.max_bytes && state.segments.len() > 1 {
+            self.drop_oldest(&mut state, &mut dropped)?;
+        }
+        drop(state);
+        self.appended.notify_all();
+        Ok(dropped)
+    }
+
+    fn drop_oldest(&self, state: &mut State, dropped: &mut Dropped) -> Result<()> {
+        let Some((id, len)) = state.segments.pop_front() else {
+            return Ok(());
+        };
+        let path = segment_path(&self.dir, id);
+        // Only what the sink had not taken yet is lost.
+        let from = if state.cursor.segment == id {
+            state.cursor.offset
+        } else if state.cursor.segment > id {
+            len
+        } else {
+            0
+        };
+        count_kinds(&path, from, dropped)?;
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        state.total_bytes -= len;
+        if state.cursor.segment <= id {
+            let next = state.segments.front().map_or(id + 1, |(n, _)| *n);
+            state.cursor = Position {
+                segment: next,
+                offset: 0,
+            };
+            write_cursor(&self.dir, state.cursor)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `max` records from the cursor, waiting up to `wait` for the first; with the
+    /// position after them, to pass to [`Self::commit`] once the sink took them.
+    pub fn peek(&self, max: usize, wait: Duration) -> Result<(Vec<Vec<u8>>, Position)> {
+        let mut state = self.lock();
+        if !has_unsent(&state) {
+            state = self
+                .appended
+                .wait_timeout(state, wait)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        let mut records = Vec::new();
+        let mut position = state.cursor;
+        while records.len() < max {
+            let Some(&(_, len)) = state
+                .segments
+                .iter()
+                .find(|(id, _)| *id == position.segment)
+            else {
+                break;
+            };
+            if position.offset >= len {
+                match state.segments.iter().find(|(id, _)| *id > position.segment) {
+                    Some(&(next, _)) => {
+                        position = Position {
+                            segment: next,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let path = segment_path(&self.dir, position.segment);
+            let mut file = BufReader::new(File::open(&path)?);
+            file.seek(SeekFrom::Start(position.offset))?;
+            while records.len() < max && position.offset < len {
+                let Some(record) = read_record(&mut file)? else {
+                    break;
+                };
+                position.offset += record.len() as u64;
+                records.push(record);
+            }
+        }
+        Ok((records, position))
+    }
+
+    /// The sink took everything before `position`.
+    pub fn commit(&self, position: Position) -> Result<()> {
+        let mut state = self.lock();
+        if position <= state.cursor {
+            return Ok(());
+        }
+        state.cursor = position;
+        write_cursor(&self.dir, position)?;
+        // Segments wholly before the cursor are done (the one being written stays).
+        while state.segments.len() > 1
+            && state
+                .segments
+                .front()
+                .is_some_and(|(id, _)| *id < position.segment)
+        {
+            if let Some((id, len)) = state.segments.pop_front() {
+                let _ = fs::remove_file(segment_path(&self.dir, id));
+                state.total_bytes -= len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn backlog_bytes(&self) -> u64 {
+        let state = self.lock();
+        let sent_before: u64 = state
+            .segments
+            .iter()
+            .take_while(|(id, _)| *id < state.cursor.segment)
+            .map(|(_, len)| *len)
+            .sum();
+        state.total_bytes - sent_before - state.cursor.offset
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn has_unsent(state: &State) -> bool {
+    state.segments.iter().any(|(id, len)| {
+        *id > state.cursor.segment || (*id == state.cursor.segment && *len > state.cursor.offset)
+    })
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016}.seg"))
+}
+
+/// One delimited record (its varint prefix included), `None` at the end or at a torn tail.
+fn read_record(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut record = Vec::new();
+    let mut length: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let mut byte = [0u8; 1];
+        if reader.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        record.push(byte[0]);
+        length |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let start = record.len();
+    record.resize(start + length as usize, 0);
+    match reader.read_exact(&mut record[start..]) {
+        Ok(()) => Ok(Some(record)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Truncates a segment to its last complete record; returns its length.
+fn repair_tail(path: &Path) -> Result<u64> {
+    let Ok(file) = File::open(path) else {
+        return Ok(0);
+    };
+    let mut reader = BufReader::new(file);
+    let mut good = 0u64;
+    while let Some(record) = read_record(&mut reader)? {
+        good += record.len() as u64;
+    }
+    let len = fs::metadata(path)?.len();
+    if len != good {
+        tracing::warn!(segment = %path.display(), "spool segment ends in a torn record; truncating it");
+        OpenOptions::new().write(true).open(path)?.set_len(good)?;
+    }
+    Ok(good)
+}
+
+fn count_kinds(path: &Path, from: u64, dropped: &mut Dropped) -> Result<()> {
+    let mut reader = BufReader::new(File::open(path)?);
+    reader.seek(SeekFrom::Start(from))?;
+    while let Some(record) = read_record(&mut reader)? {
+        let kind = Event::decode_length_delimited(&record[..])
+            .map(|e| body_kind(&e))
+            .unwrap_or("undecodable");
+        *dropped.entry(kind).or_default() += 1;
+    }
+    Ok(())
+}
+
+/// The name of an event's kind, as loss events and metrics say it.
+pub fn body_kind(event: &Event) -> &'static str {
+    match event.body {
+        Some(Body::Exec(_)) => "exec",
+        Some(Body::Exit(_)) => "exit",
+        Some(Body::FileOpen(_)) => "file_open",
+        Some(Body::Loss(_)) => "loss",
+        None => "none",
+    }
+}
+
+fn read_cursor(dir: &Path) -> Option<Position> {
+    let text = fs::read_to_string(dir.join("cursor")).ok()?;
+    let (segment, offset) = text.trim().split_once(':')?;
+    Some(Position {
+        segment: segment.parse().ok()?,
+        offset: offset.parse().ok()?,
+    })
+}
+
+/// Replaces the cursor file atomically (write a temporary, rename it over).
+fn write_cursor(dir: &Path, position: Position) -> Result<()> {
+    let tmp = dir.join("cursor.tmp");
+    fs::write(&tmp, format!("{}:{}\n", position.segment, position.offset))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, dir.join("cursor")).context("replacing the spool cursor")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::{ProcessExec, ProcessExit};
+
+    use super::*;
+
+    fn record(seq: u64, exec: bool) -> Vec<u8> {
+        let body = if exec {
+            Body::Exec(ProcessExec::default())
+        } else {
+            Body::Exit(ProcessExit::default())
+        };
+        Event {
+            seq,
+            host: "h".repeat(100),
+            body: Some(body),
+            ..Event::default()
+        }
+        .encode_length_delimited_to_vec()
+    }
+
+    fn seqs(records: &[Vec<u8>]) -> Vec<u64> {
+        records
+            .iter()
+            .map(|r| Event::decode_length_delimited(&r[..]).unwrap().seq)
+            .collect()
+    }
+
+    #[test]
+    fn records_replay_in_order_until_committed_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        for seq in 1..=5 {
+            spool.append(&record(seq, true)).unwrap();
+        }
+        let (records, at) = spool.peek(3, Duration::ZERO).unwrap();
+        assert_eq!(seqs(&records), vec![1, 2, 3]);
+        // Not committed: a crash now replays them.
+        drop(spool);
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (records, _) = spool.peek(10, Duration::ZERO).unwrap();
+        assert_eq!(seqs(&records), vec![1, 2, 3, 4, 5]);
+        spool.commit(at).unwrap();
+        drop(spool);
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (records, _) = spool.peek(10, Duration::ZERO).unwrap();
+        assert_eq!(seqs(&records), vec![4, 5]);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        spool.append(&record(1, true)).unwrap();
+        let torn = record(2, true);
+        spool.append(&torn[..torn.len() / 2]).unwrap();
+        drop(spool);
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        spool.append(&record(3, true)).unwrap();
+        let (records, _) = spool.peek(10, Duration::ZERO).unwrap();
+        assert_eq!(seqs(&records), vec![1, 3]);
+    }
+
+    #[test]
+    fn the_bound_drops_the_oldest_unsent_events_and_counts_them_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB segments (the minimum), 256 KiB bound.
+        let spool = Spool::open(dir.path(), 256 * 1024).unwrap();
+        let mut dropped = Dropped::new();
+        let mut appended = 0u64;
+        for seq in 1..=4000 {
+            for (kind, n) in spool.append(&record(seq, seq % 2 == 0)).unwrap() {
+                *dropped.entry(kind).or_default() += n;
+            }
+            appended += 1;
+        }
+        let total_dropped: u64 = dropped.values().sum();
+        assert!(total_dropped > 0);
+        assert!(dropped.contains_key("exec") && dropped.contains_key("exit"));
+        let (records, _) = spool.peek(usize::MAX, Duration::ZERO).unwrap();
+        assert_eq!(
+            records.len() as u64 + total_dropped,
+            appended,
+            "every event kept or counted"
+        );
+        assert_eq!(seqs(&records).last(), Some(&4000), "the newest are kept");
+        assert!(spool.backlog_bytes() <= 256 * 1024 + 64 * 1024);
+    }
+}
