@@ -66,7 +66,38 @@ impl Collector {
     }
 }
 
-fn collect(mut stream: TcpStream, sink: &Mutex<Vec<u8>>) {
+impl Collector {
+    /// The same over TLS, with the given server certificate and key.
+    fn listen_tls(listener: TcpListener, cert_pem: &str, key_pem: &str) -> Result<Self> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes())?];
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?,
+        );
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (sink, config) = (sink.clone(), config.clone());
+                std::thread::spawn(move || {
+                    let Ok(connection) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    collect(rustls::StreamOwned::new(connection, stream), &sink);
+                });
+            }
+        });
+        Ok(Self { received })
+    }
+}
+
+fn collect(mut stream: impl Read, sink: &Mutex<Vec<u8>>) {
     let mut buf = [0u8; 65536];
     while let Ok(n) = stream.read(&mut buf) {
         if n == 0 {
@@ -293,6 +324,82 @@ fn a_full_spool_drops_the_oldest_and_reports_exactly_how_many() -> Result<()> {
         spooled_opens + lost_opens,
         emitted,
         "{spooled_opens} still spooled + {lost_opens} reported lost"
+    );
+    Ok(())
+}
+
+fn tls_sink(spool: &Path, address: &str, ca: &Path) -> String {
+    format!(
+        "[spool]\ndir = \"{}\"\n[[sinks]]\ntype = \"tcp\"\nname = \"tls-collector\"\naddress = \"{address}\"\n\
+         [sinks.tls]\nca_file = \"{}\"\nserver_name = \"localhost\"\n",
+        spool.display(),
+        ca.display()
+    )
+}
+
+#[test]
+fn tls_delivers_to_a_verified_collector_and_refuses_an_unknown_one() -> Result<()> {
+    require_root();
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?.to_string();
+    let collector = Collector::listen_tls(
+        listener,
+        &issued.cert.pem(),
+        &issued.key_pair.serialize_pem(),
+    )?;
+    let files = tempfile::tempdir()?;
+    let trusted = files.path().join("collector-ca.pem");
+    std::fs::write(&trusted, issued.cert.pem())?;
+    let marker = Marker::new("/bin/true")?;
+
+    let spool = tempfile::tempdir()?;
+    let mut sensor = Sensor::start(&tls_sink(spool.path(), &address, &trusted))?;
+    Command::new(marker.path_str()).arg("over-tls").status()?;
+    collector.wait_for("the marker exec over TLS", |events| {
+        exec_of(events, marker.path_str())
+    })?;
+    sensor.stop()?;
+
+    // A collector whose certificate the configured CA did not issue gets nothing: server
+    // verification is on, and the events wait in the spool.
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let untrusted = files.path().join("other-ca.pem");
+    std::fs::write(&untrusted, stranger.cert.pem())?;
+    let other_spool = tempfile::tempdir()?;
+    let mut refused = Sensor::start(&tls_sink(other_spool.path(), &address, &untrusted))?;
+    Command::new(marker.path_str())
+        .arg("must-not-arrive")
+        .status()?;
+    refused.wait_for_log("cannot deliver")?;
+    assert!(
+        refused
+            .log
+            .iter()
+            .any(|l| l.contains("cannot deliver") && l.contains("certificate")),
+        "{:#?}",
+        refused.log
+    );
+    refused.stop()?;
+    let arrived = collector.events()?;
+    assert!(!arrived.iter().any(|e| e.process.as_ref().is_some_and(|p| p
+        .args
+        .get(1)
+        .map(String::as_str)
+        == Some("must-not-arrive"))));
+    let spooled = std::fs::read(
+        other_spool
+            .path()
+            .join("tls-collector/0000000000000001.seg"),
+    )?;
+    assert!(
+        custos_proto::delimited::read_all(&spooled[..])?
+            .iter()
+            .any(|e| e
+                .process
+                .as_ref()
+                .is_some_and(|p| p.args.get(1).map(String::as_str) == Some("must-not-arrive"))),
+        "the undelivered event waits in the spool"
     );
     Ok(())
 }
