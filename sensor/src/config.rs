@@ -209,6 +209,22 @@ pub enum SinkConfig {
         name: Option<String>,
         tls: Option<TlsConfig>,
     },
+    /// RFC 5424 syslog over TCP (optionally TLS), one event as JSON per message, through the
+    /// spool.
+    Syslog {
+        /// host:port of the syslog daemon.
+        address: String,
+        /// Names the sink in logs and its spool directory; defaults to "syslog-HOST-PORT".
+        name: Option<String>,
+        /// Syslog facility (auth, authpriv, audit, daemon, user, local0..local7).
+        #[serde(default = "default_facility")]
+        facility: String,
+        tls: Option<TlsConfig>,
+    },
+}
+
+fn default_facility() -> String {
+    "authpriv".into()
 }
 
 impl SinkConfig {
@@ -219,20 +235,28 @@ impl SinkConfig {
             SinkConfig::File { path, .. } => format!("file {}", path.display()),
             SinkConfig::Tcp {
                 name: Some(name), ..
+            }
+            | SinkConfig::Syslog {
+                name: Some(name), ..
             } => name.clone(),
-            SinkConfig::Tcp { address, .. } => format!(
-                "tcp-{}",
-                address
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '.' {
-                        c
-                    } else {
-                        '-'
-                    })
-                    .collect::<String>()
-            ),
+            SinkConfig::Tcp { address, .. } => format!("tcp-{}", sanitized(address)),
+            SinkConfig::Syslog { address, .. } => format!("syslog-{}", sanitized(address)),
         }
     }
+}
+
+/// An address as a file-name-safe string.
+fn sanitized(address: &str) -> String {
+    address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 fn yes() -> bool {
@@ -318,15 +342,19 @@ impl Config {
                 SinkConfig::File { path, .. } if path.as_os_str().is_empty() => {
                     bail!("a file sink has an empty path");
                 }
-                SinkConfig::Tcp { address, name, .. } => {
+                SinkConfig::Tcp { address, name, .. }
+                | SinkConfig::Syslog { address, name, .. } => {
                     if !address.contains(':') {
-                        bail!("tcp sink address {address:?} needs a port (host:port)");
+                        bail!("sink address {address:?} needs a port (host:port)");
                     }
                     if name
                         .as_ref()
                         .is_some_and(|n| n.is_empty() || n.contains('/'))
                     {
-                        bail!("tcp sink name {name:?}: a non-empty name without '/'");
+                        bail!("sink name {name:?}: a non-empty name without '/'");
+                    }
+                    if let SinkConfig::Syslog { facility, .. } = sink {
+                        crate::sinks::syslog::facility_number(facility)?;
                     }
                 }
                 _ => {}

@@ -403,3 +403,102 @@ fn tls_delivers_to_a_verified_collector_and_refuses_an_unknown_one() -> Result<(
     );
     Ok(())
 }
+
+/// A real rsyslogd on loopback, receiving syslog over TCP and writing what it got to a file.
+struct Rsyslog {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    address: String,
+    received: std::path::PathBuf,
+}
+
+impl Rsyslog {
+    fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let received = dir.path().join("received.log");
+        let config = dir.path().join("rsyslog.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "global(workDirectory=\"{dir}\" maxMessageSize=\"64k\")\n\
+                 module(load=\"imtcp\")\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"custos\")\n\
+                 ruleset(name=\"custos\") {{ action(type=\"omfile\" file=\"{file}\" \
+                 template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
+                dir = dir.path().display(),
+                file = received.display()
+            ),
+        )?;
+        let child = Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&config)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"))
+            .spawn()
+            .context("starting rsyslogd (Debian package rsyslog)")?;
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(&address).is_err() {
+            if Instant::now() > deadline {
+                bail!("rsyslogd never listened on {address}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            child,
+            _dir: dir,
+            address,
+            received,
+        })
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rsyslog_receives_rfc5424_messages_with_the_event_as_json() -> Result<()> {
+    require_root();
+    let rsyslog = Rsyslog::start()?;
+    let spool = tempfile::tempdir()?;
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start(&format!(
+        "[spool]\ndir = \"{}\"\n[[sinks]]\ntype = \"syslog\"\naddress = \"{}\"\nfacility = \"authpriv\"\n",
+        spool.path().display(),
+        rsyslog.address
+    ))?;
+    Command::new(marker.path_str()).arg("via-syslog").status()?;
+    let deadline = Instant::now() + PATIENCE;
+    let line = loop {
+        // rsyslog passes bytes through; the file need not be UTF-8 throughout.
+        let text = String::from_utf8_lossy(&std::fs::read(&rsyslog.received).unwrap_or_default())
+            .into_owned();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains(" exec - ") && l.contains(marker.path_str()))
+        {
+            break line.to_owned();
+        }
+        if Instant::now() > deadline {
+            bail!("rsyslog never wrote the marker exec; it has:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pid = sensor.pid();
+    sensor.stop()?;
+    // <PRI>VERSION TIMESTAMP HOST APP PROCID MSGID SD MSG, as rsyslog re-emits RFC 5424.
+    let fields: Vec<&str> = line.splitn(8, ' ').collect();
+    assert_eq!(fields[0], "<86>1", "authpriv.info: {line}");
+    assert_eq!(fields[3], "custos");
+    assert_eq!(fields[4], pid.to_string());
+    assert_eq!(fields[5], "exec");
+    let json: Value = serde_json::from_str(fields[7].trim())?;
+    assert_eq!(json["process"]["binary"], marker.path_str());
+    assert_eq!(json["process"]["args"][1], "via-syslog");
+    Ok(())
+}

@@ -19,6 +19,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("useradd", "passwd"),
     ("kill", "procps"),
+    ("rsyslogd", "rsyslog"),
+    ("nats-server", "nats-server"),
 ];
 
 pub fn all() -> Result<()> {

@@ -5,6 +5,7 @@
 //! into reused buffers. Network sinks are fed through a disk spool (see `spool`) drained by a
 //! sender thread of their own.
 pub mod spool;
+pub mod syslog;
 pub mod tcp;
 pub mod tls;
 
@@ -207,18 +208,30 @@ fn open_one(
             format: *format,
             writer: Box::new(BufWriter::with_capacity(256 * 1024, open_file(path)?)),
         },
-        SinkConfig::Tcp { address, tls, .. } => {
+        SinkConfig::Tcp { address, tls, .. } | SinkConfig::Syslog { address, tls, .. } => {
             let tls = tls
                 .as_ref()
                 .map(|t| tls::client(t, address))
                 .transpose()
                 .with_context(|| format!("TLS for sink {name}"))?;
+            let framing = match config {
+                SinkConfig::Syslog { facility, .. } => tcp::Framing::Syslog(syslog::SyslogFormat {
+                    facility: syslog::facility_number(facility)?,
+                    hostname: nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    app_name: "custos".into(),
+                    proc_id: std::process::id(),
+                }),
+                _ => tcp::Framing::Delimited,
+            };
             let spool = Arc::new(Spool::open(&spool.dir.join(&name), spool.max_bytes)?);
             senders.push(
                 tcp::TcpSender {
                     name: name.clone(),
                     address: address.clone(),
                     tls,
+                    framing,
                     spool: spool.clone(),
                     stop: stop.clone(),
                     drain_grace: Duration::from_secs(3),

@@ -1,6 +1,6 @@
-//! The TCP sink: events from the spool to a collector, in protobuf's delimited stream format
-//! (a varint byte length before each `custos.v1.Event`, as `parseDelimitedFrom` and Netty's
-//! `ProtobufVarint32FrameDecoder` read it), optionally over TLS.
+//! Stream sinks: events from the spool to a collector over TCP, optionally TLS, either in
+//! protobuf's delimited stream format (a varint byte length before each `custos.v1.Event`, as
+//! `parseDelimitedFrom` and Netty's `ProtobufVarint32FrameDecoder` read it) or as syslog.
 //!
 //! Records leave the spool only after they were written and flushed to the connection; on any
 //! error the connection is dropped and the same records are sent again on the next one, so a
@@ -18,7 +18,15 @@ use std::{
 
 use anyhow::{anyhow, Context as _, Result};
 
-use super::{spool::Spool, tls::TlsClient};
+use super::{spool::Spool, syslog::SyslogFormat, tls::TlsClient};
+
+/// How records are put on the wire.
+pub enum Framing {
+    /// The spooled records as they are: delimited protobuf.
+    Delimited,
+    /// Each record as an octet-counted RFC 5424 message with a JSON body.
+    Syslog(SyslogFormat),
+}
 
 const BATCH: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +37,7 @@ pub struct TcpSender {
     pub name: String,
     pub address: String,
     pub tls: Option<TlsClient>,
+    pub framing: Framing,
     pub spool: Arc<Spool>,
     pub stop: Arc<AtomicBool>,
     /// After stop, how long to keep delivering what is spooled before leaving it for the next
@@ -110,7 +119,16 @@ impl TcpSender {
             .ok_or_else(|| anyhow!("no connection"))?;
         let mut batch = Vec::with_capacity(records.iter().map(Vec::len).sum());
         for record in records {
-            batch.extend_from_slice(record);
+            match &self.framing {
+                Framing::Delimited => batch.extend_from_slice(record),
+                Framing::Syslog(format) => {
+                    if let Err(err) = format.frame(record, &mut batch) {
+                        // A record the spool holds but that does not decode cannot be sent as
+                        // syslog; skip it rather than block the sink forever.
+                        tracing::error!(sink = %self.name, "dropping an undecodable spooled record: {err:#}");
+                    }
+                }
+            }
         }
         stream.write_all(&batch).context("writing")?;
         stream.flush().context("flushing")?;
