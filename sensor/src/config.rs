@@ -221,10 +221,51 @@ pub enum SinkConfig {
         facility: String,
         tls: Option<TlsConfig>,
     },
+    /// NATS JetStream, through the spool.
+    Nats(NatsSink),
+}
+
+/// A NATS JetStream sink.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSink {
+    /// Names the sink in logs and its spool directory; defaults to "nats-HOST-PORT".
+    pub name: Option<String>,
+    /// nats://host:port (tls://host:port for TLS-only servers).
+    pub url: String,
+    /// The JetStream stream that stores the events; it must take `<subject_prefix>.>`.
+    pub stream: String,
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// Create the stream when it does not exist (needs the right to create streams).
+    #[serde(default)]
+    pub create_stream: bool,
+    /// A NATS `.creds` file (JWT and NKey seed), as `nsc` writes it.
+    pub credentials_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_subject_prefix() -> String {
+    "custos".into()
 }
 
 fn default_facility() -> String {
     "authpriv".into()
+}
+
+/// The name of a NATS sink without an explicit one.
+fn nats_name(nats: &NatsSink) -> String {
+    format!(
+        "nats-{}",
+        sanitized(
+            nats.url
+                .trim_start_matches("nats://")
+                .trim_start_matches("tls://")
+        )
+    )
 }
 
 impl SinkConfig {
@@ -241,6 +282,7 @@ impl SinkConfig {
             } => name.clone(),
             SinkConfig::Tcp { address, .. } => format!("tcp-{}", sanitized(address)),
             SinkConfig::Syslog { address, .. } => format!("syslog-{}", sanitized(address)),
+            SinkConfig::Nats(nats) => nats.name.clone().unwrap_or_else(|| nats_name(nats)),
         }
     }
 }
@@ -355,6 +397,21 @@ impl Config {
                     }
                     if let SinkConfig::Syslog { facility, .. } = sink {
                         crate::sinks::syslog::facility_number(facility)?;
+                    }
+                }
+                SinkConfig::Nats(nats) => {
+                    let name = &nats.name;
+                    if nats.stream.is_empty() || nats.subject_prefix.is_empty() {
+                        bail!("nats sink: stream and subject_prefix must not be empty");
+                    }
+                    if name
+                        .as_ref()
+                        .is_some_and(|n| n.is_empty() || n.contains('/'))
+                    {
+                        bail!("sink name {name:?}: a non-empty name without '/'");
+                    }
+                    if nats.tls.as_ref().is_some_and(|t| t.server_name.is_some()) {
+                        bail!("nats sink: tls.server_name is not supported (the URL's host is verified)");
                     }
                 }
                 _ => {}

@@ -45,16 +45,16 @@ pub fn test_tools() -> Result<()> {
     python_consumer()
 }
 
-/// The independent protobuf consumer of the forwarding tests: Python's official runtime and
-/// compiler, from PyPI.
+/// The independent consumers of the forwarding tests: Python's official protobuf runtime and
+/// compiler and the nats-py client, from PyPI.
 fn python_consumer() -> Result<()> {
     let present =
-        succeeds(Command::new("python3").args(["-c", "import google.protobuf, grpc_tools"]));
+        succeeds(Command::new("python3").args(["-c", "import google.protobuf, grpc_tools, nats"]));
     if present {
         return Ok(());
     }
     eprintln!(
-        "xtask: installing Python's protobuf runtime and compiler (PyPI: protobuf, grpcio-tools)"
+        "xtask: installing the test consumers' Python packages (PyPI: protobuf, grpcio-tools, nats-py)"
     );
     run(Command::new("python3").args([
         "-m",
@@ -64,6 +64,7 @@ fn python_consumer() -> Result<()> {
         "--root-user-action=ignore",
         "protobuf",
         "grpcio-tools",
+        "nats-py",
     ]))
 }
 

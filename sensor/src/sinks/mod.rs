@@ -4,6 +4,7 @@
 //! dead collector never stalls the ring-buffer reader. Each event is encoded once per format,
 //! into reused buffers. Network sinks are fed through a disk spool (see `spool`) drained by a
 //! sender thread of their own.
+pub mod nats;
 pub mod spool;
 pub mod syslog;
 pub mod tcp;
@@ -232,6 +233,28 @@ fn open_one(
                     address: address.clone(),
                     tls,
                     framing,
+                    spool: spool.clone(),
+                    stop: stop.clone(),
+                    drain_grace: Duration::from_secs(3),
+                }
+                .spawn()?,
+            );
+            Output::Spooled {
+                name,
+                spool,
+                pending: Vec::new(),
+            }
+        }
+        SinkConfig::Nats(nats) => {
+            let spool = Arc::new(Spool::open(&spool.dir.join(&name), spool.max_bytes)?);
+            let host = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            senders.push(
+                nats::NatsSender {
+                    name: name.clone(),
+                    config: nats.clone(),
+                    host_token: nats::subject_token(&host),
                     spool: spool.clone(),
                     stop: stop.clone(),
                     drain_grace: Duration::from_secs(3),

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""An independent consumer of Custos's NATS JetStream sink, used by the integration tests.
+
+It reads every message of a stream with nats-py, decodes each as custos.v1.Event with classes
+the official protobuf compiler generated from proto/custos/v1 (see custos_consumer.py), and
+prints one JSON line per message with its subject under "_subject". It waits until at least
+EXPECT messages whose file-open path or exec binary is MATCH have arrived, or TIMEOUT seconds.
+
+usage: custos_jetstream.py PROTO_ROOT NATS_URL STREAM MATCH EXPECT TIMEOUT
+"""
+import asyncio
+import json
+import os
+import sys
+import time
+
+import nats
+from google.protobuf import json_format
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from custos_consumer import load_event_class  # noqa: E402
+
+
+def matches(event, match):
+    return event.file_open.path == match or (
+        event.HasField("exec") and event.process.binary == match
+    )
+
+
+async def main():
+    proto_root, url, stream, match, expect, timeout = sys.argv[1:7]
+    event_class = load_event_class(proto_root)
+    client = await nats.connect(url)
+    js = client.jetstream()
+    subscription = await js.pull_subscribe(">", stream=stream)
+    deadline = time.monotonic() + float(timeout)
+    lines, hits = [], 0
+    while hits < int(expect) and time.monotonic() < deadline:
+        try:
+            messages = await subscription.fetch(1000, timeout=1)
+        except nats.errors.TimeoutError:
+            continue
+        for message in messages:
+            event = event_class.FromString(message.data)
+            hits += matches(event, match)
+            record = json_format.MessageToDict(event)
+            record["_subject"] = message.subject
+            record["_msg_id"] = (message.headers or {}).get("Nats-Msg-Id", "")
+            lines.append(json.dumps(record))
+            await message.ack()
+    await client.close()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,187 @@
+//! Forwarding to NATS JetStream, against a real nats-server (Debian) started by the tests on
+//! loopback, read back by an independent consumer (nats-py and the official protobuf runtime).
+use std::{
+    ffi::OsStr,
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use custos_tests::{open_as_nobody, require_root, shared_dir, Marker, Sensor, PATIENCE};
+use serde_json::Value;
+
+const OPENER: &str = env!("CARGO_BIN_EXE_opener");
+const STREAM: &str = "CUSTOS";
+
+/// nats-server with JetStream, storing under a directory that outlives restarts.
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut server = Self {
+            child: None,
+            port,
+            store: tempfile::tempdir()?,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) -> Result<()> {
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting nats-server (Debian package nats-server)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("nats-server never listened on port {}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn nats_sink(spool: &Path, url: &str) -> String {
+    format!(
+        "[spool]\ndir = \"{}\"\n[[sinks]]\ntype = \"nats\"\nname = \"jetstream\"\nurl = \"{url}\"\n\
+         stream = \"{STREAM}\"\ncreate_stream = true\n",
+        spool.display()
+    )
+}
+
+/// What the independent consumer reads from the stream, once `expect` events match `path`.
+fn consume(url: &str, path: &str, expect: u64) -> Result<Vec<Value>> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(here.join("consumer/custos_jetstream.py"))
+        .arg(here.join("../proto"))
+        .args([url, STREAM, path, &expect.to_string(), "60"])
+        .output()
+        .context("running the JetStream consumer")?;
+    if !out.status.success() {
+        bail!("consumer failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).context("consumer output"))
+        .collect()
+}
+
+#[test]
+fn events_are_published_to_jetstream_by_host_and_kind() -> Result<()> {
+    require_root();
+    let server = NatsServer::start()?;
+    let spool = tempfile::tempdir()?;
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start(&nats_sink(spool.path(), &server.url()))?;
+    Command::new(marker.path_str())
+        .arg("to-jetstream")
+        .status()?;
+    let events = consume(&server.url(), marker.path_str(), 1)?;
+    sensor.stop()?;
+    let exec = events
+        .iter()
+        .find(|e| e["exec"].is_object() && e["process"]["binary"] == marker.path_str())
+        .context("the marker exec in the stream")?;
+    assert_eq!(exec["process"]["args"][1], "to-jetstream");
+    let host = exec["host"].as_str().unwrap_or_default().replace('.', "_");
+    assert_eq!(exec["_subject"], format!("custos.{host}.exec"));
+    assert_eq!(
+        exec["_msg_id"],
+        format!(
+            "{}:{}",
+            exec["runId"].as_str().unwrap_or_default(),
+            exec["seq"].as_str().unwrap_or_default()
+        ),
+        "the message id lets JetStream drop resends"
+    );
+    Ok(())
+}
+
+#[test]
+fn ten_thousand_events_produced_while_nats_is_down_all_arrive() -> Result<()> {
+    require_root();
+    let mut server = NatsServer::start()?;
+    let spool = tempfile::tempdir()?;
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    let file = root.join("burst");
+    std::fs::write(&file, "b")?;
+    let mut sensor = Sensor::start(&format!(
+        "[sensors]\nprocess = false\n[file]\ninclude_paths = [\"{}/\"]\ndedup_window_ms = 0\n{}",
+        root.display(),
+        nats_sink(spool.path(), &server.url())
+    ))?;
+    // The stream exists (created on first delivery) before the outage.
+    let (_, _) = open_as_nobody(OPENER, &[OsStr::new("read"), file.as_os_str()])?;
+    let path = file.to_str().unwrap_or_default().to_owned();
+    consume(&server.url(), &path, 1)?;
+
+    server.stop();
+    const OPENS: u64 = 10_000;
+    let (code, _) = open_as_nobody(
+        OPENER,
+        &[
+            OsStr::new("repeat"),
+            OsStr::new(&OPENS.to_string()),
+            file.as_os_str(),
+        ],
+    )?;
+    assert_eq!(code, 0);
+    sensor.wait_for_log("cannot deliver")?;
+    server.restart()?;
+
+    let events = consume(&server.url(), &path, OPENS + 1)?;
+    sensor.stop()?;
+    let mut seqs: Vec<&str> = events
+        .iter()
+        .filter(|e| e["fileOpen"]["path"] == path.as_str())
+        .map(|e| e["seq"].as_str().unwrap_or_default())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len() as u64, OPENS + 1, "every open arrived once");
+    assert!(
+        !events.iter().any(|e| e["loss"].is_object()),
+        "nothing was lost"
+    );
+    Ok(())
+}
