@@ -200,6 +200,12 @@ pub enum SinkConfig {
         path: PathBuf,
         #[serde(default = "json")]
         format: Format,
+        /// Rotate when the file reaches this size: FILE becomes FILE.1, FILE.1 becomes FILE.2,
+        /// and so on. Absent: never rotate.
+        max_bytes: Option<u64>,
+        /// Rotated files kept besides the current one.
+        #[serde(default = "default_max_files")]
+        max_files: u32,
     },
     /// Length-delimited protobuf over TCP (optionally TLS), through the spool.
     Tcp {
@@ -254,6 +260,10 @@ fn default_subject_prefix() -> String {
 
 fn default_facility() -> String {
     "authpriv".into()
+}
+
+fn default_max_files() -> u32 {
+    5
 }
 
 /// The name of a NATS sink without an explicit one.
@@ -475,7 +485,9 @@ mod tests {
             config.sinks,
             vec![SinkConfig::File {
                 path: "/tmp/x.pb".into(),
-                format: Format::Protobuf
+                format: Format::Protobuf,
+                max_bytes: None,
+                max_files: 5,
             }]
         );
     }

@@ -36,6 +36,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     require_root("the integration tests load eBPF programs")?;
     sh(cargo().args(["fmt", "--all", "--check"]))
         .context("code is not formatted: run `cargo fmt --all`")?;
+    crate::schema_doc::run(true)?;
     // No --workspace: the default members are the userspace crates; sensor-ebpf only builds
     // for the bpf target (through sensor/build.rs).
     sh(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;

@@ -4,6 +4,7 @@
 //! machine goes from clone to running sensor or green tests with one command.
 mod bench;
 mod commands;
+mod schema_doc;
 mod setup;
 mod shell;
 
@@ -44,6 +45,11 @@ enum Command {
     },
     /// Turn a length-delimited protobuf file written by a sink back into JSON lines.
     Decode { file: PathBuf },
+    /// Write docs/schema.md from the comments in proto/custos/v1 (--check: fail if stale).
+    SchemaDoc {
+        #[arg(long)]
+        check: bool,
+    },
     /// Benchmarks that print ratios against a baseline measured in the same run (as root).
     Bench {
         #[command(subcommand)]
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
         Command::Run { release, args } => commands::run(release, &args),
         Command::Test { filter } => commands::test(filter.as_deref()),
         Command::Decode { file } => commands::decode(&file),
+        Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Bench { which } => match which {
             BenchCommand::Open { seconds, rounds } => commands::bench_prepare()
                 .and_then(|()| bench::open(&bench::Options { seconds, rounds })),

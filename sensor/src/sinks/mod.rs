@@ -5,15 +5,14 @@
 //! into reused buffers. Network sinks are fed through a disk spool (see `spool`) drained by a
 //! sender thread of their own.
 pub mod nats;
+mod rotate;
 pub mod spool;
 pub mod syslog;
 pub mod tcp;
 pub mod tls;
 
 use std::{
-    fs::OpenOptions,
     io::{self, BufWriter, Write},
-    path::Path,
     sync::{atomic::AtomicBool, Arc},
     thread::JoinHandle,
     time::Duration,
@@ -43,6 +42,7 @@ enum Output {
         name: String,
         format: Format,
         writer: Box<dyn Write + Send>,
+        rotation: Option<rotate::Rotation>,
     },
     /// Appended to the sink's spool, which its sender drains.
     Spooled {
@@ -115,11 +115,27 @@ impl Sinks {
                     name,
                     format,
                     writer,
+                    rotation,
                 } => {
                     let bytes = match format {
                         Format::Json => &self.json,
                         Format::Protobuf => &self.protobuf,
                     };
+                    if let Some(rotation) = rotation {
+                        // Rotate between records, never inside one.
+                        if rotation.due(bytes.len()) {
+                            writer
+                                .flush()
+                                .with_context(|| format!("flushing sink {name}"))?;
+                            *writer = Box::new(BufWriter::with_capacity(
+                                256 * 1024,
+                                rotation
+                                    .rotate()
+                                    .with_context(|| format!("rotating sink {name}"))?,
+                            ));
+                        }
+                        rotation.written(bytes.len());
+                    }
                     writer
                         .write_all(bytes)
                         .with_context(|| format!("writing to sink {name}"))?;
@@ -203,12 +219,25 @@ fn open_one(
             name,
             format: *format,
             writer: Box::new(BufWriter::with_capacity(64 * 1024, io::stdout())),
+            rotation: None,
         },
-        SinkConfig::File { path, format } => Output::Local {
-            name,
-            format: *format,
-            writer: Box::new(BufWriter::with_capacity(256 * 1024, open_file(path)?)),
-        },
+        SinkConfig::File {
+            path,
+            format,
+            max_bytes,
+            max_files,
+        } => {
+            let file = rotate::open_append(path)?;
+            let rotation = max_bytes
+                .map(|max| rotate::Rotation::new(path, max, *max_files, &file))
+                .transpose()?;
+            Output::Local {
+                name,
+                format: *format,
+                writer: Box::new(BufWriter::with_capacity(256 * 1024, file)),
+                rotation,
+            }
+        }
         SinkConfig::Tcp { address, tls, .. } | SinkConfig::Syslog { address, tls, .. } => {
             let tls = tls
                 .as_ref()
@@ -270,18 +299,6 @@ fn open_one(
     })
 }
 
-fn open_file(path: &Path) -> Result<std::fs::File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the directory of file sink {}", path.display()))?;
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening file sink {} for appending", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use custos_proto::v1::{event::Body, EventLoss};
@@ -312,10 +329,14 @@ mod tests {
                 SinkConfig::File {
                     path: json_path.clone(),
                     format: Format::Json,
+                    max_bytes: None,
+                    max_files: 5,
                 },
                 SinkConfig::File {
                     path: pb_path.clone(),
                     format: Format::Protobuf,
+                    max_bytes: None,
+                    max_files: 5,
                 },
             ],
             &SpoolConfig::default(),
@@ -340,11 +361,49 @@ mod tests {
     }
 
     #[test]
+    fn file_sinks_rotate_between_records_and_keep_a_bounded_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.json");
+        let mut sinks = Sinks::open(
+            &[SinkConfig::File {
+                path: path.clone(),
+                format: Format::Json,
+                max_bytes: Some(1000),
+                max_files: 2,
+            }],
+            &SpoolConfig::default(),
+        )
+        .unwrap();
+        for seq in 1..=100 {
+            sinks.write(&event(seq)).unwrap();
+        }
+        sinks.flush().unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["events.json", "events.json.1", "events.json.2"]);
+        for name in &names {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            assert!(text.len() <= 1000 + 400, "{name} is {} bytes", text.len());
+            for line in text.lines() {
+                serde_json::from_str::<serde_json::Value>(line).expect("whole records only");
+            }
+        }
+        // The newest events are in the current file.
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert!(current.lines().last().unwrap().contains("\"seq\":\"100\""));
+    }
+
+    #[test]
     fn an_unwritable_path_fails_at_open_with_the_path_named() {
         let err = Sinks::open(
             &[SinkConfig::File {
                 path: "/proc/custos-cannot-exist/x".into(),
                 format: Format::Json,
+                max_bytes: None,
+                max_files: 5,
             }],
             &SpoolConfig::default(),
         )
