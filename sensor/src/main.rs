@@ -1,4 +1,5 @@
 //! `custos`: the Custos sensor daemon and its command-line tools.
+mod bench_sinks;
 mod cgroups;
 mod config;
 mod decode;
@@ -43,6 +44,15 @@ enum Command {
     DefaultConfig,
     /// Turn a length-delimited protobuf file into JSON lines on stdout.
     Decode { file: PathBuf },
+    /// Push synthetic events through the configured sinks and time their delivery (used by
+    /// `cargo xtask bench sink`).
+    #[command(hide = true)]
+    BenchSinks {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +96,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Decode { file } => decode_file(&file),
+        Command::BenchSinks { config, events } => bench_sinks::run(&config, events),
     }
 }
 

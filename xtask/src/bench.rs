@@ -426,3 +426,168 @@ fn with_auditd(file: &Path, seconds: u64) -> Result<Round> {
     sh(Command::new("auditctl").arg("-D"))?;
     measured
 }
+
+/// `cargo xtask bench sink`: events per second through each sink type, to real receivers on
+/// loopback (a TCP collector in this process, rsyslogd, nats-server with JetStream).
+pub fn sink(events: u64) -> Result<()> {
+    let custos = target_dir().join("release/custos");
+    let work = tempfile::tempdir()?;
+    let collector = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let tcp_address = collector.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        for stream in collector.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            });
+        }
+    });
+    let mut receivers = Receivers::start(work.path())?;
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "file, JSON lines",
+            format!(
+                "type = \"file\"\npath = \"{}/events.json\"\nformat = \"json\"",
+                work.path().display()
+            ),
+        ),
+        (
+            "file, delimited protobuf",
+            format!(
+                "type = \"file\"\npath = \"{}/events.pb\"\nformat = \"protobuf\"",
+                work.path().display()
+            ),
+        ),
+        (
+            "tcp, delimited protobuf",
+            format!("type = \"tcp\"\naddress = \"{tcp_address}\""),
+        ),
+        (
+            "syslog to rsyslogd",
+            format!(
+                "type = \"syslog\"\naddress = \"{}\"",
+                receivers.syslog_address
+            ),
+        ),
+        (
+            "nats JetStream, acknowledged",
+            format!(
+                "type = \"nats\"\nurl = \"{}\"\nstream = \"BENCH\"\ncreate_stream = true",
+                receivers.nats_url
+            ),
+        ),
+    ];
+    println!();
+    println!("{events} synthetic file-open events per sink, release build");
+    println!("{:<32} {:>16} {:>18}", "sink", "accepted/s", "delivered/s");
+    for (label, sink) in cases {
+        let spool = work.path().join(format!("spool-{}", label.len()));
+        let config = work.path().join("bench-sink.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[spool]\ndir = \"{}\"\nmax_bytes = 4294967296\n[[sinks]]\n{sink}\n",
+                spool.display()
+            ),
+        )?;
+        let out = Command::new(&custos)
+            .args(["bench-sinks", "--events", &events.to_string(), "--config"])
+            .arg(&config)
+            .env("CUSTOS_LOG", "warn")
+            .output()
+            .with_context(|| format!("running {}", custos.display()))?;
+        if !out.status.success() {
+            bail!(
+                "bench-sinks for {label} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let [n, accepted, delivered] = fields[..] else {
+            bail!("bench-sinks printed {text:?}");
+        };
+        println!(
+            "{label:<32} {:>16.0} {:>18.0}",
+            n / (accepted / 1e9),
+            n / (delivered / 1e9)
+        );
+    }
+    receivers.stop();
+    Ok(())
+}
+
+/// The servers the network sinks deliver to.
+struct Receivers {
+    syslog_address: String,
+    nats_url: String,
+    children: Vec<Child>,
+}
+
+impl Receivers {
+    fn start(dir: &Path) -> Result<Self> {
+        crate::setup::test_tools()?;
+        let free_port = || -> Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let syslog_port = free_port()?;
+        let config = dir.join("rsyslog.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "global(workDirectory=\"{dir}\" maxMessageSize=\"64k\")\nmodule(load=\"imtcp\")\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{syslog_port}\" ruleset=\"bench\")\n\
+                 ruleset(name=\"bench\") {{ action(type=\"omfile\" file=\"{dir}/syslog.log\") }}\n",
+                dir = dir.display()
+            ),
+        )?;
+        let rsyslog = Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&config)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .spawn()
+            .context("starting rsyslogd")?;
+        let nats_port = free_port()?;
+        let nats = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &nats_port.to_string(),
+                "-sd",
+            ])
+            .arg(dir.join("jetstream"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nats-server")?;
+        for port in [syslog_port, nats_port] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if Instant::now() > deadline {
+                    bail!("a receiver never listened on port {port}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(Self {
+            syslog_address: format!("127.0.0.1:{syslog_port}"),
+            nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            children: vec![rsyslog, nats],
+        })
+    }
+
+    fn stop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -75,6 +75,11 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Events per second through each sink type, to real receivers on loopback.
+    Sink {
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +94,9 @@ fn main() -> ExitCode {
         Command::Bench { which } => match which {
             BenchCommand::Open { seconds, rounds } => commands::bench_prepare()
                 .and_then(|()| bench::open(&bench::Options { seconds, rounds })),
+            BenchCommand::Sink { events } => {
+                commands::bench_prepare().and_then(|()| bench::sink(events))
+            }
         },
         Command::OpenLoop { seconds, file } => bench::open_loop(&file, seconds),
     };

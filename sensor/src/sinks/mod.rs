@@ -199,11 +199,27 @@ impl Sinks {
             }
             self.flush().map(|_| ())
         })();
+        self.finish();
+        result
+    }
+
+    /// Bytes the network sinks still have to deliver.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.outputs
+            .iter()
+            .map(|o| match o {
+                Output::Spooled { spool, .. } => spool.backlog_bytes(),
+                Output::Local { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// Stops the network senders (each delivers what it can within its grace period).
+    pub fn finish(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for sender in self.senders.drain(..) {
             let _ = sender.join();
         }
-        result
     }
 }
 
