@@ -50,6 +50,24 @@ pub mod open_syscall {
     pub const OPENAT: u32 = 2;
     pub const OPENAT2: u32 = 3;
     pub const CREAT: u32 = 4;
+    /// IORING_OP_OPENAT through io_uring.
+    pub const IO_URING_OPENAT: u32 = 5;
+    /// IORING_OP_OPENAT2 through io_uring.
+    pub const IO_URING_OPENAT2: u32 = 6;
+}
+
+/// An io_uring open request seen at submission, kept until its completion (the kernel frees
+/// its copy of the path before then).
+#[repr(C)]
+pub struct UringOpen {
+    pub syscall: u32,
+    pub dfd: i32,
+    pub flags: u32,
+    /// Non-zero: the file goes to a fixed-file slot, not a descriptor.
+    pub file_slot: u32,
+    pub path_len: u32,
+    pub _pad: u32,
+    pub path: [u8; PATH_MAX],
 }
 
 /// Bits of [`FileFilterConfig::flags`].

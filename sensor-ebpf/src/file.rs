@@ -16,7 +16,7 @@ use aya_ebpf::{
 use sensor_common::{
     file_flags, filter_action, filter_flags, kind, offsets::spans, open_syscall, BlobRef, ExeKey,
     FileBuffer, FileDedupKey, FileDedupState, FileFilterConfig, RecordHeader, FILE_BLOB_CAP,
-    FILE_BLOB_OFFSET_MASK, FILE_FIXED_SIZE, PREFIX_MAX,
+    FILE_BLOB_OFFSET_MASK, FILE_FIXED_SIZE, PATH_MAX, PREFIX_MAX,
 };
 
 use crate::{
@@ -25,7 +25,7 @@ use crate::{
     kread::{off, self_tgid, Direct, Fields, Mem, Probe},
     maps::{
         FILE_BUF, FILE_DEDUP, FILE_FILTER, FILTER_CGROUPS, FILTER_COMMS, FILTER_EXES, FILTER_UIDS,
-        PATH_PREFIXES, PREFIX_KEY,
+        PATH_PREFIXES, PREFIX_KEY, URING_OPENS, URING_SCRATCH,
     },
     path::{resolve, resolve_path, ResolvedPath},
     task::fill_task_info,
@@ -61,12 +61,123 @@ pub fn sys_exit_raw(ctx: RawTracePointContext) -> u32 {
     0
 }
 
+const IORING_OP_OPENAT: u8 = 18;
+const IORING_OP_OPENAT2: u8 = 28;
+
+// void io_uring_submit_req(struct io_kiocb *req)
+#[btf_tracepoint(function = "io_uring_submit_req")]
+pub fn io_uring_submit_req(ctx: BtfTracePointContext) -> i32 {
+    on_uring_submit(ctx.arg::<*const u8>(0));
+    0
+}
+
+// void io_uring_complete(struct io_ring_ctx *ctx, void *req, struct io_uring_cqe *cqe)
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn io_uring_complete(ctx: BtfTracePointContext) -> i32 {
+    on_uring_complete(ctx.arg::<*const u8>(1), ctx.arg::<*const u8>(2));
+    0
+}
+
+#[inline(always)]
+fn uring_open_syscall(opcode: u8) -> Option<u32> {
+    match opcode {
+        IORING_OP_OPENAT => Some(open_syscall::IO_URING_OPENAT),
+        IORING_OP_OPENAT2 => Some(open_syscall::IO_URING_OPENAT2),
+        _ => None,
+    }
+}
+
+/// At submission the request still holds its copy of the path: keep what completion needs.
+/// `struct io_open` sits at the start of the request (its command area).
+fn on_uring_submit(req: *const u8) {
+    let Some(syscall) = Probe::read::<u8>(req, off!(kiocb_opcode)).and_then(uring_open_syscall)
+    else {
+        return;
+    };
+    let enabled = FILE_FILTER
+        .get(0)
+        .is_some_and(|c| c.flags & filter_flags::ENABLED != 0);
+    if !enabled || (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid() {
+        return;
+    }
+    let Some(scratch) = URING_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let open = unsafe { &mut *scratch };
+    open.syscall = syscall;
+    open.dfd = Probe::read::<i32>(req, off!(io_open_dfd)).unwrap_or(AT_FDCWD);
+    open.file_slot = Probe::read::<u32>(req, off!(io_open_file_slot)).unwrap_or(0);
+    // open_how.flags is the first member of how.
+    open.flags = Probe::read::<u64>(req, off!(io_open_how)).unwrap_or(0) as u32;
+    open.path_len = 0;
+    if let Some(name) = Probe::read_ptr(req, off!(io_open_filename))
+        .and_then(|filename| Probe::read_ptr(filename, off!(filename_name)))
+    {
+        let copied = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
+                open.path.as_mut_ptr().cast(),
+                open.path.len() as u32,
+                name.cast(),
+            )
+        };
+        if copied > 0 {
+            open.path_len = (copied - 1) as u32;
+        }
+    }
+    let _ = URING_OPENS.insert(&(req as u64), open, 0);
+}
+
+/// At completion the result is known; report it like an open(2).
+fn on_uring_complete(req: *const u8, cqe: *const u8) {
+    // Every io_uring completion passes here: the opcode check comes first.
+    if Probe::read::<u8>(req, off!(kiocb_opcode))
+        .and_then(uring_open_syscall)
+        .is_none()
+    {
+        return;
+    }
+    let key = req as u64;
+    let Some(open) = (unsafe { URING_OPENS.get(&key) }) else {
+        return;
+    };
+    let Some(config) = FILE_FILTER.get(0) else {
+        return;
+    };
+    let config = *config;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(ret) = Direct::read::<i32>(cqe, off!(cqe_res)) else {
+        return;
+    };
+    let request = Request {
+        syscall: open.syscall,
+        dfd: open.dfd,
+        path: open.path.as_ptr(),
+        flags: open.flags,
+        kernel_path_len: Some((open.path_len as usize) & (PATH_MAX - 1)),
+    };
+    let fixed_slot = open.file_slot != 0;
+    let denied = ret == -(EACCES as i32) || ret == -(EPERM as i32);
+    if config.flags & filter_flags::ENABLED != 0
+        && (denied || passes_process_filters::<Direct>(&config, &request))
+    {
+        if ret < 0 {
+            failed::<Direct>(&config, &request, ret, denied);
+        } else if !fixed_slot {
+            // A fixed-file slot holds no descriptor to resolve the file by.
+            opened::<Direct>(&config, &request, tgid, ret);
+        }
+    }
+    let _ = URING_OPENS.remove(&key);
+}
+
 /// What the syscall asked for.
 struct Request {
     syscall: u32,
     dfd: i32,
     path: *const u8,
     flags: u32,
+    /// `path` is a kernel copy of `path_len` bytes (io_uring), not a user string.
+    kernel_path_len: Option<usize>,
 }
 
 #[inline(always)]
@@ -114,18 +225,21 @@ fn decode_request<M: Mem>(regs: *const u8, nr: u64) -> Option<Request> {
             dfd: di as i32,
             path: si as *const u8,
             flags: M::read::<u64>(regs, off!(regs_dx))? as u32,
+            kernel_path_len: None,
         },
         NR_OPEN => Request {
             syscall: open_syscall::OPEN,
             dfd: AT_FDCWD,
             path: di as *const u8,
             flags: si as u32,
+            kernel_path_len: None,
         },
         NR_CREAT => Request {
             syscall: open_syscall::CREAT,
             dfd: AT_FDCWD,
             path: di as *const u8,
             flags: O_CREAT | O_WRONLY | O_TRUNC,
+            kernel_path_len: None,
         },
         _ => {
             // openat2(dfd, path, struct open_how *how, size): how->flags is its first u64.
@@ -139,6 +253,7 @@ fn decode_request<M: Mem>(regs: *const u8, nr: u64) -> Option<Request> {
                 dfd: di as i32,
                 path: si as *const u8,
                 flags: flags as u32,
+                kernel_path_len: None,
             }
         }
     })
@@ -364,6 +479,9 @@ fn send(buffer: &mut FileBuffer, used: usize) {
     output_bytes(kind::FILE_OPEN, (buffer as *const FileBuffer).cast(), size);
 }
 
+// Inlined: as a BPF subprogram returning nothing, R0 may be left holding a stack pointer,
+// which the verifier refuses at a subprogram's exit.
+#[inline(always)]
 fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32) {
     let Some(file) = file_of_fd::<M>(fd) else {
         return;
@@ -416,13 +534,18 @@ fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i
     send(buffer, blob.used);
 }
 
+#[inline(always)]
 fn failed<M: Mem>(config: &FileFilterConfig, request: &Request, ret: i32, denied: bool) {
     let Some(buffer) = staging() else {
         return;
     };
     start_record(buffer, request, ret, now_ns());
     let mut blob = Blob::<FILE_BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
-    let (path, truncated) = match blob.user_str(request.path) {
+    let requested = match request.kernel_path_len {
+        Some(len) => blob.kernel(request.path, len).map(|piece| (piece, false)),
+        None => blob.user_str(request.path),
+    };
+    let (path, truncated) = match requested {
         Some(piece) => piece,
         None => {
             buffer.record.flags |= file_flags::PATH_UNREADABLE;

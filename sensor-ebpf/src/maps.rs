@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     kind, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState, FileFilterConfig,
-    PrefixKey, PREFIX_MAX,
+    PrefixKey, UringOpen, PREFIX_MAX,
 };
 
 use crate::path::PathScratch;
@@ -58,3 +58,11 @@ pub static FILTER_EXES: HashMap<ExeKey, u32> = HashMap::with_max_entries(1024, 0
 #[map(name = "FILE_DEDUP")]
 pub static FILE_DEDUP: LruHashMap<FileDedupKey, FileDedupState> =
     LruHashMap::with_max_entries(65536, 0);
+
+/// io_uring open requests between submission and completion, by request address.
+#[map(name = "URING_OPENS")]
+pub static URING_OPENS: LruHashMap<u64, UringOpen> = LruHashMap::with_max_entries(1024, 0);
+
+/// Staging for a [`UringOpen`] (too large for the stack).
+#[map(name = "URING_SCRATCH")]
+pub static URING_SCRATCH: PerCpuArray<UringOpen> = PerCpuArray::with_max_entries(1, 0);

@@ -371,6 +371,8 @@ fn syscall_name(syscall: u32) -> &'static str {
         open_syscall::OPENAT => "openat",
         open_syscall::OPENAT2 => "openat2",
         open_syscall::CREAT => "creat",
+        open_syscall::IO_URING_OPENAT => "io_uring_openat",
+        open_syscall::IO_URING_OPENAT2 => "io_uring_openat2",
         _ => "unknown",
     }
 }

@@ -66,6 +66,13 @@ fn opens_resolve_to_absolute_paths_with_access_and_identity() -> Result<()> {
     std::fs::write(root.join("sub/target.txt"), "t")?;
     std::os::unix::fs::symlink("sub/target.txt", root.join("link"))?;
     let mut sensor = Sensor::start(&only(&root))?;
+    // This kernel takes tp_btf: a program that stops verifying must not hide behind the slower
+    // raw-tracepoint fallback.
+    assert!(
+        sensor.log.iter().any(|l| l.contains("sys_exit=tp_btf")),
+        "{:#?}",
+        sensor.log
+    );
 
     let marker = root.join("marker.txt");
     let (code, read_pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&marker)])?;
@@ -361,6 +368,38 @@ fn the_raw_tracepoint_fallback_reports_opens_too() -> Result<()> {
     let (_, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&file)])?;
     let events = wait_for_exit(&sensor, pid)?;
     assert_eq!(single(&events, s(&file), pid)["identity"]["user"], "nobody");
+    sensor.stop()?;
+    Ok(())
+}
+
+#[test]
+fn io_uring_opens_are_reported_like_syscalls() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    let file = root.join("ring");
+    std::fs::write(&file, "r")?;
+    let secret = root.join("ring-secret");
+    std::fs::write(&secret, "s")?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    let mut sensor = Sensor::start(&only(&root))?;
+    assert!(sensor
+        .log
+        .iter()
+        .any(|l| l.contains("io_uring_complete=tp_btf")));
+    let (code, pid) = open_as_nobody(OPENER, &[OsStr::new("uring"), os(&file)])?;
+    assert_eq!(code, 0, "the io_uring open succeeds");
+    let (code, denied_pid) = open_as_nobody(OPENER, &[OsStr::new("uring"), os(&secret)])?;
+    assert_eq!(code, 1);
+    let events = wait_for_exit(&sensor, denied_pid)?;
+    let opened = single(&events, s(&file), pid);
+    assert_eq!(opened["fileOpen"]["syscall"], "io_uring_openat");
+    assert_eq!(opened["identity"]["user"], "nobody");
+    assert!(opened["fileOpen"]["fd"].as_i64().is_some_and(|fd| fd >= 0));
+    let denied = single(&events, s(&secret), denied_pid);
+    assert_eq!(denied["fileOpen"]["syscall"], "io_uring_openat");
+    assert_eq!(denied["fileOpen"]["error"], "EACCES");
+    assert_eq!(denied["fileOpen"]["denied"], true);
     sensor.stop()?;
     Ok(())
 }

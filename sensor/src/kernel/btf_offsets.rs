@@ -53,9 +53,13 @@ impl BtfLayout {
         })
     }
 
-    /// Like [`Self::member_offset`], mapping an absent member to [`MISSING`].
+    /// Like [`Self::member_offset`], mapping an absent member (or struct) to [`MISSING`].
     pub fn optional(&self, name: &str, member: &str) -> Result<u32> {
-        Ok(self.member_offset(name, member)?.unwrap_or(MISSING))
+        Ok(self
+            .member_offset(name, member)
+            .ok()
+            .flatten()
+            .unwrap_or(MISSING))
     }
 
     fn find_composite(&self, name: &str) -> Result<btf_rs::Struct> {
@@ -228,6 +232,14 @@ fn resolve_members(layout: &BtfLayout) -> Result<KernelOffsets> {
         regs_di: l.optional("pt_regs", "di")?,
         regs_si: l.optional("pt_regs", "si")?,
         regs_dx: l.optional("pt_regs", "dx")?,
+        // io_uring may be compiled out; its hooks are then simply not attached.
+        kiocb_opcode: l.optional("io_kiocb", "opcode")?,
+        io_open_dfd: l.optional("io_open", "dfd")?,
+        io_open_file_slot: l.optional("io_open", "file_slot")?,
+        io_open_filename: l.optional("io_open", "filename")?,
+        io_open_how: l.optional("io_open", "how")?,
+        filename_name: l.optional("filename", "name")?,
+        cqe_res: l.optional("io_uring_cqe", "res")?,
         file_span: MISSING,
         inode_span: MISSING,
         dentry_span: MISSING,

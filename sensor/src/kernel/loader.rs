@@ -54,6 +54,8 @@ struct HookSpec {
 enum Sensor {
     Process,
     File,
+    /// Part of the file sensor, where the kernel has io_uring.
+    IoUring,
 }
 
 #[derive(Clone, Copy)]
@@ -93,6 +95,21 @@ const HOOKS: &[HookSpec] = &[
         fallback: Fallback::RawTracepoint("sys_exit_raw", "sys_exit"),
         required: true,
         sensor: Sensor::File,
+    },
+    // io_uring opens bypass the syscalls: their submission (for the path) and completion.
+    HookSpec {
+        hook: "io_uring_submit_req",
+        btf_program: "io_uring_submit_req",
+        fallback: Fallback::None,
+        required: false,
+        sensor: Sensor::IoUring,
+    },
+    HookSpec {
+        hook: "io_uring_complete",
+        btf_program: "io_uring_complete",
+        fallback: Fallback::None,
+        required: false,
+        sensor: Sensor::IoUring,
     },
 ];
 
@@ -146,7 +163,14 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     }
     let mut hooks = Vec::new();
     for spec in HOOKS {
-        if spec.sensor == Sensor::File && !options.file_sensor {
+        let wanted = match spec.sensor {
+            Sensor::Process => true,
+            Sensor::File => options.file_sensor,
+            Sensor::IoUring => {
+                options.file_sensor && offsets.kiocb_opcode != sensor_common::offsets::MISSING
+            }
+        };
+        if !wanted {
             continue;
         }
         let path = attach_hook(&mut ebpf, &btf, spec, options.allow_btf)?;

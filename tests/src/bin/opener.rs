@@ -6,6 +6,7 @@
 //!   opener chdir DIR REL             chdir(DIR), then open(REL, O_RDONLY)
 //!   opener dirfd DIR REL             openat(open(DIR), REL, O_RDONLY)
 //!   opener repeat N PATH             N times open(PATH, O_RDONLY) and close
+//!   opener uring PATH                IORING_OP_OPENAT(AT_FDCWD, PATH, O_RDONLY) through io_uring
 //!
 //! Exit status: 0 if every open succeeded, 1 if one failed (the tests expect some to), 2 on
 //! bad usage.
@@ -65,8 +66,26 @@ fn main() {
                 let path = next();
                 (0..n).all(|_| check(libc::open(path.as_ptr(), libc::O_RDONLY)))
             }
+            "uring" => uring_open(&next()),
             _ => std::process::exit(2),
         }
     };
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// One open through io_uring; true if it produced a descriptor.
+fn uring_open(path: &CString) -> bool {
+    let Ok(mut ring) = io_uring::IoUring::new(8) else {
+        return false;
+    };
+    let open = io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), path.as_ptr())
+        .flags(libc::O_RDONLY)
+        .build()
+        .user_data(1);
+    // SAFETY: `path` outlives the request, which completes before this function returns.
+    if unsafe { ring.submission().push(&open) }.is_err() || ring.submit_and_wait(1).is_err() {
+        return false;
+    }
+    let result = ring.completion().next().map(|cqe| cqe.result());
+    result.is_some_and(check)
 }
