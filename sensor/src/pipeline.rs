@@ -14,6 +14,7 @@ use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use custos_proto::v1::{Event, LossReason};
 use lru::LruCache;
+use sd_notify::NotifyState;
 use sensor_common::{file_flags, FileDedupKey, FileDedupState, EVENTS_MAP, FILE_DEDUP_MAP};
 use tokio::{
     io::unix::AsyncFd,
@@ -152,6 +153,13 @@ impl Stages {
     }
 }
 
+/// Tells systemd about our state when it supervises us (NOTIFY_SOCKET set); a no-op otherwise.
+fn notify(state: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(state) {
+        tracing::warn!("could not notify systemd: {err}");
+    }
+}
+
 /// Applies a new configuration's file rules to the running programs.
 fn reload(
     path: &Path,
@@ -248,6 +256,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         "sensor ready"
     );
 
+    // systemd (Type=notify): ready only now that every hook is attached.
+    notify(&[NotifyState::Ready]);
+    let watchdog_period = sd_notify::watchdog_enabled()
+        .map(|timeout| timeout / 2)
+        .unwrap_or(Duration::from_secs(3600));
+    let mut watchdog = tokio::time::interval(watchdog_period);
+
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -279,14 +294,19 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                 }
                 stages.enricher.processes.sweep();
             }
+            _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
             _ = sighup.recv() => match &config_path {
-                Some(path) => match reload(path, &mut filters, &mut stages, &cgroup_root) {
-                    Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
-                    Err(err) => tracing::error!(
-                        config = %path.display(),
-                        "configuration not reloaded, the previous one stays in force: {err:#}"
-                    ),
-                },
+                Some(path) => {
+                    notify(&[NotifyState::Reloading]);
+                    match reload(path, &mut filters, &mut stages, &cgroup_root) {
+                        Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+                        Err(err) => tracing::error!(
+                            config = %path.display(),
+                            "configuration not reloaded, the previous one stays in force: {err:#}"
+                        ),
+                    }
+                    notify(&[NotifyState::Ready]);
+                }
                 None => tracing::warn!("SIGHUP ignored: running on the embedded default"),
             },
             _ = sigterm.recv() => break Ok(()),
@@ -295,6 +315,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     };
 
     // Detach the hooks, then drain and report what was already accepted.
+    notify(&[NotifyState::Stopping]);
     drop(sensor);
     let flushed = stages
         .drain(ring.get_mut())

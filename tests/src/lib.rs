@@ -46,6 +46,11 @@ pub struct Sensor {
 impl Sensor {
     /// Starts the daemon with a JSON file sink and a protobuf file sink, plus `extra_toml`.
     pub fn start(extra_toml: &str) -> Result<Self> {
+        Self::start_with_env(extra_toml, &[])
+    }
+
+    /// Like [`Sensor::start`], with extra environment variables for the daemon.
+    pub fn start_with_env(extra_toml: &str, env: &[(&str, &std::ffi::OsStr)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let json_path = dir.path().join("events.json");
         let protobuf_path = dir.path().join("events.pb");
@@ -57,6 +62,7 @@ impl Sensor {
             .arg(&config_path)
             .env("CUSTOS_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
