@@ -104,3 +104,60 @@ fn readiness_is_notified_once_the_hooks_are_attached() -> Result<()> {
     sensor.stop().ok();
     Ok(())
 }
+
+/// The unit's capability set is enough: with only CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE in
+/// the bounding set the sensor attaches every hook and knows processes started before it (the
+/// /proc scan reads their executables, which needs CAP_SYS_PTRACE).
+#[test]
+fn the_sensor_runs_with_the_units_minimal_capabilities() -> Result<()> {
+    require_root();
+    let dir = tempfile::tempdir()?;
+    let output = dir.path().join("events.json");
+    let config = dir.path().join("custos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sinks]]\ntype = \"file\"\npath = \"{}\"\n",
+            output.display()
+        ),
+    )?;
+    let mut daemon = Command::new("setpriv")
+        .arg("--bounding-set=-all,+bpf,+perfmon,+sys_ptrace")
+        .arg(custos_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let marker = Marker::new("/bin/true")?;
+    let deadline = Instant::now() + PATIENCE;
+    let exec = loop {
+        Command::new(marker.path_str()).arg("few-caps").status()?;
+        let events = custos_tests::read_json_lines(&output)?;
+        if let Some(exec) = of_kind(&events, "exec")
+            .find(|e| e["process"]["binary"] == marker.path_str())
+            .cloned()
+        {
+            break exec;
+        }
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            bail!("no exec event with the reduced capability set");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    custos_tests::signal(daemon.id(), "TERM")?;
+    let out = daemon.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The parent (this test, started before the sensor) was found by the /proc scan.
+    assert!(
+        exec["exec"]["parent"]["binary"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty()),
+        "{exec}"
+    );
+    Ok(())
+}

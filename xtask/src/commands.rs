@@ -53,7 +53,17 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     }
     // The integration tests each start a sensor; one at a time keeps their events apart.
     command.arg("--test-threads=1");
-    let tally = run_tests(&mut command)?;
+    let mut tally = run_tests(&mut command)?;
+    if filter.is_none() {
+        // The package installs, and its unit passes systemd-analyze verify.
+        match crate::package::check() {
+            Ok(()) => tally.passed += 1,
+            Err(err) => {
+                eprintln!("xtask: package check failed: {err:#}");
+                tally.failed += 1;
+            }
+        }
+    }
     // One closing line for the whole run, whatever order cargo ran the test binaries in.
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     if tally.failed > 0 || !tally.status_ok {

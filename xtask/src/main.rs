@@ -4,6 +4,7 @@
 //! machine goes from clone to running sensor or green tests with one command.
 mod bench;
 mod commands;
+mod package;
 mod schema_doc;
 mod setup;
 mod shell;
@@ -45,6 +46,8 @@ enum Command {
     },
     /// Turn a length-delimited protobuf file written by a sink back into JSON lines.
     Decode { file: PathBuf },
+    /// Build the Debian package (target/debian/custos_VERSION_amd64.deb).
+    Package,
     /// Write docs/schema.md from the comments in proto/custos/v1 (--check: fail if stale).
     SchemaDoc {
         #[arg(long)]
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Test { filter } => commands::test(filter.as_deref()),
         Command::Decode { file } => commands::decode(&file),
         Command::SchemaDoc { check } => schema_doc::run(check),
+        Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),
         Command::Bench { which } => match which {
             BenchCommand::Open { seconds, rounds } => commands::bench_prepare()
                 .and_then(|()| bench::open(&bench::Options { seconds, rounds })),
