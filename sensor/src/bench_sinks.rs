@@ -15,7 +15,11 @@ use crate::{config::Config, enrich::timestamp, sinks::Sinks};
 
 pub fn run(config_path: &Path, events: u64) -> Result<()> {
     let config = Config::load(config_path)?;
-    let mut sinks = Sinks::open(&config.sinks, &config.spool)?;
+    let mut sinks = Sinks::open(
+        &config.sinks,
+        &config.spool,
+        &crate::metrics::Metrics::new("bench"),
+    )?;
     let template = sample_event();
     let start = Instant::now();
     let mut event = template.clone();

@@ -19,7 +19,52 @@ pub struct Config {
     pub file: FileSensor,
     #[serde(default)]
     pub spool: SpoolConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub status: StatusConfig,
     pub sinks: Vec<SinkConfig>,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// host:port to serve GET /metrics on; empty turns it off.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+/// The local socket `custos status` reads.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    #[serde(default = "default_status_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_status_socket(),
+        }
+    }
+}
+
+pub fn default_status_socket() -> PathBuf {
+    "/run/custos/status.sock".into()
 }
 
 /// The on-disk spool in front of every network sink.

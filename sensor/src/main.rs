@@ -8,6 +8,7 @@ mod enrich;
 mod host;
 mod identity;
 mod kernel;
+mod metrics;
 mod pipeline;
 mod proc_scan;
 mod process_table;
@@ -42,6 +43,11 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Show the running daemon's hooks and live counters (from its status socket).
+    Status {
+        #[arg(long, default_value_os_t = config::default_status_socket())]
+        socket: PathBuf,
+    },
     /// Turn a length-delimited protobuf file into JSON lines on stdout.
     Decode { file: PathBuf },
     /// Push synthetic events through the configured sinks and time their delivery (used by
@@ -91,6 +97,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
+        Command::Status { socket } => metrics::print_status(&socket),
         Command::DefaultConfig => {
             print!("{}", config::EMBEDDED_DEFAULT);
             Ok(())

@@ -7,13 +7,15 @@
 use std::{
     num::NonZeroUsize,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use custos_proto::v1::{Event, LossReason};
+use custos_proto::v1::{event::Body, Event, LossReason};
 use lru::LruCache;
+use prometheus_client::metrics::counter::Counter;
 use sd_notify::NotifyState;
 use sensor_common::{file_flags, FileDedupKey, FileDedupState, EVENTS_MAP, FILE_DEDUP_MAP};
 use tokio::{
@@ -35,9 +37,10 @@ use crate::{
         filters::{self, FilterMaps},
         loader,
     },
+    metrics::{self, HookLabels, KindLabels, Metrics, ProgramLabels, SinkLabels},
     proc_scan,
     process_table::ProcessTable,
-    sinks::{Sinks, SpoolLoss},
+    sinks::{spool::Spool, Sinks, SpoolLoss},
 };
 
 /// How long exited processes stay in the table for late events.
@@ -46,6 +49,68 @@ const EXITED_GRACE: Duration = Duration::from_secs(10);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 type KernelDedup = Dedup<BpfHashMap<MapData, FileDedupKey, FileDedupState>>;
+
+/// Per-kind event counters, looked up once so that counting costs no label hashing.
+struct EventCounters {
+    exec: Counter,
+    exit: Counter,
+    file_open: Counter,
+    loss: Counter,
+}
+
+impl EventCounters {
+    fn new(metrics: &Metrics) -> Self {
+        let counter = |kind: &str| {
+            metrics
+                .events
+                .get_or_create(&KindLabels {
+                    kind: kind.to_owned(),
+                })
+                .clone()
+        };
+        Self {
+            exec: counter("exec"),
+            exit: counter("exit"),
+            file_open: counter("file_open"),
+            loss: counter("loss"),
+        }
+    }
+
+    fn count(&self, event: &Event) {
+        match event.body {
+            Some(Body::Exec(_)) => self.exec.inc(),
+            Some(Body::Exit(_)) => self.exit.inc(),
+            Some(Body::FileOpen(_)) => self.file_open.inc(),
+            Some(Body::Loss(_)) => self.loss.inc(),
+            None => 0,
+        };
+    }
+}
+
+/// Starts the metrics endpoint and the status socket. Neither is the sensor's job, so a port
+/// or socket that cannot be bound is logged, not fatal.
+async fn serve_observability(config: &Config, metrics: &Arc<Metrics>) {
+    if !config.metrics.listen.is_empty() {
+        match tokio::net::TcpListener::bind(&config.metrics.listen).await {
+            Ok(listener) => {
+                if let Ok(address) = listener.local_addr() {
+                    tracing::info!("metrics on http://{address}/metrics");
+                }
+                tokio::spawn(metrics::serve_http(listener, metrics.clone()));
+            }
+            Err(err) => tracing::error!(
+                listen = %config.metrics.listen,
+                "metrics endpoint not started: {err}; change metrics.listen"
+            ),
+        }
+    }
+    match metrics::bind_status(&config.status.socket) {
+        Ok(listener) => {
+            tokio::spawn(metrics::serve_status(listener, metrics.clone()));
+        }
+        Err(err) => tracing::warn!("no status socket: {err:#}"),
+    }
+}
 
 /// Stages between the ring buffer and the sink channel.
 struct Stages {
@@ -59,10 +124,13 @@ struct Stages {
     undecodable: Vec<(u32, u64)>,
     /// What the sinks' spools dropped, to report in-band.
     spool_losses: UnboundedReceiver<SpoolLoss>,
+    metrics: Arc<Metrics>,
+    counters: EventCounters,
 }
 
 impl Stages {
     fn emit(&mut self, mut event: Event) -> Result<()> {
+        self.counters.count(&event);
         event.seq = self.next_seq;
         self.next_seq += 1;
         self.out
@@ -119,6 +187,12 @@ impl Stages {
     fn report_losses(&mut self, drops: &mut DropCounters) -> Result<()> {
         for (kind, count) in drops.new_drops() {
             tracing::warn!(kind, count, "kernel ring buffer full: records dropped");
+            self.metrics
+                .kernel_drops
+                .get_or_create(&KindLabels {
+                    kind: format!("{:?}", event_kind(kind)),
+                })
+                .inc_by(count);
             let event =
                 self.enricher
                     .loss(event_kind(kind), count, LossReason::KernelBufferFull, "");
@@ -153,6 +227,33 @@ impl Stages {
     }
 }
 
+/// Gauges read on the housekeeping tick: process, spools, eBPF run statistics.
+fn refresh_gauges(metrics: &Metrics, spools: &[(String, Arc<Spool>)], ebpf: &aya::Ebpf) {
+    metrics.refresh_process();
+    for (sink, spool) in spools {
+        metrics
+            .spool_bytes
+            .get_or_create(&SinkLabels { sink: sink.clone() })
+            .set(spool.backlog_bytes() as i64);
+    }
+    for (name, program) in ebpf.programs() {
+        let Ok(info) = program.info() else {
+            continue;
+        };
+        let labels = ProgramLabels {
+            program: name.to_owned(),
+        };
+        metrics
+            .bpf_run_seconds
+            .get_or_create(&labels)
+            .set(info.run_time().as_secs_f64());
+        metrics
+            .bpf_run_count
+            .get_or_create(&labels)
+            .set(info.run_count() as i64);
+    }
+}
+
 /// Tells systemd about our state when it supervises us (NOTIFY_SOCKET set); a no-op otherwise.
 fn notify(state: &[NotifyState]) {
     if let Err(err) = sd_notify::notify(state) {
@@ -181,7 +282,9 @@ fn reload(
 /// event selection from it (sinks and ring size need a restart).
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let host = HostInfo::probe()?;
-    let sinks = Sinks::open(&config.sinks, &config.spool)?;
+    let metrics = Metrics::new(&host.run_id);
+    let sinks = Sinks::open(&config.sinks, &config.spool, &metrics)?;
+    let spools = sinks.spools();
     let cgroup_root = cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into());
     // Resolve the rules before loading anything, so a bad rule stops start-up early.
     let rules = filters::resolve(&config.file, config.sensors.file, &cgroup_root)?;
@@ -193,6 +296,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         allow_btf: config.kernel.attach == AttachMode::Auto,
         file_sensor: config.sensors.file,
     })?;
+    for (hook, path) in &sensor.hooks {
+        metrics
+            .hooks
+            .get_or_create(&HookLabels {
+                hook: (*hook).to_owned(),
+                path: path.to_string(),
+            })
+            .set(1);
+    }
+    // Run time and count per program, for the metrics; held for as long as the sensor runs.
+    let _bpf_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| tracing::warn!("eBPF run-time statistics unavailable: {e}"))
+        .ok();
+    serve_observability(&config, &metrics).await;
     let mut filters = FilterMaps::take(&mut sensor.ebpf)?;
     filters.apply(&rules)?;
     let dedup_map = sensor
@@ -242,6 +359,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         out,
         undecodable: Vec::new(),
         spool_losses,
+        counters: EventCounters::new(&metrics),
+        metrics: metrics.clone(),
     };
 
     let hooks: Vec<String> = sensor
@@ -293,6 +412,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                     break Err(err);
                 }
                 stages.enricher.processes.sweep();
+                refresh_gauges(&metrics, &spools, &sensor.ebpf);
             }
             _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
             _ = sighup.recv() => match &config_path {

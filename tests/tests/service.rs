@@ -161,3 +161,120 @@ fn the_sensor_runs_with_the_units_minimal_capabilities() -> Result<()> {
     );
     Ok(())
 }
+
+/// One GET over HTTP/1.1, returning the body.
+fn http_get(address: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
+}
+
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> Result<()> {
+    require_root();
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let socket = dir.path().join("status.sock");
+    let mut sensor = Sensor::start(&format!(
+        "[sensors]\nfile = false\n[metrics]\nlisten = \"{address}\"\n[status]\nsocket = \"{}\"\n",
+        socket.display()
+    ))?;
+    let marker = Marker::new("/bin/true")?;
+    for _ in 0..5 {
+        Command::new(marker.path_str()).status()?;
+    }
+    let path = marker.path_str().to_owned();
+    sensor.wait_for("five marker execs", |events| {
+        (of_kind(events, "exec")
+            .filter(|e| e["process"]["binary"] == path.as_str())
+            .count()
+            == 5)
+            .then_some(())
+    })?;
+    // The counter and the file sink agree once both are still (other activity may interleave).
+    let deadline = Instant::now() + PATIENCE;
+    let exposition = loop {
+        let before = http_get(&address, "/metrics")?;
+        let written = of_kind(&sensor.events()?, "exec").count() as f64;
+        let after = http_get(&address, "/metrics")?;
+        let counted = sample(&before, "custos_events_total{kind=\"exec\"}");
+        // eBPF statistics are refreshed once a second.
+        let runs = sample(
+            &after,
+            "custos_bpf_run_count{program=\"sched_process_exec_btf\"}",
+        );
+        if counted == Some(written)
+            && counted == sample(&after, "custos_events_total{kind=\"exec\"}")
+            && runs.unwrap_or(0.0) >= 5.0
+        {
+            break after;
+        }
+        if Instant::now() > deadline {
+            bail!("exec counter {counted:?} never matched the {written} exec events written");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(sample(&exposition, "custos_events_total{kind=\"exec\"}").unwrap_or(0.0) >= 5.0);
+    assert_eq!(
+        sample(
+            &exposition,
+            "custos_hook{hook=\"sched_process_exec\",path=\"tp_btf\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &exposition,
+            "custos_bpf_run_count{program=\"sched_process_exec_btf\"}"
+        )
+        .unwrap_or(0.0)
+            >= 5.0
+    );
+    assert!(sample(&exposition, "custos_process_rss_bytes").unwrap_or(0.0) > 0.0);
+    let json_sink = format!(
+        "custos_sink_events_total{{sink=\"file {}\"}}",
+        sensor.json_path.display()
+    );
+    assert!(
+        sample(&exposition, &json_sink).unwrap_or(0.0) >= 5.0,
+        "{exposition}"
+    );
+
+    let status = Command::new(custos_bin())
+        .arg("status")
+        .arg("--socket")
+        .arg(&socket)
+        .output()?;
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report = String::from_utf8(status.stdout)?;
+    assert!(report.starts_with("custos "), "{report}");
+    assert!(
+        report.contains("custos_hook{hook=\"sched_process_exec\",path=\"tp_btf\"} 1"),
+        "{report}"
+    );
+    sensor.stop()?;
+    Ok(())
+}

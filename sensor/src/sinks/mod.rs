@@ -23,7 +23,12 @@ use custos_proto::v1::Event;
 use prost::Message as _;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::config::{Format, SinkConfig, SpoolConfig};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::{
+    config::{Format, SinkConfig, SpoolConfig},
+    metrics::{Metrics, SinkLabels},
+};
 use spool::{Dropped, Spool};
 
 /// Events written between two flushes at most.
@@ -39,6 +44,7 @@ pub struct SpoolLoss {
 enum Output {
     /// Written in place.
     Local {
+        written: Counter,
         name: String,
         format: Format,
         writer: Box<dyn Write + Send>,
@@ -46,6 +52,7 @@ enum Output {
     },
     /// Appended to the sink's spool, which its sender drains.
     Spooled {
+        written: Counter,
         name: String,
         spool: Arc<Spool>,
         pending: Vec<u8>,
@@ -63,12 +70,12 @@ pub struct Sinks {
 impl Sinks {
     /// Opens every sink up front, so a bad path or certificate fails at start-up, not at the
     /// first event. Network senders start at once and deliver what an earlier run spooled.
-    pub fn open(configs: &[SinkConfig], spool: &SpoolConfig) -> Result<Self> {
+    pub fn open(configs: &[SinkConfig], spool: &SpoolConfig, metrics: &Metrics) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut outputs = Vec::new();
         let mut senders = Vec::new();
         for config in configs {
-            outputs.push(open_one(config, spool, &stop, &mut senders)?);
+            outputs.push(open_one(config, spool, &stop, &mut senders, metrics)?);
         }
         Ok(Self {
             outputs,
@@ -116,7 +123,9 @@ impl Sinks {
                     format,
                     writer,
                     rotation,
+                    written,
                 } => {
+                    written.inc();
                     let bytes = match format {
                         Format::Json => &self.json,
                         Format::Protobuf => &self.protobuf,
@@ -140,7 +149,12 @@ impl Sinks {
                         .write_all(bytes)
                         .with_context(|| format!("writing to sink {name}"))?;
                 }
-                Output::Spooled { pending, .. } => pending.extend_from_slice(&self.protobuf),
+                Output::Spooled {
+                    pending, written, ..
+                } => {
+                    written.inc();
+                    pending.extend_from_slice(&self.protobuf);
+                }
             }
         }
         Ok(())
@@ -158,6 +172,7 @@ impl Sinks {
                     name,
                     spool,
                     pending,
+                    ..
                 } => {
                     let dropped = spool
                         .append(pending)
@@ -203,6 +218,17 @@ impl Sinks {
         result
     }
 
+    /// The network sinks' spools, by sink name (for their size gauges).
+    pub fn spools(&self) -> Vec<(String, Arc<Spool>)> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Spooled { name, spool, .. } => Some((name.clone(), spool.clone())),
+                Output::Local { .. } => None,
+            })
+            .collect()
+    }
+
     /// Bytes the network sinks still have to deliver.
     pub fn backlog_bytes(&self) -> u64 {
         self.outputs
@@ -228,14 +254,19 @@ fn open_one(
     spool: &SpoolConfig,
     stop: &Arc<AtomicBool>,
     senders: &mut Vec<JoinHandle<()>>,
+    metrics: &Metrics,
 ) -> Result<Output> {
     let name = config.name();
+    let labels = SinkLabels { sink: name.clone() };
+    let written = metrics.sink_events.get_or_create(&labels).clone();
+    let errors = metrics.sink_errors.get_or_create(&labels).clone();
     Ok(match config {
         SinkConfig::Stdout { format } => Output::Local {
             name,
             format: *format,
             writer: Box::new(BufWriter::with_capacity(64 * 1024, io::stdout())),
             rotation: None,
+            written,
         },
         SinkConfig::File {
             path,
@@ -252,6 +283,7 @@ fn open_one(
                 format: *format,
                 writer: Box::new(BufWriter::with_capacity(256 * 1024, file)),
                 rotation,
+                written,
             }
         }
         SinkConfig::Tcp { address, tls, .. } | SinkConfig::Syslog { address, tls, .. } => {
@@ -278,6 +310,7 @@ fn open_one(
                     address: address.clone(),
                     tls,
                     framing,
+                    errors,
                     spool: spool.clone(),
                     stop: stop.clone(),
                     drain_grace: Duration::from_secs(3),
@@ -288,6 +321,7 @@ fn open_one(
                 name,
                 spool,
                 pending: Vec::new(),
+                written,
             }
         }
         SinkConfig::Nats(nats) => {
@@ -300,6 +334,7 @@ fn open_one(
                     name: name.clone(),
                     config: nats.clone(),
                     host_token: nats::subject_token(&host),
+                    errors,
                     spool: spool.clone(),
                     stop: stop.clone(),
                     drain_grace: Duration::from_secs(3),
@@ -310,6 +345,7 @@ fn open_one(
                 name,
                 spool,
                 pending: Vec::new(),
+                written,
             }
         }
     })
@@ -356,6 +392,7 @@ mod tests {
                 },
             ],
             &SpoolConfig::default(),
+            &Metrics::new("test"),
         )
         .unwrap();
         sinks.write(&event(1)).unwrap();
@@ -388,6 +425,7 @@ mod tests {
                 max_files: 2,
             }],
             &SpoolConfig::default(),
+            &Metrics::new("test"),
         )
         .unwrap();
         for seq in 1..=100 {
@@ -422,6 +460,7 @@ mod tests {
                 max_files: 5,
             }],
             &SpoolConfig::default(),
+            &Metrics::new("test"),
         )
         .err()
         .unwrap();

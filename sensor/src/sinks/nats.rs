@@ -30,6 +30,8 @@ pub struct NatsSender {
     pub config: NatsSink,
     /// This host's name as a subject token.
     pub host_token: String,
+    /// Counts failed delivery attempts.
+    pub errors: prometheus_client::metrics::counter::Counter,
     pub spool: Arc<Spool>,
     pub stop: Arc<AtomicBool>,
     pub drain_grace: Duration,
@@ -120,6 +122,7 @@ impl NatsSender {
                 Err(err) => {
                     context = None;
                     failures += 1;
+                    self.errors.inc();
                     if failures == 1 {
                         tracing::warn!(
                             sink = %self.name,

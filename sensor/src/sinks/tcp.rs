@@ -38,6 +38,8 @@ pub struct TcpSender {
     pub address: String,
     pub tls: Option<TlsClient>,
     pub framing: Framing,
+    /// Counts failed delivery attempts.
+    pub errors: prometheus_client::metrics::counter::Counter,
     pub spool: Arc<Spool>,
     pub stop: Arc<AtomicBool>,
     /// After stop, how long to keep delivering what is spooled before leaving it for the next
@@ -91,6 +93,7 @@ impl TcpSender {
                 Err(err) => {
                     connection = None;
                     failures += 1;
+                    self.errors.inc();
                     // One line per outage, not one per retry.
                     if failures == 1 {
                         tracing::warn!(

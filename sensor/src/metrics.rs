@@ -1,0 +1,260 @@
+//! The daemon's own counters: a Prometheus endpoint (loopback by default) and the report
+//! `custos status` prints, from one registry.
+use std::{
+    fmt::Write as _,
+    sync::{atomic::AtomicU64, Arc},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result};
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, UnixListener},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    pub program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    pub hook: String,
+    pub path: String,
+}
+
+/// Every counter and gauge, shared by the pipeline, the sinks and the servers.
+pub struct Metrics {
+    registry: Registry,
+    pub events: Family<KindLabels, Counter>,
+    pub kernel_drops: Family<KindLabels, Counter>,
+    pub sink_events: Family<SinkLabels, Counter>,
+    pub sink_errors: Family<SinkLabels, Counter>,
+    pub spool_bytes: Family<SinkLabels, Gauge>,
+    pub bpf_run_seconds: Family<ProgramLabels, Gauge<f64, AtomicU64>>,
+    pub bpf_run_count: Family<ProgramLabels, Gauge>,
+    pub hooks: Family<HookLabels, Gauge>,
+    pub rss_bytes: Gauge,
+    pub cpu_seconds: Gauge<f64, AtomicU64>,
+    pub run_id: String,
+    pub started: Instant,
+}
+
+impl Metrics {
+    pub fn new(run_id: &str) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("custos");
+        let metrics = Self {
+            events: Family::default(),
+            kernel_drops: Family::default(),
+            sink_events: Family::default(),
+            sink_errors: Family::default(),
+            spool_bytes: Family::default(),
+            bpf_run_seconds: Family::default(),
+            bpf_run_count: Family::default(),
+            hooks: Family::default(),
+            rss_bytes: Gauge::default(),
+            cpu_seconds: Gauge::default(),
+            registry: Registry::default(),
+            run_id: run_id.to_owned(),
+            started: Instant::now(),
+        };
+        registry.register("events", "Events emitted, by kind", metrics.events.clone());
+        registry.register(
+            "kernel_drops",
+            "Records the kernel could not queue (ring buffer full), by kind",
+            metrics.kernel_drops.clone(),
+        );
+        registry.register(
+            "sink_events",
+            "Events written to a sink or its spool",
+            metrics.sink_events.clone(),
+        );
+        registry.register(
+            "sink_errors",
+            "Failed delivery attempts of a network sink",
+            metrics.sink_errors.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Bytes waiting in a network sink's spool",
+            metrics.spool_bytes.clone(),
+        );
+        registry.register(
+            "bpf_run_seconds",
+            "Kernel time spent in each eBPF program (BPF stats)",
+            metrics.bpf_run_seconds.clone(),
+        );
+        registry.register(
+            "bpf_run_count",
+            "Runs of each eBPF program (BPF stats)",
+            metrics.bpf_run_count.clone(),
+        );
+        registry.register(
+            "hook",
+            "Attached kernel hooks, with the program type each uses (always 1)",
+            metrics.hooks.clone(),
+        );
+        registry.register(
+            "process_rss_bytes",
+            "Resident memory of the daemon",
+            metrics.rss_bytes.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the daemon",
+            metrics.cpu_seconds.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn exposition(&self) -> String {
+        let mut text = String::new();
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    /// What `custos status` prints: identity of this run, then every metric.
+    pub fn status_report(&self) -> String {
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "custos {} run {}",
+            env!("CARGO_PKG_VERSION"),
+            self.run_id
+        );
+        let _ = writeln!(text, "up {} s", self.started.elapsed().as_secs());
+        for line in self.exposition().lines().filter(|l| !l.starts_with('#')) {
+            let _ = writeln!(text, "{line}");
+        }
+        text
+    }
+
+    /// Refreshes the process gauges from /proc/self.
+    pub fn refresh_process(&self) {
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            {
+                self.rss_bytes.set(kb * 1024);
+            }
+        }
+        // SAFETY: getrusage fills a plain struct.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            self.cpu_seconds
+                .set(secs(usage.ru_utime) + secs(usage.ru_stime));
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the runtime stops.
+pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let Some(head) = read_request_head(&mut stream).await else {
+                return;
+            };
+            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?")
+            {
+                let body = metrics.exposition();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+/// The request line and headers (up to the blank line), bounded in size and time.
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .ok()??;
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Serves the status report to each client of the Unix socket at `path`.
+pub async fn serve_status(listener: UnixListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let report = metrics.status_report();
+        tokio::spawn(async move {
+            let _ = stream.write_all(report.as_bytes()).await;
+        });
+    }
+}
+
+/// Binds the status socket, replacing a stale one from an earlier run.
+pub fn bind_status(path: &std::path::Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the status socket {}", path.display()))?;
+    // Root only: the counters say what the host is doing.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// `custos status`: prints the running daemon's report.
+pub fn print_status(path: &std::path::Path) -> Result<()> {
+    use std::io::Read;
+    let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!(
+            "connecting to {} (is custos running, and are you root?)",
+            path.display()
+        )
+    })?;
+    let mut report = String::new();
+    stream.read_to_string(&mut report)?;
+    print!("{report}");
+    Ok(())
+}
