@@ -46,6 +46,7 @@ pub struct Metrics {
     pub sink_events: Family<SinkLabels, Counter>,
     pub sink_errors: Family<SinkLabels, Counter>,
     pub spool_bytes: Family<SinkLabels, Gauge>,
+    pub spool_age: Family<SinkLabels, Gauge<f64, AtomicU64>>,
     pub bpf_run_seconds: Family<ProgramLabels, Gauge<f64, AtomicU64>>,
     pub bpf_run_count: Family<ProgramLabels, Gauge>,
     pub hooks: Family<HookLabels, Gauge>,
@@ -64,6 +65,7 @@ impl Metrics {
             sink_events: Family::default(),
             sink_errors: Family::default(),
             spool_bytes: Family::default(),
+            spool_age: Family::default(),
             bpf_run_seconds: Family::default(),
             bpf_run_count: Family::default(),
             hooks: Family::default(),
@@ -93,6 +95,11 @@ impl Metrics {
             "spool_bytes",
             "Bytes waiting in a network sink's spool",
             metrics.spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_oldest_age_seconds",
+            "Age of the oldest event waiting in a network sink's spool (0 when empty)",
+            metrics.spool_age.clone(),
         );
         registry.register(
             "bpf_run_seconds",

@@ -231,10 +231,23 @@ impl Stages {
 fn refresh_gauges(metrics: &Metrics, spools: &[(String, Arc<Spool>)], ebpf: &aya::Ebpf) {
     metrics.refresh_process();
     for (sink, spool) in spools {
+        let labels = SinkLabels { sink: sink.clone() };
         metrics
             .spool_bytes
-            .get_or_create(&SinkLabels { sink: sink.clone() })
+            .get_or_create(&labels)
             .set(spool.backlog_bytes() as i64);
+        let age = spool
+            .oldest_unsent_time()
+            .and_then(|t| {
+                let at = std::time::UNIX_EPOCH
+                    + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+                std::time::SystemTime::now().duration_since(at).ok()
+            })
+            .unwrap_or_default();
+        metrics
+            .spool_age
+            .get_or_create(&labels)
+            .set(age.as_secs_f64());
     }
     for (name, program) in ebpf.programs() {
         let Ok(info) = program.info() else {

@@ -231,6 +231,13 @@ impl Spool {
         Ok(())
     }
 
+    /// When the oldest event still waiting was observed, if any is waiting.
+    pub fn oldest_unsent_time(&self) -> Option<pbjson_types::Timestamp> {
+        let (records, _) = self.peek(1, Duration::ZERO).ok()?;
+        let record = records.first()?;
+        Event::decode_length_delimited(&record[..]).ok()?.time
+    }
+
     /// Bytes waiting to be sent.
     pub fn backlog_bytes(&self) -> u64 {
         let state = self.lock();
