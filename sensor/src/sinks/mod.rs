@@ -4,6 +4,7 @@
 //! dead collector never stalls the ring-buffer reader. Each event is encoded once per format,
 //! into reused buffers. Network sinks are fed through a disk spool (see `spool`) drained by a
 //! sender thread of their own.
+mod deliver;
 pub mod nats;
 mod rotate;
 pub mod spool;
@@ -295,59 +296,74 @@ fn open_one(
             let framing = match config {
                 SinkConfig::Syslog { facility, .. } => tcp::Framing::Syslog(syslog::SyslogFormat {
                     facility: syslog::facility_number(facility)?,
-                    hostname: nix::unistd::gethostname()
-                        .map(|h| h.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    hostname: host_name(),
                     app_name: "custos".into(),
                     proc_id: std::process::id(),
                 }),
                 _ => tcp::Framing::Delimited,
             };
-            let spool = Arc::new(Spool::open(&spool.dir.join(&name), spool.max_bytes)?);
-            senders.push(
-                tcp::TcpSender {
-                    name: name.clone(),
-                    address: address.clone(),
-                    tls,
-                    framing,
-                    errors,
-                    spool: spool.clone(),
-                    stop: stop.clone(),
-                    drain_grace: Duration::from_secs(3),
-                }
-                .spawn()?,
-            );
-            Output::Spooled {
+            let transport = tcp::TcpTransport::new(name.clone(), address.clone(), tls, framing);
+            let target = address.clone();
+            spooled(
                 name,
+                target,
                 spool,
-                pending: Vec::new(),
-                written,
-            }
+                stop,
+                senders,
+                (written, errors),
+                transport,
+            )?
         }
         SinkConfig::Nats(nats) => {
-            let spool = Arc::new(Spool::open(&spool.dir.join(&name), spool.max_bytes)?);
-            let host = nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            senders.push(
-                nats::NatsSender {
-                    name: name.clone(),
-                    config: nats.clone(),
-                    host_token: nats::subject_token(&host),
-                    errors,
-                    spool: spool.clone(),
-                    stop: stop.clone(),
-                    drain_grace: Duration::from_secs(3),
-                }
-                .spawn()?,
-            );
-            Output::Spooled {
+            let transport =
+                nats::NatsTransport::new(nats.clone(), nats::subject_token(&host_name()));
+            let target = nats.url.clone();
+            spooled(
                 name,
+                target,
                 spool,
-                pending: Vec::new(),
-                written,
-            }
+                stop,
+                senders,
+                (written, errors),
+                transport,
+            )?
         }
+    })
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A network sink: its spool, and a delivery thread draining it into `transport`.
+/// `counters` are the sink's (events written, delivery errors).
+fn spooled(
+    name: String,
+    target: String,
+    spool: &SpoolConfig,
+    stop: &Arc<AtomicBool>,
+    senders: &mut Vec<JoinHandle<()>>,
+    counters: (Counter, Counter),
+    transport: impl deliver::Transport,
+) -> Result<Output> {
+    let (written, errors) = counters;
+    let spool = Arc::new(Spool::open(&spool.dir.join(&name), spool.max_bytes)?);
+    let delivery = deliver::Delivery {
+        name: name.clone(),
+        target,
+        spool: spool.clone(),
+        stop: stop.clone(),
+        drain_grace: Duration::from_secs(3),
+        errors,
+    };
+    senders.push(delivery.spawn(transport)?);
+    Ok(Output::Spooled {
+        name,
+        spool,
+        pending: Vec::new(),
+        written,
     })
 }
 

@@ -4,37 +4,25 @@
 //! A batch leaves the spool only once JetStream acknowledged every message in it, so delivery
 //! is at least once; each message carries `Nats-Msg-Id: <run_id>:<seq>`, so a resend inside the
 //! stream's duplicate window is stored once.
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use async_nats::{jetstream, ConnectOptions, HeaderMap};
 use custos_proto::v1::Event;
 use prost::Message as _;
 
-use super::spool::{body_kind, Spool};
+use super::{deliver::Transport, spool::body_kind};
 use crate::config::NatsSink;
 
-const BATCH: usize = 512;
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-pub struct NatsSender {
-    pub name: String,
-    pub config: NatsSink,
+/// A JetStream connection, driven from the delivery thread through its own small runtime.
+pub struct NatsTransport {
+    config: NatsSink,
     /// This host's name as a subject token.
-    pub host_token: String,
-    /// Counts failed delivery attempts.
-    pub errors: prometheus_client::metrics::counter::Counter,
-    pub spool: Arc<Spool>,
-    pub stop: Arc<AtomicBool>,
-    pub drain_grace: Duration,
+    host_token: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    context: Option<jetstream::Context>,
 }
 
 /// A host name as one subject token: NATS separates tokens with '.', and '*', '>' and
@@ -55,85 +43,38 @@ pub fn subject_token(host: &str) -> String {
     }
 }
 
-impl NatsSender {
-    pub fn spawn(self) -> Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name(format!("custos-{}", self.name))
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
+impl Transport for NatsTransport {
+    fn send(&mut self, records: &[Vec<u8>]) -> Result<()> {
+        if self.runtime.is_none() {
+            self.runtime = Some(
+                tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                {
-                    Ok(runtime) => runtime.block_on(self.run()),
-                    Err(err) => {
-                        tracing::error!(sink = %self.name, "no async runtime for NATS: {err}")
-                    }
-                }
-            })
-            .context("starting the NATS sender thread")
+                    .context("an async runtime for NATS")?,
+            );
+        }
+        let runtime = self.runtime.as_ref().ok_or_else(|| anyhow!("no runtime"))?;
+        let context = match self.context.take() {
+            Some(context) => context,
+            None => runtime.block_on(self.connect())?,
+        };
+        let result = runtime.block_on(self.publish(&context, records));
+        self.context = Some(context);
+        result
     }
 
-    async fn run(self) {
-        let mut context: Option<jetstream::Context> = None;
-        let mut backoff = Duration::from_millis(100);
-        let mut stopping_since: Option<Instant> = None;
-        let mut failures = 0u64;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                let since = *stopping_since.get_or_insert_with(Instant::now);
-                if self.spool.backlog_bytes() == 0 || since.elapsed() > self.drain_grace {
-                    break;
-                }
-            }
-            // A short blocking wait on this sender's own thread.
-            let (records, position) = match self.spool.peek(BATCH, Duration::from_millis(100)) {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::error!(sink = %self.name, "reading the spool: {err:#}");
-                    tokio::time::sleep(MAX_BACKOFF).await;
-                    continue;
-                }
-            };
-            if records.is_empty() {
-                continue;
-            }
-            let result = match &context {
-                Some(js) => self.publish(js, &records).await,
-                None => match self.connect().await {
-                    Ok(js) => {
-                        let result = self.publish(&js, &records).await;
-                        context = Some(js);
-                        result
-                    }
-                    Err(err) => Err(err),
-                },
-            };
-            match result {
-                Ok(()) => {
-                    if failures > 0 {
-                        tracing::info!(sink = %self.name, "delivering again after {failures} failed attempts");
-                    }
-                    failures = 0;
-                    backoff = Duration::from_millis(100);
-                    if let Err(err) = self.spool.commit(position) {
-                        tracing::error!(sink = %self.name, "committing the spool cursor: {err:#}");
-                    }
-                }
-                Err(err) => {
-                    context = None;
-                    failures += 1;
-                    self.errors.inc();
-                    if failures == 1 {
-                        tracing::warn!(
-                            sink = %self.name,
-                            url = %self.config.url,
-                            "cannot deliver, events stay in the spool and are retried: {err:#}"
-                        );
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
+    fn reset(&mut self) {
+        self.context = None;
+    }
+}
+
+impl NatsTransport {
+    pub fn new(config: NatsSink, host_token: String) -> Self {
+        Self {
+            config,
+            host_token,
+            runtime: None,
+            context: None,
         }
     }
 
@@ -178,7 +119,7 @@ impl NatsSender {
                 })
                 .await
                 .with_context(|| format!("creating JetStream stream {}", c.stream))?;
-                tracing::info!(sink = %self.name, stream = %c.stream, "created the JetStream stream");
+                tracing::info!(stream = %c.stream, "created the JetStream stream");
             }
             Err(err) => bail!(
                 "JetStream stream {} is not available ({err}); create it for subjects {}.> or set create_stream = true",

@@ -2,23 +2,19 @@
 //! protobuf's delimited stream format (a varint byte length before each `custos.v1.Event`, as
 //! `parseDelimitedFrom` and Netty's `ProtobufVarint32FrameDecoder` read it) or as syslog.
 //!
-//! Records leave the spool only after they were written and flushed to the connection; on any
-//! error the connection is dropped and the same records are sent again on the next one, so a
-//! collector can see an event twice (detectable by `seq`) but never miss one the spool held.
+//! A batch counts as taken once it was written and flushed to the connection; on any error the
+//! connection is dropped and the same records are sent again on the next one (see `deliver`),
+//! so a collector can see an event twice (detectable by `seq`) but never miss one the spool
+//! held.
 use std::{
     io::Write,
     net::{TcpStream, ToSocketAddrs},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, Context as _, Result};
 
-use super::{spool::Spool, syslog::SyslogFormat, tls::TlsClient};
+use super::{deliver::Transport, syslog::SyslogFormat, tls::TlsClient};
 
 /// How records are put on the wire.
 pub enum Framing {
@@ -28,98 +24,30 @@ pub enum Framing {
     Syslog(SyslogFormat),
 }
 
-const BATCH: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-pub struct TcpSender {
-    pub name: String,
-    pub address: String,
-    pub tls: Option<TlsClient>,
-    pub framing: Framing,
-    /// Counts failed delivery attempts.
-    pub errors: prometheus_client::metrics::counter::Counter,
-    pub spool: Arc<Spool>,
-    pub stop: Arc<AtomicBool>,
-    /// After stop, how long to keep delivering what is spooled before leaving it for the next
-    /// start.
-    pub drain_grace: Duration,
+/// A TCP (or TLS) connection to a collector.
+pub struct TcpTransport {
+    name: String,
+    address: String,
+    tls: Option<TlsClient>,
+    framing: Framing,
+    connection: Option<Box<dyn Write + Send>>,
 }
 
-impl TcpSender {
-    pub fn spawn(self) -> Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name(format!("custos-{}", self.name))
-            .spawn(move || self.run())
-            .context("starting a sink sender thread")
-    }
-
-    fn run(self) {
-        let mut connection: Option<Box<dyn Write + Send>> = None;
-        let mut backoff = Duration::from_millis(100);
-        let mut stopping_since: Option<Instant> = None;
-        let mut failures = 0u64;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                let since = *stopping_since.get_or_insert_with(Instant::now);
-                if self.spool.backlog_bytes() == 0 || since.elapsed() > self.drain_grace {
-                    break;
-                }
-            }
-            let (records, position) = match self.spool.peek(BATCH, Duration::from_millis(100)) {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::error!(sink = %self.name, "reading the spool: {err:#}");
-                    std::thread::sleep(MAX_BACKOFF);
-                    continue;
-                }
-            };
-            if records.is_empty() {
-                continue;
-            }
-            let sent = self.send(&mut connection, &records);
-            match sent {
-                Ok(()) => {
-                    if failures > 0 {
-                        tracing::info!(sink = %self.name, "delivering again after {failures} failed attempts");
-                    }
-                    failures = 0;
-                    backoff = Duration::from_millis(100);
-                    if let Err(err) = self.spool.commit(position) {
-                        tracing::error!(sink = %self.name, "committing the spool cursor: {err:#}");
-                    }
-                }
-                Err(err) => {
-                    connection = None;
-                    failures += 1;
-                    self.errors.inc();
-                    // One line per outage, not one per retry.
-                    if failures == 1 {
-                        tracing::warn!(
-                            sink = %self.name,
-                            address = %self.address,
-                            "cannot deliver, events stay in the spool and are retried: {err:#}"
-                        );
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
+impl TcpTransport {
+    pub fn new(name: String, address: String, tls: Option<TlsClient>, framing: Framing) -> Self {
+        Self {
+            name,
+            address,
+            tls,
+            framing,
+            connection: None,
         }
     }
 
-    fn send(
-        &self,
-        connection: &mut Option<Box<dyn Write + Send>>,
-        records: &[Vec<u8>],
-    ) -> Result<()> {
-        if connection.is_none() {
-            *connection = Some(self.connect()?);
-        }
-        let stream = connection
-            .as_mut()
-            .ok_or_else(|| anyhow!("no connection"))?;
+    fn frame(&self, records: &[Vec<u8>]) -> Vec<u8> {
         let mut batch = Vec::with_capacity(records.iter().map(Vec::len).sum());
         for record in records {
             match &self.framing {
@@ -133,9 +61,7 @@ impl TcpSender {
                 }
             }
         }
-        stream.write_all(&batch).context("writing")?;
-        stream.flush().context("flushing")?;
-        Ok(())
+        batch
     }
 
     fn connect(&self) -> Result<Box<dyn Write + Send>> {
@@ -166,5 +92,25 @@ impl TcpSender {
                 Box::new(stream)
             }
         })
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, records: &[Vec<u8>]) -> Result<()> {
+        if self.connection.is_none() {
+            self.connection = Some(self.connect()?);
+        }
+        let batch = self.frame(records);
+        let stream = self
+            .connection
+            .as_mut()
+            .ok_or_else(|| anyhow!("no connection"))?;
+        stream.write_all(&batch).context("writing")?;
+        stream.flush().context("flushing")?;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.connection = None;
     }
 }
