@@ -20,10 +20,21 @@ pub struct Config {
     #[serde(default)]
     pub spool: SpoolConfig,
     #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub status: StatusConfig,
     pub sinks: Vec<SinkConfig>,
+}
+
+/// Where people come from.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The organisation's identity map (TOML, or CSV when the name ends in .csv); re-read when
+    /// it changes.
+    pub map: Option<PathBuf>,
 }
 
 /// The Prometheus endpoint.
@@ -490,7 +501,7 @@ impl Config {
 
 /// A TOML error on one line ("line 3, column 1: unknown field `proces`, expected ..."), for
 /// logs and terminals alike.
-fn one_line(err: &toml::de::Error, text: &str) -> String {
+pub fn one_line(err: &toml::de::Error, text: &str) -> String {
     let message = err.message().trim().replace('\n', " ");
     match err.span() {
         Some(span) => {

@@ -23,6 +23,7 @@ use crate::{
     decode::{c_str, split_argv, Exec, FileOpen, Record},
     host::HostInfo,
     identity::{NameCache, NameSource, UNSET_ID},
+    people::PeopleFile,
     process_table::{Image, ProcessEntry, ProcessTable},
     text,
 };
@@ -34,6 +35,8 @@ pub struct Enricher<S> {
     pub processes: ProcessTable,
     /// Built identities by the kernel's ids; names in them expire like the name cache's.
     pub identities: LruCache<IdentityKey, (Identity, Instant)>,
+    /// The organisation's identity map, if configured.
+    pub people: Option<PeopleFile>,
 }
 
 /// How long a built identity is reused before its names are looked up again.
@@ -269,6 +272,15 @@ impl<S: NameSource> Enricher<S> {
         identity
     }
 
+    /// Re-reads the identity map if it changed; built identities then carry stale people.
+    pub fn refresh_people(&mut self) {
+        if let Some(people) = &mut self.people {
+            if people.refresh() {
+                self.identities.clear();
+            }
+        }
+    }
+
     fn build_identity(&mut self, task: &TaskInfo) -> Identity {
         let captured = (task.ngroups as usize).min(MAX_GROUPS);
         let groups = task.groups[..captured]
@@ -280,9 +292,15 @@ impl<S: NameSource> Enricher<S> {
             .collect();
         let audit = task.flags & task_flags::NO_AUDIT == 0;
         let login_uid = (audit && task.loginuid != UNSET_ID).then_some(task.loginuid);
+        let user = self.names.user(task.uid);
+        let login_user = login_uid.and_then(|uid| self.names.user(uid));
+        let person = self.people.as_ref().and_then(|file| match login_uid {
+            Some(uid) => file.people.lookup(uid, login_user.as_deref()).cloned(),
+            None => file.people.lookup(task.uid, user.as_deref()).cloned(),
+        });
         Identity {
             uid: task.uid,
-            user: self.names.user(task.uid).unwrap_or_default(),
+            user: user.unwrap_or_default(),
             gid: task.gid,
             group: self.names.group(task.gid).unwrap_or_default(),
             euid: task.euid,
@@ -292,15 +310,14 @@ impl<S: NameSource> Enricher<S> {
             groups,
             groups_truncated: task.flags & task_flags::GROUPS_TRUNCATED != 0,
             login_uid,
-            login_user: login_uid
-                .and_then(|uid| self.names.user(uid))
-                .unwrap_or_default(),
+            login_user: login_user.unwrap_or_default(),
             session_id: (audit && task.sessionid != UNSET_ID).then_some(task.sessionid),
             tty: tty_name(c_str(&task.tty)),
             suid: task.suid,
             sgid: task.sgid,
             fsuid: task.fsuid,
             fsgid: task.fsgid,
+            person,
         }
     }
 

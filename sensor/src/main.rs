@@ -9,6 +9,7 @@ mod host;
 mod identity;
 mod kernel;
 mod metrics;
+mod people;
 mod pipeline;
 mod proc_scan;
 mod process_table;

@@ -38,6 +38,7 @@ use crate::{
         loader,
     },
     metrics::{self, HookLabels, KindLabels, Metrics, ProgramLabels, SinkLabels},
+    people::PeopleFile,
     proc_scan,
     process_table::ProcessTable,
     sinks::{spool::Spool, Sinks, SpoolLoss},
@@ -295,6 +296,13 @@ fn reload(
 /// event selection from it (sinks and ring size need a restart).
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let host = HostInfo::probe()?;
+    // A broken identity map stops start-up: events would silently lack their people.
+    let people = config
+        .identity
+        .map
+        .as_deref()
+        .map(PeopleFile::load)
+        .transpose()?;
     let metrics = Metrics::new(&host.run_id);
     let sinks = Sinks::open(&config.sinks, &config.spool, &metrics)?;
     let spools = sinks.spools();
@@ -365,6 +373,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             cgroups: CgroupResolver::new(cgroup_root.clone(), Duration::from_secs(1)),
             processes,
             identities: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
+            people,
         },
         dedup,
         process_events: config.sensors.process,
@@ -425,6 +434,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                     break Err(err);
                 }
                 stages.enricher.processes.sweep();
+                stages.enricher.refresh_people();
                 refresh_gauges(&metrics, &spools, &sensor.ebpf);
             }
             _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),

@@ -260,3 +260,72 @@ fn missing_privileges_give_a_clear_error() -> Result<()> {
     assert!(error_lines[0].contains("run custos as root"), "{stderr}");
     Ok(())
 }
+
+/// Runs `marker ARG` as nobody from a shell whose audit login uid is `login_uid`.
+fn run_as_nobody_after_login(login_uid: u32, marker: &Marker, arg: &str) -> Result<()> {
+    let script = format!(
+        "echo {login_uid} > /proc/self/loginuid && exec setpriv --reuid=65534 --regid=65534 \
+         --clear-groups {} {arg}",
+        marker.path_str()
+    );
+    let status = Command::new("sh").arg("-c").arg(&script).status()?;
+    assert!(status.success(), "test workload failed: {script}");
+    Ok(())
+}
+
+fn exec_with_arg(sensor: &Sensor, marker: &Marker, arg: &str) -> Result<Value> {
+    let path = marker.path_str().to_owned();
+    sensor.wait_for("the marker exec", |events| {
+        of_kind(events, "exec")
+            .find(|e| e["process"]["binary"] == path.as_str() && e["process"]["args"][1] == arg)
+            .cloned()
+    })
+}
+
+/// The identity map names the person behind the login (not the account they switched to), and
+/// an edited map takes effect without a restart.
+#[test]
+fn the_identity_map_names_the_person_behind_the_login_and_reloads() -> Result<()> {
+    require_root();
+    let login_uid = ensure_user(LOGIN_USER)?;
+    let dir = tempfile::tempdir()?;
+    let map = dir.path().join("people.toml");
+    let write_map = |principal: &str, roles: &str| {
+        std::fs::write(
+            &map,
+            format!(
+                "[[person]]\nuser = \"{LOGIN_USER}\"\nprincipal = \"{principal}\"\n\
+                 display_name = \"Test Login\"\ndepartment = \"Finance\"\nroles = [{roles}]\n"
+            ),
+        )
+    };
+    write_map("login@example.com", "\"finance\"")?;
+    let mut sensor = Sensor::start(&format!("[identity]\nmap = \"{}\"\n", map.display()))?;
+    let marker = Marker::new("/bin/true")?;
+
+    run_as_nobody_after_login(login_uid, &marker, "first")?;
+    let exec = exec_with_arg(&sensor, &marker, "first")?;
+    let identity = &exec["identity"];
+    assert_eq!(identity["user"], "nobody");
+    assert_eq!(identity["loginUser"], LOGIN_USER);
+    assert_eq!(identity["person"]["principal"], "login@example.com");
+    assert_eq!(identity["person"]["department"], "Finance");
+    assert_eq!(identity["person"]["roles"], serde_json::json!(["finance"]));
+
+    // Modification times can share a second with the first write on coarse filesystems.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write_map("login@corp.example", "\"finance\", \"approver\"")?;
+    sensor.wait_for_log("identity map reloaded")?;
+    run_as_nobody_after_login(login_uid, &marker, "second")?;
+    let exec = exec_with_arg(&sensor, &marker, "second")?;
+    assert_eq!(
+        exec["identity"]["person"]["principal"],
+        "login@corp.example"
+    );
+    assert_eq!(
+        exec["identity"]["person"]["roles"],
+        serde_json::json!(["finance", "approver"])
+    );
+    sensor.stop()?;
+    Ok(())
+}
