@@ -90,6 +90,8 @@ fn sample_event() -> Event {
             cgroup: Some(Cgroup {
                 id: 4321,
                 path: "/system.slice/app-worker.service".into(),
+                unit: "app-worker.service".into(),
+                container_id: String::new(),
             }),
             ..Process::default()
         }),

@@ -97,6 +97,36 @@ impl CgroupResolver {
     }
 }
 
+/// The systemd unit and the container id a cgroup path names, as far as it names them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CgroupContext {
+    pub unit: String,
+    pub container_id: String,
+}
+
+const UNIT_SUFFIXES: &[&str] = &[".service", ".scope", ".socket", ".mount", ".swap", ".timer"];
+
+/// Reads the context from the path's components: the innermost systemd unit, and a 64-digit
+/// hexadecimal container id as runtimes name their cgroups (`docker-ID.scope`,
+/// `cri-containerd-ID.scope`, `crio-ID.scope`, `libpod-ID.scope`, `/docker/ID`).
+pub fn context_of(path: &str) -> CgroupContext {
+    let mut context = CgroupContext::default();
+    for component in path.split('/').filter(|c| !c.is_empty()) {
+        if UNIT_SUFFIXES.iter().any(|s| component.ends_with(s)) {
+            context.unit = component.to_owned();
+        }
+        let bare = UNIT_SUFFIXES
+            .iter()
+            .find_map(|s| component.strip_suffix(s))
+            .unwrap_or(component);
+        let id = bare.rsplit(['-', ':']).next().unwrap_or(bare);
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            context.container_id = id.to_owned();
+        }
+    }
+    context
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +147,38 @@ mod tests {
             Some("/user.slice")
         );
         assert_eq!(resolver.path(ino("")).as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn units_and_container_ids_are_read_from_paths() {
+        let id = "3f".repeat(32);
+        assert_eq!(
+            context_of("/system.slice/ssh.service"),
+            CgroupContext {
+                unit: "ssh.service".into(),
+                container_id: String::new()
+            }
+        );
+        assert_eq!(
+            context_of(&format!("/system.slice/docker-{id}.scope")),
+            CgroupContext {
+                unit: format!("docker-{id}.scope"),
+                container_id: id.clone()
+            }
+        );
+        assert_eq!(
+            context_of(&format!(
+                "/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"
+            ))
+            .container_id,
+            id
+        );
+        assert_eq!(context_of(&format!("/docker/{id}")).container_id, id);
+        assert_eq!(
+            context_of("/user.slice/user-1000.slice/session-3.scope").unit,
+            "session-3.scope"
+        );
+        assert_eq!(context_of("/"), CgroupContext::default());
     }
 
     #[test]

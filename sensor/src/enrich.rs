@@ -19,7 +19,7 @@ use sensor_common::{
 };
 
 use crate::{
-    cgroups::CgroupResolver,
+    cgroups::{self, CgroupResolver},
     decode::{c_str, split_argv, Exec, FileOpen, Record},
     host::HostInfo,
     identity::{NameCache, NameSource, UNSET_ID},
@@ -252,9 +252,13 @@ impl<S: NameSource> Enricher<S> {
         let mut process = base.clone();
         process.tid = task.pid;
         process.comm = text::lossy(c_str(&task.comm));
+        let path = self.cgroups.path(task.cgroup_id).unwrap_or_default();
+        let context = cgroups::context_of(&path);
         process.cgroup = Some(Cgroup {
             id: task.cgroup_id,
-            path: self.cgroups.path(task.cgroup_id).unwrap_or_default(),
+            path,
+            unit: context.unit,
+            container_id: context.container_id,
         });
         process
     }

@@ -329,3 +329,60 @@ fn the_identity_map_names_the_person_behind_the_login_and_reloads() -> Result<()
     sensor.stop()?;
     Ok(())
 }
+
+/// The cgroup v2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid systems).
+fn cgroup2_mount() -> Result<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+        })
+        .ok_or_else(|| anyhow::anyhow!("no cgroup2 mount"))
+}
+
+/// Removes a test cgroup once its processes are gone.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// A process in a systemd unit's cgroup is tagged with that unit.
+#[test]
+fn events_carry_the_systemd_unit_of_their_cgroup() -> Result<()> {
+    require_root();
+    let unit = format!("custos-test-{}.service", std::process::id());
+    let cgroup = TestCgroup(cgroup2_mount()?.join(&unit));
+    std::fs::create_dir(&cgroup.0)?;
+    let mut sensor = Sensor::start("")?;
+    let marker = Marker::new("/bin/true")?;
+    // The resolver re-indexes on a miss at most once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} in-unit",
+        cgroup.0.display(),
+        marker.path_str()
+    );
+    assert!(Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()?
+        .success());
+    let exec = exec_with_arg(&sensor, &marker, "in-unit")?;
+    let cg = &exec["process"]["cgroup"];
+    assert_eq!(cg["path"], format!("/{unit}"));
+    assert_eq!(cg["unit"], unit.as_str());
+    assert_eq!(cg["containerId"], "");
+    sensor.stop()?;
+    Ok(())
+}
