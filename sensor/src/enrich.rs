@@ -145,16 +145,26 @@ impl<S: NameSource> Enricher<S> {
         )
     }
 
-    /// The table's shared schema view of a process (built once per process).
+    /// The schema view of the process `task` belongs to: the table's shared one, or, for a
+    /// process the table does not know, one built from the record alone.
     fn schema_of(&self, task: &TaskInfo, exec_id: &str) -> Arc<Process> {
+        self.table_schema(task.tgid, exec_id).unwrap_or_else(|| {
+            Arc::new(schema_process(
+                &self.host,
+                &self.entry_for(task, Arc::default()),
+            ))
+        })
+    }
+
+    /// The table's schema view of a process, built once per process and shared by its events.
+    fn table_schema(&self, pid: u32, exec_id: &str) -> Option<Arc<Process>> {
         let host = &self.host;
-        match self.processes.get(task.tgid, exec_id) {
-            Some(entry) => entry
+        self.processes.get(pid, exec_id).map(|entry| {
+            entry
                 .schema
                 .get_or_init(|| Arc::new(schema_process(host, entry)))
-                .clone(),
-            None => Arc::new(schema_process(host, &self.entry_for(task, Arc::default()))),
-        }
+                .clone()
+        })
     }
 
     fn exec(&mut self, exec: Exec) -> Event {
@@ -172,12 +182,12 @@ impl<S: NameSource> Enricher<S> {
         });
         let entry = self.entry_for(task, image);
         let parent = self
-            .processes
-            .get(entry.ppid, &entry.parent_exec_id)
-            .cloned()
-            .map(|p| self.process_from_entry(&p, None));
-        let process = self.process_from_entry(&entry, Some(task));
+            .table_schema(entry.ppid, &entry.parent_exec_id)
+            .map(|base| Process::clone(&base));
+        let exec_id = entry.exec_id.clone();
         self.processes.upsert(entry);
+        let base = self.schema_of(task, &exec_id);
+        let process = self.complete(&base, task);
         self.envelope(
             exec.header.ktime_ns,
             task,
@@ -189,10 +199,9 @@ impl<S: NameSource> Enricher<S> {
     fn exit(&mut self, exit: &ExitRecord) -> Event {
         let task = &exit.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let known = self.processes.get(task.tgid, &exec_id).cloned();
-        let entry = known.unwrap_or_else(|| self.entry_for(task, Arc::default()));
+        let base = self.schema_of(task, &exec_id);
         self.processes.mark_exited(task.tgid, &exec_id);
-        let process = self.process_from_entry(&entry, Some(task));
+        let process = self.complete(&base, task);
         self.envelope(
             exit.header.ktime_ns,
             task,
@@ -233,18 +242,6 @@ impl<S: NameSource> Enricher<S> {
             self.host.exec_id(task.ppid, task.parent_start_boottime_ns),
             image,
         )
-    }
-
-    /// The schema's Process from a table entry, plus what only the kernel record knows.
-    fn process_from_entry(&mut self, entry: &ProcessEntry, task: Option<&TaskInfo>) -> Process {
-        let base = entry
-            .schema
-            .get_or_init(|| Arc::new(schema_process(&self.host, entry)))
-            .clone();
-        match task {
-            Some(task) => self.complete(&base, task),
-            None => Process::clone(&base),
-        }
     }
 
     /// A process's shared view plus what only this event's record knows.
