@@ -15,3 +15,48 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/custos_descriptor.bin"));
 
 pub mod delimited;
+
+impl v1::EventKind {
+    /// Every kind an event body can have, in schema order.
+    pub const OF_BODIES: [v1::EventKind; 7] = [
+        v1::EventKind::ProcessExec,
+        v1::EventKind::ProcessExit,
+        v1::EventKind::FileOpen,
+        v1::EventKind::Loss,
+        v1::EventKind::PrivilegeChange,
+        v1::EventKind::SessionStart,
+        v1::EventKind::SessionEnd,
+    ];
+
+    /// The short name used in metrics labels, syslog MSGIDs and NATS subjects (`file_open`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            v1::EventKind::Unspecified => "none",
+            v1::EventKind::ProcessExec => "exec",
+            v1::EventKind::ProcessExit => "exit",
+            v1::EventKind::ProcessFork => "fork",
+            v1::EventKind::FileOpen => "file_open",
+            v1::EventKind::Loss => "loss",
+            v1::EventKind::PrivilegeChange => "privilege_change",
+            v1::EventKind::SessionStart => "session_start",
+            v1::EventKind::SessionEnd => "session_end",
+        }
+    }
+}
+
+impl v1::Event {
+    /// The kind of this event's body.
+    pub fn kind(&self) -> v1::EventKind {
+        use v1::event::Body;
+        match self.body {
+            Some(Body::Exec(_)) => v1::EventKind::ProcessExec,
+            Some(Body::Exit(_)) => v1::EventKind::ProcessExit,
+            Some(Body::FileOpen(_)) => v1::EventKind::FileOpen,
+            Some(Body::Loss(_)) => v1::EventKind::Loss,
+            Some(Body::PrivilegeChange(_)) => v1::EventKind::PrivilegeChange,
+            Some(Body::SessionStart(_)) => v1::EventKind::SessionStart,
+            Some(Body::SessionEnd(_)) => v1::EventKind::SessionEnd,
+            None => v1::EventKind::Unspecified,
+        }
+    }
+}

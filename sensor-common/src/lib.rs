@@ -15,6 +15,7 @@ pub mod kind {
     pub const EXIT: u32 = 2;
     pub const FORK: u32 = 3;
     pub const FILE_OPEN: u32 = 4;
+    pub const CRED: u32 = 5;
     /// Number of slots in the drop-counter array (highest kind + 1, with room to grow).
     pub const COUNT: u32 = 16;
 }
@@ -196,6 +197,9 @@ pub struct ExecRecord {
     /// Absolute working directory.
     pub cwd: BlobRef,
     pub _pad: u32,
+    /// Capability sets of the new image's credentials (bit n = capability n).
+    pub cap_effective: u64,
+    pub cap_permitted: u64,
 }
 
 /// Fixed part size of [`ExecRecord`]; the blob follows it.
@@ -226,6 +230,21 @@ pub struct ForkRecord {
     pub header: RecordHeader,
     /// The child; its `ppid` and `parent_start_boottime_ns` name the parent.
     pub task: TaskInfo,
+}
+
+/// A credential-changing syscall (setuid family, setgroups, capset) returned. `task` holds the
+/// credentials after it; the daemon compares them with what it knew before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CredRecord {
+    pub header: RecordHeader,
+    pub task: TaskInfo,
+    /// The x86_64 syscall number.
+    pub syscall: u32,
+    /// Its return value (0, -errno, or for setfsuid/setfsgid the previous id).
+    pub ret: i32,
+    pub cap_effective: u64,
+    pub cap_permitted: u64,
 }
 
 /// An open(2)-family syscall completed, successfully or not.
@@ -358,7 +377,8 @@ pub struct ExeKey {
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<BlobRef>() == 4);
 const _: () = assert!(core::mem::size_of::<TaskInfo>() == 264);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 304);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 320);
+const _: () = assert!(core::mem::size_of::<CredRecord>() == 304);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 288);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 280);
 const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 352);

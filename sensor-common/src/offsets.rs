@@ -35,6 +35,8 @@ pub struct KernelOffsets {
     pub cred_fsuid: u32,
     pub cred_fsgid: u32,
     pub cred_group_info: u32,
+    pub cred_cap_effective: u32,
+    pub cred_cap_permitted: u32,
     // struct group_info
     pub group_info_ngroups: u32,
     pub group_info_gid: u32,
@@ -134,6 +136,8 @@ impl KernelOffsets {
         cred_fsuid: MISSING,
         cred_fsgid: MISSING,
         cred_group_info: MISSING,
+        cred_cap_effective: MISSING,
+        cred_cap_permitted: MISSING,
         group_info_ngroups: MISSING,
         group_info_gid: MISSING,
         signal_live: MISSING,

@@ -18,7 +18,7 @@ use crate::{
     kread::{off, self_tgid, Direct, Mem, Probe},
     maps::{EVENTS, EXEC_BUF},
     path::resolve_path,
-    task::{fill_task_info, thread_group_dead},
+    task::{capabilities, fill_task_info, thread_group_dead},
 };
 
 // void sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -80,6 +80,10 @@ fn on_exec<M: Mem>(task: *const u8) {
     fill_task_info::<M>(task, &mut record.task);
     record.flags = 0;
     record.argv_total = 0;
+    record._pad = 0;
+    let (effective, permitted) = capabilities::<M>(task);
+    record.cap_effective = effective;
+    record.cap_permitted = permitted;
 
     let mut blob = Blob::<BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
 

@@ -5,6 +5,7 @@
 //! looked up by its new fd and its path resolved from the dentry chain (relative paths, dirfds,
 //! `..` and symlinks come out as the kernel resolved them); on failure the requested path is
 //! reported with the errno. Filters and deduplication run here, so dropped opens cost no copy.
+//! The same handler passes credential-changing syscalls on to `cred`.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
@@ -21,6 +22,7 @@ use sensor_common::{
 
 use crate::{
     blob::Blob,
+    cred::{changes_credentials, on_cred_syscall},
     emit::{now_ns, output_bytes},
     kread::{off, self_tgid, Direct, Fields, Mem, Probe},
     maps::{
@@ -187,6 +189,9 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
         return;
     };
     if nr != NR_OPENAT && nr != NR_OPEN && nr != NR_CREAT && nr != NR_OPENAT2 {
+        if changes_credentials(nr) {
+            on_cred_syscall::<M>(nr, ret);
+        }
         return;
     }
     let Some(config) = FILE_FILTER.get(0) else {

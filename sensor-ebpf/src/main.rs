@@ -9,6 +9,7 @@
 #![feature(asm_experimental_arch)]
 
 mod blob;
+mod cred;
 mod emit;
 mod exec;
 mod file;

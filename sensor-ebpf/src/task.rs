@@ -128,6 +128,19 @@ fn fill_tty<M: Mem>(task: *const u8, info: &mut TaskInfo) {
     }
 }
 
+/// The effective and permitted capability sets of `task`'s credentials (`kernel_cap_t` is 64
+/// bits on every kernel: one u64, or two u32 words in the same little-endian order).
+#[inline(always)]
+pub fn capabilities<M: Mem>(task: *const u8) -> (u64, u64) {
+    let Some(cred) = M::read_ptr(task, off!(task_real_cred)) else {
+        return (0, 0);
+    };
+    (
+        M::read::<u64>(cred, off!(cred_cap_effective)).unwrap_or(0),
+        M::read::<u64>(cred, off!(cred_cap_permitted)).unwrap_or(0),
+    )
+}
+
 /// True when the thread group of `task` has no live thread left (its last thread is exiting).
 #[inline(always)]
 pub fn thread_group_dead<M: Mem>(task: *const u8) -> bool {

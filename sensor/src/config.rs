@@ -28,13 +28,37 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
 }
 
-/// Where people come from.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// Where people and their login sessions come from.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// The organisation's identity map (TOML, or CSV when the name ends in .csv); re-read when
     /// it changes.
     pub map: Option<PathBuf>,
+    /// The utmp file login sessions are looked up in.
+    #[serde(default = "default_utmp")]
+    pub utmp: PathBuf,
+    /// systemd-logind's session state directory.
+    #[serde(default = "default_logind_sessions")]
+    pub logind_sessions: PathBuf,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            map: None,
+            utmp: default_utmp(),
+            logind_sessions: default_logind_sessions(),
+        }
+    }
+}
+
+fn default_utmp() -> PathBuf {
+    PathBuf::from("/run/utmp")
+}
+
+fn default_logind_sessions() -> PathBuf {
+    PathBuf::from("/run/systemd/sessions")
 }
 
 /// The Prometheus endpoint.

@@ -3,8 +3,8 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    kind, BlobRef, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord, RecordHeader, TaskInfo,
-    EXEC_FIXED_SIZE, FILE_FIXED_SIZE,
+    kind, BlobRef, CredRecord, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord, RecordHeader,
+    TaskInfo, EXEC_FIXED_SIZE, FILE_FIXED_SIZE,
 };
 use thiserror::Error;
 
@@ -49,6 +49,8 @@ pub struct Exec {
     /// argv as in the process image: NUL-separated, NUL-terminated.
     pub argv: Vec<u8>,
     pub cwd: Vec<u8>,
+    pub cap_effective: u64,
+    pub cap_permitted: u64,
 }
 
 /// A file-open record with its path pieces copied out.
@@ -65,6 +67,7 @@ pub enum Record {
     Exit(ExitRecord),
     Fork(ForkRecord),
     FileOpen(FileOpen),
+    Cred(CredRecord),
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
@@ -81,6 +84,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::EXIT => fixed(bytes, header.kind).map(Record::Exit),
         kind::FORK => fixed(bytes, header.kind).map(Record::Fork),
         kind::FILE_OPEN => decode_file_open(bytes).map(Record::FileOpen),
+        kind::CRED => fixed(bytes, header.kind).map(Record::Cred),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -95,6 +99,8 @@ fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         path: piece(blob, record.path, kind::EXEC)?,
         argv: piece(blob, record.argv, kind::EXEC)?,
         cwd: piece(blob, record.cwd, kind::EXEC)?,
+        cap_effective: record.cap_effective,
+        cap_permitted: record.cap_permitted,
     })
 }
 
@@ -211,6 +217,8 @@ pub(crate) mod tests {
             argv,
             cwd,
             _pad: 0,
+            cap_effective: 0,
+            cap_permitted: 0,
         };
         let mut bytes = bytes_of(&record);
         bytes.extend_from_slice(&blob);

@@ -2,6 +2,7 @@
 mod bench_sinks;
 mod cgroups;
 mod config;
+mod credentials;
 mod decode;
 mod dedup;
 mod enrich;
@@ -13,6 +14,7 @@ mod people;
 mod pipeline;
 mod proc_scan;
 mod process_table;
+mod sessions;
 mod sinks;
 mod text;
 

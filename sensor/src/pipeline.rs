@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use custos_proto::v1::{event::Body, Event, LossReason};
+use custos_proto::v1::{Event, EventKind, LossReason};
 use lru::LruCache;
 use prometheus_client::metrics::counter::Counter;
 use sd_notify::NotifyState;
@@ -29,7 +29,7 @@ use crate::{
     config::{AttachMode, Config},
     decode::{self, Record},
     dedup::Dedup,
-    enrich::{event_kind, event_kind_named, Enricher},
+    enrich::{event_kind, Enricher},
     host::HostInfo,
     identity::{NameCache, Nss},
     kernel::{
@@ -41,6 +41,7 @@ use crate::{
     people::PeopleFile,
     proc_scan,
     process_table::ProcessTable,
+    sessions::{SessionSources, SessionTracker},
     sinks::{spool::Spool, Sinks, SpoolLoss},
 };
 
@@ -52,40 +53,38 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 type KernelDedup = Dedup<BpfHashMap<MapData, FileDedupKey, FileDedupState>>;
 
 /// Per-kind event counters, looked up once so that counting costs no label hashing.
+/// Events emitted, by kind: one counter handle per kind, fetched once.
 struct EventCounters {
-    exec: Counter,
-    exit: Counter,
-    file_open: Counter,
-    loss: Counter,
+    by_kind: Vec<(EventKind, Counter)>,
 }
 
 impl EventCounters {
     fn new(metrics: &Metrics) -> Self {
-        let counter = |kind: &str| {
-            metrics
-                .events
-                .get_or_create(&KindLabels {
-                    kind: kind.to_owned(),
-                })
-                .clone()
-        };
-        Self {
-            exec: counter("exec"),
-            exit: counter("exit"),
-            file_open: counter("file_open"),
-            loss: counter("loss"),
-        }
+        let by_kind = EventKind::OF_BODIES
+            .iter()
+            .map(|&kind| {
+                let labels = KindLabels {
+                    kind: kind.short_name().to_owned(),
+                };
+                (kind, metrics.events.get_or_create(&labels).clone())
+            })
+            .collect();
+        Self { by_kind }
     }
 
     fn count(&self, event: &Event) {
-        match event.body {
-            Some(Body::Exec(_)) => self.exec.inc(),
-            Some(Body::Exit(_)) => self.exit.inc(),
-            Some(Body::FileOpen(_)) => self.file_open.inc(),
-            Some(Body::Loss(_)) => self.loss.inc(),
-            None => 0,
-        };
+        let kind = event.kind();
+        if let Some((_, counter)) = self.by_kind.iter().find(|(k, _)| *k == kind) {
+            counter.inc();
+        }
     }
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds (the kernel records' clock).
+fn boottime_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// Starts the metrics endpoint and the status socket. Neither is the sensor's job, so a port
@@ -151,19 +150,27 @@ impl Stages {
                     }
                     Record::Exec(_) | Record::Exit(_) if !self.process_events => {
                         self.enricher.event(record);
+                        self.enricher.preceding.clear();
+                        self.enricher.following.clear();
                         return Ok(());
                     }
                     _ => None,
                 };
-                let Some(event) = self.enricher.event(record) else {
-                    return Ok(());
-                };
-                if let Some((key, total)) = dedup_first {
-                    if let Some(summary) = self.dedup.on_first(key, total, &event) {
-                        self.emit(summary)?;
-                    }
+                let event = self.enricher.event(record);
+                for before in std::mem::take(&mut self.enricher.preceding) {
+                    self.emit(before)?;
                 }
-                self.emit(event)?;
+                if let Some(event) = event {
+                    if let Some((key, total)) = dedup_first {
+                        if let Some(summary) = self.dedup.on_first(key, total, &event) {
+                            self.emit(summary)?;
+                        }
+                    }
+                    self.emit(event)?;
+                }
+                for after in std::mem::take(&mut self.enricher.following) {
+                    self.emit(after)?;
+                }
             }
             Err(err) => {
                 tracing::warn!("undecodable kernel record: {err}");
@@ -207,12 +214,9 @@ impl Stages {
         }
         while let Ok(loss) = self.spool_losses.try_recv() {
             for (kind, count) in loss.dropped {
-                let event = self.enricher.loss(
-                    event_kind_named(kind),
-                    count,
-                    LossReason::SpoolFull,
-                    &loss.sink,
-                );
+                let event = self
+                    .enricher
+                    .loss(kind, count, LossReason::SpoolFull, &loss.sink);
                 self.emit(event)?;
             }
         }
@@ -374,6 +378,14 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             processes,
             identities: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
             people,
+            sessions: SessionTracker::new(SessionSources {
+                proc_root: PathBuf::from("/proc"),
+                logind_dir: config.identity.logind_sessions.clone(),
+                utmp: config.identity.utmp.clone(),
+            }),
+            started_boottime_ns: boottime_now_ns(),
+            preceding: Vec::new(),
+            following: Vec::new(),
         },
         dedup,
         process_events: config.sensors.process,

@@ -1,9 +1,13 @@
 //! Seeds the process table from /proc with the processes that were running before the sensor.
 use std::{os::unix::ffi::OsStrExt, path::Path, sync::Arc};
 
+use sensor_common::MAX_GROUPS;
+
 use crate::{
+    credentials::Credentials,
     host::HostInfo,
-    process_table::{Image, ProcessEntry, ProcessTable},
+    identity::UNSET_ID,
+    process_table::{Hop, Image, ProcessEntry, ProcessTable},
 };
 
 /// Adds every process under `proc_root` to `table`; returns how many were added.
@@ -44,7 +48,7 @@ pub fn seed(table: &mut ProcessTable, host: &HostInfo, proc_root: &Path) -> usiz
             cwd: read_link_bytes(&base.join("cwd")),
             path_truncated: false,
         };
-        table.upsert(ProcessEntry::new(
+        let mut entry = ProcessEntry::new(
             pid,
             ppid,
             host.ticks_to_ns(start_ticks),
@@ -53,7 +57,25 @@ pub fn seed(table: &mut ProcessTable, host: &HostInfo, proc_root: &Path) -> usiz
                 .map(|ticks| host.exec_id_from_ticks(ppid, ticks))
                 .unwrap_or_default(),
             Arc::new(image),
-        ));
+        );
+        entry.credentials = std::fs::read_to_string(base.join("status"))
+            .ok()
+            .and_then(|status| parse_status(&status));
+        entry.session_id = read_id(&base.join("sessionid"));
+        let login_uid = read_id(&base.join("loginuid"));
+        if let Some(credentials) = &entry.credentials {
+            if login_uid != UNSET_ID && credentials.euid != login_uid {
+                // It already acts as someone other than who logged in; how is not known.
+                entry.chain = Arc::new(vec![Hop {
+                    from_uid: login_uid,
+                    to_uid: credentials.euid,
+                    how: "before-sensor",
+                    program: String::new(),
+                    exec_id: String::new(),
+                }]);
+            }
+        }
+        table.upsert(entry);
         added += 1;
     }
     added
@@ -76,6 +98,54 @@ fn parse_stat(stat: &[u8]) -> Option<(u32, u64)> {
     Some((ppid, start))
 }
 
+/// Credentials from /proc/PID/status (`Uid:`, `Gid:`, `Groups:`, `CapEff:`, `CapPrm:`).
+fn parse_status(status: &str) -> Option<Credentials> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let ids = |name: &str| -> Option<Vec<u32>> {
+        field(name)?
+            .split_ascii_whitespace()
+            .map(|id| id.parse().ok())
+            .collect()
+    };
+    let caps = |name: &str| u64::from_str_radix(field(name).unwrap_or("0"), 16).ok();
+    let (uids, gids) = (ids("Uid")?, ids("Gid")?);
+    let groups = ids("Groups").unwrap_or_default();
+    if uids.len() != 4 || gids.len() != 4 {
+        return None;
+    }
+    let mut captured = [0; MAX_GROUPS];
+    for (slot, gid) in captured.iter_mut().zip(&groups) {
+        *slot = *gid;
+    }
+    Some(Credentials {
+        uid: uids[0],
+        euid: uids[1],
+        suid: uids[2],
+        fsuid: uids[3],
+        gid: gids[0],
+        egid: gids[1],
+        sgid: gids[2],
+        fsgid: gids[3],
+        cap_effective: caps("CapEff")?,
+        cap_permitted: caps("CapPrm")?,
+        ngroups: groups.len() as u32,
+        groups: captured,
+    })
+}
+
+/// A decimal id file such as /proc/PID/loginuid; unset (`u32::MAX`) when unreadable.
+fn read_id(path: &Path) -> u32 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(UNSET_ID)
+}
+
 fn read_link_bytes(path: &Path) -> Vec<u8> {
     std::fs::read_link(path)
         .map(|p| p.as_os_str().as_bytes().to_vec())
@@ -95,6 +165,17 @@ mod tests {
     }
 
     #[test]
+    fn status_gives_credentials() {
+        let status = "Name:\tsudo\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n\
+                      Groups:\t27 1000 \nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n";
+        let credentials = parse_status(status).unwrap();
+        assert_eq!((credentials.uid, credentials.euid), (1000, 0));
+        assert_eq!(credentials.groups(), [27, 1000]);
+        assert_eq!(credentials.cap_effective, 0x1ff_ffff_ffff);
+        assert_eq!(parse_status("Uid:\t1\n"), None);
+    }
+
+    #[test]
     fn seeding_finds_this_test_process_with_its_parent() {
         let host = HostInfo::probe().unwrap();
         let mut table = ProcessTable::new(std::time::Duration::from_secs(1));
@@ -104,5 +185,7 @@ mod tests {
         let entry = table.get(me, &host.exec_id_from_ticks(me, ticks)).unwrap();
         assert_eq!(entry.ppid, ppid);
         assert!(!entry.image.binary.is_empty());
+        let credentials = entry.credentials.unwrap();
+        assert_eq!(credentials.euid, nix::unistd::geteuid().as_raw());
     }
 }

@@ -3,6 +3,7 @@
 //! Filled from /proc at start-up, then kept current by exec, fork and exit records. Exited
 //! processes linger for a grace period so that late events (a child's exec naming a parent that
 //! just exited) can still be enriched.
+use crate::credentials::Credentials;
 use std::{
     cell::OnceCell,
     collections::HashMap,
@@ -30,7 +31,40 @@ pub struct ProcessEntry {
     pub image: Arc<Image>,
     /// The schema's view of this process, built on first use and shared by its events.
     pub schema: OnceCell<Arc<custos_proto::v1::Process>>,
+    /// Its credentials as last seen (exec, fork, credential change); `None` when unknown.
+    pub credentials: Option<Credentials>,
+    /// Its audit session id as last seen (`u32::MAX` when unset).
+    pub session_id: u32,
+    /// The changes of effective user that led to its current one since the login.
+    pub chain: Arc<Vec<Hop>>,
     exited_at: Option<Instant>,
+}
+
+/// One change of effective user (see `custos.v1.PrivilegeHop`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub from_uid: u32,
+    pub to_uid: u32,
+    pub how: &'static str,
+    pub program: String,
+    pub exec_id: String,
+}
+
+/// Hops kept per process: a longer chain keeps its first and its latest hops.
+pub const MAX_HOPS: usize = 8;
+
+/// `chain` with `hop` appended, within [`MAX_HOPS`]. A hop back to the login user starts the
+/// chain afresh: the chain leads from the person who logged in to whoever acts now.
+pub fn extended(chain: &[Hop], hop: Hop, login_uid: u32) -> Arc<Vec<Hop>> {
+    if hop.to_uid == login_uid {
+        return Arc::default();
+    }
+    let mut hops = chain.to_vec();
+    if hops.len() >= MAX_HOPS {
+        hops.remove(1);
+    }
+    hops.push(hop);
+    Arc::new(hops)
 }
 
 impl ProcessEntry {
@@ -50,6 +84,9 @@ impl ProcessEntry {
             parent_exec_id,
             image,
             schema: OnceCell::new(),
+            credentials: None,
+            session_id: u32::MAX,
+            chain: Arc::default(),
             exited_at: None,
         }
     }
@@ -79,17 +116,38 @@ impl ProcessTable {
         self.by_pid.get(&pid).filter(|e| e.exec_id == exec_id)
     }
 
-    /// A forked child starts with its parent's image.
+    /// [`Self::get`], for updating.
+    pub fn get_mut(&mut self, pid: u32, exec_id: &str) -> Option<&mut ProcessEntry> {
+        self.by_pid.get_mut(&pid).filter(|e| e.exec_id == exec_id)
+    }
+
+    /// A forked child starts with its parent's image and privilege chain.
     pub fn inherit(&mut self, child: ProcessEntry) {
-        let image = self
+        let (image, chain) = self
             .get(child.ppid, &child.parent_exec_id)
-            .map(|parent| parent.image.clone())
+            .map(|parent| (parent.image.clone(), parent.chain.clone()))
             .unwrap_or_default();
         self.upsert(ProcessEntry {
             image,
+            chain,
             schema: OnceCell::new(),
             ..child
         });
+    }
+
+    /// `pid` and its known ancestors while they belong to `session_id`, the process itself
+    /// first; the last one is the session's leader as far as the table knows.
+    pub fn session_members(&self, pid: u32, exec_id: &str, session_id: u32) -> Vec<&ProcessEntry> {
+        let mut members = Vec::new();
+        let mut next = self.get(pid, exec_id);
+        while let Some(entry) = next {
+            if entry.session_id != session_id || members.len() >= 64 {
+                break;
+            }
+            members.push(entry);
+            next = self.get(entry.ppid, &entry.parent_exec_id);
+        }
+        members
     }
 
     /// Marks the process as exited; it is forgotten after the grace period.
@@ -132,6 +190,27 @@ mod tests {
         table.inherit(entry(11, 10, b""));
         assert_eq!(table.get(11, "id-11").unwrap().image.binary, b"/bin/bash");
         assert!(table.get(11, "id-other").is_none());
+    }
+
+    #[test]
+    fn chains_restart_at_the_login_user_and_stay_bounded() {
+        let hop = |from_uid, to_uid| Hop {
+            from_uid,
+            to_uid,
+            how: "setuid",
+            program: String::new(),
+            exec_id: String::new(),
+        };
+        let chain = extended(&[], hop(1000, 0), 1000);
+        let chain = extended(&chain, hop(0, 33), 1000);
+        assert_eq!(chain.iter().map(|h| h.to_uid).collect::<Vec<_>>(), [0, 33]);
+        assert!(extended(&chain, hop(33, 1000), 1000).is_empty());
+        let mut long = chain;
+        for uid in 100..120 {
+            long = extended(&long, hop(uid - 1, uid), 1000);
+        }
+        assert_eq!(long.len(), MAX_HOPS);
+        assert_eq!((long[0].to_uid, long[MAX_HOPS - 1].to_uid), (0, 119));
     }
 
     #[test]

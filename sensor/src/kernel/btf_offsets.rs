@@ -196,6 +196,8 @@ fn resolve_members(layout: &BtfLayout) -> Result<KernelOffsets> {
         cred_fsuid: l.required("cred", "fsuid")?,
         cred_fsgid: l.required("cred", "fsgid")?,
         cred_group_info: l.required("cred", "group_info")?,
+        cred_cap_effective: l.required("cred", "cap_effective")?,
+        cred_cap_permitted: l.required("cred", "cap_permitted")?,
         group_info_ngroups: l.required("group_info", "ngroups")?,
         group_info_gid: l.required("group_info", "gid")?,
         signal_live: l.required("signal_struct", "live")?,

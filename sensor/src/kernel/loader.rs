@@ -53,7 +53,6 @@ struct HookSpec {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sensor {
     Process,
-    File,
     /// Part of the file sensor, where the kernel has io_uring.
     IoUring,
 }
@@ -89,12 +88,13 @@ const HOOKS: &[HookSpec] = &[
         required: false,
         sensor: Sensor::Process,
     },
+    // Syscall results: file opens (file sensor) and credential changes (process sensor).
     HookSpec {
         hook: "sys_exit",
         btf_program: "sys_exit_btf",
         fallback: Fallback::RawTracepoint("sys_exit_raw", "sys_exit"),
         required: true,
-        sensor: Sensor::File,
+        sensor: Sensor::Process,
     },
     // io_uring opens bypass the syscalls: their submission (for the path) and completion.
     HookSpec {
@@ -165,7 +165,6 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     for spec in HOOKS {
         let wanted = match spec.sensor {
             Sensor::Process => true,
-            Sensor::File => options.file_sensor,
             Sensor::IoUring => {
                 options.file_sensor && offsets.kiocb_opcode != sensor_common::offsets::MISSING
             }

@@ -11,7 +11,7 @@ use async_nats::{jetstream, ConnectOptions, HeaderMap};
 use custos_proto::v1::Event;
 use prost::Message as _;
 
-use super::{deliver::Transport, spool::body_kind};
+use super::deliver::Transport;
 use crate::config::NatsSink;
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,7 +139,7 @@ impl NatsTransport {
                 "{}.{}.{}",
                 self.config.subject_prefix,
                 self.host_token,
-                body_kind(&event)
+                event.kind().short_name()
             );
             let mut headers = HeaderMap::new();
             headers.insert(

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use custos_proto::v1::{event::Body, Event};
+use custos_proto::v1::{Event, EventKind};
 use prost::Message as _;
 
 /// A position in the spool: a segment and a byte offset in it.
@@ -27,7 +27,7 @@ pub struct Position {
 }
 
 /// Events dropped from the spool because it was full, by event kind name.
-pub type Dropped = BTreeMap<&'static str, u64>;
+pub type Dropped = BTreeMap<EventKind, u64>;
 
 struct State {
     /// Segment ids on disk, oldest first, with their sizes.
@@ -312,22 +312,11 @@ fn count_kinds(path: &Path, from: u64, dropped: &mut Dropped) -> Result<()> {
     reader.seek(SeekFrom::Start(from))?;
     while let Some(record) = read_record(&mut reader)? {
         let kind = Event::decode_length_delimited(&record[..])
-            .map(|e| body_kind(&e))
-            .unwrap_or("undecodable");
+            .map(|e| e.kind())
+            .unwrap_or(EventKind::Unspecified);
         *dropped.entry(kind).or_default() += 1;
     }
     Ok(())
-}
-
-/// The name of an event's kind, as loss events and metrics say it.
-pub fn body_kind(event: &Event) -> &'static str {
-    match event.body {
-        Some(Body::Exec(_)) => "exec",
-        Some(Body::Exit(_)) => "exit",
-        Some(Body::FileOpen(_)) => "file_open",
-        Some(Body::Loss(_)) => "loss",
-        None => "none",
-    }
 }
 
 fn read_cursor(dir: &Path) -> Option<Position> {
@@ -350,7 +339,7 @@ fn write_cursor(dir: &Path, position: Position) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use custos_proto::v1::{ProcessExec, ProcessExit};
+    use custos_proto::v1::{event::Body, ProcessExec, ProcessExit};
 
     use super::*;
 
@@ -426,7 +415,10 @@ mod tests {
         }
         let total_dropped: u64 = dropped.values().sum();
         assert!(total_dropped > 0);
-        assert!(dropped.contains_key("exec") && dropped.contains_key("exit"));
+        assert!(
+            dropped.contains_key(&EventKind::ProcessExec)
+                && dropped.contains_key(&EventKind::ProcessExit)
+        );
         let (records, _) = spool.peek(usize::MAX, Duration::ZERO).unwrap();
         assert_eq!(
             records.len() as u64 + total_dropped,

@@ -7,8 +7,6 @@ use anyhow::{bail, Result};
 use custos_proto::v1::{event::Body, Event};
 use prost::Message as _;
 
-use super::spool::body_kind;
-
 /// Fixed parts of every message.
 #[derive(Clone, Debug)]
 pub struct SyslogFormat {
@@ -66,7 +64,7 @@ impl SyslogFormat {
             header_field(&self.hostname),
             header_field(&self.app_name),
             self.proc_id,
-            body_kind(&event),
+            event.kind().short_name(),
         );
         message.push_str(&serde_json::to_string(&event)?);
         out.extend_from_slice(message.len().to_string().as_bytes());

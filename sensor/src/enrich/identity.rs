@@ -1,0 +1,149 @@
+//! The identity of a task: ids to names, the person behind the login, the privilege chain.
+use std::time::Instant;
+
+use custos_proto::v1::{Group, Identity, PrivilegeHop};
+use sensor_common::{task_flags, TaskInfo, MAX_GROUPS};
+
+use super::{Enricher, IDENTITY_TTL};
+use crate::{
+    decode::c_str,
+    identity::{NameSource, UNSET_ID},
+    process_table::Hop,
+    text,
+};
+
+/// Everything an [`Identity`] is built from.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdentityKey {
+    ids: [u32; 10],
+    flags: u32,
+    ngroups: u32,
+    groups: [u32; MAX_GROUPS],
+    tty: [u8; sensor_common::TTY_LEN],
+}
+
+impl IdentityKey {
+    fn of(task: &TaskInfo) -> Self {
+        let captured = (task.ngroups as usize).min(MAX_GROUPS);
+        let mut groups = [0; MAX_GROUPS];
+        groups[..captured].copy_from_slice(&task.groups[..captured]);
+        Self {
+            ids: [
+                task.uid,
+                task.gid,
+                task.euid,
+                task.egid,
+                task.suid,
+                task.sgid,
+                task.fsuid,
+                task.fsgid,
+                task.loginuid,
+                task.sessionid,
+            ],
+            flags: task.flags,
+            ngroups: task.ngroups,
+            groups,
+            tty: task.tty,
+        }
+    }
+}
+
+impl<S: NameSource> Enricher<S> {
+    /// The identity of `task`, built once per distinct set of ids and reused while fresh.
+    pub(super) fn identity(&mut self, task: &TaskInfo) -> Identity {
+        let key = IdentityKey::of(task);
+        if let Some((identity, built)) = self.identities.get(&key) {
+            if built.elapsed() < IDENTITY_TTL {
+                return identity.clone();
+            }
+        }
+        let identity = self.build_identity(task);
+        self.identities.put(key, (identity.clone(), Instant::now()));
+        identity
+    }
+
+    /// Re-reads the identity map if it changed; built identities then carry stale people.
+    pub fn refresh_people(&mut self) {
+        if let Some(people) = &mut self.people {
+            if people.refresh() {
+                self.identities.clear();
+            }
+        }
+    }
+
+    pub(super) fn build_identity(&mut self, task: &TaskInfo) -> Identity {
+        let captured = (task.ngroups as usize).min(MAX_GROUPS);
+        let groups = task.groups[..captured]
+            .iter()
+            .map(|&gid| Group {
+                gid,
+                name: self.names.group(gid).unwrap_or_default(),
+            })
+            .collect();
+        let audit = task.flags & task_flags::NO_AUDIT == 0;
+        let login_uid = (audit && task.loginuid != UNSET_ID).then_some(task.loginuid);
+        let user = self.names.user(task.uid);
+        let login_user = login_uid.and_then(|uid| self.names.user(uid));
+        let person = self.people.as_ref().and_then(|file| match login_uid {
+            Some(uid) => file.people.lookup(uid, login_user.as_deref()).cloned(),
+            None => file.people.lookup(task.uid, user.as_deref()).cloned(),
+        });
+        Identity {
+            session: None,
+            privilege_chain: Vec::new(),
+            uid: task.uid,
+            user: user.unwrap_or_default(),
+            gid: task.gid,
+            group: self.names.group(task.gid).unwrap_or_default(),
+            euid: task.euid,
+            euser: self.names.user(task.euid).unwrap_or_default(),
+            egid: task.egid,
+            egroup: self.names.group(task.egid).unwrap_or_default(),
+            groups,
+            groups_truncated: task.flags & task_flags::GROUPS_TRUNCATED != 0,
+            login_uid,
+            login_user: login_user.unwrap_or_default(),
+            session_id: (audit && task.sessionid != UNSET_ID).then_some(task.sessionid),
+            tty: tty_name(c_str(&task.tty)),
+            suid: task.suid,
+            sgid: task.sgid,
+            fsuid: task.fsuid,
+            fsgid: task.fsgid,
+            person,
+        }
+    }
+
+    pub(super) fn hop_view(&mut self, hop: &Hop) -> PrivilegeHop {
+        PrivilegeHop {
+            from_uid: hop.from_uid,
+            from_user: self.names.user(hop.from_uid).unwrap_or_default(),
+            to_uid: hop.to_uid,
+            to_user: self.names.user(hop.to_uid).unwrap_or_default(),
+            how: hop.how.to_owned(),
+            program: hop.program.clone(),
+            exec_id: hop.exec_id.clone(),
+        }
+    }
+}
+
+/// The kernel names pseudo-terminals `pts3`; users know them as `pts/3`.
+pub fn tty_name(kernel_name: &[u8]) -> String {
+    let name = text::lossy(kernel_name);
+    match name.strip_prefix("pts") {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("pts/{n}"),
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pty_names_get_their_slash() {
+        assert_eq!(tty_name(b"pts3"), "pts/3");
+        assert_eq!(tty_name(b"tty1"), "tty1");
+        assert_eq!(tty_name(b"ptsx"), "ptsx");
+        assert_eq!(tty_name(b""), "");
+    }
+}

@@ -1,0 +1,327 @@
+//! Kernel records to `custos.v1.Event`s: identity names, process lineage, cgroup paths, login
+//! sessions and privilege changes.
+//!
+//! Every event is built from the record itself first (the kernel's view at the moment of the
+//! hook), then completed from the process table; the table never overrides what the kernel saw.
+mod bodies;
+mod identity;
+mod privileges;
+mod sessions;
+
+pub use bodies::{event_kind, exit_status, file_open_body, timestamp};
+pub use identity::IdentityKey;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use lru::LruCache;
+
+use custos_proto::v1::{
+    event::Body, Cgroup, Event, EventKind, EventLoss, Identity, LossReason, Process, ProcessExec,
+    SessionEnd,
+};
+use sensor_common::{exec_flags, ExitRecord, ForkRecord, TaskInfo};
+
+use crate::{
+    cgroups::{self, CgroupResolver},
+    credentials::Credentials,
+    decode::{c_str, split_argv, Exec, FileOpen, Record},
+    host::HostInfo,
+    identity::{NameCache, NameSource},
+    people::PeopleFile,
+    process_table::{extended, Hop, Image, ProcessEntry, ProcessTable},
+    sessions::SessionTracker,
+    text,
+};
+
+pub struct Enricher<S> {
+    pub host: HostInfo,
+    pub names: NameCache<S>,
+    pub cgroups: CgroupResolver,
+    pub processes: ProcessTable,
+    /// Built identities by the kernel's ids; names in them expire like the name cache's.
+    pub identities: LruCache<IdentityKey, (Identity, Instant)>,
+    /// The organisation's identity map, if configured.
+    pub people: Option<PeopleFile>,
+    pub sessions: SessionTracker,
+    /// When the daemon started (CLOCK_BOOTTIME ns): sessions whose leader is older began
+    /// before the sensor.
+    pub started_boottime_ns: u64,
+    /// Events a record produced besides its own, to be emitted before it (a session's start, a
+    /// privilege change at exec) and after it (a session's end), in order.
+    pub preceding: Vec<Event>,
+    pub following: Vec<Event>,
+}
+
+/// How long a built identity is reused before its names are looked up again.
+pub const IDENTITY_TTL: Duration = Duration::from_secs(300);
+
+/// The schema's Process for a table entry (without the per-event thread, comm and cgroup).
+fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
+    let binary = text::from_bytes(&entry.image.binary);
+    let cwd = text::from_bytes(&entry.image.cwd);
+    let args: Vec<_> = entry
+        .image
+        .args
+        .iter()
+        .map(|a| text::from_bytes(a))
+        .collect();
+    let any_raw = args.iter().any(|a| a.raw.is_some());
+    Process {
+        pid: entry.pid,
+        tid: entry.pid,
+        ppid: entry.ppid,
+        exec_id: entry.exec_id.clone(),
+        parent_exec_id: entry.parent_exec_id.clone(),
+        binary: binary.text,
+        binary_raw: binary.raw.unwrap_or_default(),
+        args_raw: if any_raw {
+            entry.image.args.clone()
+        } else {
+            Vec::new()
+        },
+        args: args.into_iter().map(|a| a.text).collect(),
+        args_truncated: entry.image.args_truncated,
+        cwd: cwd.text,
+        cwd_raw: cwd.raw.unwrap_or_default(),
+        start_time: Some(timestamp(host.wall_time(entry.start_boottime_ns))),
+        path_truncated: entry.image.path_truncated,
+        ..Process::default()
+    }
+}
+
+impl<S: NameSource> Enricher<S> {
+    /// The event for `record`, or `None` for records that only update state (fork).
+    pub fn event(&mut self, record: Record) -> Option<Event> {
+        match record {
+            Record::Exec(exec) => Some(self.exec(exec)),
+            Record::Exit(exit) => Some(self.exit(&exit)),
+            Record::Fork(fork) => {
+                self.fork(&fork);
+                None
+            }
+            Record::FileOpen(open) => Some(self.file_open(&open)),
+            Record::Cred(cred) => self.credential_change(&cred),
+        }
+    }
+
+    fn file_open(&mut self, open: &FileOpen) -> Event {
+        let record = &open.fixed;
+        let task = &record.task;
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        if self.processes.get(task.tgid, &exec_id).is_none() {
+            // Started before a fork hook could see it (or the hook is off): it runs what its
+            // parent ran until it execs.
+            self.processes.inherit(self.entry_for(task, Arc::default()));
+        }
+        let base = self.schema_of(task, &exec_id);
+        let process = self.complete(&base, task);
+        self.envelope(
+            record.header.ktime_ns,
+            task,
+            &exec_id,
+            process,
+            Body::FileOpen(file_open_body(open)),
+        )
+    }
+
+    /// The schema view of the process `task` belongs to: the table's shared one, or, for a
+    /// process the table does not know, one built from the record alone.
+    fn schema_of(&self, task: &TaskInfo, exec_id: &str) -> Arc<Process> {
+        self.table_schema(task.tgid, exec_id).unwrap_or_else(|| {
+            Arc::new(schema_process(
+                &self.host,
+                &self.entry_for(task, Arc::default()),
+            ))
+        })
+    }
+
+    /// The table's schema view of a process, built once per process and shared by its events.
+    fn table_schema(&self, pid: u32, exec_id: &str) -> Option<Arc<Process>> {
+        let host = &self.host;
+        self.processes.get(pid, exec_id).map(|entry| {
+            entry
+                .schema
+                .get_or_init(|| Arc::new(schema_process(host, entry)))
+                .clone()
+        })
+    }
+
+    fn exec(&mut self, exec: Exec) -> Event {
+        let task = &exec.task;
+        let image = Arc::new(Image {
+            binary: exec.path,
+            args: split_argv(&exec.argv)
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect(),
+            args_truncated: exec.flags & exec_flags::ARGV_TRUNCATED != 0,
+            cwd: exec.cwd,
+            path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)
+                != 0,
+        });
+        let mut entry = self.entry_for(task, image);
+        let parent = self
+            .table_schema(entry.ppid, &entry.parent_exec_id)
+            .map(|base| Process::clone(&base));
+        let exec_id = entry.exec_id.clone();
+        let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
+        let before = self
+            .processes
+            .get(task.tgid, &exec_id)
+            .and_then(|previous| {
+                entry.chain = previous.chain.clone();
+                previous.credentials
+            });
+        // Set-user-id, set-group-id and file capabilities take effect at execve.
+        let changed = before.filter(|b| !b.same_ids_and_capabilities(&after));
+        if let Some(before) = changed.filter(|b| b.euid != after.euid) {
+            entry.chain = extended(
+                &entry.chain,
+                Hop {
+                    from_uid: before.euid,
+                    to_uid: after.euid,
+                    how: "exec",
+                    program: text::lossy(&entry.image.binary),
+                    exec_id: exec_id.clone(),
+                },
+                task.loginuid,
+            );
+        }
+        entry.credentials = Some(after);
+        entry.session_id = task.sessionid;
+        self.processes.upsert(entry);
+        let base = self.schema_of(task, &exec_id);
+        if let Some(before) = changed {
+            let body = self.privilege_change("exec", Some(&before), &after, None);
+            let process = self.complete(&base, task);
+            let change = self.envelope(exec.header.ktime_ns, task, &exec_id, process, body);
+            self.preceding.push(change);
+        }
+        let process = self.complete(&base, task);
+        self.envelope(
+            exec.header.ktime_ns,
+            task,
+            &exec_id,
+            process,
+            Body::Exec(ProcessExec { parent }),
+        )
+    }
+
+    fn exit(&mut self, exit: &ExitRecord) -> Event {
+        let task = &exit.task;
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let base = self.schema_of(task, &exec_id);
+        let process = self.complete(&base, task);
+        let event = self.envelope(
+            exit.header.ktime_ns,
+            task,
+            &exec_id,
+            process.clone(),
+            Body::Exit(exit_status(exit.exit_code)),
+        );
+        self.processes.mark_exited(task.tgid, &exec_id);
+        if let Some(session) = self.sessions.leader_exited(task.tgid, &exec_id) {
+            let end = Event {
+                body: Some(Body::SessionEnd(SessionEnd {
+                    session: Some(self.session_view(&session)),
+                })),
+                ..event.clone()
+            };
+            self.following.push(end);
+        }
+        event
+    }
+
+    fn fork(&mut self, fork: &ForkRecord) {
+        let task = &fork.task;
+        let mut entry = self.entry_for(task, Arc::default());
+        entry.session_id = task.sessionid;
+        // The child holds a copy of its parent's credentials as of the fork: what the parent
+        // has now (its session id too, which changes without an exec when it logs someone in).
+        if let Some(parent) = self.processes.get_mut(entry.ppid, &entry.parent_exec_id) {
+            parent.session_id = task.sessionid;
+            if let Some(known) = parent.credentials {
+                let now = Credentials::of(task, known.cap_effective, known.cap_permitted);
+                parent.credentials = Some(now);
+                entry.credentials = Some(now);
+            }
+        }
+        self.processes.inherit(entry);
+    }
+
+    /// A loss event (no identity or process: it is about the sensor itself).
+    pub fn loss(&mut self, kind: EventKind, count: u64, reason: LossReason, sink: &str) -> Event {
+        let now = SystemTime::now();
+        Event {
+            run_id: self.host.run_id.clone(),
+            boot_id: self.host.boot_id.clone(),
+            host: self.host.host.clone(),
+            time: Some(timestamp(now)),
+            body: Some(Body::Loss(EventLoss {
+                kind: kind as i32,
+                count,
+                reason: reason as i32,
+                sink: sink.to_owned(),
+            })),
+            ..Event::default()
+        }
+    }
+
+    fn entry_for(&self, task: &TaskInfo, image: Arc<Image>) -> ProcessEntry {
+        ProcessEntry::new(
+            task.tgid,
+            task.ppid,
+            task.start_boottime_ns,
+            self.host.exec_id(task.tgid, task.start_boottime_ns),
+            self.host.exec_id(task.ppid, task.parent_start_boottime_ns),
+            image,
+        )
+    }
+
+    /// A process's shared view plus what only this event's record knows.
+    fn complete(&mut self, base: &Process, task: &TaskInfo) -> Process {
+        let mut process = base.clone();
+        process.tid = task.pid;
+        process.comm = text::lossy(c_str(&task.comm));
+        let path = self.cgroups.path(task.cgroup_id).unwrap_or_default();
+        let context = cgroups::context_of(&path);
+        process.cgroup = Some(Cgroup {
+            id: task.cgroup_id,
+            path,
+            unit: context.unit,
+            container_id: context.container_id,
+        });
+        process
+    }
+
+    fn envelope(
+        &mut self,
+        ktime_ns: u64,
+        task: &TaskInfo,
+        exec_id: &str,
+        process: Process,
+        body: Body,
+    ) -> Event {
+        let mut identity = self.identity(task);
+        identity.session = self.session_of(ktime_ns, task, exec_id);
+        if let Some(entry) = self.processes.get(task.tgid, exec_id) {
+            if !entry.chain.is_empty() {
+                let chain = entry.chain.clone();
+                identity.privilege_chain = chain.iter().map(|hop| self.hop_view(hop)).collect();
+            }
+        }
+        Event {
+            seq: 0,
+            run_id: self.host.run_id.clone(),
+            boot_id: self.host.boot_id.clone(),
+            host: self.host.host.clone(),
+            time: Some(timestamp(self.host.wall_time(ktime_ns))),
+            identity: Some(identity),
+            process: Some(process),
+            body: Some(body),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Privilege changes: credential syscalls and set-user-id execs compared with what the process
+//! had, and the chain of effective users since the login.
+use std::sync::Arc;
+
+use custos_proto::v1::{event::Body, Credentials as CredentialsView, Event, PrivilegeChange};
+use sensor_common::CredRecord;
+
+use super::{bodies::errno_name, Enricher};
+use crate::{
+    credentials::{self, capability_names, Credentials},
+    identity::NameSource,
+    process_table::{extended, Hop},
+    text,
+};
+
+impl<S: NameSource> Enricher<S> {
+    /// A credential syscall's record: a privilege change when the credentials differ from what
+    /// the process had (or the call failed), nothing otherwise (a no-op call, or another thread
+    /// of the process making the same change).
+    pub(super) fn credential_change(&mut self, record: &CredRecord) -> Option<Event> {
+        let task = &record.task;
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        if self.processes.get(task.tgid, &exec_id).is_none() {
+            self.processes.inherit(self.entry_for(task, Arc::default()));
+        }
+        let failed = record.ret < 0 && !credentials::returns_previous_id(record.syscall);
+        let after = Credentials::of(task, record.cap_effective, record.cap_permitted);
+        let how = credentials::syscall_name(record.syscall);
+        let entry = self.processes.get_mut(task.tgid, &exec_id)?;
+        let before = entry.credentials;
+        if !failed {
+            if before == Some(after) {
+                return None;
+            }
+            entry.credentials = Some(after);
+            if let Some(before) = before.filter(|b| b.euid != after.euid) {
+                entry.chain = extended(
+                    &entry.chain,
+                    Hop {
+                        from_uid: before.euid,
+                        to_uid: after.euid,
+                        how,
+                        program: text::lossy(&entry.image.binary),
+                        exec_id: exec_id.clone(),
+                    },
+                    task.loginuid,
+                );
+            }
+        }
+        let errno = failed.then(|| record.ret.unsigned_abs());
+        let after = if failed {
+            before.unwrap_or(after)
+        } else {
+            after
+        };
+        let body = self.privilege_change(how, before.as_ref(), &after, errno);
+        let base = self.schema_of(task, &exec_id);
+        let process = self.complete(&base, task);
+        Some(self.envelope(record.header.ktime_ns, task, &exec_id, process, body))
+    }
+
+    pub(super) fn privilege_change(
+        &mut self,
+        how: &str,
+        before: Option<&Credentials>,
+        after: &Credentials,
+        errno: Option<u32>,
+    ) -> Body {
+        let gained = match before {
+            Some(before) => after.cap_effective & !before.cap_effective,
+            None => 0,
+        };
+        Body::PrivilegeChange(PrivilegeChange {
+            how: how.to_owned(),
+            before: before.map(|c| self.credentials_view(c)),
+            after: Some(self.credentials_view(after)),
+            capabilities_gained: capability_names(gained),
+            escalation: errno.is_none() && before.is_some_and(|b| after.escalates_from(b)),
+            errno,
+            error: errno.map(errno_name).unwrap_or_default(),
+        })
+    }
+
+    pub(super) fn credentials_view(&mut self, c: &Credentials) -> CredentialsView {
+        CredentialsView {
+            uid: c.uid,
+            user: self.names.user(c.uid).unwrap_or_default(),
+            euid: c.euid,
+            euser: self.names.user(c.euid).unwrap_or_default(),
+            suid: c.suid,
+            fsuid: c.fsuid,
+            gid: c.gid,
+            group: self.names.group(c.gid).unwrap_or_default(),
+            egid: c.egid,
+            egroup: self.names.group(c.egid).unwrap_or_default(),
+            sgid: c.sgid,
+            fsgid: c.fsgid,
+            groups: c.groups().to_vec(),
+            capabilities_effective: capability_names(c.cap_effective),
+            capabilities_permitted: capability_names(c.cap_permitted),
+        }
+    }
+}
