@@ -18,7 +18,7 @@ pub mod delimited;
 
 impl v1::EventKind {
     /// Every kind an event body can have, in schema order.
-    pub const OF_BODIES: [v1::EventKind; 7] = [
+    pub const OF_BODIES: [v1::EventKind; 11] = [
         v1::EventKind::ProcessExec,
         v1::EventKind::ProcessExit,
         v1::EventKind::FileOpen,
@@ -26,6 +26,10 @@ impl v1::EventKind {
         v1::EventKind::PrivilegeChange,
         v1::EventKind::SessionStart,
         v1::EventKind::SessionEnd,
+        v1::EventKind::BlockDevice,
+        v1::EventKind::Mount,
+        v1::EventKind::DeviceControl,
+        v1::EventKind::DeviceWriteSummary,
     ];
 
     /// The short name used in metrics labels, syslog MSGIDs and NATS subjects (`file_open`).
@@ -40,6 +44,10 @@ impl v1::EventKind {
             v1::EventKind::PrivilegeChange => "privilege_change",
             v1::EventKind::SessionStart => "session_start",
             v1::EventKind::SessionEnd => "session_end",
+            v1::EventKind::BlockDevice => "block_device",
+            v1::EventKind::Mount => "mount",
+            v1::EventKind::DeviceControl => "device_control",
+            v1::EventKind::DeviceWriteSummary => "device_write_summary",
         }
     }
 }
@@ -56,6 +64,10 @@ impl v1::Event {
             Some(Body::PrivilegeChange(_)) => v1::EventKind::PrivilegeChange,
             Some(Body::SessionStart(_)) => v1::EventKind::SessionStart,
             Some(Body::SessionEnd(_)) => v1::EventKind::SessionEnd,
+            Some(Body::BlockDevice(_)) => v1::EventKind::BlockDevice,
+            Some(Body::Mount(_)) => v1::EventKind::Mount,
+            Some(Body::DeviceControl(_)) => v1::EventKind::DeviceControl,
+            Some(Body::DeviceWriteSummary(_)) => v1::EventKind::DeviceWriteSummary,
             None => v1::EventKind::Unspecified,
         }
     }

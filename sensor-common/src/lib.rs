@@ -16,6 +16,8 @@ pub mod kind {
     pub const FORK: u32 = 3;
     pub const FILE_OPEN: u32 = 4;
     pub const CRED: u32 = 5;
+    pub const DEVICE: u32 = 6;
+    pub const MOUNT: u32 = 7;
     /// Number of slots in the drop-counter array (highest kind + 1, with room to grow).
     pub const COUNT: u32 = 16;
 }
@@ -43,6 +45,9 @@ pub mod file_flags {
     /// First open of a deduplication window: identical opens that follow are counted in the
     /// kernel (see `FileDedupKey`) instead of sent.
     pub const DEDUP_FIRST: u32 = 1 << 3;
+    /// A write open on a watched device (removable media, loop devices): reported whatever the
+    /// filters and deduplication say.
+    pub const WATCHED_DEVICE: u32 = 1 << 4;
 }
 
 /// The syscall behind a [`FileOpenRecord`].
@@ -89,6 +94,8 @@ pub mod filter_flags {
     pub const CGROUP_INCLUDES: u32 = 1 << 9;
     pub const EXE_RULES: u32 = 1 << 10;
     pub const EXE_INCLUDES: u32 = 1 << 11;
+    /// `WATCHED_DEVICES` has entries (worth a lookup on write opens).
+    pub const WATCHED_DEVICES: u32 = 1 << 12;
 }
 
 /// Values of the filter maps.
@@ -247,6 +254,96 @@ pub struct CredRecord {
     pub cap_permitted: u64,
 }
 
+/// What a [`DeviceRecord`] reports.
+pub mod device_op {
+    /// A new disk registered its backing device (`writeback_bdi_register`); `name` holds
+    /// "major:minor".
+    pub const DISK_ADDED: u32 = 1;
+    /// `LOOP_CTL_ADD` created loop device number `value`.
+    pub const LOOP_ADDED: u32 = 2;
+    /// `LOOP_CTL_REMOVE` removed loop device number `value`.
+    pub const LOOP_REMOVED: u32 = 3;
+    /// `LOOP_SET_FD` or `LOOP_CONFIGURE` attached the file `backing` to loop device `dev`.
+    pub const LOOP_ATTACHED: u32 = 4;
+    /// `LOOP_CLR_FD` detached loop device `dev`.
+    pub const LOOP_DETACHED: u32 = 5;
+    /// `BLKROSET` set device `dev` read-only (`value` 1) or writable (0).
+    pub const READ_ONLY_SET: u32 = 6;
+}
+
+/// A block device appeared, changed or went away, and who did it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceRecord {
+    pub header: RecordHeader,
+    pub task: TaskInfo,
+    /// One of [`device_op`].
+    pub op: u32,
+    /// The syscall's return value (0 for kernel hooks).
+    pub ret: i32,
+    /// Kernel dev_t (major << 20 | minor) of the device, where the operation names one.
+    pub dev: u32,
+    /// Operation-specific number (see [`device_op`]).
+    pub value: u32,
+    /// NUL-padded device name from the kernel (`DISK_ADDED`).
+    pub name: [u8; 32],
+    /// The backing file's absolute path (`LOOP_ATTACHED`).
+    pub backing: BlobRef,
+    /// [`file_flags::PATH_TRUNCATED`] when `backing` is a suffix.
+    pub flags: u32,
+}
+
+pub const DEVICE_FIXED_SIZE: usize = core::mem::size_of::<DeviceRecord>();
+
+/// Kernel-side staging area for a device record: one path at offset 0.
+#[repr(C)]
+pub struct DeviceBuffer {
+    pub record: DeviceRecord,
+    pub blob: [u8; PATH_MAX + 1],
+}
+
+/// The syscall behind a [`MountRecord`] (x86_64 numbers).
+pub mod mount_syscall {
+    pub const MOUNT: u32 = 165;
+    pub const UMOUNT2: u32 = 166;
+    pub const MOVE_MOUNT: u32 = 429;
+    pub const FSOPEN: u32 = 430;
+    pub const FSCONFIG: u32 = 431;
+    pub const FSMOUNT: u32 = 432;
+}
+
+/// A mount-related syscall returned: mount, umount2, or a step of the new mount API (fsopen,
+/// fsconfig setting "source", fsmount, move_mount).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MountRecord {
+    pub header: RecordHeader,
+    pub task: TaskInfo,
+    /// One of [`mount_syscall`].
+    pub syscall: u32,
+    /// The return value (0, a new fd, or -errno).
+    pub ret: i32,
+    /// mount(2)/umount2(2)/fsmount(2)/move_mount(2) flags.
+    pub flags: u64,
+    /// The first fd argument (fsconfig, fsmount: the fs context; move_mount: the detached mount).
+    pub fd: i32,
+    pub _pad: u32,
+    /// Source (device or "source" value), target path and filesystem type, as passed.
+    pub source: BlobRef,
+    pub target: BlobRef,
+    pub fstype: BlobRef,
+    pub _pad2: u32,
+}
+
+pub const MOUNT_FIXED_SIZE: usize = core::mem::size_of::<MountRecord>();
+pub const MOUNT_BLOB_CAP: usize = BLOB_OFFSET_MASK + 1 + PATH_MAX;
+
+#[repr(C)]
+pub struct MountBuffer {
+    pub record: MountRecord,
+    pub blob: [u8; MOUNT_BLOB_CAP],
+}
+
 /// An open(2)-family syscall completed, successfully or not.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -363,6 +460,8 @@ pub const FILTER_CGROUPS_MAP: &str = "FILTER_CGROUPS";
 /// Executables filtered by (dev, inode) of their file, see [`ExeKey`].
 pub const FILTER_EXES_MAP: &str = "FILTER_EXES";
 pub const FILE_DEDUP_MAP: &str = "FILE_DEDUP";
+/// Devices (kernel dev_t) whose write opens are always reported.
+pub const WATCHED_DEVICES_MAP: &str = "WATCHED_DEVICES";
 
 /// An executable file, as filter key: its filesystem's dev_t and its inode.
 #[repr(C)]
@@ -382,6 +481,9 @@ const _: () = assert!(core::mem::size_of::<CredRecord>() == 304);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 288);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 280);
 const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 352);
+const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 336);
+const _: () = assert!(core::mem::size_of::<MountRecord>() == 320);
+const _: () = assert!(core::mem::size_of::<MountBuffer>() <= 32 * 1024);
 const _: () = assert!(core::mem::size_of::<FileBuffer>() <= 32 * 1024);
 const _: () = assert!(PATH_MAX + PATH_MAX <= FILE_BLOB_OFFSET_MASK + 1);
 const _: () = assert!(core::mem::size_of::<PrefixKey>() == 256);

@@ -85,6 +85,12 @@ pub struct KernelOffsets {
     pub regs_di: u32,
     pub regs_si: u32,
     pub regs_dx: u32,
+    pub regs_r10: u32,
+    pub regs_r8: u32,
+    // struct inode: the device number of a device file
+    pub inode_rdev: u32,
+    // struct backing_dev_info: "major:minor" of a new disk
+    pub bdi_dev_name: u32,
     // io_uring: struct io_kiocb, struct io_open (at the start of the request), struct filename,
     // struct io_uring_cqe
     pub kiocb_opcode: u32,
@@ -172,6 +178,10 @@ impl KernelOffsets {
         regs_di: MISSING,
         regs_si: MISSING,
         regs_dx: MISSING,
+        regs_r10: MISSING,
+        regs_r8: MISSING,
+        inode_rdev: MISSING,
+        bdi_dev_name: MISSING,
         kiocb_opcode: MISSING,
         io_open_dfd: MISSING,
         io_open_file_slot: MISSING,

@@ -22,13 +22,15 @@ use sensor_common::{
 
 use crate::{
     blob::Blob,
+    block::{on_ioctl, NR_IOCTL},
     cred::{changes_credentials, on_cred_syscall},
     emit::{now_ns, output_bytes},
     kread::{off, self_tgid, Direct, Fields, Mem, Probe},
     maps::{
         FILE_BUF, FILE_DEDUP, FILE_FILTER, FILTER_CGROUPS, FILTER_COMMS, FILTER_EXES, FILTER_UIDS,
-        PATH_PREFIXES, PREFIX_KEY, URING_OPENS, URING_SCRATCH,
+        PATH_PREFIXES, PREFIX_KEY, URING_OPENS, URING_SCRATCH, WATCHED_DEVICES,
     },
+    mount::{is_mount_syscall, on_mount_syscall},
     path::{resolve, resolve_path, ResolvedPath},
     task::fill_task_info,
 };
@@ -166,7 +168,7 @@ fn on_uring_complete(req: *const u8, cqe: *const u8) {
             failed::<Direct>(&config, &request, ret, denied);
         } else if !fixed_slot {
             // A fixed-file slot holds no descriptor to resolve the file by.
-            opened::<Direct>(&config, &request, tgid, ret);
+            opened::<Direct>(&config, &request, tgid, ret, false);
         }
     }
     let _ = URING_OPENS.remove(&key);
@@ -189,8 +191,12 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
         return;
     };
     if nr != NR_OPENAT && nr != NR_OPEN && nr != NR_CREAT && nr != NR_OPENAT2 {
-        if changes_credentials(nr) {
+        if nr == NR_IOCTL {
+            on_ioctl::<M>(regs, ret);
+        } else if changes_credentials(nr) {
             on_cred_syscall::<M>(nr, ret);
+        } else if is_mount_syscall(nr) {
+            on_mount_syscall::<M>(regs, nr, ret);
         }
         return;
     }
@@ -209,12 +215,14 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
         return;
     };
     let denied = ret == -EACCES || ret == -EPERM;
+    // Writes to removable media are always reported, like denied attempts.
+    let watched = ret >= 0 && on_watched_device::<M>(&config, &request, ret as i32);
     // A denied attempt is always reported: it is an access outside one's permissions.
-    if !denied && !passes_process_filters::<M>(&config, &request) {
+    if !denied && !watched && !passes_process_filters::<M>(&config, &request) {
         return;
     }
     if ret >= 0 {
-        opened::<M>(&config, &request, tgid, ret as i32);
+        opened::<M>(&config, &request, tgid, ret as i32, watched);
     } else {
         failed::<M>(&config, &request, ret as i32, denied);
     }
@@ -265,7 +273,7 @@ fn decode_request<M: Mem>(regs: *const u8, nr: u64) -> Option<Request> {
 }
 
 #[inline(always)]
-fn is_write(flags: u32) -> bool {
+pub fn is_write(flags: u32) -> bool {
     flags & O_ACCMODE == O_WRONLY
         || flags & O_ACCMODE == O_RDWR
         || flags & (O_CREAT | O_TRUNC | O_APPEND) != 0
@@ -318,6 +326,17 @@ fn passes_process_filters<M: Mem>(config: &FileFilterConfig, request: &Request) 
     true
 }
 
+/// True for a write open of a file on a device the daemon watches (removable media).
+#[inline(always)]
+fn on_watched_device<M: Mem>(config: &FileFilterConfig, request: &Request, fd: i32) -> bool {
+    if config.flags & filter_flags::WATCHED_DEVICES == 0 || !is_write(request.flags) {
+        return false;
+    }
+    file_of_fd::<M>(fd)
+        .and_then(file_identity::<Probe>)
+        .is_some_and(|(dev, _)| unsafe { WATCHED_DEVICES.get(&dev) }.is_some())
+}
+
 /// The current process's executable as (dev, inode).
 #[inline(always)]
 fn current_exe<M: Mem>() -> Option<ExeKey> {
@@ -329,7 +348,7 @@ fn current_exe<M: Mem>() -> Option<ExeKey> {
 
 /// (dev_t, inode number) of an open file.
 #[inline(always)]
-fn file_identity<M: Mem>(file: *const u8) -> Option<(u32, u64)> {
+pub fn file_identity<M: Mem>(file: *const u8) -> Option<(u32, u64)> {
     let inode = M::read_ptr(file, off!(file_inode))?;
     inode_identity(inode)
 }
@@ -348,7 +367,7 @@ fn inode_identity(inode: *const u8) -> Option<(u32, u64)> {
 /// for `Direct` (`fdt->fd` is `struct file **`, which the verifier does not type): read it
 /// with `Probe`.
 #[inline(always)]
-fn file_of_fd<M: Mem>(fd: i32) -> Option<*const u8> {
+pub fn file_of_fd<M: Mem>(fd: i32) -> Option<*const u8> {
     if fd < 0 {
         return None;
     }
@@ -487,7 +506,7 @@ fn send(buffer: &mut FileBuffer, used: usize) {
 // Inlined: as a BPF subprogram returning nothing, R0 may be left holding a stack pointer,
 // which the verifier refuses at a subprogram's exit.
 #[inline(always)]
-fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32) {
+fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32, watched: bool) {
     let Some(file) = file_of_fd::<M>(fd) else {
         return;
     };
@@ -500,7 +519,7 @@ fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i
     let flags = request.flags;
     let now = now_ns();
     let key = dedup_key::<M>(tgid, flags, dev, ino);
-    if counted_as_repeat(config, &key, now) {
+    if !watched && counted_as_repeat(config, &key, now) {
         return;
     }
     let path_off = off!(file_path);
@@ -513,13 +532,16 @@ fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i
     let Some(resolved) = resolve(dentry, vfsmount) else {
         return;
     };
-    if !passes_path_filter(config, &resolved) {
+    if !watched && !passes_path_filter(config, &resolved) {
         return;
     }
     let Some(buffer) = staging() else {
         return;
     };
     start_record(buffer, request, fd, now);
+    if watched {
+        buffer.record.flags |= file_flags::WATCHED_DEVICE;
+    }
     let record = &mut buffer.record;
     record.fmode = fields.get::<u32>(off!(file_mode)).unwrap_or(0);
     record.dev = dev;
@@ -527,7 +549,7 @@ fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i
     if resolved.truncated {
         record.flags |= file_flags::PATH_TRUNCATED;
     }
-    if config.dedup_window_ns != 0 {
+    if config.dedup_window_ns != 0 && !watched {
         record.flags |= file_flags::DEDUP_FIRST;
         record.suppressed_total = open_window(&key, now);
         record.key_mm = key.mm;

@@ -9,12 +9,14 @@
 #![feature(asm_experimental_arch)]
 
 mod blob;
+mod block;
 mod cred;
 mod emit;
 mod exec;
 mod file;
 mod kread;
 mod maps;
+mod mount;
 mod path;
 mod task;
 

@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    kind, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState, FileFilterConfig,
-    PrefixKey, UringOpen, PREFIX_MAX,
+    kind, DeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
+    FileFilterConfig, MountBuffer, PrefixKey, UringOpen, PREFIX_MAX,
 };
 
 use crate::path::PathScratch;
@@ -66,3 +66,16 @@ pub static URING_OPENS: LruHashMap<u64, UringOpen> = LruHashMap::with_max_entrie
 /// Staging for a [`UringOpen`] (too large for the stack).
 #[map(name = "URING_SCRATCH")]
 pub static URING_SCRATCH: PerCpuArray<UringOpen> = PerCpuArray::with_max_entries(1, 0);
+
+/// Staging for device records.
+#[map(name = "DEVICE_BUF")]
+pub static DEVICE_BUF: PerCpuArray<DeviceBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Staging for mount records.
+#[map(name = "MOUNT_BUF")]
+pub static MOUNT_BUF: PerCpuArray<MountBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Devices (kernel dev_t) whose write opens are always reported (removable media, loop
+/// devices); maintained by the daemon.
+#[map(name = "WATCHED_DEVICES")]
+pub static WATCHED_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);

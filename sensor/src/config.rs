@@ -22,6 +22,8 @@ pub struct Config {
     #[serde(default)]
     pub identity: IdentityConfig,
     #[serde(default)]
+    pub devices: DevicesConfig,
+    #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub status: StatusConfig,
@@ -149,6 +151,8 @@ pub struct Sensors {
     pub process: bool,
     #[serde(default = "yes")]
     pub file: bool,
+    #[serde(default = "yes")]
+    pub devices: bool,
 }
 
 impl Default for Sensors {
@@ -156,8 +160,62 @@ impl Default for Sensors {
         Self {
             process: true,
             file: true,
+            devices: true,
         }
     }
+}
+
+/// Block devices: what is watched, the write summaries, and device control.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// Seconds between per-identity, per-device write summaries; 0 turns them off.
+    #[serde(default = "default_summary_seconds")]
+    pub summary_seconds: u64,
+    /// Rules, first match wins; a device no rule matches is allowed (and reported).
+    #[serde(default)]
+    pub rules: Vec<DeviceRule>,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        Self {
+            summary_seconds: default_summary_seconds(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+fn default_summary_seconds() -> u64 {
+    60
+}
+
+/// One device-control rule: which devices, for whom, and what to do.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRule {
+    /// A name for the rule in events; `device_rules[N]` without one.
+    pub name: Option<String>,
+    pub action: DeviceAction,
+    /// Device match (every field given must match): bus ("usb", "loop", "scsi", ...),
+    /// USB "vendor:product" ids in hex, serial number.
+    pub bus: Option<String>,
+    pub vendor_product: Option<String>,
+    pub serial: Option<String>,
+    /// Identity match: the rule applies only to members of one of `groups` (when given) and to
+    /// no member of `except_groups`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub except_groups: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceAction {
+    Allow,
+    ReadOnly,
+    Deny,
 }
 
 /// File-open filtering and deduplication, applied in the kernel. Reloadable with SIGHUP.
@@ -440,6 +498,28 @@ impl Config {
         }
         if self.sinks.is_empty() {
             bail!("no [[sinks]]: add at least one, e.g. [[sinks]] type = \"stdout\"");
+        }
+        for (n, rule) in self.devices.rules.iter().enumerate() {
+            let at = format!("devices.rules[{n}]");
+            if let Some(ids) = &rule.vendor_product {
+                let valid = ids.split_once(':').is_some_and(|(v, p)| {
+                    [v, p]
+                        .iter()
+                        .all(|id| id.len() == 4 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+                });
+                if !valid {
+                    bail!("{at}: vendor_product = {ids:?}: expected USB ids like \"0781:5581\"");
+                }
+            }
+            for group in rule.groups.iter().chain(&rule.except_groups) {
+                if nix::unistd::Group::from_name(group)
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
+                    bail!("{at}: group {group:?} does not exist on this host (check NSS)");
+                }
+            }
         }
         for prefix in self
             .file

@@ -3,8 +3,9 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    kind, BlobRef, CredRecord, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord, RecordHeader,
-    TaskInfo, EXEC_FIXED_SIZE, FILE_FIXED_SIZE,
+    kind, BlobRef, CredRecord, DeviceRecord, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
+    MountRecord, RecordHeader, TaskInfo, DEVICE_FIXED_SIZE, EXEC_FIXED_SIZE, FILE_FIXED_SIZE,
+    MOUNT_FIXED_SIZE,
 };
 use thiserror::Error;
 
@@ -61,6 +62,22 @@ pub struct FileOpen {
     pub dir: Vec<u8>,
 }
 
+/// A device record with its backing-file path copied out.
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub fixed: DeviceRecord,
+    pub backing: Vec<u8>,
+}
+
+/// A mount record with its strings copied out.
+#[derive(Clone, Debug)]
+pub struct Mount {
+    pub fixed: MountRecord,
+    pub source: Vec<u8>,
+    pub target: Vec<u8>,
+    pub fstype: Vec<u8>,
+}
+
 #[derive(Clone, Debug)]
 pub enum Record {
     Exec(Exec),
@@ -68,6 +85,8 @@ pub enum Record {
     Fork(ForkRecord),
     FileOpen(FileOpen),
     Cred(CredRecord),
+    Device(Device),
+    Mount(Mount),
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
@@ -85,6 +104,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::FORK => fixed(bytes, header.kind).map(Record::Fork),
         kind::FILE_OPEN => decode_file_open(bytes).map(Record::FileOpen),
         kind::CRED => fixed(bytes, header.kind).map(Record::Cred),
+        kind::DEVICE => decode_device(bytes).map(Record::Device),
+        kind::MOUNT => decode_mount(bytes).map(Record::Mount),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -110,6 +131,26 @@ fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
     Ok(FileOpen {
         path: piece(blob, fixed.path, kind::FILE_OPEN)?,
         dir: piece(blob, fixed.dir, kind::FILE_OPEN)?,
+        fixed,
+    })
+}
+
+fn decode_device(bytes: &[u8]) -> Result<Device, DecodeError> {
+    let fixed: DeviceRecord = fixed(bytes, kind::DEVICE)?;
+    let blob = &bytes[DEVICE_FIXED_SIZE..];
+    Ok(Device {
+        backing: piece(blob, fixed.backing, kind::DEVICE)?,
+        fixed,
+    })
+}
+
+fn decode_mount(bytes: &[u8]) -> Result<Mount, DecodeError> {
+    let fixed: MountRecord = fixed(bytes, kind::MOUNT)?;
+    let blob = &bytes[MOUNT_FIXED_SIZE..];
+    Ok(Mount {
+        source: piece(blob, fixed.source, kind::MOUNT)?,
+        target: piece(blob, fixed.target, kind::MOUNT)?,
+        fstype: piece(blob, fixed.fstype, kind::MOUNT)?,
         fixed,
     })
 }

@@ -5,6 +5,7 @@ mod config;
 mod credentials;
 mod decode;
 mod dedup;
+mod devices;
 mod enrich;
 mod host;
 mod identity;

@@ -8,7 +8,7 @@ use std::{
     num::NonZeroUsize,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, Context as _, Result};
@@ -17,7 +17,9 @@ use custos_proto::v1::{Event, EventKind, LossReason};
 use lru::LruCache;
 use prometheus_client::metrics::counter::Counter;
 use sd_notify::NotifyState;
-use sensor_common::{file_flags, FileDedupKey, FileDedupState, EVENTS_MAP, FILE_DEDUP_MAP};
+use sensor_common::{
+    file_flags, FileDedupKey, FileDedupState, EVENTS_MAP, FILE_DEDUP_MAP, WATCHED_DEVICES_MAP,
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -29,6 +31,7 @@ use crate::{
     config::{AttachMode, Config},
     decode::{self, Record},
     dedup::Dedup,
+    devices::{sysfs::DeviceSources, DeviceTracker},
     enrich::{event_kind, Enricher},
     host::HostInfo,
     identity::{NameCache, Nss},
@@ -223,6 +226,14 @@ impl Stages {
         Ok(())
     }
 
+    /// Per-identity, per-device write summaries since `since`.
+    fn report_device_writes(&mut self, since: std::time::SystemTime) -> Result<()> {
+        for summary in self.enricher.device_write_summaries(since) {
+            self.emit(summary)?;
+        }
+        Ok(())
+    }
+
     /// Summaries of closed deduplication windows (all of them when `all`).
     fn report_repeats(&mut self, all: bool) -> Result<()> {
         for summary in self.dedup.sweep(all) {
@@ -287,12 +298,18 @@ fn reload(
     cgroup_root: &Path,
 ) -> Result<()> {
     let config = Config::load(path)?;
-    let rules = filters::resolve(&config.file, config.sensors.file, cgroup_root)?;
+    let rules = filters::resolve(
+        &config.file,
+        config.sensors.file,
+        config.sensors.devices,
+        cgroup_root,
+    )?;
     filters.apply(&rules)?;
     stages
         .dedup
         .set_window(Duration::from_millis(config.file.dedup_window_ms));
     stages.process_events = config.sensors.process;
+    stages.enricher.devices.rules = config.devices.rules;
     Ok(())
 }
 
@@ -312,7 +329,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let spools = sinks.spools();
     let cgroup_root = cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into());
     // Resolve the rules before loading anything, so a bad rule stops start-up early.
-    let rules = filters::resolve(&config.file, config.sensors.file, &cgroup_root)?;
+    let rules = filters::resolve(
+        &config.file,
+        config.sensors.file,
+        config.sensors.devices,
+        &cgroup_root,
+    )?;
 
     let mut sensor = loader::load(&loader::LoadOptions {
         ring_buffer_bytes: config.kernel.ring_buffer_bytes,
@@ -320,6 +342,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         self_tgid: std::process::id(),
         allow_btf: config.kernel.attach == AttachMode::Auto,
         file_sensor: config.sensors.file,
+        device_sensor: config.sensors.devices,
     })?;
     for (hook, path) in &sensor.hooks {
         metrics
@@ -337,6 +360,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     serve_observability(&config, &metrics).await;
     let mut filters = FilterMaps::take(&mut sensor.ebpf)?;
     filters.apply(&rules)?;
+    let watch_map = sensor
+        .ebpf
+        .take_map(WATCHED_DEVICES_MAP)
+        .ok_or_else(|| anyhow!("map {WATCHED_DEVICES_MAP} missing from the object"))?;
+    let watch_map = BpfHashMap::try_from(watch_map)?;
     let dedup_map = sensor
         .ebpf
         .take_map(FILE_DEDUP_MAP)
@@ -378,6 +406,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             processes,
             identities: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
             people,
+            devices: DeviceTracker::new(
+                DeviceSources::default(),
+                config.devices.rules.clone(),
+                config.identity.utmp.clone(),
+            ),
             sessions: SessionTracker::new(SessionSources {
                 proc_root: PathBuf::from("/proc"),
                 logind_dir: config.identity.logind_sessions.clone(),
@@ -396,6 +429,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         counters: EventCounters::new(&metrics),
         metrics: metrics.clone(),
     };
+    if config.sensors.devices {
+        stages.enricher.devices.attach_watch_map(watch_map);
+    }
+    let summary_every = Duration::from_secs(config.devices.summary_seconds);
+    let mut last_summary = (Instant::now(), std::time::SystemTime::now());
 
     let hooks: Vec<String> = sensor
         .hooks
@@ -447,6 +485,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                 }
                 stages.enricher.processes.sweep();
                 stages.enricher.refresh_people();
+                stages.enricher.devices.rescan();
+                if !summary_every.is_zero() && last_summary.0.elapsed() >= summary_every {
+                    if let Err(err) = stages.report_device_writes(last_summary.1) {
+                        break Err(err);
+                    }
+                    last_summary = (Instant::now(), std::time::SystemTime::now());
+                }
                 refresh_gauges(&metrics, &spools, &sensor.ebpf);
             }
             _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),

@@ -21,6 +21,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("kill", "procps"),
     ("rsyslogd", "rsyslog"),
     ("nats-server", "nats-server"),
+    ("losetup", "mount"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("dash", "dash"),
 ];
 
 pub fn all() -> Result<()> {

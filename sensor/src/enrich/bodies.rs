@@ -39,6 +39,7 @@ pub fn file_open_body(open: &FileOpen) -> FileOpenEvent {
         inode: succeeded.then_some(record.ino),
         repeats: 0,
         repeat_summary: false,
+        device: None,
     }
 }
 
@@ -100,6 +101,8 @@ pub fn event_kind(record_kind: u32) -> EventKind {
         kind::FORK => EventKind::ProcessFork,
         kind::FILE_OPEN => EventKind::FileOpen,
         kind::CRED => EventKind::PrivilegeChange,
+        kind::DEVICE => EventKind::BlockDevice,
+        kind::MOUNT => EventKind::Mount,
         _ => EventKind::Unspecified,
     }
 }

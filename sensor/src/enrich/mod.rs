@@ -4,6 +4,7 @@
 //! Every event is built from the record itself first (the kernel's view at the moment of the
 //! hook), then completed from the process table; the table never overrides what the kernel saw.
 mod bodies;
+mod devices;
 mod identity;
 mod privileges;
 mod sessions;
@@ -28,6 +29,7 @@ use crate::{
     cgroups::{self, CgroupResolver},
     credentials::Credentials,
     decode::{c_str, split_argv, Exec, FileOpen, Record},
+    devices::DeviceTracker,
     host::HostInfo,
     identity::{NameCache, NameSource},
     people::PeopleFile,
@@ -46,6 +48,7 @@ pub struct Enricher<S> {
     /// The organisation's identity map, if configured.
     pub people: Option<PeopleFile>,
     pub sessions: SessionTracker,
+    pub devices: DeviceTracker,
     /// When the daemon started (CLOCK_BOOTTIME ns): sessions whose leader is older began
     /// before the sensor.
     pub started_boottime_ns: u64,
@@ -104,6 +107,8 @@ impl<S: NameSource> Enricher<S> {
             }
             Record::FileOpen(open) => Some(self.file_open(&open)),
             Record::Cred(cred) => self.credential_change(&cred),
+            Record::Device(device) => self.device_change(&device),
+            Record::Mount(mount) => self.mount(&mount),
         }
     }
 
@@ -118,12 +123,14 @@ impl<S: NameSource> Enricher<S> {
         }
         let base = self.schema_of(task, &exec_id);
         let process = self.complete(&base, task);
+        let mut body = file_open_body(open);
+        self.note_device_write(open, &mut body);
         self.envelope(
             record.header.ktime_ns,
             task,
             &exec_id,
             process,
-            Body::FileOpen(file_open_body(open)),
+            Body::FileOpen(body),
         )
     }
 

@@ -234,6 +234,10 @@ fn resolve_members(layout: &BtfLayout) -> Result<KernelOffsets> {
         regs_di: l.optional("pt_regs", "di")?,
         regs_si: l.optional("pt_regs", "si")?,
         regs_dx: l.optional("pt_regs", "dx")?,
+        regs_r10: l.optional("pt_regs", "r10")?,
+        regs_r8: l.optional("pt_regs", "r8")?,
+        inode_rdev: l.required("inode", "i_rdev")?,
+        bdi_dev_name: l.optional("backing_dev_info", "dev_name")?,
         // io_uring may be compiled out; its hooks are then simply not attached.
         kiocb_opcode: l.optional("io_kiocb", "opcode")?,
         io_open_dfd: l.optional("io_open", "dfd")?,

@@ -28,10 +28,19 @@ pub struct KernelRules {
     pub exes: Vec<(ExeKey, u32)>,
 }
 
-/// Resolves `file` into kernel rules; `cgroup_root` is the cgroup2 mount.
-pub fn resolve(file: &FileSensor, enabled: bool, cgroup_root: &Path) -> Result<KernelRules> {
+/// Resolves `file` into kernel rules; `cgroup_root` is the cgroup2 mount. With
+/// `watch_devices`, write opens on the devices in the watched-device map bypass the rules.
+pub fn resolve(
+    file: &FileSensor,
+    enabled: bool,
+    watch_devices: bool,
+    cgroup_root: &Path,
+) -> Result<KernelRules> {
     let mut rules = KernelRules::default();
     let mut flags = if enabled { ff::ENABLED } else { 0 };
+    if watch_devices {
+        flags |= ff::WATCHED_DEVICES;
+    }
     if file.writes_only {
         flags |= ff::WRITES_ONLY;
     }
@@ -243,7 +252,7 @@ mod tests {
             dedup_window_ms: 250,
             ..FileSensor::default()
         };
-        let rules = resolve(&file, true, cgroups.path()).unwrap();
+        let rules = resolve(&file, true, false, cgroups.path()).unwrap();
         let f = rules.config.flags;
         assert_ne!(f & ff::ENABLED, 0);
         assert_ne!(f & ff::WRITES_ONLY, 0);
@@ -267,20 +276,22 @@ mod tests {
             ..FileSensor::default()
         };
         assert!(
-            format!("{:#}", resolve(&no_user, true, root).unwrap_err()).contains("no such user")
+            format!("{:#}", resolve(&no_user, true, false, root).unwrap_err())
+                .contains("no such user")
         );
         let no_exe = FileSensor {
             include_executables: vec!["/nonexistent/bin".into()],
             ..FileSensor::default()
         };
         assert!(
-            format!("{:#}", resolve(&no_exe, true, root).unwrap_err()).contains("/nonexistent/bin")
+            format!("{:#}", resolve(&no_exe, true, false, root).unwrap_err())
+                .contains("/nonexistent/bin")
         );
         let both = FileSensor {
             include_paths: vec!["/tmp/".into()],
             exclude_paths: vec!["/tmp/".into()],
             ..FileSensor::default()
         };
-        assert!(format!("{:#}", resolve(&both, true, root).unwrap_err()).contains("both"));
+        assert!(format!("{:#}", resolve(&both, true, false, root).unwrap_err()).contains("both"));
     }
 }

@@ -55,6 +55,8 @@ enum Sensor {
     Process,
     /// Part of the file sensor, where the kernel has io_uring.
     IoUring,
+    /// Block devices.
+    Devices,
 }
 
 #[derive(Clone, Copy)]
@@ -96,6 +98,14 @@ const HOOKS: &[HookSpec] = &[
         required: true,
         sensor: Sensor::Process,
     },
+    // A new disk registers its backing device: USB drives, loop devices, any new disk.
+    HookSpec {
+        hook: "writeback_bdi_register",
+        btf_program: "writeback_bdi_register",
+        fallback: Fallback::None,
+        required: false,
+        sensor: Sensor::Devices,
+    },
     // io_uring opens bypass the syscalls: their submission (for the path) and completion.
     HookSpec {
         hook: "io_uring_submit_req",
@@ -122,6 +132,8 @@ pub struct LoadOptions {
     pub allow_btf: bool,
     /// Whether the file-open hook is wanted.
     pub file_sensor: bool,
+    /// Whether the block-device hooks are wanted.
+    pub device_sensor: bool,
 }
 
 /// The loaded programs; dropping it detaches every hook.
@@ -165,6 +177,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     for spec in HOOKS {
         let wanted = match spec.sensor {
             Sensor::Process => true,
+            Sensor::Devices => options.device_sensor,
             Sensor::IoUring => {
                 options.file_sensor && offsets.kiocb_opcode != sensor_common::offsets::MISSING
             }

@@ -1,0 +1,157 @@
+//! Block devices: new disks, loop devices created, attached and detached, read-only switches.
+//!
+//! New disks are seen where their backing device registers (`writeback_bdi_register`), in the
+//! context of whoever caused it (losetup for a loop device, a kernel worker for a USB drive).
+//! Loop devices and BLKROSET are seen at `sys_exit` of their ioctls, so only what succeeded is
+//! reported.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use sensor_common::{
+    device_op, file_flags, kind, BlobRef, DeviceBuffer, RecordHeader, DEVICE_FIXED_SIZE,
+};
+
+use crate::{
+    blob::Blob,
+    emit::{now_ns, output_bytes},
+    file::file_of_fd,
+    kread::{off, self_tgid, Direct, Mem, Probe},
+    maps::DEVICE_BUF,
+    path::resolve_path,
+    task::fill_task_info,
+};
+
+pub const NR_IOCTL: u64 = 16;
+
+const LOOP_SET_FD: u32 = 0x4C00;
+const LOOP_CLR_FD: u32 = 0x4C01;
+const LOOP_CONFIGURE: u32 = 0x4C0A;
+const LOOP_CTL_ADD: u32 = 0x4C80;
+const LOOP_CTL_REMOVE: u32 = 0x4C81;
+const BLKROSET: u32 = 0x125D;
+
+// void writeback_bdi_register(struct backing_dev_info *bdi)
+#[btf_tracepoint(function = "writeback_bdi_register")]
+pub fn writeback_bdi_register(ctx: BtfTracePointContext) -> i32 {
+    on_bdi_register(ctx.arg::<*const u8>(0));
+    0
+}
+
+fn on_bdi_register(bdi: *const u8) {
+    let Some(buffer) = start(device_op::DISK_ADDED, 0) else {
+        return;
+    };
+    let name_offset = off!(bdi_dev_name);
+    if name_offset != sensor_common::offsets::MISSING {
+        buffer.record.name = crate::kread::read_at::<[u8; 32]>(bdi, name_offset).unwrap_or([0; 32]);
+    }
+    fill_task_info::<Direct>(Direct::current_task(), &mut buffer.record.task);
+    send(buffer, 0);
+}
+
+/// An ioctl returned: report the loop and read-only ones that succeeded.
+#[inline(always)]
+pub fn on_ioctl<M: Mem>(regs: *const u8, ret: i64) {
+    if ret < 0 {
+        return;
+    }
+    let Some(cmd) = M::read::<u64>(regs, off!(regs_si)) else {
+        return;
+    };
+    let cmd = cmd as u32;
+    let op = match cmd {
+        LOOP_SET_FD | LOOP_CONFIGURE => device_op::LOOP_ATTACHED,
+        LOOP_CLR_FD => device_op::LOOP_DETACHED,
+        LOOP_CTL_ADD => device_op::LOOP_ADDED,
+        LOOP_CTL_REMOVE => device_op::LOOP_REMOVED,
+        BLKROSET => device_op::READ_ONLY_SET,
+        _ => return,
+    };
+    if (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid() {
+        return;
+    }
+    let fd = M::read::<u64>(regs, off!(regs_di)).unwrap_or(u64::MAX) as i32;
+    let arg = M::read::<u64>(regs, off!(regs_dx)).unwrap_or(0);
+    let Some(buffer) = start(op, ret as i32) else {
+        return;
+    };
+    let record = &mut buffer.record;
+    match op {
+        device_op::LOOP_ADDED => record.value = ret as u32,
+        device_op::LOOP_REMOVED => record.value = arg as u32,
+        _ => record.dev = device_of_fd::<M>(fd),
+    }
+    if op == device_op::READ_ONLY_SET {
+        let mut flag: i32 = 0;
+        unsafe {
+            bpf_probe_read_user((&mut flag as *mut i32).cast(), 4, arg as *const _);
+        }
+        record.value = flag as u32;
+    }
+    let mut used = 0;
+    if op == device_op::LOOP_ATTACHED {
+        // LOOP_SET_FD passes the backing fd; LOOP_CONFIGURE a struct loop_config that starts
+        // with it.
+        let backing_fd = if cmd == LOOP_SET_FD {
+            arg as i32
+        } else {
+            let mut fd: u32 = u32::MAX;
+            unsafe {
+                bpf_probe_read_user((&mut fd as *mut u32).cast(), 4, arg as *const _);
+            }
+            fd as i32
+        };
+        if let Some(resolved) = file_of_fd::<M>(backing_fd)
+            .and_then(|f| resolve_path::<Probe>(unsafe { f.add(off!(file_path) as usize) }))
+        {
+            let mut blob = Blob::<0>::new(buffer.blob.as_mut_ptr());
+            buffer.record.backing = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
+            if resolved.truncated {
+                buffer.record.flags |= file_flags::PATH_TRUNCATED;
+            }
+            used = blob.used;
+        }
+    }
+    fill_task_info::<M>(M::current_task(), &mut buffer.record.task);
+    send(buffer, used);
+}
+
+/// The device number a device file's inode stands for (`i_rdev`).
+#[inline(always)]
+fn device_of_fd<M: Mem>(fd: i32) -> u32 {
+    file_of_fd::<M>(fd)
+        .and_then(|file| Probe::read_ptr(file, off!(file_inode)))
+        .and_then(|inode| Probe::read::<u32>(inode, off!(inode_rdev)))
+        .unwrap_or(0)
+}
+
+#[inline(always)]
+fn start(op: u32, ret: i32) -> Option<&'static mut DeviceBuffer> {
+    let buffer = unsafe { &mut *DEVICE_BUF.get_ptr_mut(0)? };
+    let record = &mut buffer.record;
+    record.header = RecordHeader {
+        kind: kind::DEVICE,
+        size: 0,
+        ktime_ns: now_ns(),
+    };
+    record.op = op;
+    record.ret = ret;
+    record.dev = 0;
+    record.value = 0;
+    record.name = [0; 32];
+    record.backing = BlobRef::default();
+    record.flags = 0;
+    Some(buffer)
+}
+
+#[inline(always)]
+fn send(buffer: &mut DeviceBuffer, used: usize) {
+    let mut size = DEVICE_FIXED_SIZE + used;
+    if size > core::mem::size_of::<DeviceBuffer>() {
+        size = core::mem::size_of::<DeviceBuffer>();
+    }
+    buffer.record.header.size = size as u32;
+    output_bytes(kind::DEVICE, (buffer as *const DeviceBuffer).cast(), size);
+}

@@ -1,0 +1,135 @@
+//! Mounts: mount(2), umount2(2) and the new mount API (fsopen, fsconfig "source", fsmount,
+//! move_mount), seen at `sys_exit` with their result. Strings are copied as the caller passed
+//! them; the daemon ties the steps of the new API together.
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user};
+use sensor_common::{
+    kind, mount_syscall, BlobRef, MountBuffer, RecordHeader, BLOB_OFFSET_MASK, MOUNT_BLOB_CAP,
+    MOUNT_FIXED_SIZE,
+};
+
+use crate::{
+    blob::Blob,
+    emit::{now_ns, output_bytes},
+    kread::{off, self_tgid, Mem},
+    maps::MOUNT_BUF,
+    task::fill_task_info,
+};
+
+const FSCONFIG_SET_STRING: u64 = 1;
+
+#[inline(always)]
+pub fn is_mount_syscall(nr: u64) -> bool {
+    matches!(
+        nr as u32,
+        mount_syscall::MOUNT
+            | mount_syscall::UMOUNT2
+            | mount_syscall::MOVE_MOUNT
+            | mount_syscall::FSOPEN
+            | mount_syscall::FSCONFIG
+            | mount_syscall::FSMOUNT
+    )
+}
+
+#[inline(always)]
+pub fn on_mount_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
+    if (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid() {
+        return;
+    }
+    let arg = |offset: u32| M::read::<u64>(regs, offset).unwrap_or(0);
+    let (a0, a1, a2, a3) = (
+        arg(off!(regs_di)),
+        arg(off!(regs_si)),
+        arg(off!(regs_dx)),
+        arg(off!(regs_r10)),
+    );
+    let syscall = nr as u32;
+    if syscall == mount_syscall::FSCONFIG && (a1 != FSCONFIG_SET_STRING || !is_source_key(a2)) {
+        // Only the "source" string matters to a mount event.
+        return;
+    }
+    let Some(buffer) = MOUNT_BUF.get_ptr_mut(0) else {
+        return;
+    };
+    let buffer: &mut MountBuffer = unsafe { &mut *buffer };
+    let record = &mut buffer.record;
+    record.header = RecordHeader {
+        kind: kind::MOUNT,
+        size: 0,
+        ktime_ns: now_ns(),
+    };
+    record.syscall = syscall;
+    record.ret = ret as i32;
+    record.flags = 0;
+    record.fd = -1;
+    record._pad = 0;
+    record._pad2 = 0;
+    record.source = BlobRef::default();
+    record.target = BlobRef::default();
+    record.fstype = BlobRef::default();
+    let mut blob = Blob::<BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
+    // (source, target, fstype) as user string pointers, per syscall.
+    let (source, target, fstype) = match syscall {
+        // mount(source, target, fstype, flags, data)
+        mount_syscall::MOUNT => {
+            buffer.record.flags = a3;
+            (a0, a1, a2)
+        }
+        // umount2(target, flags)
+        mount_syscall::UMOUNT2 => {
+            buffer.record.flags = a1;
+            (0, a0, 0)
+        }
+        // move_mount(from_dfd, from_path, to_dfd, to_path, flags)
+        mount_syscall::MOVE_MOUNT => {
+            buffer.record.fd = a0 as i32;
+            buffer.record.flags = arg(off!(regs_r8));
+            (a1, a3, 0)
+        }
+        // fsopen(fsname, flags)
+        mount_syscall::FSOPEN => {
+            buffer.record.flags = a1;
+            (0, 0, a0)
+        }
+        // fsconfig(fd, FSCONFIG_SET_STRING, "source", value, aux)
+        mount_syscall::FSCONFIG => {
+            buffer.record.fd = a0 as i32;
+            (a3, 0, 0)
+        }
+        // fsmount(fs_fd, flags, attr_flags)
+        _ => {
+            buffer.record.fd = a0 as i32;
+            buffer.record.flags = a1;
+            (0, 0, 0)
+        }
+    };
+    if source != 0 {
+        if let Some((piece, _)) = blob.user_str(source as *const u8) {
+            buffer.record.source = piece;
+        }
+    }
+    if target != 0 {
+        if let Some((piece, _)) = blob.user_str(target as *const u8) {
+            buffer.record.target = piece;
+        }
+    }
+    if fstype != 0 {
+        if let Some((piece, _)) = blob.user_str(fstype as *const u8) {
+            buffer.record.fstype = piece;
+        }
+    }
+    fill_task_info::<M>(M::current_task(), &mut buffer.record.task);
+    let mut size = MOUNT_FIXED_SIZE + blob.used;
+    if size > MOUNT_FIXED_SIZE + MOUNT_BLOB_CAP {
+        size = MOUNT_FIXED_SIZE + MOUNT_BLOB_CAP;
+    }
+    buffer.record.header.size = size as u32;
+    output_bytes(kind::MOUNT, (buffer as *const MountBuffer).cast(), size);
+}
+
+/// True when the user string at `key` is "source".
+#[inline(always)]
+fn is_source_key(key: u64) -> bool {
+    let mut bytes = [0u8; 7];
+    let ret = unsafe { bpf_probe_read_user(bytes.as_mut_ptr().cast(), 7, key as *const _) };
+    ret == 0 && &bytes == b"source\0"
+}

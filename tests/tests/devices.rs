@@ -1,0 +1,263 @@
+//! Block devices with real loop devices: a new device and its media, mounts, writes carrying
+//! the device, the per-identity summary, and a read-only rule enforced right after attach.
+use std::{fs::OpenOptions, os::fd::AsRawFd, path::PathBuf, process::Command};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use custos_tests::{of_kind, require_root, Sensor};
+use serde_json::Value;
+
+const LOOP_CTL_ADD: libc::c_ulong = 0x4C80;
+const LOOP_CTL_REMOVE: libc::c_ulong = 0x4C81;
+
+/// A loop device this test created, with an ext4 image and a mount point; everything is undone
+/// at drop, whatever happened in between.
+struct LoopDevice {
+    index: u32,
+    image: PathBuf,
+    mount_point: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDevice {
+    /// Creates `/dev/loopN` through /dev/loop-control (a new disk, not one of the boot-time
+    /// loop devices) and an ext4 image for it.
+    fn create() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let image = dir.path().join("disk.img");
+        let mount_point = dir.path().join("mnt");
+        std::fs::create_dir(&mount_point)?;
+        std::fs::File::create(&image)?.set_len(16 << 20)?;
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()])?;
+        let control = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/loop-control")?;
+        // A number no other test or boot-time device uses.
+        for index in 200 + std::process::id() % 500.. {
+            // SAFETY: LOOP_CTL_ADD takes the device number by value.
+            let ret =
+                unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_ADD, index as libc::c_ulong) };
+            if ret >= 0 {
+                return Ok(Self {
+                    index,
+                    image,
+                    mount_point,
+                    _dir: dir,
+                });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EEXIST) {
+                bail!("LOOP_CTL_ADD {index}: {err}");
+            }
+        }
+        unreachable!()
+    }
+
+    fn name(&self) -> String {
+        format!("loop{}", self.index)
+    }
+
+    fn node(&self) -> String {
+        format!("/dev/loop{}", self.index)
+    }
+
+    fn attach(&self) -> Result<()> {
+        run("losetup", &[&self.node(), self.image.to_str().unwrap()])
+    }
+
+    fn mount(&self) -> Result<()> {
+        run("mount", &[&self.node(), self.mount_point.to_str().unwrap()])
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let quiet = |program: &str, args: &[&str]| {
+            let _ = Command::new(program)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        quiet("umount", &[self.mount_point.to_str().unwrap_or_default()]);
+        quiet("losetup", &["-d", &self.node()]);
+        if let Ok(control) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/loop-control")
+        {
+            // SAFETY: LOOP_CTL_REMOVE takes the device number by value.
+            unsafe {
+                libc::ioctl(
+                    control.as_raw_fd(),
+                    LOOP_CTL_REMOVE,
+                    self.index as libc::c_ulong,
+                )
+            };
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    ensure!(status.success(), "{program} {args:?} failed: {status}");
+    Ok(())
+}
+
+fn block_event<'a>(events: &'a [Value], action: &str, name: &str) -> Option<&'a Value> {
+    of_kind(events, "blockDevice").find(|e| {
+        e["blockDevice"]["action"] == action && e["blockDevice"]["device"]["name"] == name
+    })
+}
+
+/// The scenario on a real loop device: created, attached, mounted, written to,
+/// unmounted, detached, removed; each step is an event, and the writes carry the device even
+/// though the mount point is excluded from file events.
+#[test]
+fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
+    require_root();
+    let tmp = std::env::temp_dir();
+    let mut sensor = Sensor::start(&format!(
+        "[file]\nexclude_paths = [\"{}/\"]\n[devices]\nsummary_seconds = 1\n",
+        tmp.display()
+    ))?;
+    let device = LoopDevice::create()?;
+    let name = device.name();
+    device.attach()?;
+    device.mount()?;
+    let written = device.mount_point.join("copied.txt");
+    std::fs::write(&written, b"data leaving the building")?;
+    run("umount", &[device.mount_point.to_str().unwrap()])?;
+    run("losetup", &["-d", &device.node()])?;
+    let index = device.index;
+    drop(device);
+
+    let events = sensor.wait_for("the loop device's removal", |events| {
+        block_event(events, "DEVICE_ACTION_REMOVED", &name).map(|_| events.to_vec())
+    })?;
+    let added = block_event(&events, "DEVICE_ACTION_ADDED", &name).context("no added event")?;
+    let device = &added["blockDevice"]["device"];
+    assert_eq!(
+        (device["major"].as_u64(), device["minor"].as_u64()),
+        (Some(7), Some(u64::from(index)))
+    );
+    assert_eq!(device["bus"], "loop");
+    assert_eq!(device["watched"], true);
+    assert_eq!(added["identity"]["user"], "root");
+    assert_eq!(
+        added["process"]["pid"].as_u64(),
+        Some(u64::from(std::process::id()))
+    );
+
+    let inserted =
+        block_event(&events, "DEVICE_ACTION_MEDIA_INSERTED", &name).context("no media event")?;
+    let image = std::fs::canonicalize(&tmp)?; // the image lives under the temp dir
+    let backing = inserted["blockDevice"]["device"]["backingFile"]
+        .as_str()
+        .unwrap();
+    assert!(
+        backing.starts_with(image.to_str().unwrap()) && backing.ends_with("/disk.img"),
+        "{backing}"
+    );
+    assert!(inserted["process"]["binary"]
+        .as_str()
+        .unwrap()
+        .ends_with("/losetup"));
+    assert_eq!(inserted["identity"]["uid"].as_u64(), Some(0));
+
+    let mount = of_kind(&events, "mount")
+        .find(|e| e["mount"]["source"] == format!("/dev/{name}").as_str())
+        .context("no mount event")?;
+    assert_eq!(mount["mount"]["operation"], "MOUNT_OPERATION_MOUNT");
+    assert_eq!(mount["mount"]["fstype"], "ext4");
+    assert_eq!(mount["mount"]["device"]["name"], name.as_str());
+    assert!(mount["mount"]["target"].as_str().unwrap().ends_with("/mnt"));
+    let target = mount["mount"]["target"].clone();
+    let unmount = of_kind(&events, "mount")
+        .find(|e| {
+            e["mount"]["operation"] == "MOUNT_OPERATION_UNMOUNT" && e["mount"]["target"] == target
+        })
+        .context("no unmount event")?;
+    assert!(seq(unmount) > seq(mount));
+
+    let write = of_kind(&events, "fileOpen")
+        .find(|e| {
+            e["fileOpen"]["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/copied.txt"))
+        })
+        .context("the write on the mount was not reported (excluded path, watched device)")?;
+    assert_eq!(write["fileOpen"]["access"]["write"], true);
+    assert_eq!(write["fileOpen"]["device"]["name"], name.as_str());
+    assert_eq!(write["fileOpen"]["device"]["backingFile"], backing);
+
+    assert!(block_event(&events, "DEVICE_ACTION_MEDIA_REMOVED", &name).is_some());
+    let summary = sensor.wait_for("a write summary for the device", |events| {
+        of_kind(events, "deviceWriteSummary")
+            .find(|e| e["deviceWriteSummary"]["device"]["name"] == name.as_str())
+            .cloned()
+    })?;
+    assert_eq!(summary["identity"]["uid"].as_u64(), Some(0));
+    assert!(
+        summary["deviceWriteSummary"]["writeOpens"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()?
+            >= 1
+    );
+    assert!(
+        summary["deviceWriteSummary"]["createOpens"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()?
+            >= 1
+    );
+    sensor.stop()?;
+    Ok(())
+}
+
+/// A read-only rule for loop devices: right after the media arrives the sensor sets the device
+/// read-only and says so; the filesystem then mounts read-only and a write fails with EROFS.
+#[test]
+fn a_read_only_rule_makes_writes_on_a_new_device_fail_with_erofs() -> Result<()> {
+    require_root();
+    let mut sensor = Sensor::start(
+        "[[devices.rules]]\nname = \"loop-read-only\"\naction = \"read_only\"\nbus = \"loop\"\n",
+    )?;
+    let device = LoopDevice::create()?;
+    let name = device.name();
+    device.attach()?;
+    let control = sensor.wait_for("the device-control decision", |events| {
+        of_kind(events, "deviceControl")
+            .find(|e| e["deviceControl"]["device"]["name"] == name.as_str())
+            .cloned()
+    })?;
+    let decision = &control["deviceControl"];
+    assert_eq!(decision["action"], "DEVICE_CONTROL_ACTION_READ_ONLY");
+    assert_eq!(decision["rule"], "devices.rules[0] (loop-read-only)");
+    assert_eq!(decision["method"], "BLKROSET");
+    assert_eq!(decision["enforced"], true, "{decision}");
+    assert_eq!(decision["device"]["readOnly"], true);
+    assert_eq!(
+        std::fs::read_to_string(format!("/sys/block/{name}/ro"))?.trim(),
+        "1",
+        "the kernel has the device read-only"
+    );
+
+    // mount(8) falls back to a read-only mount on a write-protected device.
+    device.mount()?;
+    let err = std::fs::write(device.mount_point.join("exfil.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    drop(device);
+    sensor.stop()?;
+    Ok(())
+}
+
+fn seq(event: &Value) -> u64 {
+    event["seq"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
