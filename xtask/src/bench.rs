@@ -16,7 +16,10 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 
-use crate::shell::{have, run as sh, target_dir};
+use crate::{
+    report::Report,
+    shell::{have, run as sh, target_dir},
+};
 
 pub struct Options {
     pub seconds: u64,
@@ -63,7 +66,7 @@ impl Round {
 }
 
 /// Runs the open benchmark and prints the table.
-pub fn open(options: &Options) -> Result<()> {
+pub fn open(options: &Options, report: &mut Report) -> Result<()> {
     let custos = target_dir().join("release/custos");
     let workdir = tempfile::tempdir()?;
     let file = workdir.path().join("bench-file");
@@ -109,7 +112,7 @@ pub fn open(options: &Options) -> Result<()> {
             rounds.push(measured);
         }
     }
-    print_table(&results);
+    print_table(report, &results);
 
     eprintln!("xtask: bench open: throughput, two open loops at once, every open captured");
     let mut throughput = Vec::new();
@@ -123,12 +126,16 @@ pub fn open(options: &Options) -> Result<()> {
             "[file]\ndedup_window_ms = 0\n",
         )?);
     }
-    print_throughput(&throughput);
+    print_throughput(report, &throughput);
     Ok(())
 }
 
 fn median_by(rounds: &[Round], key: impl Fn(&Round) -> f64) -> (f64, f64, f64) {
-    let mut values: Vec<f64> = rounds.iter().map(key).collect();
+    spread(rounds.iter().map(key).collect())
+}
+
+/// (min, median, max) of some measurements.
+pub fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(|a, b| a.total_cmp(b));
     let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
     (
@@ -138,51 +145,51 @@ fn median_by(rounds: &[Round], key: impl Fn(&Round) -> f64) -> (f64, f64, f64) {
     )
 }
 
-fn print_table(results: &[(Setup, Vec<Round>)]) {
+fn print_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
     let baseline = results
         .iter()
         .find(|(s, _)| *s == Setup::Baseline)
         .map(|(_, r)| median_by(r, Round::ns_per_open).1)
         .unwrap_or(1.0);
-    println!();
-    println!(
+    report.line("");
+    report.line(format!(
         "open+close of one cached file, one thread; median of {} rounds (min..max)",
         results[0].1.len()
-    );
-    println!(
+    ));
+    report.line(format!(
         "{:<42} {:>12} {:>20} {:>8} {:>14}",
         "setup", "opens/s", "ns/open (min..max)", "ratio", "lost"
-    );
+    ));
     for (setup, rounds) in results {
         let (min, median, max) = median_by(rounds, Round::ns_per_open);
         let lost = lost_summary(rounds);
-        println!(
+        report.line(format!(
             "{:<42} {:>12.0} {:>20} {:>7.2}x {:>14}",
             setup.label(),
             1e9 / median,
             format!("{median:.0} ({min:.0}..{max:.0})"),
             median / baseline,
             lost
-        );
+        ));
     }
 }
 
-fn print_throughput(rounds: &[Round]) {
+fn print_throughput(report: &mut Report, rounds: &[Round]) {
     let (min, median, max) = median_by(rounds, |r| {
         r.accounted.unwrap_or(0) as f64 / r.elapsed.as_secs_f64()
     });
     let (_, cpu_per_event, _) = median_by(rounds, |r| {
         r.daemon_cpu.unwrap_or_default().as_nanos() as f64 / r.daemon_events.max(1) as f64
     });
-    println!();
-    println!(
+    report.line("");
+    report.line(format!(
         "throughput to a protobuf file, two open loops: {median:.0} events/s (min {min:.0}, max {max:.0}); lost: {}",
         lost_summary(rounds)
-    );
-    println!(
+    ));
+    report.line(format!(
         "daemon CPU per event written: {cpu_per_event:.0} ns, so one core sustains about {:.0} events/s",
         1e9 / cpu_per_event.max(1.0)
-    );
+    ));
 }
 
 /// "0" when every round accounted for every open; otherwise the worst round's shortfall.
@@ -222,13 +229,14 @@ fn loop_only(file: &Path, seconds: u64, loops: usize) -> Result<Round> {
     Ok(round)
 }
 
-fn spawn_loops(file: &Path, seconds: u64, loops: usize) -> Result<Vec<(u32, Child)>> {
+pub fn spawn_loops(file: &Path, seconds: u64, loops: usize) -> Result<Vec<(u32, Child)>> {
     let exe = std::env::current_exe()?;
     (0..loops)
         .map(|_| {
             let child = Command::new(&exe)
                 .args(["open-loop", "--seconds", &seconds.to_string()])
                 .arg(file)
+                .env_remove("LD_LIBRARY_PATH")
                 .stdout(Stdio::piped())
                 .spawn()
                 .context("starting the open loop")?;
@@ -280,30 +288,7 @@ fn with_custos(
             output.display()
         ),
     )?;
-    let mut daemon = Command::new(custos)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", custos.display()))?;
-    let stderr = daemon.stderr.take().context("no stderr")?;
-    let (ready_tx, ready_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("sensor ready") {
-                let _ = ready_tx.send(());
-            }
-            if line.contains("ERROR") || line.contains("error:") {
-                eprintln!("custos: {line}");
-            }
-        }
-    });
-    if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
-        let _ = daemon.kill();
-        bail!("custos did not become ready");
-    }
+    let daemon = start_daemon(custos, &config)?;
     let cpu_at_ready = process_cpu(daemon.id())?;
     let runs = spawn_loops(file, seconds, loops)?;
     let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
@@ -337,8 +322,37 @@ fn with_custos(
     Ok(round)
 }
 
+/// Starts `custos run --config CONFIG` and waits until its hooks are attached.
+pub fn start_daemon(custos: &Path, config: &Path) -> Result<Child> {
+    let mut daemon = Command::new(custos)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", custos.display()))?;
+    let stderr = daemon.stderr.take().context("no stderr")?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sensor ready") {
+                let _ = ready_tx.send(());
+            }
+            if line.contains("ERROR") || line.contains("error:") {
+                eprintln!("custos: {line}");
+            }
+        }
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = daemon.kill();
+        bail!("custos did not become ready");
+    }
+    Ok(daemon)
+}
+
 /// user + system CPU of a live process, from /proc.
-fn process_cpu(pid: u32) -> Result<Duration> {
+pub fn process_cpu(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = &stat[stat.rfind(')').context("bad stat")? + 2..];
     let fields: Vec<u64> = after
@@ -353,7 +367,7 @@ fn process_cpu(pid: u32) -> Result<Duration> {
 }
 
 /// Waits for `child` and returns its exit status with the CPU time it used in all.
-fn wait_with_cpu(child: Child) -> Result<(i32, Duration)> {
+pub fn wait_with_cpu(child: Child) -> Result<(i32, Duration)> {
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -373,7 +387,7 @@ fn wait_with_cpu(child: Child) -> Result<(i32, Duration)> {
 
 /// Opens of `file` by `pids` that the output accounts for (events plus summarised repeats),
 /// the events the sensor reported lost, and the events written in all.
-fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64, u64)> {
+pub fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64, u64)> {
     let reader = BufReader::new(std::fs::File::open(output)?);
     let events: Vec<Event> = custos_proto::delimited::read_all(reader)?;
     let written = events.len() as u64;
@@ -396,7 +410,7 @@ fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64, u64)> 
 }
 
 /// Installs and starts auditd if needed.
-fn ensure_auditd() -> Result<()> {
+pub fn ensure_auditd() -> Result<()> {
     if !have("auditctl") {
         sh(Command::new("apt-get")
             .args(["install", "-y", "-q", "auditd"])
@@ -429,7 +443,7 @@ fn with_auditd(file: &Path, seconds: u64) -> Result<Round> {
 
 /// `cargo xtask bench sink`: events per second through each sink type, to real receivers on
 /// loopback (a TCP collector in this process, rsyslogd, nats-server with JetStream).
-pub fn sink(events: u64) -> Result<()> {
+pub fn sink(events: u64, report: &mut Report) -> Result<()> {
     let custos = target_dir().join("release/custos");
     let work = tempfile::tempdir()?;
     let collector = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -477,9 +491,14 @@ pub fn sink(events: u64) -> Result<()> {
             ),
         ),
     ];
-    println!();
-    println!("{events} synthetic file-open events per sink, release build");
-    println!("{:<32} {:>16} {:>18}", "sink", "accepted/s", "delivered/s");
+    report.line("");
+    report.line(format!(
+        "{events} synthetic file-open events per sink, release build"
+    ));
+    report.line(format!(
+        "{:<32} {:>16} {:>18}",
+        "sink", "accepted/s", "delivered/s"
+    ));
     for (label, sink) in cases {
         let spool = work.path().join(format!("spool-{}", label.len()));
         let config = work.path().join("bench-sink.toml");
@@ -510,11 +529,11 @@ pub fn sink(events: u64) -> Result<()> {
         let [n, accepted, delivered] = fields[..] else {
             bail!("bench-sinks printed {text:?}");
         };
-        println!(
+        report.line(format!(
             "{label:<32} {:>16.0} {:>18.0}",
             n / (accepted / 1e9),
             n / (delivered / 1e9)
-        );
+        ));
     }
     receivers.stop();
     Ok(())

@@ -3,8 +3,11 @@
 //! Every command first makes sure the machine has what it needs (see `setup`), so a fresh
 //! machine goes from clone to running sensor or green tests with one command.
 mod bench;
+mod bench_exec;
+mod bench_throughput;
 mod commands;
 mod package;
+mod report;
 mod schema_doc;
 mod setup;
 mod shell;
@@ -54,9 +57,19 @@ enum Command {
         check: bool,
     },
     /// Benchmarks that print ratios against a baseline measured in the same run (as root).
+    /// Without a subcommand: all of them, written to bench/REPORT.md.
     Bench {
         #[command(subcommand)]
-        which: BenchCommand,
+        which: Option<BenchCommand>,
+    },
+    /// The exec storm the exec benchmark runs (internal).
+    #[command(hide = true)]
+    ExecLoop {
+        #[arg(long)]
+        rate: u64,
+        #[arg(long)]
+        seconds: u64,
+        program: PathBuf,
     },
     /// The open loop the open benchmark times (internal).
     #[command(hide = true)]
@@ -83,6 +96,23 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         events: u64,
     },
+    /// Exec storm at fixed rates: nothing attached, Custos (default config), auditd.
+    Exec {
+        /// Execs per second, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100,1600,10000")]
+        rates: Vec<u64>,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// The highest event rate sustained with nothing lost, and the daemon's peak memory.
+    Throughput {
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,13 +125,41 @@ fn main() -> ExitCode {
         Command::Decode { file } => commands::decode(&file),
         Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),
-        Command::Bench { which } => match which {
-            BenchCommand::Open { seconds, rounds } => commands::bench_prepare()
-                .and_then(|()| bench::open(&bench::Options { seconds, rounds })),
-            BenchCommand::Sink { events } => {
-                commands::bench_prepare().and_then(|()| bench::sink(events))
+        Command::Bench { which } => commands::bench_prepare().and_then(|()| {
+            let mut report = report::Report::default();
+            match which {
+                Some(BenchCommand::Open { seconds, rounds }) => {
+                    bench::open(&bench::Options { seconds, rounds }, &mut report)
+                }
+                Some(BenchCommand::Sink { events }) => bench::sink(events, &mut report),
+                Some(BenchCommand::Exec {
+                    rates,
+                    seconds,
+                    rounds,
+                }) => bench_exec::exec(
+                    &bench_exec::Options {
+                        rates,
+                        seconds,
+                        rounds,
+                    },
+                    &mut report,
+                ),
+                Some(BenchCommand::Throughput { seconds, rounds }) => bench_throughput::throughput(
+                    &bench_throughput::Options {
+                        seconds,
+                        rounds,
+                        exec_rate: 1000,
+                    },
+                    &mut report,
+                ),
+                None => report::all(&mut report),
             }
-        },
+        }),
+        Command::ExecLoop {
+            rate,
+            seconds,
+            program,
+        } => bench_exec::exec_loop(&program, rate, seconds),
         Command::OpenLoop { seconds, file } => bench::open_loop(&file, seconds),
     };
     match result {

@@ -1,0 +1,406 @@
+//! `cargo xtask bench exec`: the exec-storm method (Sysmon for Linux's perftest). A spawner
+//! runs a copy of /bin/true at a fixed rate for a fixed time with nothing attached, with Custos
+//! on its default configuration writing protobuf to a file, and with auditd (an execve rule,
+//! records written to its log file). For each it reports the sensor's own CPU, the kernel-side
+//! BPF time, the spawner's CPU (which includes every in-kernel hook cost), the extra CPU over
+//! the baseline all in, and what was lost.
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::fs::MetadataExt,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use custos_proto::v1::{event::Body, Event};
+
+use crate::{
+    bench::{ensure_auditd, process_cpu, spread, start_daemon, wait_with_cpu},
+    report::Report,
+    shell::{run as sh, target_dir},
+};
+
+/// Port of the daemon's metrics endpoint during the benchmark (for its BPF run time).
+const METRICS: &str = "127.0.0.1:19464";
+
+pub struct Options {
+    pub rates: Vec<u64>,
+    pub seconds: u64,
+    pub rounds: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Baseline,
+    Custos,
+    Auditd,
+}
+
+impl Setup {
+    fn label(self) -> &'static str {
+        match self {
+            Setup::Baseline => "nothing attached",
+            Setup::Custos => "custos, default config, protobuf file",
+            Setup::Auditd => "auditd, execve rule, log file",
+        }
+    }
+}
+
+/// One storm.
+#[derive(Clone, Default)]
+struct Round {
+    spawned: u64,
+    elapsed: Duration,
+    /// CPU of the spawner and its children (fork, exec, the programs, every hook in between).
+    spawner_cpu: Duration,
+    /// CPU of the sensor's processes (custos; auditd and kauditd).
+    sensor_cpu: Duration,
+    /// Time the sensor's eBPF programs ran (custos only).
+    bpf: Option<Duration>,
+    /// Execs the sensor did not record.
+    lost: Option<u64>,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.spawned as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn per_second(&self, d: Duration) -> f64 {
+        d.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
+    let custos = target_dir().join("release/custos");
+    let work = tempfile::tempdir()?;
+    // A copy under a unique name, so its execs are told apart from everything else.
+    let marker = work
+        .path()
+        .join(format!("custos-bench-true-{}", std::process::id()));
+    std::fs::copy("/bin/true", &marker)?;
+    let auditd = ensure_auditd();
+    if let Err(err) = &auditd {
+        eprintln!("xtask: auditd is left out of this run: {err:#}");
+    }
+    let setups: Vec<Setup> = [Setup::Baseline, Setup::Custos, Setup::Auditd]
+        .into_iter()
+        .filter(|s| *s != Setup::Auditd || auditd.is_ok())
+        .collect();
+    report.line(format!(
+        "exec storm: a copy of /bin/true spawned at a fixed rate for {} s; median of {} rounds \
+         (min..max); CPU in % of one core",
+        options.seconds, options.rounds
+    ));
+    for &rate in &options.rates {
+        let mut results: Vec<(Setup, Vec<Round>)> =
+            setups.iter().map(|s| (*s, Vec::new())).collect();
+        for round in 0..options.rounds {
+            for (setup, rounds) in &mut results {
+                eprintln!(
+                    "xtask: bench exec: {rate}/s, round {} of {}: {}",
+                    round + 1,
+                    options.rounds,
+                    setup.label()
+                );
+                rounds.push(match setup {
+                    Setup::Baseline => storm(&marker, rate, options.seconds)?,
+                    Setup::Custos => {
+                        with_custos(&custos, work.path(), &marker, rate, options.seconds)?
+                    }
+                    Setup::Auditd => with_auditd(&marker, rate, options.seconds)?,
+                });
+            }
+        }
+        table(report, rate, &results);
+    }
+    Ok(())
+}
+
+fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
+    let baseline_spawner = results
+        .iter()
+        .find(|(s, _)| *s == Setup::Baseline)
+        .map(|(_, r)| spread(r.iter().map(|r| r.per_second(r.spawner_cpu)).collect()).1)
+        .unwrap_or(0.0);
+    // All in: the sensor's processes plus what the spawner paid beyond the baseline.
+    let all_in = |r: &Round| {
+        r.per_second(r.sensor_cpu) + (r.per_second(r.spawner_cpu) - baseline_spawner).max(0.0)
+    };
+    let auditd_all_in = results
+        .iter()
+        .find(|(s, _)| *s == Setup::Auditd)
+        .map(|(_, r)| spread(r.iter().map(all_in).collect()).1);
+    report.line(String::new());
+    report.line(format!("target rate {rate} execs/s"));
+    report.line(format!(
+        "{:<38} {:>9} {:>20} {:>9} {:>20} {:>20} {:>9} {:>8}",
+        "setup",
+        "execs/s",
+        "sensor CPU %",
+        "BPF %",
+        "spawner CPU %",
+        "all in %",
+        "vs auditd",
+        "lost"
+    ));
+    let pct = |(min, median, max): (f64, f64, f64)| {
+        format!(
+            "{:.2} ({:.2}..{:.2})",
+            median * 100.0,
+            min * 100.0,
+            max * 100.0
+        )
+    };
+    for (setup, rounds) in results {
+        let achieved = spread(rounds.iter().map(Round::rate).collect()).1;
+        let sensor = spread(rounds.iter().map(|r| r.per_second(r.sensor_cpu)).collect());
+        let bpf = rounds
+            .iter()
+            .map(|r| r.bpf.map(|b| r.per_second(b)))
+            .collect::<Option<Vec<_>>>()
+            .map_or("-".to_owned(), |v| format!("{:.2}", spread(v).1 * 100.0));
+        let spawner = spread(rounds.iter().map(|r| r.per_second(r.spawner_cpu)).collect());
+        let total = spread(rounds.iter().map(all_in).collect());
+        let versus = match (setup, auditd_all_in) {
+            (Setup::Baseline, _) | (_, None) => "-".to_owned(),
+            (_, Some(auditd)) => format!("{:.2}x", total.1 / auditd.max(1e-9)),
+        };
+        let lost = rounds
+            .iter()
+            .map(|r| r.lost)
+            .collect::<Option<Vec<_>>>()
+            .map_or("-".to_owned(), |v| {
+                v.iter().max().copied().unwrap_or(0).to_string()
+            });
+        report.line(format!(
+            "{:<38} {:>9.0} {:>20} {:>9} {:>20} {:>20} {:>9} {:>8}",
+            setup.label(),
+            achieved,
+            if *setup == Setup::Baseline {
+                "-".to_owned()
+            } else {
+                pct(sensor)
+            },
+            bpf,
+            pct(spawner),
+            if *setup == Setup::Baseline {
+                "-".to_owned()
+            } else {
+                pct(total)
+            },
+            versus,
+            lost
+        ));
+    }
+}
+
+/// Runs the exec loop helper and returns what it measured.
+fn storm(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
+    let out = Command::new(std::env::current_exe()?)
+        .args([
+            "exec-loop",
+            "--rate",
+            &rate.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .arg(marker)
+        // `cargo xtask` sets LD_LIBRARY_PATH for its own build; a real storm does not probe
+        // those directories on every exec.
+        .env_remove("LD_LIBRARY_PATH")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the exec loop")?;
+    if !out.status.success() {
+        bail!("the exec loop failed");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [spawned, elapsed_ns, cpu_ns] = fields[..] else {
+        bail!("the exec loop printed {text:?}");
+    };
+    Ok(Round {
+        spawned,
+        elapsed: Duration::from_nanos(elapsed_ns),
+        spawner_cpu: Duration::from_nanos(cpu_ns),
+        ..Round::default()
+    })
+}
+
+fn with_custos(
+    custos: &Path,
+    work: &Path,
+    marker: &Path,
+    rate: u64,
+    seconds: u64,
+) -> Result<Round> {
+    let output = work.join("events.pb");
+    let _ = std::fs::remove_file(&output);
+    let config = work.join("bench-exec.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"{METRICS}\"\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
+            output.display()
+        ),
+    )?;
+    let daemon = start_daemon(custos, &config)?;
+    let cpu_before = process_cpu(daemon.id())?;
+    let bpf_before = bpf_seconds()?;
+    let mut round = storm(marker, rate, seconds)?;
+    // Let the daemon drain what the storm queued (its timer drains every 10 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    round.sensor_cpu = process_cpu(daemon.id())?.saturating_sub(cpu_before);
+    round.bpf = Some(Duration::from_secs_f64(
+        (bpf_seconds()? - bpf_before).max(0.0),
+    ));
+    sh(Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string()))?;
+    let (status, _) = wait_with_cpu(daemon)?;
+    if status != 0 {
+        bail!("custos exited with status {status}");
+    }
+    let events: Vec<Event> =
+        custos_proto::delimited::read_all(std::io::BufReader::new(std::fs::File::open(&output)?))?;
+    let path = marker.to_string_lossy();
+    let seen = events
+        .iter()
+        .filter(|e| {
+            matches!(e.body, Some(Body::Exec(_)))
+                && e.process.as_ref().is_some_and(|p| p.binary == path)
+        })
+        .count() as u64;
+    round.lost = Some(round.spawned.saturating_sub(seen));
+    Ok(round)
+}
+
+/// The sum of the daemon's `custos_bpf_run_seconds` gauges, from its metrics endpoint.
+fn bpf_seconds() -> Result<f64> {
+    let mut stream =
+        std::net::TcpStream::connect(METRICS).context("connecting to the metrics endpoint")?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("custos_bpf_run_seconds{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn with_auditd(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
+    const KEY: &str = "custos-bench-exec";
+    let log = Path::new("/var/log/audit/audit.log");
+    let (log_start, log_inode) = std::fs::metadata(log).map_or((0, 0), |m| (m.len(), m.ino()));
+    let pids = audit_pids()?;
+    let cpu = |pids: &[u32]| -> Duration { pids.iter().filter_map(|p| process_cpu(*p).ok()).sum() };
+    sh(Command::new("auditctl").args([
+        "-a",
+        "always,exit",
+        "-F",
+        "arch=b64",
+        "-S",
+        "execve",
+        "-k",
+        KEY,
+    ]))?;
+    let before = cpu(&pids);
+    let mut round = storm(marker, rate, seconds)?;
+    std::thread::sleep(Duration::from_millis(300));
+    round.sensor_cpu = cpu(&pids).saturating_sub(before);
+    sh(Command::new("auditctl").arg("-D"))?;
+    // Every exec of the marker gives one SYSCALL record naming it. auditd may have rotated its
+    // log meanwhile: then the start of the storm is in audit.log.1.
+    let text = if std::fs::metadata(log)?.ino() == log_inode {
+        read_from(log, log_start)?
+    } else {
+        read_from(&log.with_extension("log.1"), log_start)? + &read_from(log, 0)?
+    };
+    let needle = format!("exe=\"{}\"", marker.display());
+    let seen = text
+        .lines()
+        .filter(|l| l.starts_with("type=SYSCALL") && l.contains(&needle))
+        .count() as u64;
+    round.lost = Some(round.spawned.saturating_sub(seen));
+    Ok(round)
+}
+
+/// A log file's text from byte `offset` on.
+fn read_from(path: &Path, offset: u64) -> Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// auditd and the kernel's kauditd thread.
+fn audit_pids() -> Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if matches!(comm.trim(), "auditd" | "kauditd") {
+            pids.push(pid);
+        }
+    }
+    if pids.is_empty() {
+        bail!("auditd is not running");
+    }
+    Ok(pids)
+}
+
+/// Entry point of the `exec-loop` helper: spawns `program` `rate` times a second for `seconds`,
+/// reaping as it goes, then prints "spawned elapsed_ns cpu_ns" (its own CPU and its children's).
+pub fn exec_loop(program: &Path, rate: u64, seconds: u64) -> Result<()> {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let start = Instant::now();
+    let limit = Duration::from_secs(seconds);
+    let mut spawned: u64 = 0;
+    let mut running = Vec::new();
+    while start.elapsed() < limit {
+        let due = interval * spawned as u32;
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        running.push(
+            Command::new(program)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("spawning {}", program.display()))?,
+        );
+        spawned += 1;
+        if running.len() >= 64 {
+            for mut child in running.drain(..) {
+                child.wait()?;
+            }
+        }
+    }
+    for mut child in running {
+        child.wait()?;
+    }
+    let elapsed = start.elapsed();
+    let usage = |who| {
+        // SAFETY: rusage is plain data that getrusage fills in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut usage) };
+        let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        time(usage.ru_utime) + time(usage.ru_stime)
+    };
+    let cpu = usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN);
+    println!("{spawned} {} {}", elapsed.as_nanos(), cpu.as_nanos());
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! `cargo xtask bench throughput`: the event rate the daemon sustains to a protobuf file with
+//! nothing lost, found by raising the offered load (open loops plus an exec storm, every open
+//! reported) step by step, with the daemon's CPU and peak memory at each step.
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+
+use crate::{
+    bench::{account, process_cpu, spawn_loops, spread, start_daemon, wait_with_cpu},
+    report::Report,
+    shell::{run as sh, target_dir},
+};
+
+pub struct Options {
+    pub seconds: u64,
+    pub rounds: usize,
+    /// Exec-storm rate added to every step.
+    pub exec_rate: u64,
+}
+
+struct Step {
+    events_per_second: f64,
+    lost: u64,
+    daemon_cpu: f64,
+    peak_rss_mib: f64,
+}
+
+pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
+    let custos = target_dir().join("release/custos");
+    let work = tempfile::tempdir()?;
+    let file = work.path().join("bench-file");
+    std::fs::write(&file, b"custos throughput benchmark")?;
+    let marker = work
+        .path()
+        .join(format!("custos-bench-true-{}", std::process::id()));
+    std::fs::copy("/bin/true", &marker)?;
+    report.line("");
+    report.line(format!(
+        "throughput: every open reported (no deduplication) to a protobuf file, N open loops plus \
+         {} execs/s, {} s per step; median of {} rounds (min..max)",
+        options.exec_rate, options.seconds, options.rounds
+    ));
+    report.line(format!(
+        "{:<14} {:>30} {:>8} {:>18} {:>16}",
+        "open loops", "events/s written", "lost", "daemon CPU %", "peak RSS MiB"
+    ));
+    let mut best_lossless = 0.0f64;
+    for loops in 1..=3 {
+        let mut steps = Vec::new();
+        for round in 0..options.rounds {
+            eprintln!(
+                "xtask: bench throughput: {loops} open loops, round {}",
+                round + 1
+            );
+            steps.push(step(&custos, work.path(), &file, &marker, loops, options)?);
+        }
+        let rate = spread(steps.iter().map(|s| s.events_per_second).collect());
+        let lost = steps.iter().map(|s| s.lost).max().unwrap_or(0);
+        let cpu = spread(steps.iter().map(|s| s.daemon_cpu * 100.0).collect());
+        let rss = spread(steps.iter().map(|s| s.peak_rss_mib).collect());
+        if lost == 0 {
+            best_lossless = best_lossless.max(rate.1);
+        }
+        report.line(format!(
+            "{:<14} {:>30} {:>8} {:>18} {:>16}",
+            loops,
+            format!("{:.0} ({:.0}..{:.0})", rate.1, rate.0, rate.2),
+            lost,
+            format!("{:.0} ({:.0}..{:.0})", cpu.1, cpu.0, cpu.2),
+            format!("{:.1} ({:.1}..{:.1})", rss.1, rss.0, rss.2),
+        ));
+    }
+    report.line(format!(
+        "highest rate with nothing lost: {best_lossless:.0} events/s (this machine has {} cores \
+         shared by the load generators and the daemon)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    Ok(())
+}
+
+fn step(
+    custos: &Path,
+    work: &Path,
+    file: &Path,
+    marker: &Path,
+    loops: usize,
+    options: &Options,
+) -> Result<Step> {
+    let output = work.join("events.pb");
+    let _ = std::fs::remove_file(&output);
+    let config = work.join("bench-throughput.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[file]\ndedup_window_ms = 0\n[metrics]\nlisten = \"\"\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
+            output.display()
+        ),
+    )?;
+    let daemon = start_daemon(custos, &config)?;
+    let cpu_before = process_cpu(daemon.id())?;
+    let start = Instant::now();
+    let exec_storm = Command::new(std::env::current_exe()?)
+        .args([
+            "exec-loop",
+            "--rate",
+            &options.exec_rate.to_string(),
+            "--seconds",
+            &options.seconds.to_string(),
+        ])
+        .arg(marker)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let runs = spawn_loops(file, options.seconds, loops)?;
+    let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
+    let mut opens = 0;
+    for (_, child) in runs {
+        let out = child.wait_with_output()?;
+        opens += String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    let mut exec_storm = exec_storm;
+    exec_storm.wait()?;
+    let elapsed = start.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let daemon_cpu = process_cpu(daemon.id())?.saturating_sub(cpu_before);
+    let peak_rss_mib = peak_rss_kib(daemon.id()) as f64 / 1024.0;
+    sh(Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string()))?;
+    let (status, _) = wait_with_cpu(daemon)?;
+    if status != 0 {
+        bail!("custos exited with status {status}");
+    }
+    let (accounted, reported_lost, written) = account(&output, file, &pids)?;
+    Ok(Step {
+        events_per_second: written as f64 / elapsed.as_secs_f64(),
+        lost: opens.saturating_sub(accounted).max(reported_lost),
+        daemon_cpu: daemon_cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        peak_rss_mib,
+    })
+}
+
+/// VmHWM: the process's peak resident set, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,77 @@
+//! Benchmark output: printed as it comes, and kept for `bench/REPORT.md`.
+#[derive(Default)]
+pub struct Report {
+    pub text: String,
+}
+
+impl Report {
+    pub fn line(&mut self, line: impl AsRef<str>) {
+        println!("{}", line.as_ref());
+        self.text.push_str(line.as_ref());
+        self.text.push('\n');
+    }
+}
+
+/// Every benchmark with its default settings; the whole output goes to `bench/REPORT.md`.
+pub fn all(report: &mut Report) -> anyhow::Result<()> {
+    use crate::{bench, bench_exec, bench_throughput};
+    bench::open(
+        &bench::Options {
+            seconds: 3,
+            rounds: 3,
+        },
+        report,
+    )?;
+    bench::sink(100_000, report)?;
+    bench_exec::exec(
+        &bench_exec::Options {
+            rates: vec![100, 1600, 10_000],
+            seconds: 5,
+            rounds: 3,
+        },
+        report,
+    )?;
+    bench_throughput::throughput(
+        &bench_throughput::Options {
+            seconds: 3,
+            rounds: 3,
+            exec_rate: 1000,
+        },
+        report,
+    )?;
+    let path = crate::shell::workspace_root().join("bench/REPORT.md");
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    std::fs::write(&path, markdown(&report.text))?;
+    eprintln!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+fn markdown(figures: &str) -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    let kernel = read("/proc/sys/kernel/osrelease");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "# Custos benchmark report\n\n\
+         Written by `cargo xtask bench` (release build, run as root). Every figure is measured in \
+         the same run as its baseline; ratios compare setups side by side, not across runs.\n\n\
+         | machine | |\n| --- | --- |\n| kernel | {} |\n| CPU | {cpu} ({cores} cores) |\n\
+         | memory | {memory} |\n| commit | {commit} |\n\n```\n{figures}```\n",
+        kernel.trim()
+    )
+}
