@@ -344,6 +344,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         file_sensor: config.sensors.file,
         device_sensor: config.sensors.devices,
     })?;
+    // Parsing BTF and loading the programs left tens of MiB of freed heap; give it back.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
     for (hook, path) in &sensor.hooks {
         metrics
             .hooks

@@ -4,6 +4,10 @@
 use std::{
     path::Path,
     process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -26,6 +30,9 @@ struct Step {
     events_per_second: f64,
     lost: u64,
     daemon_cpu: f64,
+    /// Largest resident set sampled while the load ran, and the lifetime peak (VmHWM, which
+    /// includes start-up).
+    load_rss_mib: f64,
     peak_rss_mib: f64,
 }
 
@@ -45,8 +52,13 @@ pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
         options.exec_rate, options.seconds, options.rounds
     ));
     report.line(format!(
-        "{:<14} {:>30} {:>8} {:>18} {:>16}",
-        "open loops", "events/s written", "lost", "daemon CPU %", "peak RSS MiB"
+        "{:<14} {:>30} {:>8} {:>18} {:>20} {:>20}",
+        "open loops",
+        "events/s written",
+        "lost",
+        "daemon CPU %",
+        "RSS under load MiB",
+        "peak RSS MiB"
     ));
     let mut best_lossless = 0.0f64;
     for loops in 1..=3 {
@@ -61,16 +73,18 @@ pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
         let rate = spread(steps.iter().map(|s| s.events_per_second).collect());
         let lost = steps.iter().map(|s| s.lost).max().unwrap_or(0);
         let cpu = spread(steps.iter().map(|s| s.daemon_cpu * 100.0).collect());
+        let load_rss = spread(steps.iter().map(|s| s.load_rss_mib).collect());
         let rss = spread(steps.iter().map(|s| s.peak_rss_mib).collect());
         if lost == 0 {
             best_lossless = best_lossless.max(rate.1);
         }
         report.line(format!(
-            "{:<14} {:>30} {:>8} {:>18} {:>16}",
+            "{:<14} {:>30} {:>8} {:>18} {:>20} {:>20}",
             loops,
             format!("{:.0} ({:.0}..{:.0})", rate.1, rate.0, rate.2),
             lost,
             format!("{:.0} ({:.0}..{:.0})", cpu.1, cpu.0, cpu.2),
+            format!("{:.1} ({:.1}..{:.1})", load_rss.1, load_rss.0, load_rss.2),
             format!("{:.1} ({:.1}..{:.1})", rss.1, rss.0, rss.2),
         ));
     }
@@ -115,6 +129,18 @@ fn step(
         .env_remove("LD_LIBRARY_PATH")
         .stdout(Stdio::null())
         .spawn()?;
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (sampling, pid) = (sampling.clone(), daemon.id());
+        std::thread::spawn(move || {
+            let mut max = 0;
+            while sampling.load(Ordering::Relaxed) {
+                max = max.max(status_kib(pid, "VmRSS:"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            max
+        })
+    };
     let runs = spawn_loops(file, options.seconds, loops)?;
     let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
     let mut opens = 0;
@@ -131,7 +157,9 @@ fn step(
     let elapsed = start.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let daemon_cpu = process_cpu(daemon.id())?.saturating_sub(cpu_before);
-    let peak_rss_mib = peak_rss_kib(daemon.id()) as f64 / 1024.0;
+    sampling.store(false, Ordering::Relaxed);
+    let load_rss_mib = sampler.join().unwrap_or(0) as f64 / 1024.0;
+    let peak_rss_mib = status_kib(daemon.id(), "VmHWM:") as f64 / 1024.0;
     sh(Command::new("kill")
         .arg("-TERM")
         .arg(daemon.id().to_string()))?;
@@ -144,18 +172,19 @@ fn step(
         events_per_second: written as f64 / elapsed.as_secs_f64(),
         lost: opens.saturating_sub(accounted).max(reported_lost),
         daemon_cpu: daemon_cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        load_rss_mib,
         peak_rss_mib,
     })
 }
 
-/// VmHWM: the process's peak resident set, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A KiB figure of /proc/PID/status (`VmRSS:`, `VmHWM:`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)

@@ -154,8 +154,8 @@ pub fn load(options: &LoadOptions) -> Result<LoadedSensor> {
 
 fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     privileges::raise_memlock_limit();
-    let layout = btf_offsets::BtfLayout::from_running_kernel()?;
-    let offsets = btf_offsets::resolve(&layout)?;
+    // Two parsers read the kernel's BTF; one at a time keeps the start-up peak of memory down.
+    let offsets = btf_offsets::resolve(&btf_offsets::BtfLayout::from_running_kernel()?)?;
     let btf = Btf::from_sys_fs().context("parsing /sys/kernel/btf/vmlinux for tp_btf programs")?;
 
     let mut ebpf = EbpfLoader::new()
