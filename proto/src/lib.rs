@@ -18,7 +18,7 @@ pub mod delimited;
 
 impl v1::EventKind {
     /// Every kind an event body can have, in schema order.
-    pub const OF_BODIES: [v1::EventKind; 11] = [
+    pub const OF_BODIES: [v1::EventKind; 12] = [
         v1::EventKind::ProcessExec,
         v1::EventKind::ProcessExit,
         v1::EventKind::FileOpen,
@@ -30,6 +30,7 @@ impl v1::EventKind {
         v1::EventKind::Mount,
         v1::EventKind::DeviceControl,
         v1::EventKind::DeviceWriteSummary,
+        v1::EventKind::Alert,
     ];
 
     /// The short name used in metrics labels, syslog MSGIDs and NATS subjects (`file_open`).
@@ -48,6 +49,7 @@ impl v1::EventKind {
             v1::EventKind::Mount => "mount",
             v1::EventKind::DeviceControl => "device_control",
             v1::EventKind::DeviceWriteSummary => "device_write_summary",
+            v1::EventKind::Alert => "alert",
         }
     }
 }
@@ -68,6 +70,7 @@ impl v1::Event {
             Some(Body::Mount(_)) => v1::EventKind::Mount,
             Some(Body::DeviceControl(_)) => v1::EventKind::DeviceControl,
             Some(Body::DeviceWriteSummary(_)) => v1::EventKind::DeviceWriteSummary,
+            Some(Body::Alert(_)) => v1::EventKind::Alert,
             None => v1::EventKind::Unspecified,
         }
     }

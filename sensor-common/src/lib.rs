@@ -102,6 +102,8 @@ pub mod filter_flags {
 pub mod filter_action {
     pub const INCLUDE: u32 = 1;
     pub const EXCLUDE: u32 = 2;
+    /// Kept (a policy's sensitive path), without making the other paths need an include.
+    pub const KEEP: u32 = 3;
 }
 
 /// Flags in [`TaskInfo::flags`].

@@ -24,6 +24,12 @@ pub struct Config {
     #[serde(default)]
     pub devices: DevicesConfig,
     #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    #[serde(default)]
+    pub tail: TailConfig,
+    #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub status: StatusConfig,
@@ -163,6 +169,146 @@ impl Default for Sensors {
             devices: true,
         }
     }
+}
+
+/// Least-privilege alert rules. Reloadable with SIGHUP.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(default)]
+    pub rules: Vec<AlertRule>,
+}
+
+/// A sensitive path set, who may touch it, and when bulk reading becomes an alert.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    pub id: String,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    /// Path prefixes of the set (end a directory with "/").
+    pub paths: Vec<String>,
+    /// Roles (from the identity map) and Unix groups whose members may open files in the set.
+    #[serde(default)]
+    pub allow_roles: Vec<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    /// Which opens count: "any", "read" or "write".
+    #[serde(default)]
+    pub access: AccessKind,
+    /// Alert when one allowed identity opens more than this many distinct files of the set
+    /// within `bulk_minutes` (identities outside the allowed roles alert on every open).
+    pub bulk_files: Option<usize>,
+    #[serde(default = "default_bulk_minutes")]
+    pub bulk_minutes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+fn default_severity() -> Severity {
+    Severity::Medium
+}
+
+fn default_bulk_minutes() -> u64 {
+    10
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessKind {
+    #[default]
+    Any,
+    Read,
+    Write,
+}
+
+/// What is collected about people, and in which form.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Collect command-line arguments at all.
+    #[serde(default = "yes")]
+    pub argv: bool,
+    /// Replace secrets in arguments (passwords, tokens, keys) with "[REDACTED]".
+    #[serde(default = "yes")]
+    pub redact_secrets: bool,
+    /// More secret patterns (regular expressions); the first capture group, or the whole match
+    /// without one, is redacted.
+    #[serde(default)]
+    pub secret_patterns: Vec<String>,
+    /// Replace user names, principals, display names and home-directory names with keyed
+    /// pseudonyms (`custos reidentify` maps them back with the key).
+    #[serde(default)]
+    pub pseudonymize: bool,
+    /// The pseudonymisation key (`custos privacy-key FILE` makes one).
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            argv: true,
+            redact_secrets: true,
+            secret_patterns: Vec::new(),
+            pseudonymize: false,
+            key_file: None,
+        }
+    }
+}
+
+/// The local live stream (`custos tail`) and who may read it with which view.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TailConfig {
+    /// The Unix socket; "" turns the stream off.
+    #[serde(default = "default_tail_socket")]
+    pub socket: PathBuf,
+    /// Groups whose members may read the stream, each with its view. Root always may, with
+    /// real names.
+    #[serde(default)]
+    pub groups: Vec<TailGroup>,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_tail_socket(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+fn default_tail_socket() -> PathBuf {
+    PathBuf::from("/run/custos/tail.sock")
+}
+
+/// A group allowed to read the live stream, and what its members see.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TailGroup {
+    pub group: String,
+    /// How people's names appear: "real", "pseudonym" (needs privacy.key_file) or "hidden".
+    #[serde(default)]
+    pub names: NameView,
+    /// Whether command-line arguments are shown.
+    #[serde(default = "yes")]
+    pub argv: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NameView {
+    Real,
+    #[default]
+    Pseudonym,
+    Hidden,
 }
 
 /// Block devices: what is watched, the write summaries, and device control.
@@ -498,6 +644,56 @@ impl Config {
         }
         if self.sinks.is_empty() {
             bail!("no [[sinks]]: add at least one, e.g. [[sinks]] type = \"stdout\"");
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (n, rule) in self.alerts.rules.iter().enumerate() {
+            let at = format!("alerts.rules[{n}]");
+            if rule.id.is_empty() || !ids.insert(rule.id.as_str()) {
+                bail!("{at}: every alert rule needs an id of its own");
+            }
+            if rule.paths.is_empty() {
+                bail!(
+                    "{at} ({}): paths is empty: list the sensitive path prefixes",
+                    rule.id
+                );
+            }
+            if let Some(path) = rule.paths.iter().find(|p| !p.starts_with('/')) {
+                bail!("{at} ({}): path {path:?} is not absolute", rule.id);
+            }
+            if rule.bulk_files == Some(0) || rule.bulk_minutes == 0 {
+                bail!(
+                    "{at} ({}): bulk_files and bulk_minutes must be at least 1",
+                    rule.id
+                );
+            }
+        }
+        for pattern in &self.privacy.secret_patterns {
+            regex::bytes::Regex::new(pattern).map_err(|e| {
+                anyhow!(
+                    "privacy.secret_patterns: {pattern:?} is not a valid regular expression: {e}"
+                )
+            })?;
+        }
+        if self.privacy.pseudonymize && self.privacy.key_file.is_none() {
+            bail!("privacy.pseudonymize = true needs privacy.key_file (make one with `custos privacy-key FILE`)");
+        }
+        for (n, view) in self.tail.groups.iter().enumerate() {
+            if nix::unistd::Group::from_name(&view.group)
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                bail!(
+                    "tail.groups[{n}]: group {:?} does not exist on this host",
+                    view.group
+                );
+            }
+            if view.names == NameView::Pseudonym && self.privacy.key_file.is_none() {
+                bail!(
+                    "tail.groups[{n}] ({}): names = \"pseudonym\" needs privacy.key_file",
+                    view.group
+                );
+            }
         }
         for (n, rule) in self.devices.rules.iter().enumerate() {
             let at = format!("devices.rules[{n}]");

@@ -1,4 +1,5 @@
 //! `custos`: the Custos sensor daemon and its command-line tools.
+mod alerts;
 mod bench_sinks;
 mod cgroups;
 mod config;
@@ -13,10 +14,12 @@ mod kernel;
 mod metrics;
 mod people;
 mod pipeline;
+mod privacy;
 mod proc_scan;
 mod process_table;
 mod sessions;
 mod sinks;
+mod tail;
 mod text;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -52,8 +55,29 @@ enum Command {
         #[arg(long, default_value_os_t = config::default_status_socket())]
         socket: PathBuf,
     },
+    /// Follow the live event stream (root, or a member of a group in [tail] groups, which
+    /// decides what is shown).
+    Tail {
+        #[arg(long, default_value = "/run/custos/tail.sock")]
+        socket: PathBuf,
+    },
     /// Turn a length-delimited protobuf file into JSON lines on stdout.
     Decode { file: PathBuf },
+    /// Say in plain words what a configuration collects about people and where it goes
+    /// (without --config: the embedded default).
+    PrivacyReport {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a new pseudonymisation key to FILE (which must not exist yet), readable by root only.
+    PrivacyKey { file: PathBuf },
+    /// Print the name behind each pseudonym (`ps_...`), given the key that made them.
+    Reidentify {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(required = true)]
+        pseudonyms: Vec<String>,
+    },
     /// Push synthetic events through the configured sinks and time their delivery (used by
     /// `cargo xtask bench sink`).
     #[command(hide = true)]
@@ -109,6 +133,27 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Decode { file } => decode_file(&file),
+        Command::Tail { socket } => tail::print(&socket),
+        Command::PrivacyReport { config } => {
+            let loaded = match &config {
+                Some(path) => config::Config::load(path)?,
+                None => config::Config::embedded_default()?,
+            };
+            print!("{}", privacy::report::render(&loaded));
+            Ok(())
+        }
+        Command::PrivacyKey { file } => {
+            privacy::pseudonym::Pseudonymizer::write_new_key(&file)?;
+            println!("{}: new key written", file.display());
+            Ok(())
+        }
+        Command::Reidentify { key, pseudonyms } => {
+            let key = privacy::pseudonym::Pseudonymizer::from_key_file(&key)?;
+            for pseudonym in pseudonyms {
+                println!("{pseudonym} {}", key.reidentify(&pseudonym)?);
+            }
+            Ok(())
+        }
         Command::BenchSinks { config, events } => bench_sinks::run(&config, events),
     }
 }

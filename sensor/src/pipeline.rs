@@ -23,12 +23,16 @@ use sensor_common::{
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
-    sync::mpsc::{self, UnboundedReceiver, UnboundedSender},
+    sync::{
+        broadcast,
+        mpsc::{self, UnboundedReceiver, UnboundedSender},
+    },
 };
 
 use crate::{
+    alerts::AlertEngine,
     cgroups::{cgroup2_mount, CgroupResolver},
-    config::{AttachMode, Config},
+    config::{AttachMode, Config, PrivacyConfig},
     decode::{self, Record},
     dedup::Dedup,
     devices::{sysfs::DeviceSources, DeviceTracker},
@@ -42,10 +46,12 @@ use crate::{
     },
     metrics::{self, HookLabels, KindLabels, Metrics, ProgramLabels, SinkLabels},
     people::PeopleFile,
+    privacy::{redact::Redactor, Privacy},
     proc_scan,
     process_table::ProcessTable,
     sessions::{SessionSources, SessionTracker},
     sinks::{spool::Spool, Sinks, SpoolLoss},
+    tail,
 };
 
 /// How long exited processes stay in the table for late events.
@@ -83,6 +89,25 @@ impl EventCounters {
     }
 }
 
+/// Sensitive paths of the alert rules, which no kernel path filter may hide.
+fn alert_paths(config: &Config) -> Vec<String> {
+    config
+        .alerts
+        .rules
+        .iter()
+        .flat_map(|rule| rule.paths.iter().cloned())
+        .collect()
+}
+
+/// The argument redactor the privacy settings ask for.
+fn redactor_for(privacy: &PrivacyConfig) -> Result<Option<Redactor>> {
+    Ok(if privacy.redact_secrets {
+        Some(Redactor::new(&privacy.secret_patterns)?)
+    } else {
+        None
+    })
+}
+
 /// CLOCK_BOOTTIME now, in nanoseconds (the kernel records' clock).
 fn boottime_now_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
@@ -92,7 +117,24 @@ fn boottime_now_ns() -> u64 {
 
 /// Starts the metrics endpoint and the status socket. Neither is the sensor's job, so a port
 /// or socket that cannot be bound is logged, not fatal.
-async fn serve_observability(config: &Config, metrics: &Arc<Metrics>) {
+async fn serve_observability(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tail_events: &broadcast::Sender<Arc<Event>>,
+) {
+    if !config.tail.socket.as_os_str().is_empty() {
+        match tail::bind(&config.tail.socket) {
+            Ok(listener) => {
+                tokio::spawn(tail::serve(
+                    listener,
+                    tail_events.clone(),
+                    config.tail.groups.clone(),
+                    config.privacy.clone(),
+                ));
+            }
+            Err(err) => tracing::warn!("no live stream for custos tail: {err:#}"),
+        }
+    }
     if !config.metrics.listen.is_empty() {
         match tokio::net::TcpListener::bind(&config.metrics.listen).await {
             Ok(listener) => {
@@ -129,6 +171,11 @@ struct Stages {
     spool_losses: UnboundedReceiver<SpoolLoss>,
     metrics: Arc<Metrics>,
     counters: EventCounters,
+    alerts: AlertEngine,
+    privacy: Privacy,
+    /// The live stream's clients (`custos tail`); they get events before the sinks' privacy
+    /// view and apply their own.
+    tail: broadcast::Sender<Arc<Event>>,
 }
 
 impl Stages {
@@ -136,9 +183,19 @@ impl Stages {
         self.counters.count(&event);
         event.seq = self.next_seq;
         self.next_seq += 1;
+        // Rules see the real identity; sinks only ever see what privacy lets through.
+        let alerts = self.alerts.evaluate(&event);
+        if self.tail.receiver_count() > 0 {
+            let _ = self.tail.send(Arc::new(event.clone()));
+        }
+        self.privacy.apply(&mut event);
         self.out
             .send(event)
-            .map_err(|_| anyhow!("the sink thread stopped; see the error above"))
+            .map_err(|_| anyhow!("the sink thread stopped; see the error above"))?;
+        for alert in alerts {
+            self.emit(alert)?;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, bytes: &[u8]) -> Result<()> {
@@ -302,6 +359,7 @@ fn reload(
         &config.file,
         config.sensors.file,
         config.sensors.devices,
+        &alert_paths(&config),
         cgroup_root,
     )?;
     filters.apply(&rules)?;
@@ -310,6 +368,9 @@ fn reload(
         .set_window(Duration::from_millis(config.file.dedup_window_ms));
     stages.process_events = config.sensors.process;
     stages.enricher.devices.rules = config.devices.rules;
+    stages.enricher.redactor = redactor_for(&config.privacy)?;
+    stages.privacy = Privacy::new(&config.privacy)?;
+    stages.alerts.replace_rules(config.alerts.rules);
     Ok(())
 }
 
@@ -333,6 +394,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         &config.file,
         config.sensors.file,
         config.sensors.devices,
+        &alert_paths(&config),
         &cgroup_root,
     )?;
 
@@ -360,7 +422,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let _bpf_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .map_err(|e| tracing::warn!("eBPF run-time statistics unavailable: {e}"))
         .ok();
-    serve_observability(&config, &metrics).await;
+    let (tail_events, _) = broadcast::channel(tail::BACKLOG);
+    serve_observability(&config, &metrics, &tail_events).await;
     let mut filters = FilterMaps::take(&mut sensor.ebpf)?;
     filters.apply(&rules)?;
     let watch_map = sensor
@@ -389,7 +452,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
 
     // Seed after attaching, so a process started in between is seen by one or the other.
     let mut processes = ProcessTable::new(EXITED_GRACE);
-    let seeded = proc_scan::seed(&mut processes, &host, Path::new("/proc"));
+    let redactor = redactor_for(&config.privacy)?;
+    let seeded = proc_scan::seed(&mut processes, &host, Path::new("/proc"), redactor.as_ref());
     let (out, events) = mpsc::unbounded_channel();
     let (loss_tx, spool_losses) = mpsc::unbounded_channel();
     let writer = std::thread::Builder::new()
@@ -407,6 +471,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             ),
             cgroups: CgroupResolver::new(cgroup_root.clone(), Duration::from_secs(1)),
             processes,
+            redactor,
             identities: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
             people,
             devices: DeviceTracker::new(
@@ -430,6 +495,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         undecodable: Vec::new(),
         spool_losses,
         counters: EventCounters::new(&metrics),
+        alerts: AlertEngine::new(config.alerts.rules.clone()),
+        privacy: Privacy::new(&config.privacy)?,
+        tail: tail_events,
         metrics: metrics.clone(),
     };
     if config.sensors.devices {

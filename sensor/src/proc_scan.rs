@@ -7,11 +7,18 @@ use crate::{
     credentials::Credentials,
     host::HostInfo,
     identity::UNSET_ID,
+    privacy::redact::Redactor,
     process_table::{Hop, Image, ProcessEntry, ProcessTable},
 };
 
 /// Adds every process under `proc_root` to `table`; returns how many were added.
-pub fn seed(table: &mut ProcessTable, host: &HostInfo, proc_root: &Path) -> usize {
+/// Secrets in their arguments are redacted with `redactor`.
+pub fn seed(
+    table: &mut ProcessTable,
+    host: &HostInfo,
+    proc_root: &Path,
+    redactor: Option<&Redactor>,
+) -> usize {
     let Ok(dir) = std::fs::read_dir(proc_root) else {
         return 0;
     };
@@ -34,7 +41,7 @@ pub fn seed(table: &mut ProcessTable, host: &HostInfo, proc_root: &Path) -> usiz
         } else {
             read_stat(&proc_root.join(ppid.to_string())).map(|(_, ticks)| ticks)
         };
-        let image = Image {
+        let mut image = Image {
             binary: read_link_bytes(&base.join("exe")),
             args: std::fs::read(base.join("cmdline"))
                 .map(|argv| {
@@ -48,6 +55,9 @@ pub fn seed(table: &mut ProcessTable, host: &HostInfo, proc_root: &Path) -> usiz
             cwd: read_link_bytes(&base.join("cwd")),
             path_truncated: false,
         };
+        if let Some(redactor) = redactor {
+            redactor.redact(&mut image.args);
+        }
         let mut entry = ProcessEntry::new(
             pid,
             ppid,
@@ -179,7 +189,7 @@ mod tests {
     fn seeding_finds_this_test_process_with_its_parent() {
         let host = HostInfo::probe().unwrap();
         let mut table = ProcessTable::new(std::time::Duration::from_secs(1));
-        assert!(seed(&mut table, &host, Path::new("/proc")) > 1);
+        assert!(seed(&mut table, &host, Path::new("/proc"), None) > 1);
         let me = std::process::id();
         let (ppid, ticks) = read_stat(Path::new(&format!("/proc/{me}"))).unwrap();
         let entry = table.get(me, &host.exec_id_from_ticks(me, ticks)).unwrap();

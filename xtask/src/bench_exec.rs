@@ -336,12 +336,22 @@ fn with_auditd(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
     round.sensor_cpu = cpu(&pids).saturating_sub(before);
     sh(Command::new("auditctl").arg("-D"))?;
     // Every exec of the marker gives one SYSCALL record naming it. auditd may have rotated its
-    // log meanwhile: then the start of the storm is in audit.log.1.
-    let text = if std::fs::metadata(log)?.ino() == log_inode {
-        read_from(log, log_start)?
-    } else {
-        read_from(&log.with_extension("log.1"), log_start)? + &read_from(log, 0)?
-    };
+    // log (8 MiB files) several times meanwhile: read from where the storm began, in whichever
+    // file that now is, through every newer one.
+    let mut files: Vec<std::path::PathBuf> = (1..=20)
+        .rev()
+        .map(|n| log.with_extension(format!("log.{n}")))
+        .filter(|f| f.exists())
+        .collect();
+    files.push(log.to_path_buf());
+    let first = files
+        .iter()
+        .position(|f| std::fs::metadata(f).is_ok_and(|m| m.ino() == log_inode))
+        .unwrap_or(files.len() - 1);
+    let mut text = read_from(&files[first], log_start)?;
+    for file in &files[first + 1..] {
+        text += &read_from(file, 0)?;
+    }
     let needle = format!("exe=\"{}\"", marker.display());
     let seen = text
         .lines()

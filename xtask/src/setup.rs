@@ -24,6 +24,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("losetup", "mount"),
     ("mkfs.ext4", "e2fsprogs"),
     ("dash", "dash"),
+    ("groupadd", "passwd"),
+    ("usermod", "passwd"),
+    ("getent", "libc-bin"),
 ];
 
 pub fn all() -> Result<()> {

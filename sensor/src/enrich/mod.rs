@@ -33,6 +33,7 @@ use crate::{
     host::HostInfo,
     identity::{NameCache, NameSource},
     people::PeopleFile,
+    privacy::redact::Redactor,
     process_table::{extended, Hop, Image, ProcessEntry, ProcessTable},
     sessions::SessionTracker,
     text,
@@ -43,6 +44,8 @@ pub struct Enricher<S> {
     pub names: NameCache<S>,
     pub cgroups: CgroupResolver,
     pub processes: ProcessTable,
+    /// Redacts secrets from arguments as they enter the process table.
+    pub redactor: Option<Redactor>,
     /// Built identities by the kernel's ids; names in them expire like the name cache's.
     pub identities: LruCache<IdentityKey, (Identity, Instant)>,
     /// The organisation's identity map, if configured.
@@ -158,12 +161,16 @@ impl<S: NameSource> Enricher<S> {
 
     fn exec(&mut self, exec: Exec) -> Event {
         let task = &exec.task;
+        let mut args: Vec<Vec<u8>> = split_argv(&exec.argv)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        if let Some(redactor) = &self.redactor {
+            redactor.redact(&mut args);
+        }
         let image = Arc::new(Image {
             binary: exec.path,
-            args: split_argv(&exec.argv)
-                .into_iter()
-                .map(<[u8]>::to_vec)
-                .collect(),
+            args,
             args_truncated: exec.flags & exec_flags::ARGV_TRUNCATED != 0,
             cwd: exec.cwd,
             path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)

@@ -10,7 +10,7 @@ use aya::{
     Ebpf, Pod,
 };
 use sensor_common::{
-    filter_action::{EXCLUDE, INCLUDE},
+    filter_action::{EXCLUDE, INCLUDE, KEEP},
     filter_flags as ff, ExeKey, FileFilterConfig, FILE_FILTER_MAP, FILTER_CGROUPS_MAP,
     FILTER_COMMS_MAP, FILTER_EXES_MAP, FILTER_UIDS_MAP, PATH_PREFIXES_MAP, PREFIX_MAX,
 };
@@ -30,10 +30,12 @@ pub struct KernelRules {
 
 /// Resolves `file` into kernel rules; `cgroup_root` is the cgroup2 mount. With
 /// `watch_devices`, write opens on the devices in the watched-device map bypass the rules.
+/// `keep_paths` (alert rules' sensitive sets) are kept whatever the path rules say.
 pub fn resolve(
     file: &FileSensor,
     enabled: bool,
     watch_devices: bool,
+    keep_paths: &[String],
     cgroup_root: &Path,
 ) -> Result<KernelRules> {
     let mut rules = KernelRules::default();
@@ -47,6 +49,14 @@ pub fn resolve(
     rules.prefixes = tagged(&file.include_paths, &file.exclude_paths, |p| {
         Ok(p.as_bytes().to_vec())
     })?;
+    // KEEP is not an include: it keeps what it matches without dropping what matches nothing.
+    for path in keep_paths {
+        let key = path.as_bytes().to_vec();
+        match rules.prefixes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, action)) => *action = KEEP,
+            None => rules.prefixes.push((key, KEEP)),
+        }
+    }
     rules.uids = tagged(&file.include_users, &file.exclude_users, |u| uid_of(u))?;
     rules.comms = tagged(&file.include_comms, &file.exclude_comms, |c| {
         Ok(comm_key(c))
@@ -252,7 +262,7 @@ mod tests {
             dedup_window_ms: 250,
             ..FileSensor::default()
         };
-        let rules = resolve(&file, true, false, cgroups.path()).unwrap();
+        let rules = resolve(&file, true, false, &[], cgroups.path()).unwrap();
         let f = rules.config.flags;
         assert_ne!(f & ff::ENABLED, 0);
         assert_ne!(f & ff::WRITES_ONLY, 0);
@@ -275,23 +285,27 @@ mod tests {
             exclude_users: vec!["no-such-user-custos".into()],
             ..FileSensor::default()
         };
-        assert!(
-            format!("{:#}", resolve(&no_user, true, false, root).unwrap_err())
-                .contains("no such user")
-        );
+        assert!(format!(
+            "{:#}",
+            resolve(&no_user, true, false, &[], root).unwrap_err()
+        )
+        .contains("no such user"));
         let no_exe = FileSensor {
             include_executables: vec!["/nonexistent/bin".into()],
             ..FileSensor::default()
         };
-        assert!(
-            format!("{:#}", resolve(&no_exe, true, false, root).unwrap_err())
-                .contains("/nonexistent/bin")
-        );
+        assert!(format!(
+            "{:#}",
+            resolve(&no_exe, true, false, &[], root).unwrap_err()
+        )
+        .contains("/nonexistent/bin"));
         let both = FileSensor {
             include_paths: vec!["/tmp/".into()],
             exclude_paths: vec!["/tmp/".into()],
             ..FileSensor::default()
         };
-        assert!(format!("{:#}", resolve(&both, true, false, root).unwrap_err()).contains("both"));
+        assert!(
+            format!("{:#}", resolve(&both, true, false, &[], root).unwrap_err()).contains("both")
+        );
     }
 }

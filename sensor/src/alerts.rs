@@ -1,0 +1,314 @@
+//! Least-privilege alerts: access that Unix permissions allowed but the organisation's roles do
+//! not, denied attempts on sensitive files, and bulk collection.
+//!
+//! Rules are evaluated on every file-open event with the real identity (before any
+//! pseudonymisation); the sensitive paths are also kept by the kernel filters so that no path
+//! rule hides them.
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant, SystemTime},
+};
+
+use custos_proto::v1::{event::Body, Alert, AlertReason, AlertSeverity, Event, FileOpen, Identity};
+
+use crate::{
+    config::{AccessKind, AlertRule, Severity},
+    enrich::timestamp,
+};
+
+/// Distinct (rule, identity) pairs tracked for bulk collection before the oldest state is
+/// dropped.
+const MAX_BULK_KEYS: usize = 10_000;
+/// Paths named in a bulk-collection alert.
+const MAX_ALERT_PATHS: usize = 100;
+
+struct Bulk {
+    window_start: Instant,
+    files: HashSet<String>,
+    fired: bool,
+}
+
+#[derive(Default)]
+pub struct AlertEngine {
+    rules: Vec<AlertRule>,
+    bulk: HashMap<(usize, u32), Bulk>,
+}
+
+impl AlertEngine {
+    pub fn new(rules: Vec<AlertRule>) -> Self {
+        Self {
+            rules,
+            bulk: HashMap::new(),
+        }
+    }
+
+    /// New rules (on reload); bulk counting starts over.
+    pub fn replace_rules(&mut self, rules: Vec<AlertRule>) {
+        *self = Self::new(rules);
+    }
+
+    /// The alerts `event` (already numbered) raises.
+    pub fn evaluate(&mut self, event: &Event) -> Vec<Event> {
+        let Some(Body::FileOpen(open)) = &event.body else {
+            return Vec::new();
+        };
+        if self.rules.is_empty() || open.repeat_summary {
+            return Vec::new();
+        }
+        let identity = event.identity.clone().unwrap_or_default();
+        let mut alerts = Vec::new();
+        for index in 0..self.rules.len() {
+            let rule = &self.rules[index];
+            if !in_set(rule, &open.path) || !access_matches(rule.access, open) {
+                continue;
+            }
+            let who = display(&identity);
+            let (reason, description, paths) = if open.denied {
+                (
+                    AlertReason::DeniedAttempt,
+                    format!("{who} was refused {} in {}", open.path, rule.id),
+                    vec![open.path.clone()],
+                )
+            } else if open.fd.is_some() && !allowed(rule, &identity) {
+                (
+                    AlertReason::AccessOutsideRole,
+                    format!(
+                        "{who} opened {} in {}, which none of their roles or groups may access",
+                        open.path, rule.id
+                    ),
+                    vec![open.path.clone()],
+                )
+            } else if let Some(paths) = self.bulk_exceeded(index, &identity, open) {
+                let rule = &self.rules[index];
+                (
+                    AlertReason::BulkCollection,
+                    format!(
+                        "{who} opened more than {} distinct files in {} within {} minutes",
+                        rule.bulk_files.unwrap_or(0),
+                        rule.id,
+                        rule.bulk_minutes
+                    ),
+                    paths,
+                )
+            } else {
+                continue;
+            };
+            let rule = &self.rules[index];
+            alerts.push(Event {
+                seq: 0,
+                time: Some(timestamp(SystemTime::now())),
+                body: Some(Body::Alert(Alert {
+                    rule_id: rule.id.clone(),
+                    severity: severity(rule.severity) as i32,
+                    reason: reason as i32,
+                    description,
+                    trigger_seqs: vec![event.seq],
+                    paths,
+                })),
+                ..event.clone()
+            });
+        }
+        alerts
+    }
+
+    /// Counts a successful open for the rule's bulk threshold; the files, the first time the
+    /// identity goes over it in a window.
+    fn bulk_exceeded(
+        &mut self,
+        rule: usize,
+        identity: &Identity,
+        open: &FileOpen,
+    ) -> Option<Vec<String>> {
+        let limit = self.rules[rule].bulk_files?;
+        // Only opens that succeeded read anything.
+        open.fd?;
+        let window = Duration::from_secs(self.rules[rule].bulk_minutes * 60);
+        if self.bulk.len() >= MAX_BULK_KEYS {
+            self.bulk.clear();
+        }
+        let who = identity.login_uid.unwrap_or(identity.uid);
+        let state = self.bulk.entry((rule, who)).or_insert_with(|| Bulk {
+            window_start: Instant::now(),
+            files: HashSet::new(),
+            fired: false,
+        });
+        if state.window_start.elapsed() >= window {
+            *state = Bulk {
+                window_start: Instant::now(),
+                files: HashSet::new(),
+                fired: false,
+            };
+        }
+        state.files.insert(open.path.clone());
+        if state.files.len() > limit && !state.fired {
+            state.fired = true;
+            let mut paths: Vec<String> = state.files.iter().cloned().collect();
+            paths.sort();
+            paths.truncate(MAX_ALERT_PATHS);
+            return Some(paths);
+        }
+        None
+    }
+}
+
+fn in_set(rule: &AlertRule, path: &str) -> bool {
+    rule.paths
+        .iter()
+        .any(|prefix| path.starts_with(prefix.as_str()))
+}
+
+fn access_matches(kind: AccessKind, open: &FileOpen) -> bool {
+    let access = open.access.unwrap_or_default();
+    let writes = access.write || access.create || access.truncate || access.append;
+    match kind {
+        AccessKind::Any => true,
+        AccessKind::Read => access.read,
+        AccessKind::Write => writes,
+    }
+}
+
+/// Whether one of the identity's roles (the person behind the login) or groups is allowed.
+fn allowed(rule: &AlertRule, identity: &Identity) -> bool {
+    let roles = identity
+        .person
+        .as_ref()
+        .map(|p| p.roles.as_slice())
+        .unwrap_or_default();
+    if roles.iter().any(|r| rule.allow_roles.contains(r)) {
+        return true;
+    }
+    let mut groups = identity
+        .groups
+        .iter()
+        .map(|g| g.name.as_str())
+        .chain([identity.group.as_str(), identity.egroup.as_str()]);
+    groups.any(|g| !g.is_empty() && rule.allow_groups.iter().any(|a| a == g))
+}
+
+/// "alice@example.com", or "alice@example.com (as root)" after a change of user.
+fn display(identity: &Identity) -> String {
+    let login = match (&identity.person, identity.login_user.as_str()) {
+        (Some(person), _) if !person.principal.is_empty() => person.principal.clone(),
+        (_, login) if !login.is_empty() => login.to_owned(),
+        _ => identity.user.clone(),
+    };
+    let acting_as_someone_else =
+        !identity.login_user.is_empty() && identity.user != identity.login_user;
+    if acting_as_someone_else {
+        format!("{login} (as {})", identity.user)
+    } else {
+        login
+    }
+}
+
+fn severity(severity: Severity) -> AlertSeverity {
+    match severity {
+        Severity::Low => AlertSeverity::Low,
+        Severity::Medium => AlertSeverity::Medium,
+        Severity::High => AlertSeverity::High,
+        Severity::Critical => AlertSeverity::Critical,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::{FileAccess, Group, Person};
+
+    use super::*;
+
+    fn rule() -> AlertRule {
+        AlertRule {
+            id: "finance".into(),
+            severity: Severity::High,
+            paths: vec!["/srv/finance/".into()],
+            allow_roles: vec!["finance".into()],
+            allow_groups: vec!["auditors".into()],
+            access: AccessKind::Any,
+            bulk_files: Some(2),
+            bulk_minutes: 10,
+        }
+    }
+
+    fn open(seq: u64, path: &str, roles: &[&str], denied: bool) -> Event {
+        Event {
+            seq,
+            identity: Some(Identity {
+                user: "alice".into(),
+                uid: 1000,
+                login_uid: Some(1000),
+                login_user: "alice".into(),
+                groups: vec![Group {
+                    gid: 5,
+                    name: "staff".into(),
+                }],
+                person: Some(Person {
+                    principal: "alice@example.com".into(),
+                    roles: roles.iter().map(|r| r.to_string()).collect(),
+                    ..Person::default()
+                }),
+                ..Identity::default()
+            }),
+            body: Some(Body::FileOpen(FileOpen {
+                path: path.into(),
+                access: Some(FileAccess {
+                    read: true,
+                    ..FileAccess::default()
+                }),
+                fd: (!denied).then_some(3),
+                denied,
+                ..FileOpen::default()
+            })),
+            ..Event::default()
+        }
+    }
+
+    fn reasons(alerts: &[Event]) -> Vec<(AlertReason, Vec<u64>)> {
+        alerts
+            .iter()
+            .map(|a| match &a.body {
+                Some(Body::Alert(alert)) => (alert.reason(), alert.trigger_seqs.clone()),
+                _ => panic!("not an alert"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn roles_decide_and_denied_attempts_always_alert() {
+        let mut engine = AlertEngine::new(vec![rule()]);
+        let outside = engine.evaluate(&open(7, "/srv/finance/q3.xlsx", &["engineering"], false));
+        assert_eq!(
+            reasons(&outside),
+            [(AlertReason::AccessOutsideRole, vec![7])]
+        );
+        let Some(Body::Alert(alert)) = &outside[0].body else {
+            unreachable!()
+        };
+        assert!(alert
+            .description
+            .starts_with("alice@example.com opened /srv/finance/q3.xlsx"));
+        assert!(engine
+            .evaluate(&open(8, "/srv/finance/q3.xlsx", &["finance"], false))
+            .is_empty());
+        assert!(engine
+            .evaluate(&open(9, "/srv/other/x", &["engineering"], false))
+            .is_empty());
+        let denied = engine.evaluate(&open(10, "/srv/finance/payroll", &["finance"], true));
+        assert_eq!(reasons(&denied), [(AlertReason::DeniedAttempt, vec![10])]);
+    }
+
+    #[test]
+    fn bulk_collection_fires_once_past_the_threshold() {
+        let mut engine = AlertEngine::new(vec![rule()]);
+        for (seq, file) in [(1, "a"), (2, "b"), (3, "b")] {
+            let path = format!("/srv/finance/{file}");
+            assert!(engine
+                .evaluate(&open(seq, &path, &["finance"], false))
+                .is_empty());
+        }
+        let alerts = engine.evaluate(&open(4, "/srv/finance/c", &["finance"], false));
+        assert_eq!(reasons(&alerts), [(AlertReason::BulkCollection, vec![4])]);
+        assert!(engine
+            .evaluate(&open(5, "/srv/finance/d", &["finance"], false))
+            .is_empty());
+    }
+}

@@ -1,0 +1,162 @@
+//! Privacy by design: what leaves the host about people, and in which form.
+//!
+//! Applied to every event after the alert rules saw it (they need the real identity) and
+//! before any sink or stream gets it.
+pub mod pseudonym;
+pub mod redact;
+pub mod report;
+
+use anyhow::Result;
+use custos_proto::v1::{event::Body, Event, Identity, Process};
+
+use crate::config::PrivacyConfig;
+use pseudonym::Pseudonymizer;
+
+pub struct Privacy {
+    argv: bool,
+    pseudonyms: Option<Pseudonymizer>,
+}
+
+impl Privacy {
+    /// What the sinks get.
+    pub fn new(config: &PrivacyConfig) -> Result<Self> {
+        let pseudonyms = match (&config.key_file, config.pseudonymize) {
+            (Some(key), true) => Some(Pseudonymizer::from_key_file(key)?),
+            _ => None,
+        };
+        Ok(Self {
+            argv: config.argv,
+            pseudonyms,
+        })
+    }
+
+    /// A view with its own name handling: real names (`None`) or pseudonyms.
+    pub fn view(argv: bool, pseudonyms: Option<Pseudonymizer>) -> Self {
+        Self { argv, pseudonyms }
+    }
+
+    pub fn apply(&self, event: &mut Event) {
+        if !self.argv {
+            for process in processes(event) {
+                process.args.clear();
+                process.args_raw.clear();
+                process.args_truncated = false;
+            }
+        }
+        let Some(p) = &self.pseudonyms else {
+            return;
+        };
+        // Free text (alert descriptions) names people too: replace the names it may hold
+        // before the identity itself is rewritten.
+        let names = event.identity.as_ref().map(names_of).unwrap_or_default();
+        if let Some(Body::Alert(alert)) = &mut event.body {
+            for name in &names {
+                alert.description = alert.description.replace(name.as_str(), &p.pseudonym(name));
+            }
+            for path in &mut alert.paths {
+                *path = p.home_path(path);
+            }
+        }
+        if let Some(identity) = &mut event.identity {
+            pseudonymize_identity(p, identity);
+        }
+        for process in processes(event) {
+            pseudonymize_process(p, process);
+        }
+        let name = |s: &mut String| *s = p.pseudonym(s);
+        match &mut event.body {
+            Some(Body::FileOpen(open)) => {
+                open.path = p.home_path(&open.path);
+                open.path_raw.clear();
+                if let Some(device) = &mut open.device {
+                    device.backing_file = p.home_path(&device.backing_file);
+                }
+            }
+            Some(Body::PrivilegeChange(change)) => {
+                for creds in change.before.iter_mut().chain(change.after.iter_mut()) {
+                    name(&mut creds.user);
+                    name(&mut creds.euser);
+                    name(&mut creds.group);
+                    name(&mut creds.egroup);
+                }
+            }
+            Some(Body::SessionStart(start)) => {
+                if let Some(session) = &mut start.session {
+                    name(&mut session.login_user);
+                }
+            }
+            Some(Body::SessionEnd(end)) => {
+                if let Some(session) = &mut end.session {
+                    name(&mut session.login_user);
+                }
+            }
+            Some(Body::BlockDevice(change)) => {
+                name(&mut change.seat_user);
+                if let Some(device) = &mut change.device {
+                    device.backing_file = p.home_path(&device.backing_file);
+                }
+            }
+            Some(Body::DeviceControl(control)) => name(&mut control.decided_for_user),
+            Some(Body::Mount(mount)) => {
+                mount.source = p.home_path(&mount.source);
+                mount.target = p.home_path(&mount.target);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The event's process and, for an exec, its parent.
+fn processes(event: &mut Event) -> Vec<&mut Process> {
+    let mut out: Vec<&mut Process> = event.process.iter_mut().collect();
+    if let Some(Body::Exec(exec)) = &mut event.body {
+        out.extend(exec.parent.iter_mut());
+    }
+    out
+}
+
+fn names_of(identity: &Identity) -> Vec<String> {
+    let mut names = vec![identity.user.clone(), identity.login_user.clone()];
+    if let Some(person) = &identity.person {
+        names.push(person.principal.clone());
+        names.push(person.display_name.clone());
+    }
+    names.retain(|n| !n.is_empty());
+    // Longest first, so "alice@example.com" goes before "alice".
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    names
+}
+
+fn pseudonymize_identity(p: &Pseudonymizer, identity: &mut Identity) {
+    let name = |s: &mut String| *s = p.pseudonym(s);
+    name(&mut identity.user);
+    name(&mut identity.euser);
+    name(&mut identity.login_user);
+    name(&mut identity.group);
+    name(&mut identity.egroup);
+    for group in &mut identity.groups {
+        name(&mut group.name);
+    }
+    if let Some(person) = &mut identity.person {
+        name(&mut person.principal);
+        name(&mut person.display_name);
+    }
+    for hop in &mut identity.privilege_chain {
+        name(&mut hop.from_user);
+        name(&mut hop.to_user);
+        hop.program = p.home_path(&hop.program);
+    }
+}
+
+fn pseudonymize_process(p: &Pseudonymizer, process: &mut Process) {
+    process.binary = p.home_path(&process.binary);
+    process.binary_raw.clear();
+    process.cwd = p.home_path(&process.cwd);
+    process.cwd_raw.clear();
+    for arg in &mut process.args {
+        if arg.starts_with("/home/") {
+            *arg = p.home_path(arg);
+        }
+    }
+    process.args_raw.clear();
+}

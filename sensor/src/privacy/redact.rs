@@ -1,0 +1,129 @@
+//! Secret redaction in command-line arguments: passwords, tokens and keys never leave the host.
+use anyhow::{Context as _, Result};
+use regex::bytes::Regex;
+
+pub const REDACTED: &[u8] = b"[REDACTED]";
+
+/// Patterns for secrets inside one argument. The first capture group is the secret; without a
+/// group, the whole match is.
+pub const BUILT_IN: &[&str] = &[
+    // --password=x, -token=x, password=x, API_KEY=x, aws_secret_access_key=x
+    r"(?i)(?:^|[-_\s])(?:pass(?:word|wd)?|pwd|token|secret|api[-_]?key|access[-_]?key|secret[-_]?access[-_]?key|client[-_]?secret|auth)=(.+)",
+    // Authorization: Bearer x / Basic x
+    r"(?i)\b(?:bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})",
+    // user:password@ in URLs
+    r"(?i)[a-z][a-z0-9+.-]*://[^/\s:@]+:([^@\s/]+)@",
+    // AWS access key ids, GitHub and Slack tokens, private key blocks
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",
+    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+];
+
+/// Flags whose next argument is a secret (`--password hunter2`, `-p hunter2` is too ambiguous
+/// to take).
+const SECRET_FLAGS: &str = r"(?i)^--?(?:pass(?:word|wd)?|token|secret|api[-_]?key|access[-_]?key|client[-_]?secret|auth[-_]?token)$";
+
+pub struct Redactor {
+    patterns: Vec<Regex>,
+    secret_flag: Regex,
+}
+
+impl Redactor {
+    /// The built-in patterns plus `extra` (already validated by the configuration).
+    pub fn new(extra: &[String]) -> Result<Self> {
+        let patterns = BUILT_IN
+            .iter()
+            .map(|p| p.to_string())
+            .chain(extra.iter().cloned())
+            .map(|p| Regex::new(&p).with_context(|| format!("secret pattern {p:?}")))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            patterns,
+            secret_flag: Regex::new(SECRET_FLAGS)?,
+        })
+    }
+
+    /// Redacts secrets in `args` in place.
+    pub fn redact(&self, args: &mut [Vec<u8>]) {
+        let mut next_is_secret = false;
+        for arg in args.iter_mut() {
+            if next_is_secret {
+                *arg = REDACTED.to_vec();
+                next_is_secret = false;
+                continue;
+            }
+            next_is_secret = self.secret_flag.is_match(arg);
+            for pattern in &self.patterns {
+                if pattern.is_match(arg) {
+                    *arg = replace(pattern, arg);
+                }
+            }
+        }
+    }
+}
+
+/// `arg` with every match's secret part (group 1, or the whole match) replaced.
+fn replace(pattern: &Regex, arg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(arg.len());
+    let mut last = 0;
+    for captures in pattern.captures_iter(arg) {
+        let secret = captures
+            .get(1)
+            .or_else(|| captures.get(0))
+            .expect("a match");
+        out.extend_from_slice(&arg[last..secret.start()]);
+        out.extend_from_slice(REDACTED);
+        last = secret.end();
+    }
+    out.extend_from_slice(&arg[last..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redacted(args: &[&str]) -> Vec<String> {
+        let mut args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        Redactor::new(&["(?i)pin:(\\d+)".into()])
+            .unwrap()
+            .redact(&mut args);
+        args.into_iter()
+            .map(|a| String::from_utf8(a).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn secrets_in_arguments_are_redacted() {
+        assert_eq!(
+            redacted(&["mysql", "--password=hunter2", "-u", "app"]),
+            ["mysql", "--password=[REDACTED]", "-u", "app"]
+        );
+        assert_eq!(
+            redacted(&["tool", "--token", "abc123", "next"]),
+            ["tool", "--token", "[REDACTED]", "next"]
+        );
+        assert_eq!(
+            redacted(&["env", "API_KEY=s3cr3t"]),
+            ["env", "API_KEY=[REDACTED]"]
+        );
+        assert_eq!(
+            redacted(&["curl", "-H", "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x"]),
+            ["curl", "-H", "Authorization: Bearer [REDACTED]"]
+        );
+        assert_eq!(
+            redacted(&["git", "clone", "https://bob:pa55@example.com/r.git"]),
+            ["git", "clone", "https://bob:[REDACTED]@example.com/r.git"]
+        );
+        assert_eq!(
+            redacted(&["aws", "AKIAIOSFODNN7EXAMPLE"]),
+            ["aws", "[REDACTED]"]
+        );
+        assert_eq!(redacted(&["x", "pin:1234"]), ["x", "pin:[REDACTED]"]);
+        assert_eq!(
+            redacted(&["ls", "-la", "/home/passwords"]),
+            ["ls", "-la", "/home/passwords"]
+        );
+    }
+}

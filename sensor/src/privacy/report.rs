@@ -1,0 +1,162 @@
+//! `custos privacy-report`: what a configuration collects about people and where it goes, in
+//! words an auditor or a works council can check against the purpose.
+use std::fmt::Write as _;
+
+use crate::config::{Config, NameView};
+
+pub fn render(config: &Config) -> String {
+    let mut out = String::new();
+    let p = &config.privacy;
+    let names = if p.pseudonymize {
+        "replaced by keyed pseudonyms (\"ps_...\"); only the holder of the key file can turn them \
+         back into names"
+    } else {
+        "collected as they are"
+    };
+    let _ = writeln!(out, "What Custos collects with this configuration\n");
+    let _ = writeln!(out, "About every person whose processes run on this host:");
+    let _ = writeln!(
+        out,
+        "- numeric user and group ids, and user and group names ({names});"
+    );
+    let _ = writeln!(
+        out,
+        "- the user who logged in behind sudo or su, their login session (how they logged in, \
+         the SSH client's address, terminal) and the chain of users they switched through;"
+    );
+    match &config.identity.map {
+        Some(map) => {
+            let _ = writeln!(
+                out,
+                "- from the identity map {}: principal, display name, department and roles \
+                 ({names});",
+                map.display()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "- no directory data (no identity map is configured);");
+        }
+    }
+    let _ = writeln!(out, "\nWhich activity:");
+    if config.sensors.process {
+        let argv = match (p.argv, p.redact_secrets) {
+            (false, _) => "without their arguments".to_owned(),
+            (true, true) => format!(
+                "with their arguments, in which passwords, tokens and keys are replaced by \
+                 [REDACTED] before anything is stored ({} built-in patterns plus {} of your own)",
+                super::redact::BUILT_IN.len(),
+                p.secret_patterns.len()
+            ),
+            (true, false) => "with their full arguments (secrets are NOT redacted)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "- every program started, {argv}, its working directory, and when it ended;"
+        );
+        let _ = writeln!(
+            out,
+            "- every change of user, group or capabilities, and every refused attempt;"
+        );
+    }
+    if config.sensors.file {
+        let f = &config.file;
+        let _ = write!(
+            out,
+            "- files opened: path, access (read/write/create), result"
+        );
+        if f.writes_only {
+            let _ = write!(out, ", only opens that can modify a file");
+        }
+        if !f.include_paths.is_empty() {
+            let _ = write!(out, ", only under {}", f.include_paths.join(", "));
+        }
+        if !f.exclude_paths.is_empty() {
+            let _ = write!(out, ", never under {}", f.exclude_paths.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "; refused opens are always reported{};",
+            if p.pseudonymize {
+                " (the name in /home/<name> paths is pseudonymised)"
+            } else {
+                ""
+            }
+        );
+    }
+    if config.sensors.devices {
+        let _ = writeln!(
+            out,
+            "- drives and loop devices attached (vendor, model, serial number), who was at the \
+             local seat, mounts, and every file opened for writing on removable media, with a \
+             summary per person and device every {} s;",
+            config.devices.summary_seconds
+        );
+    }
+    if !config.alerts.rules.is_empty() {
+        let _ = writeln!(out, "\nAlerts (evaluated on the host, with real names):");
+        for rule in &config.alerts.rules {
+            let _ = writeln!(
+                out,
+                "- {}: opens under {} by anyone outside roles [{}] and groups [{}]{}",
+                rule.id,
+                rule.paths.join(", "),
+                rule.allow_roles.join(", "),
+                rule.allow_groups.join(", "),
+                rule.bulk_files.map_or(String::new(), |n| format!(
+                    ", and more than {n} files within {} minutes by anyone",
+                    rule.bulk_minutes
+                ))
+            );
+        }
+    }
+    let _ = writeln!(out, "\nWhere it goes:");
+    for sink in &config.sinks {
+        let _ = writeln!(out, "- {} (names {names})", sink.name());
+    }
+    if config.tail.socket.as_os_str().is_empty() {
+        let _ = writeln!(out, "- no live stream");
+    } else {
+        let _ = writeln!(
+            out,
+            "- the live stream ({}) to root, with real names",
+            config.tail.socket.display()
+        );
+        for view in &config.tail.groups {
+            let shown = match view.names {
+                NameView::Real => "real names",
+                NameView::Pseudonym => "pseudonyms",
+                NameView::Hidden => "no names",
+            };
+            let _ = writeln!(
+                out,
+                "- the live stream to members of group {}, with {shown}{}",
+                view.group,
+                if view.argv { "" } else { " and no arguments" }
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_follows_the_configuration() {
+        let default = render(&Config::embedded_default().unwrap());
+        assert!(default.contains("collected as they are"));
+        assert!(default.contains("[REDACTED]"));
+        assert!(default.contains("- stdout"));
+        let private = Config::parse(
+            "[privacy]\nargv = false\npseudonymize = true\nkey_file = \"/k\"\n\
+             [file]\nexclude_paths = [\"/home/\"]\n[[sinks]]\ntype = \"stdout\"\n",
+            "test",
+        )
+        .unwrap();
+        let report = render(&private);
+        assert!(report.contains("without their arguments"));
+        assert!(report.contains("keyed pseudonyms"));
+        assert!(report.contains("never under /home/"));
+    }
+}

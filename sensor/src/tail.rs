@@ -1,0 +1,125 @@
+//! `custos tail`: the live event stream on a local Unix socket, for root and configured groups
+//! only (checked with the peer's kernel credentials), each group with its own field view.
+use std::{path::Path, sync::Arc};
+
+use anyhow::{Context as _, Result};
+use custos_proto::v1::Event;
+use tokio::{
+    io::AsyncWriteExt,
+    net::{UnixListener, UnixStream},
+    sync::broadcast,
+};
+
+use crate::{
+    config::{NameView, PrivacyConfig, TailGroup},
+    privacy::{pseudonym::Pseudonymizer, Privacy},
+};
+
+/// Events waiting for a slow reader before it misses some (and is told how many).
+pub const BACKLOG: usize = 4096;
+
+/// Binds the stream's socket; anyone may connect, the daemon decides who is served.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the tail socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    events: broadcast::Sender<Arc<Event>>,
+    groups: Vec<TailGroup>,
+    privacy: PrivacyConfig,
+) {
+    let groups = Arc::new(groups);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let receiver = events.subscribe();
+        let (groups, privacy) = (groups.clone(), privacy.clone());
+        tokio::spawn(async move {
+            if let Err(err) = client(stream, receiver, &groups, &privacy).await {
+                tracing::debug!("tail client: {err:#}");
+            }
+        });
+    }
+}
+
+async fn client(
+    mut stream: UnixStream,
+    mut events: broadcast::Receiver<Arc<Event>>,
+    groups: &[TailGroup],
+    privacy: &PrivacyConfig,
+) -> Result<()> {
+    let peer = stream.peer_cred()?;
+    let Some(view) = view_for(peer.uid(), groups, privacy)? else {
+        tracing::warn!(
+            uid = peer.uid(),
+            "custos tail refused: not root or in an allowed group"
+        );
+        stream
+            .write_all(b"refused: only root and the groups in [tail] groups may read the stream\n")
+            .await?;
+        return Ok(());
+    };
+    tracing::info!(uid = peer.uid(), "custos tail client connected");
+    loop {
+        let line = match events.recv().await {
+            Ok(event) => {
+                let mut event = Event::clone(&event);
+                view.apply(&mut event);
+                serde_json::to_string(&event)? + "\n"
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                format!("{{\"tailMissed\":{missed}}}\n")
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        stream.write_all(line.as_bytes()).await?;
+    }
+}
+
+/// The view `uid` gets: root sees everything; otherwise the first group of theirs listed.
+fn view_for(uid: u32, groups: &[TailGroup], privacy: &PrivacyConfig) -> Result<Option<Privacy>> {
+    if uid == 0 {
+        return Ok(Some(Privacy::view(true, None)));
+    }
+    let subject = crate::devices::control::Subject::of(uid);
+    let Some(group) = groups.iter().find(|g| subject.groups.contains(&g.group)) else {
+        return Ok(None);
+    };
+    let pseudonyms = match (group.names, &privacy.key_file) {
+        (NameView::Real, _) => None,
+        (NameView::Pseudonym, Some(key)) => Some(Pseudonymizer::from_key_file(key)?),
+        (NameView::Pseudonym, None) => anyhow::bail!("no privacy.key_file for pseudonyms"),
+        (NameView::Hidden, _) => Some(Pseudonymizer::hiding()),
+    };
+    Ok(Some(Privacy::view(group.argv, pseudonyms)))
+}
+
+/// `custos tail`: copies the stream to standard output.
+pub fn print(path: &Path) -> Result<()> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("connecting to {} (is custos running?)", path.display()))?;
+    let mut first = [0u8; 9];
+    let n = std::io::Read::read(&mut stream, &mut first)?;
+    if &first[..n] == b"refused: " {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut rest)?;
+        anyhow::bail!(
+            "the daemon refused: {}",
+            rest.trim_start_matches("refused: ").trim()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    std::io::Write::write_all(&mut out, &first[..n])?;
+    std::io::copy(&mut stream, &mut out)?;
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! Insider-risk alerts and privacy, with the real programs: access outside one's role, denied
+//! attempts and bulk collection on a sensitive set; pseudonymised names that only the key maps
+//! back; secrets that never leave the host.
+use std::{os::unix::fs::PermissionsExt, process::Command};
+
+use anyhow::{ensure, Context as _, Result};
+use custos_tests::{custos_bin, ensure_user, of_kind, require_root, shared_dir, Marker, Sensor};
+use serde_json::Value;
+
+const ENGINEER: &str = "alice";
+const FINANCE: &str = "custos-fin";
+
+/// Runs the `opener` helper as `user` after a login as that user (login uid set), with no
+/// supplementary groups.
+fn open_as(user: &str, args: &[&str]) -> Result<i32> {
+    let uid = ensure_user(user)?;
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo {uid} > /proc/self/loginuid && exec setpriv --reuid={uid} --regid={uid} \
+             --clear-groups \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_opener"))
+        .args(args)
+        .status()?;
+    Ok(status.code().unwrap_or(-1))
+}
+
+fn identity_map(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let map = dir.join("people.csv");
+    std::fs::write(
+        &map,
+        format!(
+            "user,principal,display_name,department,roles\n\
+             {ENGINEER},alice@example.com,Alice Example,Engineering,engineering\n\
+             {FINANCE},fin@example.com,Finn Ance,Finance,finance\n"
+        ),
+    )?;
+    Ok(map)
+}
+
+fn alerts<'a>(events: &'a [Value], reason: &str, login_user: &str) -> Vec<&'a Value> {
+    of_kind(events, "alert")
+        .filter(|e| e["alert"]["reason"] == reason && e["identity"]["loginUser"] == login_user)
+        .collect()
+}
+
+/// The issue's scenario: an engineer reading a finance file raises an alert naming the rule,
+/// a finance user reading it does not; a denied open on the set alerts; reading more distinct
+/// files than the threshold is bulk collection.
+#[test]
+fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Result<()> {
+    require_root();
+    ensure_user(ENGINEER)?;
+    ensure_user(FINANCE)?;
+    let shared = shared_dir()?;
+    let finance = shared.path().join("finance");
+    std::fs::create_dir(&finance)?;
+    std::fs::set_permissions(&finance, std::fs::Permissions::from_mode(0o755))?;
+    for name in ["q1.xlsx", "q2.xlsx", "q3.xlsx", "q4.xlsx"] {
+        std::fs::write(finance.join(name), name)?;
+        std::fs::set_permissions(finance.join(name), std::fs::Permissions::from_mode(0o644))?;
+    }
+    let payroll = finance.join("payroll.csv");
+    std::fs::write(&payroll, "secret")?;
+    std::fs::set_permissions(&payroll, std::fs::Permissions::from_mode(0o600))?;
+    let map = identity_map(shared.path())?;
+    let set = format!("{}/", finance.display());
+    // The set is even excluded from file events: the policy keeps it in the kernel.
+    let mut sensor = Sensor::start(&format!(
+        "[identity]\nmap = \"{}\"\n[file]\nexclude_paths = [\"{}/\"]\n\
+         [[alerts.rules]]\nid = \"finance-data\"\nseverity = \"high\"\npaths = [\"{set}\"]\n\
+         allow_roles = [\"finance\"]\nbulk_files = 3\nbulk_minutes = 10\n",
+        map.display(),
+        shared.path().display()
+    ))?;
+    let q1 = finance.join("q1.xlsx");
+    let q1 = q1.to_str().unwrap();
+
+    assert_eq!(
+        open_as(ENGINEER, &["read", q1])?,
+        0,
+        "Unix permissions allow it"
+    );
+    let alert = sensor.wait_for("the engineer's alert", |events| {
+        alerts(events, "ALERT_REASON_ACCESS_OUTSIDE_ROLE", ENGINEER)
+            .first()
+            .map(|e| (*e).clone())
+    })?;
+    assert_eq!(alert["alert"]["ruleId"], "finance-data");
+    assert_eq!(alert["alert"]["severity"], "ALERT_SEVERITY_HIGH");
+    assert_eq!(alert["alert"]["paths"], serde_json::json!([q1]));
+    assert_eq!(
+        alert["identity"]["person"]["roles"],
+        serde_json::json!(["engineering"])
+    );
+    let trigger: u64 = alert["alert"]["triggerSeqs"][0].as_str().unwrap().parse()?;
+    let events = sensor.events()?;
+    let open = events
+        .iter()
+        .find(|e| e["seq"].as_str() == Some(&trigger.to_string()))
+        .context("the triggering event")?;
+    assert_eq!(open["fileOpen"]["path"], q1);
+
+    assert_eq!(open_as(FINANCE, &["read", q1])?, 0);
+    assert_eq!(
+        open_as(FINANCE, &["read", payroll.to_str().unwrap()])?,
+        1,
+        "0600 root file"
+    );
+    let denied = sensor.wait_for("the denied attempt's alert", |events| {
+        alerts(events, "ALERT_REASON_DENIED_ATTEMPT", FINANCE)
+            .first()
+            .map(|e| (*e).clone())
+    })?;
+    assert_eq!(denied["alert"]["paths"][0], payroll.to_str().unwrap());
+    for name in ["q2.xlsx", "q3.xlsx", "q4.xlsx"] {
+        open_as(FINANCE, &["read", finance.join(name).to_str().unwrap()])?;
+    }
+    let bulk = sensor.wait_for("the bulk-collection alert", |events| {
+        alerts(events, "ALERT_REASON_BULK_COLLECTION", FINANCE)
+            .first()
+            .map(|e| (*e).clone())
+    })?;
+    assert_eq!(bulk["alert"]["paths"].as_array().unwrap().len(), 4);
+    let events = sensor.events()?;
+    assert!(
+        alerts(&events, "ALERT_REASON_ACCESS_OUTSIDE_ROLE", FINANCE).is_empty(),
+        "the finance user's reads are within their role"
+    );
+    sensor.stop()?;
+    Ok(())
+}
+
+/// With pseudonymisation on, the engineer's name appears nowhere in the output (JSON and
+/// protobuf), `custos reidentify` maps the pseudonym back with the key; a password in argv
+/// never reaches the output.
+#[test]
+fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
+    require_root();
+    let uid = ensure_user(ENGINEER)?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("pseudonym.key");
+    let out = Command::new(custos_bin())
+        .arg("privacy-key")
+        .arg(&key)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "privacy-key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let map = identity_map(dir.path())?;
+    let mut sensor = Sensor::start(&format!(
+        "[identity]\nmap = \"{}\"\n[privacy]\npseudonymize = true\nkey_file = \"{}\"\n",
+        map.display(),
+        key.display()
+    ))?;
+    let marker = Marker::new("/bin/true")?;
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo {uid} > /proc/self/loginuid && exec setpriv --reuid={uid} --regid={uid} \
+             --clear-groups {} --password=hunter2 --token s3cr3t-t0ken AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI",
+            marker.path_str()
+        ))
+        .status()?;
+    ensure!(status.success());
+    let path = marker.path_str().to_owned();
+    let exec = sensor.wait_for("the marker's exec", |events| {
+        of_kind(events, "exec")
+            .find(|e| e["process"]["binary"] == path.as_str())
+            .cloned()
+    })?;
+    assert_eq!(
+        exec["process"]["args"],
+        serde_json::json!([
+            path,
+            "--password=[REDACTED]",
+            "--token",
+            "[REDACTED]",
+            "AWS_SECRET_ACCESS_KEY=[REDACTED]"
+        ])
+    );
+    let pseudonym = exec["identity"]["loginUser"].as_str().unwrap().to_owned();
+    assert!(pseudonym.starts_with("ps_"), "{pseudonym}");
+    assert_eq!(exec["identity"]["user"], pseudonym.as_str());
+    assert_ne!(exec["identity"]["person"]["principal"], "alice@example.com");
+    sensor.stop()?;
+
+    let json = std::fs::read_to_string(&sensor.json_path)?;
+    let protobuf = std::fs::read(&sensor.protobuf_path)?;
+    for needle in [
+        ENGINEER,
+        "alice@example.com",
+        "Alice Example",
+        "hunter2",
+        "s3cr3t-t0ken",
+        "wJalrXUtnFEMI",
+    ] {
+        assert!(!json.contains(needle), "{needle:?} is in the JSON output");
+        assert!(
+            !protobuf
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes()),
+            "{needle:?} is in the protobuf output"
+        );
+    }
+    let back = Command::new(custos_bin())
+        .args(["reidentify", "--key"])
+        .arg(&key)
+        .arg(&pseudonym)
+        .output()?;
+    assert!(back.status.success());
+    assert_eq!(
+        String::from_utf8(back.stdout)?.trim(),
+        format!("{pseudonym} {ENGINEER}")
+    );
+    // Another key cannot.
+    let other = dir.path().join("other.key");
+    Command::new(custos_bin())
+        .arg("privacy-key")
+        .arg(&other)
+        .output()?;
+    let refused = Command::new(custos_bin())
+        .args(["reidentify", "--key"])
+        .arg(&other)
+        .arg(&pseudonym)
+        .output()?;
+    assert!(!refused.status.success());
+    Ok(())
+}
+
+/// `custos tail` serves only root and the configured groups: a member of the analysts' group
+/// gets the stream with pseudonyms (its view) while the sinks keep real names; a user outside
+/// the group is refused.
+#[test]
+fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
+    require_root();
+    let group = "custos-analysts";
+    if !Command::new("getent")
+        .args(["group", group])
+        .status()?
+        .success()
+    {
+        ensure!(Command::new("groupadd")
+            .args(["--system", group])
+            .status()?
+            .success());
+    }
+    let analyst = "custos-analyst";
+    let analyst_uid = ensure_user(analyst)?;
+    ensure!(Command::new("usermod")
+        .args(["-a", "-G", group, analyst])
+        .status()?
+        .success());
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let key = dir.path().join("pseudonym.key");
+    Command::new(custos_bin())
+        .arg("privacy-key")
+        .arg(&key)
+        .output()?;
+    let socket = dir.path().join("tail.sock");
+    let mut sensor = Sensor::start(&format!(
+        "[privacy]\nkey_file = \"{}\"\n[tail]\nsocket = \"{}\"\n\
+         [[tail.groups]]\ngroup = \"{group}\"\nnames = \"pseudonym\"\nargv = false\n",
+        key.display(),
+        socket.display()
+    ))?;
+
+    let tail_as = |uid: u32| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--init-groups",
+            ])
+            .arg(custos_bin())
+            .args(["tail", "--socket"])
+            .arg(&socket)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    };
+    let refused = tail_as(65534)?.wait_with_output()?;
+    assert!(!refused.status.success(), "nobody was served");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"));
+
+    let mut reader = tail_as(analyst_uid)?;
+    let stdout = reader.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let marker = Marker::new("/bin/true")?;
+    Command::new(marker.path_str())
+        .arg("seen-by-the-analyst")
+        .status()?;
+    let deadline = std::time::Instant::now() + custos_tests::PATIENCE;
+    let streamed: Value = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .context("the analyst's stream did not show the marker")?;
+        let event: Value = serde_json::from_str(&line)?;
+        if event["exec"].is_object() && event["process"]["binary"] == marker.path_str() {
+            break event;
+        }
+    };
+    let _ = reader.kill();
+    let _ = reader.wait();
+    let user = streamed["identity"]["user"].as_str().unwrap();
+    assert!(
+        user.starts_with("ps_"),
+        "the analysts' view has pseudonyms: {user}"
+    );
+    assert_eq!(
+        streamed["process"]["args"],
+        serde_json::json!([]),
+        "and no arguments"
+    );
+    let path = marker.path_str().to_owned();
+    let sink = sensor.wait_for("the marker in the sink", |events| {
+        of_kind(events, "exec")
+            .find(|e| e["process"]["binary"] == path.as_str())
+            .cloned()
+    })?;
+    assert_eq!(
+        sink["identity"]["user"], "root",
+        "the sinks' view is unchanged"
+    );
+    assert_eq!(sink["process"]["args"][1], "seen-by-the-analyst");
+    sensor.stop()?;
+    Ok(())
+}
