@@ -42,6 +42,11 @@ impl AlertEngine {
         }
     }
 
+    /// True when `path` is in one of the rules' sensitive sets.
+    pub fn in_sensitive_set(&self, path: &str) -> bool {
+        self.rules.iter().any(|rule| in_set(rule, path))
+    }
+
     /// New rules (on reload); bulk counting starts over.
     pub fn replace_rules(&mut self, rules: Vec<AlertRule>) {
         *self = Self::new(rules);
@@ -49,20 +54,78 @@ impl AlertEngine {
 
     /// The alerts `event` (already numbered) raises.
     pub fn evaluate(&mut self, event: &Event) -> Vec<Event> {
-        let Some(Body::FileOpen(open)) = &event.body else {
-            return Vec::new();
-        };
-        if self.rules.is_empty() || open.repeat_summary {
+        if self.rules.is_empty() {
             return Vec::new();
         }
+        match &event.body {
+            Some(Body::FileOpen(open)) if !open.repeat_summary => self.file_open(event, open),
+            Some(Body::Exec(_)) => self.exec(event),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Programs reserved for some roles.
+    fn exec(&mut self, event: &Event) -> Vec<Event> {
         let identity = event.identity.clone().unwrap_or_default();
+        let binary = event
+            .process
+            .as_ref()
+            .map(|p| p.binary.as_str())
+            .unwrap_or_default();
+        let mut alerts = Vec::new();
+        for rule in &self.rules {
+            if rule.programs.iter().any(|p| p == binary) && !allowed(rule, &identity) {
+                let description = format!(
+                    "{} ran {binary}, which {} reserves for other roles",
+                    display(&identity),
+                    rule.id
+                );
+                alerts.push(alert(
+                    event,
+                    rule,
+                    AlertReason::ProgramOutsideRole,
+                    description,
+                    vec![binary.to_owned()],
+                ));
+            }
+        }
+        alerts
+    }
+
+    fn file_open(&mut self, event: &Event, open: &FileOpen) -> Vec<Event> {
+        let identity = event.identity.clone().unwrap_or_default();
+        let removable = open.device.as_ref().is_some_and(|d| d.watched);
         let mut alerts = Vec::new();
         for index in 0..self.rules.len() {
             let rule = &self.rules[index];
+            let who = display(&identity);
+            if rule.removable_writes
+                && removable
+                && open.fd.is_some()
+                && access_matches(AccessKind::Write, open)
+                && !allowed(rule, &identity)
+            {
+                let device = open
+                    .device
+                    .as_ref()
+                    .map(|d| d.name.clone())
+                    .unwrap_or_default();
+                let description = format!(
+                    "{who} wrote {} on removable device {device}, which {} reserves for other roles",
+                    open.path, rule.id
+                );
+                let paths = vec![open.path.clone()];
+                alerts.push(alert(
+                    event,
+                    rule,
+                    AlertReason::RemovableWrite,
+                    description,
+                    paths,
+                ));
+            }
             if !in_set(rule, &open.path) || !access_matches(rule.access, open) {
                 continue;
             }
-            let who = display(&identity);
             let (reason, description, paths) = if open.denied {
                 (
                     AlertReason::DeniedAttempt,
@@ -93,20 +156,7 @@ impl AlertEngine {
             } else {
                 continue;
             };
-            let rule = &self.rules[index];
-            alerts.push(Event {
-                seq: 0,
-                time: Some(timestamp(SystemTime::now())),
-                body: Some(Body::Alert(Alert {
-                    rule_id: rule.id.clone(),
-                    severity: severity(rule.severity) as i32,
-                    reason: reason as i32,
-                    description,
-                    trigger_seqs: vec![event.seq],
-                    paths,
-                })),
-                ..event.clone()
-            });
+            alerts.push(alert(event, &self.rules[index], reason, description, paths));
         }
         alerts
     }
@@ -148,6 +198,29 @@ impl AlertEngine {
             return Some(paths);
         }
         None
+    }
+}
+
+/// The alert `rule` raises about `event`.
+fn alert(
+    event: &Event,
+    rule: &AlertRule,
+    reason: AlertReason,
+    description: String,
+    paths: Vec<String>,
+) -> Event {
+    Event {
+        seq: 0,
+        time: Some(timestamp(SystemTime::now())),
+        body: Some(Body::Alert(Alert {
+            rule_id: rule.id.clone(),
+            severity: severity(rule.severity) as i32,
+            reason: reason as i32,
+            description,
+            trigger_seqs: vec![event.seq],
+            paths,
+        })),
+        ..event.clone()
     }
 }
 
@@ -221,6 +294,8 @@ mod tests {
             id: "finance".into(),
             severity: Severity::High,
             paths: vec!["/srv/finance/".into()],
+            programs: vec!["/usr/bin/psql".into()],
+            removable_writes: true,
             allow_roles: vec!["finance".into()],
             allow_groups: vec!["auditors".into()],
             access: AccessKind::Any,
@@ -294,6 +369,42 @@ mod tests {
             .is_empty());
         let denied = engine.evaluate(&open(10, "/srv/finance/payroll", &["finance"], true));
         assert_eq!(reasons(&denied), [(AlertReason::DeniedAttempt, vec![10])]);
+    }
+
+    #[test]
+    fn reserved_programs_and_removable_writes_need_the_role() {
+        let mut engine = AlertEngine::new(vec![rule()]);
+        let mut exec = open(20, "/x", &["engineering"], false);
+        exec.body = Some(Body::Exec(Default::default()));
+        exec.process = Some(custos_proto::v1::Process {
+            binary: "/usr/bin/psql".into(),
+            ..Default::default()
+        });
+        let alerts = engine.evaluate(&exec);
+        assert_eq!(
+            reasons(&alerts),
+            [(AlertReason::ProgramOutsideRole, vec![20])]
+        );
+        let removable_write = |seq, roles: &[&str]| {
+            let mut event = open(seq, "/media/usb/out.txt", roles, false);
+            if let Some(Body::FileOpen(open)) = &mut event.body {
+                open.access = Some(FileAccess {
+                    write: true,
+                    ..FileAccess::default()
+                });
+                open.device = Some(custos_proto::v1::BlockDevice {
+                    name: "sdb1".into(),
+                    watched: true,
+                    ..Default::default()
+                });
+            }
+            event
+        };
+        let alerts = engine.evaluate(&removable_write(21, &["engineering"]));
+        assert_eq!(reasons(&alerts), [(AlertReason::RemovableWrite, vec![21])]);
+        assert!(engine
+            .evaluate(&removable_write(22, &["finance"]))
+            .is_empty());
     }
 
     #[test]

@@ -186,9 +186,17 @@ pub struct AlertRule {
     pub id: String,
     #[serde(default = "default_severity")]
     pub severity: Severity,
-    /// Path prefixes of the set (end a directory with "/").
+    /// Path prefixes of the sensitive set (end a directory with "/").
+    #[serde(default)]
     pub paths: Vec<String>,
-    /// Roles (from the identity map) and Unix groups whose members may open files in the set.
+    /// Programs (absolute paths) only the allowed roles and groups may run.
+    #[serde(default)]
+    pub programs: Vec<String>,
+    /// Writes to removable media (watched devices) are for the allowed roles and groups only.
+    #[serde(default)]
+    pub removable_writes: bool,
+    /// Roles (from the identity map) and Unix groups whose members may open files in the set,
+    /// run the programs and write to removable media.
     #[serde(default)]
     pub allow_roles: Vec<String>,
     #[serde(default)]
@@ -236,6 +244,11 @@ pub struct PrivacyConfig {
     /// Collect command-line arguments at all.
     #[serde(default = "yes")]
     pub argv: bool,
+    /// Which file events are collected: "all", "no_home" (nothing under /home/ except
+    /// sensitive sets) or "sensitive_and_removable" (only the alert rules' sensitive sets and
+    /// removable media). Applied in the kernel where it can be.
+    #[serde(default)]
+    pub file_events: FileEvents,
     /// Replace secrets in arguments (passwords, tokens, keys) with "[REDACTED]".
     #[serde(default = "yes")]
     pub redact_secrets: bool,
@@ -255,12 +268,22 @@ impl Default for PrivacyConfig {
     fn default() -> Self {
         Self {
             argv: true,
+            file_events: FileEvents::All,
             redact_secrets: true,
             secret_patterns: Vec::new(),
             pseudonymize: false,
             key_file: None,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileEvents {
+    #[default]
+    All,
+    NoHome,
+    SensitiveAndRemovable,
 }
 
 /// The local live stream (`custos tail`) and who may read it with which view.
@@ -651,13 +674,18 @@ impl Config {
             if rule.id.is_empty() || !ids.insert(rule.id.as_str()) {
                 bail!("{at}: every alert rule needs an id of its own");
             }
-            if rule.paths.is_empty() {
+            if rule.paths.is_empty() && rule.programs.is_empty() && !rule.removable_writes {
                 bail!(
-                    "{at} ({}): paths is empty: list the sensitive path prefixes",
+                    "{at} ({}): it watches nothing: give paths, programs or removable_writes = true",
                     rule.id
                 );
             }
-            if let Some(path) = rule.paths.iter().find(|p| !p.starts_with('/')) {
+            if let Some(path) = rule
+                .paths
+                .iter()
+                .chain(&rule.programs)
+                .find(|p| !p.starts_with('/'))
+            {
                 bail!("{at} ({}): path {path:?} is not absolute", rule.id);
             }
             if rule.bulk_files == Some(0) || rule.bulk_minutes == 0 {

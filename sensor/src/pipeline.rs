@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use custos_proto::v1::{Event, EventKind, LossReason};
+use custos_proto::v1::{event::Body, Event, EventKind, LossReason};
 use lru::LruCache;
 use prometheus_client::metrics::counter::Counter;
 use sd_notify::NotifyState;
@@ -32,7 +32,7 @@ use tokio::{
 use crate::{
     alerts::AlertEngine,
     cgroups::{cgroup2_mount, CgroupResolver},
-    config::{AttachMode, Config, PrivacyConfig},
+    config::{AttachMode, Config, FileEvents, PrivacyConfig},
     decode::{self, Record},
     dedup::Dedup,
     devices::{sysfs::DeviceSources, DeviceTracker},
@@ -173,6 +173,7 @@ struct Stages {
     counters: EventCounters,
     alerts: AlertEngine,
     privacy: Privacy,
+    file_events: FileEvents,
     /// The live stream's clients (`custos tail`); they get events before the sinks' privacy
     /// view and apply their own.
     tail: broadcast::Sender<Arc<Event>>,
@@ -180,6 +181,9 @@ struct Stages {
 
 impl Stages {
     fn emit(&mut self, mut event: Event) -> Result<()> {
+        if !self.collected(&event) {
+            return Ok(());
+        }
         self.counters.count(&event);
         event.seq = self.next_seq;
         self.next_seq += 1;
@@ -196,6 +200,23 @@ impl Stages {
             self.emit(alert)?;
         }
         Ok(())
+    }
+
+    /// The privacy setting's file events: what the kernel could not leave out is left out here,
+    /// before the event takes a seq.
+    fn collected(&self, event: &Event) -> bool {
+        let Some(Body::FileOpen(open)) = &event.body else {
+            return true;
+        };
+        let keep = || {
+            open.device.as_ref().is_some_and(|d| d.watched)
+                || self.alerts.in_sensitive_set(&open.path)
+        };
+        match self.file_events {
+            FileEvents::All => true,
+            FileEvents::NoHome => !open.path.starts_with("/home/") || keep(),
+            FileEvents::SensitiveAndRemovable => keep(),
+        }
     }
 
     fn handle(&mut self, bytes: &[u8]) -> Result<()> {
@@ -360,6 +381,7 @@ fn reload(
         config.sensors.file,
         config.sensors.devices,
         &alert_paths(&config),
+        config.privacy.file_events,
         cgroup_root,
     )?;
     filters.apply(&rules)?;
@@ -370,6 +392,7 @@ fn reload(
     stages.enricher.devices.rules = config.devices.rules;
     stages.enricher.redactor = redactor_for(&config.privacy)?;
     stages.privacy = Privacy::new(&config.privacy)?;
+    stages.file_events = config.privacy.file_events;
     stages.alerts.replace_rules(config.alerts.rules);
     Ok(())
 }
@@ -395,6 +418,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         config.sensors.file,
         config.sensors.devices,
         &alert_paths(&config),
+        config.privacy.file_events,
         &cgroup_root,
     )?;
 
@@ -497,6 +521,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         counters: EventCounters::new(&metrics),
         alerts: AlertEngine::new(config.alerts.rules.clone()),
         privacy: Privacy::new(&config.privacy)?,
+        file_events: config.privacy.file_events,
         tail: tail_events,
         metrics: metrics.clone(),
     };

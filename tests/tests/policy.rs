@@ -342,3 +342,62 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
     sensor.stop()?;
     Ok(())
 }
+
+/// Proportionate collection: with file_events = "sensitive_and_removable" only the sensitive
+/// set's opens are collected; and a program reserved for a role alerts when someone else runs
+/// it.
+#[test]
+fn only_sensitive_file_events_are_collected_and_reserved_programs_alert() -> Result<()> {
+    require_root();
+    ensure_user(ENGINEER)?;
+    let shared = shared_dir()?;
+    let (set, elsewhere) = (shared.path().join("hr"), shared.path().join("public"));
+    for dir in [&set, &elsewhere] {
+        std::fs::create_dir(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::write(dir.join("file.txt"), "x")?;
+        std::fs::set_permissions(dir.join("file.txt"), std::fs::Permissions::from_mode(0o644))?;
+    }
+    let marker = Marker::new("/bin/true")?;
+    let map = identity_map(shared.path())?;
+    let mut sensor = Sensor::start(&format!(
+        "[identity]\nmap = \"{}\"\n[privacy]\nfile_events = \"sensitive_and_removable\"\n\
+         [[alerts.rules]]\nid = \"hr-data\"\npaths = [\"{}/\"]\nprograms = [\"{}\"]\n\
+         allow_roles = [\"hr\"]\n",
+        map.display(),
+        set.display(),
+        marker.path_str()
+    ))?;
+    let outside = elsewhere.join("file.txt");
+    let inside = set.join("file.txt");
+    open_as(ENGINEER, &["read", outside.to_str().unwrap()])?;
+    open_as(ENGINEER, &["read", inside.to_str().unwrap()])?;
+    let uid = ensure_user(ENGINEER)?;
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(marker.path_str())
+        .status()?;
+    let path = marker.path_str().to_owned();
+    let program = sensor.wait_for("the reserved program's alert", |events| {
+        of_kind(events, "alert")
+            .find(|e| e["alert"]["reason"] == "ALERT_REASON_PROGRAM_OUTSIDE_ROLE")
+            .cloned()
+    })?;
+    assert_eq!(program["alert"]["ruleId"], "hr-data");
+    assert_eq!(program["process"]["binary"], path.as_str());
+    let events = sensor.events()?;
+    let inside = inside.to_str().unwrap();
+    assert!(of_kind(&events, "fileOpen").any(|e| e["fileOpen"]["path"] == inside));
+    assert!(
+        !of_kind(&events, "fileOpen").any(|e| e["fileOpen"]["path"]
+            .as_str()
+            .is_some_and(|p| !p.starts_with(inside))),
+        "only the sensitive set's file events are collected"
+    );
+    sensor.stop()?;
+    Ok(())
+}

@@ -15,7 +15,7 @@ use sensor_common::{
     FILTER_COMMS_MAP, FILTER_EXES_MAP, FILTER_UIDS_MAP, PATH_PREFIXES_MAP, PREFIX_MAX,
 };
 
-use crate::config::FileSensor;
+use crate::config::{FileEvents, FileSensor};
 
 /// Filter rules in kernel form.
 #[derive(Debug, Default, PartialEq)]
@@ -30,12 +30,14 @@ pub struct KernelRules {
 
 /// Resolves `file` into kernel rules; `cgroup_root` is the cgroup2 mount. With
 /// `watch_devices`, write opens on the devices in the watched-device map bypass the rules.
-/// `keep_paths` (alert rules' sensitive sets) are kept whatever the path rules say.
+/// `keep_paths` (alert rules' sensitive sets) are kept whatever the path rules say, and
+/// `events` (the privacy setting) narrows what else is collected.
 pub fn resolve(
     file: &FileSensor,
     enabled: bool,
     watch_devices: bool,
     keep_paths: &[String],
+    events: FileEvents,
     cgroup_root: &Path,
 ) -> Result<KernelRules> {
     let mut rules = KernelRules::default();
@@ -49,6 +51,19 @@ pub fn resolve(
     rules.prefixes = tagged(&file.include_paths, &file.exclude_paths, |p| {
         Ok(p.as_bytes().to_vec())
     })?;
+    match events {
+        FileEvents::All => {}
+        FileEvents::NoHome => {
+            if !rules.prefixes.iter().any(|(k, _)| k == b"/home/") {
+                rules.prefixes.push((b"/home/".to_vec(), EXCLUDE));
+            }
+        }
+        FileEvents::SensitiveAndRemovable => {
+            // Only the sensitive sets: an include no path can match (paths hold no NUL) makes
+            // everything else drop even when there are no sets.
+            rules.prefixes = vec![(b"\0".to_vec(), INCLUDE)];
+        }
+    }
     // KEEP is not an include: it keeps what it matches without dropping what matches nothing.
     for path in keep_paths {
         let key = path.as_bytes().to_vec();
@@ -262,7 +277,7 @@ mod tests {
             dedup_window_ms: 250,
             ..FileSensor::default()
         };
-        let rules = resolve(&file, true, false, &[], cgroups.path()).unwrap();
+        let rules = resolve(&file, true, false, &[], FileEvents::All, cgroups.path()).unwrap();
         let f = rules.config.flags;
         assert_ne!(f & ff::ENABLED, 0);
         assert_ne!(f & ff::WRITES_ONLY, 0);
@@ -287,7 +302,7 @@ mod tests {
         };
         assert!(format!(
             "{:#}",
-            resolve(&no_user, true, false, &[], root).unwrap_err()
+            resolve(&no_user, true, false, &[], FileEvents::All, root).unwrap_err()
         )
         .contains("no such user"));
         let no_exe = FileSensor {
@@ -296,7 +311,7 @@ mod tests {
         };
         assert!(format!(
             "{:#}",
-            resolve(&no_exe, true, false, &[], root).unwrap_err()
+            resolve(&no_exe, true, false, &[], FileEvents::All, root).unwrap_err()
         )
         .contains("/nonexistent/bin"));
         let both = FileSensor {
@@ -304,8 +319,10 @@ mod tests {
             exclude_paths: vec!["/tmp/".into()],
             ..FileSensor::default()
         };
-        assert!(
-            format!("{:#}", resolve(&both, true, false, &[], root).unwrap_err()).contains("both")
-        );
+        assert!(format!(
+            "{:#}",
+            resolve(&both, true, false, &[], FileEvents::All, root).unwrap_err()
+        )
+        .contains("both"));
     }
 }

@@ -64,6 +64,18 @@ pub fn render(config: &Config) -> String {
             out,
             "- files opened: path, access (read/write/create), result"
         );
+        match p.file_events {
+            crate::config::FileEvents::All => {}
+            crate::config::FileEvents::NoHome => {
+                let _ = write!(
+                    out,
+                    ", nothing under /home/ except sensitive sets and removable media"
+                );
+            }
+            crate::config::FileEvents::SensitiveAndRemovable => {
+                let _ = write!(out, ", only in sensitive sets and on removable media");
+            }
+        }
         if f.writes_only {
             let _ = write!(out, ", only opens that can modify a file");
         }
@@ -97,9 +109,15 @@ pub fn render(config: &Config) -> String {
         for rule in &config.alerts.rules {
             let _ = writeln!(
                 out,
-                "- {}: opens under {} by anyone outside roles [{}] and groups [{}]{}",
+                "- {}: opens under [{}], runs of [{}]{} by anyone outside roles [{}] and groups [{}]{}",
                 rule.id,
                 rule.paths.join(", "),
+                rule.programs.join(", "),
+                if rule.removable_writes {
+                    " and writes to removable media"
+                } else {
+                    ""
+                },
                 rule.allow_roles.join(", "),
                 rule.allow_groups.join(", "),
                 rule.bulk_files.map_or(String::new(), |n| format!(
