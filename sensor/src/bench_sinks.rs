@@ -18,6 +18,7 @@ pub fn run(config_path: &Path, events: u64) -> Result<()> {
     let mut sinks = Sinks::open(
         &config.sinks,
         &config.spool,
+        &config.privacy,
         &crate::metrics::Metrics::new("bench"),
     )?;
     let template = sample_event();

@@ -262,6 +262,22 @@ pub struct PrivacyConfig {
     pub pseudonymize: bool,
     /// The pseudonymisation key (`custos privacy-key FILE` makes one).
     pub key_file: Option<PathBuf>,
+    /// Sinks that get less than the above (a sink's view can only take more away).
+    #[serde(default)]
+    pub sink_views: Vec<SinkView>,
+}
+
+/// What one sink receives, beyond the [privacy] settings every sink gets.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkView {
+    /// The sink's name, as logs and metrics give it (`file /var/log/custos/events.json`, or a
+    /// network sink's `name`).
+    pub sink: String,
+    #[serde(default)]
+    pub names: NameView,
+    #[serde(default = "yes")]
+    pub argv: bool,
 }
 
 impl Default for PrivacyConfig {
@@ -273,6 +289,7 @@ impl Default for PrivacyConfig {
             secret_patterns: Vec::new(),
             pseudonymize: false,
             key_file: None,
+            sink_views: Vec::new(),
         }
     }
 }
@@ -704,6 +721,19 @@ impl Config {
         }
         if self.privacy.pseudonymize && self.privacy.key_file.is_none() {
             bail!("privacy.pseudonymize = true needs privacy.key_file (make one with `custos privacy-key FILE`)");
+        }
+        for (n, view) in self.privacy.sink_views.iter().enumerate() {
+            if !self.sinks.iter().any(|sink| sink.name() == view.sink) {
+                let names: Vec<String> = self.sinks.iter().map(SinkConfig::name).collect();
+                bail!(
+                    "privacy.sink_views[{n}]: no sink is named {:?} (the sinks are: {})",
+                    view.sink,
+                    names.join(", ")
+                );
+            }
+            if view.names == NameView::Pseudonym && self.privacy.key_file.is_none() {
+                bail!("privacy.sink_views[{n}]: names = \"pseudonym\" needs privacy.key_file");
+            }
         }
         for (n, view) in self.tail.groups.iter().enumerate() {
             if nix::unistd::Group::from_name(&view.group)

@@ -409,7 +409,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         .map(PeopleFile::load)
         .transpose()?;
     let metrics = Metrics::new(&host.run_id);
-    let sinks = Sinks::open(&config.sinks, &config.spool, &metrics)?;
+    let sinks = Sinks::open(&config.sinks, &config.spool, &config.privacy, &metrics)?;
     let spools = sinks.spools();
     let cgroup_root = cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into());
     // Resolve the rules before loading anything, so a bad rule stops start-up early.

@@ -11,8 +11,8 @@ use tokio::{
 };
 
 use crate::{
-    config::{NameView, PrivacyConfig, TailGroup},
-    privacy::{pseudonym::Pseudonymizer, Privacy},
+    config::{PrivacyConfig, TailGroup},
+    privacy::Privacy,
 };
 
 /// Events waiting for a slow reader before it misses some (and is told how many).
@@ -89,19 +89,13 @@ async fn client(
 /// The view `uid` gets: root sees everything; otherwise the first group of theirs listed.
 fn view_for(uid: u32, groups: &[TailGroup], privacy: &PrivacyConfig) -> Result<Option<Privacy>> {
     if uid == 0 {
-        return Ok(Some(Privacy::view(true, None)));
+        return Ok(Some(Privacy::unrestricted()));
     }
     let subject = crate::devices::control::Subject::of(uid);
     let Some(group) = groups.iter().find(|g| subject.groups.contains(&g.group)) else {
         return Ok(None);
     };
-    let pseudonyms = match (group.names, &privacy.key_file) {
-        (NameView::Real, _) => None,
-        (NameView::Pseudonym, Some(key)) => Some(Pseudonymizer::from_key_file(key)?),
-        (NameView::Pseudonym, None) => anyhow::bail!("no privacy.key_file for pseudonyms"),
-        (NameView::Hidden, _) => Some(Pseudonymizer::hiding()),
-    };
-    Ok(Some(Privacy::view(group.argv, pseudonyms)))
+    Privacy::for_view(group.argv, group.names, privacy).map(Some)
 }
 
 /// `custos tail`: copies the stream to standard output.

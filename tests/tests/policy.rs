@@ -232,14 +232,15 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
 }
 
 /// `custos tail` serves only root and the configured groups: a member of the analysts' group
-/// gets the stream with pseudonyms (its view) while the sinks keep real names; a user outside
-/// the group is refused.
+/// gets the stream with pseudonyms (its view) while the sinks keep real names, except a sink
+/// with a view of its own (names hidden); a user outside the group is refused.
 #[test]
 fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
     require_root();
     let group = "custos-analysts";
     if !Command::new("getent")
         .args(["group", group])
+        .stdout(std::process::Stdio::null())
         .status()?
         .success()
     {
@@ -262,11 +263,17 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
         .arg(&key)
         .output()?;
     let socket = dir.path().join("tail.sock");
+    // A sink for an outside party: its view hides names and arguments.
+    let outsourced = dir.path().join("outsourced.json");
     let mut sensor = Sensor::start(&format!(
         "[privacy]\nkey_file = \"{}\"\n[tail]\nsocket = \"{}\"\n\
-         [[tail.groups]]\ngroup = \"{group}\"\nnames = \"pseudonym\"\nargv = false\n",
+         [[tail.groups]]\ngroup = \"{group}\"\nnames = \"pseudonym\"\nargv = false\n\
+         [[privacy.sink_views]]\nsink = \"file {}\"\nnames = \"hidden\"\nargv = false\n\
+         [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"json\"\n",
         key.display(),
-        socket.display()
+        socket.display(),
+        outsourced.display(),
+        outsourced.display()
     ))?;
 
     let tail_as = |uid: u32| {
@@ -340,6 +347,12 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
     );
     assert_eq!(sink["process"]["args"][1], "seen-by-the-analyst");
     sensor.stop()?;
+    let outside = custos_tests::read_json_lines(&outsourced)?;
+    let exec = of_kind(&outside, "exec")
+        .find(|e| e["process"]["binary"] == path.as_str())
+        .context("the marker in the outsourced sink")?;
+    assert_eq!(exec["identity"]["user"], "[hidden]");
+    assert_eq!(exec["process"]["args"], serde_json::json!([]));
     Ok(())
 }
 

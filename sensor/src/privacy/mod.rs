@@ -9,7 +9,7 @@ pub mod report;
 use anyhow::Result;
 use custos_proto::v1::{event::Body, Event, Identity, Process};
 
-use crate::config::PrivacyConfig;
+use crate::config::{NameView, PrivacyConfig};
 use pseudonym::Pseudonymizer;
 
 pub struct Privacy {
@@ -30,9 +30,23 @@ impl Privacy {
         })
     }
 
-    /// A view with its own name handling: real names (`None`) or pseudonyms.
-    pub fn view(argv: bool, pseudonyms: Option<Pseudonymizer>) -> Self {
-        Self { argv, pseudonyms }
+    /// Real names and arguments: what root sees on the live stream.
+    pub fn unrestricted() -> Self {
+        Self {
+            argv: true,
+            pseudonyms: None,
+        }
+    }
+
+    /// A view (a sink's, a group's on the live stream) with its own name handling.
+    pub fn for_view(argv: bool, names: NameView, config: &PrivacyConfig) -> Result<Self> {
+        let pseudonyms = match (names, &config.key_file) {
+            (NameView::Real, _) => None,
+            (NameView::Pseudonym, Some(key)) => Some(Pseudonymizer::from_key_file(key)?),
+            (NameView::Pseudonym, None) => anyhow::bail!("pseudonyms need privacy.key_file"),
+            (NameView::Hidden, _) => Some(Pseudonymizer::hiding()),
+        };
+        Ok(Self { argv, pseudonyms })
     }
 
     pub fn apply(&self, event: &mut Event) {

@@ -129,7 +129,21 @@ pub fn render(config: &Config) -> String {
     }
     let _ = writeln!(out, "\nWhere it goes:");
     for sink in &config.sinks {
-        let _ = writeln!(out, "- {} (names {names})", sink.name());
+        let name = sink.name();
+        match p.sink_views.iter().find(|v| v.sink == name) {
+            Some(view) => {
+                let shown = match view.names {
+                    NameView::Real => names,
+                    NameView::Pseudonym => "as keyed pseudonyms",
+                    NameView::Hidden => "left out",
+                };
+                let argv = if view.argv { "" } else { ", without arguments" };
+                let _ = writeln!(out, "- {name} (names {shown}{argv})");
+            }
+            None => {
+                let _ = writeln!(out, "- {name} (names {names})");
+            }
+        }
     }
     if config.tail.socket.as_os_str().is_empty() {
         let _ = writeln!(out, "- no live stream");

@@ -27,8 +27,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
-    config::{Format, SinkConfig, SpoolConfig},
+    config::{Format, PrivacyConfig, SinkConfig, SpoolConfig},
     metrics::{Metrics, SinkLabels},
+    privacy::Privacy,
 };
 use spool::{Dropped, Spool};
 
@@ -62,6 +63,9 @@ enum Output {
 
 pub struct Sinks {
     outputs: Vec<Output>,
+    /// Per output, the view it gets on top of what every sink gets (None: nothing more
+    /// taken away).
+    views: Vec<Option<Privacy>>,
     senders: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     json: Vec<u8>,
@@ -71,15 +75,27 @@ pub struct Sinks {
 impl Sinks {
     /// Opens every sink up front, so a bad path or certificate fails at start-up, not at the
     /// first event. Network senders start at once and deliver what an earlier run spooled.
-    pub fn open(configs: &[SinkConfig], spool: &SpoolConfig, metrics: &Metrics) -> Result<Self> {
+    pub fn open(
+        configs: &[SinkConfig],
+        spool: &SpoolConfig,
+        privacy: &PrivacyConfig,
+        metrics: &Metrics,
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut outputs = Vec::new();
         let mut senders = Vec::new();
+        let mut views = Vec::new();
         for config in configs {
             outputs.push(open_one(config, spool, &stop, &mut senders, metrics)?);
+            let view = privacy.sink_views.iter().find(|v| v.sink == config.name());
+            views.push(
+                view.map(|v| Privacy::for_view(v.argv, v.names, privacy))
+                    .transpose()?,
+            );
         }
         Ok(Self {
             outputs,
+            views,
             senders,
             stop,
             json: Vec::with_capacity(4096),
@@ -88,25 +104,47 @@ impl Sinks {
     }
 
     pub fn write(&mut self, event: &Event) -> Result<()> {
+        if self.views.iter().all(Option::is_none) {
+            return self.write_to(event, |_| true);
+        }
+        // Outputs with a view of their own get their own copy and encoding.
+        for index in 0..self.views.len() {
+            let Some(view) = self.views[index].take() else {
+                continue;
+            };
+            let mut copy = event.clone();
+            view.apply(&mut copy);
+            let result = self.write_to(&copy, |i| i == index);
+            self.views[index] = Some(view);
+            result?;
+        }
+        let shared: Vec<bool> = self.views.iter().map(Option::is_none).collect();
+        self.write_to(event, |i| shared[i])
+    }
+
+    /// Encodes `event` once per format and writes it to the outputs `selected` picks.
+    fn write_to(&mut self, event: &Event, selected: impl Fn(usize) -> bool) -> Result<()> {
         self.json.clear();
         self.protobuf.clear();
-        let wants_json = self.outputs.iter().any(|o| {
-            matches!(
-                o,
-                Output::Local {
-                    format: Format::Json,
-                    ..
-                }
-            )
+        let wants_json = self.outputs.iter().enumerate().any(|(i, o)| {
+            selected(i)
+                && matches!(
+                    o,
+                    Output::Local {
+                        format: Format::Json,
+                        ..
+                    }
+                )
         });
-        let wants_protobuf = self.outputs.iter().any(|o| {
-            matches!(
-                o,
-                Output::Local {
-                    format: Format::Protobuf,
-                    ..
-                } | Output::Spooled { .. }
-            )
+        let wants_protobuf = self.outputs.iter().enumerate().any(|(i, o)| {
+            selected(i)
+                && matches!(
+                    o,
+                    Output::Local {
+                        format: Format::Protobuf,
+                        ..
+                    } | Output::Spooled { .. }
+                )
         });
         if wants_json {
             serde_json::to_writer(&mut self.json, event).context("encoding an event as JSON")?;
@@ -117,7 +155,10 @@ impl Sinks {
                 .encode_length_delimited(&mut self.protobuf)
                 .context("encoding an event as protobuf")?;
         }
-        for output in &mut self.outputs {
+        for (index, output) in self.outputs.iter_mut().enumerate() {
+            if !selected(index) {
+                continue;
+            }
             match output {
                 Output::Local {
                     name,
@@ -408,6 +449,7 @@ mod tests {
                 },
             ],
             &SpoolConfig::default(),
+            &PrivacyConfig::default(),
             &Metrics::new("test"),
         )
         .unwrap();
@@ -441,6 +483,7 @@ mod tests {
                 max_files: 2,
             }],
             &SpoolConfig::default(),
+            &PrivacyConfig::default(),
             &Metrics::new("test"),
         )
         .unwrap();
@@ -476,6 +519,7 @@ mod tests {
                 max_files: 5,
             }],
             &SpoolConfig::default(),
+            &PrivacyConfig::default(),
             &Metrics::new("test"),
         )
         .err()
