@@ -283,6 +283,35 @@ mod tests {
     }
 
     #[test]
+    fn an_ssh_sessions_client_is_learnt_from_a_later_process() {
+        let proc_root = tempfile::tempdir().unwrap();
+        let shell = proc_root.path().join("301");
+        std::fs::create_dir(&shell).unwrap();
+        std::fs::write(
+            shell.join("environ"),
+            b"SHELL=/bin/sh\0SSH_CONNECTION=203.0.113.9 40000 10.0.0.1 22\0",
+        )
+        .unwrap();
+        let mut tracker = SessionTracker::new(SessionSources {
+            proc_root: proc_root.path().to_owned(),
+            ..nowhere()
+        });
+        // sshd's own activity comes first: no client in its environment.
+        let started = tracker.start(9, 1000, &[member(300, "/usr/lib/openssh/sshd-session")]);
+        assert_eq!(
+            (started.facts.kind, started.facts.remote_address.as_str()),
+            (SessionKind::Ssh, "")
+        );
+        assert!(tracker.learn_client(9, 300).is_none());
+        let learnt = tracker
+            .learn_client(9, 301)
+            .expect("the shell's environment has it");
+        assert_eq!(learnt.facts.remote_address, "203.0.113.9");
+        assert_eq!(tracker.get(9).unwrap().facts.remote_port, Some(40000));
+        assert!(tracker.learn_client(9, 301).is_none(), "known now");
+    }
+
+    #[test]
     fn logind_files_override_what_the_process_tree_suggests() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -321,7 +350,13 @@ pub struct SessionTracker {
     active: lru::LruCache<u32, std::sync::Arc<ActiveSession>>,
     /// Session ids by their leader's pid, to notice a leader's exit.
     leaders: HashMap<u32, (String, u32)>,
+    /// Environment lookups left for SSH sessions whose client is not known yet.
+    lookups_left: HashMap<u32, u8>,
 }
+
+/// Processes of an SSH session whose environment is read for the client before giving up: the
+/// session's first activity is often sshd's own, before the shell (which has SSH_CONNECTION).
+const CLIENT_LOOKUPS: u8 = 16;
 
 /// Sessions remembered at once; the least recently active is forgotten first.
 const MAX_SESSIONS: usize = 4096;
@@ -332,7 +367,31 @@ impl SessionTracker {
             sources,
             active: lru::LruCache::new(std::num::NonZeroUsize::new(MAX_SESSIONS).unwrap()),
             leaders: HashMap::new(),
+            lookups_left: HashMap::new(),
         }
+    }
+
+    /// For an SSH session without a known client, looks in `pid`'s environment (a bounded
+    /// number of times per session); the updated session if the client turned up.
+    pub fn learn_client(&mut self, id: u32, pid: u32) -> Option<std::sync::Arc<ActiveSession>> {
+        let session = self.active.peek(&id)?;
+        if session.facts.kind != SessionKind::Ssh || !session.facts.remote_address.is_empty() {
+            return None;
+        }
+        let left = self.lookups_left.entry(id).or_insert(CLIENT_LOOKUPS);
+        if *left == 0 {
+            return None;
+        }
+        *left -= 1;
+        let (address, port) = ssh_client_of_environment(&self.sources.proc_root, pid)?;
+        let mut updated = ActiveSession::clone(session);
+        updated.facts.remote_address = address;
+        updated.facts.remote_port = Some(port);
+        updated.facts.sources.push("environment");
+        let updated = std::sync::Arc::new(updated);
+        self.active.put(id, updated.clone());
+        self.lookups_left.remove(&id);
+        Some(updated)
     }
 
     /// The session `id`, if it is known.
@@ -358,6 +417,7 @@ impl SessionTracker {
         if let Some((_, evicted)) = self.active.push(id, session.clone()) {
             if evicted.id != id {
                 self.leaders.remove(&evicted.facts.leader_pid);
+                self.lookups_left.remove(&evicted.id);
             }
         }
         session
@@ -374,6 +434,7 @@ impl SessionTracker {
             _ => return None,
         }
         let (_, id) = self.leaders.remove(&pid)?;
+        self.lookups_left.remove(&id);
         self.active.pop(&id)
     }
 }

@@ -45,6 +45,8 @@ impl<S: NameSource> Enricher<S> {
                 session
             }
         };
+        // sshd's own activity may have opened the session; its shell knows the client.
+        let session = self.sessions.learn_client(id, task.tgid).unwrap_or(session);
         Some(SessionRef {
             id,
             kind: session.facts.kind as i32,
