@@ -7,7 +7,7 @@
 use std::{
     ffi::CString,
     io::{BufRead as _, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -278,18 +278,8 @@ fn with_custos(
     loops: usize,
     extra: &str,
 ) -> Result<Round> {
-    let output = workdir.join("events.pb");
-    let _ = std::fs::remove_file(&output);
-    let config = workdir.join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{extra}\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
-            output.display()
-        ),
-    )?;
-    let daemon = start_daemon(custos, &config)?;
-    let cpu_at_ready = process_cpu(daemon.id())?;
+    let daemon = BenchDaemon::start(custos, workdir, extra)?;
+    let cpu_at_ready = process_cpu(daemon.pid())?;
     let runs = spawn_loops(file, seconds, loops)?;
     let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
     let mut round = Round::default();
@@ -307,13 +297,8 @@ fn with_custos(
             .unwrap_or(0);
         round.elapsed = round.elapsed.max(Duration::from_nanos(ns));
     }
-    sh(Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.id().to_string()))?;
-    let (status, cpu_total) = wait_with_cpu(daemon)?;
-    if status != 0 {
-        bail!("custos exited with status {status}");
-    }
+    let output = daemon.output.clone();
+    let cpu_total = daemon.stop()?;
     let (accounted, lost, written) = account(&output, file, &pids)?;
     round.accounted = Some(accounted);
     round.reported_lost = Some(lost);
@@ -322,8 +307,51 @@ fn with_custos(
     Ok(round)
 }
 
+/// A `custos` daemon for one benchmark round, writing delimited protobuf to `output`.
+pub struct BenchDaemon {
+    child: Child,
+    pub output: PathBuf,
+}
+
+impl BenchDaemon {
+    /// Starts `custos` with the configuration `extra` plus a protobuf file sink in `work`, and
+    /// waits until its hooks are attached.
+    pub fn start(custos: &Path, work: &Path, extra: &str) -> Result<Self> {
+        let output = work.join("events.pb");
+        let _ = std::fs::remove_file(&output);
+        let config = work.join("bench.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{extra}\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
+                output.display()
+            ),
+        )?;
+        Ok(Self {
+            child: start_daemon(custos, &config)?,
+            output,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it with SIGTERM (it then writes out what it holds); the CPU time it used in all.
+    pub fn stop(self) -> Result<Duration> {
+        sh(Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string()))?;
+        let (status, cpu) = wait_with_cpu(self.child)?;
+        if status != 0 {
+            bail!("custos exited with status {status}");
+        }
+        Ok(cpu)
+    }
+}
+
 /// Starts `custos run --config CONFIG` and waits until its hooks are attached.
-pub fn start_daemon(custos: &Path, config: &Path) -> Result<Child> {
+fn start_daemon(custos: &Path, config: &Path) -> Result<Child> {
     let mut daemon = Command::new(custos)
         .args(["run", "--config"])
         .arg(config)
@@ -367,7 +395,7 @@ pub fn process_cpu(pid: u32) -> Result<Duration> {
 }
 
 /// Waits for `child` and returns its exit status with the CPU time it used in all.
-pub fn wait_with_cpu(child: Child) -> Result<(i32, Duration)> {
+fn wait_with_cpu(child: Child) -> Result<(i32, Duration)> {
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

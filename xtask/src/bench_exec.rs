@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 
 use crate::{
-    bench::{ensure_auditd, process_cpu, spread, start_daemon, wait_with_cpu},
+    bench::{ensure_auditd, process_cpu, spread, BenchDaemon},
     report::Report,
     shell::{run as sh, target_dir},
 };
@@ -250,33 +250,22 @@ fn with_custos(
     rate: u64,
     seconds: u64,
 ) -> Result<Round> {
-    let output = work.join("events.pb");
-    let _ = std::fs::remove_file(&output);
-    let config = work.join("bench-exec.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[metrics]\nlisten = \"{METRICS}\"\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
-            output.display()
-        ),
+    let daemon = BenchDaemon::start(
+        custos,
+        work,
+        &format!("[metrics]\nlisten = \"{METRICS}\"\n"),
     )?;
-    let daemon = start_daemon(custos, &config)?;
-    let cpu_before = process_cpu(daemon.id())?;
+    let cpu_before = process_cpu(daemon.pid())?;
     let bpf_before = bpf_seconds()?;
     let mut round = storm(marker, rate, seconds)?;
     // Let the daemon drain what the storm queued (its timer drains every 10 ms).
     std::thread::sleep(Duration::from_millis(300));
-    round.sensor_cpu = process_cpu(daemon.id())?.saturating_sub(cpu_before);
+    round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     round.bpf = Some(Duration::from_secs_f64(
         (bpf_seconds()? - bpf_before).max(0.0),
     ));
-    sh(Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.id().to_string()))?;
-    let (status, _) = wait_with_cpu(daemon)?;
-    if status != 0 {
-        bail!("custos exited with status {status}");
-    }
+    let output = daemon.output.clone();
+    daemon.stop()?;
     let events: Vec<Event> =
         custos_proto::delimited::read_all(std::io::BufReader::new(std::fs::File::open(&output)?))?;
     let path = marker.to_string_lossy();

@@ -11,12 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::{
-    bench::{account, process_cpu, spawn_loops, spread, start_daemon, wait_with_cpu},
+    bench::{account, process_cpu, spawn_loops, spread, BenchDaemon},
     report::Report,
-    shell::{run as sh, target_dir},
+    shell::target_dir,
 };
 
 pub struct Options {
@@ -104,18 +104,12 @@ fn step(
     loops: usize,
     options: &Options,
 ) -> Result<Step> {
-    let output = work.join("events.pb");
-    let _ = std::fs::remove_file(&output);
-    let config = work.join("bench-throughput.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[file]\ndedup_window_ms = 0\n[metrics]\nlisten = \"\"\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
-            output.display()
-        ),
+    let daemon = BenchDaemon::start(
+        custos,
+        work,
+        "[file]\ndedup_window_ms = 0\n[metrics]\nlisten = \"\"\n",
     )?;
-    let daemon = start_daemon(custos, &config)?;
-    let cpu_before = process_cpu(daemon.id())?;
+    let cpu_before = process_cpu(daemon.pid())?;
     let start = Instant::now();
     let exec_storm = Command::new(std::env::current_exe()?)
         .args([
@@ -131,7 +125,7 @@ fn step(
         .spawn()?;
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (sampling, pid) = (sampling.clone(), daemon.id());
+        let (sampling, pid) = (sampling.clone(), daemon.pid());
         std::thread::spawn(move || {
             let mut max = 0;
             while sampling.load(Ordering::Relaxed) {
@@ -156,17 +150,12 @@ fn step(
     exec_storm.wait()?;
     let elapsed = start.elapsed();
     std::thread::sleep(Duration::from_millis(300));
-    let daemon_cpu = process_cpu(daemon.id())?.saturating_sub(cpu_before);
+    let daemon_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     sampling.store(false, Ordering::Relaxed);
     let load_rss_mib = sampler.join().unwrap_or(0) as f64 / 1024.0;
-    let peak_rss_mib = status_kib(daemon.id(), "VmHWM:") as f64 / 1024.0;
-    sh(Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.id().to_string()))?;
-    let (status, _) = wait_with_cpu(daemon)?;
-    if status != 0 {
-        bail!("custos exited with status {status}");
-    }
+    let peak_rss_mib = status_kib(daemon.pid(), "VmHWM:") as f64 / 1024.0;
+    let output = daemon.output.clone();
+    daemon.stop()?;
     let (accounted, reported_lost, written) = account(&output, file, &pids)?;
     Ok(Step {
         events_per_second: written as f64 / elapsed.as_secs_f64(),
