@@ -89,14 +89,24 @@ impl EventCounters {
     }
 }
 
-/// Sensitive paths of the alert rules, which no kernel path filter may hide.
-fn alert_paths(config: &Config) -> Vec<String> {
-    config
+/// The kernel's file filters for a configuration: its [file] rules, the watched devices, the
+/// alert rules' sensitive paths (no path rule may hide them) and the privacy setting's file
+/// events.
+fn kernel_rules(config: &Config, cgroup_root: &Path) -> Result<filters::KernelRules> {
+    let sensitive: Vec<String> = config
         .alerts
         .rules
         .iter()
         .flat_map(|rule| rule.paths.iter().cloned())
-        .collect()
+        .collect();
+    filters::resolve(
+        &config.file,
+        config.sensors.file,
+        config.sensors.devices,
+        &sensitive,
+        config.privacy.file_events,
+        cgroup_root,
+    )
 }
 
 /// The argument redactor the privacy settings ask for.
@@ -376,14 +386,7 @@ fn reload(
     cgroup_root: &Path,
 ) -> Result<()> {
     let config = Config::load(path)?;
-    let rules = filters::resolve(
-        &config.file,
-        config.sensors.file,
-        config.sensors.devices,
-        &alert_paths(&config),
-        config.privacy.file_events,
-        cgroup_root,
-    )?;
+    let rules = kernel_rules(&config, cgroup_root)?;
     filters.apply(&rules)?;
     stages
         .dedup
@@ -413,14 +416,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let spools = sinks.spools();
     let cgroup_root = cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into());
     // Resolve the rules before loading anything, so a bad rule stops start-up early.
-    let rules = filters::resolve(
-        &config.file,
-        config.sensors.file,
-        config.sensors.devices,
-        &alert_paths(&config),
-        config.privacy.file_events,
-        &cgroup_root,
-    )?;
+    let rules = kernel_rules(&config, &cgroup_root)?;
 
     let mut sensor = loader::load(&loader::LoadOptions {
         ring_buffer_bytes: config.kernel.ring_buffer_bytes,

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     decode::{c_str, Device, FileOpen, Mount as MountRecord},
     devices::{control, kernel_dev, summary::Writer},
-    identity::{NameSource, UNSET_ID},
+    identity::{NameSource, Subject, UNSET_ID},
     text,
 };
 
@@ -119,7 +119,7 @@ impl<S: NameSource> Enricher<S> {
     ) -> Option<Event> {
         let login_uid = (task.loginuid != UNSET_ID).then_some(task.loginuid);
         let uid = login_uid.or(seat_uid).unwrap_or(task.uid);
-        let subject = control::Subject::of(uid);
+        let subject = Subject::of(uid);
         let (rule, decided) = control::decide(&self.devices.rules, device, &subject)?;
         let action = decided.action;
         let enforcement = control::enforce(
@@ -282,10 +282,12 @@ impl<S: NameSource> Enricher<S> {
         let login_uid = (writer.login_uid != UNSET_ID).then_some(writer.login_uid);
         let user = self.names.user(writer.uid);
         let login_user = login_uid.and_then(|uid| self.names.user(uid));
-        let person = self.people.as_ref().and_then(|file| match login_uid {
-            Some(uid) => file.people.lookup(uid, login_user.as_deref()).cloned(),
-            None => file.people.lookup(writer.uid, user.as_deref()).cloned(),
-        });
+        let person = self.person_of(
+            writer.uid,
+            user.as_deref(),
+            login_uid,
+            login_user.as_deref(),
+        );
         Identity {
             uid: writer.uid,
             user: user.clone().unwrap_or_default(),

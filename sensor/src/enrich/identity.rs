@@ -1,7 +1,7 @@
 //! The identity of a task: ids to names, the person behind the login, the privilege chain.
 use std::time::Instant;
 
-use custos_proto::v1::{Group, Identity, PrivilegeHop};
+use custos_proto::v1::{Group, Identity, Person, PrivilegeHop};
 use sensor_common::{task_flags, TaskInfo, MAX_GROUPS};
 
 use super::{Enricher, IDENTITY_TTL};
@@ -71,6 +71,22 @@ impl<S: NameSource> Enricher<S> {
         }
     }
 
+    /// The identity map's entry for the person behind an identity: the login user's, else the
+    /// real user's.
+    pub(super) fn person_of(
+        &self,
+        uid: u32,
+        user: Option<&str>,
+        login_uid: Option<u32>,
+        login_user: Option<&str>,
+    ) -> Option<Person> {
+        let file = self.people.as_ref()?;
+        match login_uid {
+            Some(login) => file.people.lookup(login, login_user).cloned(),
+            None => file.people.lookup(uid, user).cloned(),
+        }
+    }
+
     pub(super) fn build_identity(&mut self, task: &TaskInfo) -> Identity {
         let captured = (task.ngroups as usize).min(MAX_GROUPS);
         let groups = task.groups[..captured]
@@ -84,10 +100,7 @@ impl<S: NameSource> Enricher<S> {
         let login_uid = (audit && task.loginuid != UNSET_ID).then_some(task.loginuid);
         let user = self.names.user(task.uid);
         let login_user = login_uid.and_then(|uid| self.names.user(uid));
-        let person = self.people.as_ref().and_then(|file| match login_uid {
-            Some(uid) => file.people.lookup(uid, login_user.as_deref()).cloned(),
-            None => file.people.lookup(task.uid, user.as_deref()).cloned(),
-        });
+        let person = self.person_of(task.uid, user.as_deref(), login_uid, login_user.as_deref());
         Identity {
             session: None,
             privilege_chain: Vec::new(),

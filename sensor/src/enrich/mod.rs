@@ -320,13 +320,18 @@ impl<S: NameSource> Enricher<S> {
         body: Body,
     ) -> Event {
         let mut identity = self.identity(task);
+        // One lookup: keep the table's session id current (the session walk reads it) and
+        // take the privilege chain.
+        let chain = self
+            .processes
+            .get_mut(task.tgid, exec_id)
+            .map(|entry| {
+                entry.session_id = task.sessionid;
+                entry.chain.clone()
+            })
+            .unwrap_or_default();
         identity.session = self.session_of(ktime_ns, task, exec_id);
-        if let Some(entry) = self.processes.get(task.tgid, exec_id) {
-            if !entry.chain.is_empty() {
-                let chain = entry.chain.clone();
-                identity.privilege_chain = chain.iter().map(|hop| self.hop_view(hop)).collect();
-            }
-        }
+        identity.privilege_chain = chain.iter().map(|hop| self.hop_view(hop)).collect();
         Event {
             seq: 0,
             run_id: self.host.run_id.clone(),

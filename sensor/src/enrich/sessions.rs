@@ -11,7 +11,8 @@ use crate::{
 
 impl<S: NameSource> Enricher<S> {
     /// The session `task` acts in. The first activity of a session resolves it and queues its
-    /// start event ahead of the event being built.
+    /// start event ahead of the event being built. The table must already hold the process's
+    /// current session id (`envelope` sets it).
     pub(super) fn session_of(
         &mut self,
         ktime_ns: u64,
@@ -21,9 +22,6 @@ impl<S: NameSource> Enricher<S> {
         let id = task.sessionid;
         if task.flags & task_flags::NO_AUDIT != 0 || id == UNSET_ID {
             return None;
-        }
-        if let Some(entry) = self.processes.get_mut(task.tgid, exec_id) {
-            entry.session_id = id;
         }
         let session = match self.sessions.get(id) {
             Some(session) => session,
