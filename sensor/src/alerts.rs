@@ -66,7 +66,10 @@ impl AlertEngine {
 
     /// Programs reserved for some roles.
     fn exec(&mut self, event: &Event) -> Vec<Event> {
-        let identity = event.identity.clone().unwrap_or_default();
+        // Exec and file events always carry one.
+        let Some(identity) = &event.identity else {
+            return Vec::new();
+        };
         let binary = event
             .process
             .as_ref()
@@ -74,10 +77,10 @@ impl AlertEngine {
             .unwrap_or_default();
         let mut alerts = Vec::new();
         for rule in &self.rules {
-            if rule.programs.iter().any(|p| p == binary) && !allowed(rule, &identity) {
+            if rule.programs.iter().any(|p| p == binary) && !allowed(rule, identity) {
                 let description = format!(
                     "{} ran {binary}, which {} reserves for other roles",
-                    display(&identity),
+                    display(identity),
                     rule.id
                 );
                 alerts.push(alert(
@@ -93,17 +96,19 @@ impl AlertEngine {
     }
 
     fn file_open(&mut self, event: &Event, open: &FileOpen) -> Vec<Event> {
-        let identity = event.identity.clone().unwrap_or_default();
+        // Exec and file events always carry one.
+        let Some(identity) = &event.identity else {
+            return Vec::new();
+        };
         let removable = open.device.as_ref().is_some_and(|d| d.watched);
         let mut alerts = Vec::new();
         for index in 0..self.rules.len() {
             let rule = &self.rules[index];
-            let who = display(&identity);
             if rule.removable_writes
                 && removable
                 && open.fd.is_some()
                 && access_matches(AccessKind::Write, open)
-                && !allowed(rule, &identity)
+                && !allowed(rule, identity)
             {
                 let device = open
                     .device
@@ -111,8 +116,10 @@ impl AlertEngine {
                     .map(|d| d.name.clone())
                     .unwrap_or_default();
                 let description = format!(
-                    "{who} wrote {} on removable device {device}, which {} reserves for other roles",
-                    open.path, rule.id
+                    "{} wrote {} on removable device {device}, which {} reserves for other roles",
+                    display(identity),
+                    open.path,
+                    rule.id
                 );
                 let paths = vec![open.path.clone()];
                 alerts.push(alert(
@@ -129,24 +136,32 @@ impl AlertEngine {
             let (reason, description, paths) = if open.denied {
                 (
                     AlertReason::DeniedAttempt,
-                    format!("{who} was refused {} in {}", open.path, rule.id),
-                    vec![open.path.clone()],
-                )
-            } else if open.fd.is_some() && !allowed(rule, &identity) {
-                (
-                    AlertReason::AccessOutsideRole,
                     format!(
-                        "{who} opened {} in {}, which none of their roles or groups may access",
-                        open.path, rule.id
+                        "{} was refused {} in {}",
+                        display(identity),
+                        open.path,
+                        rule.id
                     ),
                     vec![open.path.clone()],
                 )
-            } else if let Some(paths) = self.bulk_exceeded(index, &identity, open) {
+            } else if open.fd.is_some() && !allowed(rule, identity) {
+                (
+                    AlertReason::AccessOutsideRole,
+                    format!(
+                        "{} opened {} in {}, which none of their roles or groups may access",
+                        display(identity),
+                        open.path,
+                        rule.id
+                    ),
+                    vec![open.path.clone()],
+                )
+            } else if let Some(paths) = self.bulk_exceeded(index, identity, open) {
                 let rule = &self.rules[index];
                 (
                     AlertReason::BulkCollection,
                     format!(
-                        "{who} opened more than {} distinct files in {} within {} minutes",
+                        "{} opened more than {} distinct files in {} within {} minutes",
+                        display(identity),
                         rule.bulk_files.unwrap_or(0),
                         rule.id,
                         rule.bulk_minutes
