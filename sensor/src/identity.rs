@@ -35,6 +35,39 @@ impl NameSource for Nss {
     }
 }
 
+/// A user with the names of their primary and supplementary groups, as NSS has them now: who a
+/// device rule or a live-stream view is decided for.
+pub struct Subject {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl Subject {
+    pub fn of(uid: u32) -> Self {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten();
+        let Some(user) = user else {
+            return Self {
+                name: String::new(),
+                groups: Vec::new(),
+            };
+        };
+        let groups = std::ffi::CString::new(user.name.clone())
+            .ok()
+            .and_then(|name| nix::unistd::getgrouplist(&name, user.gid).ok())
+            .unwrap_or_else(|| vec![user.gid])
+            .into_iter()
+            .filter_map(|gid| nix::unistd::Group::from_gid(gid).ok().flatten())
+            .map(|group| group.name)
+            .collect();
+        Self {
+            name: user.name,
+            groups,
+        }
+    }
+}
+
 /// The kernel's "no id" value (an unset login uid, for example); never looked up.
 pub const UNSET_ID: u32 = u32::MAX;
 

@@ -237,17 +237,22 @@ pub async fn serve_status(listener: UnixListener, metrics: Arc<Metrics>) {
     }
 }
 
-/// Binds the status socket, replacing a stale one from an earlier run.
+/// Binds the status socket, root only: the counters say what the host is doing.
 pub fn bind_status(path: &std::path::Path) -> Result<UnixListener> {
+    bind_local_socket(path, 0o600, "the status socket")
+}
+
+/// Binds a Unix socket at `path` with permissions `mode`, creating its directory and replacing
+/// a stale socket from an earlier run.
+pub fn bind_local_socket(path: &std::path::Path, mode: u32, what: &str) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("binding the status socket {}", path.display()))?;
-    // Root only: the counters say what the host is doing.
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {what} {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 

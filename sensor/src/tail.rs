@@ -20,15 +20,7 @@ pub const BACKLOG: usize = 4096;
 
 /// Binds the stream's socket; anyone may connect, the daemon decides who is served.
 pub fn bind(path: &Path) -> Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("binding the tail socket {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(listener)
+    crate::metrics::bind_local_socket(path, 0o666, "the tail socket")
 }
 
 pub async fn serve(
@@ -91,7 +83,7 @@ fn view_for(uid: u32, groups: &[TailGroup], privacy: &PrivacyConfig) -> Result<O
     if uid == 0 {
         return Ok(Some(Privacy::unrestricted()));
     }
-    let subject = crate::devices::control::Subject::of(uid);
+    let subject = crate::identity::Subject::of(uid);
     let Some(group) = groups.iter().find(|g| subject.groups.contains(&g.group)) else {
         return Ok(None);
     };

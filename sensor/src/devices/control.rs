@@ -3,43 +3,13 @@ use std::{fs::OpenOptions, os::fd::AsRawFd, path::Path};
 
 use custos_proto::v1::{BlockDevice, DeviceControlAction};
 
-use crate::config::{DeviceAction, DeviceRule};
+use crate::{
+    config::{DeviceAction, DeviceRule},
+    identity::Subject,
+};
 
 const BLKROSET: libc::c_ulong = 0x125D;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-
-/// The user a rule is evaluated for, with the groups NSS gives them.
-pub struct Subject {
-    pub name: String,
-    pub groups: Vec<String>,
-}
-
-impl Subject {
-    /// `uid` with its primary and supplementary groups' names, as NSS has them now.
-    pub fn of(uid: u32) -> Self {
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten();
-        let Some(user) = user else {
-            return Self {
-                name: String::new(),
-                groups: Vec::new(),
-            };
-        };
-        let groups = std::ffi::CString::new(user.name.clone())
-            .ok()
-            .and_then(|name| nix::unistd::getgrouplist(&name, user.gid).ok())
-            .unwrap_or_else(|| vec![user.gid])
-            .into_iter()
-            .filter_map(|gid| nix::unistd::Group::from_gid(gid).ok().flatten())
-            .map(|group| group.name)
-            .collect();
-        Self {
-            name: user.name,
-            groups,
-        }
-    }
-}
 
 /// The first rule matching `device` and `subject`, with its display name.
 pub fn decide<'a>(

@@ -171,7 +171,7 @@ pub fn exe_key(path: &Path) -> Result<ExeKey> {
 
 /// Userspace dev_t to the kernel's internal encoding.
 pub fn kernel_dev(dev: u64) -> u32 {
-    (libc::major(dev) << 20) | libc::minor(dev)
+    crate::devices::kernel_dev(libc::major(dev), libc::minor(dev))
 }
 
 /// The filter maps, taken from the loaded object.
