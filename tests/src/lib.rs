@@ -240,6 +240,14 @@ impl Marker {
     }
 }
 
+/// An event's `seq` (a string in the JSON mapping, as 64-bit integers are); 0 if absent.
+pub fn seq(event: &Value) -> u64 {
+    event["seq"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Events whose body is `kind` (`exec`, `exit`, `loss`).
 pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> impl Iterator<Item = &'a Value> + 'a {
     let kind = kind.to_owned();
@@ -256,6 +264,27 @@ pub fn exec_id_of(pid: u32) -> Result<String> {
         .nth(19)
         .ok_or_else(|| anyhow!("short stat"))?;
     Ok(format!("{}:{start_ticks}:{pid}", boot_id.trim()))
+}
+
+/// Runs `program ARGS` as uid and gid `as_uid` with no supplementary groups, from a shell that
+/// first sets its own audit login uid to `login_uid` (as pam_loginuid does at login): a new
+/// login session. setpriv execs the program in the same process.
+pub fn run_after_login(
+    login_uid: u32,
+    as_uid: u32,
+    program: &str,
+    args: &[&str],
+) -> Result<std::process::ExitStatus> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo {login_uid} > /proc/self/loginuid && exec setpriv --reuid={as_uid} \
+             --regid={as_uid} --clear-groups \"$0\" \"$@\""
+        ))
+        .arg(program)
+        .args(args)
+        .status()
+        .context("running a shell that logs in")
 }
 
 /// Creates a local user (idempotent) and returns its uid.

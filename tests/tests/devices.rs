@@ -3,7 +3,7 @@
 use std::{fs::OpenOptions, os::fd::AsRawFd, path::PathBuf, process::Command};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use custos_tests::{of_kind, require_root, Sensor};
+use custos_tests::{of_kind, require_root, seq, Sensor};
 use serde_json::Value;
 
 const LOOP_CTL_ADD: libc::c_ulong = 0x4C80;
@@ -253,11 +253,4 @@ fn a_read_only_rule_makes_writes_on_a_new_device_fail_with_erofs() -> Result<()>
     drop(device);
     sensor.stop()?;
     Ok(())
-}
-
-fn seq(event: &Value) -> u64 {
-    event["seq"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }

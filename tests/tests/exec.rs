@@ -2,7 +2,9 @@
 use std::process::Command;
 
 use anyhow::Result;
-use custos_tests::{ensure_user, exec_id_of, of_kind, require_root, Marker, Sensor};
+use custos_tests::{
+    ensure_user, exec_id_of, of_kind, require_root, run_after_login, seq, Marker, Sensor,
+};
 use serde_json::Value;
 
 const LOGIN_USER: &str = "custos-login";
@@ -52,13 +54,9 @@ fn exec_identity_scenario(extra_toml: &str) -> Result<Sensor> {
 
     // The shell sets its own audit login uid (as pam_loginuid does at login), then becomes
     // nobody through setpriv, which execs the marker in the same process.
-    let script = format!(
-        "echo {login_uid} > /proc/self/loginuid && exec setpriv --reuid=65534 --regid=65534 \
-         --clear-groups {} first 'second arg' --flag=3",
-        marker.path_str()
-    );
-    let status = Command::new("sh").arg("-c").arg(&script).status()?;
-    assert!(status.success(), "test workload failed: {script}");
+    let args = ["first", "second arg", "--flag=3"];
+    let status = run_after_login(login_uid, 65534, marker.path_str(), &args)?;
+    assert!(status.success(), "test workload failed: {status}");
 
     let marker_path = marker.path_str().to_owned();
     let exec = sensor.wait_for("marker exec", |events| {
@@ -179,10 +177,7 @@ fn protobuf_output_decodes_to_the_same_events() -> Result<()> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
     assert_eq!(from_protobuf, json);
-    let seqs: Vec<u64> = json
-        .iter()
-        .map(|e| e["seq"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0))
-        .collect();
+    let seqs: Vec<u64> = json.iter().map(seq).collect();
     let expected: Vec<u64> = (1..=json.len() as u64).collect();
     assert_eq!(seqs, expected, "seq starts at 1 and has no gaps");
     Ok(())
@@ -263,13 +258,8 @@ fn missing_privileges_give_a_clear_error() -> Result<()> {
 
 /// Runs `marker ARG` as nobody from a shell whose audit login uid is `login_uid`.
 fn run_as_nobody_after_login(login_uid: u32, marker: &Marker, arg: &str) -> Result<()> {
-    let script = format!(
-        "echo {login_uid} > /proc/self/loginuid && exec setpriv --reuid=65534 --regid=65534 \
-         --clear-groups {} {arg}",
-        marker.path_str()
-    );
-    let status = Command::new("sh").arg("-c").arg(&script).status()?;
-    assert!(status.success(), "test workload failed: {script}");
+    let status = run_after_login(login_uid, 65534, marker.path_str(), &[arg])?;
+    assert!(status.success(), "test workload failed: {status}");
     Ok(())
 }
 

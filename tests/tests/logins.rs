@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _, Result};
-use custos_tests::{ensure_user, of_kind, require_root, Marker, Sensor};
+use custos_tests::{ensure_user, of_kind, require_root, run_after_login, seq, Marker, Sensor};
 use serde_json::Value;
 
 const ALICE: &str = "alice";
@@ -34,15 +34,9 @@ fn alice_becoming_root_is_a_privilege_change_and_her_chain_follows() -> Result<(
     let marker = Marker::new("/bin/true")?;
     let mut sensor = Sensor::start(&format!("[identity]\nmap = \"{}\"\n", map.display()))?;
 
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo {alice} > /proc/self/loginuid && exec setpriv --reuid={alice} --regid={alice} \
-             --clear-groups sh -c '{} {} escalated'",
-            helper.display(),
-            marker.path_str()
-        ))
-        .status()?;
+    // From her shell, as sudo would be run.
+    let from_shell = format!("{} {} escalated", helper.display(), marker.path_str());
+    let status = run_after_login(alice, alice, "sh", &["-c", &from_shell])?;
     ensure!(status.success(), "the helper chain failed: {status}");
 
     let marker_path = marker.path_str().to_owned();
@@ -284,13 +278,6 @@ fn wait_leader(mut leader: std::process::Child) -> Result<()> {
     let status = leader.wait()?;
     ensure!(status.success(), "the fake sshd failed: {status}");
     Ok(())
-}
-
-fn seq(event: &Value) -> u64 {
-    event["seq"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Writes a USER_PROCESS login entry to the utmp file `path` with the C library's utmpx API.

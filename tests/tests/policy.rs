@@ -4,7 +4,9 @@
 use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
-use custos_tests::{custos_bin, ensure_user, of_kind, require_root, shared_dir, Marker, Sensor};
+use custos_tests::{
+    custos_bin, ensure_user, of_kind, require_root, run_after_login, shared_dir, Marker, Sensor,
+};
 use serde_json::Value;
 
 const ENGINEER: &str = "alice";
@@ -14,15 +16,7 @@ const FINANCE: &str = "custos-fin";
 /// supplementary groups.
 fn open_as(user: &str, args: &[&str]) -> Result<i32> {
     let uid = ensure_user(user)?;
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo {uid} > /proc/self/loginuid && exec setpriv --reuid={uid} --regid={uid} \
-             --clear-groups \"$0\" \"$@\""
-        ))
-        .arg(env!("CARGO_BIN_EXE_opener"))
-        .args(args)
-        .status()?;
+    let status = run_after_login(uid, uid, env!("CARGO_BIN_EXE_opener"), args)?;
     Ok(status.code().unwrap_or(-1))
 }
 
@@ -157,14 +151,13 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
         key.display()
     ))?;
     let marker = Marker::new("/bin/true")?;
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo {uid} > /proc/self/loginuid && exec setpriv --reuid={uid} --regid={uid} \
-             --clear-groups {} --password=hunter2 --token s3cr3t-t0ken AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI",
-            marker.path_str()
-        ))
-        .status()?;
+    let secrets = [
+        "--password=hunter2",
+        "--token",
+        "s3cr3t-t0ken",
+        "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI",
+    ];
+    let status = run_after_login(uid, uid, marker.path_str(), &secrets)?;
     ensure!(status.success());
     let path = marker.path_str().to_owned();
     let exec = sensor.wait_for("the marker's exec", |events| {
