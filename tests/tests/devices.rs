@@ -1,5 +1,6 @@
-//! Block devices with real loop devices: a new device and its media, mounts, writes carrying
-//! the device, the per-identity summary, and a read-only rule enforced right after attach.
+//! Block devices with real loop devices: a new device and its media, mounts (also through the
+//! new mount API), writes carrying the device, the per-identity summary, and read-only and deny
+//! rules enforced right after attach.
 use std::{fs::OpenOptions, os::fd::AsRawFd, path::PathBuf, process::Command};
 
 use anyhow::{bail, ensure, Context as _, Result};
@@ -251,6 +252,113 @@ fn a_read_only_rule_makes_writes_on_a_new_device_fail_with_erofs() -> Result<()>
     let err = std::fs::write(device.mount_point.join("exfil.txt"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     drop(device);
+    sensor.stop()?;
+    Ok(())
+}
+
+/// A deny rule for loop devices: the media is detached again right after it arrives, and the
+/// decision says so.
+#[test]
+fn a_deny_rule_detaches_a_loop_devices_media() -> Result<()> {
+    require_root();
+    let mut sensor = Sensor::start(
+        "[[devices.rules]]\nname = \"no-images\"\naction = \"deny\"\nbus = \"loop\"\n",
+    )?;
+    let device = LoopDevice::create()?;
+    let name = device.name();
+    device.attach()?;
+    let control = sensor.wait_for("the deny decision", |events| {
+        of_kind(events, "deviceControl")
+            .find(|e| e["deviceControl"]["device"]["name"] == name.as_str())
+            .cloned()
+    })?;
+    let decision = &control["deviceControl"];
+    assert_eq!(decision["action"], "DEVICE_CONTROL_ACTION_DENY");
+    assert_eq!(decision["rule"], "devices.rules[0] (no-images)");
+    assert_eq!(decision["method"], "loop-detach");
+    assert_eq!(decision["enforced"], true, "{decision}");
+    let backing = format!("/sys/block/{name}/loop/backing_file");
+    assert!(
+        !std::path::Path::new(&backing).exists(),
+        "the media is gone: {backing}"
+    );
+    drop(device);
+    sensor.stop()?;
+    Ok(())
+}
+
+/// The new mount API (fsopen, fsconfig, fsmount, move_mount) is reported as one mount, with the
+/// filesystem type and source of the earlier steps; the unmount follows.
+#[test]
+fn the_new_mount_api_is_one_mount_event() -> Result<()> {
+    require_root();
+    let mut sensor = Sensor::start("")?;
+    let dir = tempfile::tempdir()?;
+    let target = dir.path().join("mnt");
+    std::fs::create_dir(&target)?;
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (fstype, key, source, empty) = (c("tmpfs"), c("source"), c("custos-new-api"), c(""));
+    let target_c = c(target.to_str().unwrap());
+    const FSCONFIG_SET_STRING: libc::c_long = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_long = 6;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_long = 4;
+    // SAFETY: the raw syscalls get valid NUL-terminated strings and fds they returned.
+    unsafe {
+        let context = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), 1);
+        ensure!(context >= 0, "fsopen: {}", std::io::Error::last_os_error());
+        let set = libc::syscall(
+            libc::SYS_fsconfig,
+            context,
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            source.as_ptr(),
+            0,
+        );
+        ensure!(set == 0, "fsconfig: {}", std::io::Error::last_os_error());
+        let created = libc::syscall(libc::SYS_fsconfig, context, FSCONFIG_CMD_CREATE, 0, 0, 0);
+        ensure!(
+            created == 0,
+            "fsconfig create: {}",
+            std::io::Error::last_os_error()
+        );
+        let mount = libc::syscall(libc::SYS_fsmount, context, 1, 0);
+        ensure!(mount >= 0, "fsmount: {}", std::io::Error::last_os_error());
+        let moved = libc::syscall(
+            libc::SYS_move_mount,
+            mount,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        );
+        ensure!(
+            moved == 0,
+            "move_mount: {}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(mount as i32);
+        libc::close(context as i32);
+        ensure!(libc::umount2(target_c.as_ptr(), 0) == 0, "umount2");
+    }
+    let target = target.to_str().unwrap().to_owned();
+    let (mount, unmount) = sensor.wait_for("the mount and unmount", |events| {
+        let of = |operation: &str| {
+            of_kind(events, "mount")
+                .find(|e| {
+                    e["mount"]["operation"] == operation && e["mount"]["target"] == target.as_str()
+                })
+                .cloned()
+        };
+        Some((of("MOUNT_OPERATION_MOUNT")?, of("MOUNT_OPERATION_UNMOUNT")?))
+    })?;
+    assert_eq!(mount["mount"]["syscall"], "move_mount");
+    assert_eq!(mount["mount"]["fstype"], "tmpfs");
+    assert_eq!(mount["mount"]["source"], "custos-new-api");
+    assert_eq!(
+        mount["process"]["pid"].as_u64(),
+        Some(u64::from(std::process::id()))
+    );
+    assert!(seq(&unmount) > seq(&mount));
     sensor.stop()?;
     Ok(())
 }
