@@ -107,6 +107,23 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// A sensor with one device rule for loop devices, a new loop device with its media attached,
+/// and the rule's decision about it.
+fn attach_under_rule(rule: &str, action: &str) -> Result<(Sensor, LoopDevice, Value)> {
+    let sensor = Sensor::start(&format!(
+        "[[devices.rules]]\nname = \"{rule}\"\naction = \"{action}\"\nbus = \"loop\"\n"
+    ))?;
+    let device = LoopDevice::create()?;
+    device.attach()?;
+    let name = device.name();
+    let control = sensor.wait_for("the device-control decision", |events| {
+        of_kind(events, "deviceControl")
+            .find(|e| e["deviceControl"]["device"]["name"] == name.as_str())
+            .cloned()
+    })?;
+    Ok((sensor, device, control))
+}
+
 fn block_event<'a>(events: &'a [Value], action: &str, name: &str) -> Option<&'a Value> {
     of_kind(events, "blockDevice").find(|e| {
         e["blockDevice"]["action"] == action && e["blockDevice"]["device"]["name"] == name
@@ -224,17 +241,8 @@ fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
 #[test]
 fn a_read_only_rule_makes_writes_on_a_new_device_fail_with_erofs() -> Result<()> {
     require_root();
-    let mut sensor = Sensor::start(
-        "[[devices.rules]]\nname = \"loop-read-only\"\naction = \"read_only\"\nbus = \"loop\"\n",
-    )?;
-    let device = LoopDevice::create()?;
+    let (mut sensor, device, control) = attach_under_rule("loop-read-only", "read_only")?;
     let name = device.name();
-    device.attach()?;
-    let control = sensor.wait_for("the device-control decision", |events| {
-        of_kind(events, "deviceControl")
-            .find(|e| e["deviceControl"]["device"]["name"] == name.as_str())
-            .cloned()
-    })?;
     let decision = &control["deviceControl"];
     assert_eq!(decision["action"], "DEVICE_CONTROL_ACTION_READ_ONLY");
     assert_eq!(decision["rule"], "devices.rules[0] (loop-read-only)");
@@ -261,17 +269,8 @@ fn a_read_only_rule_makes_writes_on_a_new_device_fail_with_erofs() -> Result<()>
 #[test]
 fn a_deny_rule_detaches_a_loop_devices_media() -> Result<()> {
     require_root();
-    let mut sensor = Sensor::start(
-        "[[devices.rules]]\nname = \"no-images\"\naction = \"deny\"\nbus = \"loop\"\n",
-    )?;
-    let device = LoopDevice::create()?;
+    let (mut sensor, device, control) = attach_under_rule("no-images", "deny")?;
     let name = device.name();
-    device.attach()?;
-    let control = sensor.wait_for("the deny decision", |events| {
-        of_kind(events, "deviceControl")
-            .find(|e| e["deviceControl"]["device"]["name"] == name.as_str())
-            .cloned()
-    })?;
     let decision = &control["deviceControl"];
     assert_eq!(decision["action"], "DEVICE_CONTROL_ACTION_DENY");
     assert_eq!(decision["rule"], "devices.rules[0] (no-images)");
