@@ -48,6 +48,9 @@ pub mod file_flags {
     /// A write open on a watched device (removable media, loop devices): reported whatever the
     /// filters and deduplication say.
     pub const WATCHED_DEVICE: u32 = 1 << 4;
+    /// Reported at the permission check (LSM `file_open`), before the descriptor exists:
+    /// `ret` is 0, not the fd.
+    pub const FD_UNKNOWN: u32 = 1 << 5;
 }
 
 /// The syscall behind a [`FileOpenRecord`].
@@ -258,8 +261,8 @@ pub struct CredRecord {
 
 /// What a [`DeviceRecord`] reports.
 pub mod device_op {
-    /// A new disk registered its backing device (`writeback_bdi_register`); `name` holds
-    /// "major:minor".
+    /// A new disk: from `device_add_disk` (`dev` set, `name` the disk's name) or, where that
+    /// cannot be hooked, from `writeback_bdi_register` (`dev` 0, `name` holds "major:minor").
     pub const DISK_ADDED: u32 = 1;
     /// `LOOP_CTL_ADD` created loop device number `value`.
     pub const LOOP_ADDED: u32 = 2;
@@ -271,6 +274,13 @@ pub mod device_op {
     pub const LOOP_DETACHED: u32 = 5;
     /// `BLKROSET` set device `dev` read-only (`value` 1) or writable (0).
     pub const READ_ONLY_SET: u32 = 6;
+    /// Disk `dev` (`name`) is being removed (`del_gendisk`): a drive unplugged, a loop
+    /// device removed.
+    pub const DISK_REMOVED: u32 = 7;
+    /// The kernel refused to mount denied device `dev` (BPF LSM `sb_set_mnt_opts`).
+    pub const DENIED_MOUNT: u32 = 8;
+    /// The kernel refused to open the node of denied device `dev` (BPF LSM `file_open`).
+    pub const DENIED_OPEN: u32 = 9;
 }
 
 /// A block device appeared, changed or went away, and who did it.
@@ -464,6 +474,12 @@ pub const FILTER_EXES_MAP: &str = "FILTER_EXES";
 pub const FILE_DEDUP_MAP: &str = "FILE_DEDUP";
 /// Devices (kernel dev_t) whose write opens are always reported.
 pub const WATCHED_DEVICES_MAP: &str = "WATCHED_DEVICES";
+/// Devices (kernel dev_t) the kernel refuses to mount or open (value: the deciding rule's
+/// index), where BPF LSM runs.
+pub const DENIED_DEVICES_MAP: &str = "DENIED_DEVICES";
+/// Slot 0 is 1 while LSM `file_open` reports successful opens (`sys_exit` then reports only
+/// failures).
+pub const OPEN_HOOK_MAP: &str = "OPEN_HOOK";
 
 /// An executable file, as filter key: its filesystem's dev_t and its inode.
 #[repr(C)]

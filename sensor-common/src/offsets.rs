@@ -91,6 +91,14 @@ pub struct KernelOffsets {
     pub inode_rdev: u32,
     // struct backing_dev_info: "major:minor" of a new disk
     pub bdi_dev_name: u32,
+    // struct gendisk: a disk's numbers and name; struct inode: the file type
+    pub gendisk_major: u32,
+    pub gendisk_first_minor: u32,
+    pub gendisk_disk_name: u32,
+    pub inode_mode: u32,
+    // super_block -> block_device -> gendisk: the whole disk behind a mounted partition
+    pub sb_bdev: u32,
+    pub bdev_disk: u32,
     // io_uring: struct io_kiocb, struct io_open (at the start of the request), struct filename,
     // struct io_uring_cqe
     pub kiocb_opcode: u32,
@@ -182,6 +190,12 @@ impl KernelOffsets {
         regs_r8: MISSING,
         inode_rdev: MISSING,
         bdi_dev_name: MISSING,
+        gendisk_major: MISSING,
+        gendisk_first_minor: MISSING,
+        gendisk_disk_name: MISSING,
+        inode_mode: MISSING,
+        sb_bdev: MISSING,
+        bdev_disk: MISSING,
         kiocb_opcode: MISSING,
         io_open_dfd: MISSING,
         io_open_file_slot: MISSING,

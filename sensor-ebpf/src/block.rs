@@ -1,13 +1,15 @@
 //! Block devices: new disks, loop devices created, attached and detached, read-only switches.
 //!
-//! New disks are seen where their backing device registers (`writeback_bdi_register`), in the
-//! context of whoever caused it (losetup for a loop device, a kernel worker for a USB drive).
+//! New disks and their removal are seen at `device_add_disk` and `del_gendisk` (fexit/fentry,
+//! else kprobes); where neither can be hooked, new disks are seen where their backing device
+//! registers (`writeback_bdi_register`). Either way in the context of whoever caused it
+//! (losetup for a loop device, a kernel worker for a USB drive).
 //! Loop devices and BLKROSET are seen at `sys_exit` of their ioctls, so only what succeeded is
 //! reported.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::{btf_tracepoint, fentry, fexit, kprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
 };
 use sensor_common::{
     device_op, file_flags, kind, BlobRef, DeviceBuffer, RecordHeader, DEVICE_FIXED_SIZE,
@@ -37,6 +39,73 @@ const BLKROSET: u32 = 0x125D;
 pub fn writeback_bdi_register(ctx: BtfTracePointContext) -> i32 {
     on_bdi_register(ctx.arg::<*const u8>(0));
     0
+}
+
+// int device_add_disk(struct device *parent, struct gendisk *disk,
+//                     const struct attribute_group **groups)
+// At exit the disk is in sysfs, so the daemon can describe it; the return value follows the
+// three arguments.
+#[fexit(function = "device_add_disk")]
+pub fn device_add_disk_fexit(ctx: FExitContext) -> i32 {
+    if ctx.arg::<i32>(3) == 0 {
+        on_disk(ctx.arg::<*const u8>(1), device_op::DISK_ADDED);
+    }
+    0
+}
+
+#[kprobe(function = "device_add_disk")]
+pub fn device_add_disk_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(disk) = ctx.arg::<*const u8>(1) {
+        on_disk(disk, device_op::DISK_ADDED);
+    }
+    0
+}
+
+// void del_gendisk(struct gendisk *disk)
+#[fentry(function = "del_gendisk")]
+pub fn del_gendisk_fentry(ctx: FEntryContext) -> i32 {
+    on_disk(ctx.arg::<*const u8>(0), device_op::DISK_REMOVED);
+    0
+}
+
+#[kprobe(function = "del_gendisk")]
+pub fn del_gendisk_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(disk) = ctx.arg::<*const u8>(0) {
+        on_disk(disk, device_op::DISK_REMOVED);
+    }
+    0
+}
+
+/// A disk came or goes: its device number and name from the `struct gendisk`.
+#[inline(always)]
+fn on_disk(disk: *const u8, op: u32) {
+    let Some(buffer) = start(op, 0) else {
+        return;
+    };
+    buffer.record.dev = disk_dev(disk);
+    buffer.record.name = Probe::read::<[u8; 32]>(disk, off!(gendisk_disk_name)).unwrap_or([0; 32]);
+    fill_task_info::<Probe>(Probe::current_task(), &mut buffer.record.task);
+    send(buffer, 0);
+}
+
+/// The kernel dev_t (major << 20 | minor) of a `struct gendisk`'s whole disk.
+#[inline(always)]
+pub fn disk_dev(disk: *const u8) -> u32 {
+    let major = Probe::read::<i32>(disk, off!(gendisk_major)).unwrap_or(0) as u32;
+    let minor = Probe::read::<i32>(disk, off!(gendisk_first_minor)).unwrap_or(0) as u32;
+    (major << 20) | (minor & 0xfffff)
+}
+
+/// The kernel refused `op` ([`device_op::DENIED_MOUNT`] or [`device_op::DENIED_OPEN`]) on
+/// denied device `dev`.
+#[inline(always)]
+pub fn report_denial(op: u32, dev: u32, ret: i32) {
+    let Some(buffer) = start(op, ret) else {
+        return;
+    };
+    buffer.record.dev = dev;
+    fill_task_info::<Probe>(Probe::current_task(), &mut buffer.record.task);
+    send(buffer, 0);
 }
 
 fn on_bdi_register(bdi: *const u8) {

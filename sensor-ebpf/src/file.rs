@@ -9,7 +9,10 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_get_current_cgroup_id, bpf_probe_read_kernel, bpf_probe_read_user},
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_probe_read_kernel,
+            bpf_probe_read_user, bpf_task_pt_regs,
+        },
     },
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
@@ -25,10 +28,10 @@ use crate::{
     block::{on_ioctl, NR_IOCTL},
     cred::{changes_credentials, on_cred_syscall},
     emit::{now_ns, output_bytes},
-    kread::{off, self_tgid, Direct, Fields, Mem, Probe},
+    kread::{off, rooms, self_tgid, Direct, Fields, Mem, Probe},
     maps::{
         FILE_BUF, FILE_DEDUP, FILE_FILTER, FILTER_CGROUPS, FILTER_COMMS, FILTER_EXES, FILTER_UIDS,
-        PATH_PREFIXES, PREFIX_KEY, URING_OPENS, URING_SCRATCH, WATCHED_DEVICES,
+        OPEN_HOOK, PATH_PREFIXES, PREFIX_KEY, URING_OPENS, URING_SCRATCH, WATCHED_DEVICES,
     },
     mount::{is_mount_syscall, on_mount_syscall},
     path::{resolve, resolve_path, ResolvedPath},
@@ -42,6 +45,7 @@ const NR_OPENAT: u64 = 257;
 const NR_OPENAT2: u64 = 437;
 
 const AT_FDCWD: i32 = -100;
+const LOOP_MAJOR: u32 = 7;
 const O_WRONLY: u32 = 0o1;
 const O_RDWR: u32 = 0o2;
 const O_ACCMODE: u32 = 0o3;
@@ -168,7 +172,9 @@ fn on_uring_complete(req: *const u8, cqe: *const u8) {
             failed::<Direct>(&config, &request, ret, denied);
         } else if !fixed_slot {
             // A fixed-file slot holds no descriptor to resolve the file by.
-            opened::<Direct>(&config, &request, tgid, ret, false);
+            if let Some(file) = file_of_fd::<Direct>(ret) {
+                opened::<Direct>(&config, &request, tgid, file, ret, false);
+            }
         }
     }
     let _ = URING_OPENS.remove(&key);
@@ -190,7 +196,7 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
     let Some(nr) = M::read::<u64>(regs, off!(regs_orig_ax)) else {
         return;
     };
-    if nr != NR_OPENAT && nr != NR_OPEN && nr != NR_CREAT && nr != NR_OPENAT2 {
+    if !is_open_syscall(nr) {
         if nr == NR_IOCTL {
             on_ioctl::<M>(regs, ret);
         } else if changes_credentials(nr) {
@@ -211,21 +217,69 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
     if tgid == self_tgid() {
         return;
     }
+    if ret >= 0 && lsm_reports_opens() {
+        return;
+    }
     let Some(request) = decode_request::<M>(regs, nr) else {
         return;
     };
     let denied = ret == -EACCES || ret == -EPERM;
     // Writes to removable media are always reported, like denied attempts.
-    let watched = ret >= 0 && on_watched_device::<M>(&config, &request, ret as i32);
+    let watched = ret >= 0
+        && file_of_fd::<M>(ret as i32).is_some_and(|f| on_watched_device(&config, &request, f));
     // A denied attempt is always reported: it is an access outside one's permissions.
     if !denied && !watched && !passes_process_filters::<M>(&config, &request) {
         return;
     }
-    if ret >= 0 {
-        opened::<M>(&config, &request, tgid, ret as i32, watched);
-    } else {
+    if ret < 0 {
         failed::<M>(&config, &request, ret as i32, denied);
+    } else if let Some(file) = file_of_fd::<M>(ret as i32) {
+        opened::<M>(&config, &request, tgid, file, ret as i32, watched);
     }
+}
+
+/// True while LSM `file_open` reports successful opens.
+#[inline(always)]
+fn lsm_reports_opens() -> bool {
+    OPEN_HOOK.get(0).is_some_and(|on| *on == 1)
+}
+
+/// A file passed the permission checks (LSM `file_open`): report it if an open syscall of the
+/// current task asked for it (not the kernel opening a program for exec). Filters,
+/// deduplication and the record are those of the `sys_exit` path; the fd does not exist yet.
+#[inline(always)]
+pub fn on_lsm_open(file: *const u8) {
+    let Some(config) = FILE_FILTER.get(0) else {
+        return;
+    };
+    let config = *config;
+    if config.flags & filter_flags::ENABLED == 0 {
+        return;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == self_tgid() {
+        return;
+    }
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let Some(nr) = Probe::read::<u64>(regs, off!(regs_orig_ax)) else {
+        return;
+    };
+    if !is_open_syscall(nr) {
+        return;
+    }
+    let Some(request) = decode_request::<Probe>(regs, nr) else {
+        return;
+    };
+    let watched = on_watched_device(&config, &request, file);
+    if !watched && !passes_process_filters::<Probe>(&config, &request) {
+        return;
+    }
+    opened::<Probe>(&config, &request, tgid, file, -1, watched);
+}
+
+#[inline(always)]
+fn is_open_syscall(nr: u64) -> bool {
+    nr == NR_OPENAT || nr == NR_OPEN || nr == NR_CREAT || nr == NR_OPENAT2
 }
 
 #[inline(always)]
@@ -328,13 +382,15 @@ fn passes_process_filters<M: Mem>(config: &FileFilterConfig, request: &Request) 
 
 /// True for a write open of a file on a device the daemon watches (removable media).
 #[inline(always)]
-fn on_watched_device<M: Mem>(config: &FileFilterConfig, request: &Request, fd: i32) -> bool {
+fn on_watched_device(config: &FileFilterConfig, request: &Request, file: *const u8) -> bool {
     if config.flags & filter_flags::WATCHED_DEVICES == 0 || !is_write(request.flags) {
         return false;
     }
-    file_of_fd::<M>(fd)
-        .and_then(file_identity::<Probe>)
-        .is_some_and(|(dev, _)| unsafe { WATCHED_DEVICES.get(&dev) }.is_some())
+    // Loop devices are always watched: decided here, so a write right after an attach cannot
+    // beat the daemon's update of the map.
+    file_identity::<Probe>(file).is_some_and(|(dev, _)| {
+        dev >> 20 == LOOP_MAJOR || unsafe { WATCHED_DEVICES.get(&dev) }.is_some()
+    })
 }
 
 /// The current process's executable as (dev, inode).
@@ -356,7 +412,7 @@ pub fn file_identity<M: Mem>(file: *const u8) -> Option<(u32, u64)> {
 /// (dev_t, inode number) of an inode (untyped).
 #[inline(always)]
 fn inode_identity(inode: *const u8) -> Option<(u32, u64)> {
-    let fields = Fields::<{ spans::INODE }>::new(inode, off!(inode_span));
+    let fields = Fields::<{ spans::INODE }>::new(inode, off!(inode_span), rooms::inode());
     let ino = fields.get::<u64>(off!(inode_ino))?;
     let sb = fields.ptr(off!(inode_sb))?;
     let dev = Probe::read::<u32>(sb, off!(sb_dev))?;
@@ -504,14 +560,18 @@ fn send(buffer: &mut FileBuffer, used: usize) {
 }
 
 // Inlined: as a BPF subprogram returning nothing, R0 may be left holding a stack pointer,
-// which the verifier refuses at a subprogram's exit.
+// which the verifier refuses at a subprogram's exit. `fd` is -1 where it does not exist yet.
 #[inline(always)]
-fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i32, watched: bool) {
-    let Some(file) = file_of_fd::<M>(fd) else {
-        return;
-    };
+fn opened<M: Mem>(
+    config: &FileFilterConfig,
+    request: &Request,
+    tgid: u32,
+    file: *const u8,
+    fd: i32,
+    watched: bool,
+) {
     // f_mode, f_inode and f_path in one read.
-    let fields = Fields::<{ spans::FILE }>::new(file, off!(file_span));
+    let fields = Fields::<{ spans::FILE }>::new(file, off!(file_span), rooms::file());
     let Some((dev, ino)) = fields.ptr(off!(file_inode)).and_then(inode_identity) else {
         return;
     };
@@ -538,7 +598,10 @@ fn opened<M: Mem>(config: &FileFilterConfig, request: &Request, tgid: u32, fd: i
     let Some(buffer) = staging() else {
         return;
     };
-    start_record(buffer, request, fd, now);
+    start_record(buffer, request, if fd < 0 { 0 } else { fd }, now);
+    if fd < 0 {
+        buffer.record.flags |= file_flags::FD_UNKNOWN;
+    }
     if watched {
         buffer.record.flags |= file_flags::WATCHED_DEVICE;
     }

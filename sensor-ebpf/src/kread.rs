@@ -111,64 +111,51 @@ pub fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
     read_at::<*const u8>(base, offset).filter(|p| !p.is_null())
 }
 
-/// Bytes `start..start + N` of a struct, read with one helper call, to pick several members
-/// from (the daemon sets the span starts, see `sensor_common::offsets::spans`).
-#[repr(C, align(8))]
-pub struct Span<const N: usize> {
-    start: u32,
-    bytes: [u8; N],
-}
-
-impl<const N: usize> Span<N> {
-    #[inline(always)]
-    pub fn read(base: *const u8, start: u32) -> Option<Self> {
-        if base.is_null() || start == MISSING {
-            return None;
-        }
-        let mut span = Span {
-            start,
-            bytes: [0u8; N],
-        };
-        let ret = unsafe {
-            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-                span.bytes.as_mut_ptr().cast(),
-                N as u32,
-                base.add(start as usize).cast(),
-            )
-        };
-        (ret == 0).then_some(span)
-    }
-
-    #[inline(always)]
-    fn get<T: Copy>(&self, offset: u32) -> Option<T> {
-        let relative = offset.wrapping_sub(self.start) as usize;
-        if offset == MISSING || relative + core::mem::size_of::<T>() > N {
-            return None;
-        }
-        Some(unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(relative) as *const T) })
-    }
-}
-
-/// Members of one (untyped) struct: from its span when there is one, one probe read each
-/// otherwise.
-pub struct Fields<const N: usize> {
+/// Members of one (untyped) struct, read as one span of bytes (`start..start + N`, see
+/// `sensor_common::offsets::spans`) with one helper call where the daemon found a span for this
+/// kernel's layout, one probe read per member otherwise.
+///
+/// The span lands in a per-CPU room (see [`rooms`]) rather than on the stack: the path walk
+/// runs as a `bpf_loop` callback, and older verifiers (6.1) count the stacks of the program and
+/// its callback together, within 512 bytes.
+pub struct Fields<'a, const N: usize> {
     base: *const u8,
-    span: Option<Span<N>>,
+    start: u32,
+    span: Option<&'a [u8; N]>,
 }
 
-impl<const N: usize> Fields<N> {
+impl<'a, const N: usize> Fields<'a, N> {
     #[inline(always)]
-    pub fn new(base: *const u8, span_start: u32) -> Self {
+    pub fn new(base: *const u8, span_start: u32, room: Option<&'a mut [u8; N]>) -> Self {
+        let span = room.and_then(|room| {
+            let filled = !base.is_null()
+                && span_start != MISSING
+                && unsafe {
+                    aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                        room.as_mut_ptr().cast(),
+                        N as u32,
+                        base.add(span_start as usize).cast(),
+                    )
+                } == 0;
+            filled.then_some(&*room)
+        });
         Self {
             base,
-            span: Span::read(base, span_start),
+            start: span_start,
+            span,
         }
     }
 
     #[inline(always)]
     pub fn get<T: Copy>(&self, offset: u32) -> Option<T> {
-        match &self.span {
-            Some(span) => span.get(offset),
+        match self.span {
+            Some(span) => {
+                let relative = offset.wrapping_sub(self.start) as usize;
+                if offset == MISSING || relative + core::mem::size_of::<T>() > N {
+                    return None;
+                }
+                Some(unsafe { core::ptr::read_unaligned(span.as_ptr().add(relative) as *const T) })
+            }
             None => read_at(self.base, offset),
         }
     }
@@ -176,5 +163,39 @@ impl<const N: usize> Fields<N> {
     #[inline(always)]
     pub fn ptr(&self, offset: u32) -> Option<*const u8> {
         self.get::<*const u8>(offset).filter(|p| !p.is_null())
+    }
+}
+
+/// Per-CPU rooms for [`Fields`] spans, one per struct so that nested reads do not overlap.
+pub mod rooms {
+    use sensor_common::offsets::spans;
+
+    use crate::maps::SPAN_ROOMS;
+
+    #[repr(C)]
+    pub struct SpanRooms {
+        pub file: [u8; spans::FILE],
+        pub inode: [u8; spans::INODE],
+        pub dentry: [u8; spans::DENTRY],
+    }
+
+    #[inline(always)]
+    fn all() -> Option<*mut SpanRooms> {
+        SPAN_ROOMS.get_ptr_mut(0)
+    }
+
+    #[inline(always)]
+    pub fn file() -> Option<&'static mut [u8; spans::FILE]> {
+        all().map(|r| unsafe { &mut (*r).file })
+    }
+
+    #[inline(always)]
+    pub fn inode() -> Option<&'static mut [u8; spans::INODE]> {
+        all().map(|r| unsafe { &mut (*r).inode })
+    }
+
+    #[inline(always)]
+    pub fn dentry() -> Option<&'static mut [u8; spans::DENTRY]> {
+        all().map(|r| unsafe { &mut (*r).dentry })
     }
 }

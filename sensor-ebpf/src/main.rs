@@ -15,6 +15,7 @@ mod emit;
 mod exec;
 mod file;
 mod kread;
+mod lsm;
 mod maps;
 mod mount;
 mod path;

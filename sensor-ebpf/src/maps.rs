@@ -8,7 +8,7 @@ use sensor_common::{
     FileFilterConfig, MountBuffer, PrefixKey, UringOpen, PREFIX_MAX,
 };
 
-use crate::path::PathScratch;
+use crate::{kread::rooms::SpanRooms, path::PathScratch};
 
 /// The one ring buffer every record goes through (size set by the daemon at load).
 #[map(name = "EVENTS")]
@@ -79,3 +79,17 @@ pub static MOUNT_BUF: PerCpuArray<MountBuffer> = PerCpuArray::with_max_entries(1
 /// devices); maintained by the daemon.
 #[map(name = "WATCHED_DEVICES")]
 pub static WATCHED_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Devices (kernel dev_t) the kernel refuses to mount or open, where BPF LSM runs; maintained
+/// by the daemon from its device rules.
+#[map(name = "DENIED_DEVICES")]
+pub static DENIED_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Slot 0: 1 while LSM `file_open` reports successful opens, so `sys_exit` reports only the
+/// failures (set by the daemon around attaching it).
+#[map(name = "OPEN_HOOK")]
+pub static OPEN_HOOK: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per-CPU rooms for struct spans read with one helper call (see `kread::Fields`).
+#[map(name = "SPAN_ROOMS")]
+pub static SPAN_ROOMS: PerCpuArray<SpanRooms> = PerCpuArray::with_max_entries(1, 0);

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use sensor_common::{offsets::spans, PATH_MAX};
 
 use crate::{
-    kread::{off, read_ptr, Fields, Mem},
+    kread::{off, read_ptr, rooms, Fields, Mem},
     maps::PATH_BUF,
 };
 
@@ -96,7 +96,9 @@ pub fn resolve(dentry: *const u8, vfsmount: *const u8) -> Option<ResolvedPath> {
         pos = PATH_MAX - 1;
         unsafe { *buf.add(pos) = b'/' };
     }
-    let start = pos & (PATH_MAX - 1);
+    // Read back opaquely so the mask survives optimisation: older verifiers (6.1) lose the
+    // bound the check above gave `pos` once it is spilled to the stack.
+    let start = unsafe { core::ptr::read_volatile(&pos) } & (PATH_MAX - 1);
     Some(ResolvedPath {
         data: unsafe { buf.add(start) },
         len: PATH_MAX - start,
@@ -132,7 +134,7 @@ fn step(walk: &mut Walk) -> Option<i64> {
         return Some(CONTINUE);
     }
     // d_parent and d_name in one read.
-    let dentry = Fields::<{ spans::DENTRY }>::new(walk.dentry, off!(dentry_span));
+    let dentry = Fields::<{ spans::DENTRY }>::new(walk.dentry, off!(dentry_span), rooms::dentry());
     let parent = dentry.ptr(off!(dentry_parent))?;
     if walk.dentry == parent {
         // Root of a filesystem that is not mounted here (pipes, sockets, detached trees).

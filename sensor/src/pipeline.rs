@@ -18,7 +18,8 @@ use lru::LruCache;
 use prometheus_client::metrics::counter::Counter;
 use sd_notify::NotifyState;
 use sensor_common::{
-    file_flags, FileDedupKey, FileDedupState, EVENTS_MAP, FILE_DEDUP_MAP, WATCHED_DEVICES_MAP,
+    file_flags, FileDedupKey, FileDedupState, DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_MAP,
+    WATCHED_DEVICES_MAP,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -35,7 +36,7 @@ use crate::{
     config::{AttachMode, Config, FileEvents, PrivacyConfig},
     decode::{self, Record},
     dedup::Dedup,
-    devices::{sysfs::DeviceSources, DeviceTracker},
+    devices::{deny::KernelDenyList, sysfs::DeviceSources, DeviceTracker},
     enrich::{event_kind, Enricher},
     host::HostInfo,
     identity::{NameCache, Nss},
@@ -522,7 +523,16 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         metrics: metrics.clone(),
     };
     if config.sensors.devices {
-        stages.enricher.devices.attach_watch_map(watch_map);
+        let devices = &mut stages.enricher.devices;
+        devices.attach_watch_map(watch_map);
+        devices.removal_hooked = sensor.attached("disk_removed");
+        if sensor.attached("sb_set_mnt_opts") && sensor.attached("file_open") {
+            let map = sensor
+                .ebpf
+                .take_map(DENIED_DEVICES_MAP)
+                .ok_or_else(|| anyhow!("map {DENIED_DEVICES_MAP} missing from the object"))?;
+            devices.kernel_deny = Some(KernelDenyList::new(BpfHashMap::try_from(map)?));
+        }
     }
     let summary_every = Duration::from_secs(config.devices.summary_seconds);
     let mut last_summary = (Instant::now(), std::time::SystemTime::now());

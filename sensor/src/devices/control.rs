@@ -3,6 +3,7 @@ use std::{fs::OpenOptions, os::fd::AsRawFd, path::Path};
 
 use custos_proto::v1::{BlockDevice, DeviceControlAction};
 
+use super::deny::KernelDenyList;
 use crate::{
     config::{DeviceAction, DeviceRule},
     identity::Subject,
@@ -55,14 +56,27 @@ pub struct Enforcement {
     pub result: Result<(), String>,
 }
 
-/// Applies `action` to the device node `/dev/<name>` (under `dev_root`).
+/// Applies `action`, decided by `rule`, to the device node `/dev/<name>` (under `dev_root`).
+/// Where the kernel enforces denials itself (`kernel_deny`), a denied device stays present but
+/// cannot be mounted or opened; loop devices are detached either way.
 pub fn enforce(
     action: DeviceAction,
+    rule: &str,
     device: &BlockDevice,
     dev_root: &Path,
     sys: &Path,
+    kernel_deny: Option<&mut KernelDenyList>,
 ) -> Enforcement {
     let node = dev_root.join(&device.name);
+    if let (DeviceAction::Deny, Some(deny)) = (action, kernel_deny) {
+        if device.bus != "loop" {
+            return Enforcement {
+                action: DeviceControlAction::Deny,
+                method: "bpf-lsm",
+                result: deny.deny(super::kernel_dev(device.major, device.minor), rule),
+            };
+        }
+    }
     match action {
         DeviceAction::Allow => Enforcement {
             action: DeviceControlAction::Allow,

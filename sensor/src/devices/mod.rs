@@ -1,6 +1,7 @@
 //! Block devices the sensor knows: described from sysfs and udev, watched in the kernel when
 //! removable, and the person at the seat when one appears.
 pub mod control;
+pub mod deny;
 pub mod mount_api;
 pub mod summary;
 pub mod sysfs;
@@ -34,6 +35,10 @@ pub struct DeviceTracker {
     known: HashMap<u32, BlockDevice>,
     /// The kernel's list of watched devices, if the file sensor has one.
     watch_map: Option<BpfHashMap<MapData, u32, u32>>,
+    /// Where BPF LSM runs: devices the kernel refuses to mount or open.
+    pub kernel_deny: Option<deny::KernelDenyList>,
+    /// Whether disk removal is hooked (`del_gendisk`), so it is reported from there.
+    pub removal_hooked: bool,
 }
 
 impl DeviceTracker {
@@ -48,6 +53,8 @@ impl DeviceTracker {
             mounts: mount_api::MountSteps::default(),
             known: HashMap::new(),
             watch_map: None,
+            kernel_deny: None,
+            removal_hooked: false,
         }
     }
 
@@ -103,6 +110,9 @@ impl DeviceTracker {
 
     /// The device went away.
     pub fn forget(&mut self, dev: u32) -> Option<BlockDevice> {
+        if let Some(deny) = &mut self.kernel_deny {
+            deny.release(dev);
+        }
         let device = self.known.remove(&dev)?;
         if let Some(map) = self.watch_map.as_mut().filter(|_| device.watched) {
             let _ = map.remove(&dev);

@@ -30,7 +30,7 @@ pub fn file_open_body(open: &FileOpen) -> FileOpenEvent {
         access: Some(file_access(flags)),
         flags,
         syscall: syscall_name(record.syscall).to_owned(),
-        fd: succeeded.then_some(record.ret),
+        fd: (succeeded && record.flags & file_flags::FD_UNKNOWN == 0).then_some(record.ret),
         errno,
         error: errno.map(errno_name).unwrap_or_default(),
         denied: matches!(errno, Some(e) if e == libc::EACCES as u32 || e == libc::EPERM as u32),

@@ -2,8 +2,8 @@
 use std::{path::Path, time::SystemTime};
 
 use custos_proto::v1::{
-    event::Body, BlockDevice, BlockDeviceChange, DeviceAction, DeviceControl, DeviceWriteSummary,
-    Event, FileOpen as FileOpenEvent, Identity, Mount, MountOperation,
+    event::Body, BlockDevice, BlockDeviceChange, DeviceAction, DeviceControl, DeviceControlAction,
+    DeviceWriteSummary, Event, FileOpen as FileOpenEvent, Identity, Mount, MountOperation,
 };
 use sensor_common::{device_op, file_flags, mount_syscall, TaskInfo};
 
@@ -30,11 +30,30 @@ impl<S: NameSource> Enricher<S> {
         let (major, minor) = (fixed.dev >> 20, fixed.dev & 0xfffff);
         let (action, device) = match fixed.op {
             device_op::DISK_ADDED => {
-                let name = String::from_utf8_lossy(c_str(&fixed.name)).into_owned();
-                let (major, minor) = name
-                    .split_once(':')
-                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))?;
+                let (major, minor) = if fixed.dev != 0 {
+                    (major, minor)
+                } else {
+                    // From the backing device's registration: "major:minor".
+                    let name = String::from_utf8_lossy(c_str(&fixed.name)).into_owned();
+                    name.split_once(':')
+                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))?
+                };
                 (DeviceAction::Added, self.devices.refresh(major, minor)?)
+            }
+            device_op::DISK_REMOVED => {
+                let device = self
+                    .devices
+                    .forget(fixed.dev)
+                    .unwrap_or_else(|| BlockDevice {
+                        name: String::from_utf8_lossy(c_str(&fixed.name)).into_owned(),
+                        major,
+                        minor,
+                        ..BlockDevice::default()
+                    });
+                (DeviceAction::Removed, device)
+            }
+            device_op::DENIED_MOUNT | device_op::DENIED_OPEN => {
+                return self.kernel_refusal(record);
             }
             device_op::LOOP_ADDED => {
                 // Reported already if the new disk's hook fired.
@@ -65,6 +84,8 @@ impl<S: NameSource> Enricher<S> {
                 }
                 (DeviceAction::MediaRemoved, device)
             }
+            // Reported already where disk removal is hooked.
+            device_op::LOOP_REMOVED if self.devices.removal_hooked => return None,
             device_op::LOOP_REMOVED => {
                 let dev = kernel_dev(LOOP_MAJOR, fixed.value);
                 let device = self.devices.forget(dev).unwrap_or_else(|| BlockDevice {
@@ -124,9 +145,11 @@ impl<S: NameSource> Enricher<S> {
         let action = decided.action;
         let enforcement = control::enforce(
             action,
+            &rule,
             device,
             &self.devices.dev_root,
             &self.devices.sources.sys,
+            self.devices.kernel_deny.as_mut(),
         );
         match &enforcement.result {
             Ok(()) => {
@@ -151,9 +174,62 @@ impl<S: NameSource> Enricher<S> {
                 error: enforcement.result.err().unwrap_or_default(),
                 decided_for_uid: uid,
                 decided_for_user: subject.name,
+                blocked_operation: String::new(),
             })),
             ..change.clone()
         })
+    }
+
+    /// The kernel refused to mount or open a denied device: who tried, on which device.
+    fn kernel_refusal(&mut self, record: &Device) -> Option<Event> {
+        let fixed = &record.fixed;
+        let task = &fixed.task;
+        let (major, minor) = (fixed.dev >> 20, fixed.dev & 0xfffff);
+        let device = self
+            .devices
+            .get(fixed.dev)
+            .cloned()
+            .or_else(|| self.devices.refresh(major, minor))
+            .unwrap_or(BlockDevice {
+                major,
+                minor,
+                ..BlockDevice::default()
+            });
+        // A partition is denied through its disk's rule.
+        let rule = self.devices.kernel_deny.as_ref().and_then(|deny| {
+            deny.rule_of(fixed.dev)
+                .or_else(|| {
+                    std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}/.."))
+                        .ok()
+                        .and_then(|disk| std::fs::read_to_string(disk.join("dev")).ok())
+                        .and_then(|numbers| {
+                            let (a, b) = numbers.trim().split_once(':')?;
+                            deny.rule_of(kernel_dev(a.parse().ok()?, b.parse().ok()?))
+                        })
+                })
+                .map(str::to_owned)
+        });
+        let operation = if fixed.op == device_op::DENIED_MOUNT {
+            "mount"
+        } else {
+            "open"
+        };
+        tracing::info!(device = %device.name, operation, "the kernel refused a denied device");
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let base = self.schema_of(task, &exec_id);
+        let process = self.complete(&base, task);
+        let body = Body::DeviceControl(DeviceControl {
+            device: Some(device),
+            action: DeviceControlAction::Deny as i32,
+            rule: rule.unwrap_or_default(),
+            method: "bpf-lsm".to_owned(),
+            enforced: true,
+            error: String::new(),
+            decided_for_uid: task.uid,
+            decided_for_user: self.names.user(task.uid).unwrap_or_default(),
+            blocked_operation: operation.to_owned(),
+        });
+        Some(self.envelope(fixed.header.ktime_ns, task, &exec_id, process, body))
     }
 
     /// A mount-family record: a mount event for mount, umount2 and move_mount; the steps of the

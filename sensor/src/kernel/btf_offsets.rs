@@ -238,6 +238,12 @@ fn resolve_members(layout: &BtfLayout) -> Result<KernelOffsets> {
         regs_r8: l.optional("pt_regs", "r8")?,
         inode_rdev: l.required("inode", "i_rdev")?,
         bdi_dev_name: l.optional("backing_dev_info", "dev_name")?,
+        gendisk_major: l.optional("gendisk", "major")?,
+        gendisk_first_minor: l.optional("gendisk", "first_minor")?,
+        gendisk_disk_name: l.optional("gendisk", "disk_name")?,
+        inode_mode: l.required("inode", "i_mode")?,
+        sb_bdev: l.optional("super_block", "s_bdev")?,
+        bdev_disk: l.optional("block_device", "bd_disk")?,
         // io_uring may be compiled out; its hooks are then simply not attached.
         kiocb_opcode: l.optional("io_kiocb", "opcode")?,
         io_open_dfd: l.optional("io_open", "dfd")?,

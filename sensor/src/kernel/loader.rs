@@ -1,16 +1,20 @@
 //! Loads the programs and attaches each hook through the best path this kernel allows.
 //!
-//! For each hook the `tp_btf` program is tried first (typed arguments, cheapest); if the kernel
-//! refuses it, the classic (or raw) tracepoint twin is used. Which path each hook got is logged and
-//! returned, so `custos` can say exactly what it is running on.
+//! Each hook lists the programs that can serve it, richest first: BPF LSM, fentry/fexit and
+//! `tp_btf` (typed arguments, cheapest), then kprobes, then classic or raw tracepoints. The
+//! first that loads and attaches wins. Which path each hook got is logged and returned, so
+//! `custos` can say exactly what it is running on.
 use std::fmt;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    maps::Array,
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Lsm, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use sensor_common::{EVENTS_MAP, OFFSETS_GLOBAL, SELF_TGID_GLOBAL, WAKEUP_BYTES_GLOBAL};
+use sensor_common::{
+    EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL, WAKEUP_BYTES_GLOBAL,
+};
 
 use super::{btf_offsets, mounts, privileges};
 
@@ -20,17 +24,25 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// How a hook ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachPath {
+    Lsm,
+    Fentry,
+    Fexit,
     TpBtf,
+    Kprobe,
     Tracepoint,
     RawTracepoint,
-    /// Neither path loaded; the hook is off (only allowed for optional hooks).
+    /// No path loaded; the hook is off (only allowed for optional hooks).
     Unavailable,
 }
 
 impl fmt::Display for AttachPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            AttachPath::Lsm => "lsm",
+            AttachPath::Fentry => "fentry",
+            AttachPath::Fexit => "fexit",
             AttachPath::TpBtf => "tp_btf",
+            AttachPath::Kprobe => "kprobe",
             AttachPath::Tracepoint => "tracepoint",
             AttachPath::RawTracepoint => "raw_tracepoint",
             AttachPath::Unavailable => "unavailable",
@@ -38,12 +50,42 @@ impl fmt::Display for AttachPath {
     }
 }
 
-/// One kernel hook and the programs that can serve it.
+/// One way to serve a hook: `(program, kernel name)`, or for classic tracepoints
+/// `(program, category, name)`.
+#[derive(Clone, Copy)]
+enum Program {
+    Lsm(&'static str, &'static str),
+    Fentry(&'static str, &'static str),
+    Fexit(&'static str, &'static str),
+    TpBtf(&'static str, &'static str),
+    Kprobe(&'static str, &'static str),
+    Tracepoint(&'static str, &'static str, &'static str),
+    RawTracepoint(&'static str, &'static str),
+}
+
+impl Program {
+    fn path(self) -> AttachPath {
+        match self {
+            Program::Lsm(..) => AttachPath::Lsm,
+            Program::Fentry(..) => AttachPath::Fentry,
+            Program::Fexit(..) => AttachPath::Fexit,
+            Program::TpBtf(..) => AttachPath::TpBtf,
+            Program::Kprobe(..) => AttachPath::Kprobe,
+            Program::Tracepoint(..) => AttachPath::Tracepoint,
+            Program::RawTracepoint(..) => AttachPath::RawTracepoint,
+        }
+    }
+
+    /// Classic and raw tracepoints: what `kernel.attach = "tracepoint"` restricts to.
+    fn is_tracepoint(self) -> bool {
+        matches!(self, Program::Tracepoint(..) | Program::RawTracepoint(..))
+    }
+}
+
+/// One kernel hook and the programs that can serve it, preferred first.
 struct HookSpec {
     hook: &'static str,
-    btf_program: &'static str,
-    /// The program to use where tp_btf is refused.
-    fallback: Fallback,
+    programs: &'static [Program],
     /// Without a required hook the sensor refuses to start rather than run blind.
     required: bool,
     /// Which sensor needs the hook.
@@ -53,71 +95,99 @@ struct HookSpec {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sensor {
     Process,
+    /// Opens at the permission check (file sensor) and denial of device nodes (devices).
+    FileOpenLsm,
     /// Part of the file sensor, where the kernel has io_uring.
     IoUring,
     /// Block devices.
     Devices,
 }
 
-#[derive(Clone, Copy)]
-enum Fallback {
-    None,
-    /// `(program, category, name)` of a classic tracepoint.
-    Tracepoint(&'static str, &'static str, &'static str),
-    /// `(program, name)` of a raw tracepoint.
-    RawTracepoint(&'static str, &'static str),
-}
-
 const HOOKS: &[HookSpec] = &[
     HookSpec {
         hook: "sched_process_exec",
-        btf_program: "sched_process_exec_btf",
-        fallback: Fallback::Tracepoint("sched_process_exec_tp", "sched", "sched_process_exec"),
+        programs: &[
+            Program::TpBtf("sched_process_exec_btf", "sched_process_exec"),
+            Program::Tracepoint("sched_process_exec_tp", "sched", "sched_process_exec"),
+        ],
         required: true,
         sensor: Sensor::Process,
     },
     HookSpec {
         hook: "sched_process_exit",
-        btf_program: "sched_process_exit_btf",
-        fallback: Fallback::Tracepoint("sched_process_exit_tp", "sched", "sched_process_exit"),
+        programs: &[
+            Program::TpBtf("sched_process_exit_btf", "sched_process_exit"),
+            Program::Tracepoint("sched_process_exit_tp", "sched", "sched_process_exit"),
+        ],
         required: true,
         sensor: Sensor::Process,
     },
     HookSpec {
         hook: "sched_process_fork",
-        btf_program: "sched_process_fork_btf",
-        fallback: Fallback::None,
+        programs: &[Program::TpBtf(
+            "sched_process_fork_btf",
+            "sched_process_fork",
+        )],
         required: false,
         sensor: Sensor::Process,
     },
     // Syscall results: file opens (file sensor) and credential changes (process sensor).
     HookSpec {
         hook: "sys_exit",
-        btf_program: "sys_exit_btf",
-        fallback: Fallback::RawTracepoint("sys_exit_raw", "sys_exit"),
+        programs: &[
+            Program::TpBtf("sys_exit_btf", "sys_exit"),
+            Program::RawTracepoint("sys_exit_raw", "sys_exit"),
+        ],
         required: true,
         sensor: Sensor::Process,
     },
-    // A new disk registers its backing device: USB drives, loop devices, any new disk.
+    // Opens at the permission check, where BPF LSM runs: successful opens are reported from
+    // here (sys_exit keeps the failures), and opens of denied devices' nodes are refused.
     HookSpec {
-        hook: "writeback_bdi_register",
-        btf_program: "writeback_bdi_register",
-        fallback: Fallback::None,
+        hook: "file_open",
+        programs: &[Program::Lsm("file_open", "file_open")],
+        required: false,
+        sensor: Sensor::FileOpenLsm,
+    },
+    // A new disk: USB drives, loop devices, any new disk. Where neither device_add_disk
+    // path exists, its backing device's registration.
+    HookSpec {
+        hook: "disk_added",
+        programs: &[
+            Program::Fexit("device_add_disk_fexit", "device_add_disk"),
+            Program::Kprobe("device_add_disk_kprobe", "device_add_disk"),
+            Program::TpBtf("writeback_bdi_register", "writeback_bdi_register"),
+        ],
+        required: false,
+        sensor: Sensor::Devices,
+    },
+    // A disk going away: a drive unplugged, a loop device removed.
+    HookSpec {
+        hook: "disk_removed",
+        programs: &[
+            Program::Fentry("del_gendisk_fentry", "del_gendisk"),
+            Program::Kprobe("del_gendisk_kprobe", "del_gendisk"),
+        ],
+        required: false,
+        sensor: Sensor::Devices,
+    },
+    // A new superblock, before it is mounted: mounts of denied devices are refused here.
+    HookSpec {
+        hook: "sb_set_mnt_opts",
+        programs: &[Program::Lsm("sb_set_mnt_opts", "sb_set_mnt_opts")],
         required: false,
         sensor: Sensor::Devices,
     },
     // io_uring opens bypass the syscalls: their submission (for the path) and completion.
     HookSpec {
         hook: "io_uring_submit_req",
-        btf_program: "io_uring_submit_req",
-        fallback: Fallback::None,
+        programs: &[Program::TpBtf("io_uring_submit_req", "io_uring_submit_req")],
         required: false,
         sensor: Sensor::IoUring,
     },
     HookSpec {
         hook: "io_uring_complete",
-        btf_program: "io_uring_complete",
-        fallback: Fallback::None,
+        programs: &[Program::TpBtf("io_uring_complete", "io_uring_complete")],
         required: false,
         sensor: Sensor::IoUring,
     },
@@ -140,6 +210,15 @@ pub struct LoadOptions {
 pub struct LoadedSensor {
     pub ebpf: Ebpf,
     pub hooks: Vec<(&'static str, AttachPath)>,
+}
+
+impl LoadedSensor {
+    /// Whether `hook` is attached through some path.
+    pub fn attached(&self, hook: &str) -> bool {
+        self.hooks
+            .iter()
+            .any(|(name, path)| *name == hook && *path != AttachPath::Unavailable)
+    }
 }
 
 pub fn load(options: &LoadOptions) -> Result<LoadedSensor> {
@@ -178,6 +257,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         let wanted = match spec.sensor {
             Sensor::Process => true,
             Sensor::Devices => options.device_sensor,
+            Sensor::FileOpenLsm => options.file_sensor || options.device_sensor,
             Sensor::IoUring => {
                 options.file_sensor && offsets.kiocb_opcode != sensor_common::offsets::MISSING
             }
@@ -185,94 +265,125 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         if !wanted {
             continue;
         }
+        // Successful opens move to file_open as it attaches; set first so none is missed.
+        let reports_opens = spec.sensor == Sensor::FileOpenLsm && options.file_sensor;
+        if reports_opens {
+            set_open_hook(&mut ebpf, true)?;
+        }
         let path = attach_hook(&mut ebpf, &btf, spec, options.allow_btf)?;
+        if reports_opens && path == AttachPath::Unavailable {
+            set_open_hook(&mut ebpf, false)?;
+        }
         tracing::info!(hook = spec.hook, path = %path, "hook attached");
         hooks.push((spec.hook, path));
     }
     Ok(LoadedSensor { ebpf, hooks })
 }
 
+/// Tells `sys_exit` whether LSM `file_open` reports successful opens.
+fn set_open_hook(ebpf: &mut Ebpf, on: bool) -> Result<()> {
+    let map = ebpf
+        .map_mut(OPEN_HOOK_MAP)
+        .ok_or_else(|| anyhow!("map {OPEN_HOOK_MAP} missing from the object"))?;
+    let mut slot: Array<_, u32> = Array::try_from(map)?;
+    slot.set(0, u32::from(on), 0)
+        .context("writing the open-hook switch")
+}
+
 fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec, allow_btf: bool) -> Result<AttachPath> {
-    let btf_error = if allow_btf {
-        match attach_btf(ebpf, btf, spec) {
-            Ok(()) => return Ok(AttachPath::TpBtf),
-            Err(err) => err,
+    let mut errors = Vec::new();
+    for program in spec.programs {
+        if !allow_btf && !program.is_tracepoint() {
+            errors.push(format!(
+                "{}: not tried (kernel.attach = \"tracepoint\")",
+                program.path()
+            ));
+            continue;
         }
-    } else {
-        anyhow!("tp_btf disabled by kernel.attach = \"tracepoint\"")
-    };
-    tracing::debug!(hook = spec.hook, "tp_btf unavailable: {btf_error:#}");
-    let attached = match spec.fallback {
-        Fallback::None => {
-            if spec.required {
-                return Err(btf_error.context(format!("attaching {}", spec.hook)));
+        match attach_program(ebpf, btf, *program) {
+            Ok(()) => return Ok(program.path()),
+            Err(err) => {
+                tracing::debug!(hook = spec.hook, path = %program.path(), "unavailable: {err:#}");
+                errors.push(format!("{}: {err:#}", program.path()));
             }
-            tracing::warn!(
-                hook = spec.hook,
-                "hook unavailable on this kernel ({btf_error:#}); continuing without it"
-            );
-            return Ok(AttachPath::Unavailable);
-        }
-        Fallback::Tracepoint(program, category, name) => {
-            attach_tracepoint(ebpf, program, category, name).map(|()| AttachPath::Tracepoint)
-        }
-        Fallback::RawTracepoint(program, name) => {
-            attach_raw_tracepoint(ebpf, program, name).map(|()| AttachPath::RawTracepoint)
-        }
-    };
-    match attached {
-        Ok(path) => Ok(path),
-        Err(tp_error) if spec.required => bail!(
-            "this kernel cannot run the {} hook (Custos needs Linux 5.17 or later with BTF and \
-             tracepoints): tp_btf failed ({btf_error:#}); tracepoint failed ({tp_error:#})",
-            spec.hook
-        ),
-        Err(tp_error) => {
-            tracing::warn!(hook = spec.hook, "hook unavailable: {tp_error:#}");
-            Ok(AttachPath::Unavailable)
         }
     }
+    let tried = errors.join("; ");
+    if spec.required {
+        bail!(
+            "this kernel cannot run the {} hook (Custos needs Linux 5.17 or later with BTF and \
+             tracepoints): {tried}",
+            spec.hook
+        );
+    }
+    tracing::warn!(
+        hook = spec.hook,
+        "hook unavailable on this kernel ({tried}); continuing without it"
+    );
+    Ok(AttachPath::Unavailable)
 }
 
-fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<()> {
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(spec.btf_program)
-        .ok_or_else(|| anyhow!("program {} missing from the object", spec.btf_program))?
-        .try_into()?;
-    program
-        .load(spec.hook, btf)
-        .with_context(|| format!("loading tp_btf/{}", spec.hook))?;
-    program
-        .attach()
-        .with_context(|| format!("attaching tp_btf/{}", spec.hook))?;
-    Ok(())
-}
-
-fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<()> {
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("program {program} missing from the object"))?
-        .try_into()?;
-    program
-        .load()
-        .with_context(|| format!("loading raw_tracepoint/{name}"))?;
-    program
-        .attach(name)
-        .with_context(|| format!("attaching raw_tracepoint/{name}"))?;
-    Ok(())
-}
-
-fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
-    mounts::ensure_tracefs()?;
-    let program: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("program {program} missing from the object"))?
-        .try_into()?;
-    program
-        .load()
-        .with_context(|| format!("loading tracepoint/{category}/{name}"))?;
-    program
-        .attach(category, name)
-        .with_context(|| format!("attaching tracepoint/{category}/{name}"))?;
+fn attach_program(ebpf: &mut Ebpf, btf: &Btf, program: Program) -> Result<()> {
+    fn get<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        let program = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
+        Ok(program.try_into()?)
+    }
+    match program {
+        Program::Lsm(name, hook) => {
+            let p: &mut Lsm = get(ebpf, name)?;
+            p.load(hook, btf)
+                .with_context(|| format!("loading lsm/{hook}"))?;
+            p.attach()
+                .with_context(|| format!("attaching lsm/{hook}"))?;
+        }
+        Program::Fentry(name, function) => {
+            let p: &mut FEntry = get(ebpf, name)?;
+            p.load(function, btf)
+                .with_context(|| format!("loading fentry/{function}"))?;
+            p.attach()
+                .with_context(|| format!("attaching fentry/{function}"))?;
+        }
+        Program::Fexit(name, function) => {
+            let p: &mut FExit = get(ebpf, name)?;
+            p.load(function, btf)
+                .with_context(|| format!("loading fexit/{function}"))?;
+            p.attach()
+                .with_context(|| format!("attaching fexit/{function}"))?;
+        }
+        Program::TpBtf(name, hook) => {
+            let p: &mut BtfTracePoint = get(ebpf, name)?;
+            p.load(hook, btf)
+                .with_context(|| format!("loading tp_btf/{hook}"))?;
+            p.attach()
+                .with_context(|| format!("attaching tp_btf/{hook}"))?;
+        }
+        Program::Kprobe(name, function) => {
+            let p: &mut KProbe = get(ebpf, name)?;
+            p.load()
+                .with_context(|| format!("loading kprobe/{function}"))?;
+            p.attach(function, 0)
+                .with_context(|| format!("attaching kprobe/{function}"))?;
+        }
+        Program::Tracepoint(name, category, tracepoint) => {
+            mounts::ensure_tracefs()?;
+            let p: &mut TracePoint = get(ebpf, name)?;
+            p.load()
+                .with_context(|| format!("loading tracepoint/{category}/{tracepoint}"))?;
+            p.attach(category, tracepoint)
+                .with_context(|| format!("attaching tracepoint/{category}/{tracepoint}"))?;
+        }
+        Program::RawTracepoint(name, tracepoint) => {
+            let p: &mut RawTracePoint = get(ebpf, name)?;
+            p.load()
+                .with_context(|| format!("loading raw_tracepoint/{tracepoint}"))?;
+            p.attach(tracepoint)
+                .with_context(|| format!("attaching raw_tracepoint/{tracepoint}"))?;
+        }
+    }
     Ok(())
 }
