@@ -14,6 +14,15 @@ use serde_json::Value;
 /// How long to wait for the daemon to become ready or for an event to show up.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// [`PATIENCE`], or `CUSTOS_TEST_PATIENCE_SECS` where everything runs slower (an emulated VM).
+pub fn patience() -> Duration {
+    std::env::var("CUSTOS_TEST_PATIENCE_SECS")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(PATIENCE)
+}
+
 /// The `custos` binary under test: `CUSTOS_BIN` (set by `cargo xtask test`), else the
 /// workspace's debug build.
 pub fn custos_bin() -> PathBuf {
@@ -106,7 +115,7 @@ impl Sensor {
 
     /// Waits until the daemon logs a line containing `needle`.
     pub fn wait_for_log(&mut self, needle: &str) -> Result<()> {
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + patience();
         loop {
             if self.log.iter().any(|l| l.contains(needle)) {
                 return Ok(());
@@ -130,9 +139,9 @@ impl Sensor {
         read_json_lines(&self.json_path)
     }
 
-    /// Polls the output until `found` returns `Some`, or fails after [`PATIENCE`].
+    /// Polls the output until `found` returns `Some`, or fails after [`patience`].
     pub fn wait_for<T>(&self, what: &str, found: impl Fn(&[Value]) -> Option<T>) -> Result<T> {
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + patience();
         loop {
             let events = self.events()?;
             if let Some(hit) = found(&events) {

@@ -63,6 +63,17 @@ pub fn test(filter: Option<&str>) -> Result<()> {
                 tally.failed += 1;
             }
         }
+        // The richer hook paths and a real USB drive, on Debian's 6.1 kernel under QEMU.
+        match crate::vm::run_suite() {
+            Ok(vm) => {
+                tally.passed += vm.passed;
+                tally.failed += vm.failed;
+            }
+            Err(err) => {
+                eprintln!("xtask: vm-test failed: {err:#}");
+                tally.failed += 1;
+            }
+        }
     }
     // One closing line for the whole run, whatever order cargo ran the test binaries in.
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);

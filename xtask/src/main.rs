@@ -11,6 +11,7 @@ mod report;
 mod schema_doc;
 mod setup;
 mod shell;
+mod vm;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -47,6 +48,9 @@ enum Command {
         /// Only run tests whose name contains this.
         filter: Option<String>,
     },
+    /// Boot Debian's 6.1 kernel under QEMU (TCG) and run the in-guest suite there: the richer
+    /// hook paths (BPF LSM, fentry/fexit), and a USB drive plugged in, denied and unplugged.
+    VmTest,
     /// Turn a length-delimited protobuf file written by a sink back into JSON lines.
     Decode { file: PathBuf },
     /// Build the Debian package (target/debian/custos_VERSION_amd64.deb).
@@ -122,6 +126,12 @@ fn main() -> ExitCode {
         Command::Build { release } => setup::build_tools().and_then(|()| commands::build(release)),
         Command::Run { release, args } => commands::run(release, &args),
         Command::Test { filter } => commands::test(filter.as_deref()),
+        Command::VmTest => vm::run_suite().and_then(|tally| {
+            if tally.failed > 0 {
+                anyhow::bail!("{} vm tests failed", tally.failed);
+            }
+            Ok(())
+        }),
         Command::Decode { file } => commands::decode(&file),
         Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),

@@ -29,6 +29,30 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("getent", "libc-bin"),
 ];
 
+/// What `vm-test` needs: QEMU, a static busybox for the guest, cpio for its initramfs,
+/// mkfs.ext4 for the USB drive's filesystem, strip and ldd for the binaries.
+const VM_TOOLS: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("cpio", "cpio"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("strip", "binutils"),
+    ("ldd", "libc-bin"),
+];
+
+/// QEMU and the pieces of the guest's root filesystem.
+pub fn vm_tools() -> Result<()> {
+    let mut missing: Vec<&str> = VM_TOOLS
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| *package)
+        .collect();
+    // busybox-static, not the dynamically linked busybox: the guest has no libraries for it.
+    if !succeeds(Command::new("dpkg").args(["-s", "busybox-static"])) {
+        missing.push("busybox-static");
+    }
+    apt_install(&missing)
+}
+
 pub fn all() -> Result<()> {
     build_tools()?;
     test_tools()
