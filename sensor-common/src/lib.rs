@@ -107,6 +107,9 @@ pub mod filter_action {
     pub const EXCLUDE: u32 = 2;
     /// Kept (a policy's sensitive path), without making the other paths need an include.
     pub const KEEP: u32 = 3;
+    /// Read-only opens are dropped, opens that can modify the file kept (the dynamic loader's
+    /// and locale files every process reads).
+    pub const EXCLUDE_READS: u32 = 4;
 }
 
 /// Flags in [`TaskInfo::flags`].

@@ -14,8 +14,8 @@ use aya_ebpf::{
             bpf_probe_read_user, bpf_task_pt_regs,
         },
     },
-    macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
     file_flags, filter_action, filter_flags, kind, offsets::spans, open_syscall, BlobRef, ExeKey,
@@ -59,6 +59,20 @@ const EACCES: i64 = 13;
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     on_sys_exit::<Direct>(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+    0
+}
+
+// tracepoint/syscalls/sys_exit_<name>, attached to each syscall this module and its
+// neighbours handle, so that the thousands of other syscalls a second run no program at all.
+// The record is { common fields (8 bytes), int __syscall_nr, long ret (at 16) }; the arguments
+// come from the task's saved user registers.
+#[tracepoint]
+pub fn sys_exit_syscall(ctx: TracePointContext) -> u32 {
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    on_sys_exit::<Probe>(regs, ret);
     0
 }
 
@@ -439,7 +453,7 @@ pub fn file_of_fd<M: Mem>(fd: i32) -> Option<*const u8> {
 
 /// Prefix rules on a resolved path. A path longer than the compared bytes matches on its head.
 #[inline(always)]
-fn passes_path_filter(config: &FileFilterConfig, path: &ResolvedPath) -> bool {
+fn passes_path_filter(config: &FileFilterConfig, path: &ResolvedPath, flags: u32) -> bool {
     let f = config.flags;
     if f & filter_flags::PATH_RULES == 0 {
         return true;
@@ -459,6 +473,9 @@ fn passes_path_filter(config: &FileFilterConfig, path: &ResolvedPath) -> bool {
     key.prefix_len = (len * 8) as u32;
     let lpm_key = key as *const _ as *const aya_ebpf::maps::lpm_trie::Key<[u8; PREFIX_MAX]>;
     let action = PATH_PREFIXES.get(unsafe { &*lpm_key }).copied();
+    if action == Some(filter_action::EXCLUDE_READS) {
+        return is_write(flags);
+    }
     keep(action, f & filter_flags::PATH_INCLUDES != 0)
 }
 
@@ -592,7 +609,7 @@ fn opened<M: Mem>(
     let Some(resolved) = resolve(dentry, vfsmount) else {
         return;
     };
-    if !watched && !passes_path_filter(config, &resolved) {
+    if !watched && !passes_path_filter(config, &resolved, flags) {
         return;
     }
     let Some(buffer) = staging() else {
@@ -657,7 +674,7 @@ fn failed<M: Mem>(config: &FileFilterConfig, request: &Request, ret: i32, denied
                 .and_then(|f| resolve_path::<Probe>(unsafe { f.add(off!(file_path) as usize) }))
         };
         if let Some(dir) = dir {
-            if !denied && !passes_path_filter(config, &dir) {
+            if !denied && !passes_path_filter(config, &dir, request.flags) {
                 return;
             }
             if dir.truncated {
@@ -676,7 +693,7 @@ fn failed<M: Mem>(config: &FileFilterConfig, request: &Request, ret: i32, denied
             len: path.len as usize,
             truncated,
         };
-        if !passes_path_filter(config, &absolute) {
+        if !passes_path_filter(config, &absolute, request.flags) {
             return;
         }
     }

@@ -417,6 +417,11 @@ pub struct FileSensor {
     pub include_paths: Vec<String>,
     #[serde(default)]
     pub exclude_paths: Vec<String>,
+    /// Byte prefixes where read-only opens are not reported (opens that can modify a file
+    /// still are): by default the dynamic loader's cache, shared libraries and locale data
+    /// that every process reads. Include and exclude rules for the same prefix take precedence.
+    #[serde(default = "default_exclude_read_paths")]
+    pub exclude_read_paths: Vec<String>,
     /// User names or numeric uids (the real uid of the opener).
     #[serde(default)]
     pub include_users: Vec<String>,
@@ -449,6 +454,7 @@ impl Default for FileSensor {
             writes_only: false,
             include_paths: Vec::new(),
             exclude_paths: Vec::new(),
+            exclude_read_paths: default_exclude_read_paths(),
             include_users: Vec::new(),
             exclude_users: Vec::new(),
             include_comms: Vec::new(),
@@ -460,6 +466,22 @@ impl Default for FileSensor {
             dedup_window_ms: default_dedup_window_ms(),
         }
     }
+}
+
+/// What every dynamically linked program reads at start: the loader's cache, shared
+/// libraries, locale and time-zone data. Its exec event already names the program.
+pub fn default_exclude_read_paths() -> Vec<String> {
+    [
+        "/etc/ld.so.cache",
+        "/lib/",
+        "/lib64/",
+        "/usr/lib/",
+        "/usr/lib64/",
+        "/usr/share/locale/",
+        "/usr/share/zoneinfo/",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_dedup_window_ms() -> u64 {
@@ -502,6 +524,9 @@ pub enum AttachMode {
     Auto,
     /// Classic tracepoints only (for kernels whose tp_btf support misbehaves).
     Tracepoint,
+    /// BTF-typed programs only (LSM, fentry/fexit, tp_btf): no kprobes and no per-syscall
+    /// tracepoints, so every syscall's exit runs the `sys_exit` program.
+    Btf,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -886,6 +911,8 @@ mod tests {
                 format: Format::Json
             }]
         );
+        // A file that leaves [file] out gets what the commented default spells out.
+        assert_eq!(config.file, FileSensor::default());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tokio::{
 use crate::{
     alerts::AlertEngine,
     cgroups::{cgroup2_mount, CgroupResolver},
-    config::{AttachMode, Config, FileEvents, PrivacyConfig},
+    config::{Config, FileEvents, PrivacyConfig},
     decode::{self, Record},
     dedup::Dedup,
     devices::{deny::KernelDenyList, sysfs::DeviceSources, DeviceTracker},
@@ -423,7 +423,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         ring_buffer_bytes: config.kernel.ring_buffer_bytes,
         wakeup_bytes: config.kernel.ring_buffer_bytes / 16,
         self_tgid: std::process::id(),
-        allow_btf: config.kernel.attach == AttachMode::Auto,
+        mode: config.kernel.attach,
         file_sensor: config.sensors.file,
         device_sensor: config.sensors.devices,
     })?;

@@ -66,10 +66,13 @@ fn opens_resolve_to_absolute_paths_with_access_and_identity() -> Result<()> {
     std::fs::write(root.join("sub/target.txt"), "t")?;
     std::os::unix::fs::symlink("sub/target.txt", root.join("link"))?;
     let mut sensor = Sensor::start(&only(&root))?;
-    // This kernel takes tp_btf: a program that stops verifying must not hide behind the slower
-    // raw-tracepoint fallback.
+    // This kernel has syscall tracepoints: a program that stops verifying must not hide behind
+    // the slower fallbacks.
     assert!(
-        sensor.log.iter().any(|l| l.contains("sys_exit=tp_btf")),
+        sensor
+            .log
+            .iter()
+            .any(|l| l.contains("sys_exit=syscall_tracepoints")),
         "{:#?}",
         sensor.log
     );
@@ -232,6 +235,35 @@ fn an_excluded_prefix_is_not_reported() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn reads_under_an_exclude_read_prefix_are_dropped_and_writes_kept() -> Result<()> {
+    require_root();
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    let libs = root.join("libs");
+    std::fs::create_dir(&libs)?;
+    let file = libs.join("libfoo.so");
+    std::fs::write(&file, "elf")?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))?;
+    let mut sensor = Sensor::start(&format!(
+        "[file]\nexclude_read_paths = [\"{}/libs/\"]\ndedup_window_ms = 0\n",
+        s(&root)
+    ))?;
+    let (_, reader) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&file)])?;
+    let (_, writer) = open_as_nobody(OPENER, &[OsStr::new("create"), os(&file)])?;
+    let events = wait_for_exit(&sensor, writer)?;
+    let write = single(&events, s(&file), writer);
+    assert_eq!(write["fileOpen"]["access"]["write"], true);
+    assert!(
+        opens_of(&events, s(&file))
+            .iter()
+            .all(|e| e["process"]["pid"] != reader),
+        "a read under the prefix was reported"
+    );
+    sensor.stop()?;
+    Ok(())
+}
+
 fn summaries_for(events: &[Value], path: &str, pid: u32) -> u64 {
     opens_of(events, path)
         .into_iter()
@@ -352,19 +384,28 @@ fn sighup_swaps_file_rules_and_a_broken_config_keeps_the_old_ones() -> Result<()
 
 #[test]
 fn the_raw_tracepoint_fallback_reports_opens_too() -> Result<()> {
+    fallback_reports_opens("tracepoint", "sys_exit=raw_tracepoint")
+}
+
+#[test]
+fn the_every_syscall_tp_btf_fallback_reports_opens_too() -> Result<()> {
+    fallback_reports_opens("btf", "sys_exit=tp_btf")
+}
+
+/// With `kernel.attach = attach`, the `sys_exit` hook takes the path `expected` names, and an
+/// open through it is reported.
+fn fallback_reports_opens(attach: &str, expected: &str) -> Result<()> {
     require_root();
     let dir = shared_dir()?;
     let root = dir.path().canonicalize()?;
-    let file = root.join("raw");
+    let file = root.join("fallback");
     std::fs::write(&file, "r")?;
-    let mut sensor = Sensor::start(&format!(
-        "[kernel]\nattach = \"tracepoint\"\n{}",
-        only(&root)
-    ))?;
-    assert!(sensor
-        .log
-        .iter()
-        .any(|l| l.contains("sys_exit=raw_tracepoint")));
+    let mut sensor = Sensor::start(&format!("[kernel]\nattach = \"{attach}\"\n{}", only(&root)))?;
+    assert!(
+        sensor.log.iter().any(|l| l.contains(expected)),
+        "{expected}: {:#?}",
+        sensor.log
+    );
     let (_, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&file)])?;
     let events = wait_for_exit(&sensor, pid)?;
     assert_eq!(single(&events, s(&file), pid)["identity"]["user"], "nobody");

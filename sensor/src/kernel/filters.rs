@@ -10,7 +10,7 @@ use aya::{
     Ebpf, Pod,
 };
 use sensor_common::{
-    filter_action::{EXCLUDE, INCLUDE, KEEP},
+    filter_action::{EXCLUDE, EXCLUDE_READS, INCLUDE, KEEP},
     filter_flags as ff, ExeKey, FileFilterConfig, FILE_FILTER_MAP, FILTER_CGROUPS_MAP,
     FILTER_COMMS_MAP, FILTER_EXES_MAP, FILTER_UIDS_MAP, PATH_PREFIXES_MAP, PREFIX_MAX,
 };
@@ -51,6 +51,12 @@ pub fn resolve(
     rules.prefixes = tagged(&file.include_paths, &file.exclude_paths, |p| {
         Ok(p.as_bytes().to_vec())
     })?;
+    for path in &file.exclude_read_paths {
+        let key = path.as_bytes().to_vec();
+        if !rules.prefixes.iter().any(|(k, _)| *k == key) {
+            rules.prefixes.push((key, EXCLUDE_READS));
+        }
+    }
     match events {
         FileEvents::All => {}
         FileEvents::NoHome => {

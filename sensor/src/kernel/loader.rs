@@ -17,6 +17,7 @@ use sensor_common::{
 };
 
 use super::{btf_offsets, mounts, privileges};
+use crate::config::AttachMode;
 
 /// The compiled `sensor-ebpf` programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
@@ -27,6 +28,8 @@ pub enum AttachPath {
     Lsm,
     Fentry,
     Fexit,
+    /// One classic tracepoint per syscall of interest (`syscalls/sys_exit_*`).
+    SyscallTracepoints,
     TpBtf,
     Kprobe,
     Tracepoint,
@@ -41,6 +44,7 @@ impl fmt::Display for AttachPath {
             AttachPath::Lsm => "lsm",
             AttachPath::Fentry => "fentry",
             AttachPath::Fexit => "fexit",
+            AttachPath::SyscallTracepoints => "syscall_tracepoints",
             AttachPath::TpBtf => "tp_btf",
             AttachPath::Kprobe => "kprobe",
             AttachPath::Tracepoint => "tracepoint",
@@ -57,6 +61,8 @@ enum Program {
     Lsm(&'static str, &'static str),
     Fentry(&'static str, &'static str),
     Fexit(&'static str, &'static str),
+    /// `(program, syscalls)`: one program on `syscalls/sys_exit_<name>` for each name.
+    SyscallTracepoints(&'static str, &'static [&'static str]),
     TpBtf(&'static str, &'static str),
     Kprobe(&'static str, &'static str),
     Tracepoint(&'static str, &'static str, &'static str),
@@ -69,6 +75,7 @@ impl Program {
             Program::Lsm(..) => AttachPath::Lsm,
             Program::Fentry(..) => AttachPath::Fentry,
             Program::Fexit(..) => AttachPath::Fexit,
+            Program::SyscallTracepoints(..) => AttachPath::SyscallTracepoints,
             Program::TpBtf(..) => AttachPath::TpBtf,
             Program::Kprobe(..) => AttachPath::Kprobe,
             Program::Tracepoint(..) => AttachPath::Tracepoint,
@@ -76,9 +83,18 @@ impl Program {
         }
     }
 
-    /// Classic and raw tracepoints: what `kernel.attach = "tracepoint"` restricts to.
-    fn is_tracepoint(self) -> bool {
-        matches!(self, Program::Tracepoint(..) | Program::RawTracepoint(..))
+    /// Whether `kernel.attach` lets this program be tried.
+    fn allowed(self, mode: AttachMode) -> bool {
+        match mode {
+            AttachMode::Auto => true,
+            AttachMode::Tracepoint => {
+                matches!(self, Program::Tracepoint(..) | Program::RawTracepoint(..))
+            }
+            AttachMode::Btf => matches!(
+                self,
+                Program::Lsm(..) | Program::Fentry(..) | Program::Fexit(..) | Program::TpBtf(..)
+            ),
+        }
     }
 }
 
@@ -102,6 +118,32 @@ enum Sensor {
     /// Block devices.
     Devices,
 }
+
+/// The syscalls whose results the `sys_exit` handler reports (tracepoint names: `umount`
+/// is umount2).
+const WATCHED_SYSCALLS: &[&str] = &[
+    "open",
+    "openat",
+    "openat2",
+    "creat",
+    "ioctl",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setfsuid",
+    "setfsgid",
+    "setgroups",
+    "capset",
+    "mount",
+    "umount",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "move_mount",
+];
 
 const HOOKS: &[HookSpec] = &[
     HookSpec {
@@ -131,10 +173,13 @@ const HOOKS: &[HookSpec] = &[
         required: false,
         sensor: Sensor::Process,
     },
-    // Syscall results: file opens (file sensor) and credential changes (process sensor).
+    // Syscall results: file opens (file sensor), credential changes (process sensor), loop and
+    // read-only ioctls, mounts. On the exits of those syscalls only where the kernel has
+    // syscall tracepoints; else on every syscall's exit.
     HookSpec {
         hook: "sys_exit",
         programs: &[
+            Program::SyscallTracepoints("sys_exit_syscall", WATCHED_SYSCALLS),
             Program::TpBtf("sys_exit_btf", "sys_exit"),
             Program::RawTracepoint("sys_exit_raw", "sys_exit"),
         ],
@@ -198,8 +243,8 @@ pub struct LoadOptions {
     /// Buffered bytes at which the kernel wakes the reader (0: every record).
     pub wakeup_bytes: u32,
     pub self_tgid: u32,
-    /// Whether tp_btf may be tried (false: classic and raw tracepoints only).
-    pub allow_btf: bool,
+    /// Which program types may be tried (`kernel.attach`).
+    pub mode: AttachMode,
     /// Whether the file-open hook is wanted.
     pub file_sensor: bool,
     /// Whether the block-device hooks are wanted.
@@ -270,7 +315,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         if reports_opens {
             set_open_hook(&mut ebpf, true)?;
         }
-        let path = attach_hook(&mut ebpf, &btf, spec, options.allow_btf)?;
+        let path = attach_hook(&mut ebpf, &btf, spec, options.mode)?;
         if reports_opens && path == AttachPath::Unavailable {
             set_open_hook(&mut ebpf, false)?;
         }
@@ -290,12 +335,17 @@ fn set_open_hook(ebpf: &mut Ebpf, on: bool) -> Result<()> {
         .context("writing the open-hook switch")
 }
 
-fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec, allow_btf: bool) -> Result<AttachPath> {
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    spec: &HookSpec,
+    mode: AttachMode,
+) -> Result<AttachPath> {
     let mut errors = Vec::new();
     for program in spec.programs {
-        if !allow_btf && !program.is_tracepoint() {
+        if !program.allowed(mode) {
             errors.push(format!(
-                "{}: not tried (kernel.attach = \"tracepoint\")",
+                "{}: not tried (kernel.attach = {mode:?})",
                 program.path()
             ));
             continue;
@@ -361,6 +411,21 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, program: Program) -> Result<()> {
                 .with_context(|| format!("loading tp_btf/{hook}"))?;
             p.attach()
                 .with_context(|| format!("attaching tp_btf/{hook}"))?;
+        }
+        Program::SyscallTracepoints(name, syscalls) => {
+            mounts::ensure_tracefs()?;
+            let p: &mut TracePoint = get(ebpf, name)?;
+            p.load()
+                .with_context(|| format!("loading tracepoint/syscalls/{name}"))?;
+            for syscall in syscalls.iter() {
+                let tracepoint = format!("sys_exit_{syscall}");
+                if let Err(err) = p.attach("syscalls", &tracepoint) {
+                    // All or nothing: the fallback covers every syscall.
+                    let _ = p.unload();
+                    return Err(anyhow!(err))
+                        .with_context(|| format!("attaching tracepoint/syscalls/{tracepoint}"));
+                }
+            }
         }
         Program::Kprobe(name, function) => {
             let p: &mut KProbe = get(ebpf, name)?;

@@ -30,7 +30,7 @@ const QEMU_USB_PRODUCT: &str = "0001";
 /// The hooks and the path each must take on a kernel with BPF LSM and trampolines.
 const EXPECTED_PATHS: &[(&str, &str)] = &[
     ("sched_process_exec", "tp_btf"),
-    ("sys_exit", "tp_btf"),
+    ("sys_exit", "syscall_tracepoints"),
     ("file_open", "lsm"),
     ("disk_added", "fexit"),
     ("disk_removed", "fentry"),
