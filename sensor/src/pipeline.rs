@@ -59,6 +59,9 @@ use crate::{
 const EXITED_GRACE: Duration = Duration::from_secs(10);
 /// How often drop counters are read and the table swept.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Events handed to the sink thread at once at most (a large drain goes over in pieces, so the
+/// sinks start writing early and memory stays flat).
+const SINK_BATCH: usize = 256;
 
 type KernelDedup = Dedup<BpfHashMap<MapData, FileDedupKey, FileDedupState>>;
 
@@ -175,7 +178,10 @@ struct Stages {
     /// Whether exec/exit events are wanted (the table is kept either way).
     process_events: bool,
     next_seq: u64,
-    out: UnboundedSender<Event>,
+    /// Events for the sink thread, handed over a batch at a time: one wakeup of the sink
+    /// thread per drain instead of one per event.
+    out: UnboundedSender<Vec<Event>>,
+    batch: Vec<Event>,
     /// Undecodable records per kind since the last housekeeping tick.
     undecodable: Vec<(u32, u64)>,
     /// What the sinks' spools dropped, to report in-band.
@@ -204,13 +210,25 @@ impl Stages {
             let _ = self.tail.send(Arc::new(event.clone()));
         }
         self.privacy.apply(&mut event);
-        self.out
-            .send(event)
-            .map_err(|_| anyhow!("the sink thread stopped; see the error above"))?;
+        self.batch.push(event);
+        if self.batch.len() >= SINK_BATCH {
+            self.hand_over()?;
+        }
         for alert in alerts {
             self.emit(alert)?;
         }
         Ok(())
+    }
+
+    /// Hands the events emitted so far to the sink thread.
+    fn hand_over(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(SINK_BATCH));
+        self.out
+            .send(batch)
+            .map_err(|_| anyhow!("the sink thread stopped; see the error above"))
     }
 
     /// The privacy setting's file events: what the kernel could not leave out is left out here,
@@ -513,6 +531,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         process_events: config.sensors.process,
         next_seq: 1,
         out,
+        batch: Vec::with_capacity(SINK_BATCH),
         undecodable: Vec::new(),
         spool_losses,
         counters: EventCounters::new(&metrics),
@@ -614,6 +633,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
         }
+        if let Err(err) = stages.hand_over() {
+            break Err(err);
+        }
     };
 
     // Detach the hooks, then drain and report what was already accepted.
@@ -622,7 +644,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let flushed = stages
         .drain(ring.get_mut())
         .and_then(|()| stages.report_losses(&mut drops))
-        .and_then(|()| stages.report_repeats(true));
+        .and_then(|()| stages.report_repeats(true))
+        .and_then(|()| stages.hand_over());
     let sent = stages.next_seq - 1;
     drop(stages);
     let written = writer

@@ -237,17 +237,24 @@ impl Sinks {
     /// memory for long. Spool losses go to `losses`.
     pub fn run(
         mut self,
-        mut events: UnboundedReceiver<Event>,
+        mut events: UnboundedReceiver<Vec<Event>>,
         losses: UnboundedSender<SpoolLoss>,
     ) -> Result<()> {
         let result = (|| {
-            while let Some(event) = events.blocking_recv() {
-                self.write(&event)?;
-                for _ in 1..FLUSH_BATCH {
-                    let Ok(event) = events.try_recv() else {
+            while let Some(batch) = events.blocking_recv() {
+                let mut written = 0;
+                for event in &batch {
+                    self.write(event)?;
+                }
+                written += batch.len();
+                while written < FLUSH_BATCH {
+                    let Ok(batch) = events.try_recv() else {
                         break;
                     };
-                    self.write(&event)?;
+                    for event in &batch {
+                        self.write(event)?;
+                    }
+                    written += batch.len();
                 }
                 for loss in self.flush()? {
                     tracing::warn!(sink = %loss.sink, dropped = ?loss.dropped, "spool full: oldest events dropped");
