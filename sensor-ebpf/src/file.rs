@@ -71,8 +71,9 @@ pub fn sys_exit_syscall(ctx: TracePointContext) -> u32 {
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
         return 0;
     };
+    // Both pointers are BTF-typed: plain loads, as in tp_btf programs.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    on_sys_exit::<Probe>(regs, ret);
+    on_sys_exit::<Direct>(regs, ret);
     0
 }
 
