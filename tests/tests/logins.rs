@@ -211,9 +211,16 @@ fn an_sshd_led_session_is_resolved_through_its_utmp_entry() -> Result<()> {
     let mut sensor = Sensor::start(&format!("[identity]\nutmp = \"{}\"\n", utmp.display()))?;
     let marker = Marker::new("/bin/true")?;
     let sshd = fake_sshd(&marker)?;
+    // The leader waits for its utmp entry before it opens the session: the daemon reads utmp
+    // when it sees the session's first activity.
+    let script = format!(
+        "while [ ! -s {} ]; do sleep 0.05; done; {}",
+        utmp.display(),
+        session_script(alice, &marker, "utmp-session")
+    );
     let leader = Command::new(&sshd)
         .arg("-c")
-        .arg(session_script(alice, &marker, "utmp-session"))
+        .arg(script)
         .env_remove("SSH_CONNECTION")
         .env_remove("SSH_CLIENT")
         .spawn()?;

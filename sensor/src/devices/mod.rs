@@ -104,6 +104,17 @@ impl DeviceTracker {
         Some(device)
     }
 
+    /// The rule that denied `major:minor` in the kernel, directly or through its disk.
+    pub fn denying_rule(&self, major: u32, minor: u32) -> Option<String> {
+        let deny = self.kernel_deny.as_ref()?;
+        deny.rule_of(kernel_dev(major, minor))
+            .or_else(|| {
+                let (disk_major, disk_minor) = sysfs::disk_of(&self.sources, major, minor)?;
+                deny.rule_of(kernel_dev(disk_major, disk_minor))
+            })
+            .map(str::to_owned)
+    }
+
     pub fn get(&self, dev: u32) -> Option<&BlockDevice> {
         self.known.get(&dev)
     }

@@ -66,6 +66,17 @@ pub fn describe(sources: &DeviceSources, major: u32, minor: u32) -> Option<Block
     Some(device)
 }
 
+/// The whole disk `major:minor` belongs to, when it is a partition.
+pub fn disk_of(sources: &DeviceSources, major: u32, minor: u32) -> Option<(u32, u32)> {
+    let real = fs::canonicalize(sources.sys.join(format!("dev/block/{major}:{minor}"))).ok()?;
+    if !real.join("partition").exists() {
+        return None;
+    }
+    let numbers = read_trimmed(&real.parent()?.join("dev"))?;
+    let (disk_major, disk_minor) = numbers.split_once(':')?;
+    Some((disk_major.parse().ok()?, disk_minor.parse().ok()?))
+}
+
 /// The sysfs directory of the USB device (the one with `idVendor`) a disk hangs off.
 pub fn usb_device_of(disk: &Path) -> Option<PathBuf> {
     disk.ancestors()
@@ -178,5 +189,29 @@ mod tests {
         assert_eq!(device.size_bytes, 1024 * 1024);
         assert!(device.removable && device.watched && !device.read_only);
         assert!(describe(&DeviceSources::default(), 4095, 4095).is_none());
+    }
+
+    #[test]
+    fn a_partition_leads_to_its_disk() {
+        let root = tempfile::tempdir().unwrap();
+        let sys = root.path().join("sys");
+        let disk = sys.join("devices/virtual/block/sdb");
+        let partition = disk.join("sdb1");
+        fs::create_dir_all(&partition).unwrap();
+        fs::create_dir_all(sys.join("dev/block")).unwrap();
+        fs::write(disk.join("dev"), "8:16\n").unwrap();
+        fs::write(partition.join("partition"), "1\n").unwrap();
+        std::os::unix::fs::symlink(&disk, sys.join("dev/block/8:16")).unwrap();
+        std::os::unix::fs::symlink(&partition, sys.join("dev/block/8:17")).unwrap();
+        let sources = DeviceSources {
+            sys,
+            udev: root.path().join("udev"),
+        };
+        assert_eq!(disk_of(&sources, 8, 17), Some((8, 16)));
+        assert_eq!(
+            disk_of(&sources, 8, 16),
+            None,
+            "a whole disk has no disk above it"
+        );
     }
 }

@@ -195,20 +195,7 @@ impl<S: NameSource> Enricher<S> {
                 minor,
                 ..BlockDevice::default()
             });
-        // A partition is denied through its disk's rule.
-        let rule = self.devices.kernel_deny.as_ref().and_then(|deny| {
-            deny.rule_of(fixed.dev)
-                .or_else(|| {
-                    std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}/.."))
-                        .ok()
-                        .and_then(|disk| std::fs::read_to_string(disk.join("dev")).ok())
-                        .and_then(|numbers| {
-                            let (a, b) = numbers.trim().split_once(':')?;
-                            deny.rule_of(kernel_dev(a.parse().ok()?, b.parse().ok()?))
-                        })
-                })
-                .map(str::to_owned)
-        });
+        let rule = self.devices.denying_rule(major, minor);
         let operation = if fixed.op == device_op::DENIED_MOUNT {
             "mount"
         } else {
