@@ -71,10 +71,15 @@ pub fn sys_exit_syscall(ctx: TracePointContext) -> u32 {
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
         return 0;
     };
-    // Both pointers are BTF-typed: plain loads, as in tp_btf programs.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    on_sys_exit::<Direct>(regs, ret);
+    on_sys_exit::<Direct>(current_user_regs(), ret);
     0
+}
+
+/// The current task's saved user registers (the syscall number and arguments), for programs
+/// that are not handed them. BTF-typed, so read with [`Direct`].
+#[inline(always)]
+fn current_user_regs() -> *const u8 {
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
 }
 
 // raw_tracepoint/sys_exit: the same arguments, untyped.
@@ -117,10 +122,7 @@ fn on_uring_submit(req: *const u8) {
     else {
         return;
     };
-    let enabled = FILE_FILTER
-        .get(0)
-        .is_some_and(|c| c.flags & filter_flags::ENABLED != 0);
-    if !enabled || (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid() {
+    if reporting_config().is_none() {
         return;
     }
     let Some(scratch) = URING_SCRATCH.get_ptr_mut(0) else {
@@ -221,36 +223,40 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
         }
         return;
     }
-    let Some(config) = FILE_FILTER.get(0) else {
+    let Some((config, tgid)) = reporting_config() else {
         return;
     };
-    let config = *config;
-    if config.flags & filter_flags::ENABLED == 0 {
-        return;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == self_tgid() {
-        return;
-    }
     if ret >= 0 && lsm_reports_opens() {
         return;
     }
     let Some(request) = decode_request::<M>(regs, nr) else {
         return;
     };
-    let denied = ret == -EACCES || ret == -EPERM;
-    // Writes to removable media are always reported, like denied attempts.
-    let watched = ret >= 0
-        && file_of_fd::<M>(ret as i32).is_some_and(|f| on_watched_device(&config, &request, f));
-    // A denied attempt is always reported: it is an access outside one's permissions.
-    if !denied && !watched && !passes_process_filters::<M>(&config, &request) {
-        return;
-    }
     if ret < 0 {
-        failed::<M>(&config, &request, ret as i32, denied);
+        // A denied attempt is always reported: it is an access outside one's permissions.
+        let denied = ret == -EACCES || ret == -EPERM;
+        if denied || passes_process_filters::<M>(&config, &request) {
+            failed::<M>(&config, &request, ret as i32, denied);
+        }
     } else if let Some(file) = file_of_fd::<M>(ret as i32) {
-        opened::<M>(&config, &request, tgid, file, ret as i32, watched);
+        // Writes to removable media are always reported, like denied attempts.
+        let watched = on_watched_device(&config, &request, file);
+        if watched || passes_process_filters::<M>(&config, &request) {
+            opened::<M>(&config, &request, tgid, file, ret as i32, watched);
+        }
     }
+}
+
+/// The file sensor's settings and the current process id, unless the sensor is off or the
+/// current process is the daemon itself.
+#[inline(always)]
+fn reporting_config() -> Option<(FileFilterConfig, u32)> {
+    let config = *FILE_FILTER.get(0)?;
+    if config.flags & filter_flags::ENABLED == 0 {
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    (tgid != self_tgid()).then_some((config, tgid))
 }
 
 /// True while LSM `file_open` reports successful opens.
@@ -264,32 +270,23 @@ fn lsm_reports_opens() -> bool {
 /// deduplication and the record are those of the `sys_exit` path; the fd does not exist yet.
 #[inline(always)]
 pub fn on_lsm_open(file: *const u8) {
-    let Some(config) = FILE_FILTER.get(0) else {
+    let Some((config, tgid)) = reporting_config() else {
         return;
     };
-    let config = *config;
-    if config.flags & filter_flags::ENABLED == 0 {
-        return;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == self_tgid() {
-        return;
-    }
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    let Some(nr) = Probe::read::<u64>(regs, off!(regs_orig_ax)) else {
+    let regs = current_user_regs();
+    let Some(nr) = Direct::read::<u64>(regs, off!(regs_orig_ax)) else {
         return;
     };
     if !is_open_syscall(nr) {
         return;
     }
-    let Some(request) = decode_request::<Probe>(regs, nr) else {
+    let Some(request) = decode_request::<Direct>(regs, nr) else {
         return;
     };
     let watched = on_watched_device(&config, &request, file);
-    if !watched && !passes_process_filters::<Probe>(&config, &request) {
-        return;
+    if watched || passes_process_filters::<Direct>(&config, &request) {
+        opened::<Direct>(&config, &request, tgid, file, -1, watched);
     }
-    opened::<Probe>(&config, &request, tgid, file, -1, watched);
 }
 
 #[inline(always)]
