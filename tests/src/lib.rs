@@ -349,6 +349,13 @@ pub fn open_as_nobody(opener: &str, args: &[&std::ffi::OsStr]) -> Result<(i32, u
     Ok((status.code().unwrap_or(-1), pid))
 }
 
+/// The first exec event of the program at `binary` (the readable `process.binary`).
+pub fn exec_of(events: &[Value], binary: &str) -> Option<Value> {
+    of_kind(events, "exec")
+        .find(|e| e["process"]["binary"] == binary)
+        .cloned()
+}
+
 /// File-open events for `path` (matching the readable `path` field).
 pub fn opens_of<'a>(events: &'a [Value], path: &str) -> Vec<&'a Value> {
     of_kind(events, "fileOpen")

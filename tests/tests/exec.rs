@@ -3,7 +3,7 @@ use std::process::Command;
 
 use anyhow::Result;
 use custos_tests::{
-    ensure_user, exec_id_of, of_kind, require_root, run_after_login, seq, Marker, Sensor,
+    ensure_user, exec_id_of, exec_of, of_kind, require_root, run_after_login, seq, Marker, Sensor,
 };
 use serde_json::Value;
 
@@ -59,11 +59,7 @@ fn exec_identity_scenario(extra_toml: &str) -> Result<Sensor> {
     assert!(status.success(), "test workload failed: {status}");
 
     let marker_path = marker.path_str().to_owned();
-    let exec = sensor.wait_for("marker exec", |events| {
-        of_kind(events, "exec")
-            .find(|e| e["process"]["binary"] == marker_path.as_str())
-            .cloned()
-    })?;
+    let exec = sensor.wait_for("marker exec", |events| exec_of(events, &marker_path))?;
     let process = &exec["process"];
     assert_eq!(
         process["args"],

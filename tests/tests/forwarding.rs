@@ -196,9 +196,7 @@ fn events_spooled_during_an_outage_survive_kill_9_and_arrive_after_restart() -> 
     let path = marker.path_str().to_owned();
     // The file sink is written after the spool, so once it shows the exec, the spool has it.
     first.wait_for("the marker exec", |events| {
-        of_kind(events, "exec")
-            .find(|e| e["process"]["binary"] == path.as_str())
-            .cloned()
+        custos_tests::exec_of(events, &path)
     })?;
     // While the collector is down the spool grows and its oldest event ages (status socket).
     let deadline = Instant::now() + PATIENCE;

@@ -5,7 +5,8 @@ use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    custos_bin, ensure_user, of_kind, require_root, run_after_login, shared_dir, Marker, Sensor,
+    custos_bin, ensure_user, exec_of, of_kind, require_root, run_after_login, shared_dir, Marker,
+    Sensor,
 };
 use serde_json::Value;
 
@@ -160,11 +161,7 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
     let status = run_after_login(uid, uid, marker.path_str(), &secrets)?;
     ensure!(status.success());
     let path = marker.path_str().to_owned();
-    let exec = sensor.wait_for("the marker's exec", |events| {
-        of_kind(events, "exec")
-            .find(|e| e["process"]["binary"] == path.as_str())
-            .cloned()
-    })?;
+    let exec = sensor.wait_for("the marker's exec", |events| exec_of(events, &path))?;
     assert_eq!(
         exec["process"]["args"],
         serde_json::json!([
@@ -329,11 +326,7 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
         "and no arguments"
     );
     let path = marker.path_str().to_owned();
-    let sink = sensor.wait_for("the marker in the sink", |events| {
-        of_kind(events, "exec")
-            .find(|e| e["process"]["binary"] == path.as_str())
-            .cloned()
-    })?;
+    let sink = sensor.wait_for("the marker in the sink", |events| exec_of(events, &path))?;
     assert_eq!(
         sink["identity"]["user"], "root",
         "the sinks' view is unchanged"

@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use custos_tests::{custos_bin, of_kind, require_root, Marker, Sensor, PATIENCE};
+use custos_tests::{custos_bin, exec_of, of_kind, require_root, Marker, Sensor, PATIENCE};
 
 fn check_config(text: &str) -> Result<(bool, String, String)> {
     let dir = tempfile::tempdir()?;
@@ -92,11 +92,7 @@ fn readiness_is_notified_once_the_hooks_are_attached() -> Result<()> {
         .arg("after-ready")
         .status()?;
     let path = marker.path_str().to_owned();
-    sensor.wait_for("the exec after READY", |events| {
-        of_kind(events, "exec")
-            .find(|e| e["process"]["binary"] == path.as_str())
-            .cloned()
-    })?;
+    sensor.wait_for("the exec after READY", |events| exec_of(events, &path))?;
     // WATCHDOG_USEC=400000: pinged every 200 ms while running.
     receive(&socket, "WATCHDOG=1")?;
     custos_tests::signal(sensor.pid(), "TERM")?;

@@ -550,10 +550,7 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
             );
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let fields: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
+        let fields: Vec<f64> = numbers(&text);
         let [n, accepted, delivered] = fields[..] else {
             bail!("bench-sinks printed {text:?}");
         };
@@ -637,4 +634,11 @@ impl Receivers {
             let _ = child.wait();
         }
     }
+}
+
+/// The numbers in a helper's one-line output (`bench-sinks`, `exec-loop`), in order.
+pub fn numbers<T: std::str::FromStr>(text: &str) -> Vec<T> {
+    text.split_whitespace()
+        .filter_map(|field| field.parse().ok())
+        .collect()
 }

@@ -228,10 +228,7 @@ fn storm(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
         bail!("the exec loop failed");
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let fields: Vec<u64> = text
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
+    let fields: Vec<u64> = crate::bench::numbers(&text);
     let [spawned, elapsed_ns, cpu_ns] = fields[..] else {
         bail!("the exec loop printed {text:?}");
     };

@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
-use custos_tests::{of_kind, opens_of, Sensor};
+use custos_tests::{exec_of, of_kind, opens_of, Sensor};
 use serde_json::Value;
 
 /// The serial number the host gives the USB drive it plugs in (see xtask's vm_test).
@@ -142,11 +142,7 @@ fn exec(sensor: &Sensor) -> Result<String> {
     fs::set_permissions(&marker, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let status = Command::new(&marker).status()?;
     ensure!(status.success(), "{marker}: {status}");
-    let exec = sensor.wait_for("exec of the marker", |events| {
-        of_kind(events, "exec")
-            .find(|e| e["process"]["binary"] == marker.as_str())
-            .cloned()
-    })?;
+    let exec = sensor.wait_for("exec of the marker", |events| exec_of(events, &marker))?;
     ensure!(
         exec["identity"]["uid"] == 0,
         "uid {}",
