@@ -53,8 +53,17 @@ impl HostInfo {
         self.exec_id_from_ticks(pid, ticks)
     }
 
+    /// Built on every event, so written directly rather than through `format!`.
     pub fn exec_id_from_ticks(&self, pid: u32, start_ticks: u64) -> String {
-        format!("{}:{start_ticks}:{pid}", self.boot_id)
+        let (mut ticks, mut pid_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (ticks, pid) = (ticks.format(start_ticks), pid_digits.format(pid));
+        let mut id = String::with_capacity(self.boot_id.len() + ticks.len() + pid.len() + 2);
+        id.push_str(&self.boot_id);
+        id.push(':');
+        id.push_str(ticks);
+        id.push(':');
+        id.push_str(pid);
+        id
     }
 
     /// CLOCK_BOOTTIME nanoseconds of a start time given in clock ticks.
@@ -83,6 +92,7 @@ mod tests {
             clock_ticks_per_sec: 100,
             run_id: "r".into(),
         };
+        assert_eq!(host.exec_id_from_ticks(42, 1234), "b:1234:42");
         // 12.345678 s after boot is tick 1234 at 100 Hz.
         assert_eq!(
             host.exec_id(42, 12_345_678_000),

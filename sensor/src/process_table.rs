@@ -31,6 +31,8 @@ pub struct ProcessEntry {
     pub image: Arc<Image>,
     /// The schema's view of this process, built on first use and shared by its events.
     pub schema: OnceCell<Arc<custos_proto::v1::Process>>,
+    /// That view completed for the thread its last event came from.
+    pub last_thread: Option<ThreadView>,
     /// Its credentials as last seen (exec, fork, credential change); `None` when unknown.
     pub credentials: Option<Credentials>,
     /// Its audit session id as last seen (`u32::MAX` when unset).
@@ -38,6 +40,17 @@ pub struct ProcessEntry {
     /// The changes of effective user that led to its current one since the login.
     pub chain: Arc<Vec<Hop>>,
     exited_at: Option<Instant>,
+}
+
+/// A process's schema view completed with one thread's id, name and cgroup. A process's
+/// events mostly come from the thread that sent the one before, so the completed view is kept
+/// and reused while that thread's facts stay the same.
+#[derive(Clone, Debug)]
+pub struct ThreadView {
+    pub tid: u32,
+    pub comm: [u8; 16],
+    pub cgroup_id: u64,
+    pub process: custos_proto::v1::Process,
 }
 
 /// One change of effective user (see `custos.v1.PrivilegeHop`).
@@ -84,6 +97,7 @@ impl ProcessEntry {
             parent_exec_id,
             image,
             schema: OnceCell::new(),
+            last_thread: None,
             credentials: None,
             session_id: u32::MAX,
             chain: Arc::default(),
@@ -131,6 +145,7 @@ impl ProcessTable {
             image,
             chain,
             schema: OnceCell::new(),
+            last_thread: None,
             ..child
         });
     }

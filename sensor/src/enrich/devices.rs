@@ -105,8 +105,7 @@ impl<S: NameSource> Enricher<S> {
         };
         let seat_uid = self.devices.seat_uid();
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let base = self.schema_of(task, &exec_id);
-        let process = self.complete(&base, task);
+        let process = self.process_of(task, &exec_id);
         let body = Body::BlockDevice(BlockDeviceChange {
             action: action as i32,
             device: Some(device.clone()),
@@ -203,8 +202,7 @@ impl<S: NameSource> Enricher<S> {
         };
         tracing::info!(device = %device.name, operation, "the kernel refused a denied device");
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let base = self.schema_of(task, &exec_id);
-        let process = self.complete(&base, task);
+        let process = self.process_of(task, &exec_id);
         let body = Body::DeviceControl(DeviceControl {
             device: Some(device),
             action: DeviceControlAction::Deny as i32,
@@ -281,8 +279,7 @@ impl<S: NameSource> Enricher<S> {
             device,
         });
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let base = self.schema_of(task, &exec_id);
-        let process = self.complete(&base, task);
+        let process = self.process_of(task, &exec_id);
         Some(self.envelope(fixed.header.ktime_ns, task, &exec_id, process, body))
     }
 

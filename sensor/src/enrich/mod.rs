@@ -34,7 +34,7 @@ use crate::{
     identity::{NameCache, NameSource},
     people::PeopleFile,
     privacy::redact::Redactor,
-    process_table::{extended, Hop, Image, ProcessEntry, ProcessTable},
+    process_table::{extended, Hop, Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
     text,
 };
@@ -124,8 +124,7 @@ impl<S: NameSource> Enricher<S> {
             // parent ran until it execs.
             self.processes.inherit(self.entry_for(task, Arc::default()));
         }
-        let base = self.schema_of(task, &exec_id);
-        let process = self.complete(&base, task);
+        let process = self.process_of(task, &exec_id);
         let mut body = file_open_body(open);
         self.note_device_write(open, &mut body);
         self.envelope(
@@ -207,14 +206,12 @@ impl<S: NameSource> Enricher<S> {
         entry.credentials = Some(after);
         entry.session_id = task.sessionid;
         self.processes.upsert(entry);
-        let base = self.schema_of(task, &exec_id);
+        let process = self.process_of(task, &exec_id);
         if let Some(before) = changed {
             let body = self.privilege_change("exec", Some(&before), &after, None);
-            let process = self.complete(&base, task);
-            let change = self.envelope(exec.header.ktime_ns, task, &exec_id, process, body);
+            let change = self.envelope(exec.header.ktime_ns, task, &exec_id, process.clone(), body);
             self.preceding.push(change);
         }
-        let process = self.complete(&base, task);
         self.envelope(
             exec.header.ktime_ns,
             task,
@@ -227,8 +224,7 @@ impl<S: NameSource> Enricher<S> {
     fn exit(&mut self, exit: &ExitRecord) -> Event {
         let task = &exit.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let base = self.schema_of(task, &exec_id);
-        let process = self.complete(&base, task);
+        let process = self.process_of(task, &exec_id);
         let event = self.envelope(
             exit.header.ktime_ns,
             task,
@@ -295,12 +291,45 @@ impl<S: NameSource> Enricher<S> {
         )
     }
 
-    /// A process's shared view plus what only this event's record knows.
-    fn complete(&mut self, base: &Process, task: &TaskInfo) -> Process {
+    /// The event's process: the process's shared view completed with the record's thread,
+    /// reusing the completion of its previous event when that came from the same thread.
+    fn process_of(&mut self, task: &TaskInfo, exec_id: &str) -> Process {
+        let reusable = |view: &ThreadView| {
+            view.tid == task.pid && view.comm == task.comm && view.cgroup_id == task.cgroup_id
+        };
+        if let Some(view) = self
+            .processes
+            .get(task.tgid, exec_id)
+            .and_then(|entry| entry.last_thread.as_ref())
+            .filter(|view| reusable(view))
+        {
+            return view.process.clone();
+        }
+        let base = self.schema_of(task, exec_id);
+        let (process, cgroup_known) = self.complete(&base, task);
+        // A cgroup not resolved yet may be on the next event: only a full view is kept.
+        if cgroup_known {
+            if let Some(entry) = self.processes.get_mut(task.tgid, exec_id) {
+                entry.last_thread = Some(ThreadView {
+                    tid: task.pid,
+                    comm: task.comm,
+                    cgroup_id: task.cgroup_id,
+                    process: process.clone(),
+                });
+            }
+        }
+        process
+    }
+
+    /// A process's shared view plus what only this event's record knows, and whether its
+    /// cgroup path was known.
+    fn complete(&mut self, base: &Process, task: &TaskInfo) -> (Process, bool) {
         let mut process = base.clone();
         process.tid = task.pid;
         process.comm = text::lossy(c_str(&task.comm));
-        let path = self.cgroups.path(task.cgroup_id).unwrap_or_default();
+        let path = self.cgroups.path(task.cgroup_id);
+        let known = path.is_some();
+        let path = path.unwrap_or_default();
         let context = cgroups::context_of(&path);
         process.cgroup = Some(Cgroup {
             id: task.cgroup_id,
@@ -308,7 +337,7 @@ impl<S: NameSource> Enricher<S> {
             unit: context.unit,
             container_id: context.container_id,
         });
-        process
+        (process, known)
     }
 
     fn envelope(

@@ -54,8 +54,7 @@ impl<S: NameSource> Enricher<S> {
             after
         };
         let body = self.privilege_change(how, before.as_ref(), &after, errno);
-        let base = self.schema_of(task, &exec_id);
-        let process = self.complete(&base, task);
+        let process = self.process_of(task, &exec_id);
         Some(self.envelope(record.header.ktime_ns, task, &exec_id, process, body))
     }
 

@@ -62,7 +62,7 @@ impl<S: NameSource> Enricher<S> {
         let leader = members.last();
         let process = leader
             .and_then(|leader| self.table_schema(leader.pid, &leader.exec_id))
-            .map(|base| self.complete(&base, task));
+            .map(|base| self.complete(&base, task).0);
         let mut identity = self.identity(task);
         identity.session = Some(SessionRef {
             id: session.id,
