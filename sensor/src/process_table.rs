@@ -48,7 +48,7 @@ pub struct ProcessEntry {
 #[derive(Clone, Debug)]
 pub struct ThreadView {
     pub tid: u32,
-    pub comm: [u8; 16],
+    pub comm: [u8; sensor_common::COMM_LEN],
     pub cgroup_id: u64,
     pub process: custos_proto::v1::Process,
 }
