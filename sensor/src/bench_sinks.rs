@@ -26,7 +26,7 @@ pub fn run(config_path: &Path, events: u64) -> Result<()> {
     let mut event = template.clone();
     for seq in 1..=events {
         event.seq = seq;
-        sinks.write(&event)?;
+        sinks.write(&mut event)?;
         if seq % 1024 == 0 {
             sinks.flush()?;
         }

@@ -5,6 +5,7 @@
 //! into reused buffers. Network sinks are fed through a disk spool (see `spool`) drained by a
 //! sender thread of their own.
 mod deliver;
+mod encode;
 pub mod nats;
 mod rotate;
 pub mod spool;
@@ -21,7 +22,6 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use custos_proto::v1::Event;
-use prost::Message as _;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +31,7 @@ use crate::{
     metrics::{Metrics, SinkLabels},
     privacy::Privacy,
 };
+use encode::ProtobufEncoder;
 use spool::{Dropped, Spool};
 
 /// Events written between two flushes at most.
@@ -70,6 +71,7 @@ pub struct Sinks {
     stop: Arc<AtomicBool>,
     json: Vec<u8>,
     protobuf: Vec<u8>,
+    encoder: ProtobufEncoder,
 }
 
 impl Sinks {
@@ -100,10 +102,11 @@ impl Sinks {
             stop,
             json: Vec::with_capacity(4096),
             protobuf: Vec::with_capacity(4096),
+            encoder: ProtobufEncoder::default(),
         })
     }
 
-    pub fn write(&mut self, event: &Event) -> Result<()> {
+    pub fn write(&mut self, event: &mut Event) -> Result<()> {
         if self.views.iter().all(Option::is_none) {
             return self.write_to(event, |_| true);
         }
@@ -114,7 +117,7 @@ impl Sinks {
             };
             let mut copy = event.clone();
             view.apply(&mut copy);
-            let result = self.write_to(&copy, |i| i == index);
+            let result = self.write_to(&mut copy, |i| i == index);
             self.views[index] = Some(view);
             result?;
         }
@@ -123,7 +126,7 @@ impl Sinks {
     }
 
     /// Encodes `event` once per format and writes it to the outputs `selected` picks.
-    fn write_to(&mut self, event: &Event, selected: impl Fn(usize) -> bool) -> Result<()> {
+    fn write_to(&mut self, event: &mut Event, selected: impl Fn(usize) -> bool) -> Result<()> {
         self.json.clear();
         self.protobuf.clear();
         let wants_json = self.outputs.iter().enumerate().any(|(i, o)| {
@@ -147,13 +150,11 @@ impl Sinks {
                 )
         });
         if wants_json {
-            serde_json::to_writer(&mut self.json, event).context("encoding an event as JSON")?;
+            serde_json::to_writer(&mut self.json, &*event).context("encoding an event as JSON")?;
             self.json.push(b'\n');
         }
         if wants_protobuf {
-            event
-                .encode_length_delimited(&mut self.protobuf)
-                .context("encoding an event as protobuf")?;
+            self.encoder.encode(event, &mut self.protobuf);
         }
         for (index, output) in self.outputs.iter_mut().enumerate() {
             if !selected(index) {
@@ -241,21 +242,21 @@ impl Sinks {
         losses: UnboundedSender<SpoolLoss>,
     ) -> Result<()> {
         let result = (|| {
-            while let Some(batch) = events.blocking_recv() {
+            while let Some(mut batch) = events.blocking_recv() {
                 let mut written = 0;
-                for event in &batch {
+                for event in &mut batch {
                     self.write(event)?;
                 }
                 written += batch.len();
                 while written < FLUSH_BATCH {
-                    let Ok(batch) = events.try_recv() else {
+                    let Ok(mut batch) = events.try_recv() else {
                         break;
                     };
-                    for event in &batch {
+                    for event in &mut batch {
                         self.write(event)?;
                     }
                     written += batch.len();
-                }
+                    }
                 for loss in self.flush()? {
                     tracing::warn!(sink = %loss.sink, dropped = ?loss.dropped, "spool full: oldest events dropped");
                     let _ = losses.send(loss);
@@ -460,8 +461,8 @@ mod tests {
             &Metrics::new("test"),
         )
         .unwrap();
-        sinks.write(&event(1)).unwrap();
-        sinks.write(&event(2)).unwrap();
+        sinks.write(&mut event(1)).unwrap();
+        sinks.write(&mut event(2)).unwrap();
         sinks.flush().unwrap();
 
         let json = std::fs::read_to_string(&json_path).unwrap();
@@ -495,7 +496,7 @@ mod tests {
         )
         .unwrap();
         for seq in 1..=100 {
-            sinks.write(&event(seq)).unwrap();
+            sinks.write(&mut event(seq)).unwrap();
         }
         sinks.flush().unwrap();
         let mut names: Vec<String> = std::fs::read_dir(dir.path())

@@ -1,0 +1,213 @@
+//! Length-delimited protobuf for events, reusing the encoding of a recent event's process and
+//! identity.
+//!
+//! Most events come from a handful of busy processes, and their `Process` and `Identity` are
+//! most of an event's bytes; prost would measure each nested message again at every level and
+//! then copy it. Here each is encoded once and its bytes spliced into every event that carries
+//! an equal one. The output is byte for byte what `Event::encode_length_delimited` writes.
+use custos_proto::v1::{Event, Identity, Process};
+use prost::{
+    encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType},
+    Message,
+};
+
+/// Field numbers of `Event`'s identity and process (custos.v1 schema).
+const IDENTITY_FIELD: u32 = 6;
+const PROCESS_FIELD: u32 = 7;
+/// Slots per cache: enough for the busy processes of a host, small enough to stay in cache.
+const SLOTS: usize = 64;
+
+#[derive(Default)]
+pub struct ProtobufEncoder {
+    processes: PartCache<Process>,
+    identities: PartCache<Identity>,
+}
+
+impl ProtobufEncoder {
+    /// Appends `event`, length-delimited, to `out`. The event is lent back unchanged.
+    pub fn encode(&mut self, event: &mut Event, out: &mut Vec<u8>) {
+        let identity = event.identity.take();
+        let process = event.process.take();
+        let body = event.body.take();
+
+        let identity_bytes = identity
+            .as_ref()
+            .map(|identity| self.identities.encoded(identity_slot(identity), identity));
+        let process_bytes = process
+            .as_ref()
+            .map(|process| self.processes.encoded(process.tid as usize, process));
+        // Event's fields in their numbers' order: the scalar head, identity, process, body.
+        let head_len = event.encoded_len();
+        let body_len = body.as_ref().map_or(0, |body| body.encoded_len());
+        let len = head_len
+            + identity_bytes.map_or(0, |b| field_len(IDENTITY_FIELD, b.len()))
+            + process_bytes.map_or(0, |b| field_len(PROCESS_FIELD, b.len()))
+            + body_len;
+        out.reserve(encoded_len_varint(len as u64) + len);
+        encode_varint(len as u64, out);
+        event.encode_raw(out);
+        if let Some(bytes) = identity_bytes {
+            put_field(IDENTITY_FIELD, bytes, out);
+        }
+        if let Some(bytes) = process_bytes {
+            put_field(PROCESS_FIELD, bytes, out);
+        }
+        if let Some(body) = &body {
+            body.encode(out);
+        }
+
+        event.identity = identity;
+        event.process = process;
+        event.body = body;
+    }
+}
+
+/// Identities differ mostly by who (uid) and from which login session.
+fn identity_slot(identity: &Identity) -> usize {
+    let session = identity.session_id.unwrap_or(0);
+    (identity.uid ^ identity.euid.rotate_left(8) ^ session.rotate_left(16)) as usize
+}
+
+fn field_len(field: u32, len: usize) -> usize {
+    key_len(field) + encoded_len_varint(len as u64) + len
+}
+
+fn put_field(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    encode_key(field, WireType::LengthDelimited, out);
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// A direct-mapped cache of encoded messages: a slot keeps the last message that mapped to it
+/// and its bytes. A hit costs one comparison; a miss costs what encoding always cost, plus a
+/// copy of the message.
+struct PartCache<M> {
+    slots: Vec<Option<(M, Vec<u8>)>>,
+}
+
+impl<M> Default for PartCache<M> {
+    fn default() -> Self {
+        Self {
+            slots: std::iter::repeat_with(|| None).take(SLOTS).collect(),
+        }
+    }
+}
+
+impl<M: Message + PartialEq + Clone> PartCache<M> {
+    fn encoded(&mut self, key: usize, part: &M) -> &[u8] {
+        let slot = &mut self.slots[key % SLOTS];
+        match slot {
+            Some((cached, bytes)) if cached == part => {}
+            Some((cached, bytes)) => {
+                *cached = part.clone();
+                bytes.clear();
+                part.encode_raw(bytes);
+            }
+            None => *slot = Some((part.clone(), part.encode_to_vec())),
+        }
+        &slot.as_ref().map(|(_, bytes)| bytes).expect("filled above")[..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::{event::Body, Cgroup, FileOpen, Group, ProcessExit};
+
+    use super::*;
+
+    fn process(tid: u32, binary: &str) -> Process {
+        Process {
+            pid: tid,
+            tid,
+            ppid: 1,
+            exec_id: format!("b:{tid}:1"),
+            binary: binary.into(),
+            args: vec![binary.into(), "-x".into()],
+            cwd: "/root".into(),
+            comm: "cat".into(),
+            start_time: Some(pbjson_types::Timestamp {
+                seconds: 5,
+                nanos: 6,
+            }),
+            cgroup: Some(Cgroup {
+                id: 9,
+                path: "/system.slice/x.service".into(),
+                ..Cgroup::default()
+            }),
+            ..Process::default()
+        }
+    }
+
+    fn identity(uid: u32) -> Identity {
+        Identity {
+            uid,
+            user: format!("user{uid}"),
+            euid: uid,
+            groups: vec![Group {
+                gid: 4,
+                name: "adm".into(),
+            }],
+            session_id: Some(3),
+            login_uid: Some(uid),
+            ..Identity::default()
+        }
+    }
+
+    fn event(seq: u64, identity: Option<Identity>, process: Option<Process>) -> Event {
+        Event {
+            seq,
+            run_id: "r".into(),
+            boot_id: "b".into(),
+            host: "h".into(),
+            time: Some(pbjson_types::Timestamp {
+                seconds: 1,
+                nanos: 2,
+            }),
+            identity,
+            process,
+            body: Some(Body::FileOpen(FileOpen {
+                path: format!("/etc/file{seq}"),
+                ..FileOpen::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn writes_what_prost_writes_on_hits_and_misses() {
+        let mut encoder = ProtobufEncoder::default();
+        let mut events = vec![
+            event(1, Some(identity(0)), Some(process(100, "/bin/cat"))),
+            // The same process and identity again: spliced from the caches.
+            event(2, Some(identity(0)), Some(process(100, "/bin/cat"))),
+            // Same slots, different contents: the caches must not answer with stale bytes.
+            event(3, Some(identity(0)), Some(process(100, "/bin/dog"))),
+            event(
+                4,
+                Some(identity(1)),
+                Some(process(100 + SLOTS as u32, "/bin/cat")),
+            ),
+            event(5, None, None),
+            Event {
+                body: Some(Body::Exit(ProcessExit::default())),
+                ..event(6, None, Some(process(7, "/bin/true")))
+            },
+            Event {
+                body: None,
+                ..event(7, Some(identity(2)), None)
+            },
+            Event::default(),
+        ];
+        for event in &mut events {
+            let before = event.clone();
+            let mut ours = Vec::new();
+            encoder.encode(event, &mut ours);
+            assert_eq!(*event, before, "the event is handed back unchanged");
+            assert_eq!(
+                ours,
+                event.encode_length_delimited_to_vec(),
+                "event {}",
+                event.seq
+            );
+        }
+    }
+}
