@@ -182,6 +182,11 @@ struct Stages {
     /// thread per drain instead of one per event.
     out: UnboundedSender<Vec<Event>>,
     batch: Vec<Event>,
+    /// Batches the sink thread has written, coming back: their events are freed here, on the
+    /// thread that allocated them (glibc frees from another thread take its slow paths on
+    /// both sides), and one buffer is kept for the next batch.
+    spent: std::sync::mpsc::Receiver<Vec<Event>>,
+    spare: Option<Vec<Event>>,
     /// Undecodable records per kind since the last housekeeping tick.
     undecodable: Vec<(u32, u64)>,
     /// What the sinks' spools dropped, to report in-band.
@@ -225,10 +230,25 @@ impl Stages {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(SINK_BATCH));
+        self.free_spent();
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(SINK_BATCH));
+        let batch = std::mem::replace(&mut self.batch, next);
         self.out
             .send(batch)
             .map_err(|_| anyhow!("the sink thread stopped; see the error above"))
+    }
+
+    /// Frees the events of the batches the sink thread has written.
+    fn free_spent(&mut self) {
+        while let Ok(mut spent) = self.spent.try_recv() {
+            spent.clear();
+            if self.spare.is_none() {
+                self.spare = Some(spent);
+            }
+        }
     }
 
     /// The privacy setting's file events: what the kernel could not leave out is left out here,
@@ -495,9 +515,15 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let seeded = proc_scan::seed(&mut processes, &host, Path::new("/proc"), redactor.as_ref());
     let (out, events) = mpsc::unbounded_channel();
     let (loss_tx, spool_losses) = mpsc::unbounded_channel();
+    let (spent_tx, spent) = std::sync::mpsc::channel();
     let writer = std::thread::Builder::new()
         .name("custos-sinks".into())
-        .spawn(move || sinks.run(events, loss_tx))
+        .spawn(move || {
+            sinks.run(events, loss_tx, |batch| {
+                // Once the reader is gone, the batch is simply freed here.
+                let _ = spent_tx.send(batch);
+            })
+        })
         .context("starting the sink thread")?;
 
     let mut stages = Stages {
@@ -532,6 +558,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
         next_seq: 1,
         out,
         batch: Vec::with_capacity(SINK_BATCH),
+        spent,
+        spare: None,
         undecodable: Vec::new(),
         spool_losses,
         counters: EventCounters::new(&metrics),
@@ -605,6 +633,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
                     break Err(err);
                 }
                 stages.enricher.processes.sweep();
+                stages.free_spent();
                 stages.enricher.refresh_people();
                 stages.enricher.devices.rescan();
                 if !summary_every.is_zero() && last_summary.0.elapsed() >= summary_every {

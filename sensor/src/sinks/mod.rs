@@ -235,11 +235,12 @@ impl Sinks {
 
     /// Writes events until the channel closes, flushing whenever it runs dry or a batch is full,
     /// so output is prompt under light load, batched under heavy load, and never held back in
-    /// memory for long. Spool losses go to `losses`.
+    /// memory for long. Spool losses go to `losses`; each batch, once written, goes to `spent`.
     pub fn run(
         mut self,
         mut events: UnboundedReceiver<Vec<Event>>,
         losses: UnboundedSender<SpoolLoss>,
+        mut spent: impl FnMut(Vec<Event>),
     ) -> Result<()> {
         let result = (|| {
             while let Some(mut batch) = events.blocking_recv() {
@@ -248,6 +249,7 @@ impl Sinks {
                     self.write(event)?;
                 }
                 written += batch.len();
+                spent(batch);
                 while written < FLUSH_BATCH {
                     let Ok(mut batch) = events.try_recv() else {
                         break;
@@ -256,7 +258,8 @@ impl Sinks {
                         self.write(event)?;
                     }
                     written += batch.len();
-                    }
+                    spent(batch);
+                }
                 for loss in self.flush()? {
                     tracing::warn!(sink = %loss.sink, dropped = ?loss.dropped, "spool full: oldest events dropped");
                     let _ = losses.send(loss);
