@@ -1,5 +1,6 @@
 //! `custos`: the Custos sensor daemon and its command-line tools.
 mod alerts;
+mod allocator;
 mod bench_sinks;
 mod cgroups;
 mod config;
@@ -90,6 +91,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     // Colours only for a person at a terminal, never into journald or a log file.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
