@@ -7,7 +7,7 @@
 //! an equal one. The output is byte for byte what `Event::encode_length_delimited` writes.
 use custos_proto::v1::{Event, Identity, Process};
 use prost::{
-    encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType},
+    encoding::{bytes, encode_varint, encoded_len_varint},
     Message,
 };
 
@@ -39,18 +39,19 @@ impl ProtobufEncoder {
         // Event's fields in their numbers' order: the scalar head, identity, process, body.
         let head_len = event.encoded_len();
         let body_len = body.as_ref().map_or(0, |body| body.encoded_len());
+        // An embedded message has the wire form of a bytes field holding its encoding.
         let len = head_len
-            + identity_bytes.map_or(0, |b| field_len(IDENTITY_FIELD, b.len()))
-            + process_bytes.map_or(0, |b| field_len(PROCESS_FIELD, b.len()))
+            + identity_bytes.map_or(0, |b| bytes::encoded_len(IDENTITY_FIELD, b))
+            + process_bytes.map_or(0, |b| bytes::encoded_len(PROCESS_FIELD, b))
             + body_len;
         out.reserve(encoded_len_varint(len as u64) + len);
         encode_varint(len as u64, out);
         event.encode_raw(out);
-        if let Some(bytes) = identity_bytes {
-            put_field(IDENTITY_FIELD, bytes, out);
+        if let Some(encoded) = identity_bytes {
+            bytes::encode(IDENTITY_FIELD, encoded, out);
         }
-        if let Some(bytes) = process_bytes {
-            put_field(PROCESS_FIELD, bytes, out);
+        if let Some(encoded) = process_bytes {
+            bytes::encode(PROCESS_FIELD, encoded, out);
         }
         if let Some(body) = &body {
             body.encode(out);
@@ -68,44 +69,33 @@ fn identity_slot(identity: &Identity) -> usize {
     (identity.uid ^ identity.euid.rotate_left(8) ^ session.rotate_left(16)) as usize
 }
 
-fn field_len(field: u32, len: usize) -> usize {
-    key_len(field) + encoded_len_varint(len as u64) + len
-}
-
-fn put_field(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
-    encode_key(field, WireType::LengthDelimited, out);
-    encode_varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
-}
-
 /// A direct-mapped cache of encoded messages: a slot keeps the last message that mapped to it
 /// and its bytes. A hit costs one comparison; a miss costs what encoding always cost, plus a
 /// copy of the message.
 struct PartCache<M> {
-    slots: Vec<Option<(M, Vec<u8>)>>,
+    /// Per slot, the message last encoded there (none yet) and its bytes.
+    slots: Vec<(Option<M>, Vec<u8>)>,
 }
 
 impl<M> Default for PartCache<M> {
     fn default() -> Self {
         Self {
-            slots: std::iter::repeat_with(|| None).take(SLOTS).collect(),
+            slots: std::iter::repeat_with(|| (None, Vec::new()))
+                .take(SLOTS)
+                .collect(),
         }
     }
 }
 
 impl<M: Message + PartialEq + Clone> PartCache<M> {
-    fn encoded(&mut self, key: usize, part: &M) -> &[u8] {
-        let slot = &mut self.slots[key % SLOTS];
-        match slot {
-            Some((cached, bytes)) if cached == part => {}
-            Some((cached, bytes)) => {
-                *cached = part.clone();
-                bytes.clear();
-                part.encode_raw(bytes);
-            }
-            None => *slot = Some((part.clone(), part.encode_to_vec())),
+    fn encoded(&mut self, key: usize, part: &M) -> &Vec<u8> {
+        let (cached, encoded) = &mut self.slots[key % SLOTS];
+        if cached.as_ref() != Some(part) {
+            *cached = Some(part.clone());
+            encoded.clear();
+            part.encode_raw(encoded);
         }
-        &slot.as_ref().map(|(_, bytes)| bytes).expect("filled above")[..]
+        encoded
     }
 }
 
