@@ -16,6 +16,7 @@ mod metrics;
 mod people;
 mod pipeline;
 mod privacy;
+mod privilege_chain;
 mod proc_scan;
 mod process_table;
 mod sessions;

@@ -8,7 +8,8 @@ use crate::{
     host::HostInfo,
     identity::UNSET_ID,
     privacy::redact::Redactor,
-    process_table::{Hop, Image, ProcessEntry, ProcessTable},
+    privilege_chain::ChainState,
+    process_table::{Image, ProcessEntry, ProcessTable},
 };
 
 /// Adds every process under `proc_root` to `table`; returns how many were added.
@@ -41,7 +42,9 @@ pub fn seed(
         } else {
             read_stat(&proc_root.join(ppid.to_string())).map(|(_, ticks)| ticks)
         };
+        let exec_id = host.exec_id_from_ticks(pid, start_ticks);
         let mut image = Image {
+            exec_id: exec_id.clone(),
             binary: read_link_bytes(&base.join("exe")),
             args: std::fs::read(base.join("cmdline"))
                 .map(|argv| {
@@ -62,7 +65,7 @@ pub fn seed(
             pid,
             ppid,
             host.ticks_to_ns(start_ticks),
-            host.exec_id_from_ticks(pid, start_ticks),
+            exec_id,
             parent_start
                 .map(|ticks| host.exec_id_from_ticks(ppid, ticks))
                 .unwrap_or_default(),
@@ -74,16 +77,7 @@ pub fn seed(
         entry.session_id = read_id(&base.join("sessionid"));
         let login_uid = read_id(&base.join("loginuid"));
         if let Some(credentials) = &entry.credentials {
-            if login_uid != UNSET_ID && credentials.euid != login_uid {
-                // It already acts as someone other than who logged in; how is not known.
-                entry.chain = Arc::new(vec![Hop {
-                    from_uid: login_uid,
-                    to_uid: credentials.euid,
-                    how: "before-sensor",
-                    program: String::new(),
-                    exec_id: String::new(),
-                }]);
-            }
+            entry.chain = ChainState::before_sensor(login_uid, credentials.euid);
         }
         table.upsert(entry);
         added += 1;

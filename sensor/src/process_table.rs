@@ -3,7 +3,7 @@
 //! Filled from /proc at start-up, then kept current by exec, fork and exit records. Exited
 //! processes linger for a grace period so that late events (a child's exec naming a parent that
 //! just exited) can still be enriched.
-use crate::credentials::Credentials;
+use crate::{credentials::Credentials, privilege_chain::ChainState};
 use std::{
     cell::OnceCell,
     collections::HashMap,
@@ -19,6 +19,8 @@ pub struct Image {
     pub args_truncated: bool,
     pub cwd: Vec<u8>,
     pub path_truncated: bool,
+    /// The `exec_id` of the process whose execve loaded it (forked children share the image).
+    pub exec_id: String,
 }
 
 #[derive(Clone, Debug)]
@@ -38,7 +40,7 @@ pub struct ProcessEntry {
     /// Its audit session id as last seen (`u32::MAX` when unset).
     pub session_id: u32,
     /// The changes of effective user that led to its current one since the login.
-    pub chain: Arc<Vec<Hop>>,
+    pub chain: ChainState,
     exited_at: Option<Instant>,
 }
 
@@ -51,33 +53,6 @@ pub struct ThreadView {
     pub comm: [u8; sensor_common::COMM_LEN],
     pub cgroup_id: u64,
     pub process: custos_proto::v1::Process,
-}
-
-/// One change of effective user (see `custos.v1.PrivilegeHop`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hop {
-    pub from_uid: u32,
-    pub to_uid: u32,
-    pub how: &'static str,
-    pub program: String,
-    pub exec_id: String,
-}
-
-/// Hops kept per process: a longer chain keeps its first and its latest hops.
-pub const MAX_HOPS: usize = 8;
-
-/// `chain` with `hop` appended, within [`MAX_HOPS`]. A hop back to the login user starts the
-/// chain afresh: the chain leads from the person who logged in to whoever acts now.
-pub fn extended(chain: &[Hop], hop: Hop, login_uid: u32) -> Arc<Vec<Hop>> {
-    if hop.to_uid == login_uid {
-        return Arc::default();
-    }
-    let mut hops = chain.to_vec();
-    if hops.len() >= MAX_HOPS {
-        hops.remove(1);
-    }
-    hops.push(hop);
-    Arc::new(hops)
 }
 
 impl ProcessEntry {
@@ -100,7 +75,7 @@ impl ProcessEntry {
             last_thread: None,
             credentials: None,
             session_id: u32::MAX,
-            chain: Arc::default(),
+            chain: ChainState::default(),
             exited_at: None,
         }
     }
@@ -135,7 +110,8 @@ impl ProcessTable {
         self.by_pid.get_mut(&pid).filter(|e| e.exec_id == exec_id)
     }
 
-    /// A forked child starts with its parent's image and privilege chain.
+    /// A forked child starts with its parent's image and privilege chain (with any change the
+    /// parent has not committed yet: the child holds the same credentials).
     pub fn inherit(&mut self, child: ProcessEntry) {
         let (image, chain) = self
             .get(child.ppid, &child.parent_exec_id)
@@ -205,27 +181,6 @@ mod tests {
         table.inherit(entry(11, 10, b""));
         assert_eq!(table.get(11, "id-11").unwrap().image.binary, b"/bin/bash");
         assert!(table.get(11, "id-other").is_none());
-    }
-
-    #[test]
-    fn chains_restart_at_the_login_user_and_stay_bounded() {
-        let hop = |from_uid, to_uid| Hop {
-            from_uid,
-            to_uid,
-            how: "setuid",
-            program: String::new(),
-            exec_id: String::new(),
-        };
-        let chain = extended(&[], hop(1000, 0), 1000);
-        let chain = extended(&chain, hop(0, 33), 1000);
-        assert_eq!(chain.iter().map(|h| h.to_uid).collect::<Vec<_>>(), [0, 33]);
-        assert!(extended(&chain, hop(33, 1000), 1000).is_empty());
-        let mut long = chain;
-        for uid in 100..120 {
-            long = extended(&long, hop(uid - 1, uid), 1000);
-        }
-        assert_eq!(long.len(), MAX_HOPS);
-        assert_eq!((long[0].to_uid, long[MAX_HOPS - 1].to_uid), (0, 119));
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Login sessions: what the audit session id on an event stands for.
 //!
-//! A session is resolved the first time the sensor sees activity in it, from three sources in
-//! order of authority: systemd-logind's session file (`/run/systemd/sessions/<id>`, whose ids
-//! are the audit session ids), the utmp entry of a process of the session, and the sensor's
-//! own process tree (the leader is the oldest ancestor with the same session id; its program
-//! and environment say how and from where the login came). It ends when its leader exits.
+//! A session is resolved the first time the sensor sees activity in it, from sources in order of
+//! authority: systemd-logind's session file (`/run/systemd/sessions/<id>`, whose ids are the
+//! audit session ids), the utmp entry of a process of the session, the connection of the
+//! session's sshd process, and the sensor's own process tree (the leader is the oldest ancestor
+//! with the same session id; its program says how the login came). Nothing a logged-in user can
+//! set (their environment) is a source. It ends when its leader exits.
 use std::{
-    collections::HashMap,
-    net::IpAddr,
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use custos_proto::v1::SessionKind;
@@ -70,14 +72,12 @@ pub fn resolve(id: u32, members: &[Member], sources: &SessionSources) -> Session
         facts.kind = kind_of_program(&leader.program);
         facts.sources.push("process");
     }
-    if let Some((address, port)) = members
-        .iter()
-        .find_map(|m| ssh_client_of_environment(&sources.proc_root, m.pid))
-    {
-        facts.remote_address = address;
-        facts.remote_port = Some(port);
-        facts.kind = SessionKind::Ssh;
-        facts.sources.push("environment");
+    if facts.kind == SessionKind::Ssh {
+        if let Some(peer) = ssh_peer(&sources.proc_root, members) {
+            facts.remote_address = peer.ip().to_string();
+            facts.remote_port = Some(u32::from(peer.port()));
+            facts.sources.push("socket");
+        }
     }
     if let Some(entry) = utmp_entry(&sources.utmp, members) {
         if !entry.host.is_empty() && facts.remote_address.is_empty() {
@@ -131,27 +131,41 @@ pub fn kind_of_program(program: &[u8]) -> SessionKind {
     }
 }
 
-/// The SSH client address and port from a process's environment (`SSH_CONNECTION=addr port
-/// server port`, or the older `SSH_CLIENT=addr port server_port`).
-fn ssh_client_of_environment(proc_root: &Path, pid: u32) -> Option<(String, u32)> {
-    let environ = std::fs::read(proc_root.join(pid.to_string()).join("environ")).ok()?;
-    ssh_client_of(&environ)
+/// The client of an SSH session: the peer of the established TCP connection that one of the
+/// session's sshd processes holds (the process that serves the connection; its socket is the
+/// kernel's, not anything the logged-in user can set).
+pub fn ssh_peer(proc_root: &Path, members: &[Member]) -> Option<SocketAddr> {
+    members
+        .iter()
+        .filter(|m| kind_of_program(&m.program) == SessionKind::Ssh)
+        .find_map(|m| connection_peer(&proc_root.join(m.pid.to_string())))
 }
 
-/// The client of NUL-separated `KEY=value` environment bytes.
-pub fn ssh_client_of(environ: &[u8]) -> Option<(String, u32)> {
-    let value_of = |key: &[u8]| {
-        environ.split(|&b| b == 0).find_map(|var| {
-            var.strip_prefix(key)
-                .and_then(|rest| rest.strip_prefix(b"="))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
+/// The remote end of the first established TCP connection among the process's open sockets,
+/// looked up in the socket tables of the process's own network namespace.
+fn connection_peer(process_dir: &Path) -> Option<SocketAddr> {
+    let process = procfs::process::Process::new_with_root(process_dir.to_owned()).ok()?;
+    let sockets: std::collections::HashSet<u64> = process
+        .fd()
+        .ok()?
+        .flatten()
+        .filter_map(|fd| match fd.target {
+            procfs::process::FDTarget::Socket(inode) => Some(inode),
+            _ => None,
         })
-    };
-    let value = value_of(b"SSH_CONNECTION").or_else(|| value_of(b"SSH_CLIENT"))?;
-    let mut words = value.split_whitespace();
-    let address: IpAddr = words.next()?.parse().ok()?;
-    let port = words.next()?.parse().ok()?;
-    Some((address.to_string(), port))
+        .collect();
+    if sockets.is_empty() {
+        return None;
+    }
+    let tables = [process.tcp(), process.tcp6()];
+    tables
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|entry| {
+            entry.state == procfs::net::TcpState::Established && sockets.contains(&entry.inode)
+        })
+        .map(|entry| entry.remote_address)
 }
 
 /// The login record of a session process, if utmp has one.
@@ -225,6 +239,117 @@ fn parse_logind(text: &str) -> LogindSession {
     )
 }
 
+/// A session the sensor has seen activity from.
+#[derive(Clone, Debug)]
+pub struct ActiveSession {
+    pub id: u32,
+    pub login_uid: u32,
+    pub facts: SessionFacts,
+}
+
+/// The sessions seen so far, bounded; each is resolved once, on its first activity.
+pub struct SessionTracker {
+    pub sources: SessionSources,
+    active: lru::LruCache<u32, Arc<ActiveSession>>,
+    /// Session ids by their leader's pid, to notice a leader's exit.
+    leaders: HashMap<u32, (String, u32)>,
+    /// Sessions whose start has not been reported yet (an SSH login's start waits for the
+    /// login's own process).
+    unannounced: HashSet<u32>,
+}
+
+/// Sessions remembered at once; the least recently active is forgotten first.
+const MAX_SESSIONS: usize = 4096;
+
+impl SessionTracker {
+    pub fn new(sources: SessionSources) -> Self {
+        Self {
+            sources,
+            active: lru::LruCache::new(std::num::NonZeroUsize::new(MAX_SESSIONS).unwrap()),
+            leaders: HashMap::new(),
+            unannounced: HashSet::new(),
+        }
+    }
+
+    /// The session `id`, if it is known.
+    pub fn get(&mut self, id: u32) -> Option<Arc<ActiveSession>> {
+        self.active.get(&id).cloned()
+    }
+
+    /// Resolves and remembers a session seen for the first time; its start is yet to be
+    /// reported.
+    pub fn start(&mut self, id: u32, login_uid: u32, members: &[Member]) -> Arc<ActiveSession> {
+        let facts = resolve(id, members, &self.sources);
+        self.leaders
+            .insert(facts.leader_pid, (facts.leader_exec_id.clone(), id));
+        let session = Arc::new(ActiveSession {
+            id,
+            login_uid,
+            facts,
+        });
+        self.unannounced.insert(id);
+        if let Some((_, evicted)) = self.active.push(id, session.clone()) {
+            if evicted.id != id {
+                self.leaders.remove(&evicted.facts.leader_pid);
+                self.unannounced.remove(&evicted.id);
+            }
+        }
+        session
+    }
+
+    /// True while the session's start has not been reported.
+    pub fn awaiting_start(&self, id: u32) -> bool {
+        self.unannounced.contains(&id)
+    }
+
+    /// Marks the session's start as reported, completing what its first activity could not
+    /// know: the terminal (`tty`, the kernel's name of the announcing process's terminal) and,
+    /// for SSH, the client (from the connection of an sshd process among `members`).
+    pub fn announce(
+        &mut self,
+        id: u32,
+        tty: String,
+        members: &[Member],
+    ) -> Option<Arc<ActiveSession>> {
+        self.unannounced.remove(&id);
+        let session = self.active.peek(&id)?;
+        let needs_client =
+            session.facts.kind == SessionKind::Ssh && session.facts.remote_address.is_empty();
+        let needs_tty = session.facts.tty.is_empty() && !tty.is_empty();
+        let peer = needs_client
+            .then(|| ssh_peer(&self.sources.proc_root, members))
+            .flatten();
+        if peer.is_none() && !needs_tty {
+            return Some(session.clone());
+        }
+        let mut updated = ActiveSession::clone(session);
+        if let Some(peer) = peer {
+            updated.facts.remote_address = peer.ip().to_string();
+            updated.facts.remote_port = Some(u32::from(peer.port()));
+            updated.facts.sources.push("socket");
+        }
+        if needs_tty {
+            updated.facts.tty = tty;
+            updated.facts.sources.push("terminal");
+        }
+        let updated = Arc::new(updated);
+        self.active.put(id, updated.clone());
+        Some(updated)
+    }
+
+    /// The session whose leader this process was, now ended, and whether its start is still to
+    /// be reported.
+    pub fn leader_exited(&mut self, pid: u32, exec_id: &str) -> Option<(Arc<ActiveSession>, bool)> {
+        match self.leaders.get(&pid) {
+            Some((leader, _)) if leader == exec_id => {}
+            _ => return None,
+        }
+        let (_, id) = self.leaders.remove(&pid)?;
+        let unannounced = self.unannounced.remove(&id);
+        self.active.pop(&id).map(|session| (session, unannounced))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,42 +398,40 @@ mod tests {
     }
 
     #[test]
-    fn ssh_clients_come_from_the_environment() {
-        let environ = b"HOME=/root\0SSH_CONNECTION=192.0.2.7 50522 192.0.2.1 22\0";
-        assert_eq!(ssh_client_of(environ), Some(("192.0.2.7".into(), 50522)));
-        let older = b"SSH_CLIENT=2001:db8::5 4242 22\0";
-        assert_eq!(ssh_client_of(older), Some(("2001:db8::5".into(), 4242)));
-        assert_eq!(ssh_client_of(b"SSH_CONNECTION=garbage\0"), None);
-        assert_eq!(ssh_client_of(b"NOT_SSH_CONNECTION=1.2.3.4 5 6 7\0"), None);
+    fn an_ssh_sessions_client_is_the_peer_of_its_sshd_connection() {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_served, peer) = listener.accept().unwrap();
+        assert_eq!(client.local_addr().unwrap(), peer);
+        // This process holds both ends and the listener; as an "sshd" its peer is the client's
+        // address as the accepted end sees it, or the listener's as the client end sees it.
+        let me = member(std::process::id(), "/usr/sbin/sshd");
+        let found = ssh_peer(Path::new("/proc"), &[member(1, "/usr/bin/bash"), me]).unwrap();
+        assert!(
+            found == peer || found == listener.local_addr().unwrap(),
+            "{found} is an end of the connection"
+        );
+        // A process that is not sshd is never asked.
+        let bash = member(std::process::id(), "/usr/bin/bash");
+        assert_eq!(ssh_peer(Path::new("/proc"), &[bash]), None);
     }
 
     #[test]
-    fn an_ssh_sessions_client_is_learnt_from_a_later_process() {
-        let proc_root = tempfile::tempdir().unwrap();
-        let shell = proc_root.path().join("301");
-        std::fs::create_dir(&shell).unwrap();
-        std::fs::write(
-            shell.join("environ"),
-            b"SHELL=/bin/sh\0SSH_CONNECTION=203.0.113.9 40000 10.0.0.1 22\0",
-        )
-        .unwrap();
-        let mut tracker = SessionTracker::new(SessionSources {
-            proc_root: proc_root.path().to_owned(),
-            ..nowhere()
-        });
-        // sshd's own activity comes first: no client in its environment.
-        let started = tracker.start(9, 1000, &[member(300, "/usr/lib/openssh/sshd-session")]);
+    fn a_sessions_start_waits_until_it_is_announced_and_learns_its_terminal() {
+        let mut tracker = SessionTracker::new(nowhere());
+        let started = tracker.start(9, 1000, &[member(300, "/usr/sbin/sshd")]);
+        assert_eq!(started.facts.kind, SessionKind::Ssh);
+        assert!(tracker.awaiting_start(9));
+        let announced = tracker.announce(9, "pts/4".into(), &[]).unwrap();
+        assert_eq!(announced.facts.tty, "pts/4");
+        assert!(!tracker.awaiting_start(9));
         assert_eq!(
-            (started.facts.kind, started.facts.remote_address.as_str()),
-            (SessionKind::Ssh, "")
+            tracker.get(9).unwrap().facts.sources,
+            ["process", "terminal"]
         );
-        assert!(tracker.learn_client(9, 300).is_none());
-        let learnt = tracker
-            .learn_client(9, 301)
-            .expect("the shell's environment has it");
-        assert_eq!(learnt.facts.remote_address, "203.0.113.9");
-        assert_eq!(tracker.get(9).unwrap().facts.remote_port, Some(40000));
-        assert!(tracker.learn_client(9, 301).is_none(), "known now");
+        let (ended, unannounced) = tracker.leader_exited(300, "id-300").unwrap();
+        assert_eq!((ended.id, unannounced), (9, false));
     }
 
     #[test]
@@ -333,108 +456,5 @@ mod tests {
         let console = parse_logind("TYPE=tty\nSERVICE=login\nSEAT=seat0\n");
         assert_eq!(console.kind(), Some(SessionKind::Tty));
         assert_eq!(console.get("SEAT"), Some("seat0"));
-    }
-}
-
-/// A session the sensor has seen activity from.
-#[derive(Clone, Debug)]
-pub struct ActiveSession {
-    pub id: u32,
-    pub login_uid: u32,
-    pub facts: SessionFacts,
-}
-
-/// The sessions seen so far, bounded; each is resolved once, on its first activity.
-pub struct SessionTracker {
-    pub sources: SessionSources,
-    active: lru::LruCache<u32, std::sync::Arc<ActiveSession>>,
-    /// Session ids by their leader's pid, to notice a leader's exit.
-    leaders: HashMap<u32, (String, u32)>,
-    /// Environment lookups left for SSH sessions whose client is not known yet.
-    lookups_left: HashMap<u32, u8>,
-}
-
-/// Processes of an SSH session whose environment is read for the client before giving up: the
-/// session's first activity is often sshd's own, before the shell (which has SSH_CONNECTION).
-const CLIENT_LOOKUPS: u8 = 16;
-
-/// Sessions remembered at once; the least recently active is forgotten first.
-const MAX_SESSIONS: usize = 4096;
-
-impl SessionTracker {
-    pub fn new(sources: SessionSources) -> Self {
-        Self {
-            sources,
-            active: lru::LruCache::new(std::num::NonZeroUsize::new(MAX_SESSIONS).unwrap()),
-            leaders: HashMap::new(),
-            lookups_left: HashMap::new(),
-        }
-    }
-
-    /// For an SSH session without a known client, looks in `pid`'s environment (a bounded
-    /// number of times per session); the updated session if the client turned up.
-    pub fn learn_client(&mut self, id: u32, pid: u32) -> Option<std::sync::Arc<ActiveSession>> {
-        let session = self.active.peek(&id)?;
-        if session.facts.kind != SessionKind::Ssh || !session.facts.remote_address.is_empty() {
-            return None;
-        }
-        let left = self.lookups_left.entry(id).or_insert(CLIENT_LOOKUPS);
-        if *left == 0 {
-            return None;
-        }
-        *left -= 1;
-        let (address, port) = ssh_client_of_environment(&self.sources.proc_root, pid)?;
-        let mut updated = ActiveSession::clone(session);
-        updated.facts.remote_address = address;
-        updated.facts.remote_port = Some(port);
-        updated.facts.sources.push("environment");
-        let updated = std::sync::Arc::new(updated);
-        self.active.put(id, updated.clone());
-        self.lookups_left.remove(&id);
-        Some(updated)
-    }
-
-    /// The session `id`, if it is known.
-    pub fn get(&mut self, id: u32) -> Option<std::sync::Arc<ActiveSession>> {
-        self.active.get(&id).cloned()
-    }
-
-    /// Resolves and remembers a session seen for the first time.
-    pub fn start(
-        &mut self,
-        id: u32,
-        login_uid: u32,
-        members: &[Member],
-    ) -> std::sync::Arc<ActiveSession> {
-        let facts = resolve(id, members, &self.sources);
-        self.leaders
-            .insert(facts.leader_pid, (facts.leader_exec_id.clone(), id));
-        let session = std::sync::Arc::new(ActiveSession {
-            id,
-            login_uid,
-            facts,
-        });
-        if let Some((_, evicted)) = self.active.push(id, session.clone()) {
-            if evicted.id != id {
-                self.leaders.remove(&evicted.facts.leader_pid);
-                self.lookups_left.remove(&evicted.id);
-            }
-        }
-        session
-    }
-
-    /// The session whose leader this process was, now ended.
-    pub fn leader_exited(
-        &mut self,
-        pid: u32,
-        exec_id: &str,
-    ) -> Option<std::sync::Arc<ActiveSession>> {
-        match self.leaders.get(&pid) {
-            Some((leader, _)) if leader == exec_id => {}
-            _ => return None,
-        }
-        let (_, id) = self.leaders.remove(&pid)?;
-        self.lookups_left.remove(&id);
-        self.active.pop(&id)
     }
 }

@@ -11,6 +11,8 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 
+pub mod logins;
+
 /// How long to wait for the daemon to become ready or for an event to show up.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -141,7 +143,17 @@ impl Sensor {
 
     /// Polls the output until `found` returns `Some`, or fails after [`patience`].
     pub fn wait_for<T>(&self, what: &str, found: impl Fn(&[Value]) -> Option<T>) -> Result<T> {
-        let deadline = Instant::now() + patience();
+        self.wait_for_within(patience(), what, found)
+    }
+
+    /// [`Sensor::wait_for`] for activity that takes longer to come (a cron job).
+    pub fn wait_for_within<T>(
+        &self,
+        patience: Duration,
+        what: &str,
+        found: impl Fn(&[Value]) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + patience;
         loop {
             let events = self.events()?;
             if let Some(hit) = found(&events) {
@@ -317,7 +329,7 @@ pub fn ensure_user(name: &str) -> Result<u32> {
     uid_of(name)?.ok_or_else(|| anyhow!("{name} missing after useradd"))
 }
 
-fn uid_of(name: &str) -> Result<Option<u32>> {
+pub(crate) fn uid_of(name: &str) -> Result<Option<u32>> {
     let out = Command::new("id").args(["-u", name]).output()?;
     if !out.status.success() {
         return Ok(None);

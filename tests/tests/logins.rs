@@ -1,145 +1,422 @@
-//! Who really did it: login sessions and privilege changes, with the real programs.
-use std::{
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    process::{Command, Stdio},
-};
+//! Who really did it: real logins (Debian's sshd with a key, sudo, su, runuser, cron) seen by
+//! the real programs, with the identity, session and privilege chain on their events.
+use std::{os::unix::fs::PermissionsExt, process::Command, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
-use custos_tests::{ensure_user, of_kind, require_root, run_after_login, seq, Marker, Sensor};
-use serde_json::Value;
+use custos_tests::{
+    logins::{ensure_login_user, CronJob, SshServer, SudoRule},
+    of_kind, opens_of, require_root, run_after_login, seq, Marker, Sensor,
+};
+use serde_json::{json, Value};
 
-const ALICE: &str = "alice";
+/// The user who logs in over SSH, and the one she becomes with su.
+const ANN: &str = "custos-ann";
+const BOB: &str = "custos-bob";
+const SUDO: &str = "/usr/bin/sudo";
 
-/// alice logs in (her login uid set) and, from her shell, runs a set-user-id root helper (a stand-in for sudo) that
-/// makes every id root and runs a marker. The helper's exec is a privilege change alice -> root
-/// that precedes the marker's exec; the marker runs as root with alice, her principal and roles,
-/// her session and the chain alice -> root on it.
+/// A logged-in user's environment for these tests: both users, the sudo rule, sshd.
+struct Login {
+    ann: u32,
+    _sudo: SudoRule,
+    ssh: SshServer,
+}
+
+impl Login {
+    fn new() -> Result<Self> {
+        let ann = ensure_login_user(ANN)?;
+        ensure_login_user(BOB)?;
+        Ok(Self {
+            ann,
+            _sudo: SudoRule::allow_all(ANN)?,
+            ssh: SshServer::start(&[ANN])?,
+        })
+    }
+}
+
+/// `(fromUser, toUser, how, program)` of each hop of an event's chain.
+fn hops(event: &Value) -> Vec<(String, String, String, String)> {
+    event["identity"]["privilegeChain"]
+        .as_array()
+        .map(|chain| {
+            chain
+                .iter()
+                .map(|hop| {
+                    let field = |name: &str| hop[name].as_str().unwrap_or_default().to_owned();
+                    (
+                        field("fromUser"),
+                        field("toUser"),
+                        field("how"),
+                        field("program"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn hop(from: &str, to: &str, how: &str, program: &str) -> (String, String, String, String) {
+    (from.into(), to.into(), how.into(), program.into())
+}
+
+/// No event carries a hop through an identity that was only held for a moment (sudo reading
+/// its policy as daemon, sshd's privilege separation user), and sshd's work before the login
+/// has no login user and no chain.
+fn assert_no_temporary_hops(events: &[Value]) {
+    for event in events {
+        for (from, to, _, _) in hops(event) {
+            for transient in ["daemon", "sshd"] {
+                assert!(from != transient && to != transient, "{event}");
+            }
+        }
+        let sshd = event["process"]["binary"] == "/usr/sbin/sshd";
+        if sshd && event["identity"]["loginUid"].is_null() {
+            assert_eq!(hops(event), [], "sshd before the login: {event}");
+        }
+    }
+}
+
+/// The exec of `marker` whose first argument is `arg`.
+fn marker_exec(events: &[Value], marker: &Marker, arg: &str) -> Option<Value> {
+    of_kind(events, "exec")
+        .find(|e| e["process"]["binary"] == marker.path_str() && e["process"]["args"][1] == arg)
+        .cloned()
+}
+
+/// The client's port as sshd told the login (`$SSH_CLIENT` is `address port server-port`).
+fn client_port(ssh_client: &str) -> Result<u64> {
+    let mut words = ssh_client.split_whitespace();
+    ensure!(words.next() == Some("127.0.0.1"), "client {ssh_client:?}");
+    Ok(words.next().context("no port")?.parse()?)
+}
+
+/// The session reference of an SSH login from this machine's loopback.
+fn assert_ssh_session(event: &Value, port: u64) {
+    let session = &event["identity"]["session"];
+    assert_eq!(session["kind"], "SESSION_KIND_SSH", "{event}");
+    assert_eq!(session["remoteAddress"], "127.0.0.1", "{event}");
+    assert_eq!(session["remotePort"].as_u64(), Some(port), "{event}");
+}
+
+/// `ssh host 'sudo -n cat FILE'`: the cat's open of the root-only file is root's, with the
+/// person who logged in, her SSH client, and exactly one hop: her becoming root through sudo.
 #[test]
-fn alice_becoming_root_is_a_privilege_change_and_her_chain_follows() -> Result<()> {
+fn sudo_over_ssh_carries_the_client_and_one_hop() -> Result<()> {
     require_root();
-    let alice = ensure_user(ALICE)?;
+    let login = Login::new()?;
     let dir = tempfile::tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let map = dir.path().join("people.csv");
     std::fs::write(
         &map,
-        "user,principal,display_name,department,roles\n\
-         alice,alice@example.com,Alice Example,Engineering,engineering;oncall\n",
+        format!(
+            "user,principal,display_name,department,roles\n\
+             {ANN},ann@example.com,Ann Example,Operations,oncall\n"
+        ),
     )?;
-    let helper = dir.path().join("become-root");
-    std::fs::copy(env!("CARGO_BIN_EXE_become_root"), &helper)?;
-    // Owned by root (the test runs as root), set-user-id.
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o4755))?;
-    let marker = Marker::new("/bin/true")?;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "not for ann\n")?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    let secret = secret.to_str().unwrap().to_owned();
     let mut sensor = Sensor::start(&format!("[identity]\nmap = \"{}\"\n", map.display()))?;
 
-    // From her shell, as sudo would be run.
-    let from_shell = format!("{} {} escalated", helper.display(), marker.path_str());
-    let status = run_after_login(alice, alice, "sh", &["-c", &from_shell])?;
-    ensure!(status.success(), "the helper chain failed: {status}");
-
-    let marker_path = marker.path_str().to_owned();
-    let events = sensor.wait_for("the marker's exec", |events| {
-        of_kind(events, "exec")
-            .any(|e| e["process"]["binary"] == marker_path.as_str())
-            .then(|| events.to_vec())
+    let out = login
+        .ssh
+        .run(ANN, &format!("echo \"$SSH_CLIENT\"; sudo -n cat {secret}"))?;
+    let port = client_port(out.lines().next().unwrap_or_default())?;
+    ensure!(out.contains("not for ann"), "cat printed {out:?}");
+    let open = sensor.wait_for("cat's open of the secret", |events| {
+        opens_of(events, &secret)
+            .into_iter()
+            .find(|e| e["process"]["binary"] == "/usr/bin/cat")
+            .cloned()
     })?;
-    let exec = of_kind(&events, "exec")
-        .find(|e| e["process"]["binary"] == marker_path.as_str())
-        .unwrap();
-    let identity = &exec["identity"];
+    let events = sensor.events()?;
+    let identity = &open["identity"];
     assert_eq!(
-        (identity["uid"].as_u64(), identity["euid"].as_u64()),
-        (Some(0), Some(0))
+        (identity["user"].as_str(), identity["euid"].as_u64()),
+        (Some("root"), Some(0))
     );
-    assert_eq!(identity["user"], "root");
-    assert_eq!(identity["loginUser"], ALICE);
-    assert_eq!(identity["loginUid"].as_u64(), Some(u64::from(alice)));
-    assert_eq!(identity["person"]["principal"], "alice@example.com");
-    assert_eq!(
-        identity["person"]["roles"],
-        serde_json::json!(["engineering", "oncall"])
-    );
-    let session_id = identity["sessionId"].as_u64().context("no session id")?;
-    assert_eq!(identity["session"]["id"].as_u64(), Some(session_id));
-    let helper_path = helper.to_str().unwrap();
+    assert_eq!(identity["loginUser"], ANN);
+    assert_eq!(identity["loginUid"].as_u64(), Some(u64::from(login.ann)));
+    assert_eq!(identity["person"]["principal"], "ann@example.com");
+    assert_ssh_session(&open, port);
+    let sudo = of_kind(&events, "exec")
+        .find(|e| e["process"]["binary"] == SUDO && e["process"]["args"][2] == "cat")
+        .context("no exec of sudo")?;
     assert_eq!(
         identity["privilegeChain"],
-        serde_json::json!([{
-            "fromUid": alice, "fromUser": ALICE, "toUid": 0, "toUser": "root",
-            "how": "exec", "program": helper_path,
-            "execId": exec["process"]["execId"],
-        }]),
-        "the chain names alice -> root through the helper"
+        json!([{"fromUid": login.ann, "fromUser": ANN, "toUid": 0, "toUser": "root",
+                "how": "exec", "program": SUDO, "execId": sudo["process"]["execId"]}]),
+        "exactly ann -> root through sudo"
     );
+    let cat = of_kind(&events, "exec")
+        .find(|e| e["process"]["binary"] == "/usr/bin/cat" && e["process"]["args"][1] == secret)
+        .context("no exec of cat")?;
+    assert_eq!(
+        cat["identity"]["privilegeChain"],
+        identity["privilegeChain"]
+    );
+    assert_ssh_session(cat, port);
+    assert_sudo_escalation(&events, sudo, login.ann)?;
+    assert_ssh_session_start(&events, &open, port)?;
+    assert_sshd_before_login(&events, login.ann)?;
+    assert_no_temporary_hops(&events);
+    sensor.stop()
+}
 
-    // The escalation itself, before the marker ran.
-    let changes: Vec<&Value> = of_kind(&events, "privilegeChange")
-        .filter(|e| e["process"]["pid"] == exec["process"]["pid"])
+/// sudo's exec is a privilege change: ann's effective user became root, with root's
+/// capabilities, her real user kept; then sudo made its real user root too.
+fn assert_sudo_escalation(events: &[Value], sudo: &Value, ann: u32) -> Result<()> {
+    let pid = &sudo["process"]["pid"];
+    let changes: Vec<&Value> = of_kind(events, "privilegeChange")
+        .filter(|e| &e["process"]["pid"] == pid)
         .collect();
     let escalation = changes
         .iter()
         .find(|e| e["privilegeChange"]["how"] == "exec")
-        .context("no privilege change at the helper's exec")?;
+        .context("no privilege change at sudo's exec")?;
     let change = &escalation["privilegeChange"];
-    assert_eq!(escalation["process"]["binary"], helper_path);
-    assert_eq!(change["before"]["euser"], ALICE);
+    assert_eq!(change["before"]["euser"], ANN);
     assert_eq!(change["after"]["euser"], "root");
     assert_eq!(
-        change["after"]["user"], ALICE,
+        change["after"]["user"], ANN,
         "a set-user-id exec keeps the real user"
     );
     assert_eq!(change["escalation"], true);
     let gained = change["capabilitiesGained"].as_array().unwrap();
     assert!(gained.iter().any(|c| c == "CAP_SYS_ADMIN"), "{change}");
-    assert_eq!(escalation["identity"]["loginUser"], ALICE);
-    assert!(
-        seq(escalation) < seq(exec),
-        "the change precedes the marker's exec"
+    assert_eq!(
+        escalation["identity"]["loginUid"].as_u64(),
+        Some(u64::from(ann))
     );
-    // The helper's setresuid(0, 0, 0) made the real user root too.
-    let setresuid = changes
+    assert!(
+        seq(escalation) < seq(sudo),
+        "the change precedes sudo's exec event"
+    );
+    let real_root = changes
         .iter()
         .find(|e| e["privilegeChange"]["how"] == "setresuid" && e["identity"]["uid"] == 0)
-        .context("no setresuid change to root")?;
-    assert_eq!(setresuid["privilegeChange"]["before"]["user"], ALICE);
-    assert!(seq(escalation) < seq(setresuid) && seq(setresuid) < seq(exec));
-    // And before all of it, setpriv (in alice's shell's process) dropped from root to alice.
-    let drop = of_kind(&events, "privilegeChange")
-        .filter(|e| e["identity"]["sessionId"].as_u64() == Some(session_id))
-        .find(|e| e["privilegeChange"]["after"]["euser"] == ALICE)
-        .context("no change from root to alice")?;
-    assert_eq!(drop["privilegeChange"]["before"]["euser"], "root");
-    assert_eq!(drop["privilegeChange"]["escalation"], false);
-    assert!(seq(drop) < seq(escalation));
-    sensor.stop()?;
+        .context("no setresuid making the real user root")?;
+    assert_eq!(real_root["privilegeChange"]["before"]["user"], ANN);
+    // Temporary switches are still reported as the changes they were.
+    assert!(
+        changes
+            .iter()
+            .any(|e| e["privilegeChange"]["after"]["euser"] == "daemon"),
+        "sudo's switch to daemon is a privilege change event"
+    );
     Ok(())
 }
 
-/// A failed attempt to change credentials is reported with its error.
+/// The session started (before the command ran) as an SSH login from the client, led by sshd,
+/// with the client's address found from sshd's own connection.
+fn assert_ssh_session_start(events: &[Value], event: &Value, port: u64) -> Result<()> {
+    let id = event["identity"]["sessionId"].clone();
+    let start = of_kind(events, "sessionStart")
+        .find(|e| e["sessionStart"]["session"]["id"] == id)
+        .context("no session start")?;
+    let session = &start["sessionStart"]["session"];
+    assert_eq!(session["kind"], "SESSION_KIND_SSH");
+    assert_eq!(session["loginUser"], ANN);
+    assert_eq!(session["remoteAddress"], "127.0.0.1");
+    assert_eq!(session["remotePort"].as_u64(), Some(port));
+    assert_eq!(session["leaderProgram"], "/usr/sbin/sshd");
+    let sources = session["sources"].as_array().unwrap();
+    assert!(sources.iter().any(|s| s == "socket"), "{session}");
+    assert!(
+        seq(start) < seq(event),
+        "the session starts before its activity"
+    );
+    Ok(())
+}
+
+/// sshd reading ann's authorized_keys (as ann, for a moment, before she logged in) is sshd's
+/// own activity: no login user, no chain.
+fn assert_sshd_before_login(events: &[Value], ann: u32) -> Result<()> {
+    let keys = of_kind(events, "fileOpen")
+        .find(|e| {
+            e["fileOpen"]["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(&format!("{ANN}/.ssh/authorized_keys")))
+        })
+        .context("sshd never read authorized_keys")?;
+    assert_eq!(keys["process"]["binary"], "/usr/sbin/sshd");
+    assert_eq!(keys["identity"]["euid"].as_u64(), Some(u64::from(ann)));
+    assert!(keys["identity"]["loginUid"].is_null(), "{keys}");
+    assert_eq!(hops(keys), []);
+    Ok(())
+}
+
+/// sudo to another user, su with and without `-`, runuser and `sudo -i`: each program run is
+/// one hop, and ann's own commands have none.
+#[test]
+fn sudo_su_and_runuser_are_one_hop_each() -> Result<()> {
+    require_root();
+    let login = Login::new()?;
+    let marker = Marker::new("/bin/true")?;
+    let m = marker.path_str();
+    let mut sensor = Sensor::start("")?;
+    let script = format!(
+        "{m} own; sudo -n -u nobody {m} nobody; sudo -n su - {BOB} -c '{m} su-login'; \
+         sudo -n su {BOB} -c '{m} su'; sudo -n runuser -u {BOB} -- {m} runuser; \
+         echo '{m} login-shell' | sudo -n -i"
+    );
+    let out = login.ssh.run(ANN, &script)?;
+    let events = sensor.wait_for("the last marker", |events| {
+        marker_exec(events, &marker, "login-shell").map(|_| events.to_vec())
+    })?;
+    let chain_of = |arg: &str| -> Result<Vec<_>> {
+        let exec = marker_exec(&events, &marker, arg).with_context(|| format!("{arg}: {out}"))?;
+        assert_eq!(exec["identity"]["loginUser"], ANN, "{exec}");
+        assert_eq!(exec["identity"]["session"]["kind"], "SESSION_KIND_SSH");
+        Ok(hops(&exec))
+    };
+    let su = "/usr/bin/su";
+    let to_root = hop(ANN, "root", "exec", SUDO);
+    assert_eq!(chain_of("own")?, []);
+    assert_eq!(chain_of("nobody")?, [hop(ANN, "nobody", "exec", SUDO)]);
+    assert_eq!(
+        chain_of("su-login")?,
+        [to_root.clone(), hop("root", BOB, "setuid", su)]
+    );
+    assert_eq!(
+        chain_of("su")?,
+        [to_root.clone(), hop("root", BOB, "setuid", su)]
+    );
+    let runuser = chain_of("runuser")?;
+    assert_eq!(runuser.len(), 2, "{runuser:?}");
+    assert_eq!(runuser[0], to_root);
+    assert_eq!(
+        (runuser[1].0.as_str(), runuser[1].1.as_str()),
+        ("root", BOB)
+    );
+    assert!(runuser[1].3.ends_with("/runuser"), "{runuser:?}");
+    assert_eq!(chain_of("login-shell")?, [to_root]);
+    assert_no_temporary_hops(&events);
+    sensor.stop()
+}
+
+/// `ssh -tt`: the session starts with its terminal and client, and a command typed in it
+/// carries both.
+#[test]
+fn an_interactive_ssh_login_has_its_terminal_and_client() -> Result<()> {
+    require_root();
+    let login = Login::new()?;
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start("")?;
+    let typed = format!("{} interactive", marker.path_str());
+    let screen = login
+        .ssh
+        .interactive(ANN, &["echo client=$SSH_CLIENT", "tty", &typed, "exit"])?;
+    let client = screen
+        .lines()
+        .find_map(|l| {
+            let (_, client) = l.split_once("client=")?;
+            Some(client.trim()).filter(|c| c.starts_with('1'))
+        })
+        .with_context(|| format!("no client on the screen: {screen}"))?;
+    let port = client_port(client)?;
+    let tty = screen
+        .lines()
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("/dev/")))
+        .with_context(|| format!("no terminal on the screen: {screen}"))?
+        .to_owned();
+    assert!(tty.starts_with("pts/"), "{tty}");
+    let exec = sensor.wait_for("the typed command", |events| {
+        marker_exec(events, &marker, "interactive")
+    })?;
+    assert_eq!(exec["identity"]["tty"], tty.as_str());
+    assert_ssh_session(&exec, port);
+    let events = sensor.events()?;
+    assert_ssh_session_start(&events, &exec, port)?;
+    let id = exec["identity"]["sessionId"].clone();
+    let start = of_kind(&events, "sessionStart")
+        .find(|e| e["sessionStart"]["session"]["id"] == id)
+        .unwrap();
+    assert_eq!(start["sessionStart"]["session"]["tty"], tty.as_str());
+    assert_no_temporary_hops(&events);
+    sensor.stop()
+}
+
+/// A local login (its login uid set, no sshd) whose user sets `SSH_CONNECTION` and
+/// `SSH_CLIENT` by hand is not an SSH session from that address.
+#[test]
+fn a_local_login_claiming_an_ssh_client_is_not_ssh() -> Result<()> {
+    require_root();
+    let ann = ensure_login_user(ANN)?;
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start("")?;
+    let claim = format!(
+        "export SSH_CONNECTION='192.0.2.7 50522 127.0.0.1 22' SSH_CLIENT='192.0.2.7 50522 22'; \
+         {} local; sleep 0.2",
+        marker.path_str()
+    );
+    let status = run_after_login(ann, ann, "sh", &["-c", &claim])?;
+    ensure!(status.success(), "the local login failed: {status}");
+    let exec = sensor.wait_for("the marker", |events| marker_exec(events, &marker, "local"))?;
+    let session = &exec["identity"]["session"];
+    assert_eq!(session["id"], exec["identity"]["sessionId"], "{exec}");
+    assert_ne!(session["kind"], "SESSION_KIND_SSH");
+    assert_eq!(session["remoteAddress"], "");
+    assert!(session["remotePort"].is_null());
+    let events = sensor.events()?;
+    for start in of_kind(&events, "sessionStart") {
+        assert_ne!(
+            start["sessionStart"]["session"]["remoteAddress"],
+            "192.0.2.7"
+        );
+    }
+    sensor.stop()
+}
+
+/// A job that Debian's cron runs for ann is a cron session with ann as its login user.
+#[test]
+fn a_cron_job_is_a_cron_session_of_the_crontabs_owner() -> Result<()> {
+    require_root();
+    let ann = ensure_login_user(ANN)?;
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start("")?;
+    let _job = CronJob::install(ANN, &format!("* * * * * {} cron-job", marker.path_str()))?;
+    // cron runs jobs at the start of a minute, once it has read the new crontab.
+    let exec = sensor.wait_for_within(Duration::from_secs(150), "the cron job", |events| {
+        marker_exec(events, &marker, "cron-job")
+    })?;
+    let identity = &exec["identity"];
+    assert_eq!(identity["user"], ANN);
+    assert_eq!(identity["loginUid"].as_u64(), Some(u64::from(ann)));
+    assert_eq!(identity["loginUser"], ANN);
+    assert_eq!(identity["session"]["kind"], "SESSION_KIND_CRON");
+    assert_eq!(hops(&exec), []);
+    let events = sensor.events()?;
+    let start = of_kind(&events, "sessionStart")
+        .find(|e| e["sessionStart"]["session"]["id"] == identity["sessionId"])
+        .context("no start of the cron session")?;
+    let session = &start["sessionStart"]["session"];
+    assert_eq!(session["kind"], "SESSION_KIND_CRON");
+    assert_eq!(session["loginUser"], ANN);
+    assert_eq!(session["leaderProgram"], "/usr/sbin/cron");
+    assert_no_temporary_hops(&events);
+    sensor.stop()
+}
+
+/// A failed attempt to change credentials is reported with its error: util-linux's setpriv,
+/// run as nobody, asking to become root.
 #[test]
 fn a_refused_setuid_is_reported() -> Result<()> {
     require_root();
     let mut sensor = Sensor::start("")?;
-    let helper_dir = tempfile::tempdir()?;
-    std::fs::set_permissions(helper_dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    // Not set-user-id this time: as nobody, setresuid(0, 0, 0) fails with EPERM.
-    let helper = helper_dir.path().join("become-root");
-    std::fs::copy(env!("CARGO_BIN_EXE_become_root"), &helper)?;
     let status = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&helper)
-        .arg("/bin/true")
-        .stderr(Stdio::null())
+        .args(["setpriv", "--reuid=0", "/bin/true"])
+        .stderr(std::process::Stdio::null())
         .status()?;
-    assert_eq!(status.code(), Some(1));
-    let helper_path = helper.to_str().unwrap().to_owned();
+    ensure!(!status.success(), "nobody became root");
     let attempt = sensor.wait_for("the refused setresuid", |events| {
         of_kind(events, "privilegeChange")
             .find(|e| {
-                e["process"]["binary"] == helper_path.as_str()
-                    && e["privilegeChange"]["how"] == "setresuid"
+                e["process"]["binary"] == "/usr/bin/setpriv"
+                    && e["privilegeChange"]["errno"].as_u64().is_some()
+                    && e["identity"]["uid"] == 65534
             })
             .cloned()
     })?;
@@ -148,173 +425,5 @@ fn a_refused_setuid_is_reported() -> Result<()> {
     assert_eq!(change["errno"].as_u64(), Some(1));
     assert_eq!(change["escalation"], false);
     assert_eq!(change["after"]["euser"], "nobody", "nothing changed");
-    sensor.stop()?;
-    Ok(())
-}
-
-/// The leader of a login session is a process named `sshd` that sets the login uid and then
-/// runs a marker. With the SSH client in its environment, the session resolves to an SSH login
-/// from that address; it starts before the marker's exec and ends when the leader exits.
-#[test]
-fn an_sshd_led_session_with_the_client_in_its_environment_is_an_ssh_login() -> Result<()> {
-    require_root();
-    let alice = ensure_user(ALICE)?;
-    let mut sensor = Sensor::start("")?;
-    let marker = Marker::new("/bin/true")?;
-    let sshd = fake_sshd(&marker)?;
-    let leader = Command::new(&sshd)
-        .arg("-c")
-        .arg(session_script(alice, &marker, "env-session"))
-        .env("SSH_CONNECTION", "192.0.2.7 50522 127.0.0.1 22")
-        .spawn()?;
-    let leader_pid = leader.id();
-    let (start, exec) = session_start_and_marker(&sensor, &marker, "env-session")?;
-    let session = &start["sessionStart"]["session"];
-    assert_eq!(session["kind"], "SESSION_KIND_SSH");
-    assert_eq!(session["remoteAddress"], "192.0.2.7");
-    assert_eq!(session["remotePort"].as_u64(), Some(50522));
-    assert_eq!(session["loginUser"], ALICE);
-    assert_eq!(session["leaderPid"].as_u64(), Some(u64::from(leader_pid)));
-    assert_eq!(session["leaderProgram"], sshd.to_str().unwrap());
-    assert!(session["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|s| s == "environment"));
-    assert_eq!(start["sessionStart"]["beganBeforeSensor"], false);
-    let reference = &exec["identity"]["session"];
-    assert_eq!(reference["id"], session["id"]);
-    assert_eq!(reference["kind"], "SESSION_KIND_SSH");
-    assert_eq!(reference["remoteAddress"], "192.0.2.7");
-
-    wait_leader(leader)?;
-    let id = session["id"].clone();
-    let end = sensor.wait_for("the session's end", |events| {
-        of_kind(events, "sessionEnd")
-            .find(|e| e["sessionEnd"]["session"]["id"] == id)
-            .cloned()
-    })?;
-    assert_eq!(end["process"]["pid"].as_u64(), Some(u64::from(leader_pid)));
-    assert!(seq(&end) > seq(&exec));
-    sensor.stop()?;
-    Ok(())
-}
-
-/// The same leader without the environment variable, but with a utmp entry written through the
-/// C library (as sshd writes one) naming the client host and the terminal.
-#[test]
-fn an_sshd_led_session_is_resolved_through_its_utmp_entry() -> Result<()> {
-    require_root();
-    let alice = ensure_user(ALICE)?;
-    let dir = tempfile::tempdir()?;
-    let utmp = dir.path().join("utmp");
-    let mut sensor = Sensor::start(&format!("[identity]\nutmp = \"{}\"\n", utmp.display()))?;
-    let marker = Marker::new("/bin/true")?;
-    let sshd = fake_sshd(&marker)?;
-    // The leader waits for its utmp entry before it opens the session: the daemon reads utmp
-    // when it sees the session's first activity.
-    let script = format!(
-        "while [ ! -s {} ]; do sleep 0.05; done; {}",
-        utmp.display(),
-        session_script(alice, &marker, "utmp-session")
-    );
-    let leader = Command::new(&sshd)
-        .arg("-c")
-        .arg(script)
-        .env_remove("SSH_CONNECTION")
-        .env_remove("SSH_CLIENT")
-        .spawn()?;
-    write_utmp_login(&utmp, leader.id(), "pts/42", ALICE, "198.51.100.23")?;
-    let (start, exec) = session_start_and_marker(&sensor, &marker, "utmp-session")?;
-    let session = &start["sessionStart"]["session"];
-    assert_eq!(session["kind"], "SESSION_KIND_SSH");
-    assert_eq!(session["remoteAddress"], "198.51.100.23");
-    assert_eq!(session["tty"], "pts/42");
-    assert!(session["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|s| s == "utmp"));
-    assert_eq!(
-        exec["identity"]["session"]["remoteAddress"],
-        "198.51.100.23"
-    );
-    wait_leader(leader)?;
-    sensor.stop()?;
-    Ok(())
-}
-
-/// A copy of dash named `sshd`, next to the marker.
-fn fake_sshd(marker: &Marker) -> Result<std::path::PathBuf> {
-    let sshd = marker.dir.path().join("sshd");
-    std::fs::copy("/bin/dash", &sshd).context("copying /bin/dash")?;
-    Ok(sshd)
-}
-
-/// What the fake sshd runs: it sets its own login uid (a new audit session, as pam_loginuid
-/// does), then runs the marker as a child and stays alive a moment, as a session leader does.
-fn session_script(login_uid: u32, marker: &Marker, arg: &str) -> String {
-    format!(
-        "echo {login_uid} > /proc/self/loginuid; sleep 0.3; {} {arg}; sleep 1",
-        marker.path_str()
-    )
-}
-
-/// The session start that precedes the marker's exec with `arg`, and that exec.
-fn session_start_and_marker(sensor: &Sensor, marker: &Marker, arg: &str) -> Result<(Value, Value)> {
-    let path = marker.path_str().to_owned();
-    let exec = sensor.wait_for("the marker's exec", |events| {
-        of_kind(events, "exec")
-            .find(|e| e["process"]["binary"] == path.as_str() && e["process"]["args"][1] == arg)
-            .cloned()
-    })?;
-    let id = exec["identity"]["sessionId"].clone();
-    let start = sensor.wait_for("the session's start", |events| {
-        of_kind(events, "sessionStart")
-            .find(|e| e["sessionStart"]["session"]["id"] == id)
-            .cloned()
-    })?;
-    assert!(
-        seq(&start) < seq(&exec),
-        "the session starts before its activity"
-    );
-    Ok((start, exec))
-}
-
-fn wait_leader(mut leader: std::process::Child) -> Result<()> {
-    let status = leader.wait()?;
-    ensure!(status.success(), "the fake sshd failed: {status}");
-    Ok(())
-}
-
-/// Writes a USER_PROCESS login entry to the utmp file `path` with the C library's utmpx API.
-fn write_utmp_login(path: &Path, pid: u32, line: &str, user: &str, host: &str) -> Result<()> {
-    fn fill(field: &mut [libc::c_char], value: &str) {
-        for (slot, byte) in field.iter_mut().zip(value.bytes()) {
-            *slot = byte as libc::c_char;
-        }
-    }
-    std::fs::write(path, b"")?;
-    let name = std::ffi::CString::new(path.to_str().context("utmp path")?)?;
-    // SAFETY: utmpx is plain data; the calls get valid pointers and run on this thread only.
-    unsafe {
-        let mut entry: libc::utmpx = std::mem::zeroed();
-        entry.ut_type = libc::USER_PROCESS;
-        entry.ut_pid = pid as libc::pid_t;
-        fill(&mut entry.ut_line, line);
-        fill(&mut entry.ut_id, &line[line.len().saturating_sub(4)..]);
-        fill(&mut entry.ut_user, user);
-        fill(&mut entry.ut_host, host);
-        entry.ut_session = pid as _;
-        ensure!(libc::utmpxname(name.as_ptr()) == 0, "utmpxname failed");
-        libc::setutxent();
-        let written = libc::pututxline(&entry);
-        libc::endutxent();
-        ensure!(
-            !written.is_null(),
-            "pututxline: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
+    sensor.stop()
 }

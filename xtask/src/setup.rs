@@ -27,6 +27,16 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("groupadd", "passwd"),
     ("usermod", "passwd"),
     ("getent", "libc-bin"),
+    // The real logins of the identity tests.
+    ("sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("sudo", "sudo"),
+    ("visudo", "sudo"),
+    ("su", "util-linux"),
+    ("runuser", "util-linux"),
+    ("cron", "cron"),
+    ("crontab", "cron"),
 ];
 
 /// What `vm-test` needs: QEMU, a static busybox for the guest, cpio for its initramfs,

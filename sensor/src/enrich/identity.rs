@@ -8,7 +8,7 @@ use super::{Enricher, IDENTITY_TTL};
 use crate::{
     decode::c_str,
     identity::{NameSource, UNSET_ID},
-    process_table::Hop,
+    privilege_chain::Hop,
     text,
 };
 
@@ -104,6 +104,7 @@ impl<S: NameSource> Enricher<S> {
         Identity {
             session: None,
             privilege_chain: Vec::new(),
+            privilege_hops_omitted: 0,
             uid: task.uid,
             user: user.unwrap_or_default(),
             gid: task.gid,

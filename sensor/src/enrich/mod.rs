@@ -31,10 +31,11 @@ use crate::{
     decode::{c_str, split_argv, Exec, FileOpen, Record},
     devices::DeviceTracker,
     host::HostInfo,
-    identity::{NameCache, NameSource},
+    identity::{NameCache, NameSource, UNSET_ID},
     people::PeopleFile,
     privacy::redact::Redactor,
-    process_table::{extended, Hop, Image, ProcessEntry, ProcessTable, ThreadView},
+    privilege_chain::Actor,
+    process_table::{Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
     text,
 };
@@ -59,6 +60,15 @@ pub struct Enricher<S> {
     /// privilege change at exec) and after it (a session's end), in order.
     pub preceding: Vec<Event>,
     pub following: Vec<Event>,
+}
+
+/// The task's audit login uid, or [`UNSET_ID`] without one (or without audit support).
+fn login_uid_of(task: &TaskInfo) -> u32 {
+    if task.flags & sensor_common::task_flags::NO_AUDIT != 0 {
+        UNSET_ID
+    } else {
+        task.loginuid
+    }
 }
 
 /// How long a built identity is reused before its names are looked up again.
@@ -167,6 +177,7 @@ impl<S: NameSource> Enricher<S> {
         if let Some(redactor) = &self.redactor {
             redactor.redact(&mut args);
         }
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         let image = Arc::new(Image {
             binary: exec.path,
             args,
@@ -174,12 +185,12 @@ impl<S: NameSource> Enricher<S> {
             cwd: exec.cwd,
             path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)
                 != 0,
+            exec_id: exec_id.clone(),
         });
         let mut entry = self.entry_for(task, image);
         let parent = self
             .table_schema(entry.ppid, &entry.parent_exec_id)
             .map(|base| Process::clone(&base));
-        let exec_id = entry.exec_id.clone();
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
         let before = self
             .processes
@@ -190,19 +201,13 @@ impl<S: NameSource> Enricher<S> {
             });
         // Set-user-id, set-group-id and file capabilities take effect at execve.
         let changed = before.filter(|b| !b.same_ids_and_capabilities(&after));
-        if let Some(before) = changed.filter(|b| b.euid != after.euid) {
-            entry.chain = extended(
-                &entry.chain,
-                Hop {
-                    from_uid: before.euid,
-                    to_uid: after.euid,
-                    how: "exec",
-                    program: text::lossy(&entry.image.binary),
-                    exec_id: exec_id.clone(),
-                },
-                task.loginuid,
-            );
-        }
+        let actor = Actor {
+            program: &entry.image.binary,
+            exec_id: &exec_id,
+        };
+        entry
+            .chain
+            .exec(before.map(|b| b.euid), after.euid, task.loginuid, &actor);
         entry.credentials = Some(after);
         entry.session_id = task.sessionid;
         self.processes.upsert(entry);
@@ -233,7 +238,12 @@ impl<S: NameSource> Enricher<S> {
             Body::Exit(exit_status(exit.exit_code)),
         );
         self.processes.mark_exited(task.tgid, &exec_id);
-        if let Some(session) = self.sessions.leader_exited(task.tgid, &exec_id) {
+        if let Some((session, unannounced)) = self.sessions.leader_exited(task.tgid, &exec_id) {
+            if unannounced {
+                // A login that never ran anything of its own (`ssh -N`) still began.
+                let start = self.session_start(exit.header.ktime_ns, task, &session);
+                self.following.push(start);
+            }
             let end = Event {
                 body: Some(Body::SessionEnd(SessionEnd {
                     session: Some(self.session_view(&session)),
@@ -356,11 +366,12 @@ impl<S: NameSource> Enricher<S> {
             .get_mut(task.tgid, exec_id)
             .map(|entry| {
                 entry.session_id = task.sessionid;
-                entry.chain.clone()
+                entry.chain.now(login_uid_of(task))
             })
             .unwrap_or_default();
         identity.session = self.session_of(ktime_ns, task, exec_id);
-        identity.privilege_chain = chain.iter().map(|hop| self.hop_view(hop)).collect();
+        identity.privilege_chain = chain.hops.iter().map(|hop| self.hop_view(hop)).collect();
+        identity.privilege_hops_omitted = chain.omitted;
         Event {
             seq: 0,
             run_id: self.host.run_id.clone(),

@@ -9,8 +9,7 @@ use super::{bodies::errno_name, Enricher};
 use crate::{
     credentials::{self, capability_names, Credentials},
     identity::NameSource,
-    process_table::{extended, Hop},
-    text,
+    privilege_chain::Actor,
 };
 
 impl<S: NameSource> Enricher<S> {
@@ -33,19 +32,11 @@ impl<S: NameSource> Enricher<S> {
                 return None;
             }
             entry.credentials = Some(after);
-            if let Some(before) = before.filter(|b| b.euid != after.euid) {
-                entry.chain = extended(
-                    &entry.chain,
-                    Hop {
-                        from_uid: before.euid,
-                        to_uid: after.euid,
-                        how,
-                        program: text::lossy(&entry.image.binary),
-                        exec_id: exec_id.clone(),
-                    },
-                    task.loginuid,
-                );
-            }
+            let actor = Actor {
+                program: &entry.image.binary,
+                exec_id: &entry.image.exec_id,
+            };
+            entry.chain.changed(before.as_ref(), &after, how, &actor);
         }
         let errno = failed.then(|| record.ret.unsigned_abs());
         let after = if failed {

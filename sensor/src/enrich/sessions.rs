@@ -1,18 +1,19 @@
-//! Login sessions on events: the compact reference on every event, the start event on a
-//! session's first activity, the full record.
-use custos_proto::v1::{event::Body, Event, Session, SessionRef, SessionStart};
+//! Login sessions on events: the compact reference on every event, the start event ahead of
+//! the login's own first activity, the full record.
+use custos_proto::v1::{event::Body, Event, Session, SessionKind, SessionRef, SessionStart};
 use sensor_common::{task_flags, TaskInfo};
 
-use super::{bodies::timestamp, Enricher};
+use super::{bodies::timestamp, identity::tty_name, Enricher};
 use crate::{
+    decode::c_str,
     identity::{NameSource, UNSET_ID},
     sessions::{ActiveSession, Member},
 };
 
 impl<S: NameSource> Enricher<S> {
-    /// The session `task` acts in. The first activity of a session resolves it and queues its
-    /// start event ahead of the event being built. The table must already hold the process's
-    /// current session id (`envelope` sets it).
+    /// The session `task` acts in. A session is resolved on its first activity; its start event
+    /// is queued ahead of the first event that is the login's own (see `login_has_begun`). The
+    /// table must already hold the process's current session id (`envelope` sets it).
     pub(super) fn session_of(
         &mut self,
         ktime_ns: u64,
@@ -23,52 +24,77 @@ impl<S: NameSource> Enricher<S> {
         if task.flags & task_flags::NO_AUDIT != 0 || id == UNSET_ID {
             return None;
         }
-        let session = match self.sessions.get(id) {
+        let mut session = match self.sessions.get(id) {
             Some(session) => session,
             None => {
-                let members: Vec<Member> = self
-                    .processes
-                    .session_members(task.tgid, exec_id, id)
-                    .into_iter()
-                    .map(|entry| Member {
-                        pid: entry.pid,
-                        exec_id: entry.exec_id.clone(),
-                        program: entry.image.binary.clone(),
-                        start_boottime_ns: entry.start_boottime_ns,
-                    })
-                    .collect();
-                let session = self.sessions.start(id, task.loginuid, &members);
-                let start = self.session_start(ktime_ns, task, &session, &members);
-                self.preceding.push(start);
-                session
+                let members = self.members_of(task.tgid, exec_id, id);
+                self.sessions.start(id, task.loginuid, &members)
             }
         };
-        // sshd's own activity may have opened the session; its shell knows the client.
-        let session = self.sessions.learn_client(id, task.tgid).unwrap_or(session);
-        Some(SessionRef {
-            id,
-            kind: session.facts.kind as i32,
-            remote_address: session.facts.remote_address.clone(),
-        })
+        if self.sessions.awaiting_start(id) && self.login_has_begun(task, exec_id, &session) {
+            let members = self.members_of(task.tgid, exec_id, id);
+            let tty = tty_name(c_str(&task.tty));
+            if let Some(announced) = self.sessions.announce(id, tty, &members) {
+                session = announced;
+            }
+            let start = self.session_start(ktime_ns, task, &session);
+            self.preceding.push(start);
+        }
+        Some(session_ref(&session))
     }
 
+    /// The process and its known ancestors in session `id`, the process first.
+    fn members_of(&self, pid: u32, exec_id: &str, id: u32) -> Vec<Member> {
+        self.processes
+            .session_members(pid, exec_id, id)
+            .into_iter()
+            .map(|entry| Member {
+                pid: entry.pid,
+                exec_id: entry.exec_id.clone(),
+                program: entry.image.binary.clone(),
+                start_boottime_ns: entry.start_boottime_ns,
+            })
+            .collect()
+    }
+
+    /// True when this event is the login's own activity. For SSH that is the first process on
+    /// the login's terminal, or the program run by a process that an sshd of the session other
+    /// than the leader started (the user's shell or command, once it has exec'd: before that
+    /// it is sshd setting up the terminal; the leader itself runs PAM modules and the message
+    /// of the day). Other sessions begin with their first activity.
+    fn login_has_begun(&self, task: &TaskInfo, exec_id: &str, session: &ActiveSession) -> bool {
+        let facts = &session.facts;
+        if facts.kind != SessionKind::Ssh || task.tty[0] != 0 {
+            return true;
+        }
+        let Some(entry) = self.processes.get(task.tgid, exec_id) else {
+            return false;
+        };
+        let sshd = facts.leader_program.as_bytes();
+        entry.image.binary != sshd
+            && self
+                .processes
+                .get(entry.ppid, &entry.parent_exec_id)
+                .is_some_and(|parent| {
+                    parent.session_id == session.id
+                        && parent.pid != facts.leader_pid
+                        && parent.image.binary == sshd
+                })
+    }
+
+    /// The start event of `session`, with its leader's process and `task`'s identity.
     pub(super) fn session_start(
         &mut self,
         ktime_ns: u64,
         task: &TaskInfo,
         session: &ActiveSession,
-        members: &[Member],
     ) -> Event {
-        let leader = members.last();
-        let process = leader
-            .and_then(|leader| self.table_schema(leader.pid, &leader.exec_id))
+        let facts = &session.facts;
+        let process = self
+            .table_schema(facts.leader_pid, &facts.leader_exec_id)
             .map(|base| self.complete(&base, task).0);
         let mut identity = self.identity(task);
-        identity.session = Some(SessionRef {
-            id: session.id,
-            kind: session.facts.kind as i32,
-            remote_address: session.facts.remote_address.clone(),
-        });
+        identity.session = Some(session_ref(session));
         Event {
             run_id: self.host.run_id.clone(),
             boot_id: self.host.boot_id.clone(),
@@ -78,8 +104,7 @@ impl<S: NameSource> Enricher<S> {
             process,
             body: Some(Body::SessionStart(SessionStart {
                 session: Some(self.session_view(session)),
-                began_before_sensor: session.facts.leader_start_boottime_ns
-                    < self.started_boottime_ns,
+                began_before_sensor: facts.leader_start_boottime_ns < self.started_boottime_ns,
             })),
             ..Event::default()
         }
@@ -103,5 +128,15 @@ impl<S: NameSource> Enricher<S> {
             leader_program: facts.leader_program.clone(),
             sources: facts.sources.iter().map(|s| (*s).to_owned()).collect(),
         }
+    }
+}
+
+/// The compact reference events carry.
+fn session_ref(session: &ActiveSession) -> SessionRef {
+    SessionRef {
+        id: session.id,
+        kind: session.facts.kind as i32,
+        remote_address: session.facts.remote_address.clone(),
+        remote_port: session.facts.remote_port,
     }
 }
