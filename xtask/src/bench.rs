@@ -472,7 +472,6 @@ fn with_auditd(file: &Path, seconds: u64) -> Result<Round> {
 /// `cargo xtask bench sink`: events per second through each sink type, to real receivers on
 /// loopback (a TCP collector in this process, rsyslogd, nats-server with JetStream).
 pub fn sink(events: u64, report: &mut Report) -> Result<()> {
-    let custos = target_dir().join("release/custos");
     let work = tempfile::tempdir()?;
     let collector = std::net::TcpListener::bind("127.0.0.1:0")?;
     let tcp_address = collector.local_addr()?.to_string();
@@ -537,22 +536,23 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
                 spool.display()
             ),
         )?;
-        let out = Command::new(&custos)
-            .args(["bench-sinks", "--events", &events.to_string(), "--config"])
+        let out = crate::shell::cargo()
+            .args(["bench", "-q", "-p", "custos", "--bench", "sinks", "--"])
+            .args(["--events", &events.to_string(), "--config"])
             .arg(&config)
             .env("CUSTOS_LOG", "warn")
             .output()
-            .with_context(|| format!("running {}", custos.display()))?;
+            .context("running the sinks benchmark (cargo bench -p custos --bench sinks)")?;
         if !out.status.success() {
             bail!(
-                "bench-sinks for {label} failed: {}",
+                "the sinks benchmark for {label} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let fields: Vec<f64> = numbers(&text);
         let [n, accepted, delivered] = fields[..] else {
-            bail!("bench-sinks printed {text:?}");
+            bail!("the sinks benchmark printed {text:?}");
         };
         report.line(format!(
             "{label:<32} {:>16.0} {:>18.0}",
@@ -636,7 +636,7 @@ impl Receivers {
     }
 }
 
-/// The numbers in a helper's one-line output (`bench-sinks`, `exec-loop`), in order.
+/// The numbers in a helper's one-line output (the sinks benchmark, `exec-loop`), in order.
 pub fn numbers<T: std::str::FromStr>(text: &str) -> Vec<T> {
     text.split_whitespace()
         .filter_map(|field| field.parse().ok())

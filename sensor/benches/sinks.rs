@@ -1,25 +1,27 @@
-//! `custos bench-sinks`: how fast the configured sinks take and deliver events, without the
-//! kernel in the way. Synthetic file-open events shaped like real ones go through the same
-//! encoding, spooling and senders as in `custos run`.
+//! How fast the configured sinks take and deliver events, without the kernel in the way
+//! (`cargo bench -p custos --bench sinks -- --config FILE [--events N]`, run by
+//! `cargo xtask bench sink`). Synthetic file-open events shaped like real ones go through the
+//! same encoding, spooling and senders as in `custos run`. Prints
+//! `events accepted_ns delivered_ns`.
 use std::{
     path::Path,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use custos_proto::v1::{
     event::Body, Cgroup, Event, FileAccess, FileOpen, Group, Identity, Process,
 };
 
-use crate::{config::Config, enrich::timestamp, sinks::Sinks};
+use custos::{config::Config, enrich::timestamp, sinks::Sinks};
 
-pub fn run(config_path: &Path, events: u64) -> Result<()> {
+fn run(config_path: &Path, events: u64) -> Result<()> {
     let config = Config::load(config_path)?;
     let mut sinks = Sinks::open(
         &config.sinks,
         &config.spool,
         &config.privacy,
-        &crate::metrics::Metrics::new("bench"),
+        &custos::metrics::Metrics::new("bench"),
     )?;
     let template = sample_event();
     let start = Instant::now();
@@ -111,4 +113,20 @@ fn sample_event() -> Event {
             ..FileOpen::default()
         })),
     }
+}
+
+/// `--config FILE` and `--events N`; cargo's own `--bench` flag is ignored.
+fn main() -> Result<()> {
+    let mut config = None;
+    let mut events = 100_000;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => config = args.next(),
+            "--events" => events = args.next().context("--events needs a number")?.parse()?,
+            _ => {}
+        }
+    }
+    let config = config.context("usage: sinks --config FILE [--events N]")?;
+    run(Path::new(&config), events)
 }

@@ -1,0 +1,139 @@
+//! The `custos` command line: its subcommands and what each runs.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::{allocator, config, metrics, pipeline, privacy, tail};
+
+#[derive(Parser)]
+#[command(
+    name = "custos",
+    version,
+    about = "eBPF sensor: who ran what, as whom, from which login"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the kernel programs and stream events to the configured sinks until SIGINT/SIGTERM.
+    Run {
+        /// TOML configuration; without it, the embedded default (JSON lines on stdout).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit.
+    CheckConfig { file: PathBuf },
+    /// Print the embedded default configuration.
+    DefaultConfig,
+    /// Show the running daemon's hooks and live counters (from its status socket).
+    Status {
+        #[arg(long, default_value_os_t = config::default_status_socket())]
+        socket: PathBuf,
+    },
+    /// Follow the live event stream (root, or a member of a group in [tail] groups, which
+    /// decides what is shown).
+    Tail {
+        #[arg(long, default_value = "/run/custos/tail.sock")]
+        socket: PathBuf,
+    },
+    /// Turn a length-delimited protobuf file into JSON lines on stdout.
+    Decode { file: PathBuf },
+    /// Say in plain words what a configuration collects about people and where it goes
+    /// (without --config: the embedded default).
+    PrivacyReport {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a new pseudonymisation key to FILE (which must not exist yet), readable by root only.
+    PrivacyKey { file: PathBuf },
+    /// Print the name behind each pseudonym (`ps_...`), given the key that made them.
+    Reidentify {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(required = true)]
+        pseudonyms: Vec<String>,
+    },
+}
+
+/// Runs the command line: parses the arguments, runs the command, reports an error in one
+/// line.
+pub fn main() -> ExitCode {
+    allocator::tune();
+    // Colours only for a person at a terminal, never into journald or a log file.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("custos: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let loaded = match &config {
+                Some(path) => config::Config::load(path)?,
+                None => config::Config::embedded_default()?,
+            };
+            // One task drives the ring buffer; the sinks have their own thread.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(pipeline::run(loaded, config))
+        }
+        Command::CheckConfig { file } => {
+            config::Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Status { socket } => metrics::print_status(&socket),
+        Command::DefaultConfig => {
+            print!("{}", config::EMBEDDED_DEFAULT);
+            Ok(())
+        }
+        Command::Decode { file } => decode_file(&file),
+        Command::Tail { socket } => tail::print(&socket),
+        Command::PrivacyReport { config } => {
+            let loaded = match &config {
+                Some(path) => config::Config::load(path)?,
+                None => config::Config::embedded_default()?,
+            };
+            print!("{}", privacy::report::render(&loaded));
+            Ok(())
+        }
+        Command::PrivacyKey { file } => {
+            privacy::pseudonym::Pseudonymizer::write_new_key(&file)?;
+            println!("{}: new key written", file.display());
+            Ok(())
+        }
+        Command::Reidentify { key, pseudonyms } => {
+            let key = privacy::pseudonym::Pseudonymizer::from_key_file(&key)?;
+            for pseudonym in pseudonyms {
+                println!("{pseudonym} {}", key.reidentify(&pseudonym)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn decode_file(path: &PathBuf) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    custos_proto::delimited::to_json_lines(std::io::BufReader::new(file), std::io::stdout().lock())
+        .with_context(|| format!("decoding {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Custos: an eBPF sensor that shows what each identity does on a Linux host.
+//!
+//! The daemon's stages, in the order an event passes them: the kernel programs are loaded and
+//! read (`kernel`), their records decoded (`decode`) and enriched with the process, identity,
+//! session and privilege chain (`enrich`), filtered by policy and privacy (`alerts`,
+//! `privacy`), encoded and written to the sinks (`sinks`); `pipeline` runs them. `cli` is the
+//! `custos` command line.
+pub mod alerts;
+pub mod allocator;
+pub mod cgroups;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod decode;
+pub mod dedup;
+pub mod devices;
+pub mod enrich;
+pub mod host;
+pub mod identity;
+pub mod kernel;
+pub mod metrics;
+pub mod people;
+pub mod pipeline;
+pub mod privacy;
+pub mod privilege_chain;
+pub mod proc_scan;
+pub mod process_table;
+pub mod sessions;
+pub mod sinks;
+pub mod tail;
+pub mod text;
