@@ -94,6 +94,15 @@ impl ProcessTable {
         }
     }
 
+    /// How many processes the table holds (live ones and those in their grace period).
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
     /// Records a process (new, or re-exec'd), replacing any older entry of the same pid.
     pub fn upsert(&mut self, entry: ProcessEntry) {
         self.by_pid.insert(entry.pid, entry);

@@ -1,0 +1,555 @@
+//! The daemon's data flow: ring buffer → decode → enrich → sequence → sinks.
+//!
+//! One task owns the ring buffer and everything up to sequencing, so `seq` is gap-free and in
+//! ring order; the sinks run on their own thread behind an unbounded channel, so the ring buffer
+//! is drained whatever the sinks do. On SIGINT/SIGTERM the hooks are detached first, then what
+//! the kernel had already accepted is drained and flushed before exit.
+use std::{
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use custos_proto::v1::Event;
+use lru::LruCache;
+use sd_notify::NotifyState;
+use sensor_common::{
+    FileDedupKey, FileDedupState, DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_MAP,
+    WATCHED_DEVICES_MAP,
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+    sync::{
+        broadcast,
+        mpsc::{self, UnboundedReceiver, UnboundedSender},
+    },
+};
+
+mod stages;
+
+use stages::{EventCounters, Stages, SINK_BATCH};
+
+use crate::{
+    alerts::AlertEngine,
+    cgroups::{cgroup2_mount, CgroupResolver},
+    config::{Config, PrivacyConfig},
+    dedup::Dedup,
+    devices::{deny::KernelDenyList, sysfs::DeviceSources, DeviceTracker},
+    enrich::Enricher,
+    host::HostInfo,
+    identity::{NameCache, Nss},
+    kernel::{
+        drops::DropCounters,
+        filters::{self, FilterMaps},
+        loader,
+    },
+    metrics::{self, HookLabels, Metrics, ProgramLabels, SinkLabels},
+    people::PeopleFile,
+    privacy::{redact::Redactor, Privacy},
+    proc_scan,
+    process_table::ProcessTable,
+    sessions::{SessionSources, SessionTracker},
+    sinks::{spool::Spool, Sinks, SpoolLoss},
+    tail,
+};
+
+/// How long exited processes stay in the table for late events.
+const EXITED_GRACE: Duration = Duration::from_secs(10);
+/// How often drop counters are read and the table swept.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+type KernelDedup = Dedup<BpfHashMap<MapData, FileDedupKey, FileDedupState>>;
+
+/// The kernel's file filters for a configuration: its [file] rules, the watched devices, the
+/// alert rules' sensitive paths (no path rule may hide them) and the privacy setting's file
+/// events.
+fn kernel_rules(config: &Config, cgroup_root: &Path) -> Result<filters::KernelRules> {
+    let sensitive: Vec<String> = config
+        .alerts
+        .rules
+        .iter()
+        .flat_map(|rule| rule.paths.iter().cloned())
+        .collect();
+    filters::resolve(
+        &config.file,
+        config.sensors.file,
+        config.sensors.devices,
+        &sensitive,
+        config.privacy.file_events,
+        cgroup_root,
+    )
+}
+
+/// The argument redactor the privacy settings ask for.
+fn redactor_for(privacy: &PrivacyConfig) -> Result<Option<Redactor>> {
+    Ok(if privacy.redact_secrets {
+        Some(Redactor::new(&privacy.secret_patterns)?)
+    } else {
+        None
+    })
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds (the kernel records' clock).
+fn boottime_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Starts the metrics endpoint and the status socket. Neither is the sensor's job, so a port
+/// or socket that cannot be bound is logged, not fatal.
+async fn serve_observability(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tail_events: &broadcast::Sender<Arc<Event>>,
+) {
+    if !config.tail.socket.as_os_str().is_empty() {
+        match tail::bind(&config.tail.socket) {
+            Ok(listener) => {
+                tokio::spawn(tail::serve(
+                    listener,
+                    tail_events.clone(),
+                    config.tail.groups.clone(),
+                    config.privacy.clone(),
+                ));
+            }
+            Err(err) => tracing::warn!("no live stream for custos tail: {err:#}"),
+        }
+    }
+    if !config.metrics.listen.is_empty() {
+        match tokio::net::TcpListener::bind(&config.metrics.listen).await {
+            Ok(listener) => {
+                if let Ok(address) = listener.local_addr() {
+                    tracing::info!("metrics on http://{address}/metrics");
+                }
+                tokio::spawn(metrics::serve_http(listener, metrics.clone()));
+            }
+            Err(err) => tracing::error!(
+                listen = %config.metrics.listen,
+                "metrics endpoint not started: {err}; change metrics.listen"
+            ),
+        }
+    }
+    match metrics::bind_status(&config.status.socket) {
+        Ok(listener) => {
+            tokio::spawn(metrics::serve_status(listener, metrics.clone()));
+        }
+        Err(err) => tracing::warn!("no status socket: {err:#}"),
+    }
+}
+
+/// Gauges read on the housekeeping tick: process, spools, eBPF run statistics.
+fn refresh_gauges(metrics: &Metrics, spools: &[(String, Arc<Spool>)], ebpf: &aya::Ebpf) {
+    metrics.refresh_process();
+    for (sink, spool) in spools {
+        let labels = SinkLabels { sink: sink.clone() };
+        metrics
+            .spool_bytes
+            .get_or_create(&labels)
+            .set(spool.backlog_bytes() as i64);
+        let age = spool
+            .oldest_unsent_time()
+            .and_then(|t| {
+                let at = std::time::UNIX_EPOCH
+                    + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+                std::time::SystemTime::now().duration_since(at).ok()
+            })
+            .unwrap_or_default();
+        metrics
+            .spool_age
+            .get_or_create(&labels)
+            .set(age.as_secs_f64());
+    }
+    for (name, program) in ebpf.programs() {
+        let Ok(info) = program.info() else {
+            continue;
+        };
+        let labels = ProgramLabels {
+            program: name.to_owned(),
+        };
+        metrics
+            .bpf_run_seconds
+            .get_or_create(&labels)
+            .set(info.run_time().as_secs_f64());
+        metrics
+            .bpf_run_count
+            .get_or_create(&labels)
+            .set(info.run_count() as i64);
+    }
+}
+
+/// Tells systemd about our state when it supervises us (NOTIFY_SOCKET set); a no-op otherwise.
+fn notify(state: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(state) {
+        tracing::warn!("could not notify systemd: {err}");
+    }
+}
+
+/// The running daemon: the loaded programs and the maps it reads, the stages, the sink thread.
+struct Daemon {
+    sensor: loader::LoadedSensor,
+    ring: AsyncFd<RingBuf<MapData>>,
+    drops: DropCounters,
+    filters: FilterMaps,
+    stages: Stages,
+    writer: std::thread::JoinHandle<Result<()>>,
+    metrics: Arc<Metrics>,
+    spools: Vec<(String, Arc<Spool>)>,
+    config_path: Option<PathBuf>,
+    cgroup_root: PathBuf,
+    max_latency: Duration,
+    summary_every: Duration,
+    /// When the last device-write summary was made, monotonic and wall-clock.
+    last_summary: (Instant, std::time::SystemTime),
+    /// Run time and count per program, for the metrics; held for as long as the sensor runs.
+    _bpf_stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// Runs the sensor until SIGINT/SIGTERM. With `config_path`, SIGHUP reloads the file rules and
+/// event selection from it (sinks and ring size need a restart).
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
+    let mut daemon = Daemon::start(config, config_path).await?;
+    let result = daemon.event_loop().await;
+    daemon.shutdown(result)
+}
+
+impl Daemon {
+    /// Opens the sinks, loads and attaches the programs, seeds the process table and starts
+    /// the sink thread; the sensor is ready when this returns.
+    async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Self> {
+        let host = HostInfo::probe()?;
+        // A broken identity map stops start-up: events would silently lack their people.
+        let people = config
+            .identity
+            .map
+            .as_deref()
+            .map(PeopleFile::load)
+            .transpose()?;
+        let metrics = Metrics::new(&host.run_id);
+        let sinks = Sinks::open(&config.sinks, &config.spool, &config.privacy, &metrics)?;
+        let spools = sinks.spools();
+        let cgroup_root = cgroup2_mount().unwrap_or_else(|| "/sys/fs/cgroup".into());
+        // Resolve the rules before loading anything, so a bad rule stops start-up early.
+        let rules = kernel_rules(&config, &cgroup_root)?;
+        let mut sensor = load_kernel(&config, &metrics)?;
+        let _bpf_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| tracing::warn!("eBPF run-time statistics unavailable: {e}"))
+            .ok();
+        let (tail_events, _) = broadcast::channel(tail::BACKLOG);
+        serve_observability(&config, &metrics, &tail_events).await;
+        let mut filters = FilterMaps::take(&mut sensor.ebpf)?;
+        filters.apply(&rules)?;
+        let ring = take_ring(&mut sensor)?;
+        let drops = DropCounters::take(&mut sensor.ebpf)?;
+        let enricher = new_enricher(&config, host, people, &cgroup_root)?;
+        let (writer, channels) = spawn_sink_thread(sinks)?;
+        let dedup = Dedup::new(
+            take_hash_map(&mut sensor, FILE_DEDUP_MAP)?,
+            Duration::from_millis(config.file.dedup_window_ms),
+        );
+        let mut stages = Stages {
+            enricher,
+            dedup,
+            process_events: config.sensors.process,
+            next_seq: 1,
+            out: channels.out,
+            batch: Vec::with_capacity(SINK_BATCH),
+            spent: channels.spent,
+            spare: None,
+            undecodable: Vec::new(),
+            spool_losses: channels.spool_losses,
+            counters: EventCounters::new(&metrics),
+            alerts: AlertEngine::new(config.alerts.rules.clone()),
+            privacy: Privacy::new(&config.privacy)?,
+            file_events: config.privacy.file_events,
+            tail: tail_events,
+            metrics: metrics.clone(),
+        };
+        if config.sensors.devices {
+            attach_device_control(&mut sensor, &mut stages.enricher.devices)?;
+        }
+        let daemon = Self {
+            sensor,
+            ring,
+            drops,
+            filters,
+            stages,
+            writer,
+            metrics,
+            spools,
+            config_path,
+            cgroup_root,
+            max_latency: Duration::from_millis(config.kernel.max_latency_ms),
+            summary_every: Duration::from_secs(config.devices.summary_seconds),
+            last_summary: (Instant::now(), std::time::SystemTime::now()),
+            _bpf_stats,
+        };
+        daemon.announce_ready();
+        Ok(daemon)
+    }
+
+    /// Logs the hooks and their paths, and tells systemd (Type=notify) the sensor is ready:
+    /// only now is every hook attached.
+    fn announce_ready(&self) {
+        let hooks: Vec<String> = self
+            .sensor
+            .hooks
+            .iter()
+            .map(|(hook, path)| format!("{hook}={path}"))
+            .collect();
+        tracing::info!(
+            hooks = %hooks.join(","),
+            processes = self.stages.enricher.processes.len(),
+            run_id = %self.stages.enricher.host.run_id,
+            "sensor ready"
+        );
+        notify(&[NotifyState::Ready]);
+    }
+
+    /// Drains the ring buffer as records come (or at the latest every `max_latency`), keeps
+    /// house every second, and reloads on SIGHUP, until SIGINT or SIGTERM.
+    async fn event_loop(&mut self) -> Result<()> {
+        let watchdog_period = sd_notify::watchdog_enabled()
+            .map(|timeout| timeout / 2)
+            .unwrap_or(Duration::from_secs(3600));
+        let mut watchdog = tokio::time::interval(watchdog_period);
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        // Records below the wakeup threshold are collected by this timer.
+        let mut drain_timer = tokio::time::interval(self.max_latency);
+        drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard.context("waiting on the ring buffer")?;
+                    self.stages.drain(guard.get_inner_mut())?;
+                    guard.clear_ready();
+                }
+                _ = drain_timer.tick() => self.stages.drain(self.ring.get_mut())?,
+                _ = housekeeping.tick() => self.housekeep()?,
+                _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
+                _ = sighup.recv() => self.reload(),
+                _ = sigterm.recv() => return Ok(()),
+                _ = sigint.recv() => return Ok(()),
+            }
+            self.stages.hand_over()?;
+        }
+    }
+
+    /// Once a second: losses and repeat summaries in-band, the table swept, the identity map
+    /// and devices re-read, device-write summaries when due, the gauges refreshed.
+    fn housekeep(&mut self) -> Result<()> {
+        let stages = &mut self.stages;
+        stages.report_losses(&mut self.drops)?;
+        stages.report_repeats(false)?;
+        stages.enricher.processes.sweep();
+        stages.free_spent();
+        stages.enricher.refresh_people();
+        stages.enricher.devices.rescan();
+        let every = self.summary_every;
+        if !every.is_zero() && self.last_summary.0.elapsed() >= every {
+            stages.report_device_writes(self.last_summary.1)?;
+            self.last_summary = (Instant::now(), std::time::SystemTime::now());
+        }
+        refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
+        Ok(())
+    }
+
+    /// SIGHUP: applies the configuration file's rules to the running programs and stages; a
+    /// file that does not load leaves the rules in force.
+    fn reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            tracing::warn!("SIGHUP ignored: running on the embedded default");
+            return;
+        };
+        notify(&[NotifyState::Reloading]);
+        match self.apply(&path) {
+            Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+            Err(err) => tracing::error!(
+                config = %path.display(),
+                "configuration not reloaded, the previous one stays in force: {err:#}"
+            ),
+        }
+        notify(&[NotifyState::Ready]);
+    }
+
+    fn apply(&mut self, path: &Path) -> Result<()> {
+        let config = Config::load(path)?;
+        let rules = kernel_rules(&config, &self.cgroup_root)?;
+        self.filters.apply(&rules)?;
+        let stages = &mut self.stages;
+        stages
+            .dedup
+            .set_window(Duration::from_millis(config.file.dedup_window_ms));
+        stages.process_events = config.sensors.process;
+        stages.enricher.devices.rules = config.devices.rules;
+        stages.enricher.redactor = redactor_for(&config.privacy)?;
+        stages.privacy = Privacy::new(&config.privacy)?;
+        stages.file_events = config.privacy.file_events;
+        stages.alerts.replace_rules(config.alerts.rules);
+        Ok(())
+    }
+
+    /// Detaches the hooks, then drains and reports what the kernel had already accepted, and
+    /// waits for the sink thread to write it all.
+    fn shutdown(self, result: Result<()>) -> Result<()> {
+        notify(&[NotifyState::Stopping]);
+        let Self {
+            sensor,
+            mut ring,
+            mut drops,
+            mut stages,
+            writer,
+            ..
+        } = self;
+        drop(sensor);
+        let flushed = stages
+            .drain(ring.get_mut())
+            .and_then(|()| stages.report_losses(&mut drops))
+            .and_then(|()| stages.report_repeats(true))
+            .and_then(|()| stages.hand_over());
+        let sent = stages.next_seq - 1;
+        drop(stages);
+        let written = writer
+            .join()
+            .map_err(|_| anyhow!("the sink thread panicked"))?;
+        tracing::info!(events = sent, "sensor stopped");
+        result.and(flushed).and(written)
+    }
+}
+
+/// Loads and attaches the programs, records the path each hook took in the metrics.
+fn load_kernel(config: &Config, metrics: &Metrics) -> Result<loader::LoadedSensor> {
+    let sensor = loader::load(&loader::LoadOptions {
+        ring_buffer_bytes: config.kernel.ring_buffer_bytes,
+        wakeup_bytes: config.kernel.ring_buffer_bytes / 16,
+        self_tgid: std::process::id(),
+        mode: config.kernel.attach,
+        file_sensor: config.sensors.file,
+        device_sensor: config.sensors.devices,
+    })?;
+    // Parsing BTF and loading the programs left tens of MiB of freed heap; give it back.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    for (hook, path) in &sensor.hooks {
+        metrics
+            .hooks
+            .get_or_create(&HookLabels {
+                hook: (*hook).to_owned(),
+                path: path.to_string(),
+            })
+            .set(1);
+    }
+    Ok(sensor)
+}
+
+/// A hash map of the loaded object, taken out of it.
+fn take_hash_map<K: aya::Pod, V: aya::Pod>(
+    sensor: &mut loader::LoadedSensor,
+    name: &str,
+) -> Result<BpfHashMap<MapData, K, V>> {
+    let map = sensor
+        .ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    Ok(BpfHashMap::try_from(map)?)
+}
+
+/// The ring buffer, registered with tokio.
+fn take_ring(sensor: &mut loader::LoadedSensor) -> Result<AsyncFd<RingBuf<MapData>>> {
+    let ring = sensor
+        .ebpf
+        .take_map(EVENTS_MAP)
+        .ok_or_else(|| anyhow!("map {EVENTS_MAP} missing from the object"))?;
+    let ring = RingBuf::try_from(ring).context("opening the ring buffer")?;
+    // SAFETY: the RingBuf owns the map's fd, and the AsyncFd owns the RingBuf, so the fd stays
+    // open for as long as it is registered.
+    unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))
+}
+
+/// The enricher with a process table seeded from /proc. Seeded after attaching, so a process
+/// started in between is seen by one or the other.
+fn new_enricher(
+    config: &Config,
+    host: HostInfo,
+    people: Option<PeopleFile>,
+    cgroup_root: &Path,
+) -> Result<Enricher<Nss>> {
+    let mut processes = ProcessTable::new(EXITED_GRACE);
+    let redactor = redactor_for(&config.privacy)?;
+    proc_scan::seed(&mut processes, &host, Path::new("/proc"), redactor.as_ref());
+    let cache_size = NonZeroUsize::new(4096).expect("non-zero");
+    Ok(Enricher {
+        host,
+        names: NameCache::new(Nss, cache_size, Duration::from_secs(300)),
+        cgroups: CgroupResolver::new(cgroup_root.to_owned(), Duration::from_secs(1)),
+        processes,
+        redactor,
+        identities: LruCache::new(cache_size),
+        people,
+        devices: DeviceTracker::new(
+            DeviceSources::default(),
+            config.devices.rules.clone(),
+            config.identity.utmp.clone(),
+        ),
+        sessions: SessionTracker::new(SessionSources {
+            proc_root: PathBuf::from("/proc"),
+            logind_dir: config.identity.logind_sessions.clone(),
+            utmp: config.identity.utmp.clone(),
+        }),
+        started_boottime_ns: boottime_now_ns(),
+        preceding: Vec::new(),
+        following: Vec::new(),
+    })
+}
+
+/// The reader's ends of the channels to and from the sink thread.
+struct SinkChannels {
+    out: UnboundedSender<Vec<Event>>,
+    spool_losses: UnboundedReceiver<SpoolLoss>,
+    spent: std::sync::mpsc::Receiver<Vec<Event>>,
+}
+
+/// Starts the thread that writes to the sinks.
+fn spawn_sink_thread(sinks: Sinks) -> Result<(std::thread::JoinHandle<Result<()>>, SinkChannels)> {
+    let (out, events) = mpsc::unbounded_channel();
+    let (loss_tx, spool_losses) = mpsc::unbounded_channel();
+    let (spent_tx, spent) = std::sync::mpsc::channel();
+    let writer = std::thread::Builder::new()
+        .name("custos-sinks".into())
+        .spawn(move || {
+            sinks.run(events, loss_tx, |batch| {
+                // Once the reader is gone, the batch is simply freed here.
+                let _ = spent_tx.send(batch);
+            })
+        })
+        .context("starting the sink thread")?;
+    let channels = SinkChannels {
+        out,
+        spool_losses,
+        spent,
+    };
+    Ok((writer, channels))
+}
+
+/// Device control: the watched-devices map, whether removals are hooked, and the kernel's deny
+/// list where the LSM hooks that enforce it are attached.
+fn attach_device_control(
+    sensor: &mut loader::LoadedSensor,
+    devices: &mut DeviceTracker,
+) -> Result<()> {
+    devices.attach_watch_map(take_hash_map(sensor, WATCHED_DEVICES_MAP)?);
+    devices.removal_hooked = sensor.attached("disk_removed");
+    if sensor.attached("sb_set_mnt_opts") && sensor.attached("file_open") {
+        let map = take_hash_map(sensor, DENIED_DEVICES_MAP)?;
+        devices.kernel_deny = Some(KernelDenyList::new(map));
+    }
+    Ok(())
+}

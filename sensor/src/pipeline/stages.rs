@@ -1,0 +1,257 @@
+//! The stages between the ring buffer and the sink thread: decode, enrich, select, sequence,
+//! alerts, the live stream and privacy, then hand-over in batches.
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use aya::maps::{MapData, RingBuf};
+use custos_proto::v1::{event::Body, Event, EventKind, LossReason};
+use prometheus_client::metrics::counter::Counter;
+use sensor_common::file_flags;
+use tokio::sync::{
+    broadcast,
+    mpsc::{UnboundedReceiver, UnboundedSender},
+};
+
+use super::KernelDedup;
+use crate::{
+    alerts::AlertEngine,
+    config::FileEvents,
+    decode::{self, Record},
+    enrich::{event_kind, Enricher},
+    identity::Nss,
+    kernel::drops::DropCounters,
+    metrics::{KindLabels, Metrics},
+    privacy::Privacy,
+    sinks::SpoolLoss,
+};
+
+/// Events handed to the sink thread at once at most (a large drain goes over in pieces, so the
+/// sinks start writing early and memory stays flat).
+pub(super) const SINK_BATCH: usize = 256;
+
+/// Events emitted, by kind: one counter handle per kind, fetched once.
+pub(super) struct EventCounters {
+    by_kind: Vec<(EventKind, Counter)>,
+}
+
+impl EventCounters {
+    pub(super) fn new(metrics: &Metrics) -> Self {
+        let by_kind = EventKind::OF_BODIES
+            .iter()
+            .map(|&kind| {
+                let labels = KindLabels {
+                    kind: kind.short_name().to_owned(),
+                };
+                (kind, metrics.events.get_or_create(&labels).clone())
+            })
+            .collect();
+        Self { by_kind }
+    }
+
+    fn count(&self, event: &Event) {
+        let kind = event.kind();
+        if let Some((_, counter)) = self.by_kind.iter().find(|(k, _)| *k == kind) {
+            counter.inc();
+        }
+    }
+}
+
+/// Stages between the ring buffer and the sink channel.
+pub(super) struct Stages {
+    pub(super) enricher: Enricher<Nss>,
+    pub(super) dedup: KernelDedup,
+    /// Whether exec/exit events are wanted (the table is kept either way).
+    pub(super) process_events: bool,
+    pub(super) next_seq: u64,
+    /// Events for the sink thread, handed over a batch at a time: one wakeup of the sink
+    /// thread per drain instead of one per event.
+    pub(super) out: UnboundedSender<Vec<Event>>,
+    pub(super) batch: Vec<Event>,
+    /// Batches the sink thread has written, coming back: their events are freed here, on the
+    /// thread that allocated them, so their memory goes straight back to this thread's free
+    /// lists (a smaller resident set than freeing across threads), and one buffer is kept for
+    /// the next batch.
+    pub(super) spent: std::sync::mpsc::Receiver<Vec<Event>>,
+    pub(super) spare: Option<Vec<Event>>,
+    /// Undecodable records per kind since the last housekeeping tick.
+    pub(super) undecodable: Vec<(u32, u64)>,
+    /// What the sinks' spools dropped, to report in-band.
+    pub(super) spool_losses: UnboundedReceiver<SpoolLoss>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) counters: EventCounters,
+    pub(super) alerts: AlertEngine,
+    pub(super) privacy: Privacy,
+    pub(super) file_events: FileEvents,
+    /// The live stream's clients (`custos tail`); they get events before the sinks' privacy
+    /// view and apply their own.
+    pub(super) tail: broadcast::Sender<Arc<Event>>,
+}
+
+impl Stages {
+    pub(super) fn emit(&mut self, mut event: Event) -> Result<()> {
+        if !self.collected(&event) {
+            return Ok(());
+        }
+        self.counters.count(&event);
+        event.seq = self.next_seq;
+        self.next_seq += 1;
+        // Rules see the real identity; sinks only ever see what privacy lets through.
+        let alerts = self.alerts.evaluate(&event);
+        if self.tail.receiver_count() > 0 {
+            let _ = self.tail.send(Arc::new(event.clone()));
+        }
+        self.privacy.apply(&mut event);
+        self.batch.push(event);
+        if self.batch.len() >= SINK_BATCH {
+            self.hand_over()?;
+        }
+        for alert in alerts {
+            self.emit(alert)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the events emitted so far to the sink thread.
+    pub(super) fn hand_over(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.free_spent();
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(SINK_BATCH));
+        let batch = std::mem::replace(&mut self.batch, next);
+        self.out
+            .send(batch)
+            .map_err(|_| anyhow!("the sink thread stopped; see the error above"))
+    }
+
+    /// Frees the events of the batches the sink thread has written.
+    pub(super) fn free_spent(&mut self) {
+        while let Ok(mut spent) = self.spent.try_recv() {
+            spent.clear();
+            if self.spare.is_none() {
+                self.spare = Some(spent);
+            }
+        }
+    }
+
+    /// The privacy setting's file events: what the kernel could not leave out is left out here,
+    /// before the event takes a seq.
+    fn collected(&self, event: &Event) -> bool {
+        let Some(Body::FileOpen(open)) = &event.body else {
+            return true;
+        };
+        let keep = || {
+            open.device.as_ref().is_some_and(|d| d.watched)
+                || self.alerts.in_sensitive_set(&open.path)
+        };
+        match self.file_events {
+            FileEvents::All => true,
+            FileEvents::NoHome => !open.path.starts_with("/home/") || keep(),
+            FileEvents::SensitiveAndRemovable => keep(),
+        }
+    }
+
+    fn handle(&mut self, bytes: &[u8]) -> Result<()> {
+        match decode::decode(bytes) {
+            Ok(record) => {
+                let dedup_first = match &record {
+                    Record::FileOpen(open) if open.fixed.flags & file_flags::DEDUP_FIRST != 0 => {
+                        Some((
+                            KernelDedup::key_of(&open.fixed),
+                            open.fixed.suppressed_total,
+                        ))
+                    }
+                    Record::Exec(_) | Record::Exit(_) if !self.process_events => {
+                        self.enricher.event(record);
+                        self.enricher.preceding.clear();
+                        self.enricher.following.clear();
+                        return Ok(());
+                    }
+                    _ => None,
+                };
+                let event = self.enricher.event(record);
+                for before in std::mem::take(&mut self.enricher.preceding) {
+                    self.emit(before)?;
+                }
+                if let Some(event) = event {
+                    if let Some((key, total)) = dedup_first {
+                        if let Some(summary) = self.dedup.on_first(key, total, &event) {
+                            self.emit(summary)?;
+                        }
+                    }
+                    self.emit(event)?;
+                }
+                for after in std::mem::take(&mut self.enricher.following) {
+                    self.emit(after)?;
+                }
+            }
+            Err(err) => {
+                tracing::warn!("undecodable kernel record: {err}");
+                let kind = err.kind();
+                match self.undecodable.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => self.undecodable.push((kind, 1)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            self.handle(&item)?;
+        }
+        Ok(())
+    }
+
+    /// Turns kernel drops and undecodable records into in-band loss events.
+    pub(super) fn report_losses(&mut self, drops: &mut DropCounters) -> Result<()> {
+        for (kind, count) in drops.new_drops() {
+            tracing::warn!(kind, count, "kernel ring buffer full: records dropped");
+            self.metrics
+                .kernel_drops
+                .get_or_create(&KindLabels {
+                    kind: format!("{:?}", event_kind(kind)),
+                })
+                .inc_by(count);
+            let event =
+                self.enricher
+                    .loss(event_kind(kind), count, LossReason::KernelBufferFull, "");
+            self.emit(event)?;
+        }
+        for (kind, count) in std::mem::take(&mut self.undecodable) {
+            let event = self
+                .enricher
+                .loss(event_kind(kind), count, LossReason::Undecodable, "");
+            self.emit(event)?;
+        }
+        while let Ok(loss) = self.spool_losses.try_recv() {
+            for (kind, count) in loss.dropped {
+                let event = self
+                    .enricher
+                    .loss(kind, count, LossReason::SpoolFull, &loss.sink);
+                self.emit(event)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-identity, per-device write summaries since `since`.
+    pub(super) fn report_device_writes(&mut self, since: std::time::SystemTime) -> Result<()> {
+        for summary in self.enricher.device_write_summaries(since) {
+            self.emit(summary)?;
+        }
+        Ok(())
+    }
+
+    /// Summaries of closed deduplication windows (all of them when `all`).
+    pub(super) fn report_repeats(&mut self, all: bool) -> Result<()> {
+        for summary in self.dedup.sweep(all) {
+            self.emit(summary)?;
+        }
+        Ok(())
+    }
+}
