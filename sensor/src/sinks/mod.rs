@@ -347,7 +347,7 @@ fn open_one(
                 .with_context(|| format!("TLS for sink {name}"))?;
             let framing = match config {
                 SinkConfig::Syslog { facility, .. } => tcp::Framing::Syslog(syslog::SyslogFormat {
-                    facility: syslog::facility_number(facility)?,
+                    facility: facility.number(),
                     hostname: host_name(),
                     app_name: "custos".into(),
                     proc_id: std::process::id(),

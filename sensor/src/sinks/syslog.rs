@@ -3,7 +3,7 @@
 //! the message length in ASCII, a space, the message), which both daemons read by default.
 use std::fmt::Write as _;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use custos_proto::v1::{event::Body, Event};
 use prost::Message as _;
 
@@ -18,30 +18,6 @@ pub struct SyslogFormat {
 
 const SEVERITY_WARNING: u8 = 4;
 const SEVERITY_INFO: u8 = 6;
-
-/// Facility numbers by name (RFC 5424, section 6.2.1).
-pub fn facility_number(name: &str) -> Result<u8> {
-    Ok(match name {
-        "kern" => 0,
-        "user" => 1,
-        "daemon" => 3,
-        "auth" => 4,
-        "syslog" => 5,
-        "authpriv" => 10,
-        "audit" => 13,
-        "local0" => 16,
-        "local1" => 17,
-        "local2" => 18,
-        "local3" => 19,
-        "local4" => 20,
-        "local5" => 21,
-        "local6" => 22,
-        "local7" => 23,
-        other => bail!(
-            "unknown syslog facility {other:?}: use auth, authpriv, audit, daemon, user, or local0 to local7"
-        ),
-    })
-}
 
 impl SyslogFormat {
     /// One spooled record (a delimited `custos.v1.Event`) as an octet-counted syslog frame.
@@ -104,7 +80,7 @@ mod tests {
 
     fn format() -> SyslogFormat {
         SyslogFormat {
-            facility: facility_number("authpriv").unwrap(),
+            facility: crate::config::Facility::Authpriv.number(),
             hostname: "web 1".into(),
             app_name: "custos".into(),
             proc_id: 42,
@@ -151,6 +127,5 @@ mod tests {
             .frame(&event.encode_length_delimited_to_vec(), &mut out)
             .unwrap();
         assert!(String::from_utf8(out).unwrap().contains("<84>1 - "));
-        assert!(facility_number("mail2").is_err());
     }
 }

@@ -2,11 +2,13 @@
 //! default in force on a security sensor.
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use serde::Deserialize;
 
+mod validate;
+
 /// The configuration used when `custos run` gets no --config: every sensor on, JSON to stdout.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../../packaging/custos.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../packaging/custos.toml");
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -573,7 +575,7 @@ pub enum SinkConfig {
         name: Option<String>,
         /// Syslog facility (auth, authpriv, audit, daemon, user, local0..local7).
         #[serde(default = "default_facility")]
-        facility: String,
+        facility: Facility,
         tls: Option<TlsConfig>,
     },
     /// NATS JetStream, through the spool.
@@ -607,8 +609,52 @@ fn default_subject_prefix() -> String {
     "custos".into()
 }
 
-fn default_facility() -> String {
-    "authpriv".into()
+fn default_facility() -> Facility {
+    Facility::Authpriv
+}
+
+/// A syslog facility (RFC 5424, section 6.2.1), by the name rsyslog and syslog-ng use.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Facility {
+    Kern,
+    User,
+    Daemon,
+    Auth,
+    Syslog,
+    Authpriv,
+    Audit,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+impl Facility {
+    /// Its number in a message's PRI.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Kern => 0,
+            Self::User => 1,
+            Self::Daemon => 3,
+            Self::Auth => 4,
+            Self::Syslog => 5,
+            Self::Authpriv => 10,
+            Self::Audit => 13,
+            Self::Local0 => 16,
+            Self::Local1 => 17,
+            Self::Local2 => 18,
+            Self::Local3 => 19,
+            Self::Local4 => 20,
+            Self::Local5 => 21,
+            Self::Local6 => 22,
+            Self::Local7 => 23,
+        }
+    }
 }
 
 fn default_max_files() -> u32 {
@@ -692,194 +738,6 @@ impl Config {
     pub fn embedded_default() -> Result<Self> {
         Self::parse(EMBEDDED_DEFAULT, "the embedded default configuration")
     }
-
-    fn validate(&self) -> Result<()> {
-        let ring = self.kernel.ring_buffer_bytes;
-        if !ring.is_power_of_two() || ring < 64 * 1024 {
-            bail!(
-                "kernel.ring_buffer_bytes = {ring}: must be a power of two of at least 65536 \
-                 (for example 8388608)"
-            );
-        }
-        if !(1..=1000).contains(&self.kernel.max_latency_ms) {
-            bail!(
-                "kernel.max_latency_ms = {}: must be between 1 and 1000",
-                self.kernel.max_latency_ms
-            );
-        }
-        if self.sinks.is_empty() {
-            bail!("no [[sinks]]: add at least one, e.g. [[sinks]] type = \"stdout\"");
-        }
-        let mut ids = std::collections::HashSet::new();
-        for (n, rule) in self.alerts.rules.iter().enumerate() {
-            let at = format!("alerts.rules[{n}]");
-            if rule.id.is_empty() || !ids.insert(rule.id.as_str()) {
-                bail!("{at}: every alert rule needs an id of its own");
-            }
-            if rule.paths.is_empty() && rule.programs.is_empty() && !rule.removable_writes {
-                bail!(
-                    "{at} ({}): it watches nothing: give paths, programs or removable_writes = true",
-                    rule.id
-                );
-            }
-            if let Some(path) = rule
-                .paths
-                .iter()
-                .chain(&rule.programs)
-                .find(|p| !p.starts_with('/'))
-            {
-                bail!("{at} ({}): path {path:?} is not absolute", rule.id);
-            }
-            if rule.bulk_files == Some(0) || rule.bulk_minutes == 0 {
-                bail!(
-                    "{at} ({}): bulk_files and bulk_minutes must be at least 1",
-                    rule.id
-                );
-            }
-        }
-        for pattern in &self.privacy.secret_patterns {
-            regex::bytes::Regex::new(pattern).map_err(|e| {
-                anyhow!(
-                    "privacy.secret_patterns: {pattern:?} is not a valid regular expression: {e}"
-                )
-            })?;
-        }
-        if self.privacy.pseudonymize && self.privacy.key_file.is_none() {
-            bail!("privacy.pseudonymize = true needs privacy.key_file (make one with `custos privacy-key FILE`)");
-        }
-        for (n, view) in self.privacy.sink_views.iter().enumerate() {
-            if !self.sinks.iter().any(|sink| sink.name() == view.sink) {
-                let names: Vec<String> = self.sinks.iter().map(SinkConfig::name).collect();
-                bail!(
-                    "privacy.sink_views[{n}]: no sink is named {:?} (the sinks are: {})",
-                    view.sink,
-                    names.join(", ")
-                );
-            }
-            if view.names == NameView::Pseudonym && self.privacy.key_file.is_none() {
-                bail!("privacy.sink_views[{n}]: names = \"pseudonym\" needs privacy.key_file");
-            }
-        }
-        for (n, view) in self.tail.groups.iter().enumerate() {
-            if nix::unistd::Group::from_name(&view.group)
-                .ok()
-                .flatten()
-                .is_none()
-            {
-                bail!(
-                    "tail.groups[{n}]: group {:?} does not exist on this host",
-                    view.group
-                );
-            }
-            if view.names == NameView::Pseudonym && self.privacy.key_file.is_none() {
-                bail!(
-                    "tail.groups[{n}] ({}): names = \"pseudonym\" needs privacy.key_file",
-                    view.group
-                );
-            }
-        }
-        for (n, rule) in self.devices.rules.iter().enumerate() {
-            let at = format!("devices.rules[{n}]");
-            if let Some(ids) = &rule.vendor_product {
-                let valid = ids.split_once(':').is_some_and(|(v, p)| {
-                    [v, p]
-                        .iter()
-                        .all(|id| id.len() == 4 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-                });
-                if !valid {
-                    bail!("{at}: vendor_product = {ids:?}: expected USB ids like \"0781:5581\"");
-                }
-            }
-            for group in rule.groups.iter().chain(&rule.except_groups) {
-                if nix::unistd::Group::from_name(group)
-                    .ok()
-                    .flatten()
-                    .is_none()
-                {
-                    bail!("{at}: group {group:?} does not exist on this host (check NSS)");
-                }
-            }
-        }
-        for prefix in self
-            .file
-            .include_paths
-            .iter()
-            .chain(&self.file.exclude_paths)
-        {
-            if !prefix.starts_with('/') {
-                bail!("file path rule {prefix:?} is not absolute: path rules start with '/'");
-            }
-            if prefix.len() > sensor_common::PREFIX_MAX {
-                bail!(
-                    "file path rule {prefix:?} is {} bytes; the kernel compares at most {}",
-                    prefix.len(),
-                    sensor_common::PREFIX_MAX
-                );
-            }
-        }
-        for comm in self
-            .file
-            .include_comms
-            .iter()
-            .chain(&self.file.exclude_comms)
-        {
-            if comm.is_empty() || comm.len() > 15 {
-                bail!("file comm rule {comm:?}: a process name (comm) has 1 to 15 bytes");
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for sink in &self.sinks {
-            match sink {
-                SinkConfig::File { path, .. } if path.as_os_str().is_empty() => {
-                    bail!("a file sink has an empty path");
-                }
-                SinkConfig::Tcp { address, name, .. }
-                | SinkConfig::Syslog { address, name, .. } => {
-                    if !address.contains(':') {
-                        bail!("sink address {address:?} needs a port (host:port)");
-                    }
-                    if name
-                        .as_ref()
-                        .is_some_and(|n| n.is_empty() || n.contains('/'))
-                    {
-                        bail!("sink name {name:?}: a non-empty name without '/'");
-                    }
-                    if let SinkConfig::Syslog { facility, .. } = sink {
-                        crate::sinks::syslog::facility_number(facility)?;
-                    }
-                }
-                SinkConfig::Nats(nats) => {
-                    let name = &nats.name;
-                    if nats.stream.is_empty() || nats.subject_prefix.is_empty() {
-                        bail!("nats sink: stream and subject_prefix must not be empty");
-                    }
-                    if name
-                        .as_ref()
-                        .is_some_and(|n| n.is_empty() || n.contains('/'))
-                    {
-                        bail!("sink name {name:?}: a non-empty name without '/'");
-                    }
-                    if nats.tls.as_ref().is_some_and(|t| t.server_name.is_some()) {
-                        bail!("nats sink: tls.server_name is not supported (the URL's host is verified)");
-                    }
-                }
-                _ => {}
-            }
-            if !names.insert(sink.name()) {
-                bail!(
-                    "two sinks are named {:?}: give one a distinct name",
-                    sink.name()
-                );
-            }
-        }
-        if self.spool.max_bytes < 256 * 1024 {
-            bail!(
-                "spool.max_bytes = {}: at least 262144 (256 KiB)",
-                self.spool.max_bytes
-            );
-        }
-        Ok(())
-    }
 }
 
 /// A TOML error on one line ("line 3, column 1: unknown field `proces`, expected ..."), for
@@ -931,6 +789,25 @@ mod tests {
                 max_files: 5,
             }]
         );
+    }
+
+    #[test]
+    fn syslog_facilities_are_named_and_numbered() {
+        let sink = |facility: &str| {
+            Config::parse(
+                &format!(
+                    "[[sinks]]\ntype = \"syslog\"\naddress = \"h:1\"\nfacility = \"{facility}\"\n"
+                ),
+                "t",
+            )
+        };
+        let config = sink("local3").unwrap();
+        let SinkConfig::Syslog { facility, .. } = &config.sinks[0] else {
+            panic!("not a syslog sink");
+        };
+        assert_eq!(facility.number(), 19);
+        let err = format!("{:#}", sink("mail2").unwrap_err());
+        assert!(err.contains("mail2") && err.contains("authpriv"), "{err}");
     }
 
     #[test]

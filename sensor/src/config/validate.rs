@@ -1,0 +1,220 @@
+//! What a configuration must satisfy beyond its syntax, section by section, with the fix in
+//! each error.
+use std::collections::HashSet;
+
+use anyhow::{anyhow, bail, Result};
+
+use super::{Config, NameView, SinkConfig};
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<()> {
+        self.validate_kernel()?;
+        if self.sinks.is_empty() {
+            bail!("no [[sinks]]: add at least one, e.g. [[sinks]] type = \"stdout\"");
+        }
+        self.validate_alerts()?;
+        self.validate_privacy()?;
+        self.validate_tail()?;
+        self.validate_devices()?;
+        self.validate_file_rules()?;
+        self.validate_sinks()?;
+        if self.spool.max_bytes < 256 * 1024 {
+            bail!(
+                "spool.max_bytes = {}: at least 262144 (256 KiB)",
+                self.spool.max_bytes
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_kernel(&self) -> Result<()> {
+        let ring = self.kernel.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 64 * 1024 {
+            bail!(
+                "kernel.ring_buffer_bytes = {ring}: must be a power of two of at least 65536 \
+                 (for example 8388608)"
+            );
+        }
+        if !(1..=1000).contains(&self.kernel.max_latency_ms) {
+            bail!(
+                "kernel.max_latency_ms = {}: must be between 1 and 1000",
+                self.kernel.max_latency_ms
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_alerts(&self) -> Result<()> {
+        let mut ids = HashSet::new();
+        for (n, rule) in self.alerts.rules.iter().enumerate() {
+            let at = format!("alerts.rules[{n}]");
+            if rule.id.is_empty() || !ids.insert(rule.id.as_str()) {
+                bail!("{at}: every alert rule needs an id of its own");
+            }
+            if rule.paths.is_empty() && rule.programs.is_empty() && !rule.removable_writes {
+                bail!(
+                    "{at} ({}): it watches nothing: give paths, programs or removable_writes = true",
+                    rule.id
+                );
+            }
+            if let Some(path) = rule
+                .paths
+                .iter()
+                .chain(&rule.programs)
+                .find(|p| !p.starts_with('/'))
+            {
+                bail!("{at} ({}): path {path:?} is not absolute", rule.id);
+            }
+            if rule.bulk_files == Some(0) || rule.bulk_minutes == 0 {
+                bail!(
+                    "{at} ({}): bulk_files and bulk_minutes must be at least 1",
+                    rule.id
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_privacy(&self) -> Result<()> {
+        for pattern in &self.privacy.secret_patterns {
+            regex::bytes::Regex::new(pattern).map_err(|e| {
+                anyhow!(
+                    "privacy.secret_patterns: {pattern:?} is not a valid regular expression: {e}"
+                )
+            })?;
+        }
+        if self.privacy.pseudonymize && self.privacy.key_file.is_none() {
+            bail!("privacy.pseudonymize = true needs privacy.key_file (make one with `custos privacy-key FILE`)");
+        }
+        for (n, view) in self.privacy.sink_views.iter().enumerate() {
+            if !self.sinks.iter().any(|sink| sink.name() == view.sink) {
+                let names: Vec<String> = self.sinks.iter().map(SinkConfig::name).collect();
+                bail!(
+                    "privacy.sink_views[{n}]: no sink is named {:?} (the sinks are: {})",
+                    view.sink,
+                    names.join(", ")
+                );
+            }
+            if view.names == NameView::Pseudonym && self.privacy.key_file.is_none() {
+                bail!("privacy.sink_views[{n}]: names = \"pseudonym\" needs privacy.key_file");
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_tail(&self) -> Result<()> {
+        for (n, view) in self.tail.groups.iter().enumerate() {
+            if !group_exists(&view.group) {
+                bail!(
+                    "tail.groups[{n}]: group {:?} does not exist on this host",
+                    view.group
+                );
+            }
+            if view.names == NameView::Pseudonym && self.privacy.key_file.is_none() {
+                bail!(
+                    "tail.groups[{n}] ({}): names = \"pseudonym\" needs privacy.key_file",
+                    view.group
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_devices(&self) -> Result<()> {
+        for (n, rule) in self.devices.rules.iter().enumerate() {
+            let at = format!("devices.rules[{n}]");
+            if let Some(ids) = &rule.vendor_product {
+                if !usb_ids(ids) {
+                    bail!("{at}: vendor_product = {ids:?}: expected USB ids like \"0781:5581\"");
+                }
+            }
+            for group in rule.groups.iter().chain(&rule.except_groups) {
+                if !group_exists(group) {
+                    bail!("{at}: group {group:?} does not exist on this host (check NSS)");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_file_rules(&self) -> Result<()> {
+        let file = &self.file;
+        for prefix in file.include_paths.iter().chain(&file.exclude_paths) {
+            if !prefix.starts_with('/') {
+                bail!("file path rule {prefix:?} is not absolute: path rules start with '/'");
+            }
+            if prefix.len() > sensor_common::PREFIX_MAX {
+                bail!(
+                    "file path rule {prefix:?} is {} bytes; the kernel compares at most {}",
+                    prefix.len(),
+                    sensor_common::PREFIX_MAX
+                );
+            }
+        }
+        for comm in file.include_comms.iter().chain(&file.exclude_comms) {
+            if comm.is_empty() || comm.len() > 15 {
+                bail!("file comm rule {comm:?}: a process name (comm) has 1 to 15 bytes");
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_sinks(&self) -> Result<()> {
+        let mut names = HashSet::new();
+        for sink in &self.sinks {
+            validate_sink(sink)?;
+            if !names.insert(sink.name()) {
+                bail!(
+                    "two sinks are named {:?}: give one a distinct name",
+                    sink.name()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_sink(sink: &SinkConfig) -> Result<()> {
+    let name = match sink {
+        SinkConfig::File { path, .. } if path.as_os_str().is_empty() => {
+            bail!("a file sink has an empty path");
+        }
+        SinkConfig::Tcp { address, name, .. } | SinkConfig::Syslog { address, name, .. } => {
+            if !address.contains(':') {
+                bail!("sink address {address:?} needs a port (host:port)");
+            }
+            name
+        }
+        SinkConfig::Nats(nats) => {
+            if nats.stream.is_empty() || nats.subject_prefix.is_empty() {
+                bail!("nats sink: stream and subject_prefix must not be empty");
+            }
+            if nats.tls.as_ref().is_some_and(|t| t.server_name.is_some()) {
+                bail!("nats sink: tls.server_name is not supported (the URL's host is verified)");
+            }
+            &nats.name
+        }
+        SinkConfig::Stdout { .. } | SinkConfig::File { .. } => return Ok(()),
+    };
+    if name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.contains('/'))
+    {
+        bail!("sink name {name:?}: a non-empty name without '/'");
+    }
+    Ok(())
+}
+
+/// `vvvv:pppp`: a USB vendor and product id, four hex digits each.
+fn usb_ids(ids: &str) -> bool {
+    ids.split_once(':').is_some_and(|(v, p)| {
+        [v, p]
+            .iter()
+            .all(|id| id.len() == 4 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+/// Whether NSS knows the group on this host.
+fn group_exists(name: &str) -> bool {
+    nix::unistd::Group::from_name(name).ok().flatten().is_some()
+}
