@@ -2,17 +2,42 @@
 //! words an auditor or a works council can check against the purpose.
 use std::fmt::Write as _;
 
-use crate::config::{Config, NameView};
+use crate::config::{Config, FileEvents, NameView};
 
 pub fn render(config: &Config) -> String {
-    let mut out = String::new();
-    let p = &config.privacy;
-    let names = if p.pseudonymize {
+    let names = if config.privacy.pseudonymize {
         "replaced by keyed pseudonyms (\"ps_...\"); only the holder of the key file can turn them \
          back into names"
     } else {
         "collected as they are"
     };
+    let mut out = String::new();
+    people(&mut out, config, names);
+    let _ = writeln!(out, "\nWhich activity:");
+    if config.sensors.process {
+        processes(&mut out, config);
+    }
+    if config.sensors.file {
+        files(&mut out, config);
+    }
+    if config.sensors.devices {
+        let _ = writeln!(
+            out,
+            "- drives and loop devices attached (vendor, model, serial number), who was at the \
+             local seat, mounts, and every file opened for writing on removable media, with a \
+             summary per person and device every {} s;",
+            config.devices.summary_seconds
+        );
+    }
+    alerts(&mut out, config);
+    let _ = writeln!(out, "\nWhere it goes:");
+    sinks(&mut out, config, names);
+    live_stream(&mut out, config);
+    out
+}
+
+/// What is known about each person: ids, names, the login behind them, directory data.
+fn people(out: &mut String, config: &Config, names: &str) {
     let _ = writeln!(out, "What Custos collects with this configuration\n");
     let _ = writeln!(out, "About every person whose processes run on this host:");
     let _ = writeln!(
@@ -37,100 +62,99 @@ pub fn render(config: &Config) -> String {
             let _ = writeln!(out, "- no directory data (no identity map is configured);");
         }
     }
-    let _ = writeln!(out, "\nWhich activity:");
-    if config.sensors.process {
-        let argv = match (p.argv, p.redact_secrets) {
-            (false, _) => "without their arguments".to_owned(),
-            (true, true) => format!(
-                "with their arguments, in which passwords, tokens and keys are replaced by \
-                 [REDACTED] before anything is stored ({} built-in patterns plus {} of your own)",
-                super::redact::BUILT_IN.len(),
-                p.secret_patterns.len()
-            ),
-            (true, false) => "with their full arguments (secrets are NOT redacted)".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "- every program started, {argv}, its working directory, and when it ended;"
-        );
-        let _ = writeln!(
-            out,
-            "- every change of user, group or capabilities, and every refused attempt;"
-        );
-    }
-    if config.sensors.file {
-        let f = &config.file;
-        let _ = write!(
-            out,
-            "- files opened: path, access (read/write/create), result"
-        );
-        match p.file_events {
-            crate::config::FileEvents::All => {}
-            crate::config::FileEvents::NoHome => {
-                let _ = write!(
-                    out,
-                    ", nothing under /home/ except sensitive sets and removable media"
-                );
-            }
-            crate::config::FileEvents::SensitiveAndRemovable => {
-                let _ = write!(out, ", only in sensitive sets and on removable media");
-            }
-        }
-        if f.writes_only {
-            let _ = write!(out, ", only opens that can modify a file");
-        }
-        if !f.include_paths.is_empty() {
-            let _ = write!(out, ", only under {}", f.include_paths.join(", "));
-        }
-        if !f.exclude_paths.is_empty() {
-            let _ = write!(out, ", never under {}", f.exclude_paths.join(", "));
-        }
-        let _ = writeln!(
-            out,
-            "; refused opens are always reported{};",
-            if p.pseudonymize {
-                " (the name in /home/<name> paths is pseudonymised)"
-            } else {
-                ""
-            }
-        );
-    }
-    if config.sensors.devices {
-        let _ = writeln!(
-            out,
-            "- drives and loop devices attached (vendor, model, serial number), who was at the \
-             local seat, mounts, and every file opened for writing on removable media, with a \
-             summary per person and device every {} s;",
-            config.devices.summary_seconds
-        );
-    }
-    if !config.alerts.rules.is_empty() {
-        let _ = writeln!(out, "\nAlerts (evaluated on the host, with real names):");
-        for rule in &config.alerts.rules {
-            let _ = writeln!(
+}
+
+fn processes(out: &mut String, config: &Config) {
+    let p = &config.privacy;
+    let argv = match (p.argv, p.redact_secrets) {
+        (false, _) => "without their arguments".to_owned(),
+        (true, true) => format!(
+            "with their arguments, in which passwords, tokens and keys are replaced by \
+             [REDACTED] before anything is stored ({} built-in patterns plus {} of your own)",
+            super::redact::BUILT_IN.len(),
+            p.secret_patterns.len()
+        ),
+        (true, false) => "with their full arguments (secrets are NOT redacted)".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "- every program started, {argv}, its working directory, and when it ended;"
+    );
+    let _ = writeln!(
+        out,
+        "- every change of user, group or capabilities, and every refused attempt;"
+    );
+}
+
+fn files(out: &mut String, config: &Config) {
+    let (f, p) = (&config.file, &config.privacy);
+    let _ = write!(
+        out,
+        "- files opened: path, access (read/write/create), result"
+    );
+    match p.file_events {
+        FileEvents::All => {}
+        FileEvents::NoHome => {
+            let _ = write!(
                 out,
-                "- {}: opens under [{}], runs of [{}]{} by anyone outside roles [{}] and groups [{}]{}",
-                rule.id,
-                rule.paths.join(", "),
-                rule.programs.join(", "),
-                if rule.removable_writes {
-                    " and writes to removable media"
-                } else {
-                    ""
-                },
-                rule.allow_roles.join(", "),
-                rule.allow_groups.join(", "),
-                rule.bulk_files.map_or(String::new(), |n| format!(
-                    ", and more than {n} files within {} minutes by anyone",
-                    rule.bulk_minutes
-                ))
+                ", nothing under /home/ except sensitive sets and removable media"
             );
         }
+        FileEvents::SensitiveAndRemovable => {
+            let _ = write!(out, ", only in sensitive sets and on removable media");
+        }
     }
-    let _ = writeln!(out, "\nWhere it goes:");
+    if f.writes_only {
+        let _ = write!(out, ", only opens that can modify a file");
+    }
+    if !f.include_paths.is_empty() {
+        let _ = write!(out, ", only under {}", f.include_paths.join(", "));
+    }
+    if !f.exclude_paths.is_empty() {
+        let _ = write!(out, ", never under {}", f.exclude_paths.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "; refused opens are always reported{};",
+        if p.pseudonymize {
+            " (the name in /home/<name> paths is pseudonymised)"
+        } else {
+            ""
+        }
+    );
+}
+
+fn alerts(out: &mut String, config: &Config) {
+    if config.alerts.rules.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nAlerts (evaluated on the host, with real names):");
+    for rule in &config.alerts.rules {
+        let _ = writeln!(
+            out,
+            "- {}: opens under [{}], runs of [{}]{} by anyone outside roles [{}] and groups [{}]{}",
+            rule.id,
+            rule.paths.join(", "),
+            rule.programs.join(", "),
+            if rule.removable_writes {
+                " and writes to removable media"
+            } else {
+                ""
+            },
+            rule.allow_roles.join(", "),
+            rule.allow_groups.join(", "),
+            rule.bulk_files.map_or(String::new(), |n| format!(
+                ", and more than {n} files within {} minutes by anyone",
+                rule.bulk_minutes
+            ))
+        );
+    }
+}
+
+fn sinks(out: &mut String, config: &Config, names: &str) {
     for sink in &config.sinks {
         let name = sink.name();
-        match p.sink_views.iter().find(|v| v.sink == name) {
+        match config.privacy.sink_views.iter().find(|v| v.sink == name) {
             Some(view) => {
                 let shown = match view.names {
                     NameView::Real => names,
@@ -145,29 +169,31 @@ pub fn render(config: &Config) -> String {
             }
         }
     }
+}
+
+fn live_stream(out: &mut String, config: &Config) {
     if config.tail.socket.as_os_str().is_empty() {
         let _ = writeln!(out, "- no live stream");
-    } else {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "- the live stream ({}) to root, with real names",
+        config.tail.socket.display()
+    );
+    for view in &config.tail.groups {
+        let shown = match view.names {
+            NameView::Real => "real names",
+            NameView::Pseudonym => "pseudonyms",
+            NameView::Hidden => "no names",
+        };
         let _ = writeln!(
             out,
-            "- the live stream ({}) to root, with real names",
-            config.tail.socket.display()
+            "- the live stream to members of group {}, with {shown}{}",
+            view.group,
+            if view.argv { "" } else { " and no arguments" }
         );
-        for view in &config.tail.groups {
-            let shown = match view.names {
-                NameView::Real => "real names",
-                NameView::Pseudonym => "pseudonyms",
-                NameView::Hidden => "no names",
-            };
-            let _ = writeln!(
-                out,
-                "- the live stream to members of group {}, with {shown}{}",
-                view.group,
-                if view.argv { "" } else { " and no arguments" }
-            );
-        }
     }
-    out
 }
 
 #[cfg(test)]
