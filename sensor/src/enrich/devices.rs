@@ -26,83 +26,11 @@ impl<S: NameSource> Enricher<S> {
     /// decision after it.
     pub(super) fn device_change(&mut self, record: &Device) -> Option<Event> {
         let fixed = &record.fixed;
+        if matches!(fixed.op, device_op::DENIED_MOUNT | device_op::DENIED_OPEN) {
+            return self.kernel_refusal(record);
+        }
+        let (action, device) = self.changed_device(record)?;
         let task = &fixed.task;
-        let (major, minor) = (fixed.dev >> 20, fixed.dev & 0xfffff);
-        let (action, device) = match fixed.op {
-            device_op::DISK_ADDED => {
-                let (major, minor) = if fixed.dev != 0 {
-                    (major, minor)
-                } else {
-                    // From the backing device's registration: "major:minor".
-                    let name = String::from_utf8_lossy(c_str(&fixed.name)).into_owned();
-                    name.split_once(':')
-                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))?
-                };
-                (DeviceAction::Added, self.devices.refresh(major, minor)?)
-            }
-            device_op::DISK_REMOVED => {
-                let device = self
-                    .devices
-                    .forget(fixed.dev)
-                    .unwrap_or_else(|| BlockDevice {
-                        name: String::from_utf8_lossy(c_str(&fixed.name)).into_owned(),
-                        major,
-                        minor,
-                        ..BlockDevice::default()
-                    });
-                (DeviceAction::Removed, device)
-            }
-            device_op::DENIED_MOUNT | device_op::DENIED_OPEN => {
-                return self.kernel_refusal(record);
-            }
-            device_op::LOOP_ADDED => {
-                // Reported already if the new disk's hook fired.
-                if self
-                    .devices
-                    .get(kernel_dev(LOOP_MAJOR, fixed.value))
-                    .is_some()
-                {
-                    return None;
-                }
-                (
-                    DeviceAction::Added,
-                    self.devices.refresh(LOOP_MAJOR, fixed.value)?,
-                )
-            }
-            device_op::LOOP_ATTACHED => {
-                let mut device = self.devices.refresh(major, minor)?;
-                if !record.backing.is_empty() {
-                    device.backing_file = text::from_bytes(&record.backing).text;
-                }
-                (DeviceAction::MediaInserted, device)
-            }
-            device_op::LOOP_DETACHED => {
-                let before = self.devices.get(fixed.dev).cloned();
-                let mut device = self.devices.refresh(major, minor).or(before.clone())?;
-                if let Some(before) = before {
-                    device.backing_file = before.backing_file;
-                }
-                (DeviceAction::MediaRemoved, device)
-            }
-            // Reported already where disk removal is hooked.
-            device_op::LOOP_REMOVED if self.devices.removal_hooked => return None,
-            device_op::LOOP_REMOVED => {
-                let dev = kernel_dev(LOOP_MAJOR, fixed.value);
-                let device = self.devices.forget(dev).unwrap_or_else(|| BlockDevice {
-                    name: format!("loop{}", fixed.value),
-                    major: LOOP_MAJOR,
-                    minor: fixed.value,
-                    bus: "loop".into(),
-                    ..BlockDevice::default()
-                });
-                (DeviceAction::Removed, device)
-            }
-            device_op::READ_ONLY_SET => (
-                DeviceAction::ReadOnlyChanged,
-                self.devices.refresh(major, minor)?,
-            ),
-            _ => return None,
-        };
         let seat_uid = self.devices.seat_uid();
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         let process = self.process_of(task, &exec_id);
@@ -127,6 +55,79 @@ impl<S: NameSource> Enricher<S> {
             }
         }
         Some(event)
+    }
+
+    /// What a device record did and to which device, as sysfs describes it now (or as it was
+    /// known, for a device that went away); `None` for what is not reported (again).
+    fn changed_device(&mut self, record: &Device) -> Option<(DeviceAction, BlockDevice)> {
+        let fixed = &record.fixed;
+        let (major, minor) = (fixed.dev >> 20, fixed.dev & 0xfffff);
+        Some(match fixed.op {
+            device_op::DISK_ADDED => {
+                let (major, minor) = if fixed.dev != 0 {
+                    (major, minor)
+                } else {
+                    // From the backing device's registration: "major:minor".
+                    let name = String::from_utf8_lossy(c_str(&fixed.name)).into_owned();
+                    name.split_once(':')
+                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))?
+                };
+                (DeviceAction::Added, self.devices.refresh(major, minor)?)
+            }
+            device_op::DISK_REMOVED => {
+                let device = self.devices.forget(fixed.dev).unwrap_or_else(|| BlockDevice {
+                    name: String::from_utf8_lossy(c_str(&fixed.name)).into_owned(),
+                    major,
+                    minor,
+                    ..BlockDevice::default()
+                });
+                (DeviceAction::Removed, device)
+            }
+            device_op::LOOP_ADDED => {
+                // Reported already if the new disk's hook fired.
+                let known = kernel_dev(LOOP_MAJOR, fixed.value);
+                if self.devices.get(known).is_some() {
+                    return None;
+                }
+                let device = self.devices.refresh(LOOP_MAJOR, fixed.value)?;
+                (DeviceAction::Added, device)
+            }
+            device_op::LOOP_ATTACHED => {
+                let mut device = self.devices.refresh(major, minor)?;
+                if !record.backing.is_empty() {
+                    device.backing_file = text::from_bytes(&record.backing).text;
+                }
+                (DeviceAction::MediaInserted, device)
+            }
+            device_op::LOOP_DETACHED => {
+                let before = self.devices.get(fixed.dev).cloned();
+                let mut device = self.devices.refresh(major, minor).or(before.clone())?;
+                if let Some(before) = before {
+                    device.backing_file = before.backing_file;
+                }
+                (DeviceAction::MediaRemoved, device)
+            }
+            // Reported already where disk removal is hooked.
+            device_op::LOOP_REMOVED if self.devices.removal_hooked => return None,
+            device_op::LOOP_REMOVED => (DeviceAction::Removed, self.removed_loop(fixed.value)),
+            device_op::READ_ONLY_SET => (
+                DeviceAction::ReadOnlyChanged,
+                self.devices.refresh(major, minor)?,
+            ),
+            _ => return None,
+        })
+    }
+
+    /// A loop device that was removed: as it was known, else by its number.
+    fn removed_loop(&mut self, number: u32) -> BlockDevice {
+        let dev = kernel_dev(LOOP_MAJOR, number);
+        self.devices.forget(dev).unwrap_or_else(|| BlockDevice {
+            name: format!("loop{number}"),
+            major: LOOP_MAJOR,
+            minor: number,
+            bus: "loop".into(),
+            ..BlockDevice::default()
+        })
     }
 
     /// Evaluates the rules for a new device and enforces the first that matches.
