@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod offsets;
+pub mod syscalls;
 pub use offsets::KernelOffsets;
 
 /// Record kinds. Also the index into the per-kind drop counters.
@@ -254,7 +255,7 @@ pub struct ForkRecord {
 pub struct CredRecord {
     pub header: RecordHeader,
     pub task: TaskInfo,
-    /// The x86_64 syscall number.
+    /// The syscall's number (one of the [`syscalls`] of the credentials family).
     pub syscall: u32,
     /// Its return value (0, -errno, or for setfsuid/setfsgid the previous id).
     pub ret: i32,
@@ -317,16 +318,6 @@ pub struct DeviceBuffer {
     pub blob: [u8; PATH_MAX + 1],
 }
 
-/// The syscall behind a [`MountRecord`] (x86_64 numbers).
-pub mod mount_syscall {
-    pub const MOUNT: u32 = 165;
-    pub const UMOUNT2: u32 = 166;
-    pub const MOVE_MOUNT: u32 = 429;
-    pub const FSOPEN: u32 = 430;
-    pub const FSCONFIG: u32 = 431;
-    pub const FSMOUNT: u32 = 432;
-}
-
 /// A mount-related syscall returned: mount, umount2, or a step of the new mount API (fsopen,
 /// fsconfig setting "source", fsmount, move_mount).
 #[repr(C)]
@@ -334,7 +325,7 @@ pub mod mount_syscall {
 pub struct MountRecord {
     pub header: RecordHeader,
     pub task: TaskInfo,
-    /// One of [`mount_syscall`].
+    /// The syscall's number (one of the [`syscalls`] of the mount family).
     pub syscall: u32,
     /// The return value (0, a new fd, or -errno).
     pub ret: i32,

@@ -7,112 +7,161 @@
 /// Marks a member the running kernel does not have (e.g. `loginuid` without CONFIG_AUDIT).
 pub const MISSING: u32 = u32::MAX;
 
-/// Offsets, in bytes from the start of the named struct.
-#[repr(C)]
+/// One member the programs read: where it is, and whether a kernel without it is supported
+/// (an optional member reads as [`MISSING`] and its feature reports itself unavailable).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelOffsets {
+pub struct Member {
+    pub struct_name: &'static str,
+    pub member: &'static str,
+    pub required: bool,
+}
+
+/// Declares every member once: the [`KernelOffsets`] field, its struct and member, and whether
+/// it is required.
+macro_rules! kernel_offsets {
+    ($($(#[$doc:meta])* $field:ident: $st:ident.$member:ident $(($optional:ident))?,)*) => {
+        /// Offsets, in bytes from the start of the named struct.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct KernelOffsets {
+            $($(#[$doc])* pub $field: u32,)*
+            /// Starts of "spans": byte ranges read with one helper call to pick several
+            /// members, or MISSING where this kernel's layout spreads them wider than the span
+            /// (see `spans`); derived from the members above.
+            pub file_span: u32,
+            pub inode_span: u32,
+            pub dentry_span: u32,
+        }
+
+        impl KernelOffsets {
+            /// Every offset [`MISSING`]: what the programs see if the daemon never filled them.
+            pub const UNSET: Self = Self {
+                $($field: MISSING,)*
+                file_span: MISSING,
+                inode_span: MISSING,
+                dentry_span: MISSING,
+            };
+
+            /// The offsets with each member's found by `offset_of` (spans left [`MISSING`]).
+            pub fn from_members<E>(
+                mut offset_of: impl FnMut(&Member) -> Result<u32, E>,
+            ) -> Result<Self, E> {
+                Ok(Self {
+                    $($field: offset_of(&Member {
+                        struct_name: stringify!($st),
+                        member: stringify!($member),
+                        required: !kernel_offsets!(@optional $($optional)?),
+                    })?,)*
+                    ..Self::UNSET
+                })
+            }
+        }
+    };
+    (@optional optional) => { true };
+    (@optional) => { false };
+}
+
+kernel_offsets! {
     // struct task_struct
-    pub task_pid: u32,
-    pub task_tgid: u32,
-    pub task_real_parent: u32,
-    pub task_group_leader: u32,
-    pub task_start_boottime: u32,
-    pub task_real_cred: u32,
-    pub task_loginuid: u32,
-    pub task_sessionid: u32,
-    pub task_signal: u32,
-    pub task_fs: u32,
-    pub task_mm: u32,
-    pub task_comm: u32,
-    pub task_exit_code: u32,
+    task_pid: task_struct.pid,
+    task_tgid: task_struct.tgid,
+    task_real_parent: task_struct.real_parent,
+    task_group_leader: task_struct.group_leader,
+    task_start_boottime: task_struct.start_boottime,
+    task_real_cred: task_struct.real_cred,
+    task_loginuid: task_struct.loginuid (optional),
+    task_sessionid: task_struct.sessionid (optional),
+    task_signal: task_struct.signal,
+    task_fs: task_struct.fs,
+    task_mm: task_struct.mm,
+    task_comm: task_struct.comm,
+    task_exit_code: task_struct.exit_code,
     // struct cred
-    pub cred_uid: u32,
-    pub cred_gid: u32,
-    pub cred_suid: u32,
-    pub cred_sgid: u32,
-    pub cred_euid: u32,
-    pub cred_egid: u32,
-    pub cred_fsuid: u32,
-    pub cred_fsgid: u32,
-    pub cred_group_info: u32,
-    pub cred_cap_effective: u32,
-    pub cred_cap_permitted: u32,
+    cred_uid: cred.uid,
+    cred_gid: cred.gid,
+    cred_suid: cred.suid,
+    cred_sgid: cred.sgid,
+    cred_euid: cred.euid,
+    cred_egid: cred.egid,
+    cred_fsuid: cred.fsuid,
+    cred_fsgid: cred.fsgid,
+    cred_group_info: cred.group_info,
+    cred_cap_effective: cred.cap_effective,
+    cred_cap_permitted: cred.cap_permitted,
     // struct group_info
-    pub group_info_ngroups: u32,
-    pub group_info_gid: u32,
+    group_info_ngroups: group_info.ngroups,
+    group_info_gid: group_info.gid,
     // struct signal_struct
-    pub signal_live: u32,
-    pub signal_tty: u32,
+    signal_live: signal_struct.live,
+    signal_tty: signal_struct.tty,
     // struct tty_struct
-    pub tty_name: u32,
+    tty_name: tty_struct.name,
     // struct fs_struct
-    pub fs_pwd: u32,
+    fs_pwd: fs_struct.pwd,
     // struct path
-    pub path_mnt: u32,
-    pub path_dentry: u32,
+    path_mnt: path.mnt,
+    path_dentry: path.dentry,
     // struct dentry
-    pub dentry_parent: u32,
-    pub dentry_name: u32,
+    dentry_parent: dentry.d_parent,
+    dentry_name: dentry.d_name,
     // struct qstr
-    pub qstr_len: u32,
-    pub qstr_name: u32,
+    qstr_len: qstr.len,
+    qstr_name: qstr.name,
     // struct vfsmount
-    pub vfsmount_mnt_root: u32,
+    vfsmount_mnt_root: vfsmount.mnt_root,
     // struct mount
-    pub mount_mnt: u32,
-    pub mount_parent: u32,
-    pub mount_mountpoint: u32,
+    mount_mnt: mount.mnt,
+    mount_parent: mount.mnt_parent,
+    mount_mountpoint: mount.mnt_mountpoint,
     // struct mm_struct
-    pub mm_arg_start: u32,
-    pub mm_arg_end: u32,
-    pub mm_exe_file: u32,
+    mm_arg_start: mm_struct.arg_start,
+    mm_arg_end: mm_struct.arg_end,
+    mm_exe_file: mm_struct.exe_file,
     // struct file
-    pub file_path: u32,
-    pub file_inode: u32,
-    pub file_flags: u32,
-    pub file_mode: u32,
+    file_path: file.f_path,
+    file_inode: file.f_inode,
+    file_flags: file.f_flags,
+    file_mode: file.f_mode,
     // struct inode / super_block
-    pub inode_ino: u32,
-    pub inode_sb: u32,
-    pub sb_dev: u32,
+    inode_ino: inode.i_ino,
+    inode_sb: inode.i_sb,
+    sb_dev: super_block.s_dev,
     // struct task_struct -> files_struct -> fdtable
-    pub task_files: u32,
-    pub files_fdt: u32,
-    pub fdt_max_fds: u32,
-    pub fdt_fd: u32,
+    task_files: task_struct.files,
+    files_fdt: files_struct.fdt,
+    fdt_max_fds: fdtable.max_fds,
+    fdt_fd: fdtable.fd,
     // struct pt_regs (x86_64 syscall registers at syscall exit)
-    pub regs_orig_ax: u32,
-    pub regs_di: u32,
-    pub regs_si: u32,
-    pub regs_dx: u32,
-    pub regs_r10: u32,
-    pub regs_r8: u32,
+    // x86_64 register names; on other architectures the file sensor reports itself
+    // unavailable rather than reading the wrong registers.
+    regs_orig_ax: pt_regs.orig_ax (optional),
+    regs_di: pt_regs.di (optional),
+    regs_si: pt_regs.si (optional),
+    regs_dx: pt_regs.dx (optional),
+    regs_r10: pt_regs.r10 (optional),
+    regs_r8: pt_regs.r8 (optional),
     // struct inode: the device number of a device file
-    pub inode_rdev: u32,
+    inode_rdev: inode.i_rdev,
     // struct backing_dev_info: "major:minor" of a new disk
-    pub bdi_dev_name: u32,
+    bdi_dev_name: backing_dev_info.dev_name (optional),
     // struct gendisk: a disk's numbers and name; struct inode: the file type
-    pub gendisk_major: u32,
-    pub gendisk_first_minor: u32,
-    pub gendisk_disk_name: u32,
-    pub inode_mode: u32,
+    gendisk_major: gendisk.major (optional),
+    gendisk_first_minor: gendisk.first_minor (optional),
+    gendisk_disk_name: gendisk.disk_name (optional),
+    inode_mode: inode.i_mode,
     // super_block -> block_device -> gendisk: the whole disk behind a mounted partition
-    pub sb_bdev: u32,
-    pub bdev_disk: u32,
+    sb_bdev: super_block.s_bdev (optional),
+    bdev_disk: block_device.bd_disk (optional),
     // io_uring: struct io_kiocb, struct io_open (at the start of the request), struct filename,
     // struct io_uring_cqe
-    pub kiocb_opcode: u32,
-    pub io_open_dfd: u32,
-    pub io_open_file_slot: u32,
-    pub io_open_filename: u32,
-    pub io_open_how: u32,
-    pub filename_name: u32,
-    pub cqe_res: u32,
-    // Starts of "spans": byte ranges read with one helper call to pick several members, or
-    // MISSING where this kernel's layout spreads them wider than the span (see `spans`).
-    pub file_span: u32,
-    pub inode_span: u32,
-    pub dentry_span: u32,
+    // io_uring may be compiled out; its hooks are then simply not attached.
+    kiocb_opcode: io_kiocb.opcode (optional),
+    io_open_dfd: io_open.dfd (optional),
+    io_open_file_slot: io_open.file_slot (optional),
+    io_open_filename: io_open.filename (optional),
+    io_open_how: io_open.how (optional),
+    filename_name: filename.name (optional),
+    cqe_res: io_uring_cqe.res (optional),
 }
 
 /// Span lengths, in bytes.
@@ -123,88 +172,4 @@ pub mod spans {
     pub const INODE: usize = 48;
     /// `dentry`: d_parent and d_name.
     pub const DENTRY: usize = 32;
-}
-
-impl KernelOffsets {
-    /// Every offset [`MISSING`]: what the programs see if the daemon never filled them in.
-    pub const UNSET: Self = Self {
-        task_pid: MISSING,
-        task_tgid: MISSING,
-        task_real_parent: MISSING,
-        task_group_leader: MISSING,
-        task_start_boottime: MISSING,
-        task_real_cred: MISSING,
-        task_loginuid: MISSING,
-        task_sessionid: MISSING,
-        task_signal: MISSING,
-        task_fs: MISSING,
-        task_mm: MISSING,
-        task_comm: MISSING,
-        task_exit_code: MISSING,
-        cred_uid: MISSING,
-        cred_gid: MISSING,
-        cred_suid: MISSING,
-        cred_sgid: MISSING,
-        cred_euid: MISSING,
-        cred_egid: MISSING,
-        cred_fsuid: MISSING,
-        cred_fsgid: MISSING,
-        cred_group_info: MISSING,
-        cred_cap_effective: MISSING,
-        cred_cap_permitted: MISSING,
-        group_info_ngroups: MISSING,
-        group_info_gid: MISSING,
-        signal_live: MISSING,
-        signal_tty: MISSING,
-        tty_name: MISSING,
-        fs_pwd: MISSING,
-        path_mnt: MISSING,
-        path_dentry: MISSING,
-        dentry_parent: MISSING,
-        dentry_name: MISSING,
-        qstr_len: MISSING,
-        qstr_name: MISSING,
-        vfsmount_mnt_root: MISSING,
-        mount_mnt: MISSING,
-        mount_parent: MISSING,
-        mount_mountpoint: MISSING,
-        mm_arg_start: MISSING,
-        mm_arg_end: MISSING,
-        mm_exe_file: MISSING,
-        file_path: MISSING,
-        file_inode: MISSING,
-        file_flags: MISSING,
-        file_mode: MISSING,
-        inode_ino: MISSING,
-        inode_sb: MISSING,
-        sb_dev: MISSING,
-        task_files: MISSING,
-        files_fdt: MISSING,
-        fdt_max_fds: MISSING,
-        fdt_fd: MISSING,
-        regs_orig_ax: MISSING,
-        regs_di: MISSING,
-        regs_si: MISSING,
-        regs_dx: MISSING,
-        regs_r10: MISSING,
-        regs_r8: MISSING,
-        inode_rdev: MISSING,
-        bdi_dev_name: MISSING,
-        gendisk_major: MISSING,
-        gendisk_first_minor: MISSING,
-        gendisk_disk_name: MISSING,
-        inode_mode: MISSING,
-        sb_bdev: MISSING,
-        bdev_disk: MISSING,
-        kiocb_opcode: MISSING,
-        io_open_dfd: MISSING,
-        io_open_file_slot: MISSING,
-        io_open_filename: MISSING,
-        io_open_how: MISSING,
-        filename_name: MISSING,
-        cqe_res: MISSING,
-        file_span: MISSING,
-        inode_span: MISSING,
-        dentry_span: MISSING,
-    };
 }

@@ -25,8 +25,6 @@ use crate::{
     task::fill_task_info,
 };
 
-pub const NR_IOCTL: u64 = 16;
-
 const LOOP_SET_FD: u32 = 0x4C00;
 const LOOP_CLR_FD: u32 = 0x4C01;
 const LOOP_CONFIGURE: u32 = 0x4C0A;

@@ -4,7 +4,14 @@
 //! the exec, fork and earlier credential records of the process) and reports the difference.
 //! Failed calls are sent too: an EPERM from setuid is an attempted escalation.
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use sensor_common::{kind, CredRecord, RecordHeader};
+use sensor_common::{
+    kind,
+    syscalls::{
+        CAPSET, SETFSGID, SETFSUID, SETGID, SETGROUPS, SETREGID, SETRESGID, SETRESUID, SETREUID,
+        SETUID,
+    },
+    CredRecord, RecordHeader,
+};
 
 use crate::{
     emit::{count_drop, now_ns, submit_flags},
@@ -13,33 +20,21 @@ use crate::{
     task::{capabilities, fill_task_info},
 };
 
-// x86_64 syscall numbers.
-const NR_SETUID: u64 = 105;
-const NR_SETGID: u64 = 106;
-const NR_SETREUID: u64 = 113;
-const NR_SETREGID: u64 = 114;
-const NR_SETGROUPS: u64 = 116;
-const NR_SETRESUID: u64 = 117;
-const NR_SETRESGID: u64 = 119;
-const NR_SETFSUID: u64 = 122;
-const NR_SETFSGID: u64 = 123;
-const NR_CAPSET: u64 = 126;
-
 /// True for the syscalls that can change a task's credentials.
 #[inline(always)]
 pub fn changes_credentials(nr: u64) -> bool {
     matches!(
-        nr,
-        NR_SETUID
-            | NR_SETGID
-            | NR_SETREUID
-            | NR_SETREGID
-            | NR_SETGROUPS
-            | NR_SETRESUID
-            | NR_SETRESGID
-            | NR_SETFSUID
-            | NR_SETFSGID
-            | NR_CAPSET
+        nr as u32,
+        SETUID
+            | SETGID
+            | SETREUID
+            | SETREGID
+            | SETGROUPS
+            | SETRESUID
+            | SETRESGID
+            | SETFSUID
+            | SETFSGID
+            | CAPSET
     )
 }
 

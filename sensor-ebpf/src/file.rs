@@ -18,14 +18,14 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    file_flags, filter_action, filter_flags, kind, offsets::spans, open_syscall, BlobRef, ExeKey,
-    FileBuffer, FileDedupKey, FileDedupState, FileFilterConfig, RecordHeader, FILE_BLOB_CAP,
-    FILE_BLOB_OFFSET_MASK, FILE_FIXED_SIZE, PATH_MAX, PREFIX_MAX,
+    file_flags, filter_action, filter_flags, kind, offsets::spans, open_syscall, syscalls, BlobRef,
+    ExeKey, FileBuffer, FileDedupKey, FileDedupState, FileFilterConfig, RecordHeader,
+    FILE_BLOB_CAP, FILE_BLOB_OFFSET_MASK, FILE_FIXED_SIZE, PATH_MAX, PREFIX_MAX,
 };
 
 use crate::{
     blob::Blob,
-    block::{on_ioctl, NR_IOCTL},
+    block::on_ioctl,
     cred::{changes_credentials, on_cred_syscall},
     emit::{now_ns, output_bytes},
     kread::{off, rooms, self_tgid, Direct, Fields, Mem, Probe},
@@ -39,10 +39,6 @@ use crate::{
 };
 
 // x86_64 syscall numbers.
-const NR_OPEN: u64 = 2;
-const NR_CREAT: u64 = 85;
-const NR_OPENAT: u64 = 257;
-const NR_OPENAT2: u64 = 437;
 
 const AT_FDCWD: i32 = -100;
 const LOOP_MAJOR: u32 = 7;
@@ -214,7 +210,7 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
         return;
     };
     if !is_open_syscall(nr) {
-        if nr == NR_IOCTL {
+        if nr == u64::from(syscalls::IOCTL) {
             on_ioctl::<M>(regs, ret);
         } else if changes_credentials(nr) {
             on_cred_syscall::<M>(nr, ret);
@@ -291,29 +287,32 @@ pub fn on_lsm_open(file: *const u8) {
 
 #[inline(always)]
 fn is_open_syscall(nr: u64) -> bool {
-    nr == NR_OPENAT || nr == NR_OPEN || nr == NR_CREAT || nr == NR_OPENAT2
+    matches!(
+        nr as u32,
+        syscalls::OPENAT | syscalls::OPEN | syscalls::CREAT | syscalls::OPENAT2
+    )
 }
 
 #[inline(always)]
 fn decode_request<M: Mem>(regs: *const u8, nr: u64) -> Option<Request> {
     let di = M::read::<u64>(regs, off!(regs_di))?;
     let si = M::read::<u64>(regs, off!(regs_si))?;
-    Some(match nr {
-        NR_OPENAT => Request {
+    Some(match nr as u32 {
+        syscalls::OPENAT => Request {
             syscall: open_syscall::OPENAT,
             dfd: di as i32,
             path: si as *const u8,
             flags: M::read::<u64>(regs, off!(regs_dx))? as u32,
             kernel_path_len: None,
         },
-        NR_OPEN => Request {
+        syscalls::OPEN => Request {
             syscall: open_syscall::OPEN,
             dfd: AT_FDCWD,
             path: di as *const u8,
             flags: si as u32,
             kernel_path_len: None,
         },
-        NR_CREAT => Request {
+        syscalls::CREAT => Request {
             syscall: open_syscall::CREAT,
             dfd: AT_FDCWD,
             path: di as *const u8,

@@ -3,7 +3,7 @@
 //! them; the daemon ties the steps of the new API together.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user};
 use sensor_common::{
-    kind, mount_syscall, BlobRef, MountBuffer, RecordHeader, BLOB_OFFSET_MASK, MOUNT_BLOB_CAP,
+    kind, syscalls, BlobRef, MountBuffer, RecordHeader, BLOB_OFFSET_MASK, MOUNT_BLOB_CAP,
     MOUNT_FIXED_SIZE,
 };
 
@@ -21,12 +21,12 @@ const FSCONFIG_SET_STRING: u64 = 1;
 pub fn is_mount_syscall(nr: u64) -> bool {
     matches!(
         nr as u32,
-        mount_syscall::MOUNT
-            | mount_syscall::UMOUNT2
-            | mount_syscall::MOVE_MOUNT
-            | mount_syscall::FSOPEN
-            | mount_syscall::FSCONFIG
-            | mount_syscall::FSMOUNT
+        syscalls::MOUNT
+            | syscalls::UMOUNT2
+            | syscalls::MOVE_MOUNT
+            | syscalls::FSOPEN
+            | syscalls::FSCONFIG
+            | syscalls::FSMOUNT
     )
 }
 
@@ -43,7 +43,7 @@ pub fn on_mount_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
         arg(off!(regs_r10)),
     );
     let syscall = nr as u32;
-    if syscall == mount_syscall::FSCONFIG && (a1 != FSCONFIG_SET_STRING || !is_source_key(a2)) {
+    if syscall == syscalls::FSCONFIG && (a1 != FSCONFIG_SET_STRING || !is_source_key(a2)) {
         // Only the "source" string matters to a mount event.
         return;
     }
@@ -70,28 +70,28 @@ pub fn on_mount_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
     // (source, target, fstype) as user string pointers, per syscall.
     let (source, target, fstype) = match syscall {
         // mount(source, target, fstype, flags, data)
-        mount_syscall::MOUNT => {
+        syscalls::MOUNT => {
             buffer.record.flags = a3;
             (a0, a1, a2)
         }
         // umount2(target, flags)
-        mount_syscall::UMOUNT2 => {
+        syscalls::UMOUNT2 => {
             buffer.record.flags = a1;
             (0, a0, 0)
         }
         // move_mount(from_dfd, from_path, to_dfd, to_path, flags)
-        mount_syscall::MOVE_MOUNT => {
+        syscalls::MOVE_MOUNT => {
             buffer.record.fd = a0 as i32;
             buffer.record.flags = arg(off!(regs_r8));
             (a1, a3, 0)
         }
         // fsopen(fsname, flags)
-        mount_syscall::FSOPEN => {
+        syscalls::FSOPEN => {
             buffer.record.flags = a1;
             (0, 0, a0)
         }
         // fsconfig(fd, FSCONFIG_SET_STRING, "source", value, aux)
-        mount_syscall::FSCONFIG => {
+        syscalls::FSCONFIG => {
             buffer.record.fd = a0 as i32;
             (a3, 0, 0)
         }

@@ -84,26 +84,15 @@ pub fn capability_names(bits: u64) -> Vec<String> {
         .collect()
 }
 
-/// The name of a credential-changing syscall by its x86_64 number.
+/// The name of a credential-changing syscall by its number.
 pub fn syscall_name(nr: u32) -> &'static str {
-    match nr {
-        105 => "setuid",
-        106 => "setgid",
-        113 => "setreuid",
-        114 => "setregid",
-        116 => "setgroups",
-        117 => "setresuid",
-        119 => "setresgid",
-        122 => "setfsuid",
-        123 => "setfsgid",
-        126 => "capset",
-        _ => "unknown",
-    }
+    sensor_common::syscalls::watched(nr).map_or("unknown", |s| s.name)
 }
 
 /// True for setfsuid/setfsgid, which return the previous id instead of 0 or -errno.
 pub fn returns_previous_id(nr: u32) -> bool {
-    matches!(nr, 122 | 123)
+    use sensor_common::syscalls::{SETFSGID, SETFSUID};
+    matches!(nr, SETFSUID | SETFSGID)
 }
 
 #[cfg(test)]

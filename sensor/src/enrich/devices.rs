@@ -5,7 +5,7 @@ use custos_proto::v1::{
     event::Body, BlockDevice, BlockDeviceChange, DeviceAction, DeviceControl, DeviceControlAction,
     DeviceWriteSummary, Event, FileOpen as FileOpenEvent, Identity, Mount, MountOperation,
 };
-use sensor_common::{device_op, file_flags, mount_syscall, TaskInfo};
+use sensor_common::{device_op, file_flags, syscalls, TaskInfo};
 
 use super::{
     bodies::{errno_name, timestamp},
@@ -75,12 +75,15 @@ impl<S: NameSource> Enricher<S> {
                 (DeviceAction::Added, self.devices.refresh(major, minor)?)
             }
             device_op::DISK_REMOVED => {
-                let device = self.devices.forget(fixed.dev).unwrap_or_else(|| BlockDevice {
-                    name: String::from_utf8_lossy(c_str(&fixed.name)).into_owned(),
-                    major,
-                    minor,
-                    ..BlockDevice::default()
-                });
+                let device = self
+                    .devices
+                    .forget(fixed.dev)
+                    .unwrap_or_else(|| BlockDevice {
+                        name: String::from_utf8_lossy(c_str(&fixed.name)).into_owned(),
+                        major,
+                        minor,
+                        ..BlockDevice::default()
+                    });
                 (DeviceAction::Removed, device)
             }
             device_op::LOOP_ADDED => {
@@ -226,14 +229,14 @@ impl<S: NameSource> Enricher<S> {
         let pid = task.tgid;
         let ok = fixed.ret >= 0;
         let (operation, syscall, source, fstype) = match fixed.syscall {
-            mount_syscall::MOUNT => (
+            syscalls::MOUNT => (
                 MountOperation::Mount,
                 "mount",
                 record.source.clone(),
                 record.fstype.clone(),
             ),
-            mount_syscall::UMOUNT2 => (MountOperation::Unmount, "umount2", Vec::new(), Vec::new()),
-            mount_syscall::MOVE_MOUNT => {
+            syscalls::UMOUNT2 => (MountOperation::Unmount, "umount2", Vec::new(), Vec::new()),
+            syscalls::MOVE_MOUNT => {
                 let pending = self.devices.mounts.moved(pid, fixed.fd).unwrap_or_default();
                 let source = if pending.source.is_empty() {
                     record.source.clone()
@@ -242,19 +245,19 @@ impl<S: NameSource> Enricher<S> {
                 };
                 (MountOperation::Mount, "move_mount", source, pending.fstype)
             }
-            mount_syscall::FSOPEN if ok => {
+            syscalls::FSOPEN if ok => {
                 self.devices
                     .mounts
                     .opened(pid, fixed.ret, record.fstype.clone());
                 return None;
             }
-            mount_syscall::FSCONFIG if ok => {
+            syscalls::FSCONFIG if ok => {
                 self.devices
                     .mounts
                     .configured(pid, fixed.fd, record.source.clone());
                 return None;
             }
-            mount_syscall::FSMOUNT if ok => {
+            syscalls::FSMOUNT if ok => {
                 self.devices.mounts.mounted(pid, fixed.fd, fixed.ret);
                 return None;
             }

@@ -13,7 +13,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use sensor_common::{
-    EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL, WAKEUP_BYTES_GLOBAL,
+    syscalls, EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL, WAKEUP_BYTES_GLOBAL,
 };
 
 use super::{btf_offsets, mounts, privileges};
@@ -119,32 +119,6 @@ enum Sensor {
     Devices,
 }
 
-/// The syscalls whose results the `sys_exit` handler reports (tracepoint names: `umount`
-/// is umount2).
-const WATCHED_SYSCALLS: &[&str] = &[
-    "open",
-    "openat",
-    "openat2",
-    "creat",
-    "ioctl",
-    "setuid",
-    "setgid",
-    "setreuid",
-    "setregid",
-    "setresuid",
-    "setresgid",
-    "setfsuid",
-    "setfsgid",
-    "setgroups",
-    "capset",
-    "mount",
-    "umount",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "move_mount",
-];
-
 const HOOKS: &[HookSpec] = &[
     HookSpec {
         hook: "sched_process_exec",
@@ -179,7 +153,7 @@ const HOOKS: &[HookSpec] = &[
     HookSpec {
         hook: "sys_exit",
         programs: &[
-            Program::SyscallTracepoints("sys_exit_syscall", WATCHED_SYSCALLS),
+            Program::SyscallTracepoints("sys_exit_syscall", syscalls::TRACEPOINTS),
             Program::TpBtf("sys_exit_btf", "sys_exit"),
             Program::RawTracepoint("sys_exit_raw", "sys_exit"),
         ],

@@ -1,0 +1,67 @@
+//! The syscalls whose results the sensor reads, declared once: their x86_64 numbers, names and
+//! the family that reads them. The kernel programs dispatch on the numbers, the daemon attaches
+//! one `syscalls:sys_exit_<name>` tracepoint per entry and names the syscalls in events.
+
+/// Which event family reads a syscall's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    File,
+    /// Loop-device ioctls and read-only switches.
+    BlockDevice,
+    Credentials,
+    Mount,
+}
+
+/// One watched syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Syscall {
+    pub nr: u32,
+    pub name: &'static str,
+    pub family: Family,
+}
+
+macro_rules! watched_syscalls {
+    ($($konst:ident = $nr:literal, $name:literal $(tracepoint $tp:literal)?, $family:ident;)*) => {
+        $(#[doc = concat!("`", $name, "`")] pub const $konst: u32 = $nr;)*
+
+        /// Every watched syscall.
+        pub const WATCHED: &[Syscall] = &[
+            $(Syscall { nr: $nr, name: $name, family: Family::$family },)*
+        ];
+
+        /// The name of each one's exit tracepoint (`syscalls:sys_exit_<name>`).
+        pub const TRACEPOINTS: &[&str] = &[$(watched_syscalls!(@tp $name $($tp)?),)*];
+    };
+    (@tp $name:literal $tp:literal) => { $tp };
+    (@tp $name:literal) => { $name };
+}
+
+watched_syscalls! {
+    OPEN = 2, "open", File;
+    OPENAT = 257, "openat", File;
+    OPENAT2 = 437, "openat2", File;
+    CREAT = 85, "creat", File;
+    IOCTL = 16, "ioctl", BlockDevice;
+    SETUID = 105, "setuid", Credentials;
+    SETGID = 106, "setgid", Credentials;
+    SETREUID = 113, "setreuid", Credentials;
+    SETREGID = 114, "setregid", Credentials;
+    SETRESUID = 117, "setresuid", Credentials;
+    SETRESGID = 119, "setresgid", Credentials;
+    SETFSUID = 122, "setfsuid", Credentials;
+    SETFSGID = 123, "setfsgid", Credentials;
+    SETGROUPS = 116, "setgroups", Credentials;
+    CAPSET = 126, "capset", Credentials;
+    MOUNT = 165, "mount", Mount;
+    // The kernel names umount2's tracepoint after the syscall it replaced.
+    UMOUNT2 = 166, "umount2" tracepoint "umount", Mount;
+    FSOPEN = 430, "fsopen", Mount;
+    FSCONFIG = 431, "fsconfig", Mount;
+    FSMOUNT = 432, "fsmount", Mount;
+    MOVE_MOUNT = 429, "move_mount", Mount;
+}
+
+/// The watched syscall numbered `nr`.
+pub fn watched(nr: u32) -> Option<&'static Syscall> {
+    WATCHED.iter().find(|s| s.nr == nr)
+}
