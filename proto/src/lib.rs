@@ -18,39 +18,24 @@ pub mod delimited;
 
 impl v1::EventKind {
     /// Every kind an event body can have, in schema order.
-    pub const OF_BODIES: [v1::EventKind; 12] = [
-        v1::EventKind::ProcessExec,
-        v1::EventKind::ProcessExit,
-        v1::EventKind::FileOpen,
-        v1::EventKind::Loss,
-        v1::EventKind::PrivilegeChange,
-        v1::EventKind::SessionStart,
-        v1::EventKind::SessionEnd,
-        v1::EventKind::BlockDevice,
-        v1::EventKind::Mount,
-        v1::EventKind::DeviceControl,
-        v1::EventKind::DeviceWriteSummary,
-        v1::EventKind::Alert,
-    ];
+    pub fn of_bodies() -> impl Iterator<Item = v1::EventKind> {
+        sensor_common::kinds::EVENT_KINDS
+            .iter()
+            .filter(|k| k.reported)
+            .filter_map(|k| v1::EventKind::try_from(k.number as i32).ok())
+    }
 
-    /// The short name used in metrics labels, syslog MSGIDs and NATS subjects (`file_open`).
+    /// The short name used in metrics labels, syslog MSGIDs and NATS subjects (`file_open`),
+    /// from the kinds table; "none" for an unspecified kind.
     pub fn short_name(self) -> &'static str {
-        match self {
-            v1::EventKind::Unspecified => "none",
-            v1::EventKind::ProcessExec => "exec",
-            v1::EventKind::ProcessExit => "exit",
-            v1::EventKind::ProcessFork => "fork",
-            v1::EventKind::FileOpen => "file_open",
-            v1::EventKind::Loss => "loss",
-            v1::EventKind::PrivilegeChange => "privilege_change",
-            v1::EventKind::SessionStart => "session_start",
-            v1::EventKind::SessionEnd => "session_end",
-            v1::EventKind::BlockDevice => "block_device",
-            v1::EventKind::Mount => "mount",
-            v1::EventKind::DeviceControl => "device_control",
-            v1::EventKind::DeviceWriteSummary => "device_write_summary",
-            v1::EventKind::Alert => "alert",
-        }
+        sensor_common::kinds::event_kind(self as u32).map_or("none", |k| k.short_name)
+    }
+
+    /// The kind of a kernel record kind (the numbers are the same); unspecified when unknown.
+    pub fn of_record(record_kind: u32) -> v1::EventKind {
+        sensor_common::kinds::event_kind(record_kind)
+            .and_then(|k| v1::EventKind::try_from(k.number as i32).ok())
+            .unwrap_or(v1::EventKind::Unspecified)
     }
 }
 
@@ -73,5 +58,30 @@ impl v1::Event {
             Some(Body::Alert(_)) => v1::EventKind::Alert,
             None => v1::EventKind::Unspecified,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v1::EventKind;
+
+    /// The kinds table and the schema's enum name the same kinds with the same numbers.
+    #[test]
+    fn the_kinds_table_matches_the_schema() {
+        for kind in sensor_common::kinds::EVENT_KINDS {
+            let name = format!("EVENT_KIND_{}", kind.schema_name);
+            let schema = EventKind::from_str_name(&name)
+                .unwrap_or_else(|| panic!("{name} is not in events.proto"));
+            assert_eq!(schema as u32, kind.number, "{name}");
+        }
+        let described = sensor_common::kinds::EVENT_KINDS.len() + 1; // and UNSPECIFIED
+        let in_schema = (0..64).filter(|&n| EventKind::try_from(n).is_ok()).count();
+        assert_eq!(described, in_schema, "every schema kind is in the table");
+        assert_eq!(EventKind::FileOpen.short_name(), "file_open");
+        assert_eq!(
+            EventKind::of_record(sensor_common::kind::PRIVILEGE_CHANGE),
+            EventKind::PrivilegeChange
+        );
+        assert_eq!(EventKind::of_bodies().count(), 12);
     }
 }

@@ -6,22 +6,11 @@
 //! it used. Kinds are never renumbered: a retired kind keeps its number unused.
 #![no_std]
 
+pub mod kinds;
 pub mod offsets;
 pub mod syscalls;
+pub use kinds::kind;
 pub use offsets::KernelOffsets;
-
-/// Record kinds. Also the index into the per-kind drop counters.
-pub mod kind {
-    pub const EXEC: u32 = 1;
-    pub const EXIT: u32 = 2;
-    pub const FORK: u32 = 3;
-    pub const FILE_OPEN: u32 = 4;
-    pub const CRED: u32 = 5;
-    pub const DEVICE: u32 = 6;
-    pub const MOUNT: u32 = 7;
-    /// Number of slots in the drop-counter array (highest kind + 1, with room to grow).
-    pub const COUNT: u32 = 16;
-}
 
 /// Flags in [`ExecRecord::flags`].
 pub mod exec_flags {

@@ -199,7 +199,7 @@ fn start(op: u32, ret: i32) -> Option<&'static mut DeviceBuffer> {
     let buffer = unsafe { &mut *DEVICE_BUF.get_ptr_mut(0)? };
     let record = &mut buffer.record;
     record.header = RecordHeader {
-        kind: kind::DEVICE,
+        kind: kind::BLOCK_DEVICE,
         size: 0,
         ktime_ns: now_ns(),
     };
@@ -220,5 +220,9 @@ fn send(buffer: &mut DeviceBuffer, used: usize) {
         size = core::mem::size_of::<DeviceBuffer>();
     }
     buffer.record.header.size = size as u32;
-    output_bytes(kind::DEVICE, (buffer as *const DeviceBuffer).cast(), size);
+    output_bytes(
+        kind::BLOCK_DEVICE,
+        (buffer as *const DeviceBuffer).cast(),
+        size,
+    );
 }

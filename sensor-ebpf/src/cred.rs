@@ -44,12 +44,12 @@ pub fn on_cred_syscall<M: Mem>(nr: u64, ret: i64) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<CredRecord>(0) else {
-        count_drop(kind::CRED);
+        count_drop(kind::PRIVILEGE_CHANGE);
         return;
     };
     let record = unsafe { &mut *entry.as_mut_ptr() };
     record.header = RecordHeader {
-        kind: kind::CRED,
+        kind: kind::PRIVILEGE_CHANGE,
         size: core::mem::size_of::<CredRecord>() as u32,
         ktime_ns: now_ns(),
     };

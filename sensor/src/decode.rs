@@ -103,8 +103,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::EXIT => fixed(bytes, header.kind).map(Record::Exit),
         kind::FORK => fixed(bytes, header.kind).map(Record::Fork),
         kind::FILE_OPEN => decode_file_open(bytes).map(Record::FileOpen),
-        kind::CRED => fixed(bytes, header.kind).map(Record::Cred),
-        kind::DEVICE => decode_device(bytes).map(Record::Device),
+        kind::PRIVILEGE_CHANGE => fixed(bytes, header.kind).map(Record::Cred),
+        kind::BLOCK_DEVICE => decode_device(bytes).map(Record::Device),
         kind::MOUNT => decode_mount(bytes).map(Record::Mount),
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -136,10 +136,10 @@ fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
 }
 
 fn decode_device(bytes: &[u8]) -> Result<Device, DecodeError> {
-    let fixed: DeviceRecord = fixed(bytes, kind::DEVICE)?;
+    let fixed: DeviceRecord = fixed(bytes, kind::BLOCK_DEVICE)?;
     let blob = &bytes[DEVICE_FIXED_SIZE..];
     Ok(Device {
-        backing: piece(blob, fixed.backing, kind::DEVICE)?,
+        backing: piece(blob, fixed.backing, kind::BLOCK_DEVICE)?,
         fixed,
     })
 }

@@ -1,8 +1,8 @@
 //! Event bodies from kernel records, and the small conversions they need.
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use custos_proto::v1::{EventKind, FileAccess, FileOpen as FileOpenEvent, ProcessExit};
-use sensor_common::{file_flags, kind, open_syscall};
+use custos_proto::v1::{FileAccess, FileOpen as FileOpenEvent, ProcessExit};
+use sensor_common::{file_flags, open_syscall};
 
 use crate::{decode::FileOpen, text};
 
@@ -91,19 +91,6 @@ pub fn exit_status(status: u32) -> ProcessExit {
             signal: Some(signal),
             core_dumped: status & 0x80 != 0,
         }
-    }
-}
-
-pub fn event_kind(record_kind: u32) -> EventKind {
-    match record_kind {
-        kind::EXEC => EventKind::ProcessExec,
-        kind::EXIT => EventKind::ProcessExit,
-        kind::FORK => EventKind::ProcessFork,
-        kind::FILE_OPEN => EventKind::FileOpen,
-        kind::CRED => EventKind::PrivilegeChange,
-        kind::DEVICE => EventKind::BlockDevice,
-        kind::MOUNT => EventKind::Mount,
-        _ => EventKind::Unspecified,
     }
 }
 

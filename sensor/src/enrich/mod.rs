@@ -9,7 +9,7 @@ mod identity;
 mod privileges;
 mod sessions;
 
-pub use bodies::{event_kind, exit_status, file_open_body, timestamp};
+pub use bodies::{exit_status, file_open_body, timestamp};
 pub use identity::IdentityKey;
 
 use std::{

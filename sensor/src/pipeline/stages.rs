@@ -17,7 +17,7 @@ use crate::{
     alerts::AlertEngine,
     config::FileEvents,
     decode::{self, Record},
-    enrich::{event_kind, Enricher},
+    enrich::Enricher,
     identity::Nss,
     kernel::drops::DropCounters,
     metrics::{KindLabels, Metrics},
@@ -36,9 +36,8 @@ pub(super) struct EventCounters {
 
 impl EventCounters {
     pub(super) fn new(metrics: &Metrics) -> Self {
-        let by_kind = EventKind::OF_BODIES
-            .iter()
-            .map(|&kind| {
+        let by_kind = EventKind::of_bodies()
+            .map(|kind| {
                 let labels = KindLabels {
                     kind: kind.short_name().to_owned(),
                 };
@@ -214,18 +213,24 @@ impl Stages {
             self.metrics
                 .kernel_drops
                 .get_or_create(&KindLabels {
-                    kind: format!("{:?}", event_kind(kind)),
+                    kind: EventKind::of_record(kind).short_name().to_owned(),
                 })
                 .inc_by(count);
-            let event =
-                self.enricher
-                    .loss(event_kind(kind), count, LossReason::KernelBufferFull, "");
+            let event = self.enricher.loss(
+                EventKind::of_record(kind),
+                count,
+                LossReason::KernelBufferFull,
+                "",
+            );
             self.emit(event)?;
         }
         for (kind, count) in std::mem::take(&mut self.undecodable) {
-            let event = self
-                .enricher
-                .loss(event_kind(kind), count, LossReason::Undecodable, "");
+            let event = self.enricher.loss(
+                EventKind::of_record(kind),
+                count,
+                LossReason::Undecodable,
+                "",
+            );
             self.emit(event)?;
         }
         while let Ok(loss) = self.spool_losses.try_recv() {
