@@ -115,7 +115,14 @@ impl Privacy {
                 mount.source = p.home_path(&mount.source);
                 mount.target = p.home_path(&mount.target);
             }
-            _ => {}
+            Some(Body::DeviceWriteSummary(summary)) => {
+                if let Some(device) = &mut summary.device {
+                    device.backing_file = p.home_path(&device.backing_file);
+                }
+            }
+            // Named above: the exec's parent with the processes, the alert's text and paths
+            // before the identity; exits and losses name nobody.
+            Some(Body::Exec(_) | Body::Alert(_) | Body::Exit(_) | Body::Loss(_)) | None => {}
         }
     }
 }
@@ -173,4 +180,35 @@ fn pseudonymize_process(p: &Pseudonymizer, process: &mut Process) {
         }
     }
     process.args_raw.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::{BlockDevice, DeviceWriteSummary};
+
+    use super::*;
+
+    /// Hidden names leave no home directory's owner in a device-write summary's backing file.
+    #[test]
+    fn device_write_summaries_lose_the_name_in_home_paths() {
+        let config = crate::config::Config::embedded_default().unwrap().privacy;
+        let hidden = Privacy::for_view(true, NameView::Hidden, &config).unwrap();
+        let mut event = Event {
+            body: Some(Body::DeviceWriteSummary(DeviceWriteSummary {
+                device: Some(BlockDevice {
+                    backing_file: "/home/alice/disk.img".into(),
+                    ..BlockDevice::default()
+                }),
+                ..DeviceWriteSummary::default()
+            })),
+            ..Event::default()
+        };
+        hidden.apply(&mut event);
+        let Some(Body::DeviceWriteSummary(summary)) = &event.body else {
+            panic!("body changed");
+        };
+        let backing = &summary.device.as_ref().unwrap().backing_file;
+        assert!(!backing.contains("alice"), "{backing}");
+        assert!(backing.ends_with("/disk.img"), "{backing}");
+    }
 }
