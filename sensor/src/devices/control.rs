@@ -52,8 +52,36 @@ fn applies_to(rule: &DeviceRule, subject: &Subject) -> bool {
 /// What enforcing a decision did.
 pub struct Enforcement {
     pub action: DeviceControlAction,
-    pub method: &'static str,
+    pub method: Method,
     pub result: Result<(), String>,
+}
+
+/// How a device-control decision is enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Nothing to do (allowed).
+    None,
+    /// The kernel refuses the device's mounts and node opens (BPF LSM and the deny map).
+    BpfLsm,
+    /// The block device is switched read-only (`BLKROSET`).
+    ReadOnlyIoctl,
+    /// The USB device is de-authorized through sysfs.
+    UsbDeauthorize,
+    /// The loop device's file is detached (`LOOP_CLR_FD`).
+    LoopDetach,
+}
+
+impl Method {
+    /// Its name in `DeviceControl.method`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::BpfLsm => "bpf-lsm",
+            Self::ReadOnlyIoctl => "BLKROSET",
+            Self::UsbDeauthorize => "usb-deauthorize",
+            Self::LoopDetach => "loop-detach",
+        }
+    }
 }
 
 /// Applies `action`, decided by `rule`, to the device node `/dev/<name>` (under `dev_root`).
@@ -72,7 +100,7 @@ pub fn enforce(
         if device.bus != "loop" {
             return Enforcement {
                 action: DeviceControlAction::Deny,
-                method: "bpf-lsm",
+                method: Method::BpfLsm,
                 result: deny.deny(super::kernel_dev(device.major, device.minor), rule),
             };
         }
@@ -80,28 +108,28 @@ pub fn enforce(
     match action {
         DeviceAction::Allow => Enforcement {
             action: DeviceControlAction::Allow,
-            method: "",
+            method: Method::None,
             result: Ok(()),
         },
         DeviceAction::ReadOnly => Enforcement {
             action: DeviceControlAction::ReadOnly,
-            method: "BLKROSET",
+            method: Method::ReadOnlyIoctl,
             result: set_read_only(&node),
         },
         DeviceAction::Deny if device.bus == "usb" => Enforcement {
             action: DeviceControlAction::Deny,
-            method: "usb-deauthorize",
+            method: Method::UsbDeauthorize,
             result: deauthorize_usb(sys, device),
         },
         DeviceAction::Deny if device.bus == "loop" => Enforcement {
             action: DeviceControlAction::Deny,
-            method: "loop-detach",
+            method: Method::LoopDetach,
             result: device_ioctl(&node, LOOP_CLR_FD, 0),
         },
         // Nothing to unplug from here: the strongest step left is making it read-only.
         DeviceAction::Deny => Enforcement {
             action: DeviceControlAction::ReadOnly,
-            method: "BLKROSET",
+            method: Method::ReadOnlyIoctl,
             result: set_read_only(&node).and(Err(format!(
                 "bus {:?} cannot be denied from userspace; made read-only instead",
                 device.bus

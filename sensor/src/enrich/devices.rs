@@ -13,7 +13,11 @@ use super::{
 };
 use crate::{
     decode::{c_str, Device, FileOpen, Mount as MountRecord},
-    devices::{control, kernel_dev, summary::Writer},
+    devices::{
+        control::{self, Method},
+        kernel_dev,
+        summary::Writer,
+    },
     identity::{NameSource, Subject, UNSET_ID},
     text,
 };
@@ -163,7 +167,7 @@ impl<S: NameSource> Enricher<S> {
             }
         }
         let mut device = device.clone();
-        if enforcement.result.is_ok() && enforcement.method == "BLKROSET" {
+        if enforcement.result.is_ok() && enforcement.method == Method::ReadOnlyIoctl {
             device.read_only = true;
         }
         Some(Event {
@@ -172,7 +176,7 @@ impl<S: NameSource> Enricher<S> {
                 device: Some(device),
                 action: enforcement.action as i32,
                 rule,
-                method: enforcement.method.to_owned(),
+                method: enforcement.method.name().to_owned(),
                 enforced: enforcement.result.is_ok(),
                 error: enforcement.result.err().unwrap_or_default(),
                 decided_for_uid: uid,
@@ -211,7 +215,7 @@ impl<S: NameSource> Enricher<S> {
             device: Some(device),
             action: DeviceControlAction::Deny as i32,
             rule: rule.unwrap_or_default(),
-            method: "bpf-lsm".to_owned(),
+            method: Method::BpfLsm.name().to_owned(),
             enforced: true,
             error: String::new(),
             decided_for_uid: task.uid,

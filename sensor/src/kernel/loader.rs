@@ -98,9 +98,48 @@ impl Program {
     }
 }
 
+/// The kernel events the sensor hooks, each served by the first of its programs that loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    SchedProcessExec,
+    SchedProcessExit,
+    SchedProcessFork,
+    SysExit,
+    FileOpen,
+    DiskAdded,
+    DiskRemoved,
+    SbSetMntOpts,
+    IoUringSubmitReq,
+    IoUringComplete,
+}
+
+impl Hook {
+    /// Its name in logs, metrics and `custos status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SchedProcessExec => "sched_process_exec",
+            Self::SchedProcessExit => "sched_process_exit",
+            Self::SchedProcessFork => "sched_process_fork",
+            Self::SysExit => "sys_exit",
+            Self::FileOpen => "file_open",
+            Self::DiskAdded => "disk_added",
+            Self::DiskRemoved => "disk_removed",
+            Self::SbSetMntOpts => "sb_set_mnt_opts",
+            Self::IoUringSubmitReq => "io_uring_submit_req",
+            Self::IoUringComplete => "io_uring_complete",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One kernel hook and the programs that can serve it, preferred first.
 struct HookSpec {
-    hook: &'static str,
+    hook: Hook,
     programs: &'static [Program],
     /// Without a required hook the sensor refuses to start rather than run blind.
     required: bool,
@@ -121,7 +160,7 @@ enum Sensor {
 
 const HOOKS: &[HookSpec] = &[
     HookSpec {
-        hook: "sched_process_exec",
+        hook: Hook::SchedProcessExec,
         programs: &[
             Program::TpBtf("sched_process_exec_btf", "sched_process_exec"),
             Program::Tracepoint("sched_process_exec_tp", "sched", "sched_process_exec"),
@@ -130,7 +169,7 @@ const HOOKS: &[HookSpec] = &[
         sensor: Sensor::Process,
     },
     HookSpec {
-        hook: "sched_process_exit",
+        hook: Hook::SchedProcessExit,
         programs: &[
             Program::TpBtf("sched_process_exit_btf", "sched_process_exit"),
             Program::Tracepoint("sched_process_exit_tp", "sched", "sched_process_exit"),
@@ -139,7 +178,7 @@ const HOOKS: &[HookSpec] = &[
         sensor: Sensor::Process,
     },
     HookSpec {
-        hook: "sched_process_fork",
+        hook: Hook::SchedProcessFork,
         programs: &[Program::TpBtf(
             "sched_process_fork_btf",
             "sched_process_fork",
@@ -151,7 +190,7 @@ const HOOKS: &[HookSpec] = &[
     // read-only ioctls, mounts. On the exits of those syscalls only where the kernel has
     // syscall tracepoints; else on every syscall's exit.
     HookSpec {
-        hook: "sys_exit",
+        hook: Hook::SysExit,
         programs: &[
             Program::SyscallTracepoints("sys_exit_syscall", syscalls::TRACEPOINTS),
             Program::TpBtf("sys_exit_btf", "sys_exit"),
@@ -163,7 +202,7 @@ const HOOKS: &[HookSpec] = &[
     // Opens at the permission check, where BPF LSM runs: successful opens are reported from
     // here (sys_exit keeps the failures), and opens of denied devices' nodes are refused.
     HookSpec {
-        hook: "file_open",
+        hook: Hook::FileOpen,
         programs: &[Program::Lsm("file_open", "file_open")],
         required: false,
         sensor: Sensor::FileOpenLsm,
@@ -171,7 +210,7 @@ const HOOKS: &[HookSpec] = &[
     // A new disk: USB drives, loop devices, any new disk. Where neither device_add_disk
     // path exists, its backing device's registration.
     HookSpec {
-        hook: "disk_added",
+        hook: Hook::DiskAdded,
         programs: &[
             Program::Fexit("device_add_disk_fexit", "device_add_disk"),
             Program::Kprobe("device_add_disk_kprobe", "device_add_disk"),
@@ -182,7 +221,7 @@ const HOOKS: &[HookSpec] = &[
     },
     // A disk going away: a drive unplugged, a loop device removed.
     HookSpec {
-        hook: "disk_removed",
+        hook: Hook::DiskRemoved,
         programs: &[
             Program::Fentry("del_gendisk_fentry", "del_gendisk"),
             Program::Kprobe("del_gendisk_kprobe", "del_gendisk"),
@@ -192,20 +231,20 @@ const HOOKS: &[HookSpec] = &[
     },
     // A new superblock, before it is mounted: mounts of denied devices are refused here.
     HookSpec {
-        hook: "sb_set_mnt_opts",
+        hook: Hook::SbSetMntOpts,
         programs: &[Program::Lsm("sb_set_mnt_opts", "sb_set_mnt_opts")],
         required: false,
         sensor: Sensor::Devices,
     },
     // io_uring opens bypass the syscalls: their submission (for the path) and completion.
     HookSpec {
-        hook: "io_uring_submit_req",
+        hook: Hook::IoUringSubmitReq,
         programs: &[Program::TpBtf("io_uring_submit_req", "io_uring_submit_req")],
         required: false,
         sensor: Sensor::IoUring,
     },
     HookSpec {
-        hook: "io_uring_complete",
+        hook: Hook::IoUringComplete,
         programs: &[Program::TpBtf("io_uring_complete", "io_uring_complete")],
         required: false,
         sensor: Sensor::IoUring,
@@ -228,12 +267,12 @@ pub struct LoadOptions {
 /// The loaded programs; dropping it detaches every hook.
 pub struct LoadedSensor {
     pub ebpf: Ebpf,
-    pub hooks: Vec<(&'static str, AttachPath)>,
+    pub hooks: Vec<(Hook, AttachPath)>,
 }
 
 impl LoadedSensor {
     /// Whether `hook` is attached through some path.
-    pub fn attached(&self, hook: &str) -> bool {
+    pub fn attached(&self, hook: Hook) -> bool {
         self.hooks
             .iter()
             .any(|(name, path)| *name == hook && *path != AttachPath::Unavailable)
@@ -293,7 +332,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         if reports_opens && path == AttachPath::Unavailable {
             set_open_hook(&mut ebpf, false)?;
         }
-        tracing::info!(hook = spec.hook, path = %path, "hook attached");
+        tracing::info!(hook = %spec.hook, path = %path, "hook attached");
         hooks.push((spec.hook, path));
     }
     Ok(LoadedSensor { ebpf, hooks })
@@ -327,7 +366,7 @@ fn attach_hook(
         match attach_program(ebpf, btf, *program) {
             Ok(()) => return Ok(program.path()),
             Err(err) => {
-                tracing::debug!(hook = spec.hook, path = %program.path(), "unavailable: {err:#}");
+                tracing::debug!(hook = %spec.hook, path = %program.path(), "unavailable: {err:#}");
                 errors.push(format!("{}: {err:#}", program.path()));
             }
         }
@@ -341,7 +380,7 @@ fn attach_hook(
         );
     }
     tracing::warn!(
-        hook = spec.hook,
+        hook = %spec.hook,
         "hook unavailable on this kernel ({tried}); continuing without it"
     );
     Ok(AttachPath::Unavailable)

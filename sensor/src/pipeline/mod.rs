@@ -45,7 +45,7 @@ use crate::{
     kernel::{
         drops::DropCounters,
         filters::{self, FilterMaps},
-        loader,
+        loader::{self, Hook},
     },
     metrics::{self, HookLabels, Metrics, ProgramLabels, SinkLabels},
     people::PeopleFile,
@@ -441,7 +441,7 @@ fn load_kernel(config: &Config, metrics: &Metrics) -> Result<loader::LoadedSenso
         metrics
             .hooks
             .get_or_create(&HookLabels {
-                hook: (*hook).to_owned(),
+                hook: hook.name().to_owned(),
                 path: path.to_string(),
             })
             .set(1);
@@ -546,8 +546,8 @@ fn attach_device_control(
     devices: &mut DeviceTracker,
 ) -> Result<()> {
     devices.attach_watch_map(take_hash_map(sensor, WATCHED_DEVICES_MAP)?);
-    devices.removal_hooked = sensor.attached("disk_removed");
-    if sensor.attached("sb_set_mnt_opts") && sensor.attached("file_open") {
+    devices.removal_hooked = sensor.attached(Hook::DiskRemoved);
+    if sensor.attached(Hook::SbSetMntOpts) && sensor.attached(Hook::FileOpen) {
         let map = take_hash_map(sensor, DENIED_DEVICES_MAP)?;
         devices.kernel_deny = Some(KernelDenyList::new(map));
     }
