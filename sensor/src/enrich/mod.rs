@@ -41,25 +41,52 @@ use crate::{
 };
 
 pub struct Enricher<S> {
+    host: HostInfo,
+    names: NameCache<S>,
+    cgroups: CgroupResolver,
+    processes: ProcessTable,
+    /// Redacts secrets from arguments as they enter the process table.
+    redactor: Option<Redactor>,
+    /// Built identities by the kernel's ids; names in them expire like the name cache's.
+    identities: LruCache<IdentityKey, (Identity, Instant)>,
+    /// The organisation's identity map, if configured.
+    people: Option<PeopleFile>,
+    sessions: SessionTracker,
+    devices: DeviceTracker,
+    /// When the daemon started (CLOCK_BOOTTIME ns): sessions whose leader is older began
+    /// before the sensor.
+    started_boottime_ns: u64,
+    /// Events a record produced besides its own, to be emitted before it (a session's start, a
+    /// privilege change at exec) and after it (a session's end), in order.
+    preceding: Vec<Event>,
+    following: Vec<Event>,
+}
+
+/// What an enricher is built from.
+pub struct EnricherParts<S> {
     pub host: HostInfo,
     pub names: NameCache<S>,
     pub cgroups: CgroupResolver,
+    /// Seeded with the processes that were running before the sensor.
     pub processes: ProcessTable,
-    /// Redacts secrets from arguments as they enter the process table.
     pub redactor: Option<Redactor>,
-    /// Built identities by the kernel's ids; names in them expire like the name cache's.
-    pub identities: LruCache<IdentityKey, (Identity, Instant)>,
-    /// The organisation's identity map, if configured.
     pub people: Option<PeopleFile>,
     pub sessions: SessionTracker,
     pub devices: DeviceTracker,
-    /// When the daemon started (CLOCK_BOOTTIME ns): sessions whose leader is older began
-    /// before the sensor.
+    /// How many identities are kept built.
+    pub identities: std::num::NonZeroUsize,
     pub started_boottime_ns: u64,
-    /// Events a record produced besides its own, to be emitted before it (a session's start, a
-    /// privilege change at exec) and after it (a session's end), in order.
-    pub preceding: Vec<Event>,
-    pub following: Vec<Event>,
+}
+
+/// The events one record produced, in the order they are emitted.
+#[derive(Debug, Default)]
+pub struct Produced {
+    /// Events that come first: a session's start, a privilege change at exec.
+    pub before: Vec<Event>,
+    /// The record's own event; `None` for records that only update state (fork).
+    pub event: Option<Event>,
+    /// Events that follow it: a session's end, a device-control decision.
+    pub after: Vec<Event>,
 }
 
 /// The task's audit login uid, or [`UNSET_ID`] without one (or without audit support).
@@ -109,8 +136,69 @@ fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
 }
 
 impl<S: NameSource> Enricher<S> {
-    /// The event for `record`, or `None` for records that only update state (fork).
-    pub fn event(&mut self, record: Record) -> Option<Event> {
+    pub fn new(parts: EnricherParts<S>) -> Self {
+        Self {
+            host: parts.host,
+            names: parts.names,
+            cgroups: parts.cgroups,
+            processes: parts.processes,
+            redactor: parts.redactor,
+            identities: LruCache::new(parts.identities),
+            people: parts.people,
+            sessions: parts.sessions,
+            devices: parts.devices,
+            started_boottime_ns: parts.started_boottime_ns,
+            preceding: Vec::new(),
+            following: Vec::new(),
+        }
+    }
+
+    /// The events `record` produces.
+    pub fn enrich(&mut self, record: Record) -> Produced {
+        let event = self.event(record);
+        Produced {
+            before: std::mem::take(&mut self.preceding),
+            event,
+            after: std::mem::take(&mut self.following),
+        }
+    }
+
+    /// Once a second: forgets processes past their grace period, re-reads the identity map and
+    /// the devices if they changed.
+    pub fn housekeep(&mut self) {
+        self.processes.sweep();
+        self.refresh_people();
+        self.devices.rescan();
+    }
+
+    /// Applies reloaded rules: device control and argument redaction.
+    pub fn set_rules(
+        &mut self,
+        devices: Vec<crate::config::DeviceRule>,
+        redactor: Option<Redactor>,
+    ) {
+        self.devices.rules = devices;
+        self.redactor = redactor;
+    }
+
+    /// This run's id (`Event.run_id`).
+    pub fn run_id(&self) -> &str {
+        &self.host.run_id
+    }
+
+    /// How many processes the table knows.
+    pub fn known_processes(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// The device tracker, for attaching the kernel's device maps at start-up.
+    pub fn devices_mut(&mut self) -> &mut DeviceTracker {
+        &mut self.devices
+    }
+
+    /// The event for `record`, or `None` for records that only update state (fork); side
+    /// events are left in `preceding` and `following`.
+    fn event(&mut self, record: Record) -> Option<Event> {
         match record {
             Record::Exec(exec) => Some(self.exec(exec)),
             Record::Exit(exit) => Some(self.exit(&exit)),

@@ -14,7 +14,6 @@ use std::{
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use custos_proto::v1::Event;
-use lru::LruCache;
 use sd_notify::NotifyState;
 use sensor_common::{
     FileDedupKey, FileDedupState, DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_MAP,
@@ -39,7 +38,7 @@ use crate::{
     config::{Config, PrivacyConfig},
     dedup::Dedup,
     devices::{deny::KernelDenyList, sysfs::DeviceSources, DeviceTracker},
-    enrich::Enricher,
+    enrich::{Enricher, EnricherParts},
     host::HostInfo,
     identity::{NameCache, Nss},
     kernel::{
@@ -270,7 +269,7 @@ impl Daemon {
             metrics: metrics.clone(),
         };
         if config.sensors.devices {
-            attach_device_control(&mut sensor, &mut stages.enricher.devices)?;
+            attach_device_control(&mut sensor, stages.enricher.devices_mut())?;
         }
         let daemon = Self {
             sensor,
@@ -303,8 +302,8 @@ impl Daemon {
             .collect();
         tracing::info!(
             hooks = %hooks.join(","),
-            processes = self.stages.enricher.processes.len(),
-            run_id = %self.stages.enricher.host.run_id,
+            processes = self.stages.enricher.known_processes(),
+            run_id = %self.stages.enricher.run_id(),
             "sensor ready"
         );
         notify(&[NotifyState::Ready]);
@@ -348,10 +347,8 @@ impl Daemon {
         let stages = &mut self.stages;
         stages.report_losses(&mut self.drops)?;
         stages.report_repeats(false)?;
-        stages.enricher.processes.sweep();
+        stages.enricher.housekeep();
         stages.free_spent();
-        stages.enricher.refresh_people();
-        stages.enricher.devices.rescan();
         let every = self.summary_every;
         if !every.is_zero() && self.last_summary.0.elapsed() >= every {
             stages.report_device_writes(self.last_summary.1)?;
@@ -388,8 +385,9 @@ impl Daemon {
             .dedup
             .set_window(Duration::from_millis(config.file.dedup_window_ms));
         stages.process_events = config.sensors.process;
-        stages.enricher.devices.rules = config.devices.rules;
-        stages.enricher.redactor = redactor_for(&config.privacy)?;
+        stages
+            .enricher
+            .set_rules(config.devices.rules, redactor_for(&config.privacy)?);
         stages.privacy = Privacy::new(&config.privacy)?;
         stages.file_events = config.privacy.file_events;
         stages.alerts.replace_rules(config.alerts.rules);
@@ -486,13 +484,13 @@ fn new_enricher(
     let redactor = redactor_for(&config.privacy)?;
     proc_scan::seed(&mut processes, &host, Path::new("/proc"), redactor.as_ref());
     let cache_size = NonZeroUsize::new(4096).expect("non-zero");
-    Ok(Enricher {
+    Ok(Enricher::new(EnricherParts {
         host,
         names: NameCache::new(Nss, cache_size, Duration::from_secs(300)),
         cgroups: CgroupResolver::new(cgroup_root.to_owned(), Duration::from_secs(1)),
         processes,
         redactor,
-        identities: LruCache::new(cache_size),
+        identities: cache_size,
         people,
         devices: DeviceTracker::new(
             DeviceSources::default(),
@@ -505,9 +503,7 @@ fn new_enricher(
             utmp: config.identity.utmp.clone(),
         }),
         started_boottime_ns: boottime_now_ns(),
-        preceding: Vec::new(),
-        following: Vec::new(),
-    })
+    }))
 }
 
 /// The reader's ends of the channels to and from the sink thread.

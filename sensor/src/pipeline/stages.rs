@@ -164,18 +164,17 @@ impl Stages {
                         ))
                     }
                     Record::Exec(_) | Record::Exit(_) if !self.process_events => {
-                        self.enricher.event(record);
-                        self.enricher.preceding.clear();
-                        self.enricher.following.clear();
+                        // The table follows them; their events are not wanted.
+                        self.enricher.enrich(record);
                         return Ok(());
                     }
                     _ => None,
                 };
-                let event = self.enricher.event(record);
-                for before in std::mem::take(&mut self.enricher.preceding) {
+                let produced = self.enricher.enrich(record);
+                for before in produced.before {
                     self.emit(before)?;
                 }
-                if let Some(event) = event {
+                if let Some(event) = produced.event {
                     if let Some((key, total)) = dedup_first {
                         if let Some(summary) = self.dedup.on_first(key, total, &event) {
                             self.emit(summary)?;
@@ -183,7 +182,7 @@ impl Stages {
                     }
                     self.emit(event)?;
                 }
-                for after in std::mem::take(&mut self.enricher.following) {
+                for after in produced.after {
                     self.emit(after)?;
                 }
             }
