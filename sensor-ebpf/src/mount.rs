@@ -3,8 +3,8 @@
 //! them; the daemon ties the steps of the new API together.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user};
 use sensor_common::{
-    kind, syscalls, BlobRef, MountBuffer, RecordHeader, BLOB_OFFSET_MASK, MOUNT_BLOB_CAP,
-    MOUNT_FIXED_SIZE,
+    kind, syscalls, BlobRef, MountBuffer, MountRecord, RecordHeader, BLOB_OFFSET_MASK,
+    MOUNT_BLOB_CAP, MOUNT_FIXED_SIZE,
 };
 
 use crate::{
@@ -67,56 +67,18 @@ pub fn on_mount_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
     record.target = BlobRef::default();
     record.fstype = BlobRef::default();
     let mut blob = Blob::<BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
-    // (source, target, fstype) as user string pointers, per syscall.
-    let (source, target, fstype) = match syscall {
-        // mount(source, target, fstype, flags, data)
-        syscalls::MOUNT => {
-            buffer.record.flags = a3;
-            (a0, a1, a2)
+    let strings = string_args(&mut buffer.record, syscall, [a0, a1, a2, a3], || {
+        arg(off!(regs_r8))
+    });
+    let pieces = strings.map(|pointer| {
+        if pointer == 0 {
+            return BlobRef::default();
         }
-        // umount2(target, flags)
-        syscalls::UMOUNT2 => {
-            buffer.record.flags = a1;
-            (0, a0, 0)
-        }
-        // move_mount(from_dfd, from_path, to_dfd, to_path, flags)
-        syscalls::MOVE_MOUNT => {
-            buffer.record.fd = a0 as i32;
-            buffer.record.flags = arg(off!(regs_r8));
-            (a1, a3, 0)
-        }
-        // fsopen(fsname, flags)
-        syscalls::FSOPEN => {
-            buffer.record.flags = a1;
-            (0, 0, a0)
-        }
-        // fsconfig(fd, FSCONFIG_SET_STRING, "source", value, aux)
-        syscalls::FSCONFIG => {
-            buffer.record.fd = a0 as i32;
-            (a3, 0, 0)
-        }
-        // fsmount(fs_fd, flags, attr_flags)
-        _ => {
-            buffer.record.fd = a0 as i32;
-            buffer.record.flags = a1;
-            (0, 0, 0)
-        }
-    };
-    if source != 0 {
-        if let Some((piece, _)) = blob.user_str(source as *const u8) {
-            buffer.record.source = piece;
-        }
-    }
-    if target != 0 {
-        if let Some((piece, _)) = blob.user_str(target as *const u8) {
-            buffer.record.target = piece;
-        }
-    }
-    if fstype != 0 {
-        if let Some((piece, _)) = blob.user_str(fstype as *const u8) {
-            buffer.record.fstype = piece;
-        }
-    }
+        blob.user_str(pointer as *const u8)
+            .map_or(BlobRef::default(), |(piece, _)| piece)
+    });
+    let record = &mut buffer.record;
+    [record.source, record.target, record.fstype] = pieces;
     fill_task_info::<M>(M::current_task(), &mut buffer.record.task);
     let mut size = MOUNT_FIXED_SIZE + blob.used;
     if size > MOUNT_FIXED_SIZE + MOUNT_BLOB_CAP {
@@ -124,6 +86,51 @@ pub fn on_mount_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
     }
     buffer.record.header.size = size as u32;
     output_bytes(kind::MOUNT, (buffer as *const MountBuffer).cast(), size);
+}
+
+/// The user-string pointers (source, target, fstype) of a mount-family syscall's arguments,
+/// with its flags and descriptor set on `record` (`r8` is read only by move_mount).
+#[inline(always)]
+fn string_args(
+    record: &mut MountRecord,
+    syscall: u32,
+    [a0, a1, a2, a3]: [u64; 4],
+    r8: impl FnOnce() -> u64,
+) -> [u64; 3] {
+    match syscall {
+        // mount(source, target, fstype, flags, data)
+        syscalls::MOUNT => {
+            record.flags = a3;
+            [a0, a1, a2]
+        }
+        // umount2(target, flags)
+        syscalls::UMOUNT2 => {
+            record.flags = a1;
+            [0, a0, 0]
+        }
+        // move_mount(from_dfd, from_path, to_dfd, to_path, flags)
+        syscalls::MOVE_MOUNT => {
+            record.fd = a0 as i32;
+            record.flags = r8();
+            [a1, a3, 0]
+        }
+        // fsopen(fsname, flags)
+        syscalls::FSOPEN => {
+            record.flags = a1;
+            [0, 0, a0]
+        }
+        // fsconfig(fd, FSCONFIG_SET_STRING, "source", value, aux)
+        syscalls::FSCONFIG => {
+            record.fd = a0 as i32;
+            [a3, 0, 0]
+        }
+        // fsmount(fs_fd, flags, attr_flags)
+        _ => {
+            record.fd = a0 as i32;
+            record.flags = a1;
+            [0, 0, 0]
+        }
+    }
 }
 
 /// True when the user string at `key` is "source".
