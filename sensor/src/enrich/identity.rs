@@ -97,7 +97,7 @@ impl<S: NameSource> Enricher<S> {
             })
             .collect();
         let audit = task.flags & task_flags::NO_AUDIT == 0;
-        let login_uid = (audit && task.loginuid != UNSET_ID).then_some(task.loginuid);
+        let login_uid = Some(super::login_uid_of(task)).filter(|&uid| uid != UNSET_ID);
         let user = self.names.user(task.uid);
         let login_user = login_uid.and_then(|uid| self.names.user(uid));
         let person = self.person_of(task.uid, user.as_deref(), login_uid, login_user.as_deref());

@@ -90,7 +90,7 @@ pub struct Produced {
 }
 
 /// The task's audit login uid, or [`UNSET_ID`] without one (or without audit support).
-fn login_uid_of(task: &TaskInfo) -> u32 {
+pub(super) fn login_uid_of(task: &TaskInfo) -> u32 {
     if task.flags & sensor_common::task_flags::NO_AUDIT != 0 {
         UNSET_ID
     } else {
@@ -293,9 +293,12 @@ impl<S: NameSource> Enricher<S> {
             program: &entry.image.binary,
             exec_id: &exec_id,
         };
-        entry
-            .chain
-            .exec(before.map(|b| b.euid), after.euid, task.loginuid, &actor);
+        entry.chain.exec(
+            before.map(|b| b.euid),
+            after.euid,
+            login_uid_of(task),
+            &actor,
+        );
         entry.credentials = Some(after);
         entry.session_id = task.sessionid;
         self.processes.upsert(entry);

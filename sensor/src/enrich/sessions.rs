@@ -24,15 +24,18 @@ impl<S: NameSource> Enricher<S> {
         if task.flags & task_flags::NO_AUDIT != 0 || id == UNSET_ID {
             return None;
         }
+        let mut members = None;
         let mut session = match self.sessions.get(id) {
             Some(session) => session,
             None => {
-                let members = self.members_of(task.tgid, exec_id, id);
-                self.sessions.start(id, task.loginuid, &members)
+                let walked = self.members_of(task.tgid, exec_id, id);
+                let session = self.sessions.start(id, task.loginuid, &walked);
+                members = Some(walked);
+                session
             }
         };
         if self.sessions.awaiting_start(id) && self.login_has_begun(task, exec_id, &session) {
-            let members = self.members_of(task.tgid, exec_id, id);
+            let members = members.unwrap_or_else(|| self.members_of(task.tgid, exec_id, id));
             let tty = tty_name(c_str(&task.tty));
             if let Some(announced) = self.sessions.announce(id, tty, &members) {
                 session = announced;
