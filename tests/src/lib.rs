@@ -337,6 +337,13 @@ pub(crate) fn uid_of(name: &str) -> Result<Option<u32>> {
     Ok(Some(String::from_utf8_lossy(&out.stdout).trim().parse()?))
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A directory under /tmp that every user may use, removed at drop.
 pub fn shared_dir() -> Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,7 @@
 //! configuration, key logins with Debian's ssh client, a sudo rule, cron jobs.
 use std::{
     io::Write as _,
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpStream},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -55,7 +55,7 @@ impl SshServer {
         }
         // The privilege-separation directory sshd chroots its pre-authentication child into.
         std::fs::create_dir_all("/run/sshd")?;
-        let port = free_port()?;
+        let port = crate::free_port()?;
         let config = dir.path().join("sshd_config");
         std::fs::write(
             &config,
@@ -224,12 +224,6 @@ fn authorize(user: &str, public_key: &str) -> Result<()> {
         .status()?;
     ensure!(status.success(), "chown {owner} {}", ssh_dir.display());
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 /// A sudoers drop-in for the duration of a test: `user` may run anything as anyone without a

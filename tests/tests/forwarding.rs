@@ -437,7 +437,7 @@ struct Rsyslog {
 impl Rsyslog {
     fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = custos_tests::free_port()?;
         let received = dir.path().join("received.log");
         let config = dir.path().join("rsyslog.conf");
         std::fs::write(

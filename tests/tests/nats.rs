@@ -2,7 +2,7 @@
 //! loopback, read back by an independent consumer (nats-py and the official protobuf runtime).
 use std::{
     ffi::OsStr,
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     process::{Child, Command},
     time::{Duration, Instant},
@@ -24,7 +24,7 @@ struct NatsServer {
 
 impl NatsServer {
     fn start() -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = custos_tests::free_port()?;
         let mut server = Self {
             child: None,
             port,

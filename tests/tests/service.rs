@@ -185,9 +185,7 @@ fn sample(exposition: &str, series: &str) -> Option<f64> {
 fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> Result<()> {
     require_root();
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = custos_tests::free_port()?;
     let address = format!("127.0.0.1:{port}");
     let socket = dir.path().join("status.sock");
     let mut sensor = Sensor::start(&format!(

@@ -207,20 +207,22 @@ impl Stages {
 
     /// Turns kernel drops and undecodable records into in-band loss events.
     pub(super) fn report_losses(&mut self, drops: &mut DropCounters) -> Result<()> {
-        for (kind, count) in drops.new_drops() {
-            tracing::warn!(kind, count, "kernel ring buffer full: records dropped");
+        for (record_kind, count) in drops.new_drops() {
+            let kind = EventKind::of_record(record_kind);
+            tracing::warn!(
+                kind = record_kind,
+                count,
+                "kernel ring buffer full: records dropped"
+            );
             self.metrics
                 .kernel_drops
                 .get_or_create(&KindLabels {
-                    kind: EventKind::of_record(kind).short_name().to_owned(),
+                    kind: kind.short_name().to_owned(),
                 })
                 .inc_by(count);
-            let event = self.enricher.loss(
-                EventKind::of_record(kind),
-                count,
-                LossReason::KernelBufferFull,
-                "",
-            );
+            let event = self
+                .enricher
+                .loss(kind, count, LossReason::KernelBufferFull, "");
             self.emit(event)?;
         }
         for (kind, count) in std::mem::take(&mut self.undecodable) {
