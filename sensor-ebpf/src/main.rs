@@ -1,4 +1,5 @@
-//! Custos kernel programs. One file per hook family; shared plumbing in the other modules.
+//! Custos kernel programs. One module per event family, named as in the
+//! other crates; shared plumbing in the others.
 //!
 //! Every program is thin: it reads what it needs from kernel structs (at offsets the daemon
 //! resolved from BTF, see `kread`), stages the record in a per-CPU buffer or a ring-buffer slot,
@@ -8,17 +9,22 @@
 // Inline asm for BPF atomics, which core does not expose on the bpf target.
 #![feature(asm_experimental_arch)]
 
-mod blob;
-mod block;
-mod cred;
-mod emit;
-mod exec;
+// Event families, named as in the other crates.
+mod block_device;
+mod device_control;
 mod file;
-mod kread;
-mod lsm;
-mod maps;
 mod mount;
+mod privilege;
+mod process;
+
+// Shared plumbing.
+mod blob;
+mod emit;
+mod kread;
+mod maps;
 mod path;
+mod record;
+mod syscall_exit;
 mod task;
 
 /// Programs reading kernel memory need a GPL-compatible licence.

@@ -4,7 +4,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    kind, DeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
+    kind, BlockDeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
     FileFilterConfig, MountBuffer, PrefixKey, UringOpen, PREFIX_MAX,
 };
 
@@ -68,8 +68,8 @@ pub static URING_OPENS: LruHashMap<u64, UringOpen> = LruHashMap::with_max_entrie
 pub static URING_SCRATCH: PerCpuArray<UringOpen> = PerCpuArray::with_max_entries(1, 0);
 
 /// Staging for device records.
-#[map(name = "DEVICE_BUF")]
-pub static DEVICE_BUF: PerCpuArray<DeviceBuffer> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "BLOCK_DEVICE_BUF")]
+pub static BLOCK_DEVICE_BUF: PerCpuArray<BlockDeviceBuffer> = PerCpuArray::with_max_entries(1, 0);
 
 /// Staging for mount records.
 #[map(name = "MOUNT_BUF")]

@@ -2,16 +2,14 @@
 //! move_mount), seen at `sys_exit` with their result. Strings are copied as the caller passed
 //! them; the daemon ties the steps of the new API together.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user};
-use sensor_common::{
-    kind, syscalls, BlobRef, MountBuffer, MountRecord, RecordHeader, BLOB_OFFSET_MASK,
-    MOUNT_BLOB_CAP, MOUNT_FIXED_SIZE,
-};
+use sensor_common::{syscalls, BlobRef, MountRecord, BLOB_OFFSET_MASK};
 
 use crate::{
     blob::Blob,
-    emit::{now_ns, output_bytes},
+    emit::now_ns,
     kread::{off, self_tgid, Mem},
     maps::MOUNT_BUF,
+    record::{send, stage},
     task::fill_task_info,
 };
 
@@ -47,25 +45,13 @@ pub fn on_mount_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
         // Only the "source" string matters to a mount event.
         return;
     }
-    let Some(buffer) = MOUNT_BUF.get_ptr_mut(0) else {
+    let Some(buffer) = stage(&MOUNT_BUF, now_ns()) else {
         return;
     };
-    let buffer: &mut MountBuffer = unsafe { &mut *buffer };
     let record = &mut buffer.record;
-    record.header = RecordHeader {
-        kind: kind::MOUNT,
-        size: 0,
-        ktime_ns: now_ns(),
-    };
     record.syscall = syscall;
     record.ret = ret as i32;
-    record.flags = 0;
     record.fd = -1;
-    record._pad = 0;
-    record._pad2 = 0;
-    record.source = BlobRef::default();
-    record.target = BlobRef::default();
-    record.fstype = BlobRef::default();
     let mut blob = Blob::<BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
     let strings = string_args(&mut buffer.record, syscall, [a0, a1, a2, a3], || {
         arg(off!(regs_r8))
@@ -80,12 +66,8 @@ pub fn on_mount_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
     let record = &mut buffer.record;
     [record.source, record.target, record.fstype] = pieces;
     fill_task_info::<M>(M::current_task(), &mut buffer.record.task);
-    let mut size = MOUNT_FIXED_SIZE + blob.used;
-    if size > MOUNT_FIXED_SIZE + MOUNT_BLOB_CAP {
-        size = MOUNT_FIXED_SIZE + MOUNT_BLOB_CAP;
-    }
-    buffer.record.header.size = size as u32;
-    output_bytes(kind::MOUNT, (buffer as *const MountBuffer).cast(), size);
+    let used = blob.used;
+    send(buffer, used);
 }
 
 /// The user-string pointers (source, target, fstype) of a mount-family syscall's arguments,

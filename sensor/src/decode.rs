@@ -3,9 +3,9 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    kind, BlobRef, CredRecord, DeviceRecord, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
-    MountRecord, RecordHeader, TaskInfo, DEVICE_FIXED_SIZE, EXEC_FIXED_SIZE, FILE_FIXED_SIZE,
-    MOUNT_FIXED_SIZE,
+    kind, BlobRef, BlockDeviceRecord, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
+    MountRecord, PrivilegeChangeRecord, RecordHeader, TaskInfo, BLOCK_DEVICE_FIXED_SIZE,
+    EXEC_FIXED_SIZE, FILE_FIXED_SIZE, MOUNT_FIXED_SIZE,
 };
 use thiserror::Error;
 
@@ -65,7 +65,7 @@ pub struct FileOpen {
 /// A device record with its backing-file path copied out.
 #[derive(Clone, Debug)]
 pub struct Device {
-    pub fixed: DeviceRecord,
+    pub fixed: BlockDeviceRecord,
     pub backing: Vec<u8>,
 }
 
@@ -84,7 +84,7 @@ pub enum Record {
     Exit(ExitRecord),
     Fork(ForkRecord),
     FileOpen(FileOpen),
-    Cred(CredRecord),
+    Cred(PrivilegeChangeRecord),
     Device(Device),
     Mount(Mount),
 }
@@ -136,8 +136,8 @@ fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
 }
 
 fn decode_device(bytes: &[u8]) -> Result<Device, DecodeError> {
-    let fixed: DeviceRecord = fixed(bytes, kind::BLOCK_DEVICE)?;
-    let blob = &bytes[DEVICE_FIXED_SIZE..];
+    let fixed: BlockDeviceRecord = fixed(bytes, kind::BLOCK_DEVICE)?;
+    let blob = &bytes[BLOCK_DEVICE_FIXED_SIZE..];
     Ok(Device {
         backing: piece(blob, fixed.backing, kind::BLOCK_DEVICE)?,
         fixed,

@@ -5,7 +5,7 @@ use custos_proto::v1::{
     event::Body, BlockDevice, BlockDeviceChange, DeviceAction, DeviceControl, DeviceControlAction,
     DeviceWriteSummary, Event, FileOpen as FileOpenEvent, Identity, Mount, MountOperation,
 };
-use sensor_common::{device_op, file_flags, syscalls, TaskInfo};
+use sensor_common::{block_device_op, file_flags, syscalls, TaskInfo};
 
 use super::{
     bodies::{errno_name, timestamp},
@@ -30,7 +30,10 @@ impl<S: NameSource> Enricher<S> {
     /// decision after it.
     pub(super) fn device_change(&mut self, record: &Device) -> Option<Event> {
         let fixed = &record.fixed;
-        if matches!(fixed.op, device_op::DENIED_MOUNT | device_op::DENIED_OPEN) {
+        if matches!(
+            fixed.op,
+            block_device_op::DENIED_MOUNT | block_device_op::DENIED_OPEN
+        ) {
             return self.kernel_refusal(record);
         }
         let (action, device) = self.changed_device(record)?;
@@ -67,7 +70,7 @@ impl<S: NameSource> Enricher<S> {
         let fixed = &record.fixed;
         let (major, minor) = (fixed.dev >> 20, fixed.dev & 0xfffff);
         Some(match fixed.op {
-            device_op::DISK_ADDED => {
+            block_device_op::DISK_ADDED => {
                 let (major, minor) = if fixed.dev != 0 {
                     (major, minor)
                 } else {
@@ -78,7 +81,7 @@ impl<S: NameSource> Enricher<S> {
                 };
                 (DeviceAction::Added, self.devices.refresh(major, minor)?)
             }
-            device_op::DISK_REMOVED => {
+            block_device_op::DISK_REMOVED => {
                 let device = self
                     .devices
                     .forget(fixed.dev)
@@ -90,7 +93,7 @@ impl<S: NameSource> Enricher<S> {
                     });
                 (DeviceAction::Removed, device)
             }
-            device_op::LOOP_ADDED => {
+            block_device_op::LOOP_ADDED => {
                 // Reported already if the new disk's hook fired.
                 let known = kernel_dev(LOOP_MAJOR, fixed.value);
                 if self.devices.get(known).is_some() {
@@ -99,14 +102,14 @@ impl<S: NameSource> Enricher<S> {
                 let device = self.devices.refresh(LOOP_MAJOR, fixed.value)?;
                 (DeviceAction::Added, device)
             }
-            device_op::LOOP_ATTACHED => {
+            block_device_op::LOOP_ATTACHED => {
                 let mut device = self.devices.refresh(major, minor)?;
                 if !record.backing.is_empty() {
                     device.backing_file = text::from_bytes(&record.backing).text;
                 }
                 (DeviceAction::MediaInserted, device)
             }
-            device_op::LOOP_DETACHED => {
+            block_device_op::LOOP_DETACHED => {
                 let before = self.devices.get(fixed.dev).cloned();
                 let mut device = self.devices.refresh(major, minor).or(before.clone())?;
                 if let Some(before) = before {
@@ -115,9 +118,11 @@ impl<S: NameSource> Enricher<S> {
                 (DeviceAction::MediaRemoved, device)
             }
             // Reported already where disk removal is hooked.
-            device_op::LOOP_REMOVED if self.devices.removal_hooked => return None,
-            device_op::LOOP_REMOVED => (DeviceAction::Removed, self.removed_loop(fixed.value)),
-            device_op::READ_ONLY_SET => (
+            block_device_op::LOOP_REMOVED if self.devices.removal_hooked => return None,
+            block_device_op::LOOP_REMOVED => {
+                (DeviceAction::Removed, self.removed_loop(fixed.value))
+            }
+            block_device_op::READ_ONLY_SET => (
                 DeviceAction::ReadOnlyChanged,
                 self.devices.refresh(major, minor)?,
             ),
@@ -203,7 +208,7 @@ impl<S: NameSource> Enricher<S> {
                 ..BlockDevice::default()
             });
         let rule = self.devices.denying_rule(major, minor);
-        let operation = if fixed.op == device_op::DENIED_MOUNT {
+        let operation = if fixed.op == block_device_op::DENIED_MOUNT {
             "mount"
         } else {
             "open"

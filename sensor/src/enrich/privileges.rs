@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use custos_proto::v1::{event::Body, Credentials as CredentialsView, Event, PrivilegeChange};
-use sensor_common::CredRecord;
+use sensor_common::PrivilegeChangeRecord;
 
 use super::{bodies::errno_name, Enricher};
 use crate::{
@@ -16,7 +16,7 @@ impl<S: NameSource> Enricher<S> {
     /// A credential syscall's record: a privilege change when the credentials differ from what
     /// the process had (or the call failed), nothing otherwise (a no-op call, or another thread
     /// of the process making the same change).
-    pub(super) fn credential_change(&mut self, record: &CredRecord) -> Option<Event> {
+    pub(super) fn credential_change(&mut self, record: &PrivilegeChangeRecord) -> Option<Event> {
         let task = &record.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         if self.processes.get(task.tgid, &exec_id).is_none() {

@@ -11,17 +11,16 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, kprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
 };
-use sensor_common::{
-    device_op, file_flags, kind, BlobRef, DeviceBuffer, RecordHeader, DEVICE_FIXED_SIZE,
-};
+use sensor_common::{block_device_op, file_flags, BlockDeviceBuffer};
 
 use crate::{
     blob::Blob,
-    emit::{now_ns, output_bytes},
+    emit::now_ns,
     file::file_of_fd,
     kread::{off, self_tgid, Direct, Mem, Probe},
-    maps::DEVICE_BUF,
+    maps::BLOCK_DEVICE_BUF,
     path::resolve_path,
+    record::{send, stage},
     task::fill_task_info,
 };
 
@@ -46,7 +45,7 @@ pub fn writeback_bdi_register(ctx: BtfTracePointContext) -> i32 {
 #[fexit(function = "device_add_disk")]
 pub fn device_add_disk_fexit(ctx: FExitContext) -> i32 {
     if ctx.arg::<i32>(3) == 0 {
-        on_disk(ctx.arg::<*const u8>(1), device_op::DISK_ADDED);
+        on_disk(ctx.arg::<*const u8>(1), block_device_op::DISK_ADDED);
     }
     0
 }
@@ -54,7 +53,7 @@ pub fn device_add_disk_fexit(ctx: FExitContext) -> i32 {
 #[kprobe(function = "device_add_disk")]
 pub fn device_add_disk_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(disk) = ctx.arg::<*const u8>(1) {
-        on_disk(disk, device_op::DISK_ADDED);
+        on_disk(disk, block_device_op::DISK_ADDED);
     }
     0
 }
@@ -62,14 +61,14 @@ pub fn device_add_disk_kprobe(ctx: ProbeContext) -> u32 {
 // void del_gendisk(struct gendisk *disk)
 #[fentry(function = "del_gendisk")]
 pub fn del_gendisk_fentry(ctx: FEntryContext) -> i32 {
-    on_disk(ctx.arg::<*const u8>(0), device_op::DISK_REMOVED);
+    on_disk(ctx.arg::<*const u8>(0), block_device_op::DISK_REMOVED);
     0
 }
 
 #[kprobe(function = "del_gendisk")]
 pub fn del_gendisk_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(disk) = ctx.arg::<*const u8>(0) {
-        on_disk(disk, device_op::DISK_REMOVED);
+        on_disk(disk, block_device_op::DISK_REMOVED);
     }
     0
 }
@@ -94,7 +93,7 @@ pub fn disk_dev(disk: *const u8) -> u32 {
     (major << 20) | (minor & 0xfffff)
 }
 
-/// The kernel refused `op` ([`device_op::DENIED_MOUNT`] or [`device_op::DENIED_OPEN`]) on
+/// The kernel refused `op` ([`block_device_op::DENIED_MOUNT`] or [`block_device_op::DENIED_OPEN`]) on
 /// denied device `dev`.
 #[inline(always)]
 pub fn report_denial(op: u32, dev: u32, ret: i32) {
@@ -107,7 +106,7 @@ pub fn report_denial(op: u32, dev: u32, ret: i32) {
 }
 
 fn on_bdi_register(bdi: *const u8) {
-    let Some(buffer) = start(device_op::DISK_ADDED, 0) else {
+    let Some(buffer) = start(block_device_op::DISK_ADDED, 0) else {
         return;
     };
     let name_offset = off!(bdi_dev_name);
@@ -129,11 +128,11 @@ pub fn on_ioctl<M: Mem>(regs: *const u8, ret: i64) {
     };
     let cmd = cmd as u32;
     let op = match cmd {
-        LOOP_SET_FD | LOOP_CONFIGURE => device_op::LOOP_ATTACHED,
-        LOOP_CLR_FD => device_op::LOOP_DETACHED,
-        LOOP_CTL_ADD => device_op::LOOP_ADDED,
-        LOOP_CTL_REMOVE => device_op::LOOP_REMOVED,
-        BLKROSET => device_op::READ_ONLY_SET,
+        LOOP_SET_FD | LOOP_CONFIGURE => block_device_op::LOOP_ATTACHED,
+        LOOP_CLR_FD => block_device_op::LOOP_DETACHED,
+        LOOP_CTL_ADD => block_device_op::LOOP_ADDED,
+        LOOP_CTL_REMOVE => block_device_op::LOOP_REMOVED,
+        BLKROSET => block_device_op::READ_ONLY_SET,
         _ => return,
     };
     if (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid() {
@@ -146,11 +145,11 @@ pub fn on_ioctl<M: Mem>(regs: *const u8, ret: i64) {
     };
     let record = &mut buffer.record;
     match op {
-        device_op::LOOP_ADDED => record.value = ret as u32,
-        device_op::LOOP_REMOVED => record.value = arg as u32,
+        block_device_op::LOOP_ADDED => record.value = ret as u32,
+        block_device_op::LOOP_REMOVED => record.value = arg as u32,
         _ => record.dev = device_of_fd::<M>(fd),
     }
-    if op == device_op::READ_ONLY_SET {
+    if op == block_device_op::READ_ONLY_SET {
         let mut flag: i32 = 0;
         unsafe {
             bpf_probe_read_user((&mut flag as *mut i32).cast(), 4, arg as *const _);
@@ -158,7 +157,7 @@ pub fn on_ioctl<M: Mem>(regs: *const u8, ret: i64) {
         record.value = flag as u32;
     }
     let mut used = 0;
-    if op == device_op::LOOP_ATTACHED {
+    if op == block_device_op::LOOP_ATTACHED {
         // LOOP_SET_FD passes the backing fd; LOOP_CONFIGURE a struct loop_config that starts
         // with it.
         let backing_fd = if cmd == LOOP_SET_FD {
@@ -194,35 +193,11 @@ fn device_of_fd<M: Mem>(fd: i32) -> u32 {
         .unwrap_or(0)
 }
 
+/// A zeroed block-device record for `op` with its result, in this CPU's staging buffer.
 #[inline(always)]
-fn start(op: u32, ret: i32) -> Option<&'static mut DeviceBuffer> {
-    let buffer = unsafe { &mut *DEVICE_BUF.get_ptr_mut(0)? };
-    let record = &mut buffer.record;
-    record.header = RecordHeader {
-        kind: kind::BLOCK_DEVICE,
-        size: 0,
-        ktime_ns: now_ns(),
-    };
-    record.op = op;
-    record.ret = ret;
-    record.dev = 0;
-    record.value = 0;
-    record.name = [0; 32];
-    record.backing = BlobRef::default();
-    record.flags = 0;
+fn start(op: u32, ret: i32) -> Option<&'static mut BlockDeviceBuffer> {
+    let buffer = stage(&BLOCK_DEVICE_BUF, now_ns())?;
+    buffer.record.op = op;
+    buffer.record.ret = ret;
     Some(buffer)
-}
-
-#[inline(always)]
-fn send(buffer: &mut DeviceBuffer, used: usize) {
-    let mut size = DEVICE_FIXED_SIZE + used;
-    if size > core::mem::size_of::<DeviceBuffer>() {
-        size = core::mem::size_of::<DeviceBuffer>();
-    }
-    buffer.record.header.size = size as u32;
-    output_bytes(
-        kind::BLOCK_DEVICE,
-        (buffer as *const DeviceBuffer).cast(),
-        size,
-    );
 }

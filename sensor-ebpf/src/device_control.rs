@@ -1,13 +1,14 @@
-//! BPF LSM hooks, where the kernel allows them: opens at the permission check, and enforcement
-//! of denied devices (their mounts and the opens of their device nodes fail with EPERM).
+//! Device control in the kernel, where BPF LSM runs: denied devices' mounts and the opens of
+//! their device nodes fail with EPERM. The `file_open` hook also reports successful opens for
+//! the file family, at the permission check.
 //!
 //! An LSM program's return value is the decision; `ret` (the last argument) is what the LSMs
 //! before it decided, and a refusal there stands.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use sensor_common::device_op;
+use sensor_common::block_device_op;
 
 use crate::{
-    block::{disk_dev, report_denial},
+    block_device::{disk_dev, report_denial},
     file::on_lsm_open,
     kread::{off, Mem, Probe},
     maps::DENIED_DEVICES,
@@ -26,7 +27,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         return earlier;
     }
     if let Some(dev) = denied_block_node(file) {
-        report_denial(device_op::DENIED_OPEN, dev, -EPERM);
+        report_denial(block_device_op::DENIED_OPEN, dev, -EPERM);
         return -EPERM;
     }
     on_lsm_open(file);
@@ -54,7 +55,7 @@ pub fn sb_set_mnt_opts(ctx: LsmContext) -> i32 {
     if unsafe { DENIED_DEVICES.get(&dev) }.is_some()
         || unsafe { DENIED_DEVICES.get(&disk) }.is_some()
     {
-        report_denial(device_op::DENIED_MOUNT, dev, -EPERM);
+        report_denial(block_device_op::DENIED_MOUNT, dev, -EPERM);
         return -EPERM;
     }
     0

@@ -7,17 +7,15 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use sensor_common::{
-    exec_flags, kind, BlobRef, ExecBuffer, ExitRecord, ForkRecord, RecordHeader, ARGV_MAX,
-    BLOB_OFFSET_MASK, EXEC_BLOB_CAP, EXEC_FIXED_SIZE,
-};
+use sensor_common::{exec_flags, ExitRecord, ForkRecord, ARGV_MAX, BLOB_OFFSET_MASK};
 
 use crate::{
     blob::Blob,
-    emit::{count_drop, now_ns, output_bytes, submit_flags},
+    emit::now_ns,
     kread::{off, self_tgid, Direct, Mem, Probe},
-    maps::{EVENTS, EXEC_BUF},
+    maps::EXEC_BUF,
     path::resolve_path,
+    record::{send, stage, Reserved},
     task::{capabilities, fill_task_info, thread_group_dead},
 };
 
@@ -67,20 +65,11 @@ fn on_exec<M: Mem>(task: *const u8) {
     if task.is_null() {
         return;
     }
-    let Some(buffer) = EXEC_BUF.get_ptr_mut(0) else {
+    let Some(buffer) = stage(&EXEC_BUF, now_ns()) else {
         return;
     };
-    let buffer: &mut ExecBuffer = unsafe { &mut *buffer };
     let record = &mut buffer.record;
-    record.header = RecordHeader {
-        kind: kind::EXEC,
-        size: 0,
-        ktime_ns: now_ns(),
-    };
     fill_task_info::<M>(task, &mut record.task);
-    record.flags = 0;
-    record.argv_total = 0;
-    record._pad = 0;
     let (effective, permitted) = capabilities::<M>(task);
     record.cap_effective = effective;
     record.cap_permitted = permitted;
@@ -88,7 +77,6 @@ fn on_exec<M: Mem>(task: *const u8) {
     let mut blob = Blob::<BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
 
     // The executable: the file the new image was mapped from, resolved to an absolute path.
-    record.path = BlobRef::default();
     let mm = M::read_ptr(task, off!(task_mm));
     let exe_file = mm.and_then(|mm| M::read_ptr(mm, off!(mm_exe_file)));
     if let Some(exe_file) = exe_file {
@@ -102,7 +90,6 @@ fn on_exec<M: Mem>(task: *const u8) {
     }
 
     // argv, straight from the new process image.
-    record.argv = BlobRef::default();
     match mm {
         Some(mm) => {
             let start = M::read::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
@@ -125,7 +112,6 @@ fn on_exec<M: Mem>(task: *const u8) {
     }
 
     // Working directory.
-    record.cwd = BlobRef::default();
     if let Some(fs) = M::read_ptr(task, off!(task_fs)) {
         let pwd = unsafe { fs.add(off!(fs_pwd) as usize) };
         if let Some(resolved) = resolve_path::<M>(pwd) {
@@ -136,32 +122,21 @@ fn on_exec<M: Mem>(task: *const u8) {
         }
     }
 
-    let mut size = EXEC_FIXED_SIZE + blob.used;
-    if size > EXEC_FIXED_SIZE + EXEC_BLOB_CAP {
-        size = EXEC_FIXED_SIZE + EXEC_BLOB_CAP;
-    }
-    record.header.size = size as u32;
-    output_bytes(kind::EXEC, (buffer as *const ExecBuffer).cast(), size);
+    let used = blob.used;
+    send(buffer, used);
 }
 
 fn on_exit<M: Mem>(task: *const u8) {
     if task.is_null() || is_self::<M>(task) || !thread_group_dead::<M>(task) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
-        count_drop(kind::EXIT);
+    let Some(mut exit) = Reserved::<ExitRecord>::new() else {
         return;
     };
-    let record = unsafe { &mut *entry.as_mut_ptr() };
-    record.header = RecordHeader {
-        kind: kind::EXIT,
-        size: core::mem::size_of::<ExitRecord>() as u32,
-        ktime_ns: now_ns(),
-    };
+    let record = exit.record();
     fill_task_info::<M>(task, &mut record.task);
     record.exit_code = M::read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
-    record._pad = 0;
-    entry.submit(submit_flags());
+    exit.submit();
 }
 
 fn on_fork<M: Mem>(child: *const u8) {
@@ -173,16 +148,9 @@ fn on_fork<M: Mem>(child: *const u8) {
     if tgid.is_none() || tgid != M::read::<u32>(child, off!(task_pid)) || is_self::<M>(child) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
-        count_drop(kind::FORK);
+    let Some(mut fork) = Reserved::<ForkRecord>::new() else {
         return;
     };
-    let record = unsafe { &mut *entry.as_mut_ptr() };
-    record.header = RecordHeader {
-        kind: kind::FORK,
-        size: core::mem::size_of::<ForkRecord>() as u32,
-        ktime_ns: now_ns(),
-    };
-    fill_task_info::<M>(child, &mut record.task);
-    entry.submit(submit_flags());
+    fill_task_info::<M>(child, &mut fork.record().task);
+    fork.submit();
 }

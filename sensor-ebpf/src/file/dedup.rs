@@ -1,0 +1,66 @@
+//! Deduplication of identical opens within a window, counted in the kernel.
+use sensor_common::{FileDedupKey, FileDedupState, FileFilterConfig};
+
+use super::{O_ACCMODE, O_APPEND, O_CREAT, O_TRUNC};
+use crate::{
+    kread::{off, Mem},
+    maps::FILE_DEDUP,
+};
+
+#[inline(always)]
+pub fn dedup_key<M: Mem>(tgid: u32, flags: u32, dev: u32, ino: u64) -> FileDedupKey {
+    let task = M::current_task();
+    FileDedupKey {
+        tgid,
+        access: flags & (O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND),
+        dev,
+        _pad: 0,
+        ino,
+        mm: M::read::<u64>(task, off!(task_mm)).unwrap_or(0),
+        cred: M::read::<u64>(task, off!(task_real_cred)).unwrap_or(0),
+    }
+}
+
+/// Counts the open if an identical one opened the current dedup window; returns true if so.
+#[inline(always)]
+pub fn counted_as_repeat(config: &FileFilterConfig, key: &FileDedupKey, now: u64) -> bool {
+    if config.dedup_window_ns == 0 {
+        return false;
+    }
+    let Some(state) = FILE_DEDUP.get_ptr_mut(key) else {
+        return false;
+    };
+    let state = unsafe { &mut *state };
+    if now.wrapping_sub(state.window_start_ns) >= config.dedup_window_ns {
+        return false;
+    }
+    // Several CPUs may count the same key at once: BPF's atomic add (core's AtomicU64 has no
+    // fetch_add on this target).
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({counter} + 0) += {one}",
+            counter = in(reg) &mut state.suppressed_total as *mut u64,
+            one = in(reg) 1u64,
+        );
+    }
+    true
+}
+
+/// Starts (or restarts) the key's window; returns the running suppressed total.
+#[inline(always)]
+pub fn open_window(key: &FileDedupKey, now: u64) -> u64 {
+    if let Some(state) = FILE_DEDUP.get_ptr_mut(key) {
+        let state = unsafe { &mut *state };
+        state.window_start_ns = now;
+        return state.suppressed_total;
+    }
+    let _ = FILE_DEDUP.insert(
+        key,
+        &FileDedupState {
+            window_start_ns: now,
+            suppressed_total: 0,
+        },
+        0,
+    );
+    0
+}

@@ -1,0 +1,162 @@
+//! File-open records: an open that succeeded (resolved in the kernel) or one that failed (the
+//! path as requested, and the directory a relative one was relative to).
+use sensor_common::{
+    file_flags, offsets::spans, BlobRef, FileBuffer, FileFilterConfig, FILE_BLOB_OFFSET_MASK,
+};
+
+use super::{
+    dedup::{counted_as_repeat, dedup_key, open_window},
+    filter::passes_path_filter,
+    lookup::{cwd_path, file_of_fd, inode_identity},
+    Request, AT_FDCWD,
+};
+use crate::{
+    blob::Blob,
+    emit::now_ns,
+    kread::{off, rooms, Fields, Mem, Probe},
+    maps::FILE_BUF,
+    path::{resolve, resolve_path, ResolvedPath},
+    record::{send, stage},
+    task::fill_task_info,
+};
+
+/// A zeroed file-open record for `request` with result `ret`, in this CPU's staging buffer.
+#[inline(always)]
+fn start(request: &Request, ret: i32, now: u64) -> Option<&'static mut FileBuffer> {
+    let buffer = stage(&FILE_BUF, now)?;
+    let record = &mut buffer.record;
+    record.syscall = request.syscall;
+    record.open_flags = request.flags;
+    record.ret = ret;
+    record.dfd = request.dfd;
+    Some(buffer)
+}
+
+// Inlined: as a BPF subprogram returning nothing, R0 may be left holding a stack pointer,
+// which the verifier refuses at a subprogram's exit. `fd` is -1 where it does not exist yet.
+#[inline(always)]
+pub fn opened<M: Mem>(
+    config: &FileFilterConfig,
+    request: &Request,
+    tgid: u32,
+    file: *const u8,
+    fd: i32,
+    watched: bool,
+) {
+    // f_mode, f_inode and f_path in one read.
+    let fields = Fields::<{ spans::FILE }>::new(file, off!(file_span), rooms::file());
+    let Some((dev, ino)) = fields.ptr(off!(file_inode)).and_then(inode_identity) else {
+        return;
+    };
+    // The requested flags: the file's f_flags has O_CREAT and O_TRUNC already cleared.
+    let flags = request.flags;
+    let now = now_ns();
+    let key = dedup_key::<M>(tgid, flags, dev, ino);
+    if !watched && counted_as_repeat(config, &key, now) {
+        return;
+    }
+    let path_off = off!(file_path);
+    let dentry = fields
+        .ptr(path_off + off!(path_dentry))
+        .unwrap_or(core::ptr::null());
+    let vfsmount = fields
+        .ptr(path_off + off!(path_mnt))
+        .unwrap_or(core::ptr::null());
+    let Some(resolved) = resolve(dentry, vfsmount) else {
+        return;
+    };
+    if !watched && !passes_path_filter(config, &resolved, flags) {
+        return;
+    }
+    let Some(buffer) = start(request, if fd < 0 { 0 } else { fd }, now) else {
+        return;
+    };
+    if fd < 0 {
+        buffer.record.flags |= file_flags::FD_UNKNOWN;
+    }
+    if watched {
+        buffer.record.flags |= file_flags::WATCHED_DEVICE;
+    }
+    let record = &mut buffer.record;
+    record.fmode = fields.get::<u32>(off!(file_mode)).unwrap_or(0);
+    record.dev = dev;
+    record.ino = ino;
+    if resolved.truncated {
+        record.flags |= file_flags::PATH_TRUNCATED;
+    }
+    if config.dedup_window_ns != 0 && !watched {
+        record.flags |= file_flags::DEDUP_FIRST;
+        record.suppressed_total = open_window(&key, now);
+        record.key_mm = key.mm;
+        record.key_cred = key.cred;
+    }
+    fill_task_info::<M>(M::current_task(), &mut record.task);
+    let mut blob = Blob::<FILE_BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
+    buffer.record.path = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
+    send(buffer, blob.used);
+}
+
+#[inline(always)]
+pub fn failed<M: Mem>(config: &FileFilterConfig, request: &Request, ret: i32, denied: bool) {
+    let Some(buffer) = start(request, ret, now_ns()) else {
+        return;
+    };
+    let mut blob = Blob::<FILE_BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
+    let requested = match request.kernel_path_len {
+        Some(len) => blob.kernel(request.path, len).map(|piece| (piece, false)),
+        None => blob.user_str(request.path),
+    };
+    let (path, truncated) = match requested {
+        Some(piece) => piece,
+        None => {
+            buffer.record.flags |= file_flags::PATH_UNREADABLE;
+            (BlobRef::default(), false)
+        }
+    };
+    buffer.record.path = path;
+    if truncated {
+        buffer.record.flags |= file_flags::PATH_TRUNCATED;
+    }
+    // A relative request is relative to the cwd or to dfd; report that directory too, and
+    // filter on it (the file itself does not exist to resolve).
+    let first = first_byte(buffer, path);
+    if path.len > 0 && first != b'/' {
+        let dir = if request.dfd == AT_FDCWD {
+            cwd_path::<M>()
+        } else {
+            file_of_fd::<M>(request.dfd)
+                .and_then(|f| resolve_path::<Probe>(unsafe { f.add(off!(file_path) as usize) }))
+        };
+        if let Some(dir) = dir {
+            if !denied && !passes_path_filter(config, &dir, request.flags) {
+                return;
+            }
+            if dir.truncated {
+                buffer.record.flags |= file_flags::DIR_TRUNCATED;
+            }
+            buffer.record.dir = blob.kernel(dir.data, dir.len).unwrap_or_default();
+        }
+    } else if !denied && path.len > 0 {
+        let absolute = ResolvedPath {
+            data: unsafe {
+                buffer
+                    .blob
+                    .as_ptr()
+                    .add(path.offset as usize & FILE_BLOB_OFFSET_MASK)
+            },
+            len: path.len as usize,
+            truncated,
+        };
+        if !passes_path_filter(config, &absolute, request.flags) {
+            return;
+        }
+    }
+    fill_task_info::<M>(M::current_task(), &mut buffer.record.task);
+    send(buffer, blob.used);
+}
+
+#[inline(always)]
+fn first_byte(buffer: &FileBuffer, piece: BlobRef) -> u8 {
+    let at = piece.offset as usize & FILE_BLOB_OFFSET_MASK;
+    buffer.blob[at]
+}

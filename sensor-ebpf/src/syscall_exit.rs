@@ -1,0 +1,72 @@
+//! The one `sys_exit` handler, shared by the families that watch syscalls (file opens, block
+//! device ioctls, privilege changes, mounts): the result is known at exit, so only what the
+//! kernel did is reported. Which syscalls are watched is declared once, in
+//! `sensor_common::syscalls`.
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+};
+use sensor_common::syscalls;
+
+use crate::{
+    block_device::on_ioctl,
+    file::{is_open_syscall, on_open_exit},
+    kread::{off, Direct, Mem, Probe},
+    mount::{is_mount_syscall, on_mount_syscall},
+    privilege::{changes_privileges, on_privilege_syscall},
+};
+
+// void sys_exit(struct pt_regs *regs, long ret)
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    on_sys_exit::<Direct>(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+    0
+}
+
+// tracepoint/syscalls/sys_exit_<name>, attached to each syscall this module and its
+// neighbours handle, so that the thousands of other syscalls a second run no program at all.
+// The record is { common fields (8 bytes), int __syscall_nr, long ret (at 16) }; the arguments
+// come from the task's saved user registers.
+#[tracepoint]
+pub fn sys_exit_syscall(ctx: TracePointContext) -> u32 {
+    // SAFETY: every sys_exit_<name> record has `long ret` at offset 16; a failed read is
+    // reported, not undefined.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
+    on_sys_exit::<Direct>(current_user_regs(), ret);
+    0
+}
+
+/// The current task's saved user registers (the syscall number and arguments), for programs
+/// that are not handed them. BTF-typed, so read with [`Direct`].
+#[inline(always)]
+pub fn current_user_regs() -> *const u8 {
+    // SAFETY: helpers with no memory arguments; the result is checked by every reader.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
+}
+
+// raw_tracepoint/sys_exit: the same arguments, untyped.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_raw(ctx: RawTracePointContext) -> u32 {
+    on_sys_exit::<Probe>(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+    0
+}
+
+#[inline(always)]
+fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
+    // Runs on every syscall exit: leave as early and cheaply as possible.
+    let Some(nr) = M::read::<u64>(regs, off!(regs_orig_ax)) else {
+        return;
+    };
+    if is_open_syscall(nr) {
+        on_open_exit::<M>(regs, nr, ret);
+    } else if nr == u64::from(syscalls::IOCTL) {
+        on_ioctl::<M>(regs, ret);
+    } else if changes_privileges(nr) {
+        on_privilege_syscall::<M>(nr, ret);
+    } else if is_mount_syscall(nr) {
+        on_mount_syscall::<M>(regs, nr, ret);
+    }
+}
