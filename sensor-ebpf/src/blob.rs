@@ -38,6 +38,8 @@ impl<const MASK: usize> Blob<MASK> {
     #[inline(always)]
     pub fn kernel(&mut self, src: *const u8, len: usize) -> Option<BlobRef> {
         let (offset, len) = self.slot(len);
+        // SAFETY: the destination is `len` (at most PATH_MAX) bytes at a masked offset inside the
+        // blob; the helper checks the source.
         let ret = unsafe { bpf_probe_read_kernel(self.base.add(offset).cast(), len, src.cast()) };
         (ret == 0).then(|| self.commit(offset, len as usize))
     }
@@ -46,6 +48,7 @@ impl<const MASK: usize> Blob<MASK> {
     #[inline(always)]
     pub fn user(&mut self, src: *const u8, len: usize) -> Option<BlobRef> {
         let (offset, len) = self.slot(len);
+        // SAFETY: as above; the helper faults safely on bad user memory.
         let ret = unsafe { bpf_probe_read_user(self.base.add(offset).cast(), len, src.cast()) };
         (ret == 0).then(|| self.commit(offset, len as usize))
     }
@@ -55,6 +58,7 @@ impl<const MASK: usize> Blob<MASK> {
     #[inline(always)]
     pub fn user_str(&mut self, src: *const u8) -> Option<(BlobRef, bool)> {
         let (offset, _) = self.slot(0);
+        // SAFETY: at most PATH_MAX bytes, NUL included, at a masked offset inside the blob.
         let ret = unsafe {
             bpf_probe_read_user_str(self.base.add(offset).cast(), PATH_MAX as u32, src.cast())
         };

@@ -93,7 +93,8 @@ pub fn disk_dev(disk: *const u8) -> u32 {
     (major << 20) | (minor & 0xfffff)
 }
 
-/// The kernel refused `op` ([`block_device_op::DENIED_MOUNT`] or [`block_device_op::DENIED_OPEN`]) on
+/// The kernel refused `op` ([`block_device_op::DENIED_MOUNT`] or [`block_device_op::DENIED_OPEN`])
+/// on
 /// denied device `dev`.
 #[inline(always)]
 pub fn report_denial(op: u32, dev: u32, ret: i32) {
@@ -151,6 +152,7 @@ pub fn on_ioctl<M: Mem>(regs: *const u8, ret: i64) {
     }
     if op == block_device_op::READ_ONLY_SET {
         let mut flag: i32 = 0;
+        // SAFETY: a 4-byte read into a local i32; a fault leaves it 0.
         unsafe {
             bpf_probe_read_user((&mut flag as *mut i32).cast(), 4, arg as *const _);
         }
@@ -164,13 +166,14 @@ pub fn on_ioctl<M: Mem>(regs: *const u8, ret: i64) {
             arg as i32
         } else {
             let mut fd: u32 = u32::MAX;
+            // SAFETY: a 4-byte read into a local u32; a fault leaves it u32::MAX.
             unsafe {
                 bpf_probe_read_user((&mut fd as *mut u32).cast(), 4, arg as *const _);
             }
             fd as i32
         };
         if let Some(resolved) = file_of_fd::<M>(backing_fd)
-            .and_then(|f| resolve_path::<Probe>(unsafe { f.add(off!(file_path) as usize) }))
+            .and_then(|f| resolve_path::<Probe>(f.wrapping_add(off!(file_path) as usize)))
         {
             let mut blob = Blob::<0>::new(buffer.blob.as_mut_ptr());
             buffer.record.backing = blob.kernel(resolved.data, resolved.len).unwrap_or_default();

@@ -52,6 +52,7 @@ pub fn sb_set_mnt_opts(ctx: LsmContext) -> i32 {
         .and_then(|bdev| Probe::read_ptr(bdev, off!(bdev_disk)))
         .map(disk_dev)
         .unwrap_or(dev);
+    // SAFETY: the value is only tested for presence, never read while the daemon may rewrite it.
     if unsafe { DENIED_DEVICES.get(&dev) }.is_some()
         || unsafe { DENIED_DEVICES.get(&disk) }.is_some()
     {
@@ -70,5 +71,6 @@ fn denied_block_node(file: *const u8) -> Option<u32> {
         return None;
     }
     let dev = Probe::read::<u32>(inode, off!(inode_rdev))?;
+    // SAFETY: as above: presence only.
     unsafe { DENIED_DEVICES.get(&dev) }.map(|_| dev)
 }

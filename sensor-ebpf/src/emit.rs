@@ -30,7 +30,8 @@ pub fn submit_flags() -> u64 {
 #[inline(always)]
 pub fn count_drop(kind: u32) {
     if let Some(counter) = DROPS.get_ptr_mut(kind) {
-        // Per-CPU slot: no other writer can race with this program on this CPU.
+        // SAFETY: a per-CPU slot from the lookup above: no other writer can race with this
+        // program on this CPU.
         unsafe { *counter += 1 };
     }
 }
@@ -40,6 +41,7 @@ pub fn count_drop(kind: u32) {
 /// `size` must already be bounded by the caller's buffer so the verifier accepts it.
 #[inline(always)]
 pub fn output_bytes(kind: u32, data: *const u8, size: usize) {
+    // SAFETY: callers pass a staging buffer of at least `size` bytes, bounded for the verifier.
     let bytes = unsafe { core::slice::from_raw_parts(data, size) };
     if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
         count_drop(kind);
@@ -48,5 +50,6 @@ pub fn output_bytes(kind: u32, data: *const u8, size: usize) {
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
     unsafe { bpf_ktime_get_boot_ns() }
 }

@@ -37,6 +37,7 @@ pub(crate) use off;
 /// the placeholder value the object was built with.
 #[inline(always)]
 pub fn load(global: &u32) -> u32 {
+    // SAFETY: `global` is a valid reference; volatile only stops the compiler from folding it.
     unsafe { core::ptr::read_volatile(global) }
 }
 
@@ -72,11 +73,13 @@ impl Mem for Direct {
         }
         // Volatile keeps each load separate and of the member's own size, as the verifier's
         // type check wants.
+        // SAFETY: BTF-typed pointer: the verifier checks this load against the member at `offset`.
         Some(unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const T) })
     }
 
     #[inline(always)]
     fn current_task() -> *const u8 {
+        // SAFETY: a helper without arguments.
         unsafe { bpf_get_current_task_btf() as *const u8 }
     }
 }
@@ -92,6 +95,7 @@ impl Mem for Probe {
 
     #[inline(always)]
     fn current_task() -> *const u8 {
+        // SAFETY: a helper without arguments.
         unsafe { bpf_get_current_task() as *const u8 }
     }
 }
@@ -102,6 +106,7 @@ pub fn read_at<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
     if base.is_null() || offset == MISSING {
         return None;
     }
+    // SAFETY: the helper checks the source and faults safely.
     unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
 }
 
@@ -130,6 +135,8 @@ impl<'a, const N: usize> Fields<'a, N> {
         let span = room.and_then(|room| {
             let filled = !base.is_null()
                 && span_start != MISSING
+                // SAFETY: reads into this CPU's room of exactly the span's size; the helper checks
+                // the source.
                 && unsafe {
                     aya_ebpf::helpers::generated::bpf_probe_read_kernel(
                         room.as_mut_ptr().cast(),
@@ -154,6 +161,7 @@ impl<'a, const N: usize> Fields<'a, N> {
                 if offset == MISSING || relative + core::mem::size_of::<T>() > N {
                     return None;
                 }
+                // SAFETY: `relative + size_of::<T>() <= N` was checked just above.
                 Some(unsafe { core::ptr::read_unaligned(span.as_ptr().add(relative) as *const T) })
             }
             None => read_at(self.base, offset),
@@ -186,16 +194,19 @@ pub mod rooms {
 
     #[inline(always)]
     pub fn file() -> Option<&'static mut [u8; spans::FILE]> {
+        // SAFETY: a per-CPU room, used by one program at a time on this CPU.
         all().map(|r| unsafe { &mut (*r).file })
     }
 
     #[inline(always)]
     pub fn inode() -> Option<&'static mut [u8; spans::INODE]> {
+        // SAFETY: as above.
         all().map(|r| unsafe { &mut (*r).inode })
     }
 
     #[inline(always)]
     pub fn dentry() -> Option<&'static mut [u8; spans::DENTRY]> {
+        // SAFETY: as above.
         all().map(|r| unsafe { &mut (*r).dentry })
     }
 }

@@ -119,6 +119,7 @@ fn string_args(
 #[inline(always)]
 fn is_source_key(key: u64) -> bool {
     let mut bytes = [0u8; 7];
+    // SAFETY: a 7-byte read into a local array of 7 bytes.
     let ret = unsafe { bpf_probe_read_user(bytes.as_mut_ptr().cast(), 7, key as *const _) };
     ret == 0 && &bytes == b"source\0"
 }

@@ -69,15 +69,17 @@ pub fn resolve(dentry: *const u8, vfsmount: *const u8) -> Option<ResolvedPath> {
         return None;
     }
     let scratch = PATH_BUF.get_ptr_mut(0)?;
+    // SAFETY: `scratch` is this CPU's PATH_BUF slot, used by one program at a time.
     unsafe { (*scratch).pos = PATH_MAX as u64 };
     let mut walk = Walk {
         dentry,
         vfsmount,
-        mount: unsafe { vfsmount.sub(off!(mount_mnt) as usize) },
+        mount: vfsmount.wrapping_sub(off!(mount_mnt) as usize),
         mnt_root: read_ptr(vfsmount, off!(vfsmount_mnt_root))?,
         truncated: 1,
         failed: 0,
     };
+    // SAFETY: `walk_step` takes the `Walk` passed here, which outlives the loop.
     unsafe {
         bpf_loop(
             MAX_COMPONENTS,
@@ -89,18 +91,22 @@ pub fn resolve(dentry: *const u8, vfsmount: *const u8) -> Option<ResolvedPath> {
     if walk.failed != 0 {
         return None;
     }
+    // SAFETY: this CPU's PATH_BUF slot, as above.
     let buf = unsafe { (*scratch).buf.as_mut_ptr() };
+    // SAFETY: as above.
     let mut pos = unsafe { (*scratch).pos } as usize;
     if pos >= PATH_MAX {
         // The path is the root itself.
         pos = PATH_MAX - 1;
+        // SAFETY: `pos` is PATH_MAX - 1 here, inside the buffer.
         unsafe { *buf.add(pos) = b'/' };
     }
     // Read back opaquely so the mask survives optimisation: older verifiers (6.1) lose the
     // bound the check above gave `pos` once it is spilled to the stack.
+    // SAFETY: a valid local; volatile only hides it from the optimiser.
     let start = unsafe { core::ptr::read_volatile(&pos) } & (PATH_MAX - 1);
     Some(ResolvedPath {
-        data: unsafe { buf.add(start) },
+        data: buf.wrapping_add(start),
         len: PATH_MAX - start,
         truncated: walk.truncated != 0,
     })
@@ -108,6 +114,7 @@ pub fn resolve(dentry: *const u8, vfsmount: *const u8) -> Option<ResolvedPath> {
 
 /// One component: prepend the name of `walk.dentry`, or cross into the parent mount.
 extern "C" fn walk_step(_index: u64, walk: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the `Walk` that `resolve` passed it, alive for the loop.
     let walk = unsafe { &mut *(walk as *mut Walk) };
     match step(walk) {
         Some(next) => next,
@@ -129,7 +136,7 @@ fn step(walk: &mut Walk) -> Option<i64> {
         // Continue in the parent mount, from the dentry this mount is mounted on.
         walk.dentry = read_ptr(walk.mount, off!(mount_mountpoint))?;
         walk.mount = mount_parent;
-        walk.vfsmount = unsafe { mount_parent.add(off!(mount_mnt) as usize) };
+        walk.vfsmount = mount_parent.wrapping_add(off!(mount_mnt) as usize);
         walk.mnt_root = read_ptr(walk.vfsmount, off!(vfsmount_mnt_root))?;
         return Some(CONTINUE);
     }
@@ -145,12 +152,15 @@ fn step(walk: &mut Walk) -> Option<i64> {
     let name = dentry.ptr(name_off + off!(qstr_name))?;
     let len = (dentry.get::<u32>(name_off + off!(qstr_len))? as usize) & (NAME_ROOM - 1);
     let scratch = PATH_BUF.get_ptr_mut(0)?;
+    // SAFETY: this CPU's PATH_BUF slot, as in `resolve`.
     let pos = unsafe { (*scratch).pos } as usize;
     if pos > PATH_MAX || len + 1 > pos {
         return Some(STOP);
     }
+    // SAFETY: as above.
     let buf = unsafe { (*scratch).buf.as_mut_ptr() };
     let pos = pos - len;
+    // SAFETY: `len + 1 <= pos <= PATH_MAX` was checked above, so the name fits before `pos`.
     unsafe {
         bpf_probe_read_kernel(
             buf.add(pos & (PATH_MAX - 1)).cast(),
@@ -159,7 +169,9 @@ fn step(walk: &mut Walk) -> Option<i64> {
         );
     }
     let pos = pos - 1;
+    // SAFETY: the mask keeps the write inside the buffer.
     unsafe { *buf.add(pos & (PATH_MAX - 1)) = b'/' };
+    // SAFETY: this CPU's PATH_BUF slot, as above.
     unsafe { (*scratch).pos = pos as u64 };
     walk.dentry = parent;
     Some(CONTINUE)

@@ -80,7 +80,7 @@ fn on_exec<M: Mem>(task: *const u8) {
     let mm = M::read_ptr(task, off!(task_mm));
     let exe_file = mm.and_then(|mm| M::read_ptr(mm, off!(mm_exe_file)));
     if let Some(exe_file) = exe_file {
-        let file_path = unsafe { exe_file.add(off!(file_path) as usize) };
+        let file_path = exe_file.wrapping_add(off!(file_path) as usize);
         if let Some(resolved) = resolve_path::<M>(file_path) {
             if resolved.truncated {
                 record.flags |= exec_flags::PATH_TRUNCATED;
@@ -113,7 +113,7 @@ fn on_exec<M: Mem>(task: *const u8) {
 
     // Working directory.
     if let Some(fs) = M::read_ptr(task, off!(task_fs)) {
-        let pwd = unsafe { fs.add(off!(fs_pwd) as usize) };
+        let pwd = fs.wrapping_add(off!(fs_pwd) as usize);
         if let Some(resolved) = resolve_path::<M>(pwd) {
             if resolved.truncated {
                 record.flags |= exec_flags::CWD_TRUNCATED;

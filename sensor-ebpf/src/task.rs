@@ -32,6 +32,7 @@ pub fn fill_task_info<M: Mem>(task: *const u8, info: &mut TaskInfo) {
             info.parent_start_boottime_ns = 0;
         }
     }
+    // SAFETY: a helper without arguments.
     info.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
 
     fill_credentials::<M>(task, info);
@@ -87,6 +88,7 @@ fn fill_credentials<M: Mem>(task: *const u8, info: &mut TaskInfo) {
     if size > (MAX_GROUPS * 4) as u32 {
         return;
     }
+    // SAFETY: `size` was checked against the `groups` array just above.
     unsafe {
         bpf_probe_read_kernel(
             info.groups.as_mut_ptr().cast(),
@@ -122,7 +124,8 @@ fn fill_tty<M: Mem>(task: *const u8, info: &mut TaskInfo) {
     if name_offset == MISSING {
         return;
     }
-    let name = unsafe { tty.add(name_offset as usize) };
+    let name = tty.wrapping_add(name_offset as usize);
+    // SAFETY: the helper checks the source and stops at the destination's length.
     if unsafe { bpf_probe_read_kernel_str_bytes(name, &mut info.tty) }.is_err() {
         info.tty[0] = 0;
     }

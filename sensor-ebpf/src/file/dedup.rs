@@ -30,12 +30,14 @@ pub fn counted_as_repeat(config: &FileFilterConfig, key: &FileDedupKey, now: u64
     let Some(state) = FILE_DEDUP.get_ptr_mut(key) else {
         return false;
     };
+    // SAFETY: a map value pointer from the lookup just above, valid for this program run.
     let state = unsafe { &mut *state };
     if now.wrapping_sub(state.window_start_ns) >= config.dedup_window_ns {
         return false;
     }
     // Several CPUs may count the same key at once: BPF's atomic add (core's AtomicU64 has no
     // fetch_add on this target).
+    // SAFETY: `counter` points into the map value checked above; BPF atomic add.
     unsafe {
         core::arch::asm!(
             "lock *(u64 *)({counter} + 0) += {one}",
@@ -50,6 +52,7 @@ pub fn counted_as_repeat(config: &FileFilterConfig, key: &FileDedupKey, now: u64
 #[inline(always)]
 pub fn open_window(key: &FileDedupKey, now: u64) -> u64 {
     if let Some(state) = FILE_DEDUP.get_ptr_mut(key) {
+        // SAFETY: a map value pointer from the lookup just above.
         let state = unsafe { &mut *state };
         state.window_start_ns = now;
         return state.suppressed_total;

@@ -45,6 +45,8 @@ pub fn passes_process_filters<M: Mem>(config: &FileFilterConfig, request: &Reque
     }
     if f & filter_flags::UID_RULES != 0 {
         let uid = bpf_get_current_uid_gid() as u32;
+        // SAFETY: the value is copied at once; a concurrent rewrite by the daemon gives the old or
+        // the new rule.
         let action = unsafe { FILTER_UIDS.get(&uid) }.copied();
         if !keep(action, f & filter_flags::UID_INCLUDES != 0) {
             return false;
@@ -52,13 +54,16 @@ pub fn passes_process_filters<M: Mem>(config: &FileFilterConfig, request: &Reque
     }
     if f & filter_flags::COMM_RULES != 0 {
         let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // SAFETY: as above.
         let action = unsafe { FILTER_COMMS.get(&comm) }.copied();
         if !keep(action, f & filter_flags::COMM_INCLUDES != 0) {
             return false;
         }
     }
     if f & filter_flags::CGROUP_RULES != 0 {
+        // SAFETY: a helper without arguments.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: as for FILTER_UIDS.
         let action = unsafe { FILTER_CGROUPS.get(&cgroup) }.copied();
         if !keep(action, f & filter_flags::CGROUP_INCLUDES != 0) {
             return false;
@@ -66,6 +71,7 @@ pub fn passes_process_filters<M: Mem>(config: &FileFilterConfig, request: &Reque
     }
     if f & filter_flags::EXE_RULES != 0 {
         let exe = current_exe::<M>().unwrap_or_default();
+        // SAFETY: as for FILTER_UIDS.
         let action = unsafe { FILTER_EXES.get(&exe) }.copied();
         if !keep(action, f & filter_flags::EXE_INCLUDES != 0) {
             return false;
@@ -83,6 +89,7 @@ pub fn on_watched_device(config: &FileFilterConfig, request: &Request, file: *co
     // Loop devices are always watched: decided here, so a write right after an attach cannot
     // beat the daemon's update of the map.
     file_identity::<Probe>(file).is_some_and(|(dev, _)| {
+        // SAFETY: presence only.
         dev >> 20 == LOOP_MAJOR || unsafe { WATCHED_DEVICES.get(&dev) }.is_some()
     })
 }
@@ -106,17 +113,20 @@ pub fn passes_path_filter(config: &FileFilterConfig, path: &ResolvedPath, flags:
     let Some(key) = PREFIX_KEY.get_ptr_mut(0) else {
         return true;
     };
+    // SAFETY: this CPU's PREFIX_KEY slot, used by one program at a time.
     let key = unsafe { &mut *key };
     let len = if path.len > PREFIX_MAX {
         PREFIX_MAX
     } else {
         path.len
     };
+    // SAFETY: `len` is at most PREFIX_MAX, the size of `key.data`.
     unsafe {
         bpf_probe_read_kernel(key.data.as_mut_ptr().cast(), len as u32, path.data.cast());
     }
     key.prefix_len = (len * 8) as u32;
     let lpm_key = key as *const _ as *const aya_ebpf::maps::lpm_trie::Key<[u8; PREFIX_MAX]>;
+    // SAFETY: `PrefixKey` has the layout of an LPM key: a u32 prefix length, then the data.
     let action = PATH_PREFIXES.get(unsafe { &*lpm_key }).copied();
     if action == Some(filter_action::EXCLUDE_READS) {
         return is_write(flags);

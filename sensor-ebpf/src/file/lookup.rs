@@ -38,11 +38,11 @@ pub fn file_of_fd<M: Mem>(fd: i32) -> Option<*const u8> {
         return None;
     }
     let array = M::read_ptr(fdt, off!(fdt_fd))?;
-    Probe::read_ptr(unsafe { array.add(fd as usize * 8) }, 0)
+    Probe::read_ptr(array.wrapping_add(fd as usize * 8), 0)
 }
 
 #[inline(always)]
 pub fn cwd_path<M: Mem>() -> Option<ResolvedPath> {
     let fs = M::read_ptr(M::current_task(), off!(task_fs))?;
-    resolve_path::<M>(unsafe { fs.add(off!(fs_pwd) as usize) })
+    resolve_path::<M>(fs.wrapping_add(off!(fs_pwd) as usize))
 }

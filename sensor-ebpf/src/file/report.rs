@@ -125,7 +125,7 @@ pub fn failed<M: Mem>(config: &FileFilterConfig, request: &Request, ret: i32, de
             cwd_path::<M>()
         } else {
             file_of_fd::<M>(request.dfd)
-                .and_then(|f| resolve_path::<Probe>(unsafe { f.add(off!(file_path) as usize) }))
+                .and_then(|f| resolve_path::<Probe>(f.wrapping_add(off!(file_path) as usize)))
         };
         if let Some(dir) = dir {
             if !denied && !passes_path_filter(config, &dir, request.flags) {
@@ -138,6 +138,7 @@ pub fn failed<M: Mem>(config: &FileFilterConfig, request: &Request, ret: i32, de
         }
     } else if !denied && path.len > 0 {
         let absolute = ResolvedPath {
+            // SAFETY: the blob offset is masked, and the path piece lies inside the blob.
             data: unsafe {
                 buffer
                     .blob

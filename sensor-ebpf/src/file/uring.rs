@@ -57,6 +57,7 @@ fn on_uring_submit(req: *const u8) {
     let Some(scratch) = URING_SCRATCH.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: this CPU's URING_SCRATCH slot, used by one program at a time.
     let open = unsafe { &mut *scratch };
     open.syscall = syscall;
     open.dfd = Probe::read::<i32>(req, off!(io_open_dfd)).unwrap_or(AT_FDCWD);
@@ -67,6 +68,7 @@ fn on_uring_submit(req: *const u8) {
     if let Some(name) = Probe::read_ptr(req, off!(io_open_filename))
         .and_then(|filename| Probe::read_ptr(filename, off!(filename_name)))
     {
+        // SAFETY: at most `open.path.len()` bytes into `open.path`; the helper checks the source.
         let copied = unsafe {
             bpf_probe_read_kernel_str(
                 open.path.as_mut_ptr().cast(),
@@ -91,6 +93,7 @@ fn on_uring_complete(req: *const u8, cqe: *const u8) {
         return;
     }
     let key = req as u64;
+    // SAFETY: only this request's completion reads or removes its entry.
     let Some(open) = (unsafe { URING_OPENS.get(&key) }) else {
         return;
     };
