@@ -18,6 +18,8 @@ fn main() -> anyhow::Result<()> {
         prost::Message::encode_to_vec(&descriptors),
     )
     .context("writing the descriptor set")?;
+    let event_kind = event_kind_source(&descriptors)?;
+    std::fs::write(out_dir.join("event_kind.rs"), event_kind).context("writing event_kind.rs")?;
 
     prost_build::Config::new()
         .file_descriptor_set_path(&descriptor_path)
@@ -36,4 +38,67 @@ fn main() -> anyhow::Result<()> {
         .build(&[".custos.v1"])
         .context("generating serde impls")?;
     Ok(())
+}
+
+/// `Event::kind`, generated from the kinds table of `sensor-common`: each `body` member maps to
+/// the kind that names it. A member without a kind, or a kind naming no member, fails the build.
+fn event_kind_source(descriptors: &prost_types::FileDescriptorSet) -> anyhow::Result<String> {
+    let event = descriptors
+        .file
+        .iter()
+        .flat_map(|file| &file.message_type)
+        .find(|message| message.name() == "Event")
+        .context("no Event message in the schema")?;
+    let body = event
+        .oneof_decl
+        .iter()
+        .position(|oneof| oneof.name() == "body")
+        .context("Event has no body oneof")? as i32;
+    let members: Vec<&str> = event
+        .field
+        .iter()
+        .filter(|field| field.oneof_index == Some(body))
+        .map(|field| field.name())
+        .collect();
+    let kinds = sensor_common::kinds::EVENT_KINDS;
+    let mut arms = String::new();
+    for member in &members {
+        let kind = kinds
+            .iter()
+            .find(|kind| kind.body == Some(*member))
+            .with_context(|| {
+                format!("Event.body member `{member}` has no row in sensor-common's kinds table")
+            })?;
+        arms += &format!(
+            "            Some(Body::{}(_)) => v1::EventKind::{},\n",
+            camel(member),
+            camel(&kind.schema_name.to_lowercase())
+        );
+    }
+    if let Some(kind) = kinds
+        .iter()
+        .find(|kind| kind.body.is_some_and(|body| !members.contains(&body)))
+    {
+        anyhow::bail!(
+            "kind {} names body member {:?}, which Event.body lacks",
+            kind.schema_name,
+            kind.body
+        );
+    }
+    Ok(format!(
+        "impl v1::Event {{\n    /// The kind of this event's body.\n    pub fn kind(&self) -> v1::EventKind {{\n        use v1::event::Body;\n        match self.body {{\n{arms}            None => v1::EventKind::Unspecified,\n        }}\n    }}\n}}\n"
+    ))
+}
+
+/// `file_open` to `FileOpen`, as prost names oneof variants and enum values.
+fn camel(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or(String::new(), |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
 }

@@ -1,8 +1,9 @@
 //! The event kinds, declared once. Each has the number of `custos.v1.EventKind` (the public
 //! schema; a test in `custos-proto` checks that the two agree), the short name used in metrics
-//! labels, syslog MSGIDs and NATS subjects, and, for the kinds the kernel programs send, the
-//! record kind of the ring buffer (the same number, in [`kind`](crate::kind)). Numbers are never
-//! reused: a retired kind keeps its number unused.
+//! labels, syslog MSGIDs and NATS subjects, the member of `Event`'s `body` oneof that carries it
+//! (from which `custos-proto` generates `Event::kind`), and, for the kinds the kernel programs
+//! send, the record kind of the ring buffer (the same number, in [`kind`](crate::kind)). Numbers
+//! are never reused: a retired kind keeps its number unused.
 
 /// One event kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,19 +14,29 @@ pub struct EventKindInfo {
     pub schema_name: &'static str,
     /// Lower-case short name (`file_open`).
     pub short_name: &'static str,
-    /// Whether an event body of this kind exists (forks are tracked, not reported).
-    pub reported: bool,
+    /// The `Event.body` oneof member of this kind; `None` for kinds that are tracked, not
+    /// reported (forks).
+    pub body: Option<&'static str>,
 }
 
+impl EventKindInfo {
+    /// Whether events of this kind are reported (have a body).
+    pub const fn reported(&self) -> bool {
+        self.body.is_some()
+    }
+}
+
+/// Declares the kinds: see the table in the crate root.
+#[macro_export]
 macro_rules! event_kinds {
-    ($($const:ident = $number:literal, $short:literal, $reported:ident
+    ($($const:ident = $number:literal, $short:literal, $body:tt
         $(, record $record:ident)?;)*) => {
         /// Every event kind, in number order.
-        pub const EVENT_KINDS: &[EventKindInfo] = &[$(EventKindInfo {
+        pub const EVENT_KINDS: &[$crate::kinds::EventKindInfo] = &[$($crate::kinds::EventKindInfo {
             number: $number,
             schema_name: stringify!($const),
             short_name: $short,
-            reported: event_kinds!(@reported $reported),
+            body: $crate::event_kinds!(@body $body),
         },)*];
 
         /// Kinds of the records the kernel programs send: the numbers of their event kinds.
@@ -40,25 +51,11 @@ macro_rules! event_kinds {
             pub const COUNT: u32 = 16;
         }
     };
-    (@reported reported) => { true };
-    (@reported tracked) => { false };
+    (@body tracked) => { None };
+    (@body $field:literal) => { Some($field) };
 }
 
-event_kinds! {
-    PROCESS_EXEC = 1, "exec", reported, record EXEC;
-    PROCESS_EXIT = 2, "exit", reported, record EXIT;
-    PROCESS_FORK = 3, "fork", tracked, record FORK;
-    FILE_OPEN = 4, "file_open", reported, record FILE_OPEN;
-    LOSS = 5, "loss", reported;
-    PRIVILEGE_CHANGE = 6, "privilege_change", reported, record PRIVILEGE_CHANGE;
-    SESSION_START = 7, "session_start", reported;
-    SESSION_END = 8, "session_end", reported;
-    BLOCK_DEVICE = 9, "block_device", reported, record BLOCK_DEVICE;
-    MOUNT = 10, "mount", reported, record MOUNT;
-    DEVICE_CONTROL = 11, "device_control", reported;
-    DEVICE_WRITE_SUMMARY = 12, "device_write_summary", reported;
-    ALERT = 13, "alert", reported;
-}
+pub use crate::{kind, EVENT_KINDS};
 
 /// The kind numbered `number`.
 pub fn event_kind(number: u32) -> Option<&'static EventKindInfo> {

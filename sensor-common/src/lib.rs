@@ -7,7 +7,8 @@
 //!
 //! Each event family has its module, named as in the other crates: [`process`], [`file`],
 //! [`privilege`], [`block_device`], [`mount`], [`device_control`]. The event kinds are declared
-//! once in [`kinds`], the watched syscalls in [`syscalls`], the kernel offsets in [`offsets`].
+//! once, in the table below (see [`kinds`]); the watched syscalls in [`syscalls`], the kernel
+//! offsets in [`offsets`].
 #![no_std]
 
 pub mod block_device;
@@ -23,11 +24,27 @@ pub mod syscalls;
 pub use block_device::*;
 pub use device_control::*;
 pub use file::*;
-pub use kinds::kind;
 pub use mount::*;
 pub use offsets::KernelOffsets;
 pub use privilege::*;
 pub use process::*;
+
+event_kinds! {
+    // NAME = number, short name, body member (or `tracked`), record kind if the kernel sends it.
+    PROCESS_EXEC = 1, "exec", "exec", record EXEC;
+    PROCESS_EXIT = 2, "exit", "exit", record EXIT;
+    PROCESS_FORK = 3, "fork", tracked, record FORK;
+    FILE_OPEN = 4, "file_open", "file_open", record FILE_OPEN;
+    LOSS = 5, "loss", "loss";
+    PRIVILEGE_CHANGE = 6, "privilege_change", "privilege_change", record PRIVILEGE_CHANGE;
+    SESSION_START = 7, "session_start", "session_start";
+    SESSION_END = 8, "session_end", "session_end";
+    BLOCK_DEVICE = 9, "block_device", "block_device", record BLOCK_DEVICE;
+    MOUNT = 10, "mount", "mount", record MOUNT;
+    DEVICE_CONTROL = 11, "device_control", "device_control";
+    DEVICE_WRITE_SUMMARY = 12, "device_write_summary", "device_write_summary";
+    ALERT = 13, "alert", "alert";
+}
 
 /// A record that crosses the ring buffer, and its kind.
 ///

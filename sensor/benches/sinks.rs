@@ -13,7 +13,7 @@ use custos_proto::v1::{
     event::Body, Cgroup, Event, FileAccess, FileOpen, Group, Identity, Process,
 };
 
-use custos::{config::Config, enrich::timestamp, sinks::Sinks};
+use custos::{config::Config, families::timestamp, sinks::Sinks};
 
 fn run(config_path: &Path, events: u64) -> Result<()> {
     let config = Config::load(config_path)?;

@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn escalation_is_becoming_root_or_gaining_capabilities() {
-        let task = crate::decode::tests::task(1);
+        let task = crate::families::tests::task(1);
         let user = Credentials {
             euid: 1000,
             ..Credentials::of(&task, 0, 0)

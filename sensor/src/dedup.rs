@@ -16,7 +16,7 @@ use custos_proto::v1::{event::Body, Event};
 use lru::LruCache;
 use sensor_common::{FileDedupKey, FileDedupState, FileOpenRecord};
 
-use crate::enrich::timestamp;
+use crate::families::timestamp;
 
 /// Reads a key's running counter in the kernel.
 pub trait CounterSource {

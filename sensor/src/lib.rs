@@ -1,11 +1,11 @@
 //! Custos: an eBPF sensor that shows what each identity does on a Linux host.
 //!
 //! The daemon's stages, in the order an event passes them: the kernel programs are loaded and
-//! read (`kernel`), their records decoded (`decode`) and enriched with the process, identity,
-//! session and privilege chain (`enrich`), filtered by policy and privacy (`alerts`,
-//! `privacy`), encoded and written to the sinks (`sinks`); `pipeline` runs them. `cli` is the
-//! `custos` command line.
-pub mod alerts;
+//! read (`kernel`), their records decoded and enriched with the process, identity, session and
+//! privilege chain (`families`: one module per event family, and the registry that ties each
+//! family's stages together), filtered by policy and privacy (`alert`, `privacy`), encoded and
+//! written to the sinks (`sinks`); `pipeline` runs them. `cli` is the `custos` command line.
+pub mod alert;
 pub mod allocator;
 pub mod cgroups;
 pub mod cli;
@@ -14,7 +14,7 @@ pub mod credentials;
 pub mod decode;
 pub mod dedup;
 pub mod devices;
-pub mod enrich;
+pub mod families;
 pub mod host;
 pub mod identity;
 pub mod kernel;

@@ -222,7 +222,7 @@ mod tests {
     const NOBODY: u32 = 65534;
 
     fn creds(uid: u32, euid: u32, suid: u32) -> Credentials {
-        let task = crate::decode::tests::task(1);
+        let task = crate::families::tests::task(1);
         Credentials {
             uid,
             euid,

@@ -13,11 +13,14 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use sensor_common::{
-    syscalls, EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL, WAKEUP_BYTES_GLOBAL,
+    EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL, WAKEUP_BYTES_GLOBAL,
 };
 
 use super::{btf_offsets, mounts, privileges};
-use crate::config::AttachMode;
+use crate::{
+    config::AttachMode,
+    families::{Hook, HookSpec, Sensor, HOOKS},
+};
 
 /// The compiled `sensor-ebpf` programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
@@ -57,7 +60,7 @@ impl fmt::Display for AttachPath {
 /// One way to serve a hook: `(program, kernel name)`, or for classic tracepoints
 /// `(program, category, name)`.
 #[derive(Clone, Copy)]
-enum Program {
+pub(crate) enum Program {
     Lsm(&'static str, &'static str),
     Fentry(&'static str, &'static str),
     Fexit(&'static str, &'static str),
@@ -97,159 +100,6 @@ impl Program {
         }
     }
 }
-
-/// The kernel events the sensor hooks, each served by the first of its programs that loads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    SchedProcessExec,
-    SchedProcessExit,
-    SchedProcessFork,
-    SysExit,
-    FileOpen,
-    DiskAdded,
-    DiskRemoved,
-    SbSetMntOpts,
-    IoUringSubmitReq,
-    IoUringComplete,
-}
-
-impl Hook {
-    /// Its name in logs, metrics and `custos status`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::SchedProcessExec => "sched_process_exec",
-            Self::SchedProcessExit => "sched_process_exit",
-            Self::SchedProcessFork => "sched_process_fork",
-            Self::SysExit => "sys_exit",
-            Self::FileOpen => "file_open",
-            Self::DiskAdded => "disk_added",
-            Self::DiskRemoved => "disk_removed",
-            Self::SbSetMntOpts => "sb_set_mnt_opts",
-            Self::IoUringSubmitReq => "io_uring_submit_req",
-            Self::IoUringComplete => "io_uring_complete",
-        }
-    }
-}
-
-impl std::fmt::Display for Hook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// One kernel hook and the programs that can serve it, preferred first.
-struct HookSpec {
-    hook: Hook,
-    programs: &'static [Program],
-    /// Without a required hook the sensor refuses to start rather than run blind.
-    required: bool,
-    /// Which sensor needs the hook.
-    sensor: Sensor,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Sensor {
-    Process,
-    /// Opens at the permission check (file sensor) and denial of device nodes (devices).
-    FileOpenLsm,
-    /// Part of the file sensor, where the kernel has io_uring.
-    IoUring,
-    /// Block devices.
-    Devices,
-}
-
-const HOOKS: &[HookSpec] = &[
-    HookSpec {
-        hook: Hook::SchedProcessExec,
-        programs: &[
-            Program::TpBtf("sched_process_exec_btf", "sched_process_exec"),
-            Program::Tracepoint("sched_process_exec_tp", "sched", "sched_process_exec"),
-        ],
-        required: true,
-        sensor: Sensor::Process,
-    },
-    HookSpec {
-        hook: Hook::SchedProcessExit,
-        programs: &[
-            Program::TpBtf("sched_process_exit_btf", "sched_process_exit"),
-            Program::Tracepoint("sched_process_exit_tp", "sched", "sched_process_exit"),
-        ],
-        required: true,
-        sensor: Sensor::Process,
-    },
-    HookSpec {
-        hook: Hook::SchedProcessFork,
-        programs: &[Program::TpBtf(
-            "sched_process_fork_btf",
-            "sched_process_fork",
-        )],
-        required: false,
-        sensor: Sensor::Process,
-    },
-    // Syscall results: file opens (file sensor), credential changes (process sensor), loop and
-    // read-only ioctls, mounts. On the exits of those syscalls only where the kernel has
-    // syscall tracepoints; else on every syscall's exit.
-    HookSpec {
-        hook: Hook::SysExit,
-        programs: &[
-            Program::SyscallTracepoints("sys_exit_syscall", syscalls::TRACEPOINTS),
-            Program::TpBtf("sys_exit_btf", "sys_exit"),
-            Program::RawTracepoint("sys_exit_raw", "sys_exit"),
-        ],
-        required: true,
-        sensor: Sensor::Process,
-    },
-    // Opens at the permission check, where BPF LSM runs: successful opens are reported from
-    // here (sys_exit keeps the failures), and opens of denied devices' nodes are refused.
-    HookSpec {
-        hook: Hook::FileOpen,
-        programs: &[Program::Lsm("file_open", "file_open")],
-        required: false,
-        sensor: Sensor::FileOpenLsm,
-    },
-    // A new disk: USB drives, loop devices, any new disk. Where neither device_add_disk
-    // path exists, its backing device's registration.
-    HookSpec {
-        hook: Hook::DiskAdded,
-        programs: &[
-            Program::Fexit("device_add_disk_fexit", "device_add_disk"),
-            Program::Kprobe("device_add_disk_kprobe", "device_add_disk"),
-            Program::TpBtf("writeback_bdi_register", "writeback_bdi_register"),
-        ],
-        required: false,
-        sensor: Sensor::Devices,
-    },
-    // A disk going away: a drive unplugged, a loop device removed.
-    HookSpec {
-        hook: Hook::DiskRemoved,
-        programs: &[
-            Program::Fentry("del_gendisk_fentry", "del_gendisk"),
-            Program::Kprobe("del_gendisk_kprobe", "del_gendisk"),
-        ],
-        required: false,
-        sensor: Sensor::Devices,
-    },
-    // A new superblock, before it is mounted: mounts of denied devices are refused here.
-    HookSpec {
-        hook: Hook::SbSetMntOpts,
-        programs: &[Program::Lsm("sb_set_mnt_opts", "sb_set_mnt_opts")],
-        required: false,
-        sensor: Sensor::Devices,
-    },
-    // io_uring opens bypass the syscalls: their submission (for the path) and completion.
-    HookSpec {
-        hook: Hook::IoUringSubmitReq,
-        programs: &[Program::TpBtf("io_uring_submit_req", "io_uring_submit_req")],
-        required: false,
-        sensor: Sensor::IoUring,
-    },
-    HookSpec {
-        hook: Hook::IoUringComplete,
-        programs: &[Program::TpBtf("io_uring_complete", "io_uring_complete")],
-        required: false,
-        sensor: Sensor::IoUring,
-    },
-];
 
 pub struct LoadOptions {
     pub ring_buffer_bytes: u32,

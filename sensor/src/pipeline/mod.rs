@@ -33,18 +33,19 @@ mod stages;
 use stages::{EventCounters, Stages, SINK_BATCH};
 
 use crate::{
-    alerts::AlertEngine,
+    alert::AlertEngine,
     cgroups::{cgroup2_mount, CgroupResolver},
     config::{Config, PrivacyConfig},
     dedup::Dedup,
     devices::{deny::KernelDenyList, sysfs::DeviceSources, DeviceTracker},
-    enrich::{Enricher, EnricherParts},
+    families::Hook,
+    families::{Enricher, EnricherParts},
     host::HostInfo,
     identity::{NameCache, Nss},
     kernel::{
         drops::DropCounters,
         filters::{self, FilterMaps},
-        loader::{self, Hook},
+        loader,
     },
     metrics::{self, HookLabels, Metrics, ProgramLabels, SinkLabels},
     people::PeopleFile,

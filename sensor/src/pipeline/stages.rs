@@ -14,10 +14,10 @@ use tokio::sync::{
 
 use super::KernelDedup;
 use crate::{
-    alerts::AlertEngine,
+    alert::AlertEngine,
     config::FileEvents,
-    decode::{self, Record},
-    enrich::Enricher,
+    families::Enricher,
+    families::{self, Record},
     identity::Nss,
     kernel::drops::DropCounters,
     metrics::{KindLabels, Metrics},
@@ -154,7 +154,7 @@ impl Stages {
     }
 
     fn handle(&mut self, bytes: &[u8]) -> Result<()> {
-        match decode::decode(bytes) {
+        match families::decode(bytes) {
             Ok(record) => {
                 let dedup_first = match &record {
                     Record::FileOpen(open) if open.fixed.flags & file_flags::DEDUP_FIRST != 0 => {

@@ -77,52 +77,8 @@ impl Privacy {
         for process in processes(event) {
             pseudonymize_process(p, process);
         }
-        let name = |s: &mut String| *s = p.pseudonym(s);
-        match &mut event.body {
-            Some(Body::FileOpen(open)) => {
-                open.path = p.home_path(&open.path);
-                open.path_raw.clear();
-                if let Some(device) = &mut open.device {
-                    device.backing_file = p.home_path(&device.backing_file);
-                }
-            }
-            Some(Body::PrivilegeChange(change)) => {
-                for creds in change.before.iter_mut().chain(change.after.iter_mut()) {
-                    name(&mut creds.user);
-                    name(&mut creds.euser);
-                    name(&mut creds.group);
-                    name(&mut creds.egroup);
-                }
-            }
-            Some(Body::SessionStart(start)) => {
-                if let Some(session) = &mut start.session {
-                    name(&mut session.login_user);
-                }
-            }
-            Some(Body::SessionEnd(end)) => {
-                if let Some(session) = &mut end.session {
-                    name(&mut session.login_user);
-                }
-            }
-            Some(Body::BlockDevice(change)) => {
-                name(&mut change.seat_user);
-                if let Some(device) = &mut change.device {
-                    device.backing_file = p.home_path(&device.backing_file);
-                }
-            }
-            Some(Body::DeviceControl(control)) => name(&mut control.decided_for_user),
-            Some(Body::Mount(mount)) => {
-                mount.source = p.home_path(&mount.source);
-                mount.target = p.home_path(&mount.target);
-            }
-            Some(Body::DeviceWriteSummary(summary)) => {
-                if let Some(device) = &mut summary.device {
-                    device.backing_file = p.home_path(&device.backing_file);
-                }
-            }
-            // Named above: the exec's parent with the processes, the alert's text and paths
-            // before the identity; exits and losses name nobody.
-            Some(Body::Exec(_) | Body::Alert(_) | Body::Exit(_) | Body::Loss(_)) | None => {}
+        if let Some(body) = &mut event.body {
+            crate::families::pseudonymise(body, p);
         }
     }
 }

@@ -3,10 +3,11 @@
 use custos_proto::v1::{event::Body, Event, Session, SessionKind, SessionRef, SessionStart};
 use sensor_common::{task_flags, TaskInfo};
 
-use super::{bodies::timestamp, identity::tty_name, Enricher};
+use super::{identity::tty_name, timestamp, Enricher};
 use crate::{
     decode::c_str,
     identity::{NameSource, UNSET_ID},
+    privacy::pseudonym::Pseudonymizer,
     sessions::{ActiveSession, Member},
 };
 
@@ -141,5 +142,12 @@ fn session_ref(session: &ActiveSession) -> SessionRef {
         kind: session.facts.kind as i32,
         remote_address: session.facts.remote_address.clone(),
         remote_port: session.facts.remote_port,
+    }
+}
+
+/// The login user of a session is a person.
+pub(crate) fn pseudonymise(session: Option<&mut Session>, p: &Pseudonymizer) {
+    if let Some(session) = session {
+        session.login_user = p.pseudonym(&session.login_user);
     }
 }

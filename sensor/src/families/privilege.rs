@@ -5,10 +5,11 @@ use std::sync::Arc;
 use custos_proto::v1::{event::Body, Credentials as CredentialsView, Event, PrivilegeChange};
 use sensor_common::PrivilegeChangeRecord;
 
-use super::{bodies::errno_name, Enricher};
+use super::{errno_name, Enricher};
 use crate::{
     credentials::{self, capability_names, Credentials},
     identity::NameSource,
+    privacy::pseudonym::Pseudonymizer,
     privilege_chain::Actor,
 };
 
@@ -16,7 +17,7 @@ impl<S: NameSource> Enricher<S> {
     /// A credential syscall's record: a privilege change when the credentials differ from what
     /// the process had (or the call failed), nothing otherwise (a no-op call, or another thread
     /// of the process making the same change).
-    pub(super) fn credential_change(&mut self, record: &PrivilegeChangeRecord) -> Option<Event> {
+    pub(crate) fn privilege_record(&mut self, record: &PrivilegeChangeRecord) -> Option<Event> {
         let task = &record.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         if self.processes.get(task.tgid, &exec_id).is_none() {
@@ -88,6 +89,20 @@ impl<S: NameSource> Enricher<S> {
             groups: c.groups().to_vec(),
             capabilities_effective: capability_names(c.cap_effective),
             capabilities_permitted: capability_names(c.cap_permitted),
+        }
+    }
+}
+
+/// Every user and group name on both sides of the change.
+pub(crate) fn pseudonymise(change: &mut PrivilegeChange, p: &Pseudonymizer) {
+    for creds in change.before.iter_mut().chain(change.after.iter_mut()) {
+        for name in [
+            &mut creds.user,
+            &mut creds.euser,
+            &mut creds.group,
+            &mut creds.egroup,
+        ] {
+            *name = p.pseudonym(name);
         }
     }
 }

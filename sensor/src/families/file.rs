@@ -1,10 +1,57 @@
-//! Event bodies from kernel records, and the small conversions they need.
-use std::time::{SystemTime, UNIX_EPOCH};
+//! The file family: open records to `FileOpen` events.
+use std::sync::Arc;
 
-use custos_proto::v1::{FileAccess, FileOpen as FileOpenEvent, ProcessExit};
-use sensor_common::{file_flags, open_syscall};
+use custos_proto::v1::{event::Body, Event, FileAccess, FileOpen as FileOpenEvent};
+use sensor_common::{file_flags, kind, open_syscall, FileOpenRecord, FILE_FIXED_SIZE};
 
-use crate::{decode::FileOpen, text};
+use super::{errno_name, Enricher};
+use crate::{
+    decode::{fixed, piece, DecodeError},
+    identity::NameSource,
+    privacy::pseudonym::Pseudonymizer,
+    text,
+};
+
+/// A file-open record with its path pieces copied out.
+#[derive(Clone, Debug)]
+pub struct FileOpen {
+    pub fixed: FileOpenRecord,
+    pub path: Vec<u8>,
+    pub dir: Vec<u8>,
+}
+
+pub(crate) fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
+    let fixed: FileOpenRecord = fixed(bytes, kind::FILE_OPEN)?;
+    let blob = &bytes[FILE_FIXED_SIZE..];
+    Ok(FileOpen {
+        path: piece(blob, fixed.path, kind::FILE_OPEN)?,
+        dir: piece(blob, fixed.dir, kind::FILE_OPEN)?,
+        fixed,
+    })
+}
+
+impl<S: NameSource> Enricher<S> {
+    pub(crate) fn file_open(&mut self, open: &FileOpen) -> Event {
+        let record = &open.fixed;
+        let task = &record.task;
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        if self.processes.get(task.tgid, &exec_id).is_none() {
+            // Started before a fork hook could see it (or the hook is off): it runs what its
+            // parent ran until it execs.
+            self.processes.inherit(self.entry_for(task, Arc::default()));
+        }
+        let process = self.process_of(task, &exec_id);
+        let mut body = file_open_body(open);
+        self.note_device_write(open, &mut body);
+        self.envelope(
+            record.header.ktime_ns,
+            task,
+            &exec_id,
+            process,
+            Body::FileOpen(body),
+        )
+    }
+}
 
 /// The schema's FileOpen from a kernel record.
 pub fn file_open_body(open: &FileOpen) -> FileOpenEvent {
@@ -66,39 +113,12 @@ fn syscall_name(syscall: u32) -> &'static str {
     }
 }
 
-/// "ENOENT" for 2; the number for errors this libc does not name.
-pub(super) fn errno_name(errno: u32) -> String {
-    let name = format!("{:?}", nix::errno::Errno::from_raw(errno as i32));
-    if name == "UnknownErrno" {
-        errno.to_string()
-    } else {
-        name
-    }
-}
-
-/// wait(2) status to exit code or signal.
-pub fn exit_status(status: u32) -> ProcessExit {
-    let signal = status & 0x7f;
-    if signal == 0 {
-        ProcessExit {
-            code: Some(((status >> 8) & 0xff) as i32),
-            signal: None,
-            core_dumped: false,
-        }
-    } else {
-        ProcessExit {
-            code: None,
-            signal: Some(signal),
-            core_dumped: status & 0x80 != 0,
-        }
-    }
-}
-
-pub fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
+/// Paths under home directories name people.
+pub(crate) fn pseudonymise(open: &mut FileOpenEvent, p: &Pseudonymizer) {
+    open.path = p.home_path(&open.path);
+    open.path_raw.clear();
+    if let Some(device) = &mut open.device {
+        device.backing_file = p.home_path(&device.backing_file);
     }
 }
 
@@ -107,22 +127,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_status_decodes_codes_and_signals() {
-        assert_eq!(exit_status(3 << 8).code, Some(3));
-        let killed = exit_status(9);
-        assert_eq!(
-            (killed.code, killed.signal, killed.core_dumped),
-            (None, Some(9), false)
-        );
-        let dumped = exit_status(11 | 0x80);
-        assert_eq!((dumped.signal, dumped.core_dumped), (Some(11), true));
-    }
-
-    #[test]
-    fn errno_names_and_access_bits() {
-        assert_eq!(errno_name(2), "ENOENT");
-        assert_eq!(errno_name(13), "EACCES");
-        assert_eq!(errno_name(100_000), "100000");
+    fn access_bits() {
         let access = file_access((libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32);
         assert!(access.write && access.create && access.truncate && !access.read);
         assert!(file_access(libc::O_RDWR as u32).read);

@@ -13,7 +13,7 @@ use custos_proto::v1::{event::Body, Alert, AlertReason, AlertSeverity, Event, Fi
 
 use crate::{
     config::{AccessKind, AlertRule, Severity},
-    enrich::timestamp,
+    families::timestamp,
 };
 
 /// Distinct (rule, identity) pairs tracked for bulk collection before the oldest state is

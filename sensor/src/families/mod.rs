@@ -1,0 +1,399 @@
+//! The event families the daemon knows, in one place: the kernel hooks that feed them, the
+//! records the kernel sends, how each is decoded and turned into events, and how each event
+//! body is pseudonymised. Every match here is
+//! exhaustive, so a new family is a compile error until each stage handles it. Each family's
+//! code lives in `families/<family>.rs`, named as in the other crates;
+//! what they share (the process table, identities, the event envelope) in [`Enricher`].
+use custos_proto::v1::{event::Body, Event};
+use sensor_common::{kind, syscalls, ExitRecord, ForkRecord, PrivilegeChangeRecord, RecordHeader};
+
+mod block_device;
+mod device_control;
+mod enricher;
+mod file;
+mod identity;
+mod loss;
+mod mount;
+mod privilege;
+mod process;
+mod session;
+
+pub(crate) use enricher::{errno_name, login_uid_of};
+pub use enricher::{timestamp, Enricher, EnricherParts, Produced, IDENTITY_TTL};
+pub use file::file_open_body;
+pub use identity::IdentityKey;
+pub use process::exit_status;
+
+use block_device::{decode_device, Device};
+use file::{decode_file_open, FileOpen};
+use mount::{decode_mount, Mount};
+use process::{decode_exec, Exec};
+
+use crate::{
+    decode::{fixed, read_struct, DecodeError},
+    identity::NameSource,
+    kernel::loader::Program,
+    privacy::pseudonym::Pseudonymizer,
+};
+
+/// The kernel events the sensor hooks, each served by the first of its programs that loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    SchedProcessExec,
+    SchedProcessExit,
+    SchedProcessFork,
+    SysExit,
+    FileOpen,
+    DiskAdded,
+    DiskRemoved,
+    SbSetMntOpts,
+    IoUringSubmitReq,
+    IoUringComplete,
+}
+
+impl Hook {
+    /// Its name in logs, metrics and `custos status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SchedProcessExec => "sched_process_exec",
+            Self::SchedProcessExit => "sched_process_exit",
+            Self::SchedProcessFork => "sched_process_fork",
+            Self::SysExit => "sys_exit",
+            Self::FileOpen => "file_open",
+            Self::DiskAdded => "disk_added",
+            Self::DiskRemoved => "disk_removed",
+            Self::SbSetMntOpts => "sb_set_mnt_opts",
+            Self::IoUringSubmitReq => "io_uring_submit_req",
+            Self::IoUringComplete => "io_uring_complete",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One kernel hook and the programs that can serve it, preferred first.
+pub(crate) struct HookSpec {
+    pub hook: Hook,
+    pub programs: &'static [Program],
+    /// Without a required hook the sensor refuses to start rather than run blind.
+    pub required: bool,
+    /// Which sensor needs the hook.
+    pub sensor: Sensor,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sensor {
+    Process,
+    /// Opens at the permission check (file sensor) and denial of device nodes (devices).
+    FileOpenLsm,
+    /// Part of the file sensor, where the kernel has io_uring.
+    IoUring,
+    /// Block devices.
+    Devices,
+}
+
+pub(crate) const HOOKS: &[HookSpec] = &[
+    HookSpec {
+        hook: Hook::SchedProcessExec,
+        programs: &[
+            Program::TpBtf("sched_process_exec_btf", "sched_process_exec"),
+            Program::Tracepoint("sched_process_exec_tp", "sched", "sched_process_exec"),
+        ],
+        required: true,
+        sensor: Sensor::Process,
+    },
+    HookSpec {
+        hook: Hook::SchedProcessExit,
+        programs: &[
+            Program::TpBtf("sched_process_exit_btf", "sched_process_exit"),
+            Program::Tracepoint("sched_process_exit_tp", "sched", "sched_process_exit"),
+        ],
+        required: true,
+        sensor: Sensor::Process,
+    },
+    HookSpec {
+        hook: Hook::SchedProcessFork,
+        programs: &[Program::TpBtf(
+            "sched_process_fork_btf",
+            "sched_process_fork",
+        )],
+        required: false,
+        sensor: Sensor::Process,
+    },
+    // Syscall results: file opens (file sensor), credential changes (process sensor), loop and
+    // read-only ioctls, mounts. On the exits of those syscalls only where the kernel has
+    // syscall tracepoints; else on every syscall's exit.
+    HookSpec {
+        hook: Hook::SysExit,
+        programs: &[
+            Program::SyscallTracepoints("sys_exit_syscall", syscalls::TRACEPOINTS),
+            Program::TpBtf("sys_exit_btf", "sys_exit"),
+            Program::RawTracepoint("sys_exit_raw", "sys_exit"),
+        ],
+        required: true,
+        sensor: Sensor::Process,
+    },
+    // Opens at the permission check, where BPF LSM runs: successful opens are reported from
+    // here (sys_exit keeps the failures), and opens of denied devices' nodes are refused.
+    HookSpec {
+        hook: Hook::FileOpen,
+        programs: &[Program::Lsm("file_open", "file_open")],
+        required: false,
+        sensor: Sensor::FileOpenLsm,
+    },
+    // A new disk: USB drives, loop devices, any new disk. Where neither device_add_disk
+    // path exists, its backing device's registration.
+    HookSpec {
+        hook: Hook::DiskAdded,
+        programs: &[
+            Program::Fexit("device_add_disk_fexit", "device_add_disk"),
+            Program::Kprobe("device_add_disk_kprobe", "device_add_disk"),
+            Program::TpBtf("writeback_bdi_register", "writeback_bdi_register"),
+        ],
+        required: false,
+        sensor: Sensor::Devices,
+    },
+    // A disk going away: a drive unplugged, a loop device removed.
+    HookSpec {
+        hook: Hook::DiskRemoved,
+        programs: &[
+            Program::Fentry("del_gendisk_fentry", "del_gendisk"),
+            Program::Kprobe("del_gendisk_kprobe", "del_gendisk"),
+        ],
+        required: false,
+        sensor: Sensor::Devices,
+    },
+    // A new superblock, before it is mounted: mounts of denied devices are refused here.
+    HookSpec {
+        hook: Hook::SbSetMntOpts,
+        programs: &[Program::Lsm("sb_set_mnt_opts", "sb_set_mnt_opts")],
+        required: false,
+        sensor: Sensor::Devices,
+    },
+    // io_uring opens bypass the syscalls: their submission (for the path) and completion.
+    HookSpec {
+        hook: Hook::IoUringSubmitReq,
+        programs: &[Program::TpBtf("io_uring_submit_req", "io_uring_submit_req")],
+        required: false,
+        sensor: Sensor::IoUring,
+    },
+    HookSpec {
+        hook: Hook::IoUringComplete,
+        programs: &[Program::TpBtf("io_uring_complete", "io_uring_complete")],
+        required: false,
+        sensor: Sensor::IoUring,
+    },
+];
+
+#[derive(Clone, Debug)]
+pub enum Record {
+    Exec(Exec),
+    Exit(ExitRecord),
+    Fork(ForkRecord),
+    FileOpen(FileOpen),
+    PrivilegeChange(PrivilegeChangeRecord),
+    BlockDevice(Device),
+    Mount(Mount),
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let header: RecordHeader = read_struct(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+    if header.size as usize != bytes.len() {
+        return Err(DecodeError::SizeMismatch {
+            kind: header.kind,
+            claimed: header.size,
+            actual: bytes.len(),
+        });
+    }
+    match header.kind {
+        kind::EXEC => decode_exec(bytes).map(Record::Exec),
+        kind::EXIT => fixed(bytes, header.kind).map(Record::Exit),
+        kind::FORK => fixed(bytes, header.kind).map(Record::Fork),
+        kind::FILE_OPEN => decode_file_open(bytes).map(Record::FileOpen),
+        kind::PRIVILEGE_CHANGE => fixed(bytes, header.kind).map(Record::PrivilegeChange),
+        kind::BLOCK_DEVICE => decode_device(bytes).map(Record::BlockDevice),
+        kind::MOUNT => decode_mount(bytes).map(Record::Mount),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+impl<S: NameSource> Enricher<S> {
+    /// The event for `record`, or `None` for records that only update state (fork); side
+    /// events are left in `preceding` and `following`.
+    pub(crate) fn event(&mut self, record: Record) -> Option<Event> {
+        match record {
+            Record::Exec(exec) => Some(self.exec(exec)),
+            Record::Exit(exit) => Some(self.exit(&exit)),
+            Record::Fork(fork) => {
+                self.fork(&fork);
+                None
+            }
+            Record::FileOpen(open) => Some(self.file_open(&open)),
+            Record::PrivilegeChange(cred) => self.privilege_record(&cred),
+            Record::BlockDevice(device) => self.device_change(&device),
+            Record::Mount(mount) => self.mount(&mount),
+        }
+    }
+}
+
+/// Pseudonymises what a body says about people (names, paths under home directories).
+pub fn pseudonymise(body: &mut Body, p: &Pseudonymizer) {
+    match body {
+        Body::FileOpen(open) => file::pseudonymise(open, p),
+        Body::PrivilegeChange(change) => privilege::pseudonymise(change, p),
+        Body::SessionStart(start) => session::pseudonymise(start.session.as_mut(), p),
+        Body::SessionEnd(end) => session::pseudonymise(end.session.as_mut(), p),
+        Body::BlockDevice(change) => block_device::pseudonymise(change, p),
+        Body::DeviceControl(control) => device_control::pseudonymise(control, p),
+        Body::DeviceWriteSummary(summary) => device_control::pseudonymise_summary(summary, p),
+        Body::Mount(mount) => mount::pseudonymise(mount, p),
+        // An exec's parent is a process, pseudonymised with the others; an alert's text and
+        // paths are rewritten before the identity (see `Privacy::apply`); exits and losses
+        // name nobody.
+        Body::Exec(_) | Body::Alert(_) | Body::Exit(_) | Body::Loss(_) => {}
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+    use crate::decode::split_argv;
+    use sensor_common::{
+        BlobRef, ExecRecord, TaskInfo, COMM_LEN, EXEC_FIXED_SIZE, MAX_GROUPS, TTY_LEN,
+    };
+
+    pub fn task(tgid: u32) -> TaskInfo {
+        TaskInfo {
+            tgid,
+            pid: tgid,
+            ppid: 1,
+            flags: 0,
+            start_boottime_ns: 5_000_000_000,
+            parent_start_boottime_ns: 1_000_000,
+            cgroup_id: 1,
+            uid: 65534,
+            gid: 65534,
+            euid: 65534,
+            egid: 65534,
+            suid: 65534,
+            sgid: 65534,
+            fsuid: 65534,
+            fsgid: 65534,
+            loginuid: 1000,
+            sessionid: 7,
+            ngroups: 0,
+            _pad: 0,
+            groups: [0; MAX_GROUPS],
+            tty: [0; TTY_LEN],
+            comm: [0; COMM_LEN],
+        }
+    }
+
+    fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-data struct.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    pub fn exec_bytes(path: &[u8], argv: &[u8], cwd: &[u8]) -> Vec<u8> {
+        let mut blob = Vec::new();
+        let mut blob_ref = |data: &[u8]| {
+            let r = BlobRef {
+                offset: blob.len() as u16,
+                len: data.len() as u16,
+            };
+            blob.extend_from_slice(data);
+            r
+        };
+        let (path, argv, cwd) = (blob_ref(path), blob_ref(argv), blob_ref(cwd));
+        let record = ExecRecord {
+            header: RecordHeader {
+                kind: kind::EXEC,
+                size: (EXEC_FIXED_SIZE + blob.len()) as u32,
+                ktime_ns: 42,
+            },
+            task: task(100),
+            flags: 0,
+            argv_total: 0,
+            path,
+            argv,
+            cwd,
+            _pad: 0,
+            cap_effective: 0,
+            cap_permitted: 0,
+        };
+        let mut bytes = bytes_of(&record);
+        bytes.extend_from_slice(&blob);
+        bytes
+    }
+
+    #[test]
+    fn decodes_exec_with_blob_pieces() {
+        let bytes = exec_bytes(b"/usr/bin/marker", b"marker\0one two\0\xff\0", b"/tmp");
+        let Record::Exec(exec) = decode(&bytes).unwrap() else {
+            panic!("not an exec");
+        };
+        assert_eq!(exec.path, b"/usr/bin/marker");
+        assert_eq!(exec.cwd, b"/tmp");
+        assert_eq!(
+            split_argv(&exec.argv),
+            vec![&b"marker"[..], &b"one two"[..], &b"\xff"[..]]
+        );
+        assert_eq!(exec.task.tgid, 100);
+    }
+
+    #[test]
+    fn rejects_truncated_and_inconsistent_records() {
+        assert_eq!(decode(&[1, 2, 3]).unwrap_err(), DecodeError::Short(3));
+
+        let mut bytes = exec_bytes(b"/bin/x", b"x\0", b"/");
+        bytes.pop();
+        assert!(matches!(
+            decode(&bytes).unwrap_err(),
+            DecodeError::SizeMismatch {
+                kind: kind::EXEC,
+                ..
+            }
+        ));
+
+        // A blob reference past the end of the record.
+        let mut bytes = exec_bytes(b"/bin/x", b"x\0", b"/");
+        let path_len_at = std::mem::offset_of!(ExecRecord, path) + 2;
+        bytes[path_len_at..path_len_at + 2].copy_from_slice(&4000u16.to_ne_bytes());
+        assert_eq!(
+            decode(&bytes).unwrap_err(),
+            DecodeError::BadBlob { kind: kind::EXEC }
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_kind_and_short_fixed_part() {
+        let header = RecordHeader {
+            kind: 99,
+            size: 16,
+            ktime_ns: 0,
+        };
+        assert_eq!(
+            decode(&bytes_of(&header)).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
+        let header = RecordHeader {
+            kind: kind::EXIT,
+            size: 16,
+            ktime_ns: 0,
+        };
+        assert!(matches!(
+            decode(&bytes_of(&header)).unwrap_err(),
+            DecodeError::TooSmall {
+                kind: kind::EXIT,
+                size: 16
+            }
+        ));
+    }
+}

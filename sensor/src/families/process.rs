@@ -1,0 +1,190 @@
+//! The process family: exec, exit and fork records to events, and the process table kept
+//! from them.
+use std::sync::Arc;
+
+use custos_proto::v1::{event::Body, Event, Process, ProcessExec, ProcessExit, SessionEnd};
+use sensor_common::{
+    exec_flags, kind, ExecRecord, ExitRecord, ForkRecord, RecordHeader, TaskInfo, EXEC_FIXED_SIZE,
+};
+
+use super::{login_uid_of, Enricher};
+use crate::{
+    credentials::Credentials,
+    decode::{fixed, piece, split_argv, DecodeError},
+    identity::NameSource,
+    privilege_chain::Actor,
+    process_table::Image,
+};
+
+/// An exec record with its variable parts copied out of the ring buffer.
+#[derive(Clone, Debug)]
+pub struct Exec {
+    pub header: RecordHeader,
+    pub task: TaskInfo,
+    pub flags: u32,
+    pub path: Vec<u8>,
+    /// argv as in the process image: NUL-separated, NUL-terminated.
+    pub argv: Vec<u8>,
+    pub cwd: Vec<u8>,
+    pub cap_effective: u64,
+    pub cap_permitted: u64,
+}
+
+pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
+    let record: ExecRecord = fixed(bytes, kind::EXEC)?;
+    let blob = &bytes[EXEC_FIXED_SIZE..];
+    Ok(Exec {
+        header: record.header,
+        task: record.task,
+        flags: record.flags,
+        path: piece(blob, record.path, kind::EXEC)?,
+        argv: piece(blob, record.argv, kind::EXEC)?,
+        cwd: piece(blob, record.cwd, kind::EXEC)?,
+        cap_effective: record.cap_effective,
+        cap_permitted: record.cap_permitted,
+    })
+}
+
+impl<S: NameSource> Enricher<S> {
+    pub(crate) fn exec(&mut self, exec: Exec) -> Event {
+        let task = &exec.task;
+        let mut args: Vec<Vec<u8>> = split_argv(&exec.argv)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        if let Some(redactor) = &self.redactor {
+            redactor.redact(&mut args);
+        }
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let image = Arc::new(Image {
+            binary: exec.path,
+            args,
+            args_truncated: exec.flags & exec_flags::ARGV_TRUNCATED != 0,
+            cwd: exec.cwd,
+            path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)
+                != 0,
+            exec_id: exec_id.clone(),
+        });
+        let mut entry = self.entry_for(task, image);
+        let parent = self
+            .table_schema(entry.ppid, &entry.parent_exec_id)
+            .map(|base| Process::clone(&base));
+        let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
+        let before = self
+            .processes
+            .get(task.tgid, &exec_id)
+            .and_then(|previous| {
+                entry.chain = previous.chain.clone();
+                previous.credentials
+            });
+        // Set-user-id, set-group-id and file capabilities take effect at execve.
+        let changed = before.filter(|b| !b.same_ids_and_capabilities(&after));
+        let actor = Actor {
+            program: &entry.image.binary,
+            exec_id: &exec_id,
+        };
+        entry.chain.exec(
+            before.map(|b| b.euid),
+            after.euid,
+            login_uid_of(task),
+            &actor,
+        );
+        entry.credentials = Some(after);
+        entry.session_id = task.sessionid;
+        self.processes.upsert(entry);
+        let process = self.process_of(task, &exec_id);
+        if let Some(before) = changed {
+            let body = self.privilege_change("exec", Some(&before), &after, None);
+            let change = self.envelope(exec.header.ktime_ns, task, &exec_id, process.clone(), body);
+            self.preceding.push(change);
+        }
+        self.envelope(
+            exec.header.ktime_ns,
+            task,
+            &exec_id,
+            process,
+            Body::Exec(ProcessExec { parent }),
+        )
+    }
+
+    pub(crate) fn exit(&mut self, exit: &ExitRecord) -> Event {
+        let task = &exit.task;
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let process = self.process_of(task, &exec_id);
+        let event = self.envelope(
+            exit.header.ktime_ns,
+            task,
+            &exec_id,
+            process.clone(),
+            Body::Exit(exit_status(exit.exit_code)),
+        );
+        self.processes.mark_exited(task.tgid, &exec_id);
+        if let Some((session, unannounced)) = self.sessions.leader_exited(task.tgid, &exec_id) {
+            if unannounced {
+                // A login that never ran anything of its own (`ssh -N`) still began.
+                let start = self.session_start(exit.header.ktime_ns, task, &session);
+                self.following.push(start);
+            }
+            let end = Event {
+                body: Some(Body::SessionEnd(SessionEnd {
+                    session: Some(self.session_view(&session)),
+                })),
+                ..event.clone()
+            };
+            self.following.push(end);
+        }
+        event
+    }
+
+    pub(crate) fn fork(&mut self, fork: &ForkRecord) {
+        let task = &fork.task;
+        let mut entry = self.entry_for(task, Arc::default());
+        entry.session_id = task.sessionid;
+        // The child holds a copy of its parent's credentials as of the fork: what the parent
+        // has now (its session id too, which changes without an exec when it logs someone in).
+        if let Some(parent) = self.processes.get_mut(entry.ppid, &entry.parent_exec_id) {
+            parent.session_id = task.sessionid;
+            if let Some(known) = parent.credentials {
+                let now = Credentials::of(task, known.cap_effective, known.cap_permitted);
+                parent.credentials = Some(now);
+                entry.credentials = Some(now);
+            }
+        }
+        self.processes.inherit(entry);
+    }
+}
+
+/// wait(2) status to exit code or signal.
+pub fn exit_status(status: u32) -> ProcessExit {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        ProcessExit {
+            code: Some(((status >> 8) & 0xff) as i32),
+            signal: None,
+            core_dumped: false,
+        }
+    } else {
+        ProcessExit {
+            code: None,
+            signal: Some(signal),
+            core_dumped: status & 0x80 != 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_decodes_codes_and_signals() {
+        assert_eq!(exit_status(3 << 8).code, Some(3));
+        let killed = exit_status(9);
+        assert_eq!(
+            (killed.code, killed.signal, killed.core_dumped),
+            (None, Some(9), false)
+        );
+        let dumped = exit_status(11 | 0x80);
+        assert_eq!((dumped.signal, dumped.core_dumped), (Some(11), true));
+    }
+}
