@@ -11,7 +11,10 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 
+pub mod config;
 pub mod logins;
+
+pub use config::{Entry, TestConfig};
 
 /// How long to wait for the daemon to become ready or for an event to show up.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -55,18 +58,18 @@ pub struct Sensor {
 }
 
 impl Sensor {
-    /// Starts the daemon with a JSON file sink and a protobuf file sink, plus `extra_toml`.
-    pub fn start(extra_toml: &str) -> Result<Self> {
-        Self::start_with_env(extra_toml, &[])
+    /// Starts the daemon with `config` plus a JSON file sink and a protobuf file sink.
+    pub fn start(config: &TestConfig) -> Result<Self> {
+        Self::start_with_env(config, &[])
     }
 
     /// Like [`Sensor::start`], with extra environment variables for the daemon.
-    pub fn start_with_env(extra_toml: &str, env: &[(&str, &std::ffi::OsStr)]) -> Result<Self> {
+    pub fn start_with_env(config: &TestConfig, env: &[(&str, &std::ffi::OsStr)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let json_path = dir.path().join("events.json");
         let protobuf_path = dir.path().join("events.pb");
         let config_path = dir.path().join("custos.toml");
-        write_config(&config_path, extra_toml, &json_path, &protobuf_path)?;
+        write_config(&config_path, config, &json_path, &protobuf_path)?;
         let mut child = Command::new(custos_bin())
             .arg("run")
             .arg("--config")
@@ -104,11 +107,11 @@ impl Sensor {
         Ok(sensor)
     }
 
-    /// Rewrites the configuration file (same sinks, new `extra_toml`) and sends SIGHUP.
-    pub fn reconfigure(&mut self, extra_toml: &str) -> Result<()> {
+    /// Rewrites the configuration file (same sinks, new `config`) and sends SIGHUP.
+    pub fn reconfigure(&mut self, config: &TestConfig) -> Result<()> {
         write_config(
             &self.config_path,
-            extra_toml,
+            config,
             &self.json_path,
             &self.protobuf_path,
         )?;
@@ -196,15 +199,12 @@ impl Drop for Sensor {
     }
 }
 
-fn write_config(path: &Path, extra_toml: &str, json: &Path, protobuf: &Path) -> Result<()> {
-    let config = format!(
-        "{extra_toml}\n\
-         [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"json\"\n\
-         [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
-        json.display(),
-        protobuf.display()
-    );
-    std::fs::write(path, config)?;
+fn write_config(path: &Path, config: &TestConfig, json: &Path, protobuf: &Path) -> Result<()> {
+    let config = config
+        .clone()
+        .sink(Entry::file_sink(json, "json"))
+        .sink(Entry::file_sink(protobuf, "protobuf"));
+    std::fs::write(path, config.to_toml())?;
     Ok(())
 }
 

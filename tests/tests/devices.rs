@@ -4,7 +4,7 @@
 use std::{fs::OpenOptions, os::fd::AsRawFd, path::PathBuf, process::Command};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use custos_tests::{of_kind, require_root, seq, Sensor};
+use custos_tests::{of_kind, require_root, seq, Entry, Sensor, TestConfig};
 use serde_json::Value;
 
 const LOOP_CTL_ADD: libc::c_ulong = 0x4C80;
@@ -110,9 +110,14 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 /// A sensor with one device rule for loop devices, a new loop device with its media attached,
 /// and the rule's decision about it.
 fn attach_under_rule(rule: &str, action: &str) -> Result<(Sensor, LoopDevice, Value)> {
-    let sensor = Sensor::start(&format!(
-        "[[devices.rules]]\nname = \"{rule}\"\naction = \"{action}\"\nbus = \"loop\"\n"
-    ))?;
+    let sensor = Sensor::start(
+        &TestConfig::new().device_rule(
+            Entry::new()
+                .set("name", rule)
+                .set("action", action)
+                .set("bus", "loop"),
+        ),
+    )?;
     let device = LoopDevice::create()?;
     device.attach()?;
     let name = device.name();
@@ -137,10 +142,11 @@ fn block_event<'a>(events: &'a [Value], action: &str, name: &str) -> Option<&'a 
 fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
     require_root();
     let tmp = std::env::temp_dir();
-    let mut sensor = Sensor::start(&format!(
-        "[file]\nexclude_paths = [\"{}/\"]\n[devices]\nsummary_seconds = 1\n",
-        tmp.display()
-    ))?;
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .exclude_paths(&[&tmp])
+            .device_summary_seconds(1),
+    )?;
     let device = LoopDevice::create()?;
     let name = device.name();
     device.attach()?;
@@ -291,7 +297,7 @@ fn a_deny_rule_detaches_a_loop_devices_media() -> Result<()> {
 #[test]
 fn the_new_mount_api_is_one_mount_event() -> Result<()> {
     require_root();
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     let dir = tempfile::tempdir()?;
     let target = dir.path().join("mnt");
     std::fs::create_dir(&target)?;

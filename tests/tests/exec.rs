@@ -4,6 +4,7 @@ use std::process::Command;
 use anyhow::Result;
 use custos_tests::{
     ensure_user, exec_id_of, exec_of, of_kind, require_root, run_after_login, seq, Marker, Sensor,
+    TestConfig,
 };
 use serde_json::Value;
 
@@ -15,7 +16,7 @@ const LOGIN_USER: &str = "custos-login";
 /// takes the tp_btf path.
 #[test]
 fn exec_as_nobody_carries_the_login_user_session_and_parent() -> Result<()> {
-    let sensor = exec_identity_scenario("")?;
+    let sensor = exec_identity_scenario(TestConfig::new())?;
     assert!(
         sensor
             .log
@@ -32,7 +33,7 @@ fn exec_as_nobody_carries_the_login_user_session_and_parent() -> Result<()> {
 /// The same through the classic tracepoints, the fallback for kernels that refuse tp_btf.
 #[test]
 fn classic_tracepoint_path_reports_the_same_exec_and_identity() -> Result<()> {
-    let sensor = exec_identity_scenario("[kernel]\nattach = \"tracepoint\"\n")?;
+    let sensor = exec_identity_scenario(TestConfig::new().attach("tracepoint"))?;
     assert!(
         sensor
             .log
@@ -46,11 +47,11 @@ fn classic_tracepoint_path_reports_the_same_exec_and_identity() -> Result<()> {
     Ok(())
 }
 
-fn exec_identity_scenario(extra_toml: &str) -> Result<Sensor> {
+fn exec_identity_scenario(config: TestConfig) -> Result<Sensor> {
     require_root();
     let login_uid = ensure_user(LOGIN_USER)?;
     let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start(extra_toml)?;
+    let mut sensor = Sensor::start(&config)?;
 
     // The shell sets its own audit login uid (as pam_loginuid does at login), then becomes
     // nobody through setpriv, which execs the marker in the same process.
@@ -123,7 +124,7 @@ fn exec_identity_scenario(extra_toml: &str) -> Result<Sensor> {
 fn exit_events_carry_codes_and_signals() -> Result<()> {
     require_root();
     let marker = Marker::new("/bin/sh")?;
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     let path = marker.path_str().to_owned();
     Command::new(&path).args(["-c", "exit 7"]).status()?;
     Command::new(&path).args(["-c", "kill -9 $$"]).status()?;
@@ -148,7 +149,7 @@ fn exit_events_carry_codes_and_signals() -> Result<()> {
 fn protobuf_output_decodes_to_the_same_events() -> Result<()> {
     require_root();
     let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     Command::new(marker.path_str()).arg("pb").status()?;
     let path = marker.path_str().to_owned();
     sensor.wait_for("marker exit", |events| {
@@ -186,7 +187,7 @@ fn protobuf_output_decodes_to_the_same_events() -> Result<()> {
 fn ring_buffer_overflow_is_reported_as_loss() -> Result<()> {
     require_root();
     let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start("[kernel]\nring_buffer_bytes = 65536\n")?;
+    let mut sensor = Sensor::start(&TestConfig::new().ring_buffer_bytes(65536))?;
     const BURST: usize = 600;
     custos_tests::signal(sensor.pid(), "STOP")?;
     let burst = (|| -> Result<()> {
@@ -286,7 +287,7 @@ fn the_identity_map_names_the_person_behind_the_login_and_reloads() -> Result<()
         )
     };
     write_map("login@example.com", "\"finance\"")?;
-    let mut sensor = Sensor::start(&format!("[identity]\nmap = \"{}\"\n", map.display()))?;
+    let mut sensor = Sensor::start(&TestConfig::new().identity_map(&map))?;
     let marker = Marker::new("/bin/true")?;
 
     run_as_nobody_after_login(login_uid, &marker, "first")?;
@@ -350,7 +351,7 @@ fn events_carry_the_systemd_unit_of_their_cgroup() -> Result<()> {
     let unit = format!("custos-test-{}.service", std::process::id());
     let cgroup = TestCgroup(cgroup2_mount()?.join(&unit));
     std::fs::create_dir(&cgroup.0)?;
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     let marker = Marker::new("/bin/true")?;
     // The resolver re-indexes on a miss at most once a second.
     std::thread::sleep(std::time::Duration::from_millis(1100));

@@ -11,7 +11,9 @@ use std::{
 
 use anyhow::Result;
 use base64::Engine as _;
-use custos_tests::{of_kind, open_as_nobody, opens_of, require_root, shared_dir, Sensor};
+use custos_tests::{
+    of_kind, open_as_nobody, opens_of, require_root, shared_dir, Sensor, TestConfig,
+};
 use serde_json::Value;
 
 const OPENER: &str = env!("CARGO_BIN_EXE_opener");
@@ -25,11 +27,8 @@ fn os(path: &Path) -> &OsStr {
 }
 
 /// Config lines limiting the sensor to `dir` and turning deduplication off.
-fn only(dir: &Path) -> String {
-    format!(
-        "[file]\ninclude_paths = [\"{}/\"]\ndedup_window_ms = 0\n",
-        s(dir)
-    )
+fn only(dir: &Path) -> TestConfig {
+    TestConfig::new().files_only_under(dir)
 }
 
 /// Waits for the opener process `pid` to have exited in the event stream: every open it made
@@ -146,10 +145,11 @@ fn a_denied_open_is_reported_with_eacces_whatever_the_filters() -> Result<()> {
     std::fs::write(&secret, "s")?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
     // Excluded and deduplicated: neither may hide a denied attempt.
-    let mut sensor = Sensor::start(&format!(
-        "[file]\nexclude_paths = [\"{}/\"]\ndedup_window_ms = 60000\n",
-        s(&root)
-    ))?;
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .exclude_paths(&[&root])
+            .dedup_window_ms(60000),
+    )?;
     let (code, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&secret)])?;
     assert_eq!(
         code, 1,
@@ -217,10 +217,11 @@ fn an_excluded_prefix_is_not_reported() -> Result<()> {
         std::fs::create_dir(root.join(d))?;
         std::fs::write(root.join(d).join("f"), d)?;
     }
-    let mut sensor = Sensor::start(&format!(
-        "[file]\nexclude_paths = [\"{}/excluded/\"]\ndedup_window_ms = 0\n",
-        s(&root)
-    ))?;
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .exclude_paths(&[&root.join("excluded")])
+            .dedup_window_ms(0),
+    )?;
     let excluded = root.join("excluded/f");
     let included = root.join("included/f");
     let (_, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&excluded)])?;
@@ -245,10 +246,11 @@ fn reads_under_an_exclude_read_prefix_are_dropped_and_writes_kept() -> Result<()
     let file = libs.join("libfoo.so");
     std::fs::write(&file, "elf")?;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))?;
-    let mut sensor = Sensor::start(&format!(
-        "[file]\nexclude_read_paths = [\"{}/libs/\"]\ndedup_window_ms = 0\n",
-        s(&root)
-    ))?;
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .exclude_read_paths(&[&root.join("libs")])
+            .dedup_window_ms(0),
+    )?;
     let (_, reader) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&file)])?;
     let (_, writer) = open_as_nobody(OPENER, &[OsStr::new("create"), os(&file)])?;
     let events = wait_for_exit(&sensor, writer)?;
@@ -284,10 +286,11 @@ fn a_thousand_identical_opens_give_one_event_and_a_count_of_the_rest() -> Result
     let root = dir.path().canonicalize()?;
     let file = root.join("hot");
     std::fs::write(&file, "h")?;
-    let mut sensor = Sensor::start(&format!(
-        "[file]\ninclude_paths = [\"{}/\"]\ndedup_window_ms = 1000\n",
-        s(&root)
-    ))?;
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .include_paths(&[&root])
+            .dedup_window_ms(1000),
+    )?;
     let (code, pid) = open_as_nobody(
         OPENER,
         &[OsStr::new("repeat"), OsStr::new("1000"), os(&file)],
@@ -350,10 +353,7 @@ fn sighup_swaps_file_rules_and_a_broken_config_keeps_the_old_ones() -> Result<()
     single(&wait_for_exit(&sensor, pid)?, s(&a), pid);
 
     // Exclude a/ through a reload.
-    let exclude_a = format!(
-        "[file]\ninclude_paths = [\"{0}/\"]\nexclude_paths = [\"{0}/a/\"]\ndedup_window_ms = 0\n",
-        s(&root)
-    );
+    let exclude_a = only(&root).exclude_paths(&[&root.join("a")]);
     sensor.reconfigure(&exclude_a)?;
     sensor.wait_for_log("configuration reloaded")?;
     let (_, pid_a) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&a)])?;
@@ -365,7 +365,11 @@ fn sighup_swaps_file_rules_and_a_broken_config_keeps_the_old_ones() -> Result<()
         .all(|e| e["process"]["pid"] != pid_a));
 
     // A broken file is refused with the reason; the exclusion stays in force.
-    sensor.reconfigure(&format!("{exclude_a}\n[file.typo]\nwrites_onlyy = true\n"))?;
+    sensor.reconfigure(
+        &exclude_a
+            .clone()
+            .set(&["file", "typo"], "writes_onlyy", true),
+    )?;
     sensor.wait_for_log("configuration not reloaded")?;
     assert!(sensor
         .log
@@ -400,7 +404,7 @@ fn fallback_reports_opens(attach: &str, expected: &str) -> Result<()> {
     let root = dir.path().canonicalize()?;
     let file = root.join("fallback");
     std::fs::write(&file, "r")?;
-    let mut sensor = Sensor::start(&format!("[kernel]\nattach = \"{attach}\"\n{}", only(&root)))?;
+    let mut sensor = Sensor::start(&only(&root).attach(attach))?;
     assert!(
         sensor.log.iter().any(|l| l.contains(expected)),
         "{expected}: {:#?}",

@@ -13,7 +13,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
-use custos_tests::{of_kind, open_as_nobody, require_root, shared_dir, Marker, Sensor, PATIENCE};
+use custos_tests::{
+    of_kind, open_as_nobody, require_root, shared_dir, Entry, Marker, Sensor, TestConfig, PATIENCE,
+};
 use serde_json::Value;
 
 const OPENER: &str = env!("CARGO_BIN_EXE_opener");
@@ -116,11 +118,11 @@ fn exec_of(events: &[Event], binary: &str) -> bool {
     })
 }
 
-fn tcp_sink(spool: &Path, address: &str) -> String {
-    format!(
-        "[spool]\ndir = \"{}\"\nmax_bytes = 268435456\n[[sinks]]\ntype = \"tcp\"\nname = \"collector\"\naddress = \"{address}\"\n",
-        spool.display()
-    )
+fn tcp_sink(spool: &Path, address: &str) -> TestConfig {
+    TestConfig::new()
+        .spool(spool)
+        .spool_max_bytes(268_435_456)
+        .sink(Entry::tcp_sink("collector", address))
 }
 
 #[test]
@@ -281,13 +283,14 @@ fn a_full_spool_drops_the_oldest_and_reports_exactly_how_many() -> Result<()> {
     let file = root.join("flood");
     std::fs::write(&file, "f")?;
     // Only the opener's opens, so the count is exact.
-    let mut sensor = Sensor::start(&format!(
-        "[sensors]\nprocess = false\n[file]\ninclude_paths = [\"{}/\"]\ndedup_window_ms = 0\n\
-         [spool]\ndir = \"{}\"\nmax_bytes = 262144\n\
-         [[sinks]]\ntype = \"tcp\"\nname = \"collector\"\naddress = \"{address}\"\n",
-        root.display(),
-        spool.path().display()
-    ))?;
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .process_sensor(false)
+            .files_only_under(&root)
+            .spool(spool.path())
+            .spool_max_bytes(262_144)
+            .sink(Entry::tcp_sink("collector", &address)),
+    )?;
     const OPENS: u64 = 3000;
     let (code, _) = open_as_nobody(
         OPENER,
@@ -350,13 +353,13 @@ fn a_full_spool_drops_the_oldest_and_reports_exactly_how_many() -> Result<()> {
     Ok(())
 }
 
-fn tls_sink(spool: &Path, address: &str, ca: &Path) -> String {
-    format!(
-        "[spool]\ndir = \"{}\"\n[[sinks]]\ntype = \"tcp\"\nname = \"tls-collector\"\naddress = \"{address}\"\n\
-         [sinks.tls]\nca_file = \"{}\"\nserver_name = \"localhost\"\n",
-        spool.display(),
-        ca.display()
-    )
+fn tls_sink(spool: &Path, address: &str, ca: &Path) -> TestConfig {
+    let tls = Entry::new()
+        .path("ca_file", ca)
+        .set("server_name", "localhost");
+    TestConfig::new()
+        .spool(spool)
+        .sink(Entry::tcp_sink("tls-collector", address).table("tls", tls))
 }
 
 #[test]
@@ -489,11 +492,11 @@ fn rsyslog_receives_rfc5424_messages_with_the_event_as_json() -> Result<()> {
     let rsyslog = Rsyslog::start()?;
     let spool = tempfile::tempdir()?;
     let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start(&format!(
-        "[spool]\ndir = \"{}\"\n[[sinks]]\ntype = \"syslog\"\naddress = \"{}\"\nfacility = \"authpriv\"\n",
-        spool.path().display(),
-        rsyslog.address
-    ))?;
+    let syslog = Entry::new()
+        .set("type", "syslog")
+        .set("address", rsyslog.address.as_str())
+        .set("facility", "authpriv");
+    let mut sensor = Sensor::start(&TestConfig::new().spool(spool.path()).sink(syslog))?;
     Command::new(marker.path_str()).arg("via-syslog").status()?;
     let deadline = Instant::now() + PATIENCE;
     let line = loop {

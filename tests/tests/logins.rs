@@ -5,7 +5,7 @@ use std::{os::unix::fs::PermissionsExt, process::Command, time::Duration};
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
     logins::{ensure_login_user, CronJob, SshServer, SudoRule},
-    of_kind, opens_of, require_root, run_after_login, seq, Marker, Sensor,
+    of_kind, opens_of, require_root, run_after_login, seq, Marker, Sensor, TestConfig,
 };
 use serde_json::{json, Value};
 
@@ -117,7 +117,7 @@ fn sudo_over_ssh_carries_the_client_and_one_hop() -> Result<()> {
     std::fs::write(&secret, "not for ann\n")?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
     let secret = secret.to_str().unwrap().to_owned();
-    let mut sensor = Sensor::start(&format!("[identity]\nmap = \"{}\"\n", map.display()))?;
+    let mut sensor = Sensor::start(&TestConfig::new().identity_map(&map))?;
 
     let out = login
         .ssh
@@ -255,7 +255,7 @@ fn sudo_su_and_runuser_are_one_hop_each() -> Result<()> {
     let login = Login::new()?;
     let marker = Marker::new("/bin/true")?;
     let m = marker.path_str();
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     let script = format!(
         "{m} own; sudo -n -u nobody {m} nobody; sudo -n su - {BOB} -c '{m} su-login'; \
          sudo -n su {BOB} -c '{m} su'; sudo -n runuser -u {BOB} -- {m} runuser; \
@@ -303,7 +303,7 @@ fn an_interactive_ssh_login_has_its_terminal_and_client() -> Result<()> {
     require_root();
     let login = Login::new()?;
     let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     let typed = format!("{} interactive", marker.path_str());
     let screen = login
         .ssh
@@ -345,7 +345,7 @@ fn a_local_login_claiming_an_ssh_client_is_not_ssh() -> Result<()> {
     require_root();
     let ann = ensure_login_user(ANN)?;
     let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     let claim = format!(
         "export SSH_CONNECTION='192.0.2.7 50522 127.0.0.1 22' SSH_CLIENT='192.0.2.7 50522 22'; \
          {} local; sleep 0.2",
@@ -375,7 +375,7 @@ fn a_cron_job_is_a_cron_session_of_the_crontabs_owner() -> Result<()> {
     require_root();
     let ann = ensure_login_user(ANN)?;
     let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     let _job = CronJob::install(ANN, &format!("* * * * * {} cron-job", marker.path_str()))?;
     // cron runs jobs at the start of a minute, once it has read the new crontab.
     let exec = sensor.wait_for_within(Duration::from_secs(150), "the cron job", |events| {
@@ -404,7 +404,7 @@ fn a_cron_job_is_a_cron_session_of_the_crontabs_owner() -> Result<()> {
 #[test]
 fn a_refused_setuid_is_reported() -> Result<()> {
     require_root();
-    let mut sensor = Sensor::start("")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
     let status = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .args(["setpriv", "--reuid=0", "/bin/true"])

@@ -9,7 +9,9 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use custos_tests::{open_as_nobody, require_root, shared_dir, Marker, Sensor, PATIENCE};
+use custos_tests::{
+    open_as_nobody, require_root, shared_dir, Entry, Marker, Sensor, TestConfig, PATIENCE,
+};
 use serde_json::Value;
 
 const OPENER: &str = env!("CARGO_BIN_EXE_opener");
@@ -78,12 +80,14 @@ impl Drop for NatsServer {
     }
 }
 
-fn nats_sink(spool: &Path, url: &str) -> String {
-    format!(
-        "[spool]\ndir = \"{}\"\n[[sinks]]\ntype = \"nats\"\nname = \"jetstream\"\nurl = \"{url}\"\n\
-         stream = \"{STREAM}\"\ncreate_stream = true\n",
-        spool.display()
-    )
+fn nats_sink(spool: &Path, url: &str) -> TestConfig {
+    let sink = Entry::new()
+        .set("type", "nats")
+        .set("name", "jetstream")
+        .set("url", url)
+        .set("stream", STREAM)
+        .set("create_stream", true);
+    TestConfig::new().spool(spool).sink(sink)
 }
 
 /// What the independent consumer reads from the stream, once `expect` events match `path`.
@@ -145,11 +149,11 @@ fn ten_thousand_events_produced_while_nats_is_down_all_arrive() -> Result<()> {
     let root = dir.path().canonicalize()?;
     let file = root.join("burst");
     std::fs::write(&file, "b")?;
-    let mut sensor = Sensor::start(&format!(
-        "[sensors]\nprocess = false\n[file]\ninclude_paths = [\"{}/\"]\ndedup_window_ms = 0\n{}",
-        root.display(),
-        nats_sink(spool.path(), &server.url())
-    ))?;
+    let mut sensor = Sensor::start(
+        &nats_sink(spool.path(), &server.url())
+            .process_sensor(false)
+            .files_only_under(&root),
+    )?;
     // The stream exists (created on first delivery) before the outage.
     let (_, _) = open_as_nobody(OPENER, &[OsStr::new("read"), file.as_os_str()])?;
     let path = file.to_str().unwrap_or_default().to_owned();

@@ -5,8 +5,8 @@ use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    custos_bin, ensure_user, exec_of, of_kind, require_root, run_after_login, shared_dir, Marker,
-    Sensor,
+    custos_bin, ensure_user, exec_of, of_kind, require_root, run_after_login, shared_dir, Entry,
+    Marker, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -60,15 +60,21 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
     std::fs::write(&payroll, "secret")?;
     std::fs::set_permissions(&payroll, std::fs::Permissions::from_mode(0o600))?;
     let map = identity_map(shared.path())?;
-    let set = format!("{}/", finance.display());
-    // The set is even excluded from file events: the policy keeps it in the kernel.
-    let mut sensor = Sensor::start(&format!(
-        "[identity]\nmap = \"{}\"\n[file]\nexclude_paths = [\"{}/\"]\n\
-         [[alerts.rules]]\nid = \"finance-data\"\nseverity = \"high\"\npaths = [\"{set}\"]\n\
-         allow_roles = [\"finance\"]\nbulk_files = 3\nbulk_minutes = 10\n",
-        map.display(),
-        shared.path().display()
-    ))?;
+    let set = format!("{}/", finance.display()); // a path prefix
+                                                 // The set is even excluded from file events: the policy keeps it in the kernel.
+    let rule = Entry::new()
+        .set("id", "finance-data")
+        .set("severity", "high")
+        .set("paths", vec![set.as_str()])
+        .set("allow_roles", vec!["finance"])
+        .set("bulk_files", 3)
+        .set("bulk_minutes", 10);
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .identity_map(&map)
+            .exclude_paths(&[shared.path()])
+            .alert_rule(rule),
+    )?;
     let q1 = finance.join("q1.xlsx");
     let q1 = q1.to_str().unwrap();
 
@@ -146,11 +152,7 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let map = identity_map(dir.path())?;
-    let mut sensor = Sensor::start(&format!(
-        "[identity]\nmap = \"{}\"\n[privacy]\npseudonymize = true\nkey_file = \"{}\"\n",
-        map.display(),
-        key.display()
-    ))?;
+    let mut sensor = Sensor::start(&TestConfig::new().identity_map(&map).pseudonyms(&key))?;
     let marker = Marker::new("/bin/true")?;
     let secrets = [
         "--password=hunter2",
@@ -255,16 +257,22 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
     let socket = dir.path().join("tail.sock");
     // A sink for an outside party: its view hides names and arguments.
     let outsourced = dir.path().join("outsourced.json");
-    let mut sensor = Sensor::start(&format!(
-        "[privacy]\nkey_file = \"{}\"\n[tail]\nsocket = \"{}\"\n\
-         [[tail.groups]]\ngroup = \"{group}\"\nnames = \"pseudonym\"\nargv = false\n\
-         [[privacy.sink_views]]\nsink = \"file {}\"\nnames = \"hidden\"\nargv = false\n\
-         [[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"json\"\n",
-        key.display(),
-        socket.display(),
-        outsourced.display(),
-        outsourced.display()
-    ))?;
+    let tail_group = Entry::new()
+        .set("group", group)
+        .set("names", "pseudonym")
+        .set("argv", false);
+    let view = Entry::new()
+        .set("sink", format!("file {}", outsourced.display()))
+        .set("names", "hidden")
+        .set("argv", false);
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .privacy_key(&key)
+            .tail_socket(&socket)
+            .tail_group(tail_group)
+            .sink_view(view)
+            .sink(Entry::file_sink(&outsourced, "json")),
+    )?;
 
     let tail_as = |uid: u32| {
         Command::new("setpriv")
@@ -359,14 +367,17 @@ fn only_sensitive_file_events_are_collected_and_reserved_programs_alert() -> Res
     }
     let marker = Marker::new("/bin/true")?;
     let map = identity_map(shared.path())?;
-    let mut sensor = Sensor::start(&format!(
-        "[identity]\nmap = \"{}\"\n[privacy]\nfile_events = \"sensitive_and_removable\"\n\
-         [[alerts.rules]]\nid = \"hr-data\"\npaths = [\"{}/\"]\nprograms = [\"{}\"]\n\
-         allow_roles = [\"hr\"]\n",
-        map.display(),
-        set.display(),
-        marker.path_str()
-    ))?;
+    let rule = Entry::new()
+        .set("id", "hr-data")
+        .prefix("paths", &[&set])
+        .set("programs", vec![marker.path_str()])
+        .set("allow_roles", vec!["hr"]);
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .identity_map(&map)
+            .file_events("sensitive_and_removable")
+            .alert_rule(rule),
+    )?;
     let outside = elsewhere.join("file.txt");
     let inside = set.join("file.txt");
     open_as(ENGINEER, &["read", outside.to_str().unwrap()])?;

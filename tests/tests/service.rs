@@ -6,7 +6,14 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use custos_tests::{custos_bin, exec_of, of_kind, require_root, Marker, Sensor, PATIENCE};
+use custos_tests::{
+    custos_bin, exec_of, of_kind, require_root, Entry, Marker, Sensor, TestConfig, PATIENCE,
+};
+
+/// `config` with a standard-output sink, as text.
+fn with_stdout(config: TestConfig) -> String {
+    config.sink(Entry::new().set("type", "stdout")).to_toml()
+}
 
 fn check_config(text: &str) -> Result<(bool, String, String)> {
     let dir = tempfile::tempdir()?;
@@ -29,17 +36,23 @@ fn check_config_accepts_the_default_and_names_bad_keys_and_values() -> Result<()
     let (ok, stdout, _) = check_config(&String::from_utf8(default.stdout)?)?;
     assert!(ok && stdout.ends_with(": ok\n"), "{stdout}");
 
-    let (ok, _, stderr) =
-        check_config("[sensors]\nprocess = true\nfiel = true\n[[sinks]]\ntype = \"stdout\"\n")?;
+    let (ok, _, stderr) = check_config(&with_stdout(TestConfig::new().process_sensor(true).set(
+        &["sensors"],
+        "fiel",
+        true,
+    )))?;
     assert!(!ok);
     assert!(
-        stderr.contains("line 3, column 1") && stderr.contains("unknown field `fiel`"),
+        stderr.contains("line 2, column 1") && stderr.contains("unknown field `fiel`"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 
-    let (ok, _, stderr) =
-        check_config("[file]\ndedup_window_ms = \"soon\"\n[[sinks]]\ntype = \"stdout\"\n")?;
+    let (ok, _, stderr) = check_config(&with_stdout(TestConfig::new().set(
+        &["file"],
+        "dedup_window_ms",
+        "soon",
+    )))?;
     assert!(!ok);
     assert!(
         stderr.contains("line 2") && stderr.contains("dedup_window_ms")
@@ -47,8 +60,7 @@ fn check_config_accepts_the_default_and_names_bad_keys_and_values() -> Result<()
         "{stderr}"
     );
 
-    let (ok, _, stderr) =
-        check_config("[kernel]\nring_buffer_bytes = 3000\n[[sinks]]\ntype = \"stdout\"\n")?;
+    let (ok, _, stderr) = check_config(&with_stdout(TestConfig::new().ring_buffer_bytes(3000)))?;
     assert!(!ok);
     assert!(stderr.contains("power of two"), "{stderr}");
     Ok(())
@@ -80,7 +92,7 @@ fn readiness_is_notified_once_the_hooks_are_attached() -> Result<()> {
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
     let marker = Marker::new("/bin/true")?;
     let mut sensor = Sensor::start_with_env(
-        "",
+        &TestConfig::new(),
         &[
             ("NOTIFY_SOCKET", socket_path.as_os_str()),
             ("WATCHDOG_USEC", std::ffi::OsStr::new("400000")),
@@ -188,10 +200,12 @@ fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> 
     let port = custos_tests::free_port()?;
     let address = format!("127.0.0.1:{port}");
     let socket = dir.path().join("status.sock");
-    let mut sensor = Sensor::start(&format!(
-        "[sensors]\nfile = false\n[metrics]\nlisten = \"{address}\"\n[status]\nsocket = \"{}\"\n",
-        socket.display()
-    ))?;
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .file_sensor(false)
+            .metrics_listen(&address)
+            .status_socket(&socket),
+    )?;
     let marker = Marker::new("/bin/true")?;
     for _ in 0..5 {
         Command::new(marker.path_str()).status()?;

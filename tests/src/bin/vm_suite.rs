@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
-use custos_tests::{exec_of, of_kind, opens_of, Sensor};
+use custos_tests::{exec_of, of_kind, opens_of, Entry, Sensor, TestConfig};
 use serde_json::Value;
 
 /// The serial number the host gives the USB drive it plugs in (see xtask's vm_test).
@@ -39,9 +39,14 @@ const EXPECTED_PATHS: &[(&str, &str)] = &[
 
 fn main() {
     let (mut passed, mut failed) = (0, 0);
-    let sensor = Sensor::start(&format!(
-        "[[devices.rules]]\nname = \"no-test-stick\"\naction = \"deny\"\nserial = \"{USB_SERIAL}\"\n"
-    ));
+    let sensor = Sensor::start(
+        &TestConfig::new().device_rule(
+            Entry::new()
+                .set("name", "no-test-stick")
+                .set("action", "deny")
+                .set("serial", USB_SERIAL),
+        ),
+    );
     let mut sensor = match sensor {
         Ok(sensor) => sensor,
         Err(err) => {
