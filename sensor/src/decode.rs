@@ -2,7 +2,7 @@
 //! with a wrong size or unknown kind is an error the pipeline reports as a loss.
 use std::mem::size_of;
 
-use sensor_common::BlobRef;
+use sensor_common::{BlobRef, Record};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -36,20 +36,40 @@ impl DecodeError {
     }
 }
 
-/// A blob piece, checked to lie inside the record.
-pub(crate) fn piece(blob: &[u8], r: BlobRef, kind: u32) -> Result<Vec<u8>, DecodeError> {
-    let start = r.offset as usize;
-    let end = start + r.len as usize;
-    blob.get(start..end)
-        .map(<[u8]>::to_vec)
-        .ok_or(DecodeError::BadBlob { kind })
-}
-
-pub(crate) fn fixed<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+/// A record's fixed part, checked to be there.
+pub(crate) fn fixed<T: Record>(bytes: &[u8]) -> Result<T, DecodeError> {
     read_struct(bytes).ok_or(DecodeError::TooSmall {
-        kind,
+        kind: T::KIND,
         size: bytes.len(),
     })
+}
+
+/// A record's fixed part and the blob that follows it.
+pub(crate) fn with_blob<T: Record>(bytes: &[u8]) -> Result<(T, Blob<'_>), DecodeError> {
+    let fixed = fixed::<T>(bytes)?;
+    let blob = Blob {
+        bytes: &bytes[size_of::<T>()..],
+        kind: T::KIND,
+    };
+    Ok((fixed, blob))
+}
+
+/// The variable part of a record of `kind`.
+pub(crate) struct Blob<'a> {
+    bytes: &'a [u8],
+    kind: u32,
+}
+
+impl Blob<'_> {
+    /// A piece of the blob, checked to lie inside the record.
+    pub(crate) fn piece(&self, r: BlobRef) -> Result<Vec<u8>, DecodeError> {
+        let start = r.offset as usize;
+        let end = start + r.len as usize;
+        self.bytes
+            .get(start..end)
+            .map(<[u8]>::to_vec)
+            .ok_or(DecodeError::BadBlob { kind: self.kind })
+    }
 }
 
 /// Reads a `#[repr(C)]` plain-data struct from the start of `bytes`, if long enough.

@@ -75,57 +75,36 @@ impl Metrics {
             run_id: run_id.to_owned(),
             started: Instant::now(),
         };
-        registry.register("events", "Events emitted, by kind", metrics.events.clone());
-        registry.register(
-            "kernel_drops",
-            "Records the kernel could not queue (ring buffer full), by kind",
-            metrics.kernel_drops.clone(),
-        );
-        registry.register(
-            "sink_events",
-            "Events written to a sink or its spool",
-            metrics.sink_events.clone(),
-        );
-        registry.register(
-            "sink_errors",
-            "Failed delivery attempts of a network sink",
-            metrics.sink_errors.clone(),
-        );
-        registry.register(
-            "spool_bytes",
-            "Bytes waiting in a network sink's spool",
-            metrics.spool_bytes.clone(),
-        );
-        registry.register(
-            "spool_oldest_age_seconds",
-            "Age of the oldest event waiting in a network sink's spool (0 when empty)",
-            metrics.spool_age.clone(),
-        );
-        registry.register(
-            "bpf_run_seconds",
-            "Kernel time spent in each eBPF program (BPF stats)",
-            metrics.bpf_run_seconds.clone(),
-        );
-        registry.register(
-            "bpf_run_count",
-            "Runs of each eBPF program (BPF stats)",
-            metrics.bpf_run_count.clone(),
-        );
-        registry.register(
-            "hook",
-            "Attached kernel hooks, with the program type each uses (always 1)",
-            metrics.hooks.clone(),
-        );
-        registry.register(
-            "process_rss_bytes",
-            "Resident memory of the daemon",
-            metrics.rss_bytes.clone(),
-        );
-        registry.register(
-            "process_cpu_seconds",
-            "User and system CPU time of the daemon",
-            metrics.cpu_seconds.clone(),
-        );
+        // Each metric under its name (prefixed "custos_") with its help text.
+        macro_rules! register {
+            ($($metric:ident as $name:literal: $help:literal;)*) => {
+                $(registry.register($name, $help, metrics.$metric.clone());)*
+            };
+        }
+        register! {
+            events as "events":
+                "Events emitted, by kind";
+            kernel_drops as "kernel_drops":
+                "Records the kernel could not queue (ring buffer full), by kind";
+            sink_events as "sink_events":
+                "Events written to a sink or its spool";
+            sink_errors as "sink_errors":
+                "Failed delivery attempts of a network sink";
+            spool_bytes as "spool_bytes":
+                "Bytes waiting in a network sink's spool";
+            spool_age as "spool_oldest_age_seconds":
+                "Age of the oldest event waiting in a network sink's spool (0 when empty)";
+            bpf_run_seconds as "bpf_run_seconds":
+                "Kernel time spent in each eBPF program (BPF stats)";
+            bpf_run_count as "bpf_run_count":
+                "Runs of each eBPF program (BPF stats)";
+            hooks as "hook":
+                "Attached kernel hooks, with the program type each uses (always 1)";
+            rss_bytes as "process_rss_bytes":
+                "Resident memory of the daemon";
+            cpu_seconds as "process_cpu_seconds":
+                "User and system CPU time of the daemon";
+        }
         Arc::new(Self {
             registry,
             ..metrics

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use serde_json::Value;
 
 pub mod config;
@@ -354,6 +354,22 @@ pub fn shared_dir() -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// A [`shared_dir`] and its canonical path (the path the kernel reports).
+pub fn shared_root() -> Result<(tempfile::TempDir, PathBuf)> {
+    let dir = shared_dir()?;
+    let root = dir.path().canonicalize()?;
+    Ok((dir, root))
+}
+
+/// Creates directories `names` under `root`, each holding a file `f` with its name as content.
+pub fn dirs_with_a_file(root: &Path, names: &[&str]) -> Result<()> {
+    for name in names {
+        std::fs::create_dir(root.join(name))?;
+        std::fs::write(root.join(name).join("f"), name)?;
+    }
+    Ok(())
+}
+
 /// Runs the `opener` helper (`env!("CARGO_BIN_EXE_opener")` in a test) as uid/gid 65534
 /// (nobody) with no supplementary groups; returns its exit code and pid.
 pub fn open_as_nobody(opener: &str, args: &[&std::ffi::OsStr]) -> Result<(i32, u32)> {
@@ -366,6 +382,19 @@ pub fn open_as_nobody(opener: &str, args: &[&std::ffi::OsStr]) -> Result<(i32, u
     let pid = child.id();
     let status = child.wait()?;
     Ok((status.code().unwrap_or(-1), pid))
+}
+
+/// Has nobody open `file` `times` times in one opener process, which must succeed; its pid.
+pub fn open_repeatedly_as_nobody(opener: &str, times: u64, file: &Path) -> Result<u32> {
+    let times = times.to_string();
+    let args = [
+        std::ffi::OsStr::new("repeat"),
+        std::ffi::OsStr::new(&times),
+        file.as_os_str(),
+    ];
+    let (code, pid) = open_as_nobody(opener, &args)?;
+    ensure!(code == 0, "the opener exited with {code}");
+    Ok(pid)
 }
 
 /// The first exec event of the program at `binary` (the readable `process.binary`).

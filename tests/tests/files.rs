@@ -12,7 +12,8 @@ use std::{
 use anyhow::Result;
 use base64::Engine as _;
 use custos_tests::{
-    of_kind, open_as_nobody, opens_of, require_root, shared_dir, Sensor, TestConfig,
+    dirs_with_a_file, of_kind, open_as_nobody, open_repeatedly_as_nobody, opens_of, require_root,
+    shared_root, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -57,8 +58,7 @@ fn single<'a>(events: &'a [Value], path: &str, pid: u32) -> &'a Value {
 #[test]
 fn opens_resolve_to_absolute_paths_with_access_and_identity() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     std::fs::create_dir(root.join("sub"))?;
     std::fs::set_permissions(root.join("sub"), std::fs::Permissions::from_mode(0o777))?;
     std::fs::write(root.join("marker.txt"), "m")?;
@@ -139,8 +139,7 @@ fn opens_resolve_to_absolute_paths_with_access_and_identity() -> Result<()> {
 #[test]
 fn a_denied_open_is_reported_with_eacces_whatever_the_filters() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let secret = root.join("secret");
     std::fs::write(&secret, "s")?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
@@ -172,8 +171,7 @@ fn a_denied_open_is_reported_with_eacces_whatever_the_filters() -> Result<()> {
 #[test]
 fn odd_bytes_in_paths_reach_json_escaped_and_protobuf_exact() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let mut name = b"odd name\nline".to_vec();
     name.push(0xff);
     name.extend_from_slice(b".txt");
@@ -211,12 +209,8 @@ fn odd_bytes_in_paths_reach_json_escaped_and_protobuf_exact() -> Result<()> {
 #[test]
 fn an_excluded_prefix_is_not_reported() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
-    for d in ["excluded", "included"] {
-        std::fs::create_dir(root.join(d))?;
-        std::fs::write(root.join(d).join("f"), d)?;
-    }
+    let (_dir, root) = shared_root()?;
+    dirs_with_a_file(&root, &["excluded", "included"])?;
     let mut sensor = Sensor::start(
         &TestConfig::new()
             .exclude_paths(&[&root.join("excluded")])
@@ -239,8 +233,7 @@ fn an_excluded_prefix_is_not_reported() -> Result<()> {
 #[test]
 fn reads_under_an_exclude_read_prefix_are_dropped_and_writes_kept() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let libs = root.join("libs");
     std::fs::create_dir(&libs)?;
     let file = libs.join("libfoo.so");
@@ -282,8 +275,7 @@ fn summaries_for(events: &[Value], path: &str, pid: u32) -> u64 {
 #[test]
 fn a_thousand_identical_opens_give_one_event_and_a_count_of_the_rest() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let file = root.join("hot");
     std::fs::write(&file, "h")?;
     let mut sensor = Sensor::start(
@@ -291,11 +283,7 @@ fn a_thousand_identical_opens_give_one_event_and_a_count_of_the_rest() -> Result
             .include_paths(&[&root])
             .dedup_window_ms(1000),
     )?;
-    let (code, pid) = open_as_nobody(
-        OPENER,
-        &[OsStr::new("repeat"), OsStr::new("1000"), os(&file)],
-    )?;
-    assert_eq!(code, 0);
+    let pid = open_repeatedly_as_nobody(OPENER, 1000, &file)?;
     let path = s(&file).to_owned();
     let events = sensor.wait_for("a repeat summary", |events| {
         (summaries_for(events, &path, pid) > 0).then(|| events.to_vec())
@@ -317,16 +305,11 @@ fn a_thousand_identical_opens_give_one_event_and_a_count_of_the_rest() -> Result
 #[test]
 fn without_dedup_every_open_is_reported_and_none_is_lost() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let file = root.join("every");
     std::fs::write(&file, "e")?;
     let mut sensor = Sensor::start(&only(&root))?;
-    let (code, pid) = open_as_nobody(
-        OPENER,
-        &[OsStr::new("repeat"), OsStr::new("1000"), os(&file)],
-    )?;
-    assert_eq!(code, 0);
+    let pid = open_repeatedly_as_nobody(OPENER, 1000, &file)?;
     let events = wait_for_exit(&sensor, pid)?;
     let reported = opens_of(&events, s(&file))
         .into_iter()
@@ -341,12 +324,8 @@ fn without_dedup_every_open_is_reported_and_none_is_lost() -> Result<()> {
 #[test]
 fn sighup_swaps_file_rules_and_a_broken_config_keeps_the_old_ones() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
-    for d in ["a", "b"] {
-        std::fs::create_dir(root.join(d))?;
-        std::fs::write(root.join(d).join("f"), d)?;
-    }
+    let (_dir, root) = shared_root()?;
+    dirs_with_a_file(&root, &["a", "b"])?;
     let (a, b) = (root.join("a/f"), root.join("b/f"));
     let mut sensor = Sensor::start(&only(&root))?;
     let (_, pid) = open_as_nobody(OPENER, &[OsStr::new("read"), os(&a)])?;
@@ -400,8 +379,7 @@ fn the_every_syscall_tp_btf_fallback_reports_opens_too() -> Result<()> {
 /// open through it is reported.
 fn fallback_reports_opens(attach: &str, expected: &str) -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let file = root.join("fallback");
     std::fs::write(&file, "r")?;
     let mut sensor = Sensor::start(&only(&root).attach(attach))?;
@@ -420,8 +398,7 @@ fn fallback_reports_opens(attach: &str, expected: &str) -> Result<()> {
 #[test]
 fn io_uring_opens_are_reported_like_syscalls() -> Result<()> {
     require_root();
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let file = root.join("ring");
     std::fs::write(&file, "r")?;
     let secret = root.join("ring-secret");

@@ -14,7 +14,8 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 use custos_tests::{
-    of_kind, open_as_nobody, require_root, shared_dir, Entry, Marker, Sensor, TestConfig, PATIENCE,
+    of_kind, open_repeatedly_as_nobody, require_root, shared_root, Entry, Marker, Sensor,
+    TestConfig, PATIENCE,
 };
 use serde_json::Value;
 
@@ -278,8 +279,7 @@ fn a_full_spool_drops_the_oldest_and_reports_exactly_how_many() -> Result<()> {
         probe.local_addr()?.to_string()
     };
     let spool = tempfile::tempdir()?;
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let file = root.join("flood");
     std::fs::write(&file, "f")?;
     // Only the opener's opens, so the count is exact.
@@ -292,15 +292,7 @@ fn a_full_spool_drops_the_oldest_and_reports_exactly_how_many() -> Result<()> {
             .sink(Entry::tcp_sink("collector", &address)),
     )?;
     const OPENS: u64 = 3000;
-    let (code, _) = open_as_nobody(
-        OPENER,
-        &[
-            OsStr::new("repeat"),
-            OsStr::new(&OPENS.to_string()),
-            file.as_os_str(),
-        ],
-    )?;
-    assert_eq!(code, 0);
+    open_repeatedly_as_nobody(OPENER, OPENS, &file)?;
     let path = file.to_str().unwrap_or_default().to_owned();
     sensor.wait_for("a spool loss event", |events| {
         of_kind(events, "loss")

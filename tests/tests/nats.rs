@@ -10,7 +10,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use custos_tests::{
-    open_as_nobody, require_root, shared_dir, Entry, Marker, Sensor, TestConfig, PATIENCE,
+    open_as_nobody, open_repeatedly_as_nobody, require_root, shared_root, Entry, Marker, Sensor,
+    TestConfig, PATIENCE,
 };
 use serde_json::Value;
 
@@ -145,8 +146,7 @@ fn ten_thousand_events_produced_while_nats_is_down_all_arrive() -> Result<()> {
     require_root();
     let mut server = NatsServer::start()?;
     let spool = tempfile::tempdir()?;
-    let dir = shared_dir()?;
-    let root = dir.path().canonicalize()?;
+    let (_dir, root) = shared_root()?;
     let file = root.join("burst");
     std::fs::write(&file, "b")?;
     let mut sensor = Sensor::start(
@@ -161,15 +161,7 @@ fn ten_thousand_events_produced_while_nats_is_down_all_arrive() -> Result<()> {
 
     server.stop();
     const OPENS: u64 = 10_000;
-    let (code, _) = open_as_nobody(
-        OPENER,
-        &[
-            OsStr::new("repeat"),
-            OsStr::new(&OPENS.to_string()),
-            file.as_os_str(),
-        ],
-    )?;
-    assert_eq!(code, 0);
+    open_repeatedly_as_nobody(OPENER, OPENS, &file)?;
     sensor.wait_for_log("cannot deliver")?;
     server.restart()?;
 

@@ -85,33 +85,23 @@ pub fn open(options: &Options, report: &mut Report) -> Result<()> {
     .filter(|s| *s != Setup::Auditd || auditd.is_ok())
     .collect();
 
-    let mut results: Vec<(Setup, Vec<Round>)> = setups.iter().map(|s| (*s, Vec::new())).collect();
-    for round in 0..options.rounds {
-        for (setup, rounds) in &mut results {
-            eprintln!(
-                "xtask: bench open: round {} of {}: {}",
-                round + 1,
-                options.rounds,
-                setup.label()
-            );
-            let measured = match setup {
-                Setup::Baseline => loop_only(&file, options.seconds, 1)?,
-                Setup::CustosEveryOpen => with_custos(
-                    &custos,
-                    workdir.path(),
-                    &file,
-                    options.seconds,
-                    1,
-                    "[file]\ndedup_window_ms = 0\n",
-                )?,
-                Setup::CustosDefault => {
-                    with_custos(&custos, workdir.path(), &file, options.seconds, 1, "")?
-                }
-                Setup::Auditd => with_auditd(&file, options.seconds)?,
-            };
-            rounds.push(measured);
-        }
-    }
+    let results = interleaved("open", &setups, options.rounds, Setup::label, |setup| {
+        Ok(match setup {
+            Setup::Baseline => loop_only(&file, options.seconds, 1)?,
+            Setup::CustosEveryOpen => with_custos(
+                &custos,
+                workdir.path(),
+                &file,
+                options.seconds,
+                1,
+                "[file]\ndedup_window_ms = 0\n",
+            )?,
+            Setup::CustosDefault => {
+                with_custos(&custos, workdir.path(), &file, options.seconds, 1, "")?
+            }
+            Setup::Auditd => with_auditd(&file, options.seconds)?,
+        })
+    })?;
     print_table(report, &results);
 
     eprintln!("xtask: bench open: throughput, two open loops at once, every open captured");
@@ -452,18 +442,23 @@ pub fn ensure_auditd() -> Result<()> {
     Ok(())
 }
 
-fn with_auditd(file: &Path, seconds: u64) -> Result<Round> {
-    const KEY: &str = "custos-bench";
-    sh(Command::new("auditctl").args([
+/// Has auditd record every call of `syscalls` (comma-separated), under `key`.
+pub(crate) fn audit_syscalls(syscalls: &str, key: &str) -> Result<()> {
+    let rule = [
         "-a",
         "always,exit",
         "-F",
         "arch=b64",
         "-S",
-        "open,openat,openat2,creat",
+        syscalls,
         "-k",
-        KEY,
-    ]))?;
+        key,
+    ];
+    sh(Command::new("auditctl").args(rule))
+}
+
+fn with_auditd(file: &Path, seconds: u64) -> Result<Round> {
+    audit_syscalls("open,openat,openat2,creat", "custos-bench")?;
     let measured = loop_only(file, seconds, 1);
     sh(Command::new("auditctl").arg("-D"))?;
     measured
@@ -641,4 +636,27 @@ pub fn numbers<T: std::str::FromStr>(text: &str) -> Vec<T> {
     text.split_whitespace()
         .filter_map(|field| field.parse().ok())
         .collect()
+}
+
+/// Runs `rounds` rounds of every setup, interleaved so that drift on the machine hits all of
+/// them alike; `what` names the benchmark in the progress lines.
+pub(crate) fn interleaved<S: Copy, R>(
+    what: &str,
+    setups: &[S],
+    rounds: usize,
+    label: impl Fn(S) -> &'static str,
+    mut measure: impl FnMut(S) -> Result<R>,
+) -> Result<Vec<(S, Vec<R>)>> {
+    let mut results: Vec<(S, Vec<R>)> = setups.iter().map(|s| (*s, Vec::new())).collect();
+    for round in 0..rounds {
+        for (setup, measured) in &mut results {
+            eprintln!(
+                "xtask: bench {what}: round {} of {rounds}: {}",
+                round + 1,
+                label(*setup)
+            );
+            measured.push(measure(*setup)?);
+        }
+    }
+    Ok(results)
 }

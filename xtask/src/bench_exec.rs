@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 
 use crate::{
-    bench::{ensure_auditd, process_cpu, spread, BenchDaemon},
+    bench::{audit_syscalls, ensure_auditd, interleaved, process_cpu, spread, BenchDaemon},
     report::Report,
     shell::{run as sh, target_dir},
 };
@@ -94,25 +94,14 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
         options.seconds, options.rounds
     ));
     for &rate in &options.rates {
-        let mut results: Vec<(Setup, Vec<Round>)> =
-            setups.iter().map(|s| (*s, Vec::new())).collect();
-        for round in 0..options.rounds {
-            for (setup, rounds) in &mut results {
-                eprintln!(
-                    "xtask: bench exec: {rate}/s, round {} of {}: {}",
-                    round + 1,
-                    options.rounds,
-                    setup.label()
-                );
-                rounds.push(match setup {
-                    Setup::Baseline => storm(&marker, rate, options.seconds)?,
-                    Setup::Custos => {
-                        with_custos(&custos, work.path(), &marker, rate, options.seconds)?
-                    }
-                    Setup::Auditd => with_auditd(&marker, rate, options.seconds)?,
-                });
-            }
-        }
+        let what = format!("exec: {rate}/s,");
+        let results = interleaved(&what, &setups, options.rounds, Setup::label, |setup| {
+            Ok(match setup {
+                Setup::Baseline => storm(&marker, rate, options.seconds)?,
+                Setup::Custos => with_custos(&custos, work.path(), &marker, rate, options.seconds)?,
+                Setup::Auditd => with_auditd(&marker, rate, options.seconds)?,
+            })
+        })?;
         table(report, rate, &results);
     }
     Ok(())
@@ -297,16 +286,7 @@ fn with_auditd(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
     let (log_start, log_inode) = std::fs::metadata(log).map_or((0, 0), |m| (m.len(), m.ino()));
     let pids = audit_pids()?;
     let cpu = |pids: &[u32]| -> Duration { pids.iter().filter_map(|p| process_cpu(*p).ok()).sum() };
-    sh(Command::new("auditctl").args([
-        "-a",
-        "always,exit",
-        "-F",
-        "arch=b64",
-        "-S",
-        "execve",
-        "-k",
-        KEY,
-    ]))?;
+    audit_syscalls("execve", KEY)?;
     let before = cpu(&pids);
     let mut round = storm(marker, rate, seconds)?;
     // auditd writes asynchronously: wait until its log stops growing.
@@ -358,20 +338,15 @@ fn read_from(path: &Path, offset: u64) -> Result<String> {
 
 /// auditd and the kernel's kauditd thread.
 fn audit_pids() -> Result<Vec<u32>> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if matches!(comm.trim(), "auditd" | "kauditd") {
-            pids.push(pid);
-        }
-    }
+    let pids: Vec<u32> = procfs::process::all_processes()?
+        .flatten()
+        .filter(|process| {
+            process
+                .stat()
+                .is_ok_and(|stat| matches!(stat.comm.as_str(), "auditd" | "kauditd"))
+        })
+        .map(|process| process.pid as u32)
+        .collect();
     if pids.is_empty() {
         bail!("auditd is not running");
     }

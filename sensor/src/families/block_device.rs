@@ -1,11 +1,11 @@
 //! The block-device family: disks and loop devices appearing, changing and going away, and
 //! who did it.
 use custos_proto::v1::{event::Body, BlockDevice, BlockDeviceChange, DeviceAction, Event};
-use sensor_common::{block_device_op, kind, BlockDeviceRecord, BLOCK_DEVICE_FIXED_SIZE};
+use sensor_common::{block_device_op, BlockDeviceRecord};
 
 use super::Enricher;
 use crate::{
-    decode::{c_str, fixed, piece, DecodeError},
+    decode::{c_str, with_blob, DecodeError},
     devices::kernel_dev,
     identity::NameSource,
     privacy::pseudonym::Pseudonymizer,
@@ -23,12 +23,9 @@ pub struct Device {
 }
 
 pub(crate) fn decode_device(bytes: &[u8]) -> Result<Device, DecodeError> {
-    let fixed: BlockDeviceRecord = fixed(bytes, kind::BLOCK_DEVICE)?;
-    let blob = &bytes[BLOCK_DEVICE_FIXED_SIZE..];
-    Ok(Device {
-        backing: piece(blob, fixed.backing, kind::BLOCK_DEVICE)?,
-        fixed,
-    })
+    let (fixed, blob) = with_blob::<BlockDeviceRecord>(bytes)?;
+    let backing = blob.piece(fixed.backing)?;
+    Ok(Device { fixed, backing })
 }
 
 impl<S: NameSource> Enricher<S> {

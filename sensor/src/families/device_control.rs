@@ -101,7 +101,7 @@ impl<S: NameSource> Enricher<S> {
             enforced: true,
             error: String::new(),
             decided_for_uid: task.uid,
-            decided_for_user: self.names.user(task.uid).unwrap_or_default(),
+            decided_for_user: self.user_name(task.uid),
             blocked_operation: operation.to_owned(),
         });
         Some(self.envelope(fixed.header.ktime_ns, task, &exec_id, process, body))

@@ -2,11 +2,11 @@
 use std::sync::Arc;
 
 use custos_proto::v1::{event::Body, Event, FileAccess, FileOpen as FileOpenEvent};
-use sensor_common::{file_flags, kind, open_syscall, FileOpenRecord, FILE_FIXED_SIZE};
+use sensor_common::{file_flags, open_syscall, FileOpenRecord};
 
 use super::{errno_name, Enricher};
 use crate::{
-    decode::{fixed, piece, DecodeError},
+    decode::{with_blob, DecodeError},
     identity::NameSource,
     privacy::pseudonym::Pseudonymizer,
     text,
@@ -21,13 +21,9 @@ pub struct FileOpen {
 }
 
 pub(crate) fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
-    let fixed: FileOpenRecord = fixed(bytes, kind::FILE_OPEN)?;
-    let blob = &bytes[FILE_FIXED_SIZE..];
-    Ok(FileOpen {
-        path: piece(blob, fixed.path, kind::FILE_OPEN)?,
-        dir: piece(blob, fixed.dir, kind::FILE_OPEN)?,
-        fixed,
-    })
+    let (fixed, blob) = with_blob::<FileOpenRecord>(bytes)?;
+    let (path, dir) = (blob.piece(fixed.path)?, blob.piece(fixed.dir)?);
+    Ok(FileOpen { fixed, path, dir })
 }
 
 impl<S: NameSource> Enricher<S> {

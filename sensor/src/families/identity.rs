@@ -49,6 +49,16 @@ impl IdentityKey {
 }
 
 impl<S: NameSource> Enricher<S> {
+    /// The name of user `uid`, empty when it has none.
+    pub(super) fn user_name(&mut self, uid: u32) -> String {
+        self.names.user(uid).unwrap_or_default()
+    }
+
+    /// The name of group `gid`, empty when it has none.
+    pub(super) fn group_name(&mut self, gid: u32) -> String {
+        self.names.group(gid).unwrap_or_default()
+    }
+
     /// The identity of `task`, built once per distinct set of ids and reused while fresh.
     pub(super) fn identity(&mut self, task: &TaskInfo) -> Identity {
         let key = IdentityKey::of(task);
@@ -93,7 +103,7 @@ impl<S: NameSource> Enricher<S> {
             .iter()
             .map(|&gid| Group {
                 gid,
-                name: self.names.group(gid).unwrap_or_default(),
+                name: self.group_name(gid),
             })
             .collect();
         let audit = task.flags & task_flags::NO_AUDIT == 0;
@@ -108,11 +118,11 @@ impl<S: NameSource> Enricher<S> {
             uid: task.uid,
             user: user.unwrap_or_default(),
             gid: task.gid,
-            group: self.names.group(task.gid).unwrap_or_default(),
+            group: self.group_name(task.gid),
             euid: task.euid,
-            euser: self.names.user(task.euid).unwrap_or_default(),
+            euser: self.user_name(task.euid),
             egid: task.egid,
-            egroup: self.names.group(task.egid).unwrap_or_default(),
+            egroup: self.group_name(task.egid),
             groups,
             groups_truncated: task.flags & task_flags::GROUPS_TRUNCATED != 0,
             login_uid,
@@ -130,9 +140,9 @@ impl<S: NameSource> Enricher<S> {
     pub(super) fn hop_view(&mut self, hop: &Hop) -> PrivilegeHop {
         PrivilegeHop {
             from_uid: hop.from_uid,
-            from_user: self.names.user(hop.from_uid).unwrap_or_default(),
+            from_user: self.user_name(hop.from_uid),
             to_uid: hop.to_uid,
-            to_user: self.names.user(hop.to_uid).unwrap_or_default(),
+            to_user: self.user_name(hop.to_uid),
             how: hop.how.to_owned(),
             program: hop.program.clone(),
             exec_id: hop.exec_id.clone(),

@@ -211,10 +211,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     }
     match header.kind {
         kind::EXEC => decode_exec(bytes).map(Record::Exec),
-        kind::EXIT => fixed(bytes, header.kind).map(Record::Exit),
-        kind::FORK => fixed(bytes, header.kind).map(Record::Fork),
+        kind::EXIT => fixed(bytes).map(Record::Exit),
+        kind::FORK => fixed(bytes).map(Record::Fork),
         kind::FILE_OPEN => decode_file_open(bytes).map(Record::FileOpen),
-        kind::PRIVILEGE_CHANGE => fixed(bytes, header.kind).map(Record::PrivilegeChange),
+        kind::PRIVILEGE_CHANGE => fixed(bytes).map(Record::PrivilegeChange),
         kind::BLOCK_DEVICE => decode_device(bytes).map(Record::BlockDevice),
         kind::MOUNT => decode_mount(bytes).map(Record::Mount),
         other => Err(DecodeError::UnknownKind(other)),

@@ -2,11 +2,11 @@
 use std::path::Path;
 
 use custos_proto::v1::{event::Body, Event, Mount as MountEvent, MountOperation};
-use sensor_common::{kind, syscalls, MountRecord, MOUNT_FIXED_SIZE};
+use sensor_common::{syscalls, MountRecord};
 
 use super::{errno_name, Enricher};
 use crate::{
-    decode::{fixed, piece, DecodeError},
+    decode::{with_blob, DecodeError},
     identity::NameSource,
     privacy::pseudonym::Pseudonymizer,
     text,
@@ -22,13 +22,15 @@ pub struct Mount {
 }
 
 pub(crate) fn decode_mount(bytes: &[u8]) -> Result<Mount, DecodeError> {
-    let fixed: MountRecord = fixed(bytes, kind::MOUNT)?;
-    let blob = &bytes[MOUNT_FIXED_SIZE..];
+    let (fixed, blob) = with_blob::<MountRecord>(bytes)?;
+    let source = blob.piece(fixed.source)?;
+    let target = blob.piece(fixed.target)?;
+    let fstype = blob.piece(fixed.fstype)?;
     Ok(Mount {
-        source: piece(blob, fixed.source, kind::MOUNT)?,
-        target: piece(blob, fixed.target, kind::MOUNT)?,
-        fstype: piece(blob, fixed.fstype, kind::MOUNT)?,
         fixed,
+        source,
+        target,
+        fstype,
     })
 }
 

@@ -3,14 +3,12 @@
 use std::sync::Arc;
 
 use custos_proto::v1::{event::Body, Event, Process, ProcessExec, ProcessExit, SessionEnd};
-use sensor_common::{
-    exec_flags, kind, ExecRecord, ExitRecord, ForkRecord, RecordHeader, TaskInfo, EXEC_FIXED_SIZE,
-};
+use sensor_common::{exec_flags, ExecRecord, ExitRecord, ForkRecord, RecordHeader, TaskInfo};
 
 use super::{login_uid_of, Enricher};
 use crate::{
     credentials::Credentials,
-    decode::{fixed, piece, split_argv, DecodeError},
+    decode::{split_argv, with_blob, DecodeError},
     identity::NameSource,
     privilege_chain::Actor,
     process_table::Image,
@@ -31,15 +29,14 @@ pub struct Exec {
 }
 
 pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
-    let record: ExecRecord = fixed(bytes, kind::EXEC)?;
-    let blob = &bytes[EXEC_FIXED_SIZE..];
+    let (record, blob) = with_blob::<ExecRecord>(bytes)?;
     Ok(Exec {
         header: record.header,
         task: record.task,
         flags: record.flags,
-        path: piece(blob, record.path, kind::EXEC)?,
-        argv: piece(blob, record.argv, kind::EXEC)?,
-        cwd: piece(blob, record.cwd, kind::EXEC)?,
+        path: blob.piece(record.path)?,
+        argv: blob.piece(record.argv)?,
+        cwd: blob.piece(record.cwd)?,
         cap_effective: record.cap_effective,
         cap_permitted: record.cap_permitted,
     })

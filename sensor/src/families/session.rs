@@ -120,7 +120,7 @@ impl<S: NameSource> Enricher<S> {
             id: session.id,
             kind: facts.kind as i32,
             login_uid: session.login_uid,
-            login_user: self.names.user(session.login_uid).unwrap_or_default(),
+            login_user: self.user_name(session.login_uid),
             remote_address: facts.remote_address.clone(),
             remote_port: facts.remote_port,
             tty: facts.tty.clone(),

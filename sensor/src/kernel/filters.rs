@@ -301,34 +301,25 @@ mod tests {
 
     #[test]
     fn unknown_users_missing_files_and_contradictions_are_refused() {
-        let root = Path::new("/");
+        let refusal = |sensor: &FileSensor| {
+            let err = resolve(sensor, true, false, &[], FileEvents::All, Path::new("/"));
+            format!("{:#}", err.unwrap_err())
+        };
         let no_user = FileSensor {
             exclude_users: vec!["no-such-user-custos".into()],
             ..FileSensor::default()
         };
-        assert!(format!(
-            "{:#}",
-            resolve(&no_user, true, false, &[], FileEvents::All, root).unwrap_err()
-        )
-        .contains("no such user"));
+        assert!(refusal(&no_user).contains("no such user"));
         let no_exe = FileSensor {
             include_executables: vec!["/nonexistent/bin".into()],
             ..FileSensor::default()
         };
-        assert!(format!(
-            "{:#}",
-            resolve(&no_exe, true, false, &[], FileEvents::All, root).unwrap_err()
-        )
-        .contains("/nonexistent/bin"));
+        assert!(refusal(&no_exe).contains("/nonexistent/bin"));
         let both = FileSensor {
             include_paths: vec!["/tmp/".into()],
             exclude_paths: vec!["/tmp/".into()],
             ..FileSensor::default()
         };
-        assert!(format!(
-            "{:#}",
-            resolve(&both, true, false, &[], FileEvents::All, root).unwrap_err()
-        )
-        .contains("both"));
+        assert!(refusal(&both).contains("both"));
     }
 }

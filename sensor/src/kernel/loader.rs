@@ -246,35 +246,21 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, program: Program) -> Result<()> {
             .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
         Ok(program.try_into()?)
     }
+    // Loads and attaches a BTF-typed program (LSM, fentry/fexit, tp_btf) on `target`.
+    macro_rules! btf_typed {
+        ($type:ty, $kind:literal, $name:expr, $target:expr) => {{
+            let p: &mut $type = get(ebpf, $name)?;
+            p.load($target, btf)
+                .with_context(|| format!("loading {}/{}", $kind, $target))?;
+            p.attach()
+                .with_context(|| format!("attaching {}/{}", $kind, $target))?;
+        }};
+    }
     match program {
-        Program::Lsm(name, hook) => {
-            let p: &mut Lsm = get(ebpf, name)?;
-            p.load(hook, btf)
-                .with_context(|| format!("loading lsm/{hook}"))?;
-            p.attach()
-                .with_context(|| format!("attaching lsm/{hook}"))?;
-        }
-        Program::Fentry(name, function) => {
-            let p: &mut FEntry = get(ebpf, name)?;
-            p.load(function, btf)
-                .with_context(|| format!("loading fentry/{function}"))?;
-            p.attach()
-                .with_context(|| format!("attaching fentry/{function}"))?;
-        }
-        Program::Fexit(name, function) => {
-            let p: &mut FExit = get(ebpf, name)?;
-            p.load(function, btf)
-                .with_context(|| format!("loading fexit/{function}"))?;
-            p.attach()
-                .with_context(|| format!("attaching fexit/{function}"))?;
-        }
-        Program::TpBtf(name, hook) => {
-            let p: &mut BtfTracePoint = get(ebpf, name)?;
-            p.load(hook, btf)
-                .with_context(|| format!("loading tp_btf/{hook}"))?;
-            p.attach()
-                .with_context(|| format!("attaching tp_btf/{hook}"))?;
-        }
+        Program::Lsm(name, hook) => btf_typed!(Lsm, "lsm", name, hook),
+        Program::Fentry(name, function) => btf_typed!(FEntry, "fentry", name, function),
+        Program::Fexit(name, function) => btf_typed!(FExit, "fexit", name, function),
+        Program::TpBtf(name, hook) => btf_typed!(BtfTracePoint, "tp_btf", name, hook),
         Program::SyscallTracepoints(name, syscalls) => {
             mounts::ensure_tracefs()?;
             let p: &mut TracePoint = get(ebpf, name)?;

@@ -313,6 +313,7 @@ fn open_one(
     let labels = SinkLabels { sink: name.clone() };
     let written = metrics.sink_events.get_or_create(&labels).clone();
     let errors = metrics.sink_errors.get_or_create(&labels).clone();
+    let (site, counters) = ((spool, stop, senders), (written.clone(), errors));
     Ok(match config {
         SinkConfig::Stdout { format } => Output::Local {
             name,
@@ -355,30 +356,12 @@ fn open_one(
                 _ => tcp::Framing::Delimited,
             };
             let transport = tcp::TcpTransport::new(name.clone(), address.clone(), tls, framing);
-            let target = address.clone();
-            spooled(
-                name,
-                target,
-                spool,
-                stop,
-                senders,
-                (written, errors),
-                transport,
-            )?
+            spooled(name, address.clone(), site, counters, transport)?
         }
         SinkConfig::Nats(nats) => {
             let transport =
                 nats::NatsTransport::new(nats.clone(), nats::subject_token(&host_name()));
-            let target = nats.url.clone();
-            spooled(
-                name,
-                target,
-                spool,
-                stop,
-                senders,
-                (written, errors),
-                transport,
-            )?
+            spooled(name, nats.url.clone(), site, counters, transport)?
         }
     })
 }
@@ -389,18 +372,23 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
+/// Where network sinks' delivery threads live: the spool settings, the stop flag they watch
+/// and the list of their threads.
+type DeliverySite<'a> = (
+    &'a SpoolConfig,
+    &'a Arc<AtomicBool>,
+    &'a mut Vec<JoinHandle<()>>,
+);
+
 /// A network sink: its spool, and a delivery thread draining it into `transport`.
 /// `counters` are the sink's (events written, delivery errors).
 fn spooled(
     name: String,
     target: String,
-    spool: &SpoolConfig,
-    stop: &Arc<AtomicBool>,
-    senders: &mut Vec<JoinHandle<()>>,
-    counters: (Counter, Counter),
+    (spool, stop, senders): DeliverySite<'_>,
+    (written, errors): (Counter, Counter),
     transport: impl deliver::Transport,
 ) -> Result<Output> {
-    let (written, errors) = counters;
     let spool = Arc::new(Spool::open(&spool.dir.join(&name), spool.max_bytes)?);
     let delivery = deliver::Delivery {
         name: name.clone(),
