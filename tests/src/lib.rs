@@ -361,6 +361,15 @@ pub fn shared_root() -> Result<(tempfile::TempDir, PathBuf)> {
     Ok((dir, root))
 }
 
+/// A [`shared_root`] holding the file `name` with `contents`: the directory, its path and the
+/// file's path.
+pub fn shared_file(name: &str, contents: &str) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let (dir, root) = shared_root()?;
+    let file = root.join(name);
+    std::fs::write(&file, contents)?;
+    Ok((dir, root, file))
+}
+
 /// Creates directories `names` under `root`, each holding a file `f` with its name as content.
 pub fn dirs_with_a_file(root: &Path, names: &[&str]) -> Result<()> {
     for name in names {

@@ -242,6 +242,21 @@ fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
     Ok(())
 }
 
+/// The decision of a device-control event: `action` by the first rule, named `rule`, enforced
+/// by `method`.
+fn enforced<'a>(control: &'a Value, action: &str, rule: &str, method: &str) -> &'a Value {
+    let decision = &control["deviceControl"];
+    let action = format!("DEVICE_CONTROL_ACTION_{action}");
+    assert_eq!(decision["action"], action.as_str());
+    assert_eq!(
+        decision["rule"],
+        format!("devices.rules[0] ({rule})").as_str()
+    );
+    assert_eq!(decision["method"], method);
+    assert_eq!(decision["enforced"], true, "{decision}");
+    decision
+}
+
 /// A read-only rule for loop devices: right after the media arrives the sensor sets the device
 /// read-only and says so; the filesystem then mounts read-only and a write fails with EROFS.
 #[test]
@@ -249,11 +264,7 @@ fn a_read_only_rule_makes_writes_on_a_new_device_fail_with_erofs() -> Result<()>
     require_root();
     let (mut sensor, device, control) = attach_under_rule("loop-read-only", "read_only")?;
     let name = device.name();
-    let decision = &control["deviceControl"];
-    assert_eq!(decision["action"], "DEVICE_CONTROL_ACTION_READ_ONLY");
-    assert_eq!(decision["rule"], "devices.rules[0] (loop-read-only)");
-    assert_eq!(decision["method"], "BLKROSET");
-    assert_eq!(decision["enforced"], true, "{decision}");
+    let decision = enforced(&control, "READ_ONLY", "loop-read-only", "BLKROSET");
     assert_eq!(decision["device"]["readOnly"], true);
     assert_eq!(
         std::fs::read_to_string(format!("/sys/block/{name}/ro"))?.trim(),
@@ -277,11 +288,7 @@ fn a_deny_rule_detaches_a_loop_devices_media() -> Result<()> {
     require_root();
     let (mut sensor, device, control) = attach_under_rule("no-images", "deny")?;
     let name = device.name();
-    let decision = &control["deviceControl"];
-    assert_eq!(decision["action"], "DEVICE_CONTROL_ACTION_DENY");
-    assert_eq!(decision["rule"], "devices.rules[0] (no-images)");
-    assert_eq!(decision["method"], "loop-detach");
-    assert_eq!(decision["enforced"], true, "{decision}");
+    enforced(&control, "DENY", "no-images", "loop-detach");
     let backing = format!("/sys/block/{name}/loop/backing_file");
     assert!(
         !std::path::Path::new(&backing).exists(),

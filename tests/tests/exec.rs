@@ -17,15 +17,13 @@ const LOGIN_USER: &str = "custos-login";
 #[test]
 fn exec_as_nobody_carries_the_login_user_session_and_parent() -> Result<()> {
     let sensor = exec_identity_scenario(TestConfig::new())?;
-    assert!(
-        sensor
-            .log
-            .iter()
-            .any(|l| l.contains("sched_process_exec=tp_btf")
-                && l.contains("sched_process_exit=tp_btf")
-                && l.contains("sched_process_fork=tp_btf")),
-        "hook paths not logged as tp_btf: {:?}",
-        sensor.log
+    assert_hook_paths(
+        &sensor,
+        &[
+            "sched_process_exec=tp_btf",
+            "sched_process_exit=tp_btf",
+            "sched_process_fork=tp_btf",
+        ],
     );
     Ok(())
 }
@@ -34,17 +32,27 @@ fn exec_as_nobody_carries_the_login_user_session_and_parent() -> Result<()> {
 #[test]
 fn classic_tracepoint_path_reports_the_same_exec_and_identity() -> Result<()> {
     let sensor = exec_identity_scenario(TestConfig::new().attach("tracepoint"))?;
+    assert_hook_paths(
+        &sensor,
+        &[
+            "sched_process_exec=tracepoint",
+            "sched_process_exit=tracepoint",
+            "sched_process_fork=unavailable",
+        ],
+    );
+    Ok(())
+}
+
+/// One line of the daemon's log (its "sensor ready" line) names every hook path in `expected`.
+fn assert_hook_paths(sensor: &Sensor, expected: &[&str]) {
     assert!(
         sensor
             .log
             .iter()
-            .any(|l| l.contains("sched_process_exec=tracepoint")
-                && l.contains("sched_process_exit=tracepoint")
-                && l.contains("sched_process_fork=unavailable")),
-        "hook paths not logged as tracepoint: {:?}",
+            .any(|line| expected.iter().all(|path| line.contains(path))),
+        "hook paths {expected:?} not logged: {:?}",
         sensor.log
     );
-    Ok(())
 }
 
 fn exec_identity_scenario(config: TestConfig) -> Result<Sensor> {

@@ -13,7 +13,7 @@ use anyhow::Result;
 use base64::Engine as _;
 use custos_tests::{
     dirs_with_a_file, of_kind, open_as_nobody, open_repeatedly_as_nobody, opens_of, require_root,
-    shared_root, Sensor, TestConfig,
+    shared_file, shared_root, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -139,9 +139,7 @@ fn opens_resolve_to_absolute_paths_with_access_and_identity() -> Result<()> {
 #[test]
 fn a_denied_open_is_reported_with_eacces_whatever_the_filters() -> Result<()> {
     require_root();
-    let (_dir, root) = shared_root()?;
-    let secret = root.join("secret");
-    std::fs::write(&secret, "s")?;
+    let (_dir, root, secret) = shared_file("secret", "s")?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
     // Excluded and deduplicated: neither may hide a denied attempt.
     let mut sensor = Sensor::start(
@@ -275,9 +273,7 @@ fn summaries_for(events: &[Value], path: &str, pid: u32) -> u64 {
 #[test]
 fn a_thousand_identical_opens_give_one_event_and_a_count_of_the_rest() -> Result<()> {
     require_root();
-    let (_dir, root) = shared_root()?;
-    let file = root.join("hot");
-    std::fs::write(&file, "h")?;
+    let (_dir, root, file) = shared_file("hot", "h")?;
     let mut sensor = Sensor::start(
         &TestConfig::new()
             .include_paths(&[&root])
@@ -305,9 +301,7 @@ fn a_thousand_identical_opens_give_one_event_and_a_count_of_the_rest() -> Result
 #[test]
 fn without_dedup_every_open_is_reported_and_none_is_lost() -> Result<()> {
     require_root();
-    let (_dir, root) = shared_root()?;
-    let file = root.join("every");
-    std::fs::write(&file, "e")?;
+    let (_dir, root, file) = shared_file("every", "e")?;
     let mut sensor = Sensor::start(&only(&root))?;
     let pid = open_repeatedly_as_nobody(OPENER, 1000, &file)?;
     let events = wait_for_exit(&sensor, pid)?;
@@ -379,9 +373,7 @@ fn the_every_syscall_tp_btf_fallback_reports_opens_too() -> Result<()> {
 /// open through it is reported.
 fn fallback_reports_opens(attach: &str, expected: &str) -> Result<()> {
     require_root();
-    let (_dir, root) = shared_root()?;
-    let file = root.join("fallback");
-    std::fs::write(&file, "r")?;
+    let (_dir, root, file) = shared_file("fallback", "r")?;
     let mut sensor = Sensor::start(&only(&root).attach(attach))?;
     assert!(
         sensor.log.iter().any(|l| l.contains(expected)),
@@ -398,9 +390,7 @@ fn fallback_reports_opens(attach: &str, expected: &str) -> Result<()> {
 #[test]
 fn io_uring_opens_are_reported_like_syscalls() -> Result<()> {
     require_root();
-    let (_dir, root) = shared_root()?;
-    let file = root.join("ring");
-    std::fs::write(&file, "r")?;
+    let (_dir, root, file) = shared_file("ring", "r")?;
     let secret = root.join("ring-secret");
     std::fs::write(&secret, "s")?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 use custos_tests::{
-    of_kind, open_repeatedly_as_nobody, require_root, shared_root, Entry, Marker, Sensor,
+    of_kind, open_repeatedly_as_nobody, require_root, shared_file, Entry, Marker, Sensor,
     TestConfig, PATIENCE,
 };
 use serde_json::Value;
@@ -184,10 +184,7 @@ fn a_python_protobuf_consumer_decodes_the_tcp_stream() -> Result<()> {
 fn events_spooled_during_an_outage_survive_kill_9_and_arrive_after_restart() -> Result<()> {
     require_root();
     // A port nobody listens on yet.
-    let address = {
-        let probe = TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.to_string()
-    };
+    let address = format!("127.0.0.1:{}", custos_tests::free_port()?);
     let spool = tempfile::tempdir()?;
     let marker = Marker::new("/bin/true")?;
     let config = tcp_sink(spool.path(), &address);
@@ -274,14 +271,9 @@ fn events_spooled_during_an_outage_survive_kill_9_and_arrive_after_restart() -> 
 #[test]
 fn a_full_spool_drops_the_oldest_and_reports_exactly_how_many() -> Result<()> {
     require_root();
-    let address = {
-        let probe = TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.to_string()
-    };
+    let address = format!("127.0.0.1:{}", custos_tests::free_port()?);
     let spool = tempfile::tempdir()?;
-    let (_dir, root) = shared_root()?;
-    let file = root.join("flood");
-    std::fs::write(&file, "f")?;
+    let (_dir, root, file) = shared_file("flood", "f")?;
     // Only the opener's opens, so the count is exact.
     let mut sensor = Sensor::start(
         &TestConfig::new()

@@ -342,10 +342,7 @@ fn an_interactive_ssh_login_has_its_terminal_and_client() -> Result<()> {
 /// `SSH_CLIENT` by hand is not an SSH session from that address.
 #[test]
 fn a_local_login_claiming_an_ssh_client_is_not_ssh() -> Result<()> {
-    require_root();
-    let ann = ensure_login_user(ANN)?;
-    let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let (ann, marker, mut sensor) = ann_with_a_marker()?;
     let claim = format!(
         "export SSH_CONNECTION='192.0.2.7 50522 127.0.0.1 22' SSH_CLIENT='192.0.2.7 50522 22'; \
          {} local; sleep 0.2",
@@ -372,10 +369,7 @@ fn a_local_login_claiming_an_ssh_client_is_not_ssh() -> Result<()> {
 /// A job that Debian's cron runs for ann is a cron session with ann as its login user.
 #[test]
 fn a_cron_job_is_a_cron_session_of_the_crontabs_owner() -> Result<()> {
-    require_root();
-    let ann = ensure_login_user(ANN)?;
-    let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let (ann, marker, mut sensor) = ann_with_a_marker()?;
     let _job = CronJob::install(ANN, &format!("* * * * * {} cron-job", marker.path_str()))?;
     // cron runs jobs at the start of a minute, once it has read the new crontab.
     let exec = sensor.wait_for_within(Duration::from_secs(150), "the cron job", |events| {
@@ -426,4 +420,15 @@ fn a_refused_setuid_is_reported() -> Result<()> {
     assert_eq!(change["escalation"], false);
     assert_eq!(change["after"]["euser"], "nobody", "nothing changed");
     sensor.stop()
+}
+
+/// ann's uid, a marker program and a sensor on the default settings.
+fn ann_with_a_marker() -> Result<(u32, Marker, Sensor)> {
+    require_root();
+    let ann = ensure_login_user(ANN)?;
+    Ok((
+        ann,
+        Marker::new("/bin/true")?,
+        Sensor::start(&TestConfig::new())?,
+    ))
 }

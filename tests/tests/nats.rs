@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use custos_tests::{
-    open_as_nobody, open_repeatedly_as_nobody, require_root, shared_root, Entry, Marker, Sensor,
+    open_as_nobody, open_repeatedly_as_nobody, require_root, shared_file, Entry, Marker, Sensor,
     TestConfig, PATIENCE,
 };
 use serde_json::Value;
@@ -146,9 +146,7 @@ fn ten_thousand_events_produced_while_nats_is_down_all_arrive() -> Result<()> {
     require_root();
     let mut server = NatsServer::start()?;
     let spool = tempfile::tempdir()?;
-    let (_dir, root) = shared_root()?;
-    let file = root.join("burst");
-    std::fs::write(&file, "b")?;
+    let (_dir, root, file) = shared_file("burst", "b")?;
     let mut sensor = Sensor::start(
         &nats_sink(spool.path(), &server.url())
             .process_sensor(false)

@@ -40,6 +40,15 @@ fn alerts<'a>(events: &'a [Value], reason: &str, login_user: &str) -> Vec<&'a Va
         .collect()
 }
 
+/// Waits for the first alert for `reason` about `login_user`.
+fn wait_for_alert(sensor: &Sensor, what: &str, reason: &str, login_user: &str) -> Result<Value> {
+    sensor.wait_for(what, |events| {
+        alerts(events, reason, login_user)
+            .first()
+            .map(|e| (*e).clone())
+    })
+}
+
 /// The scenario: an engineer reading a finance file raises an alert naming the rule,
 /// a finance user reading it does not; a denied open on the set alerts; reading more distinct
 /// files than the threshold is bulk collection.
@@ -83,11 +92,12 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
         0,
         "Unix permissions allow it"
     );
-    let alert = sensor.wait_for("the engineer's alert", |events| {
-        alerts(events, "ALERT_REASON_ACCESS_OUTSIDE_ROLE", ENGINEER)
-            .first()
-            .map(|e| (*e).clone())
-    })?;
+    let alert = wait_for_alert(
+        &sensor,
+        "the engineer's alert",
+        "ALERT_REASON_ACCESS_OUTSIDE_ROLE",
+        ENGINEER,
+    )?;
     assert_eq!(alert["alert"]["ruleId"], "finance-data");
     assert_eq!(alert["alert"]["severity"], "ALERT_SEVERITY_HIGH");
     assert_eq!(alert["alert"]["paths"], serde_json::json!([q1]));
@@ -109,20 +119,22 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
         1,
         "0600 root file"
     );
-    let denied = sensor.wait_for("the denied attempt's alert", |events| {
-        alerts(events, "ALERT_REASON_DENIED_ATTEMPT", FINANCE)
-            .first()
-            .map(|e| (*e).clone())
-    })?;
+    let denied = wait_for_alert(
+        &sensor,
+        "the denied attempt's alert",
+        "ALERT_REASON_DENIED_ATTEMPT",
+        FINANCE,
+    )?;
     assert_eq!(denied["alert"]["paths"][0], payroll.to_str().unwrap());
     for name in ["q2.xlsx", "q3.xlsx", "q4.xlsx"] {
         open_as(FINANCE, &["read", finance.join(name).to_str().unwrap()])?;
     }
-    let bulk = sensor.wait_for("the bulk-collection alert", |events| {
-        alerts(events, "ALERT_REASON_BULK_COLLECTION", FINANCE)
-            .first()
-            .map(|e| (*e).clone())
-    })?;
+    let bulk = wait_for_alert(
+        &sensor,
+        "the bulk-collection alert",
+        "ALERT_REASON_BULK_COLLECTION",
+        FINANCE,
+    )?;
     assert_eq!(bulk["alert"]["paths"].as_array().unwrap().len(), 4);
     let events = sensor.events()?;
     assert!(

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
 mod validate;
 
@@ -39,73 +40,35 @@ pub struct Config {
 }
 
 /// Where people and their login sessions come from.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
     /// The organisation's identity map (TOML, or CSV when the name ends in .csv); re-read when
     /// it changes.
     pub map: Option<PathBuf>,
     /// The utmp file login sessions are looked up in.
-    #[serde(default = "default_utmp")]
+    #[default("/run/utmp".into())]
     pub utmp: PathBuf,
     /// systemd-logind's session state directory.
-    #[serde(default = "default_logind_sessions")]
+    #[default("/run/systemd/sessions".into())]
     pub logind_sessions: PathBuf,
 }
 
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        Self {
-            map: None,
-            utmp: default_utmp(),
-            logind_sessions: default_logind_sessions(),
-        }
-    }
-}
-
-fn default_utmp() -> PathBuf {
-    PathBuf::from("/run/utmp")
-}
-
-fn default_logind_sessions() -> PathBuf {
-    PathBuf::from("/run/systemd/sessions")
-}
-
 /// The Prometheus endpoint.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// host:port to serve GET /metrics on; empty turns it off.
-    #[serde(default = "default_metrics_listen")]
+    #[default("127.0.0.1:9464".into())]
     pub listen: String,
 }
 
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_metrics_listen(),
-        }
-    }
-}
-
-fn default_metrics_listen() -> String {
-    "127.0.0.1:9464".into()
-}
-
 /// The local socket `custos status` reads.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct StatusConfig {
-    #[serde(default = "default_status_socket")]
+    #[default(default_status_socket())]
     pub socket: PathBuf,
-}
-
-impl Default for StatusConfig {
-    fn default() -> Self {
-        Self {
-            socket: default_status_socket(),
-        }
-    }
 }
 
 pub fn default_status_socket() -> PathBuf {
@@ -113,32 +76,15 @@ pub fn default_status_socket() -> PathBuf {
 }
 
 /// The on-disk spool in front of every network sink.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct SpoolConfig {
     /// Each network sink spools under DIR/<sink name>.
-    #[serde(default = "default_spool_dir")]
+    #[default("/var/lib/custos/spool".into())]
     pub dir: PathBuf,
     /// Bound per sink; past it the oldest events are dropped and reported by a loss event.
-    #[serde(default = "default_spool_max_bytes")]
+    #[default(256 * 1024 * 1024)]
     pub max_bytes: u64,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        Self {
-            dir: default_spool_dir(),
-            max_bytes: default_spool_max_bytes(),
-        }
-    }
-}
-
-fn default_spool_dir() -> PathBuf {
-    "/var/lib/custos/spool".into()
-}
-
-fn default_spool_max_bytes() -> u64 {
-    256 * 1024 * 1024
 }
 
 /// TLS for a network sink. Without `ca_file` the system's CA store verifies the server.
@@ -152,25 +98,15 @@ pub struct TlsConfig {
     pub client_key: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct Sensors {
-    #[serde(default = "yes")]
+    #[default(true)]
     pub process: bool,
-    #[serde(default = "yes")]
+    #[default(true)]
     pub file: bool,
-    #[serde(default = "yes")]
+    #[default(true)]
     pub devices: bool,
-}
-
-impl Default for Sensors {
-    fn default() -> Self {
-        Self {
-            process: true,
-            file: true,
-            devices: true,
-        }
-    }
 }
 
 /// Least-privilege alert rules. Reloadable with SIGHUP.
@@ -240,32 +176,28 @@ pub enum AccessKind {
 }
 
 /// What is collected about people, and in which form.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct PrivacyConfig {
     /// Collect command-line arguments at all.
-    #[serde(default = "yes")]
+    #[default(true)]
     pub argv: bool,
     /// Which file events are collected: "all", "no_home" (nothing under /home/ except
     /// sensitive sets) or "sensitive_and_removable" (only the alert rules' sensitive sets and
     /// removable media). Applied in the kernel where it can be.
-    #[serde(default)]
     pub file_events: FileEvents,
     /// Replace secrets in arguments (passwords, tokens, keys) with "[REDACTED]".
-    #[serde(default = "yes")]
+    #[default(true)]
     pub redact_secrets: bool,
     /// More secret patterns (regular expressions); the first capture group, or the whole match
     /// without one, is redacted.
-    #[serde(default)]
     pub secret_patterns: Vec<String>,
     /// Replace user names, principals, display names and home-directory names with keyed
     /// pseudonyms (`custos reidentify` maps them back with the key).
-    #[serde(default)]
     pub pseudonymize: bool,
     /// The pseudonymisation key (`custos privacy-key FILE` makes one).
     pub key_file: Option<PathBuf>,
     /// Sinks that get less than the above (a sink's view can only take more away).
-    #[serde(default)]
     pub sink_views: Vec<SinkView>,
 }
 
@@ -282,20 +214,6 @@ pub struct SinkView {
     pub argv: bool,
 }
 
-impl Default for PrivacyConfig {
-    fn default() -> Self {
-        Self {
-            argv: true,
-            file_events: FileEvents::All,
-            redact_secrets: true,
-            secret_patterns: Vec::new(),
-            pseudonymize: false,
-            key_file: None,
-            sink_views: Vec::new(),
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FileEvents {
@@ -306,29 +224,15 @@ pub enum FileEvents {
 }
 
 /// The local live stream (`custos tail`) and who may read it with which view.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct TailConfig {
     /// The Unix socket; "" turns the stream off.
-    #[serde(default = "default_tail_socket")]
+    #[default("/run/custos/tail.sock".into())]
     pub socket: PathBuf,
     /// Groups whose members may read the stream, each with its view. Root always may, with
     /// real names.
-    #[serde(default)]
     pub groups: Vec<TailGroup>,
-}
-
-impl Default for TailConfig {
-    fn default() -> Self {
-        Self {
-            socket: default_tail_socket(),
-            groups: Vec::new(),
-        }
-    }
-}
-
-fn default_tail_socket() -> PathBuf {
-    PathBuf::from("/run/custos/tail.sock")
 }
 
 /// A group allowed to read the live stream, and what its members see.
@@ -354,28 +258,14 @@ pub enum NameView {
 }
 
 /// Block devices: what is watched, the write summaries, and device control.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct DevicesConfig {
     /// Seconds between per-identity, per-device write summaries; 0 turns them off.
-    #[serde(default = "default_summary_seconds")]
+    #[default(60)]
     pub summary_seconds: u64,
     /// Rules, first match wins; a device no rule matches is allowed (and reported).
-    #[serde(default)]
     pub rules: Vec<DeviceRule>,
-}
-
-impl Default for DevicesConfig {
-    fn default() -> Self {
-        Self {
-            summary_seconds: default_summary_seconds(),
-            rules: Vec::new(),
-        }
-    }
-}
-
-fn default_summary_seconds() -> u64 {
-    60
 }
 
 /// One device-control rule: which devices, for whom, and what to do.
@@ -407,67 +297,36 @@ pub enum DeviceAction {
 }
 
 /// File-open filtering and deduplication, applied in the kernel. Reloadable with SIGHUP.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct FileSensor {
     /// Report only opens that can modify the file (write access, O_CREAT, O_TRUNC, O_APPEND).
-    #[serde(default)]
     pub writes_only: bool,
     /// Byte prefixes of absolute paths. The longest matching rule decides; with any include,
     /// paths that match no rule are dropped.
-    #[serde(default)]
     pub include_paths: Vec<String>,
-    #[serde(default)]
     pub exclude_paths: Vec<String>,
     /// Byte prefixes where read-only opens are not reported (opens that can modify a file
     /// still are): by default the dynamic loader's cache, shared libraries and locale data
     /// that every process reads. Include and exclude rules for the same prefix take precedence.
-    #[serde(default = "default_exclude_read_paths")]
+    #[default(default_exclude_read_paths())]
     pub exclude_read_paths: Vec<String>,
     /// User names or numeric uids (the real uid of the opener).
-    #[serde(default)]
     pub include_users: Vec<String>,
-    #[serde(default)]
     pub exclude_users: Vec<String>,
     /// Process names (comm, at most 15 bytes).
-    #[serde(default)]
     pub include_comms: Vec<String>,
-    #[serde(default)]
     pub exclude_comms: Vec<String>,
     /// Executable files (matched by device and inode, so renames and links still match).
-    #[serde(default)]
     pub include_executables: Vec<PathBuf>,
-    #[serde(default)]
     pub exclude_executables: Vec<PathBuf>,
     /// cgroup v2 paths (`/system.slice/cron.service`); exact cgroups, not their children.
-    #[serde(default)]
     pub include_cgroups: Vec<String>,
-    #[serde(default)]
     pub exclude_cgroups: Vec<String>,
     /// Identical opens (same process, file and access) within this many milliseconds of the
     /// first are counted in the kernel and reported as one summary; 0 reports every open.
-    #[serde(default = "default_dedup_window_ms")]
+    #[default(5000)]
     pub dedup_window_ms: u64,
-}
-
-impl Default for FileSensor {
-    fn default() -> Self {
-        Self {
-            writes_only: false,
-            include_paths: Vec::new(),
-            exclude_paths: Vec::new(),
-            exclude_read_paths: default_exclude_read_paths(),
-            include_users: Vec::new(),
-            exclude_users: Vec::new(),
-            include_comms: Vec::new(),
-            exclude_comms: Vec::new(),
-            include_executables: Vec::new(),
-            exclude_executables: Vec::new(),
-            include_cgroups: Vec::new(),
-            exclude_cgroups: Vec::new(),
-            dedup_window_ms: default_dedup_window_ms(),
-        }
-    }
 }
 
 /// What every dynamically linked program reads at start: the loader's cache, shared
@@ -486,35 +345,16 @@ pub fn default_exclude_read_paths() -> Vec<String> {
     .to_vec()
 }
 
-fn default_dedup_window_ms() -> u64 {
-    5000
-}
-
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct Kernel {
-    #[serde(default = "default_ring_buffer_bytes")]
+    #[default(8 * 1024 * 1024)]
     pub ring_buffer_bytes: u32,
-    #[serde(default)]
     pub attach: AttachMode,
     /// Longest a record waits in the ring buffer before the daemon reads it, in milliseconds.
     /// The daemon is woken early when a sixteenth of the ring fills.
-    #[serde(default = "default_max_latency_ms")]
+    #[default(10)]
     pub max_latency_ms: u64,
-}
-
-impl Default for Kernel {
-    fn default() -> Self {
-        Self {
-            ring_buffer_bytes: default_ring_buffer_bytes(),
-            attach: AttachMode::Auto,
-            max_latency_ms: default_max_latency_ms(),
-        }
-    }
-}
-
-fn default_max_latency_ms() -> u64 {
-    10
 }
 
 /// Which program types the hooks may use.
@@ -712,10 +552,6 @@ fn yes() -> bool {
 
 fn json() -> Format {
     Format::Json
-}
-
-fn default_ring_buffer_bytes() -> u32 {
-    8 * 1024 * 1024
 }
 
 impl Config {
