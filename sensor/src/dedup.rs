@@ -179,14 +179,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_closed_window_reports_its_count_once() {
-        let counters = Counters::default();
-        let key = FileDedupKey {
+    fn a_key() -> FileDedupKey {
+        FileDedupKey {
             tgid: 1,
             ino: 9,
             ..FileDedupKey::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_closed_window_reports_its_count_once() {
+        let (counters, key) = (Counters::default(), a_key());
         let mut dedup = Dedup::new(&counters, Duration::ZERO);
         assert!(dedup.on_first(key, 0, &first_event("/etc/hosts")).is_none());
         counters.0.borrow_mut().insert(key, 999);
@@ -199,12 +202,7 @@ mod tests {
 
     #[test]
     fn counts_after_the_sweep_ride_on_the_next_first_event() {
-        let counters = Counters::default();
-        let key = FileDedupKey {
-            tgid: 1,
-            ino: 9,
-            ..FileDedupKey::default()
-        };
+        let (counters, key) = (Counters::default(), a_key());
         let mut dedup = Dedup::new(&counters, Duration::from_secs(3600));
         dedup.on_first(key, 0, &first_event("/a"));
         counters.0.borrow_mut().insert(key, 5);

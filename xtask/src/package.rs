@@ -29,36 +29,38 @@ pub fn build() -> Result<PathBuf> {
         fs::set_permissions(&dest, fs::Permissions::from_mode(mode))?;
         Ok(())
     };
-    install(
-        &target_dir().join("release/custos"),
-        "usr/bin/custos",
-        0o755,
-    )?;
-    install(
-        &root.join("packaging/custos.service"),
-        "lib/systemd/system/custos.service",
-        0o644,
-    )?;
-    install(
-        &root.join("packaging/custos.toml"),
-        "etc/custos/custos.toml",
-        0o640,
-    )?;
-    install(
-        &root.join("README.md"),
-        "usr/share/doc/custos/README.md",
-        0o644,
-    )?;
-    install(
-        &root.join("docs/schema.md"),
-        "usr/share/doc/custos/schema.md",
-        0o644,
-    )?;
-    install(
-        &root.join("proto/custos/v1/events.proto"),
-        "usr/share/custos/proto/custos/v1/events.proto",
-        0o644,
-    )?;
+    // (source, place in the package, mode)
+    let files = [
+        (target_dir().join("release/custos"), "usr/bin/custos", 0o755),
+        (
+            root.join("packaging/custos.service"),
+            "lib/systemd/system/custos.service",
+            0o644,
+        ),
+        (
+            root.join("packaging/custos.toml"),
+            "etc/custos/custos.toml",
+            0o640,
+        ),
+        (
+            root.join("README.md"),
+            "usr/share/doc/custos/README.md",
+            0o644,
+        ),
+        (
+            root.join("docs/schema.md"),
+            "usr/share/doc/custos/schema.md",
+            0o644,
+        ),
+        (
+            root.join("proto/custos/v1/events.proto"),
+            "usr/share/custos/proto/custos/v1/events.proto",
+            0o644,
+        ),
+    ];
+    for (from, to, mode) in &files {
+        install(from, to, *mode)?;
+    }
     fs::create_dir_all(stage.join("var/lib/custos"))?;
     fs::set_permissions(
         stage.join("var/lib/custos"),

@@ -90,13 +90,13 @@ fn render_file(file: &FileDescriptorProto, out: &mut String) {
     }
     for (m, message) in file.message_type.iter().enumerate() {
         let m = m as i32;
-        let _ = write!(
+        let title = message.name();
+        section(
             out,
-            "\n## {}\n\n{}\n\n",
-            message.name(),
-            comment(file, &[4, m])
+            title,
+            &comment(file, &[4, m]),
+            &["field", "number", "type", "meaning"],
         );
-        out.push_str("| field | number | type | meaning |\n| --- | --- | --- | --- |\n");
         for (f, field) in message.field.iter().enumerate() {
             let oneof = field
                 .oneof_index
@@ -130,13 +130,13 @@ fn render_file(file: &FileDescriptorProto, out: &mut String) {
     }
     for (e, enumeration) in file.enum_type.iter().enumerate() {
         let e = e as i32;
-        let _ = write!(
+        let title = format!("enum {}", enumeration.name());
+        section(
             out,
-            "\n## enum {}\n\n{}\n\n",
-            enumeration.name(),
-            comment(file, &[5, e])
+            &title,
+            &comment(file, &[5, e]),
+            &["value", "number", "meaning"],
         );
-        out.push_str("| value | number | meaning |\n| --- | --- | --- |\n");
         for (v, value) in enumeration.value.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -147,6 +147,13 @@ fn render_file(file: &FileDescriptorProto, out: &mut String) {
             );
         }
     }
+}
+
+/// A section's heading, its text, and the head of its table with `columns`.
+fn section(out: &mut String, title: &str, text: &str, columns: &[&str]) {
+    let _ = write!(out, "\n## {title}\n\n{text}\n\n");
+    let _ = writeln!(out, "| {} |", columns.join(" | "));
+    let _ = writeln!(out, "|{}", " --- |".repeat(columns.len()));
 }
 
 fn type_name(field: &FieldDescriptorProto) -> String {

@@ -85,24 +85,23 @@ pub fn usb_device_of(disk: &Path) -> Option<PathBuf> {
 }
 
 fn bus_of(disk: &Path, name: &str) -> &'static str {
-    let path = disk.to_string_lossy();
+    // The first of these in the device's sysfs path names its bus, most specific first.
+    const BUSES: [(&str, &str); 6] = [
+        ("/usb", "usb"),
+        ("/nvme", "nvme"),
+        ("/virtio", "virtio"),
+        ("/mmc", "mmc"),
+        ("/ata", "ata"),
+        ("/host", "scsi"),
+    ];
     if name.starts_with("loop") {
-        "loop"
-    } else if path.contains("/usb") {
-        "usb"
-    } else if path.contains("/nvme") {
-        "nvme"
-    } else if path.contains("/virtio") {
-        "virtio"
-    } else if path.contains("/mmc") {
-        "mmc"
-    } else if path.contains("/ata") {
-        "ata"
-    } else if path.contains("/host") {
-        "scsi"
-    } else {
-        ""
+        return "loop";
     }
+    let path = disk.to_string_lossy();
+    BUSES
+        .iter()
+        .find(|(marker, _)| path.contains(marker))
+        .map_or("", |(_, bus)| bus)
 }
 
 /// udev's properties, which are better than sysfs's (decoded vendor names, short serials).

@@ -87,6 +87,15 @@ mod tests {
         }
     }
 
+    /// The syslog frame of `event`, as text.
+    fn framed(event: &Event) -> String {
+        let mut out = Vec::new();
+        format()
+            .frame(&event.encode_length_delimited_to_vec(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn frames_are_octet_counted_rfc5424_with_json_bodies() {
         let event = Event {
@@ -98,11 +107,7 @@ mod tests {
             body: Some(Body::Exec(ProcessExec::default())),
             ..Event::default()
         };
-        let mut out = Vec::new();
-        format()
-            .frame(&event.encode_length_delimited_to_vec(), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = framed(&event);
         let (len, message) = text.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), message.len());
         // authpriv (10) * 8 + info (6) = 86; the space in the host name is dropped.
@@ -122,10 +127,6 @@ mod tests {
             body: Some(Body::Loss(EventLoss::default())),
             ..Event::default()
         };
-        let mut out = Vec::new();
-        format()
-            .frame(&event.encode_length_delimited_to_vec(), &mut out)
-            .unwrap();
-        assert!(String::from_utf8(out).unwrap().contains("<84>1 - "));
+        assert!(framed(&event).contains("<84>1 - "));
     }
 }
