@@ -36,6 +36,17 @@ pub fn custos_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/custos"))
 }
 
+/// Runs `custos` with `args`; its standard output, once it succeeded.
+pub fn custos(args: &[&std::ffi::OsStr]) -> Result<String> {
+    let out = Command::new(custos_bin()).args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "custos {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// Fails with a clear message unless the tests run as root (they load eBPF programs).
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -263,10 +274,27 @@ impl Marker {
 
 /// An event's `seq` (a string in the JSON mapping, as 64-bit integers are); 0 if absent.
 pub fn seq(event: &Value) -> u64 {
-    event["seq"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    uint64(&event["seq"])
+}
+
+/// A 64-bit integer field, which proto3 JSON writes as a string; 0 when absent.
+pub fn uint64(field: &Value) -> u64 {
+    field.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The JSON events a command printed one per line (`custos decode`, the consumers), after it
+/// succeeded.
+pub fn json_lines(output: std::process::Output) -> Result<Vec<Value>> {
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Events whose body is `kind` (`exec`, `exit`, `loss`).

@@ -4,7 +4,7 @@
 use std::{fs::OpenOptions, os::fd::AsRawFd, path::PathBuf, process::Command};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use custos_tests::{of_kind, require_root, seq, Entry, Sensor, TestConfig};
+use custos_tests::{of_kind, require_root, seq, uint64, Entry, Sensor, TestConfig};
 use serde_json::Value;
 
 const LOOP_CTL_ADD: libc::c_ulong = 0x4C80;
@@ -225,18 +225,12 @@ fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
     })?;
     assert_eq!(summary["identity"]["uid"].as_u64(), Some(0));
     assert!(
-        summary["deviceWriteSummary"]["writeOpens"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()?
-            >= 1
+        uint64(&summary["deviceWriteSummary"]["writeOpens"]) >= 1,
+        "{summary}"
     );
     assert!(
-        summary["deviceWriteSummary"]["createOpens"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()?
-            >= 1
+        uint64(&summary["deviceWriteSummary"]["createOpens"]) >= 1,
+        "{summary}"
     );
     sensor.stop()?;
     Ok(())

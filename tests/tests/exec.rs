@@ -172,15 +172,7 @@ fn protobuf_output_decodes_to_the_same_events() -> Result<()> {
         .arg("decode")
         .arg(&sensor.protobuf_path)
         .output()?;
-    assert!(
-        decoded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&decoded.stderr)
-    );
-    let from_protobuf: Vec<Value> = String::from_utf8(decoded.stdout)?
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
+    let from_protobuf = custos_tests::json_lines(decoded)?;
     assert_eq!(from_protobuf, json);
     let seqs: Vec<u64> = json.iter().map(seq).collect();
     let expected: Vec<u64> = (1..=json.len() as u64).collect();

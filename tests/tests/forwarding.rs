@@ -151,15 +151,7 @@ fn a_python_protobuf_consumer_decodes_the_tcp_stream() -> Result<()> {
         .arg(&stream)
         .output()
         .context("running the Python consumer")?;
-    assert!(
-        out.status.success(),
-        "consumer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let decoded: Vec<Value> = String::from_utf8(out.stdout)?
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
+    let decoded = custos_tests::json_lines(out).context("the Python consumer failed")?;
     let exec = decoded
         .iter()
         .find(|e| e["exec"].is_object() && e["process"]["binary"] == marker.path_str())
@@ -180,12 +172,16 @@ fn a_python_protobuf_consumer_decodes_the_tcp_stream() -> Result<()> {
     Ok(())
 }
 
+/// A collector address nobody listens on yet, and a spool directory for the sensor.
+fn collector_down() -> Result<(String, tempfile::TempDir)> {
+    require_root();
+    let address = format!("127.0.0.1:{}", custos_tests::free_port()?);
+    Ok((address, tempfile::tempdir()?))
+}
+
 #[test]
 fn events_spooled_during_an_outage_survive_kill_9_and_arrive_after_restart() -> Result<()> {
-    require_root();
-    // A port nobody listens on yet.
-    let address = format!("127.0.0.1:{}", custos_tests::free_port()?);
-    let spool = tempfile::tempdir()?;
+    let (address, spool) = collector_down()?;
     let marker = Marker::new("/bin/true")?;
     let config = tcp_sink(spool.path(), &address);
 
@@ -270,9 +266,7 @@ fn events_spooled_during_an_outage_survive_kill_9_and_arrive_after_restart() -> 
 
 #[test]
 fn a_full_spool_drops_the_oldest_and_reports_exactly_how_many() -> Result<()> {
-    require_root();
-    let address = format!("127.0.0.1:{}", custos_tests::free_port()?);
-    let spool = tempfile::tempdir()?;
+    let (address, spool) = collector_down()?;
     let (_dir, root, file) = shared_file("flood", "f")?;
     // Only the opener's opens, so the count is exact.
     let mut sensor = Sensor::start(

@@ -100,14 +100,7 @@ fn consume(url: &str, path: &str, expect: u64) -> Result<Vec<Value>> {
         .args([url, STREAM, path, &expect.to_string(), "60"])
         .output()
         .context("running the JetStream consumer")?;
-    if !out.status.success() {
-        bail!("consumer failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    String::from_utf8(out.stdout)?
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).context("consumer output"))
-        .collect()
+    custos_tests::json_lines(out).context("the JetStream consumer failed")
 }
 
 #[test]

@@ -5,8 +5,8 @@ use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    custos_bin, ensure_user, exec_of, of_kind, require_root, run_after_login, shared_dir, Entry,
-    Marker, Sensor, TestConfig,
+    custos, custos_bin, ensure_user, exec_of, of_kind, require_root, run_after_login, shared_dir,
+    Entry, Marker, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -19,6 +19,13 @@ fn open_as(user: &str, args: &[&str]) -> Result<i32> {
     let uid = ensure_user(user)?;
     let status = run_after_login(uid, uid, env!("CARGO_BIN_EXE_opener"), args)?;
     Ok(status.code().unwrap_or(-1))
+}
+
+/// A new pseudonymisation key, made by `custos privacy-key`, in `dir`.
+fn privacy_key(dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
+    let key = dir.join(name);
+    custos(&["privacy-key".as_ref(), key.as_ref()])?;
+    Ok(key)
 }
 
 fn identity_map(dir: &std::path::Path) -> Result<std::path::PathBuf> {
@@ -153,16 +160,7 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
     require_root();
     let uid = ensure_user(ENGINEER)?;
     let dir = tempfile::tempdir()?;
-    let key = dir.path().join("pseudonym.key");
-    let out = Command::new(custos_bin())
-        .arg("privacy-key")
-        .arg(&key)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "privacy-key: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let key = privacy_key(dir.path(), "pseudonym.key")?;
     let map = identity_map(dir.path())?;
     let mut sensor = Sensor::start(&TestConfig::new().identity_map(&map).pseudonyms(&key))?;
     let marker = Marker::new("/bin/true")?;
@@ -210,22 +208,15 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
             "{needle:?} is in the protobuf output"
         );
     }
-    let back = Command::new(custos_bin())
-        .args(["reidentify", "--key"])
-        .arg(&key)
-        .arg(&pseudonym)
-        .output()?;
-    assert!(back.status.success());
-    assert_eq!(
-        String::from_utf8(back.stdout)?.trim(),
-        format!("{pseudonym} {ENGINEER}")
-    );
+    let back = custos(&[
+        "reidentify".as_ref(),
+        "--key".as_ref(),
+        key.as_ref(),
+        pseudonym.as_ref(),
+    ])?;
+    assert_eq!(back.trim(), format!("{pseudonym} {ENGINEER}"));
     // Another key cannot.
-    let other = dir.path().join("other.key");
-    Command::new(custos_bin())
-        .arg("privacy-key")
-        .arg(&other)
-        .output()?;
+    let other = privacy_key(dir.path(), "other.key")?;
     let refused = Command::new(custos_bin())
         .args(["reidentify", "--key"])
         .arg(&other)
@@ -261,11 +252,7 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
         .success());
     let dir = tempfile::tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let key = dir.path().join("pseudonym.key");
-    Command::new(custos_bin())
-        .arg("privacy-key")
-        .arg(&key)
-        .output()?;
+    let key = privacy_key(dir.path(), "pseudonym.key")?;
     let socket = dir.path().join("tail.sock");
     // A sink for an outside party: its view hides names and arguments.
     let outsourced = dir.path().join("outsourced.json");

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use custos_tests::{
-    custos_bin, exec_of, of_kind, require_root, Entry, Marker, Sensor, TestConfig, PATIENCE,
+    custos, custos_bin, exec_of, of_kind, require_root, Entry, Marker, Sensor, TestConfig, PATIENCE,
 };
 
 /// `config` with a standard-output sink, as text.
@@ -122,13 +122,8 @@ fn the_sensor_runs_with_the_units_minimal_capabilities() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let output = dir.path().join("events.json");
     let config = dir.path().join("custos.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[sinks]]\ntype = \"file\"\npath = \"{}\"\n",
-            output.display()
-        ),
-    )?;
+    let sink = Entry::file_sink(&output, "json");
+    std::fs::write(&config, TestConfig::new().sink(sink).to_toml())?;
     let mut daemon = Command::new("setpriv")
         .arg("--bounding-set=-all,+bpf,+perfmon,+sys_ptrace")
         .arg(custos_bin())
@@ -267,17 +262,7 @@ fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> 
         "{exposition}"
     );
 
-    let status = Command::new(custos_bin())
-        .arg("status")
-        .arg("--socket")
-        .arg(&socket)
-        .output()?;
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let report = String::from_utf8(status.stdout)?;
+    let report = custos(&["status".as_ref(), "--socket".as_ref(), socket.as_ref()])?;
     assert!(report.starts_with("custos "), "{report}");
     assert!(
         report.contains("custos_hook{hook=\"sched_process_exec\",path=\"tp_btf\"} 1"),

@@ -36,37 +36,91 @@ use crate::{
     privacy::pseudonym::Pseudonymizer,
 };
 
-/// The kernel events the sensor hooks, each served by the first of its programs that loads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    SchedProcessExec,
-    SchedProcessExit,
-    SchedProcessFork,
-    SysExit,
-    FileOpen,
-    DiskAdded,
-    DiskRemoved,
-    SbSetMntOpts,
-    IoUringSubmitReq,
-    IoUringComplete,
+/// Declares the hooks: the `Hook` enum, each hook's name, and `HOOKS`, the programs that can
+/// serve each (richest first), the sensor switch that wants it and whether the sensor refuses
+/// to start without it.
+macro_rules! hooks {
+    ($($(#[doc = $doc:literal])* $hook:ident = $name:literal, $sensor:ident, $need:ident:
+        [$($program:expr),* $(,)?];)*) => {
+        /// The kernel events the sensor hooks, each served by the first of its programs that
+        /// loads.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Hook {
+            $($(#[doc = $doc])* $hook,)*
+        }
+
+        impl Hook {
+            /// Its name in logs, metrics and `custos status`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$hook => $name,)*
+                }
+            }
+        }
+
+        pub(crate) const HOOKS: &[HookSpec] = &[$(HookSpec {
+            hook: Hook::$hook,
+            programs: &[$($program),*],
+            required: hooks!(@required $need),
+            sensor: Sensor::$sensor,
+        },)*];
+    };
+    (@required required) => { true };
+    (@required optional) => { false };
 }
 
-impl Hook {
-    /// Its name in logs, metrics and `custos status`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::SchedProcessExec => "sched_process_exec",
-            Self::SchedProcessExit => "sched_process_exit",
-            Self::SchedProcessFork => "sched_process_fork",
-            Self::SysExit => "sys_exit",
-            Self::FileOpen => "file_open",
-            Self::DiskAdded => "disk_added",
-            Self::DiskRemoved => "disk_removed",
-            Self::SbSetMntOpts => "sb_set_mnt_opts",
-            Self::IoUringSubmitReq => "io_uring_submit_req",
-            Self::IoUringComplete => "io_uring_complete",
-        }
-    }
+hooks! {
+    /// A program was executed.
+    SchedProcessExec = "sched_process_exec", Process, required: [
+        Program::TpBtf("sched_process_exec_btf", "sched_process_exec"),
+        Program::Tracepoint("sched_process_exec_tp", "sched", "sched_process_exec"),
+    ];
+    /// A process ended.
+    SchedProcessExit = "sched_process_exit", Process, required: [
+        Program::TpBtf("sched_process_exit_btf", "sched_process_exit"),
+        Program::Tracepoint("sched_process_exit_tp", "sched", "sched_process_exit"),
+    ];
+    /// A process was forked (tracked, not reported).
+    SchedProcessFork = "sched_process_fork", Process, optional: [
+        Program::TpBtf("sched_process_fork_btf", "sched_process_fork"),
+    ];
+    /// Syscall results: file opens (file sensor), privilege changes, loop and read-only ioctls,
+    /// mounts. On the exits of those syscalls only where the kernel has syscall tracepoints;
+    /// else on every syscall's exit.
+    SysExit = "sys_exit", Process, required: [
+        Program::SyscallTracepoints("sys_exit_syscall", syscalls::TRACEPOINTS),
+        Program::TpBtf("sys_exit_btf", "sys_exit"),
+        Program::RawTracepoint("sys_exit_raw", "sys_exit"),
+    ];
+    /// Opens at the permission check, where BPF LSM runs: successful opens are reported from
+    /// here (sys_exit keeps the failures), and opens of denied devices' nodes are refused.
+    FileOpen = "file_open", FileOpenLsm, optional: [
+        Program::Lsm("file_open", "file_open"),
+    ];
+    /// A new disk: USB drives, loop devices, any new disk. Where neither device_add_disk path
+    /// exists, its backing device's registration.
+    DiskAdded = "disk_added", Devices, optional: [
+        Program::Fexit("device_add_disk_fexit", "device_add_disk"),
+        Program::Kprobe("device_add_disk_kprobe", "device_add_disk"),
+        Program::TpBtf("writeback_bdi_register", "writeback_bdi_register"),
+    ];
+    /// A disk going away: a drive unplugged, a loop device removed.
+    DiskRemoved = "disk_removed", Devices, optional: [
+        Program::Fentry("del_gendisk_fentry", "del_gendisk"),
+        Program::Kprobe("del_gendisk_kprobe", "del_gendisk"),
+    ];
+    /// A new superblock, before it is mounted: mounts of denied devices are refused here.
+    SbSetMntOpts = "sb_set_mnt_opts", Devices, optional: [
+        Program::Lsm("sb_set_mnt_opts", "sb_set_mnt_opts"),
+    ];
+    /// io_uring opens bypass the syscalls: their submission (for the path)...
+    IoUringSubmitReq = "io_uring_submit_req", IoUring, optional: [
+        Program::TpBtf("io_uring_submit_req", "io_uring_submit_req"),
+    ];
+    /// ...and their completion.
+    IoUringComplete = "io_uring_complete", IoUring, optional: [
+        Program::TpBtf("io_uring_complete", "io_uring_complete"),
+    ];
 }
 
 impl std::fmt::Display for Hook {
@@ -95,99 +149,6 @@ pub(crate) enum Sensor {
     /// Block devices.
     Devices,
 }
-
-pub(crate) const HOOKS: &[HookSpec] = &[
-    HookSpec {
-        hook: Hook::SchedProcessExec,
-        programs: &[
-            Program::TpBtf("sched_process_exec_btf", "sched_process_exec"),
-            Program::Tracepoint("sched_process_exec_tp", "sched", "sched_process_exec"),
-        ],
-        required: true,
-        sensor: Sensor::Process,
-    },
-    HookSpec {
-        hook: Hook::SchedProcessExit,
-        programs: &[
-            Program::TpBtf("sched_process_exit_btf", "sched_process_exit"),
-            Program::Tracepoint("sched_process_exit_tp", "sched", "sched_process_exit"),
-        ],
-        required: true,
-        sensor: Sensor::Process,
-    },
-    HookSpec {
-        hook: Hook::SchedProcessFork,
-        programs: &[Program::TpBtf(
-            "sched_process_fork_btf",
-            "sched_process_fork",
-        )],
-        required: false,
-        sensor: Sensor::Process,
-    },
-    // Syscall results: file opens (file sensor), credential changes (process sensor), loop and
-    // read-only ioctls, mounts. On the exits of those syscalls only where the kernel has
-    // syscall tracepoints; else on every syscall's exit.
-    HookSpec {
-        hook: Hook::SysExit,
-        programs: &[
-            Program::SyscallTracepoints("sys_exit_syscall", syscalls::TRACEPOINTS),
-            Program::TpBtf("sys_exit_btf", "sys_exit"),
-            Program::RawTracepoint("sys_exit_raw", "sys_exit"),
-        ],
-        required: true,
-        sensor: Sensor::Process,
-    },
-    // Opens at the permission check, where BPF LSM runs: successful opens are reported from
-    // here (sys_exit keeps the failures), and opens of denied devices' nodes are refused.
-    HookSpec {
-        hook: Hook::FileOpen,
-        programs: &[Program::Lsm("file_open", "file_open")],
-        required: false,
-        sensor: Sensor::FileOpenLsm,
-    },
-    // A new disk: USB drives, loop devices, any new disk. Where neither device_add_disk
-    // path exists, its backing device's registration.
-    HookSpec {
-        hook: Hook::DiskAdded,
-        programs: &[
-            Program::Fexit("device_add_disk_fexit", "device_add_disk"),
-            Program::Kprobe("device_add_disk_kprobe", "device_add_disk"),
-            Program::TpBtf("writeback_bdi_register", "writeback_bdi_register"),
-        ],
-        required: false,
-        sensor: Sensor::Devices,
-    },
-    // A disk going away: a drive unplugged, a loop device removed.
-    HookSpec {
-        hook: Hook::DiskRemoved,
-        programs: &[
-            Program::Fentry("del_gendisk_fentry", "del_gendisk"),
-            Program::Kprobe("del_gendisk_kprobe", "del_gendisk"),
-        ],
-        required: false,
-        sensor: Sensor::Devices,
-    },
-    // A new superblock, before it is mounted: mounts of denied devices are refused here.
-    HookSpec {
-        hook: Hook::SbSetMntOpts,
-        programs: &[Program::Lsm("sb_set_mnt_opts", "sb_set_mnt_opts")],
-        required: false,
-        sensor: Sensor::Devices,
-    },
-    // io_uring opens bypass the syscalls: their submission (for the path) and completion.
-    HookSpec {
-        hook: Hook::IoUringSubmitReq,
-        programs: &[Program::TpBtf("io_uring_submit_req", "io_uring_submit_req")],
-        required: false,
-        sensor: Sensor::IoUring,
-    },
-    HookSpec {
-        hook: Hook::IoUringComplete,
-        programs: &[Program::TpBtf("io_uring_complete", "io_uring_complete")],
-        required: false,
-        sensor: Sensor::IoUring,
-    },
-];
 
 #[derive(Clone, Debug)]
 pub enum Record {
