@@ -6,9 +6,9 @@
 //! it used. Kinds are never renumbered: a retired kind keeps its number unused.
 //!
 //! Each event family has its module, named as in the other crates: [`process`], [`file`],
-//! [`privilege`], [`block_device`], [`mount`], [`device_control`]. The event kinds are declared
-//! once, in the table below (see [`kinds`]); the watched syscalls in [`syscalls`], the kernel
-//! offsets in [`offsets`].
+//! [`privilege`], [`block_device`], [`mount`], [`device_control`], [`network`]. The event kinds
+//! are declared once, in the table below (see [`kinds`]); the watched syscalls in
+//! [`syscalls`], the kernel offsets in [`offsets`].
 #![no_std]
 
 pub mod block_device;
@@ -16,6 +16,7 @@ pub mod device_control;
 pub mod file;
 pub mod kinds;
 pub mod mount;
+pub mod network;
 pub mod offsets;
 pub mod privilege;
 pub mod process;
@@ -25,6 +26,7 @@ pub use block_device::*;
 pub use device_control::*;
 pub use file::*;
 pub use mount::*;
+pub use network::*;
 pub use offsets::KernelOffsets;
 pub use privilege::*;
 pub use process::*;
@@ -44,6 +46,7 @@ event_kinds! {
     DEVICE_CONTROL = 11, "device_control", "device_control";
     DEVICE_WRITE_SUMMARY = 12, "device_write_summary", "device_write_summary";
     ALERT = 13, "alert", "alert";
+    NETWORK = 14, "network", "network", record NETWORK;
 }
 
 /// A record that crosses the ring buffer, and its kind.
@@ -161,4 +164,5 @@ mod pod {
     unsafe impl aya::Pod for super::FileDedupKey {}
     unsafe impl aya::Pod for super::FileDedupState {}
     unsafe impl aya::Pod for super::ExeKey {}
+    unsafe impl aya::Pod for super::NetworkFilterConfig {}
 }

@@ -162,6 +162,20 @@ kernel_offsets! {
     io_open_how: io_open.how (optional),
     filename_name: filename.name (optional),
     cqe_res: io_uring_cqe.res (optional),
+    // struct file -> struct socket -> struct sock (whose first member is its sock_common)
+    file_private_data: file.private_data,
+    socket_sk: socket.sk,
+    sk_family: sock_common.skc_family,
+    sk_state: sock_common.skc_state,
+    sk_num: sock_common.skc_num,
+    sk_dport: sock_common.skc_dport,
+    sk_rcv_saddr: sock_common.skc_rcv_saddr,
+    sk_daddr: sock_common.skc_daddr,
+    // IPv6 may be compiled out; IPv6 sockets then do not exist.
+    sk_v6_rcv_saddr: sock_common.skc_v6_rcv_saddr (optional),
+    sk_v6_daddr: sock_common.skc_v6_daddr (optional),
+    sk_protocol: sock.sk_protocol,
+    sk_err: sock.sk_err,
 }
 
 /// Span lengths, in bytes.

@@ -8,8 +8,9 @@ pub enum Family {
     File,
     /// Loop-device ioctls and read-only switches.
     BlockDevice,
-    Credentials,
+    Privilege,
     Mount,
+    Network,
 }
 
 /// One watched syscall.
@@ -42,16 +43,16 @@ watched_syscalls! {
     OPENAT2 = 437, "openat2", File;
     CREAT = 85, "creat", File;
     IOCTL = 16, "ioctl", BlockDevice;
-    SETUID = 105, "setuid", Credentials;
-    SETGID = 106, "setgid", Credentials;
-    SETREUID = 113, "setreuid", Credentials;
-    SETREGID = 114, "setregid", Credentials;
-    SETRESUID = 117, "setresuid", Credentials;
-    SETRESGID = 119, "setresgid", Credentials;
-    SETFSUID = 122, "setfsuid", Credentials;
-    SETFSGID = 123, "setfsgid", Credentials;
-    SETGROUPS = 116, "setgroups", Credentials;
-    CAPSET = 126, "capset", Credentials;
+    SETUID = 105, "setuid", Privilege;
+    SETGID = 106, "setgid", Privilege;
+    SETREUID = 113, "setreuid", Privilege;
+    SETREGID = 114, "setregid", Privilege;
+    SETRESUID = 117, "setresuid", Privilege;
+    SETRESGID = 119, "setresgid", Privilege;
+    SETFSUID = 122, "setfsuid", Privilege;
+    SETFSGID = 123, "setfsgid", Privilege;
+    SETGROUPS = 116, "setgroups", Privilege;
+    CAPSET = 126, "capset", Privilege;
     MOUNT = 165, "mount", Mount;
     // The kernel names umount2's tracepoint after the syscall it replaced.
     UMOUNT2 = 166, "umount2" tracepoint "umount", Mount;
@@ -59,6 +60,10 @@ watched_syscalls! {
     FSCONFIG = 431, "fsconfig", Mount;
     FSMOUNT = 432, "fsmount", Mount;
     MOVE_MOUNT = 429, "move_mount", Mount;
+    CONNECT = 42, "connect", Network;
+    ACCEPT = 43, "accept", Network;
+    ACCEPT4 = 288, "accept4", Network;
+    LISTEN = 50, "listen", Network;
 }
 
 /// The watched syscall numbered `nr`.

@@ -14,6 +14,7 @@ mod block_device;
 mod device_control;
 mod file;
 mod mount;
+mod network;
 mod privilege;
 mod process;
 

@@ -5,7 +5,8 @@ use aya_ebpf::{
 };
 use sensor_common::{
     kind, BlockDeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
-    FileFilterConfig, MountBuffer, PrefixKey, UringOpen, PREFIX_MAX,
+    FileFilterConfig, MountBuffer, NetworkBuffer, NetworkFilterConfig, NetworkRecord, PrefixKey,
+    UringOpen, PREFIX_MAX,
 };
 
 use crate::{kread::rooms::SpanRooms, path::PathScratch};
@@ -93,3 +94,15 @@ pub static OPEN_HOOK: Array<u32> = Array::with_max_entries(1, 0);
 /// Per-CPU rooms for struct spans read with one helper call (see `kread::Fields`).
 #[map(name = "SPAN_ROOMS")]
 pub static SPAN_ROOMS: PerCpuArray<SpanRooms> = PerCpuArray::with_max_entries(1, 0);
+
+/// Network sensor settings (slot 0), rewritten by the daemon on reload.
+#[map(name = "NETWORK_FILTER")]
+pub static NETWORK_FILTER: Array<NetworkFilterConfig> = Array::with_max_entries(1, 0);
+
+/// Staging for network records.
+#[map(name = "NETWORK_BUF")]
+pub static NETWORK_BUF: PerCpuArray<NetworkBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Non-blocking connects in progress, by `struct sock` address, until their outcome is known.
+#[map(name = "PENDING_CONNECTS")]
+pub static PENDING_CONNECTS: LruHashMap<u64, NetworkRecord> = LruHashMap::with_max_entries(4096, 0);

@@ -4,7 +4,9 @@
 use core::mem::size_of;
 
 use aya_ebpf::maps::{ring_buf::RingBufEntry, PerCpuArray};
-use sensor_common::{BlockDeviceBuffer, ExecBuffer, FileBuffer, MountBuffer, Record, RecordHeader};
+use sensor_common::{
+    BlockDeviceBuffer, ExecBuffer, FileBuffer, MountBuffer, NetworkBuffer, Record, RecordHeader,
+};
 
 use crate::{
     emit::{count_drop, now_ns, output_bytes, submit_flags},
@@ -34,6 +36,7 @@ staging! {
     FileBuffer => sensor_common::FileOpenRecord;
     BlockDeviceBuffer => sensor_common::BlockDeviceRecord;
     MountBuffer => sensor_common::MountRecord;
+    NetworkBuffer => sensor_common::NetworkRecord;
 }
 
 /// Zeroes `record` and stamps its header.
@@ -70,6 +73,12 @@ impl<T: Record> Reserved<T> {
     pub fn record(&mut self) -> &mut T {
         // SAFETY: `new` wrote a whole zeroed `T`, which the `Record` contract makes valid.
         unsafe { self.0.assume_init_mut() }
+    }
+
+    /// Gives the slot back unsent.
+    #[inline(always)]
+    pub fn discard(self) {
+        self.0.discard(0);
     }
 
     #[inline(always)]

@@ -1,7 +1,7 @@
 //! The one `sys_exit` handler, shared by the families that watch syscalls (file opens, block
-//! device ioctls, privilege changes, mounts): the result is known at exit, so only what the
-//! kernel did is reported. Which syscalls are watched is declared once, in
-//! `sensor_common::syscalls`.
+//! device ioctls, privilege changes, mounts, network connections): the result is known at
+//! exit, so only what the kernel did is reported. Which syscalls are watched is declared once,
+//! in `sensor_common::syscalls`.
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
@@ -14,6 +14,7 @@ use crate::{
     file::{is_open_syscall, on_open_exit},
     kread::{off, Direct, Mem, Probe},
     mount::{is_mount_syscall, on_mount_syscall},
+    network::{is_network_syscall, on_network_syscall},
     privilege::{changes_privileges, on_privilege_syscall},
 };
 
@@ -68,5 +69,7 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
         on_privilege_syscall::<M>(nr, ret);
     } else if is_mount_syscall(nr) {
         on_mount_syscall::<M>(regs, nr, ret);
+    } else if is_network_syscall(nr) {
+        on_network_syscall::<M>(regs, nr, ret);
     }
 }

@@ -83,6 +83,11 @@ impl TestConfig {
         self.set(&["sensors"], "file", on)
     }
 
+    /// `network.loopback`: whether connections with loopback peers are reported.
+    pub fn network_loopback(self, on: bool) -> Self {
+        self.set(&["network"], "loopback", on)
+    }
+
     pub fn ring_buffer_bytes(self, bytes: i64) -> Self {
         self.set(&["kernel"], "ring_buffer_bytes", bytes)
     }

@@ -37,6 +37,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("runuser", "util-linux"),
     ("cron", "cron"),
     ("crontab", "cron"),
+    // The network tests' client and server.
+    ("curl", "curl"),
+    ("python3", "python3"),
+    ("ip", "iproute2"),
 ];
 
 /// What `vm-test` needs: QEMU, a static busybox for the guest, cpio for its initramfs,

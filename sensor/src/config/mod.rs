@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub devices: DevicesConfig,
     #[serde(default)]
+    pub network: NetworkConfig,
+    #[serde(default)]
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub privacy: PrivacyConfig,
@@ -107,6 +109,19 @@ pub struct Sensors {
     pub file: bool,
     #[default(true)]
     pub devices: bool,
+    /// Network connections: connect, accept, listen.
+    #[default(true)]
+    pub network: bool,
+}
+
+/// Network connections. Reloadable with SIGHUP.
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Report connections whose peer is a loopback address (127.0.0.0/8, ::1); listens on a
+    /// loopback address count as such. Off: local services talking to each other are noise
+    /// for most hosts, and leave nothing.
+    pub loopback: bool,
 }
 
 /// Least-privilege alert rules. Reloadable with SIGHUP.

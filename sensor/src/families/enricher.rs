@@ -185,6 +185,18 @@ impl<S: NameSource> Enricher<S> {
         &mut self.devices
     }
 
+    /// The exec id and the event's process for a record of `task`. A process the table does
+    /// not know (started before a fork hook could see it, or the hook is off) runs what its
+    /// parent ran until it execs.
+    pub(super) fn acting_process(&mut self, task: &TaskInfo) -> (String, Process) {
+        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        if self.processes.get(task.tgid, &exec_id).is_none() {
+            self.processes.inherit(self.entry_for(task, Arc::default()));
+        }
+        let process = self.process_of(task, &exec_id);
+        (exec_id, process)
+    }
+
     /// The schema view of the process `task` belongs to: the table's shared one, or, for a
     /// process the table does not know, one built from the record alone.
     pub(super) fn schema_of(&self, task: &TaskInfo, exec_id: &str) -> Arc<Process> {

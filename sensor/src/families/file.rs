@@ -1,6 +1,4 @@
 //! The file family: open records to `FileOpen` events.
-use std::sync::Arc;
-
 use custos_proto::v1::{event::Body, Event, FileAccess, FileOpen as FileOpenEvent};
 use sensor_common::{file_flags, open_syscall, FileOpenRecord};
 
@@ -30,13 +28,7 @@ impl<S: NameSource> Enricher<S> {
     pub(crate) fn file_open(&mut self, open: &FileOpen) -> Event {
         let record = &open.fixed;
         let task = &record.task;
-        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        if self.processes.get(task.tgid, &exec_id).is_none() {
-            // Started before a fork hook could see it (or the hook is off): it runs what its
-            // parent ran until it execs.
-            self.processes.inherit(self.entry_for(task, Arc::default()));
-        }
-        let process = self.process_of(task, &exec_id);
+        let (exec_id, process) = self.acting_process(task);
         let mut body = file_open_body(open);
         self.note_device_write(open, &mut body);
         self.envelope(

@@ -5,7 +5,9 @@
 //! code lives in `families/<family>.rs`, named as in the other crates;
 //! what they share (the process table, identities, the event envelope) in [`Enricher`].
 use custos_proto::v1::{event::Body, Event};
-use sensor_common::{kind, syscalls, ExitRecord, ForkRecord, PrivilegeChangeRecord, RecordHeader};
+use sensor_common::{
+    kind, syscalls, ExitRecord, ForkRecord, NetworkRecord, PrivilegeChangeRecord, RecordHeader,
+};
 
 mod block_device;
 mod device_control;
@@ -14,6 +16,7 @@ mod file;
 mod identity;
 mod loss;
 mod mount;
+mod network;
 mod privilege;
 mod process;
 mod session;
@@ -121,6 +124,11 @@ hooks! {
     IoUringComplete = "io_uring_complete", IoUring, optional: [
         Program::TpBtf("io_uring_complete", "io_uring_complete"),
     ];
+    /// TCP state changes: the outcome of a non-blocking connect. Without it such a connect is
+    /// reported as in progress (EINPROGRESS).
+    InetSockSetState = "inet_sock_set_state", Network, optional: [
+        Program::TpBtf("inet_sock_set_state", "inet_sock_set_state"),
+    ];
 }
 
 impl std::fmt::Display for Hook {
@@ -148,6 +156,8 @@ pub(crate) enum Sensor {
     IoUring,
     /// Block devices.
     Devices,
+    /// Network connections.
+    Network,
 }
 
 #[derive(Clone, Debug)]
@@ -159,6 +169,7 @@ pub enum Record {
     PrivilegeChange(PrivilegeChangeRecord),
     BlockDevice(Device),
     Mount(Mount),
+    Network(NetworkRecord),
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
@@ -178,6 +189,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::PRIVILEGE_CHANGE => fixed(bytes).map(Record::PrivilegeChange),
         kind::BLOCK_DEVICE => decode_device(bytes).map(Record::BlockDevice),
         kind::MOUNT => decode_mount(bytes).map(Record::Mount),
+        kind::NETWORK => fixed(bytes).map(Record::Network),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -197,6 +209,7 @@ impl<S: NameSource> Enricher<S> {
             Record::PrivilegeChange(cred) => self.privilege_record(&cred),
             Record::BlockDevice(device) => self.device_change(&device),
             Record::Mount(mount) => self.mount(&mount),
+            Record::Network(record) => Some(self.network(&record)),
         }
     }
 }
@@ -214,8 +227,8 @@ pub fn pseudonymise(body: &mut Body, p: &Pseudonymizer) {
         Body::Mount(mount) => mount::pseudonymise(mount, p),
         // An exec's parent is a process, pseudonymised with the others; an alert's text and
         // paths are rewritten before the identity (see `Privacy::apply`); exits and losses
-        // name nobody.
-        Body::Exec(_) | Body::Alert(_) | Body::Exit(_) | Body::Loss(_) => {}
+        // name nobody, and network addresses are kept as they are (privacy-report says so).
+        Body::Exec(_) | Body::Alert(_) | Body::Exit(_) | Body::Loss(_) | Body::Network(_) => {}
     }
 }
 

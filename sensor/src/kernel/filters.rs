@@ -11,21 +11,36 @@ use aya::{
 };
 use sensor_common::{
     filter_action::{EXCLUDE, EXCLUDE_READS, INCLUDE, KEEP},
-    filter_flags as ff, ExeKey, FileFilterConfig, FILE_FILTER_MAP, FILTER_CGROUPS_MAP,
-    FILTER_COMMS_MAP, FILTER_EXES_MAP, FILTER_UIDS_MAP, PATH_PREFIXES_MAP, PREFIX_MAX,
+    filter_flags as ff, network_flags, ExeKey, FileFilterConfig, NetworkFilterConfig,
+    FILE_FILTER_MAP, FILTER_CGROUPS_MAP, FILTER_COMMS_MAP, FILTER_EXES_MAP, FILTER_UIDS_MAP,
+    NETWORK_FILTER_MAP, PATH_PREFIXES_MAP, PREFIX_MAX,
 };
 
-use crate::config::{FileEvents, FileSensor};
+use crate::config::{FileEvents, FileSensor, NetworkConfig};
 
 /// Filter rules in kernel form.
 #[derive(Debug, Default, PartialEq)]
 pub struct KernelRules {
     pub config: FileFilterConfig,
+    /// The network sensor's settings word.
+    pub network: NetworkFilterConfig,
     pub prefixes: Vec<(Vec<u8>, u32)>,
     pub uids: Vec<(u32, u32)>,
     pub comms: Vec<([u8; 16], u32)>,
     pub cgroups: Vec<(u64, u32)>,
     pub exes: Vec<(ExeKey, u32)>,
+}
+
+/// The network sensor's settings word: on or off, and whether loopback peers are reported.
+pub fn network_settings(enabled: bool, network: &NetworkConfig) -> NetworkFilterConfig {
+    let mut flags = 0;
+    if enabled {
+        flags |= network_flags::ENABLED;
+    }
+    if network.loopback {
+        flags |= network_flags::LOOPBACK;
+    }
+    NetworkFilterConfig { flags }
 }
 
 /// Resolves `file` into kernel rules; `cgroup_root` is the cgroup2 mount. With
@@ -188,10 +203,15 @@ pub struct FilterMaps {
     comms: HashMap<MapData, [u8; 16], u32>,
     cgroups: HashMap<MapData, u64, u32>,
     exes: HashMap<MapData, ExeKey, u32>,
+    network: Array<MapData, NetworkFilterConfig>,
+    /// Whether non-blocking connects are followed to their outcome (the hook is attached).
+    connect_outcomes: bool,
 }
 
 impl FilterMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+    /// The filter maps of the loaded programs; `connect_outcomes` says whether the hook that
+    /// follows connects to their outcome is attached.
+    pub fn take(ebpf: &mut Ebpf, connect_outcomes: bool) -> Result<Self> {
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("map {name} missing from the object"))
@@ -203,6 +223,8 @@ impl FilterMaps {
             comms: HashMap::try_from(take(FILTER_COMMS_MAP)?)?,
             cgroups: HashMap::try_from(take(FILTER_CGROUPS_MAP)?)?,
             exes: HashMap::try_from(take(FILTER_EXES_MAP)?)?,
+            network: Array::try_from(take(NETWORK_FILTER_MAP)?)?,
+            connect_outcomes,
         })
     }
 
@@ -241,6 +263,13 @@ impl FilterMaps {
         self.config
             .set(0, rules.config, 0)
             .context("updating file filter settings")?;
+        let mut network = rules.network;
+        if self.connect_outcomes {
+            network.flags |= network_flags::COMPLETIONS;
+        }
+        self.network
+            .set(0, network, 0)
+            .context("updating network settings")?;
         Ok(())
     }
 }

@@ -112,6 +112,8 @@ pub struct LoadOptions {
     pub file_sensor: bool,
     /// Whether the block-device hooks are wanted.
     pub device_sensor: bool,
+    /// Whether the network hooks are wanted.
+    pub network_sensor: bool,
 }
 
 /// The loaded programs; dropping it detaches every hook.
@@ -165,6 +167,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         let wanted = match spec.sensor {
             Sensor::Process => true,
             Sensor::Devices => options.device_sensor,
+            Sensor::Network => options.network_sensor,
             Sensor::FileOpenLsm => options.file_sensor || options.device_sensor,
             Sensor::IoUring => {
                 options.file_sensor && offsets.kiocb_opcode != sensor_common::offsets::MISSING

@@ -74,14 +74,16 @@ fn kernel_rules(config: &Config, cgroup_root: &Path) -> Result<filters::KernelRu
         .iter()
         .flat_map(|rule| rule.paths.iter().cloned())
         .collect();
-    filters::resolve(
+    let mut rules = filters::resolve(
         &config.file,
         config.sensors.file,
         config.sensors.devices,
         &sensitive,
         config.privacy.file_events,
         cgroup_root,
-    )
+    )?;
+    rules.network = filters::network_settings(config.sensors.network, &config.network);
+    Ok(rules)
 }
 
 /// The argument redactor the privacy settings ask for.
@@ -241,7 +243,8 @@ impl Daemon {
             .ok();
         let (tail_events, _) = broadcast::channel(tail::BACKLOG);
         serve_observability(&config, &metrics, &tail_events).await;
-        let mut filters = FilterMaps::take(&mut sensor.ebpf)?;
+        let completions = sensor.attached(Hook::InetSockSetState);
+        let mut filters = FilterMaps::take(&mut sensor.ebpf, completions)?;
         filters.apply(&rules)?;
         let ring = take_ring(&mut sensor)?;
         let drops = DropCounters::take(&mut sensor.ebpf)?;
@@ -432,6 +435,7 @@ fn load_kernel(config: &Config, metrics: &Metrics) -> Result<loader::LoadedSenso
         mode: config.kernel.attach,
         file_sensor: config.sensors.file,
         device_sensor: config.sensors.devices,
+        network_sensor: config.sensors.network,
     })?;
     // Parsing BTF and loading the programs left tens of MiB of freed heap; give it back.
     // SAFETY: malloc_trim only releases free memory.

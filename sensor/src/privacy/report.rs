@@ -20,6 +20,19 @@ pub fn render(config: &Config) -> String {
     if config.sensors.file {
         files(&mut out, config);
     }
+    if config.sensors.network {
+        let _ = writeln!(
+            out,
+            "- network connections made, accepted and offered (connect, accept, listen): both \
+             ends' IP addresses and ports as they are (addresses are not pseudonymised), the \
+             protocol, and the error of a failed connect{};",
+            if config.network.loopback {
+                ", loopback connections included"
+            } else {
+                "; connections with loopback addresses are left out"
+            }
+        );
+    }
     if config.sensors.devices {
         let _ = writeln!(
             out,

@@ -1,0 +1,257 @@
+//! Network connections with the identity behind them, caused by real programs on loopback:
+//! Python's http.server (Debian's python3) listens and accepts, curl run as nobody connects; a
+//! connect to a closed port is reported with its errno; loopback is off unless configured.
+use std::{
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use custos_tests::{free_port, of_kind, require_root, Sensor, TestConfig, PATIENCE};
+use serde_json::Value;
+
+/// `python3 -m http.server` on `address`, stopped at drop.
+struct HttpServer {
+    child: Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(address: &str) -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "http.server", "--bind", address, &port.to_string()])
+            .current_dir("/tmp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting python3 -m http.server")?;
+        let server = Self { child, port };
+        let deadline = Instant::now() + PATIENCE;
+        let target = if address.contains(':') {
+            format!("[{address}]:{port}")
+        } else {
+            format!("{address}:{port}")
+        };
+        while TcpStream::connect(&target).is_err() {
+            if Instant::now() > deadline {
+                bail!("http.server never listened on {target}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// curl's connects (the tests' own readiness probes connect too) whose `network` part matches.
+fn curl_connects<'a>(
+    events: &'a [Value],
+    matches: impl Fn(&Value) -> bool + 'a,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    network(events, "CONNECT", matches).filter(|e| e["process"]["binary"] == "/usr/bin/curl")
+}
+
+/// curl, as nobody, fetching `url`; its exit code and the local port it used (0 when it never
+/// connected).
+fn curl_as_nobody(url: &str) -> Result<(i32, u16)> {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["curl", "-s", "-o", "/dev/null", "-w", "%{local_port}", url])
+        .output()
+        .context("running curl through setpriv")?;
+    let port = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    Ok((out.status.code().unwrap_or(-1), port))
+}
+
+/// The network events of `operation` (`CONNECT`, ...) whose `network` part `matches`.
+fn network<'a>(
+    events: &'a [Value],
+    operation: &str,
+    matches: impl Fn(&Value) -> bool + 'a,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    let operation = format!("NETWORK_OPERATION_{operation}");
+    of_kind(events, "network")
+        .filter(move |e| e["network"]["operation"] == operation.as_str())
+        .filter(move |e| matches(&e["network"]))
+}
+
+#[test]
+fn curl_to_a_local_web_server_is_a_listen_a_connect_and_an_accept() -> Result<()> {
+    require_root();
+    let mut sensor = Sensor::start(&TestConfig::new().network_loopback(true))?;
+    let server = HttpServer::start("127.0.0.1")?;
+    let (code, curl_port) = curl_as_nobody(&format!("http://127.0.0.1:{}/", server.port))?;
+    ensure!(code == 0 && curl_port != 0, "curl exited {code}");
+    let port = u64::from(server.port);
+    let (connect, accept) =
+        sensor.wait_for("curl's connect and the server's accept", |events| {
+            let connect = curl_connects(events, move |n| n["remotePort"] == port).next()?;
+            let accept = network(events, "ACCEPT", |n| {
+                n["remotePort"] == u64::from(curl_port)
+            })
+            .next()?;
+            Some((connect.clone(), accept.clone()))
+        })?;
+    let events = sensor.events()?;
+    let server_pid = server.pid();
+    let listen = network(&events, "LISTEN", move |n| n["localPort"] == port)
+        .find(|e| e["process"]["pid"] == server_pid)
+        .context("the server's listen")?;
+
+    assert_eq!(connect["identity"]["user"], "nobody");
+    assert_eq!(connect["process"]["binary"], "/usr/bin/curl");
+    let out = &connect["network"];
+    assert_eq!(out["syscall"], "connect");
+    assert_eq!(
+        (out["family"].as_str(), out["protocol"].as_str()),
+        (Some("ipv4"), Some("tcp"))
+    );
+    assert_eq!(out["remoteAddress"], "127.0.0.1");
+    assert_eq!(out["localPort"], u64::from(curl_port), "{out}");
+    assert!(out["errno"].is_null(), "{out}");
+    assert_ne!(out["socketInode"], "0");
+
+    for (event, what) in [(&accept, "accept"), (listen, "listen")] {
+        assert_eq!(event["process"]["pid"], server.pid(), "{what}: {event}");
+        assert_eq!(event["identity"]["user"], "root", "{what}");
+        assert_eq!(event["network"]["localAddress"], "127.0.0.1", "{what}");
+        assert_eq!(event["network"]["localPort"], port, "{what}");
+    }
+    assert_eq!(accept["network"]["remoteAddress"], "127.0.0.1");
+    assert!(accept["network"]["syscall"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("accept"));
+    assert_eq!(listen["network"]["remoteAddress"], "");
+    sensor.stop()
+}
+
+#[test]
+fn a_refused_connect_names_its_errno_and_ipv6_peers_are_reported() -> Result<()> {
+    require_root();
+    let mut sensor = Sensor::start(&TestConfig::new().network_loopback(true))?;
+    let closed = free_port()?;
+    let (code, _) = curl_as_nobody(&format!("http://127.0.0.1:{closed}/"))?;
+    ensure!(code != 0, "curl reached a closed port");
+    let server = HttpServer::start("::1")?;
+    let v6_port = server.port;
+    let (code, _) = curl_as_nobody(&format!("http://[::1]:{v6_port}/"))?;
+    ensure!(code == 0, "curl over IPv6 exited {code}");
+    let (refused, v6) = sensor.wait_for("the refused and the IPv6 connects", |events| {
+        let refused = curl_connects(events, move |n| n["remotePort"] == u64::from(closed));
+        let v6 = curl_connects(events, move |n| n["remotePort"] == u64::from(v6_port));
+        let (refused, v6) = (refused.last()?, v6.last()?);
+        Some((refused.clone(), v6.clone()))
+    })?;
+    assert_eq!(refused["network"]["remoteAddress"], "127.0.0.1");
+    assert_eq!(refused["network"]["error"], "ECONNREFUSED", "{refused}");
+    assert_eq!(refused["network"]["errno"], 111);
+    assert_eq!(refused["identity"]["user"], "nobody");
+    assert_eq!(v6["network"]["family"], "ipv6");
+    assert_eq!(v6["network"]["remoteAddress"], "::1");
+    assert!(v6["network"]["errno"].is_null(), "{v6}");
+    sensor.stop()
+}
+
+/// By default loopback connections are left out (in the kernel); the same curl is then seen
+/// only as a program run.
+#[test]
+fn loopback_connections_are_off_by_default() -> Result<()> {
+    require_root();
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let server = HttpServer::start("127.0.0.1")?;
+    let (code, _) = curl_as_nobody(&format!("http://127.0.0.1:{}/", server.port))?;
+    ensure!(code == 0, "curl exited {code}");
+    let events = sensor.wait_for("curl's exit", |events| {
+        of_kind(events, "exit")
+            .any(|e| e["process"]["binary"] == "/usr/bin/curl")
+            .then(|| events.to_vec())
+    })?;
+    let port = u64::from(server.port);
+    assert_eq!(
+        curl_connects(&events, move |n| n["remotePort"] == port).count(),
+        0,
+        "a loopback connect was reported with loopback off"
+    );
+    sensor.stop()
+}
+
+/// A veth pair to a network namespace, both made by the test and removed at drop: the host end
+/// has 10.77.0.1/24, the namespace end 10.77.0.2/24, and no host answers for other addresses.
+struct VethNamespace {
+    name: String,
+}
+
+impl VethNamespace {
+    fn create() -> Result<Self> {
+        let name = format!("custos-net-{}", std::process::id());
+        let host_end = format!("cn{}", std::process::id() % 100_000);
+        let this = Self { name: name.clone() };
+        let ip = |args: &[&str]| -> Result<()> {
+            let status = Command::new("ip").args(args).status()?;
+            ensure!(status.success(), "ip {args:?} failed");
+            Ok(())
+        };
+        ip(&["netns", "add", &name])?;
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "inner", "netns", &name,
+        ])?;
+        ip(&["addr", "add", "10.77.0.1/24", "dev", &host_end])?;
+        ip(&["link", "set", &host_end, "up"])?;
+        ip(&["-n", &name, "addr", "add", "10.77.0.2/24", "dev", "inner"])?;
+        ip(&["-n", &name, "link", "set", "inner", "up"])?;
+        Ok(this)
+    }
+}
+
+impl Drop for VethNamespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A connect whose handshake fails long after the call returned (nobody answers ARP for the
+/// address) is reported when the kernel gives up, from the state-change hook outside the
+/// process, still with the identity of the process that called connect.
+#[test]
+fn an_unreachable_peer_is_reported_with_its_errno_when_the_kernel_gives_up() -> Result<()> {
+    require_root();
+    let _namespace = VethNamespace::create()?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let started = Instant::now();
+    let (code, _) = curl_as_nobody("http://10.77.0.9:8080/")?;
+    ensure!(code != 0, "curl reached an address nobody has");
+    let unreachable = sensor.wait_for("the unreachable connect", |events| {
+        curl_connects(events, |n| n["remoteAddress"] == "10.77.0.9")
+            .next()
+            .cloned()
+    })?;
+    let out = &unreachable["network"];
+    assert_eq!(out["error"], "EHOSTUNREACH", "{unreachable}");
+    assert_eq!(out["remotePort"], 8080);
+    assert_eq!(out["localAddress"], "10.77.0.1");
+    assert_eq!(unreachable["identity"]["user"], "nobody");
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the outcome came from neighbour resolution giving up, seconds after the call"
+    );
+    sensor.stop()
+}
