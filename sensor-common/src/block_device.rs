@@ -47,8 +47,6 @@ pub struct BlockDeviceRecord {
     pub flags: u32,
 }
 
-pub const BLOCK_DEVICE_FIXED_SIZE: usize = core::mem::size_of::<BlockDeviceRecord>();
-
 /// Kernel-side staging area for a device record: one path at offset 0.
 #[repr(C)]
 pub struct BlockDeviceBuffer {

@@ -116,7 +116,6 @@ pub struct FileOpenRecord {
     pub dir: BlobRef,
 }
 
-pub const FILE_FIXED_SIZE: usize = core::mem::size_of::<FileOpenRecord>();
 /// Blob offsets of file records are masked to 13 bits: a path and a directory, 4 KiB each.
 pub const FILE_BLOB_OFFSET_MASK: usize = 0x1fff;
 pub const FILE_BLOB_CAP: usize = FILE_BLOB_OFFSET_MASK + 1 + PATH_MAX;

@@ -24,7 +24,6 @@ pub struct MountRecord {
     pub _pad2: u32,
 }
 
-pub const MOUNT_FIXED_SIZE: usize = core::mem::size_of::<MountRecord>();
 pub const MOUNT_BLOB_CAP: usize = BLOB_OFFSET_MASK + 1 + PATH_MAX;
 
 #[repr(C)]
