@@ -372,6 +372,19 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// Waits until `address` (`host:port`, IPv6 hosts in brackets) accepts TCP connections:
+/// a server the test started is ready.
+pub fn wait_listening(address: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(address).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listened on {address} within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// A directory under /tmp that every user may use, removed at drop.
 pub fn shared_dir() -> Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;

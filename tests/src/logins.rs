@@ -2,7 +2,7 @@
 //! configuration, key logins with Debian's ssh client, a sudo rule, cron jobs.
 use std::{
     io::Write as _,
-    net::{Ipv4Addr, TcpStream},
+    net::Ipv4Addr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -87,13 +87,10 @@ impl SshServer {
     }
 
     fn wait_listening(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("sshd.log"))?;
-                bail!("sshd never listened on port {}: {log}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let address = format!("{}:{}", Ipv4Addr::LOCALHOST, self.port);
+        if let Err(err) = crate::wait_listening(&address, Duration::from_secs(10)) {
+            let log = std::fs::read_to_string(self.dir.path().join("sshd.log"))?;
+            bail!("sshd: {err}: {log}");
         }
         Ok(())
     }

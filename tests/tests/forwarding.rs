@@ -4,7 +4,7 @@
 use std::{
     ffi::OsStr,
     io::Read,
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     path::Path,
     process::Command,
     sync::{Arc, Mutex},
@@ -441,13 +441,7 @@ impl Rsyslog {
             .spawn()
             .context("starting rsyslogd (Debian package rsyslog)")?;
         let address = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(&address).is_err() {
-            if Instant::now() > deadline {
-                bail!("rsyslogd never listened on {address}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        custos_tests::wait_listening(&address, PATIENCE).context("rsyslogd did not start")?;
         Ok(Self {
             child,
             _dir: dir,

@@ -2,13 +2,11 @@
 //! loopback, read back by an independent consumer (nats-py and the official protobuf runtime).
 use std::{
     ffi::OsStr,
-    net::TcpStream,
     path::Path,
     process::{Child, Command},
-    time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use custos_tests::{
     open_as_nobody, open_repeatedly_as_nobody, require_root, shared_file, Entry, Marker, Sensor,
     TestConfig, PATIENCE,
@@ -57,14 +55,8 @@ impl NatsServer {
             .spawn()
             .context("starting nats-server (Debian package nats-server)")?;
         self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("nats-server never listened on port {}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        custos_tests::wait_listening(&format!("127.0.0.1:{}", self.port), PATIENCE)
+            .context("nats-server did not start")
     }
 
     fn stop(&mut self) {

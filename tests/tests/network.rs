@@ -2,13 +2,14 @@
 //! Python's http.server (Debian's python3) listens and accepts, curl run as nobody connects; a
 //! connect to a closed port is reported with its errno; loopback is off unless configured.
 use std::{
-    net::TcpStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
-use custos_tests::{free_port, of_kind, require_root, Sensor, TestConfig, PATIENCE};
+use anyhow::{ensure, Context as _, Result};
+use custos_tests::{
+    free_port, of_kind, require_root, wait_listening, Sensor, TestConfig, PATIENCE,
+};
 use serde_json::Value;
 
 /// `python3 -m http.server` on `address`, stopped at drop.
@@ -28,18 +29,12 @@ impl HttpServer {
             .spawn()
             .context("starting python3 -m http.server")?;
         let server = Self { child, port };
-        let deadline = Instant::now() + PATIENCE;
         let target = if address.contains(':') {
             format!("[{address}]:{port}")
         } else {
             format!("{address}:{port}")
         };
-        while TcpStream::connect(&target).is_err() {
-            if Instant::now() > deadline {
-                bail!("http.server never listened on {target}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_listening(&target, PATIENCE).context("http.server did not start")?;
         Ok(server)
     }
 
