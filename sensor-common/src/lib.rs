@@ -165,4 +165,7 @@ mod pod {
     unsafe impl aya::Pod for super::FileDedupState {}
     unsafe impl aya::Pod for super::ExeKey {}
     unsafe impl aya::Pod for super::NetworkFilterConfig {}
+    unsafe impl aya::Pod for super::NetworkAddrKey {}
+    unsafe impl aya::Pod for super::NetworkDedupKey {}
+    unsafe impl aya::Pod for super::NetworkDedupState {}
 }

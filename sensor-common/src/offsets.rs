@@ -176,6 +176,9 @@ kernel_offsets! {
     sk_v6_daddr: sock_common.skc_v6_daddr (optional),
     sk_protocol: sock.sk_protocol,
     sk_err: sock.sk_err,
+    // Payload bytes of a TCP connection (RFC 4898 counters), read when it closes.
+    tcp_bytes_acked: tcp_sock.bytes_acked (optional),
+    tcp_bytes_received: tcp_sock.bytes_received (optional),
 }
 
 /// Span lengths, in bytes.

@@ -64,6 +64,7 @@ watched_syscalls! {
     ACCEPT = 43, "accept", Network;
     ACCEPT4 = 288, "accept4", Network;
     LISTEN = 50, "listen", Network;
+    BIND = 49, "bind", Network;
 }
 
 /// The watched syscall numbered `nr`.

@@ -5,8 +5,8 @@ use aya_ebpf::{
 };
 use sensor_common::{
     kind, BlockDeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
-    FileFilterConfig, MountBuffer, NetworkBuffer, NetworkFilterConfig, NetworkRecord, PrefixKey,
-    UringOpen, PREFIX_MAX,
+    FileFilterConfig, MountBuffer, NetworkBuffer, NetworkDedupKey, NetworkDedupState,
+    NetworkFilterConfig, NetworkRecord, PrefixKey, UringOpen, PREFIX_MAX,
 };
 
 use crate::{kread::rooms::SpanRooms, path::PathScratch};
@@ -106,3 +106,33 @@ pub static NETWORK_BUF: PerCpuArray<NetworkBuffer> = PerCpuArray::with_max_entri
 /// Non-blocking connects in progress, by `struct sock` address, until their outcome is known.
 #[map(name = "PENDING_CONNECTS")]
 pub static PENDING_CONNECTS: LruHashMap<u64, NetworkRecord> = LruHashMap::with_max_entries(4096, 0);
+
+/// Address rules (CIDR, IPv4 as IPv4-mapped IPv6): longest match wins; value is a
+/// `filter_action`.
+#[map(name = "NETWORK_ADDRS")]
+pub static NETWORK_ADDRS: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1024, 0);
+
+/// Port rules: port to `filter_action`.
+#[map(name = "NETWORK_PORTS")]
+pub static NETWORK_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
+
+/// User rules for the network sensor: real uid to `filter_action`.
+#[map(name = "NETWORK_UIDS")]
+pub static NETWORK_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Command-name rules for the network sensor.
+#[map(name = "NETWORK_COMMS")]
+pub static NETWORK_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(1024, 0);
+
+/// Connect dedup windows; LRU so that the busiest keys stay.
+#[map(name = "NETWORK_DEDUP")]
+pub static NETWORK_DEDUP: LruHashMap<NetworkDedupKey, NetworkDedupState> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// Reported TCP connections still open, by `struct sock` address, until they end. Allocated
+/// as connections come (no preallocation); the daemon sets the size.
+#[map(name = "CONNECTIONS")]
+pub static CONNECTIONS: HashMap<u64, NetworkRecord> =
+    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
+const BPF_F_NO_PREALLOC: u32 = 1;

@@ -1,12 +1,15 @@
-//! Turns the kernel's deduplication counts into summary events.
+//! Turns the kernel's deduplication counts into summary events, for the families the kernel
+//! deduplicates: file opens (`FILE_DEDUP`) and connects (`NETWORK_DEDUP`).
 //!
-//! The kernel sends the first open of a (process, file, access) window and counts identical
-//! opens in `FILE_DEDUP` without sending them; its counter only grows. The daemon remembers how
+//! The kernel sends the first record of a window (a process opening a file with one access, or
+//! connecting to one peer with one outcome) and counts identical ones without sending them; its
+//! counter only grows. The daemon remembers how
 //! much of each counter it has reported: when a window closes (or a new window's first event
 //! arrives with a larger total) it emits one summary for the difference. Nothing counted is
 //! lost, and nothing is reported twice.
 use std::{
     collections::HashMap,
+    hash::Hash,
     num::NonZeroUsize,
     time::{Duration, Instant},
 };
@@ -14,18 +17,58 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use custos_proto::v1::{event::Body, Event};
 use lru::LruCache;
-use sensor_common::{FileDedupKey, FileDedupState, FileOpenRecord};
+use sensor_common::{
+    FileDedupKey, FileDedupState, FileOpenRecord, NetworkDedupKey, NetworkDedupState, NetworkRecord,
+};
 
 use crate::families::timestamp;
 
 /// Reads a key's running counter in the kernel.
-pub trait CounterSource {
-    fn suppressed_total(&self, key: &FileDedupKey) -> Option<u64>;
+pub trait CounterSource<K> {
+    fn suppressed_total(&self, key: &K) -> Option<u64>;
 }
 
-impl CounterSource for BpfHashMap<MapData, FileDedupKey, FileDedupState> {
+impl CounterSource<FileDedupKey> for BpfHashMap<MapData, FileDedupKey, FileDedupState> {
     fn suppressed_total(&self, key: &FileDedupKey) -> Option<u64> {
         self.get(key, 0).ok().map(|s| s.suppressed_total)
+    }
+}
+
+impl CounterSource<NetworkDedupKey> for BpfHashMap<MapData, NetworkDedupKey, NetworkDedupState> {
+    fn suppressed_total(&self, key: &NetworkDedupKey) -> Option<u64> {
+        self.get(key, 0).ok().map(|s| s.suppressed_total)
+    }
+}
+
+/// The dedup key of a file-open record, computed as the kernel computes it.
+pub fn file_key(record: &FileOpenRecord) -> FileDedupKey {
+    let mask = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) as u32;
+    FileDedupKey {
+        tgid: record.task.tgid,
+        access: record.open_flags & mask,
+        dev: record.dev,
+        _pad: 0,
+        ino: record.ino,
+        mm: record.key_mm,
+        cred: record.key_cred,
+    }
+}
+
+/// The dedup key of a network record, computed as the kernel computes it.
+pub fn network_key(record: &NetworkRecord) -> NetworkDedupKey {
+    let mut remote_addr = record.remote_addr;
+    for (i, byte) in record.unix_path.iter().enumerate() {
+        remote_addr[i % 16] ^= byte;
+    }
+    NetworkDedupKey {
+        tgid: record.task.tgid,
+        op: record.op,
+        ret: record.ret,
+        family: record.family,
+        protocol: record.protocol,
+        remote_port: record.remote_port,
+        _pad: [0; 6],
+        remote_addr,
     }
 }
 
@@ -35,11 +78,11 @@ struct Window {
     first: Event,
 }
 
-pub struct Dedup<C> {
+pub struct Dedup<K, C> {
     counters: C,
     window: Duration,
-    reported: LruCache<FileDedupKey, u64>,
-    open: HashMap<FileDedupKey, Window>,
+    reported: LruCache<K, u64>,
+    open: HashMap<K, Window>,
     /// Windows whose kernel entry was evicted before their counts were read.
     pub evicted: u64,
 }
@@ -48,7 +91,7 @@ pub struct Dedup<C> {
 /// the hook) has surely closed.
 const GRACE: Duration = Duration::from_millis(100);
 
-impl<C: CounterSource> Dedup<C> {
+impl<K: Copy + Eq + Hash, C: CounterSource<K>> Dedup<K, C> {
     pub fn new(counters: C, window: Duration) -> Self {
         Self {
             counters,
@@ -64,28 +107,9 @@ impl<C: CounterSource> Dedup<C> {
         self.window = window;
     }
 
-    /// The dedup key of a record, computed as the kernel computes it.
-    pub fn key_of(record: &FileOpenRecord) -> FileDedupKey {
-        let mask = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) as u32;
-        FileDedupKey {
-            tgid: record.task.tgid,
-            access: record.open_flags & mask,
-            dev: record.dev,
-            _pad: 0,
-            ino: record.ino,
-            mm: record.key_mm,
-            cred: record.key_cred,
-        }
-    }
-
     /// A window opened with `first`; `suppressed_total` is the kernel counter at that moment.
     /// Returns the summary still owed for earlier windows of the same key, if any.
-    pub fn on_first(
-        &mut self,
-        key: FileDedupKey,
-        suppressed_total: u64,
-        first: &Event,
-    ) -> Option<Event> {
+    pub fn on_first(&mut self, key: K, suppressed_total: u64, first: &Event) -> Option<Event> {
         let previous = self.open.remove(&key);
         let reported = self.reported.get(&key).copied().unwrap_or(0);
         let summary = (suppressed_total > reported).then(|| {
@@ -107,7 +131,7 @@ impl<C: CounterSource> Dedup<C> {
     /// Summaries for windows that have closed (all windows when `all`, at shutdown).
     pub fn sweep(&mut self, all: bool) -> Vec<Event> {
         let now = Instant::now();
-        let closed: Vec<FileDedupKey> = self
+        let closed: Vec<K> = self
             .open
             .iter()
             .filter(|(_, w)| all || w.closes <= now)
@@ -136,12 +160,48 @@ fn summary_of(first: &Event, repeats: u64) -> Event {
     let mut summary = first.clone();
     summary.seq = 0;
     summary.time = Some(timestamp(std::time::SystemTime::now()));
-    if let Some(Body::FileOpen(open)) = summary.body.as_mut() {
-        open.repeats = repeats;
-        open.repeat_summary = true;
-        open.fd = None;
+    match summary.body.as_mut() {
+        Some(Body::FileOpen(open)) => {
+            open.repeats = repeats;
+            open.repeat_summary = true;
+            open.fd = None;
+        }
+        Some(Body::Network(connection)) => {
+            connection.repeats = repeats;
+            connection.repeat_summary = true;
+        }
+        _ => {}
     }
     summary
+}
+
+/// The kernel's deduplicated families, each with its windows.
+pub struct KernelDedup {
+    pub files: Dedup<FileDedupKey, BpfHashMap<MapData, FileDedupKey, FileDedupState>>,
+    pub network: Dedup<NetworkDedupKey, BpfHashMap<MapData, NetworkDedupKey, NetworkDedupState>>,
+}
+
+/// A record that opened a kernel dedup window: its key and the running count at that moment.
+pub enum WindowStart {
+    File(FileDedupKey, u64),
+    Network(NetworkDedupKey, u64),
+}
+
+impl KernelDedup {
+    /// See [`Dedup::on_first`].
+    pub fn on_first(&mut self, start: WindowStart, first: &Event) -> Option<Event> {
+        match start {
+            WindowStart::File(key, total) => self.files.on_first(key, total, first),
+            WindowStart::Network(key, total) => self.network.on_first(key, total, first),
+        }
+    }
+
+    /// See [`Dedup::sweep`].
+    pub fn sweep(&mut self, all: bool) -> Vec<Event> {
+        let mut summaries = self.files.sweep(all);
+        summaries.extend(self.network.sweep(all));
+        summaries
+    }
 }
 
 #[cfg(test)]
@@ -155,7 +215,7 @@ mod tests {
     #[derive(Default)]
     struct Counters(RefCell<HashMap<FileDedupKey, u64>>);
 
-    impl CounterSource for &Counters {
+    impl CounterSource<FileDedupKey> for &Counters {
         fn suppressed_total(&self, key: &FileDedupKey) -> Option<u64> {
             self.0.borrow().get(key).copied()
         }

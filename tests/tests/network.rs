@@ -106,7 +106,10 @@ fn curl_to_a_local_web_server_is_a_listen_a_connect_and_an_accept() -> Result<()
     let server_pid = server.pid();
     let listen = network(&events, "LISTEN", move |n| n["localPort"] == port)
         .find(|e| e["process"]["pid"] == server_pid)
-        .context("the server's listen")?;
+        .with_context(|| {
+            let listens: Vec<_> = network(&events, "LISTEN", |_| true).collect();
+            format!("the server's listen (pid {server_pid}, port {port}) among {listens:?}")
+        })?;
 
     assert_eq!(connect["identity"]["user"], "nobody");
     assert_eq!(connect["process"]["binary"], "/usr/bin/curl");

@@ -122,6 +122,25 @@ pub struct NetworkConfig {
     /// loopback address count as such. Off: local services talking to each other are noise
     /// for most hosts, and leave nothing.
     pub loopback: bool,
+    /// Addresses or networks in CIDR form (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`) of the
+    /// peer (for listen and bind, the local address). The longest matching rule decides; with
+    /// any include, addresses that match no rule are dropped.
+    pub include_addresses: Vec<String>,
+    pub exclude_addresses: Vec<String>,
+    /// Remote ports (for listen and bind, the local port).
+    pub include_ports: Vec<u16>,
+    pub exclude_ports: Vec<u16>,
+    /// User names or numeric uids (the real uid of the caller).
+    pub include_users: Vec<String>,
+    pub exclude_users: Vec<String>,
+    /// Process names (comm, at most 15 bytes).
+    pub include_comms: Vec<String>,
+    pub exclude_comms: Vec<String>,
+    /// Identical connects (same process, peer and outcome) within this many milliseconds of
+    /// the first are counted in the kernel and reported as one summary; 0 reports every
+    /// connect.
+    #[default(5000)]
+    pub dedup_window_ms: u64,
 }
 
 /// Least-privilege alert rules. Reloadable with SIGHUP.

@@ -1,14 +1,15 @@
-//! The network family: connect, accept and listen records to `NetworkConnection` events.
+//! The network family: connect, accept, listen, bind and close records to
+//! `NetworkConnection` events.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use custos_proto::v1::{event::Body, Event, NetworkConnection, NetworkOperation};
-use sensor_common::{address_family::INET6 as AF_INET6, network_op, syscalls, NetworkRecord};
+use sensor_common::{
+    address_family::{INET6 as AF_INET6, UNIX as AF_UNIX},
+    network_op, syscalls, NetworkRecord, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 use super::{errno_name, Enricher};
-use crate::identity::NameSource;
-
-const IPPROTO_TCP: u16 = 6;
-const IPPROTO_UDP: u16 = 17;
+use crate::{identity::NameSource, text::escape_invalid_utf8};
 
 impl<S: NameSource> Enricher<S> {
     pub(crate) fn network(&mut self, record: &NetworkRecord) -> Event {
@@ -25,30 +26,36 @@ fn connection(record: &NetworkRecord) -> NetworkConnection {
         network_op::CONNECT => NetworkOperation::Connect,
         network_op::ACCEPT => NetworkOperation::Accept,
         network_op::LISTEN => NetworkOperation::Listen,
+        network_op::CLOSE => NetworkOperation::Close,
+        network_op::BIND => NetworkOperation::Bind,
         _ => NetworkOperation::Unspecified,
     };
     let errno = (record.ret < 0).then(|| record.ret.unsigned_abs());
-    let listening = operation == NetworkOperation::Listen;
+    let local_only = matches!(operation, NetworkOperation::Listen | NetworkOperation::Bind);
+    let unix = record.family == AF_UNIX;
     NetworkConnection {
         operation: operation as i32,
         syscall: syscalls::watched(record.syscall)
             .map_or("unknown", |s| s.name)
             .to_owned(),
-        family: if record.family == AF_INET6 {
-            "ipv6"
+        family: family_name(record.family).to_owned(),
+        protocol: if unix {
+            String::new()
         } else {
-            "ipv4"
-        }
-        .to_owned(),
-        protocol: protocol_name(record.protocol),
-        local_address: address(record.family, &record.local_addr),
+            protocol_name(record.protocol)
+        },
+        local_address: if unix {
+            String::new()
+        } else {
+            address(record.family, &record.local_addr)
+        },
         local_port: record.local_port.into(),
-        remote_address: if listening {
+        remote_address: if local_only || unix {
             String::new()
         } else {
             address(record.family, &record.remote_addr)
         },
-        remote_port: if listening {
+        remote_port: if local_only {
             0
         } else {
             record.remote_port.into()
@@ -57,6 +64,34 @@ fn connection(record: &NetworkRecord) -> NetworkConnection {
         fd: record.fd,
         errno,
         error: errno.map(errno_name).unwrap_or_default(),
+        unix_path: unix_path(record),
+        duration_ns: record.duration_ns,
+        bytes_sent: record.bytes_sent,
+        bytes_received: record.bytes_received,
+        repeats: 0,
+        repeat_summary: false,
+    }
+}
+
+fn family_name(family: u16) -> &'static str {
+    match family {
+        AF_INET6 => "ipv6",
+        AF_UNIX => "unix",
+        _ => "ipv4",
+    }
+}
+
+/// A Unix socket path as text: a pathname up to its NUL, an abstract name as "@name".
+fn unix_path(record: &NetworkRecord) -> String {
+    let len = (record.unix_path_len as usize).min(record.unix_path.len());
+    let bytes = &record.unix_path[..len];
+    match bytes.split_first() {
+        None => String::new(),
+        Some((0, name)) => format!("@{}", escape_invalid_utf8(name)),
+        Some(_) => {
+            let end = bytes.iter().position(|b| *b == 0).unwrap_or(len);
+            escape_invalid_utf8(&bytes[..end])
+        }
     }
 }
 
@@ -97,6 +132,13 @@ mod tests {
             local_addr: [0; 16],
             remote_addr: [0; 16],
             ino: 42,
+            duration_ns: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            suppressed_total: 0,
+            unix_path_len: 0,
+            flags: 0,
+            unix_path: [0; sensor_common::UNIX_PATH_MAX],
         };
         record.remote_addr[..4].copy_from_slice(&[192, 0, 2, 7]);
         let body = connection(&record);
@@ -123,5 +165,21 @@ mod tests {
             ("ipv6", "")
         );
         assert_eq!(address(AF_INET6, &Ipv6Addr::LOCALHOST.octets()), "::1");
+        record.family = AF_UNIX;
+        record.op = network_op::CONNECT;
+        record.unix_path[..13].copy_from_slice(b"/run/x.sock\0\0");
+        record.unix_path_len = 13;
+        let unix = connection(&record);
+        assert_eq!(
+            (unix.family.as_str(), unix.unix_path.as_str()),
+            ("unix", "/run/x.sock")
+        );
+        assert_eq!(
+            (unix.protocol.as_str(), unix.remote_address.as_str()),
+            ("", "")
+        );
+        record.unix_path[..5].copy_from_slice(b"\0bus\xff");
+        record.unix_path_len = 5;
+        assert_eq!(connection(&record).unix_path, "@bus\\xff");
     }
 }

@@ -11,36 +11,24 @@ use aya::{
 };
 use sensor_common::{
     filter_action::{EXCLUDE, EXCLUDE_READS, INCLUDE, KEEP},
-    filter_flags as ff, network_flags, ExeKey, FileFilterConfig, NetworkFilterConfig,
-    FILE_FILTER_MAP, FILTER_CGROUPS_MAP, FILTER_COMMS_MAP, FILTER_EXES_MAP, FILTER_UIDS_MAP,
-    NETWORK_FILTER_MAP, PATH_PREFIXES_MAP, PREFIX_MAX,
+    filter_flags as ff, ExeKey, FileFilterConfig, FILE_FILTER_MAP, FILTER_CGROUPS_MAP,
+    FILTER_COMMS_MAP, FILTER_EXES_MAP, FILTER_UIDS_MAP, PATH_PREFIXES_MAP, PREFIX_MAX,
 };
 
-use crate::config::{FileEvents, FileSensor, NetworkConfig};
+use super::network_rules::{NetworkMaps, NetworkRules};
+use crate::config::{FileEvents, FileSensor};
 
 /// Filter rules in kernel form.
 #[derive(Debug, Default, PartialEq)]
 pub struct KernelRules {
     pub config: FileFilterConfig,
-    /// The network sensor's settings word.
-    pub network: NetworkFilterConfig,
+    /// The network sensor's rules.
+    pub network: NetworkRules,
     pub prefixes: Vec<(Vec<u8>, u32)>,
     pub uids: Vec<(u32, u32)>,
     pub comms: Vec<([u8; 16], u32)>,
     pub cgroups: Vec<(u64, u32)>,
     pub exes: Vec<(ExeKey, u32)>,
-}
-
-/// The network sensor's settings word: on or off, and whether loopback peers are reported.
-pub fn network_settings(enabled: bool, network: &NetworkConfig) -> NetworkFilterConfig {
-    let mut flags = 0;
-    if enabled {
-        flags |= network_flags::ENABLED;
-    }
-    if network.loopback {
-        flags |= network_flags::LOOPBACK;
-    }
-    NetworkFilterConfig { flags }
 }
 
 /// Resolves `file` into kernel rules; `cgroup_root` is the cgroup2 mount. With
@@ -117,7 +105,7 @@ pub fn resolve(
 }
 
 /// Includes then excludes, each resolved; an entry in both lists is an error.
-fn tagged<T, K: PartialEq + std::fmt::Debug>(
+pub(super) fn tagged<T, K: PartialEq + std::fmt::Debug>(
     include: &[T],
     exclude: &[T],
     resolve: impl Fn(&T) -> Result<K>,
@@ -138,7 +126,7 @@ fn tagged<T, K: PartialEq + std::fmt::Debug>(
     Ok(out)
 }
 
-fn dimension<K>(rules: &[(K, u32)], has_rules: u32, has_includes: u32) -> u32 {
+pub(super) fn dimension<K>(rules: &[(K, u32)], has_rules: u32, has_includes: u32) -> u32 {
     let mut flags = 0;
     if !rules.is_empty() {
         flags |= has_rules;
@@ -149,7 +137,7 @@ fn dimension<K>(rules: &[(K, u32)], has_rules: u32, has_includes: u32) -> u32 {
     flags
 }
 
-fn uid_of(user: &str) -> Result<u32> {
+pub(super) fn uid_of(user: &str) -> Result<u32> {
     if let Ok(uid) = user.parse::<u32>() {
         return Ok(uid);
     }
@@ -161,7 +149,7 @@ fn uid_of(user: &str) -> Result<u32> {
         })
 }
 
-fn comm_key(comm: &str) -> [u8; 16] {
+pub(super) fn comm_key(comm: &str) -> [u8; 16] {
     let mut key = [0u8; 16];
     let bytes = comm.as_bytes();
     let n = bytes.len().min(15);
@@ -203,9 +191,7 @@ pub struct FilterMaps {
     comms: HashMap<MapData, [u8; 16], u32>,
     cgroups: HashMap<MapData, u64, u32>,
     exes: HashMap<MapData, ExeKey, u32>,
-    network: Array<MapData, NetworkFilterConfig>,
-    /// Whether non-blocking connects are followed to their outcome (the hook is attached).
-    connect_outcomes: bool,
+    network: NetworkMaps,
 }
 
 impl FilterMaps {
@@ -223,8 +209,7 @@ impl FilterMaps {
             comms: HashMap::try_from(take(FILTER_COMMS_MAP)?)?,
             cgroups: HashMap::try_from(take(FILTER_CGROUPS_MAP)?)?,
             exes: HashMap::try_from(take(FILTER_EXES_MAP)?)?,
-            network: Array::try_from(take(NETWORK_FILTER_MAP)?)?,
-            connect_outcomes,
+            network: NetworkMaps::take(ebpf, connect_outcomes)?,
         })
     }
 
@@ -263,18 +248,11 @@ impl FilterMaps {
         self.config
             .set(0, rules.config, 0)
             .context("updating file filter settings")?;
-        let mut network = rules.network;
-        if self.connect_outcomes {
-            network.flags |= network_flags::COMPLETIONS;
-        }
-        self.network
-            .set(0, network, 0)
-            .context("updating network settings")?;
-        Ok(())
+        self.network.apply(&rules.network)
     }
 }
 
-fn replace<K: Pod + Eq + Hash>(
+pub(super) fn replace<K: Pod + Eq + Hash>(
     map: &mut HashMap<MapData, K, u32>,
     rules: &[(K, u32)],
 ) -> Result<()> {

@@ -5,4 +5,5 @@ pub mod drops;
 pub mod filters;
 pub mod loader;
 pub mod mounts;
+pub mod network_rules;
 pub mod privileges;

@@ -16,8 +16,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use custos_proto::v1::Event;
 use sd_notify::NotifyState;
 use sensor_common::{
-    FileDedupKey, FileDedupState, DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_MAP,
-    WATCHED_DEVICES_MAP,
+    DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_MAP, NETWORK_DEDUP_MAP, WATCHED_DEVICES_MAP,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -36,7 +35,7 @@ use crate::{
     alert::AlertEngine,
     cgroups::{cgroup2_mount, CgroupResolver},
     config::{Config, PrivacyConfig},
-    dedup::Dedup,
+    dedup::{Dedup, KernelDedup},
     devices::{deny::KernelDenyList, sysfs::DeviceSources, DeviceTracker},
     families::Hook,
     families::{Enricher, EnricherParts},
@@ -45,7 +44,7 @@ use crate::{
     kernel::{
         drops::DropCounters,
         filters::{self, FilterMaps},
-        loader,
+        loader, network_rules,
     },
     metrics::{self, HookLabels, Metrics, ProgramLabels, SinkLabels},
     people::PeopleFile,
@@ -61,8 +60,6 @@ use crate::{
 const EXITED_GRACE: Duration = Duration::from_secs(10);
 /// How often drop counters are read and the table swept.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-
-type KernelDedup = Dedup<BpfHashMap<MapData, FileDedupKey, FileDedupState>>;
 
 /// The kernel's file filters for a configuration: its [file] rules, the watched devices, the
 /// alert rules' sensitive paths (no path rule may hide them) and the privacy setting's file
@@ -82,7 +79,7 @@ fn kernel_rules(config: &Config, cgroup_root: &Path) -> Result<filters::KernelRu
         config.privacy.file_events,
         cgroup_root,
     )?;
-    rules.network = filters::network_settings(config.sensors.network, &config.network);
+    rules.network = network_rules::resolve(config.sensors.network, &config.network)?;
     Ok(rules)
 }
 
@@ -250,10 +247,16 @@ impl Daemon {
         let drops = DropCounters::take(&mut sensor.ebpf)?;
         let enricher = new_enricher(&config, host, people, &cgroup_root)?;
         let (writer, channels) = spawn_sink_thread(sinks)?;
-        let dedup = Dedup::new(
-            take_hash_map(&mut sensor, FILE_DEDUP_MAP)?,
-            Duration::from_millis(config.file.dedup_window_ms),
-        );
+        let dedup = KernelDedup {
+            files: Dedup::new(
+                take_hash_map(&mut sensor, FILE_DEDUP_MAP)?,
+                Duration::from_millis(config.file.dedup_window_ms),
+            ),
+            network: Dedup::new(
+                take_hash_map(&mut sensor, NETWORK_DEDUP_MAP)?,
+                Duration::from_millis(config.network.dedup_window_ms),
+            ),
+        };
         let mut stages = Stages {
             enricher,
             dedup,
@@ -387,7 +390,12 @@ impl Daemon {
         let stages = &mut self.stages;
         stages
             .dedup
+            .files
             .set_window(Duration::from_millis(config.file.dedup_window_ms));
+        stages
+            .dedup
+            .network
+            .set_window(Duration::from_millis(config.network.dedup_window_ms));
         stages.process_events = config.sensors.process;
         stages
             .enricher

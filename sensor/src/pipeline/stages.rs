@@ -6,16 +6,16 @@ use anyhow::{anyhow, Result};
 use aya::maps::{MapData, RingBuf};
 use custos_proto::v1::{event::Body, Event, EventKind, LossReason};
 use prometheus_client::metrics::counter::Counter;
-use sensor_common::file_flags;
+use sensor_common::{file_flags, network_record_flags};
 use tokio::sync::{
     broadcast,
     mpsc::{UnboundedReceiver, UnboundedSender},
 };
 
-use super::KernelDedup;
 use crate::{
     alert::AlertEngine,
     config::FileEvents,
+    dedup::{self, KernelDedup, WindowStart},
     families::Enricher,
     families::{self, Record},
     identity::Nss,
@@ -158,9 +158,17 @@ impl Stages {
             Ok(record) => {
                 let dedup_first = match &record {
                     Record::FileOpen(open) if open.fixed.flags & file_flags::DEDUP_FIRST != 0 => {
-                        Some((
-                            KernelDedup::key_of(&open.fixed),
+                        Some(WindowStart::File(
+                            dedup::file_key(&open.fixed),
                             open.fixed.suppressed_total,
+                        ))
+                    }
+                    Record::Network(connection)
+                        if connection.flags & network_record_flags::DEDUP_FIRST != 0 =>
+                    {
+                        Some(WindowStart::Network(
+                            dedup::network_key(connection),
+                            connection.suppressed_total,
                         ))
                     }
                     Record::Exec(_) | Record::Exit(_) if !self.process_events => {
@@ -175,8 +183,8 @@ impl Stages {
                     self.emit(before)?;
                 }
                 if let Some(event) = produced.event {
-                    if let Some((key, total)) = dedup_first {
-                        if let Some(summary) = self.dedup.on_first(key, total, &event) {
+                    if let Some(start) = dedup_first {
+                        if let Some(summary) = self.dedup.on_first(start, &event) {
                             self.emit(summary)?;
                         }
                     }

@@ -1,0 +1,71 @@
+//! Deduplication of identical connects within a window, counted in the kernel: the first of a
+//! window is sent carrying the running count of those suppressed before it, and the daemon
+//! reports the counts (see `sensor`'s dedup module).
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use sensor_common::{network_record_flags, NetworkDedupKey, NetworkDedupState, NetworkRecord};
+
+use crate::maps::NETWORK_DEDUP;
+
+#[inline(always)]
+pub fn dedup_key(record: &NetworkRecord) -> NetworkDedupKey {
+    let mut key = NetworkDedupKey {
+        // The record's task is filled only once it is to be sent.
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        op: record.op,
+        ret: record.ret,
+        family: record.family,
+        protocol: record.protocol,
+        remote_port: record.remote_port,
+        _pad: [0; 6],
+        remote_addr: record.remote_addr,
+    };
+    fold_unix_path(&mut key.remote_addr, record);
+    key
+}
+
+/// A Unix socket's path folded into the key's address bytes (XOR, 16 bytes at a time).
+#[inline(always)]
+fn fold_unix_path(addr: &mut [u8; 16], record: &NetworkRecord) {
+    let mut i = 0;
+    while i < record.unix_path.len() {
+        addr[i % 16] ^= record.unix_path[i];
+        i += 1;
+    }
+}
+
+/// True when an identical record opened the current window: it is counted instead of sent.
+/// Otherwise the window (re)starts now and the record takes the running count.
+#[inline(always)]
+pub fn counted_as_repeat(window_ns: u64, record: &mut NetworkRecord, now: u64) -> bool {
+    if window_ns == 0 {
+        return false;
+    }
+    let key = dedup_key(record);
+    let Some(state) = NETWORK_DEDUP.get_ptr_mut(&key) else {
+        let fresh = NetworkDedupState {
+            window_start_ns: now,
+            suppressed_total: 0,
+        };
+        let _ = NETWORK_DEDUP.insert(&key, &fresh, 0);
+        record.flags |= network_record_flags::DEDUP_FIRST;
+        return false;
+    };
+    // SAFETY: a map value pointer from the lookup just above, valid for this program run.
+    let state = unsafe { &mut *state };
+    if now.wrapping_sub(state.window_start_ns) >= window_ns {
+        state.window_start_ns = now;
+        record.suppressed_total = state.suppressed_total;
+        record.flags |= network_record_flags::DEDUP_FIRST;
+        return false;
+    }
+    // Several CPUs may count the same key at once: BPF's atomic add.
+    // SAFETY: `counter` points into the map value checked above; BPF atomic add.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({counter} + 0) += {one}",
+            counter = in(reg) &mut state.suppressed_total as *mut u64,
+            one = in(reg) 1u64,
+        );
+    }
+    true
+}

@@ -1,0 +1,202 @@
+//! Network connections: connect, accept, listen and bind, seen at `sys_exit` with their
+//! result, in the context of the process that made the call. The socket the call used gives
+//! the family, protocol and both ends; a connect's peer is read from the caller's own sockaddr,
+//! so a refused or unreachable connect still names where it went, and a Unix connect names the
+//! socket path it asked for.
+//!
+//! A non-blocking connect returns EINPROGRESS before the handshake is done. Its record is then
+//! kept, by socket, until the socket leaves SYN_SENT (`inet_sock_set_state`, often in softirq
+//! context, in no relation to the process): it is sent from there with the outcome, still
+//! carrying the identity of the process that called connect. The same hook reports the end of
+//! every reported TCP connection (see [`connection`]).
+mod connection;
+mod dedup;
+mod filter;
+mod socket;
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
+use sensor_common::{
+    address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX},
+    network_flags, network_op, syscalls,
+    tcp_state::{CLOSE as TCP_CLOSE, ESTABLISHED as TCP_ESTABLISHED, SYN_SENT as TCP_SYN_SENT},
+    NetworkFilterConfig, NetworkRecord, IPPROTO_TCP,
+};
+
+use crate::{
+    emit::now_ns,
+    kread::{off, self_tgid, Mem, Probe},
+    maps::{NETWORK_BUF, NETWORK_FILTER, PENDING_CONNECTS},
+    record::{send, stage, Reserved},
+    task::fill_task_info,
+};
+
+const EINPROGRESS: i32 = 115;
+
+// void inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let sk = ctx.arg::<*const u8>(0);
+    let (old_state, new_state) = (ctx.arg::<i32>(1), ctx.arg::<i32>(2));
+    // Only connects wait in SYN_SENT, and only reported connections are followed to CLOSE;
+    // every other change is none of this hook's business.
+    if old_state == TCP_SYN_SENT {
+        on_connect_outcome(sk, new_state);
+    } else if new_state == TCP_CLOSE {
+        connection::on_close(sk);
+    }
+    0
+}
+
+/// A socket left SYN_SENT: send its pending connect with the outcome. Whoever removes the
+/// pending entry sends it (this hook, or the connect's own exit when the handshake finished
+/// before it), so it is sent once.
+#[inline(always)]
+fn on_connect_outcome(sk: *const u8, new_state: i32) {
+    let key = sk as u64;
+    // SAFETY: the value is copied out at once; the entry is removed below before it is sent.
+    let Some(pending) = (unsafe { PENDING_CONNECTS.get(&key) }) else {
+        return;
+    };
+    if new_state == TCP_ESTABLISHED {
+        connection::track(key, pending);
+    }
+    let Some(mut slot) = Reserved::<NetworkRecord>::new() else {
+        return;
+    };
+    let record = slot.record();
+    // The kept record was staged before its size was set; it goes out whole.
+    *record = *pending;
+    record.header.size = core::mem::size_of::<NetworkRecord>() as u32;
+    set_outcome(record, sk, new_state);
+    if PENDING_CONNECTS.remove(&key).is_ok() {
+        slot.submit();
+    } else {
+        slot.discard();
+    }
+}
+
+/// The outcome of a connect whose socket is now in `state`: 0 when established, else the
+/// socket's error (EINPROGRESS stays when it was closed before having one).
+#[inline(always)]
+fn set_outcome(record: &mut NetworkRecord, sk: *const u8, state: i32) {
+    if state == TCP_ESTABLISHED {
+        record.ret = 0;
+    } else {
+        let err = Probe::read::<i32>(sk, off!(sk_err)).unwrap_or(0);
+        if err > 0 {
+            record.ret = -err;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn is_network_syscall(nr: u64) -> bool {
+    matches!(
+        nr as u32,
+        syscalls::CONNECT
+            | syscalls::ACCEPT
+            | syscalls::ACCEPT4
+            | syscalls::LISTEN
+            | syscalls::BIND
+    )
+}
+
+/// The operation a syscall's exit reports, with the socket's fd; None when there is nothing
+/// to report (a failed accept took no connection).
+#[inline(always)]
+fn operation(syscall: u32, arg_fd: i32, ret: i64) -> Option<(u32, i32)> {
+    match syscall {
+        syscalls::CONNECT => Some((network_op::CONNECT, arg_fd)),
+        syscalls::LISTEN => Some((network_op::LISTEN, arg_fd)),
+        syscalls::BIND => Some((network_op::BIND, arg_fd)),
+        _ if ret < 0 => None,
+        _ => Some((network_op::ACCEPT, ret as i32)),
+    }
+}
+
+#[inline(always)]
+pub fn on_network_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
+    let Some(config) = NETWORK_FILTER.get(0).copied() else {
+        return;
+    };
+    if config.flags & network_flags::ENABLED == 0
+        || (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid()
+    {
+        return;
+    }
+    let syscall = nr as u32;
+    let arg_fd = M::read::<u64>(regs, off!(regs_di)).unwrap_or(u64::MAX) as i32;
+    let Some((op, fd)) = operation(syscall, arg_fd, ret) else {
+        return;
+    };
+    let now = now_ns();
+    let Some(buffer) = stage(&NETWORK_BUF, now) else {
+        return;
+    };
+    let record = &mut buffer.record;
+    record.op = op;
+    record.syscall = syscall;
+    record.ret = ret as i32;
+    record.fd = fd;
+    let sk = socket::read_socket::<M>(record);
+    if op == network_op::CONNECT {
+        let addr = M::read::<u64>(regs, off!(regs_si)).unwrap_or(0);
+        let len = M::read::<u64>(regs, off!(regs_dx)).unwrap_or(0);
+        socket::read_requested_peer(record, addr, len);
+    }
+    if !wanted(&config, record) || dedup::counted_as_repeat(config.dedup_window_ns, record, now) {
+        return;
+    }
+    fill_task_info::<M>(M::current_task(), &mut record.task);
+    report(&config, buffer, sk);
+}
+
+/// Which records the settings keep: Unix sockets only for connects, a TCP socket's bind only
+/// through its listen, loopback peers only when asked for, then the rules.
+#[inline(always)]
+fn wanted(config: &NetworkFilterConfig, record: &NetworkRecord) -> bool {
+    let inet = record.family == AF_INET || record.family == AF_INET6;
+    let unix_connect = record.family == AF_UNIX && record.op == network_op::CONNECT;
+    if !inet && !unix_connect {
+        return false;
+    }
+    if record.op == network_op::BIND && record.protocol == IPPROTO_TCP {
+        return false;
+    }
+    if inet && config.flags & network_flags::LOOPBACK == 0 && socket::is_loopback(record) {
+        return false;
+    }
+    filter::passes(config.flags, record, inet)
+}
+
+/// Sends the staged record, or keeps a connect in progress until its outcome; follows a TCP
+/// connection that is now open to its end.
+#[inline(always)]
+fn report(config: &NetworkFilterConfig, buffer: &mut sensor_common::NetworkBuffer, sk: u64) {
+    let follows = config.flags & network_flags::COMPLETIONS != 0 && sk != 0;
+    let record = &mut buffer.record;
+    let opened =
+        (record.op == network_op::CONNECT && record.ret == 0) || record.op == network_op::ACCEPT;
+    if follows && opened {
+        connection::track(sk, &*record);
+    }
+    let in_progress = record.op == network_op::CONNECT && record.ret == -EINPROGRESS;
+    if in_progress && follows && record.protocol == IPPROTO_TCP {
+        // Kept for the state change to send with its outcome. On loopback the handshake can be
+        // over before connect returns: then the entry is taken back and sent from here.
+        if PENDING_CONNECTS.insert(&sk, &*record, 0).is_ok() {
+            let sock = sk as *const u8;
+            let state = Probe::read::<u8>(sock, off!(sk_state)).map_or(TCP_SYN_SENT, i32::from);
+            if state == TCP_SYN_SENT || PENDING_CONNECTS.remove(&sk).is_err() {
+                return;
+            }
+            set_outcome(record, sock, state);
+            if state == TCP_ESTABLISHED {
+                connection::track(sk, &*record);
+            }
+        }
+    }
+    send(buffer, 0);
+}

@@ -1,0 +1,150 @@
+//! What a socket syscall was about: the socket behind its fd, and the peer it asked for.
+use aya_ebpf::helpers::generated::bpf_probe_read_user;
+use sensor_common::{
+    address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX},
+    network_op, NetworkRecord, UNIX_PATH_MAX,
+};
+
+use crate::{
+    file::{file_identity, file_of_fd},
+    kread::{off, Mem, Probe},
+};
+
+/// sizeof(struct sockaddr_in6): family, port, flow info, address, scope id.
+const SOCKADDR_IN6_LEN: usize = 28;
+/// Bytes before `sun_path` in a `struct sockaddr_un`.
+const SUN_PATH_OFFSET: u64 = 2;
+
+/// The socket behind `record.fd`: its inode, family, protocol and both ends as the kernel has
+/// them now; returns its `struct sock` address (0 when there is none).
+#[inline(always)]
+pub fn read_socket<M: Mem>(record: &mut NetworkRecord) -> u64 {
+    let Some(file) = file_of_fd::<M>(record.fd) else {
+        return 0;
+    };
+    record.ino = file_identity::<Probe>(file).map_or(0, |(_, ino)| ino);
+    let Some(sk) = Probe::read_ptr(file, off!(file_private_data))
+        .and_then(|socket| Probe::read_ptr(socket, off!(socket_sk)))
+    else {
+        return 0;
+    };
+    record.family = Probe::read::<u16>(sk, off!(sk_family)).unwrap_or(0);
+    if record.family == AF_UNIX {
+        return sk as u64;
+    }
+    record.protocol = Probe::read::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
+    record.local_port = Probe::read::<u16>(sk, off!(sk_num)).unwrap_or(0);
+    record.remote_port = u16::from_be(Probe::read::<u16>(sk, off!(sk_dport)).unwrap_or(0));
+    if record.family == AF_INET6 {
+        record.local_addr = Probe::read::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+        record.remote_addr = Probe::read::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+    } else {
+        let local = Probe::read::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
+        let remote = Probe::read::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
+        record.local_addr[..4].copy_from_slice(&local);
+        record.remote_addr[..4].copy_from_slice(&remote);
+    }
+    sk as u64
+}
+
+/// The peer a connect asked for, from the caller's `struct sockaddr` at `addr` of `len`
+/// bytes: an address and port, or a Unix socket's path.
+#[inline(always)]
+pub fn read_requested_peer(record: &mut NetworkRecord, addr: u64, len: u64) {
+    if record.family == AF_UNIX {
+        read_unix_path(record, addr, len);
+        return;
+    }
+    let mut sockaddr = [0u8; SOCKADDR_IN6_LEN];
+    // SAFETY: at most the local array's length, from user memory the helper checks.
+    let ret = unsafe {
+        bpf_probe_read_user(
+            sockaddr.as_mut_ptr().cast(),
+            SOCKADDR_IN6_LEN as u32,
+            addr as *const _,
+        )
+    };
+    if ret != 0 {
+        return;
+    }
+    let family = u16::from_ne_bytes([sockaddr[0], sockaddr[1]]);
+    if family != record.family {
+        return;
+    }
+    record.remote_port = u16::from_be_bytes([sockaddr[2], sockaddr[3]]);
+    if family == AF_INET6 {
+        record.remote_addr.copy_from_slice(&sockaddr[8..24]);
+    } else {
+        record.remote_addr[..4].copy_from_slice(&sockaddr[4..8]);
+    }
+}
+
+/// `sun_path` as given: `len` is the whole sockaddr's length, which bounds the path (an
+/// abstract name is exactly that long; a pathname may carry its NUL).
+#[inline(always)]
+fn read_unix_path(record: &mut NetworkRecord, addr: u64, len: u64) {
+    if len <= SUN_PATH_OFFSET {
+        return;
+    }
+    let mut path_len = (len - SUN_PATH_OFFSET) as u32;
+    if path_len > UNIX_PATH_MAX as u32 {
+        path_len = UNIX_PATH_MAX as u32;
+    }
+    // SAFETY: at most UNIX_PATH_MAX bytes into the record's array of that size, from user
+    // memory the helper checks.
+    let ret = unsafe {
+        bpf_probe_read_user(
+            record.unix_path.as_mut_ptr().cast(),
+            path_len,
+            (addr + SUN_PATH_OFFSET) as *const _,
+        )
+    };
+    if ret == 0 {
+        record.unix_path_len = path_len;
+        end_pathname_at_nul(record);
+    }
+}
+
+/// A pathname ends at its NUL; callers often pass the whole `sockaddr_un` with whatever their
+/// stack held after it, which must not reach the event or make identical connects differ.
+#[inline(always)]
+fn end_pathname_at_nul(record: &mut NetworkRecord) {
+    if record.unix_path[0] == 0 {
+        return;
+    }
+    let mut ended = false;
+    let mut i = 0;
+    while i < UNIX_PATH_MAX {
+        if ended {
+            record.unix_path[i] = 0;
+        } else if record.unix_path[i] == 0 {
+            ended = true;
+            record.unix_path_len = i as u32;
+        }
+        i += 1;
+    }
+}
+
+/// The address rules look at: the peer's, or for listen and bind the local one.
+#[inline(always)]
+pub fn rule_address(record: &NetworkRecord) -> (&[u8; 16], u16) {
+    if record.op == network_op::LISTEN || record.op == network_op::BIND {
+        (&record.local_addr, record.local_port)
+    } else {
+        (&record.remote_addr, record.remote_port)
+    }
+}
+
+/// True when the peer (for listen and bind, the local address) is a loopback address:
+/// 127.0.0.0/8, ::1, or an IPv4-mapped 127.x address.
+#[inline(always)]
+pub fn is_loopback(record: &NetworkRecord) -> bool {
+    let (addr, _) = rule_address(record);
+    if record.family == AF_INET {
+        return addr[0] == 127;
+    }
+    let head_zero = addr[..10].iter().all(|b| *b == 0);
+    let mapped = head_zero && addr[10] == 0xff && addr[11] == 0xff;
+    let one = head_zero && addr[10..15].iter().all(|b| *b == 0) && addr[15] == 1;
+    (mapped && addr[12] == 127) || one
+}
