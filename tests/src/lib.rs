@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod config;
 pub mod logins;
+pub mod net;
 
 pub use config::{Entry, TestConfig};
 

@@ -8,7 +8,9 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    free_port, of_kind, require_root, wait_listening, Sensor, TestConfig, PATIENCE,
+    free_port,
+    net::{network, VethNamespace},
+    of_kind, require_root, wait_listening, Sensor, TestConfig, PATIENCE,
 };
 use serde_json::Value;
 
@@ -71,18 +73,6 @@ fn curl_as_nobody(url: &str) -> Result<(i32, u16)> {
         .parse()
         .unwrap_or(0);
     Ok((out.status.code().unwrap_or(-1), port))
-}
-
-/// The network events of `operation` (`CONNECT`, ...) whose `network` part `matches`.
-fn network<'a>(
-    events: &'a [Value],
-    operation: &str,
-    matches: impl Fn(&Value) -> bool + 'a,
-) -> impl Iterator<Item = &'a Value> + 'a {
-    let operation = format!("NETWORK_OPERATION_{operation}");
-    of_kind(events, "network")
-        .filter(move |e| e["network"]["operation"] == operation.as_str())
-        .filter(move |e| matches(&e["network"]))
 }
 
 #[test]
@@ -187,43 +177,6 @@ fn loopback_connections_are_off_by_default() -> Result<()> {
         "a loopback connect was reported with loopback off"
     );
     sensor.stop()
-}
-
-/// A veth pair to a network namespace, both made by the test and removed at drop: the host end
-/// has 10.77.0.1/24, the namespace end 10.77.0.2/24, and no host answers for other addresses.
-struct VethNamespace {
-    name: String,
-}
-
-impl VethNamespace {
-    fn create() -> Result<Self> {
-        let name = format!("custos-net-{}", std::process::id());
-        let host_end = format!("cn{}", std::process::id() % 100_000);
-        let this = Self { name: name.clone() };
-        let ip = |args: &[&str]| -> Result<()> {
-            let status = Command::new("ip").args(args).status()?;
-            ensure!(status.success(), "ip {args:?} failed");
-            Ok(())
-        };
-        ip(&["netns", "add", &name])?;
-        ip(&[
-            "link", "add", &host_end, "type", "veth", "peer", "name", "inner", "netns", &name,
-        ])?;
-        ip(&["addr", "add", "10.77.0.1/24", "dev", &host_end])?;
-        ip(&["link", "set", &host_end, "up"])?;
-        ip(&["-n", &name, "addr", "add", "10.77.0.2/24", "dev", "inner"])?;
-        ip(&["-n", &name, "link", "set", "inner", "up"])?;
-        Ok(this)
-    }
-}
-
-impl Drop for VethNamespace {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
 }
 
 /// A connect whose handshake fails long after the call returned (nobody answers ARP for the

@@ -181,6 +181,15 @@ pub struct AlertRule {
     pub bulk_files: Option<usize>,
     #[serde(default = "default_bulk_minutes")]
     pub bulk_minutes: u64,
+    /// Alert when one person (the login user, or the user without a login) sends more than
+    /// this many bytes over TCP connections to destinations outside `internal_networks` within
+    /// `egress_minutes` (counted when each connection ends; loopback never counts).
+    pub egress_bytes: Option<u64>,
+    #[serde(default = "default_bulk_minutes")]
+    pub egress_minutes: u64,
+    /// Networks in CIDR form (`10.0.0.0/8`) whose traffic is not egress.
+    #[serde(default)]
+    pub internal_networks: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

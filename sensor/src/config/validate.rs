@@ -51,11 +51,28 @@ impl Config {
             if rule.id.is_empty() || !ids.insert(rule.id.as_str()) {
                 bail!("{at}: every alert rule needs an id of its own");
             }
-            if rule.paths.is_empty() && rule.programs.is_empty() && !rule.removable_writes {
+            let watches_files = !rule.paths.is_empty() || !rule.programs.is_empty();
+            if !watches_files && !rule.removable_writes && rule.egress_bytes.is_none() {
                 bail!(
-                    "{at} ({}): it watches nothing: give paths, programs or removable_writes = true",
+                    "{at} ({}): it watches nothing: give paths, programs, removable_writes = true \
+                     or egress_bytes",
                     rule.id
                 );
+            }
+            if rule.egress_minutes == 0 || rule.egress_bytes == Some(0) {
+                bail!(
+                    "{at} ({}): egress_bytes and egress_minutes must be at least 1",
+                    rule.id
+                );
+            }
+            for network in &rule.internal_networks {
+                network.parse::<ipnet::IpNet>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{at} ({}): internal network {network:?} is not in CIDR form \
+                         (like 10.0.0.0/8 or fd00::/8)",
+                        rule.id
+                    )
+                })?;
             }
             if let Some(path) = rule
                 .paths

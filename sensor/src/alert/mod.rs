@@ -1,15 +1,19 @@
 //! Least-privilege alerts: access that Unix permissions allowed but the organisation's roles do
-//! not, denied attempts on sensitive files, and bulk collection.
+//! not, denied attempts on sensitive files, bulk collection, and bulk egress.
 //!
-//! Rules are evaluated on every file-open event with the real identity (before any
-//! pseudonymisation); the sensitive paths are also kept by the kernel filters so that no path
-//! rule hides them.
+//! Rules are evaluated on every file-open, exec and network event with the real identity
+//! (before any pseudonymisation); the sensitive paths are also kept by the kernel filters so
+//! that no path rule hides them.
+mod egress;
+
 use std::{
     collections::{HashMap, HashSet},
     time::{Duration, Instant, SystemTime},
 };
 
-use custos_proto::v1::{event::Body, Alert, AlertReason, AlertSeverity, Event, FileOpen, Identity};
+use custos_proto::v1::{
+    event::Body, Alert, AlertReason, AlertSeverity, Event, FileOpen, Identity, NetworkConnection,
+};
 
 use crate::{
     config::{AccessKind, AlertRule, Severity},
@@ -32,11 +36,13 @@ struct Bulk {
 pub struct AlertEngine {
     rules: Vec<AlertRule>,
     bulk: HashMap<(usize, u32), Bulk>,
+    egress: egress::EgressCounter,
 }
 
 impl AlertEngine {
     pub fn new(rules: Vec<AlertRule>) -> Self {
         Self {
+            egress: egress::EgressCounter::new(&rules),
             rules,
             bulk: HashMap::new(),
         }
@@ -60,8 +66,38 @@ impl AlertEngine {
         match &event.body {
             Some(Body::FileOpen(open)) if !open.repeat_summary => self.file_open(event, open),
             Some(Body::Exec(_)) => self.exec(event),
+            Some(Body::Network(connection)) => self.network(event, connection),
             _ => Vec::new(),
         }
+    }
+
+    /// Bulk egress, counted on each connection's end.
+    fn network(&mut self, event: &Event, connection: &NetworkConnection) -> Vec<Event> {
+        let Some(identity) = &event.identity else {
+            return Vec::new();
+        };
+        let mut alerts = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let Some(crossing) = self.egress.count(index, rule, identity, connection) else {
+                continue;
+            };
+            let description = format!(
+                "{} sent {} bytes to destinations outside {}'s internal networks within {} \
+                 minutes (threshold {})",
+                display(identity),
+                crossing.bytes,
+                rule.id,
+                rule.egress_minutes,
+                rule.egress_bytes.unwrap_or(0)
+            );
+            let mut raised = alert(event, rule, AlertReason::BulkEgress, description, vec![]);
+            if let Some(Body::Alert(body)) = raised.body.as_mut() {
+                body.destinations = crossing.destinations;
+                body.bytes = crossing.bytes;
+            }
+            alerts.push(raised);
+        }
+        alerts
     }
 
     /// Programs reserved for some roles.
@@ -234,6 +270,7 @@ fn alert(
             description,
             trigger_seqs: vec![event.seq],
             paths,
+            ..Alert::default()
         })),
         ..event.clone()
     }
@@ -316,6 +353,9 @@ mod tests {
             access: AccessKind::Any,
             bulk_files: Some(2),
             bulk_minutes: 10,
+            egress_bytes: None,
+            egress_minutes: 10,
+            internal_networks: vec![],
         }
     }
 

@@ -1,0 +1,286 @@
+//! What connections carry and where they go, caused by real programs: key logins over Debian's
+//! sshd send data with Debian's python3 to a server in a network namespace the test makes (a
+//! veth pair, so the peer is not a loopback address); Unix-socket connects as nobody; UDP;
+//! address rules and deduplication applied in the kernel.
+use std::{
+    os::unix::{fs::PermissionsExt, net::UnixListener},
+    process::{Child, Command, Stdio},
+};
+
+use anyhow::{ensure, Context as _, Result};
+use custos_tests::{
+    free_port,
+    logins::{ensure_login_user, SshServer},
+    net::{network, VethNamespace},
+    require_root, uint64, wait_listening, Entry, Sensor, TestConfig, PATIENCE,
+};
+use serde_json::Value;
+
+const SENDER: &str = "custos-egress-big";
+const SMALL_SENDER: &str = "custos-egress-small";
+const MIB: u64 = 1024 * 1024;
+/// Where the namespace's end of the veth pair is.
+const PEER: &str = "10.77.0.2";
+
+/// Accepts connections one at a time and reads each to its end.
+const SINK_SERVER: &str = r#"
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+while True:
+    conn, _ = server.accept()
+    while conn.recv(1 << 20):
+        pass
+    conn.close()
+"#;
+
+/// A python3 sink server inside the namespace, stopped at drop.
+struct SinkServer {
+    child: Child,
+    port: u16,
+}
+
+impl SinkServer {
+    fn start(namespace: &VethNamespace) -> Result<Self> {
+        let port = free_port()?;
+        let child = namespace
+            .command("/usr/bin/python3")
+            .args(["-c", SINK_SERVER, PEER, &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the sink server")?;
+        let server = Self { child, port };
+        wait_listening(&format!("{PEER}:{port}"), PATIENCE)?;
+        Ok(server)
+    }
+}
+
+impl Drop for SinkServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A python3 one-liner sending `bytes` to the sink, then waiting for the server to finish.
+fn send_command(port: u16, bytes: u64) -> String {
+    format!(
+        "/usr/bin/python3 -c 'import socket; s = socket.create_connection((\"{PEER}\", {port})); \
+         s.sendall(b\"x\" * {bytes}); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()'"
+    )
+}
+
+/// The events of `operation` by a process of `login_user` to the sink's port.
+fn by_login<'a>(
+    events: &'a [Value],
+    operation: &str,
+    login_user: &'a str,
+    port: u16,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    network(events, operation, move |n| {
+        n["remotePort"] == u64::from(port)
+    })
+    .filter(move |e| e["identity"]["loginUser"] == login_user)
+}
+
+fn egress_alerts<'a>(events: &'a [Value], login_user: &'a str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["alert"]["reason"] == "ALERT_REASON_BULK_EGRESS")
+        .filter(|e| e["identity"]["loginUser"] == login_user)
+        .collect()
+}
+
+/// 10 MiB over one connection: its close event says so within 1%, under the identity of the
+/// login that sent it, and the bulk-egress rule fires for that person and not for one who
+/// sent 1 MiB.
+#[test]
+fn bytes_sent_are_on_the_close_and_bulk_egress_alerts_per_person() -> Result<()> {
+    require_root();
+    for user in [SENDER, SMALL_SENDER] {
+        ensure_login_user(user)?;
+    }
+    let namespace = VethNamespace::create()?;
+    let sink = SinkServer::start(&namespace)?;
+    let ssh = SshServer::start(&[SENDER, SMALL_SENDER])?;
+    let rule = Entry::new()
+        .set("id", "egress")
+        .set("egress_bytes", (5 * MIB) as i64)
+        .set("egress_minutes", 10)
+        .set("internal_networks", vec!["192.168.0.0/16"]);
+    let mut sensor = Sensor::start(&TestConfig::new().alert_rule(rule))?;
+    ssh.run(SMALL_SENDER, &send_command(sink.port, MIB))?;
+    ssh.run(SENDER, &send_command(sink.port, 10 * MIB))?;
+
+    let port = sink.port;
+    let (close, alert) = sensor.wait_for("the big close and its alert", |events| {
+        let close = by_login(events, "CLOSE", SENDER, port).next()?;
+        let alert = egress_alerts(events, SENDER).first().copied()?;
+        Some((close.clone(), alert.clone()))
+    })?;
+    let sent = uint64(&close["network"]["bytesSent"]);
+    ensure!(
+        (10 * MIB..=10 * MIB + MIB / 10).contains(&sent),
+        "10 MiB sent, the close says {sent}: {close}"
+    );
+    assert_eq!(close["identity"]["user"], SENDER);
+    assert_eq!(close["network"]["remoteAddress"], PEER);
+    assert_eq!(close["network"]["syscall"], "connect");
+    assert!(uint64(&close["network"]["durationNs"]) > 0, "{close}");
+
+    let events = sensor.wait_for("the small sender's close", |events| {
+        by_login(events, "CLOSE", SMALL_SENDER, port)
+            .next()
+            .map(|_| events.to_vec())
+    })?;
+    assert!(
+        egress_alerts(&events, SMALL_SENDER).is_empty(),
+        "1 MiB is under the threshold"
+    );
+    assert_eq!(
+        egress_alerts(&events, SENDER).len(),
+        1,
+        "one alert a window"
+    );
+    let destination = format!("{PEER}:{port}");
+    assert_eq!(alert["alert"]["destinations"][0], destination.as_str());
+    assert!(uint64(&alert["alert"]["bytes"]) >= 10 * MIB);
+
+    let connect = by_login(&events, "CONNECT", SENDER, port)
+        .next()
+        .context("the sender's connect")?;
+    assert_eq!(connect["identity"]["user"], SENDER);
+    assert_eq!(connect["network"]["localAddress"], "10.77.0.1");
+    let client_port = connect["network"]["localPort"].clone();
+    let accept = network(&events, "ACCEPT", |n| n["remotePort"] == client_port)
+        .next()
+        .context("the server's accept")?;
+    assert_eq!(accept["identity"]["user"], "root");
+    assert_eq!(accept["network"]["localAddress"], PEER);
+    assert_eq!(accept["network"]["remoteAddress"], "10.77.0.1");
+    sensor.stop()
+}
+
+/// Connects as nobody to two Unix sockets: one anyone may use, one only root may (the
+/// connect is refused with EACCES); both name the socket path.
+#[test]
+fn unix_socket_connects_name_their_path_and_a_refusal() -> Result<()> {
+    require_root();
+    let dir = tempfile::Builder::new().prefix("custos-unix-").tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let open = dir.path().join("open.sock");
+    let closed = dir.path().join("root-only.sock");
+    let _open_listener = UnixListener::bind(&open)?;
+    let _closed_listener = UnixListener::bind(&closed)?;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666))?;
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o600))?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let script = "import socket, sys\n\
+                  for path in sys.argv[1:]:\n    \
+                      s = socket.socket(socket.AF_UNIX)\n    \
+                      try:\n        s.connect(path)\n    \
+                      except PermissionError:\n        pass\n";
+    let status = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .args([&open, &closed])
+        .status()?;
+    ensure!(status.success(), "the Unix client failed");
+    let (open_path, closed_path) = (open.to_str().unwrap(), closed.to_str().unwrap());
+    let (allowed, refused) = sensor.wait_for("both Unix connects", |events| {
+        let to = |path: &str| {
+            network(events, "CONNECT", |n| n["unixPath"] == path)
+                .next()
+                .cloned()
+        };
+        Some((to(open_path)?, to(closed_path)?))
+    })?;
+    for event in [&allowed, &refused] {
+        assert_eq!(event["identity"]["user"], "nobody");
+        assert_eq!(event["network"]["family"], "unix", "{event}");
+        assert_eq!(event["network"]["remoteAddress"], "");
+    }
+    assert!(allowed["network"]["errno"].is_null(), "{allowed}");
+    assert_eq!(refused["network"]["error"], "EACCES", "{refused}");
+    sensor.stop()
+}
+
+/// A UDP socket's bind is reported like a listen, and a UDP connect like a TCP one; a TCP
+/// socket's bind is left to its listen.
+#[test]
+fn udp_binds_and_connects_are_reported() -> Result<()> {
+    require_root();
+    let mut sensor = Sensor::start(&TestConfig::new().network_loopback(true))?;
+    let port = free_port()?;
+    let script = "import socket, sys\n\
+                  port = int(sys.argv[1])\n\
+                  server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  server.bind(('127.0.0.1', port))\n\
+                  client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  client.connect(('127.0.0.1', port))\n\
+                  client.send(b'x')\n\
+                  tcp = socket.socket()\n\
+                  tcp.bind(('127.0.0.1', port))\n";
+    let status = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script, &port.to_string()])
+        .status()?;
+    ensure!(status.success(), "the UDP client failed");
+    let port = u64::from(port);
+    let (bind, connect) = sensor.wait_for("the UDP bind and connect", |events| {
+        let bind = network(events, "BIND", move |n| n["localPort"] == port).next()?;
+        let connect = network(events, "CONNECT", move |n| n["remotePort"] == port).next()?;
+        Some((bind.clone(), connect.clone()))
+    })?;
+    assert_eq!(bind["network"]["protocol"], "udp", "{bind}");
+    assert_eq!(bind["network"]["localAddress"], "127.0.0.1");
+    assert_eq!(bind["identity"]["user"], "nobody");
+    assert_eq!(connect["network"]["protocol"], "udp", "{connect}");
+    let events = sensor.events()?;
+    assert_eq!(
+        network(&events, "BIND", move |n| n["localPort"] == port).count(),
+        1,
+        "the TCP bind is not reported"
+    );
+    sensor.stop()
+}
+
+/// An excluded network is dropped in the kernel while other peers are reported; repeated
+/// identical connects by one process are one event and a summary with the count.
+#[test]
+fn excluded_networks_are_dropped_and_repeats_are_counted() -> Result<()> {
+    require_root();
+    let _namespace = VethNamespace::create()?;
+    let config = TestConfig::new()
+        .network_loopback(true)
+        .set(&["network"], "exclude_addresses", vec!["10.77.0.0/24"])
+        .set(&["network"], "dedup_window_ms", 1000);
+    let mut sensor = Sensor::start(&config)?;
+    let closed = free_port()?;
+    let script = "import socket, sys\n\
+                  for host in sys.argv[2:]:\n    \
+                      for _ in range(20):\n        \
+                          try:\n            socket.create_connection((host, int(sys.argv[1])))\n        \
+                          except ConnectionRefusedError:\n            pass\n";
+    let status = Command::new("/usr/bin/python3")
+        .args(["-c", script, &closed.to_string(), PEER, "127.0.0.1"])
+        .status()?;
+    ensure!(status.success(), "the client failed");
+    let closed = u64::from(closed);
+    let summary = sensor.wait_for("the repeat summary", |events| {
+        network(events, "CONNECT", move |n| {
+            n["remotePort"] == closed && n["repeatSummary"] == true
+        })
+        .next()
+        .cloned()
+    })?;
+    assert_eq!(uint64(&summary["network"]["repeats"]), 19, "{summary}");
+    assert_eq!(summary["network"]["error"], "ECONNREFUSED");
+    let events = sensor.events()?;
+    let to_port: Vec<&Value> = network(&events, "CONNECT", move |n| {
+        n["remotePort"] == closed && n["repeatSummary"] == false
+    })
+    .collect();
+    assert_eq!(to_port.len(), 1, "one event for 20 identical connects");
+    assert_eq!(to_port[0]["network"]["remoteAddress"], "127.0.0.1");
+    sensor.stop()
+}
