@@ -11,6 +11,9 @@ pub mod network_op {
     pub const CLOSE: u32 = 4;
     /// A datagram socket took a local address (the UDP counterpart of listen).
     pub const BIND: u32 = 5;
+    /// A process other than the one that connected or accepted sent on a reported connection
+    /// (an inherited or passed socket): reported once per connection and such process.
+    pub const SHARED_SEND: u32 = 6;
 }
 
 /// Values of [`NetworkRecord::family`].
@@ -24,7 +27,11 @@ pub mod address_family {
 pub mod tcp_state {
     pub const ESTABLISHED: i32 = 1;
     pub const SYN_SENT: i32 = 2;
+    pub const FIN_WAIT2: i32 = 5;
     pub const CLOSE: i32 = 7;
+    pub const CLOSE_WAIT: i32 = 8;
+    pub const LAST_ACK: i32 = 9;
+    pub const CLOSING: i32 = 11;
 }
 
 /// Bits of [`NetworkFilterConfig::flags`].
@@ -93,7 +100,7 @@ pub struct NetworkRecord {
     pub ino: u64,
     /// Close: nanoseconds since the connection was reported.
     pub duration_ns: u64,
-    /// Close: payload bytes the peer acknowledged, and bytes received.
+    /// Close: payload bytes sent (each once, retransmissions not counted) and received.
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// With [`network_record_flags::DEDUP_FIRST`]: the key's running count of identical
@@ -107,6 +114,8 @@ pub struct NetworkRecord {
     /// A Unix connect's path as the caller gave it (`sun_path`; an abstract name starts with
     /// a NUL).
     pub unix_path: [u8; UNIX_PATH_MAX],
+    /// In the kernel's table of open connections: the last other process that sent on it.
+    pub shared_tgid: u32,
 }
 
 /// Kernel-side staging area for a network record (built once, then sent or kept pending).

@@ -177,7 +177,8 @@ kernel_offsets! {
     sk_protocol: sock.sk_protocol,
     sk_err: sock.sk_err,
     // Payload bytes of a TCP connection (RFC 4898 counters), read when it closes.
-    tcp_bytes_acked: tcp_sock.bytes_acked (optional),
+    tcp_bytes_sent: tcp_sock.bytes_sent (optional),
+    tcp_bytes_retrans: tcp_sock.bytes_retrans (optional),
     tcp_bytes_received: tcp_sock.bytes_received (optional),
 }
 

@@ -92,7 +92,8 @@ fn egress_alerts<'a>(events: &'a [Value], login_user: &'a str) -> Vec<&'a Value>
 
 /// 10 MiB over one connection: its close event says so within 1%, under the identity of the
 /// login that sent it, and the bulk-egress rule fires for that person and not for one who
-/// sent 1 MiB.
+/// sent 3 MiB, 2 MiB of it by a child process on a socket its shell opened (reported as a
+/// shared send under the child's own identity).
 #[test]
 fn bytes_sent_are_on_the_close_and_bulk_egress_alerts_per_person() -> Result<()> {
     require_root();
@@ -110,6 +111,13 @@ fn bytes_sent_are_on_the_close_and_bulk_egress_alerts_per_person() -> Result<()>
     let mut sensor = Sensor::start(&TestConfig::new().alert_rule(rule))?;
     ssh.run(SMALL_SENDER, &send_command(sink.port, MIB))?;
     ssh.run(SENDER, &send_command(sink.port, 10 * MIB))?;
+    // bash connects, head (its child) sends on the inherited socket.
+    let inherited = format!(
+        "bash -c 'exec 3<>/dev/tcp/{PEER}/{}; head -c {} /dev/zero >&3; exec 3>&-'",
+        sink.port,
+        2 * MIB
+    );
+    ssh.run(SMALL_SENDER, &inherited)?;
 
     let port = sink.port;
     let (close, alert) = sensor.wait_for("the big close and its alert", |events| {
@@ -127,14 +135,25 @@ fn bytes_sent_are_on_the_close_and_bulk_egress_alerts_per_person() -> Result<()>
     assert_eq!(close["network"]["syscall"], "connect");
     assert!(uint64(&close["network"]["durationNs"]) > 0, "{close}");
 
-    let events = sensor.wait_for("the small sender's close", |events| {
-        by_login(events, "CLOSE", SMALL_SENDER, port)
-            .next()
-            .map(|_| events.to_vec())
+    let events = sensor.wait_for("the small sender's closes", |events| {
+        let closes = by_login(events, "CLOSE", SMALL_SENDER, port).count();
+        (closes == 2).then(|| events.to_vec())
     })?;
     assert!(
         egress_alerts(&events, SMALL_SENDER).is_empty(),
-        "1 MiB is under the threshold"
+        "3 MiB is under the threshold"
+    );
+    let shared = by_login(&events, "SHARED_SEND", SMALL_SENDER, port)
+        .next()
+        .context("head's send on bash's connection")?;
+    assert_eq!(shared["process"]["binary"], "/usr/bin/head", "{shared}");
+    let bash_close = by_login(&events, "CLOSE", SMALL_SENDER, port)
+        .find(|e| e["process"]["binary"] == "/usr/bin/bash")
+        .context("the close of bash's connection")?;
+    assert_eq!(uint64(&bash_close["network"]["bytesSent"]), 2 * MIB);
+    assert_eq!(
+        shared["network"]["localPort"], bash_close["network"]["localPort"],
+        "the same connection"
     );
     assert_eq!(
         egress_alerts(&events, SENDER).len(),

@@ -1,13 +1,17 @@
 //! Reported TCP connections, kept by socket until they end; the end is reported with the
 //! connection's duration and payload bytes, under the identity of the process that connected
 //! or accepted (the socket may have been used by others since, or be closed in softirq).
-use sensor_common::{NetworkRecord, IPPROTO_TCP};
+//! Another process sending on it (an inherited or passed socket) is reported when it starts,
+//! under its own identity.
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use sensor_common::{network_op, tcp_state, NetworkRecord, IPPROTO_TCP};
 
 use crate::{
     emit::{count_drop, now_ns},
-    kread::{off, Mem, Probe},
+    kread::{off, Direct, Mem, Probe},
     maps::CONNECTIONS,
     record::Reserved,
+    task::fill_task_info,
 };
 
 /// Keeps a reported connection until it ends. A full table counts a drop: its end will not
@@ -22,9 +26,10 @@ pub fn track(sk: u64, record: &NetworkRecord) {
     }
 }
 
-/// A socket reached TCP_CLOSE: report the end of its connection if it was reported.
+/// A socket reached TCP_CLOSE from `old_state`: report the end of its connection if it was
+/// reported.
 #[inline(always)]
-pub fn on_close(sk: *const u8) {
+pub fn on_close(sk: *const u8, old_state: i32) {
     let key = sk as u64;
     // SAFETY: the value is copied into the slot at once; the entry is removed before it is sent.
     let Some(opened) = (unsafe { CONNECTIONS.get(&key) }) else {
@@ -40,15 +45,61 @@ pub fn on_close(sk: *const u8) {
     record.header.size = core::mem::size_of::<NetworkRecord>() as u32;
     record.duration_ns = now.wrapping_sub(record.header.ktime_ns);
     record.header.ktime_ns = now;
-    record.op = sensor_common::network_op::CLOSE;
+    record.op = network_op::CLOSE;
     record.ret = 0;
     record.suppressed_total = 0;
     record.flags = 0;
-    record.bytes_sent = Probe::read::<u64>(sk, off!(tcp_bytes_acked)).unwrap_or(0);
-    record.bytes_received = Probe::read::<u64>(sk, off!(tcp_bytes_received)).unwrap_or(0);
+    let sent = Probe::read::<u64>(sk, off!(tcp_bytes_sent)).unwrap_or(0);
+    let retransmitted = Probe::read::<u64>(sk, off!(tcp_bytes_retrans)).unwrap_or(0);
+    record.bytes_sent = sent.saturating_sub(retransmitted);
+    // The counter follows the receive sequence, in which the peer's FIN takes one.
+    let received = Probe::read::<u64>(sk, off!(tcp_bytes_received)).unwrap_or(0);
+    record.bytes_received = received.saturating_sub(u64::from(fin_received(old_state)));
     if CONNECTIONS.remove(&key).is_ok() {
         slot.submit();
     } else {
         slot.discard();
     }
+}
+
+/// Something was sent on `sk`, in the sender's context: if the socket carries a reported
+/// connection and the sender is neither its owner nor the last other sender, report the use.
+#[inline(always)]
+pub fn on_send(sk: *const u8) {
+    let key = sk as u64;
+    let Some(opened) = CONNECTIONS.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: a map value pointer from the lookup just above, valid for this program run.
+    let opened = unsafe { &mut *opened };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if opened.task.tgid == tgid || opened.shared_tgid == tgid {
+        return;
+    }
+    opened.shared_tgid = tgid;
+    let Some(mut slot) = Reserved::<NetworkRecord>::new() else {
+        return;
+    };
+    let record = slot.record();
+    let now = now_ns();
+    *record = *opened;
+    record.header.size = core::mem::size_of::<NetworkRecord>() as u32;
+    record.duration_ns = now.wrapping_sub(record.header.ktime_ns);
+    record.header.ktime_ns = now;
+    record.op = network_op::SHARED_SEND;
+    record.ret = 0;
+    record.fd = -1;
+    record.suppressed_total = 0;
+    record.flags = 0;
+    fill_task_info::<Direct>(Direct::current_task(), &mut record.task);
+    slot.submit();
+}
+
+/// Whether a connection leaving `old_state` for CLOSE had received the peer's FIN.
+#[inline(always)]
+fn fin_received(old_state: i32) -> bool {
+    matches!(
+        old_state,
+        tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING | tcp_state::FIN_WAIT2
+    )
 }

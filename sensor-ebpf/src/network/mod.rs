@@ -44,7 +44,16 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if old_state == TCP_SYN_SENT {
         on_connect_outcome(sk, new_state);
     } else if new_state == TCP_CLOSE {
-        connection::on_close(sk);
+        connection::on_close(sk, old_state);
+    }
+    0
+}
+
+// void sock_send_length(struct sock *sk, int ret, int flags), in the sender's context.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
+    if ctx.arg::<i32>(1) > 0 {
+        connection::on_send(ctx.arg::<*const u8>(0));
     }
     0
 }

@@ -124,10 +124,16 @@ hooks! {
     IoUringComplete = "io_uring_complete", IoUring, optional: [
         Program::TpBtf("io_uring_complete", "io_uring_complete"),
     ];
-    /// TCP state changes: the outcome of a non-blocking connect. Without it such a connect is
-    /// reported as in progress (EINPROGRESS).
+    /// TCP state changes: the outcome of a non-blocking connect, and the end of a reported
+    /// connection. Without it such a connect is reported as in progress (EINPROGRESS), and
+    /// connections are not followed to their end.
     InetSockSetState = "inet_sock_set_state", Network, optional: [
         Program::TpBtf("inet_sock_set_state", "inet_sock_set_state"),
+    ];
+    /// Sends on sockets, in the sender's context: another process sending on a reported
+    /// connection (an inherited or passed socket).
+    SockSendLength = "sock_send_length", Network, optional: [
+        Program::TpBtf("sock_send_length", "sock_send_length"),
     ];
 }
 

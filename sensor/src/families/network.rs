@@ -28,6 +28,7 @@ fn connection(record: &NetworkRecord) -> NetworkConnection {
         network_op::LISTEN => NetworkOperation::Listen,
         network_op::CLOSE => NetworkOperation::Close,
         network_op::BIND => NetworkOperation::Bind,
+        network_op::SHARED_SEND => NetworkOperation::SharedSend,
         _ => NetworkOperation::Unspecified,
     };
     let errno = (record.ret < 0).then(|| record.ret.unsigned_abs());
@@ -139,6 +140,7 @@ mod tests {
             unix_path_len: 0,
             flags: 0,
             unix_path: [0; sensor_common::UNIX_PATH_MAX],
+            shared_tgid: 0,
         };
         record.remote_addr[..4].copy_from_slice(&[192, 0, 2, 7]);
         let body = connection(&record);

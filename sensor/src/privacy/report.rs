@@ -21,17 +21,7 @@ pub fn render(config: &Config) -> String {
         files(&mut out, config);
     }
     if config.sensors.network {
-        let _ = writeln!(
-            out,
-            "- network connections made, accepted and offered (connect, accept, listen): both \
-             ends' IP addresses and ports as they are (addresses are not pseudonymised), the \
-             protocol, and the error of a failed connect{};",
-            if config.network.loopback {
-                ", loopback connections included"
-            } else {
-                "; connections with loopback addresses are left out"
-            }
-        );
+        network(&mut out, config);
     }
     if config.sensors.devices {
         let _ = writeln!(
@@ -207,6 +197,37 @@ fn live_stream(out: &mut String, config: &Config) {
             if view.argv { "" } else { " and no arguments" }
         );
     }
+}
+
+/// The network family's line: what each connection event holds, and what the rules leave out.
+fn network(out: &mut String, config: &Config) {
+    let network = &config.network;
+    let mut left_out = Vec::new();
+    if !network.loopback {
+        left_out.push("connections with loopback addresses".to_owned());
+    }
+    if !network.exclude_addresses.is_empty() || !network.include_addresses.is_empty() {
+        left_out.push("the networks the address rules exclude".to_owned());
+    }
+    if !network.exclude_ports.is_empty() || !network.include_ports.is_empty() {
+        left_out.push("the ports the port rules exclude".to_owned());
+    }
+    if !network.exclude_users.is_empty() || !network.include_users.is_empty() {
+        left_out.push("the users the user rules exclude".to_owned());
+    }
+    let left_out = if left_out.is_empty() {
+        String::new()
+    } else {
+        format!("; left out: {}", left_out.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "- network connections made, accepted and offered (connect, accept, listen, UDP bind) \
+         and Unix-socket connects: both ends' IP addresses and ports as they are (addresses are \
+         not pseudonymised), the Unix socket path, the protocol, the error of a failed connect, \
+         and when a TCP connection ends its duration and the bytes sent and received (not their \
+         content){left_out};"
+    );
 }
 
 #[cfg(test)]

@@ -11,13 +11,14 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write as _,
+    io::{Read as _, Write as _},
+    net::{Shutdown, TcpListener, TcpStream},
     os::unix::fs::OpenOptionsExt as _,
     process::Command,
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use custos_tests::{exec_of, of_kind, opens_of, Entry, Sensor, TestConfig};
 use serde_json::Value;
 
@@ -35,12 +36,13 @@ const EXPECTED_PATHS: &[(&str, &str)] = &[
     ("disk_added", "fexit"),
     ("disk_removed", "fentry"),
     ("sb_set_mnt_opts", "lsm"),
+    ("inet_sock_set_state", "tp_btf"),
 ];
 
 fn main() {
     let (mut passed, mut failed) = (0, 0);
     let sensor = Sensor::start(
-        &TestConfig::new().device_rule(
+        &TestConfig::new().network_loopback(true).device_rule(
             Entry::new()
                 .set("name", "no-test-stick")
                 .set("action", "deny")
@@ -59,12 +61,13 @@ fn main() {
     for (hook, path) in &hooks {
         println!("VMTEST hook {hook} {path}");
     }
-    let tests: [(&str, &Test); 5] = [
+    let tests: [(&str, &Test); 6] = [
         ("hook_paths", &|_| hook_paths(&hooks)),
         ("exec", &exec),
         ("file_open", &file_open),
         ("loop_device", &loop_device),
         ("usb_attach_deny_detach", &usb_attach_deny_detach),
+        ("network_connection", &network_connection),
     ];
     for (name, test) in tests {
         if report(name, test(&sensor)) {
@@ -185,6 +188,49 @@ fn file_open(sensor: &Sensor) -> Result<String> {
     })?;
     ensure!(failed["fileOpen"]["error"] == "ENOENT", "{failed}");
     Ok("write open from lsm/file_open, ENOENT from sys_exit".into())
+}
+
+/// A TCP connection on loopback, made and taken by this process: its connect and accept at
+/// the syscalls' exit, its end with the bytes from the state-change hook.
+fn network_connection(sensor: &Sensor) -> Result<String> {
+    const SENT: usize = 256 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = u64::from(listener.local_addr()?.port());
+    let server = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (mut conn, _) = listener.accept()?;
+        let mut received = Vec::new();
+        conn.read_to_end(&mut received)?;
+        Ok(received.len())
+    });
+    let mut client = TcpStream::connect(("127.0.0.1", port as u16))?;
+    client.write_all(&vec![b'x'; SENT])?;
+    client.shutdown(Shutdown::Write)?;
+    let received = server
+        .join()
+        .map_err(|_| anyhow!("the server thread panicked"))??;
+    ensure!(received == SENT, "the server got {received} bytes");
+    drop(client);
+    let to_port = |e: &&Value| e["network"]["remotePort"] == port;
+    let close = sensor.wait_for("the connection's end", |events| {
+        of_kind(events, "network")
+            .filter(to_port)
+            .find(|e| e["network"]["operation"] == "NETWORK_OPERATION_CLOSE")
+            .cloned()
+    })?;
+    let sent: u64 = close["network"]["bytesSent"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    ensure!(
+        sent >= SENT as u64,
+        "the close says {sent} bytes sent: {close}"
+    );
+    let events = sensor.events()?;
+    let connect = of_kind(&events, "network")
+        .filter(to_port)
+        .any(|e| e["network"]["operation"] == "NETWORK_OPERATION_CONNECT");
+    ensure!(connect, "no connect event to port {port}");
+    Ok(format!("connect, close with {sent} bytes sent"))
 }
 
 /// A file attached to a loop device and detached again: media inserted and removed.

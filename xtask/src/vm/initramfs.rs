@@ -36,6 +36,7 @@ mount -t tmpfs tmpfs /run
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t securityfs securityfs /sys/kernel/security
+ip link set lo up
 for module in $(cat /modules/order); do
     insmod /modules/$module.ko || echo "VMTEST warning insmod $module failed"
 done
