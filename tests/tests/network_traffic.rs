@@ -264,7 +264,8 @@ fn udp_binds_and_connects_are_reported() -> Result<()> {
 }
 
 /// An excluded network is dropped in the kernel while other peers are reported; repeated
-/// identical connects by one process are one event and a summary with the count.
+/// identical connects by one process are one event and a summary with the count, and every
+/// connection they opened is still reported when it ends.
 #[test]
 fn excluded_networks_are_dropped_and_repeats_are_counted() -> Result<()> {
     require_root();
@@ -279,11 +280,19 @@ fn excluded_networks_are_dropped_and_repeats_are_counted() -> Result<()> {
                   for host in sys.argv[2:]:\n    \
                       for _ in range(20):\n        \
                           try:\n            socket.create_connection((host, int(sys.argv[1])))\n        \
-                          except ConnectionRefusedError:\n            pass\n";
-    let status = Command::new("/usr/bin/python3")
+                          except ConnectionRefusedError:\n            pass\n\
+                  server = socket.create_server(('127.0.0.1', 0))\n\
+                  for _ in range(5):\n    \
+                      client = socket.create_connection(server.getsockname())\n    \
+                      accepted, _ = server.accept()\n    \
+                      client.close()\n    \
+                      accepted.close()\n\
+                  print(server.getsockname()[1])\n";
+    let out = Command::new("/usr/bin/python3")
         .args(["-c", script, &closed.to_string(), PEER, "127.0.0.1"])
-        .status()?;
-    ensure!(status.success(), "the client failed");
+        .output()?;
+    ensure!(out.status.success(), "the client failed");
+    let listening: u64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
     let closed = u64::from(closed);
     let summary = sensor.wait_for("the repeat summary", |events| {
         network(events, "CONNECT", move |n| {
@@ -294,12 +303,25 @@ fn excluded_networks_are_dropped_and_repeats_are_counted() -> Result<()> {
     })?;
     assert_eq!(uint64(&summary["network"]["repeats"]), 19, "{summary}");
     assert_eq!(summary["network"]["error"], "ECONNREFUSED");
-    let events = sensor.events()?;
+    let events = sensor.wait_for("five connection ends", |events| {
+        let ends = network(events, "CLOSE", move |n| {
+            n["remotePort"] == listening && n["syscall"] == "connect"
+        });
+        (ends.count() == 5).then(|| events.to_vec())
+    })?;
     let to_port: Vec<&Value> = network(&events, "CONNECT", move |n| {
         n["remotePort"] == closed && n["repeatSummary"] == false
     })
     .collect();
     assert_eq!(to_port.len(), 1, "one event for 20 identical connects");
     assert_eq!(to_port[0]["network"]["remoteAddress"], "127.0.0.1");
+    let connects = network(&events, "CONNECT", move |n| {
+        n["remotePort"] == listening && n["repeatSummary"] == false
+    });
+    assert_eq!(
+        connects.count(),
+        1,
+        "the successful connects were repeats too"
+    );
     sensor.stop()
 }

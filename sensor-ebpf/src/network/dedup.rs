@@ -1,7 +1,6 @@
 //! Deduplication of identical connects within a window, counted in the kernel: the first of a
 //! window is sent carrying the running count of those suppressed before it, and the daemon
 //! reports the counts (see `sensor`'s dedup module).
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use sensor_common::{network_record_flags, NetworkDedupKey, NetworkDedupState, NetworkRecord};
 
 use crate::maps::NETWORK_DEDUP;
@@ -9,8 +8,7 @@ use crate::maps::NETWORK_DEDUP;
 #[inline(always)]
 pub fn dedup_key(record: &NetworkRecord) -> NetworkDedupKey {
     let mut key = NetworkDedupKey {
-        // The record's task is filled only once it is to be sent.
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        tgid: record.task.tgid,
         op: record.op,
         ret: record.ret,
         family: record.family,

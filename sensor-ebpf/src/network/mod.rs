@@ -60,7 +60,8 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
 
 /// A socket left SYN_SENT: send its pending connect with the outcome. Whoever removes the
 /// pending entry sends it (this hook, or the connect's own exit when the handshake finished
-/// before it), so it is sent once.
+/// before it), so it is sent once; deduplication waits for the outcome, so that a refusal is
+/// never counted as a repeat of a success.
 #[inline(always)]
 fn on_connect_outcome(sk: *const u8, new_state: i32) {
     let key = sk as u64;
@@ -79,10 +80,13 @@ fn on_connect_outcome(sk: *const u8, new_state: i32) {
     *record = *pending;
     record.header.size = core::mem::size_of::<NetworkRecord>() as u32;
     set_outcome(record, sk, new_state);
-    if PENDING_CONNECTS.remove(&key).is_ok() {
-        slot.submit();
-    } else {
+    let window_ns = NETWORK_FILTER.get(0).map_or(0, |c| c.dedup_window_ns);
+    if PENDING_CONNECTS.remove(&key).is_err()
+        || dedup::counted_as_repeat(window_ns, record, now_ns())
+    {
         slot.discard();
+    } else {
+        slot.submit();
     }
 }
 
@@ -155,11 +159,11 @@ pub fn on_network_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
         let len = M::read::<u64>(regs, off!(regs_dx)).unwrap_or(0);
         socket::read_requested_peer(record, addr, len);
     }
-    if !wanted(&config, record) || dedup::counted_as_repeat(config.dedup_window_ns, record, now) {
+    if !wanted(&config, record) {
         return;
     }
     fill_task_info::<M>(M::current_task(), &mut record.task);
-    report(&config, buffer, sk);
+    report(&config, buffer, sk, now);
 }
 
 /// Which records the settings keep: Unix sockets only for connects, a TCP socket's bind only
@@ -181,16 +185,17 @@ fn wanted(config: &NetworkFilterConfig, record: &NetworkRecord) -> bool {
 }
 
 /// Sends the staged record, or keeps a connect in progress until its outcome; follows a TCP
-/// connection that is now open to its end.
+/// connection that is now open to its end. A repeat within the dedup window is counted
+/// instead of sent, but its connection is still followed: every end is reported with its bytes.
 #[inline(always)]
-fn report(config: &NetworkFilterConfig, buffer: &mut sensor_common::NetworkBuffer, sk: u64) {
+fn report(
+    config: &NetworkFilterConfig,
+    buffer: &mut sensor_common::NetworkBuffer,
+    sk: u64,
+    now: u64,
+) {
     let follows = config.flags & network_flags::COMPLETIONS != 0 && sk != 0;
     let record = &mut buffer.record;
-    let opened =
-        (record.op == network_op::CONNECT && record.ret == 0) || record.op == network_op::ACCEPT;
-    if follows && opened {
-        connection::track(sk, &*record);
-    }
     let in_progress = record.op == network_op::CONNECT && record.ret == -EINPROGRESS;
     if in_progress && follows && record.protocol == IPPROTO_TCP {
         // Kept for the state change to send with its outcome. On loopback the handshake can be
@@ -202,10 +207,15 @@ fn report(config: &NetworkFilterConfig, buffer: &mut sensor_common::NetworkBuffe
                 return;
             }
             set_outcome(record, sock, state);
-            if state == TCP_ESTABLISHED {
-                connection::track(sk, &*record);
-            }
         }
+    }
+    let opened =
+        (record.op == network_op::CONNECT && record.ret == 0) || record.op == network_op::ACCEPT;
+    if follows && opened {
+        connection::track(sk, &*record);
+    }
+    if dedup::counted_as_repeat(config.dedup_window_ns, record, now) {
+        return;
     }
     send(buffer, 0);
 }
