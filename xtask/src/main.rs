@@ -4,6 +4,7 @@
 //! machine goes from clone to running sensor or green tests with one command.
 mod bench;
 mod bench_exec;
+mod bench_network;
 mod bench_throughput;
 mod commands;
 mod package;
@@ -82,6 +83,16 @@ enum Command {
         seconds: u64,
         file: PathBuf,
     },
+    /// The network benchmark's server (internal).
+    #[command(hide = true)]
+    AcceptLoop { address: String },
+    /// The network benchmark's client (internal).
+    #[command(hide = true)]
+    ConnectLoop {
+        #[arg(long)]
+        seconds: u64,
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +117,14 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "100,1600,10000")]
         rates: Vec<u64>,
         #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Cost per TCP connection (connect, 1 KiB each way, close) to a peer in a network
+    /// namespace: nothing attached, Custos (default config).
+    Network {
+        #[arg(long, default_value_t = 3)]
         seconds: u64,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
@@ -154,6 +173,9 @@ fn main() -> ExitCode {
                     },
                     &mut report,
                 ),
+                Some(BenchCommand::Network { seconds, rounds }) => {
+                    bench_network::network(&bench_network::Options { seconds, rounds }, &mut report)
+                }
                 Some(BenchCommand::Throughput { seconds, rounds }) => bench_throughput::throughput(
                     &bench_throughput::Options {
                         seconds,
@@ -171,6 +193,8 @@ fn main() -> ExitCode {
             program,
         } => bench_exec::exec_loop(&program, rate, seconds),
         Command::OpenLoop { seconds, file } => bench::open_loop(&file, seconds),
+        Command::AcceptLoop { address } => bench_network::accept_loop(&address),
+        Command::ConnectLoop { seconds, address } => bench_network::connect_loop(&address, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

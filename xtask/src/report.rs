@@ -14,7 +14,7 @@ impl Report {
 
 /// Every benchmark with its default settings; the whole output goes to `bench/REPORT.md`.
 pub fn all(report: &mut Report) -> anyhow::Result<()> {
-    use crate::{bench, bench_exec, bench_throughput};
+    use crate::{bench, bench_exec, bench_network, bench_throughput};
     bench::open(
         &bench::Options {
             seconds: 3,
@@ -27,6 +27,13 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
         &bench_exec::Options {
             rates: vec![100, 1600, 10_000],
             seconds: 5,
+            rounds: 3,
+        },
+        report,
+    )?;
+    bench_network::network(
+        &bench_network::Options {
+            seconds: 3,
             rounds: 3,
         },
         report,
