@@ -176,6 +176,12 @@ kernel_offsets! {
     sk_v6_daddr: sock_common.skc_v6_daddr (optional),
     sk_protocol: sock.sk_protocol,
     sk_err: sock.sk_err,
+    // A connected Unix socket's peer and the address it is bound to (the path connected to, as
+    // the kernel resolved it).
+    unix_peer: unix_sock.peer (optional),
+    unix_addr: unix_sock.addr (optional),
+    unix_address_len: unix_address.len (optional),
+    unix_address_name: unix_address.name (optional),
     // Payload bytes of a TCP connection (RFC 4898 counters), read when it closes.
     tcp_bytes_sent: tcp_sock.bytes_sent (optional),
     tcp_bytes_retrans: tcp_sock.bytes_retrans (optional),

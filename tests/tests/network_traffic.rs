@@ -179,8 +179,9 @@ fn bytes_sent_are_on_the_close_and_bulk_egress_alerts_per_person() -> Result<()>
     sensor.stop()
 }
 
-/// Connects as nobody to two Unix sockets: one anyone may use, one only root may (the
-/// connect is refused with EACCES); both name the socket path.
+/// Connects as nobody to two Unix sockets: one anyone may use, by a path relative to the
+/// client's directory, and one only root may (the connect is refused with EACCES). Both name
+/// the socket; the successful one by the path the kernel connected it to.
 #[test]
 fn unix_socket_connects_name_their_path_and_a_refusal() -> Result<()> {
     require_root();
@@ -201,7 +202,9 @@ fn unix_socket_connects_name_their_path_and_a_refusal() -> Result<()> {
     let status = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .args(["/usr/bin/python3", "-c", script])
-        .args([&open, &closed])
+        .arg("open.sock")
+        .arg(&closed)
+        .current_dir(dir.path())
         .status()?;
     ensure!(status.success(), "the Unix client failed");
     let (open_path, closed_path) = (open.to_str().unwrap(), closed.to_str().unwrap());

@@ -1,5 +1,5 @@
 //! What a socket syscall was about: the socket behind its fd, and the peer it asked for.
-use aya_ebpf::helpers::generated::bpf_probe_read_user;
+use aya_ebpf::helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_user};
 use sensor_common::{
     address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX},
     network_op, NetworkRecord, UNIX_PATH_MAX,
@@ -47,14 +47,61 @@ pub fn read_socket<M: Mem>(record: &mut NetworkRecord) -> u64 {
     sk as u64
 }
 
-/// The peer a connect asked for, from the caller's `struct sockaddr` at `addr` of `len`
-/// bytes: an address and port, or a Unix socket's path.
+/// The peer a connect went to. The kernel's own copy decides where it has one (the socket's
+/// peer address, a connected Unix socket's peer): user memory can be changed by another thread
+/// after the kernel read it. A connect that failed before the kernel kept a peer is named from
+/// the caller's `struct sockaddr` at `addr` of `len` bytes.
 #[inline(always)]
-pub fn read_requested_peer(record: &mut NetworkRecord, addr: u64, len: u64) {
+pub fn read_peer(record: &mut NetworkRecord, sk: u64, addr: u64, len: u64) {
     if record.family == AF_UNIX {
-        read_unix_path(record, addr, len);
+        if !read_unix_peer(record, sk) {
+            read_unix_path(record, addr, len);
+        }
         return;
     }
+    if record.remote_port == 0 {
+        read_requested_peer(record, addr);
+    }
+}
+
+/// The path of the Unix socket `sk` is connected to, as the kernel has it; false when it has
+/// no peer (the connect failed).
+#[inline(always)]
+fn read_unix_peer(record: &mut NetworkRecord, sk: u64) -> bool {
+    let Some(address) = Probe::read_ptr(sk as *const u8, off!(unix_peer))
+        .and_then(|peer| Probe::read_ptr(peer, off!(unix_addr)))
+    else {
+        return false;
+    };
+    let len = Probe::read::<i32>(address, off!(unix_address_len)).unwrap_or(0) as u64;
+    let name = address.wrapping_add(off!(unix_address_name) as usize);
+    if len <= SUN_PATH_OFFSET || off!(unix_address_name) == sensor_common::offsets::MISSING {
+        return false;
+    }
+    let mut path_len = (len - SUN_PATH_OFFSET) as u32;
+    if path_len > UNIX_PATH_MAX as u32 {
+        path_len = UNIX_PATH_MAX as u32;
+    }
+    // SAFETY: at most UNIX_PATH_MAX bytes into the record's array of that size, from kernel
+    // memory the helper checks.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            record.unix_path.as_mut_ptr().cast(),
+            path_len,
+            name.wrapping_add(SUN_PATH_OFFSET as usize).cast(),
+        )
+    };
+    if ret != 0 {
+        return false;
+    }
+    record.unix_path_len = path_len;
+    end_pathname_at_nul(record);
+    true
+}
+
+/// The peer from the caller's `struct sockaddr` at `addr`.
+#[inline(always)]
+fn read_requested_peer(record: &mut NetworkRecord, addr: u64) {
     let mut sockaddr = [0u8; SOCKADDR_IN6_LEN];
     // SAFETY: at most the local array's length, from user memory the helper checks.
     let ret = unsafe {
