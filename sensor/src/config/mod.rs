@@ -726,6 +726,22 @@ mod tests {
     }
 
     #[test]
+    fn network_rules_and_egress_networks_are_validated() {
+        let parse =
+            |text: &str| Config::parse(&format!("{text}\n[[sinks]]\ntype = \"stdout\"\n"), "t");
+        let config = parse("[network]\nexclude_addresses = [\"10.0.0.0/8\", \"::1\"]").unwrap();
+        assert_eq!(config.network.exclude_addresses.len(), 2);
+        let err = parse("[network]\ninclude_addresses = [\"10.0.0.0/40\"]").unwrap_err();
+        assert!(format!("{err:#}").contains("CIDR"), "{err:#}");
+        let err = parse("[network]\nexclude_ports = [0]").unwrap_err();
+        assert!(format!("{err:#}").contains("1 to 65535"), "{err:#}");
+        let rule = "[[alerts.rules]]\nid = \"out\"\negress_bytes = 1000\n";
+        assert!(parse(&format!("{rule}internal_networks = [\"10.0.0.0/8\"]")).is_ok());
+        let err = parse(&format!("{rule}internal_networks = [\"intranet\"]")).unwrap_err();
+        assert!(format!("{err:#}").contains("CIDR form"), "{err:#}");
+    }
+
+    #[test]
     fn bad_values_are_explained() {
         let err = Config::parse(
             "[kernel]\nring_buffer_bytes = 1000\n[[sinks]]\ntype = \"stdout\"\n",

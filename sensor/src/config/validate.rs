@@ -17,6 +17,7 @@ impl Config {
         self.validate_tail()?;
         self.validate_devices()?;
         self.validate_file_rules()?;
+        self.validate_network()?;
         self.validate_sinks()?;
         if self.spool.max_bytes < 256 * 1024 {
             bail!(
@@ -44,6 +45,28 @@ impl Config {
         Ok(())
     }
 
+    fn validate_network(&self) -> Result<()> {
+        let network = &self.network;
+        for rule in network
+            .include_addresses
+            .iter()
+            .chain(&network.exclude_addresses)
+        {
+            crate::kernel::network_rules::address_rule(rule)?;
+        }
+        if let Some(port) =
+            (network.include_ports.iter().chain(&network.exclude_ports)).find(|p| **p == 0)
+        {
+            bail!("network port rule {port}: ports are 1 to 65535");
+        }
+        for comm in network.include_comms.iter().chain(&network.exclude_comms) {
+            if comm.is_empty() || comm.len() > 15 {
+                bail!("network comm rule {comm:?}: a process name (comm) has 1 to 15 bytes");
+            }
+        }
+        Ok(())
+    }
+
     fn validate_alerts(&self) -> Result<()> {
         let mut ids = HashSet::new();
         for (n, rule) in self.alerts.rules.iter().enumerate() {
@@ -67,7 +90,7 @@ impl Config {
             }
             for network in &rule.internal_networks {
                 network.parse::<ipnet::IpNet>().map_err(|_| {
-                    anyhow::anyhow!(
+                    anyhow!(
                         "{at} ({}): internal network {network:?} is not in CIDR form \
                          (like 10.0.0.0/8 or fd00::/8)",
                         rule.id

@@ -67,7 +67,7 @@ pub fn resolve(enabled: bool, network: &NetworkConfig) -> Result<NetworkRules> {
 }
 
 /// A CIDR or a single address, as the kernel's trie key: IPv4 as IPv4-mapped IPv6.
-fn address_rule(text: &str) -> Result<(u32, [u8; 16])> {
+pub fn address_rule(text: &str) -> Result<(u32, [u8; 16])> {
     let net: IpNet = match text.parse::<IpAddr>() {
         Ok(addr) => addr.into(),
         Err(_) => text.parse().with_context(|| {
