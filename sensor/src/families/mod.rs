@@ -231,10 +231,11 @@ pub fn pseudonymise(body: &mut Body, p: &Pseudonymizer) {
         Body::DeviceControl(control) => device_control::pseudonymise(control, p),
         Body::DeviceWriteSummary(summary) => device_control::pseudonymise_summary(summary, p),
         Body::Mount(mount) => mount::pseudonymise(mount, p),
+        Body::Network(connection) => network::pseudonymise(connection, p),
         // An exec's parent is a process, pseudonymised with the others; an alert's text and
         // paths are rewritten before the identity (see `Privacy::apply`); exits and losses
-        // name nobody, and network addresses are kept as they are (privacy-report says so).
-        Body::Exec(_) | Body::Alert(_) | Body::Exit(_) | Body::Loss(_) | Body::Network(_) => {}
+        // name nobody.
+        Body::Exec(_) | Body::Alert(_) | Body::Exit(_) | Body::Loss(_) => {}
     }
 }
 

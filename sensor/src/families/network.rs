@@ -9,7 +9,7 @@ use sensor_common::{
 };
 
 use super::{errno_name, Enricher};
-use crate::{identity::NameSource, text::escape_invalid_utf8};
+use crate::{identity::NameSource, privacy::pseudonym::Pseudonymizer, text::escape_invalid_utf8};
 
 impl<S: NameSource> Enricher<S> {
     pub(crate) fn network(&mut self, record: &NetworkRecord) -> Event {
@@ -18,6 +18,12 @@ impl<S: NameSource> Enricher<S> {
         let body = Body::Network(connection(record));
         self.envelope(record.header.ktime_ns, task, &exec_id, process, body)
     }
+}
+
+/// A Unix socket under a home directory names its owner; addresses are kept as they are
+/// (privacy-report says so).
+pub(crate) fn pseudonymise(connection: &mut NetworkConnection, p: &Pseudonymizer) {
+    connection.unix_path = p.home_path(&connection.unix_path);
 }
 
 /// The schema's NetworkConnection from a kernel record.
@@ -183,5 +189,18 @@ mod tests {
         record.unix_path[..5].copy_from_slice(b"\0bus\xff");
         record.unix_path_len = 5;
         assert_eq!(connection(&record).unix_path, "@bus\\xff");
+    }
+
+    #[test]
+    fn a_unix_socket_under_a_home_directory_is_pseudonymised() {
+        let mut connection = NetworkConnection {
+            unix_path: "/home/alice/.gnupg/S.gpg-agent".into(),
+            remote_address: "192.0.2.7".into(),
+            ..NetworkConnection::default()
+        };
+        pseudonymise(&mut connection, &Pseudonymizer::hiding());
+        assert!(!connection.unix_path.contains("alice"), "{connection:?}");
+        assert!(connection.unix_path.ends_with("/.gnupg/S.gpg-agent"));
+        assert_eq!(connection.remote_address, "192.0.2.7");
     }
 }
