@@ -139,8 +139,14 @@ pub struct TaskInfo {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Per-CPU drop counters: slot `k` counts failed ring-buffer writes of kind `k`.
+/// Per-CPU drop counters: slot `k` counts failed ring-buffer writes of kind `k`; slot
+/// [`UNTRACKED_BASE`]` + k` counts records of kind `k` whose follow-up will not come because
+/// a kernel table that follows them (open TCP connections) was full.
 pub const DROP_COUNTERS_MAP: &str = "DROPS";
+/// See [`DROP_COUNTERS_MAP`].
+pub const UNTRACKED_BASE: u32 = kind::COUNT;
+/// Slots of [`DROP_COUNTERS_MAP`].
+pub const DROP_SLOTS: u32 = 2 * kind::COUNT;
 /// The ring buffer all records go through.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// The global the daemon fills with [`KernelOffsets`] before load.

@@ -29,7 +29,19 @@ pub fn submit_flags() -> u64 {
 /// Counts one record of `kind` that did not fit in the ring buffer.
 #[inline(always)]
 pub fn count_drop(kind: u32) {
-    if let Some(counter) = DROPS.get_ptr_mut(kind) {
+    count_at(kind);
+}
+
+/// Counts one record of `kind` whose follow-up will not be reported: the kernel table that
+/// follows it was full.
+#[inline(always)]
+pub fn count_untracked(kind: u32) {
+    count_at(sensor_common::UNTRACKED_BASE + kind);
+}
+
+#[inline(always)]
+fn count_at(slot: u32) {
+    if let Some(counter) = DROPS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot from the lookup above: no other writer can race with this
         // program on this CPU.
         unsafe { *counter += 1 };

@@ -4,9 +4,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    kind, BlockDeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
+    BlockDeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
     FileFilterConfig, MountBuffer, NetworkBuffer, NetworkDedupKey, NetworkDedupState,
-    NetworkFilterConfig, NetworkRecord, PrefixKey, UringOpen, PREFIX_MAX,
+    NetworkFilterConfig, NetworkRecord, PrefixKey, UringOpen, DROP_SLOTS, PREFIX_MAX,
 };
 
 use crate::{kread::rooms::SpanRooms, path::PathScratch};
@@ -17,7 +17,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Failed ring-buffer writes, per record kind; the daemon turns them into loss events.
 #[map(name = "DROPS")]
-pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
 /// Staging area for exec records, too large for the 512-byte stack.
 #[map(name = "EXEC_BUF")]

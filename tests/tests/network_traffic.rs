@@ -328,3 +328,47 @@ fn excluded_networks_are_dropped_and_repeats_are_counted() -> Result<()> {
     );
     sensor.stop()
 }
+
+/// With room to follow only two open connections, the ends of the others are not reported,
+/// and a loss event says how many.
+#[test]
+fn a_full_connection_table_is_a_counted_loss() -> Result<()> {
+    require_root();
+    let config =
+        TestConfig::new()
+            .network_loopback(true)
+            .set(&["network"], "max_open_connections", 2);
+    let mut sensor = Sensor::start(&config)?;
+    let script = "import socket\n\
+                  server = socket.create_server(('127.0.0.1', 0))\n\
+                  held = []\n\
+                  for _ in range(4):\n    \
+                      held.append(socket.create_connection(server.getsockname()))\n    \
+                      held.append(server.accept()[0])\n\
+                  for s in held:\n    \
+                      s.close()\n\
+                  print(server.getsockname()[1])\n";
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .output()?;
+    ensure!(out.status.success(), "the client failed");
+    let port: u64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    // Four connects and four accepts opened eight connections; two were followed.
+    let untracked = sensor.wait_for("loss events for six connections", |events| {
+        let losses: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["loss"]["reason"] == "LOSS_REASON_TRACKING_TABLE_FULL")
+            .collect();
+        let counted: u64 = losses.iter().map(|e| uint64(&e["loss"]["count"])).sum();
+        (counted >= 6).then(|| (counted, losses[0]["loss"]["kind"].clone()))
+    })?;
+    assert_eq!(untracked.0, 6);
+    assert_eq!(untracked.1, "EVENT_KIND_NETWORK");
+    let events = sensor.events()?;
+    let ends = network(&events, "CLOSE", |n| {
+        n["remotePort"] == port || n["localPort"] == port
+    })
+    .count();
+    assert_eq!(ends, 2, "two connections followed");
+    sensor.stop()
+}

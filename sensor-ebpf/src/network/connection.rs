@@ -7,22 +7,22 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use sensor_common::{network_op, tcp_state, NetworkRecord, IPPROTO_TCP};
 
 use crate::{
-    emit::{count_drop, now_ns},
+    emit::{count_untracked, now_ns},
     kread::{off, Direct, Mem, Probe},
     maps::CONNECTIONS,
     record::Reserved,
     task::fill_task_info,
 };
 
-/// Keeps a reported connection until it ends. A full table counts a drop: its end will not
-/// be reported.
+/// Keeps a reported connection until it ends. A full table is counted: its end will not be
+/// reported, and the daemon says so in a loss event.
 #[inline(always)]
 pub fn track(sk: u64, record: &NetworkRecord) {
     if sk == 0 || record.protocol != IPPROTO_TCP {
         return;
     }
     if CONNECTIONS.insert(&sk, record, 0).is_err() {
-        count_drop(sensor_common::kind::NETWORK);
+        count_untracked(sensor_common::kind::NETWORK);
     }
 }
 

@@ -141,6 +141,11 @@ pub struct NetworkConfig {
     /// connect.
     #[default(5000)]
     pub dedup_window_ms: u64,
+    /// Open TCP connections the kernel follows to their end (for duration and bytes) at most;
+    /// memory is taken as connections come, about 600 bytes each. Beyond it, new connections'
+    /// ends are not reported and a loss event says how many. Read at start.
+    #[default(16384)]
+    pub max_open_connections: u32,
 }
 
 /// Least-privilege alert rules. Reloadable with SIGHUP.

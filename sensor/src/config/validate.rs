@@ -59,6 +59,9 @@ impl Config {
         {
             bail!("network port rule {port}: ports are 1 to 65535");
         }
+        if network.max_open_connections == 0 {
+            bail!("network.max_open_connections = 0: at least 1 (the default is 16384)");
+        }
         for comm in network.include_comms.iter().chain(&network.exclude_comms) {
             if comm.is_empty() || comm.len() > 15 {
                 bail!("network comm rule {comm:?}: a process name (comm) has 1 to 15 bytes");

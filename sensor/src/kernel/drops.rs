@@ -1,14 +1,15 @@
-//! The kernel's per-kind counts of records that did not fit in the ring buffer.
+//! The kernel's per-kind counts of records that did not fit in the ring buffer, and of
+//! records whose follow-up a full kernel table will not report.
 use anyhow::{anyhow, Result};
 use aya::{
     maps::{MapData, PerCpuArray},
     Ebpf,
 };
-use sensor_common::{kind, DROP_COUNTERS_MAP};
+use sensor_common::{DROP_COUNTERS_MAP, DROP_SLOTS, UNTRACKED_BASE};
 
 pub struct DropCounters {
     map: PerCpuArray<MapData, u64>,
-    reported: [u64; kind::COUNT as usize],
+    reported: [u64; DROP_SLOTS as usize],
 }
 
 impl DropCounters {
@@ -18,24 +19,40 @@ impl DropCounters {
             .ok_or_else(|| anyhow!("map {DROP_COUNTERS_MAP} missing from the object"))?;
         Ok(Self {
             map: PerCpuArray::try_from(map)?,
-            reported: [0; kind::COUNT as usize],
+            reported: [0; DROP_SLOTS as usize],
         })
     }
 
-    /// Drops since the previous call, as `(kind, count)` for each kind that had any.
-    pub fn new_drops(&mut self) -> Vec<(u32, u64)> {
+    /// Drops since the previous call, as `(kind, cause, count)` for each kind and cause that
+    /// had any.
+    pub fn new_drops(&mut self) -> Vec<(u32, DropCause, u64)> {
         let mut out = Vec::new();
-        for kind in 0..kind::COUNT {
-            let Ok(values) = self.map.get(&kind, 0) else {
+        for slot in 0..DROP_SLOTS {
+            let Ok(values) = self.map.get(&slot, 0) else {
                 continue;
             };
             let total: u64 = values.iter().copied().sum();
-            let reported = &mut self.reported[kind as usize];
+            let reported = &mut self.reported[slot as usize];
             if total > *reported {
-                out.push((kind, total - *reported));
+                let (kind, cause) = if slot >= UNTRACKED_BASE {
+                    (slot - UNTRACKED_BASE, DropCause::TrackingTableFull)
+                } else {
+                    (slot, DropCause::RingBufferFull)
+                };
+                out.push((kind, cause, total - *reported));
                 *reported = total;
             }
         }
         out
     }
+}
+
+/// Why the kernel counted a record instead of delivering all of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropCause {
+    /// The record did not fit in the ring buffer.
+    RingBufferFull,
+    /// The record went out, but the table that follows it to its end (open TCP connections)
+    /// was full: its end will not be reported.
+    TrackingTableFull,
 }

@@ -13,7 +13,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use sensor_common::{
-    EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL, WAKEUP_BYTES_GLOBAL,
+    CONNECTIONS_MAP, EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL,
+    WAKEUP_BYTES_GLOBAL,
 };
 
 use super::{btf_offsets, mounts, privileges};
@@ -114,6 +115,8 @@ pub struct LoadOptions {
     pub device_sensor: bool,
     /// Whether the network hooks are wanted.
     pub network_sensor: bool,
+    /// Open TCP connections the kernel follows to their end at most.
+    pub max_open_connections: u32,
 }
 
 /// The loaded programs; dropping it detaches every hook.
@@ -153,6 +156,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         .override_global(SELF_TGID_GLOBAL, &options.self_tgid, true)
         .override_global(WAKEUP_BYTES_GLOBAL, &options.wakeup_bytes, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
+        .map_max_entries(CONNECTIONS_MAP, options.max_open_connections.max(1))
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")?;
 

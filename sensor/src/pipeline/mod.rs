@@ -444,6 +444,7 @@ fn load_kernel(config: &Config, metrics: &Metrics) -> Result<loader::LoadedSenso
         file_sensor: config.sensors.file,
         device_sensor: config.sensors.devices,
         network_sensor: config.sensors.network,
+        max_open_connections: config.network.max_open_connections,
     })?;
     // Parsing BTF and loading the programs left tens of MiB of freed heap; give it back.
     // SAFETY: malloc_trim only releases free memory.

@@ -19,7 +19,7 @@ use crate::{
     families::Enricher,
     families::{self, Record},
     identity::Nss,
-    kernel::drops::DropCounters,
+    kernel::drops::{DropCause, DropCounters},
     metrics::{KindLabels, Metrics},
     privacy::Privacy,
     sinks::SpoolLoss,
@@ -215,22 +215,34 @@ impl Stages {
 
     /// Turns kernel drops and undecodable records into in-band loss events.
     pub(super) fn report_losses(&mut self, drops: &mut DropCounters) -> Result<()> {
-        for (record_kind, count) in drops.new_drops() {
+        for (record_kind, cause, count) in drops.new_drops() {
             let kind = EventKind::of_record(record_kind);
-            tracing::warn!(
-                kind = record_kind,
-                count,
-                "kernel ring buffer full: records dropped"
-            );
+            let reason = match cause {
+                DropCause::RingBufferFull => {
+                    tracing::warn!(
+                        kind = record_kind,
+                        count,
+                        "kernel ring buffer full: records dropped"
+                    );
+                    LossReason::KernelBufferFull
+                }
+                DropCause::TrackingTableFull => {
+                    tracing::warn!(
+                        kind = record_kind,
+                        count,
+                        "kernel connection table full: these connections' ends will not be \
+                         reported"
+                    );
+                    LossReason::TrackingTableFull
+                }
+            };
             self.metrics
                 .kernel_drops
                 .get_or_create(&KindLabels {
                     kind: kind.short_name().to_owned(),
                 })
                 .inc_by(count);
-            let event = self
-                .enricher
-                .loss(kind, count, LossReason::KernelBufferFull, "");
+            let event = self.enricher.loss(kind, count, reason, "");
             self.emit(event)?;
         }
         for (kind, count) in std::mem::take(&mut self.undecodable) {
