@@ -372,3 +372,50 @@ fn a_full_connection_table_is_a_counted_loss() -> Result<()> {
     assert_eq!(ends, 2, "two connections followed");
     sensor.stop()
 }
+
+/// With classic tracepoints only (`attach = "tracepoint"`, as on kernels without tp_btf), a
+/// connection is still followed to its end with its bytes, and a forked child's send on it is
+/// still reported under the child.
+#[test]
+fn classic_tracepoints_follow_connections_too() -> Result<()> {
+    require_root();
+    let config = TestConfig::new().network_loopback(true).attach("tracepoint");
+    let mut sensor = Sensor::start(&config)?;
+    let script = "import os, socket\n\
+                  server = socket.create_server(('127.0.0.1', 0))\n\
+                  client = socket.create_connection(server.getsockname())\n\
+                  accepted = server.accept()[0]\n\
+                  client.sendall(b'p' * 5000)\n\
+                  child = os.fork()\n\
+                  if child == 0:\n    \
+                      client.sendall(b'c' * 3000)\n    \
+                      os._exit(0)\n\
+                  os.waitpid(child, 0)\n\
+                  client.close()\n\
+                  got = 0\n\
+                  while got < 8000:\n    \
+                      got += len(accepted.recv(65536))\n\
+                  accepted.close()\n\
+                  print(server.getsockname()[1], child)\n";
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .output()?;
+    ensure!(out.status.success(), "the client failed");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let mut fields = printed.split_whitespace().map(|f| f.parse::<u64>());
+    let (Some(Ok(port)), Some(Ok(child))) = (fields.next(), fields.next()) else {
+        anyhow::bail!("the client printed {printed:?}");
+    };
+    let (close, shared) = sensor.wait_for("the end and the child's send", |events| {
+        let to_port = |op| network(events, op, move |n| n["remotePort"] == port).next();
+        Some((to_port("CLOSE")?.clone(), to_port("SHARED_SEND")?.clone()))
+    })?;
+    assert_eq!(uint64(&close["network"]["bytesSent"]), 8000, "{close}");
+    assert_eq!(shared["process"]["pid"], child, "{shared}");
+    let log = sensor.log.join("\n");
+    assert!(
+        log.contains("inet_sock_set_state=tracepoint"),
+        "the classic tracepoint path: {log}"
+    );
+    sensor.stop()
+}

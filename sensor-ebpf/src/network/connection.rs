@@ -8,7 +8,7 @@ use sensor_common::{network_op, tcp_state, NetworkRecord, IPPROTO_TCP};
 
 use crate::{
     emit::{count_untracked, now_ns},
-    kread::{off, Direct, Mem, Probe},
+    kread::{off, Mem, Probe},
     maps::CONNECTIONS,
     record::Reserved,
     task::fill_task_info,
@@ -65,7 +65,7 @@ pub fn on_close(sk: *const u8, old_state: i32) {
 /// Something was sent on `sk`, in the sender's context: if the socket carries a reported
 /// connection and the sender is neither its owner nor the last other sender, report the use.
 #[inline(always)]
-pub fn on_send(sk: *const u8) {
+pub fn on_send<M: Mem>(sk: *const u8) {
     let key = sk as u64;
     let Some(opened) = CONNECTIONS.get_ptr_mut(&key) else {
         return;
@@ -91,7 +91,7 @@ pub fn on_send(sk: *const u8) {
     record.fd = -1;
     record.suppressed_total = 0;
     record.flags = 0;
-    fill_task_info::<Direct>(Direct::current_task(), &mut record.task);
+    fill_task_info::<M>(M::current_task(), &mut record.task);
     slot.submit();
 }
 

@@ -15,7 +15,9 @@ mod filter;
 mod socket;
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use sensor_common::{
     address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX},
@@ -26,7 +28,7 @@ use sensor_common::{
 
 use crate::{
     emit::now_ns,
-    kread::{off, self_tgid, Mem, Probe},
+    kread::{off, self_tgid, Direct, Mem, Probe},
     maps::{NETWORK_BUF, NETWORK_FILTER, PENDING_CONNECTS},
     record::{send, stage, Reserved},
     task::fill_task_info,
@@ -37,8 +39,30 @@ const EINPROGRESS: i32 = 115;
 // void inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let sk = ctx.arg::<*const u8>(0);
-    let (old_state, new_state) = (ctx.arg::<i32>(1), ctx.arg::<i32>(2));
+    on_state_change(ctx.arg::<*const u8>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2));
+    0
+}
+
+// tracepoint/sock/inet_sock_set_state, where tp_btf is not available: { common fields (8),
+// const void *skaddr (8), int oldstate (16), int newstate (20), ... }.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: the record's layout above; a failed read is reported, not undefined.
+    let fields = unsafe {
+        (
+            ctx.read_at::<u64>(8),
+            ctx.read_at::<i32>(16),
+            ctx.read_at::<i32>(20),
+        )
+    };
+    if let (Ok(sk), Ok(old_state), Ok(new_state)) = fields {
+        on_state_change(sk as *const u8, old_state, new_state);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_state_change(sk: *const u8, old_state: i32, new_state: i32) {
     // Only connects wait in SYN_SENT, and only reported connections are followed to CLOSE;
     // every other change is none of this hook's business.
     if old_state == TCP_SYN_SENT {
@@ -46,14 +70,27 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     } else if new_state == TCP_CLOSE {
         connection::on_close(sk, old_state);
     }
-    0
 }
 
 // void sock_send_length(struct sock *sk, int ret, int flags), in the sender's context.
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
     if ctx.arg::<i32>(1) > 0 {
-        connection::on_send(ctx.arg::<*const u8>(0));
+        connection::on_send::<Direct>(ctx.arg::<*const u8>(0));
+    }
+    0
+}
+
+// tracepoint/sock/sock_send_length: { common fields (8), void *sk (8), u16 family (16),
+// u16 protocol (18), int ret (20), int flags (24) }.
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn sock_send_length_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: the record's layout above; a failed read is reported, not undefined.
+    let fields = unsafe { (ctx.read_at::<u64>(8), ctx.read_at::<i32>(20)) };
+    if let (Ok(sk), Ok(ret)) = fields {
+        if ret > 0 {
+            connection::on_send::<Probe>(sk as *const u8);
+        }
     }
     0
 }

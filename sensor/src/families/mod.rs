@@ -129,11 +129,13 @@ hooks! {
     /// connections are not followed to their end.
     InetSockSetState = "inet_sock_set_state", Network, optional: [
         Program::TpBtf("inet_sock_set_state", "inet_sock_set_state"),
+        Program::Tracepoint("inet_sock_set_state_tp", "sock", "inet_sock_set_state"),
     ];
     /// Sends on sockets, in the sender's context: another process sending on a reported
     /// connection (an inherited or passed socket).
     SockSendLength = "sock_send_length", Network, optional: [
         Program::TpBtf("sock_send_length", "sock_send_length"),
+        Program::Tracepoint("sock_send_length_tp", "sock", "sock_send_length"),
     ];
 }
 

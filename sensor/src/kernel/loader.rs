@@ -221,7 +221,17 @@ fn attach_hook(
             continue;
         }
         match attach_program(ebpf, btf, *program) {
-            Ok(()) => return Ok(program.path()),
+            Ok(()) if errors.is_empty() => return Ok(program.path()),
+            Ok(()) => {
+                // Said once at start: why this kernel runs a fallback rather than the first choice.
+                tracing::info!(
+                    hook = %spec.hook,
+                    path = %program.path(),
+                    "preferred paths unavailable: {}",
+                    errors.join("; ")
+                );
+                return Ok(program.path());
+            }
             Err(err) => {
                 tracing::debug!(hook = %spec.hook, path = %program.path(), "unavailable: {err:#}");
                 errors.push(format!("{}: {err:#}", program.path()));
