@@ -143,18 +143,7 @@ fn bytes_sent_are_on_the_close_and_bulk_egress_alerts_per_person() -> Result<()>
         egress_alerts(&events, SMALL_SENDER).is_empty(),
         "3 MiB is under the threshold"
     );
-    let shared = by_login(&events, "SHARED_SEND", SMALL_SENDER, port)
-        .next()
-        .context("head's send on bash's connection")?;
-    assert_eq!(shared["process"]["binary"], "/usr/bin/head", "{shared}");
-    let bash_close = by_login(&events, "CLOSE", SMALL_SENDER, port)
-        .find(|e| e["process"]["binary"] == "/usr/bin/bash")
-        .context("the close of bash's connection")?;
-    assert_eq!(uint64(&bash_close["network"]["bytesSent"]), 2 * MIB);
-    assert_eq!(
-        shared["network"]["localPort"], bash_close["network"]["localPort"],
-        "the same connection"
-    );
+    check_shared_send(&events, port)?;
     assert_eq!(
         egress_alerts(&events, SENDER).len(),
         1,
@@ -164,19 +153,42 @@ fn bytes_sent_are_on_the_close_and_bulk_egress_alerts_per_person() -> Result<()>
     assert_eq!(alert["alert"]["destinations"][0], destination.as_str());
     assert!(uint64(&alert["alert"]["bytes"]) >= 10 * MIB);
 
-    let connect = by_login(&events, "CONNECT", SENDER, port)
+    check_both_ends(&events, port)?;
+    sensor.stop()
+}
+
+/// head's send on the connection bash opened, under head, and bash's close with all of it.
+fn check_shared_send(events: &[Value], port: u16) -> Result<()> {
+    let shared = by_login(events, "SHARED_SEND", SMALL_SENDER, port)
+        .next()
+        .context("head's send on bash's connection")?;
+    assert_eq!(shared["process"]["binary"], "/usr/bin/head", "{shared}");
+    let bash_close = by_login(events, "CLOSE", SMALL_SENDER, port)
+        .find(|e| e["process"]["binary"] == "/usr/bin/bash")
+        .context("the close of bash's connection")?;
+    assert_eq!(uint64(&bash_close["network"]["bytesSent"]), 2 * MIB);
+    assert_eq!(
+        shared["network"]["localPort"], bash_close["network"]["localPort"],
+        "the same connection"
+    );
+    Ok(())
+}
+
+/// The sender's connect under its login, and the server's accept of it under root.
+fn check_both_ends(events: &[Value], port: u16) -> Result<()> {
+    let connect = by_login(events, "CONNECT", SENDER, port)
         .next()
         .context("the sender's connect")?;
     assert_eq!(connect["identity"]["user"], SENDER);
     assert_eq!(connect["network"]["localAddress"], "10.77.0.1");
     let client_port = connect["network"]["localPort"].clone();
-    let accept = network(&events, "ACCEPT", |n| n["remotePort"] == client_port)
+    let accept = network(events, "ACCEPT", |n| n["remotePort"] == client_port)
         .next()
         .context("the server's accept")?;
     assert_eq!(accept["identity"]["user"], "root");
     assert_eq!(accept["network"]["localAddress"], PEER);
     assert_eq!(accept["network"]["remoteAddress"], "10.77.0.1");
-    sensor.stop()
+    Ok(())
 }
 
 /// Connects as nobody to two Unix sockets: one anyone may use, by a path relative to the
@@ -223,7 +235,36 @@ fn unix_socket_connects_name_their_path_and_a_refusal() -> Result<()> {
     }
     assert!(allowed["network"]["errno"].is_null(), "{allowed}");
     assert_eq!(refused["network"]["error"], "EACCES", "{refused}");
+    check_abstract_names(&sensor)?;
     sensor.stop()
+}
+
+/// Abstract names (no file; how D-Bus and X11 often listen): one connected, one refused.
+fn check_abstract_names(sensor: &Sensor) -> Result<()> {
+    let name = format!("custos-test-{}", std::process::id());
+    let script = "import socket, sys\n\
+                  server = socket.socket(socket.AF_UNIX)\n\
+                  server.bind('\\0' + sys.argv[1])\n\
+                  server.listen()\n\
+                  socket.socket(socket.AF_UNIX).connect('\\0' + sys.argv[1])\n\
+                  try:\n    socket.socket(socket.AF_UNIX).connect('\\0' + sys.argv[1] + '-none')\n\
+                  except ConnectionRefusedError:\n    pass\n";
+    let status = Command::new("/usr/bin/python3")
+        .args(["-c", script, &name])
+        .status()?;
+    ensure!(status.success(), "the abstract-name client failed");
+    let (found, missing) = (format!("@{name}"), format!("@{name}-none"));
+    let (connected, refused) = sensor.wait_for("both abstract connects", |events| {
+        let to = |path: &str| {
+            network(events, "CONNECT", |n| n["unixPath"] == path)
+                .next()
+                .cloned()
+        };
+        Some((to(&found)?, to(&missing)?))
+    })?;
+    assert!(connected["network"]["errno"].is_null(), "{connected}");
+    assert_eq!(refused["network"]["error"], "ECONNREFUSED", "{refused}");
+    Ok(())
 }
 
 /// A UDP socket's bind is reported like a listen, and a UDP connect like a TCP one; a TCP
@@ -379,7 +420,9 @@ fn a_full_connection_table_is_a_counted_loss() -> Result<()> {
 #[test]
 fn classic_tracepoints_follow_connections_too() -> Result<()> {
     require_root();
-    let config = TestConfig::new().network_loopback(true).attach("tracepoint");
+    let config = TestConfig::new()
+        .network_loopback(true)
+        .attach("tracepoint");
     let mut sensor = Sensor::start(&config)?;
     let script = "import os, socket\n\
                   server = socket.create_server(('127.0.0.1', 0))\n\

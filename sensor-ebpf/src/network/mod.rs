@@ -39,7 +39,11 @@ const EINPROGRESS: i32 = 115;
 // void inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    on_state_change(ctx.arg::<*const u8>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2));
+    on_state_change(
+        ctx.arg::<*const u8>(0),
+        ctx.arg::<i32>(1),
+        ctx.arg::<i32>(2),
+    );
     0
 }
 

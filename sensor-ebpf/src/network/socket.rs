@@ -1,5 +1,7 @@
 //! What a socket syscall was about: the socket behind its fd, and the peer it asked for.
-use aya_ebpf::helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_user};
+use aya_ebpf::helpers::generated::{
+    bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str,
+};
 use sensor_common::{
     address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX},
     network_op, NetworkRecord, UNIX_PATH_MAX,
@@ -74,28 +76,28 @@ fn read_unix_peer(record: &mut NetworkRecord, sk: u64) -> bool {
         return false;
     };
     let len = Probe::read::<i32>(address, off!(unix_address_len)).unwrap_or(0) as u64;
-    let name = address.wrapping_add(off!(unix_address_name) as usize);
     if len <= SUN_PATH_OFFSET || off!(unix_address_name) == sensor_common::offsets::MISSING {
         return false;
     }
-    let mut path_len = (len - SUN_PATH_OFFSET) as u32;
-    if path_len > UNIX_PATH_MAX as u32 {
-        path_len = UNIX_PATH_MAX as u32;
-    }
-    // SAFETY: at most UNIX_PATH_MAX bytes into the record's array of that size, from kernel
-    // memory the helper checks.
+    let path = address
+        .wrapping_add(off!(unix_address_name) as usize)
+        .wrapping_add(SUN_PATH_OFFSET as usize);
+    // A fixed-size read (what follows a short name in its allocation is cleared below): a
+    // length the verifier has to bound is one some kernels' verifiers lose track of.
+    // SAFETY: UNIX_PATH_MAX bytes into the record's array of that size, from kernel memory
+    // the helper checks.
     let ret = unsafe {
         bpf_probe_read_kernel(
             record.unix_path.as_mut_ptr().cast(),
-            path_len,
-            name.wrapping_add(SUN_PATH_OFFSET as usize).cast(),
+            UNIX_PATH_MAX as u32,
+            path.cast(),
         )
     };
     if ret != 0 {
+        record.unix_path = [0; UNIX_PATH_MAX];
         return false;
     }
-    record.unix_path_len = path_len;
-    end_pathname_at_nul(record);
+    keep_first(record, len - SUN_PATH_OFFSET);
     true
 }
 
@@ -127,29 +129,48 @@ fn read_requested_peer(record: &mut NetworkRecord, addr: u64) {
 }
 
 /// `sun_path` as given: `len` is the whole sockaddr's length, which bounds the path (an
-/// abstract name is exactly that long; a pathname may carry its NUL).
+/// abstract name is exactly that long; a pathname may carry its NUL). Reads are of fixed size:
+/// a pathname as a string (it stops at its NUL, so never past the caller's memory), an
+/// abstract name as the whole `sun_path`.
 #[inline(always)]
 fn read_unix_path(record: &mut NetworkRecord, addr: u64, len: u64) {
     if len <= SUN_PATH_OFFSET {
         return;
     }
-    let mut path_len = (len - SUN_PATH_OFFSET) as u32;
-    if path_len > UNIX_PATH_MAX as u32 {
-        path_len = UNIX_PATH_MAX as u32;
-    }
+    let path = (addr + SUN_PATH_OFFSET) as *const _;
+    let buffer = record.unix_path.as_mut_ptr().cast();
     // SAFETY: at most UNIX_PATH_MAX bytes into the record's array of that size, from user
     // memory the helper checks.
-    let ret = unsafe {
-        bpf_probe_read_user(
-            record.unix_path.as_mut_ptr().cast(),
-            path_len,
-            (addr + SUN_PATH_OFFSET) as *const _,
-        )
-    };
-    if ret == 0 {
-        record.unix_path_len = path_len;
-        end_pathname_at_nul(record);
+    let read = unsafe { bpf_probe_read_user_str(buffer, UNIX_PATH_MAX as u32, path) };
+    if read > 1 {
+        keep_first(record, len - SUN_PATH_OFFSET);
+        return;
     }
+    // SAFETY: as above.
+    if unsafe { bpf_probe_read_user(buffer, UNIX_PATH_MAX as u32, path) } != 0 {
+        record.unix_path = [0; UNIX_PATH_MAX];
+        return;
+    }
+    keep_first(record, len - SUN_PATH_OFFSET);
+}
+
+/// Keeps the first `len` bytes of the path read (a pathname up to its NUL) and clears the rest.
+#[inline(always)]
+fn keep_first(record: &mut NetworkRecord, len: u64) {
+    let len = if len > UNIX_PATH_MAX as u64 {
+        UNIX_PATH_MAX
+    } else {
+        len as usize
+    };
+    let mut i = 0;
+    while i < UNIX_PATH_MAX {
+        if i >= len {
+            record.unix_path[i] = 0;
+        }
+        i += 1;
+    }
+    record.unix_path_len = len as u32;
+    end_pathname_at_nul(record);
 }
 
 /// A pathname ends at its NUL; callers often pass the whole `sockaddr_un` with whatever their
