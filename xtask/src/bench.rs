@@ -468,8 +468,42 @@ fn with_auditd(file: &Path, seconds: u64) -> Result<Round> {
 /// loopback (a TCP collector in this process, rsyslogd, nats-server with JetStream).
 pub fn sink(events: u64, report: &mut Report) -> Result<()> {
     let work = tempfile::tempdir()?;
+    let tcp_address = discarding_collector()?;
+    let mut receivers = Receivers::start(work.path())?;
+    let cases = sink_cases(work.path(), &tcp_address, &receivers);
+    report.line("");
+    report.line(format!(
+        "{events} synthetic file-open events per sink, release build"
+    ));
+    report.line(format!(
+        "{:<32} {:>16} {:>18}",
+        "sink", "accepted/s", "delivered/s"
+    ));
+    for (label, sink) in cases {
+        let spool = work.path().join(format!("spool-{}", label.len()));
+        let config = work.path().join("bench-sink.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[spool]\ndir = \"{}\"\nmax_bytes = 4294967296\n[[sinks]]\n{sink}\n",
+                spool.display()
+            ),
+        )?;
+        let [n, accepted, delivered] = run_sinks_bench(label, events, &config)?;
+        report.line(format!(
+            "{label:<32} {:>16.0} {:>18.0}",
+            n / (accepted / 1e9),
+            n / (delivered / 1e9)
+        ));
+    }
+    receivers.stop();
+    Ok(())
+}
+
+/// A TCP collector on loopback that reads and discards; its address.
+fn discarding_collector() -> Result<String> {
     let collector = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let tcp_address = collector.local_addr()?.to_string();
+    let address = collector.local_addr()?.to_string();
     std::thread::spawn(move || {
         for stream in collector.incoming().flatten() {
             std::thread::spawn(move || {
@@ -478,20 +512,28 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
             });
         }
     });
-    let mut receivers = Receivers::start(work.path())?;
-    let cases: Vec<(&str, String)> = vec![
+    Ok(address)
+}
+
+/// Each sink measured: its label and its `[[sinks]]` body.
+fn sink_cases(
+    work: &Path,
+    tcp_address: &str,
+    receivers: &Receivers,
+) -> Vec<(&'static str, String)> {
+    vec![
         (
             "file, JSON lines",
             format!(
                 "type = \"file\"\npath = \"{}/events.json\"\nformat = \"json\"",
-                work.path().display()
+                work.display()
             ),
         ),
         (
             "file, delimited protobuf",
             format!(
                 "type = \"file\"\npath = \"{}/events.pb\"\nformat = \"protobuf\"",
-                work.path().display()
+                work.display()
             ),
         ),
         (
@@ -512,51 +554,30 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
                 receivers.nats_url
             ),
         ),
-    ];
-    report.line("");
-    report.line(format!(
-        "{events} synthetic file-open events per sink, release build"
-    ));
-    report.line(format!(
-        "{:<32} {:>16} {:>18}",
-        "sink", "accepted/s", "delivered/s"
-    ));
-    for (label, sink) in cases {
-        let spool = work.path().join(format!("spool-{}", label.len()));
-        let config = work.path().join("bench-sink.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[spool]\ndir = \"{}\"\nmax_bytes = 4294967296\n[[sinks]]\n{sink}\n",
-                spool.display()
-            ),
-        )?;
-        let out = crate::shell::cargo()
-            .args(["bench", "-q", "-p", "custos", "--bench", "sinks", "--"])
-            .args(["--events", &events.to_string(), "--config"])
-            .arg(&config)
-            .env("CUSTOS_LOG", "warn")
-            .output()
-            .context("running the sinks benchmark (cargo bench -p custos --bench sinks)")?;
-        if !out.status.success() {
-            bail!(
-                "the sinks benchmark for {label} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let fields: Vec<f64> = numbers(&text);
-        let [n, accepted, delivered] = fields[..] else {
-            bail!("the sinks benchmark printed {text:?}");
-        };
-        report.line(format!(
-            "{label:<32} {:>16.0} {:>18.0}",
-            n / (accepted / 1e9),
-            n / (delivered / 1e9)
-        ));
+    ]
+}
+
+/// `cargo bench --bench sinks` on `config`: events, ns until accepted, ns until delivered.
+fn run_sinks_bench(label: &str, events: u64, config: &Path) -> Result<[f64; 3]> {
+    let out = crate::shell::cargo()
+        .args(["bench", "-q", "-p", "custos", "--bench", "sinks", "--"])
+        .args(["--events", &events.to_string(), "--config"])
+        .arg(config)
+        .env("CUSTOS_LOG", "warn")
+        .output()
+        .context("running the sinks benchmark (cargo bench -p custos --bench sinks)")?;
+    if !out.status.success() {
+        bail!(
+            "the sinks benchmark for {label} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    receivers.stop();
-    Ok(())
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<f64> = numbers(&text);
+    let [n, accepted, delivered] = fields[..] else {
+        bail!("the sinks benchmark printed {text:?}");
+    };
+    Ok([n, accepted, delivered])
 }
 
 /// The servers the network sinks deliver to.

@@ -16,12 +16,28 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Builds the package and returns its path.
 pub fn build() -> Result<PathBuf> {
     crate::commands::build(true)?;
-    let root = workspace_root();
     let out = target_dir().join("debian");
     let stage = out.join(format!("custos_{VERSION}_amd64"));
     if stage.exists() {
         fs::remove_dir_all(&stage)?;
     }
+    stage_files(&stage)?;
+    let debian = stage.join("DEBIAN");
+    fs::create_dir_all(&debian)?;
+    write_control(&debian)?;
+    write_scripts(&debian)?;
+    let deb = out.join(format!("custos_{VERSION}_amd64.deb"));
+    sh(Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(&stage)
+        .arg(&deb))?;
+    eprintln!("xtask: built {}", deb.display());
+    Ok(deb)
+}
+
+/// The package's files under `stage`, each with its mode, and the state directory.
+fn stage_files(stage: &Path) -> Result<()> {
+    let root = workspace_root();
     let install = |from: &Path, to: &str, mode: u32| -> Result<()> {
         let dest = stage.join(to);
         fs::create_dir_all(dest.parent().context("no parent")?)?;
@@ -66,28 +82,34 @@ pub fn build() -> Result<PathBuf> {
         stage.join("var/lib/custos"),
         fs::Permissions::from_mode(0o700),
     )?;
+    Ok(())
+}
 
-    let debian = stage.join("DEBIAN");
-    fs::create_dir_all(&debian)?;
+fn write_control(debian: &Path) -> Result<()> {
     fs::write(
         debian.join("control"),
         format!(
             "Package: custos\nVersion: {VERSION}\nArchitecture: amd64\nSection: admin\nPriority: optional\n\
              Maintainer: Custos developers <custos@localhost>\nDepends: libc6 (>= 2.34)\n\
              Description: eBPF sensor: who ran what, as whom, from which login\n \
-             Custos records every program run and every file opened on a Linux host, each\n \
-             tagged with the identity behind it (user, groups, the login user behind sudo\n \
-             and su, session, tty, cgroup), and forwards protobuf events to SIEM pipelines.\n"
+             Custos records program runs, file opens, privilege changes, block devices and\n \
+             network connections on a Linux host, each tagged with the identity behind it\n \
+             (user, groups, the login user behind sudo and su, session, tty, cgroup), and\n \
+             forwards protobuf events to SIEM pipelines.\n"
         ),
     )?;
     fs::write(debian.join("conffiles"), "/etc/custos/custos.toml\n")?;
+    Ok(())
+}
+
+/// Maintainer scripts that only talk to systemd where it runs (not in chroots and containers).
+fn write_scripts(debian: &Path) -> Result<()> {
     let script = |name: &str, body: &str| -> Result<()> {
         let path = debian.join(name);
         fs::write(&path, format!("#!/bin/sh\nset -e\n{body}"))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         Ok(())
     };
-    // Only talk to systemd where it runs (not in chroots and containers).
     script(
         "postinst",
         "if [ -d /run/systemd/system ]; then\n  systemctl daemon-reload || true\n  systemctl enable custos.service || true\nfi\n",
@@ -100,14 +122,7 @@ pub fn build() -> Result<PathBuf> {
         "postrm",
         "if [ -d /run/systemd/system ]; then\n  systemctl daemon-reload || true\nfi\n\
          if [ \"$1\" = purge ]; then\n  rm -rf /var/lib/custos\nfi\n",
-    )?;
-    let deb = out.join(format!("custos_{VERSION}_amd64.deb"));
-    sh(Command::new("dpkg-deb")
-        .args(["--build", "--root-owner-group"])
-        .arg(&stage)
-        .arg(&deb))?;
-    eprintln!("xtask: built {}", deb.display());
-    Ok(deb)
+    )
 }
 
 /// Installs the package, checks the installed unit with systemd-analyze, prints its exposure

@@ -4,7 +4,7 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -36,7 +36,52 @@ pub struct Outcome {
 
 pub fn boot(guest: &Guest) -> Result<Outcome> {
     let _ = std::fs::remove_file(&guest.qmp_socket);
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut child = spawn_qemu(guest)?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let lines = console_lines(stdout);
+    let mut log = std::fs::File::create(&guest.console_log)?;
+    let mut qmp = None;
+    let mut outcome = Outcome::default();
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                break Err(anyhow::anyhow!(
+                    "the guest did not finish within {GUEST_TIMEOUT:?}"
+                ))
+            }
+        };
+        writeln!(log, "{line}")?;
+        let line = line.trim_end_matches('\r');
+        match line.strip_prefix("VMTEST ") {
+            Some(message) => outcome.take(message, &mut qmp, &guest.qmp_socket)?,
+            None if line.contains("Kernel panic") || line.contains("BUG:") => {
+                eprintln!("vm-test: guest: {line}");
+            }
+            None => {}
+        }
+    };
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    result?;
+    if !status.success() {
+        bail!(
+            "qemu exited with {status}; console in {}",
+            guest.console_log.display()
+        );
+    }
+    Ok(outcome)
+}
+
+/// QEMU with the guest's kernel, initramfs and an xHCI controller for the USB drive, its
+/// serial console on standard output.
+fn spawn_qemu(guest: &Guest) -> Result<Child> {
+    Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .args(["-serial", "stdio", "-monitor", "none"])
@@ -62,8 +107,11 @@ pub fn boot(guest: &Guest) -> Result<Outcome> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-        .context("starting qemu-system-x86_64")?;
-    let stdout = child.stdout.take().context("no stdout pipe")?;
+        .context("starting qemu-system-x86_64")
+}
+
+/// The console's lines, as they come.
+fn console_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
     let (lines_tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -72,39 +120,22 @@ pub fn boot(guest: &Guest) -> Result<Outcome> {
             }
         }
     });
-    let mut log = std::fs::File::create(&guest.console_log)?;
-    let mut qmp = None;
-    let mut outcome = Outcome::default();
-    let deadline = Instant::now() + GUEST_TIMEOUT;
-    let result = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match lines.recv_timeout(left) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                break Err(anyhow::anyhow!(
-                    "the guest did not finish within {GUEST_TIMEOUT:?}"
-                ))
-            }
-        };
-        writeln!(log, "{line}")?;
-        let line = line.trim_end_matches('\r');
-        let Some(message) = line.strip_prefix("VMTEST ") else {
-            if line.contains("Kernel panic") || line.contains("BUG:") {
-                eprintln!("vm-test: guest: {line}");
-            }
-            continue;
-        };
+    lines
+}
+
+impl Outcome {
+    /// One `VMTEST` message from the suite.
+    fn take(&mut self, message: &str, qmp: &mut Option<Qmp>, socket: &Path) -> Result<()> {
         let (verb, rest) = message.split_once(' ').unwrap_or((message, ""));
         match verb {
             "kernel" => {
-                outcome.kernel = rest.to_owned();
+                self.kernel = rest.to_owned();
                 println!("vm-test: guest kernel {rest}");
             }
             "hook" => {
                 let (hook, path) = rest.split_once(' ').unwrap_or((rest, ""));
                 println!("vm-test: hook {hook:<22} {path}");
-                outcome.hooks.push((hook.to_owned(), path.to_owned()));
+                self.hooks.push((hook.to_owned(), path.to_owned()));
             }
             "result" => {
                 let mut parts = rest.splitn(3, ' ');
@@ -115,43 +146,23 @@ pub fn boot(guest: &Guest) -> Result<Outcome> {
                     "vm-test: {} {name} {detail}",
                     if ok { "ok  " } else { "FAIL" }
                 );
-                outcome.results.push((name, ok, detail));
+                self.results.push((name, ok, detail));
             }
             "host" => {
-                let client = match &mut qmp {
+                let client = match qmp {
                     Some(client) => client,
-                    None => qmp.insert(Qmp::connect(&guest.qmp_socket)?),
+                    None => qmp.insert(Qmp::connect(socket)?),
                 };
-                let done = match rest {
-                    "usb-attach" => client.execute(
-                        "device_add",
-                        json!({"driver": "usb-storage", "id": "stick0", "bus": "xhci.0",
-                               "drive": "stick", "serial": USB_SERIAL, "removable": true}),
-                    ),
-                    "usb-detach" => client.execute("device_del", json!({"id": "stick0"})),
-                    other => Err(anyhow::anyhow!("unknown host request {other:?}")),
-                };
-                match done {
+                match client.host_request(rest) {
                     Ok(()) => println!("vm-test: host {rest} done"),
                     Err(err) => eprintln!("vm-test: host {rest} failed: {err:#}"),
                 }
             }
-            "done" => outcome.finished = true,
+            "done" => self.finished = true,
             _ => println!("vm-test: {message}"),
         }
-    };
-    if result.is_err() {
-        let _ = child.kill();
+        Ok(())
     }
-    let status = child.wait()?;
-    result?;
-    if !status.success() {
-        bail!(
-            "qemu exited with {status}; console in {}",
-            guest.console_log.display()
-        );
-    }
-    Ok(outcome)
 }
 
 /// A QMP connection, past the capabilities handshake.
@@ -172,6 +183,19 @@ impl Qmp {
         qmp.read_reply(true)?;
         qmp.execute("qmp_capabilities", json!({}))?;
         Ok(qmp)
+    }
+
+    /// Plugs the USB drive in (`usb-attach`) or pulls it out (`usb-detach`).
+    fn host_request(&mut self, request: &str) -> Result<()> {
+        match request {
+            "usb-attach" => self.execute(
+                "device_add",
+                json!({"driver": "usb-storage", "id": "stick0", "bus": "xhci.0",
+                       "drive": "stick", "serial": USB_SERIAL, "removable": true}),
+            ),
+            "usb-detach" => self.execute("device_del", json!({"id": "stick0"})),
+            other => Err(anyhow::anyhow!("unknown host request {other:?}")),
+        }
     }
 
     fn execute(&mut self, command: &str, arguments: Value) -> Result<()> {
