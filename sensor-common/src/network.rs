@@ -70,6 +70,9 @@ pub mod network_record_flags {
 
 /// Bytes of a Unix socket path (`sun_path`).
 pub const UNIX_PATH_MAX: usize = 108;
+/// Room for a Unix socket path in a record: a power of two, so that a length masked with
+/// `UNIX_PATH_ROOM - 1` is one every verifier can prove fits; 8-byte words for the dedup key.
+pub const UNIX_PATH_ROOM: usize = 128;
 
 /// A socket syscall returned, or a reported connection ended. Addresses are in network byte
 /// order as the kernel keeps them; an IPv4 address fills the first 4 bytes.
@@ -111,9 +114,10 @@ pub struct NetworkRecord {
     pub unix_path_len: u32,
     /// [`network_record_flags`].
     pub flags: u32,
-    /// A Unix connect's path as the caller gave it (`sun_path`; an abstract name starts with
-    /// a NUL).
-    pub unix_path: [u8; UNIX_PATH_MAX],
+    /// A Unix connect's path (`sun_path`, a pathname with its NUL; an abstract name starts
+    /// with a NUL): the kernel's copy where the connect succeeded, else as the caller gave it.
+    /// Bytes past `unix_path_len` are zero.
+    pub unix_path: [u8; UNIX_PATH_ROOM],
     /// In the kernel's table of open connections: the last other process that sent on it.
     pub shared_tgid: u32,
 }
@@ -176,7 +180,8 @@ pub const NETWORK_DEDUP_MAP: &str = "NETWORK_DEDUP";
 /// Reported TCP connections still open, by `struct sock` address.
 pub const CONNECTIONS_MAP: &str = "CONNECTIONS";
 
-const _: () = assert!(core::mem::size_of::<NetworkRecord>() == 496);
+const _: () = assert!(core::mem::size_of::<NetworkRecord>() == 520);
+const _: () = assert!(core::mem::offset_of!(NetworkRecord, unix_path) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<NetworkAddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<NetworkDedupKey>() == 40);
 

@@ -56,9 +56,13 @@ pub fn file_key(record: &FileOpenRecord) -> FileDedupKey {
 
 /// The dedup key of a network record, computed as the kernel computes it.
 pub fn network_key(record: &NetworkRecord) -> NetworkDedupKey {
+    // The path's 8-byte words XORed into the two halves of the address.
     let mut remote_addr = record.remote_addr;
-    for (i, byte) in record.unix_path.iter().enumerate() {
-        remote_addr[i % 16] ^= byte;
+    for (i, word) in record.unix_path.chunks_exact(8).enumerate() {
+        let half = &mut remote_addr[(i % 2) * 8..(i % 2) * 8 + 8];
+        for (byte, folded) in half.iter_mut().zip(word) {
+            *byte ^= folded;
+        }
     }
     NetworkDedupKey {
         tgid: record.task.tgid,

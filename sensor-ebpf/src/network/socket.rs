@@ -4,7 +4,7 @@ use aya_ebpf::helpers::generated::{
 };
 use sensor_common::{
     address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX},
-    network_op, NetworkRecord, UNIX_PATH_MAX,
+    network_op, NetworkRecord, UNIX_PATH_MAX, UNIX_PATH_ROOM,
 };
 
 use crate::{
@@ -66,8 +66,8 @@ pub fn read_peer(record: &mut NetworkRecord, sk: u64, addr: u64, len: u64) {
     }
 }
 
-/// The path of the Unix socket `sk` is connected to, as the kernel has it; false when it has
-/// no peer (the connect failed).
+/// The path of the Unix socket `sk` is connected to, as the kernel has it (a pathname with
+/// its NUL); false when it has no peer (the connect failed).
 #[inline(always)]
 fn read_unix_peer(record: &mut NetworkRecord, sk: u64) -> bool {
     let Some(address) = Probe::read_ptr(sk as *const u8, off!(unix_peer))
@@ -82,23 +82,23 @@ fn read_unix_peer(record: &mut NetworkRecord, sk: u64) -> bool {
     let path = address
         .wrapping_add(off!(unix_address_name) as usize)
         .wrapping_add(SUN_PATH_OFFSET as usize);
-    // A fixed-size read (what follows a short name in its allocation is cleared below): a
-    // length the verifier has to bound is one some kernels' verifiers lose track of.
-    // SAFETY: UNIX_PATH_MAX bytes into the record's array of that size, from kernel memory
-    // the helper checks.
-    let ret = unsafe {
-        bpf_probe_read_kernel(
-            record.unix_path.as_mut_ptr().cast(),
-            UNIX_PATH_MAX as u32,
-            path.cast(),
-        )
-    };
+    let size = path_size(len);
+    // SAFETY: `size` is below UNIX_PATH_ROOM, the array's length, read from kernel memory the
+    // helper checks.
+    let ret =
+        unsafe { bpf_probe_read_kernel(record.unix_path.as_mut_ptr().cast(), size, path.cast()) };
     if ret != 0 {
-        record.unix_path = [0; UNIX_PATH_MAX];
         return false;
     }
-    keep_first(record, len - SUN_PATH_OFFSET);
+    record.unix_path_len = size;
     true
+}
+
+/// Bytes of `sun_path` in a sockaddr of `len` bytes, masked so that every verifier can prove
+/// the read fits `unix_path` (a sockaddr_un is never longer than the room anyway).
+#[inline(always)]
+fn path_size(len: u64) -> u32 {
+    ((len - SUN_PATH_OFFSET) as u32).min(UNIX_PATH_MAX as u32) & (UNIX_PATH_ROOM as u32 - 1)
 }
 
 /// The peer from the caller's `struct sockaddr` at `addr`.
@@ -129,9 +129,9 @@ fn read_requested_peer(record: &mut NetworkRecord, addr: u64) {
 }
 
 /// `sun_path` as given: `len` is the whole sockaddr's length, which bounds the path (an
-/// abstract name is exactly that long; a pathname may carry its NUL). Reads are of fixed size:
-/// a pathname as a string (it stops at its NUL, so never past the caller's memory), an
-/// abstract name as the whole `sun_path`.
+/// abstract name is exactly that long). A pathname is read as a string, which stops at its
+/// NUL: callers often pass a whole `sockaddr_un` with whatever their stack held after the
+/// path, which must not reach the event or make identical connects differ.
 #[inline(always)]
 fn read_unix_path(record: &mut NetworkRecord, addr: u64, len: u64) {
     if len <= SUN_PATH_OFFSET {
@@ -139,57 +139,21 @@ fn read_unix_path(record: &mut NetworkRecord, addr: u64, len: u64) {
     }
     let path = (addr + SUN_PATH_OFFSET) as *const _;
     let buffer = record.unix_path.as_mut_ptr().cast();
-    // SAFETY: at most UNIX_PATH_MAX bytes into the record's array of that size, from user
-    // memory the helper checks.
+    // SAFETY: at most UNIX_PATH_MAX bytes into the record's array of UNIX_PATH_ROOM, from
+    // user memory the helper checks.
     let read = unsafe { bpf_probe_read_user_str(buffer, UNIX_PATH_MAX as u32, path) };
     if read > 1 {
-        keep_first(record, len - SUN_PATH_OFFSET);
+        record.unix_path_len = read as u32;
         return;
     }
-    // SAFETY: as above.
-    if unsafe { bpf_probe_read_user(buffer, UNIX_PATH_MAX as u32, path) } != 0 {
-        record.unix_path = [0; UNIX_PATH_MAX];
-        return;
-    }
-    keep_first(record, len - SUN_PATH_OFFSET);
-}
-
-/// Keeps the first `len` bytes of the path read (a pathname up to its NUL) and clears the rest.
-#[inline(always)]
-fn keep_first(record: &mut NetworkRecord, len: u64) {
-    let len = if len > UNIX_PATH_MAX as u64 {
-        UNIX_PATH_MAX
+    let size = path_size(len);
+    // An abstract name: exactly its length.
+    // SAFETY: `size` is below UNIX_PATH_ROOM, the array's length; user memory the helper
+    // checks.
+    if unsafe { bpf_probe_read_user(buffer, size, path) } == 0 {
+        record.unix_path_len = size;
     } else {
-        len as usize
-    };
-    let mut i = 0;
-    while i < UNIX_PATH_MAX {
-        if i >= len {
-            record.unix_path[i] = 0;
-        }
-        i += 1;
-    }
-    record.unix_path_len = len as u32;
-    end_pathname_at_nul(record);
-}
-
-/// A pathname ends at its NUL; callers often pass the whole `sockaddr_un` with whatever their
-/// stack held after it, which must not reach the event or make identical connects differ.
-#[inline(always)]
-fn end_pathname_at_nul(record: &mut NetworkRecord) {
-    if record.unix_path[0] == 0 {
-        return;
-    }
-    let mut ended = false;
-    let mut i = 0;
-    while i < UNIX_PATH_MAX {
-        if ended {
-            record.unix_path[i] = 0;
-        } else if record.unix_path[i] == 0 {
-            ended = true;
-            record.unix_path_len = i as u32;
-        }
-        i += 1;
+        record.unix_path = [0; UNIX_PATH_ROOM];
     }
 }
 

@@ -145,7 +145,7 @@ mod tests {
             suppressed_total: 0,
             unix_path_len: 0,
             flags: 0,
-            unix_path: [0; sensor_common::UNIX_PATH_MAX],
+            unix_path: [0; sensor_common::UNIX_PATH_ROOM],
             shared_tgid: 0,
         };
         record.remote_addr[..4].copy_from_slice(&[192, 0, 2, 7]);
