@@ -175,36 +175,8 @@ fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
         Some(u64::from(std::process::id()))
     );
 
-    let inserted =
-        block_event(&events, "DEVICE_ACTION_MEDIA_INSERTED", &name).context("no media event")?;
-    let image = std::fs::canonicalize(&tmp)?; // the image lives under the temp dir
-    let backing = inserted["blockDevice"]["device"]["backingFile"]
-        .as_str()
-        .unwrap();
-    assert!(
-        backing.starts_with(image.to_str().unwrap()) && backing.ends_with("/disk.img"),
-        "{backing}"
-    );
-    assert!(inserted["process"]["binary"]
-        .as_str()
-        .unwrap()
-        .ends_with("/losetup"));
-    assert_eq!(inserted["identity"]["uid"].as_u64(), Some(0));
-
-    let mount = of_kind(&events, "mount")
-        .find(|e| e["mount"]["source"] == format!("/dev/{name}").as_str())
-        .context("no mount event")?;
-    assert_eq!(mount["mount"]["operation"], "MOUNT_OPERATION_MOUNT");
-    assert_eq!(mount["mount"]["fstype"], "ext4");
-    assert_eq!(mount["mount"]["device"]["name"], name.as_str());
-    assert!(mount["mount"]["target"].as_str().unwrap().ends_with("/mnt"));
-    let target = mount["mount"]["target"].clone();
-    let unmount = of_kind(&events, "mount")
-        .find(|e| {
-            e["mount"]["operation"] == "MOUNT_OPERATION_UNMOUNT" && e["mount"]["target"] == target
-        })
-        .context("no unmount event")?;
-    assert!(seq(unmount) > seq(mount));
+    let backing = check_media_inserted(&events, &name, &tmp)?;
+    check_mount_and_unmount(&events, &name)?;
 
     let write = of_kind(&events, "fileOpen")
         .find(|e| {
@@ -233,6 +205,46 @@ fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
         "{summary}"
     );
     sensor.stop()?;
+    Ok(())
+}
+
+/// The image attached as the loop device's media, by losetup as root; the backing file.
+fn check_media_inserted(events: &[Value], name: &str, tmp: &std::path::Path) -> Result<String> {
+    let inserted =
+        block_event(events, "DEVICE_ACTION_MEDIA_INSERTED", name).context("no media event")?;
+    let image = std::fs::canonicalize(tmp)?; // the image lives under the temp dir
+    let backing = inserted["blockDevice"]["device"]["backingFile"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        backing.starts_with(image.to_str().unwrap()) && backing.ends_with("/disk.img"),
+        "{backing}"
+    );
+    assert!(inserted["process"]["binary"]
+        .as_str()
+        .unwrap()
+        .ends_with("/losetup"));
+    assert_eq!(inserted["identity"]["uid"].as_u64(), Some(0));
+    Ok(backing)
+}
+
+/// The loop device's mount (ext4 on the test's mount point) and its unmount after it.
+fn check_mount_and_unmount(events: &[Value], name: &str) -> Result<()> {
+    let mount = of_kind(events, "mount")
+        .find(|e| e["mount"]["source"] == format!("/dev/{name}").as_str())
+        .context("no mount event")?;
+    assert_eq!(mount["mount"]["operation"], "MOUNT_OPERATION_MOUNT");
+    assert_eq!(mount["mount"]["fstype"], "ext4");
+    assert_eq!(mount["mount"]["device"]["name"], name);
+    assert!(mount["mount"]["target"].as_str().unwrap().ends_with("/mnt"));
+    let target = mount["mount"]["target"].clone();
+    let unmount = of_kind(events, "mount")
+        .find(|e| {
+            e["mount"]["operation"] == "MOUNT_OPERATION_UNMOUNT" && e["mount"]["target"] == target
+        })
+        .context("no unmount event")?;
+    assert!(seq(unmount) > seq(mount));
     Ok(())
 }
 

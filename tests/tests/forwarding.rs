@@ -194,30 +194,7 @@ fn events_spooled_during_an_outage_survive_kill_9_and_arrive_after_restart() -> 
     first.wait_for("the marker exec", |events| {
         custos_tests::exec_of(events, &path)
     })?;
-    // While the collector is down the spool grows and its oldest event ages (status socket).
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let out = Command::new(custos_tests::custos_bin())
-            .arg("status")
-            .output()?;
-        let report = String::from_utf8_lossy(&out.stdout).into_owned();
-        let value = |series: &str| -> f64 {
-            report
-                .lines()
-                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
-        if value("custos_spool_bytes{sink=\"collector\"}") > 0.0
-            && value("custos_spool_oldest_age_seconds{sink=\"collector\"}") > 0.0
-            && value("custos_sink_errors_total{sink=\"collector\"}") > 0.0
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("spool gauges never showed the outage:\n{report}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_outage_gauges()?;
     custos_tests::signal(first.pid(), "KILL")?;
     drop(first);
 
@@ -262,6 +239,34 @@ fn events_spooled_during_an_outage_survive_kill_9_and_arrive_after_restart() -> 
     assert!(position(&first_run, "during-outage") < position(&second_run, "after-restart"));
     second.stop()?;
     Ok(())
+}
+
+/// Waits until `custos status` shows the collector's outage: a spool that grows, an oldest
+/// event that ages, and errors counted.
+fn wait_for_outage_gauges() -> Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = Command::new(custos_tests::custos_bin())
+            .arg("status")
+            .output()?;
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        let value = |series: &str| -> f64 {
+            report
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        if value("custos_spool_bytes{sink=\"collector\"}") > 0.0
+            && value("custos_spool_oldest_age_seconds{sink=\"collector\"}") > 0.0
+            && value("custos_sink_errors_total{sink=\"collector\"}") > 0.0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("spool gauges never showed the outage:\n{report}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

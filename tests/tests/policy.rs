@@ -65,16 +65,7 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
     ensure_user(ENGINEER)?;
     ensure_user(FINANCE)?;
     let shared = shared_dir()?;
-    let finance = shared.path().join("finance");
-    std::fs::create_dir(&finance)?;
-    std::fs::set_permissions(&finance, std::fs::Permissions::from_mode(0o755))?;
-    for name in ["q1.xlsx", "q2.xlsx", "q3.xlsx", "q4.xlsx"] {
-        std::fs::write(finance.join(name), name)?;
-        std::fs::set_permissions(finance.join(name), std::fs::Permissions::from_mode(0o644))?;
-    }
-    let payroll = finance.join("payroll.csv");
-    std::fs::write(&payroll, "secret")?;
-    std::fs::set_permissions(&payroll, std::fs::Permissions::from_mode(0o600))?;
+    let (finance, payroll) = finance_share(shared.path())?;
     let map = identity_map(shared.path())?;
     let set = format!("{}/", finance.display()); // a path prefix
                                                  // The set is even excluded from file events: the policy keeps it in the kernel.
@@ -99,26 +90,7 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
         0,
         "Unix permissions allow it"
     );
-    let alert = wait_for_alert(
-        &sensor,
-        "the engineer's alert",
-        "ALERT_REASON_ACCESS_OUTSIDE_ROLE",
-        ENGINEER,
-    )?;
-    assert_eq!(alert["alert"]["ruleId"], "finance-data");
-    assert_eq!(alert["alert"]["severity"], "ALERT_SEVERITY_HIGH");
-    assert_eq!(alert["alert"]["paths"], serde_json::json!([q1]));
-    assert_eq!(
-        alert["identity"]["person"]["roles"],
-        serde_json::json!(["engineering"])
-    );
-    let trigger: u64 = alert["alert"]["triggerSeqs"][0].as_str().unwrap().parse()?;
-    let events = sensor.events()?;
-    let open = events
-        .iter()
-        .find(|e| e["seq"].as_str() == Some(&trigger.to_string()))
-        .context("the triggering event")?;
-    assert_eq!(open["fileOpen"]["path"], q1);
+    check_outside_role_alert(&sensor, q1)?;
 
     assert_eq!(open_as(FINANCE, &["read", q1])?, 0);
     assert_eq!(
@@ -149,6 +121,48 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
         "the finance user's reads are within their role"
     );
     sensor.stop()?;
+    Ok(())
+}
+
+/// A share with four readable reports and a root-only payroll file; the share and payroll.
+fn finance_share(shared: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let finance = shared.join("finance");
+    std::fs::create_dir(&finance)?;
+    std::fs::set_permissions(&finance, std::fs::Permissions::from_mode(0o755))?;
+    for name in ["q1.xlsx", "q2.xlsx", "q3.xlsx", "q4.xlsx"] {
+        std::fs::write(finance.join(name), name)?;
+        std::fs::set_permissions(finance.join(name), std::fs::Permissions::from_mode(0o644))?;
+    }
+    let payroll = finance.join("payroll.csv");
+    std::fs::write(&payroll, "secret")?;
+    std::fs::set_permissions(&payroll, std::fs::Permissions::from_mode(0o600))?;
+    Ok((finance, payroll))
+}
+
+/// The engineer's read of `q1`: an alert naming the rule, the file and the engineer's roles,
+/// pointing at the open that triggered it.
+fn check_outside_role_alert(sensor: &Sensor, q1: &str) -> Result<()> {
+    let alert = wait_for_alert(
+        sensor,
+        "the engineer's alert",
+        "ALERT_REASON_ACCESS_OUTSIDE_ROLE",
+        ENGINEER,
+    )?;
+    assert_eq!(alert["alert"]["ruleId"], "finance-data");
+    assert_eq!(alert["alert"]["severity"], "ALERT_SEVERITY_HIGH");
+    assert_eq!(alert["alert"]["paths"], serde_json::json!([q1]));
+    assert_eq!(
+        alert["identity"]["person"]["roles"],
+        serde_json::json!(["engineering"])
+    );
+    let trigger: u64 = alert["alert"]["triggerSeqs"][0].as_str().unwrap().parse()?;
+    let events = sensor.events()?;
+    let open = events
+        .iter()
+        .find(|e| e["seq"].as_str() == Some(&trigger.to_string()))
+        .context("the triggering event")?;
+    assert_eq!(open["fileOpen"]["path"], q1);
+
     Ok(())
 }
 
@@ -233,23 +247,7 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
 fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
     require_root();
     let group = "custos-analysts";
-    if !Command::new("getent")
-        .args(["group", group])
-        .stdout(std::process::Stdio::null())
-        .status()?
-        .success()
-    {
-        ensure!(Command::new("groupadd")
-            .args(["--system", group])
-            .status()?
-            .success());
-    }
-    let analyst = "custos-analyst";
-    let analyst_uid = ensure_user(analyst)?;
-    ensure!(Command::new("usermod")
-        .args(["-a", "-G", group, analyst])
-        .status()?
-        .success());
+    let analyst_uid = ensure_member("custos-analyst", group)?;
     let dir = tempfile::tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let key = privacy_key(dir.path(), "pseudonym.key")?;
@@ -273,55 +271,11 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
             .sink(Entry::file_sink(&outsourced, "json")),
     )?;
 
-    let tail_as = |uid: u32| {
-        Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--init-groups",
-            ])
-            .arg(custos_bin())
-            .args(["tail", "--socket"])
-            .arg(&socket)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-    };
-    let refused = tail_as(65534)?.wait_with_output()?;
+    let refused = tail_as(&socket, 65534)?.wait_with_output()?;
     assert!(!refused.status.success(), "nobody was served");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"));
-
-    let mut reader = tail_as(analyst_uid)?;
-    let stdout = reader.stdout.take().context("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::sleep(std::time::Duration::from_millis(500));
     let marker = Marker::new("/bin/true")?;
-    Command::new(marker.path_str())
-        .arg("seen-by-the-analyst")
-        .status()?;
-    let deadline = std::time::Instant::now() + custos_tests::PATIENCE;
-    let streamed: Value = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .context("the analyst's stream did not show the marker")?;
-        let event: Value = serde_json::from_str(&line)?;
-        if event["exec"].is_object() && event["process"]["binary"] == marker.path_str() {
-            break event;
-        }
-    };
-    let _ = reader.kill();
-    let _ = reader.wait();
+    let streamed = first_streamed_exec(tail_as(&socket, analyst_uid)?, marker.path_str())?;
     let user = streamed["identity"]["user"].as_str().unwrap();
     assert!(
         user.starts_with("ps_"),
@@ -347,6 +301,76 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
     assert_eq!(exec["identity"]["user"], "[hidden]");
     assert_eq!(exec["process"]["args"], serde_json::json!([]));
     Ok(())
+}
+
+/// `user` (created if need be) as a member of `group` (created if need be); the user's uid.
+fn ensure_member(user: &str, group: &str) -> Result<u32> {
+    let known = Command::new("getent")
+        .args(["group", group])
+        .stdout(std::process::Stdio::null())
+        .status()?
+        .success();
+    if !known {
+        ensure!(Command::new("groupadd")
+            .args(["--system", group])
+            .status()?
+            .success());
+    }
+    let uid = ensure_user(user)?;
+    ensure!(Command::new("usermod")
+        .args(["-a", "-G", group, user])
+        .status()?
+        .success());
+    Ok(uid)
+}
+
+/// `custos tail` on `socket` as `uid` with its supplementary groups.
+fn tail_as(socket: &std::path::Path, uid: u32) -> std::io::Result<std::process::Child> {
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--init-groups",
+        ])
+        .arg(custos_bin())
+        .args(["tail", "--socket"])
+        .arg(socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+}
+
+/// Runs `marker` once `reader` (a `custos tail`) is connected, and returns the first exec of
+/// it the stream shows.
+fn first_streamed_exec(mut reader: std::process::Child, marker: &str) -> Result<Value> {
+    let stdout = reader.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Command::new(marker).arg("seen-by-the-analyst").status()?;
+    let deadline = std::time::Instant::now() + custos_tests::PATIENCE;
+    let streamed = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .context("the analyst's stream did not show the marker")?;
+        let event: Value = serde_json::from_str(&line)?;
+        if event["exec"].is_object() && event["process"]["binary"] == marker {
+            break event;
+        }
+    };
+    let _ = reader.kill();
+    let _ = reader.wait();
+    Ok(streamed)
 }
 
 /// Proportionate collection: with file_events = "sensitive_and_removable" only the sensitive

@@ -188,6 +188,33 @@ fn sample(exposition: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// The metrics once the exec counter and the file sink agree and are both still (other
+/// activity may interleave), with the eBPF statistics caught up.
+fn settled_exposition(sensor: &Sensor, address: &str) -> Result<String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let before = http_get(address, "/metrics")?;
+        let written = of_kind(&sensor.events()?, "exec").count() as f64;
+        let after = http_get(address, "/metrics")?;
+        let counted = sample(&before, "custos_events_total{kind=\"exec\"}");
+        // eBPF statistics are refreshed once a second.
+        let runs = sample(
+            &after,
+            "custos_bpf_run_count{program=\"sched_process_exec_btf\"}",
+        );
+        if counted == Some(written)
+            && counted == sample(&after, "custos_events_total{kind=\"exec\"}")
+            && runs.unwrap_or(0.0) >= 5.0
+        {
+            return Ok(after);
+        }
+        if Instant::now() > deadline {
+            bail!("exec counter {counted:?} never matched the {written} exec events written");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 #[test]
 fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> Result<()> {
     require_root();
@@ -213,29 +240,7 @@ fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> 
             == 5)
             .then_some(())
     })?;
-    // The counter and the file sink agree once both are still (other activity may interleave).
-    let deadline = Instant::now() + PATIENCE;
-    let exposition = loop {
-        let before = http_get(&address, "/metrics")?;
-        let written = of_kind(&sensor.events()?, "exec").count() as f64;
-        let after = http_get(&address, "/metrics")?;
-        let counted = sample(&before, "custos_events_total{kind=\"exec\"}");
-        // eBPF statistics are refreshed once a second.
-        let runs = sample(
-            &after,
-            "custos_bpf_run_count{program=\"sched_process_exec_btf\"}",
-        );
-        if counted == Some(written)
-            && counted == sample(&after, "custos_events_total{kind=\"exec\"}")
-            && runs.unwrap_or(0.0) >= 5.0
-        {
-            break after;
-        }
-        if Instant::now() > deadline {
-            bail!("exec counter {counted:?} never matched the {written} exec events written");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let exposition = settled_exposition(&sensor, &address)?;
     assert!(sample(&exposition, "custos_events_total{kind=\"exec\"}").unwrap_or(0.0) >= 5.0);
     assert_eq!(
         sample(

@@ -108,11 +108,13 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
 }
 
 fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
-    let baseline_spawner = results
-        .iter()
-        .find(|(s, _)| *s == Setup::Baseline)
-        .map(|(_, r)| spread(r.iter().map(|r| r.per_second(r.spawner_cpu)).collect()).1)
-        .unwrap_or(0.0);
+    let baseline = |f: &dyn Fn(&Round) -> f64| {
+        results
+            .iter()
+            .find(|(s, _)| *s == Setup::Baseline)
+            .map_or(0.0, |(_, r)| spread(r.iter().map(f).collect()).1)
+    };
+    let baseline_spawner = baseline(&|r| r.per_second(r.spawner_cpu));
     // All in: the sensor's processes plus what the spawner paid beyond the baseline.
     let all_in = |r: &Round| {
         r.per_second(r.sensor_cpu) + (r.per_second(r.spawner_cpu) - baseline_spawner).max(0.0)
@@ -123,10 +125,7 @@ fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
         .map(|(_, r)| spread(r.iter().map(all_in).collect()).1);
     report.line(String::new());
     report.line(format!("target rate {rate} execs/s"));
-    let reached = results
-        .iter()
-        .find(|(s, _)| *s == Setup::Baseline)
-        .map_or(0.0, |(_, r)| spread(r.iter().map(Round::rate).collect()).1);
+    let reached = baseline(&Round::rate);
     if reached < rate as f64 * 0.9 {
         report.line(format!(
             "(this machine spawns at most about {reached:.0}/s: every setup is CPU-bound, so the \
@@ -145,6 +144,18 @@ fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
         "vs auditd",
         "lost"
     ));
+    for (setup, rounds) in results {
+        report.line(table_row(*setup, rounds, &all_in, auditd_all_in));
+    }
+}
+
+/// One setup's row: medians with their ranges, and the ratio of all-in CPU to auditd's.
+fn table_row(
+    setup: Setup,
+    rounds: &[Round],
+    all_in: &dyn Fn(&Round) -> f64,
+    auditd_all_in: Option<f64>,
+) -> String {
     let pct = |(min, median, max): (f64, f64, f64)| {
         format!(
             "{:.2} ({:.2}..{:.2})",
@@ -153,47 +164,44 @@ fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
             max * 100.0
         )
     };
-    for (setup, rounds) in results {
-        let achieved = spread(rounds.iter().map(Round::rate).collect()).1;
-        let sensor = spread(rounds.iter().map(|r| r.per_second(r.sensor_cpu)).collect());
-        let bpf = rounds
-            .iter()
-            .map(|r| r.bpf.map(|b| r.per_second(b)))
-            .collect::<Option<Vec<_>>>()
-            .map_or("-".to_owned(), |v| format!("{:.2}", spread(v).1 * 100.0));
-        let spawner = spread(rounds.iter().map(|r| r.per_second(r.spawner_cpu)).collect());
-        let total = spread(rounds.iter().map(all_in).collect());
-        let versus = match (setup, auditd_all_in) {
-            (Setup::Baseline, _) | (_, None) => "-".to_owned(),
-            (_, Some(auditd)) => format!("{:.2}x", total.1 / auditd.max(1e-9)),
-        };
-        let lost = rounds
-            .iter()
-            .map(|r| r.lost)
-            .collect::<Option<Vec<_>>>()
-            .map_or("-".to_owned(), |v| {
-                v.iter().max().copied().unwrap_or(0).to_string()
-            });
-        report.line(format!(
-            "{:<38} {:>9.0} {:>20} {:>9} {:>20} {:>20} {:>9} {:>8}",
-            setup.label(),
-            achieved,
-            if *setup == Setup::Baseline {
-                "-".to_owned()
-            } else {
-                pct(sensor)
-            },
-            bpf,
-            pct(spawner),
-            if *setup == Setup::Baseline {
-                "-".to_owned()
-            } else {
-                pct(total)
-            },
-            versus,
-            lost
-        ));
-    }
+    let not_baseline = |text: String| {
+        if setup == Setup::Baseline {
+            "-".to_owned()
+        } else {
+            text
+        }
+    };
+    let achieved = spread(rounds.iter().map(Round::rate).collect()).1;
+    let sensor = spread(rounds.iter().map(|r| r.per_second(r.sensor_cpu)).collect());
+    let bpf = rounds
+        .iter()
+        .map(|r| r.bpf.map(|b| r.per_second(b)))
+        .collect::<Option<Vec<_>>>()
+        .map_or("-".to_owned(), |v| format!("{:.2}", spread(v).1 * 100.0));
+    let spawner = spread(rounds.iter().map(|r| r.per_second(r.spawner_cpu)).collect());
+    let total = spread(rounds.iter().map(all_in).collect());
+    let versus = match (setup, auditd_all_in) {
+        (Setup::Baseline, _) | (_, None) => "-".to_owned(),
+        (_, Some(auditd)) => format!("{:.2}x", total.1 / auditd.max(1e-9)),
+    };
+    let lost = rounds
+        .iter()
+        .map(|r| r.lost)
+        .collect::<Option<Vec<_>>>()
+        .map_or("-".to_owned(), |v| {
+            v.iter().max().copied().unwrap_or(0).to_string()
+        });
+    format!(
+        "{:<38} {:>9.0} {:>20} {:>9} {:>20} {:>20} {:>9} {:>8}",
+        setup.label(),
+        achieved,
+        not_baseline(pct(sensor)),
+        bpf,
+        pct(spawner),
+        not_baseline(pct(total)),
+        versus,
+        lost
+    )
 }
 
 /// Runs the exec loop helper and returns what it measured.

@@ -13,6 +13,7 @@ use std::{
     fs,
     io::{Read as _, Write as _},
     net::{Shutdown, TcpListener, TcpStream},
+    os::unix::net::{UnixListener, UnixStream},
     os::unix::fs::OpenOptionsExt as _,
     process::Command,
     time::{SystemTime, UNIX_EPOCH},
@@ -230,7 +231,15 @@ fn network_connection(sensor: &Sensor) -> Result<String> {
         .filter(to_port)
         .any(|e| e["network"]["operation"] == "NETWORK_OPERATION_CONNECT");
     ensure!(connect, "no connect event to port {port}");
-    Ok(format!("connect, close with {sent} bytes sent"))
+    let path = unique("unix.sock");
+    let _listener = UnixListener::bind(&path)?;
+    UnixStream::connect(&path)?;
+    sensor.wait_for("the Unix connect", |events| {
+        of_kind(events, "network")
+            .find(|e| e["network"]["unixPath"] == path.as_str())
+            .cloned()
+    })?;
+    Ok(format!("connect, close with {sent} bytes sent, Unix connect"))
 }
 
 /// A file attached to a loop device and detached again: media inserted and removed.
