@@ -60,6 +60,20 @@ pub fn output_bytes(kind: u32, data: *const u8, size: usize) {
     }
 }
 
+/// Adds one to a counter in a map value that other CPUs may be counting too: BPF's atomic add
+/// (core's AtomicU64 has no fetch_add on this target).
+#[inline(always)]
+pub fn atomic_increment(counter: &mut u64) {
+    // SAFETY: `counter` is a valid, aligned u64 (a reference); BPF's atomic add on it.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({counter} + 0) += {one}",
+            counter = in(reg) counter as *mut u64,
+            one = in(reg) 1u64,
+        );
+    }
+}
+
 #[inline(always)]
 pub fn now_ns() -> u64 {
     // SAFETY: a helper without arguments.

@@ -3,6 +3,7 @@ use sensor_common::{FileDedupKey, FileDedupState, FileFilterConfig};
 
 use super::{O_ACCMODE, O_APPEND, O_CREAT, O_TRUNC};
 use crate::{
+    emit::atomic_increment,
     kread::{off, Mem},
     maps::FILE_DEDUP,
 };
@@ -35,16 +36,8 @@ pub fn counted_as_repeat(config: &FileFilterConfig, key: &FileDedupKey, now: u64
     if now.wrapping_sub(state.window_start_ns) >= config.dedup_window_ns {
         return false;
     }
-    // Several CPUs may count the same key at once: BPF's atomic add (core's AtomicU64 has no
-    // fetch_add on this target).
-    // SAFETY: `counter` points into the map value checked above; BPF atomic add.
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({counter} + 0) += {one}",
-            counter = in(reg) &mut state.suppressed_total as *mut u64,
-            one = in(reg) 1u64,
-        );
-    }
+    // Several CPUs may count the same key at once.
+    atomic_increment(&mut state.suppressed_total);
     true
 }
 

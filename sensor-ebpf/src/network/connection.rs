@@ -40,15 +40,7 @@ pub fn on_close(sk: *const u8, old_state: i32) {
         return;
     };
     let record = slot.record();
-    let now = now_ns();
-    *record = *opened;
-    record.header.size = core::mem::size_of::<NetworkRecord>() as u32;
-    record.duration_ns = now.wrapping_sub(record.header.ktime_ns);
-    record.header.ktime_ns = now;
-    record.op = network_op::CLOSE;
-    record.ret = 0;
-    record.suppressed_total = 0;
-    record.flags = 0;
+    follow_up(record, opened, network_op::CLOSE);
     let sent = Probe::read::<u64>(sk, off!(tcp_bytes_sent)).unwrap_or(0);
     let retransmitted = Probe::read::<u64>(sk, off!(tcp_bytes_retrans)).unwrap_or(0);
     record.bytes_sent = sent.saturating_sub(retransmitted);
@@ -81,18 +73,25 @@ pub fn on_send<M: Mem>(sk: *const u8) {
         return;
     };
     let record = slot.record();
+    follow_up(record, opened, network_op::SHARED_SEND);
+    record.fd = -1;
+    fill_task_info::<M>(M::current_task(), &mut record.task);
+    slot.submit();
+}
+
+/// A record about a followed connection (`op`: its end, or another process's send): the
+/// opening record's ends and identity, timed now, with the time since it opened.
+#[inline(always)]
+fn follow_up(record: &mut NetworkRecord, opened: &NetworkRecord, op: u32) {
     let now = now_ns();
     *record = *opened;
     record.header.size = core::mem::size_of::<NetworkRecord>() as u32;
     record.duration_ns = now.wrapping_sub(record.header.ktime_ns);
     record.header.ktime_ns = now;
-    record.op = network_op::SHARED_SEND;
+    record.op = op;
     record.ret = 0;
-    record.fd = -1;
     record.suppressed_total = 0;
     record.flags = 0;
-    fill_task_info::<M>(M::current_task(), &mut record.task);
-    slot.submit();
 }
 
 /// Whether a connection leaving `old_state` for CLOSE had received the peer's FIN.

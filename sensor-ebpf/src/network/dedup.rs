@@ -5,7 +5,7 @@ use sensor_common::{
     network_record_flags, NetworkDedupKey, NetworkDedupState, NetworkRecord, UNIX_PATH_ROOM,
 };
 
-use crate::maps::NETWORK_DEDUP;
+use crate::{emit::atomic_increment, maps::NETWORK_DEDUP};
 
 #[inline(always)]
 pub fn dedup_key(record: &NetworkRecord) -> NetworkDedupKey {
@@ -68,14 +68,7 @@ pub fn counted_as_repeat(window_ns: u64, record: &mut NetworkRecord, now: u64) -
         record.flags |= network_record_flags::DEDUP_FIRST;
         return false;
     }
-    // Several CPUs may count the same key at once: BPF's atomic add.
-    // SAFETY: `counter` points into the map value checked above; BPF atomic add.
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({counter} + 0) += {one}",
-            counter = in(reg) &mut state.suppressed_total as *mut u64,
-            one = in(reg) 1u64,
-        );
-    }
+    // Several CPUs may count the same key at once.
+    atomic_increment(&mut state.suppressed_total);
     true
 }

@@ -13,8 +13,8 @@ use std::{
     fs,
     io::{Read as _, Write as _},
     net::{Shutdown, TcpListener, TcpStream},
-    os::unix::net::{UnixListener, UnixStream},
     os::unix::fs::OpenOptionsExt as _,
+    os::unix::net::{UnixListener, UnixStream},
     process::Command,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -239,7 +239,9 @@ fn network_connection(sensor: &Sensor) -> Result<String> {
             .find(|e| e["network"]["unixPath"] == path.as_str())
             .cloned()
     })?;
-    Ok(format!("connect, close with {sent} bytes sent, Unix connect"))
+    Ok(format!(
+        "connect, close with {sent} bytes sent, Unix connect"
+    ))
 }
 
 /// A file attached to a loop device and detached again: media inserted and removed.
