@@ -65,7 +65,7 @@ impl EgressCounter {
         if connection.operation() != NetworkOperation::Close || connection.bytes_sent == 0 {
             return None;
         }
-        let peer: IpAddr = connection.remote_address.parse().ok()?;
+        let peer = plain_address(connection.remote_address.parse().ok()?);
         if peer.is_loopback() || self.internal[index].iter().any(|net| net.contains(&peer)) {
             return None;
         }
@@ -94,6 +94,15 @@ impl EgressCounter {
             bytes: window.bytes,
             destinations: window.destinations.iter().cloned().collect(),
         })
+    }
+}
+
+/// An IPv4 peer of a dual-stack socket (`::ffff:a.b.c.d`) as the IPv4 address it is, so that
+/// IPv4 networks and loopback match it.
+fn plain_address(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -167,6 +176,13 @@ mod tests {
         // Internal, loopback and another person's bytes do not add up.
         assert!(engine.evaluate(&close(1000, "10.1.2.3", 5000)).is_empty());
         assert!(engine.evaluate(&close(1000, "127.0.0.1", 5000)).is_empty());
+        // A dual-stack socket's IPv4 peers are IPv4 peers.
+        assert!(engine
+            .evaluate(&close(1000, "::ffff:10.9.9.9", 5000))
+            .is_empty());
+        assert!(engine
+            .evaluate(&close(1000, "::ffff:127.0.0.1", 5000))
+            .is_empty());
         assert!(engine.evaluate(&close(1001, "192.0.2.1", 600)).is_empty());
         let alerts = engine.evaluate(&close(1000, "2001:db8::1", 600));
         let alert = bulk_egress(&alerts);
