@@ -1,14 +1,16 @@
 //! Network connections: connect, accept, listen and bind, seen at `sys_exit` with their
 //! result, in the context of the process that made the call. The socket the call used gives
-//! the family, protocol and both ends; a connect's peer is read from the caller's own sockaddr,
-//! so a refused or unreachable connect still names where it went, and a Unix connect names the
-//! socket path it asked for.
+//! the family, protocol and both ends (see [`socket`]: the kernel's copy of the peer where it
+//! kept one, else the caller's sockaddr, so a refused connect still names where it went, and a
+//! Unix connect names its socket path). Loopback, the rules ([`filter`]) and deduplication
+//! ([`dedup`]) decide what is sent.
 //!
 //! A non-blocking connect returns EINPROGRESS before the handshake is done. Its record is then
 //! kept, by socket, until the socket leaves SYN_SENT (`inet_sock_set_state`, often in softirq
 //! context, in no relation to the process): it is sent from there with the outcome, still
 //! carrying the identity of the process that called connect. The same hook reports the end of
-//! every reported TCP connection (see [`connection`]).
+//! every reported TCP connection, and `sock_send_length` another process's send on it (see
+//! [`connection`]).
 mod connection;
 mod dedup;
 mod filter;
