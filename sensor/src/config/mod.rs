@@ -731,6 +731,27 @@ mod tests {
     }
 
     #[test]
+    fn sink_addresses_paths_and_tls_files_that_cannot_work_are_refused() {
+        let parse = |sink: &str| Config::parse(&format!("[[sinks]]\n{sink}\n"), "t");
+        let refusal = |sink: &str| format!("{:#}", parse(sink).unwrap_err());
+        assert!(parse("type = \"tcp\"\naddress = \"collector.example:6514\"").is_ok());
+        assert!(parse("type = \"tcp\"\naddress = \"[2001:db8::1]:6514\"").is_ok());
+        assert!(refusal("type = \"tcp\"\naddress = \"127.0.0.1:99999\"").contains("1 to 65535"));
+        assert!(refusal("type = \"syslog\"\naddress = \"127.0.0.1:0\"").contains("1 to 65535"));
+        assert!(refusal("type = \"tcp\"\naddress = \"2001:db8::1:6514\"").contains("brackets"));
+        assert!(refusal("type = \"tcp\"\naddress = \"bad host:514\"").contains("host name"));
+        assert!(refusal("type = \"file\"\npath = \"/tmp/a\\u0000b\"").contains("NUL"));
+        let missing_ca =
+            "type = \"tcp\"\naddress = \"h:1\"\n[sinks.tls]\nca_file = \"/nonexistent/ca.pem\"";
+        assert!(refusal(missing_ca).contains("/nonexistent/ca.pem"));
+        let spool = Config::parse(
+            "[spool]\ndir = \"/var/lib/\\u0000x\"\n[[sinks]]\ntype = \"stdout\"\n",
+            "t",
+        );
+        assert!(format!("{:#}", spool.unwrap_err()).contains("spool.dir"));
+    }
+
+    #[test]
     fn network_rules_and_egress_networks_are_validated() {
         let parse =
             |text: &str| Config::parse(&format!("{text}\n[[sinks]]\ntype = \"stdout\"\n"), "t");

@@ -19,6 +19,7 @@ impl Config {
         self.validate_file_rules()?;
         self.validate_network()?;
         self.validate_sinks()?;
+        self.validate_paths()?;
         if self.spool.max_bytes < 256 * 1024 {
             bail!(
                 "spool.max_bytes = {}: at least 262144 (256 KiB)",
@@ -41,6 +42,29 @@ impl Config {
                 "kernel.max_latency_ms = {}: must be between 1 and 1000",
                 self.kernel.max_latency_ms
             );
+        }
+        Ok(())
+    }
+
+    fn validate_paths(&self) -> Result<()> {
+        let fixed = [
+            (&self.spool.dir, "spool.dir"),
+            (&self.tail.socket, "tail.socket"),
+            (&self.status.socket, "status.socket"),
+            (&self.identity.utmp, "identity.utmp"),
+            (&self.identity.logind_sessions, "identity.logind_sessions"),
+        ];
+        for (path, what) in fixed {
+            usable_path(path, what)?;
+        }
+        let optional = [
+            (&self.identity.map, "identity.map"),
+            (&self.privacy.key_file, "privacy.key_file"),
+        ];
+        for (path, what) in optional {
+            if let Some(path) = path {
+                usable_path(path, what)?;
+            }
         }
         Ok(())
     }
@@ -222,13 +246,26 @@ fn validate_sink(sink: &SinkConfig) -> Result<()> {
         SinkConfig::File { path, .. } if path.as_os_str().is_empty() => {
             bail!("a file sink has an empty path");
         }
-        SinkConfig::Tcp { address, name, .. } | SinkConfig::Syslog { address, name, .. } => {
-            if !address.contains(':') {
-                bail!("sink address {address:?} needs a port (host:port)");
+        SinkConfig::File { path, .. } => {
+            usable_path(path, "file sink path")?;
+            return Ok(());
+        }
+        SinkConfig::Tcp {
+            address, name, tls, ..
+        }
+        | SinkConfig::Syslog {
+            address, name, tls, ..
+        } => {
+            host_and_port(address)?;
+            if let Some(tls) = tls {
+                tls_files_exist(tls)?;
             }
             name
         }
         SinkConfig::Nats(nats) => {
+            if let Some(tls) = &nats.tls {
+                tls_files_exist(tls)?;
+            }
             if nats.stream.is_empty() || nats.subject_prefix.is_empty() {
                 bail!("nats sink: stream and subject_prefix must not be empty");
             }
@@ -237,7 +274,7 @@ fn validate_sink(sink: &SinkConfig) -> Result<()> {
             }
             &nats.name
         }
-        SinkConfig::Stdout { .. } | SinkConfig::File { .. } => return Ok(()),
+        SinkConfig::Stdout { .. } => return Ok(()),
     };
     if name
         .as_ref()
@@ -260,4 +297,61 @@ fn usb_ids(ids: &str) -> bool {
 /// Whether NSS knows the group on this host.
 fn group_exists(name: &str) -> bool {
     nix::unistd::Group::from_name(name).ok().flatten().is_some()
+}
+
+/// `host:port` with a port the network can use and a host that can be looked up: a name, an
+/// IPv4 address, or an IPv6 address in brackets.
+fn host_and_port(address: &str) -> Result<()> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        bail!("sink address {address:?} needs a port (host:port)");
+    };
+    if !matches!(port.parse::<u16>(), Ok(1..)) {
+        bail!("sink address {address:?}: port {port:?} is not a port (1 to 65535)");
+    }
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let valid_host = match bracketed {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        }
+    };
+    if !valid_host {
+        bail!(
+            "sink address {address:?}: {host:?} is not a host name or address (an IPv6 address \
+             goes in brackets: [2001:db8::1]:6514)"
+        );
+    }
+    Ok(())
+}
+
+/// A path the daemon can open: no NUL byte (the kernel would cut it there).
+fn usable_path(path: &std::path::Path, what: &str) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if path.as_os_str().as_bytes().contains(&0) {
+        bail!("{what} {path:?} contains a NUL byte, which no file name can hold");
+    }
+    Ok(())
+}
+
+/// The TLS files named exist now, rather than failing at the first connection.
+fn tls_files_exist(tls: &super::TlsConfig) -> Result<()> {
+    let files = [
+        (&tls.ca_file, "tls.ca_file"),
+        (&tls.client_cert, "tls.client_cert"),
+        (&tls.client_key, "tls.client_key"),
+    ];
+    for (file, what) in files {
+        let Some(file) = file else { continue };
+        usable_path(file, what)?;
+        if let Err(err) = std::fs::metadata(file) {
+            bail!(
+                "{what} {}: {err}: give the path of a PEM file",
+                file.display()
+            );
+        }
+    }
+    Ok(())
 }
