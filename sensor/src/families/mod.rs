@@ -88,7 +88,7 @@ hooks! {
         Program::TpBtf("sched_process_fork_btf", "sched_process_fork"),
     ];
     /// Syscall results: file opens (file sensor), privilege changes, loop and read-only ioctls,
-    /// mounts. On the exits of those syscalls only where the kernel has syscall tracepoints;
+    /// mounts, network connections. On the exits of those syscalls only where the kernel has syscall tracepoints;
     /// else on every syscall's exit.
     SysExit = "sys_exit", Process, required: [
         Program::SyscallTracepoints("sys_exit_syscall", syscalls::TRACEPOINTS),

@@ -232,15 +232,7 @@ impl FilterMaps {
                 (Key::new((bytes.len() * 8) as u32, data), *action)
             })
             .collect();
-        let stale: Vec<Key<[u8; PREFIX_MAX]>> = self.prefixes.keys().flatten().collect();
-        for key in &stale {
-            self.prefixes.remove(key).context("removing a path rule")?;
-        }
-        for (key, action) in &prefix_keys {
-            self.prefixes
-                .insert(key, action, 0)
-                .context("adding a path rule")?;
-        }
+        replace_trie(&mut self.prefixes, &prefix_keys).context("updating path rules")?;
         replace(&mut self.uids, &rules.uids).context("updating user rules")?;
         replace(&mut self.comms, &rules.comms).context("updating comm rules")?;
         replace(&mut self.cgroups, &rules.cgroups).context("updating cgroup rules")?;
@@ -250,6 +242,21 @@ impl FilterMaps {
             .context("updating file filter settings")?;
         self.network.apply(&rules.network)
     }
+}
+
+/// Replaces every rule of a longest-prefix-match trie with `rules`.
+pub(super) fn replace_trie<K: Pod>(
+    trie: &mut LpmTrie<MapData, K, u32>,
+    rules: &[(Key<K>, u32)],
+) -> Result<()> {
+    let stale: Vec<Key<K>> = trie.keys().flatten().collect();
+    for key in &stale {
+        trie.remove(key)?;
+    }
+    for (key, action) in rules {
+        trie.insert(key, action, 0)?;
+    }
+    Ok(())
 }
 
 pub(super) fn replace<K: Pod + Eq + Hash>(

@@ -14,7 +14,7 @@ use sensor_common::{
     NETWORK_FILTER_MAP, NETWORK_PORTS_MAP, NETWORK_UIDS_MAP,
 };
 
-use super::filters::{comm_key, dimension, replace, tagged, uid_of};
+use super::filters::{comm_key, dimension, replace, replace_trie, tagged, uid_of};
 use crate::config::NetworkConfig;
 
 /// Network rules in kernel form.
@@ -119,15 +119,12 @@ impl NetworkMaps {
         self.config
             .set(0, staged, 0)
             .context("updating network settings")?;
-        let stale: Vec<Key<[u8; 16]>> = self.addrs.keys().flatten().collect();
-        for key in &stale {
-            self.addrs.remove(key).context("removing an address rule")?;
-        }
-        for ((prefix_len, addr), action) in &rules.addrs {
-            self.addrs
-                .insert(&Key::new(*prefix_len, *addr), action, 0)
-                .context("adding an address rule")?;
-        }
+        let addr_keys: Vec<(Key<[u8; 16]>, u32)> = rules
+            .addrs
+            .iter()
+            .map(|((prefix_len, addr), action)| (Key::new(*prefix_len, *addr), *action))
+            .collect();
+        replace_trie(&mut self.addrs, &addr_keys).context("updating address rules")?;
         replace(&mut self.ports, &rules.ports).context("updating port rules")?;
         replace(&mut self.uids, &rules.uids).context("updating network user rules")?;
         replace(&mut self.comms, &rules.comms).context("updating network comm rules")?;
