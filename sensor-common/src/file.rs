@@ -185,6 +185,8 @@ pub const FILTER_CGROUPS_MAP: &str = "FILTER_CGROUPS";
 /// Executables filtered by (dev, inode) of their file, see [`ExeKey`].
 pub const FILTER_EXES_MAP: &str = "FILTER_EXES";
 pub const FILE_DEDUP_MAP: &str = "FILE_DEDUP";
+/// Dedup windows the kernel keeps for file opens (an LRU map).
+pub const FILE_DEDUP_ENTRIES: u32 = 65536;
 /// Devices (kernel dev_t) whose write opens are always reported.
 pub const WATCHED_DEVICES_MAP: &str = "WATCHED_DEVICES";
 /// Slot 0 is 1 while LSM `file_open` reports successful opens (`sys_exit` then reports only

@@ -177,6 +177,8 @@ pub const NETWORK_PORTS_MAP: &str = "NETWORK_PORTS";
 pub const NETWORK_UIDS_MAP: &str = "NETWORK_UIDS";
 pub const NETWORK_COMMS_MAP: &str = "NETWORK_COMMS";
 pub const NETWORK_DEDUP_MAP: &str = "NETWORK_DEDUP";
+/// Dedup windows the kernel keeps for connects (an LRU map).
+pub const NETWORK_DEDUP_ENTRIES: u32 = 16384;
 /// Reported TCP connections still open, by `struct sock` address.
 pub const CONNECTIONS_MAP: &str = "CONNECTIONS";
 

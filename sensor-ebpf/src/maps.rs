@@ -6,7 +6,8 @@ use aya_ebpf::{
 use sensor_common::{
     BlockDeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
     FileFilterConfig, MountBuffer, NetworkBuffer, NetworkDedupKey, NetworkDedupState,
-    NetworkFilterConfig, NetworkRecord, PrefixKey, UringOpen, DROP_SLOTS, PREFIX_MAX,
+    NetworkFilterConfig, NetworkRecord, PrefixKey, UringOpen, DROP_SLOTS, FILE_DEDUP_ENTRIES,
+    NETWORK_DEDUP_ENTRIES, PREFIX_MAX,
 };
 
 use crate::{kread::rooms::SpanRooms, path::PathScratch};
@@ -58,7 +59,7 @@ pub static FILTER_EXES: HashMap<ExeKey, u32> = HashMap::with_max_entries(1024, 0
 /// Open deduplication windows; LRU so that the busiest keys stay.
 #[map(name = "FILE_DEDUP")]
 pub static FILE_DEDUP: LruHashMap<FileDedupKey, FileDedupState> =
-    LruHashMap::with_max_entries(65536, 0);
+    LruHashMap::with_max_entries(FILE_DEDUP_ENTRIES, 0);
 
 /// io_uring open requests between submission and completion, by request address.
 #[map(name = "URING_OPENS")]
@@ -127,7 +128,7 @@ pub static NETWORK_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(102
 /// Connect dedup windows; LRU so that the busiest keys stay.
 #[map(name = "NETWORK_DEDUP")]
 pub static NETWORK_DEDUP: LruHashMap<NetworkDedupKey, NetworkDedupState> =
-    LruHashMap::with_max_entries(16384, 0);
+    LruHashMap::with_max_entries(NETWORK_DEDUP_ENTRIES, 0);
 
 /// Reported TCP connections still open, by `struct sock` address, until they end. Allocated
 /// as connections come (no preallocation); the daemon sets the size.

@@ -96,12 +96,14 @@ pub struct Dedup<K, C> {
 const GRACE: Duration = Duration::from_millis(100);
 
 impl<K: Copy + Eq + Hash, C: CounterSource<K>> Dedup<K, C> {
-    pub fn new(counters: C, window: Duration) -> Self {
+    /// `kernel_entries`: the size of the kernel's map of windows.
+    pub fn new(counters: C, window: Duration, kernel_entries: u32) -> Self {
+        // Twice the kernel map's size, so a key the kernel still holds is never forgotten.
+        let remembered = NonZeroUsize::new(2 * kernel_entries as usize).expect("non-zero");
         Self {
             counters,
             window,
-            // Twice the kernel map's size, so a key the kernel still holds is never forgotten.
-            reported: LruCache::new(NonZeroUsize::new(131_072).expect("non-zero")),
+            reported: LruCache::new(remembered),
             open: HashMap::new(),
             evicted: 0,
         }
@@ -254,7 +256,7 @@ mod tests {
     #[test]
     fn a_closed_window_reports_its_count_once() {
         let (counters, key) = (Counters::default(), a_key());
-        let mut dedup = Dedup::new(&counters, Duration::ZERO);
+        let mut dedup = Dedup::new(&counters, Duration::ZERO, 8);
         assert!(dedup.on_first(key, 0, &first_event("/etc/hosts")).is_none());
         counters.0.borrow_mut().insert(key, 999);
         std::thread::sleep(GRACE);
@@ -267,7 +269,7 @@ mod tests {
     #[test]
     fn counts_after_the_sweep_ride_on_the_next_first_event() {
         let (counters, key) = (Counters::default(), a_key());
-        let mut dedup = Dedup::new(&counters, Duration::from_secs(3600));
+        let mut dedup = Dedup::new(&counters, Duration::from_secs(3600), 8);
         dedup.on_first(key, 0, &first_event("/a"));
         counters.0.borrow_mut().insert(key, 5);
         let summaries = dedup.sweep(true);
@@ -284,7 +286,7 @@ mod tests {
             tgid: 2,
             ..FileDedupKey::default()
         };
-        let mut dedup = Dedup::new(&counters, Duration::ZERO);
+        let mut dedup = Dedup::new(&counters, Duration::ZERO, 8);
         dedup.on_first(key, 0, &first_event("/b"));
         assert!(dedup.sweep(true).is_empty());
         assert_eq!(dedup.evicted, 1);

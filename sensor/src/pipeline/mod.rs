@@ -16,7 +16,8 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use custos_proto::v1::Event;
 use sd_notify::NotifyState;
 use sensor_common::{
-    DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_MAP, NETWORK_DEDUP_MAP, WATCHED_DEVICES_MAP,
+    DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_ENTRIES, FILE_DEDUP_MAP, NETWORK_DEDUP_ENTRIES,
+    NETWORK_DEDUP_MAP, WATCHED_DEVICES_MAP,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -251,10 +252,12 @@ impl Daemon {
             files: Dedup::new(
                 take_hash_map(&mut sensor, FILE_DEDUP_MAP)?,
                 Duration::from_millis(config.file.dedup_window_ms),
+                FILE_DEDUP_ENTRIES,
             ),
             network: Dedup::new(
                 take_hash_map(&mut sensor, NETWORK_DEDUP_MAP)?,
                 Duration::from_millis(config.network.dedup_window_ms),
+                NETWORK_DEDUP_ENTRIES,
             ),
         };
         let mut stages = Stages {
