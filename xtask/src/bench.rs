@@ -6,7 +6,7 @@
 //! with its ratio to the baseline measured in the same run.
 use std::{
     ffi::CString,
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -297,11 +297,25 @@ fn with_custos(
     Ok(round)
 }
 
-/// A `custos` daemon for one benchmark round, writing delimited protobuf to `output`.
+/// A `custos` daemon for one benchmark round, writing its events to `output`.
 pub struct BenchDaemon {
     child: Child,
     pub output: PathBuf,
+    /// What `output` holds.
+    pub format: OutputFormat,
 }
+
+/// How a benchmark daemon's events are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// JSON lines (the embedded default's standard output).
+    Json,
+    /// Length-delimited protobuf.
+    Protobuf,
+}
+
+/// The configuration a new user gets: `custos run` without `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../packaging/custos.toml");
 
 impl BenchDaemon {
     /// Starts `custos` with the configuration `extra` plus a protobuf file sink in `work`, and
@@ -318,13 +332,50 @@ impl BenchDaemon {
             ),
         )?;
         Ok(Self {
-            child: start_daemon(custos, &config)?,
+            child: start_daemon(custos, Some(&config), Stdio::null())?,
             output,
+            format: OutputFormat::Protobuf,
         })
+    }
+
+    /// Starts `custos run` on the embedded default, its standard output (JSON lines) going to
+    /// a file in `work`, as a new user runs it.
+    pub fn embedded_default(custos: &Path, work: &Path) -> Result<Self> {
+        let output = work.join("events.jsonl");
+        let stdout = std::fs::File::create(&output)?;
+        Ok(Self {
+            child: start_daemon(custos, None, stdout.into())?,
+            output,
+            format: OutputFormat::Json,
+        })
+    }
+
+    /// Starts `custos` on the embedded default with its standard-output sink replaced by a
+    /// protobuf file in `work`: every other setting is the default's.
+    pub fn default_with_protobuf_file(custos: &Path, work: &Path) -> Result<Self> {
+        let (settings, sinks) = EMBEDDED_DEFAULT
+            .rsplit_once("[[sinks]]")
+            .context("the embedded default has no sink")?;
+        if !sinks.contains("type = \"stdout\"") {
+            bail!("the embedded default's last sink is not stdout: update the benchmark");
+        }
+        Self::start(custos, work, settings)
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Every event it wrote, decoded (call after [`Self::stop`]).
+    pub fn events(output: &Path, format: OutputFormat) -> Result<Vec<Event>> {
+        let reader = BufReader::new(std::fs::File::open(output)?);
+        match format {
+            OutputFormat::Protobuf => Ok(custos_proto::delimited::read_all(reader)?),
+            OutputFormat::Json => reader
+                .lines()
+                .map(|line| Ok(serde_json::from_str(&line?)?))
+                .collect(),
+        }
     }
 
     /// Stops it with SIGTERM (it then writes out what it holds); the CPU time it used in all.
@@ -340,13 +391,17 @@ impl BenchDaemon {
     }
 }
 
-/// Starts `custos run --config CONFIG` and waits until its hooks are attached.
-fn start_daemon(custos: &Path, config: &Path) -> Result<Child> {
-    let mut daemon = Command::new(custos)
-        .args(["run", "--config"])
-        .arg(config)
+/// Starts `custos run` (with `--config CONFIG`, or on the embedded default) and waits until
+/// its hooks are attached.
+fn start_daemon(custos: &Path, config: Option<&Path>, stdout: Stdio) -> Result<Child> {
+    let mut command = Command::new(custos);
+    command.arg("run");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut daemon = command
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", custos.display()))?;
@@ -367,6 +422,24 @@ fn start_daemon(custos: &Path, config: &Path) -> Result<Child> {
         bail!("custos did not become ready");
     }
     Ok(daemon)
+}
+
+/// The `custos_bpf_run_seconds` gauges of the daemon whose metrics endpoint is at `address`,
+/// by program.
+pub fn bpf_by_program(address: &str) -> Result<Vec<(String, f64)>> {
+    let mut stream = std::net::TcpStream::connect(address)
+        .with_context(|| format!("connecting to the metrics endpoint {address}"))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("custos_bpf_run_seconds{program=\""))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once('"')?;
+            Some((name.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect())
 }
 
 /// user + system CPU of a live process, from /proc.

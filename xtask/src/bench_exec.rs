@@ -1,11 +1,12 @@
 //! `cargo xtask bench exec`: the exec-storm method (Sysmon for Linux's perftest). A spawner
 //! runs a copy of /bin/true at a fixed rate for a fixed time with nothing attached, with Custos
-//! on its default configuration writing protobuf to a file, and with auditd (an execve rule,
-//! records written to its log file). For each it reports the sensor's own CPU, the kernel-side
-//! BPF time, the spawner's CPU (which includes every in-kernel hook cost), the extra CPU over
-//! the baseline all in, and what was lost.
+//! on its embedded default (JSON lines on standard output, into a file), with Custos on the
+//! same settings writing protobuf to a file, and with auditd (an execve rule, records written
+//! to its log file). For each it reports the sensor's own CPU, the kernel-side BPF time per
+//! program, the spawner's CPU (which includes every in-kernel hook cost), the extra CPU over
+//! the baseline all in, and what was lost; then the same per exec, in microseconds.
 use std::{
-    io::{Read as _, Write as _},
+    io::Read as _,
     os::unix::fs::MetadataExt,
     path::Path,
     process::{Command, Stdio},
@@ -13,7 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use custos_proto::v1::{event::Body, Event};
+use custos_proto::v1::event::Body;
 
 use crate::{
     bench::{audit_syscalls, ensure_auditd, interleaved, process_cpu, spread, BenchDaemon},
@@ -21,8 +22,8 @@ use crate::{
     shell::{run as sh, target_dir},
 };
 
-/// Port of the daemon's metrics endpoint during the benchmark (for its BPF run time).
-const METRICS: &str = "127.0.0.1:19464";
+/// The embedded default's metrics endpoint (for the BPF run time of each program).
+const METRICS: &str = "127.0.0.1:9464";
 
 pub struct Options {
     pub rates: Vec<u64>,
@@ -33,7 +34,10 @@ pub struct Options {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Setup {
     Baseline,
-    Custos,
+    /// `custos run` without a configuration: JSON lines on standard output.
+    EmbeddedDefault,
+    /// The same settings with a protobuf file sink instead.
+    DefaultProtobufFile,
     Auditd,
 }
 
@@ -41,9 +45,14 @@ impl Setup {
     fn label(self) -> &'static str {
         match self {
             Setup::Baseline => "nothing attached",
-            Setup::Custos => "custos, default config, protobuf file",
+            Setup::EmbeddedDefault => "custos, embedded default (JSON stdout)",
+            Setup::DefaultProtobufFile => "custos, default, protobuf file",
             Setup::Auditd => "auditd, execve rule, log file",
         }
+    }
+
+    fn is_custos(self) -> bool {
+        matches!(self, Setup::EmbeddedDefault | Setup::DefaultProtobufFile)
     }
 }
 
@@ -56,8 +65,8 @@ struct Round {
     spawner_cpu: Duration,
     /// CPU of the sensor's processes (custos; auditd and kauditd).
     sensor_cpu: Duration,
-    /// Time the sensor's eBPF programs ran (custos only).
-    bpf: Option<Duration>,
+    /// Time each of the sensor's eBPF programs ran (custos only).
+    bpf: Option<Vec<(String, Duration)>>,
     /// Execs the sensor did not record.
     lost: Option<u64>,
 }
@@ -69,6 +78,16 @@ impl Round {
 
     fn per_second(&self, d: Duration) -> f64 {
         d.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Microseconds per exec spawned.
+    fn per_exec_us(&self, d: Duration) -> f64 {
+        d.as_secs_f64() * 1e6 / self.spawned.max(1) as f64
+    }
+
+    /// All programs' run time together.
+    fn bpf_total(&self) -> Option<Duration> {
+        self.bpf.as_ref().map(|p| p.iter().map(|(_, d)| *d).sum())
     }
 }
 
@@ -84,10 +103,18 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
     if let Err(err) = &auditd {
         eprintln!("xtask: auditd is left out of this run: {err:#}");
     }
-    let setups: Vec<Setup> = [Setup::Baseline, Setup::Custos, Setup::Auditd]
-        .into_iter()
-        .filter(|s| *s != Setup::Auditd || auditd.is_ok())
-        .collect();
+    if !crate::bench::EMBEDDED_DEFAULT.contains(&format!("listen = \"{METRICS}\"")) {
+        bail!("the embedded default's metrics endpoint is not {METRICS}: update the benchmark");
+    }
+    let setups: Vec<Setup> = [
+        Setup::Baseline,
+        Setup::EmbeddedDefault,
+        Setup::DefaultProtobufFile,
+        Setup::Auditd,
+    ]
+    .into_iter()
+    .filter(|s| *s != Setup::Auditd || auditd.is_ok())
+    .collect();
     report.line(format!(
         "exec storm: a copy of /bin/true spawned at a fixed rate for {} s; median of {} rounds \
          (min..max); CPU in % of one core",
@@ -98,13 +125,48 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
         let results = interleaved(&what, &setups, options.rounds, Setup::label, |setup| {
             Ok(match setup {
                 Setup::Baseline => storm(&marker, rate, options.seconds)?,
-                Setup::Custos => with_custos(&custos, work.path(), &marker, rate, options.seconds)?,
+                Setup::EmbeddedDefault | Setup::DefaultProtobufFile => {
+                    with_custos(setup, &custos, work.path(), &marker, rate, options.seconds)?
+                }
                 Setup::Auditd => with_auditd(&marker, rate, options.seconds)?,
             })
         })?;
         table(report, rate, &results);
+        per_exec_table(report, &results);
     }
     Ok(())
+}
+
+/// Each Custos setup's cost per exec: the daemon's CPU and each program's run time, medians.
+fn per_exec_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
+    report.line("per exec (exec and exit events together), µs, median of the rounds");
+    for (setup, rounds) in results.iter().filter(|(s, _)| s.is_custos()) {
+        let median = |f: &dyn Fn(&Round) -> f64| spread(rounds.iter().map(f).collect()).1;
+        let daemon = median(&|r| r.per_exec_us(r.sensor_cpu));
+        let bpf = median(&|r| r.per_exec_us(r.bpf_total().unwrap_or_default()));
+        report.line(format!(
+            "  {:<38} daemon {daemon:>6.2}   BPF {bpf:>6.2}   together {:>6.2}",
+            setup.label(),
+            daemon + bpf
+        ));
+        let programs: Vec<String> = rounds
+            .first()
+            .and_then(|r| r.bpf.as_ref())
+            .map(|p| p.iter().map(|(name, _)| name.clone()).collect())
+            .unwrap_or_default();
+        for program in programs {
+            let time = median(&|r| {
+                let spent = r
+                    .bpf
+                    .as_ref()
+                    .and_then(|p| p.iter().find(|(n, _)| *n == program));
+                r.per_exec_us(spent.map(|(_, d)| *d).unwrap_or_default())
+            });
+            if time >= 0.005 {
+                report.line(format!("      {program:<34} {time:>6.2}"));
+            }
+        }
+    }
 }
 
 fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
@@ -175,7 +237,7 @@ fn table_row(
     let sensor = spread(rounds.iter().map(|r| r.per_second(r.sensor_cpu)).collect());
     let bpf = rounds
         .iter()
-        .map(|r| r.bpf.map(|b| r.per_second(b)))
+        .map(|r| r.bpf_total().map(|b| r.per_second(b)))
         .collect::<Option<Vec<_>>>()
         .map_or("-".to_owned(), |v| format!("{:.2}", spread(v).1 * 100.0));
     let spawner = spread(rounds.iter().map(|r| r.per_second(r.spawner_cpu)).collect());
@@ -238,30 +300,39 @@ fn storm(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
 }
 
 fn with_custos(
+    setup: Setup,
     custos: &Path,
     work: &Path,
     marker: &Path,
     rate: u64,
     seconds: u64,
 ) -> Result<Round> {
-    let daemon = BenchDaemon::start(
-        custos,
-        work,
-        &format!("[metrics]\nlisten = \"{METRICS}\"\n"),
-    )?;
+    let daemon = match setup {
+        Setup::EmbeddedDefault => BenchDaemon::embedded_default(custos, work)?,
+        _ => BenchDaemon::default_with_protobuf_file(custos, work)?,
+    };
     let cpu_before = process_cpu(daemon.pid())?;
-    let bpf_before = bpf_seconds()?;
+    let bpf_before = crate::bench::bpf_by_program(METRICS)?;
     let mut round = storm(marker, rate, seconds)?;
     // Let the daemon drain what the storm queued (its timer drains every 10 ms).
     std::thread::sleep(Duration::from_millis(300));
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
-    round.bpf = Some(Duration::from_secs_f64(
-        (bpf_seconds()? - bpf_before).max(0.0),
-    ));
-    let output = daemon.output.clone();
+    let bpf_after = crate::bench::bpf_by_program(METRICS)?;
+    round.bpf = Some(
+        bpf_after
+            .into_iter()
+            .map(|(program, after)| {
+                let before = bpf_before
+                    .iter()
+                    .find(|(p, _)| *p == program)
+                    .map_or(0.0, |(_, t)| *t);
+                (program, Duration::from_secs_f64((after - before).max(0.0)))
+            })
+            .collect(),
+    );
+    let (output, format) = (daemon.output.clone(), daemon.format);
     daemon.stop()?;
-    let events: Vec<Event> =
-        custos_proto::delimited::read_all(std::io::BufReader::new(std::fs::File::open(&output)?))?;
+    let events = BenchDaemon::events(&output, format)?;
     let path = marker.to_string_lossy();
     let seen = events
         .iter()
@@ -272,20 +343,6 @@ fn with_custos(
         .count() as u64;
     round.lost = Some(round.spawned.saturating_sub(seen));
     Ok(round)
-}
-
-/// The sum of the daemon's `custos_bpf_run_seconds` gauges, from its metrics endpoint.
-fn bpf_seconds() -> Result<f64> {
-    let mut stream =
-        std::net::TcpStream::connect(METRICS).context("connecting to the metrics endpoint")?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("custos_bpf_run_seconds{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
 }
 
 fn with_auditd(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {

@@ -164,12 +164,12 @@ fn with_custos(custos: &Path, work: &Path, server: &Server, seconds: u64) -> Res
         &format!("[metrics]\nlisten = \"{METRICS}\"\n"),
     )?;
     let cpu_before = process_cpu(daemon.pid())?;
-    let bpf_before = bpf_by_program()?;
+    let bpf_before = crate::bench::bpf_by_program(METRICS)?;
     let mut round = connect_round(server, seconds)?;
     // Let the daemon drain what the round queued (its timer drains every 10 ms).
     std::thread::sleep(Duration::from_millis(300));
     round.daemon_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
-    round.bpf = bpf_by_program()?
+    round.bpf = crate::bench::bpf_by_program(METRICS)?
         .into_iter()
         .map(|(name, after)| {
             let before = bpf_before
@@ -200,22 +200,6 @@ fn with_custos(custos: &Path, work: &Path, server: &Server, seconds: u64) -> Res
         .count() as u64;
     round.lost = Some(round.connections.saturating_sub(ends));
     Ok(round)
-}
-
-/// The daemon's `custos_bpf_run_seconds` gauges, by program.
-fn bpf_by_program() -> Result<Vec<(String, f64)>> {
-    let mut stream = TcpStream::connect(METRICS).context("connecting to the metrics endpoint")?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.strip_prefix("custos_bpf_run_seconds{program=\""))
-        .filter_map(|l| {
-            let (name, rest) = l.split_once('"')?;
-            Some((name.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect())
 }
 
 /// Runs the connect loop helper against the server and returns what it measured.

@@ -111,12 +111,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         events: u64,
     },
-    /// Exec storm at fixed rates: nothing attached, Custos (default config), auditd.
+    /// Exec storm at fixed rates: nothing attached, Custos (embedded default; the same with a
+    /// protobuf file), auditd.
     Exec {
         /// Execs per second, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "100,1600,10000")]
         rates: Vec<u64>,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 10)]
         seconds: u64,
         #[arg(long, default_value_t = 3)]
         rounds: usize,

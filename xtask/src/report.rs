@@ -26,7 +26,7 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
     bench_exec::exec(
         &bench_exec::Options {
             rates: vec![100, 1600, 10_000],
-            seconds: 5,
+            seconds: 10,
             rounds: 3,
         },
         report,
