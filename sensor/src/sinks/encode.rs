@@ -11,16 +11,20 @@ use prost::{
     Message,
 };
 
+use super::parts::{identity_slot, PartCache};
+
 /// Field numbers of `Event`'s identity and process (custos.v1 schema).
 const IDENTITY_FIELD: u32 = 6;
 const PROCESS_FIELD: u32 = 7;
-/// Slots per cache: enough for the busy processes of a host, small enough to stay in cache.
-const SLOTS: usize = 64;
 
 #[derive(Default)]
 pub struct ProtobufEncoder {
     processes: PartCache<Process>,
     identities: PartCache<Identity>,
+}
+
+fn encode_raw<M: Message>(part: &M, out: &mut Vec<u8>) {
+    part.encode_raw(out);
 }
 
 impl ProtobufEncoder {
@@ -30,12 +34,14 @@ impl ProtobufEncoder {
         let process = event.process.take();
         let body = event.body.take();
 
-        let identity_bytes = identity
-            .as_ref()
-            .map(|identity| self.identities.encoded(identity_slot(identity), identity));
-        let process_bytes = process
-            .as_ref()
-            .map(|process| self.processes.encoded(process.tid as usize, process));
+        let identity_bytes = identity.as_ref().map(|identity| {
+            self.identities
+                .encoded(identity_slot(identity), identity, encode_raw)
+        });
+        let process_bytes = process.as_ref().map(|process| {
+            self.processes
+                .encoded(process.tid as usize, process, encode_raw)
+        });
         // Event's fields in their numbers' order: the scalar head, identity, process, body.
         let head_len = event.encoded_len();
         let body_len = body.as_ref().map_or(0, |body| body.encoded_len());
@@ -63,49 +69,14 @@ impl ProtobufEncoder {
     }
 }
 
-/// Identities differ mostly by who (uid) and from which login session.
-fn identity_slot(identity: &Identity) -> usize {
-    let session = identity.session_id.unwrap_or(0);
-    (identity.uid ^ identity.euid.rotate_left(8) ^ session.rotate_left(16)) as usize
-}
-
-/// A direct-mapped cache of encoded messages: a slot keeps the last message that mapped to it
-/// and its bytes. A hit costs one comparison; a miss costs what encoding always cost, plus a
-/// copy of the message.
-struct PartCache<M> {
-    /// Per slot, the message last encoded there (none yet) and its bytes.
-    slots: Vec<(Option<M>, Vec<u8>)>,
-}
-
-impl<M> Default for PartCache<M> {
-    fn default() -> Self {
-        Self {
-            slots: std::iter::repeat_with(|| (None, Vec::new()))
-                .take(SLOTS)
-                .collect(),
-        }
-    }
-}
-
-impl<M: Message + PartialEq + Clone> PartCache<M> {
-    fn encoded(&mut self, key: usize, part: &M) -> &Vec<u8> {
-        let (cached, encoded) = &mut self.slots[key % SLOTS];
-        if cached.as_ref() != Some(part) {
-            *cached = Some(part.clone());
-            encoded.clear();
-            part.encode_raw(encoded);
-        }
-        encoded
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use custos_proto::v1::{event::Body, Cgroup, FileOpen, Group, ProcessExit};
 
     use super::*;
+    use crate::sinks::parts::SLOTS;
 
-    fn process(tid: u32, binary: &str) -> Process {
+    pub(crate) fn process(tid: u32, binary: &str) -> Process {
         Process {
             pid: tid,
             tid,
@@ -128,7 +99,7 @@ mod tests {
         }
     }
 
-    fn identity(uid: u32) -> Identity {
+    pub(crate) fn identity(uid: u32) -> Identity {
         Identity {
             uid,
             user: format!("user{uid}"),
@@ -143,7 +114,7 @@ mod tests {
         }
     }
 
-    fn event(seq: u64, identity: Option<Identity>, process: Option<Process>) -> Event {
+    pub(crate) fn event(seq: u64, identity: Option<Identity>, process: Option<Process>) -> Event {
         Event {
             seq,
             run_id: "r".into(),

@@ -6,7 +6,9 @@
 //! sender thread of their own.
 mod deliver;
 mod encode;
+mod json;
 pub mod nats;
+mod parts;
 mod rotate;
 pub mod spool;
 pub mod syslog;
@@ -32,6 +34,7 @@ use crate::{
     privacy::Privacy,
 };
 use encode::ProtobufEncoder;
+use json::JsonEncoder;
 use spool::{Dropped, Spool};
 
 /// Events written between two flushes at most.
@@ -72,6 +75,7 @@ pub struct Sinks {
     json: Vec<u8>,
     protobuf: Vec<u8>,
     encoder: ProtobufEncoder,
+    json_encoder: JsonEncoder,
 }
 
 impl Sinks {
@@ -103,6 +107,7 @@ impl Sinks {
             json: Vec::with_capacity(4096),
             protobuf: Vec::with_capacity(4096),
             encoder: ProtobufEncoder::default(),
+            json_encoder: JsonEncoder::default(),
         })
     }
 
@@ -150,8 +155,7 @@ impl Sinks {
                 )
         });
         if wants_json {
-            serde_json::to_writer(&mut self.json, &*event).context("encoding an event as JSON")?;
-            self.json.push(b'\n');
+            self.json_encoder.encode(event, &mut self.json)?;
         }
         if wants_protobuf {
             self.encoder.encode(event, &mut self.protobuf);

@@ -1,0 +1,152 @@
+//! JSON lines for events (protobuf's canonical JSON mapping, as pbjson writes it), reusing the
+//! JSON of a recent event's process, identity and exec parent.
+//!
+//! The event's own fields are written by pbjson; its identity, process and, for an exec, the
+//! parent process are spliced in from caches, since they are most of an event's bytes and
+//! repeat from event to event. The object has the same fields and values as pbjson's; only the
+//! spliced fields come last.
+use anyhow::{Context as _, Result};
+use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
+
+use super::parts::{identity_slot, PartCache};
+
+#[derive(Default)]
+pub struct JsonEncoder {
+    processes: PartCache<Process>,
+    parents: PartCache<Process>,
+    identities: PartCache<Identity>,
+}
+
+/// pbjson's JSON of `part`: infallible for these messages (no maps with non-string keys).
+fn to_json<M: serde::Serialize>(part: &M, out: &mut Vec<u8>) {
+    if let Err(err) = serde_json::to_writer(&mut *out, part) {
+        tracing::error!("encoding part of an event as JSON: {err}");
+        out.extend_from_slice(b"null");
+    }
+}
+
+impl JsonEncoder {
+    /// Appends `event` as one JSON line to `out`. The event is lent back unchanged.
+    pub fn encode(&mut self, event: &mut Event, out: &mut Vec<u8>) -> Result<()> {
+        let identity = event.identity.take();
+        let process = event.process.take();
+        // An exec's body is written here, around its spliced parent.
+        let exec = match &mut event.body {
+            Some(Body::Exec(exec)) => Some(exec.parent.take()),
+            _ => None,
+        };
+        let body = exec.is_some().then(|| event.body.take()).flatten();
+        let written = self.write(event, &identity, &process, &exec, out);
+        event.identity = identity;
+        event.process = process;
+        if let Some(mut body) = body {
+            if let Body::Exec(ProcessExec { parent }) = &mut body {
+                *parent = exec.flatten();
+            }
+            event.body = Some(body);
+        }
+        written
+    }
+
+    /// The event's remaining fields by pbjson, then the spliced ones, then the line's end.
+    fn write(
+        &mut self,
+        head: &Event,
+        identity: &Option<Identity>,
+        process: &Option<Process>,
+        exec: &Option<Option<Process>>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        serde_json::to_writer(&mut *out, head).context("encoding an event as JSON")?;
+        // pbjson writes an object: reopen it.
+        out.pop();
+        let field = |out: &mut Vec<u8>, name: &str| {
+            if out.len() > start + 1 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        if let Some(identity) = identity {
+            field(out, "identity");
+            let slot = identity_slot(identity);
+            out.extend_from_slice(self.identities.encoded(slot, identity, to_json));
+        }
+        if let Some(process) = process {
+            field(out, "process");
+            let slot = process.tid as usize;
+            out.extend_from_slice(self.processes.encoded(slot, process, to_json));
+        }
+        if let Some(parent) = exec {
+            field(out, "exec");
+            out.push(b'{');
+            if let Some(parent) = parent {
+                out.extend_from_slice(b"\"parent\":");
+                let slot = parent.pid as usize;
+                out.extend_from_slice(self.parents.encoded(slot, parent, to_json));
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}\n");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::ProcessExit;
+
+    use super::*;
+    use crate::sinks::{
+        encode::tests::{event, identity, process},
+        parts::SLOTS,
+    };
+
+    #[test]
+    fn writes_the_fields_and_values_pbjson_writes_on_hits_and_misses() {
+        let mut encoder = JsonEncoder::default();
+        let exec = |seq, parent: Option<Process>| Event {
+            body: Some(Body::Exec(ProcessExec { parent })),
+            ..event(seq, Some(identity(0)), Some(process(100, "/bin/sh")))
+        };
+        let mut events = vec![
+            event(1, Some(identity(0)), Some(process(100, "/bin/cat"))),
+            // The same process and identity again: spliced from the caches.
+            event(2, Some(identity(0)), Some(process(100, "/bin/cat"))),
+            // Same slots, different contents: the caches must not answer with stale JSON.
+            event(3, Some(identity(0)), Some(process(100, "/bin/dog"))),
+            event(
+                4,
+                Some(identity(1)),
+                Some(process(100 + SLOTS as u32, "/bin/cat")),
+            ),
+            event(5, None, None),
+            Event {
+                body: Some(Body::Exit(ProcessExit::default())),
+                ..event(6, None, Some(process(7, "/bin/true")))
+            },
+            Event {
+                body: None,
+                ..event(7, Some(identity(2)), None)
+            },
+            exec(8, Some(process(1, "/sbin/init"))),
+            exec(9, Some(process(1, "/sbin/init"))),
+            exec(10, None),
+            Event::default(),
+        ];
+        for event in &mut events {
+            let before = event.clone();
+            let mut ours = Vec::new();
+            encoder.encode(event, &mut ours).unwrap();
+            assert_eq!(*event, before, "the event is handed back unchanged");
+            assert_eq!(ours.last(), Some(&b'\n'), "one line");
+            let ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+            let pbjson = serde_json::to_value(&*event).unwrap();
+            assert_eq!(ours, pbjson, "event {}", event.seq);
+            let decoded: Event = serde_json::from_value(ours).unwrap();
+            assert_eq!(decoded, *event, "event {} reads back", event.seq);
+        }
+    }
+}
