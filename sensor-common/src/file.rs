@@ -67,6 +67,9 @@ pub mod filter_flags {
     pub const EXE_INCLUDES: u32 = 1 << 11;
     /// `WATCHED_DEVICES` has entries (worth a lookup on write opens).
     pub const WATCHED_DEVICES: u32 = 1 << 12;
+    /// Path-rule exclusions may be remembered per name in `OPEN_VERDICTS`: every way a name
+    /// can change (renames, io_uring renames, mounts) is hooked.
+    pub const VERDICT_CACHE: u32 = 1 << 13;
 }
 
 /// Values of the filter maps.
@@ -134,11 +137,40 @@ pub struct FileBuffer {
 pub struct FileFilterConfig {
     /// [`filter_flags`].
     pub flags: u32,
-    pub _pad: u32,
+    /// Changes whenever the daemon replaces the rules: remembered verdicts of older rules no
+    /// longer count.
+    pub rules_generation: u32,
     /// Identical opens within this many nanoseconds of a window's first are counted, not sent;
     /// 0 turns deduplication off.
     pub dedup_window_ns: u64,
 }
+
+/// A name an open went through: its dentry and mount (kernel addresses).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenVerdictKey {
+    pub dentry: u64,
+    pub vfsmount: u64,
+}
+
+/// A path rule's exclusion of a name, remembered so that the next open of the same name is
+/// dropped without resolving its path. It holds only while the name is what it was: the same
+/// inode, parent directory and name (a freed dentry's memory may hold another name later), no
+/// rename or mount anywhere since (`names_generation`), and the same rules.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenVerdict {
+    pub ino: u64,
+    pub parent: u64,
+    /// The dentry's `d_name.hash_len`: the name's hash and length.
+    pub name_hash_len: u64,
+    pub names_generation: u64,
+    pub rules_generation: u32,
+    /// The [`filter_action`] of the rule that matched.
+    pub action: u32,
+}
+
+pub const OPEN_VERDICTS_ENTRIES: u32 = 8192;
 
 /// Bytes of a path compared against the prefix rules (the LPM trie's key limit is 256).
 pub const PREFIX_MAX: usize = 252;

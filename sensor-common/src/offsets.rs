@@ -105,6 +105,7 @@ kernel_offsets! {
     dentry_parent: dentry.d_parent,
     dentry_name: dentry.d_name,
     // struct qstr
+    qstr_hash: qstr.hash,
     qstr_len: qstr.len,
     qstr_name: qstr.name,
     // struct vfsmount

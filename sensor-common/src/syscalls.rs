@@ -11,6 +11,8 @@ pub enum Family {
     Privilege,
     Mount,
     Network,
+    /// Renames and root changes: names the file filters remembered may now mean other files.
+    Names,
 }
 
 /// One watched syscall.
@@ -65,6 +67,10 @@ watched_syscalls! {
     ACCEPT4 = 288, "accept4", Network;
     LISTEN = 50, "listen", Network;
     BIND = 49, "bind", Network;
+    RENAME = 82, "rename", Names;
+    RENAMEAT = 264, "renameat", Names;
+    RENAMEAT2 = 316, "renameat2", Names;
+    PIVOT_ROOT = 155, "pivot_root", Names;
 }
 
 /// The watched syscall numbered `nr`.

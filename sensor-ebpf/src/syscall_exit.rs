@@ -11,7 +11,7 @@ use sensor_common::syscalls;
 
 use crate::{
     block_device::on_ioctl,
-    file::{is_open_syscall, on_open_exit},
+    file::{is_open_syscall, names_changed, on_open_exit},
     kread::{off, Direct, Mem, Probe},
     mount::{is_mount_syscall, on_mount_syscall},
     network::{is_network_syscall, on_network_syscall},
@@ -68,8 +68,24 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
     } else if changes_privileges(nr) {
         on_privilege_syscall::<M>(nr, ret);
     } else if is_mount_syscall(nr) {
+        if ret >= 0 {
+            names_changed();
+        }
         on_mount_syscall::<M>(regs, nr, ret);
     } else if is_network_syscall(nr) {
         on_network_syscall::<M>(regs, nr, ret);
+    } else if renames(nr) {
+        if ret >= 0 {
+            names_changed();
+        }
     }
+}
+
+/// Syscalls that give names new meanings without a mount (renames, a new root).
+#[inline(always)]
+fn renames(nr: u64) -> bool {
+    matches!(
+        nr as u32,
+        syscalls::RENAME | syscalls::RENAMEAT | syscalls::RENAMEAT2 | syscalls::PIVOT_ROOT
+    )
 }

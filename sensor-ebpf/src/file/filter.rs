@@ -103,16 +103,34 @@ fn current_exe<M: Mem>() -> Option<ExeKey> {
     Some(ExeKey { dev, _pad: 0, ino })
 }
 
-/// Prefix rules on a resolved path. A path longer than the compared bytes matches on its head.
+/// Prefix rules on a resolved path: whether an open with `flags` passes them.
 #[inline(always)]
 pub fn passes_path_filter(config: &FileFilterConfig, path: &ResolvedPath, flags: u32) -> bool {
+    path_allows(config, path_action(config, path), flags)
+}
+
+/// Whether an open with `flags` passes the prefix rules, given the `action` of the rule its
+/// path matched.
+#[inline(always)]
+pub fn path_allows(config: &FileFilterConfig, action: Option<u32>, flags: u32) -> bool {
     let f = config.flags;
     if f & filter_flags::PATH_RULES == 0 {
         return true;
     }
-    let Some(key) = PREFIX_KEY.get_ptr_mut(0) else {
-        return true;
-    };
+    if action == Some(filter_action::EXCLUDE_READS) {
+        return is_write(flags);
+    }
+    keep(action, f & filter_flags::PATH_INCLUDES != 0)
+}
+
+/// The action of the prefix rule a resolved path matches, if any. A path longer than the
+/// compared bytes matches on its head.
+#[inline(always)]
+pub fn path_action(config: &FileFilterConfig, path: &ResolvedPath) -> Option<u32> {
+    if config.flags & filter_flags::PATH_RULES == 0 {
+        return None;
+    }
+    let key = PREFIX_KEY.get_ptr_mut(0)?;
     // SAFETY: this CPU's PREFIX_KEY slot, used by one program at a time.
     let key = unsafe { &mut *key };
     let len = if path.len > PREFIX_MAX {
@@ -127,9 +145,5 @@ pub fn passes_path_filter(config: &FileFilterConfig, path: &ResolvedPath, flags:
     key.prefix_len = (len * 8) as u32;
     let lpm_key = key as *const _ as *const aya_ebpf::maps::lpm_trie::Key<[u8; PREFIX_MAX]>;
     // SAFETY: `PrefixKey` has the layout of an LPM key: a u32 prefix length, then the data.
-    let action = PATH_PREFIXES.get(unsafe { &*lpm_key }).copied();
-    if action == Some(filter_action::EXCLUDE_READS) {
-        return is_write(flags);
-    }
-    keep(action, f & filter_flags::PATH_INCLUDES != 0)
+    PATH_PREFIXES.get(unsafe { &*lpm_key }).copied()
 }

@@ -11,11 +11,13 @@ mod filter;
 mod lookup;
 mod report;
 mod uring;
+mod verdict;
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user};
 use sensor_common::{filter_flags, open_syscall, syscalls, FileFilterConfig};
 
 pub use lookup::{file_identity, file_of_fd};
+pub use verdict::names_changed;
 
 use crate::{
     kread::{off, self_tgid, Direct, Mem},

@@ -6,8 +6,9 @@ use sensor_common::{
 
 use super::{
     dedup::{counted_as_repeat, dedup_key, open_window},
-    filter::passes_path_filter,
+    filter::{passes_path_filter, path_action, path_allows},
     lookup::{cwd_path, file_of_fd, inode_identity},
+    verdict::{excludes, name_of, remember_exclusion, remembered_exclusion},
     Request, AT_FDCWD,
 };
 use crate::{
@@ -50,11 +51,6 @@ pub fn opened<M: Mem>(
     };
     // The requested flags: the file's f_flags has O_CREAT and O_TRUNC already cleared.
     let flags = request.flags;
-    let now = now_ns();
-    let key = dedup_key::<M>(tgid, flags, dev, ino);
-    if !watched && counted_as_repeat(config, &key, now) {
-        return;
-    }
     let path_off = off!(file_path);
     let dentry = fields
         .ptr(path_off + off!(path_dentry))
@@ -62,11 +58,35 @@ pub fn opened<M: Mem>(
     let vfsmount = fields
         .ptr(path_off + off!(path_mnt))
         .unwrap_or(core::ptr::null());
+    let name = if watched {
+        None
+    } else {
+        name_of(config, dentry, vfsmount, ino)
+    };
+    if name
+        .as_ref()
+        .is_some_and(|n| remembered_exclusion(n, flags))
+    {
+        return;
+    }
+    let now = now_ns();
+    let key = dedup_key::<M>(tgid, flags, dev, ino);
+    if !watched && counted_as_repeat(config, &key, now) {
+        return;
+    }
     let Some(resolved) = resolve(dentry, vfsmount) else {
         return;
     };
-    if !watched && !passes_path_filter(config, &resolved, flags) {
-        return;
+    if !watched {
+        let action = path_action(config, &resolved);
+        if !path_allows(config, action, flags) {
+            if let (Some(name), Some(action)) = (&name, action) {
+                if excludes(action, flags) {
+                    remember_exclusion(name, action);
+                }
+            }
+            return;
+        }
     }
     let Some(buffer) = start(request, if fd < 0 { 0 } else { fd }, now) else {
         return;

@@ -11,7 +11,9 @@ use super::{
     filter::passes_process_filters,
     lookup::file_of_fd,
     report::{failed, opened},
-    reporting_config, Request, AT_FDCWD, EACCES, EPERM,
+    reporting_config,
+    verdict::names_changed,
+    Request, AT_FDCWD, EACCES, EPERM,
 };
 use crate::{
     kread::{off, Direct, Mem, Probe},
@@ -20,6 +22,7 @@ use crate::{
 
 const IORING_OP_OPENAT: u8 = 18;
 const IORING_OP_OPENAT2: u8 = 28;
+const IORING_OP_RENAMEAT: u8 = 35;
 
 // void io_uring_submit_req(struct io_kiocb *req)
 #[btf_tracepoint(function = "io_uring_submit_req")]
@@ -86,10 +89,14 @@ fn on_uring_submit(req: *const u8) {
 /// At completion the result is known; report it like an open(2).
 fn on_uring_complete(req: *const u8, cqe: *const u8) {
     // Every io_uring completion passes here: the opcode check comes first.
-    if Probe::read::<u8>(req, off!(kiocb_opcode))
-        .and_then(uring_open_syscall)
-        .is_none()
-    {
+    let opcode = Probe::read::<u8>(req, off!(kiocb_opcode)).unwrap_or(0);
+    if opcode == IORING_OP_RENAMEAT {
+        if Direct::read::<i32>(cqe, off!(cqe_res)).is_some_and(|res| res >= 0) {
+            names_changed();
+        }
+        return;
+    }
+    if uring_open_syscall(opcode).is_none() {
         return;
     }
     let key = req as u64;

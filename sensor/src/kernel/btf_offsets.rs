@@ -198,6 +198,7 @@ mod tests {
             offsets.qstr_len, 4,
             "len sits inside an anonymous struct in a union"
         );
+        assert_eq!(offsets.qstr_hash, 0);
         assert_eq!(offsets.qstr_name, 8);
         assert_eq!(offsets.path_mnt, 0);
         assert_eq!(offsets.path_dentry, 8);

@@ -98,7 +98,7 @@ pub fn resolve(
     flags |= dimension(&rules.exes, ff::EXE_RULES, ff::EXE_INCLUDES);
     rules.config = FileFilterConfig {
         flags,
-        _pad: 0,
+        rules_generation: 0,
         dedup_window_ns: file.dedup_window_ms.saturating_mul(1_000_000),
     };
     Ok(rules)
@@ -192,12 +192,19 @@ pub struct FilterMaps {
     cgroups: HashMap<MapData, u64, u32>,
     exes: HashMap<MapData, ExeKey, u32>,
     network: NetworkMaps,
+    /// Whether the kernel may remember path-rule exclusions by name (see
+    /// `filter_flags::VERDICT_CACHE`).
+    remember_verdicts: bool,
+    /// Bumped at every rule change, so that remembered verdicts of older rules lapse.
+    rules_generation: u32,
 }
 
 impl FilterMaps {
     /// The filter maps of the loaded programs; `connect_outcomes` says whether the hook that
-    /// follows connects to their outcome is attached.
-    pub fn take(ebpf: &mut Ebpf, connect_outcomes: bool) -> Result<Self> {
+    /// follows connects to their outcome is attached, `renames_seen` whether every way to rename
+    /// is (the io_uring completion hook as well as the syscalls), so that the kernel may
+    /// remember path verdicts by name.
+    pub fn take(ebpf: &mut Ebpf, connect_outcomes: bool, renames_seen: bool) -> Result<Self> {
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("map {name} missing from the object"))
@@ -210,13 +217,21 @@ impl FilterMaps {
             cgroups: HashMap::try_from(take(FILTER_CGROUPS_MAP)?)?,
             exes: HashMap::try_from(take(FILTER_EXES_MAP)?)?,
             network: NetworkMaps::take(ebpf, connect_outcomes)?,
+            remember_verdicts: renames_seen,
+            rules_generation: 0,
         })
     }
 
     /// Replaces the rules in force. The settings word goes last, so the kernel never consults a
     /// dimension whose map is still being filled.
     pub fn apply(&mut self, rules: &KernelRules) -> Result<()> {
-        let mut staged = rules.config;
+        self.rules_generation = self.rules_generation.wrapping_add(1);
+        let mut config = rules.config;
+        config.rules_generation = self.rules_generation;
+        if self.remember_verdicts {
+            config.flags |= ff::VERDICT_CACHE;
+        }
+        let mut staged = config;
         staged.flags &=
             !(ff::PATH_RULES | ff::UID_RULES | ff::COMM_RULES | ff::CGROUP_RULES | ff::EXE_RULES);
         self.config
@@ -238,7 +253,7 @@ impl FilterMaps {
         replace(&mut self.cgroups, &rules.cgroups).context("updating cgroup rules")?;
         replace(&mut self.exes, &rules.exes).context("updating executable rules")?;
         self.config
-            .set(0, rules.config, 0)
+            .set(0, config, 0)
             .context("updating file filter settings")?;
         self.network.apply(&rules.network)
     }

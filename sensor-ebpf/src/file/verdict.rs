@@ -1,0 +1,93 @@
+//! Path-rule exclusions remembered by name. Every program a host starts makes the dynamic
+//! loader open the same few libraries, which the default rules exclude; remembering that
+//! verdict for the name (dentry and mount) drops the next such open without resolving its path
+//! and looking it up in the prefix trie again.
+//!
+//! A verdict holds only while the name means what it meant: the same inode, parent directory
+//! and name hash (a freed dentry's memory may later hold another name), no rename, root change
+//! or mount change anywhere since (they all count in `NAMES_GENERATION`), and the same rules.
+use sensor_common::{filter_action, filter_flags, FileFilterConfig, OpenVerdict, OpenVerdictKey};
+
+use super::filter::is_write;
+use crate::{
+    emit::atomic_increment,
+    kread::{off, read_ptr, Mem, Probe},
+    maps::{NAMES_GENERATION, OPEN_VERDICTS},
+};
+
+/// A name an open went through, as a verdict records it.
+pub struct Name {
+    key: OpenVerdictKey,
+    verdict: OpenVerdict,
+}
+
+/// Counts a change that may give names other meanings (a rename, a mount, a new root).
+#[inline(always)]
+pub fn names_changed() {
+    if let Some(generation) = NAMES_GENERATION.get_ptr_mut(0) {
+        // SAFETY: slot 0 of an array map, valid for the program's life.
+        atomic_increment(unsafe { &mut *generation });
+    }
+}
+
+/// The name of an open through `dentry` on `vfsmount` (of inode `ino`), when verdicts may be
+/// remembered under these rules.
+#[inline(always)]
+pub fn name_of(
+    config: &FileFilterConfig,
+    dentry: *const u8,
+    vfsmount: *const u8,
+    ino: u64,
+) -> Option<Name> {
+    let wanted = filter_flags::PATH_RULES | filter_flags::VERDICT_CACHE;
+    if config.flags & wanted != wanted {
+        return None;
+    }
+    let qstr = off!(dentry_name);
+    let hash = Probe::read::<u32>(dentry, qstr + off!(qstr_hash))?;
+    let len = Probe::read::<u32>(dentry, qstr + off!(qstr_len))?;
+    Some(Name {
+        key: OpenVerdictKey {
+            dentry: dentry as u64,
+            vfsmount: vfsmount as u64,
+        },
+        verdict: OpenVerdict {
+            ino,
+            parent: read_ptr(dentry, off!(dentry_parent))? as u64,
+            name_hash_len: (u64::from(hash) << 32) | u64::from(len),
+            names_generation: *NAMES_GENERATION.get(0)?,
+            rules_generation: config.rules_generation,
+            action: 0,
+        },
+    })
+}
+
+/// True when a remembered verdict for `name` drops an open with `flags`.
+#[inline(always)]
+pub fn remembered_exclusion(name: &Name, flags: u32) -> bool {
+    // SAFETY: the value is copied at once; an entry replaced meanwhile reads old or new.
+    let Some(known) = (unsafe { OPEN_VERDICTS.get(&name.key) }).copied() else {
+        return false;
+    };
+    let same_name = OpenVerdict {
+        action: known.action,
+        ..name.verdict
+    };
+    known == same_name && excludes(known.action, flags)
+}
+
+/// Remembers that the rules' `action` for `name` excluded an open.
+#[inline(always)]
+pub fn remember_exclusion(name: &Name, action: u32) {
+    let verdict = OpenVerdict {
+        action,
+        ..name.verdict
+    };
+    let _ = OPEN_VERDICTS.insert(&name.key, &verdict, 0);
+}
+
+/// True when a rule's `action` drops an open with `flags`.
+#[inline(always)]
+pub fn excludes(action: u32, flags: u32) -> bool {
+    action == filter_action::EXCLUDE || (action == filter_action::EXCLUDE_READS && !is_write(flags))
+}
