@@ -1,7 +1,7 @@
 //! Where every record starts: zeroed, with its header stamped. A record is built either in a
 //! reserved ring-buffer slot (fixed-size records) or in a per-CPU staging buffer (records with a
 //! blob), and no field can carry bytes of an earlier event, whichever fields a program sets.
-use core::mem::size_of;
+use core::mem::{align_of, size_of};
 
 use aya_ebpf::maps::{ring_buf::RingBufEntry, PerCpuArray};
 use sensor_common::{
@@ -42,9 +42,7 @@ staging! {
 /// Zeroes `record` and stamps its header.
 #[inline(always)]
 fn zero_and_stamp<T: Record>(record: *mut T, size: u32, ktime_ns: u64) {
-    // SAFETY: `record` points at writable memory for one `T` (a reserved slot or a per-CPU
-    // buffer), and the `Record` contract makes all-zero bytes a valid `T`.
-    unsafe { core::ptr::write_bytes(record, 0, 1) };
+    zero_words(record);
     // SAFETY: the `Record` contract puts a `RecordHeader` at offset 0 of a `#[repr(C)]` `T`.
     let header = unsafe { &mut *record.cast::<RecordHeader>() };
     *header = RecordHeader {
@@ -52,6 +50,23 @@ fn zero_and_stamp<T: Record>(record: *mut T, size: u32, ktime_ns: u64) {
         size,
         ktime_ns,
     };
+}
+
+/// Zeroes one `T` eight bytes at a time. `write_bytes` would become a call to the byte-wise
+/// `memset` BPF has, several hundred instructions per record.
+#[inline(always)]
+fn zero_words<T: Record>(record: *mut T) {
+    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    let words = record.cast::<u64>();
+    let mut index = 0;
+    while index < size_of::<T>() / 8 {
+        // SAFETY: `record` points at writable memory for one `T` (a reserved slot or a per-CPU
+        // buffer), 8-aligned and a whole number of words long (checked above), and the
+        // `Record` contract makes all-zero bytes a valid `T`. Volatile, so that the loop is
+        // not turned back into a `memset` call.
+        unsafe { core::ptr::write_volatile(words.add(index), 0) };
+        index += 1;
+    }
 }
 
 /// A fixed-size record in a reserved ring-buffer slot.
