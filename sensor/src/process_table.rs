@@ -150,18 +150,24 @@ impl ProcessTable {
         members
     }
 
-    /// Marks the process as exited; it is forgotten after the grace period.
+    /// Marks the process as exited; it is forgotten after the grace period. Its built views
+    /// go at once: a busy host holds seconds' worth of exited processes, which rarely have a
+    /// late event, and such an event builds them again.
     pub fn mark_exited(&mut self, pid: u32, exec_id: &str) {
         if let Some(entry) = self.by_pid.get_mut(&pid).filter(|e| e.exec_id == exec_id) {
             entry.exited_at = Some(Instant::now());
+            entry.schema = OnceCell::new();
+            entry.last_thread = None;
         }
     }
 
     /// Forgets processes that exited more than the grace period ago.
     pub fn sweep(&mut self) {
         let grace = self.grace;
+        // One clock read for the whole table: it holds seconds' worth of exited processes.
+        let now = Instant::now();
         self.by_pid
-            .retain(|_, e| e.exited_at.is_none_or(|at| at.elapsed() < grace));
+            .retain(|_, e| e.exited_at.is_none_or(|at| now.duration_since(at) < grace));
     }
 }
 

@@ -233,14 +233,11 @@ impl<S: NameSource> Enricher<S> {
     /// The event's process: the process's shared view completed with the record's thread,
     /// reusing the completion of its previous event when that came from the same thread.
     pub(super) fn process_of(&mut self, task: &TaskInfo, exec_id: &str) -> Process {
-        let reusable = |view: &ThreadView| {
-            view.tid == task.pid && view.comm == task.comm && view.cgroup_id == task.cgroup_id
-        };
         if let Some(view) = self
             .processes
             .get(task.tgid, exec_id)
             .and_then(|entry| entry.last_thread.as_ref())
-            .filter(|view| reusable(view))
+            .filter(|view| serves(view, task))
         {
             return view.process.clone();
         }
@@ -258,6 +255,20 @@ impl<S: NameSource> Enricher<S> {
             }
         }
         process
+    }
+
+    /// [`Self::process_of`] for a process's last event (its exit): the kept completion is
+    /// handed over rather than copied.
+    pub(super) fn last_process_of(&mut self, task: &TaskInfo, exec_id: &str) -> Process {
+        let kept = self
+            .processes
+            .get_mut(task.tgid, exec_id)
+            .and_then(|entry| entry.last_thread.take())
+            .filter(|view| serves(view, task));
+        match kept {
+            Some(view) => view.process,
+            None => self.process_of(task, exec_id),
+        }
     }
 
     /// A process's shared view plus what only this event's record knows, and whether its
@@ -312,6 +323,11 @@ impl<S: NameSource> Enricher<S> {
             body: Some(body),
         }
     }
+}
+
+/// True when a kept completion fits an event of `task`: same thread, name and cgroup.
+fn serves(view: &ThreadView, task: &TaskInfo) -> bool {
+    view.tid == task.pid && view.comm == task.comm && view.cgroup_id == task.cgroup_id
 }
 
 pub fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {

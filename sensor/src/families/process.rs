@@ -107,12 +107,12 @@ impl<S: NameSource> Enricher<S> {
     pub(crate) fn exit(&mut self, exit: &ExitRecord) -> Event {
         let task = &exit.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let process = self.process_of(task, &exec_id);
+        let process = self.last_process_of(task, &exec_id);
         let event = self.envelope(
             exit.header.ktime_ns,
             task,
             &exec_id,
-            process.clone(),
+            process,
             Body::Exit(exit_status(exit.exit_code)),
         );
         self.processes.mark_exited(task.tgid, &exec_id);
