@@ -149,6 +149,9 @@ pub const UNTRACKED_BASE: u32 = kind::COUNT;
 pub const DROP_SLOTS: u32 = 2 * kind::COUNT;
 /// The ring buffer all records go through.
 pub const EVENTS_MAP: &str = "EVENTS";
+/// Slot 0 is 1 while the daemon waits for records with no timer running: the next record
+/// wakes it (and sets the slot back to 0).
+pub const READER_ASLEEP_MAP: &str = "READER_ASLEEP";
 /// The global the daemon fills with [`KernelOffsets`] before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// The global holding the daemon's own process id, whose activity is never reported.

@@ -3,7 +3,7 @@ use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 
 use crate::{
     kread::{load, WAKEUP_BYTES},
-    maps::{DROPS, EVENTS},
+    maps::{DROPS, EVENTS, READER_ASLEEP},
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1 << 0;
@@ -13,17 +13,36 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// Ring-buffer flags for the next record. By default the kernel wakes the reader whenever it
 /// has caught up, which for a fast reader means once per record: an interrupt and a syscall per
 /// event. Instead records are queued silently until `WAKEUP_BYTES` are waiting, and the daemon
-/// drains on a short timer in between.
+/// drains on a short timer in between; when the daemon has stopped its timer (nothing came for
+/// a while), the first record wakes it.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
     let threshold = u64::from(load(&WAKEUP_BYTES));
     if threshold == 0 {
         0
-    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold || wake_sleeping_reader() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     }
+}
+
+/// True when the daemon waits with no timer running; it is then marked awake, so that only
+/// the first record of a quiet spell pays for a wakeup.
+#[inline(always)]
+fn wake_sleeping_reader() -> bool {
+    let Some(asleep) = READER_ASLEEP.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: slot 0 of an array map, valid for the program's life. Two CPUs racing here both
+    // wake the reader, which is harmless.
+    unsafe {
+        if *asleep == 0 {
+            return false;
+        }
+        *asleep = 0;
+    }
+    true
 }
 
 /// Counts one record of `kind` that did not fit in the ring buffer.

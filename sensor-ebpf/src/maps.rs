@@ -6,8 +6,8 @@ use aya_ebpf::{
 use sensor_common::{
     BlockDeviceBuffer, ExeKey, ExecBuffer, FileBuffer, FileDedupKey, FileDedupState,
     FileFilterConfig, MountBuffer, NetworkBuffer, NetworkDedupKey, NetworkDedupState,
-    NetworkFilterConfig, NetworkRecord, PrefixKey, UringOpen, DROP_SLOTS, FILE_DEDUP_ENTRIES,
-    NETWORK_DEDUP_ENTRIES, PREFIX_MAX,
+    NetworkFilterConfig, NetworkRecord, OpenVerdict, OpenVerdictKey, PrefixKey, UringOpen,
+    DROP_SLOTS, FILE_DEDUP_ENTRIES, NETWORK_DEDUP_ENTRIES, OPEN_VERDICTS_ENTRIES, PREFIX_MAX,
 };
 
 use crate::{kread::rooms::SpanRooms, path::PathScratch};
@@ -17,6 +17,10 @@ use crate::{kread::rooms::SpanRooms, path::PathScratch};
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Failed ring-buffer writes, per record kind; the daemon turns them into loss events.
+/// See `sensor_common::READER_ASLEEP_MAP`.
+#[map(name = "READER_ASLEEP")]
+pub static READER_ASLEEP: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
@@ -60,6 +64,17 @@ pub static FILTER_EXES: HashMap<ExeKey, u32> = HashMap::with_max_entries(1024, 0
 #[map(name = "FILE_DEDUP")]
 pub static FILE_DEDUP: LruHashMap<FileDedupKey, FileDedupState> =
     LruHashMap::with_max_entries(FILE_DEDUP_ENTRIES, 0);
+
+/// Path-rule exclusions remembered by name (see [`OpenVerdict`]); LRU, so the names opened
+/// most stay.
+#[map(name = "OPEN_VERDICTS")]
+pub static OPEN_VERDICTS: LruHashMap<OpenVerdictKey, OpenVerdict> =
+    LruHashMap::with_max_entries(OPEN_VERDICTS_ENTRIES, 0);
+
+/// Slot 0 counts renames and mount changes anywhere: a remembered verdict holds only while it
+/// is unchanged.
+#[map(name = "NAMES_GENERATION")]
+pub static NAMES_GENERATION: Array<u64> = Array::with_max_entries(1, 0);
 
 /// io_uring open requests between submission and completion, by request address.
 #[map(name = "URING_OPENS")]

@@ -12,12 +12,12 @@ use std::{
 };
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use custos_proto::v1::Event;
 use sd_notify::NotifyState;
 use sensor_common::{
     DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_ENTRIES, FILE_DEDUP_MAP, NETWORK_DEDUP_ENTRIES,
-    NETWORK_DEDUP_MAP, WATCHED_DEVICES_MAP,
+    NETWORK_DEDUP_MAP, READER_ASLEEP_MAP, WATCHED_DEVICES_MAP,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -193,6 +193,8 @@ fn notify(state: &[NotifyState]) {
 struct Daemon {
     sensor: loader::LoadedSensor,
     ring: AsyncFd<RingBuf<MapData>>,
+    /// See `sensor_common::READER_ASLEEP_MAP`.
+    reader_asleep: Array<MapData, u32>,
     drops: DropCounters,
     filters: FilterMaps,
     stages: Stages,
@@ -242,24 +244,15 @@ impl Daemon {
         let (tail_events, _) = broadcast::channel(tail::BACKLOG);
         serve_observability(&config, &metrics, &tail_events).await;
         let completions = sensor.attached(Hook::InetSockSetState);
-        let mut filters = FilterMaps::take(&mut sensor.ebpf, completions)?;
+        let renames_seen = sensor.attached(Hook::IoUringComplete);
+        let mut filters = FilterMaps::take(&mut sensor.ebpf, completions, renames_seen)?;
         filters.apply(&rules)?;
         let ring = take_ring(&mut sensor)?;
+        let reader_asleep = take_array(&mut sensor, READER_ASLEEP_MAP)?;
         let drops = DropCounters::take(&mut sensor.ebpf)?;
         let enricher = new_enricher(&config, host, people, &cgroup_root)?;
         let (writer, channels) = spawn_sink_thread(sinks)?;
-        let dedup = KernelDedup {
-            files: Dedup::new(
-                take_hash_map(&mut sensor, FILE_DEDUP_MAP)?,
-                Duration::from_millis(config.file.dedup_window_ms),
-                FILE_DEDUP_ENTRIES,
-            ),
-            network: Dedup::new(
-                take_hash_map(&mut sensor, NETWORK_DEDUP_MAP)?,
-                Duration::from_millis(config.network.dedup_window_ms),
-                NETWORK_DEDUP_ENTRIES,
-            ),
-        };
+        let dedup = kernel_dedup(&mut sensor, &config)?;
         let mut stages = Stages {
             enricher,
             dedup,
@@ -284,6 +277,7 @@ impl Daemon {
         let daemon = Self {
             sensor,
             ring,
+            reader_asleep,
             drops,
             filters,
             stages,
@@ -330,17 +324,28 @@ impl Daemon {
         let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-        // Records below the wakeup threshold are collected by this timer.
-        let mut drain_timer = tokio::time::interval(self.max_latency);
-        drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Records below the wakeup threshold are collected by this timer while they come; it
+        // stops when they stop (see `on_drain_timer`).
+        let drain_timer = tokio::time::sleep(self.max_latency);
+        tokio::pin!(drain_timer);
+        let mut timer_running = true;
         loop {
             tokio::select! {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
                     self.stages.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
+                    if !timer_running {
+                        drain_timer.as_mut().reset(tokio::time::Instant::now() + self.max_latency);
+                        timer_running = true;
+                    }
                 }
-                _ = drain_timer.tick() => self.stages.drain(self.ring.get_mut())?,
+                _ = &mut drain_timer, if timer_running => {
+                    timer_running = self.on_drain_timer()?;
+                    if timer_running {
+                        drain_timer.as_mut().reset(tokio::time::Instant::now() + self.max_latency);
+                    }
+                }
                 _ = housekeeping.tick() => self.housekeep()?,
                 _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
                 _ = sighup.recv() => self.reload(),
@@ -351,9 +356,25 @@ impl Daemon {
         }
     }
 
+    /// The drain timer expired: drains, and says whether the timer should keep running. When
+    /// nothing came since the last tick, the kernel is asked to wake the daemon at the next
+    /// record instead, so an idle host costs no timer ticks. A record submitted just as the
+    /// request is made may not wake it; the drain after the request, and at worst the next
+    /// housekeeping tick, collect it.
+    fn on_drain_timer(&mut self) -> Result<bool> {
+        if self.stages.drain(self.ring.get_mut())? > 0 {
+            return Ok(true);
+        }
+        self.reader_asleep
+            .set(0, 1, 0)
+            .context("asking the kernel for a wakeup")?;
+        Ok(self.stages.drain(self.ring.get_mut())? > 0)
+    }
+
     /// Once a second: losses and repeat summaries in-band, the table swept, the identity map
     /// and devices re-read, device-write summaries when due, the gauges refreshed.
     fn housekeep(&mut self) -> Result<()> {
+        self.stages.drain(self.ring.get_mut())?;
         let stages = &mut self.stages;
         stages.report_losses(&mut self.drops)?;
         stages.report_repeats(false)?;
@@ -424,7 +445,7 @@ impl Daemon {
         drop(sensor);
         let flushed = stages
             .drain(ring.get_mut())
-            .and_then(|()| stages.report_losses(&mut drops))
+            .and_then(|_| stages.report_losses(&mut drops))
             .and_then(|()| stages.report_repeats(true))
             .and_then(|()| stages.hand_over());
         let sent = stages.next_seq - 1;
@@ -474,6 +495,34 @@ fn take_hash_map<K: aya::Pod, V: aya::Pod>(
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     Ok(BpfHashMap::try_from(map)?)
+}
+
+/// An array map of the loaded object, taken out of it.
+fn take_array<V: aya::Pod>(
+    sensor: &mut loader::LoadedSensor,
+    name: &str,
+) -> Result<Array<MapData, V>> {
+    let map = sensor
+        .ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    Ok(Array::try_from(map)?)
+}
+
+/// The daemon's side of the kernel's deduplication of file opens and connects.
+fn kernel_dedup(sensor: &mut loader::LoadedSensor, config: &Config) -> Result<KernelDedup> {
+    Ok(KernelDedup {
+        files: Dedup::new(
+            take_hash_map(sensor, FILE_DEDUP_MAP)?,
+            Duration::from_millis(config.file.dedup_window_ms),
+            FILE_DEDUP_ENTRIES,
+        ),
+        network: Dedup::new(
+            take_hash_map(sensor, NETWORK_DEDUP_MAP)?,
+            Duration::from_millis(config.network.dedup_window_ms),
+            NETWORK_DEDUP_ENTRIES,
+        ),
+    })
 }
 
 /// The ring buffer, registered with tokio.

@@ -206,11 +206,14 @@ impl Stages {
         Ok(())
     }
 
-    pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+    /// Handles every record waiting in the ring buffer; how many there were.
+    pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize> {
+        let mut records = 0;
         while let Some(item) = ring.next() {
             self.handle(&item)?;
+            records += 1;
         }
-        Ok(())
+        Ok(records)
     }
 
     /// Turns kernel drops and undecodable records into in-band loss events.
