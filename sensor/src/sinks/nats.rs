@@ -7,9 +7,14 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use async_nats::{jetstream, ConnectOptions, HeaderMap};
-use custos_proto::v1::Event;
-use prost::Message as _;
+use std::collections::HashMap;
+
+use async_nats::{jetstream, ConnectOptions, HeaderMap, Subject};
+use custos_proto::v1::{Event, EventKind};
+use prost::{
+    encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType},
+    Message as _,
+};
 
 use super::deliver::Transport;
 use crate::config::NatsSink;
@@ -23,6 +28,7 @@ pub struct NatsTransport {
     host_token: String,
     runtime: Option<tokio::runtime::Runtime>,
     context: Option<jetstream::Context>,
+    subjects: HashMap<EventKind, Subject>,
 }
 
 /// A host name as one subject token: NATS separates tokens with '.', and '*', '>' and
@@ -45,21 +51,23 @@ pub fn subject_token(host: &str) -> String {
 
 impl Transport for NatsTransport {
     fn send(&mut self, records: &[Vec<u8>]) -> Result<()> {
-        if self.runtime.is_none() {
-            self.runtime = Some(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("an async runtime for NATS")?,
-            );
-        }
-        let runtime = self.runtime.as_ref().ok_or_else(|| anyhow!("no runtime"))?;
-        let context = match self.context.take() {
-            Some(context) => context,
-            None => runtime.block_on(self.connect())?,
+        let runtime = match self.runtime.take() {
+            Some(runtime) => runtime,
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("an async runtime for NATS")?,
         };
-        let result = runtime.block_on(self.publish(&context, records));
-        self.context = Some(context);
+        let result = match self.context.take() {
+            Some(context) => Ok(context),
+            None => runtime.block_on(self.connect()),
+        }
+        .and_then(|context| {
+            let result = runtime.block_on(self.publish(&context, records));
+            self.context = Some(context);
+            result
+        });
+        self.runtime = Some(runtime);
         result
     }
 
@@ -75,6 +83,7 @@ impl NatsTransport {
             host_token,
             runtime: None,
             context: None,
+            subjects: HashMap::new(),
         }
     }
 
@@ -130,23 +139,18 @@ impl NatsTransport {
         Ok(js)
     }
 
-    async fn publish(&self, js: &jetstream::Context, records: &[Vec<u8>]) -> Result<()> {
+    async fn publish(&mut self, js: &jetstream::Context, records: &[Vec<u8>]) -> Result<()> {
         let mut acks = Vec::with_capacity(records.len());
         for record in records {
-            let event =
-                Event::decode_length_delimited(&record[..]).context("decoding a spooled record")?;
-            let subject = format!(
-                "{}.{}.{}",
-                self.config.subject_prefix,
-                self.host_token,
-                event.kind().short_name()
-            );
+            let message = Envelope::of(record).context("reading a spooled record")?;
             let mut headers = HeaderMap::new();
-            headers.insert(
-                "Nats-Msg-Id",
-                format!("{}:{}", event.run_id, event.seq).as_str(),
-            );
-            let payload = bytes::Bytes::from(event.encode_to_vec());
+            let mut id = String::with_capacity(message.run_id.len() + 21);
+            id.push_str(message.run_id);
+            id.push(':');
+            id.push_str(itoa::Buffer::new().format(message.seq));
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let subject = self.subject(message.kind);
+            let payload = bytes::Bytes::copy_from_slice(message.payload);
             let ack = js
                 .publish_with_headers(subject, headers, payload)
                 .await
@@ -161,16 +165,122 @@ impl NatsTransport {
         }
         Ok(())
     }
+
+    /// `<prefix>.<host>.<kind>`, built once per kind.
+    fn subject(&mut self, kind: EventKind) -> Subject {
+        let (prefix, host) = (&self.config.subject_prefix, &self.host_token);
+        self.subjects
+            .entry(kind)
+            .or_insert_with(|| Subject::from(format!("{prefix}.{host}.{}", kind.short_name())))
+            .clone()
+    }
+}
+
+/// What publishing needs from a spooled record, read without decoding the whole event: the
+/// event's own encoding (the record less its length prefix), its `seq`, `run_id` and kind.
+#[derive(Debug, PartialEq)]
+struct Envelope<'a> {
+    payload: &'a [u8],
+    seq: u64,
+    run_id: &'a str,
+    kind: EventKind,
+}
+
+/// `Event.seq` and `Event.run_id`; the body's fields are numbered from here on.
+const SEQ_FIELD: u32 = 1;
+const RUN_ID_FIELD: u32 = 2;
+const FIRST_BODY_FIELD: u32 = 10;
+
+impl<'a> Envelope<'a> {
+    fn of(record: &'a [u8]) -> Result<Self> {
+        let mut rest = record;
+        let len = usize::try_from(decode_varint(&mut rest)?)?;
+        let payload = rest
+            .get(..len)
+            .context("a record shorter than its length")?;
+        let mut envelope = Envelope {
+            payload,
+            seq: 0,
+            run_id: "",
+            kind: EventKind::Unspecified,
+        };
+        let mut fields = payload;
+        while !fields.is_empty() {
+            let field_start = fields;
+            let (tag, wire_type) = decode_key(&mut fields)?;
+            match (tag, wire_type) {
+                (SEQ_FIELD, WireType::Varint) => envelope.seq = decode_varint(&mut fields)?,
+                (RUN_ID_FIELD, WireType::LengthDelimited) => {
+                    let len = usize::try_from(decode_varint(&mut fields)?)?;
+                    let bytes = fields.get(..len).context("a truncated run id")?;
+                    envelope.run_id = std::str::from_utf8(bytes)?;
+                    fields = &fields[len..];
+                }
+                _ => {
+                    skip_field(wire_type, tag, &mut fields, DecodeContext::default())?;
+                    if tag >= FIRST_BODY_FIELD {
+                        // Only the body decoded: its variant names the kind.
+                        let body = &field_start[..field_start.len() - fields.len()];
+                        envelope.kind = Event::decode(body)?.kind();
+                    }
+                }
+            }
+        }
+        Ok(envelope)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::subject_token;
+    use custos_proto::v1::{event::Body, FileOpen, ProcessExit};
+
+    use super::*;
 
     #[test]
     fn host_names_become_single_subject_tokens() {
         assert_eq!(subject_token("web-1.example.com"), "web-1_example_com");
         assert_eq!(subject_token("a b*>"), "a_b__");
         assert_eq!(subject_token(""), "unknown");
+    }
+
+    #[test]
+    fn the_envelope_is_read_from_the_encoding_as_a_full_decode_would() {
+        let events = [
+            Event {
+                seq: 300,
+                run_id: "run-a".into(),
+                host: "h".into(),
+                body: Some(Body::FileOpen(FileOpen {
+                    path: "/etc/shadow".into(),
+                    ..FileOpen::default()
+                })),
+                ..Event::default()
+            },
+            Event {
+                seq: u64::MAX,
+                run_id: "run-b".into(),
+                body: Some(Body::Exit(ProcessExit::default())),
+                ..Event::default()
+            },
+            Event::default(),
+        ];
+        for event in events {
+            let record = event.encode_length_delimited_to_vec();
+            let envelope = Envelope::of(&record).unwrap();
+            assert_eq!(envelope.payload, event.encode_to_vec());
+            assert_eq!(envelope.seq, event.seq);
+            assert_eq!(envelope.run_id, event.run_id);
+            assert_eq!(envelope.kind, event.kind());
+        }
+        let truncated = &events_record()[..5];
+        assert!(Envelope::of(truncated).is_err(), "a torn record is refused");
+    }
+
+    fn events_record() -> Vec<u8> {
+        Event {
+            run_id: "a-long-enough-run-id".into(),
+            ..Event::default()
+        }
+        .encode_length_delimited_to_vec()
     }
 }
