@@ -8,7 +8,19 @@
 use anyhow::{Context as _, Result};
 use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 
-use super::parts::{identity_slot, PartCache};
+use super::{
+    parts::{identity_slot, PartCache},
+    rfc3339,
+};
+
+/// The fields taken out of an event to be written by the encoder itself.
+struct Parts<'a> {
+    time: Option<pbjson_types::Timestamp>,
+    identity: &'a Option<Identity>,
+    process: &'a Option<Process>,
+    /// For an exec, its parent (if known).
+    exec: &'a Option<Option<Process>>,
+}
 
 #[derive(Default)]
 pub struct JsonEncoder {
@@ -30,13 +42,22 @@ impl JsonEncoder {
     pub fn encode(&mut self, event: &mut Event, out: &mut Vec<u8>) -> Result<()> {
         let identity = event.identity.take();
         let process = event.process.take();
+        // Written here where the short path can (every real event time).
+        let time = event.time.take_if(|time| rfc3339::writable(time));
         // An exec's body is written here, around its spliced parent.
         let exec = match &mut event.body {
             Some(Body::Exec(exec)) => Some(exec.parent.take()),
             _ => None,
         };
         let body = exec.is_some().then(|| event.body.take()).flatten();
-        let written = self.write(event, &identity, &process, &exec, out);
+        let parts = Parts {
+            time,
+            identity: &identity,
+            process: &process,
+            exec: &exec,
+        };
+        let written = self.write(event, &parts, out);
+        event.time = event.time.or(time);
         event.identity = identity;
         event.process = process;
         if let Some(mut body) = body {
@@ -49,14 +70,7 @@ impl JsonEncoder {
     }
 
     /// The event's remaining fields by pbjson, then the spliced ones, then the line's end.
-    fn write(
-        &mut self,
-        head: &Event,
-        identity: &Option<Identity>,
-        process: &Option<Process>,
-        exec: &Option<Option<Process>>,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
+    fn write(&mut self, head: &Event, parts: &Parts, out: &mut Vec<u8>) -> Result<()> {
         let start = out.len();
         serde_json::to_writer(&mut *out, head).context("encoding an event as JSON")?;
         // pbjson writes an object: reopen it.
@@ -69,17 +83,21 @@ impl JsonEncoder {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"\":");
         };
-        if let Some(identity) = identity {
+        if let Some(time) = &parts.time {
+            field(out, "time");
+            rfc3339::write_quoted(time, out);
+        }
+        if let Some(identity) = parts.identity {
             field(out, "identity");
             let slot = identity_slot(identity);
             out.extend_from_slice(self.identities.encoded(slot, identity, to_json));
         }
-        if let Some(process) = process {
+        if let Some(process) = parts.process {
             field(out, "process");
             let slot = process.tid as usize;
             out.extend_from_slice(self.processes.encoded(slot, process, to_json));
         }
-        if let Some(parent) = exec {
+        if let Some(parent) = parts.exec {
             field(out, "exec");
             out.push(b'{');
             if let Some(parent) = parent {

@@ -9,6 +9,7 @@ mod encode;
 mod json;
 pub mod nats;
 mod parts;
+mod rfc3339;
 mod rotate;
 pub mod spool;
 pub mod syslog;
@@ -351,12 +352,14 @@ fn open_one(
                 .transpose()
                 .with_context(|| format!("TLS for sink {name}"))?;
             let framing = match config {
-                SinkConfig::Syslog { facility, .. } => tcp::Framing::Syslog(syslog::SyslogFormat {
-                    facility: facility.number(),
-                    hostname: host_name(),
-                    app_name: "custos".into(),
-                    proc_id: std::process::id(),
-                }),
+                SinkConfig::Syslog { facility, .. } => {
+                    tcp::Framing::Syslog(syslog::SyslogFormat::new(
+                        facility.number(),
+                        &host_name(),
+                        "custos",
+                        std::process::id(),
+                    ))
+                }
                 _ => tcp::Framing::Delimited,
             };
             let transport = tcp::TcpTransport::new(name.clone(), address.clone(), tls, framing);

@@ -1,28 +1,41 @@
 //! RFC 5424 syslog messages carrying one event each as JSON, for rsyslog, syslog-ng and the SIEMs
 //! that only take syslog. Over TCP or TLS, messages are framed by octet counting (RFC 6587:
 //! the message length in ASCII, a space, the message), which both daemons read by default.
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use anyhow::Result;
 use custos_proto::v1::{event::Body, Event};
 use prost::Message as _;
 
-/// Fixed parts of every message.
-#[derive(Clone, Debug)]
+use super::json::JsonEncoder;
+
+/// Fixed parts of every message, and the JSON encoder of their bodies.
 pub struct SyslogFormat {
-    pub facility: u8,
-    pub hostname: String,
-    pub app_name: String,
-    pub proc_id: u32,
+    facility: u8,
+    /// HOSTNAME, APP-NAME and PROCID, ready to write.
+    header: String,
+    json: JsonEncoder,
 }
 
 const SEVERITY_WARNING: u8 = 4;
 const SEVERITY_INFO: u8 = 6;
 
 impl SyslogFormat {
+    pub fn new(facility: u8, hostname: &str, app_name: &str, proc_id: u32) -> Self {
+        Self {
+            facility,
+            header: format!(
+                "{} {} {proc_id}",
+                header_field(hostname),
+                header_field(app_name)
+            ),
+            json: JsonEncoder::default(),
+        }
+    }
+
     /// One spooled record (a delimited `custos.v1.Event`) as an octet-counted syslog frame.
-    pub fn frame(&self, record: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let event = Event::decode_length_delimited(record)?;
+    pub fn frame(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let mut event = Event::decode_length_delimited(record)?;
         let severity = match event.body {
             Some(Body::Loss(_)) => SEVERITY_WARNING,
             _ => SEVERITY_INFO,
@@ -32,20 +45,20 @@ impl SyslogFormat {
             .as_ref()
             .map(rfc3339)
             .unwrap_or_else(|| "-".to_owned());
-        let mut message = String::with_capacity(1024);
+        let mut message = Vec::with_capacity(1024);
         let _ = write!(
             message,
-            "<{}>1 {timestamp} {} {} {} {} - ",
+            "<{}>1 {timestamp} {} {} - ",
             u16::from(self.facility) * 8 + u16::from(severity),
-            header_field(&self.hostname),
-            header_field(&self.app_name),
-            self.proc_id,
+            self.header,
             event.kind().short_name(),
         );
-        message.push_str(&serde_json::to_string(&event)?);
-        out.extend_from_slice(message.len().to_string().as_bytes());
+        self.json.encode(&mut event, &mut message)?;
+        // The encoder writes a JSON line; the frame's length delimits the message instead.
+        message.pop();
+        out.extend_from_slice(itoa::Buffer::new().format(message.len()).as_bytes());
         out.push(b' ');
-        out.extend_from_slice(message.as_bytes());
+        out.extend_from_slice(&message);
         Ok(())
     }
 }
@@ -79,12 +92,12 @@ mod tests {
     use super::*;
 
     fn format() -> SyslogFormat {
-        SyslogFormat {
-            facility: crate::config::Facility::Authpriv.number(),
-            hostname: "web 1".into(),
-            app_name: "custos".into(),
-            proc_id: 42,
-        }
+        SyslogFormat::new(
+            crate::config::Facility::Authpriv.number(),
+            "web 1",
+            "custos",
+            42,
+        )
     }
 
     /// The syslog frame of `event`, as text.

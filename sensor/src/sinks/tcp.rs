@@ -47,10 +47,10 @@ impl TcpTransport {
         }
     }
 
-    fn frame(&self, records: &[Vec<u8>]) -> Vec<u8> {
+    fn frame(&mut self, records: &[Vec<u8>]) -> Vec<u8> {
         let mut batch = Vec::with_capacity(records.iter().map(Vec::len).sum());
         for record in records {
-            match &self.framing {
+            match &mut self.framing {
                 Framing::Delimited => batch.extend_from_slice(record),
                 Framing::Syslog(format) => {
                     if let Err(err) = format.frame(record, &mut batch) {

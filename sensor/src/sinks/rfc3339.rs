@@ -1,0 +1,121 @@
+//! Timestamps as the JSON encoding writes them (RFC 3339 in UTC, `+00:00`, with 0, 3, 6 or 9
+//! fraction digits as the value needs: what pbjson writes through chrono), without chrono's
+//! general formatting machinery, since every event carries one.
+use pbjson_types::Timestamp;
+
+/// 9999-12-31T23:59:59.
+const LAST_SECOND: i64 = 253_402_300_799;
+
+/// True for the times this module writes: the years 1970 to 9999, valid nanoseconds. Others
+/// are left to pbjson.
+pub fn writable(time: &Timestamp) -> bool {
+    (0..=LAST_SECOND).contains(&time.seconds) && (0..1_000_000_000).contains(&time.nanos)
+}
+
+/// Appends `time` as a quoted JSON string; false (nothing written) where not [`writable`].
+pub fn write_quoted(time: &Timestamp, out: &mut Vec<u8>) -> bool {
+    if !writable(time) {
+        return false;
+    }
+    let days = time.seconds / 86_400;
+    let second_of_day = time.seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    out.push(b'"');
+    digits(out, year as u32, 4);
+    out.push(b'-');
+    digits(out, month, 2);
+    out.push(b'-');
+    digits(out, day, 2);
+    out.push(b'T');
+    digits(out, (second_of_day / 3600) as u32, 2);
+    out.push(b':');
+    digits(out, (second_of_day / 60 % 60) as u32, 2);
+    out.push(b':');
+    digits(out, (second_of_day % 60) as u32, 2);
+    let nanos = time.nanos as u32;
+    if nanos != 0 {
+        out.push(b'.');
+        if nanos.is_multiple_of(1_000_000) {
+            digits(out, nanos / 1_000_000, 3);
+        } else if nanos.is_multiple_of(1_000) {
+            digits(out, nanos / 1_000, 6);
+        } else {
+            digits(out, nanos, 9);
+        }
+    }
+    out.extend_from_slice(b"+00:00\"");
+    true
+}
+
+/// `value` in exactly `width` decimal digits, zero-padded.
+fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    let mut divisor = 10u32.pow(width - 1);
+    while divisor > 0 {
+        out.push(b'0' + (value / divisor % 10) as u8);
+        divisor /= 10;
+    }
+}
+
+/// Year, month and day of a count of days since 1970-01-01 (proleptic Gregorian calendar;
+/// the "days from civil" algorithm run backwards).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_what_pbjson_writes() {
+        let mut seconds: i64 = 0;
+        let nanos = [0, 5_000_000, 120_000, 999_999_999, 1, 100_000_000];
+        let mut checked = 0;
+        while seconds <= 253_402_300_799 {
+            for &nanos in &nanos {
+                let time = Timestamp { seconds, nanos };
+                let mut ours = Vec::new();
+                assert!(write_quoted(&time, &mut ours));
+                let pbjson = serde_json::to_vec(&time).unwrap();
+                assert_eq!(
+                    String::from_utf8(ours).unwrap(),
+                    String::from_utf8(pbjson).unwrap()
+                );
+                checked += 1;
+            }
+            // Steps that land on every kind of day: leap days, month and year ends.
+            seconds += 86_400 * 13 + 3_607;
+        }
+        assert!(checked > 1_000_000);
+        let mut out = Vec::new();
+        assert!(!write_quoted(
+            &Timestamp {
+                seconds: -1,
+                nanos: 0
+            },
+            &mut out
+        ));
+        assert!(!write_quoted(
+            &Timestamp {
+                seconds: 0,
+                nanos: -1
+            },
+            &mut out
+        ));
+        assert!(out.is_empty());
+    }
+}
