@@ -549,10 +549,10 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
         "{events} synthetic file-open events per sink, release build"
     ));
     report.line(format!(
-        "{:<32} {:>16} {:>18}",
-        "sink", "accepted/s", "delivered/s"
+        "{:<32} {:>16} {:>18} {:>22}",
+        "sink", "accepted/s", "delivered/s", "receiver CPU % (core)"
     ));
-    for (label, sink) in cases {
+    for (label, sink, receiver) in cases {
         let spool = work.path().join(format!("spool-{}", label.len()));
         let config = work.path().join("bench-sink.toml");
         std::fs::write(
@@ -562,9 +562,20 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
                 spool.display()
             ),
         )?;
+        let receiver_cpu = |pid: Option<u32>| pid.and_then(|pid| process_cpu(pid).ok());
+        let before = receiver_cpu(receiver);
         let [n, accepted, delivered] = run_sinks_bench(label, events, &config)?;
+        // How busy the receiver was while the sink delivered: near 100 means it, not the sink,
+        // set the pace.
+        let busy = match (before, receiver_cpu(receiver)) {
+            (Some(before), Some(after)) => format!(
+                "{:.0}",
+                (after - before).as_secs_f64() * 1e11 / delivered.max(1.0)
+            ),
+            _ => "-".to_owned(),
+        };
         report.line(format!(
-            "{label:<32} {:>16.0} {:>18.0}",
+            "{label:<32} {:>16.0} {:>18.0} {busy:>22}",
             n / (accepted / 1e9),
             n / (delivered / 1e9)
         ));
@@ -588,12 +599,12 @@ fn discarding_collector() -> Result<String> {
     Ok(address)
 }
 
-/// Each sink measured: its label and its `[[sinks]]` body.
+/// Each sink measured: its label, its `[[sinks]]` body and the receiving server's pid.
 fn sink_cases(
     work: &Path,
     tcp_address: &str,
     receivers: &Receivers,
-) -> Vec<(&'static str, String)> {
+) -> Vec<(&'static str, String, Option<u32>)> {
     vec![
         (
             "file, JSON lines",
@@ -601,6 +612,7 @@ fn sink_cases(
                 "type = \"file\"\npath = \"{}/events.json\"\nformat = \"json\"",
                 work.display()
             ),
+            None,
         ),
         (
             "file, delimited protobuf",
@@ -608,10 +620,12 @@ fn sink_cases(
                 "type = \"file\"\npath = \"{}/events.pb\"\nformat = \"protobuf\"",
                 work.display()
             ),
+            None,
         ),
         (
             "tcp, delimited protobuf",
             format!("type = \"tcp\"\naddress = \"{tcp_address}\""),
+            None,
         ),
         (
             "syslog to rsyslogd",
@@ -619,6 +633,7 @@ fn sink_cases(
                 "type = \"syslog\"\naddress = \"{}\"",
                 receivers.syslog_address
             ),
+            Some(receivers.rsyslog_pid),
         ),
         (
             "nats JetStream, acknowledged",
@@ -626,6 +641,7 @@ fn sink_cases(
                 "type = \"nats\"\nurl = \"{}\"\nstream = \"BENCH\"\ncreate_stream = true",
                 receivers.nats_url
             ),
+            Some(receivers.nats_pid),
         ),
     ]
 }
@@ -657,6 +673,8 @@ fn run_sinks_bench(label: &str, events: u64, config: &Path) -> Result<[f64; 3]> 
 struct Receivers {
     syslog_address: String,
     nats_url: String,
+    rsyslog_pid: u32,
+    nats_pid: u32,
     children: Vec<Child>,
 }
 
@@ -713,6 +731,8 @@ impl Receivers {
         Ok(Self {
             syslog_address: format!("127.0.0.1:{syslog_port}"),
             nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            rsyslog_pid: rsyslog.id(),
+            nats_pid: nats.id(),
             children: vec![rsyslog, nats],
         })
     }
