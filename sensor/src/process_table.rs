@@ -82,7 +82,9 @@ impl ProcessEntry {
 }
 
 pub struct ProcessTable {
-    by_pid: HashMap<u32, ProcessEntry>,
+    /// Boxed: a busy host replaces thousands of entries a second, and the table's own slots
+    /// stay small, so growing or tidying it moves pointers rather than whole entries.
+    by_pid: HashMap<u32, Box<ProcessEntry>>,
     grace: Duration,
 }
 
@@ -105,18 +107,24 @@ impl ProcessTable {
 
     /// Records a process (new, or re-exec'd), replacing any older entry of the same pid.
     pub fn upsert(&mut self, entry: ProcessEntry) {
-        self.by_pid.insert(entry.pid, entry);
+        self.by_pid.insert(entry.pid, Box::new(entry));
     }
 
     /// The entry for this exact process (pid and exec_id must both match, so a reused pid is
     /// never mistaken for the process that had it before).
     pub fn get(&self, pid: u32, exec_id: &str) -> Option<&ProcessEntry> {
-        self.by_pid.get(&pid).filter(|e| e.exec_id == exec_id)
+        self.by_pid
+            .get(&pid)
+            .map(Box::as_ref)
+            .filter(|e| e.exec_id == exec_id)
     }
 
     /// [`Self::get`], for updating.
     pub fn get_mut(&mut self, pid: u32, exec_id: &str) -> Option<&mut ProcessEntry> {
-        self.by_pid.get_mut(&pid).filter(|e| e.exec_id == exec_id)
+        self.by_pid
+            .get_mut(&pid)
+            .map(Box::as_mut)
+            .filter(|e| e.exec_id == exec_id)
     }
 
     /// A forked child starts with its parent's image and privilege chain (with any change the
