@@ -13,7 +13,11 @@ use custos_proto::v1::{
     event::Body, Cgroup, Event, FileAccess, FileOpen, Group, Identity, Process,
 };
 
-use custos::{config::Config, families::timestamp, sinks::Sinks};
+use custos::{
+    config::Config,
+    families::timestamp,
+    sinks::{PartTagger, Sinks},
+};
 
 fn run(config_path: &Path, events: u64) -> Result<()> {
     let config = Config::load(config_path)?;
@@ -26,9 +30,12 @@ fn run(config_path: &Path, events: u64) -> Result<()> {
     let template = sample_event();
     let start = Instant::now();
     let mut event = template.clone();
+    // As in the daemon, the reader side names each event's parts.
+    let mut tagger = PartTagger::default();
     for seq in 1..=events {
         event.seq = seq;
-        sinks.write(&mut event)?;
+        let ids = tagger.tag(&event);
+        sinks.write(&mut event, ids)?;
         if seq % 1024 == 0 {
             sinks.flush()?;
         }

@@ -34,6 +34,16 @@ struct Step {
     /// includes start-up).
     load_rss_mib: f64,
     peak_rss_mib: f64,
+    /// Largest private (anonymous) resident set while the load ran: the resident set less the
+    /// binary's pages and the ring buffer's mapping (kernel memory, mapped twice).
+    load_private_mib: f64,
+}
+
+impl Step {
+    /// Daemon CPU per event written, in µs.
+    fn us_per_event(&self) -> f64 {
+        self.daemon_cpu * 1e6 / self.events_per_second.max(1.0)
+    }
 }
 
 pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
@@ -52,13 +62,15 @@ pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
         options.exec_rate, options.seconds, options.rounds
     ));
     report.line(format!(
-        "{:<14} {:>30} {:>8} {:>18} {:>20} {:>20}",
+        "{:<10} {:>26} {:>8} {:>14} {:>14} {:>18} {:>18} {:>18}",
         "open loops",
         "events/s written",
         "lost",
         "daemon CPU %",
-        "RSS under load MiB",
-        "peak RSS MiB"
+        "µs/event",
+        "RSS (load) MiB",
+        "peak RSS MiB",
+        "private (load) MiB"
     ));
     let mut best_lossless = 0.0f64;
     for loops in 1..=3 {
@@ -75,17 +87,24 @@ pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
         let cpu = spread(steps.iter().map(|s| s.daemon_cpu * 100.0).collect());
         let load_rss = spread(steps.iter().map(|s| s.load_rss_mib).collect());
         let rss = spread(steps.iter().map(|s| s.peak_rss_mib).collect());
+        let per_event = spread(steps.iter().map(Step::us_per_event).collect());
+        let private = spread(steps.iter().map(|s| s.load_private_mib).collect());
         if lost == 0 {
             best_lossless = best_lossless.max(rate.1);
         }
+        let range = |(min, median, max): (f64, f64, f64), digits: usize| {
+            format!("{median:.digits$} ({min:.digits$}..{max:.digits$})")
+        };
         report.line(format!(
-            "{:<14} {:>30} {:>8} {:>18} {:>20} {:>20}",
+            "{:<10} {:>26} {:>8} {:>14} {:>14} {:>18} {:>18} {:>18}",
             loops,
-            format!("{:.0} ({:.0}..{:.0})", rate.1, rate.0, rate.2),
+            range(rate, 0),
             lost,
-            format!("{:.0} ({:.0}..{:.0})", cpu.1, cpu.0, cpu.2),
-            format!("{:.1} ({:.1}..{:.1})", load_rss.1, load_rss.0, load_rss.2),
-            format!("{:.1} ({:.1}..{:.1})", rss.1, rss.0, rss.2),
+            range(cpu, 0),
+            range(per_event, 2),
+            range(load_rss, 1),
+            range(rss, 1),
+            range(private, 1),
         ));
     }
     report.line(format!(
@@ -127,12 +146,13 @@ fn step(
     let sampler = {
         let (sampling, pid) = (sampling.clone(), daemon.pid());
         std::thread::spawn(move || {
-            let mut max = 0;
+            let (mut rss, mut private) = (0, 0);
             while sampling.load(Ordering::Relaxed) {
-                max = max.max(status_kib(pid, "VmRSS:"));
+                rss = rss.max(status_kib(pid, "VmRSS:"));
+                private = private.max(status_kib(pid, "RssAnon:"));
                 std::thread::sleep(Duration::from_millis(50));
             }
-            max
+            (rss, private)
         })
     };
     let runs = spawn_loops(file, options.seconds, loops)?;
@@ -152,7 +172,7 @@ fn step(
     std::thread::sleep(Duration::from_millis(300));
     let daemon_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     sampling.store(false, Ordering::Relaxed);
-    let load_rss_mib = sampler.join().unwrap_or(0) as f64 / 1024.0;
+    let (load_rss, load_private) = sampler.join().unwrap_or((0, 0));
     let peak_rss_mib = status_kib(daemon.pid(), "VmHWM:") as f64 / 1024.0;
     let output = daemon.output.clone();
     daemon.stop()?;
@@ -161,12 +181,13 @@ fn step(
         events_per_second: written as f64 / elapsed.as_secs_f64(),
         lost: opens.saturating_sub(accounted).max(reported_lost),
         daemon_cpu: daemon_cpu.as_secs_f64() / elapsed.as_secs_f64(),
-        load_rss_mib,
+        load_rss_mib: load_rss as f64 / 1024.0,
         peak_rss_mib,
+        load_private_mib: load_private as f64 / 1024.0,
     })
 }
 
-/// A KiB figure of /proc/PID/status (`VmRSS:`, `VmHWM:`).
+/// A KiB figure of /proc/PID/status (`VmRSS:`, `VmHWM:`, `RssAnon:`).
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

@@ -53,7 +53,7 @@ use crate::{
     proc_scan,
     process_table::ProcessTable,
     sessions::{SessionSources, SessionTracker},
-    sinks::{spool::Spool, Sinks, SpoolLoss},
+    sinks::{spool::Spool, Batch, PartTagger, Sinks, SpoolLoss},
     tail,
 };
 
@@ -259,7 +259,8 @@ impl Daemon {
             process_events: config.sensors.process,
             next_seq: 1,
             out: channels.out,
-            batch: Vec::with_capacity(SINK_BATCH),
+            batch: Batch::with_capacity(SINK_BATCH),
+            tagger: PartTagger::default(),
             spent: channels.spent,
             spare: None,
             undecodable: Vec::new(),
@@ -425,6 +426,8 @@ impl Daemon {
             .enricher
             .set_rules(config.devices.rules, redactor_for(&config.privacy)?);
         stages.privacy = Privacy::new(&config.privacy)?;
+        // Equal parts may now be encoded differently.
+        stages.tagger.reset();
         stages.file_events = config.privacy.file_events;
         stages.alerts.replace_rules(config.alerts.rules);
         Ok(())
@@ -574,9 +577,9 @@ fn new_enricher(
 
 /// The reader's ends of the channels to and from the sink thread.
 struct SinkChannels {
-    out: UnboundedSender<Vec<Event>>,
+    out: UnboundedSender<Batch>,
     spool_losses: UnboundedReceiver<SpoolLoss>,
-    spent: std::sync::mpsc::Receiver<Vec<Event>>,
+    spent: std::sync::mpsc::Receiver<Batch>,
 }
 
 /// Starts the thread that writes to the sinks.

@@ -22,7 +22,7 @@ use crate::{
     kernel::drops::{DropCause, DropCounters},
     metrics::{KindLabels, Metrics},
     privacy::Privacy,
-    sinks::SpoolLoss,
+    sinks::{Batch, PartTagger, SpoolLoss},
 };
 
 /// Events handed to the sink thread at once at most (a large drain goes over in pieces, so the
@@ -64,14 +64,16 @@ pub(super) struct Stages {
     pub(super) next_seq: u64,
     /// Events for the sink thread, handed over a batch at a time: one wakeup of the sink
     /// thread per drain instead of one per event.
-    pub(super) out: UnboundedSender<Vec<Event>>,
-    pub(super) batch: Vec<Event>,
+    pub(super) out: UnboundedSender<Batch>,
+    pub(super) batch: Batch,
+    /// Names the parts of each event for the sinks' encoding caches.
+    pub(super) tagger: PartTagger,
     /// Batches the sink thread has written, coming back: their events are freed here, on the
     /// thread that allocated them, so their memory goes straight back to this thread's free
     /// lists (a smaller resident set than freeing across threads), and one buffer is kept for
     /// the next batch.
-    pub(super) spent: std::sync::mpsc::Receiver<Vec<Event>>,
-    pub(super) spare: Option<Vec<Event>>,
+    pub(super) spent: std::sync::mpsc::Receiver<Batch>,
+    pub(super) spare: Option<Batch>,
     /// Undecodable records per kind since the last housekeeping tick.
     pub(super) undecodable: Vec<(u32, u64)>,
     /// What the sinks' spools dropped, to report in-band.
@@ -100,7 +102,8 @@ impl Stages {
             let _ = self.tail.send(Arc::new(event.clone()));
         }
         self.privacy.apply(&mut event);
-        self.batch.push(event);
+        let ids = self.tagger.tag(&event);
+        self.batch.push(event, ids);
         if self.batch.len() >= SINK_BATCH {
             self.hand_over()?;
         }
@@ -119,7 +122,7 @@ impl Stages {
         let next = self
             .spare
             .take()
-            .unwrap_or_else(|| Vec::with_capacity(SINK_BATCH));
+            .unwrap_or_else(|| Batch::with_capacity(SINK_BATCH));
         let batch = std::mem::replace(&mut self.batch, next);
         self.out
             .send(batch)

@@ -11,7 +11,7 @@ use prost::{
     Message,
 };
 
-use super::parts::{identity_slot, PartCache};
+use super::parts::{identity_slot, PartCache, PartIds};
 
 /// Field numbers of `Event`'s identity and process (custos.v1 schema).
 const IDENTITY_FIELD: u32 = 6;
@@ -28,19 +28,20 @@ fn encode_raw<M: Message>(part: &M, out: &mut Vec<u8>) {
 }
 
 impl ProtobufEncoder {
-    /// Appends `event`, length-delimited, to `out`. The event is lent back unchanged.
-    pub fn encode(&mut self, event: &mut Event, out: &mut Vec<u8>) {
+    /// Appends `event`, length-delimited, to `out`; `ids` are its parts' (see [`PartIds`]).
+    /// The event is lent back unchanged.
+    pub fn encode(&mut self, event: &mut Event, ids: PartIds, out: &mut Vec<u8>) {
         let identity = event.identity.take();
         let process = event.process.take();
         let body = event.body.take();
 
         let identity_bytes = identity.as_ref().map(|identity| {
             self.identities
-                .encoded(identity_slot(identity), identity, encode_raw)
+                .encoded(identity_slot(identity), ids.identity, identity, encode_raw)
         });
         let process_bytes = process.as_ref().map(|process| {
             self.processes
-                .encoded(process.tid as usize, process, encode_raw)
+                .encoded(process.tid as usize, ids.process, process, encode_raw)
         });
         // Event's fields in their numbers' order: the scalar head, identity, process, body.
         let head_len = event.encoded_len();
@@ -74,7 +75,7 @@ pub(crate) mod tests {
     use custos_proto::v1::{event::Body, Cgroup, FileOpen, Group, ProcessExit};
 
     use super::*;
-    use crate::sinks::parts::SLOTS;
+    use crate::sinks::parts::{PartTagger, SLOTS};
 
     pub(crate) fn process(tid: u32, binary: &str) -> Process {
         Process {
@@ -158,17 +159,22 @@ pub(crate) mod tests {
             },
             Event::default(),
         ];
-        for event in &mut events {
+        // Parts known by content, then by the ids the reader side gives them.
+        let mut tagged = ProtobufEncoder::default();
+        let mut tagger = PartTagger::default();
+        // Twice, so that every part is met again.
+        let mut twice = events.clone();
+        twice.extend(events);
+        for event in &mut twice {
             let before = event.clone();
+            let expected = event.encode_length_delimited_to_vec();
             let mut ours = Vec::new();
-            encoder.encode(event, &mut ours);
+            encoder.encode(event, PartIds::default(), &mut ours);
             assert_eq!(*event, before, "the event is handed back unchanged");
-            assert_eq!(
-                ours,
-                event.encode_length_delimited_to_vec(),
-                "event {}",
-                event.seq
-            );
+            assert_eq!(ours, expected, "event {}", event.seq);
+            let mut by_id = Vec::new();
+            tagged.encode(event, tagger.tag(event), &mut by_id);
+            assert_eq!(by_id, expected, "event {} by id", event.seq);
         }
     }
 }

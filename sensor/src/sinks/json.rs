@@ -9,12 +9,13 @@ use anyhow::{Context as _, Result};
 use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 
 use super::{
-    parts::{identity_slot, PartCache},
+    parts::{identity_slot, PartCache, PartIds},
     rfc3339,
 };
 
 /// The fields taken out of an event to be written by the encoder itself.
 struct Parts<'a> {
+    ids: PartIds,
     time: Option<pbjson_types::Timestamp>,
     identity: &'a Option<Identity>,
     process: &'a Option<Process>,
@@ -38,8 +39,9 @@ fn to_json<M: serde::Serialize>(part: &M, out: &mut Vec<u8>) {
 }
 
 impl JsonEncoder {
-    /// Appends `event` as one JSON line to `out`. The event is lent back unchanged.
-    pub fn encode(&mut self, event: &mut Event, out: &mut Vec<u8>) -> Result<()> {
+    /// Appends `event` as one JSON line to `out`; `ids` are its parts' (see [`PartIds`]). The
+    /// event is lent back unchanged.
+    pub fn encode(&mut self, event: &mut Event, ids: PartIds, out: &mut Vec<u8>) -> Result<()> {
         let identity = event.identity.take();
         let process = event.process.take();
         // Written here where the short path can (every real event time).
@@ -51,6 +53,7 @@ impl JsonEncoder {
         };
         let body = exec.is_some().then(|| event.body.take()).flatten();
         let parts = Parts {
+            ids,
             time,
             identity: &identity,
             process: &process,
@@ -90,12 +93,22 @@ impl JsonEncoder {
         if let Some(identity) = parts.identity {
             field(out, "identity");
             let slot = identity_slot(identity);
-            out.extend_from_slice(self.identities.encoded(slot, identity, to_json));
+            out.extend_from_slice(self.identities.encoded(
+                slot,
+                parts.ids.identity,
+                identity,
+                to_json,
+            ));
         }
         if let Some(process) = parts.process {
             field(out, "process");
             let slot = process.tid as usize;
-            out.extend_from_slice(self.processes.encoded(slot, process, to_json));
+            out.extend_from_slice(self.processes.encoded(
+                slot,
+                parts.ids.process,
+                process,
+                to_json,
+            ));
         }
         if let Some(parent) = parts.exec {
             field(out, "exec");
@@ -103,7 +116,12 @@ impl JsonEncoder {
             if let Some(parent) = parent {
                 out.extend_from_slice(b"\"parent\":");
                 let slot = parent.pid as usize;
-                out.extend_from_slice(self.parents.encoded(slot, parent, to_json));
+                out.extend_from_slice(self.parents.encoded(
+                    slot,
+                    parts.ids.parent,
+                    parent,
+                    to_json,
+                ));
             }
             out.push(b'}');
         }
@@ -119,7 +137,7 @@ mod tests {
     use super::*;
     use crate::sinks::{
         encode::tests::{event, identity, process},
-        parts::SLOTS,
+        parts::{PartTagger, SLOTS},
     };
 
     #[test]
@@ -154,12 +172,23 @@ mod tests {
             exec(10, None),
             Event::default(),
         ];
-        for event in &mut events {
+        // Parts known by content, then by the ids the reader side gives them.
+        let mut tagged = JsonEncoder::default();
+        let mut tagger = PartTagger::default();
+        // Twice, so that every part is met again.
+        let mut twice = events.clone();
+        twice.extend(events);
+        for event in &mut twice {
             let before = event.clone();
             let mut ours = Vec::new();
-            encoder.encode(event, &mut ours).unwrap();
+            encoder
+                .encode(event, PartIds::default(), &mut ours)
+                .unwrap();
             assert_eq!(*event, before, "the event is handed back unchanged");
             assert_eq!(ours.last(), Some(&b'\n'), "one line");
+            let mut by_id = Vec::new();
+            tagged.encode(event, tagger.tag(event), &mut by_id).unwrap();
+            assert_eq!(by_id, ours, "event {} by id", event.seq);
             let ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
             let pbjson = serde_json::to_value(&*event).unwrap();
             assert_eq!(ours, pbjson, "event {}", event.seq);

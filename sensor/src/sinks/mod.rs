@@ -36,6 +36,7 @@ use crate::{
 };
 use encode::ProtobufEncoder;
 use json::JsonEncoder;
+pub use parts::{PartIds, PartTagger};
 use spool::{Dropped, Spool};
 
 /// Events written between two flushes at most.
@@ -64,6 +65,40 @@ enum Output {
         spool: Arc<Spool>,
         pending: Vec<u8>,
     },
+}
+
+/// Events handed to the sink thread at once, with their parts' ids.
+#[derive(Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub ids: Vec<PartIds>,
+}
+
+impl Batch {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            events: Vec::with_capacity(capacity),
+            ids: Vec::with_capacity(capacity),
+        }
+    }
+
+    pub fn push(&mut self, event: Event, ids: PartIds) {
+        self.events.push(event);
+        self.ids.push(ids);
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.ids.clear();
+    }
 }
 
 pub struct Sinks {
@@ -112,9 +147,10 @@ impl Sinks {
         })
     }
 
-    pub fn write(&mut self, event: &mut Event) -> Result<()> {
+    /// Writes `event`, whose parts have the ids `ids` (see [`PartIds`]; default when unknown).
+    pub fn write(&mut self, event: &mut Event, ids: PartIds) -> Result<()> {
         if self.views.iter().all(Option::is_none) {
-            return self.write_to(event, |_| true);
+            return self.write_to(event, ids, |_| true);
         }
         // Outputs with a view of their own get their own copy and encoding.
         for index in 0..self.views.len() {
@@ -123,16 +159,22 @@ impl Sinks {
             };
             let mut copy = event.clone();
             view.apply(&mut copy);
-            let result = self.write_to(&mut copy, |i| i == index);
+            // The copy's parts differ from those the ids name.
+            let result = self.write_to(&mut copy, PartIds::default(), |i| i == index);
             self.views[index] = Some(view);
             result?;
         }
         let shared: Vec<bool> = self.views.iter().map(Option::is_none).collect();
-        self.write_to(event, |i| shared[i])
+        self.write_to(event, ids, |i| shared[i])
     }
 
     /// Encodes `event` once per format and writes it to the outputs `selected` picks.
-    fn write_to(&mut self, event: &mut Event, selected: impl Fn(usize) -> bool) -> Result<()> {
+    fn write_to(
+        &mut self,
+        event: &mut Event,
+        ids: PartIds,
+        selected: impl Fn(usize) -> bool,
+    ) -> Result<()> {
         self.json.clear();
         self.protobuf.clear();
         let wants_json = self.outputs.iter().enumerate().any(|(i, o)| {
@@ -156,10 +198,10 @@ impl Sinks {
                 )
         });
         if wants_json {
-            self.json_encoder.encode(event, &mut self.json)?;
+            self.json_encoder.encode(event, ids, &mut self.json)?;
         }
         if wants_protobuf {
-            self.encoder.encode(event, &mut self.protobuf);
+            self.encoder.encode(event, ids, &mut self.protobuf);
         }
         for (index, output) in self.outputs.iter_mut().enumerate() {
             if !selected(index) {
@@ -243,26 +285,19 @@ impl Sinks {
     /// memory for long. Spool losses go to `losses`; each batch, once written, goes to `spent`.
     pub fn run(
         mut self,
-        mut events: UnboundedReceiver<Vec<Event>>,
+        mut events: UnboundedReceiver<Batch>,
         losses: UnboundedSender<SpoolLoss>,
-        mut spent: impl FnMut(Vec<Event>),
+        mut spent: impl FnMut(Batch),
     ) -> Result<()> {
         let result = (|| {
             while let Some(mut batch) = events.blocking_recv() {
-                let mut written = 0;
-                for event in &mut batch {
-                    self.write(event)?;
-                }
-                written += batch.len();
+                let mut written = self.write_batch(&mut batch)?;
                 spent(batch);
                 while written < FLUSH_BATCH {
                     let Ok(mut batch) = events.try_recv() else {
                         break;
                     };
-                    for event in &mut batch {
-                        self.write(event)?;
-                    }
-                    written += batch.len();
+                    written += self.write_batch(&mut batch)?;
                     spent(batch);
                 }
                 for loss in self.flush()? {
@@ -274,6 +309,14 @@ impl Sinks {
         })();
         self.finish();
         result
+    }
+
+    /// Writes every event of `batch`; how many.
+    fn write_batch(&mut self, batch: &mut Batch) -> Result<usize> {
+        for (event, ids) in batch.events.iter_mut().zip(&batch.ids) {
+            self.write(event, *ids)?;
+        }
+        Ok(batch.events.len())
     }
 
     /// The network sinks' spools, by sink name (for their size gauges).
@@ -459,8 +502,8 @@ mod tests {
             &Metrics::new("test"),
         )
         .unwrap();
-        sinks.write(&mut event(1)).unwrap();
-        sinks.write(&mut event(2)).unwrap();
+        sinks.write(&mut event(1), PartIds::default()).unwrap();
+        sinks.write(&mut event(2), PartIds::default()).unwrap();
         sinks.flush().unwrap();
 
         let json = std::fs::read_to_string(&json_path).unwrap();
@@ -494,7 +537,7 @@ mod tests {
         )
         .unwrap();
         for seq in 1..=100 {
-            sinks.write(&mut event(seq)).unwrap();
+            sinks.write(&mut event(seq), PartIds::default()).unwrap();
         }
         sinks.flush().unwrap();
         let mut names: Vec<String> = std::fs::read_dir(dir.path())

@@ -1,9 +1,12 @@
-//! A cache of the encodings of recent events' processes and identities, shared by the encoders.
+//! The parts of events that repeat from event to event (their process, identity and an exec's
+//! parent), known by id, and a cache of their encodings shared by the encoders.
 //!
 //! Most events come from a handful of busy processes, and their `Process` and `Identity` are
 //! most of an event's bytes. Each is encoded once and its bytes reused for every event that
-//! carries an equal one.
-use custos_proto::v1::Identity;
+//! carries an equal one. Whether a part is equal to the cached one is settled on the thread
+//! that built the event ([`PartTagger`]), where the part's memory is still in that core's
+//! cache: the sink thread then knows a part by its id without reading it.
+use custos_proto::v1::{event::Body, Event, Identity, Process};
 
 /// Slots per cache: enough for the busy processes of a host, small enough to stay in cache.
 pub const SLOTS: usize = 64;
@@ -14,18 +17,98 @@ pub fn identity_slot(identity: &Identity) -> usize {
     (identity.uid ^ identity.euid.rotate_left(8) ^ session.rotate_left(16)) as usize
 }
 
-/// A direct-mapped cache of encoded messages: a slot keeps the last message that mapped to it
-/// and its bytes. A hit costs one comparison; a miss costs what encoding always cost, plus a
-/// copy of the message.
+/// Ids of an event's parts: two events whose parts have the same non-zero id have equal parts.
+/// 0 means not known: the part is compared in full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartIds {
+    pub process: u64,
+    pub identity: u64,
+    /// An exec's parent process.
+    pub parent: u64,
+}
+
+/// Gives each distinct part an id, by comparing it with the recent parts in its slot.
+#[derive(Default)]
+pub struct PartTagger {
+    processes: TagSlots<Process>,
+    parents: TagSlots<Process>,
+    identities: TagSlots<Identity>,
+    last_id: u64,
+}
+
+impl PartTagger {
+    /// The ids of `event`'s parts as it will be encoded (after the privacy settings).
+    pub fn tag(&mut self, event: &Event) -> PartIds {
+        let last_id = &mut self.last_id;
+        let process = event.process.as_ref().map_or(0, |process| {
+            self.processes.id_of(process.tid as usize, process, last_id)
+        });
+        let identity = event.identity.as_ref().map_or(0, |identity| {
+            self.identities
+                .id_of(identity_slot(identity), identity, last_id)
+        });
+        let parent = match &event.body {
+            Some(Body::Exec(exec)) => exec.parent.as_ref().map_or(0, |parent| {
+                self.parents.id_of(parent.pid as usize, parent, last_id)
+            }),
+            _ => 0,
+        };
+        PartIds {
+            process,
+            identity,
+            parent,
+        }
+    }
+
+    /// Forgets every id given: after a change of privacy settings, an equal part as built may
+    /// be encoded differently.
+    pub fn reset(&mut self) {
+        self.processes = TagSlots::default();
+        self.parents = TagSlots::default();
+        self.identities = TagSlots::default();
+    }
+}
+
+/// Per slot, the last part that mapped to it and its id.
+struct TagSlots<M> {
+    slots: Vec<Option<(M, u64)>>,
+}
+
+impl<M> Default for TagSlots<M> {
+    fn default() -> Self {
+        Self {
+            slots: std::iter::repeat_with(|| None).take(SLOTS).collect(),
+        }
+    }
+}
+
+impl<M: PartialEq + Clone> TagSlots<M> {
+    fn id_of(&mut self, key: usize, part: &M, last_id: &mut u64) -> u64 {
+        let slot = &mut self.slots[key % SLOTS];
+        match slot {
+            Some((cached, id)) if cached == part => *id,
+            _ => {
+                *last_id += 1;
+                *slot = Some((part.clone(), *last_id));
+                *last_id
+            }
+        }
+    }
+}
+
+/// A direct-mapped cache of encoded messages: a slot keeps the id or the message last encoded
+/// there, and its bytes. A hit by id costs nothing; a part without an id costs one comparison
+/// (and on a miss a copy of the message) besides what encoding always cost.
 pub struct PartCache<M> {
-    /// Per slot, the message last encoded there (none yet) and its bytes.
-    slots: Vec<(Option<M>, Vec<u8>)>,
+    /// Per slot, the id of the part last encoded there, the part itself when it came without
+    /// an id, and its bytes.
+    slots: Vec<(u64, Option<M>, Vec<u8>)>,
 }
 
 impl<M> Default for PartCache<M> {
     fn default() -> Self {
         Self {
-            slots: std::iter::repeat_with(|| (None, Vec::new()))
+            slots: std::iter::repeat_with(|| (0, None, Vec::new()))
                 .take(SLOTS)
                 .collect(),
         }
@@ -33,14 +116,97 @@ impl<M> Default for PartCache<M> {
 }
 
 impl<M: PartialEq + Clone> PartCache<M> {
-    /// The bytes `encode` writes for `part`, from slot `key` when it holds an equal message.
-    pub fn encoded(&mut self, key: usize, part: &M, encode: impl Fn(&M, &mut Vec<u8>)) -> &Vec<u8> {
-        let (cached, encoded) = &mut self.slots[key % SLOTS];
-        if cached.as_ref() != Some(part) {
-            *cached = Some(part.clone());
+    /// The bytes `encode` writes for `part` (whose id is `id`, or 0), from slot `key` when it
+    /// holds the same part.
+    pub fn encoded(
+        &mut self,
+        key: usize,
+        id: u64,
+        part: &M,
+        encode: impl Fn(&M, &mut Vec<u8>),
+    ) -> &Vec<u8> {
+        let (cached_id, cached, encoded) = &mut self.slots[key % SLOTS];
+        let hit = if id != 0 {
+            *cached_id == id
+        } else {
+            cached.as_ref() == Some(part)
+        };
+        if !hit {
+            *cached_id = id;
+            *cached = (id == 0).then(|| part.clone());
             encoded.clear();
             encode(part, encoded);
         }
         encoded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(tid: u32, binary: &str) -> Process {
+        Process {
+            tid,
+            binary: binary.into(),
+            ..Process::default()
+        }
+    }
+
+    fn event(process: Process) -> Event {
+        Event {
+            process: Some(process),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn equal_parts_share_an_id_and_different_ones_never_do() {
+        let mut tagger = PartTagger::default();
+        let first = tagger.tag(&event(process(7, "/bin/a"))).process;
+        assert_ne!(first, 0);
+        assert_eq!(tagger.tag(&event(process(7, "/bin/a"))).process, first);
+        let other = tagger.tag(&event(process(7, "/bin/b"))).process;
+        assert_ne!(other, first, "same slot, other contents");
+        let back = tagger.tag(&event(process(7, "/bin/a"))).process;
+        assert_ne!(back, first, "an evicted part comes back under a new id");
+        assert_ne!(back, other);
+        assert_eq!(tagger.tag(&Event::default()), PartIds::default());
+        tagger.reset();
+        assert_ne!(tagger.tag(&event(process(7, "/bin/a"))).process, back);
+    }
+
+    #[test]
+    fn the_cache_answers_by_id_and_without_one_by_content() {
+        let mut cache = PartCache::<Process>::default();
+        let encode = |p: &Process, out: &mut Vec<u8>| out.extend_from_slice(p.binary.as_bytes());
+        assert_eq!(
+            cache.encoded(1, 5, &process(1, "/bin/a"), encode),
+            b"/bin/a"
+        );
+        assert_eq!(
+            cache.encoded(1, 5, &process(1, "/bin/a"), encode),
+            b"/bin/a"
+        );
+        assert_eq!(
+            cache.encoded(1, 6, &process(1, "/bin/b"), encode),
+            b"/bin/b"
+        );
+        assert_eq!(
+            cache.encoded(1, 0, &process(1, "/bin/b"), encode),
+            b"/bin/b"
+        );
+        assert_eq!(
+            cache.encoded(1, 0, &process(1, "/bin/b"), encode),
+            b"/bin/b"
+        );
+        assert_eq!(
+            cache.encoded(1, 0, &process(1, "/bin/c"), encode),
+            b"/bin/c"
+        );
+        assert_eq!(
+            cache.encoded(1, 6, &process(1, "/bin/b"), encode),
+            b"/bin/b"
+        );
     }
 }

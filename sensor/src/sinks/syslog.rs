@@ -7,7 +7,7 @@ use anyhow::Result;
 use custos_proto::v1::{event::Body, Event};
 use prost::Message as _;
 
-use super::json::JsonEncoder;
+use super::{json::JsonEncoder, parts::PartIds};
 
 /// Fixed parts of every message, and the JSON encoder of their bodies.
 pub struct SyslogFormat {
@@ -53,7 +53,8 @@ impl SyslogFormat {
             self.header,
             event.kind().short_name(),
         );
-        self.json.encode(&mut event, &mut message)?;
+        self.json
+            .encode(&mut event, PartIds::default(), &mut message)?;
         // The encoder writes a JSON line; the frame's length delimits the message instead.
         message.pop();
         out.extend_from_slice(itoa::Buffer::new().format(message.len()).as_bytes());
