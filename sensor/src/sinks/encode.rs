@@ -137,7 +137,7 @@ pub(crate) mod tests {
     #[test]
     fn writes_what_prost_writes_on_hits_and_misses() {
         let mut encoder = ProtobufEncoder::default();
-        let mut events = vec![
+        let events = vec![
             event(1, Some(identity(0)), Some(process(100, "/bin/cat"))),
             // The same process and identity again: spliced from the caches.
             event(2, Some(identity(0)), Some(process(100, "/bin/cat"))),

@@ -147,7 +147,7 @@ mod tests {
             body: Some(Body::Exec(ProcessExec { parent })),
             ..event(seq, Some(identity(0)), Some(process(100, "/bin/sh")))
         };
-        let mut events = vec![
+        let events = vec![
             event(1, Some(identity(0)), Some(process(100, "/bin/cat"))),
             // The same process and identity again: spliced from the caches.
             event(2, Some(identity(0)), Some(process(100, "/bin/cat"))),
