@@ -98,7 +98,11 @@ fn read_unix_peer(record: &mut NetworkRecord, sk: u64) -> bool {
 /// the read fits `unix_path` (a sockaddr_un is never longer than the room anyway).
 #[inline(always)]
 fn path_size(len: u64) -> u32 {
-    ((len - SUN_PATH_OFFSET) as u32).min(UNIX_PATH_MAX as u32) & (UNIX_PATH_ROOM as u32 - 1)
+    let size = ((len - SUN_PATH_OFFSET) as u32).min(UNIX_PATH_MAX as u32);
+    // Read back opaquely so the mask is applied here: the optimiser drops it as redundant after
+    // the min, and older verifiers (6.1) lose the min's bound once the value is spilled.
+    // SAFETY: a valid local; volatile only hides it from the optimiser.
+    unsafe { core::ptr::read_volatile(&size) & (UNIX_PATH_ROOM as u32 - 1) }
 }
 
 /// The peer from the caller's `struct sockaddr` at `addr`.
