@@ -103,6 +103,10 @@ pub fn open(options: &Options, report: &mut Report) -> Result<()> {
         })
     })?;
     print_table(report, &results);
+    report.line(format!(
+        "(cargo xtask bench open --seconds {} --rounds {})",
+        options.seconds, options.rounds
+    ));
 
     eprintln!("xtask: bench open: throughput, two open loops at once, every open captured");
     let mut throughput = Vec::new();
@@ -146,6 +150,7 @@ fn print_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
         "open+close of one cached file, one thread; median of {} rounds (min..max)",
         results[0].1.len()
     ));
+
     report.line(format!(
         "{:<42} {:>12} {:>20} {:>8} {:>14}",
         "setup", "opens/s", "ns/open (min..max)", "ratio", "lost"
@@ -546,7 +551,8 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
     let cases = sink_cases(work.path(), &tcp_address, &receivers);
     report.line("");
     report.line(format!(
-        "{events} synthetic file-open events per sink, release build"
+        "{events} synthetic file-open events per sink, release build \
+         (cargo xtask bench sink --events {events})"
     ));
     report.line(format!(
         "{:<32} {:>16} {:>18} {:>22}",

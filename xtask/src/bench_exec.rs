@@ -120,6 +120,13 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
          (min..max); CPU in % of one core",
         options.seconds, options.rounds
     ));
+    let rates: Vec<String> = options.rates.iter().map(u64::to_string).collect();
+    report.line(format!(
+        "(cargo xtask bench exec --rates {} --seconds {} --rounds {})",
+        rates.join(","),
+        options.seconds,
+        options.rounds
+    ));
     for &rate in &options.rates {
         let what = format!("exec: {rate}/s,");
         let results = interleaved(&what, &setups, options.rounds, Setup::label, |setup| {

@@ -92,6 +92,10 @@ fn table(report: &mut Report, options: &Options, results: &[(Setup, Vec<Round>)]
         options.seconds, options.rounds
     ));
     report.line(format!(
+        "(cargo xtask bench network --seconds {} --rounds {})",
+        options.seconds, options.rounds
+    ));
+    report.line(format!(
         "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
         "setup", "conn/s", "wall µs", "client µs", "server µs", "daemon µs", "lost"
     ));

@@ -62,6 +62,10 @@ pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
         options.exec_rate, options.seconds, options.rounds
     ));
     report.line(format!(
+        "(cargo xtask bench throughput --seconds {} --rounds {})",
+        options.seconds, options.rounds
+    ));
+    report.line(format!(
         "{:<10} {:>26} {:>8} {:>14} {:>14} {:>18} {:>18} {:>18}",
         "open loops",
         "events/s written",
