@@ -134,10 +134,10 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn writes_what_prost_writes_on_hits_and_misses() {
-        let mut encoder = ProtobufEncoder::default();
-        let events = vec![
+    /// Events whose parts hit and miss the caches: repeats, same slots with other contents,
+    /// parts missing.
+    pub(crate) fn sample_events() -> Vec<Event> {
+        vec![
             event(1, Some(identity(0)), Some(process(100, "/bin/cat"))),
             // The same process and identity again: spliced from the caches.
             event(2, Some(identity(0)), Some(process(100, "/bin/cat"))),
@@ -158,7 +158,13 @@ pub(crate) mod tests {
                 ..event(7, Some(identity(2)), None)
             },
             Event::default(),
-        ];
+        ]
+    }
+
+    #[test]
+    fn writes_what_prost_writes_on_hits_and_misses() {
+        let mut encoder = ProtobufEncoder::default();
+        let events = sample_events();
         // Parts known by content, then by the ids the reader side gives them.
         let mut tagged = ProtobufEncoder::default();
         let mut tagger = PartTagger::default();

@@ -38,6 +38,17 @@ fn to_json<M: serde::Serialize>(part: &M, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends the JSON of `part` (id `id`), from `cache` where it holds it.
+fn splice<M: serde::Serialize + PartialEq + Clone>(
+    cache: &mut PartCache<M>,
+    slot: usize,
+    id: u64,
+    part: &M,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(cache.encoded(slot, id, part, to_json));
+}
+
 impl JsonEncoder {
     /// Appends `event` as one JSON line to `out`; `ids` are its parts' (see [`PartIds`]). The
     /// event is lent back unchanged.
@@ -93,22 +104,18 @@ impl JsonEncoder {
         if let Some(identity) = parts.identity {
             field(out, "identity");
             let slot = identity_slot(identity);
-            out.extend_from_slice(self.identities.encoded(
+            splice(
+                &mut self.identities,
                 slot,
                 parts.ids.identity,
                 identity,
-                to_json,
-            ));
+                out,
+            );
         }
         if let Some(process) = parts.process {
             field(out, "process");
             let slot = process.tid as usize;
-            out.extend_from_slice(self.processes.encoded(
-                slot,
-                parts.ids.process,
-                process,
-                to_json,
-            ));
+            splice(&mut self.processes, slot, parts.ids.process, process, out);
         }
         if let Some(parent) = parts.exec {
             field(out, "exec");
@@ -116,12 +123,7 @@ impl JsonEncoder {
             if let Some(parent) = parent {
                 out.extend_from_slice(b"\"parent\":");
                 let slot = parent.pid as usize;
-                out.extend_from_slice(self.parents.encoded(
-                    slot,
-                    parts.ids.parent,
-                    parent,
-                    to_json,
-                ));
+                splice(&mut self.parents, slot, parts.ids.parent, parent, out);
             }
             out.push(b'}');
         }
@@ -132,12 +134,10 @@ impl JsonEncoder {
 
 #[cfg(test)]
 mod tests {
-    use custos_proto::v1::ProcessExit;
-
     use super::*;
     use crate::sinks::{
-        encode::tests::{event, identity, process},
-        parts::{PartTagger, SLOTS},
+        encode::tests::{event, identity, process, sample_events},
+        parts::PartTagger,
     };
 
     #[test]
@@ -147,31 +147,12 @@ mod tests {
             body: Some(Body::Exec(ProcessExec { parent })),
             ..event(seq, Some(identity(0)), Some(process(100, "/bin/sh")))
         };
-        let events = vec![
-            event(1, Some(identity(0)), Some(process(100, "/bin/cat"))),
-            // The same process and identity again: spliced from the caches.
-            event(2, Some(identity(0)), Some(process(100, "/bin/cat"))),
-            // Same slots, different contents: the caches must not answer with stale JSON.
-            event(3, Some(identity(0)), Some(process(100, "/bin/dog"))),
-            event(
-                4,
-                Some(identity(1)),
-                Some(process(100 + SLOTS as u32, "/bin/cat")),
-            ),
-            event(5, None, None),
-            Event {
-                body: Some(Body::Exit(ProcessExit::default())),
-                ..event(6, None, Some(process(7, "/bin/true")))
-            },
-            Event {
-                body: None,
-                ..event(7, Some(identity(2)), None)
-            },
+        let mut events = sample_events();
+        events.extend([
             exec(8, Some(process(1, "/sbin/init"))),
             exec(9, Some(process(1, "/sbin/init"))),
             exec(10, None),
-            Event::default(),
-        ];
+        ]);
         // Parts known by content, then by the ids the reader side gives them.
         let mut tagged = JsonEncoder::default();
         let mut tagger = PartTagger::default();

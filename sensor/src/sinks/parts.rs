@@ -179,34 +179,30 @@ mod tests {
     #[test]
     fn the_cache_answers_by_id_and_without_one_by_content() {
         let mut cache = PartCache::<Process>::default();
-        let encode = |p: &Process, out: &mut Vec<u8>| out.extend_from_slice(p.binary.as_bytes());
-        assert_eq!(
-            cache.encoded(1, 5, &process(1, "/bin/a"), encode),
-            b"/bin/a"
-        );
-        assert_eq!(
-            cache.encoded(1, 5, &process(1, "/bin/a"), encode),
-            b"/bin/a"
-        );
-        assert_eq!(
-            cache.encoded(1, 6, &process(1, "/bin/b"), encode),
-            b"/bin/b"
-        );
-        assert_eq!(
-            cache.encoded(1, 0, &process(1, "/bin/b"), encode),
-            b"/bin/b"
-        );
-        assert_eq!(
-            cache.encoded(1, 0, &process(1, "/bin/b"), encode),
-            b"/bin/b"
-        );
-        assert_eq!(
-            cache.encoded(1, 0, &process(1, "/bin/c"), encode),
-            b"/bin/c"
-        );
-        assert_eq!(
-            cache.encoded(1, 6, &process(1, "/bin/b"), encode),
-            b"/bin/b"
-        );
+        let encodings = std::cell::Cell::new(0);
+        let encode = |p: &Process, out: &mut Vec<u8>| {
+            encodings.set(encodings.get() + 1);
+            out.extend_from_slice(p.binary.as_bytes());
+        };
+        // (id, binary, encoded again)
+        let steps = [
+            (5, "/bin/a", true),
+            (5, "/bin/a", false),
+            (6, "/bin/b", true),
+            (0, "/bin/b", true),
+            (0, "/bin/b", false),
+            (0, "/bin/c", true),
+            (6, "/bin/b", true),
+        ];
+        for (id, binary, encoded_again) in steps {
+            let before = encodings.get();
+            let bytes = cache.encoded(1, id, &process(1, binary), encode).clone();
+            assert_eq!(bytes, binary.as_bytes(), "id {id}, {binary}");
+            assert_eq!(
+                encodings.get() > before,
+                encoded_again,
+                "id {id}, {binary}: a hit must not encode, a miss must"
+            );
+        }
     }
 }
