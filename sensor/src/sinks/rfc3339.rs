@@ -3,13 +3,14 @@
 //! general formatting machinery, since every event carries one.
 use pbjson_types::Timestamp;
 
-/// 9999-12-31T23:59:59.
+/// 0000-01-01T00:00:00 and 9999-12-31T23:59:59: the years written with four digits.
+const FIRST_SECOND: i64 = -62_167_219_200;
 const LAST_SECOND: i64 = 253_402_300_799;
 
-/// True for the times this module writes: the years 1970 to 9999, valid nanoseconds. Others
-/// are left to pbjson.
+/// True for the times this module writes: the years 0 to 9999, valid nanoseconds. Others are
+/// left to pbjson.
 pub fn writable(time: &Timestamp) -> bool {
-    (0..=LAST_SECOND).contains(&time.seconds) && (0..1_000_000_000).contains(&time.nanos)
+    (FIRST_SECOND..=LAST_SECOND).contains(&time.seconds) && (0..1_000_000_000).contains(&time.nanos)
 }
 
 /// Appends `time` as a quoted JSON string; false (nothing written) where not [`writable`].
@@ -17,10 +18,21 @@ pub fn write_quoted(time: &Timestamp, out: &mut Vec<u8>) -> bool {
     if !writable(time) {
         return false;
     }
-    let days = time.seconds / 86_400;
-    let second_of_day = time.seconds % 86_400;
-    let (year, month, day) = civil_from_days(days);
     out.push(b'"');
+    write(time, out);
+    out.push(b'"');
+    true
+}
+
+/// Appends `time` (syslog's TIMESTAMP has the same form); false (nothing written) where not
+/// [`writable`].
+pub fn write(time: &Timestamp, out: &mut Vec<u8>) -> bool {
+    if !writable(time) {
+        return false;
+    }
+    let days = time.seconds.div_euclid(86_400);
+    let second_of_day = time.seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
     digits(out, year as u32, 4);
     out.push(b'-');
     digits(out, month, 2);
@@ -43,7 +55,7 @@ pub fn write_quoted(time: &Timestamp, out: &mut Vec<u8>) -> bool {
             digits(out, nanos, 9);
         }
     }
-    out.extend_from_slice(b"+00:00\"");
+    out.extend_from_slice(b"+00:00");
     true
 }
 
@@ -82,10 +94,10 @@ mod tests {
 
     #[test]
     fn writes_what_pbjson_writes() {
-        let mut seconds: i64 = 0;
+        let mut seconds = FIRST_SECOND;
         let nanos = [0, 5_000_000, 120_000, 999_999_999, 1, 100_000_000];
         let mut checked = 0;
-        while seconds <= 253_402_300_799 {
+        while seconds <= LAST_SECOND {
             for &nanos in &nanos {
                 let time = Timestamp { seconds, nanos };
                 let mut ours = Vec::new();
@@ -104,7 +116,14 @@ mod tests {
         let mut out = Vec::new();
         assert!(!write_quoted(
             &Timestamp {
-                seconds: -1,
+                seconds: FIRST_SECOND - 1,
+                nanos: 0
+            },
+            &mut out
+        ));
+        assert!(!write_quoted(
+            &Timestamp {
+                seconds: LAST_SECOND + 1,
                 nanos: 0
             },
             &mut out

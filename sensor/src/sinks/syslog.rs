@@ -7,7 +7,7 @@ use anyhow::Result;
 use custos_proto::v1::{event::Body, Event};
 use prost::Message as _;
 
-use super::{json::JsonEncoder, parts::PartIds};
+use super::{json::JsonEncoder, parts::PartIds, rfc3339};
 
 /// Fixed parts of every message, and the JSON encoder of their bodies.
 pub struct SyslogFormat {
@@ -40,19 +40,19 @@ impl SyslogFormat {
             Some(Body::Loss(_)) => SEVERITY_WARNING,
             _ => SEVERITY_INFO,
         };
-        let timestamp = event
-            .time
-            .as_ref()
-            .map(rfc3339)
-            .unwrap_or_else(|| "-".to_owned());
         let mut message = Vec::with_capacity(1024);
         let _ = write!(
             message,
-            "<{}>1 {timestamp} {} {} - ",
-            u16::from(self.facility) * 8 + u16::from(severity),
-            self.header,
-            event.kind().short_name(),
+            "<{}>1 ",
+            u16::from(self.facility) * 8 + u16::from(severity)
         );
+        // The event's own time, as its JSON body writes it (NILVALUE without one).
+        match event.time {
+            Some(time) if rfc3339::write(&time, &mut message) => {}
+            Some(time) => message.extend_from_slice(pbjson_time(&time).as_bytes()),
+            None => message.push(b'-'),
+        }
+        let _ = write!(message, " {} {} - ", self.header, event.kind().short_name());
         self.json
             .encode(&mut event, PartIds::default(), &mut message)?;
         // The encoder writes a JSON line; the frame's length delimits the message instead.
@@ -78,9 +78,9 @@ fn header_field(value: &str) -> String {
     }
 }
 
-fn rfc3339(ts: &pbjson_types::Timestamp) -> String {
-    // The canonical JSON mapping of Timestamp is RFC 3339 already.
-    serde_json::to_value(ts)
+/// A time outside the years the short path writes, as pbjson writes it ("-" if it cannot).
+fn pbjson_time(time: &pbjson_types::Timestamp) -> String {
+    serde_json::to_value(time)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "-".to_owned())
