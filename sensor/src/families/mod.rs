@@ -88,8 +88,8 @@ hooks! {
         Program::TpBtf("sched_process_fork_btf", "sched_process_fork"),
     ];
     /// Syscall results: file opens (file sensor), privilege changes, loop and read-only ioctls,
-    /// mounts, network connections. On the exits of those syscalls only where the kernel has syscall tracepoints;
-    /// else on every syscall's exit.
+    /// mounts, network connections, renames. On the exits of those syscalls only where the
+    /// kernel has syscall tracepoints; else on every syscall's exit.
     SysExit = "sys_exit", Process, required: [
         Program::SyscallTracepoints("sys_exit_syscall", syscalls::TRACEPOINTS),
         Program::TpBtf("sys_exit_btf", "sys_exit"),

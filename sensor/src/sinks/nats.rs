@@ -4,11 +4,9 @@
 //! A batch leaves the spool only once JetStream acknowledged every message in it, so delivery
 //! is at least once; each message carries `Nats-Msg-Id: <run_id>:<seq>`, so a resend inside the
 //! stream's duplicate window is stored once.
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use std::collections::HashMap;
-
 use async_nats::{jetstream, ConnectOptions, HeaderMap, Subject};
 use custos_proto::v1::{Event, EventKind};
 use prost::{
