@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
 use custos_proto::v1::Event;
 use sd_notify::NotifyState;
 use sensor_common::{
@@ -248,7 +248,7 @@ impl Daemon {
         let mut filters = FilterMaps::take(&mut sensor.ebpf, completions, renames_seen)?;
         filters.apply(&rules)?;
         let ring = take_ring(&mut sensor)?;
-        let reader_asleep = take_array(&mut sensor, READER_ASLEEP_MAP)?;
+        let reader_asleep = take_map(&mut sensor, READER_ASLEEP_MAP)?;
         let drops = DropCounters::take(&mut sensor.ebpf)?;
         let enricher = new_enricher(&config, host, people, &cgroup_root)?;
         let (writer, channels) = spawn_sink_thread(sinks)?;
@@ -488,40 +488,28 @@ fn load_kernel(config: &Config, metrics: &Metrics) -> Result<loader::LoadedSenso
     Ok(sensor)
 }
 
-/// A hash map of the loaded object, taken out of it.
-fn take_hash_map<K: aya::Pod, V: aya::Pod>(
-    sensor: &mut loader::LoadedSensor,
-    name: &str,
-) -> Result<BpfHashMap<MapData, K, V>> {
+/// A map of the loaded object, taken out of it as the type `M` its user reads it as.
+fn take_map<M>(sensor: &mut loader::LoadedSensor, name: &str) -> Result<M>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
     let map = sensor
         .ebpf
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-    Ok(BpfHashMap::try_from(map)?)
-}
-
-/// An array map of the loaded object, taken out of it.
-fn take_array<V: aya::Pod>(
-    sensor: &mut loader::LoadedSensor,
-    name: &str,
-) -> Result<Array<MapData, V>> {
-    let map = sensor
-        .ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-    Ok(Array::try_from(map)?)
+    Ok(M::try_from(map)?)
 }
 
 /// The daemon's side of the kernel's deduplication of file opens and connects.
 fn kernel_dedup(sensor: &mut loader::LoadedSensor, config: &Config) -> Result<KernelDedup> {
     Ok(KernelDedup {
         files: Dedup::new(
-            take_hash_map(sensor, FILE_DEDUP_MAP)?,
+            take_map(sensor, FILE_DEDUP_MAP)?,
             Duration::from_millis(config.file.dedup_window_ms),
             FILE_DEDUP_ENTRIES,
         ),
         network: Dedup::new(
-            take_hash_map(sensor, NETWORK_DEDUP_MAP)?,
+            take_map(sensor, NETWORK_DEDUP_MAP)?,
             Duration::from_millis(config.network.dedup_window_ms),
             NETWORK_DEDUP_ENTRIES,
         ),
@@ -530,11 +518,7 @@ fn kernel_dedup(sensor: &mut loader::LoadedSensor, config: &Config) -> Result<Ke
 
 /// The ring buffer, registered with tokio.
 fn take_ring(sensor: &mut loader::LoadedSensor) -> Result<AsyncFd<RingBuf<MapData>>> {
-    let ring = sensor
-        .ebpf
-        .take_map(EVENTS_MAP)
-        .ok_or_else(|| anyhow!("map {EVENTS_MAP} missing from the object"))?;
-    let ring = RingBuf::try_from(ring).context("opening the ring buffer")?;
+    let ring: RingBuf<MapData> = take_map(sensor, EVENTS_MAP).context("opening the ring buffer")?;
     // SAFETY: the RingBuf owns the map's fd, and the AsyncFd owns the RingBuf, so the fd stays
     // open for as long as it is registered.
     unsafe { AsyncFd::register(ring) }
@@ -610,10 +594,10 @@ fn attach_device_control(
     sensor: &mut loader::LoadedSensor,
     devices: &mut DeviceTracker,
 ) -> Result<()> {
-    devices.attach_watch_map(take_hash_map(sensor, WATCHED_DEVICES_MAP)?);
+    devices.attach_watch_map(take_map(sensor, WATCHED_DEVICES_MAP)?);
     devices.removal_hooked = sensor.attached(Hook::DiskRemoved);
     if sensor.attached(Hook::SbSetMntOpts) && sensor.attached(Hook::FileOpen) {
-        let map = take_hash_map(sensor, DENIED_DEVICES_MAP)?;
+        let map = take_map(sensor, DENIED_DEVICES_MAP)?;
         devices.kernel_deny = Some(KernelDenyList::new(map));
     }
     Ok(())
