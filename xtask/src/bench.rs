@@ -150,7 +150,6 @@ fn print_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
         "open+close of one cached file, one thread; median of {} rounds (min..max)",
         results[0].1.len()
     ));
-
     report.line(format!(
         "{:<42} {:>12} {:>20} {:>8} {:>14}",
         "setup", "opens/s", "ns/open (min..max)", "ratio", "lost"
@@ -443,6 +442,20 @@ pub fn bpf_by_program(address: &str) -> Result<Vec<(String, f64)>> {
         .filter_map(|l| {
             let (name, rest) = l.split_once('"')?;
             Some((name.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect())
+}
+
+/// Each program's run time since `before` (an earlier [`bpf_by_program`] of the same daemon).
+pub fn bpf_since(address: &str, before: &[(String, f64)]) -> Result<Vec<(String, f64)>> {
+    Ok(bpf_by_program(address)?
+        .into_iter()
+        .map(|(name, after)| {
+            let earlier = before
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, t)| *t);
+            (name, (after - earlier).max(0.0))
         })
         .collect())
 }

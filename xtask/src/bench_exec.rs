@@ -324,17 +324,10 @@ fn with_custos(
     // Let the daemon drain what the storm queued (its timer drains every 10 ms).
     std::thread::sleep(Duration::from_millis(300));
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
-    let bpf_after = crate::bench::bpf_by_program(METRICS)?;
     round.bpf = Some(
-        bpf_after
+        crate::bench::bpf_since(METRICS, &bpf_before)?
             .into_iter()
-            .map(|(program, after)| {
-                let before = bpf_before
-                    .iter()
-                    .find(|(p, _)| *p == program)
-                    .map_or(0.0, |(_, t)| *t);
-                (program, Duration::from_secs_f64((after - before).max(0.0)))
-            })
+            .map(|(program, seconds)| (program, Duration::from_secs_f64(seconds)))
             .collect(),
     );
     let (output, format) = (daemon.output.clone(), daemon.format);

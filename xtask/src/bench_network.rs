@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
-use custos_proto::v1::{event::Body, Event, NetworkOperation};
+use custos_proto::v1::{event::Body, NetworkOperation};
 
 use crate::{
     bench::{interleaved, process_cpu, spread, BenchDaemon},
@@ -173,20 +173,10 @@ fn with_custos(custos: &Path, work: &Path, server: &Server, seconds: u64) -> Res
     // Let the daemon drain what the round queued (its timer drains every 10 ms).
     std::thread::sleep(Duration::from_millis(300));
     round.daemon_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
-    round.bpf = crate::bench::bpf_by_program(METRICS)?
-        .into_iter()
-        .map(|(name, after)| {
-            let before = bpf_before
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(0.0, |(_, b)| *b);
-            (name, (after - before).max(0.0))
-        })
-        .collect();
-    let output = daemon.output.clone();
+    round.bpf = crate::bench::bpf_since(METRICS, &bpf_before)?;
+    let (output, format) = (daemon.output.clone(), daemon.format);
     daemon.stop()?;
-    let events: Vec<Event> =
-        custos_proto::delimited::read_all(std::io::BufReader::new(std::fs::File::open(&output)?))?;
+    let events = BenchDaemon::events(&output, format)?;
     let server_port = SERVER
         .rsplit(':')
         .next()
