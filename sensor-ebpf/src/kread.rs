@@ -101,6 +101,16 @@ impl Mem for Probe {
 }
 
 /// `bpf_probe_read_kernel` of a `T` at `base + offset`; `None` as for [`Mem::read`].
+/// `value`, read back so that the optimiser knows nothing of it: a mask applied to the result
+/// is kept even where a check before made it look redundant. Older verifiers (6.1) lose such
+/// checks' bounds once a value is spilled to the stack; the mask, applied right before the
+/// value's use, gives them one they keep.
+#[inline(always)]
+pub fn opaque<T: Copy>(value: T) -> T {
+    // SAFETY: a valid local; volatile only hides it from the optimiser.
+    unsafe { core::ptr::read_volatile(&value) }
+}
+
 #[inline(always)]
 pub fn read_at<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
     if base.is_null() || offset == MISSING {

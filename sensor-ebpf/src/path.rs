@@ -10,7 +10,7 @@ use aya_ebpf::{
 use sensor_common::{offsets::spans, PATH_MAX};
 
 use crate::{
-    kread::{off, read_ptr, rooms, Fields, Mem},
+    kread::{off, opaque, read_ptr, rooms, Fields, Mem},
     maps::PATH_BUF,
 };
 
@@ -101,10 +101,7 @@ pub fn resolve(dentry: *const u8, vfsmount: *const u8) -> Option<ResolvedPath> {
         // SAFETY: `pos` is PATH_MAX - 1 here, inside the buffer.
         unsafe { *buf.add(pos) = b'/' };
     }
-    // Read back opaquely so the mask survives optimisation: older verifiers (6.1) lose the
-    // bound the check above gave `pos` once it is spilled to the stack.
-    // SAFETY: a valid local; volatile only hides it from the optimiser.
-    let start = unsafe { core::ptr::read_volatile(&pos) } & (PATH_MAX - 1);
+    let start = opaque(pos) & (PATH_MAX - 1);
     Some(ResolvedPath {
         data: buf.wrapping_add(start),
         len: PATH_MAX - start,

@@ -68,24 +68,21 @@ fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
     } else if changes_privileges(nr) {
         on_privilege_syscall::<M>(nr, ret);
     } else if is_mount_syscall(nr) {
-        if ret >= 0 {
-            names_changed();
-        }
         on_mount_syscall::<M>(regs, nr, ret);
     } else if is_network_syscall(nr) {
         on_network_syscall::<M>(regs, nr, ret);
-    } else if renames(nr) {
-        if ret >= 0 {
-            names_changed();
-        }
+    }
+    if ret >= 0 && changes_names(nr) {
+        names_changed();
     }
 }
 
-/// Syscalls that give names new meanings without a mount (renames, a new root).
+/// Syscalls that may give names new meanings: renames, a new root, mounts.
 #[inline(always)]
-fn renames(nr: u64) -> bool {
-    matches!(
-        nr as u32,
-        syscalls::RENAME | syscalls::RENAMEAT | syscalls::RENAMEAT2 | syscalls::PIVOT_ROOT
-    )
+fn changes_names(nr: u64) -> bool {
+    is_mount_syscall(nr)
+        || matches!(
+            nr as u32,
+            syscalls::RENAME | syscalls::RENAMEAT | syscalls::RENAMEAT2 | syscalls::PIVOT_ROOT
+        )
 }

@@ -8,7 +8,7 @@ use super::{
     dedup::{counted_as_repeat, dedup_key, open_window},
     filter::{passes_path_filter, path_action, path_allows},
     lookup::{cwd_path, file_of_fd, inode_identity},
-    verdict::{excludes, name_of, remember_exclusion, remembered_exclusion},
+    verdict::{name_of, remember_exclusion, remembered_exclusion},
     Request, AT_FDCWD,
 };
 use crate::{
@@ -65,7 +65,7 @@ pub fn opened<M: Mem>(
     };
     if name
         .as_ref()
-        .is_some_and(|n| remembered_exclusion(n, flags))
+        .is_some_and(|n| remembered_exclusion(config, n, flags))
     {
         return;
     }
@@ -80,10 +80,9 @@ pub fn opened<M: Mem>(
     if !watched {
         let action = path_action(config, &resolved);
         if !path_allows(config, action, flags) {
+            // Only a rule's exclusion is remembered, not the absence of an include.
             if let (Some(name), Some(action)) = (&name, action) {
-                if excludes(action, flags) {
-                    remember_exclusion(name, action);
-                }
+                remember_exclusion(name, action);
             }
             return;
         }

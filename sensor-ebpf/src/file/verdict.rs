@@ -6,9 +6,9 @@
 //! A verdict holds only while the name means what it meant: the same inode, parent directory
 //! and name hash (a freed dentry's memory may later hold another name), no rename, root change
 //! or mount change anywhere since (they all count in `NAMES_GENERATION`), and the same rules.
-use sensor_common::{filter_action, filter_flags, FileFilterConfig, OpenVerdict, OpenVerdictKey};
+use sensor_common::{filter_flags, FileFilterConfig, OpenVerdict, OpenVerdictKey};
 
-use super::filter::is_write;
+use super::filter::path_allows;
 use crate::{
     emit::atomic_increment,
     kread::{off, read_ptr, Mem, Probe},
@@ -62,9 +62,9 @@ pub fn name_of(
     })
 }
 
-/// True when a remembered verdict for `name` drops an open with `flags`.
+/// True when a remembered verdict for `name` drops an open with `flags` under `config`'s rules.
 #[inline(always)]
-pub fn remembered_exclusion(name: &Name, flags: u32) -> bool {
+pub fn remembered_exclusion(config: &FileFilterConfig, name: &Name, flags: u32) -> bool {
     // SAFETY: the value is copied at once; an entry replaced meanwhile reads old or new.
     let Some(known) = (unsafe { OPEN_VERDICTS.get(&name.key) }).copied() else {
         return false;
@@ -73,10 +73,10 @@ pub fn remembered_exclusion(name: &Name, flags: u32) -> bool {
         action: known.action,
         ..name.verdict
     };
-    known == same_name && excludes(known.action, flags)
+    known == same_name && !path_allows(config, Some(known.action), flags)
 }
 
-/// Remembers that the rules' `action` for `name` excluded an open.
+/// Remembers that the rule with `action` excluded an open of `name`.
 #[inline(always)]
 pub fn remember_exclusion(name: &Name, action: u32) {
     let verdict = OpenVerdict {
@@ -84,10 +84,4 @@ pub fn remember_exclusion(name: &Name, action: u32) {
         ..name.verdict
     };
     let _ = OPEN_VERDICTS.insert(&name.key, &verdict, 0);
-}
-
-/// True when a rule's `action` drops an open with `flags`.
-#[inline(always)]
-pub fn excludes(action: u32, flags: u32) -> bool {
-    action == filter_action::EXCLUDE || (action == filter_action::EXCLUDE_READS && !is_write(flags))
 }

@@ -9,7 +9,7 @@ use sensor_common::{
 
 use crate::{
     file::{file_identity, file_of_fd},
-    kread::{off, Mem, Probe},
+    kread::{off, opaque, Mem, Probe},
 };
 
 /// sizeof(struct sockaddr_in6): family, port, flow info, address, scope id.
@@ -98,11 +98,7 @@ fn read_unix_peer(record: &mut NetworkRecord, sk: u64) -> bool {
 /// the read fits `unix_path` (a sockaddr_un is never longer than the room anyway).
 #[inline(always)]
 fn path_size(len: u64) -> u32 {
-    let size = ((len - SUN_PATH_OFFSET) as u32).min(UNIX_PATH_MAX as u32);
-    // Read back opaquely so the mask is applied here: the optimiser drops it as redundant after
-    // the min, and older verifiers (6.1) lose the min's bound once the value is spilled.
-    // SAFETY: a valid local; volatile only hides it from the optimiser.
-    unsafe { core::ptr::read_volatile(&size) & (UNIX_PATH_ROOM as u32 - 1) }
+    opaque(((len - SUN_PATH_OFFSET) as u32).min(UNIX_PATH_MAX as u32)) & (UNIX_PATH_ROOM as u32 - 1)
 }
 
 /// The peer from the caller's `struct sockaddr` at `addr`.
