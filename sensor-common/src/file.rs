@@ -21,6 +21,42 @@ pub mod file_flags {
     pub const FD_UNKNOWN: u32 = 1 << 5;
 }
 
+/// Bits of [`FileOpenRecord::access_flags`]: the inputs of the kernel's permission check, read
+/// at the open (success only).
+pub mod access_flags {
+    /// The owner, group, mode and capability fields were read.
+    pub const KNOWN: u32 = 1 << 0;
+    /// The open created the file: the check was write and search on its directory.
+    pub const ON_DIRECTORY: u32 = 1 << 1;
+    /// The inode has no POSIX ACL (the kernel's cached answer).
+    pub const NO_ACL: u32 = 1 << 2;
+    /// The inode's ACL was never read by the kernel, so no check consulted it.
+    pub const ACL_NOT_READ: u32 = 1 << 3;
+    /// The filesystem does not cache ACLs, or the entries could not be read: an ACL may exist.
+    pub const ACL_UNKNOWN: u32 = 1 << 4;
+    /// The ACL had more entries than [`super::MAX_ACL_ENTRIES`]; `acl` holds the first ones.
+    pub const ACL_TRUNCATED: u32 = 1 << 5;
+    /// The opener's effective capability set held CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH.
+    pub const CAP_DAC_OVERRIDE: u32 = 1 << 6;
+    pub const CAP_DAC_READ_SEARCH: u32 = 1 << 7;
+}
+
+/// One POSIX ACL entry as the kernel stores it (`struct posix_acl_entry`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AclEntry {
+    /// ACL_USER_OBJ (1), ACL_USER (2), ACL_GROUP_OBJ (4), ACL_GROUP (8), ACL_MASK (0x10),
+    /// ACL_OTHER (0x20).
+    pub tag: u16,
+    /// rwx bits (4, 2, 1).
+    pub perm: u16,
+    /// The user or group id of ACL_USER and ACL_GROUP entries.
+    pub id: u32,
+}
+
+/// ACL entries copied per open at most.
+pub const MAX_ACL_ENTRIES: usize = 16;
+
 /// The syscall behind a [`FileOpenRecord`].
 pub mod open_syscall {
     pub const OPEN: u32 = 1;
@@ -103,8 +139,21 @@ pub struct FileOpenRecord {
     pub dfd: i32,
     /// Kernel dev_t of the file's filesystem (major << 20 | minor); 0 on failure.
     pub dev: u32,
-    pub _pad: u32,
+    /// [`access_flags`].
+    pub access_flags: u32,
     pub ino: u64,
+    /// The opened file's owner, group and mode (`i_uid`, `i_gid`, `i_mode`); 0 on failure.
+    pub file_uid: u32,
+    pub file_gid: u32,
+    pub file_mode: u32,
+    pub _pad: u32,
+    /// The inode the permission check was made on: the file itself, or its directory when the
+    /// open created the file ([`access_flags::ON_DIRECTORY`]).
+    pub checked_uid: u32,
+    pub checked_gid: u32,
+    pub checked_mode: u32,
+    /// Entries of the checked inode's cached POSIX ACL, as the kernel holds them.
+    pub acl: BlobRef,
     /// Identical opens counted in this record's dedup window so far (the first record of a
     /// window carries the running total of the previous windows, see `sensor`'s dedup module).
     pub suppressed_total: u64,
@@ -234,10 +283,11 @@ pub struct ExeKey {
     pub ino: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 352);
+const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 384);
 const _: () = assert!(core::mem::size_of::<FileBuffer>() <= 32 * 1024);
 const _: () = assert!(PATH_MAX + PATH_MAX <= FILE_BLOB_OFFSET_MASK + 1);
 const _: () = assert!(core::mem::size_of::<PrefixKey>() == 256);
+const _: () = assert!(core::mem::size_of::<AclEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<FileDedupKey>() == 40);
 
 // SAFETY: repr(C), starts with its header, all integers (zero is valid).

@@ -126,6 +126,14 @@ kernel_offsets! {
     // struct inode / super_block
     inode_ino: inode.i_ino,
     inode_sb: inode.i_sb,
+    // The permission check's inputs: owner, group and (POSIX ACLs may be compiled out) the
+    // cached access ACL; a created file's check is on its directory, the dentry's parent.
+    inode_uid: inode.i_uid,
+    inode_gid: inode.i_gid,
+    inode_acl: inode.i_acl (optional),
+    posix_acl_count: posix_acl.a_count (optional),
+    posix_acl_entries: posix_acl.a_entries (optional),
+    dentry_inode: dentry.d_inode,
     sb_dev: super_block.s_dev,
     // struct task_struct -> files_struct -> fdtable
     task_files: task_struct.files,
@@ -193,8 +201,8 @@ kernel_offsets! {
 pub mod spans {
     /// `file`: f_mode, f_inode and f_path.
     pub const FILE: usize = 96;
-    /// `inode`: i_sb and i_ino.
-    pub const INODE: usize = 48;
+    /// `inode`: i_mode, i_uid, i_gid, i_acl, i_sb and i_ino.
+    pub const INODE: usize = 96;
     /// `dentry`: d_parent and d_name.
     pub const DENTRY: usize = 32;
 }

@@ -5,6 +5,7 @@
 //! privilege chain (`families`: one module per event family, and the registry that ties each
 //! family's stages together), filtered by policy and privacy (`alert`, `privacy`), encoded and
 //! written to the sinks (`sinks`); `pipeline` runs them. `cli` is the `custos` command line.
+pub mod access;
 pub mod alert;
 pub mod allocator;
 pub mod cgroups;

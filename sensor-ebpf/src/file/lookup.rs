@@ -16,12 +16,41 @@ pub fn file_identity<M: Mem>(file: *const u8) -> Option<(u32, u64)> {
 /// (dev_t, inode number) of an inode (untyped).
 #[inline(always)]
 pub fn inode_identity(inode: *const u8) -> Option<(u32, u64)> {
+    inode_facts(inode).map(|facts| (facts.dev, facts.ino))
+}
+
+/// What an open's report needs of an inode, read with one helper call where the span fits.
+pub struct InodeFacts {
+    pub dev: u32,
+    pub ino: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    /// `i_acl`: NULL, a sentinel (not cached, not cacheable) or the cached ACL.
+    pub acl: u64,
+}
+
+#[inline(always)]
+pub fn inode_facts(inode: *const u8) -> Option<InodeFacts> {
     let fields = Fields::<{ spans::INODE }>::new(inode, off!(inode_span), rooms::inode());
     let ino = fields.get::<u64>(off!(inode_ino))?;
     let sb = fields.ptr(off!(inode_sb))?;
     let dev = Probe::read::<u32>(sb, off!(sb_dev))?;
-    Some((dev, ino))
+    Some(InodeFacts {
+        dev,
+        ino,
+        uid: fields.get::<u32>(off!(inode_uid)).unwrap_or(u32::MAX),
+        gid: fields.get::<u32>(off!(inode_gid)).unwrap_or(u32::MAX),
+        mode: fields.get::<u16>(off!(inode_mode)).unwrap_or(0) as u32,
+        acl: fields
+            .get::<u64>(off!(inode_acl))
+            .unwrap_or(ACL_UNAVAILABLE),
+    })
 }
+
+/// `i_acl` of a kernel without POSIX ACLs, or one that could not be read: the kernel's own
+/// `ACL_DONT_CACHE`, since either way an ACL may exist that the record cannot show.
+pub const ACL_UNAVAILABLE: u64 = 0xfffffffffffffffd;
 
 /// The `struct file` behind descriptor `fd` of the current task. The result is untyped even
 /// for `Direct` (`fdt->fd` is `struct file **`, which the verifier does not type): read it

@@ -6,6 +6,7 @@
 //! failure the requested path is reported with the errno. Filters and deduplication run here,
 //! so dropped opens cost no copy. Where BPF LSM runs, successful opens are reported at the
 //! permission check instead, and io_uring opens at their completion.
+mod access;
 mod dedup;
 mod filter;
 mod lookup;

@@ -5,9 +5,10 @@ use sensor_common::{
 };
 
 use super::{
+    access::record_access,
     dedup::{counted_as_repeat, dedup_key, open_window},
     filter::{passes_path_filter, path_action, path_allows},
-    lookup::{cwd_path, file_of_fd, inode_identity},
+    lookup::{cwd_path, file_of_fd, inode_facts},
     verdict::{name_of, remember_exclusion, remembered_exclusion},
     Request, AT_FDCWD,
 };
@@ -46,9 +47,10 @@ pub fn opened<M: Mem>(
 ) {
     // f_mode, f_inode and f_path in one read.
     let fields = Fields::<{ spans::FILE }>::new(file, off!(file_span), rooms::file());
-    let Some((dev, ino)) = fields.ptr(off!(file_inode)).and_then(inode_identity) else {
+    let Some(inode) = fields.ptr(off!(file_inode)).and_then(inode_facts) else {
         return;
     };
+    let (dev, ino) = (inode.dev, inode.ino);
     // The requested flags: the file's f_flags has O_CREAT and O_TRUNC already cleared.
     let flags = request.flags;
     let path_off = off!(file_path);
@@ -112,6 +114,7 @@ pub fn opened<M: Mem>(
     fill_task_info::<M>(M::current_task(), &mut record.task);
     let mut blob = Blob::<FILE_BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
     buffer.record.path = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
+    record_access::<M, FILE_BLOB_OFFSET_MASK>(&mut buffer.record, &inode, dentry, &mut blob);
     send(buffer, blob.used);
 }
 

@@ -10,18 +10,25 @@ use crate::{
     text,
 };
 
-/// A file-open record with its path pieces copied out.
+/// A file-open record with its path pieces and ACL entries copied out.
 #[derive(Clone, Debug)]
 pub struct FileOpen {
     pub fixed: FileOpenRecord,
     pub path: Vec<u8>,
     pub dir: Vec<u8>,
+    pub acl: Vec<u8>,
 }
 
 pub(crate) fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
     let (fixed, blob) = with_blob::<FileOpenRecord>(bytes)?;
     let (path, dir) = (blob.piece(fixed.path)?, blob.piece(fixed.dir)?);
-    Ok(FileOpen { fixed, path, dir })
+    let acl = blob.piece(fixed.acl)?;
+    Ok(FileOpen {
+        fixed,
+        path,
+        dir,
+        acl,
+    })
 }
 
 impl<S: NameSource> Enricher<S> {
@@ -30,6 +37,7 @@ impl<S: NameSource> Enricher<S> {
         let task = &record.task;
         let (exec_id, process) = self.acting_process(task);
         let mut body = file_open_body(open);
+        self.add_access_basis(open, &mut body);
         self.note_device_write(open, &mut body);
         self.envelope(
             record.header.ktime_ns,
@@ -38,6 +46,12 @@ impl<S: NameSource> Enricher<S> {
             process,
             Body::FileOpen(body),
         )
+    }
+}
+
+impl<S: NameSource> Enricher<S> {
+    fn add_access_basis(&mut self, open: &FileOpen, body: &mut FileOpenEvent) {
+        crate::access::open::add_access_basis(open, body, &mut self.names);
     }
 }
 
@@ -75,6 +89,7 @@ pub fn file_open_body(open: &FileOpen) -> FileOpenEvent {
         repeats: 0,
         repeat_summary: false,
         device: None,
+        ..FileOpenEvent::default()
     }
 }
 
@@ -105,6 +120,17 @@ fn syscall_name(syscall: u32) -> &'static str {
 pub(crate) fn pseudonymise(open: &mut FileOpenEvent, p: &Pseudonymizer) {
     open.path = p.home_path(&open.path);
     open.path_raw.clear();
+    open.owner = p.pseudonym(&open.owner);
+    open.owner_group = p.pseudonym(&open.owner_group);
+    if let Some(basis) = &mut open.basis {
+        if let Some(group) = &mut basis.group {
+            group.name = p.pseudonym(&group.name);
+        }
+        if let Some(entry) = &mut basis.acl_entry {
+            entry.name = p.pseudonym(&entry.name);
+        }
+        basis.object_path = p.home_path(&basis.object_path);
+    }
     if let Some(device) = &mut open.device {
         device.backing_file = p.home_path(&device.backing_file);
     }

@@ -28,7 +28,8 @@ pub use identity::IdentityKey;
 pub use process::exit_status;
 
 use block_device::{decode_device, Device};
-use file::{decode_file_open, FileOpen};
+use file::decode_file_open;
+pub use file::FileOpen;
 use mount::{decode_mount, Mount};
 use process::{decode_exec, Exec};
 

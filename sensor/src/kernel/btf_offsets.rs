@@ -159,7 +159,18 @@ pub fn resolve(layout: &BtfLayout) -> Result<KernelOffsets> {
         ],
         spans::FILE,
     );
-    offsets.inode_span = span(&[(o.inode_sb, 8), (o.inode_ino, 8)], spans::INODE);
+    let mut inode_members = vec![
+        (o.inode_mode, 2),
+        (o.inode_uid, 4),
+        (o.inode_gid, 4),
+        (o.inode_sb, 8),
+        (o.inode_ino, 8),
+    ];
+    // Without POSIX ACLs the other members still share one read.
+    if o.inode_acl != MISSING {
+        inode_members.push((o.inode_acl, 8));
+    }
+    offsets.inode_span = span(&inode_members, spans::INODE);
     offsets.dentry_span = span(
         &[
             (o.dentry_parent, 8),

@@ -1,0 +1,42 @@
+//! What access is actually used: the grant behind each open (`basis`, replayed from the
+//! kernel's inputs; `examine` for denied opens), and per person which entitlements are used.
+pub mod basis;
+pub mod event;
+pub mod examine;
+pub mod open;
+
+use sensor_common::AclEntry;
+
+use basis::{READ, SEARCH, WRITE};
+
+/// The bits an open with `flags` asks of the file, or `None` for O_PATH (no check at all).
+pub fn requested(flags: u32) -> Option<u32> {
+    let flags = flags as i32;
+    if flags & libc::O_PATH != 0 {
+        return None;
+    }
+    let mut want = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => READ,
+        libc::O_WRONLY => WRITE,
+        _ => READ | WRITE,
+    };
+    if flags & libc::O_TRUNC != 0 {
+        want |= WRITE;
+    }
+    Some(want)
+}
+
+/// What creating a file asks of its directory.
+pub const CREATE_IN_DIRECTORY: u32 = WRITE | SEARCH;
+
+/// ACL entries as the kernel record carries them (8 bytes each, native order).
+pub fn acl_entries(bytes: &[u8]) -> Vec<AclEntry> {
+    bytes
+        .chunks_exact(8)
+        .map(|e| AclEntry {
+            tag: u16::from_ne_bytes([e[0], e[1]]),
+            perm: u16::from_ne_bytes([e[2], e[3]]),
+            id: u32::from_ne_bytes([e[4], e[5], e[6], e[7]]),
+        })
+        .collect()
+}

@@ -1,0 +1,185 @@
+//! The access basis and the file's owner on a file-open event.
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path};
+
+use custos_proto::v1::FileOpen as FileOpenEvent;
+use sensor_common::{access_flags, task_flags, TaskInfo, MAX_GROUPS};
+
+use super::{
+    acl_entries,
+    basis::{decide, Acl, Object, Opener},
+    event::{basis_event, Checked},
+    examine::examine_denied,
+    requested, CREATE_IN_DIRECTORY,
+};
+use crate::{
+    families::FileOpen,
+    identity::{NameCache, NameSource},
+};
+
+const GROUPS_TRUNCATED: &str = "the opener had more groups than the sensor captures: a group \
+                                grant may be missed";
+const NOT_BY_PERMISSIONS: &str = "the permission bits allow this access: refused by an LSM, \
+                                  an immutable file or a read-only mount";
+
+/// Sets `body`'s owner and basis: from the kernel's inputs for an open that succeeded, from
+/// the path as it is now for one that was denied.
+pub fn add_access_basis<S: NameSource>(
+    open: &FileOpen,
+    body: &mut FileOpenEvent,
+    names: &mut NameCache<S>,
+) {
+    let record = &open.fixed;
+    if record.ret >= 0 {
+        if record.access_flags & access_flags::KNOWN != 0 {
+            set_owner(
+                body,
+                record.file_uid,
+                record.file_gid,
+                record.file_mode,
+                names,
+            );
+            opened(open, body, names);
+        }
+    } else if body.denied {
+        denied(&record.task, body, names);
+    }
+}
+
+fn opened<S: NameSource>(open: &FileOpen, body: &mut FileOpenEvent, names: &mut NameCache<S>) {
+    let record = &open.fixed;
+    let flags = record.access_flags;
+    let on_directory = flags & access_flags::ON_DIRECTORY != 0;
+    let want = if on_directory {
+        CREATE_IN_DIRECTORY
+    } else {
+        match requested(record.open_flags) {
+            Some(want) => want,
+            None => {
+                body.basis = Some(custos_proto::v1::AccessBasis {
+                    grant: custos_proto::v1::AccessGrant::None as i32,
+                    object: "file".into(),
+                    ..Default::default()
+                });
+                return;
+            }
+        }
+    };
+    let acl = if flags & access_flags::ACL_UNKNOWN != 0 {
+        Acl::Unknown
+    } else if open.acl.is_empty() {
+        Acl::None
+    } else {
+        Acl::Entries(acl_entries(&open.acl))
+    };
+    let object = Object {
+        uid: record.checked_uid,
+        gid: record.checked_gid,
+        mode: record.checked_mode,
+        acl,
+    };
+    let groups = groups_of(&record.task);
+    let opener = Opener {
+        fsuid: record.task.fsuid,
+        fsgid: record.task.fsgid,
+        groups,
+        cap_dac_override: flags & access_flags::CAP_DAC_OVERRIDE != 0,
+        cap_dac_read_search: flags & access_flags::CAP_DAC_READ_SEARCH != 0,
+    };
+    let decision = decide(&object, &opener, want);
+    let directory = on_directory.then(|| parent_of(&body.path));
+    let note = note_for(&record.task, &object.acl, flags);
+    let checked = Checked {
+        want,
+        directory: directory.as_deref(),
+        after_the_fact: false,
+        note,
+    };
+    body.basis = Some(basis_event(&decision, &checked, names));
+}
+
+fn denied<S: NameSource>(task: &TaskInfo, body: &mut FileOpenEvent, names: &mut NameCache<S>) {
+    let flags = body.flags;
+    let Some(want) = requested(flags) else {
+        return;
+    };
+    let opener = Opener {
+        fsuid: task.fsuid,
+        fsgid: task.fsgid,
+        groups: groups_of(task),
+        // Either would have let the open through.
+        cap_dac_override: false,
+        cap_dac_read_search: false,
+    };
+    let path = Path::new(OsStr::from_bytes(&body.path_raw));
+    let path = if body.path_raw.is_empty() {
+        Path::new(&body.path)
+    } else {
+        path
+    };
+    let create = flags as i32 & libc::O_CREAT != 0;
+    let Some(found) = examine_denied(path, want, create, &opener) else {
+        return;
+    };
+    if found.directory.is_none() {
+        let object = &found.object;
+        set_owner(body, object.uid, object.gid, object.mode, names);
+    }
+    let note = if found.decision.granted() {
+        NOT_BY_PERMISSIONS
+    } else if task.flags & task_flags::GROUPS_TRUNCATED != 0 {
+        GROUPS_TRUNCATED
+    } else {
+        ""
+    };
+    let directory = found
+        .directory
+        .as_ref()
+        .map(|d| d.to_string_lossy().into_owned());
+    let checked = Checked {
+        want: found.want,
+        directory: directory.as_deref(),
+        after_the_fact: true,
+        note,
+    };
+    body.basis = Some(basis_event(&found.decision, &checked, names));
+}
+
+fn set_owner<S: NameSource>(
+    body: &mut FileOpenEvent,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    names: &mut NameCache<S>,
+) {
+    body.owner_uid = Some(uid);
+    body.owner = names.user(uid).unwrap_or_default();
+    body.owner_gid = Some(gid);
+    body.owner_group = names.group(gid).unwrap_or_default();
+    body.mode = Some(mode);
+}
+
+fn note_for(task: &TaskInfo, acl: &Acl, flags: u32) -> &'static str {
+    if task.flags & task_flags::GROUPS_TRUNCATED != 0 {
+        GROUPS_TRUNCATED
+    } else if *acl == Acl::Unknown {
+        "the filesystem's ACL could not be read: an ACL entry may have granted this"
+    } else if flags & access_flags::ACL_TRUNCATED != 0 {
+        "the ACL had more entries than the sensor copies"
+    } else {
+        ""
+    }
+}
+
+/// The supplementary groups the record captured.
+fn groups_of(task: &TaskInfo) -> &[u32] {
+    let count = (task.ngroups as usize).min(MAX_GROUPS);
+    &task.groups[..count]
+}
+
+fn parent_of(path: &str) -> String {
+    match path.rfind('/') {
+        Some(0) => "/".to_owned(),
+        Some(at) => path[..at].to_owned(),
+        None => String::new(),
+    }
+}
