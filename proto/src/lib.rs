@@ -63,6 +63,6 @@ mod tests {
             EventKind::of_record(sensor_common::kind::PRIVILEGE_CHANGE),
             EventKind::PrivilegeChange
         );
-        assert_eq!(EventKind::of_bodies().count(), 13);
+        assert_eq!(EventKind::of_bodies().count(), 14);
     }
 }

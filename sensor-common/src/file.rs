@@ -106,6 +106,8 @@ pub mod filter_flags {
     /// Path-rule exclusions may be remembered per name in `OPEN_VERDICTS`: every way a name
     /// can change (renames, io_uring renames, mounts) is hooked.
     pub const VERDICT_CACHE: u32 = 1 << 13;
+    /// Reported opens carry the permission check's inputs (`FileOpenRecord::access_flags`).
+    pub const ACCESS_BASIS: u32 = 1 << 14;
 }
 
 /// Values of the filter maps.

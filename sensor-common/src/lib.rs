@@ -47,6 +47,7 @@ event_kinds! {
     DEVICE_WRITE_SUMMARY = 12, "device_write_summary", "device_write_summary";
     ALERT = 13, "alert", "alert";
     NETWORK = 14, "network", "network", record NETWORK;
+    ACCESS_USAGE = 15, "access_usage", "access_usage";
 }
 
 /// A record that crosses the ring buffer, and its kind.

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{allocator, config, metrics, pipeline, privacy, tail};
+use crate::{access, allocator, config, metrics, pipeline, privacy, tail};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,29 @@ enum Command {
     },
     /// Write a new pseudonymisation key to FILE (which must not exist yet), readable by root only.
     PrivacyKey { file: PathBuf },
+    /// Per person: the entitlements granted, which were used within the period (with an
+    /// example) and which were not (revocation candidates); this host's, or with --nats the
+    /// fleet's from the sensors' access_usage summaries.
+    AccessReport {
+        /// The daemon's configuration, for its state directory (default: the embedded one).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Uses older than this do not count ("30d", "12h").
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Only this person.
+        #[arg(long)]
+        person: Option<String>,
+        #[arg(long, value_enum, default_value_t = access::command::Format::Text)]
+        format: access::command::Format,
+        /// A NATS server whose JetStream stream holds the sensors' events.
+        #[arg(long)]
+        nats: Option<String>,
+        #[arg(long, default_value = "CUSTOS")]
+        stream: String,
+        #[arg(long, default_value = "custos")]
+        subject_prefix: String,
+    },
     /// Print the name behind each pseudonym (`ps_...`), given the key that made them.
     Reidentify {
         #[arg(long)]
@@ -119,6 +142,30 @@ fn run(cli: Cli) -> Result<()> {
         Command::PrivacyKey { file } => {
             privacy::pseudonym::Pseudonymizer::write_new_key(&file)?;
             println!("{}: new key written", file.display());
+            Ok(())
+        }
+        Command::AccessReport {
+            config,
+            since,
+            person,
+            format,
+            nats,
+            stream,
+            subject_prefix,
+        } => {
+            let nats = nats.map(|url| access::fleet::FleetSource {
+                url,
+                stream,
+                subject_prefix,
+            });
+            let request = access::command::ReportRequest {
+                config,
+                since,
+                person,
+                format,
+                nats,
+            };
+            print!("{}", access::command::run(&request)?);
             Ok(())
         }
         Command::Reidentify { key, pseudonyms } => {

@@ -1,7 +1,8 @@
 //! File-open records: an open that succeeded (resolved in the kernel) or one that failed (the
 //! path as requested, and the directory a relative one was relative to).
 use sensor_common::{
-    file_flags, offsets::spans, BlobRef, FileBuffer, FileFilterConfig, FILE_BLOB_OFFSET_MASK,
+    file_flags, filter_flags, offsets::spans, BlobRef, FileBuffer, FileFilterConfig,
+    FILE_BLOB_OFFSET_MASK,
 };
 
 use super::{
@@ -114,7 +115,9 @@ pub fn opened<M: Mem>(
     fill_task_info::<M>(M::current_task(), &mut record.task);
     let mut blob = Blob::<FILE_BLOB_OFFSET_MASK>::new(buffer.blob.as_mut_ptr());
     buffer.record.path = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
-    record_access::<M, FILE_BLOB_OFFSET_MASK>(&mut buffer.record, &inode, dentry, &mut blob);
+    if config.flags & filter_flags::ACCESS_BASIS != 0 {
+        record_access::<M, FILE_BLOB_OFFSET_MASK>(&mut buffer.record, &inode, dentry, &mut blob);
+    }
     send(buffer, blob.used);
 }
 

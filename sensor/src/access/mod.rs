@@ -1,9 +1,15 @@
 //! What access is actually used: the grant behind each open (`basis`, replayed from the
 //! kernel's inputs; `examine` for denied opens), and per person which entitlements are used.
 pub mod basis;
+pub mod command;
 pub mod event;
 pub mod examine;
+pub mod fleet;
+pub mod grants;
 pub mod open;
+pub mod report;
+pub mod sudo_rules;
+pub mod usage;
 
 use sensor_common::AclEntry;
 

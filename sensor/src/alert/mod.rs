@@ -276,13 +276,13 @@ fn alert(
     }
 }
 
-fn in_set(rule: &AlertRule, path: &str) -> bool {
+pub(crate) fn in_set(rule: &AlertRule, path: &str) -> bool {
     rule.paths
         .iter()
         .any(|prefix| path.starts_with(prefix.as_str()))
 }
 
-fn access_matches(kind: AccessKind, open: &FileOpen) -> bool {
+pub(crate) fn access_matches(kind: AccessKind, open: &FileOpen) -> bool {
     let access = open.access.unwrap_or_default();
     let writes = access.write || access.create || access.truncate || access.append;
     match kind {

@@ -38,7 +38,57 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub status: StatusConfig,
+    #[serde(default)]
+    pub access: AccessConfig,
     pub sinks: Vec<SinkConfig>,
+}
+
+/// Entitlement usage per person.
+#[derive(Clone, Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Track which entitlements each person uses.
+    #[default(true)]
+    pub usage: bool,
+    /// Holds access-usage.json.
+    #[default("/var/lib/custos".into())]
+    pub state_dir: PathBuf,
+    /// Seconds between access_usage summaries of each person; 0 sends none.
+    #[default(3600)]
+    pub summary_seconds: u64,
+    /// Seconds between lookups of what the host grants each person.
+    #[default(600)]
+    pub refresh_seconds: u64,
+    #[default(10_000)]
+    pub max_persons: usize,
+    /// Entitlements and sudo commands remembered per person.
+    #[default(512)]
+    pub max_entitlements: usize,
+    #[default(default_program_dirs())]
+    pub program_dirs: Vec<PathBuf>,
+}
+
+pub fn default_program_dirs() -> Vec<PathBuf> {
+    [
+        "/usr/bin",
+        "/usr/sbin",
+        "/bin",
+        "/sbin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/usr/lib/openssh",
+        "/usr/lib/dbus-1.0",
+        "/usr/libexec",
+    ]
+    .map(PathBuf::from)
+    .to_vec()
+}
+
+impl AccessConfig {
+    /// The usage state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("access-usage.json")
+    }
 }
 
 /// Where people and their login sessions come from.
@@ -375,6 +425,10 @@ pub struct FileSensor {
     /// first are counted in the kernel and reported as one summary; 0 reports every open.
     #[default(5000)]
     pub dedup_window_ms: u64,
+    /// Each reported open says which grant let it through (owner, group, other, ACL entry,
+    /// capability) and names the file's owner and group.
+    #[default(true)]
+    pub access_basis: bool,
 }
 
 /// What every dynamically linked program reads at start: the loader's cache, shared

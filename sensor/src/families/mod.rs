@@ -9,6 +9,7 @@ use sensor_common::{
     kind, syscalls, ExitRecord, ForkRecord, NetworkRecord, PrivilegeChangeRecord, RecordHeader,
 };
 
+mod access_usage;
 mod block_device;
 mod device_control;
 mod enricher;
@@ -21,6 +22,7 @@ mod privilege;
 mod process;
 mod session;
 
+pub use access_usage::{access_usage_body, drop_arguments};
 pub(crate) use enricher::{errno_name, login_uid_of};
 pub use enricher::{timestamp, Enricher, EnricherParts, Produced, IDENTITY_TTL};
 pub use file::file_open_body;
@@ -235,6 +237,7 @@ pub fn pseudonymise(body: &mut Body, p: &Pseudonymizer) {
         Body::DeviceWriteSummary(summary) => device_control::pseudonymise_summary(summary, p),
         Body::Mount(mount) => mount::pseudonymise(mount, p),
         Body::Network(connection) => network::pseudonymise(connection, p),
+        Body::AccessUsage(summary) => access_usage::pseudonymise(summary, p),
         // An exec's parent is a process, pseudonymised with the others; an alert's text and
         // paths are rewritten before the identity (see `Privacy::apply`); exits and losses
         // name nobody.

@@ -51,6 +51,9 @@ pub fn resolve(
     if file.writes_only {
         flags |= ff::WRITES_ONLY;
     }
+    if file.access_basis {
+        flags |= ff::ACCESS_BASIS;
+    }
     rules.prefixes = tagged(&file.include_paths, &file.exclude_paths, |p| {
         Ok(p.as_bytes().to_vec())
     })?;

@@ -33,6 +33,7 @@ mod stages;
 use stages::{EventCounters, Stages, SINK_BATCH};
 
 use crate::{
+    access::usage::UsageTracker,
     alert::AlertEngine,
     cgroups::{cgroup2_mount, CgroupResolver},
     config::{Config, PrivacyConfig},
@@ -82,6 +83,14 @@ fn kernel_rules(config: &Config, cgroup_root: &Path) -> Result<filters::KernelRu
     )?;
     rules.network = network_rules::resolve(config.sensors.network, &config.network)?;
     Ok(rules)
+}
+
+/// Entitlement usage, when the configuration wants it.
+fn access_tracker(config: &Config) -> Result<Option<UsageTracker>> {
+    if !config.access.usage {
+        return Ok(None);
+    }
+    UsageTracker::start(&config.access, config.alerts.rules.clone()).map(Some)
 }
 
 /// The argument redactor the privacy settings ask for.
@@ -267,6 +276,7 @@ impl Daemon {
             spool_losses: channels.spool_losses,
             counters: EventCounters::new(&metrics),
             alerts: AlertEngine::new(config.alerts.rules.clone()),
+            access: access_tracker(&config)?,
             privacy: Privacy::new(&config.privacy)?,
             file_events: config.privacy.file_events,
             tail: tail_events,
@@ -379,6 +389,7 @@ impl Daemon {
         let stages = &mut self.stages;
         stages.report_losses(&mut self.drops)?;
         stages.report_repeats(false)?;
+        stages.report_access_usage()?;
         stages.enricher.housekeep();
         stages.free_spent();
         let every = self.summary_every;
@@ -429,6 +440,9 @@ impl Daemon {
         // Equal parts may now be encoded differently.
         stages.tagger.reset();
         stages.file_events = config.privacy.file_events;
+        if let Some(access) = &mut stages.access {
+            access.replace_rules(config.alerts.rules.clone());
+        }
         stages.alerts.replace_rules(config.alerts.rules);
         Ok(())
     }
@@ -452,6 +466,9 @@ impl Daemon {
             .and_then(|()| stages.report_repeats(true))
             .and_then(|()| stages.hand_over());
         let sent = stages.next_seq - 1;
+        if let Some(access) = &mut stages.access {
+            access.save();
+        }
         drop(stages);
         let written = writer
             .join()

@@ -13,6 +13,7 @@ use tokio::sync::{
 };
 
 use crate::{
+    access::usage::UsageTracker,
     alert::AlertEngine,
     config::FileEvents,
     dedup::{self, KernelDedup, WindowStart},
@@ -81,6 +82,8 @@ pub(super) struct Stages {
     pub(super) metrics: Arc<Metrics>,
     pub(super) counters: EventCounters,
     pub(super) alerts: AlertEngine,
+    /// Entitlement usage per person (`[access] usage`).
+    pub(super) access: Option<UsageTracker>,
     pub(super) privacy: Privacy,
     pub(super) file_events: FileEvents,
     /// The live stream's clients (`custos tail`); they get events before the sinks' privacy
@@ -98,6 +101,9 @@ impl Stages {
         self.next_seq += 1;
         // Rules see the real identity; sinks only ever see what privacy lets through.
         let alerts = self.alerts.evaluate(&event);
+        if let Some(access) = &mut self.access {
+            access.observe(&event);
+        }
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(Arc::new(event.clone()));
         }
@@ -274,6 +280,18 @@ impl Stages {
     /// Per-identity, per-device write summaries since `since`.
     pub(super) fn report_device_writes(&mut self, since: std::time::SystemTime) -> Result<()> {
         for summary in self.enricher.device_write_summaries(since) {
+            self.emit(summary)?;
+        }
+        Ok(())
+    }
+
+    /// The grant lookups' results taken in, and each person's access usage when due.
+    pub(super) fn report_access_usage(&mut self) -> Result<()> {
+        let Some(access) = &mut self.access else {
+            return Ok(());
+        };
+        for (person, usage) in access.housekeep() {
+            let summary = self.enricher.access_usage(&person, &usage);
             self.emit(summary)?;
         }
         Ok(())

@@ -56,6 +56,9 @@ impl Privacy {
                 process.args_raw.clear();
                 process.args_truncated = false;
             }
+            if let Some(Body::AccessUsage(summary)) = &mut event.body {
+                crate::families::drop_arguments(summary);
+            }
         }
         let Some(p) = &self.pseudonyms else {
             return;

@@ -32,6 +32,7 @@ pub fn render(config: &Config) -> String {
             config.devices.summary_seconds
         );
     }
+    access_usage(&mut out, config, names);
     alerts(&mut out, config);
     let _ = writeln!(out, "\nWhere it goes:");
     sinks(&mut out, config, names);
@@ -125,6 +126,37 @@ fn files(out: &mut String, config: &Config) {
             ""
         }
     );
+}
+
+/// Entitlement usage: kept on the host, summarised to the sinks.
+fn access_usage(out: &mut String, config: &Config, names: &str) {
+    let a = &config.access;
+    if config.sensors.file && config.file.access_basis {
+        let _ = writeln!(
+            out,
+            "- for each file open, which grant allowed it (owner, group, others, an ACL entry, \
+             a capability) and the file's owner and group ({names});"
+        );
+    }
+    if !a.usage {
+        return;
+    }
+    let _ = write!(
+        out,
+        "- per person (up to {}): their group memberships, sudo rules, roles and the \
+         set-user-id programs they may run, when each was last used and how often, with the \
+         last file or command as an example; kept in {} across restarts",
+        a.max_persons,
+        a.state_file().display()
+    );
+    if a.summary_seconds > 0 {
+        let _ = write!(
+            out,
+            ", and sent to the sinks as a summary per person every {} s ({names})",
+            a.summary_seconds
+        );
+    }
+    let _ = writeln!(out, ";");
 }
 
 fn alerts(out: &mut String, config: &Config) {

@@ -9,7 +9,7 @@ mod encode;
 mod json;
 pub mod nats;
 mod parts;
-mod rfc3339;
+pub mod rfc3339;
 mod rotate;
 pub mod spool;
 pub mod syslog;
