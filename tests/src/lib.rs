@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod config;
 pub mod logins;
+pub mod nats;
 pub mod net;
 
 pub use config::{Entry, TestConfig};
@@ -77,12 +78,37 @@ impl Sensor {
 
     /// Like [`Sensor::start`], with extra environment variables for the daemon.
     pub fn start_with_env(config: &TestConfig, env: &[(&str, &std::ffi::OsStr)]) -> Result<Self> {
+        Self::launch(config, env, Command::new(custos_bin()))
+    }
+
+    /// Like [`Sensor::start`], in a UTS namespace of its own whose host name is `host`: a
+    /// second host, as far as the daemon can tell.
+    pub fn start_as_host(config: &TestConfig, host: &str) -> Result<Self> {
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--uts",
+                "--",
+                "sh",
+                "-c",
+                "hostname \"$0\" && exec \"$@\"",
+                host,
+            ])
+            .arg(custos_bin());
+        Self::launch(config, &[], command)
+    }
+
+    fn launch(
+        config: &TestConfig,
+        env: &[(&str, &std::ffi::OsStr)],
+        mut command: Command,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let json_path = dir.path().join("events.json");
         let protobuf_path = dir.path().join("events.pb");
         let config_path = dir.path().join("custos.toml");
         write_config(&config_path, config, &json_path, &protobuf_path)?;
-        let mut child = Command::new(custos_bin())
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)

@@ -1,77 +1,16 @@
 //! Forwarding to NATS JetStream, against a real nats-server (Debian) started by the tests on
 //! loopback, read back by an independent consumer (nats-py and the official protobuf runtime).
-use std::{
-    ffi::OsStr,
-    path::Path,
-    process::{Child, Command},
-};
+use std::{ffi::OsStr, path::Path, process::Command};
 
 use anyhow::{Context as _, Result};
 use custos_tests::{
-    open_as_nobody, open_repeatedly_as_nobody, require_root, shared_file, Entry, Marker, Sensor,
-    TestConfig, PATIENCE,
+    nats::NatsServer, open_as_nobody, open_repeatedly_as_nobody, require_root, shared_file, Entry,
+    Marker, Sensor, TestConfig,
 };
 use serde_json::Value;
 
 const OPENER: &str = env!("CARGO_BIN_EXE_opener");
 const STREAM: &str = "CUSTOS";
-
-/// nats-server with JetStream, storing under a directory that outlives restarts.
-struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-    store: tempfile::TempDir,
-}
-
-impl NatsServer {
-    fn start() -> Result<Self> {
-        let port = custos_tests::free_port()?;
-        let mut server = Self {
-            child: None,
-            port,
-            store: tempfile::tempdir()?,
-        };
-        server.restart()?;
-        Ok(server)
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) -> Result<()> {
-        let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting nats-server (Debian package nats-server)")?;
-        self.child = Some(child);
-        custos_tests::wait_listening(&format!("127.0.0.1:{}", self.port), PATIENCE)
-            .context("nats-server did not start")
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn nats_sink(spool: &Path, url: &str) -> TestConfig {
     let sink = Entry::new()

@@ -27,6 +27,11 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("groupadd", "passwd"),
     ("usermod", "passwd"),
     ("getent", "libc-bin"),
+    // The access-basis tests: ACL entries, dropping a capability, a second host name.
+    ("setfacl", "acl"),
+    ("capsh", "libcap2-bin"),
+    ("unshare", "util-linux"),
+    ("hostname", "hostname"),
     // The real logins of the identity tests.
     ("sshd", "openssh-server"),
     ("ssh", "openssh-client"),

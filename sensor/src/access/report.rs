@@ -16,6 +16,7 @@ pub struct HostView {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Uses before this time do not count.
     pub since: String,
@@ -25,6 +26,7 @@ pub struct Report {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PersonReport {
     pub person: String,
     pub hosts: Vec<String>,
@@ -37,6 +39,7 @@ pub struct PersonReport {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UsedLine {
     pub kind: &'static str,
     pub name: String,
@@ -49,6 +52,7 @@ pub struct UsedLine {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UnusedLine {
     pub kind: &'static str,
     pub name: String,

@@ -25,10 +25,24 @@ pub enum Used {
     },
 }
 
-/// The person an identity stands for: the login user, or the user without a login.
+/// Programs that switch a person to another user.
+const USER_SWITCHERS: &[&str] = &["sudo", "su", "doas", "run0", "pkexec", "runuser"];
+
+/// The person an identity stands for: the login user; without a login, the user who switched
+/// through sudo or su (the first such hop of the privilege chain); else the user.
 pub fn person_of(identity: &Identity) -> Option<&str> {
-    [identity.login_user.as_str(), identity.user.as_str()]
+    let switched_from = identity
+        .privilege_chain
+        .iter()
+        .find(|hop| {
+            let program = hop.program.rsplit('/').next().unwrap_or_default();
+            USER_SWITCHERS.contains(&program)
+        })
+        .map(|hop| hop.from_user.as_str());
+    [identity.login_user.as_str()]
         .into_iter()
+        .chain(switched_from)
+        .chain([identity.user.as_str()])
         .find(|name| !name.is_empty())
 }
 
@@ -87,7 +101,7 @@ pub fn uses_in(
 /// A group grant made under the person's own account: the membership was used.
 fn group_use(identity: &Identity, open: &FileOpen) -> Option<Used> {
     let basis = open.basis.as_ref()?;
-    let own_account = identity.login_user.is_empty() || identity.login_user == identity.user;
+    let own_account = person_of(identity) == Some(identity.user.as_str());
     let group_grant = basis.grant == AccessGrant::Group as i32
         || (basis.grant == AccessGrant::Acl as i32 && basis.group.is_some());
     if !own_account || !group_grant {

@@ -1,0 +1,398 @@
+//! What access is used: the grant behind each open, and per person the entitlements used and
+//! unused, caused by real programs (su, sudo, cat, setfacl, capsh) and read back through
+//! `custos access-report`, from this host's state or from two sensors' summaries in a real
+//! nats-server.
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use custos_tests::{
+    custos, ensure_user, nats::NatsServer, require_root, shared_root, Entry, Sensor, TestConfig,
+    PATIENCE,
+};
+use serde_json::Value;
+
+const READER: &str = "custos-acc-reader";
+const STRANGER: &str = "custos-acc-stranger";
+const GROUP_A: &str = "custos-acc-a";
+const GROUP_B: &str = "custos-acc-b";
+const SUDOERS: &str = "/etc/sudoers.d/custos-access-test";
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "{program} {args:?}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// READER in groups A and B (supplementary), STRANGER in neither.
+fn people() -> Result<(u32, u32)> {
+    for group in [GROUP_A, GROUP_B] {
+        let exists = Command::new("getent").args(["group", group]).output()?;
+        if !exists.status.success() {
+            run("groupadd", &[group])?;
+        }
+    }
+    let reader = ensure_user(READER)?;
+    run(
+        "usermod",
+        &["-a", "-G", &format!("{GROUP_A},{GROUP_B}"), READER],
+    )?;
+    Ok((reader, ensure_user(STRANGER)?))
+}
+
+/// Runs `command` with sh as `user`, through su, in a new login session of that user (its
+/// audit login uid set as pam_loginuid would).
+fn as_login(uid: u32, user: &str, command: &str) -> Result<std::process::Output> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo {uid} > /proc/self/loginuid && exec su -s /bin/sh -c \"$0\" {user}"
+        ))
+        .arg(command)
+        .output()
+        .context("running su")
+}
+
+fn file(root: &Path, name: &str, owner: &str, mode: u32) -> Result<PathBuf> {
+    let path = root.join(name);
+    std::fs::write(&path, name)?;
+    run("chown", &[owner, path.to_str().unwrap_or_default()])?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    Ok(path)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 test path")
+}
+
+/// The basis of the open of `path` whose opener's user is `user` (and that `pick` accepts).
+fn basis_of(
+    sensor: &Sensor,
+    path: &Path,
+    user: &str,
+    pick: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    sensor.wait_for(&format!("{user}'s open of {}", path.display()), |events| {
+        events
+            .iter()
+            .filter(|e| e["fileOpen"]["path"] == s(path) && e["identity"]["user"] == user)
+            .find(|e| pick(e))
+            .cloned()
+    })
+}
+
+#[test]
+fn every_open_says_which_grant_let_it_through() -> Result<()> {
+    require_root();
+    let (reader, stranger) = people()?;
+    let (_dir, root) = shared_root()?;
+    let group_file = file(&root, "group.txt", &format!("root:{GROUP_A}"), 0o640)?;
+    let own = file(&root, "own.txt", &format!("{READER}:"), 0o600)?;
+    let world = file(&root, "world.txt", "root:root", 0o644)?;
+    let private = file(&root, "private.txt", &format!("{READER}:"), 0o600)?;
+    let acl = file(&root, "acl.txt", "root:root", 0o600)?;
+    run("setfacl", &["-m", &format!("u:{STRANGER}:r"), s(&acl)])?;
+    let refused = file(&root, "refused.txt", "root:root", 0o600)?;
+    let created = root.join("created.txt");
+    let sensor = Sensor::start(&TestConfig::new().files_only_under(&root))?;
+
+    as_login(
+        reader,
+        READER,
+        &format!("cat {} {}", s(&group_file), s(&own)),
+    )?;
+    let stranger_reads = format!(
+        "cat {} {}; cat {}; echo x > {}",
+        s(&world),
+        s(&acl),
+        s(&refused),
+        s(&created)
+    );
+    as_login(stranger, STRANGER, &stranger_reads)?;
+    run("cat", &[s(&private)])?;
+    let cat_without_read_search = format!("cat {}", s(&private));
+    run(
+        "capsh",
+        &[
+            "--drop=cap_dac_read_search",
+            "--",
+            "-c",
+            &cat_without_read_search,
+        ],
+    )?;
+
+    let group = basis_of(&sensor, &group_file, READER, |_| true)?;
+    let basis = &group["fileOpen"]["basis"];
+    assert_eq!(basis["grant"], "ACCESS_GRANT_GROUP", "{group:#}");
+    assert_eq!(basis["group"]["name"], GROUP_A);
+    assert_eq!(basis["supplementary"], true);
+    assert_eq!(basis["requested"], "r");
+    assert_eq!(group["fileOpen"]["ownerGroup"], GROUP_A);
+    assert_eq!(group["fileOpen"]["owner"], "root");
+    assert_eq!(group["fileOpen"]["mode"], 0o100640);
+
+    let owner = basis_of(&sensor, &own, READER, |_| true)?;
+    assert_eq!(owner["fileOpen"]["basis"]["grant"], "ACCESS_GRANT_OWNER");
+    assert_eq!(owner["fileOpen"]["owner"], READER);
+    let other = basis_of(&sensor, &world, STRANGER, |_| true)?;
+    assert_eq!(other["fileOpen"]["basis"]["grant"], "ACCESS_GRANT_OTHER");
+
+    let by_acl = basis_of(&sensor, &acl, STRANGER, |_| true)?;
+    let basis = &by_acl["fileOpen"]["basis"];
+    assert_eq!(basis["grant"], "ACCESS_GRANT_ACL", "{by_acl:#}");
+    assert_eq!(basis["aclEntry"]["tag"], "user");
+    assert_eq!(basis["aclEntry"]["name"], STRANGER);
+    assert_eq!(basis["aclEntry"]["perm"], "r--");
+
+    let denied = basis_of(&sensor, &refused, STRANGER, |_| true)?;
+    let basis = &denied["fileOpen"]["basis"];
+    assert_eq!(denied["fileOpen"]["denied"], true);
+    assert_eq!(basis["grant"], "ACCESS_GRANT_DENIED", "{denied:#}");
+    assert_eq!(basis["missing"], "r");
+    assert_eq!(basis["permissionClass"], "other");
+    assert_eq!(basis["afterTheFact"], true);
+
+    let create = basis_of(&sensor, &created, STRANGER, |_| true)?;
+    let basis = &create["fileOpen"]["basis"];
+    assert_eq!(basis["object"], "directory", "{create:#}");
+    assert_eq!(basis["objectPath"], s(&root));
+    assert_eq!(basis["requested"], "wx");
+    assert_eq!(basis["grant"], "ACCESS_GRANT_OTHER");
+
+    // Root reading someone's 0600 file: the kernel tries CAP_DAC_READ_SEARCH first for a
+    // read, and CAP_DAC_OVERRIDE when that capability is gone.
+    let capabilities = |events: &[Value]| -> Option<Vec<String>> {
+        let found: Vec<String> = events
+            .iter()
+            .filter(|e| e["fileOpen"]["path"] == s(&private) && e["identity"]["user"] == "root")
+            .map(|e| {
+                e["fileOpen"]["basis"]["capability"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        (found.len() == 2).then_some(found)
+    };
+    let found = sensor.wait_for("root's two reads of the private file", capabilities)?;
+    assert_eq!(found, ["CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE"]);
+    Ok(())
+}
+
+/// Removes the test's sudoers file, whatever happens.
+struct SudoRules;
+
+impl SudoRules {
+    fn grant(rules: &str) -> Result<Self> {
+        std::fs::write(SUDOERS, rules)?;
+        std::fs::set_permissions(SUDOERS, std::fs::Permissions::from_mode(0o440))?;
+        run("visudo", &["-c", "-f", SUDOERS])?;
+        Ok(Self)
+    }
+}
+
+impl Drop for SudoRules {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(SUDOERS);
+    }
+}
+
+/// Entitlement usage kept in `state`, summarised every second.
+fn usage_config(root: &Path, state: &Path) -> TestConfig {
+    TestConfig::new()
+        .files_only_under(root)
+        .set(&["access"], "state_dir", s(state))
+        .set(&["access"], "summary_seconds", 1)
+        .set(&["access"], "refresh_seconds", 1)
+}
+
+/// `custos access-report ARGS --format json`, once `ready` accepts it.
+fn report_until(args: &[&str], what: &str, ready: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + PATIENCE * 2;
+    let mut last: String;
+    loop {
+        let full: Vec<&std::ffi::OsStr> = ["access-report"]
+            .iter()
+            .chain(args)
+            .chain(&["--format", "json"])
+            .map(std::ffi::OsStr::new)
+            .collect();
+        match custos(&full) {
+            Ok(text) => {
+                let report: Value = serde_json::from_str(&text)?;
+                if ready(&report) {
+                    return Ok(report);
+                }
+                last = text;
+            }
+            Err(err) => last = format!("{err:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("no report with {what}; last:\n{last}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn person<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["persons"]
+        .as_array()?
+        .iter()
+        .find(|p| p["person"] == name)
+}
+
+fn line<'a>(person: &'a Value, section: &str, kind: &str, name: &str) -> Option<&'a Value> {
+    person[section]
+        .as_array()?
+        .iter()
+        .find(|l| l["kind"] == kind && l["name"] == name)
+}
+
+#[test]
+fn unused_groups_and_sudo_rules_are_reported_and_usage_survives_a_restart() -> Result<()> {
+    require_root();
+    let (reader, stranger) = people()?;
+    let _sudo = SudoRules::grant(&format!(
+        "{READER} ALL=(root) NOPASSWD: /usr/bin/id, /usr/bin/whoami\n"
+    ))?;
+    let (_dir, root) = shared_root()?;
+    let group_file = file(&root, "group.txt", &format!("root:{GROUP_A}"), 0o640)?;
+    let state = tempfile::tempdir()?;
+    let config = usage_config(&root, state.path());
+    let mut sensor = Sensor::start(&config)?;
+    let commands = format!("cat {}; sudo -n /usr/bin/id -u", s(&group_file));
+    let out = as_login(reader, READER, &commands)?;
+    ensure!(out.status.success(), "{out:?}");
+
+    let config_path = sensor.config_path.clone();
+    let config_arg = s(&config_path).to_owned();
+    let args = ["--config", &config_arg, "--person", READER];
+    let used = |report: &Value| {
+        person(report, READER).is_some_and(|p| {
+            line(p, "used", "group", GROUP_A).is_some()
+                && line(p, "used", "sudo", "(root) /usr/bin/id").is_some()
+        })
+    };
+    let report = report_until(&args, "group A and the id rule used", used)?;
+    let reader_report = person(&report, READER).context("the reader")?;
+    let group_a = line(reader_report, "used", "group", GROUP_A).context("group A")?;
+    assert!(
+        group_a["example"]
+            .as_str()
+            .unwrap_or("")
+            .contains(s(&group_file)),
+        "{group_a:#}"
+    );
+    let id_rule = line(reader_report, "used", "sudo", "(root) /usr/bin/id").context("id")?;
+    assert_eq!(id_rule["example"], "/usr/bin/id -u");
+    assert!(
+        line(reader_report, "unused", "group", GROUP_B).is_some(),
+        "{report:#}"
+    );
+    assert!(line(reader_report, "unused", "sudo", "(root) /usr/bin/whoami").is_some());
+    assert!(line(reader_report, "used", "group", GROUP_B).is_none());
+
+    // The summaries went to the sinks too.
+    sensor.wait_for("the reader's access_usage summary", |events| {
+        events
+            .iter()
+            .find(|e| e["accessUsage"]["person"] == READER)
+            .cloned()
+    })?;
+    sensor.stop()?;
+
+    // A new daemon on the same state: new activity makes it save, the old usage is kept.
+    let mut restarted = Sensor::start(&config)?;
+    as_login(stranger, STRANGER, "true")?;
+    let restarted_config = s(&restarted.config_path).to_owned();
+    let all = ["--config", restarted_config.as_str()];
+    let kept = report_until(&all, "the stranger beside the reader's old usage", |r| {
+        person(r, STRANGER).is_some()
+            && person(r, READER).is_some_and(|p| line(p, "used", "group", GROUP_A).is_some())
+    })?;
+    assert!(person(&kept, READER).is_some());
+    let text = custos(&[
+        "access-report".as_ref(),
+        "--config".as_ref(),
+        restarted.config_path.as_os_str(),
+        "--person".as_ref(),
+        READER.as_ref(),
+    ])?;
+    assert!(text.contains("unused (revocation candidates)"), "{text}");
+    assert!(text.contains(GROUP_B), "{text}");
+    restarted.stop()?;
+    Ok(())
+}
+
+fn nats_config(root: &Path, state: &Path, url: &str) -> TestConfig {
+    let sink = Entry::new()
+        .set("type", "nats")
+        .set("url", url)
+        .set("stream", "CUSTOS")
+        .set("create_stream", true);
+    usage_config(root, state)
+        .spool(&state.join("spool"))
+        .sink(sink)
+}
+
+#[test]
+fn two_hosts_summaries_in_nats_merge_into_one_fleet_report() -> Result<()> {
+    require_root();
+    let (reader, _) = people()?;
+    let server = NatsServer::start()?;
+    let (_dir, root) = shared_root()?;
+    let group_file = file(&root, "group.txt", &format!("root:{GROUP_A}"), 0o640)?;
+    let this_host = host_name()?;
+    let (state_a, state_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut first = Sensor::start(&nats_config(&root, state_a.path(), &server.url()))?;
+    as_login(reader, READER, &format!("cat {}", s(&group_file)))?;
+    let url = server.url();
+    let args = ["--nats", url.as_str(), "--person", READER];
+    report_until(&args, "the first host's summary", |r| {
+        person(r, READER).is_some_and(|p| line(p, "used", "group", GROUP_A).is_some())
+    })?;
+
+    // The second host sees the reader act, without using group A.
+    let config_b = nats_config(&root, state_b.path(), &server.url());
+    let mut second = Sensor::start_as_host(&config_b, "custos-fleet-b")?;
+    as_login(reader, READER, "true")?;
+    let both = report_until(&args, "both hosts", |r| {
+        person(r, READER).is_some_and(|p| p["hosts"].as_array().is_some_and(|h| h.len() == 2))
+    })?;
+    let reader_report = person(&both, READER).context("the reader")?;
+    let mut hosts: Vec<&str> = reader_report["hosts"]
+        .as_array()
+        .context("hosts")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    hosts.sort_unstable();
+    let mut expected = vec!["custos-fleet-b", this_host.as_str()];
+    expected.sort_unstable();
+    assert_eq!(hosts, expected);
+    let group_a = line(reader_report, "used", "group", GROUP_A).context("group A used")?;
+    assert_eq!(group_a["exampleHost"], this_host.as_str(), "{group_a:#}");
+    let group_b = line(reader_report, "unused", "group", GROUP_B).context("group B unused")?;
+    assert_eq!(
+        group_b["hosts"].as_array().map(Vec::len),
+        Some(2),
+        "granted on both, used on neither: {group_b:#}"
+    );
+    second.stop()?;
+    first.stop()?;
+    Ok(())
+}
+
+fn host_name() -> Result<String> {
+    let out = Command::new("hostname").output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
