@@ -300,6 +300,12 @@ fn unused_groups_and_sudo_rules_are_reported_and_usage_survives_a_restart() -> R
     );
     assert!(line(reader_report, "unused", "sudo", "(root) /usr/bin/whoami").is_some());
     assert!(line(reader_report, "used", "group", GROUP_B).is_none());
+    // sudo itself is a set-user-id program the reader ran.
+    let sudo = line(reader_report, "used", "setuid", "/usr/bin/sudo").context("sudo")?;
+    assert!(
+        sudo["example"].as_str().unwrap_or("").starts_with("sudo"),
+        "{sudo:#}"
+    );
 
     // The summaries went to the sinks too.
     sensor.wait_for("the reader's access_usage summary", |events| {

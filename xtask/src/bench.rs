@@ -30,6 +30,8 @@ pub struct Options {
 enum Setup {
     Baseline,
     CustosEveryOpen,
+    /// The same without the access basis: what the basis costs, in the same run.
+    CustosEveryOpenNoBasis,
     CustosDefault,
     Auditd,
 }
@@ -39,6 +41,7 @@ impl Setup {
         match self {
             Setup::Baseline => "nothing attached",
             Setup::CustosEveryOpen => "custos, every open, protobuf file",
+            Setup::CustosEveryOpenNoBasis => "custos, every open, no access basis",
             Setup::CustosDefault => "custos, default config",
             Setup::Auditd => "auditd, open/openat/openat2/creat rule",
         }
@@ -57,6 +60,8 @@ struct Round {
     /// CPU time the daemon used from ready to exit, and the events it wrote.
     daemon_cpu: Option<Duration>,
     daemon_events: u64,
+    /// Run time of all eBPF programs during the loops (from the kernel's statistics).
+    bpf: Option<Duration>,
 }
 
 impl Round {
@@ -78,6 +83,7 @@ pub fn open(options: &Options, report: &mut Report) -> Result<()> {
     let setups: Vec<Setup> = [
         Setup::Baseline,
         Setup::CustosEveryOpen,
+        Setup::CustosEveryOpenNoBasis,
         Setup::CustosDefault,
         Setup::Auditd,
     ]
@@ -96,6 +102,14 @@ pub fn open(options: &Options, report: &mut Report) -> Result<()> {
                 1,
                 "[file]\ndedup_window_ms = 0\n",
             )?,
+            Setup::CustosEveryOpenNoBasis => with_custos(
+                &custos,
+                workdir.path(),
+                &file,
+                options.seconds,
+                1,
+                "[file]\ndedup_window_ms = 0\naccess_basis = false\n",
+            )?,
             Setup::CustosDefault => {
                 with_custos(&custos, workdir.path(), &file, options.seconds, 1, "")?
             }
@@ -103,6 +117,7 @@ pub fn open(options: &Options, report: &mut Report) -> Result<()> {
         })
     })?;
     print_table(report, &results);
+    print_basis_cost(report, &results);
     report.line(format!(
         "(cargo xtask bench open --seconds {} --rounds {})",
         options.seconds, options.rounds
@@ -166,6 +181,39 @@ fn print_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
             lost
         ));
     }
+}
+
+/// What the access basis adds per open: in the open syscall (BPF) and in the daemon.
+fn print_basis_cost(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
+    let rounds_of = |setup: Setup| results.iter().find(|(s, _)| *s == setup).map(|(_, r)| r);
+    let (Some(with), Some(without)) = (
+        rounds_of(Setup::CustosEveryOpen),
+        rounds_of(Setup::CustosEveryOpenNoBasis),
+    ) else {
+        return;
+    };
+    let daemon_ns = |r: &Round| {
+        r.daemon_cpu.unwrap_or_default().as_nanos() as f64 / r.daemon_events.max(1) as f64
+    };
+    let (open_with, open_without) = (
+        median_by(with, Round::ns_per_open).1,
+        median_by(without, Round::ns_per_open).1,
+    );
+    let (daemon_with, daemon_without) = (
+        median_by(with, daemon_ns).1,
+        median_by(without, daemon_ns).1,
+    );
+    let bpf_ns = |r: &Round| r.bpf.unwrap_or_default().as_nanos() as f64 / r.opens.max(1) as f64;
+    let (bpf_with, bpf_without) = (median_by(with, bpf_ns).1, median_by(without, bpf_ns).1);
+    report.line("");
+    report.line(format!(
+        "access basis, every open: {open_with:.0} ns/open with, {open_without:.0} without \
+         ({:+.1}%); eBPF {bpf_with:.0} ns/open with, {bpf_without:.0} without ({:+.1}%); \
+         daemon {daemon_with:.0} ns/event with, {daemon_without:.0} without ({:+.1}%)",
+        (open_with / open_without - 1.0) * 100.0,
+        (bpf_with / bpf_without - 1.0) * 100.0,
+        (daemon_with / daemon_without - 1.0) * 100.0
+    ));
 }
 
 fn print_throughput(report: &mut Report, rounds: &[Round]) {
@@ -274,6 +322,7 @@ fn with_custos(
 ) -> Result<Round> {
     let daemon = BenchDaemon::start(custos, workdir, extra)?;
     let cpu_at_ready = process_cpu(daemon.pid())?;
+    let bpf_before = bpf_by_program(METRICS)?;
     let runs = spawn_loops(file, seconds, loops)?;
     let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
     let mut round = Round::default();
@@ -291,6 +340,11 @@ fn with_custos(
             .unwrap_or(0);
         round.elapsed = round.elapsed.max(Duration::from_nanos(ns));
     }
+    let bpf: f64 = bpf_since(METRICS, &bpf_before)?
+        .iter()
+        .map(|(_, seconds)| seconds)
+        .sum();
+    round.bpf = Some(Duration::from_secs_f64(bpf));
     let output = daemon.output.clone();
     let cpu_total = daemon.stop()?;
     let (accounted, lost, written) = account(&output, file, &pids)?;
@@ -317,6 +371,9 @@ pub enum OutputFormat {
     /// Length-delimited protobuf.
     Protobuf,
 }
+
+/// The daemons' metrics endpoint (the default), where each eBPF program's run time is read.
+pub const METRICS: &str = "127.0.0.1:9464";
 
 /// The configuration a new user gets: `custos run` without `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../packaging/custos.toml");

@@ -17,13 +17,12 @@ use anyhow::{bail, Context as _, Result};
 use custos_proto::v1::event::Body;
 
 use crate::{
-    bench::{audit_syscalls, ensure_auditd, interleaved, process_cpu, spread, BenchDaemon},
+    bench::{
+        audit_syscalls, ensure_auditd, interleaved, process_cpu, spread, BenchDaemon, METRICS,
+    },
     report::Report,
     shell::{run as sh, target_dir},
 };
-
-/// The embedded default's metrics endpoint (for the BPF run time of each program).
-const METRICS: &str = "127.0.0.1:9464";
 
 pub struct Options {
     pub rates: Vec<u64>,

@@ -6,6 +6,7 @@ pub mod event;
 pub mod examine;
 pub mod fleet;
 pub mod grants;
+pub mod memo;
 pub mod open;
 pub mod report;
 pub mod sudo_rules;

@@ -9,6 +9,7 @@ use super::{
     basis::{decide, Acl, Object, Opener},
     event::{basis_event, Checked},
     examine::examine_denied,
+    memo::{AccessPart, BasisKey, BasisMemo},
     requested, CREATE_IN_DIRECTORY,
 };
 use crate::{
@@ -21,27 +22,35 @@ const GROUPS_TRUNCATED: &str = "the opener had more groups than the sensor captu
 const NOT_BY_PERMISSIONS: &str = "the permission bits allow this access: refused by an LSM, \
                                   an immutable file or a read-only mount";
 
-/// Sets `body`'s owner and basis: from the kernel's inputs for an open that succeeded, from
-/// the path as it is now for one that was denied.
+/// Sets `body`'s owner and basis: from the kernel's inputs for an open that succeeded (the
+/// same inputs as an earlier open's give its answer from `memo`), from the path as it is now
+/// for one that was denied.
 pub fn add_access_basis<S: NameSource>(
     open: &FileOpen,
     body: &mut FileOpenEvent,
     names: &mut NameCache<S>,
+    memo: &mut BasisMemo,
 ) {
     let record = &open.fixed;
-    if record.ret >= 0 {
-        if record.access_flags & access_flags::KNOWN != 0 {
-            set_owner(
-                body,
-                record.file_uid,
-                record.file_gid,
-                record.file_mode,
-                names,
-            );
-            opened(open, body, names);
+    if record.ret < 0 {
+        if body.denied {
+            denied(&record.task, body, names);
         }
-    } else if body.denied {
-        denied(&record.task, body, names);
+        return;
+    }
+    if record.access_flags & access_flags::KNOWN == 0 {
+        return;
+    }
+    let key = BasisKey::of(record, &open.acl);
+    if let Some(part) = key.as_ref().and_then(|k| memo.get(k)) {
+        part.apply(body);
+        return;
+    }
+    let (uid, gid, mode) = (record.file_uid, record.file_gid, record.file_mode);
+    set_owner(body, uid, gid, mode, names);
+    opened(open, body, names);
+    if let Some(key) = key {
+        memo.put(key, AccessPart::of(body));
     }
 }
 

@@ -20,11 +20,32 @@ impl Config {
         self.validate_network()?;
         self.validate_sinks()?;
         self.validate_paths()?;
+        self.validate_access()?;
         if self.spool.max_bytes < 256 * 1024 {
             bail!(
                 "spool.max_bytes = {}: at least 262144 (256 KiB)",
                 self.spool.max_bytes
             );
+        }
+        Ok(())
+    }
+
+    fn validate_access(&self) -> Result<()> {
+        let access = &self.access;
+        if !access.usage {
+            return Ok(());
+        }
+        if !access.state_dir.is_absolute() {
+            bail!(
+                "access.state_dir = {:?}: an absolute directory (the default is /var/lib/custos)",
+                access.state_dir
+            );
+        }
+        if access.refresh_seconds == 0 {
+            bail!("access.refresh_seconds = 0: at least 1 (the default is 600)");
+        }
+        if access.max_persons == 0 || access.max_entitlements == 0 {
+            bail!("access.max_persons and access.max_entitlements: at least 1 each");
         }
         Ok(())
     }

@@ -82,3 +82,42 @@ pub fn drop_arguments(summary: &mut AccessUsage) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::usage::model::{Entitlement, Uses};
+
+    #[test]
+    fn summaries_hide_the_person_groups_and_homes_and_may_drop_arguments() {
+        let mut usage = PersonUsage::default();
+        for (kind, name, example) in [
+            (Kind::Group, "alice-team", "open /home/alice/notes (r)"),
+            (Kind::Sudo, "(root) ALL", "/usr/bin/id -u"),
+        ] {
+            let entitlement = Entitlement {
+                kind,
+                name: name.into(),
+                granted: true,
+                granted_since: Some(1),
+                uses: Some(Uses {
+                    count: 1,
+                    last: 2,
+                    example: example.into(),
+                }),
+                sudo_rule: None,
+            };
+            usage.entitlements.insert(name.into(), entitlement);
+        }
+        let mut summary = access_usage_body("alice", &usage);
+        pseudonymise(&mut summary, &Pseudonymizer::hiding());
+        drop_arguments(&mut summary);
+        let text = format!("{summary:?}");
+        assert!(!text.contains("alice"), "{text}");
+        let sudo = &summary.entitlements[0];
+        assert_eq!(
+            (sudo.name.as_str(), sudo.example.as_str()),
+            ("(root) ALL", "/usr/bin/id")
+        );
+    }
+}

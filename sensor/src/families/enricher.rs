@@ -38,6 +38,8 @@ pub struct Enricher<S> {
     pub(super) redactor: Option<Redactor>,
     /// Built identities by the kernel's ids; names in them expire like the name cache's.
     pub(super) identities: LruCache<IdentityKey, (Identity, Instant)>,
+    /// The owner and access basis of file opens, by their inputs.
+    pub(super) access_bases: crate::access::memo::BasisMemo,
     /// The organisation's identity map, if configured.
     pub(super) people: Option<PeopleFile>,
     pub(super) sessions: SessionTracker,
@@ -133,6 +135,7 @@ impl<S: NameSource> Enricher<S> {
             processes: parts.processes,
             redactor: parts.redactor,
             identities: LruCache::new(parts.identities),
+            access_bases: Default::default(),
             people: parts.people,
             sessions: parts.sessions,
             devices: parts.devices,

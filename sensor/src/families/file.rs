@@ -51,7 +51,7 @@ impl<S: NameSource> Enricher<S> {
 
 impl<S: NameSource> Enricher<S> {
     fn add_access_basis(&mut self, open: &FileOpen, body: &mut FileOpenEvent) {
-        crate::access::open::add_access_basis(open, body, &mut self.names);
+        crate::access::open::add_access_basis(open, body, &mut self.names, &mut self.access_bases);
     }
 }
 

@@ -117,14 +117,13 @@ fn group_use(identity: &Identity, open: &FileOpen) -> Option<Used> {
 
 fn role_uses_of_open(identity: &Identity, open: &FileOpen, rules: &[AlertRule]) -> Vec<Used> {
     let removable = open.device.as_ref().is_some_and(|d| d.watched);
-    let example = format!("open {}", open.path);
     rules
         .iter()
         .filter(|rule| {
             (in_set(rule, &open.path) && access_matches(rule.access, open))
                 || (rule.removable_writes && removable && access_matches(AccessKind::Write, open))
         })
-        .flat_map(|rule| role_uses(identity, rule, &example))
+        .flat_map(|rule| role_uses(identity, rule, &format!("open {}", open.path)))
         .collect()
 }
 
@@ -146,5 +145,136 @@ fn entitlement(kind: Kind, name: &str, example: &str) -> Used {
         kind,
         name: name.to_owned(),
         example: example.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::{AccessBasis, Group, Person, PrivilegeHop, Process, ProcessExec};
+
+    use super::*;
+    use crate::config::Severity;
+
+    fn rule() -> AlertRule {
+        AlertRule {
+            id: "finance".into(),
+            severity: Severity::High,
+            paths: vec!["/srv/finance/".into()],
+            programs: vec!["/usr/bin/psql".into()],
+            removable_writes: false,
+            allow_roles: vec!["analyst".into()],
+            allow_groups: vec![],
+            access: AccessKind::Any,
+            bulk_files: None,
+            bulk_minutes: 10,
+            egress_bytes: None,
+            egress_minutes: 10,
+            internal_networks: vec![],
+        }
+    }
+
+    fn identity(user: &str, login: &str, roles: &[&str]) -> Identity {
+        Identity {
+            user: user.into(),
+            login_user: login.into(),
+            person: Some(Person {
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                ..Person::default()
+            }),
+            ..Identity::default()
+        }
+    }
+
+    fn group_open(identity: Identity, path: &str) -> Event {
+        Event {
+            identity: Some(identity),
+            body: Some(Body::FileOpen(FileOpen {
+                path: path.into(),
+                fd: Some(3),
+                basis: Some(AccessBasis {
+                    grant: AccessGrant::Group as i32,
+                    group: Some(Group {
+                        gid: 50,
+                        name: "staff".into(),
+                    }),
+                    requested: "r".into(),
+                    ..AccessBasis::default()
+                }),
+                ..FileOpen::default()
+            })),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn group_and_role_uses_count_for_the_person_acting_as_themselves() {
+        let rules = [rule()];
+        let event = group_open(identity("alice", "alice", &["analyst"]), "/srv/finance/q3");
+        let uses = uses_in(&event, &rules, &HashMap::new());
+        let names: Vec<String> = uses
+            .iter()
+            .map(|u| match u {
+                Used::Entitlement { kind, name, .. } => format!("{}:{name}", kind.label()),
+                Used::SudoRun { .. } => "sudo".into(),
+            })
+            .collect();
+        assert_eq!(names, ["group:staff", "role:analyst (rule finance)"]);
+        // After sudo to root, root's groups are not alice's memberships.
+        let as_root = group_open(identity("root", "alice", &["analyst"]), "/tmp/x");
+        assert!(uses_in(&as_root, &rules, &HashMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_command_under_sudo_and_a_privileged_program_are_uses() {
+        let exec = Event {
+            identity: Some(identity("root", "", &[])),
+            process: Some(Process {
+                binary: "/usr/bin/psql".into(),
+                args: vec!["psql".into(), "-l".into()],
+                ..Process::default()
+            }),
+            body: Some(Body::Exec(ProcessExec {
+                parent: Some(Process {
+                    binary: "/usr/bin/sudo".into(),
+                    ..Process::default()
+                }),
+            })),
+            ..Event::default()
+        };
+        let programs = HashMap::from([(
+            "/usr/bin/psql".to_owned(),
+            (Kind::FileCapability, "/usr/bin/psql (cap_x)".to_owned()),
+        )]);
+        let uses = uses_in(&exec, &[], &programs);
+        assert_eq!(
+            uses[0],
+            Used::SudoRun {
+                target: "root".into(),
+                binary: "/usr/bin/psql".into(),
+                args: vec!["-l".into()],
+            }
+        );
+        assert!(matches!(
+            &uses[1],
+            Used::Entitlement {
+                kind: Kind::FileCapability,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_person_is_the_login_then_who_switched_then_the_user() {
+        let mut id = identity("root", "", &[]);
+        assert_eq!(person_of(&id), Some("root"));
+        id.privilege_chain.push(PrivilegeHop {
+            from_user: "bob".into(),
+            to_user: "root".into(),
+            program: "/usr/bin/sudo".into(),
+            ..PrivilegeHop::default()
+        });
+        assert_eq!(person_of(&id), Some("bob"));
+        id.login_user = "alice".into();
+        assert_eq!(person_of(&id), Some("alice"));
     }
 }
