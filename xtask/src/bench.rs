@@ -30,8 +30,6 @@ pub struct Options {
 enum Setup {
     Baseline,
     CustosEveryOpen,
-    /// The same without the access basis: what the basis costs, in the same run.
-    CustosEveryOpenNoBasis,
     CustosDefault,
     Auditd,
 }
@@ -41,7 +39,6 @@ impl Setup {
         match self {
             Setup::Baseline => "nothing attached",
             Setup::CustosEveryOpen => "custos, every open, protobuf file",
-            Setup::CustosEveryOpenNoBasis => "custos, every open, no access basis",
             Setup::CustosDefault => "custos, default config",
             Setup::Auditd => "auditd, open/openat/openat2/creat rule",
         }
@@ -50,18 +47,20 @@ impl Setup {
 
 /// One timed round.
 #[derive(Clone, Debug, Default)]
-struct Round {
-    opens: u64,
-    elapsed: Duration,
+pub(crate) struct Round {
+    pub(crate) opens: u64,
+    pub(crate) elapsed: Duration,
     /// Opens of the benchmark file the sensor accounted for (events + counted repeats).
-    accounted: Option<u64>,
+    pub(crate) accounted: Option<u64>,
     /// Events the sensor itself reported lost.
-    reported_lost: Option<u64>,
+    pub(crate) reported_lost: Option<u64>,
     /// CPU time the daemon used from ready to exit, and the events it wrote.
-    daemon_cpu: Option<Duration>,
-    daemon_events: u64,
+    pub(crate) daemon_cpu: Option<Duration>,
+    pub(crate) daemon_events: u64,
     /// Run time of all eBPF programs during the loops (from the kernel's statistics).
-    bpf: Option<Duration>,
+    pub(crate) bpf: Option<Duration>,
+    /// CPU time of the open loops themselves (the syscalls, with the eBPF programs they run).
+    pub(crate) loop_cpu: Duration,
 }
 
 impl Round {
@@ -83,7 +82,6 @@ pub fn open(options: &Options, report: &mut Report) -> Result<()> {
     let setups: Vec<Setup> = [
         Setup::Baseline,
         Setup::CustosEveryOpen,
-        Setup::CustosEveryOpenNoBasis,
         Setup::CustosDefault,
         Setup::Auditd,
     ]
@@ -91,55 +89,43 @@ pub fn open(options: &Options, report: &mut Report) -> Result<()> {
     .filter(|s| *s != Setup::Auditd || auditd.is_ok())
     .collect();
 
+    let one_loop = Loops::flat_out(options.seconds, 1);
     let results = interleaved("open", &setups, options.rounds, Setup::label, |setup| {
+        let (dir, loops) = (workdir.path(), &one_loop);
         Ok(match setup {
-            Setup::Baseline => loop_only(&file, options.seconds, 1)?,
-            Setup::CustosEveryOpen => with_custos(
-                &custos,
-                workdir.path(),
-                &file,
-                options.seconds,
-                1,
-                "[file]\ndedup_window_ms = 0\n",
-            )?,
-            Setup::CustosEveryOpenNoBasis => with_custos(
-                &custos,
-                workdir.path(),
-                &file,
-                options.seconds,
-                1,
-                "[file]\ndedup_window_ms = 0\naccess_basis = false\n",
-            )?,
-            Setup::CustosDefault => {
-                with_custos(&custos, workdir.path(), &file, options.seconds, 1, "")?
-            }
-            Setup::Auditd => with_auditd(&file, options.seconds)?,
+            Setup::Baseline => loop_only(&file, loops)?,
+            Setup::CustosEveryOpen => with_custos(&custos, dir, &file, loops, EVERY_OPEN)?,
+            Setup::CustosDefault => with_custos(&custos, dir, &file, loops, "")?,
+            Setup::Auditd => with_auditd(&file, loops)?,
         })
     })?;
     print_table(report, &results);
-    print_basis_cost(report, &results);
     report.line(format!(
         "(cargo xtask bench open --seconds {} --rounds {})",
         options.seconds, options.rounds
     ));
+    crate::bench_basis::run(&custos, workdir.path(), &file, options, report)?;
 
     eprintln!("xtask: bench open: throughput, two open loops at once, every open captured");
     let mut throughput = Vec::new();
+    let two_loops = Loops::flat_out(options.seconds, 2);
     for _ in 0..options.rounds {
         throughput.push(with_custos(
             &custos,
             workdir.path(),
             &file,
-            options.seconds,
-            2,
-            "[file]\ndedup_window_ms = 0\n",
+            &two_loops,
+            EVERY_OPEN,
         )?);
     }
     print_throughput(report, &throughput);
     Ok(())
 }
 
-fn median_by(rounds: &[Round], key: impl Fn(&Round) -> f64) -> (f64, f64, f64) {
+/// Configuration that reports every open: no deduplication.
+pub const EVERY_OPEN: &str = "[file]\ndedup_window_ms = 0\n";
+
+pub(crate) fn median_by(rounds: &[Round], key: impl Fn(&Round) -> f64) -> (f64, f64, f64) {
     spread(rounds.iter().map(key).collect())
 }
 
@@ -183,39 +169,6 @@ fn print_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
     }
 }
 
-/// What the access basis adds per open: in the open syscall (BPF) and in the daemon.
-fn print_basis_cost(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
-    let rounds_of = |setup: Setup| results.iter().find(|(s, _)| *s == setup).map(|(_, r)| r);
-    let (Some(with), Some(without)) = (
-        rounds_of(Setup::CustosEveryOpen),
-        rounds_of(Setup::CustosEveryOpenNoBasis),
-    ) else {
-        return;
-    };
-    let daemon_ns = |r: &Round| {
-        r.daemon_cpu.unwrap_or_default().as_nanos() as f64 / r.daemon_events.max(1) as f64
-    };
-    let (open_with, open_without) = (
-        median_by(with, Round::ns_per_open).1,
-        median_by(without, Round::ns_per_open).1,
-    );
-    let (daemon_with, daemon_without) = (
-        median_by(with, daemon_ns).1,
-        median_by(without, daemon_ns).1,
-    );
-    let bpf_ns = |r: &Round| r.bpf.unwrap_or_default().as_nanos() as f64 / r.opens.max(1) as f64;
-    let (bpf_with, bpf_without) = (median_by(with, bpf_ns).1, median_by(without, bpf_ns).1);
-    report.line("");
-    report.line(format!(
-        "access basis, every open: {open_with:.0} ns/open with, {open_without:.0} without \
-         ({:+.1}%); eBPF {bpf_with:.0} ns/open with, {bpf_without:.0} without ({:+.1}%); \
-         daemon {daemon_with:.0} ns/event with, {daemon_without:.0} without ({:+.1}%)",
-        (open_with / open_without - 1.0) * 100.0,
-        (bpf_with / bpf_without - 1.0) * 100.0,
-        (daemon_with / daemon_without - 1.0) * 100.0
-    ));
-}
-
 fn print_throughput(report: &mut Report, rounds: &[Round]) {
     let (min, median, max) = median_by(rounds, |r| {
         r.accounted.unwrap_or(0) as f64 / r.elapsed.as_secs_f64()
@@ -235,7 +188,7 @@ fn print_throughput(report: &mut Report, rounds: &[Round]) {
 }
 
 /// "0" when every round accounted for every open; otherwise the worst round's shortfall.
-fn lost_summary(rounds: &[Round]) -> String {
+pub(crate) fn lost_summary(rounds: &[Round]) -> String {
     let mut worst: Option<u64> = None;
     for round in rounds {
         let Some(accounted) = round.accounted else {
@@ -252,31 +205,61 @@ fn lost_summary(rounds: &[Round]) -> String {
     }
 }
 
-/// The open loop itself: `loops` processes, each opening `file` for `seconds`.
-fn loop_only(file: &Path, seconds: u64, loops: usize) -> Result<Round> {
-    let runs = spawn_loops(file, seconds, loops)?;
-    let mut round = Round::default();
-    for (_, child) in runs {
-        let output = child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let mut fields = text.split_whitespace();
-        let opens: u64 = fields
-            .next()
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| anyhow!("open loop printed {text:?}"))?;
-        let ns: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        round.opens += opens;
-        round.elapsed = round.elapsed.max(Duration::from_nanos(ns));
+/// How the open loops run: how many processes, for how long, and at most how fast each.
+#[derive(Clone, Copy, Debug)]
+pub struct Loops {
+    pub seconds: u64,
+    pub count: usize,
+    /// Opens per second per process; `None` as fast as it can.
+    pub rate: Option<u64>,
+}
+
+impl Loops {
+    pub fn flat_out(seconds: u64, count: usize) -> Self {
+        Self {
+            seconds,
+            count,
+            rate: None,
+        }
     }
+}
+
+/// The open loop itself: `loops` processes, each opening `file`.
+fn loop_only(file: &Path, loops: &Loops) -> Result<Round> {
+    let mut round = Round::default();
+    collect_loops(spawn_loops(file, loops)?, &mut round)?;
     Ok(round)
 }
 
-pub fn spawn_loops(file: &Path, seconds: u64, loops: usize) -> Result<Vec<(u32, Child)>> {
+/// Adds the loops' opens, longest run and CPU time to `round` once they exit.
+fn collect_loops(runs: Vec<(u32, Child)>, round: &mut Round) -> Result<()> {
+    for (_, child) in runs {
+        let output = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        let opens = fields
+            .next()
+            .flatten()
+            .ok_or_else(|| anyhow!("open loop printed {text:?}"))?;
+        let ns = fields.next().flatten().unwrap_or(0);
+        let cpu_ns = fields.next().flatten().unwrap_or(0);
+        round.opens += opens;
+        round.elapsed = round.elapsed.max(Duration::from_nanos(ns));
+        round.loop_cpu += Duration::from_nanos(cpu_ns);
+    }
+    Ok(())
+}
+
+pub fn spawn_loops(file: &Path, loops: &Loops) -> Result<Vec<(u32, Child)>> {
     let exe = std::env::current_exe()?;
-    (0..loops)
+    (0..loops.count)
         .map(|_| {
-            let child = Command::new(&exe)
-                .args(["open-loop", "--seconds", &seconds.to_string()])
+            let mut command = Command::new(&exe);
+            command.args(["open-loop", "--seconds", &loops.seconds.to_string()]);
+            if let Some(rate) = loops.rate {
+                command.args(["--rate", &rate.to_string()]);
+            }
+            let child = command
                 .arg(file)
                 .env_remove("LD_LIBRARY_PATH")
                 .stdout(Stdio::piped())
@@ -287,8 +270,9 @@ pub fn spawn_loops(file: &Path, seconds: u64, loops: usize) -> Result<Vec<(u32, 
         .collect()
 }
 
-/// Entry point of the `open-loop` helper process.
-pub fn open_loop(file: &Path, seconds: u64) -> Result<()> {
+/// Entry point of the `open-loop` helper process: opens and closes `file` for `seconds`, at
+/// most `rate` times a second; prints the opens, the nanoseconds it ran and its CPU time.
+pub fn open_loop(file: &Path, seconds: u64, rate: Option<u64>) -> Result<()> {
     let path = CString::new(file.as_os_str().as_encoded_bytes())?;
     let limit = Duration::from_secs(seconds);
     let start = Instant::now();
@@ -304,42 +288,49 @@ pub fn open_loop(file: &Path, seconds: u64) -> Result<()> {
                     std::io::Error::last_os_error()
                 );
             }
+            // SAFETY: the descriptor just opened.
             unsafe { libc::close(fd) };
         }
         opens += 1000;
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(opens as f64 / rate.max(1) as f64);
+            std::thread::sleep(due.saturating_sub(start.elapsed()));
+        }
     }
-    println!("{opens} {}", start.elapsed().as_nanos());
+    println!(
+        "{opens} {} {}",
+        start.elapsed().as_nanos(),
+        own_cpu().as_nanos()
+    );
     Ok(())
 }
 
-fn with_custos(
+/// This process's user and system CPU time.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+pub(crate) fn with_custos(
     custos: &Path,
     workdir: &Path,
     file: &Path,
-    seconds: u64,
-    loops: usize,
+    loops: &Loops,
     extra: &str,
 ) -> Result<Round> {
     let daemon = BenchDaemon::start(custos, workdir, extra)?;
     let cpu_at_ready = process_cpu(daemon.pid())?;
     let bpf_before = bpf_by_program(METRICS)?;
-    let runs = spawn_loops(file, seconds, loops)?;
+    let runs = spawn_loops(file, loops)?;
     let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
     let mut round = Round::default();
-    for (_, child) in runs {
-        let output = child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let mut fields = text.split_whitespace();
-        round.opens += fields
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-        let ns = fields
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-        round.elapsed = round.elapsed.max(Duration::from_nanos(ns));
-    }
+    collect_loops(runs, &mut round)?;
     let bpf: f64 = bpf_since(METRICS, &bpf_before)?
         .iter()
         .map(|(_, seconds)| seconds)
@@ -605,9 +596,9 @@ pub(crate) fn audit_syscalls(syscalls: &str, key: &str) -> Result<()> {
     sh(Command::new("auditctl").args(rule))
 }
 
-fn with_auditd(file: &Path, seconds: u64) -> Result<Round> {
+fn with_auditd(file: &Path, loops: &Loops) -> Result<Round> {
     audit_syscalls("open,openat,openat2,creat", "custos-bench")?;
-    let measured = loop_only(file, seconds, 1);
+    let measured = loop_only(file, loops);
     sh(Command::new("auditctl").arg("-D"))?;
     measured
 }

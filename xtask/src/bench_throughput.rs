@@ -14,7 +14,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    bench::{account, process_cpu, spawn_loops, spread, BenchDaemon},
+    bench::{account, process_cpu, spawn_loops, spread, BenchDaemon, Loops},
     report::Report,
     shell::target_dir,
 };
@@ -159,7 +159,7 @@ fn step(
             (rss, private)
         })
     };
-    let runs = spawn_loops(file, options.seconds, loops)?;
+    let runs = spawn_loops(file, &Loops::flat_out(options.seconds, loops))?;
     let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
     let mut opens = 0;
     for (_, child) in runs {

@@ -3,6 +3,7 @@
 //! Every command first makes sure the machine has what it needs (see `setup`), so a fresh
 //! machine goes from clone to running sensor or green tests with one command.
 mod bench;
+mod bench_basis;
 mod bench_exec;
 mod bench_network;
 mod bench_throughput;
@@ -81,6 +82,9 @@ enum Command {
     OpenLoop {
         #[arg(long)]
         seconds: u64,
+        /// Opens per second at most (default: as fast as it can).
+        #[arg(long)]
+        rate: Option<u64>,
         file: PathBuf,
     },
     /// The network benchmark's server (internal).
@@ -193,7 +197,11 @@ fn main() -> ExitCode {
             seconds,
             program,
         } => bench_exec::exec_loop(&program, rate, seconds),
-        Command::OpenLoop { seconds, file } => bench::open_loop(&file, seconds),
+        Command::OpenLoop {
+            seconds,
+            rate,
+            file,
+        } => bench::open_loop(&file, seconds, rate),
         Command::AcceptLoop { address } => bench_network::accept_loop(&address),
         Command::ConnectLoop { seconds, address } => bench_network::connect_loop(&address, seconds),
     };
