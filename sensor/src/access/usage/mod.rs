@@ -16,7 +16,10 @@ use std::{
 use anyhow::Result;
 use custos_proto::v1::Event;
 
-use crate::config::{AccessConfig, AlertRule};
+use crate::{
+    access::grants::{privileged_programs, PrivilegedProgram},
+    config::{AccessConfig, AlertRule},
+};
 use model::{Kind, PersonUsage, UsageState};
 use worker::{Answer, GrantsWorker, Request};
 
@@ -41,6 +44,14 @@ pub struct UsageTracker {
     next_program_scan: Instant,
 }
 
+/// Privileged programs' entitlements by the programs' paths.
+fn programs_by_path(programs: &[PrivilegedProgram]) -> HashMap<String, (Kind, String)> {
+    programs
+        .iter()
+        .map(|p| (p.path.clone(), (p.kind, p.name.clone())))
+        .collect()
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -53,15 +64,18 @@ impl UsageTracker {
     pub fn start(config: &AccessConfig, rules: Vec<AlertRule>) -> Result<Self> {
         let path = config.state_file();
         let state = state_file::load(&path)?;
-        let worker = GrantsWorker::spawn(config.program_dirs.clone())?;
-        worker.ask(Request::Programs);
+        // Scanned before the sensor is ready, so that no run of one goes unnoticed; later
+        // scans run on the worker.
+        let programs = privileged_programs(&config.program_dirs);
+        let by_path = programs_by_path(&programs);
+        let worker = GrantsWorker::spawn(config.program_dirs.clone(), programs)?;
         let now = Instant::now();
         Ok(Self {
             path,
             config: config.clone(),
             rules,
             state,
-            programs: HashMap::new(),
+            programs: by_path,
             worker,
             asked: HashSet::new(),
             dirty: false,
@@ -158,12 +172,7 @@ impl UsageTracker {
 
     fn apply(&mut self, answer: Answer, now: u64) {
         match answer {
-            Answer::Programs(programs) => {
-                self.programs = programs
-                    .into_iter()
-                    .map(|p| (p.path, (p.kind, p.name)))
-                    .collect();
-            }
+            Answer::Programs(programs) => self.programs = programs_by_path(&programs),
             Answer::Person(person, grants) => {
                 self.asked.remove(&person);
                 if let Some(usage) = self.state.persons.get_mut(&person) {

@@ -27,12 +27,13 @@ pub struct GrantsWorker {
 }
 
 impl GrantsWorker {
-    pub fn spawn(program_dirs: Vec<PathBuf>) -> Result<Self> {
+    /// Starts the thread; `programs` is the scan done so far.
+    pub fn spawn(program_dirs: Vec<PathBuf>, programs: Vec<PrivilegedProgram>) -> Result<Self> {
         let (requests, incoming) = channel::<Request>();
         let (outgoing, answers) = channel::<Answer>();
         thread::Builder::new()
             .name("custos-grants".into())
-            .spawn(move || serve(&program_dirs, &incoming, &outgoing))
+            .spawn(move || serve(&program_dirs, programs, &incoming, &outgoing))
             .context("starting the grants thread")?;
         Ok(Self { requests, answers })
     }
@@ -48,8 +49,12 @@ impl GrantsWorker {
     }
 }
 
-fn serve(dirs: &[PathBuf], incoming: &Receiver<Request>, outgoing: &Sender<Answer>) {
-    let mut programs = Vec::new();
+fn serve(
+    dirs: &[PathBuf],
+    mut programs: Vec<PrivilegedProgram>,
+    incoming: &Receiver<Request>,
+    outgoing: &Sender<Answer>,
+) {
     for request in incoming {
         let answer = match request {
             Request::Programs => {
