@@ -279,6 +279,7 @@ impl Daemon {
             access: access_tracker(&config)?,
             privacy: Privacy::new(&config.privacy)?,
             file_events: config.privacy.file_events,
+            own_pid: std::process::id(),
             tail: tail_events,
             metrics: metrics.clone(),
         };

@@ -86,6 +86,8 @@ pub(super) struct Stages {
     pub(super) access: Option<UsageTracker>,
     pub(super) privacy: Privacy,
     pub(super) file_events: FileEvents,
+    /// The daemon's process id: its children are its helpers.
+    pub(super) own_pid: u32,
     /// The live stream's clients (`custos tail`); they get events before the sinks' privacy
     /// view and apply their own.
     pub(super) tail: broadcast::Sender<Arc<Event>>,
@@ -146,8 +148,17 @@ impl Stages {
     }
 
     /// The privacy setting's file events: what the kernel could not leave out is left out here,
-    /// before the event takes a seq.
+    /// before the event takes a seq. So is the activity of the daemon's own helpers (`sudo -l`
+    /// for entitlement usage): like the daemon's own, it is the sensor's, and its arguments
+    /// name people whatever the privacy settings say.
     fn collected(&self, event: &Event) -> bool {
+        if event
+            .process
+            .as_ref()
+            .is_some_and(|p| p.ppid == self.own_pid)
+        {
+            return false;
+        }
         let Some(Body::FileOpen(open)) = &event.body else {
             return true;
         };
