@@ -110,25 +110,10 @@ fn every_open_says_which_grant_let_it_through() -> Result<()> {
         READER,
         &format!("cat {} {}", s(&group_file), s(&own)),
     )?;
-    let stranger_reads = format!(
-        "cat {} {}; cat {}; echo x > {}",
-        s(&world),
-        s(&acl),
-        s(&refused),
-        s(&created)
-    );
-    as_login(stranger, STRANGER, &stranger_reads)?;
-    run("cat", &[s(&private)])?;
-    let cat_without_read_search = format!("cat {}", s(&private));
-    run(
-        "capsh",
-        &[
-            "--drop=cap_dac_read_search",
-            "--",
-            "-c",
-            &cat_without_read_search,
-        ],
-    )?;
+    let stranger_reads = [&world, &acl, &refused].map(|f| format!("cat {}", s(f)));
+    let stranger_acts = format!("{}; echo x > {}", stranger_reads.join("; "), s(&created));
+    as_login(stranger, STRANGER, &stranger_acts)?;
+    root_reads(&private)?;
 
     let group = basis_of(&sensor, &group_file, READER, |_| true)?;
     let basis = &group["fileOpen"]["basis"];
@@ -186,6 +171,13 @@ fn every_open_says_which_grant_let_it_through() -> Result<()> {
     let found = sensor.wait_for("root's two reads of the private file", capabilities)?;
     assert_eq!(found, ["CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE"]);
     Ok(())
+}
+
+/// Root reads `private` twice: as it is, then without CAP_DAC_READ_SEARCH.
+fn root_reads(private: &Path) -> Result<()> {
+    run("cat", &[s(private)])?;
+    let cat = format!("cat {}", s(private));
+    run("capsh", &["--drop=cap_dac_read_search", "--", "-c", &cat])
 }
 
 /// Removes the test's sudoers file, whatever happens.

@@ -10,7 +10,7 @@ use super::{
     dedup::{counted_as_repeat, dedup_key, open_window},
     filter::{passes_path_filter, path_action, path_allows},
     lookup::{cwd_path, file_of_fd, inode_facts},
-    verdict::{name_of, remember_exclusion, remembered_exclusion},
+    verdict::{name_of, remember_exclusion, remembered_exclusion, Name},
     Request, AT_FDCWD,
 };
 use crate::{
@@ -80,15 +80,8 @@ pub fn opened<M: Mem>(
     let Some(resolved) = resolve(dentry, vfsmount) else {
         return;
     };
-    if !watched {
-        let action = path_action(config, &resolved);
-        if !path_allows(config, action, flags) {
-            // Only a rule's exclusion is remembered, not the absence of an include.
-            if let (Some(name), Some(action)) = (&name, action) {
-                remember_exclusion(name, action);
-            }
-            return;
-        }
+    if !watched && dropped_by_path_rules(config, &resolved, flags, name.as_ref()) {
+        return;
     }
     let Some(buffer) = start(request, if fd < 0 { 0 } else { fd }, now) else {
         return;
@@ -119,6 +112,25 @@ pub fn opened<M: Mem>(
         record_access::<M, FILE_BLOB_OFFSET_MASK>(&mut buffer.record, &inode, dentry, &mut blob);
     }
     send(buffer, blob.used);
+}
+
+/// Whether the path rules drop an open of `resolved`; a rule's exclusion is remembered under
+/// the open's `name` (the absence of an include is not).
+#[inline(always)]
+fn dropped_by_path_rules(
+    config: &FileFilterConfig,
+    resolved: &ResolvedPath,
+    flags: u32,
+    name: Option<&Name>,
+) -> bool {
+    let action = path_action(config, resolved);
+    if path_allows(config, action, flags) {
+        return false;
+    }
+    if let (Some(name), Some(action)) = (name, action) {
+        remember_exclusion(name, action);
+    }
+    true
 }
 
 #[inline(always)]

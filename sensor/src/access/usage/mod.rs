@@ -123,7 +123,7 @@ impl UsageTracker {
     /// Marks `person` seen at `at`; false when they were new or their roles changed.
     fn seen(&mut self, person: &str, at: u64, roles: &[String]) -> bool {
         if let Some(usage) = self.state.persons.get_mut(person) {
-            // Only a new second is worth a write of the state.
+            // Kept in memory; on its own it does not make the state worth writing.
             if usage.last_seen < at {
                 usage.last_seen = at;
             }

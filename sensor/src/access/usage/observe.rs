@@ -1,7 +1,7 @@
 //! Which entitlement an event used.
 use std::collections::HashMap;
 
-use custos_proto::v1::{event::Body, AccessGrant, Event, FileOpen, Identity};
+use custos_proto::v1::{event::Body, AccessGrant, Event, FileOpen, Identity, Process, ProcessExec};
 
 use super::model::Kind;
 use crate::{
@@ -66,36 +66,45 @@ pub fn uses_in(
             uses.extend(role_uses_of_open(identity, open, rules));
             uses
         }
-        Some(Body::Exec(exec)) => {
-            let Some(process) = &event.process else {
-                return Vec::new();
-            };
-            let mut uses = Vec::new();
-            let command = process.args.join(" ");
-            let by_sudo = exec
-                .parent
-                .as_ref()
-                .is_some_and(|parent| parent.binary.ends_with("/sudo"));
-            if by_sudo {
-                uses.push(Used::SudoRun {
-                    target: identity.user.clone(),
-                    binary: process.binary.clone(),
-                    args: process.args.iter().skip(1).cloned().collect(),
-                });
-            }
-            if let Some((kind, name)) = programs.get(&process.binary) {
-                uses.push(entitlement(*kind, name, &command));
-            }
-            for rule in rules
-                .iter()
-                .filter(|r| r.programs.contains(&process.binary))
-            {
-                uses.extend(role_uses(identity, rule, &format!("ran {command}")));
-            }
-            uses
-        }
+        Some(Body::Exec(exec)) => match &event.process {
+            Some(process) => exec_uses(identity, exec, process, rules, programs),
+            None => Vec::new(),
+        },
         _ => Vec::new(),
     }
+}
+
+/// A command run through sudo, a privileged program run, a reserved program run by a role.
+fn exec_uses(
+    identity: &Identity,
+    exec: &ProcessExec,
+    process: &Process,
+    rules: &[AlertRule],
+    programs: &HashMap<String, (Kind, String)>,
+) -> Vec<Used> {
+    let mut uses = Vec::new();
+    let by_sudo = exec
+        .parent
+        .as_ref()
+        .is_some_and(|parent| parent.binary.ends_with("/sudo"));
+    if by_sudo {
+        uses.push(Used::SudoRun {
+            target: identity.user.clone(),
+            binary: process.binary.clone(),
+            args: process.args.iter().skip(1).cloned().collect(),
+        });
+    }
+    let command = || process.args.join(" ");
+    if let Some((kind, name)) = programs.get(&process.binary) {
+        uses.push(entitlement(*kind, name, &command()));
+    }
+    for rule in rules
+        .iter()
+        .filter(|r| r.programs.contains(&process.binary))
+    {
+        uses.extend(role_uses(identity, rule, &format!("ran {}", command())));
+    }
+    uses
 }
 
 /// A group grant made under the person's own account: the membership was used.
