@@ -140,6 +140,27 @@ pub struct TaskInfo {
     pub comm: [u8; COMM_LEN],
 }
 
+impl TaskInfo {
+    /// The supplementary groups the record captured (at most [`MAX_GROUPS`]).
+    pub fn captured_groups(&self) -> &[u32] {
+        let captured = if (self.ngroups as usize) < MAX_GROUPS {
+            self.ngroups as usize
+        } else {
+            MAX_GROUPS
+        };
+        &self.groups[..captured]
+    }
+
+    /// `groups` with the slots past the captured ones zeroed: they hold whatever the kernel's
+    /// buffer held, so only this form may be compared or hashed.
+    pub fn comparable_groups(&self) -> [u32; MAX_GROUPS] {
+        let mut groups = [0; MAX_GROUPS];
+        let captured = self.captured_groups();
+        groups[..captured.len()].copy_from_slice(captured);
+        groups
+    }
+}
+
 /// Per-CPU drop counters: slot `k` counts failed ring-buffer writes of kind `k`; slot
 /// [`UNTRACKED_BASE`]` + k` counts records of kind `k` whose follow-up will not come because
 /// a kernel table that follows them (open TCP connections) was full.

@@ -34,13 +34,7 @@ impl Credentials {
             cap_effective,
             cap_permitted,
             ngroups: task.ngroups,
-            groups: {
-                // Slots past the captured groups hold whatever the kernel buffer held.
-                let mut groups = [0; MAX_GROUPS];
-                let captured = (task.ngroups as usize).min(MAX_GROUPS);
-                groups[..captured].copy_from_slice(&task.groups[..captured]);
-                groups
-            },
+            groups: task.comparable_groups(),
         }
     }
 

@@ -50,7 +50,7 @@ impl BasisKey {
             fsuid: task.fsuid,
             fsgid: task.fsgid,
             ngroups: task.ngroups,
-            groups: task.groups,
+            groups: task.comparable_groups(),
             acl: acl.to_vec(),
         })
     }

@@ -2,7 +2,7 @@
 use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path};
 
 use custos_proto::v1::FileOpen as FileOpenEvent;
-use sensor_common::{access_flags, task_flags, TaskInfo, MAX_GROUPS};
+use sensor_common::{access_flags, task_flags, TaskInfo};
 
 use super::{
     acl_entries,
@@ -86,7 +86,7 @@ fn opened<S: NameSource>(open: &FileOpen, body: &mut FileOpenEvent, names: &mut 
         mode: record.checked_mode,
         acl,
     };
-    let groups = groups_of(&record.task);
+    let groups = record.task.captured_groups();
     let opener = Opener {
         fsuid: record.task.fsuid,
         fsgid: record.task.fsgid,
@@ -114,7 +114,7 @@ fn denied<S: NameSource>(task: &TaskInfo, body: &mut FileOpenEvent, names: &mut 
     let opener = Opener {
         fsuid: task.fsuid,
         fsgid: task.fsgid,
-        groups: groups_of(task),
+        groups: task.captured_groups(),
         // Either would have let the open through.
         cap_dac_override: false,
         cap_dac_read_search: false,
@@ -177,12 +177,6 @@ fn note_for(task: &TaskInfo, acl: &Acl, flags: u32) -> &'static str {
     } else {
         ""
     }
-}
-
-/// The supplementary groups the record captured.
-fn groups_of(task: &TaskInfo) -> &[u32] {
-    let count = (task.ngroups as usize).min(MAX_GROUPS);
-    &task.groups[..count]
 }
 
 fn parent_of(path: &str) -> String {

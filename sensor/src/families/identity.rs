@@ -24,9 +24,6 @@ pub struct IdentityKey {
 
 impl IdentityKey {
     fn of(task: &TaskInfo) -> Self {
-        let captured = (task.ngroups as usize).min(MAX_GROUPS);
-        let mut groups = [0; MAX_GROUPS];
-        groups[..captured].copy_from_slice(&task.groups[..captured]);
         Self {
             ids: [
                 task.uid,
@@ -42,7 +39,7 @@ impl IdentityKey {
             ],
             flags: task.flags,
             ngroups: task.ngroups,
-            groups,
+            groups: task.comparable_groups(),
             tty: task.tty,
         }
     }
@@ -98,8 +95,8 @@ impl<S: NameSource> Enricher<S> {
     }
 
     pub(super) fn build_identity(&mut self, task: &TaskInfo) -> Identity {
-        let captured = (task.ngroups as usize).min(MAX_GROUPS);
-        let groups = task.groups[..captured]
+        let groups = task
+            .captured_groups()
             .iter()
             .map(|&gid| Group {
                 gid,
