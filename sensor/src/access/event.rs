@@ -49,30 +49,30 @@ pub fn basis_event<S: NameSource>(
         } => {
             basis.group = Some(group(gid, names));
             basis.supplementary = supplementary;
-            basis.acl_entry = Some(AclEntryEvent {
-                tag: "group".into(),
-                id: gid,
-                name: names.group(gid).unwrap_or_default(),
-                perm: triplet(perm),
-                effective: triplet(effective),
-            });
+            let name = names.group(gid).unwrap_or_default();
+            basis.acl_entry = Some(acl_entry("group", gid, name, perm, effective));
         }
         Class::AclUser {
             uid,
             perm,
             effective,
         } => {
-            basis.acl_entry = Some(AclEntryEvent {
-                tag: "user".into(),
-                id: uid,
-                name: names.user(uid).unwrap_or_default(),
-                perm: triplet(perm),
-                effective: triplet(effective),
-            });
+            let name = names.user(uid).unwrap_or_default();
+            basis.acl_entry = Some(acl_entry("user", uid, name, perm, effective));
         }
         Class::Owner | Class::Other => {}
     }
     basis
+}
+
+fn acl_entry(tag: &str, id: u32, name: String, perm: u32, effective: u32) -> AclEntryEvent {
+    AclEntryEvent {
+        tag: tag.to_owned(),
+        id,
+        name,
+        perm: triplet(perm),
+        effective: triplet(effective),
+    }
 }
 
 fn grant_of(decision: &Decision) -> AccessGrant {

@@ -7,7 +7,11 @@ use std::{
 
 use sensor_common::AclEntry;
 
-use super::basis::{decide, Acl, Decision, Object, Opener, SEARCH, WRITE};
+use super::{
+    acl_entries,
+    basis::{decide, Acl, Decision, Object, Opener, SEARCH, WRITE},
+    ByteOrder,
+};
 
 /// The extended attribute that holds a file's access ACL.
 const ACCESS_ACL_XATTR: &str = "system.posix_acl_access";
@@ -86,16 +90,7 @@ pub fn parse_acl_xattr(bytes: &[u8]) -> Option<Vec<AclEntry>> {
     if u32::from_le_bytes(*version) != ACL_XATTR_VERSION || entries.len() % 8 != 0 {
         return None;
     }
-    Some(
-        entries
-            .chunks_exact(8)
-            .map(|e| AclEntry {
-                tag: u16::from_le_bytes([e[0], e[1]]),
-                perm: u16::from_le_bytes([e[2], e[3]]),
-                id: u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
-            })
-            .collect(),
-    )
+    Some(acl_entries(entries, ByteOrder::Little))
 }
 
 #[cfg(test)]

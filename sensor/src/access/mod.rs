@@ -36,14 +36,29 @@ pub fn requested(flags: u32) -> Option<u32> {
 /// What creating a file asks of its directory.
 pub const CREATE_IN_DIRECTORY: u32 = WRITE | SEARCH;
 
-/// ACL entries as the kernel record carries them (8 bytes each, native order).
-pub fn acl_entries(bytes: &[u8]) -> Vec<AclEntry> {
+/// Byte order of ACL entries: the kernel's own in records, little-endian in xattrs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteOrder {
+    Native,
+    Little,
+}
+
+/// ACL entries of 8 bytes each (u16 tag, u16 perm, u32 id).
+pub fn acl_entries(bytes: &[u8], order: ByteOrder) -> Vec<AclEntry> {
+    let half = |b: [u8; 2]| match order {
+        ByteOrder::Native => u16::from_ne_bytes(b),
+        ByteOrder::Little => u16::from_le_bytes(b),
+    };
+    let word = |b: [u8; 4]| match order {
+        ByteOrder::Native => u32::from_ne_bytes(b),
+        ByteOrder::Little => u32::from_le_bytes(b),
+    };
     bytes
         .chunks_exact(8)
         .map(|e| AclEntry {
-            tag: u16::from_ne_bytes([e[0], e[1]]),
-            perm: u16::from_ne_bytes([e[2], e[3]]),
-            id: u32::from_ne_bytes([e[4], e[5], e[6], e[7]]),
+            tag: half([e[0], e[1]]),
+            perm: half([e[2], e[3]]),
+            id: word([e[4], e[5], e[6], e[7]]),
         })
         .collect()
 }

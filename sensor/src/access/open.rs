@@ -10,7 +10,7 @@ use super::{
     event::{basis_event, Checked},
     examine::examine_denied,
     memo::{AccessPart, BasisKey, BasisMemo},
-    requested, CREATE_IN_DIRECTORY,
+    requested, ByteOrder, CREATE_IN_DIRECTORY,
 };
 use crate::{
     families::FileOpen,
@@ -78,7 +78,7 @@ fn opened<S: NameSource>(open: &FileOpen, body: &mut FileOpenEvent, names: &mut 
     } else if open.acl.is_empty() {
         Acl::None
     } else {
-        Acl::Entries(acl_entries(&open.acl))
+        Acl::Entries(acl_entries(&open.acl, ByteOrder::Native))
     };
     let object = Object {
         uid: record.checked_uid,

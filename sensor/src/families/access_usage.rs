@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use custos_proto::v1::{event::Body, AccessUsage, EntitlementUsage, Event};
 
-use super::{timestamp, Enricher};
+use super::Enricher;
 use crate::{
     access::usage::model::{Kind, PersonUsage},
     identity::NameSource,
@@ -14,14 +14,8 @@ use crate::{
 impl<S: NameSource> Enricher<S> {
     /// A summary of `person`'s entitlements (about a person, not one action: no process).
     pub fn access_usage(&self, person: &str, usage: &PersonUsage) -> Event {
-        Event {
-            run_id: self.host.run_id.clone(),
-            boot_id: self.host.boot_id.clone(),
-            host: self.host.host.clone(),
-            time: Some(timestamp(SystemTime::now())),
-            body: Some(Body::AccessUsage(access_usage_body(person, usage))),
-            ..Event::default()
-        }
+        let body = Body::AccessUsage(access_usage_body(person, usage));
+        self.host_event(SystemTime::now(), body)
     }
 }
 

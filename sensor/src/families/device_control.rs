@@ -142,22 +142,17 @@ impl<S: NameSource> Enricher<S> {
         for ((writer, _), counts) in self.devices.writes.take() {
             let device = counts.device;
             let identity = self.writer_identity(writer);
-            events.push(Event {
-                run_id: self.host.run_id.clone(),
-                boot_id: self.host.boot_id.clone(),
-                host: self.host.host.clone(),
-                time: Some(timestamp(now)),
-                identity: Some(identity),
-                body: Some(Body::DeviceWriteSummary(DeviceWriteSummary {
-                    device: Some(device),
-                    start: Some(timestamp(since)),
-                    end: Some(timestamp(now)),
-                    write_opens: counts.write_opens,
-                    distinct_files: counts.files.len() as u64,
-                    create_opens: counts.create_opens,
-                })),
-                ..Event::default()
-            });
+            let summary = DeviceWriteSummary {
+                device: Some(device),
+                start: Some(timestamp(since)),
+                end: Some(timestamp(now)),
+                write_opens: counts.write_opens,
+                distinct_files: counts.files.len() as u64,
+                create_opens: counts.create_opens,
+            };
+            let mut event = self.host_event(now, Body::DeviceWriteSummary(summary));
+            event.identity = Some(identity);
+            events.push(event);
         }
         events
     }

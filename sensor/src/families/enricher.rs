@@ -293,6 +293,19 @@ impl<S: NameSource> Enricher<S> {
         (process, known)
     }
 
+    /// An event about the host, not one action of a process (a loss, a summary): the host's
+    /// facts and `time`, no identity or process.
+    pub(super) fn host_event(&self, time: SystemTime, body: Body) -> Event {
+        Event {
+            run_id: self.host.run_id.clone(),
+            boot_id: self.host.boot_id.clone(),
+            host: self.host.host.clone(),
+            time: Some(timestamp(time)),
+            body: Some(body),
+            ..Event::default()
+        }
+    }
+
     pub(super) fn envelope(
         &mut self,
         ktime_ns: u64,

@@ -3,25 +3,18 @@ use std::time::SystemTime;
 
 use custos_proto::v1::{event::Body, Event, EventKind, EventLoss, LossReason};
 
-use super::{timestamp, Enricher};
+use super::Enricher;
 use crate::identity::NameSource;
 
 impl<S: NameSource> Enricher<S> {
     /// A loss event (no identity or process: it is about the sensor itself).
     pub fn loss(&mut self, kind: EventKind, count: u64, reason: LossReason, sink: &str) -> Event {
-        let now = SystemTime::now();
-        Event {
-            run_id: self.host.run_id.clone(),
-            boot_id: self.host.boot_id.clone(),
-            host: self.host.host.clone(),
-            time: Some(timestamp(now)),
-            body: Some(Body::Loss(EventLoss {
-                kind: kind as i32,
-                count,
-                reason: reason as i32,
-                sink: sink.to_owned(),
-            })),
-            ..Event::default()
-        }
+        let loss = EventLoss {
+            kind: kind as i32,
+            count,
+            reason: reason as i32,
+            sink: sink.to_owned(),
+        };
+        self.host_event(SystemTime::now(), Body::Loss(loss))
     }
 }

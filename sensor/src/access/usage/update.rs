@@ -13,18 +13,7 @@ pub fn record_use(usage: &mut PersonUsage, used: Used, at: u64, limit: usize) {
             name,
             example,
         } => {
-            let entry = usage
-                .entitlements
-                .entry(key(kind, &name))
-                .or_insert_with(|| Entitlement {
-                    kind,
-                    name,
-                    granted: false,
-                    granted_since: None,
-                    uses: None,
-                    sudo_rule: None,
-                });
-            entry
+            entitlement_of(usage, kind, name)
                 .uses
                 .get_or_insert_with(Uses::default)
                 .record(at, &example);
@@ -51,6 +40,21 @@ pub fn record_use(usage: &mut PersonUsage, used: Used, at: u64, limit: usize) {
         }
     }
     trim(usage, limit);
+}
+
+/// The person's entitlement `kind`/`name`, added (not granted, unused) if new.
+fn entitlement_of(usage: &mut PersonUsage, kind: Kind, name: String) -> &mut Entitlement {
+    usage
+        .entitlements
+        .entry(key(kind, &name))
+        .or_insert_with(|| Entitlement {
+            kind,
+            name,
+            granted: false,
+            granted_since: None,
+            uses: None,
+            sudo_rule: None,
+        })
 }
 
 /// Drops the least recently used entries past `limit`: ungranted entitlements and sudo runs
@@ -120,17 +124,7 @@ pub fn apply_grants(usage: &mut PersonUsage, grants: &HostGrants, roles: Vec<Str
         }
     }
     for (kind, name, rule) in found {
-        let entry = usage
-            .entitlements
-            .entry(key(kind, &name))
-            .or_insert_with(|| Entitlement {
-                kind,
-                name,
-                granted: false,
-                granted_since: None,
-                uses: None,
-                sudo_rule: None,
-            });
+        let entry = entitlement_of(usage, kind, name);
         if !entry.granted {
             entry.granted = true;
             entry.granted_since = Some(now);
