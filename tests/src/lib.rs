@@ -392,6 +392,36 @@ pub(crate) fn uid_of(name: &str) -> Result<Option<u32>> {
     Ok(Some(String::from_utf8_lossy(&out.stdout).trim().parse()?))
 }
 
+/// `user` (created if need be) as a member of `group` (created if need be); the user's uid.
+pub fn ensure_member(user: &str, group: &str) -> Result<u32> {
+    let known = Command::new("getent")
+        .args(["group", group])
+        .stdout(std::process::Stdio::null())
+        .status()?
+        .success();
+    if !known {
+        run("groupadd", &["--system", group])?;
+    }
+    let uid = ensure_user(user)?;
+    run("usermod", &["-a", "-G", group, user])?;
+    Ok(uid)
+}
+
+/// Runs `program ARGS`; its output is kept, and shown only if it fails.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    ensure!(
+        out.status.success(),
+        "{program} {args:?} failed: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

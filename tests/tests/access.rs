@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 use custos_tests::{
-    custos, ensure_user, nats::NatsServer, require_root, shared_root, Entry, Sensor, TestConfig,
-    PATIENCE,
+    custos, ensure_member, ensure_user, nats::NatsServer, require_root, run, shared_root, Entry,
+    Sensor, TestConfig, PATIENCE,
 };
 use serde_json::Value;
 
@@ -22,30 +22,10 @@ const GROUP_A: &str = "custos-acc-a";
 const GROUP_B: &str = "custos-acc-b";
 const SUDOERS: &str = "/etc/sudoers.d/custos-access-test";
 
-fn run(program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(program).args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "{program} {args:?}: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// READER in groups A and B (supplementary), STRANGER in neither.
 fn people() -> Result<(u32, u32)> {
-    for group in [GROUP_A, GROUP_B] {
-        let exists = Command::new("getent").args(["group", group]).output()?;
-        if !exists.status.success() {
-            run("groupadd", &[group])?;
-        }
-    }
-    let reader = ensure_user(READER)?;
-    run(
-        "usermod",
-        &["-a", "-G", &format!("{GROUP_A},{GROUP_B}"), READER],
-    )?;
+    ensure_member(READER, GROUP_A)?;
+    let reader = ensure_member(READER, GROUP_B)?;
     Ok((reader, ensure_user(STRANGER)?))
 }
 

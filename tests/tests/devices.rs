@@ -4,7 +4,7 @@
 use std::{fs::OpenOptions, os::fd::AsRawFd, path::PathBuf, process::Command};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use custos_tests::{of_kind, require_root, seq, uint64, Entry, Sensor, TestConfig};
+use custos_tests::{of_kind, require_root, run, seq, uint64, Entry, Sensor, TestConfig};
 use serde_json::Value;
 
 const LOOP_CTL_ADD: libc::c_ulong = 0x4C80;
@@ -96,15 +96,6 @@ impl Drop for LoopDevice {
             };
         }
     }
-}
-
-fn run(program: &str, args: &[&str]) -> Result<()> {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .with_context(|| format!("running {program}"))?;
-    ensure!(status.success(), "{program} {args:?} failed: {status}");
-    Ok(())
 }
 
 /// A sensor with one device rule for loop devices, a new loop device with its media attached,

@@ -5,8 +5,8 @@ use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    custos, custos_bin, ensure_user, exec_of, of_kind, require_root, run_after_login, shared_dir,
-    Entry, Marker, Sensor, TestConfig,
+    custos, custos_bin, ensure_member, ensure_user, exec_of, of_kind, require_root,
+    run_after_login, shared_dir, Entry, Marker, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -301,27 +301,6 @@ fn the_live_stream_is_for_allowed_groups_each_with_its_view() -> Result<()> {
     assert_eq!(exec["identity"]["user"], "[hidden]");
     assert_eq!(exec["process"]["args"], serde_json::json!([]));
     Ok(())
-}
-
-/// `user` (created if need be) as a member of `group` (created if need be); the user's uid.
-fn ensure_member(user: &str, group: &str) -> Result<u32> {
-    let known = Command::new("getent")
-        .args(["group", group])
-        .stdout(std::process::Stdio::null())
-        .status()?
-        .success();
-    if !known {
-        ensure!(Command::new("groupadd")
-            .args(["--system", group])
-            .status()?
-            .success());
-    }
-    let uid = ensure_user(user)?;
-    ensure!(Command::new("usermod")
-        .args(["-a", "-G", group, user])
-        .status()?
-        .success());
-    Ok(uid)
 }
 
 /// `custos tail` on `socket` as `uid` with its supplementary groups.

@@ -336,12 +336,13 @@ fn severity(severity: Severity) -> AlertSeverity {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use custos_proto::v1::{FileAccess, Group, Person};
 
     use super::*;
 
-    fn rule() -> AlertRule {
+    /// A rule guarding /srv/finance/ and psql for the finance role and the auditors group.
+    pub(crate) fn rule() -> AlertRule {
         AlertRule {
             id: "finance".into(),
             severity: Severity::High,

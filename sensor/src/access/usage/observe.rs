@@ -162,23 +162,15 @@ mod tests {
     use custos_proto::v1::{AccessBasis, Group, Person, PrivilegeHop, Process, ProcessExec};
 
     use super::*;
-    use crate::config::Severity;
 
+    /// The alert tests' finance rule, for the analyst role only.
     fn rule() -> AlertRule {
         AlertRule {
-            id: "finance".into(),
-            severity: Severity::High,
-            paths: vec!["/srv/finance/".into()],
-            programs: vec!["/usr/bin/psql".into()],
             removable_writes: false,
             allow_roles: vec!["analyst".into()],
             allow_groups: vec![],
-            access: AccessKind::Any,
             bulk_files: None,
-            bulk_minutes: 10,
-            egress_bytes: None,
-            egress_minutes: 10,
-            internal_networks: vec![],
+            ..crate::alert::tests::rule()
         }
     }
 
