@@ -115,6 +115,13 @@ impl DeviceTracker {
             .map(str::to_owned)
     }
 
+    /// Keeps what an event learned about a device that sysfs does not show yet.
+    pub fn remember(&mut self, device: &BlockDevice, dev: u32) {
+        if let Some(known) = self.known.get_mut(&dev) {
+            known.clone_from(device);
+        }
+    }
+
     pub fn get(&self, dev: u32) -> Option<&BlockDevice> {
         self.known.get(&dev)
     }

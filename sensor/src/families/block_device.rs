@@ -109,6 +109,8 @@ impl<S: NameSource> Enricher<S> {
                 let mut device = self.devices.refresh(major, minor)?;
                 if !record.backing.is_empty() {
                     device.backing_file = text::from_bytes(&record.backing).text;
+                    // sysfs may not show the file yet; later writes must name it.
+                    self.devices.remember(&device, fixed.dev);
                 }
                 (DeviceAction::MediaInserted, device)
             }
