@@ -118,6 +118,8 @@ kernel_offsets! {
     mm_arg_start: mm_struct.arg_start,
     mm_arg_end: mm_struct.arg_end,
     mm_exe_file: mm_struct.exe_file,
+    // struct linux_binprm: the path execve was given, before symlinks (tp_btf only)
+    bprm_filename: linux_binprm.filename,
     // struct file
     file_path: file.f_path,
     file_inode: file.f_inode,

@@ -33,7 +33,8 @@ pub struct ExecRecord {
     pub argv: BlobRef,
     /// Absolute working directory.
     pub cwd: BlobRef,
-    pub _pad: u32,
+    /// The path execve was given (before symlinks; may be relative to `cwd`).
+    pub invoked: BlobRef,
     /// Capability sets of the new image's credentials (bit n = capability n).
     pub cap_effective: u64,
     pub cap_permitted: u64,

@@ -3,7 +3,7 @@
 //! Write offsets are masked with `MASK` so the verifier can prove every write stays inside the
 //! blob: a blob is `MASK + 1 + PATH_MAX` bytes and each piece is at most PATH_MAX.
 use aya_ebpf::helpers::generated::{
-    bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str,
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
 };
 use sensor_common::{BlobRef, PATH_MAX};
 
@@ -51,6 +51,22 @@ impl<const MASK: usize> Blob<MASK> {
         // SAFETY: as above; the helper faults safely on bad user memory.
         let ret = unsafe { bpf_probe_read_user(self.base.add(offset).cast(), len, src.cast()) };
         (ret == 0).then(|| self.commit(offset, len as usize))
+    }
+
+    /// Copies a NUL-terminated kernel string (at most PATH_MAX bytes with its NUL); the piece
+    /// excludes the NUL.
+    #[inline(always)]
+    pub fn kernel_str(&mut self, src: *const u8) -> Option<BlobRef> {
+        let (offset, _) = self.slot(0);
+        // SAFETY: at most PATH_MAX bytes, NUL included, at a masked offset inside the blob.
+        let ret = unsafe {
+            bpf_probe_read_kernel_str(self.base.add(offset).cast(), PATH_MAX as u32, src.cast())
+        };
+        if ret <= 0 {
+            return None;
+        }
+        let len = (ret as usize - 1) & (PATH_MAX - 1);
+        Some(self.commit(offset, len))
     }
 
     /// Copies a NUL-terminated user string (at most PATH_MAX bytes with its NUL); the piece

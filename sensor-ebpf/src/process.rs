@@ -3,6 +3,7 @@
 //! Each hook has a `tp_btf` program and, where the hook can work without the BTF arguments, a
 //! classic tracepoint twin; the daemon loads whichever this kernel accepts. Both call one handler
 //! with the `task_struct` pointer.
+use aya_ebpf::EbpfContext as _;
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
@@ -22,14 +23,23 @@ use crate::{
 // void sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
-    on_exec::<Direct>(ctx.arg::<*const u8>(0));
+    let bprm = ctx.arg::<*const u8>(2);
+    let invoked = Direct::read_ptr(bprm, off!(bprm_filename));
+    on_exec::<Direct>(ctx.arg::<*const u8>(0), invoked);
     0
 }
 
 // tracepoint/sched/sched_process_exec: fires in the context of the task that exec'd.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
-    on_exec::<Probe>(Probe::current_task());
+pub fn sched_process_exec_tp(ctx: TracePointContext) -> u32 {
+    // `__data_loc char[] filename` at offset 8: the string's offset in the low 16 bits.
+    // SAFETY: reading the tracepoint's own fixed field; the helper checks the bounds.
+    let invoked = unsafe { ctx.read_at::<u32>(8) }.ok().map(|loc| {
+        ctx.as_ptr()
+            .cast::<u8>()
+            .wrapping_add((loc & 0xffff) as usize) as *const u8
+    });
+    on_exec::<Probe>(Probe::current_task(), invoked);
     0
 }
 
@@ -61,7 +71,7 @@ fn is_self<M: Mem>(task: *const u8) -> bool {
     own != 0 && M::read::<u32>(task, off!(task_tgid)) == Some(own)
 }
 
-fn on_exec<M: Mem>(task: *const u8) {
+fn on_exec<M: Mem>(task: *const u8, invoked: Option<*const u8>) {
     if task.is_null() {
         return;
     }
@@ -109,6 +119,11 @@ fn on_exec<M: Mem>(task: *const u8) {
             }
         }
         None => record.flags |= exec_flags::ARGV_UNREADABLE,
+    }
+
+    // The path it was invoked by, as execve got it.
+    if let Some(invoked) = invoked.filter(|p| !p.is_null()) {
+        record.invoked = blob.kernel_str(invoked).unwrap_or_default();
     }
 
     // Working directory.

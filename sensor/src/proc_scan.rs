@@ -46,6 +46,7 @@ pub fn seed(
         let mut image = Image {
             exec_id: exec_id.clone(),
             binary: read_link_bytes(&base.join("exe")),
+            invoked: Vec::new(),
             args: std::fs::read(base.join("cmdline"))
                 .map(|argv| {
                     crate::decode::split_argv(&argv)

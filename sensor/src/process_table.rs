@@ -15,6 +15,8 @@ use std::{
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
     pub binary: Vec<u8>,
+    /// The path execve was given, made absolute (empty when unknown).
+    pub invoked: Vec<u8>,
     pub args: Vec<Vec<u8>>,
     pub args_truncated: bool,
     pub cwd: Vec<u8>,

@@ -96,6 +96,7 @@ pub const IDENTITY_TTL: Duration = Duration::from_secs(300);
 pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
     let binary = text::from_bytes(&entry.image.binary);
     let cwd = text::from_bytes(&entry.image.cwd);
+    let invoked = text::from_bytes(&entry.image.invoked);
     let args: Vec<_> = entry
         .image
         .args
@@ -122,6 +123,8 @@ pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
         cwd_raw: cwd.raw.unwrap_or_default(),
         start_time: Some(timestamp(host.wall_time(entry.start_boottime_ns))),
         path_truncated: entry.image.path_truncated,
+        invoked_path: invoked.text,
+        invoked_path_raw: invoked.raw.unwrap_or_default(),
         ..Process::default()
     }
 }

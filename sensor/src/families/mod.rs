@@ -311,7 +311,7 @@ pub(crate) mod tests {
             path,
             argv,
             cwd,
-            _pad: 0,
+            invoked: path,
             cap_effective: 0,
             cap_permitted: 0,
         };

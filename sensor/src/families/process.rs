@@ -24,6 +24,8 @@ pub struct Exec {
     /// argv as in the process image: NUL-separated, NUL-terminated.
     pub argv: Vec<u8>,
     pub cwd: Vec<u8>,
+    /// The path execve was given, as given (empty when the hook cannot see it).
+    pub invoked: Vec<u8>,
     pub cap_effective: u64,
     pub cap_permitted: u64,
 }
@@ -37,6 +39,7 @@ pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         path: blob.piece(record.path)?,
         argv: blob.piece(record.argv)?,
         cwd: blob.piece(record.cwd)?,
+        invoked: blob.piece(record.invoked)?,
         cap_effective: record.cap_effective,
         cap_permitted: record.cap_permitted,
     })
@@ -53,8 +56,10 @@ impl<S: NameSource> Enricher<S> {
             redactor.redact(&mut args);
         }
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let invoked = invoked_path(&exec.invoked, &exec.cwd);
         let image = Arc::new(Image {
             binary: exec.path,
+            invoked,
             args,
             args_truncated: exec.flags & exec_flags::ARGV_TRUNCATED != 0,
             cwd: exec.cwd,
@@ -169,9 +174,53 @@ pub fn exit_status(status: u32) -> ProcessExit {
     }
 }
 
+/// The invoked path made absolute against the working directory, lexically: symlinks stay as
+/// named, since the point is the name the caller used (`/usr/bin/vim`, not `vim.basic`).
+pub(crate) fn invoked_path(invoked: &[u8], cwd: &[u8]) -> Vec<u8> {
+    if invoked.is_empty() || invoked.starts_with(b"/") || cwd.is_empty() {
+        return invoked.to_vec();
+    }
+    let mut parts: Vec<&[u8]> = cwd
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    for part in invoked.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let mut path = Vec::with_capacity(cwd.len() + invoked.len() + 1);
+    for part in parts {
+        path.push(b'/');
+        path.extend_from_slice(part);
+    }
+    if path.is_empty() {
+        path.push(b'/');
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invoked_paths_are_made_absolute_without_resolving_links() {
+        let absolute = |invoked: &str, cwd: &str| {
+            String::from_utf8(invoked_path(invoked.as_bytes(), cwd.as_bytes())).unwrap()
+        };
+        assert_eq!(absolute("/usr/bin/vim", "/home/a"), "/usr/bin/vim");
+        assert_eq!(absolute("./run.sh", "/home/a"), "/home/a/run.sh");
+        assert_eq!(absolute("../bin/x", "/home/a/src"), "/home/a/bin/x");
+        assert_eq!(absolute("../../..//x", "/a"), "/x");
+        assert_eq!(absolute("tool", "/"), "/tool");
+        assert_eq!(absolute("", "/home"), "");
+        assert_eq!(absolute("rel", ""), "rel");
+    }
 
     #[test]
     fn exit_status_decodes_codes_and_signals() {

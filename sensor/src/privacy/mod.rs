@@ -131,6 +131,8 @@ fn pseudonymize_identity(p: &Pseudonymizer, identity: &mut Identity) {
 fn pseudonymize_process(p: &Pseudonymizer, process: &mut Process) {
     process.binary = p.home_path(&process.binary);
     process.binary_raw.clear();
+    process.invoked_path = p.home_path(&process.invoked_path);
+    process.invoked_path_raw.clear();
     process.cwd = p.home_path(&process.cwd);
     process.cwd_raw.clear();
     for arg in &mut process.args {
