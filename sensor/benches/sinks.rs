@@ -62,6 +62,7 @@ fn sample_event() -> Event {
         run_id: "6d1f3c8e-2f4b-4c52-9b7e-1f0a2c3d4e5f".into(),
         boot_id: "59b1f51c-1a07-40be-aa86-5571ae1ce2ac".into(),
         host: "bench-host".into(),
+        kind: "file_open".into(),
         time: Some(timestamp(std::time::SystemTime::now())),
         identity: Some(Identity {
             uid: 1000,

@@ -480,6 +480,8 @@ pub enum Format {
     Json,
     /// Length-delimited `custos.v1.Event` messages (a varint length before each).
     Protobuf,
+    /// One OCSF 1.7.0 JSON object per line (see `sinks::ocsf`).
+    Ocsf,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -519,6 +521,9 @@ pub enum SinkConfig {
         #[serde(default = "default_facility")]
         facility: Facility,
         tls: Option<TlsConfig>,
+        /// The messages' body: `json` (canonical) or `ocsf`.
+        #[serde(default = "json")]
+        format: Format,
     },
     /// NATS JetStream, through the spool.
     Nats(NatsSink),
@@ -545,6 +550,10 @@ pub struct NatsSink {
     pub password: Option<String>,
     pub token: Option<String>,
     pub tls: Option<TlsConfig>,
+    /// The messages' payload: `protobuf` (one `custos.v1.Event`, what `access-report --nats`
+    /// reads), `json` or `ocsf`.
+    #[serde(default = "protobuf")]
+    pub format: Format,
 }
 
 fn default_subject_prefix() -> String {
@@ -654,6 +663,10 @@ fn yes() -> bool {
 
 fn json() -> Format {
     Format::Json
+}
+
+fn protobuf() -> Format {
+    Format::Protobuf
 }
 
 impl Config {

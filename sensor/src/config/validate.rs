@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use anyhow::{anyhow, bail, Result};
 
-use super::{Config, NameView, SinkConfig};
+use super::{Config, Format, NameView, SinkConfig};
 
 impl Config {
     pub(super) fn validate(&self) -> Result<()> {
@@ -277,6 +277,13 @@ fn validate_sink(sink: &SinkConfig) -> Result<()> {
         | SinkConfig::Syslog {
             address, name, tls, ..
         } => {
+            if let SinkConfig::Syslog {
+                format: Format::Protobuf,
+                ..
+            } = sink
+            {
+                bail!("syslog sink {address}: format = \"protobuf\" cannot be carried in syslog messages; use \"json\" or \"ocsf\"");
+            }
             host_and_port(address)?;
             if let Some(tls) = tls {
                 tls_files_exist(tls)?;

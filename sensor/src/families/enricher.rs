@@ -339,6 +339,7 @@ impl<S: NameSource> Enricher<S> {
             time: Some(timestamp(self.host.wall_time(ktime_ns))),
             identity: Some(identity),
             process: Some(process),
+            kind: String::new(),
             body: Some(body),
         }
     }

@@ -127,6 +127,7 @@ pub(crate) mod tests {
             }),
             identity,
             process,
+            kind: "file_open".into(),
             body: Some(Body::FileOpen(FileOpen {
                 path: format!("/etc/file{seq}"),
                 ..FileOpen::default()

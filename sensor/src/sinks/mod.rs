@@ -8,6 +8,7 @@ mod deliver;
 mod encode;
 mod json;
 pub mod nats;
+pub mod ocsf;
 mod parts;
 pub mod rfc3339;
 mod rotate;
@@ -36,6 +37,7 @@ use crate::{
 };
 use encode::ProtobufEncoder;
 use json::JsonEncoder;
+use ocsf::OcsfEncoder;
 pub use parts::{PartIds, PartTagger};
 use spool::{Dropped, Spool};
 
@@ -110,8 +112,10 @@ pub struct Sinks {
     stop: Arc<AtomicBool>,
     json: Vec<u8>,
     protobuf: Vec<u8>,
+    ocsf: Vec<u8>,
     encoder: ProtobufEncoder,
     json_encoder: JsonEncoder,
+    ocsf_encoder: OcsfEncoder,
 }
 
 impl Sinks {
@@ -142,8 +146,10 @@ impl Sinks {
             stop,
             json: Vec::with_capacity(4096),
             protobuf: Vec::with_capacity(4096),
+            ocsf: Vec::new(),
             encoder: ProtobufEncoder::default(),
             json_encoder: JsonEncoder::default(),
+            ocsf_encoder: OcsfEncoder,
         })
     }
 
@@ -177,31 +183,29 @@ impl Sinks {
     ) -> Result<()> {
         self.json.clear();
         self.protobuf.clear();
-        let wants_json = self.outputs.iter().enumerate().any(|(i, o)| {
-            selected(i)
-                && matches!(
-                    o,
-                    Output::Local {
-                        format: Format::Json,
-                        ..
+        self.ocsf.clear();
+        let wants = |format: Format| {
+            self.outputs.iter().enumerate().any(|(i, o)| {
+                selected(i)
+                    && match o {
+                        Output::Local { format: f, .. } => *f == format,
+                        Output::Spooled { .. } => format == Format::Protobuf,
                     }
-                )
-        });
-        let wants_protobuf = self.outputs.iter().enumerate().any(|(i, o)| {
-            selected(i)
-                && matches!(
-                    o,
-                    Output::Local {
-                        format: Format::Protobuf,
-                        ..
-                    } | Output::Spooled { .. }
-                )
-        });
+            })
+        };
+        let (wants_json, wants_protobuf, wants_ocsf) = (
+            wants(Format::Json),
+            wants(Format::Protobuf),
+            wants(Format::Ocsf),
+        );
         if wants_json {
             self.json_encoder.encode(event, ids, &mut self.json)?;
         }
         if wants_protobuf {
             self.encoder.encode(event, ids, &mut self.protobuf);
+        }
+        if wants_ocsf {
+            self.ocsf_encoder.encode(event, &mut self.ocsf)?;
         }
         for (index, output) in self.outputs.iter_mut().enumerate() {
             if !selected(index) {
@@ -219,6 +223,7 @@ impl Sinks {
                     let bytes = match format {
                         Format::Json => &self.json,
                         Format::Protobuf => &self.protobuf,
+                        Format::Ocsf => &self.ocsf,
                     };
                     if let Some(rotation) = rotation {
                         // Rotate between records, never inside one.
@@ -395,14 +400,15 @@ fn open_one(
                 .transpose()
                 .with_context(|| format!("TLS for sink {name}"))?;
             let framing = match config {
-                SinkConfig::Syslog { facility, .. } => {
-                    tcp::Framing::Syslog(syslog::SyslogFormat::new(
-                        facility.number(),
-                        &host_name(),
-                        "custos",
-                        std::process::id(),
-                    ))
-                }
+                SinkConfig::Syslog {
+                    facility, format, ..
+                } => tcp::Framing::Syslog(syslog::SyslogFormat::with_format(
+                    facility.number(),
+                    &host_name(),
+                    "custos",
+                    std::process::id(),
+                    *format,
+                )),
                 _ => tcp::Framing::Delimited,
             };
             let transport = tcp::TcpTransport::new(name.clone(), address.clone(), tls, framing);

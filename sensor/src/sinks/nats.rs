@@ -14,8 +14,8 @@ use prost::{
     Message as _,
 };
 
-use super::deliver::Transport;
-use crate::config::NatsSink;
+use super::{deliver::Transport, json::JsonEncoder, ocsf::OcsfEncoder, parts::PartIds};
+use crate::config::{Format, NatsSink};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -27,6 +27,7 @@ pub struct NatsTransport {
     runtime: Option<tokio::runtime::Runtime>,
     context: Option<jetstream::Context>,
     subjects: HashMap<EventKind, Subject>,
+    json: JsonEncoder,
 }
 
 /// A host name as one subject token: NATS separates tokens with '.', and '*', '>' and
@@ -82,6 +83,7 @@ impl NatsTransport {
             runtime: None,
             context: None,
             subjects: HashMap::new(),
+            json: JsonEncoder::default(),
         }
     }
 
@@ -148,7 +150,7 @@ impl NatsTransport {
             id.push_str(itoa::Buffer::new().format(message.seq));
             headers.insert("Nats-Msg-Id", id.as_str());
             let subject = self.subject(message.kind);
-            let payload = bytes::Bytes::copy_from_slice(message.payload);
+            let payload = self.payload(message.payload)?;
             let ack = js
                 .publish_with_headers(subject, headers, payload)
                 .await
@@ -162,6 +164,23 @@ impl NatsTransport {
                 .map_err(|e| anyhow!("JetStream refused a message: {e}"))?;
         }
         Ok(())
+    }
+
+    /// The message body in the configured format, from the event's protobuf encoding.
+    fn payload(&mut self, encoded: &[u8]) -> Result<bytes::Bytes> {
+        let format = self.config.format;
+        if format == Format::Protobuf {
+            return Ok(bytes::Bytes::copy_from_slice(encoded));
+        }
+        let mut event = Event::decode(encoded).context("decoding a spooled event")?;
+        let mut out = Vec::with_capacity(encoded.len() * 2);
+        if format == Format::Ocsf {
+            OcsfEncoder.encode(&event, &mut out)?;
+        } else {
+            self.json.encode(&mut event, PartIds::default(), &mut out)?;
+        }
+        out.pop(); // the line's end: a message is delimited already
+        Ok(out.into())
     }
 
     /// `<prefix>.<host>.<kind>`, built once per kind.

@@ -7,14 +7,17 @@ use anyhow::Result;
 use custos_proto::v1::{event::Body, Event};
 use prost::Message as _;
 
-use super::{json::JsonEncoder, parts::PartIds, rfc3339};
+use super::{json::JsonEncoder, ocsf::OcsfEncoder, parts::PartIds, rfc3339};
+use crate::config::Format;
 
-/// Fixed parts of every message, and the JSON encoder of their bodies.
+/// Fixed parts of every message, and the encoder of their bodies.
 pub struct SyslogFormat {
     facility: u8,
     /// HOSTNAME, APP-NAME and PROCID, ready to write.
     header: String,
     json: JsonEncoder,
+    /// Set when the bodies are OCSF rather than canonical JSON.
+    ocsf: Option<OcsfEncoder>,
 }
 
 const SEVERITY_WARNING: u8 = 4;
@@ -22,6 +25,17 @@ const SEVERITY_INFO: u8 = 6;
 
 impl SyslogFormat {
     pub fn new(facility: u8, hostname: &str, app_name: &str, proc_id: u32) -> Self {
+        Self::with_format(facility, hostname, app_name, proc_id, Format::Json)
+    }
+
+    /// As [`SyslogFormat::new`], with bodies in `format` (JSON or OCSF).
+    pub fn with_format(
+        facility: u8,
+        hostname: &str,
+        app_name: &str,
+        proc_id: u32,
+        format: Format,
+    ) -> Self {
         Self {
             facility,
             header: format!(
@@ -30,6 +44,7 @@ impl SyslogFormat {
                 header_field(app_name)
             ),
             json: JsonEncoder::default(),
+            ocsf: (format == Format::Ocsf).then_some(OcsfEncoder),
         }
     }
 
@@ -53,8 +68,12 @@ impl SyslogFormat {
             None => message.push(b'-'),
         }
         let _ = write!(message, " {} {} - ", self.header, event.kind().short_name());
-        self.json
-            .encode(&mut event, PartIds::default(), &mut message)?;
+        match &mut self.ocsf {
+            Some(ocsf) => ocsf.encode(&event, &mut message)?,
+            None => self
+                .json
+                .encode(&mut event, PartIds::default(), &mut message)?,
+        }
         // The encoder writes a JSON line; the frame's length delimits the message instead.
         message.pop();
         out.extend_from_slice(itoa::Buffer::new().format(message.len()).as_bytes());
