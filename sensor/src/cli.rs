@@ -30,16 +30,36 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default configuration.
     DefaultConfig,
-    /// Show the running daemon's hooks and live counters (from its status socket).
+    /// Show the running daemon's hooks, events and drops per kind, sinks and their backlog,
+    /// memory and CPU (from its status socket).
     Status {
         #[arg(long, default_value_os_t = config::default_status_socket())]
         socket: PathBuf,
+        /// Print the metrics as Prometheus text instead of the summary.
+        #[arg(long)]
+        prometheus: bool,
     },
     /// Follow the live event stream (root, or a member of a group in [tail] groups, which
     /// decides what is shown).
     Tail {
         #[arg(long, default_value = "/run/custos/tail.sock")]
         socket: PathBuf,
+        /// `compact`: one line per event for people; `json`: the events as JSON lines.
+        /// Default: compact on a terminal, json otherwise.
+        #[arg(short, long, value_enum)]
+        output: Option<tail::Output>,
+        /// Only events of this kind (`exec`, `file_open`, `network`, ...); repeatable.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Only events whose real, effective or login user is USER.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events of this person (identity-map principal, or login user).
+        #[arg(long)]
+        person: Option<String>,
+        /// Only events naming a path (file, program, mount point) under this prefix.
+        #[arg(long)]
+        path_prefix: Option<String>,
     },
     /// Turn a length-delimited protobuf file into JSON lines on stdout.
     Decode { file: PathBuf },
@@ -124,13 +144,28 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
-        Command::Status { socket } => metrics::print_status(&socket),
+        Command::Status { socket, prometheus } => metrics::print_status(&socket, prometheus),
         Command::DefaultConfig => {
             print!("{}", config::EMBEDDED_DEFAULT);
             Ok(())
         }
         Command::Decode { file } => decode_file(&file),
-        Command::Tail { socket } => tail::print(&socket),
+        Command::Tail {
+            socket,
+            output,
+            kinds,
+            user,
+            person,
+            path_prefix,
+        } => {
+            let filter = crate::views::filter::TailFilter {
+                kinds,
+                user,
+                person,
+                path_prefix,
+            };
+            tail::print(&socket, output, &filter)
+        }
         Command::PrivacyReport { config } => {
             let loaded = match &config {
                 Some(path) => config::Config::load(path)?,

@@ -30,3 +30,4 @@ pub mod sessions;
 pub mod sinks;
 pub mod tail;
 pub mod text;
+pub mod views;

@@ -1,8 +1,8 @@
 //! The daemon's own counters: a Prometheus endpoint (loopback by default) and the report
 //! `custos status` prints, from one registry.
 use std::{
-    fmt::Write as _,
-    sync::{atomic::AtomicU64, Arc},
+    collections::HashMap,
+    sync::{atomic::AtomicU64, Arc, Mutex},
     time::Instant,
 };
 
@@ -33,9 +33,48 @@ pub struct ProgramLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub run_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkErrorLabels {
+    pub sink: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HookLabels {
     pub hook: String,
     pub path: String,
+}
+
+/// Each network sink's last delivery error (the gauge's value: when, in Unix seconds).
+#[derive(Clone, Debug, Default)]
+pub struct SinkErrorLog {
+    family: Family<SinkErrorLabels, Gauge>,
+    current: Arc<Mutex<HashMap<String, SinkErrorLabels>>>,
+}
+
+impl SinkErrorLog {
+    /// Records `sink`'s latest delivery error, replacing the one before.
+    pub fn note(&self, sink: &str, error: &str) {
+        let labels = SinkErrorLabels {
+            sink: sink.into(),
+            error: error.into(),
+        };
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(previous) = current.insert(sink.into(), labels.clone()) {
+            self.family.remove(&previous);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.family
+            .get_or_create(&labels)
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
 }
 
 /// Every counter and gauge, shared by the pipeline, the sinks and the servers.
@@ -52,6 +91,9 @@ pub struct Metrics {
     pub hooks: Family<HookLabels, Gauge>,
     pub rss_bytes: Gauge,
     pub cpu_seconds: Gauge<f64, AtomicU64>,
+    pub uptime_seconds: Gauge,
+    build: Family<BuildLabels, Gauge>,
+    pub sink_last_error: SinkErrorLog,
     pub run_id: String,
     pub started: Instant,
 }
@@ -71,6 +113,9 @@ impl Metrics {
             hooks: Family::default(),
             rss_bytes: Gauge::default(),
             cpu_seconds: Gauge::default(),
+            uptime_seconds: Gauge::default(),
+            build: Family::default(),
+            sink_last_error: SinkErrorLog::default(),
             registry: Registry::default(),
             run_id: run_id.to_owned(),
             started: Instant::now(),
@@ -81,6 +126,11 @@ impl Metrics {
                 $(registry.register($name, $help, metrics.$metric.clone());)*
             };
         }
+        registry.register(
+            "sink_last_error",
+            "A network sink's last delivery error, with when it happened (Unix seconds)",
+            metrics.sink_last_error.family.clone(),
+        );
         register! {
             events as "events":
                 "Events emitted, by kind";
@@ -104,7 +154,18 @@ impl Metrics {
                 "Resident memory of the daemon";
             cpu_seconds as "process_cpu_seconds":
                 "User and system CPU time of the daemon";
+            uptime_seconds as "uptime_seconds":
+                "Seconds since the daemon started";
+            build as "build":
+                "This daemon's version and run id (always 1)";
         }
+        metrics
+            .build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                run_id: run_id.into(),
+            })
+            .set(1);
         Arc::new(Self {
             registry,
             ..metrics
@@ -118,24 +179,10 @@ impl Metrics {
         text
     }
 
-    /// What `custos status` prints: identity of this run, then every metric.
-    pub fn status_report(&self) -> String {
-        let mut text = String::new();
-        let _ = writeln!(
-            text,
-            "custos {} run {}",
-            env!("CARGO_PKG_VERSION"),
-            self.run_id
-        );
-        let _ = writeln!(text, "up {} s", self.started.elapsed().as_secs());
-        for line in self.exposition().lines().filter(|l| !l.starts_with('#')) {
-            let _ = writeln!(text, "{line}");
-        }
-        text
-    }
-
     /// Refreshes the process gauges from /proc/self.
     pub fn refresh_process(&self) {
+        self.uptime_seconds
+            .set(i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX));
         if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
             if let Some(kb) = status
                 .lines()
@@ -209,7 +256,8 @@ pub async fn serve_status(listener: UnixListener, metrics: Arc<Metrics>) {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let report = metrics.status_report();
+        metrics.refresh_process();
+        let report = metrics.exposition();
         tokio::spawn(async move {
             let _ = stream.write_all(report.as_bytes()).await;
         });
@@ -235,8 +283,8 @@ pub fn bind_local_socket(path: &std::path::Path, mode: u32, what: &str) -> Resul
     Ok(listener)
 }
 
-/// `custos status`: prints the running daemon's report.
-pub fn print_status(path: &std::path::Path) -> Result<()> {
+/// `custos status`: the running daemon's summary, or its metrics as Prometheus text.
+pub fn print_status(path: &std::path::Path, prometheus: bool) -> Result<()> {
     use std::io::Read;
     let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
         format!(
@@ -246,6 +294,13 @@ pub fn print_status(path: &std::path::Path) -> Result<()> {
     })?;
     let mut report = String::new();
     stream.read_to_string(&mut report)?;
-    print!("{report}");
+    if prometheus {
+        print!("{report}");
+    } else {
+        print!(
+            "{}",
+            crate::views::status::render(&crate::views::status::parse(&report))
+        );
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ use tokio::{
 use crate::{
     config::{PrivacyConfig, TailGroup},
     privacy::Privacy,
+    views::filter::TailFilter,
 };
 
 /// Events waiting for a slow reader before it misses some (and is told how many).
@@ -90,8 +91,18 @@ fn view_for(uid: u32, groups: &[TailGroup], privacy: &PrivacyConfig) -> Result<O
     Privacy::for_view(group.argv, group.names, privacy).map(Some)
 }
 
-/// `custos tail`: copies the stream to standard output.
-pub fn print(path: &Path) -> Result<()> {
+/// How `custos tail` prints events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// One line per event: time, who, what, where.
+    Compact,
+    /// The events as canonical JSON lines.
+    Json,
+}
+
+/// `custos tail`: the stream on standard output, filtered, as JSON lines or compact lines.
+pub fn print(path: &Path, output: Option<Output>, filter: &TailFilter) -> Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
     let mut stream = std::os::unix::net::UnixStream::connect(path)
         .with_context(|| format!("connecting to {} (is custos running?)", path.display()))?;
     let mut first = [0u8; 9];
@@ -104,8 +115,47 @@ pub fn print(path: &Path) -> Result<()> {
             rest.trim_start_matches("refused: ").trim()
         );
     }
+    let terminal = std::io::stdout().is_terminal();
+    let output = output.unwrap_or(if terminal {
+        Output::Compact
+    } else {
+        Output::Json
+    });
+    let color = terminal && std::env::var_os("NO_COLOR").is_none();
+    let lines = std::io::BufReader::new(std::io::Read::chain(&first[..n], stream)).lines();
     let mut out = std::io::stdout().lock();
-    std::io::Write::write_all(&mut out, &first[..n])?;
-    std::io::copy(&mut stream, &mut out)?;
+    let mut text = String::new();
+    for line in lines {
+        let line = line.context("reading the stream")?;
+        text.clear();
+        if let Some(missed) = line.strip_prefix("{\"tailMissed\":") {
+            let missed = missed.trim_end_matches('}');
+            match output {
+                Output::Compact => text.push_str(&format!(
+                    "-- {missed} events missed: this reader fell behind\n"
+                )),
+                Output::Json => text.push_str(&format!("{line}\n")),
+            }
+        } else {
+            match serde_json::from_str::<Event>(&line) {
+                Ok(event) if !filter.shows(&event) => continue,
+                Ok(event) if output == Output::Compact => {
+                    crate::views::compact::write_line(&event, color, &mut text);
+                }
+                // JSON as sent; and what is not an event (a note of missed events) as it is.
+                _ => {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+        }
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(()); // the reader went away (a closed pipe)
+        }
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result};
 use prometheus_client::metrics::counter::Counter;
 
 use super::spool::Spool;
+use crate::metrics::SinkErrorLog;
 
 const BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -38,6 +39,8 @@ pub struct Delivery {
     pub drain_grace: Duration,
     /// Counts failed delivery attempts.
     pub errors: Counter,
+    /// Keeps the last error for `custos status`.
+    pub last_error: SinkErrorLog,
 }
 
 impl Delivery {
@@ -88,6 +91,7 @@ impl Delivery {
                     transport.reset();
                     failures += 1;
                     self.errors.inc();
+                    self.last_error.note(&self.name, &format!("{err:#}"));
                     // One line per outage, not one per retry.
                     if failures == 1 {
                         tracing::warn!(

@@ -32,7 +32,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     config::{Format, PrivacyConfig, SinkConfig, SpoolConfig},
-    metrics::{Metrics, SinkLabels},
+    metrics::{Metrics, SinkErrorLog, SinkLabels},
     privacy::Privacy,
 };
 use encode::ProtobufEncoder;
@@ -366,7 +366,11 @@ fn open_one(
     let labels = SinkLabels { sink: name.clone() };
     let written = metrics.sink_events.get_or_create(&labels).clone();
     let errors = metrics.sink_errors.get_or_create(&labels).clone();
-    let (site, counters) = ((spool, stop, senders), (written.clone(), errors));
+    let last_error = metrics.sink_last_error.clone();
+    let (site, counters) = (
+        (spool, stop, senders),
+        (written.clone(), errors, last_error),
+    );
     Ok(match config {
         SinkConfig::Stdout { format } => Output::Local {
             name,
@@ -442,7 +446,7 @@ fn spooled(
     name: String,
     target: String,
     (spool, stop, senders): DeliverySite<'_>,
-    (written, errors): (Counter, Counter),
+    (written, errors, last_error): (Counter, Counter, SinkErrorLog),
     transport: impl deliver::Transport,
 ) -> Result<Output> {
     let spool = Arc::new(Spool::open(&spool.dir.join(&name), spool.max_bytes)?);
@@ -453,6 +457,7 @@ fn spooled(
         stop: stop.clone(),
         drain_grace: Duration::from_secs(3),
         errors,
+        last_error,
     };
     senders.push(delivery.spawn(transport)?);
     Ok(Output::Spooled {
