@@ -13,8 +13,10 @@ use serde_json::Value;
 
 pub mod config;
 pub mod logins;
+pub mod loop_device;
 pub mod nats;
 pub mod net;
+pub mod siem;
 
 pub use config::{Entry, TestConfig};
 

@@ -74,6 +74,7 @@ fn exec_identity_scenario(config: TestConfig) -> Result<Sensor> {
         process["args"],
         serde_json::json!([marker_path, "first", "second arg", "--flag=3"])
     );
+    assert_eq!(process["invokedPath"], marker_path.as_str());
     let identity = &exec["identity"];
     assert_eq!(identity["uid"], 65534);
     assert_eq!(identity["user"], "nobody");

@@ -267,11 +267,24 @@ fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> 
         "{exposition}"
     );
 
-    let report = custos(&["status".as_ref(), "--socket".as_ref(), socket.as_ref()])?;
-    assert!(report.starts_with("custos "), "{report}");
+    let status = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["status".as_ref(), "--socket".as_ref()];
+        args.push(socket.as_ref());
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        custos(&args)
+    };
+    let prometheus = status(&["--prometheus"])?;
     assert!(
-        report.contains("custos_hook{hook=\"sched_process_exec\",path=\"tp_btf\"} 1"),
-        "{report}"
+        prometheus.contains("custos_hook{hook=\"sched_process_exec\",path=\"tp_btf\"} 1"),
+        "{prometheus}"
+    );
+    let summary = status(&[])?;
+    assert!(summary.starts_with("custos "), "{summary}");
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.contains("sched_process_exec") && l.ends_with("tp_btf")),
+        "{summary}"
     );
     sensor.stop()?;
     Ok(())

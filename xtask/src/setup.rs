@@ -42,6 +42,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("runuser", "util-linux"),
     ("cron", "cron"),
     ("crontab", "cron"),
+    // The SIEM tests: a terminal for the views, awk behind Debian's alternatives symlink.
+    ("script", "bsdutils"),
+    ("mawk", "mawk"),
     // The network tests' client and server.
     ("curl", "curl"),
     ("python3", "python3"),
@@ -91,7 +94,46 @@ pub fn test_tools() -> Result<()> {
         .map(|(_, package)| *package)
         .collect();
     apt_install(&missing)?;
-    python_consumer()
+    python_consumer()?;
+    siem_tools()
+}
+
+/// The SIEM tests' independent tools, from PyPI, in a virtual environment of their own (pySigma
+/// pins its dependencies): sigma-cli with pySigma's SQLite backend, and the OCSF schemas with a
+/// JSON Schema validator. The tests install this repository's Sigma pipeline into it.
+const SIEM_TOOLS: &[&str] = &[
+    "sigma-cli==3.1.0",
+    "pysigma==1.5.1",
+    "pysigma-backend-sqlite==1.2.4",
+    "ocsf-json-schema==1.2.0",
+    "jsonschema==4.26.0",
+];
+
+/// Where the SIEM tools' virtual environment lives.
+fn siem_venv() -> std::path::PathBuf {
+    crate::shell::workspace_root().join("target/siem-python")
+}
+
+fn siem_tools() -> Result<()> {
+    let venv = siem_venv();
+    let python = venv.join("bin/python");
+    let present = python.exists()
+        && succeeds(Command::new(&python).args([
+            "-c",
+            "import sigma.backends.sqlite, sigma.cli, ocsf_json_schema, jsonschema",
+        ]));
+    if present {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the SIEM tests' tools in {} (PyPI: {})",
+        venv.display(),
+        SIEM_TOOLS.join(" ")
+    );
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(SIEM_TOOLS))
 }
 
 /// The independent consumers of the forwarding tests: Python's official protobuf runtime and
