@@ -743,6 +743,27 @@ mod tests {
     }
 
     #[test]
+    fn ocsf_is_a_format_of_the_json_sinks_and_not_of_tcp_or_protobuf_syslog() {
+        let parse = |sink: &str| Config::parse(&format!("[[sinks]]\n{sink}\n"), "t");
+        let file = parse("type = \"file\"\npath = \"/tmp/x\"\nformat = \"ocsf\"").unwrap();
+        assert!(matches!(
+            file.sinks[0],
+            SinkConfig::File {
+                format: Format::Ocsf,
+                ..
+            }
+        ));
+        let nats = parse("type = \"nats\"\nurl = \"nats://h:4222\"\nstream = \"S\"").unwrap();
+        assert!(matches!(&nats.sinks[0], SinkConfig::Nats(n) if n.format == Format::Protobuf));
+        let nats =
+            parse("type = \"nats\"\nurl = \"nats://h:4222\"\nstream = \"S\"\nformat = \"ocsf\"");
+        assert!(matches!(&nats.unwrap().sinks[0], SinkConfig::Nats(n) if n.format == Format::Ocsf));
+        let syslog = parse("type = \"syslog\"\naddress = \"h:514\"\nformat = \"protobuf\"");
+        assert!(format!("{:#}", syslog.unwrap_err()).contains("\"json\" or \"ocsf\""));
+        assert!(parse("type = \"tcp\"\naddress = \"h:1\"\nformat = \"ocsf\"").is_err());
+    }
+
+    #[test]
     fn syslog_facilities_are_named_and_numbered() {
         let sink = |facility: &str| {
             Config::parse(

@@ -293,6 +293,39 @@ mod tests {
         assert!(Envelope::of(truncated).is_err(), "a torn record is refused");
     }
 
+    #[test]
+    fn messages_carry_the_configured_format() {
+        let transport = |format: &str| {
+            let text = format!(
+                "[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:1\"\nstream = \"S\"\nformat = \"{format}\"\n"
+            );
+            match crate::config::Config::parse(&text, "t")
+                .unwrap()
+                .sinks
+                .remove(0)
+            {
+                crate::config::SinkConfig::Nats(config) => NatsTransport::new(config, "h".into()),
+                other => panic!("{other:?}"),
+            }
+        };
+        let event = Event {
+            seq: 7,
+            run_id: "r".into(),
+            body: Some(Body::Exit(ProcessExit::default())),
+            ..Event::default()
+        };
+        let encoded = event.encode_to_vec();
+        let protobuf = transport("protobuf").payload(&encoded).unwrap();
+        assert_eq!(protobuf.as_ref(), encoded.as_slice());
+        let json = transport("json").payload(&encoded).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["seq"], "7");
+        let ocsf = transport("ocsf").payload(&encoded).unwrap();
+        let ocsf: serde_json::Value = serde_json::from_slice(&ocsf).unwrap();
+        assert_eq!(ocsf["class_uid"], 1007);
+        assert_eq!(ocsf["metadata"]["uid"], "r:7");
+    }
+
     fn events_record() -> Vec<u8> {
         Event {
             run_id: "a-long-enough-run-id".into(),

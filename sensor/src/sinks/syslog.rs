@@ -155,6 +155,30 @@ mod tests {
     }
 
     #[test]
+    fn ocsf_bodies_replace_the_json_when_configured() {
+        let mut ocsf = SyslogFormat::with_format(13, "h", "custos", 1, Format::Ocsf);
+        let event = Event {
+            seq: 3,
+            time: Some(pbjson_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            body: Some(Body::Exec(ProcessExec::default())),
+            ..Event::default()
+        };
+        let mut out = Vec::new();
+        ocsf.frame(&event.encode_length_delimited_to_vec(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (len, message) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), message.len());
+        let body: serde_json::Value =
+            serde_json::from_str(message.split_once(" - ").unwrap().1).unwrap();
+        assert_eq!(body["class_uid"], 1007);
+        assert_eq!(body["activity_id"], 1);
+    }
+
+    #[test]
     fn loss_events_are_warnings_and_unknown_facilities_are_refused() {
         let event = Event {
             body: Some(Body::Loss(EventLoss::default())),

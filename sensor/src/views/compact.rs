@@ -22,7 +22,7 @@ pub fn write_line(event: &Event, color: bool, out: &mut String) {
     paint(dim, &time_of(event), out);
     out.push(' ');
     let (kind, kind_style) = kind_label(event);
-    paint(kind_style, &format!("{kind:<14}"), out);
+    paint(kind_style, &format!("{kind:<16}"), out);
     out.push(' ');
     paint(
         Style::new().fg_color(Some(AnsiColor::Cyan.into())),
@@ -303,7 +303,7 @@ mod tests {
         write_line(&event, false, &mut line);
         assert_eq!(
             line,
-            "01:02:05.007 file_open      alice@corp alice→root (ssh from 10.0.0.5)  \
+            "01:02:05.007 file_open        alice@corp alice→root (ssh from 10.0.0.5)  \
              read /etc/shadow DENIED EACCES  web-1\n"
         );
         let mut coloured = String::new();

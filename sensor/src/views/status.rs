@@ -80,6 +80,13 @@ fn find<'a>(samples: &'a [Sample], name: &str) -> impl Iterator<Item = &'a Sampl
     samples.iter().filter(move |s| s.name == name)
 }
 
+/// The samples named `name`, in the order of their `label`.
+fn sorted_by<'a>(samples: &'a [Sample], name: &str, label: &str) -> Vec<&'a Sample> {
+    let mut found: Vec<&Sample> = find(samples, name).collect();
+    found.sort_by(|a, b| a.label(label).cmp(b.label(label)));
+    found
+}
+
 fn value(samples: &[Sample], name: &str) -> f64 {
     find(samples, name).map(|s| s.value).sum()
 }
@@ -120,7 +127,7 @@ fn header(samples: &[Sample], out: &mut String) {
 
 fn hooks(samples: &[Sample], out: &mut String) {
     let _ = writeln!(out, "\nHooks{:<28}program type", "");
-    for hook in find(samples, "custos_hook") {
+    for hook in sorted_by(samples, "custos_hook", "hook") {
         let _ = writeln!(out, "  {:<31}{}", hook.label("hook"), hook.label("path"));
     }
 }
@@ -149,7 +156,7 @@ fn programs(samples: &[Sample], out: &mut String) {
         "\neBPF programs{:<20}{:>12}{:>14}",
         "", "runs", "µs per run"
     );
-    for count in find(samples, "custos_bpf_run_count") {
+    for count in sorted_by(samples, "custos_bpf_run_count", "program") {
         let program = count.label("program");
         let seconds = find(samples, "custos_bpf_run_seconds")
             .find(|s| s.label("program") == program)
@@ -169,7 +176,7 @@ fn sinks(samples: &[Sample], out: &mut String) {
         "\nSinks{:<28}{:>12}{:>12}{:>10}{:>8}  last error",
         "", "written", "backlog", "oldest", "errors"
     );
-    for written in find(samples, "custos_sink_events_total") {
+    for written in sorted_by(samples, "custos_sink_events_total", "sink") {
         let sink = written.label("sink");
         let of_sink = |name: &str| {
             find(samples, name)
