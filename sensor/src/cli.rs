@@ -41,26 +41,7 @@ enum Command {
     },
     /// Follow the live event stream (root, or a member of a group in [tail] groups, which
     /// decides what is shown).
-    Tail {
-        #[arg(long, default_value = "/run/custos/tail.sock")]
-        socket: PathBuf,
-        /// `compact`: one line per event for people; `json`: the events as JSON lines.
-        /// Default: compact on a terminal, json otherwise.
-        #[arg(short, long, value_enum)]
-        output: Option<tail::Output>,
-        /// Only events of this kind (`exec`, `file_open`, `network`, ...); repeatable.
-        #[arg(long = "kind")]
-        kinds: Vec<String>,
-        /// Only events whose real, effective or login user is USER.
-        #[arg(long)]
-        user: Option<String>,
-        /// Only events of this person (identity-map principal, or login user).
-        #[arg(long)]
-        person: Option<String>,
-        /// Only events naming a path (file, program, mount point) under this prefix.
-        #[arg(long)]
-        path_prefix: Option<String>,
-    },
+    Tail(tail::TailArgs),
     /// Turn a length-delimited protobuf file into JSON lines on stdout.
     Decode { file: PathBuf },
     /// Say in plain words what a configuration collects about people and where it goes
@@ -150,22 +131,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Decode { file } => decode_file(&file),
-        Command::Tail {
-            socket,
-            output,
-            kinds,
-            user,
-            person,
-            path_prefix,
-        } => {
-            let filter = crate::views::filter::TailFilter {
-                kinds,
-                user,
-                person,
-                path_prefix,
-            };
-            tail::print(&socket, output, &filter)
-        }
+        Command::Tail(args) => tail::print(args),
         Command::PrivacyReport { config } => {
             let loaded = match &config {
                 Some(path) => config::Config::load(path)?,

@@ -1,6 +1,9 @@
 //! `custos tail`: the live event stream on a local Unix socket, for root and configured groups
 //! only (checked with the peer's kernel credentials), each group with its own field view.
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::{Context as _, Result};
 use custos_proto::v1::Event;
@@ -100,8 +103,38 @@ pub enum Output {
     Json,
 }
 
+/// `custos tail`'s options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TailArgs {
+    #[arg(long, default_value = "/run/custos/tail.sock")]
+    pub socket: PathBuf,
+    /// `compact`: one line per event for people; `json`: the events as JSON lines.
+    /// Default: compact on a terminal, json otherwise.
+    #[arg(short, long, value_enum)]
+    pub output: Option<Output>,
+    /// Only events of this kind (`exec`, `file_open`, `network`, ...); repeatable.
+    #[arg(long = "kind")]
+    pub kinds: Vec<String>,
+    /// Only events whose real, effective or login user is USER.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events of this person (identity-map principal, or login user).
+    #[arg(long)]
+    pub person: Option<String>,
+    /// Only events naming a path (file, program, mount point) under this prefix.
+    #[arg(long)]
+    pub path_prefix: Option<String>,
+}
+
 /// `custos tail`: the stream on standard output, filtered, as JSON lines or compact lines.
-pub fn print(path: &Path, output: Option<Output>, filter: &TailFilter) -> Result<()> {
+pub fn print(args: TailArgs) -> Result<()> {
+    let filter = TailFilter {
+        kinds: args.kinds,
+        user: args.user,
+        person: args.person,
+        path_prefix: args.path_prefix,
+    };
+    let (path, output) = (args.socket.as_path(), args.output);
     use std::io::{BufRead as _, IsTerminal as _, Write as _};
     let mut stream = std::os::unix::net::UnixStream::connect(path)
         .with_context(|| format!("connecting to {} (is custos running?)", path.display()))?;

@@ -6,7 +6,7 @@
 //! (1010); network connections: Network Activity (4001); alerts: Detection Finding (2004);
 //! losses and access-usage summaries: Base Event (0), their content in `unmapped`.
 use custos_proto::v1::{
-    event::Body, AlertSeverity, BlockDeviceChange, DeviceAction, DeviceControl,
+    event::Body, Alert, AlertSeverity, BlockDeviceChange, DeviceAction, DeviceControl,
     DeviceControlAction, Event, FileOpen, Mount, MountOperation, NetworkConnection,
     NetworkOperation, Session, SessionKind,
 };
@@ -90,25 +90,7 @@ pub(super) fn of(event: &Event) -> Class {
             c
         }
         Some(Body::Network(connection)) => network(connection),
-        Some(Body::Alert(alert)) => {
-            let mut c = class((2004, "Detection Finding"), FINDINGS, (1, "Create"));
-            c.severity_id = match AlertSeverity::try_from(alert.severity) {
-                Ok(AlertSeverity::Low) => 2,
-                Ok(AlertSeverity::Medium) => 3,
-                Ok(AlertSeverity::High) => 4,
-                Ok(AlertSeverity::Critical) => 5,
-                _ => 0,
-            };
-            let finding = json!({
-                "uid": format!("{}:{}", event.run_id, event.seq),
-                "title": alert.rule_id,
-                "desc": alert.description,
-                "analytic": { "name": alert.rule_id, "uid": alert.rule_id, "type_id": 1, "type": "Rule" },
-            });
-            c.fields.insert("finding_info".into(), finding);
-            c.fields.insert("is_alert".into(), json!(true));
-            c
-        }
+        Some(Body::Alert(alert)) => self::alert(event, alert),
         Some(Body::Loss(loss)) => {
             let mut c = class((0, "Base Event"), (0, "Uncategorized"), (99, "Other"));
             c.severity_id = 3;
@@ -333,5 +315,25 @@ fn network(connection: &NetworkConnection) -> Class {
         );
     }
     status(&mut c, connection.errno, &connection.error);
+    c
+}
+
+fn alert(event: &Event, alert: &Alert) -> Class {
+    let mut c = class((2004, "Detection Finding"), FINDINGS, (1, "Create"));
+    c.severity_id = match AlertSeverity::try_from(alert.severity) {
+        Ok(AlertSeverity::Low) => 2,
+        Ok(AlertSeverity::Medium) => 3,
+        Ok(AlertSeverity::High) => 4,
+        Ok(AlertSeverity::Critical) => 5,
+        _ => 0,
+    };
+    let finding = json!({
+        "uid": format!("{}:{}", event.run_id, event.seq),
+        "title": alert.rule_id,
+        "desc": alert.description,
+        "analytic": { "name": alert.rule_id, "uid": alert.rule_id, "type_id": 1, "type": "Rule" },
+    });
+    c.fields.insert("finding_info".into(), finding);
+    c.fields.insert("is_alert".into(), json!(true));
     c
 }
