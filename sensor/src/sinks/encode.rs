@@ -7,15 +7,16 @@
 //! an equal one. The output is byte for byte what `Event::encode_length_delimited` writes.
 use custos_proto::v1::{Event, Identity, Process};
 use prost::{
-    encoding::{bytes, encode_varint, encoded_len_varint},
+    encoding::{bytes, encode_varint, encoded_len_varint, string},
     Message,
 };
 
 use super::parts::{identity_slot, PartCache, PartIds};
 
-/// Field numbers of `Event`'s identity and process (custos.v1 schema).
+/// Field numbers of `Event`'s identity, process and kind (custos.v1 schema).
 const IDENTITY_FIELD: u32 = 6;
 const PROCESS_FIELD: u32 = 7;
+const KIND_FIELD: u32 = 8;
 
 #[derive(Default)]
 pub struct ProtobufEncoder {
@@ -33,6 +34,8 @@ impl ProtobufEncoder {
     pub fn encode(&mut self, event: &mut Event, ids: PartIds, out: &mut Vec<u8>) {
         let identity = event.identity.take();
         let process = event.process.take();
+        // Written after the process, in its number's place.
+        let kind = std::mem::take(&mut event.kind);
         let body = event.body.take();
 
         let identity_bytes = identity.as_ref().map(|identity| {
@@ -43,13 +46,20 @@ impl ProtobufEncoder {
             self.processes
                 .encoded(process.tid as usize, ids.process, process, encode_raw)
         });
-        // Event's fields in their numbers' order: the scalar head, identity, process, body.
+        // Event's fields in their numbers' order: the scalar head, identity, process, kind,
+        // body.
         let head_len = event.encoded_len();
         let body_len = body.as_ref().map_or(0, |body| body.encoded_len());
+        let kind_len = if kind.is_empty() {
+            0
+        } else {
+            string::encoded_len(KIND_FIELD, &kind)
+        };
         // An embedded message has the wire form of a bytes field holding its encoding.
         let len = head_len
             + identity_bytes.map_or(0, |b| bytes::encoded_len(IDENTITY_FIELD, b))
             + process_bytes.map_or(0, |b| bytes::encoded_len(PROCESS_FIELD, b))
+            + kind_len
             + body_len;
         out.reserve(encoded_len_varint(len as u64) + len);
         encode_varint(len as u64, out);
@@ -60,12 +70,16 @@ impl ProtobufEncoder {
         if let Some(encoded) = process_bytes {
             bytes::encode(PROCESS_FIELD, encoded, out);
         }
+        if !kind.is_empty() {
+            string::encode(KIND_FIELD, &kind, out);
+        }
         if let Some(body) = &body {
             body.encode(out);
         }
 
         event.identity = identity;
         event.process = process;
+        event.kind = kind;
         event.body = body;
     }
 }
