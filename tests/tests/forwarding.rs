@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 use custos_tests::{
     of_kind, open_repeatedly_as_nobody, require_root, shared_file, Entry, Marker, Sensor,
@@ -247,7 +247,7 @@ fn wait_for_outage_gauges() -> Result<()> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let out = Command::new(custos_tests::custos_bin())
-            .arg("status")
+            .args(["status", "--prometheus"])
             .output()?;
         let report = String::from_utf8_lossy(&out.stdout).into_owned();
         let value = |series: &str| -> f64 {
@@ -260,6 +260,16 @@ fn wait_for_outage_gauges() -> Result<()> {
             && value("custos_spool_oldest_age_seconds{sink=\"collector\"}") > 0.0
             && value("custos_sink_errors_total{sink=\"collector\"}") > 0.0
         {
+            // The summary names the sink's last error.
+            let out = Command::new(custos_tests::custos_bin())
+                .arg("status")
+                .output()?;
+            let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+            let row = summary.lines().find(|l| l.trim_start().starts_with("collector"));
+            ensure!(
+                row.is_some_and(|row| row.contains("refused")),
+                "the collector's last error: {summary}"
+            );
             return Ok(());
         }
         if Instant::now() > deadline {
