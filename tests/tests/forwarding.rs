@@ -265,7 +265,9 @@ fn wait_for_outage_gauges() -> Result<()> {
                 .arg("status")
                 .output()?;
             let summary = String::from_utf8_lossy(&out.stdout).into_owned();
-            let row = summary.lines().find(|l| l.trim_start().starts_with("collector"));
+            let row = summary
+                .lines()
+                .find(|l| l.trim_start().starts_with("collector"));
             ensure!(
                 row.is_some_and(|row| row.contains("refused")),
                 "the collector's last error: {summary}"
