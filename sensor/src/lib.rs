@@ -16,6 +16,7 @@ pub mod decode;
 pub mod dedup;
 pub mod devices;
 pub mod families;
+pub mod files;
 pub mod host;
 pub mod identity;
 pub mod kernel;

@@ -272,13 +272,21 @@ pub fn bind_status(path: &std::path::Path) -> Result<UnixListener> {
 /// Binds a Unix socket at `path` with permissions `mode`, creating its directory and replacing
 /// a stale socket from an earlier run.
 pub fn bind_local_socket(path: &std::path::Path, mode: u32, what: &str) -> Result<UnixListener> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if !dir.exists() {
+            crate::files::private_dir(dir)?;
+        }
+        let private = std::fs::metadata(dir)?.mode() & 0o077 == 0;
+        if mode & 0o077 != 0 && private {
+            // Others may reach the socket by name (the daemon checks who connects); they
+            // still cannot list or change the directory.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+        }
     }
     let _ = std::fs::remove_file(path);
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {what} {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }

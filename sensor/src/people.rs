@@ -173,6 +173,7 @@ impl PeopleFile {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .with_context(|| format!("reading identity map {}", self.path.display()))?;
+        crate::files::check_trusted(&self.path, "identity map")?;
         let text = std::fs::read_to_string(&self.path)
             .with_context(|| format!("reading identity map {}", self.path.display()))?;
         let csv = self.path.extension().is_some_and(|e| e == "csv");

@@ -11,6 +11,7 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use serde_json::Value;
 
+pub mod collector;
 pub mod config;
 pub mod logins;
 pub mod loop_device;
@@ -81,6 +82,15 @@ impl Sensor {
     /// Like [`Sensor::start`], with extra environment variables for the daemon.
     pub fn start_with_env(config: &TestConfig, env: &[(&str, &std::ffi::OsStr)]) -> Result<Self> {
         Self::launch(config, env, Command::new(custos_bin()))
+    }
+
+    /// Like [`Sensor::start`], with the file-creation mask `umask` (octal, "022").
+    pub fn start_with_umask(config: &TestConfig, umask: &str) -> Result<Self> {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "umask \"$0\" && exec \"$@\"", umask])
+            .arg(custos_bin());
+        Self::launch(config, &[], command)
     }
 
     /// Like [`Sensor::start`], in a UTS namespace of its own whose host name is `host`: a

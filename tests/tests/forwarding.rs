@@ -3,7 +3,6 @@
 //! exactly what it dropped.
 use std::{
     ffi::OsStr,
-    io::Read,
     net::TcpListener,
     path::Path,
     process::Command,
@@ -14,6 +13,7 @@ use std::{
 use anyhow::{bail, ensure, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 use custos_tests::{
+    collector::{collect, Collector},
     of_kind, open_repeatedly_as_nobody, require_root, shared_file, Entry, Marker, Sensor,
     TestConfig, PATIENCE,
 };
@@ -21,95 +21,33 @@ use serde_json::Value;
 
 const OPENER: &str = env!("CARGO_BIN_EXE_opener");
 
-/// A TCP collector on loopback that keeps every byte it receives.
-struct Collector {
-    received: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Collector {
-    fn listen(listener: TcpListener) -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let sink = sink.clone();
-                std::thread::spawn(move || collect(stream, &sink));
-            }
-        });
-        Self { received }
-    }
-
-    fn events(&self) -> Result<Vec<Event>> {
-        let bytes = self.received.lock().expect("collector lock").clone();
-        // A record may be in flight: decode the complete ones.
-        let mut events = Vec::new();
-        let mut reader = &bytes[..];
-        while let Ok(Some(event)) = custos_proto::delimited::read_one(&mut reader) {
-            events.push(event);
+/// A collector over TLS, with the given server certificate and key.
+fn listen_tls(listener: TcpListener, cert_pem: &str, key_pem: &str) -> Result<Collector> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes())?];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?,
+    );
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (sink, config) = (sink.clone(), config.clone());
+            std::thread::spawn(move || {
+                let Ok(connection) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                collect(rustls::StreamOwned::new(connection, stream), &sink);
+            });
         }
-        Ok(events)
-    }
-
-    fn wait_for(&self, what: &str, found: impl Fn(&[Event]) -> bool) -> Result<Vec<Event>> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let events = self.events()?;
-            if found(&events) {
-                return Ok(events);
-            }
-            if Instant::now() > deadline {
-                let bytes = self.received.lock().expect("collector lock").len();
-                bail!(
-                    "collector never received {what} ({} events decoded from {bytes} bytes)",
-                    events.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Collector {
-    /// The same over TLS, with the given server certificate and key.
-    fn listen_tls(listener: TcpListener, cert_pem: &str, key_pem: &str) -> Result<Self> {
-        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-        let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes())?];
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?,
-        );
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (sink, config) = (sink.clone(), config.clone());
-                std::thread::spawn(move || {
-                    let Ok(connection) = rustls::ServerConnection::new(config) else {
-                        return;
-                    };
-                    collect(rustls::StreamOwned::new(connection, stream), &sink);
-                });
-            }
-        });
-        Ok(Self { received })
-    }
-}
-
-fn collect(mut stream: impl Read, sink: &Mutex<Vec<u8>>) {
-    let mut buf = [0u8; 65536];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        sink.lock()
-            .expect("collector lock")
-            .extend_from_slice(&buf[..n]);
-    }
+    });
+    Ok(Collector { received })
 }
 
 fn exec_of(events: &[Event], binary: &str) -> bool {
@@ -363,7 +301,7 @@ fn tls_delivers_to_a_verified_collector_and_refuses_an_unknown_one() -> Result<(
     let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?.to_string();
-    let collector = Collector::listen_tls(
+    let collector = listen_tls(
         listener,
         &issued.cert.pem(),
         &issued.key_pair.serialize_pem(),

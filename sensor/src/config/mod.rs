@@ -40,7 +40,18 @@ pub struct Config {
     pub status: StatusConfig,
     #[serde(default)]
     pub access: AccessConfig,
+    #[serde(default)]
+    pub files: FilesConfig,
     pub sinks: Vec<SinkConfig>,
+}
+
+/// The files the daemon writes (spools, file sinks, state): root's alone, or readable by a
+/// group too.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// A group given read access (files 0640, directories 0750); fixed at start.
+    pub group: Option<String>,
 }
 
 /// Entitlement usage per person.
@@ -681,6 +692,7 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
+        crate::files::check_trusted(path, "configuration file")?;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading configuration file {}", path.display()))?;
         Self::parse(&text, &path.display().to_string())

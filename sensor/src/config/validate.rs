@@ -15,6 +15,7 @@ impl Config {
         self.validate_alerts()?;
         self.validate_privacy()?;
         self.validate_tail()?;
+        self.validate_files()?;
         self.validate_devices()?;
         self.validate_file_rules()?;
         self.validate_network()?;
@@ -188,6 +189,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_files(&self) -> Result<()> {
+        match &self.files.group {
+            Some(group) if !group_exists(group) => bail!(
+                "files.group {group:?} does not exist on this host: create it or remove the setting"
+            ),
+            _ => Ok(()),
+        }
     }
 
     fn validate_tail(&self) -> Result<()> {
@@ -380,6 +390,35 @@ fn tls_files_exist(tls: &super::TlsConfig) -> Result<()> {
                 file.display()
             );
         }
+        pem_parses(file, what)?;
     }
     Ok(())
+}
+
+/// The file holds what its setting needs: certificates, or a private key.
+fn pem_parses(file: &std::path::Path, what: &str) -> Result<()> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let parsed = if what.ends_with("client_key") {
+        PrivateKeyDer::from_pem_file(file).map(|_| ())
+    } else {
+        CertificateDer::pem_file_iter(file).and_then(|certs| {
+            let certs: Vec<_> = certs.collect::<Result<_, _>>()?;
+            if certs.is_empty() {
+                Err(rustls_pki_types::pem::Error::NoItemsFound)
+            } else {
+                Ok(())
+            }
+        })
+    };
+    parsed.map_err(|err| {
+        anyhow!(
+            "{what} {}: not a PEM {} ({err})",
+            file.display(),
+            if what.ends_with("client_key") {
+                "private key"
+            } else {
+                "certificate file"
+            }
+        )
+    })
 }

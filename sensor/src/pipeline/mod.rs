@@ -222,6 +222,16 @@ struct Daemon {
 
 /// Runs the sensor until SIGINT/SIGTERM. With `config_path`, SIGHUP reloads the file rules and
 /// event selection from it (sinks and ring size need a restart).
+/// The gid of `[files] group`.
+fn reader_group(name: &str) -> Result<u32> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => {
+            anyhow::bail!("[files] group {name:?} does not exist: create it or remove the setting")
+        }
+    }
+}
+
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let mut daemon = Daemon::start(config, config_path).await?;
     let result = daemon.event_loop().await;
@@ -233,6 +243,9 @@ impl Daemon {
     /// the sink thread; the sensor is ready when this returns.
     async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Self> {
         let host = HostInfo::probe()?;
+        if let Some(group) = &config.files.group {
+            crate::files::set_reader_group(reader_group(group)?);
+        }
         // A broken identity map stops start-up: events would silently lack their people.
         let people = config
             .identity

@@ -280,9 +280,7 @@ impl Stages {
         }
         while let Ok(loss) = self.spool_losses.try_recv() {
             for (kind, count) in loss.dropped {
-                let event = self
-                    .enricher
-                    .loss(kind, count, LossReason::SpoolFull, &loss.sink);
+                let event = self.enricher.loss(kind, count, loss.reason, &loss.sink);
                 self.emit(event)?;
             }
         }

@@ -25,6 +25,7 @@ pub const HIDDEN: &str = "[hidden]";
 impl Pseudonymizer {
     /// Reads a key file: 64 bytes as 128 hex digits.
     pub fn from_key_file(path: &Path) -> Result<Self> {
+        crate::files::check_trusted(path, "pseudonymisation key")?;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the pseudonymisation key {}", path.display()))?;
         let bytes = hex::decode(text.trim()).map_err(|e| {

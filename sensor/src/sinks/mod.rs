@@ -25,7 +25,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use custos_proto::v1::Event;
+use custos_proto::v1::{Event, LossReason};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use prometheus_client::metrics::counter::Counter;
@@ -49,6 +49,8 @@ const FLUSH_BATCH: usize = 1024;
 pub struct SpoolLoss {
     pub sink: String,
     pub dropped: Dropped,
+    /// Spool full (the oldest were dropped) or its filesystem refused the write.
+    pub reason: LossReason,
 }
 
 enum Output {
@@ -269,15 +271,25 @@ impl Sinks {
                     pending,
                     ..
                 } => {
-                    let dropped = spool
+                    let appended = spool
                         .append(pending)
                         .with_context(|| format!("spooling for sink {name}"))?;
                     pending.clear();
-                    if !dropped.is_empty() {
-                        losses.push(SpoolLoss {
-                            sink: name.clone(),
-                            dropped,
-                        });
+                    let mut refused = appended.refused;
+                    // Loss events the spool refused were about losses already counted; a loss
+                    // for them would be refused in turn, one more each flush.
+                    refused.remove(&custos_proto::v1::EventKind::Loss);
+                    for (dropped, reason) in [
+                        (appended.dropped, LossReason::SpoolFull),
+                        (refused, LossReason::SpoolWriteFailed),
+                    ] {
+                        if !dropped.is_empty() {
+                            losses.push(SpoolLoss {
+                                sink: name.clone(),
+                                dropped,
+                                reason,
+                            });
+                        }
                     }
                 }
             }
@@ -306,7 +318,9 @@ impl Sinks {
                     spent(batch);
                 }
                 for loss in self.flush()? {
-                    tracing::warn!(sink = %loss.sink, dropped = ?loss.dropped, "spool full: oldest events dropped");
+                    if loss.reason == LossReason::SpoolFull {
+                        tracing::warn!(sink = %loss.sink, dropped = ?loss.dropped, "spool full: oldest events dropped");
+                    }
                     let _ = losses.send(loss);
                 }
             }

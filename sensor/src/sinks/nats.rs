@@ -93,6 +93,7 @@ impl NatsTransport {
             .connection_timeout(Duration::from_secs(5))
             .name("custos");
         if let Some(path) = &c.credentials_file {
+            crate::files::check_trusted(path, "NATS credentials file")?;
             options = options
                 .credentials_file(path)
                 .await

@@ -63,12 +63,12 @@ impl Rotation {
 /// Opens a sink file for appending, creating it and its directory.
 pub fn open_append(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the directory of file sink {}", path.display()))?;
+        if !dir.exists() {
+            crate::files::private_dir(dir).with_context(|| {
+                format!("creating the directory of file sink {}", path.display())
+            })?;
+        }
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    crate::files::private_file(path, OpenOptions::new().create(true).append(true))
         .with_context(|| format!("opening file sink {} for appending", path.display()))
 }

@@ -19,6 +19,8 @@ use anyhow::{Context as _, Result};
 use custos_proto::v1::{Event, EventKind};
 use prost::Message as _;
 
+use crate::files;
+
 /// A position in the spool: a segment and a byte offset in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
@@ -28,6 +30,18 @@ pub struct Position {
 
 /// Events dropped from the spool because it was full, by event kind name.
 pub type Dropped = BTreeMap<EventKind, u64>;
+
+/// A segment being written is replaced by a new one once this much of it was sent.
+const RECYCLE_BYTES: u64 = 64 * 1024;
+
+/// What one append did besides spooling.
+#[derive(Debug, Default, PartialEq)]
+pub struct Appended {
+    /// The oldest unsent events, dropped to stay within the bound.
+    pub dropped: Dropped,
+    /// This batch's events, which the filesystem refused (full disk, I/O error).
+    pub refused: Dropped,
+}
 
 struct State {
     /// Segment ids on disk, oldest first, with their sizes.
@@ -43,12 +57,14 @@ pub struct Spool {
     segment_bytes: u64,
     state: Mutex<State>,
     appended: Condvar,
+    /// The last append failed (logged once per outage).
+    refusing: std::sync::atomic::AtomicBool,
 }
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, repairing a record torn by a crash.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
-        fs::create_dir_all(dir).with_context(|| format!("creating spool {}", dir.display()))?;
+        files::private_dir(dir).with_context(|| format!("creating spool {}", dir.display()))?;
         let mut ids: Vec<u64> = fs::read_dir(dir)
             .with_context(|| format!("reading spool {}", dir.display()))?
             .flatten()
@@ -71,11 +87,11 @@ impl Spool {
             segments.push_back((id, len));
             total_bytes += len;
         }
-        let writer = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(dir, last))
-            .with_context(|| format!("opening spool segment in {}", dir.display()))?;
+        let writer = files::private_file(
+            &segment_path(dir, last),
+            OpenOptions::new().create(true).append(true),
+        )
+        .with_context(|| format!("opening spool segment in {}", dir.display()))?;
         let first = segments.front().map_or(1, |(id, _)| *id);
         let cursor = read_cursor(dir)
             .filter(|c| c.segment >= first)
@@ -94,44 +110,79 @@ impl Spool {
                 cursor,
             }),
             appended: Condvar::new(),
+            refusing: Default::default(),
         })
     }
 
-    /// Appends already-encoded delimited records; returns what had to be dropped to stay
-    /// within the bound.
-    pub fn append(&self, records: &[u8]) -> Result<Dropped> {
+    /// Appends already-encoded delimited records: what had to be dropped to stay within the
+    /// bound, and what the filesystem refused (full, or failing). A refused batch leaves the
+    /// segment ending on a whole record, and the next batch is tried afresh.
+    pub fn append(&self, records: &[u8]) -> Result<Appended> {
+        let mut outcome = Appended::default();
         if records.is_empty() {
-            return Ok(Dropped::new());
+            return Ok(outcome);
         }
         let mut state = self.lock();
-        let mut dropped = Dropped::new();
-        if state
-            .segments
-            .back()
-            .is_some_and(|(_, len)| *len >= self.segment_bytes)
-        {
-            let next = state.segments.back().map_or(1, |(id, _)| id + 1);
-            state.writer = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment_path(&self.dir, next))
-                .context("starting a spool segment")?;
-            state.segments.push_back((next, 0));
+        let written = self.next_segment_if_full(&mut state).and_then(|()| {
+            let before = state.segments.back().map_or(0, |(_, len)| *len);
+            state.writer.write_all(records).map_err(|err| {
+                // Cut a partial record off.
+                let _ = state.writer.set_len(before);
+                anyhow::Error::from(err)
+            })
+        });
+        if let Err(err) = written {
+            if !self
+                .refusing
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!(
+                    spool = %self.dir.display(),
+                    "cannot write to the spool ({err:#}); events are counted as lost until it can"
+                );
+            }
+            count_records(records, &mut outcome.refused);
+            return Ok(outcome);
         }
-        state
-            .writer
-            .write_all(records)
-            .with_context(|| format!("appending to spool {}", self.dir.display()))?;
+        if self
+            .refusing
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(spool = %self.dir.display(), "the spool takes events again");
+        }
+        let dropped = &mut outcome.dropped;
         if let Some((_, len)) = state.segments.back_mut() {
             *len += records.len() as u64;
         }
         state.total_bytes += records.len() as u64;
         while state.total_bytes > self.max_bytes && state.segments.len() > 1 {
-            self.drop_oldest(&mut state, &mut dropped)?;
+            self.drop_oldest(&mut state, dropped)?;
         }
         drop(state);
         self.appended.notify_all();
-        Ok(dropped)
+        Ok(outcome)
+    }
+
+    /// Starts the next segment when the last one reached its size.
+    fn next_segment_if_full(&self, state: &mut State) -> Result<()> {
+        if state
+            .segments
+            .back()
+            .is_some_and(|(_, len)| *len >= self.segment_bytes)
+        {
+            self.open_next_segment(state)?;
+        }
+        Ok(())
+    }
+
+    fn open_next_segment(&self, state: &mut State) -> Result<()> {
+        let next = state.segments.back().map_or(1, |(id, _)| id + 1);
+        state.writer = files::private_file(
+            &segment_path(&self.dir, next),
+            OpenOptions::new().create(true).append(true),
+        )?;
+        state.segments.push_back((next, 0));
+        Ok(())
     }
 
     fn drop_oldest(&self, state: &mut State, dropped: &mut Dropped) -> Result<()> {
@@ -215,20 +266,36 @@ impl Spool {
             return Ok(());
         }
         state.cursor = position;
-        write_cursor(&self.dir, position)?;
-        // Segments wholly before the cursor are done (the one being written stays).
-        while state.segments.len() > 1
-            && state
+        // Everything in the segment being written was sent: writing goes on in a new one, so
+        // the sent one's space is given back (a spool on a full disk takes events again).
+        let drained = state
+            .segments
+            .back()
+            .is_some_and(|&(id, len)| id == position.segment && len == position.offset);
+        if drained && position.offset >= RECYCLE_BYTES && self.open_next_segment(&mut state).is_ok()
+        {
+            let next = state
                 .segments
-                .front()
-                .is_some_and(|(id, _)| *id < position.segment)
+                .back()
+                .map_or(position.segment, |(id, _)| *id);
+            state.cursor = Position {
+                segment: next,
+                offset: 0,
+            };
+        }
+        // A cursor that cannot be saved only means resending after a crash.
+        let saved = write_cursor(&self.dir, state.cursor);
+        // Segments wholly before the cursor are done (the one being written stays).
+        let current = state.cursor.segment;
+        while state.segments.len() > 1
+            && state.segments.front().is_some_and(|(id, _)| *id < current)
         {
             if let Some((id, len)) = state.segments.pop_front() {
                 let _ = fs::remove_file(segment_path(&self.dir, id));
                 state.total_bytes -= len;
             }
         }
-        Ok(())
+        saved
     }
 
     /// When the oldest event still waiting was observed, if any is waiting.
@@ -307,6 +374,16 @@ fn repair_tail(path: &Path) -> Result<u64> {
     Ok(good)
 }
 
+/// Counts the records of a buffer of delimited events by kind.
+fn count_records(mut records: &[u8], counted: &mut Dropped) {
+    while let Ok(Some(record)) = read_record(&mut records) {
+        let kind = Event::decode_length_delimited(&record[..])
+            .map(|e| e.kind())
+            .unwrap_or(EventKind::Unspecified);
+        *counted.entry(kind).or_default() += 1;
+    }
+}
+
 fn count_kinds(path: &Path, from: u64, dropped: &mut Dropped) -> Result<()> {
     let mut reader = BufReader::new(File::open(path)?);
     reader.seek(SeekFrom::Start(from))?;
@@ -331,8 +408,10 @@ fn read_cursor(dir: &Path) -> Option<Position> {
 /// Replaces the cursor file atomically (write a temporary, rename it over).
 fn write_cursor(dir: &Path, position: Position) -> Result<()> {
     let tmp = dir.join("cursor.tmp");
-    fs::write(&tmp, format!("{}:{}\n", position.segment, position.offset))
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    files::write_private(
+        &tmp,
+        format!("{}:{}\n", position.segment, position.offset).as_bytes(),
+    )?;
     fs::rename(&tmp, dir.join("cursor")).context("replacing the spool cursor")?;
     Ok(())
 }
@@ -363,6 +442,40 @@ mod tests {
             .iter()
             .map(|r| Event::decode_length_delimited(&r[..]).unwrap().seq)
             .collect()
+    }
+
+    #[test]
+    fn a_drained_segment_gives_its_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 64 << 20).unwrap();
+        for seq in 1..=1000 {
+            spool.append(&record(seq, true)).unwrap();
+        }
+        let on_disk = || -> u64 {
+            fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum()
+        };
+        assert!(on_disk() >= RECYCLE_BYTES);
+        loop {
+            let (records, position) = spool.peek(512, Duration::ZERO).unwrap();
+            if records.is_empty() {
+                break;
+            }
+            spool.commit(position).unwrap();
+        }
+        assert_eq!(on_disk(), 0, "the sent segment was removed");
+        assert_eq!(spool.backlog_bytes(), 0);
+        spool.append(&record(1001, true)).unwrap();
+        let (records, _) = spool.peek(10, Duration::ZERO).unwrap();
+        assert_eq!(records, vec![record(1001, true)]);
+        drop(spool);
+        let reopened = Spool::open(dir.path(), 64 << 20).unwrap();
+        let (records, _) = reopened.peek(10, Duration::ZERO).unwrap();
+        assert_eq!(records, vec![record(1001, true)], "the cursor survives");
     }
 
     #[test]
@@ -408,7 +521,7 @@ mod tests {
         let mut dropped = Dropped::new();
         let mut appended = 0u64;
         for seq in 1..=4000 {
-            for (kind, n) in spool.append(&record(seq, seq % 2 == 0)).unwrap() {
+            for (kind, n) in spool.append(&record(seq, seq % 2 == 0)).unwrap().dropped {
                 *dropped.entry(kind).or_default() += n;
             }
             appended += 1;

@@ -72,6 +72,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    crate::files::check_trusted(path, "TLS private key")?;
     PrivateKeyDer::from_pem_file(path)
         .with_context(|| format!("reading the private key in {}", path.display()))
 }

@@ -3,7 +3,6 @@
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
-    os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
@@ -57,16 +56,12 @@ pub fn read(path: &Path) -> Result<UsageState> {
 /// Replaces the file with `state`, crash-safely, readable by root only.
 pub fn save(path: &Path, state: &UsageState) -> Result<()> {
     let directory = path.parent().context("the state file has no directory")?;
-    std::fs::create_dir_all(directory)
-        .with_context(|| format!("creating {}", directory.display()))?;
+    crate::files::private_dir(directory)?;
     let temporary = path.with_extension("json.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("creating {}", temporary.display()))?;
+    let mut file = crate::files::private_file(
+        &temporary,
+        OpenOptions::new().write(true).create(true).truncate(true),
+    )?;
     let bytes = serde_json::to_vec(state).context("encoding the usage state")?;
     file.write_all(&bytes)
         .and_then(|()| file.sync_all())
