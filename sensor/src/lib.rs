@@ -17,6 +17,8 @@ pub mod dedup;
 pub mod devices;
 pub mod families;
 pub mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod host;
 pub mod identity;
 pub mod kernel;

@@ -8,6 +8,7 @@ mod bench_exec;
 mod bench_network;
 mod bench_throughput;
 mod commands;
+mod fuzz;
 mod package;
 mod report;
 mod schema_doc;
@@ -53,6 +54,14 @@ enum Command {
     /// Boot Debian's 6.1 kernel under QEMU (TCG) and run the in-guest suite there: the richer
     /// hook paths (BPF LSM, fentry/fexit), and a USB drive plugged in, denied and unplugged.
     VmTest,
+    /// Run the libFuzzer targets in fuzz/ (cargo-fuzz on nightly): one, or all in turn, each
+    /// for SECONDS on its corpus after replaying its past crashes.
+    Fuzz {
+        /// ring_record, config, identity_map, spool_recovery or delimited (default: all).
+        target: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Turn a length-delimited protobuf file written by a sink back into JSON lines.
     Decode { file: PathBuf },
     /// Build the Debian package (target/debian/custos_VERSION_amd64.deb).
@@ -157,6 +166,9 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Decode { file } => commands::decode(&file),
+        Command::Fuzz { target, seconds } => {
+            setup::build_tools().and_then(|()| fuzz::run_targets(target.as_deref(), seconds))
+        }
         Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),
         Command::Bench { which } => commands::bench_prepare().and_then(|()| {

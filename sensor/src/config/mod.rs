@@ -844,6 +844,27 @@ mod tests {
         let missing_ca =
             "type = \"tcp\"\naddress = \"h:1\"\n[sinks.tls]\nca_file = \"/nonexistent/ca.pem\"";
         assert!(refusal(missing_ca).contains("/nonexistent/ca.pem"));
+        // Files that exist but hold no certificate, or no key, are refused too.
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let tls = |key: &str| {
+            format!(
+                "type = \"tcp\"\naddress = \"h:1\"\n[sinks.tls]\n{key} = \"{}\"",
+                not_pem.display()
+            )
+        };
+        assert!(refusal(&tls("ca_file")).contains("not a PEM certificate file"));
+        let certified = rcgen::generate_simple_self_signed(vec!["h".into()]).unwrap();
+        std::fs::write(&not_pem, certified.cert.pem()).unwrap();
+        assert!(parse(&tls("ca_file")).is_ok());
+        let key_error = refusal(&format!(
+            "{}\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+            tls("ca_file"),
+            not_pem.display(),
+            not_pem.display()
+        ));
+        assert!(key_error.contains("not a PEM private key"), "{key_error}");
         let spool = Config::parse(
             "[spool]\ndir = \"/var/lib/\\u0000x\"\n[[sinks]]\ntype = \"stdout\"\n",
             "t",

@@ -147,6 +147,11 @@ pub fn load(options: &LoadOptions) -> Result<LoadedSensor> {
 fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     privileges::raise_memlock_limit();
     // Two parsers read the kernel's BTF; one at a time keeps the start-up peak of memory down.
+    if EBPF_OBJECT.is_empty() {
+        bail!(
+            "this custos was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it"
+        );
+    }
     let offsets = btf_offsets::resolve(&btf_offsets::BtfLayout::from_running_kernel()?)?;
     let btf = Btf::from_sys_fs().context("parsing /sys/kernel/btf/vmlinux for tp_btf programs")?;
 
