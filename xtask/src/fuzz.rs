@@ -30,6 +30,8 @@ pub fn run_targets(target: Option<&str>, seconds: u64) -> Result<()> {
     install_cargo_fuzz()?;
     let dir = workspace_root().join("fuzz");
     for target in targets {
+        run(fuzz_command(&dir).args(["build", target]))
+            .with_context(|| format!("building fuzz target {target}"))?;
         replay_regressions(&dir, target)?;
         let corpus = dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
