@@ -31,6 +31,9 @@ pub struct Position {
 /// Events dropped from the spool because it was full, by event kind name.
 pub type Dropped = BTreeMap<EventKind, u64>;
 
+/// No event is this large (arguments and paths are capped far below it).
+const MAX_RECORD_BYTES: u64 = 16 << 20;
+
 /// A segment being written is replaced by a new one once this much of it was sent.
 const RECYCLE_BYTES: u64 = 64 * 1024;
 
@@ -347,6 +350,11 @@ fn read_record(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
             break;
         }
     }
+    // A length no event can have is a corrupt tail (a crash wrote garbage): stop there rather
+    // than allocate it.
+    if length > MAX_RECORD_BYTES {
+        return Ok(None);
+    }
     let start = record.len();
     record.resize(start + length as usize, 0);
     match reader.read_exact(&mut record[start..]) {
@@ -442,6 +450,23 @@ mod tests {
             .iter()
             .map(|r| Event::decode_length_delimited(&r[..]).unwrap().seq)
             .collect()
+    }
+
+    #[test]
+    fn a_garbage_length_is_a_torn_tail_not_an_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = record(1, true);
+        segment.extend_from_slice(&[0xff; 9]);
+        segment.push(0x7f); // a ten-byte varint near 2^64
+        segment.extend_from_slice(b"garbage");
+        fs::write(dir.path().join(format!("{:016}.seg", 1)), &segment).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (records, _) = spool.peek(10, Duration::ZERO).unwrap();
+        assert_eq!(
+            records,
+            vec![record(1, true)],
+            "cut back to the whole record"
+        );
     }
 
     #[test]
