@@ -350,9 +350,9 @@ fn read_record(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
             break;
         }
     }
-    // A length no event can have is a corrupt tail (a crash wrote garbage): stop there rather
-    // than allocate it.
-    if length > MAX_RECORD_BYTES {
+    // A prefix that is no varint, or a length no event can have, is a corrupt tail (a crash
+    // wrote garbage): stop there rather than hand it on or allocate it.
+    if prost::encoding::decode_varint(&mut &record[..]).is_err() || length > MAX_RECORD_BYTES {
         return Ok(None);
     }
     let start = record.len();
@@ -466,6 +466,18 @@ mod tests {
             records,
             vec![record(1, true)],
             "cut back to the whole record"
+        );
+        drop(spool);
+        // Ten bytes that all say "more follows" are no length at all.
+        let mut segment = record(1, true);
+        segment.extend_from_slice(&[0x80; 12]);
+        fs::write(dir.path().join(format!("{:016}.seg", 1)), &segment).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (records, _) = spool.peek(10, Duration::ZERO).unwrap();
+        assert_eq!(
+            records,
+            vec![record(1, true)],
+            "no record of a broken prefix"
         );
     }
 
