@@ -66,7 +66,9 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
     ensure_user(FINANCE)?;
     let shared = shared_dir()?;
     let (finance, payroll) = finance_share(shared.path())?;
-    let map = identity_map(shared.path())?;
+    // The identity map may not sit where others can write (the daemon refuses it).
+    let private = tempfile::tempdir()?;
+    let map = identity_map(private.path())?;
     let set = format!("{}/", finance.display()); // a path prefix
                                                  // The set is even excluded from file events: the policy keeps it in the kernel.
     let rule = Entry::new()
@@ -368,7 +370,8 @@ fn only_sensitive_file_events_are_collected_and_reserved_programs_alert() -> Res
         std::fs::set_permissions(dir.join("file.txt"), std::fs::Permissions::from_mode(0o644))?;
     }
     let marker = Marker::new("/bin/true")?;
-    let map = identity_map(shared.path())?;
+    let private = tempfile::tempdir()?;
+    let map = identity_map(private.path())?;
     let rule = Entry::new()
         .set("id", "hr-data")
         .prefix("paths", &[&set])
