@@ -52,6 +52,8 @@ struct State {
     total_bytes: u64,
     writer: File,
     cursor: Position,
+    /// The last append failed (logged once per outage).
+    refusing: bool,
 }
 
 pub struct Spool {
@@ -60,8 +62,6 @@ pub struct Spool {
     segment_bytes: u64,
     state: Mutex<State>,
     appended: Condvar,
-    /// The last append failed (logged once per outage).
-    refusing: std::sync::atomic::AtomicBool,
 }
 
 impl Spool {
@@ -111,9 +111,9 @@ impl Spool {
                 total_bytes,
                 writer,
                 cursor,
+                refusing: false,
             }),
             appended: Condvar::new(),
-            refusing: Default::default(),
         })
     }
 
@@ -135,22 +135,17 @@ impl Spool {
             })
         });
         if let Err(err) = written {
-            if !self
-                .refusing
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
+            if !std::mem::replace(&mut state.refusing, true) {
                 tracing::error!(
                     spool = %self.dir.display(),
                     "cannot write to the spool ({err:#}); events are counted as lost until it can"
                 );
             }
-            count_records(records, &mut outcome.refused);
+            // Reading a slice cannot fail.
+            let _ = count_by_kind(&mut &records[..], &mut outcome.refused);
             return Ok(outcome);
         }
-        if self
-            .refusing
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
+        if std::mem::replace(&mut state.refusing, false) {
             tracing::info!(spool = %self.dir.display(), "the spool takes events again");
         }
         let dropped = &mut outcome.dropped;
@@ -178,14 +173,15 @@ impl Spool {
         Ok(())
     }
 
-    fn open_next_segment(&self, state: &mut State) -> Result<()> {
+    /// Starts writing a new segment; returns its id.
+    fn open_next_segment(&self, state: &mut State) -> Result<u64> {
         let next = state.segments.back().map_or(1, |(id, _)| id + 1);
         state.writer = files::private_file(
             &segment_path(&self.dir, next),
             OpenOptions::new().create(true).append(true),
         )?;
         state.segments.push_back((next, 0));
-        Ok(())
+        Ok(next)
     }
 
     fn drop_oldest(&self, state: &mut State, dropped: &mut Dropped) -> Result<()> {
@@ -275,16 +271,13 @@ impl Spool {
             .segments
             .back()
             .is_some_and(|&(id, len)| id == position.segment && len == position.offset);
-        if drained && position.offset >= RECYCLE_BYTES && self.open_next_segment(&mut state).is_ok()
-        {
-            let next = state
-                .segments
-                .back()
-                .map_or(position.segment, |(id, _)| *id);
-            state.cursor = Position {
-                segment: next,
-                offset: 0,
-            };
+        if drained && position.offset >= RECYCLE_BYTES {
+            if let Ok(next) = self.open_next_segment(&mut state) {
+                state.cursor = Position {
+                    segment: next,
+                    offset: 0,
+                };
+            }
         }
         // A cursor that cannot be saved only means resending after a crash.
         let saved = write_cursor(&self.dir, state.cursor);
@@ -337,24 +330,23 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 
 /// One delimited record (its varint prefix included), `None` at the end or at a torn tail.
 fn read_record(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    // The prefix: at most ten bytes, the last without the continuation bit.
     let mut record = Vec::new();
-    let mut length: u64 = 0;
-    for shift in (0..64).step_by(7) {
+    while record.len() < 10 && record.last().is_none_or(|byte| byte & 0x80 != 0) {
         let mut byte = [0u8; 1];
         if reader.read(&mut byte)? == 0 {
             return Ok(None);
         }
         record.push(byte[0]);
-        length |= u64::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            break;
-        }
     }
     // A prefix that is no varint, or a length no event can have, is a corrupt tail (a crash
     // wrote garbage): stop there rather than hand it on or allocate it.
-    if prost::encoding::decode_varint(&mut &record[..]).is_err() || length > MAX_RECORD_BYTES {
+    let Some(length) = prost::encoding::decode_varint(&mut &record[..])
+        .ok()
+        .filter(|&length| length <= MAX_RECORD_BYTES)
+    else {
         return Ok(None);
-    }
+    };
     let start = record.len();
     record.resize(start + length as usize, 0);
     match reader.read_exact(&mut record[start..]) {
@@ -382,25 +374,21 @@ fn repair_tail(path: &Path) -> Result<u64> {
     Ok(good)
 }
 
-/// Counts the records of a buffer of delimited events by kind.
-fn count_records(mut records: &[u8], counted: &mut Dropped) {
-    while let Ok(Some(record)) = read_record(&mut records) {
+/// Counts the delimited events `reader` holds, by kind.
+fn count_by_kind(reader: &mut impl Read, counted: &mut Dropped) -> io::Result<()> {
+    while let Some(record) = read_record(reader)? {
         let kind = Event::decode_length_delimited(&record[..])
             .map(|e| e.kind())
             .unwrap_or(EventKind::Unspecified);
         *counted.entry(kind).or_default() += 1;
     }
+    Ok(())
 }
 
 fn count_kinds(path: &Path, from: u64, dropped: &mut Dropped) -> Result<()> {
     let mut reader = BufReader::new(File::open(path)?);
     reader.seek(SeekFrom::Start(from))?;
-    while let Some(record) = read_record(&mut reader)? {
-        let kind = Event::decode_length_delimited(&record[..])
-            .map(|e| e.kind())
-            .unwrap_or(EventKind::Unspecified);
-        *dropped.entry(kind).or_default() += 1;
-    }
+    count_by_kind(&mut reader, dropped)?;
     Ok(())
 }
 
@@ -452,30 +440,30 @@ mod tests {
             .collect()
     }
 
+    /// What a spool opened on a segment with these bytes hands out.
+    fn recovered(segment: &[u8]) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{:016}.seg", 1)), segment).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        spool.peek(10, Duration::ZERO).unwrap().0
+    }
+
     #[test]
     fn a_garbage_length_is_a_torn_tail_not_an_allocation() {
-        let dir = tempfile::tempdir().unwrap();
         let mut segment = record(1, true);
         segment.extend_from_slice(&[0xff; 9]);
         segment.push(0x7f); // a ten-byte varint near 2^64
         segment.extend_from_slice(b"garbage");
-        fs::write(dir.path().join(format!("{:016}.seg", 1)), &segment).unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        let (records, _) = spool.peek(10, Duration::ZERO).unwrap();
         assert_eq!(
-            records,
+            recovered(&segment),
             vec![record(1, true)],
             "cut back to the whole record"
         );
-        drop(spool);
         // Ten bytes that all say "more follows" are no length at all.
         let mut segment = record(1, true);
         segment.extend_from_slice(&[0x80; 12]);
-        fs::write(dir.path().join(format!("{:016}.seg", 1)), &segment).unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        let (records, _) = spool.peek(10, Duration::ZERO).unwrap();
         assert_eq!(
-            records,
+            recovered(&segment),
             vec![record(1, true)],
             "no record of a broken prefix"
         );
