@@ -126,6 +126,36 @@ pub struct TailArgs {
     pub path_prefix: Option<String>,
 }
 
+/// Writes what `line` (one line of the stream) shows in `output` to `text`; false when the
+/// filter leaves it out.
+fn render(line: &str, output: Output, filter: &TailFilter, color: bool, text: &mut String) -> bool {
+    let parse = output == Output::Compact || !filter.is_empty();
+    match line.strip_prefix("{\"tailMissed\":") {
+        Some(missed) if output == Output::Compact => {
+            let missed = missed.trim_end_matches('}');
+            text.push_str(&format!(
+                "-- {missed} events missed: this reader fell behind\n"
+            ));
+        }
+        None if parse => match serde_json::from_str::<Event>(line) {
+            Ok(event) if !filter.shows(&event) => return false,
+            Ok(event) if output == Output::Compact => {
+                crate::views::compact::write_line(&event, color, text);
+            }
+            _ => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        },
+        // JSON as sent: an event no filter asks about, or the note of missed events.
+        _ => {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    true
+}
+
 /// `custos tail`: the stream on standard output, filtered, as JSON lines or compact lines.
 pub fn print(args: TailArgs) -> Result<()> {
     let filter = TailFilter {
@@ -161,26 +191,8 @@ pub fn print(args: TailArgs) -> Result<()> {
     for line in lines {
         let line = line.context("reading the stream")?;
         text.clear();
-        if let Some(missed) = line.strip_prefix("{\"tailMissed\":") {
-            let missed = missed.trim_end_matches('}');
-            match output {
-                Output::Compact => text.push_str(&format!(
-                    "-- {missed} events missed: this reader fell behind\n"
-                )),
-                Output::Json => text.push_str(&format!("{line}\n")),
-            }
-        } else {
-            match serde_json::from_str::<Event>(&line) {
-                Ok(event) if !filter.shows(&event) => continue,
-                Ok(event) if output == Output::Compact => {
-                    crate::views::compact::write_line(&event, color, &mut text);
-                }
-                // JSON as sent; and what is not an event (a note of missed events) as it is.
-                _ => {
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            }
+        if !render(&line, output, &filter, color, &mut text) {
+            continue;
         }
         if out
             .write_all(text.as_bytes())

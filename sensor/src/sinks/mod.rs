@@ -37,7 +37,6 @@ use crate::{
 };
 use encode::ProtobufEncoder;
 use json::JsonEncoder;
-use ocsf::OcsfEncoder;
 pub use parts::{PartIds, PartTagger};
 use spool::{Dropped, Spool};
 
@@ -117,7 +116,6 @@ pub struct Sinks {
     ocsf: Vec<u8>,
     encoder: ProtobufEncoder,
     json_encoder: JsonEncoder,
-    ocsf_encoder: OcsfEncoder,
 }
 
 impl Sinks {
@@ -151,7 +149,6 @@ impl Sinks {
             ocsf: Vec::new(),
             encoder: ProtobufEncoder::default(),
             json_encoder: JsonEncoder::default(),
-            ocsf_encoder: OcsfEncoder,
         })
     }
 
@@ -207,7 +204,7 @@ impl Sinks {
             self.encoder.encode(event, ids, &mut self.protobuf);
         }
         if wants_ocsf {
-            self.ocsf_encoder.encode(event, &mut self.ocsf)?;
+            ocsf::encode_line(event, &mut self.ocsf)?;
         }
         for (index, output) in self.outputs.iter_mut().enumerate() {
             if !selected(index) {

@@ -14,7 +14,7 @@ use prost::{
     Message as _,
 };
 
-use super::{deliver::Transport, json::JsonEncoder, ocsf::OcsfEncoder, parts::PartIds};
+use super::{deliver::Transport, json::JsonEncoder, ocsf, parts::PartIds};
 use crate::config::{Format, NatsSink};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,7 +176,7 @@ impl NatsTransport {
         let mut event = Event::decode(encoded).context("decoding a spooled event")?;
         let mut out = Vec::with_capacity(encoded.len() * 2);
         if format == Format::Ocsf {
-            OcsfEncoder.encode(&event, &mut out)?;
+            ocsf::encode_line(&event, &mut out)?;
         } else {
             self.json.encode(&mut event, PartIds::default(), &mut out)?;
         }

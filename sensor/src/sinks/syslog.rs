@@ -7,7 +7,7 @@ use anyhow::Result;
 use custos_proto::v1::{event::Body, Event};
 use prost::Message as _;
 
-use super::{json::JsonEncoder, ocsf::OcsfEncoder, parts::PartIds, rfc3339};
+use super::{json::JsonEncoder, ocsf, parts::PartIds, rfc3339};
 use crate::config::Format;
 
 /// Fixed parts of every message, and the encoder of their bodies.
@@ -17,7 +17,7 @@ pub struct SyslogFormat {
     header: String,
     json: JsonEncoder,
     /// Set when the bodies are OCSF rather than canonical JSON.
-    ocsf: Option<OcsfEncoder>,
+    ocsf: bool,
 }
 
 const SEVERITY_WARNING: u8 = 4;
@@ -44,7 +44,7 @@ impl SyslogFormat {
                 header_field(app_name)
             ),
             json: JsonEncoder::default(),
-            ocsf: (format == Format::Ocsf).then_some(OcsfEncoder),
+            ocsf: format == Format::Ocsf,
         }
     }
 
@@ -68,11 +68,11 @@ impl SyslogFormat {
             None => message.push(b'-'),
         }
         let _ = write!(message, " {} {} - ", self.header, event.kind().short_name());
-        match &mut self.ocsf {
-            Some(ocsf) => ocsf.encode(&event, &mut message)?,
-            None => self
-                .json
-                .encode(&mut event, PartIds::default(), &mut message)?,
+        if self.ocsf {
+            ocsf::encode_line(&event, &mut message)?;
+        } else {
+            self.json
+                .encode(&mut event, PartIds::default(), &mut message)?;
         }
         // The encoder writes a JSON line; the frame's length delimits the message instead.
         message.pop();

@@ -15,6 +15,14 @@ pub struct TailFilter {
 }
 
 impl TailFilter {
+    /// Whether no condition was given (everything is shown).
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+            && self.user.is_none()
+            && self.person.is_none()
+            && self.path_prefix.is_none()
+    }
+
     pub fn shows(&self, event: &Event) -> bool {
         let kind = event.kind().short_name();
         (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
@@ -116,5 +124,6 @@ mod tests {
         };
         assert!(!execs.shows(&open("/etc/shadow", "root")));
         assert!(TailFilter::default().shows(&open("/x", "y")));
+        assert!(TailFilter::default().is_empty() && !filter.is_empty());
     }
 }

@@ -34,17 +34,12 @@ pub(super) struct Class {
     pub fields: Map<String, Value>,
 }
 
-#[derive(Default)]
-pub struct OcsfEncoder;
-
-impl OcsfEncoder {
-    /// Appends `event` as one OCSF JSON line to `out`.
-    pub fn encode(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<()> {
-        let object = to_ocsf(event)?;
-        serde_json::to_writer(&mut *out, &object).context("encoding an event as OCSF")?;
-        out.push(b'\n');
-        Ok(())
-    }
+/// Appends `event` as one OCSF JSON line to `out`.
+pub fn encode_line(event: &Event, out: &mut Vec<u8>) -> Result<()> {
+    let object = to_ocsf(event)?;
+    serde_json::to_writer(&mut *out, &object).context("encoding an event as OCSF")?;
+    out.push(b'\n');
+    Ok(())
 }
 
 /// The OCSF object for `event`.
