@@ -43,11 +43,24 @@ pub fn custos_bin() -> PathBuf {
 
 /// Runs `custos` with `args`; its standard output, once it succeeded.
 pub fn custos(args: &[&std::ffi::OsStr]) -> Result<String> {
-    let out = Command::new(custos_bin()).args(args).output()?;
+    stdout_of(Command::new(custos_bin()).args(args))
+}
+
+/// Runs `command` to its end; its standard output once it succeeded, else an error with its
+/// status and standard error.
+pub fn stdout_of(command: &mut Command) -> Result<String> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
+    let described = format!("{program} {args:?}");
+    let out = command
+        .output()
+        .with_context(|| format!("running {program}"))?;
     ensure!(
         out.status.success(),
-        "custos {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "{described} failed: {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     Ok(String::from_utf8(out.stdout)?)
 }
@@ -421,17 +434,7 @@ pub fn ensure_member(user: &str, group: &str) -> Result<u32> {
 
 /// Runs `program ARGS`; its output is kept, and shown only if it fails.
 pub fn run(program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    ensure!(
-        out.status.success(),
-        "{program} {args:?} failed: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    stdout_of(Command::new(program).args(args)).map(drop)
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.

@@ -6,7 +6,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::Result;
+
+use crate::stdout_of;
 
 fn repository() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -31,31 +33,16 @@ pub fn test_file(relative: &str) -> PathBuf {
 /// Installs this repository's Sigma pipeline into the tools' environment, as a user would
 /// with pip.
 pub fn install_sigma_pipeline() -> Result<()> {
-    let output = Command::new(tool("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .args(["--no-deps", "--force-reinstall"])
-        .arg(repository().join("integrations/sigma"))
-        .output()
-        .context("running pip")?;
-    ensure!(
-        output.status.success(),
-        "pip could not install integrations/sigma: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
+    stdout_of(
+        Command::new(tool("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(["--no-deps", "--force-reinstall"])
+            .arg(repository().join("integrations/sigma")),
+    )
+    .map(drop)
 }
 
 /// Runs a tool and returns its standard output, failing with its standard error.
 pub fn run_tool(name: &str, args: &[&std::ffi::OsStr]) -> Result<String> {
-    let output = Command::new(tool(name))
-        .args(args)
-        .output()
-        .with_context(|| format!("running {name}"))?;
-    ensure!(
-        output.status.success(),
-        "{name} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
+    stdout_of(Command::new(tool(name)).args(args))
 }

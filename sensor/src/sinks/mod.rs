@@ -417,7 +417,7 @@ fn open_one(
             let framing = match config {
                 SinkConfig::Syslog {
                     facility, format, ..
-                } => tcp::Framing::Syslog(syslog::SyslogFormat::with_format(
+                } => tcp::Framing::Syslog(syslog::SyslogFormat::new(
                     facility.number(),
                     &host_name(),
                     "custos",

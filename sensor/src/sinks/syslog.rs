@@ -24,18 +24,8 @@ const SEVERITY_WARNING: u8 = 4;
 const SEVERITY_INFO: u8 = 6;
 
 impl SyslogFormat {
-    pub fn new(facility: u8, hostname: &str, app_name: &str, proc_id: u32) -> Self {
-        Self::with_format(facility, hostname, app_name, proc_id, Format::Json)
-    }
-
-    /// As [`SyslogFormat::new`], with bodies in `format` (JSON or OCSF).
-    pub fn with_format(
-        facility: u8,
-        hostname: &str,
-        app_name: &str,
-        proc_id: u32,
-        format: Format,
-    ) -> Self {
+    /// Frames with bodies in `format` (JSON or OCSF).
+    pub fn new(facility: u8, hostname: &str, app_name: &str, proc_id: u32, format: Format) -> Self {
         Self {
             facility,
             header: format!(
@@ -111,69 +101,70 @@ mod tests {
 
     use super::*;
 
-    fn format() -> SyslogFormat {
+    fn format(body: Format) -> SyslogFormat {
         SyslogFormat::new(
             crate::config::Facility::Authpriv.number(),
             "web 1",
             "custos",
             42,
+            body,
         )
     }
 
-    /// The syslog frame of `event`, as text.
+    /// The syslog frame of `event` with JSON bodies, as text.
     fn framed(event: &Event) -> String {
+        framed_as(event, Format::Json)
+    }
+
+    fn framed_as(event: &Event, body: Format) -> String {
         let mut out = Vec::new();
-        format()
+        format(body)
             .frame(&event.encode_length_delimited_to_vec(), &mut out)
             .unwrap();
         String::from_utf8(out).unwrap()
     }
 
-    #[test]
-    fn frames_are_octet_counted_rfc5424_with_json_bodies() {
-        let event = Event {
-            seq: 7,
+    /// The message of an octet-counted frame, checked against its count.
+    fn message_of(frame: &str) -> &str {
+        let (len, message) = frame.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), message.len());
+        message
+    }
+
+    /// The body after the header (the frame's event has a time, so " - " first ends it).
+    fn body_of(message: &str) -> serde_json::Value {
+        serde_json::from_str(message.split_once(" - ").unwrap().1).unwrap()
+    }
+
+    fn exec_at(seq: u64, nanos: i32) -> Event {
+        Event {
+            seq,
             time: Some(pbjson_types::Timestamp {
                 seconds: 1_700_000_000,
-                nanos: 5,
+                nanos,
             }),
             body: Some(Body::Exec(ProcessExec::default())),
             ..Event::default()
-        };
-        let text = framed(&event);
-        let (len, message) = text.split_once(' ').unwrap();
-        assert_eq!(len.parse::<usize>().unwrap(), message.len());
+        }
+    }
+
+    #[test]
+    fn frames_are_octet_counted_rfc5424_with_json_bodies() {
+        let text = framed(&exec_at(7, 5));
+        let message = message_of(&text);
         // authpriv (10) * 8 + info (6) = 86; the space in the host name is dropped.
         assert!(
             message
                 .starts_with("<86>1 2023-11-14T22:13:20.000000005+00:00 web1 custos 42 exec - {"),
             "{message}"
         );
-        let json: serde_json::Value =
-            serde_json::from_str(message.split_once(" - ").unwrap().1).unwrap();
-        assert_eq!(json["seq"], "7");
+        assert_eq!(body_of(message)["seq"], "7");
     }
 
     #[test]
     fn ocsf_bodies_replace_the_json_when_configured() {
-        let mut ocsf = SyslogFormat::with_format(13, "h", "custos", 1, Format::Ocsf);
-        let event = Event {
-            seq: 3,
-            time: Some(pbjson_types::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            }),
-            body: Some(Body::Exec(ProcessExec::default())),
-            ..Event::default()
-        };
-        let mut out = Vec::new();
-        ocsf.frame(&event.encode_length_delimited_to_vec(), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let (len, message) = text.split_once(' ').unwrap();
-        assert_eq!(len.parse::<usize>().unwrap(), message.len());
-        let body: serde_json::Value =
-            serde_json::from_str(message.split_once(" - ").unwrap().1).unwrap();
+        let text = framed_as(&exec_at(3, 0), Format::Ocsf);
+        let body = body_of(message_of(&text));
         assert_eq!(body["class_uid"], 1007);
         assert_eq!(body["activity_id"], 1);
     }
