@@ -546,7 +546,9 @@ pub enum SinkConfig {
 pub struct NatsSink {
     /// Names the sink in logs and its spool directory; defaults to "nats-HOST-PORT".
     pub name: Option<String>,
-    /// nats://host:port (tls://host:port for TLS-only servers).
+    /// nats://host:port (tls://host:port for TLS-only servers); for a cluster, several
+    /// separated by commas, as the NATS tools take them (the client also learns the others
+    /// from the server it reaches).
     pub url: String,
     /// The JetStream stream that stores the events; it must take `<subject_prefix>.>`.
     pub stream: String,
@@ -555,6 +557,9 @@ pub struct NatsSink {
     /// Create the stream when it does not exist (needs the right to create streams).
     #[serde(default)]
     pub create_stream: bool,
+    /// Copies of the stream a created stream keeps (3 on a cluster survives losing a server).
+    #[serde(default = "one_replica")]
+    pub replicas: usize,
     /// A NATS `.creds` file (JWT and NKey seed), as `nsc` writes it.
     pub credentials_file: Option<PathBuf>,
     pub user: Option<String>,
@@ -565,6 +570,21 @@ pub struct NatsSink {
     /// reads), `json` or `ocsf`.
     #[serde(default = "protobuf")]
     pub format: Format,
+}
+
+fn one_replica() -> usize {
+    1
+}
+
+impl NatsSink {
+    /// The server URLs the `url` setting lists.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
 }
 
 fn default_subject_prefix() -> String {
@@ -628,7 +648,10 @@ fn nats_name(nats: &NatsSink) -> String {
     format!(
         "nats-{}",
         sanitized(
-            nats.url
+            nats.urls()
+                .first()
+                .copied()
+                .unwrap_or_default()
                 .trim_start_matches("nats://")
                 .trim_start_matches("tls://")
         )
@@ -752,6 +775,31 @@ mod tests {
                 max_files: 5,
             }]
         );
+    }
+
+    #[test]
+    fn a_nats_sink_takes_a_cluster_as_comma_separated_urls_and_refuses_bad_ones() {
+        let parse =
+            |sink: &str| Config::parse(&format!("[[sinks]]\n{sink}\nstream = \"S\"\n"), "t");
+        let cluster =
+            parse("type = \"nats\"\nurl = \"nats://a:4222, nats://b:4223\"\nreplicas = 3").unwrap();
+        let SinkConfig::Nats(nats) = &cluster.sinks[0] else {
+            panic!("a nats sink");
+        };
+        assert_eq!(nats.urls(), ["nats://a:4222", "nats://b:4223"]);
+        assert_eq!(nats.replicas, 3);
+        assert_eq!(cluster.sinks[0].name(), "nats-a-4222");
+        for (url, error) in [
+            ("nats://a:99999", "not a server address"),
+            (" , ", "url is empty"),
+            ("nats://a:4222,http://b", "not a server address"),
+        ] {
+            let refused = parse(&format!("type = \"nats\"\nurl = \"{url}\""));
+            let message = format!("{:#}", refused.unwrap_err());
+            assert!(message.contains(error), "{url}: {message}");
+        }
+        let replicas = parse("type = \"nats\"\nurl = \"nats://a:1\"\nreplicas = 7");
+        assert!(format!("{:#}", replicas.unwrap_err()).contains("1 to 5"));
     }
 
     #[test]

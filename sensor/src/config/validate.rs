@@ -304,6 +304,13 @@ fn validate_sink(sink: &SinkConfig) -> Result<()> {
             if let Some(tls) = &nats.tls {
                 tls_files_exist(tls)?;
             }
+            nats_urls(&nats.url)?;
+            if !(1..=5).contains(&nats.replicas) {
+                bail!(
+                    "nats sink: replicas = {} (JetStream keeps 1 to 5 copies)",
+                    nats.replicas
+                );
+            }
             if nats.stream.is_empty() || nats.subject_prefix.is_empty() {
                 bail!("nats sink: stream and subject_prefix must not be empty");
             }
@@ -319,6 +326,23 @@ fn validate_sink(sink: &SinkConfig) -> Result<()> {
         .is_some_and(|n| n.is_empty() || n.contains('/'))
     {
         bail!("sink name {name:?}: a non-empty name without '/'");
+    }
+    Ok(())
+}
+
+/// Each of a NATS sink's comma-separated URLs parses as a server address.
+fn nats_urls(urls: &str) -> Result<()> {
+    let mut any = false;
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        url.parse::<async_nats::ServerAddr>().map_err(|err| {
+            anyhow!(
+                "nats sink: url {url:?} is not a server address ({err}); write nats://host:port, several separated by commas"
+            )
+        })?;
+        any = true;
+    }
+    if !any {
+        bail!("nats sink: url is empty; write nats://host:port");
     }
     Ok(())
 }

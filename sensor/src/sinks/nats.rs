@@ -28,6 +28,8 @@ pub struct NatsTransport {
     context: Option<jetstream::Context>,
     subjects: HashMap<EventKind, Subject>,
     json: JsonEncoder,
+    /// Records published and acknowledged (or skipped as undecodable) so far.
+    published: u64,
 }
 
 /// A host name as one subject token: NATS separates tokens with '.', and '*', '>' and
@@ -49,7 +51,7 @@ pub fn subject_token(host: &str) -> String {
 }
 
 impl Transport for NatsTransport {
-    fn send(&mut self, records: &[Vec<u8>]) -> Result<()> {
+    fn send(&mut self, records: &[Vec<u8>]) -> Result<u64> {
         let runtime = match self.runtime.take() {
             Some(runtime) => runtime,
             None => tokio::runtime::Builder::new_current_thread()
@@ -67,7 +69,14 @@ impl Transport for NatsTransport {
             result
         });
         self.runtime = Some(runtime);
-        result
+        result?;
+        // Published and acknowledged: confirmed as soon as sent.
+        self.published += records.len() as u64;
+        Ok(self.published)
+    }
+
+    fn confirmed(&mut self) -> Result<u64> {
+        Ok(self.published)
     }
 
     fn reset(&mut self) {
@@ -84,6 +93,7 @@ impl NatsTransport {
             context: None,
             subjects: HashMap::new(),
             json: JsonEncoder::default(),
+            published: 0,
         }
     }
 
@@ -115,7 +125,7 @@ impl NatsTransport {
             }
         }
         let client = options
-            .connect(c.url.as_str())
+            .connect(c.urls().as_slice())
             .await
             .with_context(|| format!("connecting to {}", c.url))?;
         let js = jetstream::new(client);
@@ -125,6 +135,7 @@ impl NatsTransport {
                 js.create_stream(jetstream::stream::Config {
                     name: c.stream.clone(),
                     subjects: vec![format!("{}.>", c.subject_prefix)],
+                    num_replicas: c.replicas,
                     ..Default::default()
                 })
                 .await
@@ -143,15 +154,17 @@ impl NatsTransport {
     async fn publish(&mut self, js: &jetstream::Context, records: &[Vec<u8>]) -> Result<()> {
         let mut acks = Vec::with_capacity(records.len());
         for record in records {
-            let message = Envelope::of(record).context("reading a spooled record")?;
-            let mut headers = HeaderMap::new();
-            let mut id = String::with_capacity(message.run_id.len() + 21);
-            id.push_str(message.run_id);
-            id.push(':');
-            id.push_str(itoa::Buffer::new().format(message.seq));
-            headers.insert("Nats-Msg-Id", id.as_str());
-            let subject = self.subject(message.kind);
-            let payload = self.payload(message.payload)?;
+            let (subject, headers, payload) = match self.message(record) {
+                Ok(message) => message,
+                Err(err) => {
+                    // Retrying would block the sink forever behind one bad record.
+                    tracing::error!(
+                        stream = %self.config.stream,
+                        "skipping an undecodable spooled record: {err:#}"
+                    );
+                    continue;
+                }
+            };
             let ack = js
                 .publish_with_headers(subject, headers, payload)
                 .await
@@ -165,6 +178,20 @@ impl NatsTransport {
                 .map_err(|e| anyhow!("JetStream refused a message: {e}"))?;
         }
         Ok(())
+    }
+
+    /// A spooled record's subject, headers (its message id, `<run_id>:<seq>`, which lets
+    /// JetStream drop a resend) and body.
+    fn message(&mut self, record: &[u8]) -> Result<(Subject, HeaderMap, bytes::Bytes)> {
+        let message = Envelope::of(record).context("reading a spooled record")?;
+        let mut headers = HeaderMap::new();
+        let mut id = String::with_capacity(message.run_id.len() + 21);
+        id.push_str(message.run_id);
+        id.push(':');
+        id.push_str(itoa::Buffer::new().format(message.seq));
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let payload = self.payload(message.payload)?;
+        Ok((self.subject(message.kind), headers, payload))
     }
 
     /// The message body in the configured format, from the event's protobuf encoding.

@@ -214,8 +214,19 @@ impl Spool {
     /// Up to `max` records from the cursor, waiting up to `wait` for the first; with the
     /// position after them, to pass to [`Self::commit`] once the sink took them.
     pub fn peek(&self, max: usize, wait: Duration) -> Result<(Vec<Vec<u8>>, Position)> {
+        self.peek_after(Position::default(), max, wait)
+    }
+
+    /// Like [`Self::peek`], but from `after` when that is past the cursor: the records after
+    /// those already sent and not yet confirmed.
+    pub fn peek_after(
+        &self,
+        after: Position,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(Vec<Vec<u8>>, Position)> {
         let mut state = self.lock();
-        if !has_unsent(&state) {
+        if !has_records_after(&state, after.max(state.cursor)) {
             state = self
                 .appended
                 .wait_timeout(state, wait)
@@ -223,7 +234,8 @@ impl Spool {
                 .unwrap_or_else(|e| e.into_inner().0);
         }
         let mut records = Vec::new();
-        let mut position = state.cursor;
+        // Segments dropped or recycled meanwhile moved the cursor past `after`.
+        let mut position = after.max(state.cursor);
         while records.len() < max {
             let Some(&(_, len)) = state
                 .segments
@@ -318,9 +330,9 @@ impl Spool {
     }
 }
 
-fn has_unsent(state: &State) -> bool {
+fn has_records_after(state: &State, position: Position) -> bool {
     state.segments.iter().any(|(id, len)| {
-        *id > state.cursor.segment || (*id == state.cursor.segment && *len > state.cursor.offset)
+        *id > position.segment || (*id == position.segment && *len > position.offset)
     })
 }
 
