@@ -72,3 +72,91 @@ pub fn collect(mut stream: impl Read, sink: &Mutex<Vec<u8>>) {
             .extend_from_slice(&buf[..n]);
     }
 }
+
+/// The bytes one connection brought.
+type Received = Arc<Mutex<Vec<u8>>>;
+
+/// A collector on a fixed loopback address that goes down and comes back. Down, it refuses
+/// connections and closes its side of those it has, as a collector shutting down does, and
+/// reads each until the sensor closes it. Each connection's bytes are kept apart.
+pub struct SwitchedCollector {
+    pub address: std::net::SocketAddr,
+    connections: Arc<Mutex<Vec<Received>>>,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    accepting: Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl SwitchedCollector {
+    /// A collector, down, on a free loopback port.
+    pub fn new() -> Result<Self> {
+        let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        Ok(Self {
+            address,
+            connections: Arc::default(),
+            open: Arc::default(),
+            accepting: None,
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.accepting.is_some()
+    }
+
+    pub fn up(&mut self) -> Result<()> {
+        if self.is_up() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.address)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (connections, open, stopped) =
+            (self.connections.clone(), self.open.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let received = Arc::new(Mutex::new(Vec::new()));
+                connections.lock().expect("lock").push(received.clone());
+                if let Ok(clone) = stream.try_clone() {
+                    open.lock().expect("lock").push(clone);
+                }
+                std::thread::spawn(move || collect(stream, &received));
+            }
+        });
+        self.accepting = Some((stop, accept));
+        Ok(())
+    }
+
+    pub fn down(&mut self) {
+        if let Some((stop, accept)) = self.accepting.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = accept.join();
+        }
+        for stream in self.open.lock().expect("lock").drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// The events each connection brought, in the order the connections came.
+    pub fn events_by_connection(&self) -> Vec<Vec<Event>> {
+        let connections = self.connections.lock().expect("lock").clone();
+        connections
+            .iter()
+            .map(|received| {
+                let bytes = received.lock().expect("collector lock").clone();
+                let mut events = Vec::new();
+                let mut reader = &bytes[..];
+                while let Ok(Some(event)) = custos_proto::delimited::read_one(&mut reader) {
+                    events.push(event);
+                }
+                events
+            })
+            .collect()
+    }
+}

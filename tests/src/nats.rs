@@ -61,3 +61,146 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// Three nats-server processes on loopback, routed into one JetStream cluster.
+pub struct NatsCluster {
+    servers: Vec<ClusterMember>,
+}
+
+struct ClusterMember {
+    name: String,
+    port: u16,
+    /// nats-server's monitoring HTTP port.
+    monitor: u16,
+    child: Option<Child>,
+    _store: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    pub fn start() -> Result<Self> {
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| {
+                Ok((
+                    crate::free_port()?,
+                    crate::free_port()?,
+                    crate::free_port()?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, cluster, _)| format!("nats://127.0.0.1:{cluster}"))
+            .collect();
+        let mut servers = Vec::new();
+        for (n, (port, cluster, monitor)) in ports.iter().enumerate() {
+            let name = format!("custos-test-{n}");
+            let store = tempfile::tempdir()?;
+            let others: Vec<&str> = routes
+                .iter()
+                .enumerate()
+                .filter(|(m, _)| *m != n)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            let child = Command::new("nats-server")
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-n",
+                    &name,
+                ])
+                .args(["-m", &monitor.to_string(), "--cluster_name", "custos-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
+                .args(["--routes", &others.join(",")])
+                .arg("-sd")
+                .arg(store.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("starting nats-server (Debian package nats-server)")?;
+            servers.push(ClusterMember {
+                name,
+                port: *port,
+                monitor: *monitor,
+                child: Some(child),
+                _store: store,
+            });
+        }
+        for server in &servers {
+            crate::wait_listening(&format!("127.0.0.1:{}", server.port), PATIENCE)
+                .with_context(|| format!("{} did not start", server.name))?;
+        }
+        Ok(Self { servers })
+    }
+
+    /// Every server's URL, comma-separated as a NATS client takes a cluster.
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| format!("nats://127.0.0.1:{}", s.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A server still running, for clients that take one URL.
+    pub fn running_url(&self) -> Option<String> {
+        self.servers
+            .iter()
+            .find(|s| s.child.is_some())
+            .map(|s| format!("nats://127.0.0.1:{}", s.port))
+    }
+
+    /// The name of the running server that has a client connection named `client`, by each
+    /// server's own monitoring endpoint (`/connz`).
+    pub fn server_of_client(&self, client: &str) -> Result<String> {
+        for server in self.servers.iter().filter(|s| s.child.is_some()) {
+            let connz = http_get_json(server.monitor, "/connz")?;
+            let connections = connz["connections"].as_array().cloned().unwrap_or_default();
+            if connections.iter().any(|c| c["name"] == client) {
+                return Ok(server.name.clone());
+            }
+        }
+        anyhow::bail!("no server has a client named {client}")
+    }
+
+    /// Kills the server named `name` with SIGKILL.
+    pub fn kill(&mut self, name: &str) -> Result<()> {
+        let server = self
+            .servers
+            .iter_mut()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no cluster member {name}"))?;
+        if let Some(mut child) = server.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            if let Some(mut child) = server.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The JSON body of `GET path` on a loopback HTTP port.
+fn http_get_json(port: u16, path: &str) -> Result<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .context("an HTTP response")?;
+    serde_json::from_str(body).with_context(|| format!("the JSON of {path}"))
+}

@@ -4,8 +4,10 @@ use std::{ffi::OsStr, path::Path, process::Command};
 
 use anyhow::{Context as _, Result};
 use custos_tests::{
-    nats::NatsServer, open_as_nobody, open_repeatedly_as_nobody, require_root, shared_file, Entry,
-    Marker, Sensor, TestConfig,
+    load::ExecLoad,
+    nats::{NatsCluster, NatsServer},
+    open_as_nobody, open_repeatedly_as_nobody, require_root, shared_file, Entry, Marker, Sensor,
+    TestConfig,
 };
 use serde_json::Value;
 
@@ -100,6 +102,135 @@ fn ten_thousand_events_produced_while_nats_is_down_all_arrive() -> Result<()> {
     assert!(
         !events.iter().any(|e| e["loss"].is_object()),
         "nothing was lost"
+    );
+    Ok(())
+}
+
+/// Runs the cluster helper (nats-py): `leader` (optionally with the server to lead), or
+/// `ids` with the expected message ids on its input.
+fn cluster_tool(
+    command: &str,
+    urls: &str,
+    timeout: u64,
+    args: &[&str],
+    expected: &str,
+) -> Result<String> {
+    use std::io::Write as _;
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("python3")
+        .arg(here.join("consumer/jetstream_cluster.py"))
+        .args([command, urls, STREAM, &timeout.to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running the JetStream cluster helper")?;
+    child
+        .stdin
+        .take()
+        .context("the helper's input")?
+        .write_all(expected.as_bytes())?;
+    let output = child.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "jetstream_cluster.py {command} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// A three-server JetStream cluster and a stream kept on all three: its leader is killed
+/// while events flow, and every event the sensor produced is stored exactly once (resends
+/// after the failover carry the same message id, which JetStream drops).
+#[test]
+fn the_stream_leader_killed_while_events_flow_every_event_is_stored_once() -> Result<()> {
+    require_root();
+    let mut cluster = NatsCluster::start()?;
+    let spool = tempfile::tempdir()?;
+    let config = TestConfig::new()
+        .file_sensor(false)
+        .spool(spool.path())
+        .sink(
+            Entry::new()
+                .set("type", "nats")
+                .set("name", "cluster")
+                .set("url", cluster.urls())
+                .set("stream", STREAM)
+                .set("create_stream", true)
+                .set("replicas", 3),
+        );
+    let mut sensor = Sensor::start(&config)?;
+    let marker = Marker::new("/bin/true")?;
+    let load = ExecLoad::start(&marker)?;
+    // The stream exists once the sensor delivered; then its leader is made the server the
+    // sensor is connected to, so the kill also breaks the sensor's connection.
+    cluster_tool("leader", &cluster.urls(), 60, &[], "")?;
+    let connected = cluster.server_of_client("custos")?;
+    let leader = cluster_tool("leader", &cluster.urls(), 60, &[&connected], "")?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    cluster.kill(&leader)?;
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    drop(load);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let produced: Vec<String> = sensor.events()?.iter().map(message_id).collect();
+    let loads = sensor
+        .events()?
+        .iter()
+        .filter(|e| e["process"]["binary"] == marker.path_str() && e["kind"] == "exec")
+        .count();
+    anyhow::ensure!(loads > 100, "only {loads} execs of the load");
+    let url = cluster.running_url().context("a running server")?;
+    let listing: Value =
+        serde_json::from_str(&cluster_tool("ids", &url, 120, &[], &produced.join("\n"))?)?;
+    sensor.stop()?;
+    stored_once(&listing, &produced)?;
+    eprintln!(
+        "{} events, {loads} load execs, all stored once after killing {leader}",
+        produced.len()
+    );
+    Ok(())
+}
+
+/// The JetStream message id of an event: `<run_id>:<seq>`.
+fn message_id(event: &Value) -> String {
+    format!(
+        "{}:{}",
+        event["runId"].as_str().unwrap_or_default(),
+        event["seq"].as_str().unwrap_or_default()
+    )
+}
+
+/// The stream holds each of `produced` once, and nothing twice.
+fn stored_once(listing: &Value, produced: &[String]) -> Result<()> {
+    let ids: Vec<&str> = listing["ids"]
+        .as_array()
+        .context("ids")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    anyhow::ensure!(
+        unique.len() == ids.len(),
+        "{} duplicates in the stream",
+        ids.len() - unique.len()
+    );
+    let missing: Vec<&String> = produced
+        .iter()
+        .filter(|id| !unique.contains(id.as_str()))
+        .take(10)
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "not in the stream (of {}): {missing:?}",
+        produced.len()
+    );
+    anyhow::ensure!(
+        listing["stream_messages"].as_u64() == Some(ids.len() as u64),
+        "the stream holds {} messages, {} read",
+        listing["stream_messages"],
+        ids.len()
     );
     Ok(())
 }
