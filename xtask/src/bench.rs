@@ -445,7 +445,7 @@ impl BenchDaemon {
 
 /// Starts `custos run` (with `--config CONFIG`, or on the embedded default) and waits until
 /// its hooks are attached.
-fn start_daemon(custos: &Path, config: Option<&Path>, stdout: Stdio) -> Result<Child> {
+pub(crate) fn start_daemon(custos: &Path, config: Option<&Path>, stdout: Stdio) -> Result<Child> {
     let mut command = Command::new(custos);
     command.arg("run");
     if let Some(config) = config {
@@ -479,12 +479,7 @@ fn start_daemon(custos: &Path, config: Option<&Path>, stdout: Stdio) -> Result<C
 /// The `custos_bpf_run_seconds` gauges of the daemon whose metrics endpoint is at `address`,
 /// by program.
 pub fn bpf_by_program(address: &str) -> Result<Vec<(String, f64)>> {
-    let mut stream = std::net::TcpStream::connect(address)
-        .with_context(|| format!("connecting to the metrics endpoint {address}"))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text
+    Ok(metrics_text(address)?
         .lines()
         .filter_map(|l| l.strip_prefix("custos_bpf_run_seconds{program=\""))
         .filter_map(|l| {
@@ -492,6 +487,27 @@ pub fn bpf_by_program(address: &str) -> Result<Vec<(String, f64)>> {
             Some((name.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
         })
         .collect())
+}
+
+/// The metrics exposition of the daemon whose metrics endpoint is at `address`.
+pub fn metrics_text(address: &str) -> Result<String> {
+    let mut stream = std::net::TcpStream::connect(address)
+        .with_context(|| format!("connecting to the metrics endpoint {address}"))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The sum of every sample of the metric `name` (all its label sets) in `text`.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Each program's run time since `before` (an earlier [`bpf_by_program`] of the same daemon).
@@ -840,4 +856,17 @@ pub(crate) fn interleaved<S: Copy, R>(
         }
     }
     Ok(results)
+}
+
+/// A KiB figure of /proc/PID/status (`VmRSS:`, `VmHWM:`, `RssAnon:`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -14,7 +14,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    bench::{account, process_cpu, spawn_loops, spread, BenchDaemon, Loops},
+    bench::{account, process_cpu, spawn_loops, spread, status_kib, BenchDaemon, Loops},
     report::Report,
     shell::target_dir,
 };
@@ -189,17 +189,4 @@ fn step(
         peak_rss_mib,
         load_private_mib: load_private as f64 / 1024.0,
     })
-}
-
-/// A KiB figure of /proc/PID/status (`VmRSS:`, `VmHWM:`, `RssAnon:`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -6,6 +6,7 @@ mod bench;
 mod bench_basis;
 mod bench_exec;
 mod bench_network;
+mod bench_soak;
 mod bench_throughput;
 mod commands;
 mod fuzz;
@@ -150,6 +151,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Sustained load at half the rate the daemon keeps up with: memory and CPU over time, so
+    /// a leak shows as a slope.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// File opens per second instead of half the measured rate.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Seconds between samples (default: a thirtieth of the run, at least ten).
+        #[arg(long)]
+        sample_seconds: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -171,39 +184,7 @@ fn main() -> ExitCode {
         }
         Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),
-        Command::Bench { which } => commands::bench_prepare().and_then(|()| {
-            let mut report = report::Report::default();
-            match which {
-                Some(BenchCommand::Open { seconds, rounds }) => {
-                    bench::open(&bench::Options { seconds, rounds }, &mut report)
-                }
-                Some(BenchCommand::Sink { events }) => bench::sink(events, &mut report),
-                Some(BenchCommand::Exec {
-                    rates,
-                    seconds,
-                    rounds,
-                }) => bench_exec::exec(
-                    &bench_exec::Options {
-                        rates,
-                        seconds,
-                        rounds,
-                    },
-                    &mut report,
-                ),
-                Some(BenchCommand::Network { seconds, rounds }) => {
-                    bench_network::network(&bench_network::Options { seconds, rounds }, &mut report)
-                }
-                Some(BenchCommand::Throughput { seconds, rounds }) => bench_throughput::throughput(
-                    &bench_throughput::Options {
-                        seconds,
-                        rounds,
-                        exec_rate: 1000,
-                    },
-                    &mut report,
-                ),
-                None => report::all(&mut report),
-            }
-        }),
+        Command::Bench { which } => commands::bench_prepare().and_then(|()| bench(which)),
         Command::ExecLoop {
             rate,
             seconds,
@@ -223,5 +204,52 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs one benchmark, or all of them.
+fn bench(which: Option<BenchCommand>) -> anyhow::Result<()> {
+    let mut report = report::Report::default();
+    match which {
+        Some(BenchCommand::Open { seconds, rounds }) => {
+            bench::open(&bench::Options { seconds, rounds }, &mut report)
+        }
+        Some(BenchCommand::Sink { events }) => bench::sink(events, &mut report),
+        Some(BenchCommand::Exec {
+            rates,
+            seconds,
+            rounds,
+        }) => bench_exec::exec(
+            &bench_exec::Options {
+                rates,
+                seconds,
+                rounds,
+            },
+            &mut report,
+        ),
+        Some(BenchCommand::Network { seconds, rounds }) => {
+            bench_network::network(&bench_network::Options { seconds, rounds }, &mut report)
+        }
+        Some(BenchCommand::Throughput { seconds, rounds }) => bench_throughput::throughput(
+            &bench_throughput::Options {
+                seconds,
+                rounds,
+                exec_rate: 1000,
+            },
+            &mut report,
+        ),
+        Some(BenchCommand::Soak {
+            minutes,
+            rate,
+            sample_seconds,
+        }) => bench_soak::soak(
+            &bench_soak::Options {
+                minutes,
+                rate,
+                sample_seconds,
+            },
+            &mut report,
+        ),
+        None => report::all(&mut report),
     }
 }
