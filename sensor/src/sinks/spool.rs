@@ -98,6 +98,7 @@ impl Spool {
         let first = segments.front().map_or(1, |(id, _)| *id);
         let cursor = read_cursor(dir)
             .filter(|c| c.segment >= first)
+            .map(|c| record_start_at_or_before(dir, c))
             .unwrap_or(Position {
                 segment: first,
                 offset: 0,
@@ -261,6 +262,15 @@ impl Spool {
             file.seek(SeekFrom::Start(position.offset))?;
             while records.len() < max && position.offset < len {
                 let Some(record) = read_record(&mut file)? else {
+                    // Whole records end at `len`, so this is damage (a disk error, or a file
+                    // changed behind the daemon's back): skip it rather than read it forever.
+                    tracing::error!(
+                        segment = %path.display(),
+                        "spool segment unreadable from byte {}; skipping its last {} bytes",
+                        position.offset,
+                        len - position.offset
+                    );
+                    position.offset = len;
                     break;
                 };
                 position.offset += record.len() as u64;
@@ -334,6 +344,34 @@ fn has_records_after(state: &State, position: Position) -> bool {
     state.segments.iter().any(|(id, len)| {
         *id > position.segment || (*id == position.segment && *len > position.offset)
     })
+}
+
+/// `cursor`, or the start of the record it points into (a damaged cursor file): that record
+/// is sent again rather than read from its middle.
+fn record_start_at_or_before(dir: &Path, cursor: Position) -> Position {
+    let Ok(file) = File::open(segment_path(dir, cursor.segment)) else {
+        return cursor;
+    };
+    let mut reader = BufReader::new(file);
+    let mut offset = 0;
+    while offset < cursor.offset {
+        match read_record(&mut reader) {
+            Ok(Some(record)) if offset + record.len() as u64 <= cursor.offset => {
+                offset += record.len() as u64;
+            }
+            _ => break,
+        }
+    }
+    if offset != cursor.offset {
+        tracing::warn!(
+            spool = %dir.display(),
+            "the spool cursor points inside a record; resuming at its start, byte {offset}"
+        );
+    }
+    Position {
+        segment: cursor.segment,
+        offset,
+    }
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -458,6 +496,32 @@ mod tests {
         fs::write(dir.path().join(format!("{:016}.seg", 1)), segment).unwrap();
         let spool = Spool::open(dir.path(), 1 << 20).unwrap();
         spool.peek(10, Duration::ZERO).unwrap().0
+    }
+
+    #[test]
+    fn a_cursor_inside_a_record_resumes_at_that_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = [record(1, true), record(2, false), record(3, true)].concat();
+        fs::write(dir.path().join(format!("{:016}.seg", 1)), &segment).unwrap();
+        let inside_second = record(1, true).len() + 3;
+        fs::write(dir.path().join("cursor"), format!("1:{inside_second}\n")).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(seqs(&spool.peek(10, Duration::ZERO).unwrap().0), [2, 3]);
+    }
+
+    #[test]
+    fn garbage_inside_an_older_segment_is_skipped_not_read_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut older = [record(1, true), record(2, false)].concat();
+        older.extend_from_slice(&[0xff; 10]); // no varint: unreadable from here
+        older.extend_from_slice(&record(3, true));
+        fs::write(dir.path().join(format!("{:016}.seg", 1)), &older).unwrap();
+        fs::write(dir.path().join(format!("{:016}.seg", 2)), record(4, false)).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (first, at) = spool.peek(10, Duration::ZERO).unwrap();
+        assert_eq!(seqs(&first), [1, 2, 4]);
+        spool.commit(at).unwrap();
+        assert_eq!(spool.backlog_bytes(), 0);
     }
 
     #[test]
