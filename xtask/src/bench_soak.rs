@@ -74,8 +74,8 @@ pub fn soak(options: &Options, report: &mut Report) -> Result<()> {
         .max(1);
     report.line("");
     report.line(format!(
-        "soak: {} min at {rate} file opens/s (half the rate the daemon kept up with flat out, \
-         unless --rate) plus {EXEC_RATE} execs/s; every open reported; sinks: a protobuf file \
+        "soak: {} min at {rate} file opens/s (unless --rate: half the rate the daemon kept up \
+         with, less kernel drops, under one open loop flat out) plus {EXEC_RATE} execs/s; every open reported; sinks: a protobuf file \
          rotating at 64 MiB and TCP through the spool; a sample every {every} s",
         options.minutes
     ));

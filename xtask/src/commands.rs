@@ -31,6 +31,9 @@ pub fn run(release: bool, args: &[String]) -> Result<()> {
     sh(Command::new(binary).arg("run").args(args))
 }
 
+/// How long the test command fuzzes each target (on its seeds and corpus).
+const FUZZ_SECONDS: u64 = 10;
+
 pub fn test(filter: Option<&str>) -> Result<()> {
     setup::all()?;
     require_root("the integration tests load eBPF programs")?;
@@ -47,6 +50,11 @@ pub fn test(filter: Option<&str>) -> Result<()> {
         .arg("test")
         .env("CUSTOS_BIN", &binary)
         .current_dir(workspace_root());
+    // Compiled first, so the fuzz build in the background takes only idle time from the runs.
+    sh(cargo()
+        .args(["test", "--no-run"])
+        .current_dir(workspace_root()))?;
+    let fuzz = filter.is_none().then(crate::fuzz::QuickFuzz::start_build);
     command.arg("--");
     if let Some(filter) = filter {
         command.arg(filter);
@@ -72,6 +80,17 @@ pub fn test(filter: Option<&str>) -> Result<()> {
             Err(err) => {
                 eprintln!("xtask: vm-test failed: {err:#}");
                 tally.failed += 1;
+            }
+        }
+    }
+    if let Some(fuzz) = fuzz {
+        for (target, result) in fuzz.run(FUZZ_SECONDS) {
+            match result {
+                Ok(()) => tally.passed += 1,
+                Err(err) => {
+                    eprintln!("xtask: fuzz target {target}: {err:#}");
+                    tally.failed += 1;
+                }
             }
         }
     }
