@@ -194,18 +194,31 @@ fn a_full_spool_filesystem_is_reported_and_spooling_resumes() -> Result<()> {
             .then_some(())
     })?;
 
+    let first = first_segment(&small.join("spool/collector"))?;
     let collector =
         custos_tests::collector::Collector::listen(std::net::TcpListener::bind(&address)?);
     collector.wait_for("the spooled events", |events| {
         events.iter().any(|e| is_exec_of(e, &path, "filling"))
     })?;
-    // Space freed as the collector took the spool: new events are spooled and delivered.
+    // Once the collector confirmed the whole segment, writing goes on in a new one and the
+    // sent one is deleted: the space is free again, and new events are spooled and delivered.
+    wait_until("the sent segment's removal", || !first.exists())?;
     run_marker(&marker, "after-drain", 1)?;
     collector.wait_for("an event spooled after the drain", |events| {
         events.iter().any(|e| is_exec_of(e, &path, "after-drain"))
     })?;
     sensor.stop()?;
     drop(unmount);
+    Ok(())
+}
+
+/// Waits until `done`, or fails naming `what`.
+fn wait_until(what: &str, done: impl Fn() -> bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + custos_tests::PATIENCE;
+    while !done() {
+        ensure!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     Ok(())
 }
 

@@ -47,7 +47,8 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     let binary = target_dir().join("debug/custos");
     let mut command = cargo();
     command
-        .arg("test")
+        // Every test binary runs, whatever an earlier one did: one run shows every failure.
+        .args(["test", "--no-fail-fast"])
         .env("CUSTOS_BIN", &binary)
         .current_dir(workspace_root());
     // Compiled first, so the fuzz build in the background takes only idle time from the runs.

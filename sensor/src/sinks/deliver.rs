@@ -19,6 +19,8 @@ use super::spool::{Position, Spool};
 use crate::metrics::SinkErrorLog;
 
 const BATCH: usize = 512;
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+const CONFIRMATION_WAIT: Duration = Duration::from_millis(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -69,18 +71,21 @@ impl Delivery {
         let mut in_flight = InFlight::new();
         while !self.done(&mut stopping_since) {
             let after = in_flight.back().map_or(Position::default(), |(_, at)| *at);
-            let (records, position) =
-                match self
-                    .spool
-                    .peek_after(after, BATCH, Duration::from_millis(100))
-                {
-                    Ok(batch) => batch,
-                    Err(err) => {
-                        tracing::error!(sink = %self.name, "reading the spool: {err:#}");
-                        std::thread::sleep(MAX_BACKOFF);
-                        continue;
-                    }
-                };
+            // While a confirmation is due, look for it often: the cursor (and the space of a
+            // sent segment) follows it.
+            let wait = if in_flight.is_empty() {
+                IDLE_WAIT
+            } else {
+                CONFIRMATION_WAIT
+            };
+            let (records, position) = match self.spool.peek_after(after, BATCH, wait) {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::error!(sink = %self.name, "reading the spool: {err:#}");
+                    std::thread::sleep(MAX_BACKOFF);
+                    continue;
+                }
+            };
             let sent = if records.is_empty() {
                 Ok(())
             } else {
