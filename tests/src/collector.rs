@@ -31,14 +31,7 @@ impl Collector {
     }
 
     pub fn events(&self) -> Result<Vec<Event>> {
-        let bytes = self.received.lock().expect("collector lock").clone();
-        // A record may be in flight: decode the complete ones.
-        let mut events = Vec::new();
-        let mut reader = &bytes[..];
-        while let Ok(Some(event)) = custos_proto::delimited::read_one(&mut reader) {
-            events.push(event);
-        }
-        Ok(events)
+        Ok(whole_events(&self.received.lock().expect("collector lock")))
     }
 
     pub fn wait_for(&self, what: &str, found: impl Fn(&[Event]) -> bool) -> Result<Vec<Event>> {
@@ -58,6 +51,16 @@ impl Collector {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The events of a delimited stream, up to a record still in flight.
+fn whole_events(bytes: &[u8]) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut reader = bytes;
+    while let Ok(Some(event)) = custos_proto::delimited::read_one(&mut reader) {
+        events.push(event);
+    }
+    events
 }
 
 /// Keeps what `stream` sends until it closes.
@@ -148,15 +151,7 @@ impl SwitchedCollector {
         let connections = self.connections.lock().expect("lock").clone();
         connections
             .iter()
-            .map(|received| {
-                let bytes = received.lock().expect("collector lock").clone();
-                let mut events = Vec::new();
-                let mut reader = &bytes[..];
-                while let Ok(Some(event)) = custos_proto::delimited::read_one(&mut reader) {
-                    events.push(event);
-                }
-                events
-            })
+            .map(|received| whole_events(&received.lock().expect("collector lock")))
             .collect()
     }
 }

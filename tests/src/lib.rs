@@ -445,6 +445,17 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// The segment files of a sink's spool directory, oldest first.
+pub fn spool_segments(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    Ok(segments)
+}
+
 /// Waits until `address` (`host:port`, IPv6 hosts in brackets) accepts TCP connections:
 /// a server the test started is ready.
 pub fn wait_listening(address: &str, within: Duration) -> Result<()> {

@@ -29,18 +29,7 @@ impl NatsServer {
     }
 
     pub fn restart(&mut self) -> Result<()> {
-        let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+        let child = nats_server(self.port, self.store.path())
             .spawn()
             .context("starting nats-server (Debian package nats-server)")?;
         self.child = Some(child);
@@ -49,10 +38,7 @@ impl NatsServer {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = kill(&mut self.child);
     }
 }
 
@@ -101,23 +87,11 @@ impl NatsCluster {
                 .filter(|(m, _)| *m != n)
                 .map(|(_, r)| r.as_str())
                 .collect();
-            let child = Command::new("nats-server")
-                .args([
-                    "-js",
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-n",
-                    &name,
-                ])
+            let child = nats_server(*port, store.path())
+                .args(["-n", &name])
                 .args(["-m", &monitor.to_string(), "--cluster_name", "custos-test"])
                 .args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
                 .args(["--routes", &others.join(",")])
-                .arg("-sd")
-                .arg(store.path())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
                 .spawn()
                 .context("starting nats-server (Debian package nats-server)")?;
             servers.push(ClusterMember {
@@ -172,23 +146,37 @@ impl NatsCluster {
             .iter_mut()
             .find(|s| s.name == name)
             .with_context(|| format!("no cluster member {name}"))?;
-        if let Some(mut child) = server.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        kill(&mut server.child)
     }
 }
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
         for server in &mut self.servers {
-            if let Some(mut child) = server.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            let _ = kill(&mut server.child);
         }
     }
+}
+
+/// nats-server with JetStream on loopback port `port`, storing in `store`, its output
+/// discarded; a cluster member adds its name and routes.
+fn nats_server(port: u16, store: &std::path::Path) -> Command {
+    let mut command = Command::new("nats-server");
+    command
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// Kills a server with SIGKILL and reaps it, if it runs.
+fn kill(child: &mut Option<Child>) -> Result<()> {
+    if let Some(mut child) = child.take() {
+        child.kill()?;
+        child.wait()?;
+    }
+    Ok(())
 }
 
 /// The JSON body of `GET path` on a loopback HTTP port.

@@ -98,14 +98,10 @@ impl SpoolWatch {
 }
 
 fn read_new_records(dir: &Path, read: &mut HashMap<PathBuf, usize>, seen: &mut BTreeSet<Key>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(segments) = custos_tests::spool_segments(dir) else {
         return; // not made yet
     };
-    for segment in entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-    {
+    for segment in segments {
         let Ok(bytes) = std::fs::read(&segment) else {
             continue; // deleted meanwhile
         };

@@ -297,13 +297,7 @@ fn a_segment_torn_mid_record_is_recovered_up_to_the_last_whole_record() -> Resul
 
 /// The spool's first segment file.
 fn first_segment(dir: &Path) -> Result<std::path::PathBuf> {
-    let mut segments: Vec<_> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
-    segments
+    custos_tests::spool_segments(dir)?
         .into_iter()
         .next()
         .with_context(|| format!("no segment in {}", dir.display()))

@@ -9,7 +9,10 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -623,7 +626,7 @@ fn with_auditd(file: &Path, loops: &Loops) -> Result<Round> {
 /// loopback (a TCP collector in this process, rsyslogd, nats-server with JetStream).
 pub fn sink(events: u64, report: &mut Report) -> Result<()> {
     let work = tempfile::tempdir()?;
-    let tcp_address = discarding_collector()?;
+    let (tcp_address, _) = counting_collector()?;
     let mut receivers = Receivers::start(work.path())?;
     let cases = sink_cases(work.path(), &tcp_address, &receivers);
     report.line("");
@@ -667,19 +670,25 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// A TCP collector on loopback that reads and discards; its address.
-fn discarding_collector() -> Result<String> {
+/// A TCP collector on loopback that reads and discards, counting the bytes: its address and
+/// the count.
+pub(crate) fn counting_collector() -> Result<(String, Arc<AtomicU64>)> {
     let collector = std::net::TcpListener::bind("127.0.0.1:0")?;
     let address = collector.local_addr()?.to_string();
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
     std::thread::spawn(move || {
-        for stream in collector.incoming().flatten() {
+        for mut stream in collector.incoming().flatten() {
+            let counter = counter.clone();
             std::thread::spawn(move || {
-                let mut stream = stream;
-                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+                let mut buf = vec![0u8; 1 << 16];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
             });
         }
     });
-    Ok(address)
+    Ok((address, received))
 }
 
 /// Each sink measured: its label, its `[[sinks]]` body and the receiving server's pid.

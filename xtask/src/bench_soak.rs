@@ -4,13 +4,9 @@
 //! mixes file opens with process churn, so the process table, the spool and the rotation all
 //! run the whole time.
 use std::{
-    io::Read as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -18,8 +14,8 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     bench::{
-        metric_sum, metrics_text, process_cpu, spawn_loops, start_daemon, status_kib, Loops,
-        METRICS,
+        counting_collector, metric_sum, metrics_text, process_cpu, spawn_loops, start_daemon,
+        status_kib, Loops, METRICS,
     },
     report::Report,
     shell::{run as sh, target_dir},
@@ -56,8 +52,8 @@ pub fn soak(options: &Options, report: &mut Report) -> Result<()> {
         .path()
         .join(format!("custos-soak-true-{}", std::process::id()));
     std::fs::copy("/bin/true", &marker)?;
-    let collector = CountingCollector::start()?;
-    let config = write_config(work.path(), &collector.address)?;
+    let (collector, delivered) = counting_collector()?;
+    let config = write_config(work.path(), &collector)?;
 
     let rate = match options.rate {
         Some(rate) => rate,
@@ -93,7 +89,7 @@ pub fn soak(options: &Options, report: &mut Report) -> Result<()> {
         every,
     };
     let samples = run(&setup, report)?;
-    summarize(&samples, collector.received(), report);
+    summarize(&samples, delivered.load(Ordering::Relaxed), report);
     Ok(())
 }
 
@@ -273,35 +269,4 @@ fn stop(mut daemon: Child) -> Result<()> {
         .arg(daemon.id().to_string()))?;
     daemon.wait()?;
     Ok(())
-}
-
-/// A TCP collector on loopback that counts the bytes it receives.
-struct CountingCollector {
-    address: String,
-    received: Arc<AtomicU64>,
-}
-
-impl CountingCollector {
-    fn start() -> Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let address = listener.local_addr()?.to_string();
-        let received = Arc::new(AtomicU64::new(0));
-        let counter = received.clone();
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let counter = counter.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 1 << 16];
-                    while let Ok(n @ 1..) = stream.read(&mut buf) {
-                        counter.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                });
-            }
-        });
-        Ok(Self { address, received })
-    }
-
-    fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
 }
