@@ -16,7 +16,7 @@ use custos_proto::v1::{
 use custos::{
     config::Config,
     families::timestamp,
-    sinks::{PartTagger, Sinks},
+    sinks::{PartIds, PartTagger, Sinks},
 };
 
 fn run(config_path: &Path, events: u64) -> Result<()> {
@@ -34,7 +34,7 @@ fn run(config_path: &Path, events: u64) -> Result<()> {
     let mut tagger = PartTagger::default();
     for seq in 1..=events {
         event.seq = seq;
-        let ids = tagger.tag(&event);
+        let ids = tagger.tag(&event, PartIds::default());
         sinks.write(&mut event, ids)?;
         if seq % 1024 == 0 {
             sinks.flush()?;

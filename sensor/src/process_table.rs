@@ -33,8 +33,9 @@ pub struct ProcessEntry {
     pub exec_id: String,
     pub parent_exec_id: String,
     pub image: Arc<Image>,
-    /// The schema's view of this process, built on first use and shared by its events.
-    pub schema: OnceCell<Arc<custos_proto::v1::Process>>,
+    /// The schema's view of this process, built on first use and shared by its events, with
+    /// its part id (see [`crate::sinks::PartIds`]).
+    pub schema: OnceCell<(Arc<custos_proto::v1::Process>, u64)>,
     /// That view completed for the thread its last event came from.
     pub last_thread: Option<ThreadView>,
     /// Its credentials as last seen (exec, fork, credential change); `None` when unknown.
@@ -55,6 +56,8 @@ pub struct ThreadView {
     pub comm: [u8; sensor_common::COMM_LEN],
     pub cgroup_id: u64,
     pub process: custos_proto::v1::Process,
+    /// Its part id: the encoders reuse its encoding by this id without comparing it.
+    pub part_id: u64,
 }
 
 impl ProcessEntry {

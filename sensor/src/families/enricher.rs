@@ -26,6 +26,7 @@ use crate::{
     privacy::redact::Redactor,
     process_table::{Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
+    sinks::{new_part_id, PartIds},
     text,
 };
 
@@ -51,6 +52,8 @@ pub struct Enricher<S> {
     /// privilege change at exec) and after it (a session's end), in order.
     pub(super) preceding: Vec<Event>,
     pub(super) following: Vec<Event>,
+    /// The part ids the record being enriched gave its own event's parts.
+    pub(super) part_ids: PartIds,
 }
 
 /// What an enricher is built from.
@@ -78,6 +81,8 @@ pub struct Produced {
     pub event: Option<Event>,
     /// Events that follow it: a session's end, a device-control decision.
     pub after: Vec<Event>,
+    /// The ids of `event`'s parts that the enricher knows (0 where it does not).
+    pub ids: PartIds,
 }
 
 /// The task's audit login uid, or [`UNSET_ID`] without one (or without audit support).
@@ -145,16 +150,19 @@ impl<S: NameSource> Enricher<S> {
             started_boottime_ns: parts.started_boottime_ns,
             preceding: Vec::new(),
             following: Vec::new(),
+            part_ids: PartIds::default(),
         }
     }
 
     /// The events `record` produces.
     pub fn enrich(&mut self, record: Record) -> Produced {
+        self.part_ids = PartIds::default();
         let event = self.event(record);
         Produced {
             before: std::mem::take(&mut self.preceding),
             event,
             after: std::mem::take(&mut self.following),
+            ids: std::mem::take(&mut self.part_ids),
         }
     }
 
@@ -191,36 +199,50 @@ impl<S: NameSource> Enricher<S> {
         &mut self.devices
     }
 
-    /// The exec id and the event's process for a record of `task`. A process the table does
-    /// not know (started before a fork hook could see it, or the hook is off) runs what its
-    /// parent ran until it execs.
+    /// The exec id and the event's process for a record of `task`, whose event is the
+    /// record's own (its part id is noted). A process the table does not know (started before
+    /// a fork hook could see it, or the hook is off) runs what its parent ran until it execs.
     pub(super) fn acting_process(&mut self, task: &TaskInfo) -> (String, Process) {
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         if self.processes.get(task.tgid, &exec_id).is_none() {
             self.processes.inherit(self.entry_for(task, Arc::default()));
         }
-        let process = self.process_of(task, &exec_id);
+        let (process, part_id) = self.identified_process_of(task, &exec_id);
+        self.part_ids.process = part_id;
         (exec_id, process)
     }
 
-    /// The schema view of the process `task` belongs to: the table's shared one, or, for a
-    /// process the table does not know, one built from the record alone.
-    pub(super) fn schema_of(&self, task: &TaskInfo, exec_id: &str) -> Arc<Process> {
-        self.table_schema(task.tgid, exec_id).unwrap_or_else(|| {
-            Arc::new(schema_process(
-                &self.host,
-                &self.entry_for(task, Arc::default()),
-            ))
-        })
+    /// A copy of the schema view of the process `task` belongs to, to complete: from the
+    /// table's shared one when built; else built for this use alone, since most processes
+    /// never need a shared one (it serves their children's exec events); for a process the
+    /// table does not know, from the record alone.
+    fn schema_copy_of(&self, task: &TaskInfo, exec_id: &str) -> Process {
+        match self.processes.get(task.tgid, exec_id) {
+            Some(entry) => match entry.schema.get() {
+                Some((shared, _)) => Process::clone(shared),
+                None => schema_process(&self.host, entry),
+            },
+            None => schema_process(&self.host, &self.entry_for(task, Arc::default())),
+        }
     }
 
     /// The table's schema view of a process, built once per process and shared by its events.
     pub(super) fn table_schema(&self, pid: u32, exec_id: &str) -> Option<Arc<Process>> {
+        self.identified_table_schema(pid, exec_id)
+            .map(|(view, _)| view)
+    }
+
+    /// [`Self::table_schema`] with the view's part id.
+    pub(super) fn identified_table_schema(
+        &self,
+        pid: u32,
+        exec_id: &str,
+    ) -> Option<(Arc<Process>, u64)> {
         let host = &self.host;
         self.processes.get(pid, exec_id).map(|entry| {
             entry
                 .schema
-                .get_or_init(|| Arc::new(schema_process(host, entry)))
+                .get_or_init(|| (Arc::new(schema_process(host, entry)), new_part_id()))
                 .clone()
         })
     }
@@ -239,48 +261,60 @@ impl<S: NameSource> Enricher<S> {
     /// The event's process: the process's shared view completed with the record's thread,
     /// reusing the completion of its previous event when that came from the same thread.
     pub(super) fn process_of(&mut self, task: &TaskInfo, exec_id: &str) -> Process {
+        self.identified_process_of(task, exec_id).0
+    }
+
+    /// [`Self::process_of`] with the kept view's part id (0 when none was kept).
+    pub(super) fn identified_process_of(
+        &mut self,
+        task: &TaskInfo,
+        exec_id: &str,
+    ) -> (Process, u64) {
         if let Some(view) = self
             .processes
             .get(task.tgid, exec_id)
             .and_then(|entry| entry.last_thread.as_ref())
             .filter(|view| serves(view, task))
         {
-            return view.process.clone();
+            return (view.process.clone(), view.part_id);
         }
-        let base = self.schema_of(task, exec_id);
-        let (process, cgroup_known) = self.complete(&base, task);
+        let base = self.schema_copy_of(task, exec_id);
+        let (process, cgroup_known) = self.complete(base, task);
         // A cgroup not resolved yet may be on the next event: only a full view is kept.
-        if cgroup_known {
-            if let Some(entry) = self.processes.get_mut(task.tgid, exec_id) {
-                entry.last_thread = Some(ThreadView {
-                    tid: task.pid,
-                    comm: task.comm,
-                    cgroup_id: task.cgroup_id,
-                    process: process.clone(),
-                });
-            }
+        if !cgroup_known {
+            return (process, 0);
         }
-        process
+        let Some(entry) = self.processes.get_mut(task.tgid, exec_id) else {
+            return (process, 0);
+        };
+        let part_id = new_part_id();
+        entry.last_thread = Some(ThreadView {
+            tid: task.pid,
+            comm: task.comm,
+            cgroup_id: task.cgroup_id,
+            process: process.clone(),
+            part_id,
+        });
+        (process, part_id)
     }
 
-    /// [`Self::process_of`] for a process's last event (its exit): the kept completion is
-    /// handed over rather than copied.
-    pub(super) fn last_process_of(&mut self, task: &TaskInfo, exec_id: &str) -> Process {
+    /// [`Self::identified_process_of`] for a process's last event (its exit): the kept
+    /// completion is handed over rather than copied.
+    pub(super) fn last_process_of(&mut self, task: &TaskInfo, exec_id: &str) -> (Process, u64) {
         let kept = self
             .processes
             .get_mut(task.tgid, exec_id)
             .and_then(|entry| entry.last_thread.take())
             .filter(|view| serves(view, task));
         match kept {
-            Some(view) => view.process,
-            None => self.process_of(task, exec_id),
+            Some(view) => (view.process, view.part_id),
+            None => self.identified_process_of(task, exec_id),
         }
     }
 
     /// A process's shared view plus what only this event's record knows, and whether its
     /// cgroup path was known.
-    pub(super) fn complete(&mut self, base: &Process, task: &TaskInfo) -> (Process, bool) {
-        let mut process = base.clone();
+    pub(super) fn complete(&mut self, mut process: Process, task: &TaskInfo) -> (Process, bool) {
         process.tid = task.pid;
         process.comm = text::lossy(c_str(&task.comm));
         let path = self.cgroups.path(task.cgroup_id);

@@ -68,9 +68,9 @@ impl<S: NameSource> Enricher<S> {
             exec_id: exec_id.clone(),
         });
         let mut entry = self.entry_for(task, image);
-        let parent = self
-            .table_schema(entry.ppid, &entry.parent_exec_id)
-            .map(|base| Process::clone(&base));
+        let (parent, parent_part) = self
+            .identified_table_schema(entry.ppid, &entry.parent_exec_id)
+            .map_or((None, 0), |(base, id)| (Some(Process::clone(&base)), id));
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
         let before = self
             .processes
@@ -94,7 +94,9 @@ impl<S: NameSource> Enricher<S> {
         entry.credentials = Some(after);
         entry.session_id = task.sessionid;
         self.processes.upsert(entry);
-        let process = self.process_of(task, &exec_id);
+        let (process, process_part) = self.identified_process_of(task, &exec_id);
+        self.part_ids.process = process_part;
+        self.part_ids.parent = parent_part;
         if let Some(before) = changed {
             let body = self.privilege_change("exec", Some(&before), &after, None);
             let change = self.envelope(exec.header.ktime_ns, task, &exec_id, process.clone(), body);
@@ -112,7 +114,8 @@ impl<S: NameSource> Enricher<S> {
     pub(crate) fn exit(&mut self, exit: &ExitRecord) -> Event {
         let task = &exit.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let process = self.last_process_of(task, &exec_id);
+        let (process, part_id) = self.last_process_of(task, &exec_id);
+        self.part_ids.process = part_id;
         let event = self.envelope(
             exit.header.ktime_ns,
             task,
@@ -232,5 +235,136 @@ mod tests {
         );
         let dumped = exit_status(11 | 0x80);
         assert_eq!((dumped.signal, dumped.core_dumped), (Some(11), true));
+    }
+}
+
+#[cfg(test)]
+mod part_id_tests {
+    use std::{num::NonZeroUsize, os::unix::fs::MetadataExt, path::Path, time::Duration};
+
+    use sensor_common::{kind, ForkRecord};
+
+    use super::*;
+    use crate::{
+        devices::{sysfs::DeviceSources, DeviceTracker},
+        families::{decode, tests::exec_bytes, EnricherParts, Produced, Record},
+        host::HostInfo,
+        identity::{NameCache, Nss},
+        process_table::ProcessTable,
+        sessions::{SessionSources, SessionTracker},
+    };
+
+    /// An enricher whose cgroup tree is `dir` (empty but for its root) and whose session
+    /// sources do not exist.
+    fn scratch_enricher(dir: &Path) -> Enricher<Nss> {
+        let cache = NonZeroUsize::new(16).unwrap();
+        Enricher::new(EnricherParts {
+            host: HostInfo {
+                host: "test".into(),
+                boot_id: "boot".into(),
+                boot_time: std::time::UNIX_EPOCH,
+                clock_ticks_per_sec: 100,
+                run_id: "run".into(),
+            },
+            names: NameCache::new(Nss, cache, Duration::from_secs(300)),
+            cgroups: crate::cgroups::CgroupResolver::new(dir, Duration::from_secs(1)),
+            processes: ProcessTable::new(Duration::from_secs(10)),
+            redactor: None,
+            people: None,
+            sessions: SessionTracker::new(SessionSources {
+                proc_root: dir.join("proc"),
+                logind_dir: dir.join("logind"),
+                utmp: dir.join("utmp"),
+            }),
+            devices: DeviceTracker::new(DeviceSources::default(), Vec::new(), dir.join("utmp")),
+            identities: cache,
+            started_boottime_ns: 0,
+        })
+    }
+
+    fn exec_of(tgid: u32, cgroup_id: u64, binary: &[u8]) -> Record {
+        let bytes = exec_bytes(binary, b"tool\0-v\0", b"/tmp");
+        let Ok(Record::Exec(mut exec)) = decode(&bytes) else {
+            panic!("not an exec");
+        };
+        exec.task.tgid = tgid;
+        exec.task.pid = tgid;
+        exec.task.cgroup_id = cgroup_id;
+        exec.task.comm[..4].copy_from_slice(b"tool");
+        Record::Exec(exec)
+    }
+
+    fn fork_of(task: TaskInfo) -> Record {
+        let header = RecordHeader {
+            kind: kind::FORK,
+            size: 0,
+            ktime_ns: 1,
+        };
+        Record::Fork(ForkRecord { header, task })
+    }
+
+    fn exit_of(task: TaskInfo) -> Record {
+        let header = RecordHeader {
+            kind: kind::EXIT,
+            size: 0,
+            ktime_ns: 99,
+        };
+        Record::Exit(ExitRecord {
+            header,
+            task,
+            exit_code: 0,
+            _pad: 0,
+        })
+    }
+
+    #[test]
+    fn an_enricher_gives_one_part_id_to_equal_processes_and_never_to_different_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = std::fs::metadata(dir.path()).unwrap().ino();
+        let mut enricher = scratch_enricher(dir.path());
+        let mut run = |tgid: u32, ppid: u32, binary: &[u8]| {
+            let Record::Exec(mut exec) = exec_of(tgid, cgroup, binary) else {
+                unreachable!()
+            };
+            exec.task.ppid = ppid;
+            exec.task.parent_start_boottime_ns = exec.task.start_boottime_ns;
+            let task = exec.task;
+            enricher.enrich(fork_of(task));
+            let exec = enricher.enrich(Record::Exec(exec));
+            (task, exec)
+        };
+        // A shell and two children it runs, then the shell's exit.
+        let (shell, shell_exec) = run(4242, 1, b"/usr/bin/sh");
+        let (_, first) = run(4243, 4242, b"/usr/bin/tool");
+        let (_, second) = run(4244, 4242, b"/usr/bin/other");
+        let shell_exit = enricher.enrich(exit_of(shell));
+        let produced = [&shell_exec, &first, &second, &shell_exit];
+        let ids: Vec<u64> = produced.iter().map(|p| p.ids.process).collect();
+        assert!(
+            ids.iter().all(|&id| id != 0),
+            "every view was kept: {ids:?}"
+        );
+        assert_eq!(ids[0], ids[3], "a process's exec and exit share its view");
+        let process = |p: &Produced| p.event.as_ref().unwrap().process.clone();
+        for a in produced {
+            for b in produced {
+                assert_eq!(
+                    a.ids.process == b.ids.process,
+                    process(a) == process(b),
+                    "ids {} and {}: equal exactly when the processes are",
+                    a.ids.process,
+                    b.ids.process
+                );
+            }
+        }
+        let parent = |p: &Produced| match &p.event.as_ref().unwrap().body {
+            Some(Body::Exec(exec)) => exec.parent.clone(),
+            _ => None,
+        };
+        assert_eq!(shell_exec.ids.parent, 0, "pid 1 is not in the table");
+        assert_ne!(first.ids.parent, 0);
+        assert_eq!(first.ids.parent, second.ids.parent, "one parent, one id");
+        assert_eq!(parent(&first), parent(&second));
+        assert_eq!(parent(&first).unwrap().binary, "/usr/bin/sh");
     }
 }

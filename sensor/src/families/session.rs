@@ -96,7 +96,10 @@ impl<S: NameSource> Enricher<S> {
         let facts = &session.facts;
         let process = self
             .table_schema(facts.leader_pid, &facts.leader_exec_id)
-            .map(|base| self.complete(&base, task).0);
+            .map(|base| {
+                self.complete(custos_proto::v1::Process::clone(&base), task)
+                    .0
+            });
         let mut identity = self.identity(task);
         identity.session = Some(session_ref(session));
         Event {

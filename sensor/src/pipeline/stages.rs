@@ -23,7 +23,7 @@ use crate::{
     kernel::drops::{DropCause, DropCounters},
     metrics::{KindLabels, Metrics},
     privacy::Privacy,
-    sinks::{Batch, PartTagger, SpoolLoss},
+    sinks::{Batch, PartIds, PartTagger, SpoolLoss},
 };
 
 /// Events handed to the sink thread at once at most (a large drain goes over in pieces, so the
@@ -94,7 +94,12 @@ pub(super) struct Stages {
 }
 
 impl Stages {
-    pub(super) fn emit(&mut self, mut event: Event) -> Result<()> {
+    pub(super) fn emit(&mut self, event: Event) -> Result<()> {
+        self.emit_identified(event, PartIds::default())
+    }
+
+    /// [`Self::emit`] for an event whose builder gave some of its parts ids (`known`).
+    fn emit_identified(&mut self, mut event: Event, known: PartIds) -> Result<()> {
         if !self.collected(&event) {
             return Ok(());
         }
@@ -111,7 +116,7 @@ impl Stages {
             let _ = self.tail.send(Arc::new(event.clone()));
         }
         self.privacy.apply(&mut event);
-        let ids = self.tagger.tag(&event);
+        let ids = self.tagger.tag(&event, known);
         self.batch.push(event, ids);
         if self.batch.len() >= SINK_BATCH {
             self.hand_over()?;
@@ -209,7 +214,7 @@ impl Stages {
                             self.emit(summary)?;
                         }
                     }
-                    self.emit(event)?;
+                    self.emit_identified(event, produced.ids)?;
                 }
                 for after in produced.after {
                     self.emit(after)?;

@@ -194,7 +194,7 @@ pub(crate) mod tests {
             assert_eq!(*event, before, "the event is handed back unchanged");
             assert_eq!(ours, expected, "event {}", event.seq);
             let mut by_id = Vec::new();
-            tagged.encode(event, tagger.tag(event), &mut by_id);
+            tagged.encode(event, tagger.tag(event, PartIds::default()), &mut by_id);
             assert_eq!(by_id, expected, "event {} by id", event.seq);
         }
     }

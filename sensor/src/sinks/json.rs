@@ -168,7 +168,9 @@ mod tests {
             assert_eq!(*event, before, "the event is handed back unchanged");
             assert_eq!(ours.last(), Some(&b'\n'), "one line");
             let mut by_id = Vec::new();
-            tagged.encode(event, tagger.tag(event), &mut by_id).unwrap();
+            tagged
+                .encode(event, tagger.tag(event, PartIds::default()), &mut by_id)
+                .unwrap();
             assert_eq!(by_id, ours, "event {} by id", event.seq);
             let ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
             let pbjson = serde_json::to_value(&*event).unwrap();

@@ -37,7 +37,7 @@ use crate::{
 };
 use encode::ProtobufEncoder;
 use json::JsonEncoder;
-pub use parts::{PartIds, PartTagger};
+pub use parts::{new_part_id, PartIds, PartTagger};
 use spool::{Dropped, Spool};
 
 /// Events written between two flushes at most.

@@ -6,6 +6,8 @@
 //! carries an equal one. Whether a part is equal to the cached one is settled on the thread
 //! that built the event ([`PartTagger`]), where the part's memory is still in that core's
 //! cache: the sink thread then knows a part by its id without reading it.
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use custos_proto::v1::{event::Body, Event, Identity, Process};
 
 /// Slots per cache: enough for the busy processes of a host, small enough to stay in cache.
@@ -27,29 +29,54 @@ pub struct PartIds {
     pub parent: u64,
 }
 
-/// Gives each distinct part an id, by comparing it with the recent parts in its slot.
+/// The next part id. Ids are unique in the daemon's process, whoever hands them out: the
+/// tagger, or the enricher for the views it keeps (see [`PartTagger::tag`]'s `known`).
+static NEXT_PART_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A new part id: the holder promises that every part it gives this id has the same contents.
+pub fn new_part_id() -> u64 {
+    NEXT_PART_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Gives each distinct part an id: the one its builder gave it, or one found by comparing it
+/// with the recent parts in its slot.
 #[derive(Default)]
 pub struct PartTagger {
     processes: TagSlots<Process>,
     parents: TagSlots<Process>,
     identities: TagSlots<Identity>,
-    last_id: u64,
+    /// Ids below this one were given before the last reset.
+    valid_from: u64,
 }
 
 impl PartTagger {
-    /// The ids of `event`'s parts as it will be encoded (after the privacy settings).
-    pub fn tag(&mut self, event: &Event) -> PartIds {
-        let last_id = &mut self.last_id;
+    /// The ids of `event`'s parts as it will be encoded (after the privacy settings). `known`
+    /// holds the ids its builder gave its parts (0 where it gave none): those parts are not
+    /// compared.
+    pub fn tag(&mut self, event: &Event, known: PartIds) -> PartIds {
+        let valid_from = self.valid_from;
+        let known_or = |known: u64, compare: &mut dyn FnMut() -> u64| {
+            if known != 0 && known >= valid_from {
+                known
+            } else {
+                compare()
+            }
+        };
         let process = event.process.as_ref().map_or(0, |process| {
-            self.processes.id_of(process.tid as usize, process, last_id)
+            known_or(known.process, &mut || {
+                self.processes.id_of(process.tid as usize, process)
+            })
         });
         let identity = event.identity.as_ref().map_or(0, |identity| {
-            self.identities
-                .id_of(identity_slot(identity), identity, last_id)
+            known_or(known.identity, &mut || {
+                self.identities.id_of(identity_slot(identity), identity)
+            })
         });
         let parent = match &event.body {
             Some(Body::Exec(exec)) => exec.parent.as_ref().map_or(0, |parent| {
-                self.parents.id_of(parent.pid as usize, parent, last_id)
+                known_or(known.parent, &mut || {
+                    self.parents.id_of(parent.pid as usize, parent)
+                })
             }),
             _ => 0,
         };
@@ -60,12 +87,13 @@ impl PartTagger {
         }
     }
 
-    /// Forgets every id given: after a change of privacy settings, an equal part as built may
-    /// be encoded differently.
+    /// Forgets every id given, here and by builders: after a change of privacy settings, an
+    /// equal part as built may be encoded differently.
     pub fn reset(&mut self) {
         self.processes = TagSlots::default();
         self.parents = TagSlots::default();
         self.identities = TagSlots::default();
+        self.valid_from = new_part_id();
     }
 }
 
@@ -83,14 +111,14 @@ impl<M> Default for TagSlots<M> {
 }
 
 impl<M: PartialEq + Clone> TagSlots<M> {
-    fn id_of(&mut self, key: usize, part: &M, last_id: &mut u64) -> u64 {
+    fn id_of(&mut self, key: usize, part: &M) -> u64 {
         let slot = &mut self.slots[key % SLOTS];
         match slot {
             Some((cached, id)) if cached == part => *id,
             _ => {
-                *last_id += 1;
-                *slot = Some((part.clone(), *last_id));
-                *last_id
+                let id = new_part_id();
+                *slot = Some((part.clone(), id));
+                id
             }
         }
     }
@@ -163,17 +191,53 @@ mod tests {
     #[test]
     fn equal_parts_share_an_id_and_different_ones_never_do() {
         let mut tagger = PartTagger::default();
-        let first = tagger.tag(&event(process(7, "/bin/a"))).process;
+        let first = tagger
+            .tag(&event(process(7, "/bin/a")), PartIds::default())
+            .process;
         assert_ne!(first, 0);
-        assert_eq!(tagger.tag(&event(process(7, "/bin/a"))).process, first);
-        let other = tagger.tag(&event(process(7, "/bin/b"))).process;
+        assert_eq!(
+            tagger
+                .tag(&event(process(7, "/bin/a")), PartIds::default())
+                .process,
+            first
+        );
+        let other = tagger
+            .tag(&event(process(7, "/bin/b")), PartIds::default())
+            .process;
         assert_ne!(other, first, "same slot, other contents");
-        let back = tagger.tag(&event(process(7, "/bin/a"))).process;
+        let back = tagger
+            .tag(&event(process(7, "/bin/a")), PartIds::default())
+            .process;
         assert_ne!(back, first, "an evicted part comes back under a new id");
         assert_ne!(back, other);
-        assert_eq!(tagger.tag(&Event::default()), PartIds::default());
+        assert_eq!(
+            tagger.tag(&Event::default(), PartIds::default()),
+            PartIds::default()
+        );
         tagger.reset();
-        assert_ne!(tagger.tag(&event(process(7, "/bin/a"))).process, back);
+        assert_ne!(
+            tagger
+                .tag(&event(process(7, "/bin/a")), PartIds::default())
+                .process,
+            back
+        );
+    }
+
+    #[test]
+    fn a_builders_id_is_taken_as_given_until_a_reset() {
+        let mut tagger = PartTagger::default();
+        let given = new_part_id();
+        let known = PartIds {
+            process: given,
+            ..PartIds::default()
+        };
+        let ids = tagger.tag(&event(process(7, "/bin/a")), known);
+        assert_eq!(ids.process, given);
+        assert_eq!(ids.identity, 0, "no identity, no id");
+        tagger.reset();
+        let after = tagger.tag(&event(process(7, "/bin/a")), known).process;
+        assert_ne!(after, given, "an id given before a reset is not trusted");
+        assert_ne!(after, 0);
     }
 
     #[test]
