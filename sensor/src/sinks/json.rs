@@ -5,10 +5,11 @@
 //! parent process are spliced in from caches, since they are most of an event's bytes and
 //! repeat from event to event. The object has the same fields and values as pbjson's; only the
 //! spliced fields come last.
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 
 use super::{
+    json_fields::{serialized, write_event_fields, write_process, Object},
     parts::{identity_slot, PartCache, PartIds},
     rfc3339,
 };
@@ -30,23 +31,16 @@ pub struct JsonEncoder {
     identities: PartCache<Identity>,
 }
 
-/// pbjson's JSON of `part`: infallible for these messages (no maps with non-string keys).
-fn to_json<M: serde::Serialize>(part: &M, out: &mut Vec<u8>) {
-    if let Err(err) = serde_json::to_writer(&mut *out, part) {
-        tracing::error!("encoding part of an event as JSON: {err}");
-        out.extend_from_slice(b"null");
-    }
-}
-
-/// Appends the JSON of `part` (id `id`), from `cache` where it holds it.
-fn splice<M: serde::Serialize + PartialEq + Clone>(
+/// Appends the JSON `write` writes for `part` (id `id`), from `cache` where it holds it.
+fn splice<M: PartialEq + Clone>(
     cache: &mut PartCache<M>,
     slot: usize,
     id: u64,
     part: &M,
+    write: impl Fn(&M, &mut Vec<u8>),
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(cache.encoded(slot, id, part, to_json));
+    out.extend_from_slice(cache.encoded(slot, id, part, write));
 }
 
 impl JsonEncoder {
@@ -83,51 +77,35 @@ impl JsonEncoder {
         written
     }
 
-    /// The event's remaining fields by pbjson, then the spliced ones, then the line's end.
+    /// The event's remaining fields, then the spliced ones, then the line's end.
     fn write(&mut self, head: &Event, parts: &Parts, out: &mut Vec<u8>) -> Result<()> {
-        let start = out.len();
-        serde_json::to_writer(&mut *out, head).context("encoding an event as JSON")?;
-        // pbjson writes an object: reopen it.
-        out.pop();
-        let field = |out: &mut Vec<u8>, name: &str| {
-            if out.len() > start + 1 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-        };
+        let mut object = Object::open(out);
+        write_event_fields(head, &mut object);
         if let Some(time) = &parts.time {
-            field(out, "time");
-            rfc3339::write_quoted(time, out);
+            object.timestamp("time", time);
         }
         if let Some(identity) = parts.identity {
-            field(out, "identity");
             let slot = identity_slot(identity);
-            splice(
-                &mut self.identities,
-                slot,
-                parts.ids.identity,
-                identity,
-                out,
-            );
+            let id = parts.ids.identity;
+            let out = object.key("identity");
+            splice(&mut self.identities, slot, id, identity, serialized, out);
         }
         if let Some(process) = parts.process {
-            field(out, "process");
-            let slot = process.tid as usize;
-            splice(&mut self.processes, slot, parts.ids.process, process, out);
+            let (slot, id) = (process.tid as usize, parts.ids.process);
+            let out = object.key("process");
+            splice(&mut self.processes, slot, id, process, write_process, out);
         }
         if let Some(parent) = parts.exec {
-            field(out, "exec");
-            out.push(b'{');
+            let mut exec = Object::open(object.key("exec"));
             if let Some(parent) = parent {
-                out.extend_from_slice(b"\"parent\":");
-                let slot = parent.pid as usize;
-                splice(&mut self.parents, slot, parts.ids.parent, parent, out);
+                let (slot, id) = (parent.pid as usize, parts.ids.parent);
+                let out = exec.key("parent");
+                splice(&mut self.parents, slot, id, parent, write_process, out);
             }
-            out.push(b'}');
+            exec.close();
         }
-        out.extend_from_slice(b"}\n");
+        object.close();
+        out.push(b'\n');
         Ok(())
     }
 }

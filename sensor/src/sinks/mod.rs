@@ -7,6 +7,7 @@
 mod deliver;
 mod encode;
 mod json;
+mod json_fields;
 pub mod nats;
 pub mod ocsf;
 mod parts;

@@ -1,0 +1,319 @@
+//! The JSON of an event's envelope and of a process written field by field, as pbjson writes
+//! them (protobuf's canonical JSON: camelCase names, 64-bit integers as strings, bytes in
+//! base64, every scalar field even when it holds its default).
+//!
+//! These are the parts written for every event (the envelope) or for every new process; going
+//! through serde's map serializer cost more than the bytes themselves. Every field is named
+//! when a message is taken apart (no `..`), so a field added to the schema fails to compile
+//! here until it is written. Bodies and the rarer messages still go through pbjson.
+use base64::Engine as _;
+use custos_proto::v1::{event::Body, Cgroup, Event, Process};
+use pbjson_types::Timestamp;
+
+use super::rfc3339;
+
+/// A JSON object being written: its fields, separated.
+pub struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> Object<'a> {
+    /// Opens an object at the end of `out`.
+    pub fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    /// Starts field `name`; its value is written next into the returned buffer.
+    pub fn key(&mut self, name: &str) -> &mut Vec<u8> {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    pub fn string(&mut self, name: &str, value: &str) {
+        string(value, self.key(name));
+    }
+
+    pub fn number(&mut self, name: &str, value: u32) {
+        let mut digits = itoa::Buffer::new();
+        self.key(name)
+            .extend_from_slice(digits.format(value).as_bytes());
+    }
+
+    /// A 64-bit integer, which protobuf's JSON writes as a string.
+    pub fn long(&mut self, name: &str, value: u64) {
+        let mut digits = itoa::Buffer::new();
+        let out = self.key(name);
+        out.push(b'"');
+        out.extend_from_slice(digits.format(value).as_bytes());
+        out.push(b'"');
+    }
+
+    pub fn boolean(&mut self, name: &str, value: bool) {
+        let text: &[u8] = if value { b"true" } else { b"false" };
+        self.key(name).extend_from_slice(text);
+    }
+
+    pub fn bytes(&mut self, name: &str, value: &[u8]) {
+        base64_string(value, self.key(name));
+    }
+
+    pub fn timestamp(&mut self, name: &str, value: &Timestamp) {
+        let out = self.key(name);
+        if !rfc3339::write_quoted(value, out) {
+            serialized(value, out);
+        }
+    }
+
+    /// Closes the object.
+    pub fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// A JSON string: copied as it is when nothing in it needs escaping, as almost nothing does.
+pub fn string(value: &str, out: &mut Vec<u8>) {
+    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        serialized(value, out);
+    }
+}
+
+fn base64_string(value: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    if !value.is_empty() {
+        let mut text = String::new();
+        base64::engine::general_purpose::STANDARD.encode_string(value, &mut text);
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(b'"');
+}
+
+/// pbjson's JSON of `value`: infallible for these messages (no maps with non-string keys).
+pub fn serialized<M: serde::Serialize + ?Sized>(value: &M, out: &mut Vec<u8>) {
+    if let Err(err) = serde_json::to_writer(&mut *out, value) {
+        tracing::error!("encoding part of an event as JSON: {err}");
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's.
+pub fn write_event_fields(event: &Event, object: &mut Object) {
+    let Event {
+        seq,
+        run_id,
+        boot_id,
+        host,
+        time,
+        identity,
+        process,
+        kind,
+        body,
+    } = event;
+    object.long("seq", *seq);
+    object.string("runId", run_id);
+    object.string("bootId", boot_id);
+    object.string("host", host);
+    if let Some(time) = time {
+        object.timestamp("time", time);
+    }
+    if let Some(identity) = identity {
+        serialized(identity, object.key("identity"));
+    }
+    if let Some(process) = process {
+        write_process(process, object.key("process"));
+    }
+    object.string("kind", kind);
+    if let Some(body) = body {
+        write_body(body, object);
+    }
+}
+
+/// Writes the body's field: its name in the oneof and its message.
+fn write_body(body: &Body, object: &mut Object) {
+    match body {
+        Body::Exec(v) => serialized(v, object.key("exec")),
+        Body::Exit(v) => serialized(v, object.key("exit")),
+        Body::Loss(v) => serialized(v, object.key("loss")),
+        Body::FileOpen(v) => serialized(v, object.key("fileOpen")),
+        Body::PrivilegeChange(v) => serialized(v, object.key("privilegeChange")),
+        Body::SessionStart(v) => serialized(v, object.key("sessionStart")),
+        Body::SessionEnd(v) => serialized(v, object.key("sessionEnd")),
+        Body::BlockDevice(v) => serialized(v, object.key("blockDevice")),
+        Body::Mount(v) => serialized(v, object.key("mount")),
+        Body::DeviceControl(v) => serialized(v, object.key("deviceControl")),
+        Body::DeviceWriteSummary(v) => serialized(v, object.key("deviceWriteSummary")),
+        Body::Alert(v) => serialized(v, object.key("alert")),
+        Body::Network(v) => serialized(v, object.key("network")),
+        Body::AccessUsage(v) => serialized(v, object.key("accessUsage")),
+    }
+}
+
+/// Appends the JSON of `process`.
+pub fn write_process(process: &Process, out: &mut Vec<u8>) {
+    let Process {
+        pid,
+        tid,
+        ppid,
+        exec_id,
+        parent_exec_id,
+        binary,
+        binary_raw,
+        args,
+        args_raw,
+        args_truncated,
+        cwd,
+        cwd_raw,
+        comm,
+        start_time,
+        cgroup,
+        path_truncated,
+        invoked_path,
+        invoked_path_raw,
+    } = process;
+    let mut object = Object::open(out);
+    object.number("pid", *pid);
+    object.number("tid", *tid);
+    object.number("ppid", *ppid);
+    object.string("execId", exec_id);
+    object.string("parentExecId", parent_exec_id);
+    object.string("binary", binary);
+    object.bytes("binaryRaw", binary_raw);
+    list(object.key("args"), args, |arg, out| string(arg, out));
+    list(object.key("argsRaw"), args_raw, |arg, out| {
+        base64_string(arg, out)
+    });
+    object.boolean("argsTruncated", *args_truncated);
+    object.string("cwd", cwd);
+    object.bytes("cwdRaw", cwd_raw);
+    object.string("comm", comm);
+    if let Some(start_time) = start_time {
+        object.timestamp("startTime", start_time);
+    }
+    if let Some(cgroup) = cgroup {
+        write_cgroup(cgroup, object.key("cgroup"));
+    }
+    object.boolean("pathTruncated", *path_truncated);
+    object.string("invokedPath", invoked_path);
+    object.bytes("invokedPathRaw", invoked_path_raw);
+    object.close();
+}
+
+fn write_cgroup(cgroup: &Cgroup, out: &mut Vec<u8>) {
+    let Cgroup {
+        id,
+        path,
+        unit,
+        container_id,
+    } = cgroup;
+    let mut object = Object::open(out);
+    object.long("id", *id);
+    object.string("path", path);
+    object.string("unit", unit);
+    object.string("containerId", container_id);
+    object.close();
+}
+
+fn list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write(item, out);
+    }
+    out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::{
+        AccessUsage, Alert, EventLoss, FileOpen, Mount, NetworkConnection, ProcessExec,
+        ProcessExit, SessionEnd,
+    };
+
+    use super::*;
+    use crate::sinks::encode::tests::{event, identity, process};
+
+    fn ours<M>(part: &M, write: impl Fn(&M, &mut Vec<u8>)) -> serde_json::Value {
+        let mut out = Vec::new();
+        write(part, &mut out);
+        serde_json::from_slice(&out).expect("valid JSON")
+    }
+
+    #[test]
+    fn a_process_is_written_with_pbjsons_fields_and_values_whatever_its_text() {
+        let plain = process(7, "/bin/true");
+        let odd = Process {
+            binary: "/tmp/\"quoted\" \\ back\tslash\u{1}\u{7f}é".into(),
+            binary_raw: b"/tmp/\xff\xfe".to_vec(),
+            args: vec![String::new(), "a\nb".into(), "ünï".into()],
+            args_raw: vec![Vec::new(), b"\x00\x01\xff".to_vec()],
+            cwd_raw: vec![0xc3],
+            comm: "x\"y".into(),
+            // Outside what the short timestamp path writes: pbjson's path.
+            start_time: Some(Timestamp {
+                seconds: 300_000_000_000,
+                nanos: 1,
+            }),
+            cgroup: None,
+            invoked_path_raw: b"\x80".to_vec(),
+            path_truncated: true,
+            args_truncated: true,
+            ..process(u32::MAX, "")
+        };
+        let bare = Process::default();
+        for process in [plain, odd, bare] {
+            let pbjson = serde_json::to_value(&process).unwrap();
+            assert_eq!(ours(&process, write_process), pbjson, "{process:?}");
+        }
+    }
+
+    #[test]
+    fn an_events_fields_are_written_as_pbjson_writes_them_for_every_kind_of_body() {
+        let bodies = [
+            Body::Exec(ProcessExec {
+                parent: Some(process(1, "/sbin/init")),
+            }),
+            Body::Exit(ProcessExit::default()),
+            Body::Loss(EventLoss::default()),
+            Body::FileOpen(FileOpen {
+                path: "/etc/\"shadow\"".into(),
+                ..FileOpen::default()
+            }),
+            Body::SessionEnd(SessionEnd::default()),
+            Body::Mount(Mount::default()),
+            Body::Alert(Alert::default()),
+            Body::Network(NetworkConnection::default()),
+            Body::AccessUsage(AccessUsage::default()),
+        ];
+        let mut events: Vec<Event> = bodies
+            .into_iter()
+            .map(|body| Event {
+                body: Some(body),
+                seq: u64::MAX,
+                ..event(3, Some(identity(1000)), Some(process(9, "/bin/sh")))
+            })
+            .collect();
+        events.push(Event::default());
+        for event in events {
+            let written = ours(&event, |event, out| {
+                let mut object = Object::open(out);
+                write_event_fields(event, &mut object);
+                object.close();
+            });
+            assert_eq!(written, serde_json::to_value(&event).unwrap(), "{event:?}");
+        }
+    }
+}
