@@ -6,7 +6,7 @@
 use crate::{credentials::Credentials, privilege_chain::ChainState};
 use std::{
     cell::OnceCell,
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -110,9 +110,15 @@ impl ProcessTable {
         self.by_pid.is_empty()
     }
 
-    /// Records a process (new, or re-exec'd), replacing any older entry of the same pid.
+    /// Records a process (new, or re-exec'd), replacing any older entry of the same pid. An
+    /// exec replaces its own fork's entry: in place, so the two cost one allocation.
     pub fn upsert(&mut self, entry: ProcessEntry) {
-        self.by_pid.insert(entry.pid, Box::new(entry));
+        match self.by_pid.entry(entry.pid) {
+            Entry::Occupied(mut occupied) => **occupied.get_mut() = entry,
+            Entry::Vacant(vacant) => {
+                vacant.insert(Box::new(entry));
+            }
+        }
     }
 
     /// The entry for this exact process (pid and exec_id must both match, so a reused pid is
