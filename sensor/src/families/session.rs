@@ -1,6 +1,8 @@
 //! Login sessions on events: the compact reference on every event, the start event ahead of
 //! the login's own first activity, the full record.
-use custos_proto::v1::{event::Body, Event, Session, SessionKind, SessionRef, SessionStart};
+use custos_proto::v1::{
+    event::Body, Event, Process, Session, SessionKind, SessionRef, SessionStart,
+};
 use sensor_common::{task_flags, TaskInfo};
 
 use super::{identity::tty_name, timestamp, Enricher};
@@ -96,10 +98,7 @@ impl<S: NameSource> Enricher<S> {
         let facts = &session.facts;
         let process = self
             .table_schema(facts.leader_pid, &facts.leader_exec_id)
-            .map(|base| {
-                self.complete(custos_proto::v1::Process::clone(&base), task)
-                    .0
-            });
+            .map(|base| self.complete(Process::clone(&base), task).0);
         let mut identity = self.identity(task);
         identity.session = Some(session_ref(session));
         Event {

@@ -54,29 +54,19 @@ impl PartTagger {
     /// holds the ids its builder gave its parts (0 where it gave none): those parts are not
     /// compared.
     pub fn tag(&mut self, event: &Event, known: PartIds) -> PartIds {
-        let valid_from = self.valid_from;
-        let known_or = |known: u64, compare: &mut dyn FnMut() -> u64| {
-            if known != 0 && known >= valid_from {
-                known
-            } else {
-                compare()
-            }
-        };
+        let trusted = |id: u64| (id != 0 && id >= self.valid_from).then_some(id);
         let process = event.process.as_ref().map_or(0, |process| {
-            known_or(known.process, &mut || {
-                self.processes.id_of(process.tid as usize, process)
-            })
+            trusted(known.process)
+                .unwrap_or_else(|| self.processes.id_of(process.tid as usize, process))
         });
         let identity = event.identity.as_ref().map_or(0, |identity| {
-            known_or(known.identity, &mut || {
-                self.identities.id_of(identity_slot(identity), identity)
-            })
+            trusted(known.identity)
+                .unwrap_or_else(|| self.identities.id_of(identity_slot(identity), identity))
         });
         let parent = match &event.body {
             Some(Body::Exec(exec)) => exec.parent.as_ref().map_or(0, |parent| {
-                known_or(known.parent, &mut || {
-                    self.parents.id_of(parent.pid as usize, parent)
-                })
+                trusted(known.parent)
+                    .unwrap_or_else(|| self.parents.id_of(parent.pid as usize, parent))
             }),
             _ => 0,
         };
