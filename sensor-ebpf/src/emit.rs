@@ -3,24 +3,36 @@ use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 
 use crate::{
     kread::{load, WAKEUP_BYTES},
-    maps::{DROPS, EVENTS, READER_ASLEEP},
+    maps::{DROPS, EVENTS, QUEUED_BYTES, READER_ASLEEP},
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1 << 0;
 const BPF_RB_FORCE_WAKEUP: u64 = 1 << 1;
-const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Ring-buffer flags for the next record. By default the kernel wakes the reader whenever it
-/// has caught up, which for a fast reader means once per record: an interrupt and a syscall per
-/// event. Instead records are queued silently until `WAKEUP_BYTES` are waiting, and the daemon
-/// drains on a short timer in between; when the daemon has stopped its timer (nothing came for
-/// a while), the first record wakes it.
+/// Ring-buffer flags for a record of `size` bytes. By default the kernel wakes the reader
+/// whenever it has caught up, which for a fast reader means once per record: an interrupt and
+/// a syscall per event. Instead records are queued silently and the daemon drains on a short
+/// timer; a CPU wakes it once it has queued `WAKEUP_BYTES` since its last wakeup (the daemon
+/// sets that to its threshold divided by the CPUs, so all CPUs together never queue more
+/// unannounced), and when the daemon has stopped its timer (nothing came for a while), the
+/// first record wakes it. Counting on this CPU instead of asking the ring how much it holds
+/// keeps the ring's shared positions, written by the reader on another CPU, out of every
+/// record's path.
 #[inline(always)]
-pub fn submit_flags() -> u64 {
+pub fn submit_flags(size: usize) -> u64 {
     let threshold = u64::from(load(&WAKEUP_BYTES));
     if threshold == 0 {
-        0
-    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold || wake_sleeping_reader() {
+        return 0;
+    }
+    let Some(queued) = QUEUED_BYTES.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the program's life; programs on
+    // one CPU do not preempt each other.
+    let queued = unsafe { &mut *queued };
+    *queued += size as u64;
+    if *queued >= threshold || wake_sleeping_reader() {
+        *queued = 0;
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -74,7 +86,7 @@ fn count_at(slot: u32) {
 pub fn output_bytes(kind: u32, data: *const u8, size: usize) {
     // SAFETY: callers pass a staging buffer of at least `size` bytes, bounded for the verifier.
     let bytes = unsafe { core::slice::from_raw_parts(data, size) };
-    if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
+    if EVENTS.output::<[u8]>(bytes, submit_flags(size)).is_err() {
         count_drop(kind);
     }
 }

@@ -20,8 +20,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets::UNSET;
 #[unsafe(no_mangle)]
 pub static SELF_TGID: u32 = 0;
 
-/// Buffered bytes at which a record wakes the daemon; below it the daemon's own timer drains
-/// the ring. 0 wakes it for every record.
+/// Bytes one CPU queues before a record wakes the daemon; below it the daemon's own timer
+/// drains the ring. 0 wakes it for every record.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u32 = 0;
 

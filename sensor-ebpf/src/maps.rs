@@ -16,11 +16,15 @@ use crate::{kread::rooms::SpanRooms, path::PathScratch};
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Failed ring-buffer writes, per record kind; the daemon turns them into loss events.
 /// See `sensor_common::READER_ASLEEP_MAP`.
 #[map(name = "READER_ASLEEP")]
 pub static READER_ASLEEP: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Bytes this CPU queued in `EVENTS` since it last woke the reader (see `emit::submit_flags`).
+#[map(name = "QUEUED_BYTES")]
+pub static QUEUED_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Failed ring-buffer writes, per record kind; the daemon turns them into loss events.
 #[map(name = "DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 

@@ -465,7 +465,7 @@ pub struct Kernel {
     pub ring_buffer_bytes: u32,
     pub attach: AttachMode,
     /// Longest a record waits in the ring buffer before the daemon reads it, in milliseconds.
-    /// The daemon is woken early when a sixteenth of the ring fills.
+    /// The daemon is woken early, before a sixteenth of the ring can fill unannounced.
     #[default(10)]
     pub max_latency_ms: u64,
 }

@@ -144,6 +144,17 @@ pub fn load(options: &LoadOptions) -> Result<LoadedSensor> {
     )
 }
 
+/// Each CPU wakes the reader once it has queued its share of `wakeup_bytes`, so that all of
+/// them together never queue more without a wakeup (0 stays 0: a wakeup per record).
+fn per_cpu_share(wakeup_bytes: u32) -> Result<u32> {
+    if wakeup_bytes == 0 {
+        return Ok(0);
+    }
+    let cpus = aya::util::nr_cpus()
+        .map_err(|(path, err)| anyhow!("reading the possible CPUs from {path}: {err}"))?;
+    Ok((wakeup_bytes / cpus.max(1) as u32).max(1))
+}
+
 fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     privileges::raise_memlock_limit();
     // Two parsers read the kernel's BTF; one at a time keeps the start-up peak of memory down.
@@ -155,11 +166,12 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     let offsets = btf_offsets::resolve(&btf_offsets::BtfLayout::from_running_kernel()?)?;
     let btf = Btf::from_sys_fs().context("parsing /sys/kernel/btf/vmlinux for tp_btf programs")?;
 
+    let wakeup_bytes_per_cpu = per_cpu_share(options.wakeup_bytes)?;
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .override_global(SELF_TGID_GLOBAL, &options.self_tgid, true)
-        .override_global(WAKEUP_BYTES_GLOBAL, &options.wakeup_bytes, true)
+        .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes_per_cpu, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .map_max_entries(CONNECTIONS_MAP, options.max_open_connections.max(1))
         .load(EBPF_OBJECT)
