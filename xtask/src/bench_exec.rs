@@ -430,6 +430,14 @@ pub fn exec_loop(program: &Path, rate: u64, seconds: u64) -> Result<()> {
     let limit = Duration::from_secs(seconds);
     let mut spawned: u64 = 0;
     let mut running = Vec::new();
+    // The children's stdin and stdout are one /dev/null opened here, handed over as duplicate
+    // descriptors: `Stdio::null()` would open it twice per spawn, and the sensor would be
+    // measured on the spawner's opens as well as on the execs.
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
     while start.elapsed() < limit {
         let due = interval * spawned as u32;
         if let Some(wait) = due.checked_sub(start.elapsed()) {
@@ -437,8 +445,8 @@ pub fn exec_loop(program: &Path, rate: u64, seconds: u64) -> Result<()> {
         }
         running.push(
             Command::new(program)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdin(null.try_clone()?)
+                .stdout(null.try_clone()?)
                 .spawn()
                 .with_context(|| format!("spawning {}", program.display()))?,
         );
