@@ -20,6 +20,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 
 use crate::{
+    bench_rsyslog::{self, Rsyslog},
     report::Report,
     shell::{have, run as sh, target_dir},
 };
@@ -666,8 +667,9 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
             n / (delivered / 1e9)
         ));
     }
+    let evidence = bench_rsyslog::evidence(&receivers.rsyslog, events, report);
     receivers.stop();
-    Ok(())
+    evidence
 }
 
 /// A TCP collector on loopback that reads and discards, counting the bytes: its address and
@@ -723,9 +725,9 @@ fn sink_cases(
             "syslog to rsyslogd",
             format!(
                 "type = \"syslog\"\naddress = \"{}\"",
-                receivers.syslog_address
+                receivers.rsyslog.address
             ),
-            Some(receivers.rsyslog_pid),
+            Some(receivers.rsyslog.pid),
         ),
         (
             "nats JetStream, acknowledged",
@@ -763,9 +765,8 @@ fn run_sinks_bench(label: &str, events: u64, config: &Path) -> Result<[f64; 3]> 
 
 /// The servers the network sinks deliver to.
 struct Receivers {
-    syslog_address: String,
+    rsyslog: Rsyslog,
     nats_url: String,
-    rsyslog_pid: u32,
     nats_pid: u32,
     children: Vec<Child>,
 }
@@ -780,13 +781,17 @@ impl Receivers {
         };
         let syslog_port = free_port()?;
         let config = dir.join("rsyslog.conf");
+        let (stats, log) = (dir.join("rsyslog-stats.json"), dir.join("syslog.log"));
         std::fs::write(
             &config,
             format!(
-                "global(workDirectory=\"{dir}\" maxMessageSize=\"64k\")\nmodule(load=\"imtcp\")\n\
+                "global(workDirectory=\"{dir}\" maxMessageSize=\"64k\")\n{impstats}\
+                 module(load=\"imtcp\")\n\
                  input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{syslog_port}\" ruleset=\"bench\")\n\
-                 ruleset(name=\"bench\") {{ action(type=\"omfile\" file=\"{dir}/syslog.log\") }}\n",
-                dir = dir.display()
+                 ruleset(name=\"bench\") {{ action(type=\"omfile\" file=\"{log}\") }}\n",
+                dir = dir.display(),
+                impstats = bench_rsyslog::impstats_module(&stats),
+                log = log.display(),
             ),
         )?;
         let rsyslog = Command::new("rsyslogd")
@@ -821,9 +826,13 @@ impl Receivers {
             }
         }
         Ok(Self {
-            syslog_address: format!("127.0.0.1:{syslog_port}"),
+            rsyslog: Rsyslog {
+                address: format!("127.0.0.1:{syslog_port}"),
+                pid: rsyslog.id(),
+                stats,
+                log,
+            },
             nats_url: format!("nats://127.0.0.1:{nats_port}"),
-            rsyslog_pid: rsyslog.id(),
             nats_pid: nats.id(),
             children: vec![rsyslog, nats],
         })

@@ -6,6 +6,7 @@ mod bench;
 mod bench_basis;
 mod bench_exec;
 mod bench_network;
+mod bench_rsyslog;
 mod bench_soak;
 mod bench_throughput;
 mod commands;
