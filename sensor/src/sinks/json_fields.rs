@@ -7,7 +7,9 @@
 //! when a message is taken apart (no `..`), so a field added to the schema fails to compile
 //! here until it is written. Bodies and the rarer messages still go through pbjson.
 use base64::Engine as _;
-use custos_proto::v1::{event::Body, Cgroup, Event, Process};
+use custos_proto::v1::{
+    event::Body, AccessBasis, AccessGrant, Cgroup, Event, FileAccess, FileOpen, Group, Process,
+};
 use pbjson_types::Timestamp;
 
 use super::rfc3339;
@@ -42,6 +44,12 @@ impl<'a> Object<'a> {
     }
 
     pub fn number(&mut self, name: &str, value: u32) {
+        let mut digits = itoa::Buffer::new();
+        self.key(name)
+            .extend_from_slice(digits.format(value).as_bytes());
+    }
+
+    pub fn signed(&mut self, name: &str, value: i32) {
         let mut digits = itoa::Buffer::new();
         self.key(name)
             .extend_from_slice(digits.format(value).as_bytes());
@@ -100,10 +108,13 @@ fn base64_string(value: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// pbjson's JSON of `value`: infallible for these messages (no maps with non-string keys).
+/// pbjson's JSON of `value`, or `null` where pbjson refuses it (an enum value the schema does
+/// not name): what it had written by then is taken back, so the line stays valid JSON.
 pub fn serialized<M: serde::Serialize + ?Sized>(value: &M, out: &mut Vec<u8>) {
+    let start = out.len();
     if let Err(err) = serde_json::to_writer(&mut *out, value) {
         tracing::error!("encoding part of an event as JSON: {err}");
+        out.truncate(start);
         out.extend_from_slice(b"null");
     }
 }
@@ -146,7 +157,7 @@ fn write_body(body: &Body, object: &mut Object) {
         Body::Exec(v) => serialized(v, object.key("exec")),
         Body::Exit(v) => serialized(v, object.key("exit")),
         Body::Loss(v) => serialized(v, object.key("loss")),
-        Body::FileOpen(v) => serialized(v, object.key("fileOpen")),
+        Body::FileOpen(v) => write_file_open(v, object.key("fileOpen")),
         Body::PrivilegeChange(v) => serialized(v, object.key("privilegeChange")),
         Body::SessionStart(v) => serialized(v, object.key("sessionStart")),
         Body::SessionEnd(v) => serialized(v, object.key("sessionEnd")),
@@ -225,6 +236,140 @@ fn write_cgroup(cgroup: &Cgroup, out: &mut Vec<u8>) {
     object.close();
 }
 
+/// Appends the JSON of a file open, the most frequent body.
+fn write_file_open(open: &FileOpen, out: &mut Vec<u8>) {
+    let FileOpen {
+        path,
+        path_raw,
+        path_truncated,
+        access,
+        flags,
+        syscall,
+        fd,
+        errno,
+        error,
+        denied,
+        device_major,
+        device_minor,
+        inode,
+        repeats,
+        repeat_summary,
+        device,
+        basis,
+        owner_uid,
+        owner,
+        owner_gid,
+        owner_group,
+        mode,
+    } = open;
+    let mut object = Object::open(out);
+    object.string("path", path);
+    object.bytes("pathRaw", path_raw);
+    object.boolean("pathTruncated", *path_truncated);
+    if let Some(access) = access {
+        write_file_access(access, object.key("access"));
+    }
+    object.number("flags", *flags);
+    object.string("syscall", syscall);
+    if let Some(fd) = fd {
+        object.signed("fd", *fd);
+    }
+    optional_number(&mut object, "errno", *errno);
+    object.string("error", error);
+    object.boolean("denied", *denied);
+    optional_number(&mut object, "deviceMajor", *device_major);
+    optional_number(&mut object, "deviceMinor", *device_minor);
+    if let Some(inode) = inode {
+        object.long("inode", *inode);
+    }
+    object.long("repeats", *repeats);
+    object.boolean("repeatSummary", *repeat_summary);
+    if let Some(device) = device {
+        serialized(device, object.key("device"));
+    }
+    if let Some(basis) = basis {
+        write_access_basis(basis, object.key("basis"));
+    }
+    optional_number(&mut object, "ownerUid", *owner_uid);
+    object.string("owner", owner);
+    optional_number(&mut object, "ownerGid", *owner_gid);
+    object.string("ownerGroup", owner_group);
+    optional_number(&mut object, "mode", *mode);
+    object.close();
+}
+
+/// A proto3 `optional uint32`: written only when present.
+fn optional_number(object: &mut Object, name: &str, value: Option<u32>) {
+    if let Some(value) = value {
+        object.number(name, value);
+    }
+}
+
+fn write_file_access(access: &FileAccess, out: &mut Vec<u8>) {
+    let FileAccess {
+        read,
+        write,
+        create,
+        truncate,
+        append,
+    } = access;
+    let mut object = Object::open(out);
+    object.boolean("read", *read);
+    object.boolean("write", *write);
+    object.boolean("create", *create);
+    object.boolean("truncate", *truncate);
+    object.boolean("append", *append);
+    object.close();
+}
+
+fn write_access_basis(basis: &AccessBasis, out: &mut Vec<u8>) {
+    let AccessBasis {
+        grant,
+        group,
+        supplementary,
+        acl_entry,
+        capability,
+        requested,
+        missing,
+        permission_class,
+        object: checked,
+        object_path,
+        after_the_fact,
+        note,
+    } = basis;
+    // A grant outside the enum is pbjson's error, written as pbjson's writer reports it.
+    let Ok(grant) = AccessGrant::try_from(*grant) else {
+        serialized(basis, out);
+        return;
+    };
+    let mut object = Object::open(out);
+    object.string("grant", grant.as_str_name());
+    if let Some(group) = group {
+        write_group(group, object.key("group"));
+    }
+    object.boolean("supplementary", *supplementary);
+    if let Some(entry) = acl_entry {
+        serialized(entry, object.key("aclEntry"));
+    }
+    object.string("capability", capability);
+    object.string("requested", requested);
+    object.string("missing", missing);
+    object.string("permissionClass", permission_class);
+    object.string("object", checked);
+    object.string("objectPath", object_path);
+    object.boolean("afterTheFact", *after_the_fact);
+    object.string("note", note);
+    object.close();
+}
+
+fn write_group(group: &Group, out: &mut Vec<u8>) {
+    let Group { gid, name } = group;
+    let mut object = Object::open(out);
+    object.number("gid", *gid);
+    object.string("name", name);
+    object.close();
+}
+
 fn list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
     out.push(b'[');
     for (index, item) in items.iter().enumerate() {
@@ -239,8 +384,8 @@ fn list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
 #[cfg(test)]
 mod tests {
     use custos_proto::v1::{
-        AccessUsage, Alert, EventLoss, FileOpen, Mount, NetworkConnection, ProcessExec,
-        ProcessExit, SessionEnd,
+        AccessUsage, AclEntry, Alert, BlockDevice, EventLoss, Mount, NetworkConnection,
+        ProcessExec, ProcessExit, SessionEnd,
     };
 
     use super::*;
@@ -278,6 +423,78 @@ mod tests {
             let pbjson = serde_json::to_value(&process).unwrap();
             assert_eq!(ours(&process, write_process), pbjson, "{process:?}");
         }
+    }
+
+    #[test]
+    fn a_file_open_is_written_with_pbjsons_fields_and_values_whatever_it_holds() {
+        let full = FileOpen {
+            path: "/home/a\"b\\c\u{2}é".into(),
+            path_raw: b"/home/\xff".to_vec(),
+            path_truncated: true,
+            access: Some(FileAccess {
+                read: true,
+                write: true,
+                create: false,
+                truncate: true,
+                append: false,
+            }),
+            flags: u32::MAX,
+            syscall: "openat".into(),
+            fd: Some(-1),
+            errno: Some(13),
+            error: "EACCES".into(),
+            denied: true,
+            device_major: Some(8),
+            device_minor: Some(0),
+            inode: Some(u64::MAX),
+            repeats: 41,
+            repeat_summary: true,
+            device: Some(BlockDevice {
+                name: "sdb".into(),
+                removable: true,
+                size_bytes: 1 << 40,
+                ..BlockDevice::default()
+            }),
+            basis: Some(AccessBasis {
+                grant: AccessGrant::Acl as i32,
+                group: Some(Group {
+                    gid: 27,
+                    name: "sudo".into(),
+                }),
+                supplementary: true,
+                acl_entry: Some(AclEntry {
+                    tag: "user".into(),
+                    id: 1000,
+                    name: "alice".into(),
+                    perm: "rw-".into(),
+                    effective: "r--".into(),
+                }),
+                capability: "CAP_DAC_OVERRIDE".into(),
+                note: "n\"".into(),
+                ..AccessBasis::default()
+            }),
+            owner_uid: Some(0),
+            owner: "root".into(),
+            owner_gid: Some(0),
+            owner_group: "root".into(),
+            mode: Some(0o100640),
+        };
+        let bare = FileOpen::default();
+        let unnamed_grant = FileOpen {
+            basis: Some(AccessBasis {
+                grant: 99,
+                ..AccessBasis::default()
+            }),
+            ..FileOpen::default()
+        };
+        for open in [full, bare] {
+            let pbjson = serde_json::to_value(&open).unwrap();
+            assert_eq!(ours(&open, write_file_open), pbjson, "{open:?}");
+        }
+        // pbjson cannot write a grant the schema does not name; neither is it invented here.
+        assert!(serde_json::to_value(&unnamed_grant).is_err());
+        let written = ours(&unnamed_grant, write_file_open);
+        assert_eq!(written["basis"], serde_json::Value::Null);
     }
 
     #[test]
