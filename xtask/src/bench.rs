@@ -636,8 +636,8 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
          (cargo xtask bench sink --events {events})"
     ));
     report.line(format!(
-        "{:<32} {:>16} {:>18} {:>22}",
-        "sink", "accepted/s", "delivered/s", "receiver CPU % (core)"
+        "{:<32} {:>16} {:>18} {:>22} {:>26}",
+        "sink", "accepted/s", "delivered/s", "receiver CPU % (core)", "receiver cores at 250k/s"
     ));
     for (label, sink, receiver) in cases {
         let spool = work.path().join(format!("spool-{}", label.len()));
@@ -654,15 +654,19 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
         let [n, accepted, delivered] = run_sinks_bench(label, events, &config)?;
         // How busy the receiver was while the sink delivered: near 100 means it, not the sink,
         // set the pace.
-        let busy = match (before, receiver_cpu(receiver)) {
-            (Some(before), Some(after)) => format!(
-                "{:.0}",
-                (after - before).as_secs_f64() * 1e11 / delivered.max(1.0)
-            ),
-            _ => "-".to_owned(),
+        // And how many cores it would need at the target rate, at its CPU per message.
+        let (busy, cores) = match (before, receiver_cpu(receiver)) {
+            (Some(before), Some(after)) => {
+                let cpu = (after - before).as_secs_f64();
+                (
+                    format!("{:.0}", cpu * 1e11 / delivered.max(1.0)),
+                    format!("{:.1}", cpu / n * 250_000.0),
+                )
+            }
+            _ => ("-".to_owned(), "-".to_owned()),
         };
         report.line(format!(
-            "{label:<32} {:>16.0} {:>18.0} {busy:>22}",
+            "{label:<32} {:>16.0} {:>18.0} {busy:>22} {cores:>26}",
             n / (accepted / 1e9),
             n / (delivered / 1e9)
         ));
