@@ -34,8 +34,8 @@ fn run(config_path: &Path, events: u64) -> Result<()> {
     let mut tagger = PartTagger::default();
     for seq in 1..=events {
         event.seq = seq;
-        let ids = tagger.tag(&event, PartIds::default());
-        sinks.write(&mut event, ids)?;
+        let ids = tagger.tag(&event, None, PartIds::default());
+        sinks.write(&mut event, ids, None)?;
         if seq % 1024 == 0 {
             sinks.flush()?;
         }

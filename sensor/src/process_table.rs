@@ -55,7 +55,8 @@ pub struct ThreadView {
     pub tid: u32,
     pub comm: [u8; sensor_common::COMM_LEN],
     pub cgroup_id: u64,
-    pub process: custos_proto::v1::Process,
+    /// Shared with the events that report it, which hold it rather than a copy.
+    pub process: Arc<custos_proto::v1::Process>,
     /// Its part id: the encoders reuse its encoding by this id without comparing it.
     pub part_id: u64,
 }

@@ -59,6 +59,11 @@ impl AlertEngine {
     }
 
     /// The alerts `event` (already numbered) raises.
+    /// Whether any rule is configured (else [`Self::evaluate`] reads nothing).
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
     pub fn evaluate(&mut self, event: &Event) -> Vec<Event> {
         if self.rules.is_empty() {
             return Vec::new();

@@ -54,6 +54,9 @@ pub struct Enricher<S> {
     pub(super) following: Vec<Event>,
     /// The part ids the record being enriched gave its own event's parts.
     pub(super) part_ids: PartIds,
+    /// The process of the record's own event, when the table shares it (see
+    /// [`Produced::process`]).
+    pub(super) shared_process: Option<Arc<Process>>,
 }
 
 /// What an enricher is built from.
@@ -83,6 +86,18 @@ pub struct Produced {
     pub after: Vec<Event>,
     /// The ids of `event`'s parts that the enricher knows (0 where it does not).
     pub ids: PartIds,
+    /// `event`'s process when the table shares it: the event's own `process` is then empty,
+    /// and whoever needs it reads it here (see [`Produced::process`]).
+    pub process: Option<Arc<Process>>,
+}
+
+impl Produced {
+    /// The record's event with its process in place, for whoever needs the whole event.
+    pub fn owned_event(event: &mut Event, shared: &mut Option<Arc<Process>>) {
+        if let Some(process) = shared.take() {
+            event.process = Some(Arc::unwrap_or_clone(process));
+        }
+    }
 }
 
 /// The task's audit login uid, or [`UNSET_ID`] without one (or without audit support).
@@ -151,18 +166,21 @@ impl<S: NameSource> Enricher<S> {
             preceding: Vec::new(),
             following: Vec::new(),
             part_ids: PartIds::default(),
+            shared_process: None,
         }
     }
 
     /// The events `record` produces.
     pub fn enrich(&mut self, record: Record) -> Produced {
         self.part_ids = PartIds::default();
+        self.shared_process = None;
         let event = self.event(record);
         Produced {
             before: std::mem::take(&mut self.preceding),
             event,
             after: std::mem::take(&mut self.following),
             ids: std::mem::take(&mut self.part_ids),
+            process: self.shared_process.take(),
         }
     }
 
@@ -202,7 +220,7 @@ impl<S: NameSource> Enricher<S> {
     /// The exec id and the event's process for a record of `task`, whose event is the
     /// record's own (its part id is noted). A process the table does not know (started before
     /// a fork hook could see it, or the hook is off) runs what its parent ran until it execs.
-    pub(super) fn acting_process(&mut self, task: &TaskInfo) -> (String, Process) {
+    pub(super) fn acting_process(&mut self, task: &TaskInfo) -> (String, Arc<Process>) {
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         if self.processes.get(task.tgid, &exec_id).is_none() {
             self.processes.inherit(self.entry_for(task, Arc::default()));
@@ -261,7 +279,7 @@ impl<S: NameSource> Enricher<S> {
     /// The event's process: the process's shared view completed with the record's thread,
     /// reusing the completion of its previous event when that came from the same thread.
     pub(super) fn process_of(&mut self, task: &TaskInfo, exec_id: &str) -> Process {
-        self.identified_process_of(task, exec_id).0
+        Arc::unwrap_or_clone(self.identified_process_of(task, exec_id).0)
     }
 
     /// [`Self::process_of`] with the kept view's part id (0 when none was kept).
@@ -269,7 +287,7 @@ impl<S: NameSource> Enricher<S> {
         &mut self,
         task: &TaskInfo,
         exec_id: &str,
-    ) -> (Process, u64) {
+    ) -> (Arc<Process>, u64) {
         if let Some(view) = self
             .processes
             .get(task.tgid, exec_id)
@@ -280,6 +298,7 @@ impl<S: NameSource> Enricher<S> {
         }
         let base = self.schema_copy_of(task, exec_id);
         let (process, cgroup_known) = self.complete(base, task);
+        let process = Arc::new(process);
         // A cgroup not resolved yet may be on the next event: only a full view is kept.
         if !cgroup_known {
             return (process, 0);
@@ -300,7 +319,11 @@ impl<S: NameSource> Enricher<S> {
 
     /// [`Self::identified_process_of`] for a process's last event (its exit): the kept
     /// completion is handed over rather than copied.
-    pub(super) fn last_process_of(&mut self, task: &TaskInfo, exec_id: &str) -> (Process, u64) {
+    pub(super) fn last_process_of(
+        &mut self,
+        task: &TaskInfo,
+        exec_id: &str,
+    ) -> (Arc<Process>, u64) {
         let kept = self
             .processes
             .get_mut(task.tgid, exec_id)
@@ -351,6 +374,31 @@ impl<S: NameSource> Enricher<S> {
         process: Process,
         body: Body,
     ) -> Event {
+        self.envelope_around(ktime_ns, task, exec_id, Some(process), body)
+    }
+
+    /// [`Self::envelope`] for the record's own event, whose process the table shares: the
+    /// event goes without it and [`Produced::process`] holds it.
+    pub(super) fn shared_envelope(
+        &mut self,
+        ktime_ns: u64,
+        task: &TaskInfo,
+        exec_id: &str,
+        process: Arc<Process>,
+        body: Body,
+    ) -> Event {
+        self.shared_process = Some(process);
+        self.envelope_around(ktime_ns, task, exec_id, None, body)
+    }
+
+    fn envelope_around(
+        &mut self,
+        ktime_ns: u64,
+        task: &TaskInfo,
+        exec_id: &str,
+        process: Option<Process>,
+        body: Body,
+    ) -> Event {
         let mut identity = self.identity(task);
         // One lookup: keep the table's session id current (the session walk reads it) and
         // take the privilege chain.
@@ -372,7 +420,7 @@ impl<S: NameSource> Enricher<S> {
             host: self.host.host.clone(),
             time: Some(timestamp(self.host.wall_time(ktime_ns))),
             identity: Some(identity),
-            process: Some(process),
+            process,
             kind: String::new(),
             body: Some(body),
         }

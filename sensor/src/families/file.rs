@@ -39,7 +39,7 @@ impl<S: NameSource> Enricher<S> {
         let mut body = file_open_body(open);
         self.add_access_basis(open, &mut body);
         self.note_device_write(open, &mut body);
-        self.envelope(
+        self.shared_envelope(
             record.header.ktime_ns,
             task,
             &exec_id,

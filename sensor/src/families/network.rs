@@ -16,7 +16,7 @@ impl<S: NameSource> Enricher<S> {
         let task = &record.task;
         let (exec_id, process) = self.acting_process(task);
         let body = Body::Network(connection(record));
-        self.envelope(record.header.ktime_ns, task, &exec_id, process, body)
+        self.shared_envelope(record.header.ktime_ns, task, &exec_id, process, body)
     }
 }
 

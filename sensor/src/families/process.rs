@@ -99,10 +99,11 @@ impl<S: NameSource> Enricher<S> {
         self.part_ids.parent = parent_part;
         if let Some(before) = changed {
             let body = self.privilege_change("exec", Some(&before), &after, None);
-            let change = self.envelope(exec.header.ktime_ns, task, &exec_id, process.clone(), body);
+            let owned = Process::clone(&process);
+            let change = self.envelope(exec.header.ktime_ns, task, &exec_id, owned, body);
             self.preceding.push(change);
         }
-        self.envelope(
+        self.shared_envelope(
             exec.header.ktime_ns,
             task,
             &exec_id,
@@ -116,11 +117,11 @@ impl<S: NameSource> Enricher<S> {
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         let (process, part_id) = self.last_process_of(task, &exec_id);
         self.part_ids.process = part_id;
-        let event = self.envelope(
+        let event = self.shared_envelope(
             exit.header.ktime_ns,
             task,
             &exec_id,
-            process,
+            process.clone(),
             Body::Exit(exit_status(exit.exit_code)),
         );
         self.processes.mark_exited(task.tgid, &exec_id);
@@ -134,6 +135,7 @@ impl<S: NameSource> Enricher<S> {
                 body: Some(Body::SessionEnd(SessionEnd {
                     session: Some(self.session_view(&session)),
                 })),
+                process: Some(Process::clone(&process)),
                 ..event.clone()
             };
             self.following.push(end);
@@ -345,7 +347,15 @@ mod part_id_tests {
             "every view was kept: {ids:?}"
         );
         assert_eq!(ids[0], ids[3], "a process's exec and exit share its view");
-        let process = |p: &Produced| p.event.as_ref().unwrap().process.clone();
+        for p in produced {
+            assert!(p.event.as_ref().unwrap().process.is_none(), "held apart");
+        }
+        let shared = |p: &Produced| p.process.clone().expect("the table's view");
+        assert!(
+            Arc::ptr_eq(&shared(&shell_exec), &shared(&shell_exit)),
+            "the exit reports the very view its exec did, not a copy"
+        );
+        let process = |p: &Produced| Process::clone(&shared(p));
         for a in produced {
             for b in produced {
                 assert_eq!(

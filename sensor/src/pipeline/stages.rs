@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 use aya::maps::{MapData, RingBuf};
-use custos_proto::v1::{event::Body, Event, EventKind, LossReason};
+use custos_proto::v1::{event::Body, Event, EventKind, LossReason, Process};
 use prometheus_client::metrics::counter::Counter;
 use sensor_common::{file_flags, network_record_flags};
 use tokio::sync::{
@@ -17,8 +17,7 @@ use crate::{
     alert::AlertEngine,
     config::FileEvents,
     dedup::{self, KernelDedup, WindowStart},
-    families::Enricher,
-    families::{self, Record},
+    families::{self, Enricher, Produced, Record},
     identity::Nss,
     kernel::drops::{DropCause, DropCounters},
     metrics::{KindLabels, Metrics},
@@ -95,12 +94,21 @@ pub(super) struct Stages {
 
 impl Stages {
     pub(super) fn emit(&mut self, event: Event) -> Result<()> {
-        self.emit_identified(event, PartIds::default())
+        self.emit_identified(event, PartIds::default(), None)
     }
 
-    /// [`Self::emit`] for an event whose builder gave some of its parts ids (`known`).
-    fn emit_identified(&mut self, mut event: Event, known: PartIds) -> Result<()> {
-        if !self.collected(&event) {
+    /// [`Self::emit`] for an event whose builder gave some of its parts ids (`known`) and may
+    /// hold its process apart (`shared`, see `Produced::process`).
+    fn emit_identified(
+        &mut self,
+        mut event: Event,
+        known: PartIds,
+        mut shared: Option<Arc<Process>>,
+    ) -> Result<()> {
+        if self.wants_whole_events() {
+            Produced::owned_event(&mut event, &mut shared);
+        }
+        if !self.collected(&event, event.process.as_ref().or(shared.as_deref())) {
             return Ok(());
         }
         self.counters.count(&event);
@@ -110,14 +118,15 @@ impl Stages {
         // Rules see the real identity; sinks only ever see what privacy lets through.
         let alerts = self.alerts.evaluate(&event);
         if let Some(access) = &mut self.access {
-            access.observe(&event);
+            access.observe(&event, event.process.as_ref().or(shared.as_deref()));
         }
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(Arc::new(event.clone()));
         }
         self.privacy.apply(&mut event);
-        let ids = self.tagger.tag(&event, known);
-        self.batch.push(event, ids);
+        let process = event.process.as_ref().or(shared.as_deref());
+        let ids = self.tagger.tag(&event, process, known);
+        self.batch.push(event, ids, shared);
         if self.batch.len() >= SINK_BATCH {
             self.hand_over()?;
         }
@@ -125,6 +134,15 @@ impl Stages {
             self.emit(alert)?;
         }
         Ok(())
+    }
+
+    /// Whether a stage before the sinks reads whole events: the live stream, alert rules, or a
+    /// privacy setting that rewrites processes. Otherwise a process the table shares travels
+    /// beside its event to the encoders, which need no copy of it.
+    fn wants_whole_events(&self) -> bool {
+        self.tail.receiver_count() > 0
+            || self.alerts.has_rules()
+            || self.privacy.rewrites_processes()
     }
 
     /// Hands the events emitted so far to the sink thread.
@@ -157,12 +175,8 @@ impl Stages {
     /// before the event takes a seq. So is the activity of the daemon's own helpers (`sudo -l`
     /// for entitlement usage): like the daemon's own, it is the sensor's, and its arguments
     /// name people whatever the privacy settings say.
-    fn collected(&self, event: &Event) -> bool {
-        if event
-            .process
-            .as_ref()
-            .is_some_and(|p| p.ppid == self.own_pid)
-        {
+    fn collected(&self, event: &Event, process: Option<&Process>) -> bool {
+        if process.is_some_and(|p| p.ppid == self.own_pid) {
             return false;
         }
         let Some(Body::FileOpen(open)) = &event.body else {
@@ -204,17 +218,19 @@ impl Stages {
                     }
                     _ => None,
                 };
-                let produced = self.enricher.enrich(record);
+                let mut produced = self.enricher.enrich(record);
                 for before in produced.before {
                     self.emit(before)?;
                 }
-                if let Some(event) = produced.event {
+                if let Some(mut event) = produced.event {
                     if let Some(start) = dedup_first {
+                        // The window keeps the whole first event, for its summary.
+                        Produced::owned_event(&mut event, &mut produced.process);
                         if let Some(summary) = self.dedup.on_first(start, &event) {
                             self.emit(summary)?;
                         }
                     }
-                    self.emit_identified(event, produced.ids)?;
+                    self.emit_identified(event, produced.ids, produced.process)?;
                 }
                 for after in produced.after {
                     self.emit(after)?;

@@ -49,6 +49,11 @@ impl Privacy {
         Ok(Self { argv, pseudonyms })
     }
 
+    /// Whether [`Self::apply`] may change an event's processes.
+    pub fn rewrites_processes(&self) -> bool {
+        !self.argv || self.pseudonyms.is_some()
+    }
+
     pub fn apply(&self, event: &mut Event) {
         if !self.argv {
             for process in processes(event) {

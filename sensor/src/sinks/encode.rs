@@ -30,10 +30,18 @@ fn encode_raw<M: Message>(part: &M, out: &mut Vec<u8>) {
 
 impl ProtobufEncoder {
     /// Appends `event`, length-delimited, to `out`; `ids` are its parts' (see [`PartIds`]).
-    /// The event is lent back unchanged.
-    pub fn encode(&mut self, event: &mut Event, ids: PartIds, out: &mut Vec<u8>) {
+    /// `shared` is its process when the event goes without it (see `Produced::process`). The
+    /// event is lent back unchanged.
+    pub fn encode(
+        &mut self,
+        event: &mut Event,
+        ids: PartIds,
+        shared: Option<&Process>,
+        out: &mut Vec<u8>,
+    ) {
         let identity = event.identity.take();
-        let process = event.process.take();
+        let owned = event.process.take();
+        let process = owned.as_ref().or(shared);
         // Written after the process, in its number's place.
         let kind = std::mem::take(&mut event.kind);
         let body = event.body.take();
@@ -42,7 +50,7 @@ impl ProtobufEncoder {
             self.identities
                 .encoded(identity_slot(identity), ids.identity, identity, encode_raw)
         });
-        let process_bytes = process.as_ref().map(|process| {
+        let process_bytes = process.map(|process| {
             self.processes
                 .encoded(process.tid as usize, ids.process, process, encode_raw)
         });
@@ -78,7 +86,7 @@ impl ProtobufEncoder {
         }
 
         event.identity = identity;
-        event.process = process;
+        event.process = owned;
         event.kind = kind;
         event.body = body;
     }
@@ -190,12 +198,24 @@ pub(crate) mod tests {
             let before = event.clone();
             let expected = event.encode_length_delimited_to_vec();
             let mut ours = Vec::new();
-            encoder.encode(event, PartIds::default(), &mut ours);
+            encoder.encode(event, PartIds::default(), None, &mut ours);
             assert_eq!(*event, before, "the event is handed back unchanged");
             assert_eq!(ours, expected, "event {}", event.seq);
             let mut by_id = Vec::new();
-            tagged.encode(event, tagger.tag(event, PartIds::default()), &mut by_id);
+            let ids = tagger.tag(event, None, PartIds::default());
+            tagged.encode(event, ids, None, &mut by_id);
             assert_eq!(by_id, expected, "event {} by id", event.seq);
+            // The same event with its process held apart, as the table shares it.
+            let shared = event.process.take();
+            let mut apart = Vec::new();
+            let ids = tagger.tag(event, shared.as_ref(), PartIds::default());
+            tagged.encode(event, ids, shared.as_ref(), &mut apart);
+            assert_eq!(
+                apart, expected,
+                "event {} with its process apart",
+                event.seq
+            );
+            event.process = shared;
         }
     }
 }

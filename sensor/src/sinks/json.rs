@@ -19,7 +19,7 @@ struct Parts<'a> {
     ids: PartIds,
     time: Option<pbjson_types::Timestamp>,
     identity: &'a Option<Identity>,
-    process: &'a Option<Process>,
+    process: Option<&'a Process>,
     /// For an exec, its parent (if known).
     exec: &'a Option<Option<Process>>,
 }
@@ -44,11 +44,18 @@ fn splice<M: PartialEq + Clone>(
 }
 
 impl JsonEncoder {
-    /// Appends `event` as one JSON line to `out`; `ids` are its parts' (see [`PartIds`]). The
+    /// Appends `event` as one JSON line to `out`; `ids` are its parts' (see [`PartIds`]).
+    /// `shared` is its process when the event goes without it (see `Produced::process`). The
     /// event is lent back unchanged.
-    pub fn encode(&mut self, event: &mut Event, ids: PartIds, out: &mut Vec<u8>) -> Result<()> {
+    pub fn encode(
+        &mut self,
+        event: &mut Event,
+        ids: PartIds,
+        shared: Option<&Process>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let identity = event.identity.take();
-        let process = event.process.take();
+        let owned = event.process.take();
         // Written here where the short path can (every real event time).
         let time = event.time.take_if(|time| rfc3339::writable(time));
         // An exec's body is written here, around its spliced parent.
@@ -61,13 +68,13 @@ impl JsonEncoder {
             ids,
             time,
             identity: &identity,
-            process: &process,
+            process: owned.as_ref().or(shared),
             exec: &exec,
         };
         let written = self.write(event, &parts, out);
         event.time = event.time.or(time);
         event.identity = identity;
-        event.process = process;
+        event.process = owned;
         if let Some(mut body) = body {
             if let Body::Exec(ProcessExec { parent }) = &mut body {
                 *parent = exec.flatten();
@@ -141,15 +148,23 @@ mod tests {
             let before = event.clone();
             let mut ours = Vec::new();
             encoder
-                .encode(event, PartIds::default(), &mut ours)
+                .encode(event, PartIds::default(), None, &mut ours)
                 .unwrap();
             assert_eq!(*event, before, "the event is handed back unchanged");
             assert_eq!(ours.last(), Some(&b'\n'), "one line");
             let mut by_id = Vec::new();
-            tagged
-                .encode(event, tagger.tag(event, PartIds::default()), &mut by_id)
-                .unwrap();
+            let ids = tagger.tag(event, None, PartIds::default());
+            tagged.encode(event, ids, None, &mut by_id).unwrap();
             assert_eq!(by_id, ours, "event {} by id", event.seq);
+            // The same event with its process held apart, as the table shares it.
+            let shared = event.process.take();
+            let mut apart = Vec::new();
+            let ids = tagger.tag(event, shared.as_ref(), PartIds::default());
+            tagged
+                .encode(event, ids, shared.as_ref(), &mut apart)
+                .unwrap();
+            assert_eq!(apart, ours, "event {} with its process apart", event.seq);
+            event.process = shared;
             let ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
             let pbjson = serde_json::to_value(&*event).unwrap();
             assert_eq!(ours, pbjson, "event {}", event.seq);

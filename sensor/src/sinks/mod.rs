@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use custos_proto::v1::{Event, LossReason};
+use custos_proto::v1::{Event, LossReason, Process};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use prometheus_client::metrics::counter::Counter;
@@ -76,6 +76,8 @@ enum Output {
 pub struct Batch {
     pub events: Vec<Event>,
     pub ids: Vec<PartIds>,
+    /// Each event's process where the table shares it and the event goes without it.
+    pub processes: Vec<Option<Arc<Process>>>,
 }
 
 impl Batch {
@@ -83,12 +85,14 @@ impl Batch {
         Self {
             events: Vec::with_capacity(capacity),
             ids: Vec::with_capacity(capacity),
+            processes: Vec::with_capacity(capacity),
         }
     }
 
-    pub fn push(&mut self, event: Event, ids: PartIds) {
+    pub fn push(&mut self, event: Event, ids: PartIds, process: Option<Arc<Process>>) {
         self.events.push(event);
         self.ids.push(ids);
+        self.processes.push(process);
     }
 
     pub fn len(&self) -> usize {
@@ -102,6 +106,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.events.clear();
         self.ids.clear();
+        self.processes.clear();
     }
 }
 
@@ -154,9 +159,24 @@ impl Sinks {
     }
 
     /// Writes `event`, whose parts have the ids `ids` (see [`PartIds`]; default when unknown).
-    pub fn write(&mut self, event: &mut Event, ids: PartIds) -> Result<()> {
-        if self.views.iter().all(Option::is_none) {
-            return self.write_to(event, ids, |_| true);
+    /// `shared` is its process when the event goes without it (see `Produced::process`).
+    pub fn write(
+        &mut self,
+        event: &mut Event,
+        ids: PartIds,
+        shared: Option<&Process>,
+    ) -> Result<()> {
+        let views = self.views.iter().any(Option::is_some);
+        // Views and OCSF work on the whole event: the process is put back for them.
+        let shared = match shared {
+            Some(process) if views || self.has_format(Format::Ocsf) => {
+                event.process = Some(process.clone());
+                None
+            }
+            other => other,
+        };
+        if !views {
+            return self.write_to(event, ids, shared, |_| true);
         }
         // Outputs with a view of their own get their own copy and encoding.
         for index in 0..self.views.len() {
@@ -166,12 +186,19 @@ impl Sinks {
             let mut copy = event.clone();
             view.apply(&mut copy);
             // The copy's parts differ from those the ids name.
-            let result = self.write_to(&mut copy, PartIds::default(), |i| i == index);
+            let result = self.write_to(&mut copy, PartIds::default(), None, |i| i == index);
             self.views[index] = Some(view);
             result?;
         }
-        let shared: Vec<bool> = self.views.iter().map(Option::is_none).collect();
-        self.write_to(event, ids, |i| shared[i])
+        let plain: Vec<bool> = self.views.iter().map(Option::is_none).collect();
+        self.write_to(event, ids, None, |i| plain[i])
+    }
+
+    /// Whether a local output writes `format`.
+    fn has_format(&self, format: Format) -> bool {
+        self.outputs
+            .iter()
+            .any(|o| matches!(o, Output::Local { format: f, .. } if *f == format))
     }
 
     /// Encodes `event` once per format and writes it to the outputs `selected` picks.
@@ -179,6 +206,7 @@ impl Sinks {
         &mut self,
         event: &mut Event,
         ids: PartIds,
+        shared: Option<&Process>,
         selected: impl Fn(usize) -> bool,
     ) -> Result<()> {
         self.json.clear();
@@ -199,10 +227,11 @@ impl Sinks {
             wants(Format::Ocsf),
         );
         if wants_json {
-            self.json_encoder.encode(event, ids, &mut self.json)?;
+            self.json_encoder
+                .encode(event, ids, shared, &mut self.json)?;
         }
         if wants_protobuf {
-            self.encoder.encode(event, ids, &mut self.protobuf);
+            self.encoder.encode(event, ids, shared, &mut self.protobuf);
         }
         if wants_ocsf {
             ocsf::encode_line(event, &mut self.ocsf)?;
@@ -330,8 +359,9 @@ impl Sinks {
 
     /// Writes every event of `batch`; how many.
     fn write_batch(&mut self, batch: &mut Batch) -> Result<usize> {
-        for (event, ids) in batch.events.iter_mut().zip(&batch.ids) {
-            self.write(event, *ids)?;
+        let parts = batch.ids.iter().zip(&batch.processes);
+        for (event, (ids, process)) in batch.events.iter_mut().zip(parts) {
+            self.write(event, *ids, process.as_deref())?;
         }
         Ok(batch.events.len())
     }
@@ -525,8 +555,12 @@ mod tests {
             &Metrics::new("test"),
         )
         .unwrap();
-        sinks.write(&mut event(1), PartIds::default()).unwrap();
-        sinks.write(&mut event(2), PartIds::default()).unwrap();
+        sinks
+            .write(&mut event(1), PartIds::default(), None)
+            .unwrap();
+        sinks
+            .write(&mut event(2), PartIds::default(), None)
+            .unwrap();
         sinks.flush().unwrap();
 
         let json = std::fs::read_to_string(&json_path).unwrap();
@@ -560,7 +594,9 @@ mod tests {
         )
         .unwrap();
         for seq in 1..=100 {
-            sinks.write(&mut event(seq), PartIds::default()).unwrap();
+            sinks
+                .write(&mut event(seq), PartIds::default(), None)
+                .unwrap();
         }
         sinks.flush().unwrap();
         let mut names: Vec<String> = std::fs::read_dir(dir.path())

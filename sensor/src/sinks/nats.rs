@@ -205,7 +205,8 @@ impl NatsTransport {
         if format == Format::Ocsf {
             ocsf::encode_line(&event, &mut out)?;
         } else {
-            self.json.encode(&mut event, PartIds::default(), &mut out)?;
+            self.json
+                .encode(&mut event, PartIds::default(), None, &mut out)?;
         }
         out.pop(); // the line's end: a message is delimited already
         Ok(out.into())

@@ -52,10 +52,10 @@ pub struct PartTagger {
 impl PartTagger {
     /// The ids of `event`'s parts as it will be encoded (after the privacy settings). `known`
     /// holds the ids its builder gave its parts (0 where it gave none): those parts are not
-    /// compared.
-    pub fn tag(&mut self, event: &Event, known: PartIds) -> PartIds {
+    /// compared. `shared` is its process when the event goes without it.
+    pub fn tag(&mut self, event: &Event, shared: Option<&Process>, known: PartIds) -> PartIds {
         let trusted = |id: u64| (id != 0 && id >= self.valid_from).then_some(id);
-        let process = event.process.as_ref().map_or(0, |process| {
+        let process = event.process.as_ref().or(shared).map_or(0, |process| {
             trusted(known.process)
                 .unwrap_or_else(|| self.processes.id_of(process.tid as usize, process))
         });
@@ -182,32 +182,32 @@ mod tests {
     fn equal_parts_share_an_id_and_different_ones_never_do() {
         let mut tagger = PartTagger::default();
         let first = tagger
-            .tag(&event(process(7, "/bin/a")), PartIds::default())
+            .tag(&event(process(7, "/bin/a")), None, PartIds::default())
             .process;
         assert_ne!(first, 0);
         assert_eq!(
             tagger
-                .tag(&event(process(7, "/bin/a")), PartIds::default())
+                .tag(&event(process(7, "/bin/a")), None, PartIds::default())
                 .process,
             first
         );
         let other = tagger
-            .tag(&event(process(7, "/bin/b")), PartIds::default())
+            .tag(&event(process(7, "/bin/b")), None, PartIds::default())
             .process;
         assert_ne!(other, first, "same slot, other contents");
         let back = tagger
-            .tag(&event(process(7, "/bin/a")), PartIds::default())
+            .tag(&event(process(7, "/bin/a")), None, PartIds::default())
             .process;
         assert_ne!(back, first, "an evicted part comes back under a new id");
         assert_ne!(back, other);
         assert_eq!(
-            tagger.tag(&Event::default(), PartIds::default()),
+            tagger.tag(&Event::default(), None, PartIds::default()),
             PartIds::default()
         );
         tagger.reset();
         assert_ne!(
             tagger
-                .tag(&event(process(7, "/bin/a")), PartIds::default())
+                .tag(&event(process(7, "/bin/a")), None, PartIds::default())
                 .process,
             back
         );
@@ -221,11 +221,13 @@ mod tests {
             process: given,
             ..PartIds::default()
         };
-        let ids = tagger.tag(&event(process(7, "/bin/a")), known);
+        let ids = tagger.tag(&event(process(7, "/bin/a")), None, known);
         assert_eq!(ids.process, given);
         assert_eq!(ids.identity, 0, "no identity, no id");
         tagger.reset();
-        let after = tagger.tag(&event(process(7, "/bin/a")), known).process;
+        let after = tagger
+            .tag(&event(process(7, "/bin/a")), None, known)
+            .process;
         assert_ne!(after, given, "an id given before a reset is not trusted");
         assert_ne!(after, 0);
     }

@@ -62,7 +62,7 @@ impl SyslogFormat {
             ocsf::encode_line(&event, &mut message)?;
         } else {
             self.json
-                .encode(&mut event, PartIds::default(), &mut message)?;
+                .encode(&mut event, PartIds::default(), None, &mut message)?;
         }
         // The encoder writes a JSON line; the frame's length delimits the message instead.
         message.pop();

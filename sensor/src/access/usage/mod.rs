@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Result;
-use custos_proto::v1::Event;
+use custos_proto::v1::{Event, Process};
 
 use crate::{
     access::grants::{privileged_programs, PrivilegedProgram},
@@ -93,8 +93,9 @@ impl UsageTracker {
         }
     }
 
-    /// Records the person behind `event` and the entitlements it used.
-    pub fn observe(&mut self, event: &Event) {
+    /// Records the person behind `event` and the entitlements it used; `process` is its
+    /// process, held apart or its own.
+    pub fn observe(&mut self, event: &Event, process: Option<&Process>) {
         let Some(identity) = &event.identity else {
             return;
         };
@@ -107,7 +108,7 @@ impl UsageTracker {
             .map_or_else(unix_now, |t| t.seconds.max(0) as u64);
         let roles = identity.person.as_ref().map(|p| p.roles.as_slice());
         let known = self.seen(person, at, roles.unwrap_or_default());
-        let uses = observe::uses_in(event, &self.rules, &self.programs);
+        let uses = observe::uses_in(event, process, &self.rules, &self.programs);
         if uses.is_empty() && known {
             return;
         }

@@ -51,9 +51,11 @@ pub fn role_entitlement(role: &str, rule: &AlertRule) -> String {
     format!("{role} (rule {})", rule.id)
 }
 
-/// The uses in `event`. `programs` maps privileged programs' paths to their entitlements.
+/// The uses in `event`, whose process is `process`. `programs` maps privileged programs'
+/// paths to their entitlements.
 pub fn uses_in(
     event: &Event,
+    process: Option<&Process>,
     rules: &[AlertRule],
     programs: &HashMap<String, (Kind, String)>,
 ) -> Vec<Used> {
@@ -66,7 +68,7 @@ pub fn uses_in(
             uses.extend(role_uses_of_open(identity, open, rules));
             uses
         }
-        Some(Body::Exec(exec)) => match &event.process {
+        Some(Body::Exec(exec)) => match process {
             Some(process) => exec_uses(identity, exec, process, rules, programs),
             None => Vec::new(),
         },
@@ -211,7 +213,7 @@ mod tests {
     fn group_and_role_uses_count_for_the_person_acting_as_themselves() {
         let rules = [rule()];
         let event = group_open(identity("alice", "alice", &["analyst"]), "/srv/finance/q3");
-        let uses = uses_in(&event, &rules, &HashMap::new());
+        let uses = uses_in(&event, event.process.as_ref(), &rules, &HashMap::new());
         let names: Vec<String> = uses
             .iter()
             .map(|u| match u {
@@ -222,7 +224,7 @@ mod tests {
         assert_eq!(names, ["group:staff", "role:analyst (rule finance)"]);
         // After sudo to root, root's groups are not alice's memberships.
         let as_root = group_open(identity("root", "alice", &["analyst"]), "/tmp/x");
-        assert!(uses_in(&as_root, &rules, &HashMap::new()).is_empty());
+        assert!(uses_in(&as_root, as_root.process.as_ref(), &rules, &HashMap::new()).is_empty());
     }
 
     #[test]
@@ -246,7 +248,7 @@ mod tests {
             "/usr/bin/psql".to_owned(),
             (Kind::FileCapability, "/usr/bin/psql (cap_x)".to_owned()),
         )]);
-        let uses = uses_in(&exec, &[], &programs);
+        let uses = uses_in(&exec, exec.process.as_ref(), &[], &programs);
         assert_eq!(
             uses[0],
             Used::SudoRun {
