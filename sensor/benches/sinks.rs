@@ -16,7 +16,7 @@ use custos_proto::v1::{
 use custos::{
     config::Config,
     families::timestamp,
-    sinks::{PartIds, PartTagger, Sinks},
+    sinks::{PartIds, PartTagger, SharedParts, Sinks},
 };
 
 fn run(config_path: &Path, events: u64) -> Result<()> {
@@ -34,8 +34,8 @@ fn run(config_path: &Path, events: u64) -> Result<()> {
     let mut tagger = PartTagger::default();
     for seq in 1..=events {
         event.seq = seq;
-        let ids = tagger.tag(&event, None, PartIds::default());
-        sinks.write(&mut event, ids, None)?;
+        let ids = tagger.tag(&event, &SharedParts::default(), PartIds::default());
+        sinks.write(&mut event, ids, &SharedParts::default())?;
         if seq % 1024 == 0 {
             sinks.flush()?;
         }

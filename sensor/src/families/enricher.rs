@@ -26,7 +26,7 @@ use crate::{
     privacy::redact::Redactor,
     process_table::{Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
-    sinks::{new_part_id, PartIds},
+    sinks::{new_part_id, PartIds, SharedParts},
     text,
 };
 
@@ -54,9 +54,8 @@ pub struct Enricher<S> {
     pub(super) following: Vec<Event>,
     /// The part ids the record being enriched gave its own event's parts.
     pub(super) part_ids: PartIds,
-    /// The process of the record's own event, when the table shares it (see
-    /// [`Produced::process`]).
-    pub(super) shared_process: Option<Arc<Process>>,
+    /// The parts of the record's own event that the table shares (see [`Produced::shared`]).
+    pub(super) shared: SharedParts,
 }
 
 /// What an enricher is built from.
@@ -86,18 +85,8 @@ pub struct Produced {
     pub after: Vec<Event>,
     /// The ids of `event`'s parts that the enricher knows (0 where it does not).
     pub ids: PartIds,
-    /// `event`'s process when the table shares it: the event's own `process` is then empty,
-    /// and whoever needs it reads it here (see [`Produced::process`]).
-    pub process: Option<Arc<Process>>,
-}
-
-impl Produced {
-    /// The record's event with its process in place, for whoever needs the whole event.
-    pub fn owned_event(event: &mut Event, shared: &mut Option<Arc<Process>>) {
-        if let Some(process) = shared.take() {
-            event.process = Some(Arc::unwrap_or_clone(process));
-        }
-    }
+    /// `event`'s parts the table shares, which the event goes without (see [`SharedParts`]).
+    pub shared: SharedParts,
 }
 
 /// The task's audit login uid, or [`UNSET_ID`] without one (or without audit support).
@@ -166,21 +155,21 @@ impl<S: NameSource> Enricher<S> {
             preceding: Vec::new(),
             following: Vec::new(),
             part_ids: PartIds::default(),
-            shared_process: None,
+            shared: SharedParts::default(),
         }
     }
 
     /// The events `record` produces.
     pub fn enrich(&mut self, record: Record) -> Produced {
         self.part_ids = PartIds::default();
-        self.shared_process = None;
+        self.shared = SharedParts::default();
         let event = self.event(record);
         Produced {
             before: std::mem::take(&mut self.preceding),
             event,
             after: std::mem::take(&mut self.following),
             ids: std::mem::take(&mut self.part_ids),
-            process: self.shared_process.take(),
+            shared: std::mem::take(&mut self.shared),
         }
     }
 
@@ -378,7 +367,7 @@ impl<S: NameSource> Enricher<S> {
     }
 
     /// [`Self::envelope`] for the record's own event, whose process the table shares: the
-    /// event goes without it and [`Produced::process`] holds it.
+    /// event goes without it and [`Produced::shared`] holds it.
     pub(super) fn shared_envelope(
         &mut self,
         ktime_ns: u64,
@@ -387,7 +376,7 @@ impl<S: NameSource> Enricher<S> {
         process: Arc<Process>,
         body: Body,
     ) -> Event {
-        self.shared_process = Some(process);
+        self.shared.process = Some(process);
         self.envelope_around(ktime_ns, task, exec_id, None, body)
     }
 

@@ -70,7 +70,7 @@ impl<S: NameSource> Enricher<S> {
         let mut entry = self.entry_for(task, image);
         let (parent, parent_part) = self
             .identified_table_schema(entry.ppid, &entry.parent_exec_id)
-            .map_or((None, 0), |(base, id)| (Some(Process::clone(&base)), id));
+            .unzip();
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
         let before = self
             .processes
@@ -96,20 +96,23 @@ impl<S: NameSource> Enricher<S> {
         self.processes.upsert(entry);
         let (process, process_part) = self.identified_process_of(task, &exec_id);
         self.part_ids.process = process_part;
-        self.part_ids.parent = parent_part;
+        self.part_ids.parent = parent_part.unwrap_or(0);
         if let Some(before) = changed {
             let body = self.privilege_change("exec", Some(&before), &after, None);
             let owned = Process::clone(&process);
             let change = self.envelope(exec.header.ktime_ns, task, &exec_id, owned, body);
             self.preceding.push(change);
         }
-        self.shared_envelope(
+        // The parent, shared with its other children's execs, goes apart like the process.
+        let event = self.shared_envelope(
             exec.header.ktime_ns,
             task,
             &exec_id,
             process,
-            Body::Exec(ProcessExec { parent }),
-        )
+            Body::Exec(ProcessExec { parent: None }),
+        );
+        self.shared.parent = parent;
+        event
     }
 
     pub(crate) fn exit(&mut self, exit: &ExitRecord) -> Event {
@@ -350,7 +353,7 @@ mod part_id_tests {
         for p in produced {
             assert!(p.event.as_ref().unwrap().process.is_none(), "held apart");
         }
-        let shared = |p: &Produced| p.process.clone().expect("the table's view");
+        let shared = |p: &Produced| p.shared.process.clone().expect("the table's view");
         assert!(
             Arc::ptr_eq(&shared(&shell_exec), &shared(&shell_exit)),
             "the exit reports the very view its exec did, not a copy"
@@ -367,10 +370,14 @@ mod part_id_tests {
                 );
             }
         }
-        let parent = |p: &Produced| match &p.event.as_ref().unwrap().body {
-            Some(Body::Exec(exec)) => exec.parent.clone(),
-            _ => None,
-        };
+        let parent = |p: &Produced| p.shared.parent(p.event.as_ref().unwrap()).cloned();
+        assert!(
+            Arc::ptr_eq(
+                first.shared.parent.as_ref().unwrap(),
+                second.shared.parent.as_ref().unwrap()
+            ),
+            "siblings' execs hold one parent view, not copies"
+        );
         assert_eq!(shell_exec.ids.parent, 0, "pid 1 is not in the table");
         assert_ne!(first.ids.parent, 0);
         assert_eq!(first.ids.parent, second.ids.parent, "one parent, one id");

@@ -17,12 +17,12 @@ use crate::{
     alert::AlertEngine,
     config::FileEvents,
     dedup::{self, KernelDedup, WindowStart},
-    families::{self, Enricher, Produced, Record},
+    families::{self, Enricher, Record},
     identity::Nss,
     kernel::drops::{DropCause, DropCounters},
     metrics::{KindLabels, Metrics},
     privacy::Privacy,
-    sinks::{Batch, PartIds, PartTagger, SpoolLoss},
+    sinks::{Batch, PartIds, PartTagger, SharedParts, SpoolLoss},
 };
 
 /// Events handed to the sink thread at once at most (a large drain goes over in pieces, so the
@@ -94,21 +94,21 @@ pub(super) struct Stages {
 
 impl Stages {
     pub(super) fn emit(&mut self, event: Event) -> Result<()> {
-        self.emit_identified(event, PartIds::default(), None)
+        self.emit_identified(event, PartIds::default(), SharedParts::default())
     }
 
     /// [`Self::emit`] for an event whose builder gave some of its parts ids (`known`) and may
-    /// hold its process apart (`shared`, see `Produced::process`).
+    /// hold parts apart (`shared`, see [`SharedParts`]).
     fn emit_identified(
         &mut self,
         mut event: Event,
         known: PartIds,
-        mut shared: Option<Arc<Process>>,
+        mut shared: SharedParts,
     ) -> Result<()> {
         if self.wants_whole_events() {
-            Produced::owned_event(&mut event, &mut shared);
+            shared.restore(&mut event);
         }
-        if !self.collected(&event, event.process.as_ref().or(shared.as_deref())) {
+        if !self.collected(&event, shared.process(&event)) {
             return Ok(());
         }
         self.counters.count(&event);
@@ -118,14 +118,13 @@ impl Stages {
         // Rules see the real identity; sinks only ever see what privacy lets through.
         let alerts = self.alerts.evaluate(&event);
         if let Some(access) = &mut self.access {
-            access.observe(&event, event.process.as_ref().or(shared.as_deref()));
+            access.observe(&event, &shared);
         }
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(Arc::new(event.clone()));
         }
         self.privacy.apply(&mut event);
-        let process = event.process.as_ref().or(shared.as_deref());
-        let ids = self.tagger.tag(&event, process, known);
+        let ids = self.tagger.tag(&event, &shared, known);
         self.batch.push(event, ids, shared);
         if self.batch.len() >= SINK_BATCH {
             self.hand_over()?;
@@ -225,12 +224,12 @@ impl Stages {
                 if let Some(mut event) = produced.event {
                     if let Some(start) = dedup_first {
                         // The window keeps the whole first event, for its summary.
-                        Produced::owned_event(&mut event, &mut produced.process);
+                        produced.shared.restore(&mut event);
                         if let Some(summary) = self.dedup.on_first(start, &event) {
                             self.emit(summary)?;
                         }
                     }
-                    self.emit_identified(event, produced.ids, produced.process)?;
+                    self.emit_identified(event, produced.ids, produced.shared)?;
                 }
                 for after in produced.after {
                     self.emit(after)?;

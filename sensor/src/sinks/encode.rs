@@ -5,18 +5,23 @@
 //! most of an event's bytes; prost would measure each nested message again at every level and
 //! then copy it. Here each is encoded once and its bytes spliced into every event that carries
 //! an equal one. The output is byte for byte what `Event::encode_length_delimited` writes.
-use custos_proto::v1::{Event, Identity, Process};
+use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 use prost::{
-    encoding::{bytes, encode_varint, encoded_len_varint, string},
+    encoding::{
+        bytes, encode_key, encode_varint, encoded_len_varint, key_len, message, string, WireType,
+    },
     Message,
 };
 
-use super::parts::{identity_slot, PartCache, PartIds};
+use super::parts::{identity_slot, PartCache, PartIds, SharedParts};
 
 /// Field numbers of `Event`'s identity, process and kind (custos.v1 schema).
 const IDENTITY_FIELD: u32 = 6;
 const PROCESS_FIELD: u32 = 7;
 const KIND_FIELD: u32 = 8;
+/// Field numbers of `Event.exec` and of `ProcessExec.parent`.
+const EXEC_FIELD: u32 = 10;
+const EXEC_PARENT_FIELD: u32 = 1;
 
 #[derive(Default)]
 pub struct ProtobufEncoder {
@@ -30,18 +35,18 @@ fn encode_raw<M: Message>(part: &M, out: &mut Vec<u8>) {
 
 impl ProtobufEncoder {
     /// Appends `event`, length-delimited, to `out`; `ids` are its parts' (see [`PartIds`]).
-    /// `shared` is its process when the event goes without it (see `Produced::process`). The
-    /// event is lent back unchanged.
+    /// `shared` holds the parts the event goes without (see [`SharedParts`]). The event is lent
+    /// back unchanged.
     pub fn encode(
         &mut self,
         event: &mut Event,
         ids: PartIds,
-        shared: Option<&Process>,
+        shared: &SharedParts,
         out: &mut Vec<u8>,
     ) {
         let identity = event.identity.take();
         let owned = event.process.take();
-        let process = owned.as_ref().or(shared);
+        let process = owned.as_ref().or(shared.process.as_deref());
         // Written after the process, in its number's place.
         let kind = std::mem::take(&mut event.kind);
         let body = event.body.take();
@@ -57,7 +62,8 @@ impl ProtobufEncoder {
         // Event's fields in their numbers' order: the scalar head, identity, process, kind,
         // body.
         let head_len = event.encoded_len();
-        let body_len = body.as_ref().map_or(0, |body| body.encoded_len());
+        let parent = shared.parent.as_deref();
+        let body_len = body.as_ref().map_or(0, |body| body_len(body, parent));
         let kind_len = if kind.is_empty() {
             0
         } else {
@@ -82,7 +88,7 @@ impl ProtobufEncoder {
             string::encode(KIND_FIELD, &kind, out);
         }
         if let Some(body) = &body {
-            body.encode(out);
+            encode_body(body, parent, out);
         }
 
         event.identity = identity;
@@ -92,9 +98,41 @@ impl ProtobufEncoder {
     }
 }
 
+/// An exec without its parent, whose parent is held apart (`shared`).
+fn exec_apart<'a>(body: &Body, shared: Option<&'a Process>) -> Option<&'a Process> {
+    match body {
+        // Every field named: a field added to ProcessExec must be written here too.
+        Body::Exec(ProcessExec { parent: None }) => shared,
+        _ => None,
+    }
+}
+
+/// The encoded length of `body` (the oneof field), its parent `shared` where held apart.
+fn body_len(body: &Body, shared: Option<&Process>) -> usize {
+    match exec_apart(body, shared) {
+        Some(parent) => {
+            let exec = message::encoded_len(EXEC_PARENT_FIELD, parent);
+            key_len(EXEC_FIELD) + encoded_len_varint(exec as u64) + exec
+        }
+        None => body.encoded_len(),
+    }
+}
+
+/// Appends `body`, as prost would with the parent held apart (`shared`) in its place.
+fn encode_body(body: &Body, shared: Option<&Process>, out: &mut Vec<u8>) {
+    match exec_apart(body, shared) {
+        Some(parent) => {
+            encode_key(EXEC_FIELD, WireType::LengthDelimited, out);
+            encode_varint(message::encoded_len(EXEC_PARENT_FIELD, parent) as u64, out);
+            message::encode(EXEC_PARENT_FIELD, parent, out);
+        }
+        None => body.encode(out),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
-    use custos_proto::v1::{event::Body, Cgroup, FileOpen, Group, ProcessExit};
+    use custos_proto::v1::{Cgroup, FileOpen, Group, ProcessExit};
 
     use super::*;
     use crate::sinks::parts::{PartTagger, SLOTS};
@@ -184,10 +222,31 @@ pub(crate) mod tests {
         ]
     }
 
+    /// Takes `event`'s process and an exec's parent out, as the enricher holds them apart.
+    pub(crate) fn apart(event: &mut Event) -> SharedParts {
+        let parent = match &mut event.body {
+            Some(Body::Exec(exec)) => exec.parent.take(),
+            _ => None,
+        };
+        SharedParts {
+            process: event.process.take().map(std::sync::Arc::new),
+            parent: parent.map(std::sync::Arc::new),
+        }
+    }
+
     #[test]
     fn writes_what_prost_writes_on_hits_and_misses() {
         let mut encoder = ProtobufEncoder::default();
-        let events = sample_events();
+        let exec = |seq, parent: Option<Process>| Event {
+            body: Some(Body::Exec(ProcessExec { parent })),
+            ..event(seq, Some(identity(0)), Some(process(100, "/bin/sh")))
+        };
+        let mut events = sample_events();
+        events.extend([
+            exec(8, Some(process(1, "/sbin/init"))),
+            exec(9, Some(process(1, "/sbin/init"))),
+            exec(10, None),
+        ]);
         // Parts known by content, then by the ids the reader side gives them.
         let mut tagged = ProtobufEncoder::default();
         let mut tagger = PartTagger::default();
@@ -198,24 +257,27 @@ pub(crate) mod tests {
             let before = event.clone();
             let expected = event.encode_length_delimited_to_vec();
             let mut ours = Vec::new();
-            encoder.encode(event, PartIds::default(), None, &mut ours);
+            encoder.encode(
+                event,
+                PartIds::default(),
+                &SharedParts::default(),
+                &mut ours,
+            );
             assert_eq!(*event, before, "the event is handed back unchanged");
             assert_eq!(ours, expected, "event {}", event.seq);
             let mut by_id = Vec::new();
-            let ids = tagger.tag(event, None, PartIds::default());
-            tagged.encode(event, ids, None, &mut by_id);
+            let none = SharedParts::default();
+            let ids = tagger.tag(event, &none, PartIds::default());
+            tagged.encode(event, ids, &none, &mut by_id);
             assert_eq!(by_id, expected, "event {} by id", event.seq);
-            // The same event with its process held apart, as the table shares it.
-            let shared = event.process.take();
-            let mut apart = Vec::new();
-            let ids = tagger.tag(event, shared.as_ref(), PartIds::default());
-            tagged.encode(event, ids, shared.as_ref(), &mut apart);
-            assert_eq!(
-                apart, expected,
-                "event {} with its process apart",
-                event.seq
-            );
-            event.process = shared;
+            // The same event with its process and parent held apart, as the table shares them.
+            let mut shared = apart(event);
+            let mut held = Vec::new();
+            let ids = tagger.tag(event, &shared, PartIds::default());
+            tagged.encode(event, ids, &shared, &mut held);
+            assert_eq!(held, expected, "event {} with its parts apart", event.seq);
+            shared.restore(event);
+            assert_eq!(*event, before, "the parts go back where they were");
         }
     }
 }

@@ -10,7 +10,7 @@ use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 
 use super::{
     json_fields::{serialized, write_event_fields, write_process, Object},
-    parts::{identity_slot, PartCache, PartIds},
+    parts::{identity_slot, PartCache, PartIds, SharedParts},
     rfc3339,
 };
 
@@ -21,7 +21,7 @@ struct Parts<'a> {
     identity: &'a Option<Identity>,
     process: Option<&'a Process>,
     /// For an exec, its parent (if known).
-    exec: &'a Option<Option<Process>>,
+    exec: Option<Option<&'a Process>>,
 }
 
 #[derive(Default)]
@@ -45,13 +45,13 @@ fn splice<M: PartialEq + Clone>(
 
 impl JsonEncoder {
     /// Appends `event` as one JSON line to `out`; `ids` are its parts' (see [`PartIds`]).
-    /// `shared` is its process when the event goes without it (see `Produced::process`). The
-    /// event is lent back unchanged.
+    /// `shared` holds the parts the event goes without (see [`SharedParts`]). The event is lent
+    /// back unchanged.
     pub fn encode(
         &mut self,
         event: &mut Event,
         ids: PartIds,
-        shared: Option<&Process>,
+        shared: &SharedParts,
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let identity = event.identity.take();
@@ -68,8 +68,10 @@ impl JsonEncoder {
             ids,
             time,
             identity: &identity,
-            process: owned.as_ref().or(shared),
-            exec: &exec,
+            process: owned.as_ref().or(shared.process.as_deref()),
+            exec: exec
+                .as_ref()
+                .map(|parent| parent.as_ref().or(shared.parent.as_deref())),
         };
         let written = self.write(event, &parts, out);
         event.time = event.time.or(time);
@@ -121,7 +123,7 @@ impl JsonEncoder {
 mod tests {
     use super::*;
     use crate::sinks::{
-        encode::tests::{event, identity, process, sample_events},
+        encode::tests::{apart, event, identity, process, sample_events},
         parts::PartTagger,
     };
 
@@ -148,23 +150,28 @@ mod tests {
             let before = event.clone();
             let mut ours = Vec::new();
             encoder
-                .encode(event, PartIds::default(), None, &mut ours)
+                .encode(
+                    event,
+                    PartIds::default(),
+                    &SharedParts::default(),
+                    &mut ours,
+                )
                 .unwrap();
             assert_eq!(*event, before, "the event is handed back unchanged");
             assert_eq!(ours.last(), Some(&b'\n'), "one line");
             let mut by_id = Vec::new();
-            let ids = tagger.tag(event, None, PartIds::default());
-            tagged.encode(event, ids, None, &mut by_id).unwrap();
+            let none = SharedParts::default();
+            let ids = tagger.tag(event, &none, PartIds::default());
+            tagged.encode(event, ids, &none, &mut by_id).unwrap();
             assert_eq!(by_id, ours, "event {} by id", event.seq);
-            // The same event with its process held apart, as the table shares it.
-            let shared = event.process.take();
-            let mut apart = Vec::new();
-            let ids = tagger.tag(event, shared.as_ref(), PartIds::default());
-            tagged
-                .encode(event, ids, shared.as_ref(), &mut apart)
-                .unwrap();
-            assert_eq!(apart, ours, "event {} with its process apart", event.seq);
-            event.process = shared;
+            // The same event with its process and parent held apart, as the table shares them.
+            let mut shared = apart(event);
+            let mut held = Vec::new();
+            let ids = tagger.tag(event, &shared, PartIds::default());
+            tagged.encode(event, ids, &shared, &mut held).unwrap();
+            assert_eq!(held, ours, "event {} with its parts apart", event.seq);
+            shared.restore(event);
+            assert_eq!(*event, before, "the parts go back where they were");
             let ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
             let pbjson = serde_json::to_value(&*event).unwrap();
             assert_eq!(ours, pbjson, "event {}", event.seq);

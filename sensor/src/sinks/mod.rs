@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use custos_proto::v1::{Event, LossReason, Process};
+use custos_proto::v1::{Event, LossReason};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use prometheus_client::metrics::counter::Counter;
@@ -38,7 +38,7 @@ use crate::{
 };
 use encode::ProtobufEncoder;
 use json::JsonEncoder;
-pub use parts::{new_part_id, PartIds, PartTagger};
+pub use parts::{new_part_id, PartIds, PartTagger, SharedParts};
 use spool::{Dropped, Spool};
 
 /// Events written between two flushes at most.
@@ -76,8 +76,8 @@ enum Output {
 pub struct Batch {
     pub events: Vec<Event>,
     pub ids: Vec<PartIds>,
-    /// Each event's process where the table shares it and the event goes without it.
-    pub processes: Vec<Option<Arc<Process>>>,
+    /// Each event's parts held apart from it (see [`SharedParts`]).
+    pub shared: Vec<SharedParts>,
 }
 
 impl Batch {
@@ -85,14 +85,14 @@ impl Batch {
         Self {
             events: Vec::with_capacity(capacity),
             ids: Vec::with_capacity(capacity),
-            processes: Vec::with_capacity(capacity),
+            shared: Vec::with_capacity(capacity),
         }
     }
 
-    pub fn push(&mut self, event: Event, ids: PartIds, process: Option<Arc<Process>>) {
+    pub fn push(&mut self, event: Event, ids: PartIds, shared: SharedParts) {
         self.events.push(event);
         self.ids.push(ids);
-        self.processes.push(process);
+        self.shared.push(shared);
     }
 
     pub fn len(&self) -> usize {
@@ -106,7 +106,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.events.clear();
         self.ids.clear();
-        self.processes.clear();
+        self.shared.clear();
     }
 }
 
@@ -159,21 +159,17 @@ impl Sinks {
     }
 
     /// Writes `event`, whose parts have the ids `ids` (see [`PartIds`]; default when unknown).
-    /// `shared` is its process when the event goes without it (see `Produced::process`).
-    pub fn write(
-        &mut self,
-        event: &mut Event,
-        ids: PartIds,
-        shared: Option<&Process>,
-    ) -> Result<()> {
+    /// `shared` holds the parts the event goes without (see [`SharedParts`]).
+    pub fn write(&mut self, event: &mut Event, ids: PartIds, shared: &SharedParts) -> Result<()> {
         let views = self.views.iter().any(Option::is_some);
-        // Views and OCSF work on the whole event: the process is put back for them.
-        let shared = match shared {
-            Some(process) if views || self.has_format(Format::Ocsf) => {
-                event.process = Some(process.clone());
-                None
-            }
-            other => other,
+        // Views and OCSF work on the whole event: its parts are put back for them.
+        let mut restored;
+        let shared = if views || self.has_format(Format::Ocsf) {
+            restored = shared.clone();
+            restored.restore(event);
+            &restored
+        } else {
+            shared
         };
         if !views {
             return self.write_to(event, ids, shared, |_| true);
@@ -186,12 +182,12 @@ impl Sinks {
             let mut copy = event.clone();
             view.apply(&mut copy);
             // The copy's parts differ from those the ids name.
-            let result = self.write_to(&mut copy, PartIds::default(), None, |i| i == index);
+            let result = self.write_to(&mut copy, PartIds::default(), shared, |i| i == index);
             self.views[index] = Some(view);
             result?;
         }
         let plain: Vec<bool> = self.views.iter().map(Option::is_none).collect();
-        self.write_to(event, ids, None, |i| plain[i])
+        self.write_to(event, ids, shared, |i| plain[i])
     }
 
     /// Whether a local output writes `format`.
@@ -206,7 +202,7 @@ impl Sinks {
         &mut self,
         event: &mut Event,
         ids: PartIds,
-        shared: Option<&Process>,
+        shared: &SharedParts,
         selected: impl Fn(usize) -> bool,
     ) -> Result<()> {
         self.json.clear();
@@ -359,9 +355,9 @@ impl Sinks {
 
     /// Writes every event of `batch`; how many.
     fn write_batch(&mut self, batch: &mut Batch) -> Result<usize> {
-        let parts = batch.ids.iter().zip(&batch.processes);
-        for (event, (ids, process)) in batch.events.iter_mut().zip(parts) {
-            self.write(event, *ids, process.as_deref())?;
+        let parts = batch.ids.iter().zip(&batch.shared);
+        for (event, (ids, shared)) in batch.events.iter_mut().zip(parts) {
+            self.write(event, *ids, shared)?;
         }
         Ok(batch.events.len())
     }
@@ -556,10 +552,10 @@ mod tests {
         )
         .unwrap();
         sinks
-            .write(&mut event(1), PartIds::default(), None)
+            .write(&mut event(1), PartIds::default(), &SharedParts::default())
             .unwrap();
         sinks
-            .write(&mut event(2), PartIds::default(), None)
+            .write(&mut event(2), PartIds::default(), &SharedParts::default())
             .unwrap();
         sinks.flush().unwrap();
 
@@ -595,7 +591,7 @@ mod tests {
         .unwrap();
         for seq in 1..=100 {
             sinks
-                .write(&mut event(seq), PartIds::default(), None)
+                .write(&mut event(seq), PartIds::default(), &SharedParts::default())
                 .unwrap();
         }
         sinks.flush().unwrap();

@@ -14,7 +14,12 @@ use prost::{
     Message as _,
 };
 
-use super::{deliver::Transport, json::JsonEncoder, ocsf, parts::PartIds};
+use super::{
+    deliver::Transport,
+    json::JsonEncoder,
+    ocsf,
+    parts::{PartIds, SharedParts},
+};
 use crate::config::{Format, NatsSink};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -205,8 +210,12 @@ impl NatsTransport {
         if format == Format::Ocsf {
             ocsf::encode_line(&event, &mut out)?;
         } else {
-            self.json
-                .encode(&mut event, PartIds::default(), None, &mut out)?;
+            self.json.encode(
+                &mut event,
+                PartIds::default(),
+                &SharedParts::default(),
+                &mut out,
+            )?;
         }
         out.pop(); // the line's end: a message is delimited already
         Ok(out.into())

@@ -6,7 +6,10 @@
 //! carries an equal one. Whether a part is equal to the cached one is settled on the thread
 //! that built the event ([`PartTagger`]), where the part's memory is still in that core's
 //! cache: the sink thread then knows a part by its id without reading it.
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
 use custos_proto::v1::{event::Body, Event, Identity, Process};
 
@@ -27,6 +30,43 @@ pub struct PartIds {
     pub identity: u64,
     /// An exec's parent process.
     pub parent: u64,
+}
+
+/// An event's parts held apart from it: views the process table shares, which the event goes
+/// without until a stage needs the whole event (see [`SharedParts::restore`]). Stages that
+/// only read a part read it here, and the encoders write it from here.
+#[derive(Clone, Debug, Default)]
+pub struct SharedParts {
+    pub process: Option<Arc<Process>>,
+    /// An exec's parent.
+    pub parent: Option<Arc<Process>>,
+}
+
+impl SharedParts {
+    /// Puts the parts back into `event` (a copy of each view the table still holds).
+    pub fn restore(&mut self, event: &mut Event) {
+        if let Some(process) = self.process.take() {
+            event.process = Some(Arc::unwrap_or_clone(process));
+        }
+        if let Some(parent) = self.parent.take() {
+            if let Some(Body::Exec(exec)) = &mut event.body {
+                exec.parent = Some(Arc::unwrap_or_clone(parent));
+            }
+        }
+    }
+
+    /// `event`'s process: its own or the one held apart.
+    pub fn process<'a>(&'a self, event: &'a Event) -> Option<&'a Process> {
+        event.process.as_ref().or(self.process.as_deref())
+    }
+
+    /// The parent of `event` if it is an exec: its own or the one held apart.
+    pub fn parent<'a>(&'a self, event: &'a Event) -> Option<&'a Process> {
+        match &event.body {
+            Some(Body::Exec(exec)) => exec.parent.as_ref().or(self.parent.as_deref()),
+            _ => None,
+        }
+    }
 }
 
 /// The next part id. Ids are unique in the daemon's process, whoever hands them out: the
@@ -52,10 +92,10 @@ pub struct PartTagger {
 impl PartTagger {
     /// The ids of `event`'s parts as it will be encoded (after the privacy settings). `known`
     /// holds the ids its builder gave its parts (0 where it gave none): those parts are not
-    /// compared. `shared` is its process when the event goes without it.
-    pub fn tag(&mut self, event: &Event, shared: Option<&Process>, known: PartIds) -> PartIds {
+    /// compared. `shared` holds the parts the event goes without.
+    pub fn tag(&mut self, event: &Event, shared: &SharedParts, known: PartIds) -> PartIds {
         let trusted = |id: u64| (id != 0 && id >= self.valid_from).then_some(id);
-        let process = event.process.as_ref().or(shared).map_or(0, |process| {
+        let process = shared.process(event).map_or(0, |process| {
             trusted(known.process)
                 .unwrap_or_else(|| self.processes.id_of(process.tid as usize, process))
         });
@@ -63,13 +103,9 @@ impl PartTagger {
             trusted(known.identity)
                 .unwrap_or_else(|| self.identities.id_of(identity_slot(identity), identity))
         });
-        let parent = match &event.body {
-            Some(Body::Exec(exec)) => exec.parent.as_ref().map_or(0, |parent| {
-                trusted(known.parent)
-                    .unwrap_or_else(|| self.parents.id_of(parent.pid as usize, parent))
-            }),
-            _ => 0,
-        };
+        let parent = shared.parent(event).map_or(0, |parent| {
+            trusted(known.parent).unwrap_or_else(|| self.parents.id_of(parent.pid as usize, parent))
+        });
         PartIds {
             process,
             identity,
@@ -182,32 +218,56 @@ mod tests {
     fn equal_parts_share_an_id_and_different_ones_never_do() {
         let mut tagger = PartTagger::default();
         let first = tagger
-            .tag(&event(process(7, "/bin/a")), None, PartIds::default())
+            .tag(
+                &event(process(7, "/bin/a")),
+                &SharedParts::default(),
+                PartIds::default(),
+            )
             .process;
         assert_ne!(first, 0);
         assert_eq!(
             tagger
-                .tag(&event(process(7, "/bin/a")), None, PartIds::default())
+                .tag(
+                    &event(process(7, "/bin/a")),
+                    &SharedParts::default(),
+                    PartIds::default()
+                )
                 .process,
             first
         );
         let other = tagger
-            .tag(&event(process(7, "/bin/b")), None, PartIds::default())
+            .tag(
+                &event(process(7, "/bin/b")),
+                &SharedParts::default(),
+                PartIds::default(),
+            )
             .process;
         assert_ne!(other, first, "same slot, other contents");
         let back = tagger
-            .tag(&event(process(7, "/bin/a")), None, PartIds::default())
+            .tag(
+                &event(process(7, "/bin/a")),
+                &SharedParts::default(),
+                PartIds::default(),
+            )
             .process;
         assert_ne!(back, first, "an evicted part comes back under a new id");
         assert_ne!(back, other);
         assert_eq!(
-            tagger.tag(&Event::default(), None, PartIds::default()),
+            tagger.tag(
+                &Event::default(),
+                &SharedParts::default(),
+                PartIds::default()
+            ),
             PartIds::default()
         );
         tagger.reset();
         assert_ne!(
             tagger
-                .tag(&event(process(7, "/bin/a")), None, PartIds::default())
+                .tag(
+                    &event(process(7, "/bin/a")),
+                    &SharedParts::default(),
+                    PartIds::default()
+                )
                 .process,
             back
         );
@@ -221,12 +281,12 @@ mod tests {
             process: given,
             ..PartIds::default()
         };
-        let ids = tagger.tag(&event(process(7, "/bin/a")), None, known);
+        let ids = tagger.tag(&event(process(7, "/bin/a")), &SharedParts::default(), known);
         assert_eq!(ids.process, given);
         assert_eq!(ids.identity, 0, "no identity, no id");
         tagger.reset();
         let after = tagger
-            .tag(&event(process(7, "/bin/a")), None, known)
+            .tag(&event(process(7, "/bin/a")), &SharedParts::default(), known)
             .process;
         assert_ne!(after, given, "an id given before a reset is not trusted");
         assert_ne!(after, 0);

@@ -7,7 +7,12 @@ use anyhow::Result;
 use custos_proto::v1::{event::Body, Event};
 use prost::Message as _;
 
-use super::{json::JsonEncoder, ocsf, parts::PartIds, rfc3339};
+use super::{
+    json::JsonEncoder,
+    ocsf,
+    parts::{PartIds, SharedParts},
+    rfc3339,
+};
 use crate::config::Format;
 
 /// Fixed parts of every message, and the encoder of their bodies.
@@ -61,8 +66,12 @@ impl SyslogFormat {
         if self.ocsf {
             ocsf::encode_line(&event, &mut message)?;
         } else {
-            self.json
-                .encode(&mut event, PartIds::default(), None, &mut message)?;
+            self.json.encode(
+                &mut event,
+                PartIds::default(),
+                &SharedParts::default(),
+                &mut message,
+            )?;
         }
         // The encoder writes a JSON line; the frame's length delimits the message instead.
         message.pop();

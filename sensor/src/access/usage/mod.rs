@@ -14,11 +14,12 @@ use std::{
 };
 
 use anyhow::Result;
-use custos_proto::v1::{Event, Process};
+use custos_proto::v1::Event;
 
 use crate::{
     access::grants::{privileged_programs, PrivilegedProgram},
     config::{AccessConfig, AlertRule},
+    sinks::SharedParts,
 };
 use model::{Kind, PersonUsage, UsageState};
 use worker::{Answer, GrantsWorker, Request};
@@ -93,9 +94,9 @@ impl UsageTracker {
         }
     }
 
-    /// Records the person behind `event` and the entitlements it used; `process` is its
-    /// process, held apart or its own.
-    pub fn observe(&mut self, event: &Event, process: Option<&Process>) {
+    /// Records the person behind `event` and the entitlements it used; `shared` holds the
+    /// parts it goes without.
+    pub fn observe(&mut self, event: &Event, shared: &SharedParts) {
         let Some(identity) = &event.identity else {
             return;
         };
@@ -108,7 +109,7 @@ impl UsageTracker {
             .map_or_else(unix_now, |t| t.seconds.max(0) as u64);
         let roles = identity.person.as_ref().map(|p| p.roles.as_slice());
         let known = self.seen(person, at, roles.unwrap_or_default());
-        let uses = observe::uses_in(event, process, &self.rules, &self.programs);
+        let uses = observe::uses_in(event, shared, &self.rules, &self.programs);
         if uses.is_empty() && known {
             return;
         }

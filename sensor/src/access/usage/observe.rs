@@ -1,12 +1,13 @@
 //! Which entitlement an event used.
 use std::collections::HashMap;
 
-use custos_proto::v1::{event::Body, AccessGrant, Event, FileOpen, Identity, Process, ProcessExec};
+use custos_proto::v1::{event::Body, AccessGrant, Event, FileOpen, Identity, Process};
 
 use super::model::Kind;
 use crate::{
     alert::{access_matches, in_set},
     config::{AccessKind, AlertRule},
+    sinks::SharedParts,
 };
 
 /// One use seen in an event.
@@ -51,11 +52,11 @@ pub fn role_entitlement(role: &str, rule: &AlertRule) -> String {
     format!("{role} (rule {})", rule.id)
 }
 
-/// The uses in `event`, whose process is `process`. `programs` maps privileged programs'
-/// paths to their entitlements.
+/// The uses in `event`, whose parts held apart are `shared`. `programs` maps privileged
+/// programs' paths to their entitlements.
 pub fn uses_in(
     event: &Event,
-    process: Option<&Process>,
+    shared: &SharedParts,
     rules: &[AlertRule],
     programs: &HashMap<String, (Kind, String)>,
 ) -> Vec<Used> {
@@ -68,8 +69,11 @@ pub fn uses_in(
             uses.extend(role_uses_of_open(identity, open, rules));
             uses
         }
-        Some(Body::Exec(exec)) => match process {
-            Some(process) => exec_uses(identity, exec, process, rules, programs),
+        Some(Body::Exec(_)) => match shared.process(event) {
+            Some(process) => {
+                let parent = shared.parent(event);
+                exec_uses(identity, parent, process, rules, programs)
+            }
             None => Vec::new(),
         },
         _ => Vec::new(),
@@ -79,16 +83,13 @@ pub fn uses_in(
 /// A command run through sudo, a privileged program run, a reserved program run by a role.
 fn exec_uses(
     identity: &Identity,
-    exec: &ProcessExec,
+    parent: Option<&Process>,
     process: &Process,
     rules: &[AlertRule],
     programs: &HashMap<String, (Kind, String)>,
 ) -> Vec<Used> {
     let mut uses = Vec::new();
-    let by_sudo = exec
-        .parent
-        .as_ref()
-        .is_some_and(|parent| parent.binary.ends_with("/sudo"));
+    let by_sudo = parent.is_some_and(|parent| parent.binary.ends_with("/sudo"));
     if by_sudo {
         uses.push(Used::SudoRun {
             target: identity.user.clone(),
@@ -213,7 +214,7 @@ mod tests {
     fn group_and_role_uses_count_for_the_person_acting_as_themselves() {
         let rules = [rule()];
         let event = group_open(identity("alice", "alice", &["analyst"]), "/srv/finance/q3");
-        let uses = uses_in(&event, event.process.as_ref(), &rules, &HashMap::new());
+        let uses = uses_in(&event, &SharedParts::default(), &rules, &HashMap::new());
         let names: Vec<String> = uses
             .iter()
             .map(|u| match u {
@@ -224,7 +225,7 @@ mod tests {
         assert_eq!(names, ["group:staff", "role:analyst (rule finance)"]);
         // After sudo to root, root's groups are not alice's memberships.
         let as_root = group_open(identity("root", "alice", &["analyst"]), "/tmp/x");
-        assert!(uses_in(&as_root, as_root.process.as_ref(), &rules, &HashMap::new()).is_empty());
+        assert!(uses_in(&as_root, &SharedParts::default(), &rules, &HashMap::new()).is_empty());
     }
 
     #[test]
@@ -248,7 +249,7 @@ mod tests {
             "/usr/bin/psql".to_owned(),
             (Kind::FileCapability, "/usr/bin/psql (cap_x)".to_owned()),
         )]);
-        let uses = uses_in(&exec, exec.process.as_ref(), &[], &programs);
+        let uses = uses_in(&exec, &SharedParts::default(), &[], &programs);
         assert_eq!(
             uses[0],
             Used::SudoRun {
