@@ -115,8 +115,9 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
     .filter(|s| *s != Setup::Auditd || auditd.is_ok())
     .collect();
     report.line(format!(
-        "exec storm: a copy of /bin/true spawned at a fixed rate for {} s; median of {} rounds \
-         (min..max); CPU in % of one core",
+        "exec storm: a copy of /bin/true spawned at a fixed rate for {} s (its stdin and stdout \
+         one /dev/null the spawner opened once); median of {} rounds (min..max); CPU in % of one \
+         core",
         options.seconds, options.rounds
     ));
     let rates: Vec<String> = options.rates.iter().map(u64::to_string).collect();
