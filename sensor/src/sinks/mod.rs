@@ -190,6 +190,17 @@ impl Sinks {
         self.write_to(event, ids, shared, |i| plain[i])
     }
 
+    /// Whether an output that `selected` picks takes `format` (the spools take protobuf).
+    fn writes(&self, format: Format, selected: &impl Fn(usize) -> bool) -> bool {
+        self.outputs.iter().enumerate().any(|(i, o)| {
+            selected(i)
+                && match o {
+                    Output::Local { format: f, .. } => *f == format,
+                    Output::Spooled { .. } => format == Format::Protobuf,
+                }
+        })
+    }
+
     /// Whether a local output writes `format`.
     fn has_format(&self, format: Format) -> bool {
         self.outputs
@@ -208,15 +219,7 @@ impl Sinks {
         self.json.clear();
         self.protobuf.clear();
         self.ocsf.clear();
-        let wants = |format: Format| {
-            self.outputs.iter().enumerate().any(|(i, o)| {
-                selected(i)
-                    && match o {
-                        Output::Local { format: f, .. } => *f == format,
-                        Output::Spooled { .. } => format == Format::Protobuf,
-                    }
-            })
-        };
+        let wants = |format: Format| self.writes(format, &selected);
         let (wants_json, wants_protobuf, wants_ocsf) = (
             wants(Format::Json),
             wants(Format::Protobuf),
