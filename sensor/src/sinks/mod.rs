@@ -164,7 +164,7 @@ impl Sinks {
         let views = self.views.iter().any(Option::is_some);
         // Views and OCSF work on the whole event: its parts are put back for them.
         let mut restored;
-        let shared = if views || self.has_format(Format::Ocsf) {
+        let shared = if views || self.writes(Format::Ocsf, &|_| true) {
             restored = shared.clone();
             restored.restore(event);
             &restored
@@ -199,13 +199,6 @@ impl Sinks {
                     Output::Spooled { .. } => format == Format::Protobuf,
                 }
         })
-    }
-
-    /// Whether a local output writes `format`.
-    fn has_format(&self, format: Format) -> bool {
-        self.outputs
-            .iter()
-            .any(|o| matches!(o, Output::Local { format: f, .. } if *f == format))
     }
 
     /// Encodes `event` once per format and writes it to the outputs `selected` picks.
