@@ -222,6 +222,21 @@ pub(crate) mod tests {
         ]
     }
 
+    /// [`sample_events`] and three execs: two with the same parent, one without.
+    pub(crate) fn sample_events_with_execs() -> Vec<Event> {
+        let exec = |seq, parent: Option<Process>| Event {
+            body: Some(Body::Exec(ProcessExec { parent })),
+            ..event(seq, Some(identity(0)), Some(process(100, "/bin/sh")))
+        };
+        let mut events = sample_events();
+        events.extend([
+            exec(8, Some(process(1, "/sbin/init"))),
+            exec(9, Some(process(1, "/sbin/init"))),
+            exec(10, None),
+        ]);
+        events
+    }
+
     /// Takes `event`'s process and an exec's parent out, as the enricher holds them apart.
     pub(crate) fn apart(event: &mut Event) -> SharedParts {
         let parent = match &mut event.body {
@@ -237,16 +252,7 @@ pub(crate) mod tests {
     #[test]
     fn writes_what_prost_writes_on_hits_and_misses() {
         let mut encoder = ProtobufEncoder::default();
-        let exec = |seq, parent: Option<Process>| Event {
-            body: Some(Body::Exec(ProcessExec { parent })),
-            ..event(seq, Some(identity(0)), Some(process(100, "/bin/sh")))
-        };
-        let mut events = sample_events();
-        events.extend([
-            exec(8, Some(process(1, "/sbin/init"))),
-            exec(9, Some(process(1, "/sbin/init"))),
-            exec(10, None),
-        ]);
+        let events = sample_events_with_execs();
         // Parts known by content, then by the ids the reader side gives them.
         let mut tagged = ProtobufEncoder::default();
         let mut tagger = PartTagger::default();

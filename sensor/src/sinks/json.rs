@@ -123,23 +123,14 @@ impl JsonEncoder {
 mod tests {
     use super::*;
     use crate::sinks::{
-        encode::tests::{apart, event, identity, process, sample_events},
+        encode::tests::{apart, sample_events_with_execs},
         parts::PartTagger,
     };
 
     #[test]
     fn writes_the_fields_and_values_pbjson_writes_on_hits_and_misses() {
         let mut encoder = JsonEncoder::default();
-        let exec = |seq, parent: Option<Process>| Event {
-            body: Some(Body::Exec(ProcessExec { parent })),
-            ..event(seq, Some(identity(0)), Some(process(100, "/bin/sh")))
-        };
-        let mut events = sample_events();
-        events.extend([
-            exec(8, Some(process(1, "/sbin/init"))),
-            exec(9, Some(process(1, "/sbin/init"))),
-            exec(10, None),
-        ]);
+        let events = sample_events_with_execs();
         // Parts known by content, then by the ids the reader side gives them.
         let mut tagged = JsonEncoder::default();
         let mut tagger = PartTagger::default();
