@@ -83,6 +83,9 @@ fn same_run(a: &Hop, b: &Hop) -> bool {
         && a.to_uid == b.from_uid
 }
 
+/// The chain of every process outside a login: one allocation for all their events.
+static NO_LOGIN: std::sync::LazyLock<Arc<Chain>> = std::sync::LazyLock::new(Arc::default);
+
 /// A change of effective user since the chain was last committed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Pending {
@@ -173,14 +176,18 @@ impl ChainState {
         if let Some(before) = before_euid.filter(|&b| b != after_euid) {
             chain = chain.with(hop(before, after_euid, "exec", actor));
         }
-        self.committed = Arc::new(chain);
+        // An unchanged chain keeps its allocation, so that events can tell it is the same one
+        // by its address (see `IdentityView`).
+        if chain != *self.committed {
+            self.committed = Arc::new(chain);
+        }
         self.base_euid = Some(after_euid);
     }
 
     /// The chain in force at an event of the process acting for `login_uid`.
     pub fn now(&self, login_uid: u32) -> Arc<Chain> {
         if login_uid == UNSET_ID {
-            return Arc::default();
+            return NO_LOGIN.clone();
         }
         match &self.pending {
             Some(pending) if pending.permanent => {

@@ -3,7 +3,7 @@
 //! Filled from /proc at start-up, then kept current by exec, fork and exit records. Exited
 //! processes linger for a grace period so that late events (a child's exec naming a parent that
 //! just exited) can still be enriched.
-use crate::{credentials::Credentials, privilege_chain::ChainState};
+use crate::{credentials::Credentials, families::IdentityView, privilege_chain::ChainState};
 use std::{
     cell::OnceCell,
     collections::{hash_map::Entry, HashMap},
@@ -38,6 +38,8 @@ pub struct ProcessEntry {
     pub schema: OnceCell<(Arc<custos_proto::v1::Process>, u64)>,
     /// That view completed for the thread its last event came from.
     pub last_thread: Option<ThreadView>,
+    /// The identity its last event carried.
+    pub last_identity: Option<IdentityView>,
     /// Its credentials as last seen (exec, fork, credential change); `None` when unknown.
     pub credentials: Option<Credentials>,
     /// Its audit session id as last seen (`u32::MAX` when unset).
@@ -79,6 +81,7 @@ impl ProcessEntry {
             image,
             schema: OnceCell::new(),
             last_thread: None,
+            last_identity: None,
             credentials: None,
             session_id: u32::MAX,
             chain: ChainState::default(),
@@ -139,18 +142,22 @@ impl ProcessTable {
             .filter(|e| e.exec_id == exec_id)
     }
 
-    /// A forked child starts with its parent's image and privilege chain (with any change the
-    /// parent has not committed yet: the child holds the same credentials).
+    /// A forked child starts with its parent's image, privilege chain (with any change the
+    /// parent has not committed yet: the child holds the same credentials) and identity.
     pub fn inherit(&mut self, child: ProcessEntry) {
-        let (image, chain) = self
+        let (image, chain, last_identity) = self
             .get(child.ppid, &child.parent_exec_id)
-            .map(|parent| (parent.image.clone(), parent.chain.clone()))
+            .map(|parent| {
+                let identity = parent.last_identity.clone();
+                (parent.image.clone(), parent.chain.clone(), identity)
+            })
             .unwrap_or_default();
         self.upsert(ProcessEntry {
             image,
             chain,
             schema: OnceCell::new(),
             last_thread: None,
+            last_identity,
             ..child
         });
     }
@@ -178,6 +185,7 @@ impl ProcessTable {
             entry.exited_at = Some(Instant::now());
             entry.schema = OnceCell::new();
             entry.last_thread = None;
+            entry.last_identity = None;
         }
     }
 

@@ -39,6 +39,11 @@ pub struct Enricher<S> {
     pub(super) redactor: Option<Redactor>,
     /// Built identities by the kernel's ids; names in them expire like the name cache's.
     pub(super) identities: LruCache<IdentityKey, (Identity, Instant)>,
+    /// Identities kept on processes (`IdentityView`) serve only in the epoch they were built
+    /// in; a new one begins when names may have changed: every [`IDENTITY_TTL`], when the
+    /// identity map changes, and at a reload.
+    pub(super) identity_epoch: u64,
+    pub(super) identity_epoch_began: Instant,
     /// The owner and access basis of file opens, by their inputs.
     pub(super) access_bases: crate::access::memo::BasisMemo,
     /// The organisation's identity map, if configured.
@@ -147,6 +152,8 @@ impl<S: NameSource> Enricher<S> {
             processes: parts.processes,
             redactor: parts.redactor,
             identities: LruCache::new(parts.identities),
+            identity_epoch: 0,
+            identity_epoch_began: Instant::now(),
             access_bases: Default::default(),
             people: parts.people,
             sessions: parts.sessions,
@@ -177,6 +184,9 @@ impl<S: NameSource> Enricher<S> {
     /// the devices if they changed.
     pub fn housekeep(&mut self) {
         self.processes.sweep();
+        if self.identity_epoch_began.elapsed() >= IDENTITY_TTL {
+            self.renew_identities();
+        }
         self.refresh_people();
         self.devices.rescan();
     }
@@ -189,6 +199,7 @@ impl<S: NameSource> Enricher<S> {
     ) {
         self.devices.rules = devices;
         self.redactor = redactor;
+        self.renew_identities();
     }
 
     /// This run's id (`Event.run_id`).
@@ -355,19 +366,8 @@ impl<S: NameSource> Enricher<S> {
         }
     }
 
-    pub(super) fn envelope(
-        &mut self,
-        ktime_ns: u64,
-        task: &TaskInfo,
-        exec_id: &str,
-        process: Process,
-        body: Body,
-    ) -> Event {
-        self.envelope_around(ktime_ns, task, exec_id, Some(process), body)
-    }
-
-    /// [`Self::envelope`] for the record's own event, whose process the table shares: the
-    /// event goes without it and [`Produced::shared`] holds it.
+    /// [`Self::envelope`] for the record's own event, whose process and identity the table
+    /// shares: the event goes without them and [`Produced::shared`] holds them.
     pub(super) fn shared_envelope(
         &mut self,
         ktime_ns: u64,
@@ -376,39 +376,40 @@ impl<S: NameSource> Enricher<S> {
         process: Arc<Process>,
         body: Body,
     ) -> Event {
+        let (identity, part_id) = self.identity_in_force(ktime_ns, task, exec_id);
         self.shared.process = Some(process);
-        self.envelope_around(ktime_ns, task, exec_id, None, body)
+        self.shared.identity = Some(identity);
+        self.part_ids.identity = part_id;
+        self.envelope_around(ktime_ns, None, None, body)
     }
 
-    fn envelope_around(
+    pub(super) fn envelope(
         &mut self,
         ktime_ns: u64,
         task: &TaskInfo,
         exec_id: &str,
+        process: Process,
+        body: Body,
+    ) -> Event {
+        let (identity, _) = self.identity_in_force(ktime_ns, task, exec_id);
+        let identity = Arc::unwrap_or_clone(identity);
+        self.envelope_around(ktime_ns, Some(identity), Some(process), body)
+    }
+
+    fn envelope_around(
+        &self,
+        ktime_ns: u64,
+        identity: Option<Identity>,
         process: Option<Process>,
         body: Body,
     ) -> Event {
-        let mut identity = self.identity(task);
-        // One lookup: keep the table's session id current (the session walk reads it) and
-        // take the privilege chain.
-        let chain = self
-            .processes
-            .get_mut(task.tgid, exec_id)
-            .map(|entry| {
-                entry.session_id = task.sessionid;
-                entry.chain.now(login_uid_of(task))
-            })
-            .unwrap_or_default();
-        identity.session = self.session_of(ktime_ns, task, exec_id);
-        identity.privilege_chain = chain.hops.iter().map(|hop| self.hop_view(hop)).collect();
-        identity.privilege_hops_omitted = chain.omitted;
         Event {
             seq: 0,
             run_id: self.host.run_id.clone(),
             boot_id: self.host.boot_id.clone(),
             host: self.host.host.clone(),
             time: Some(timestamp(self.host.wall_time(ktime_ns))),
-            identity: Some(identity),
+            identity,
             process,
             kind: String::new(),
             body: Some(body),

@@ -1,19 +1,21 @@
 //! The identity of a task: ids to names, the person behind the login, the privilege chain.
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use custos_proto::v1::{Group, Identity, Person, PrivilegeHop};
 use sensor_common::{task_flags, TaskInfo, MAX_GROUPS};
 
-use super::{Enricher, IDENTITY_TTL};
+use super::{login_uid_of, session::session_ref, Enricher, IDENTITY_TTL};
 use crate::{
     decode::c_str,
     identity::{NameSource, UNSET_ID},
-    privilege_chain::Hop,
+    privilege_chain::{Chain, Hop},
+    sessions::ActiveSession,
+    sinks::new_part_id,
     text,
 };
 
 /// Everything an [`Identity`] is built from.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IdentityKey {
     ids: [u32; 10],
     flags: u32,
@@ -45,7 +47,99 @@ impl IdentityKey {
     }
 }
 
+/// The identity a process's last event carried, with what it was built from. Its next event
+/// built from the same carries the same one, shared rather than built and compared again; its
+/// forked children start with it.
+#[derive(Clone, Debug)]
+pub struct IdentityView {
+    key: IdentityKey,
+    /// Known by address: the tracker replaces a session it learns more about.
+    session: Option<Arc<ActiveSession>>,
+    chain: Arc<Chain>,
+    /// The enricher's identity epoch it was built in (see `Enricher::identity_epoch`).
+    epoch: u64,
+    identity: Arc<Identity>,
+    /// Its part id: the encoders reuse its encoding by this id without comparing it.
+    part_id: u64,
+}
+
+impl IdentityView {
+    fn serves(
+        &self,
+        key: &IdentityKey,
+        session: Option<&Arc<ActiveSession>>,
+        chain: &Arc<Chain>,
+        epoch: u64,
+    ) -> bool {
+        let same_session = match (&self.session, session) {
+            (Some(kept), Some(now)) => Arc::ptr_eq(kept, now),
+            (kept, now) => kept.is_none() && now.is_none(),
+        };
+        self.epoch == epoch
+            && same_session
+            && (Arc::ptr_eq(&self.chain, chain) || *self.chain == **chain)
+            && self.key == *key
+    }
+}
+
 impl<S: NameSource> Enricher<S> {
+    /// The identity `task` acts with at this event of its process: the one its last event
+    /// carried when built from the same ids, session and privilege chain, else built anew
+    /// (and kept for the next, when the table knows the process), with its part id (0 when
+    /// not kept).
+    pub(super) fn identity_in_force(
+        &mut self,
+        ktime_ns: u64,
+        task: &TaskInfo,
+        exec_id: &str,
+    ) -> (Arc<Identity>, u64) {
+        let key = IdentityKey::of(task);
+        // One lookup: keep the table's session id current (the session walk reads it) and
+        // take the privilege chain and the kept view.
+        let (chain, kept) = self
+            .processes
+            .get_mut(task.tgid, exec_id)
+            .map(|entry| {
+                entry.session_id = task.sessionid;
+                (
+                    entry.chain.now(login_uid_of(task)),
+                    entry.last_identity.clone(),
+                )
+            })
+            .unwrap_or_default();
+        let session = self.session_of(ktime_ns, task, exec_id);
+        if let Some(view) =
+            kept.filter(|view| view.serves(&key, session.as_ref(), &chain, self.identity_epoch))
+        {
+            return (view.identity, view.part_id);
+        }
+        let mut identity = self.identity(task);
+        identity.session = session.as_deref().map(session_ref);
+        identity.privilege_chain = chain.hops.iter().map(|hop| self.hop_view(hop)).collect();
+        identity.privilege_hops_omitted = chain.omitted;
+        let identity = Arc::new(identity);
+        let Some(entry) = self.processes.get_mut(task.tgid, exec_id) else {
+            return (identity, 0);
+        };
+        let part_id = new_part_id();
+        entry.last_identity = Some(IdentityView {
+            key,
+            session,
+            chain,
+            epoch: self.identity_epoch,
+            identity: identity.clone(),
+            part_id,
+        });
+        (identity, part_id)
+    }
+
+    /// Starts a new identity epoch: identities built before are built again at their next
+    /// use, with the names and people known then.
+    pub(super) fn renew_identities(&mut self) {
+        self.identity_epoch += 1;
+        self.identity_epoch_began = Instant::now();
+    }
+
     /// The name of user `uid`, empty when it has none.
     pub(super) fn user_name(&mut self, uid: u32) -> String {
         self.names.user(uid).unwrap_or_default()
@@ -74,6 +168,7 @@ impl<S: NameSource> Enricher<S> {
         if let Some(people) = &mut self.people {
             if people.refresh() {
                 self.identities.clear();
+                self.renew_identities();
             }
         }
     }

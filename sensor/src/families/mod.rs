@@ -26,7 +26,7 @@ pub use access_usage::{access_usage_body, drop_arguments};
 pub(crate) use enricher::{errno_name, login_uid_of};
 pub use enricher::{timestamp, Enricher, EnricherParts, Produced, IDENTITY_TTL};
 pub use file::file_open_body;
-pub use identity::IdentityKey;
+pub use identity::{IdentityKey, IdentityView};
 pub use process::exit_status;
 
 use block_device::{decode_device, Device};

@@ -77,6 +77,7 @@ impl<S: NameSource> Enricher<S> {
             .get(task.tgid, &exec_id)
             .and_then(|previous| {
                 entry.chain = previous.chain.clone();
+                entry.last_identity = previous.last_identity.clone();
                 previous.credentials
             });
         // Set-user-id, set-group-id and file capabilities take effect at execve.
@@ -383,5 +384,61 @@ mod part_id_tests {
         assert_eq!(first.ids.parent, second.ids.parent, "one parent, one id");
         assert_eq!(parent(&first), parent(&second));
         assert_eq!(parent(&first).unwrap().binary, "/usr/bin/sh");
+    }
+    /// Forks `ppid` into `tgid`, which then runs `binary` with `ids` applied to its task.
+    fn fork_and_exec(
+        enricher: &mut Enricher<Nss>,
+        cgroup: u64,
+        (tgid, ppid): (u32, u32),
+        binary: &[u8],
+        ids: impl Fn(&mut TaskInfo),
+    ) -> (TaskInfo, Produced) {
+        let Record::Exec(mut exec) = exec_of(tgid, cgroup, binary) else {
+            unreachable!()
+        };
+        exec.task.ppid = ppid;
+        exec.task.parent_start_boottime_ns = exec.task.start_boottime_ns;
+        enricher.enrich(fork_of(exec.task));
+        ids(&mut exec.task);
+        let task = exec.task;
+        (task, enricher.enrich(Record::Exec(exec)))
+    }
+
+    #[test]
+    fn processes_acting_as_the_same_identity_share_it_until_their_ids_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = std::fs::metadata(dir.path()).unwrap().ino();
+        let mut enricher = scratch_enricher(dir.path());
+        let same = |_: &mut TaskInfo| {};
+        let (_, shell) = fork_and_exec(&mut enricher, cgroup, (4242, 1), b"/usr/bin/sh", same);
+        let (child, child_exec) =
+            fork_and_exec(&mut enricher, cgroup, (4243, 4242), b"/usr/bin/tool", same);
+        let child_exit = enricher.enrich(exit_of(child));
+        let setuid = |task: &mut TaskInfo| task.euid = 4321;
+        let (_, other) = fork_and_exec(&mut enricher, cgroup, (4244, 4242), b"/usr/bin/su", setuid);
+        let identity = |p: &Produced| p.shared.identity.clone().expect("held apart");
+        for p in [&shell, &child_exec, &child_exit, &other] {
+            assert!(p.event.as_ref().unwrap().identity.is_none(), "held apart");
+            assert_ne!(p.ids.identity, 0, "kept on the table, with an id");
+        }
+        for p in [&child_exec, &child_exit] {
+            assert!(
+                Arc::ptr_eq(&identity(&shell), &identity(p)),
+                "a child under its parent's ids reports the parent's identity, not a copy"
+            );
+            assert_eq!(p.ids.identity, shell.ids.identity);
+        }
+        assert_eq!(identity(&other).euid, 4321, "a change of ids is seen");
+        assert_ne!(other.ids.identity, shell.ids.identity);
+        // A new epoch (a reload here) builds identities again, under new ids.
+        enricher.set_rules(Vec::new(), None);
+        let (_, renewed) =
+            fork_and_exec(&mut enricher, cgroup, (4245, 4242), b"/usr/bin/tool", same);
+        assert!(!Arc::ptr_eq(&identity(&shell), &identity(&renewed)));
+        assert_eq!(*identity(&shell), *identity(&renewed), "the same contents");
+        assert_ne!(renewed.ids.identity, shell.ids.identity);
+        let mut restored = renewed.event.clone().unwrap();
+        renewed.shared.clone().restore(&mut restored);
+        assert_eq!(restored.identity.as_ref(), Some(&*identity(&renewed)));
     }
 }

@@ -1,5 +1,7 @@
 //! Login sessions on events: the compact reference on every event, the start event ahead of
 //! the login's own first activity, the full record.
+use std::sync::Arc;
+
 use custos_proto::v1::{
     event::Body, Event, Process, Session, SessionKind, SessionRef, SessionStart,
 };
@@ -16,13 +18,13 @@ use crate::{
 impl<S: NameSource> Enricher<S> {
     /// The session `task` acts in. A session is resolved on its first activity; its start event
     /// is queued ahead of the first event that is the login's own (see `login_has_begun`). The
-    /// table must already hold the process's current session id (`envelope` sets it).
+    /// table must already hold the process's current session id (`identity_in_force` sets it).
     pub(super) fn session_of(
         &mut self,
         ktime_ns: u64,
         task: &TaskInfo,
         exec_id: &str,
-    ) -> Option<SessionRef> {
+    ) -> Option<Arc<ActiveSession>> {
         let id = task.sessionid;
         if task.flags & task_flags::NO_AUDIT != 0 || id == UNSET_ID {
             return None;
@@ -46,7 +48,7 @@ impl<S: NameSource> Enricher<S> {
             let start = self.session_start(ktime_ns, task, &session);
             self.preceding.push(start);
         }
-        Some(session_ref(&session))
+        Some(session)
     }
 
     /// The process and its known ancestors in session `id`, the process first.
@@ -138,7 +140,7 @@ impl<S: NameSource> Enricher<S> {
 }
 
 /// The compact reference events carry.
-fn session_ref(session: &ActiveSession) -> SessionRef {
+pub(super) fn session_ref(session: &ActiveSession) -> SessionRef {
     SessionRef {
         id: session.id,
         kind: session.facts.kind as i32,

@@ -136,12 +136,12 @@ impl Stages {
     }
 
     /// Whether a stage before the sinks reads whole events: the live stream, alert rules, or a
-    /// privacy setting that rewrites processes. Otherwise a process the table shares travels
-    /// beside its event to the encoders, which need no copy of it.
+    /// privacy setting that rewrites processes or identities. Otherwise a process or identity
+    /// the table shares travels beside its event to the encoders, which need no copy of it.
     fn wants_whole_events(&self) -> bool {
         self.tail.receiver_count() > 0
             || self.alerts.has_rules()
-            || self.privacy.rewrites_processes()
+            || self.privacy.rewrites_shared_parts()
     }
 
     /// Hands the events emitted so far to the sink thread.

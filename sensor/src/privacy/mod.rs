@@ -49,8 +49,9 @@ impl Privacy {
         Ok(Self { argv, pseudonyms })
     }
 
-    /// Whether [`Self::apply`] may change an event's processes.
-    pub fn rewrites_processes(&self) -> bool {
+    /// Whether [`Self::apply`] may change the parts the table shares: an event's processes
+    /// (arguments, pseudonyms) or its identity (pseudonyms).
+    pub fn rewrites_shared_parts(&self) -> bool {
         !self.argv || self.pseudonyms.is_some()
     }
 

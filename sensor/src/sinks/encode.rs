@@ -47,11 +47,12 @@ impl ProtobufEncoder {
         let identity = event.identity.take();
         let owned = event.process.take();
         let process = owned.as_ref().or(shared.process.as_deref());
+        let identity_in_use = identity.as_ref().or(shared.identity.as_deref());
         // Written after the process, in its number's place.
         let kind = std::mem::take(&mut event.kind);
         let body = event.body.take();
 
-        let identity_bytes = identity.as_ref().map(|identity| {
+        let identity_bytes = identity_in_use.map(|identity| {
             self.identities
                 .encoded(identity_slot(identity), ids.identity, identity, encode_raw)
         });
@@ -237,7 +238,8 @@ pub(crate) mod tests {
         events
     }
 
-    /// Takes `event`'s process and an exec's parent out, as the enricher holds them apart.
+    /// Takes `event`'s process, identity and an exec's parent out, as the enricher holds them
+    /// apart.
     pub(crate) fn apart(event: &mut Event) -> SharedParts {
         let parent = match &mut event.body {
             Some(Body::Exec(exec)) => exec.parent.take(),
@@ -245,6 +247,7 @@ pub(crate) mod tests {
         };
         SharedParts {
             process: event.process.take().map(std::sync::Arc::new),
+            identity: event.identity.take().map(std::sync::Arc::new),
             parent: parent.map(std::sync::Arc::new),
         }
     }
@@ -276,7 +279,7 @@ pub(crate) mod tests {
             let ids = tagger.tag(event, &none, PartIds::default());
             tagged.encode(event, ids, &none, &mut by_id);
             assert_eq!(by_id, expected, "event {} by id", event.seq);
-            // The same event with its process and parent held apart, as the table shares them.
+            // The same event with its parts held apart, as the table shares them.
             let mut shared = apart(event);
             let mut held = Vec::new();
             let ids = tagger.tag(event, &shared, PartIds::default());

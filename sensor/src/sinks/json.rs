@@ -18,7 +18,7 @@ use super::{
 struct Parts<'a> {
     ids: PartIds,
     time: Option<pbjson_types::Timestamp>,
-    identity: &'a Option<Identity>,
+    identity: Option<&'a Identity>,
     process: Option<&'a Process>,
     /// For an exec, its parent (if known).
     exec: Option<Option<&'a Process>>,
@@ -67,7 +67,7 @@ impl JsonEncoder {
         let parts = Parts {
             ids,
             time,
-            identity: &identity,
+            identity: identity.as_ref().or(shared.identity.as_deref()),
             process: owned.as_ref().or(shared.process.as_deref()),
             exec: exec
                 .as_ref()
@@ -155,7 +155,7 @@ mod tests {
             let ids = tagger.tag(event, &none, PartIds::default());
             tagged.encode(event, ids, &none, &mut by_id).unwrap();
             assert_eq!(by_id, ours, "event {} by id", event.seq);
-            // The same event with its process and parent held apart, as the table shares them.
+            // The same event with its parts held apart, as the table shares them.
             let mut shared = apart(event);
             let mut held = Vec::new();
             let ids = tagger.tag(event, &shared, PartIds::default());

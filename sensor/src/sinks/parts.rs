@@ -38,6 +38,7 @@ pub struct PartIds {
 #[derive(Clone, Debug, Default)]
 pub struct SharedParts {
     pub process: Option<Arc<Process>>,
+    pub identity: Option<Arc<Identity>>,
     /// An exec's parent.
     pub parent: Option<Arc<Process>>,
 }
@@ -47,6 +48,9 @@ impl SharedParts {
     pub fn restore(&mut self, event: &mut Event) {
         if let Some(process) = self.process.take() {
             event.process = Some(Arc::unwrap_or_clone(process));
+        }
+        if let Some(identity) = self.identity.take() {
+            event.identity = Some(Arc::unwrap_or_clone(identity));
         }
         if let Some(parent) = self.parent.take() {
             if let Some(Body::Exec(exec)) = &mut event.body {
@@ -58,6 +62,11 @@ impl SharedParts {
     /// `event`'s process: its own or the one held apart.
     pub fn process<'a>(&'a self, event: &'a Event) -> Option<&'a Process> {
         event.process.as_ref().or(self.process.as_deref())
+    }
+
+    /// `event`'s identity: its own or the one held apart.
+    pub fn identity<'a>(&'a self, event: &'a Event) -> Option<&'a Identity> {
+        event.identity.as_ref().or(self.identity.as_deref())
     }
 
     /// The parent of `event` if it is an exec: its own or the one held apart.
@@ -99,7 +108,7 @@ impl PartTagger {
             trusted(known.process)
                 .unwrap_or_else(|| self.processes.id_of(process.tid as usize, process))
         });
-        let identity = event.identity.as_ref().map_or(0, |identity| {
+        let identity = shared.identity(event).map_or(0, |identity| {
             trusted(known.identity)
                 .unwrap_or_else(|| self.identities.id_of(identity_slot(identity), identity))
         });

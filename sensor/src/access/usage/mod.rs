@@ -97,7 +97,7 @@ impl UsageTracker {
     /// Records the person behind `event` and the entitlements it used; `shared` holds the
     /// parts it goes without.
     pub fn observe(&mut self, event: &Event, shared: &SharedParts) {
-        let Some(identity) = &event.identity else {
+        let Some(identity) = shared.identity(event) else {
             return;
         };
         let Some(person) = observe::person_of(identity) else {

@@ -60,7 +60,7 @@ pub fn uses_in(
     rules: &[AlertRule],
     programs: &HashMap<String, (Kind, String)>,
 ) -> Vec<Used> {
-    let Some(identity) = &event.identity else {
+    let Some(identity) = shared.identity(event) else {
         return Vec::new();
     };
     match &event.body {
