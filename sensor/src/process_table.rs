@@ -6,7 +6,7 @@
 use crate::{credentials::Credentials, families::IdentityView, privilege_chain::ChainState};
 use std::{
     cell::OnceCell,
-    collections::{hash_map::Entry, HashMap},
+    collections::{hash_map::Entry, HashMap, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -95,13 +95,25 @@ pub struct ProcessTable {
     /// stay small, so growing or tidying it moves pointers rather than whole entries.
     by_pid: HashMap<u32, Box<ProcessEntry>>,
     grace: Duration,
+    /// Exited processes in the order they exited, with when: the sweep visits only those
+    /// past their grace period, not the whole table.
+    exited: VecDeque<(u32, Instant)>,
+    /// Boxes of swept entries, reused for new processes: a busy host replaces thousands of
+    /// entries a second, and allocating each anew took the allocator's slow path.
+    #[allow(clippy::vec_box, reason = "the boxes, not their contents, are what is reused")]
+    spare: Vec<Box<ProcessEntry>>,
 }
+
+/// Swept boxes kept for reuse: about a second of a busy host's new processes.
+const SPARE_ENTRIES: usize = 2048;
 
 impl ProcessTable {
     pub fn new(grace: Duration) -> Self {
         Self {
             by_pid: HashMap::new(),
             grace,
+            exited: VecDeque::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -120,7 +132,14 @@ impl ProcessTable {
         match self.by_pid.entry(entry.pid) {
             Entry::Occupied(mut occupied) => **occupied.get_mut() = entry,
             Entry::Vacant(vacant) => {
-                vacant.insert(Box::new(entry));
+                let boxed = match self.spare.pop() {
+                    Some(mut spare) => {
+                        *spare = entry;
+                        spare
+                    }
+                    None => Box::new(entry),
+                };
+                vacant.insert(boxed);
             }
         }
     }
@@ -182,20 +201,34 @@ impl ProcessTable {
     /// late event, and such an event builds them again.
     pub fn mark_exited(&mut self, pid: u32, exec_id: &str) {
         if let Some(entry) = self.by_pid.get_mut(&pid).filter(|e| e.exec_id == exec_id) {
-            entry.exited_at = Some(Instant::now());
+            let now = Instant::now();
+            entry.exited_at = Some(now);
             entry.schema = OnceCell::new();
             entry.last_thread = None;
             entry.last_identity = None;
+            self.exited.push_back((pid, now));
         }
     }
 
-    /// Forgets processes that exited more than the grace period ago.
+    /// Forgets processes that exited more than the grace period ago. A pid reused since its
+    /// process exited holds the new process, which stays.
     pub fn sweep(&mut self) {
-        let grace = self.grace;
-        // One clock read for the whole table: it holds seconds' worth of exited processes.
         let now = Instant::now();
-        self.by_pid
-            .retain(|_, e| e.exited_at.is_none_or(|at| now.duration_since(at) < grace));
+        while let Some(&(pid, at)) = self.exited.front() {
+            if now.duration_since(at) < self.grace {
+                break;
+            }
+            self.exited.pop_front();
+            let Entry::Occupied(occupied) = self.by_pid.entry(pid) else {
+                continue;
+            };
+            if occupied.get().exited_at == Some(at) {
+                let swept = occupied.remove();
+                if self.spare.len() < SPARE_ENTRIES {
+                    self.spare.push(swept);
+                }
+            }
+        }
     }
 }
 
@@ -235,5 +268,28 @@ mod tests {
         table.sweep();
         assert!(table.get(10, "id-10").is_none());
         assert!(table.get(11, "id-11").is_some());
+    }
+
+    #[test]
+    fn a_pid_reused_within_the_grace_period_keeps_its_new_process() {
+        let mut table = ProcessTable::new(Duration::from_millis(50));
+        table.upsert(entry(10, 1, b"/bin/old"));
+        table.mark_exited(10, "id-10");
+        let mut reused = entry(10, 1, b"/bin/new");
+        reused.exec_id = "id-10-again".into();
+        table.upsert(reused);
+        table.upsert(entry(12, 1, b"/bin/c"));
+        table.mark_exited(12, "id-12");
+        table.sweep();
+        assert!(table.get(12, "id-12").is_some(), "within its grace period");
+        std::thread::sleep(Duration::from_millis(60));
+        table.sweep();
+        assert!(table.get(12, "id-12").is_none(), "past its grace period");
+        let kept = table.get(10, "id-10-again").expect("the new process stays");
+        assert_eq!(kept.image.binary, b"/bin/new");
+        // The swept box serves the next new process.
+        table.upsert(entry(13, 1, b"/bin/d"));
+        assert_eq!(table.get(13, "id-13").unwrap().image.binary, b"/bin/d");
+        assert_eq!(table.len(), 2);
     }
 }
