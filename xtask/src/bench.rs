@@ -586,19 +586,38 @@ pub fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64, u6
     Ok((accounted, lost, written))
 }
 
-/// Installs and starts auditd if needed.
-pub fn ensure_auditd() -> Result<()> {
+/// Installs and starts auditd if needed, with no rules; see [`Auditd`].
+pub fn ensure_auditd() -> Result<Auditd> {
     if !have("auditctl") {
         sh(Command::new("apt-get")
             .args(["install", "-y", "-q", "auditd"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    if !crate::shell::succeeds(Command::new("pidof").arg("auditd")) {
+    let started = !crate::shell::succeeds(Command::new("pidof").arg("auditd"));
+    if started {
         sh(&mut Command::new("auditd"))?;
         std::thread::sleep(Duration::from_millis(500));
     }
+    let auditd = Auditd { started };
     sh(Command::new("auditctl").arg("-D"))?;
-    Ok(())
+    Ok(auditd)
+}
+
+/// auditd for a benchmark: when the benchmark started it, it is stopped at the end, so that it
+/// does not audit what runs after (the tests' logins among them).
+pub struct Auditd {
+    started: bool,
+}
+
+impl Drop for Auditd {
+    fn drop(&mut self) {
+        let _ = sh(Command::new("auditctl").arg("-D"));
+        if self.started {
+            if let Err(err) = sh(Command::new("pkill").args(["-TERM", "-x", "auditd"])) {
+                eprintln!("xtask: stopping the auditd this benchmark started: {err:#}");
+            }
+        }
+    }
 }
 
 /// Has auditd record every call of `syscalls` (comma-separated), under `key`.
