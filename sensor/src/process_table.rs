@@ -100,7 +100,10 @@ pub struct ProcessTable {
     exited: VecDeque<(u32, Instant)>,
     /// Boxes of swept entries, reused for new processes: a busy host replaces thousands of
     /// entries a second, and allocating each anew took the allocator's slow path.
-    #[allow(clippy::vec_box, reason = "the boxes, not their contents, are what is reused")]
+    #[allow(
+        clippy::vec_box,
+        reason = "the boxes, not their contents, are what is reused"
+    )]
     spare: Vec<Box<ProcessEntry>>,
 }
 
