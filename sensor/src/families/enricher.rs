@@ -26,7 +26,7 @@ use crate::{
     privacy::redact::Redactor,
     process_table::{Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
-    sinks::{new_part_id, PartIds, SharedParts},
+    sinks::{new_part_id, EventSource, PartIds, SharedParts},
     text,
 };
 
@@ -61,6 +61,8 @@ pub struct Enricher<S> {
     pub(super) part_ids: PartIds,
     /// The parts of the record's own event that the table shares (see [`Produced::shared`]).
     pub(super) shared: SharedParts,
+    /// The host's facts on every event, held apart from the record's own event.
+    pub(super) source: Arc<EventSource>,
 }
 
 /// What an enricher is built from.
@@ -146,7 +148,6 @@ pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
 impl<S: NameSource> Enricher<S> {
     pub fn new(parts: EnricherParts<S>) -> Self {
         Self {
-            host: parts.host,
             names: parts.names,
             cgroups: parts.cgroups,
             processes: parts.processes,
@@ -163,6 +164,12 @@ impl<S: NameSource> Enricher<S> {
             following: Vec::new(),
             part_ids: PartIds::default(),
             shared: SharedParts::default(),
+            source: Arc::new(EventSource {
+                run_id: parts.host.run_id.clone(),
+                boot_id: parts.host.boot_id.clone(),
+                host: parts.host.host.clone(),
+            }),
+            host: parts.host,
         }
     }
 
@@ -367,7 +374,8 @@ impl<S: NameSource> Enricher<S> {
     }
 
     /// [`Self::envelope`] for the record's own event, whose process and identity the table
-    /// shares: the event goes without them and [`Produced::shared`] holds them.
+    /// shares: the event goes without them and the host's facts, and [`Produced::shared`]
+    /// holds them.
     pub(super) fn shared_envelope(
         &mut self,
         ktime_ns: u64,
@@ -379,8 +387,13 @@ impl<S: NameSource> Enricher<S> {
         let (identity, part_id) = self.identity_in_force(ktime_ns, task, exec_id);
         self.shared.process = Some(process);
         self.shared.identity = Some(identity);
+        self.shared.source = Some(self.source.clone());
         self.part_ids.identity = part_id;
-        self.envelope_around(ktime_ns, None, None, body)
+        Event {
+            time: Some(timestamp(self.host.wall_time(ktime_ns))),
+            body: Some(body),
+            ..Event::default()
+        }
     }
 
     pub(super) fn envelope(

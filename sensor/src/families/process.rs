@@ -438,7 +438,17 @@ mod part_id_tests {
         assert_eq!(*identity(&shell), *identity(&renewed), "the same contents");
         assert_ne!(renewed.ids.identity, shell.ids.identity);
         let mut restored = renewed.event.clone().unwrap();
+        assert!(
+            restored.run_id.is_empty() && restored.host.is_empty(),
+            "held apart"
+        );
         renewed.shared.clone().restore(&mut restored);
         assert_eq!(restored.identity.as_ref(), Some(&*identity(&renewed)));
+        let source = (&*restored.run_id, &*restored.boot_id, &*restored.host);
+        assert_eq!(
+            source,
+            ("run", "boot", "test"),
+            "the host's facts go back too"
+        );
     }
 }

@@ -8,14 +8,20 @@
 use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 use prost::{
     encoding::{
-        bytes, encode_key, encode_varint, encoded_len_varint, key_len, message, string, WireType,
+        bytes, encode_key, encode_varint, encoded_len_varint, key_len, message, string, uint64,
+        WireType,
     },
     Message,
 };
 
-use super::parts::{identity_slot, PartCache, PartIds, SharedParts};
+use super::parts::{identity_slot, EventSource, PartCache, PartIds, SharedParts};
 
-/// Field numbers of `Event`'s identity, process and kind (custos.v1 schema).
+/// Field numbers of `Event`'s seq, run_id, boot_id, host, identity, process and kind
+/// (custos.v1 schema).
+const SEQ_FIELD: u32 = 1;
+const RUN_ID_FIELD: u32 = 2;
+const BOOT_ID_FIELD: u32 = 3;
+const HOST_FIELD: u32 = 4;
 const IDENTITY_FIELD: u32 = 6;
 const PROCESS_FIELD: u32 = 7;
 const KIND_FIELD: u32 = 8;
@@ -62,7 +68,8 @@ impl ProtobufEncoder {
         });
         // Event's fields in their numbers' order: the scalar head, identity, process, kind,
         // body.
-        let head_len = event.encoded_len();
+        let source = shared.source.as_deref();
+        let head_len = event.encoded_len() + source.map_or(0, source_len);
         let parent = shared.parent.as_deref();
         let body_len = body.as_ref().map_or(0, |body| body_len(body, parent));
         let kind_len = if kind.is_empty() {
@@ -78,7 +85,7 @@ impl ProtobufEncoder {
             + body_len;
         out.reserve(encoded_len_varint(len as u64) + len);
         encode_varint(len as u64, out);
-        event.encode_raw(out);
+        encode_head(event, source, out);
         if let Some(encoded) = identity_bytes {
             bytes::encode(IDENTITY_FIELD, encoded, out);
         }
@@ -97,6 +104,43 @@ impl ProtobufEncoder {
         event.kind = kind;
         event.body = body;
     }
+}
+
+/// `source`'s fields as prost writes them (an empty string not at all).
+fn source_fields(source: &EventSource) -> [(u32, &String); 3] {
+    [
+        (RUN_ID_FIELD, &source.run_id),
+        (BOOT_ID_FIELD, &source.boot_id),
+        (HOST_FIELD, &source.host),
+    ]
+}
+
+fn source_len(source: &EventSource) -> usize {
+    source_fields(source)
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(field, value)| string::encoded_len(field, value))
+        .sum()
+}
+
+/// Appends the event's scalar fields, with `source` (when held apart) in place of its empty
+/// `run_id`, `boot_id` and `host`: in their numbers' order, between `seq` and `time`.
+fn encode_head(head: &mut Event, source: Option<&EventSource>, out: &mut Vec<u8>) {
+    let Some(source) = source else {
+        head.encode_raw(out);
+        return;
+    };
+    let seq = std::mem::take(&mut head.seq);
+    if seq != 0 {
+        uint64::encode(SEQ_FIELD, &seq, out);
+    }
+    for (field, value) in source_fields(source) {
+        if !value.is_empty() {
+            string::encode(field, value, out);
+        }
+    }
+    head.encode_raw(out);
+    head.seq = seq;
 }
 
 /// An exec without its parent, whose parent is held apart (`shared`).
@@ -238,8 +282,8 @@ pub(crate) mod tests {
         events
     }
 
-    /// Takes `event`'s process, identity and an exec's parent out, as the enricher holds them
-    /// apart.
+    /// Takes `event`'s process, identity, source and an exec's parent out, as the enricher
+    /// holds them apart.
     pub(crate) fn apart(event: &mut Event) -> SharedParts {
         let parent = match &mut event.body {
             Some(Body::Exec(exec)) => exec.parent.take(),
@@ -249,6 +293,11 @@ pub(crate) mod tests {
             process: event.process.take().map(std::sync::Arc::new),
             identity: event.identity.take().map(std::sync::Arc::new),
             parent: parent.map(std::sync::Arc::new),
+            source: Some(std::sync::Arc::new(EventSource {
+                run_id: std::mem::take(&mut event.run_id),
+                boot_id: std::mem::take(&mut event.boot_id),
+                host: std::mem::take(&mut event.host),
+            })),
         }
     }
 

@@ -10,7 +10,7 @@ use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 
 use super::{
     json_fields::{serialized, write_event_fields, write_process, Object},
-    parts::{identity_slot, PartCache, PartIds, SharedParts},
+    parts::{identity_slot, EventSource, PartCache, PartIds, SharedParts},
     rfc3339,
 };
 
@@ -73,7 +73,7 @@ impl JsonEncoder {
                 .as_ref()
                 .map(|parent| parent.as_ref().or(shared.parent.as_deref())),
         };
-        let written = self.write(event, &parts, out);
+        let written = self.write(event, &parts, shared.source.as_deref(), out);
         event.time = event.time.or(time);
         event.identity = identity;
         event.process = owned;
@@ -87,9 +87,15 @@ impl JsonEncoder {
     }
 
     /// The event's remaining fields, then the spliced ones, then the line's end.
-    fn write(&mut self, head: &Event, parts: &Parts, out: &mut Vec<u8>) -> Result<()> {
+    fn write(
+        &mut self,
+        head: &Event,
+        parts: &Parts,
+        source: Option<&EventSource>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let mut object = Object::open(out);
-        write_event_fields(head, &mut object);
+        write_event_fields(head, source, &mut object);
         if let Some(time) = &parts.time {
             object.timestamp("time", time);
         }

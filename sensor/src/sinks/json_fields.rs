@@ -12,7 +12,7 @@ use custos_proto::v1::{
 };
 use pbjson_types::Timestamp;
 
-use super::rfc3339;
+use super::{parts::EventSource, rfc3339};
 
 /// A JSON object being written: its fields, separated.
 pub struct Object<'a> {
@@ -119,8 +119,9 @@ pub fn serialized<M: serde::Serialize + ?Sized>(value: &M, out: &mut Vec<u8>) {
     }
 }
 
-/// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's.
-pub fn write_event_fields(event: &Event, object: &mut Object) {
+/// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's;
+/// `source`, when given, in place of the event's `run_id`, `boot_id` and `host`.
+pub fn write_event_fields(event: &Event, source: Option<&EventSource>, object: &mut Object) {
     let Event {
         seq,
         run_id,
@@ -132,6 +133,10 @@ pub fn write_event_fields(event: &Event, object: &mut Object) {
         kind,
         body,
     } = event;
+    let (run_id, boot_id, host) = match source {
+        Some(source) => (&source.run_id, &source.boot_id, &source.host),
+        None => (run_id, boot_id, host),
+    };
     object.long("seq", *seq);
     object.string("runId", run_id);
     object.string("bootId", boot_id);
@@ -527,7 +532,7 @@ mod tests {
         for event in events {
             let written = ours(&event, |event, out| {
                 let mut object = Object::open(out);
-                write_event_fields(event, &mut object);
+                write_event_fields(event, None, &mut object);
                 object.close();
             });
             assert_eq!(written, serde_json::to_value(&event).unwrap(), "{event:?}");

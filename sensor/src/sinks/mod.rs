@@ -38,7 +38,7 @@ use crate::{
 };
 use encode::ProtobufEncoder;
 use json::JsonEncoder;
-pub use parts::{new_part_id, PartIds, PartTagger, SharedParts};
+pub use parts::{new_part_id, EventSource, PartIds, PartTagger, SharedParts};
 use spool::{Dropped, Spool};
 
 /// Events written between two flushes at most.

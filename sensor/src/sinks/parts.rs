@@ -41,11 +41,26 @@ pub struct SharedParts {
     pub identity: Option<Arc<Identity>>,
     /// An exec's parent.
     pub parent: Option<Arc<Process>>,
+    /// The event's `run_id`, `boot_id` and `host`, the same on every event of a run.
+    pub source: Option<Arc<EventSource>>,
+}
+
+/// Where events come from: `Event.run_id`, `boot_id` and `host`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventSource {
+    pub run_id: String,
+    pub boot_id: String,
+    pub host: String,
 }
 
 impl SharedParts {
     /// Puts the parts back into `event` (a copy of each view the table still holds).
     pub fn restore(&mut self, event: &mut Event) {
+        if let Some(source) = self.source.take() {
+            event.run_id.clone_from(&source.run_id);
+            event.boot_id.clone_from(&source.boot_id);
+            event.host.clone_from(&source.host);
+        }
         if let Some(process) = self.process.take() {
             event.process = Some(Arc::unwrap_or_clone(process));
         }
