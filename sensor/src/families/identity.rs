@@ -134,8 +134,11 @@ impl<S: NameSource> Enricher<S> {
     }
 
     /// Starts a new identity epoch: identities built before are built again at their next
-    /// use, with the names and people known then.
+    /// use, with the names and people known then. The built-identity cache goes too: a view
+    /// built in the new epoch from an identity cached late in the old one would otherwise
+    /// serve names for up to two lifetimes.
     pub(super) fn renew_identities(&mut self) {
+        self.identities.clear();
         self.identity_epoch += 1;
         self.identity_epoch_began = Instant::now();
     }
@@ -167,7 +170,6 @@ impl<S: NameSource> Enricher<S> {
     pub fn refresh_people(&mut self) {
         if let Some(people) = &mut self.people {
             if people.refresh() {
-                self.identities.clear();
                 self.renew_identities();
             }
         }

@@ -430,8 +430,10 @@ mod part_id_tests {
         }
         assert_eq!(identity(&other).euid, 4321, "a change of ids is seen");
         assert_ne!(other.ids.identity, shell.ids.identity);
-        // A new epoch (a reload here) builds identities again, under new ids.
+        // A new epoch (a reload here) builds identities again, under new ids, from fresh
+        // names rather than from the cache of built ones.
         enricher.set_rules(Vec::new(), None);
+        assert_eq!(enricher.identities.len(), 0, "built identities forgotten");
         let (_, renewed) =
             fork_and_exec(&mut enricher, cgroup, (4245, 4242), b"/usr/bin/tool", same);
         assert!(!Arc::ptr_eq(&identity(&shell), &identity(&renewed)));
