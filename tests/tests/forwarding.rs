@@ -447,9 +447,9 @@ fn rsyslog_receives_rfc5424_messages_with_the_event_as_json() -> Result<()> {
     // <PRI>VERSION TIMESTAMP HOST APP PROCID MSGID SD MSG, as rsyslog re-emits RFC 5424.
     let fields: Vec<&str> = line.splitn(8, ' ').collect();
     assert_eq!(fields[0], "<86>1", "authpriv.info: {line}");
-    assert_eq!(fields[3], "custos");
-    assert_eq!(fields[4], pid.to_string());
-    assert_eq!(fields[5], "exec");
+    assert_eq!(fields[3], "custos", "{line}");
+    assert_eq!(fields[4], pid.to_string(), "{line}");
+    assert_eq!(fields[5], "exec", "{line}");
     let json: Value = serde_json::from_str(fields[7].trim())?;
     assert_eq!(json["process"]["binary"], marker.path_str());
     assert_eq!(json["process"]["args"][1], "via-syslog");

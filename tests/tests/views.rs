@@ -94,7 +94,15 @@ fn status_prints_a_summary_on_a_terminal() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("status.sock");
     let mut sensor = Sensor::start(&TestConfig::new().status_socket(&socket))?;
-    Command::new("true").status()?;
+    // An exec is counted when the reader drains it: the summary is asked for once it is written.
+    let marker = Marker::new("/bin/true")?;
+    Command::new(marker.path_str()).status()?;
+    sensor.wait_for("the marker's exec", |events| {
+        events
+            .iter()
+            .find(|e| e["kind"] == "exec" && e["process"]["binary"] == marker.path_str())
+            .map(|_| ())
+    })?;
     let typescript = dir.path().join("status.typescript");
     let command = format!(
         "{} status --socket {}",
