@@ -63,6 +63,58 @@ fn check_config_accepts_the_default_and_names_bad_keys_and_values() -> Result<()
     let (ok, _, stderr) = check_config(&with_stdout(TestConfig::new().ring_buffer_bytes(3000)))?;
     assert!(!ok);
     assert!(stderr.contains("power of two"), "{stderr}");
+
+    let (ok, _, stderr) = check_config(&with_stdout(TestConfig::new().set(
+        &["output"],
+        "batch_ms",
+        5000,
+    )))?;
+    assert!(!ok);
+    assert!(
+        stderr.contains("output.batch_ms = 5000") && stderr.contains("at most 1000"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// A process forking a child every 8 ms: each drain of the ring (every 10 ms) finds records, so
+/// the ring is never quiet, while the children's exit events (125 a second) fill no batch
+/// within its second.
+const STEADY_FORKS: &str = "import os, time\n\
+while True:\n    \
+    pid = os.fork()\n    \
+    if pid == 0:\n        \
+        os._exit(0)\n    \
+    os.waitpid(pid, 0)\n    \
+    time.sleep(0.008)\n";
+
+/// While records keep coming, events wait in the daemon for a batch of up to a second; stopping
+/// the daemon writes what it holds. The marker runs and the daemon is stopped at once, within
+/// its batch's second, so its events are held when the stop comes.
+#[test]
+fn events_held_for_a_batch_are_written_when_the_daemon_stops() -> Result<()> {
+    require_root();
+    let marker = Marker::new("/bin/true")?;
+    let config = TestConfig::new()
+        .set(&["output"], "batch_ms", 1000)
+        .file_sensor(false)
+        .set(&["sensors"], "network", false)
+        .set(&["sensors"], "devices", false);
+    let mut sensor = Sensor::start(&config)?;
+    let mut busy = Command::new("python3").args(["-c", STEADY_FORKS]).spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let status = Command::new(marker.path_str()).status();
+    let stopped = sensor.stop();
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(status?.success());
+    stopped?;
+    let events = sensor.events()?;
+    let exec = exec_of(&events, marker.path_str());
+    assert!(exec.is_some(), "the marker's exec was not written at stop");
+    let exec_id = exec.as_ref().map(|e| e["process"]["execId"].clone());
+    let exited = of_kind(&events, "exit").any(|e| Some(e["process"]["execId"].clone()) == exec_id);
+    assert!(exited, "the marker's exit was not written at stop");
     Ok(())
 }
 

@@ -19,6 +19,8 @@ pub struct Config {
     #[serde(default)]
     pub kernel: Kernel,
     #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
     pub file: FileSensor,
     #[serde(default)]
     pub spool: SpoolConfig,
@@ -468,6 +470,17 @@ pub struct Kernel {
     /// The daemon is woken early, before a sixteenth of the ring can fill unannounced.
     #[default(10)]
     pub max_latency_ms: u64,
+}
+
+/// How events are handed from the reader to the sinks.
+#[derive(Debug, Deserialize, SmartDefault, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Longest an event read from the kernel waits for its sinks while records keep coming, in
+    /// milliseconds: the sinks write (and their thread wakes) once per batch instead of once per
+    /// drain. A quiet ring, an alert, a reload or a stop hands over what is held at once.
+    #[default(100)]
+    pub batch_ms: u64,
 }
 
 /// Which program types the hooks may use.

@@ -65,6 +65,12 @@ impl Config {
                 self.kernel.max_latency_ms
             );
         }
+        if self.output.batch_ms > 1000 {
+            bail!(
+                "output.batch_ms = {}: must be at most 1000 (0 hands every drain's events over at once)",
+                self.output.batch_ms
+            );
+        }
         Ok(())
     }
 

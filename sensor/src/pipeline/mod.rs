@@ -28,8 +28,10 @@ use tokio::{
     },
 };
 
+mod batch_timer;
 mod stages;
 
+use batch_timer::BatchTimer;
 use stages::{EventCounters, Stages, SINK_BATCH};
 
 use crate::{
@@ -282,6 +284,7 @@ impl Daemon {
             next_seq: 1,
             out: channels.out,
             batch: Batch::with_capacity(SINK_BATCH),
+            batch_timer: BatchTimer::new(Duration::from_millis(config.output.batch_ms)),
             tagger: PartTagger::default(),
             spent: channels.spent,
             spare: None,
@@ -373,11 +376,20 @@ impl Daemon {
                 }
                 _ = housekeeping.tick() => self.housekeep()?,
                 _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
-                _ = sighup.recv() => self.reload(),
+                _ = sighup.recv() => {
+                    self.stages.hand_over()?;
+                    self.reload();
+                }
                 _ = sigterm.recv() => return Ok(()),
                 _ = sigint.recv() => return Ok(()),
             }
-            self.stages.hand_over()?;
+            // While records come, events go to the sinks in batches; once the ring is quiet
+            // (the timer stopped), nothing is held back.
+            if timer_running {
+                self.stages.hand_over_when_due()?;
+            } else {
+                self.stages.hand_over()?;
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The stages between the ring buffer and the sink thread: decode, enrich, select, sequence,
 //! alerts, the live stream and privacy, then hand-over in batches.
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use anyhow::{anyhow, Result};
 use aya::maps::{MapData, RingBuf};
@@ -12,6 +12,7 @@ use tokio::sync::{
     mpsc::{UnboundedReceiver, UnboundedSender},
 };
 
+use super::batch_timer::BatchTimer;
 use crate::{
     access::usage::UsageTracker,
     alert::AlertEngine,
@@ -66,6 +67,8 @@ pub(super) struct Stages {
     /// thread per drain instead of one per event.
     pub(super) out: UnboundedSender<Batch>,
     pub(super) batch: Batch,
+    /// When `batch` goes to the sink thread while records keep coming.
+    pub(super) batch_timer: BatchTimer,
     /// Names the parts of each event for the sinks' encoding caches.
     pub(super) tagger: PartTagger,
     /// Batches the sink thread has written, coming back: their events are freed here, on the
@@ -125,6 +128,8 @@ impl Stages {
         }
         self.privacy.apply(&mut event);
         let ids = self.tagger.tag(&event, &shared, known);
+        let alert = matches!(event.body, Some(Body::Alert(_)));
+        self.batch_timer.pushed(Instant::now(), alert);
         self.batch.push(event, ids, shared);
         if self.batch.len() >= SINK_BATCH {
             self.hand_over()?;
@@ -144,11 +149,20 @@ impl Stages {
             || self.privacy.rewrites_shared_parts()
     }
 
+    /// Hands the batch to the sink thread once it has waited long enough or holds an alert.
+    pub(super) fn hand_over_when_due(&mut self) -> Result<()> {
+        if self.batch_timer.due(Instant::now()) {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
     /// Hands the events emitted so far to the sink thread.
     pub(super) fn hand_over(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
+        self.batch_timer.handed_over();
         self.free_spent();
         let next = self
             .spare

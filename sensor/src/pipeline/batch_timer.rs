@@ -1,0 +1,94 @@
+//! When the events read so far go to the sinks. Each hand-over wakes the sink thread and costs
+//! a write per sink whatever it carries, so while records keep coming events are held up to
+//! `[output] batch_ms`; an alert is not held.
+use std::time::{Duration, Instant};
+
+pub(super) struct BatchTimer {
+    /// When the held batch's first event was emitted.
+    began: Option<Instant>,
+    wait: Duration,
+    /// The batch holds an alert.
+    urgent: bool,
+}
+
+impl BatchTimer {
+    pub(super) fn new(wait: Duration) -> Self {
+        Self {
+            began: None,
+            wait,
+            urgent: false,
+        }
+    }
+
+    /// An event joined the batch at `now`.
+    pub(super) fn pushed(&mut self, now: Instant, alert: bool) {
+        self.began.get_or_insert(now);
+        self.urgent |= alert;
+    }
+
+    /// Whether the batch should go at `now`.
+    pub(super) fn due(&self, now: Instant) -> bool {
+        self.urgent
+            || self
+                .began
+                .is_some_and(|began| now.duration_since(began) >= self.wait)
+    }
+
+    /// The batch went to the sinks.
+    pub(super) fn handed_over(&mut self) {
+        self.began = None;
+        self.urgent = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn a_batch_goes_once_its_first_event_has_waited() {
+        let start = Instant::now();
+        let mut timer = BatchTimer::new(WAIT);
+        assert!(!timer.due(start + WAIT), "nothing held, nothing due");
+        timer.pushed(start, false);
+        timer.pushed(start + WAIT / 2, false);
+        assert!(!timer.due(start + WAIT / 2));
+        assert!(!timer.due(start + WAIT - Duration::from_millis(1)));
+        assert!(
+            timer.due(start + WAIT),
+            "the first event's wait counts, not the last's"
+        );
+        timer.handed_over();
+        assert!(
+            !timer.due(start + WAIT * 3),
+            "nothing held after the hand-over"
+        );
+        timer.pushed(start + WAIT * 3, false);
+        assert!(
+            !timer.due(start + WAIT * 3),
+            "a new batch starts its own clock"
+        );
+    }
+
+    #[test]
+    fn an_alert_sends_the_batch_at_once() {
+        let start = Instant::now();
+        let mut timer = BatchTimer::new(WAIT);
+        timer.pushed(start, false);
+        timer.pushed(start, true);
+        assert!(timer.due(start));
+        timer.handed_over();
+        timer.pushed(start, false);
+        assert!(!timer.due(start), "the alert went with its batch");
+    }
+
+    #[test]
+    fn no_wait_hands_every_drain_over() {
+        let start = Instant::now();
+        let mut timer = BatchTimer::new(Duration::ZERO);
+        timer.pushed(start, false);
+        assert!(timer.due(start));
+    }
+}
