@@ -96,7 +96,7 @@ struct Pending {
 
 /// A process's chain: what was committed at its last exec (or inherited at fork), and a
 /// change made since then that may still be undone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ChainState {
     committed: Arc<Chain>,
     /// The effective uid when the chain was committed; `None` when not known.
@@ -108,6 +108,18 @@ pub struct ChainState {
 pub struct Actor<'a> {
     pub program: &'a [u8],
     pub exec_id: &'a str,
+}
+
+/// Every new entry starts with the empty chain, which a fork or an exec mostly replaces at
+/// once: shared, so that costs no allocation.
+impl Default for ChainState {
+    fn default() -> Self {
+        Self {
+            committed: NO_LOGIN.clone(),
+            base_euid: None,
+            pending: None,
+        }
+    }
 }
 
 impl ChainState {
