@@ -7,7 +7,7 @@ use crate::{credentials::Credentials, families::IdentityView, privilege_chain::C
 use std::{
     cell::OnceCell,
     collections::{hash_map::Entry, HashMap, VecDeque},
-    sync::Arc,
+    sync::{Arc, LazyLock},
     time::{Duration, Instant},
 };
 
@@ -23,6 +23,15 @@ pub struct Image {
     pub path_truncated: bool,
     /// The `exec_id` of the process whose execve loaded it (forked children share the image).
     pub exec_id: String,
+}
+
+impl Image {
+    /// The image of a process seen before its exec, until its parent's is known: one shared
+    /// allocation, since most such entries take their parent's at once.
+    pub fn unknown() -> Arc<Image> {
+        static UNKNOWN: LazyLock<Arc<Image>> = LazyLock::new(Arc::default);
+        UNKNOWN.clone()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +73,13 @@ pub struct ThreadView {
 }
 
 impl ProcessEntry {
+    /// The process exec'd `image`: the views built of the old one go.
+    pub fn load_image(&mut self, image: Arc<Image>) {
+        self.image = image;
+        self.schema = OnceCell::new();
+        self.last_thread = None;
+    }
+
     pub fn new(
         pid: u32,
         ppid: u32,

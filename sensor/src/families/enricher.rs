@@ -230,7 +230,8 @@ impl<S: NameSource> Enricher<S> {
     pub(super) fn acting_process(&mut self, task: &TaskInfo) -> (String, Arc<Process>) {
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         if self.processes.get(task.tgid, &exec_id).is_none() {
-            self.processes.inherit(self.entry_for(task, Arc::default()));
+            self.processes
+                .inherit(self.entry_for(task, Image::unknown()));
         }
         let (process, part_id) = self.identified_process_of(task, &exec_id);
         self.part_ids.process = part_id;
@@ -247,7 +248,7 @@ impl<S: NameSource> Enricher<S> {
                 Some((shared, _)) => Process::clone(shared),
                 None => schema_process(&self.host, entry),
             },
-            None => schema_process(&self.host, &self.entry_for(task, Arc::default())),
+            None => schema_process(&self.host, &self.entry_for(task, Image::unknown())),
         }
     }
 

@@ -1,6 +1,5 @@
 //! Privilege changes: credential syscalls and set-user-id execs compared with what the process
 //! had, and the chain of effective users since the login.
-use std::sync::Arc;
 
 use custos_proto::v1::{event::Body, Credentials as CredentialsView, Event, PrivilegeChange};
 use sensor_common::PrivilegeChangeRecord;
@@ -11,6 +10,7 @@ use crate::{
     identity::NameSource,
     privacy::pseudonym::Pseudonymizer,
     privilege_chain::Actor,
+    process_table::Image,
 };
 
 impl<S: NameSource> Enricher<S> {
@@ -21,7 +21,8 @@ impl<S: NameSource> Enricher<S> {
         let task = &record.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
         if self.processes.get(task.tgid, &exec_id).is_none() {
-            self.processes.inherit(self.entry_for(task, Arc::default()));
+            self.processes
+                .inherit(self.entry_for(task, Image::unknown()));
         }
         let failed = record.ret < 0 && !credentials::returns_previous_id(record.syscall);
         let after = Credentials::of(task, record.cap_effective, record.cap_permitted);

@@ -46,55 +46,15 @@ pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
 }
 
 impl<S: NameSource> Enricher<S> {
-    pub(crate) fn exec(&mut self, exec: Exec) -> Event {
+    pub(crate) fn exec(&mut self, mut exec: Exec) -> Event {
+        let exec_id = (self.host).exec_id(exec.task.tgid, exec.task.start_boottime_ns);
+        let image = Arc::new(self.image_of(&mut exec, &exec_id));
         let task = &exec.task;
-        let mut args: Vec<Vec<u8>> = split_argv(&exec.argv)
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect();
-        if let Some(redactor) = &self.redactor {
-            redactor.redact(&mut args);
-        }
-        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        let invoked = invoked_path(&exec.invoked, &exec.cwd);
-        let image = Arc::new(Image {
-            binary: exec.path,
-            invoked,
-            args,
-            args_truncated: exec.flags & exec_flags::ARGV_TRUNCATED != 0,
-            cwd: exec.cwd,
-            path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)
-                != 0,
-            exec_id: exec_id.clone(),
-        });
-        let mut entry = self.entry_for(task, image);
-        let (parent, parent_part) = self
-            .identified_table_schema(entry.ppid, &entry.parent_exec_id)
-            .unzip();
+        let (parent, parent_part) = self.parent_schema_of(task, &exec_id).unzip();
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
-        let before = self
-            .processes
-            .get(task.tgid, &exec_id)
-            .and_then(|previous| {
-                entry.chain = previous.chain.clone();
-                entry.last_identity = previous.last_identity.clone();
-                previous.credentials
-            });
+        let before = self.load_image(task, &exec_id, image, after);
         // Set-user-id, set-group-id and file capabilities take effect at execve.
         let changed = before.filter(|b| !b.same_ids_and_capabilities(&after));
-        let actor = Actor {
-            program: &entry.image.binary,
-            exec_id: &exec_id,
-        };
-        entry.chain.exec(
-            before.map(|b| b.euid),
-            after.euid,
-            login_uid_of(task),
-            &actor,
-        );
-        entry.credentials = Some(after);
-        entry.session_id = task.sessionid;
-        self.processes.upsert(entry);
         let (process, process_part) = self.identified_process_of(task, &exec_id);
         self.part_ids.process = process_part;
         self.part_ids.parent = parent_part.unwrap_or(0);
@@ -114,6 +74,78 @@ impl<S: NameSource> Enricher<S> {
         );
         self.shared.parent = parent;
         event
+    }
+
+    /// The program an exec record loaded, its arguments redacted; its paths are moved out.
+    fn image_of(&self, exec: &mut Exec, exec_id: &str) -> Image {
+        let mut args: Vec<Vec<u8>> = split_argv(&exec.argv)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        if let Some(redactor) = &self.redactor {
+            redactor.redact(&mut args);
+        }
+        Image {
+            invoked: invoked_path(&exec.invoked, &exec.cwd),
+            binary: std::mem::take(&mut exec.path),
+            args,
+            args_truncated: exec.flags & exec_flags::ARGV_TRUNCATED != 0,
+            cwd: std::mem::take(&mut exec.cwd),
+            path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)
+                != 0,
+            exec_id: exec_id.to_owned(),
+        }
+    }
+
+    /// The shared view of the parent of the process `task` belongs to, with its part id.
+    fn parent_schema_of(&self, task: &TaskInfo, exec_id: &str) -> Option<(Arc<Process>, u64)> {
+        match self.processes.get(task.tgid, exec_id) {
+            Some(entry) if entry.ppid == task.ppid => {
+                self.identified_table_schema(entry.ppid, &entry.parent_exec_id)
+            }
+            _ => {
+                let parent_exec_id = self.host.exec_id(task.ppid, task.parent_start_boottime_ns);
+                self.identified_table_schema(task.ppid, &parent_exec_id)
+            }
+        }
+    }
+
+    /// Puts an exec's image on its process's table entry, commits its privilege chain and
+    /// notes its credentials `after` the exec; the credentials before, when known. The entry
+    /// its fork made takes the image in place (its ids stay the same); a process the table
+    /// does not know, or one given another parent since (reparented), gets a new entry,
+    /// which keeps what the old one knew of its chain and identity.
+    fn load_image(
+        &mut self,
+        task: &TaskInfo,
+        exec_id: &str,
+        image: Arc<Image>,
+        after: Credentials,
+    ) -> Option<Credentials> {
+        let known = self.processes.get(task.tgid, exec_id);
+        if known.is_none_or(|entry| entry.ppid != task.ppid) {
+            let mut entry = self.entry_for(task, Image::unknown());
+            if let Some(previous) = known {
+                entry.chain = previous.chain.clone();
+                entry.last_identity = previous.last_identity.clone();
+                entry.credentials = previous.credentials;
+            }
+            self.processes.upsert(entry);
+        }
+        let entry = self.processes.get_mut(task.tgid, exec_id)?;
+        entry.load_image(image);
+        let before = entry.credentials;
+        let actor = Actor {
+            program: &entry.image.binary,
+            exec_id,
+        };
+        let login_uid = login_uid_of(task);
+        entry
+            .chain
+            .exec(before.map(|b| b.euid), after.euid, login_uid, &actor);
+        entry.credentials = Some(after);
+        entry.session_id = task.sessionid;
+        before
     }
 
     pub(crate) fn exit(&mut self, exit: &ExitRecord) -> Event {
@@ -149,7 +181,7 @@ impl<S: NameSource> Enricher<S> {
 
     pub(crate) fn fork(&mut self, fork: &ForkRecord) {
         let task = &fork.task;
-        let mut entry = self.entry_for(task, Arc::default());
+        let mut entry = self.entry_for(task, Image::unknown());
         entry.session_id = task.sessionid;
         // The child holds a copy of its parent's credentials as of the fork: what the parent
         // has now (its session id too, which changes without an exec when it logs someone in).
@@ -402,6 +434,77 @@ mod part_id_tests {
         ids(&mut exec.task);
         let task = exec.task;
         (task, enricher.enrich(Record::Exec(exec)))
+    }
+
+    /// Runs `binary` in the existing process `task` (no fork), with `change` applied first.
+    fn exec_again(
+        enricher: &mut Enricher<Nss>,
+        cgroup: u64,
+        task: TaskInfo,
+        binary: &[u8],
+        change: impl Fn(&mut TaskInfo),
+    ) -> Produced {
+        let Record::Exec(mut exec) = exec_of(task.tgid, cgroup, binary) else {
+            unreachable!()
+        };
+        exec.task = task;
+        change(&mut exec.task);
+        enricher.enrich(Record::Exec(exec))
+    }
+
+    #[test]
+    fn an_exec_replaces_the_image_and_a_reparented_process_names_its_new_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = std::fs::metadata(dir.path()).unwrap().ino();
+        let mut enricher = scratch_enricher(dir.path());
+        let same = |_: &mut TaskInfo| {};
+        fork_and_exec(&mut enricher, cgroup, (4242, 1), b"/usr/bin/sh", same);
+        let (task, first) =
+            fork_and_exec(&mut enricher, cgroup, (4243, 4242), b"/usr/bin/tool", same);
+        let process = |p: &Produced| p.shared.process.clone().expect("held apart");
+        let parent = |p: &Produced| p.shared.parent.clone().expect("a known parent");
+        // The same process runs another program, now as someone else.
+        let setuid = |task: &mut TaskInfo| task.euid = 4321;
+        let again = exec_again(&mut enricher, cgroup, task, b"/usr/bin/other", setuid);
+        assert_eq!(process(&again).binary, "/usr/bin/other");
+        assert_eq!(
+            process(&first).binary,
+            "/usr/bin/tool",
+            "the old view is not changed"
+        );
+        assert_eq!(process(&again).exec_id, process(&first).exec_id);
+        assert_ne!(again.ids.process, first.ids.process);
+        assert_eq!(parent(&again).binary, "/usr/bin/sh");
+        assert!(Arc::ptr_eq(&parent(&again), &parent(&first)));
+        let change = again
+            .before
+            .first()
+            .expect("the exec changed the effective user");
+        let Some(Body::PrivilegeChange(change)) = &change.body else {
+            panic!("not a privilege change: {change:?}");
+        };
+        assert_eq!(change.how, "exec");
+        // Its parent exits and it is given to pid 1, which the table does not know; its next
+        // exec names pid 1, and its credentials are still known: going back to its old user
+        // is a change.
+        let reparented = |task: &mut TaskInfo| {
+            task.ppid = 1;
+            task.parent_start_boottime_ns = 1;
+        };
+        let adopted = exec_again(&mut enricher, cgroup, task, b"/usr/bin/tool", reparented);
+        assert_eq!(process(&adopted).ppid, 1);
+        assert_ne!(
+            process(&adopted).parent_exec_id,
+            process(&first).parent_exec_id
+        );
+        assert!(adopted.shared.parent.is_none(), "pid 1 is not in the table");
+        assert_eq!(
+            adopted.before.len(),
+            1,
+            "back to user 65534: {:?}",
+            adopted.before
+        );
+        assert_eq!(process(&adopted).exec_id, process(&first).exec_id);
     }
 
     #[test]
