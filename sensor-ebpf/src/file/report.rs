@@ -48,10 +48,9 @@ pub fn opened<M: Mem>(
 ) {
     // f_mode, f_inode and f_path in one read.
     let fields = Fields::<{ spans::FILE }>::new(file, off!(file_span), rooms::file());
-    let Some(inode) = fields.ptr(off!(file_inode)).and_then(inode_facts) else {
+    let Some(inode_ptr) = fields.ptr(off!(file_inode)) else {
         return;
     };
-    let (dev, ino) = (inode.dev, inode.ino);
     // The requested flags: the file's f_flags has O_CREAT and O_TRUNC already cleared.
     let flags = request.flags;
     let path_off = off!(file_path);
@@ -61,10 +60,13 @@ pub fn opened<M: Mem>(
     let vfsmount = fields
         .ptr(path_off + off!(path_mnt))
         .unwrap_or(core::ptr::null());
+    // A remembered exclusion needs only the inode number: the rest of the inode (and its
+    // superblock's device) is read for opens that go further.
     let name = if watched {
         None
     } else {
-        name_of(config, dentry, vfsmount, ino)
+        Probe::read::<u64>(inode_ptr, off!(inode_ino))
+            .and_then(|ino| name_of(config, dentry, vfsmount, ino))
     };
     if name
         .as_ref()
@@ -72,6 +74,10 @@ pub fn opened<M: Mem>(
     {
         return;
     }
+    let Some(inode) = inode_facts(inode_ptr) else {
+        return;
+    };
+    let (dev, ino) = (inode.dev, inode.ino);
     let now = now_ns();
     let key = dedup_key::<M>(tgid, flags, dev, ino);
     if !watched && counted_as_repeat(config, &key, now) {
