@@ -229,13 +229,18 @@ impl<S: NameSource> Enricher<S> {
     /// a fork hook could see it, or the hook is off) runs what its parent ran until it execs.
     pub(super) fn acting_process(&mut self, task: &TaskInfo) -> (String, Arc<Process>) {
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        if self.processes.get(task.tgid, &exec_id).is_none() {
-            self.processes
-                .inherit(self.entry_for(task, Image::unknown()));
-        }
+        self.know_process(task, &exec_id);
         let (process, part_id) = self.identified_process_of(task, &exec_id);
         self.part_ids.process = part_id;
         (exec_id, process)
+    }
+
+    /// Puts a process the table does not know on it, running what its parent ran.
+    pub(super) fn know_process(&mut self, task: &TaskInfo, exec_id: &str) {
+        if self.processes.get(task.tgid, exec_id).is_none() {
+            self.processes
+                .inherit(self.entry_for(task, Image::unknown()));
+        }
     }
 
     /// A copy of the schema view of the process `task` belongs to, to complete: from the

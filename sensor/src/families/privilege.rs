@@ -10,7 +10,6 @@ use crate::{
     identity::NameSource,
     privacy::pseudonym::Pseudonymizer,
     privilege_chain::Actor,
-    process_table::Image,
 };
 
 impl<S: NameSource> Enricher<S> {
@@ -20,10 +19,7 @@ impl<S: NameSource> Enricher<S> {
     pub(crate) fn privilege_record(&mut self, record: &PrivilegeChangeRecord) -> Option<Event> {
         let task = &record.task;
         let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
-        if self.processes.get(task.tgid, &exec_id).is_none() {
-            self.processes
-                .inherit(self.entry_for(task, Image::unknown()));
-        }
+        self.know_process(task, &exec_id);
         let failed = record.ret < 0 && !credentials::returns_previous_id(record.syscall);
         let after = Credentials::of(task, record.cap_effective, record.cap_permitted);
         let how = credentials::syscall_name(record.syscall);

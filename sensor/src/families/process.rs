@@ -47,12 +47,14 @@ pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
 
 impl<S: NameSource> Enricher<S> {
     pub(crate) fn exec(&mut self, mut exec: Exec) -> Event {
-        let exec_id = (self.host).exec_id(exec.task.tgid, exec.task.start_boottime_ns);
+        let exec_id = self
+            .host
+            .exec_id(exec.task.tgid, exec.task.start_boottime_ns);
         let image = Arc::new(self.image_of(&mut exec, &exec_id));
         let task = &exec.task;
-        let (parent, parent_part) = self.parent_schema_of(task, &exec_id).unzip();
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
         let before = self.load_image(task, &exec_id, image, after);
+        let (parent, parent_part) = self.parent_schema_of(task.tgid, &exec_id).unzip();
         // Set-user-id, set-group-id and file capabilities take effect at execve.
         let changed = before.filter(|b| !b.same_ids_and_capabilities(&after));
         let (process, process_part) = self.identified_process_of(task, &exec_id);
@@ -97,17 +99,10 @@ impl<S: NameSource> Enricher<S> {
         }
     }
 
-    /// The shared view of the parent of the process `task` belongs to, with its part id.
-    fn parent_schema_of(&self, task: &TaskInfo, exec_id: &str) -> Option<(Arc<Process>, u64)> {
-        match self.processes.get(task.tgid, exec_id) {
-            Some(entry) if entry.ppid == task.ppid => {
-                self.identified_table_schema(entry.ppid, &entry.parent_exec_id)
-            }
-            _ => {
-                let parent_exec_id = self.host.exec_id(task.ppid, task.parent_start_boottime_ns);
-                self.identified_table_schema(task.ppid, &parent_exec_id)
-            }
-        }
+    /// The shared view of the parent of a process the table knows, with its part id.
+    fn parent_schema_of(&self, pid: u32, exec_id: &str) -> Option<(Arc<Process>, u64)> {
+        let entry = self.processes.get(pid, exec_id)?;
+        self.identified_table_schema(entry.ppid, &entry.parent_exec_id)
     }
 
     /// Puts an exec's image on its process's table entry, commits its privilege chain and
@@ -425,31 +420,32 @@ mod part_id_tests {
         binary: &[u8],
         ids: impl Fn(&mut TaskInfo),
     ) -> (TaskInfo, Produced) {
-        let Record::Exec(mut exec) = exec_of(tgid, cgroup, binary) else {
+        let Record::Exec(exec) = exec_of(tgid, cgroup, binary) else {
             unreachable!()
         };
-        exec.task.ppid = ppid;
-        exec.task.parent_start_boottime_ns = exec.task.start_boottime_ns;
-        enricher.enrich(fork_of(exec.task));
-        ids(&mut exec.task);
-        let task = exec.task;
-        (task, enricher.enrich(Record::Exec(exec)))
+        let mut task = exec.task;
+        task.ppid = ppid;
+        task.parent_start_boottime_ns = task.start_boottime_ns;
+        enricher.enrich(fork_of(task));
+        exec_again(enricher, cgroup, task, binary, ids)
     }
 
-    /// Runs `binary` in the existing process `task` (no fork), with `change` applied first.
+    /// Runs `binary` in the existing process `task` (no fork), with `change` applied first;
+    /// the task as changed.
     fn exec_again(
         enricher: &mut Enricher<Nss>,
         cgroup: u64,
         task: TaskInfo,
         binary: &[u8],
         change: impl Fn(&mut TaskInfo),
-    ) -> Produced {
+    ) -> (TaskInfo, Produced) {
         let Record::Exec(mut exec) = exec_of(task.tgid, cgroup, binary) else {
             unreachable!()
         };
         exec.task = task;
         change(&mut exec.task);
-        enricher.enrich(Record::Exec(exec))
+        let task = exec.task;
+        (task, enricher.enrich(Record::Exec(exec)))
     }
 
     #[test]
@@ -465,7 +461,7 @@ mod part_id_tests {
         let parent = |p: &Produced| p.shared.parent.clone().expect("a known parent");
         // The same process runs another program, now as someone else.
         let setuid = |task: &mut TaskInfo| task.euid = 4321;
-        let again = exec_again(&mut enricher, cgroup, task, b"/usr/bin/other", setuid);
+        let (_, again) = exec_again(&mut enricher, cgroup, task, b"/usr/bin/other", setuid);
         assert_eq!(process(&again).binary, "/usr/bin/other");
         assert_eq!(
             process(&first).binary,
@@ -491,7 +487,7 @@ mod part_id_tests {
             task.ppid = 1;
             task.parent_start_boottime_ns = 1;
         };
-        let adopted = exec_again(&mut enricher, cgroup, task, b"/usr/bin/tool", reparented);
+        let (_, adopted) = exec_again(&mut enricher, cgroup, task, b"/usr/bin/tool", reparented);
         assert_eq!(process(&adopted).ppid, 1);
         assert_ne!(
             process(&adopted).parent_exec_id,
