@@ -17,9 +17,13 @@ const BPF_RB_FORCE_WAKEUP: u64 = 1 << 1;
 /// unannounced), and when the daemon has stopped its timer (nothing came for a while), the
 /// first record wakes it. Counting on this CPU instead of asking the ring how much it holds
 /// keeps the ring's shared positions, written by the reader on another CPU, out of every
-/// record's path.
+/// record's path. Records the daemon acts on at once (see [`is_prompt`]) always wake it, so
+/// the timer can be long without delaying them.
 #[inline(always)]
-pub fn submit_flags(size: usize) -> u64 {
+pub fn submit_flags(kind: u32, size: usize) -> u64 {
+    if is_prompt(kind) {
+        return BPF_RB_FORCE_WAKEUP;
+    }
     let threshold = u64::from(load(&WAKEUP_BYTES));
     if threshold == 0 {
         return 0;
@@ -37,6 +41,20 @@ pub fn submit_flags(size: usize) -> u64 {
     } else {
         BPF_RB_NO_WAKEUP
     }
+}
+
+/// Kinds the daemon acts on while the moment lasts: a new block device or mount, which device
+/// control may make read-only or detach before it is written to, and a privilege change, which
+/// on a login comes while the sshd or su process that says where the session came from is
+/// still there to be read. They are rare, so waking the daemon for each costs little.
+#[inline(always)]
+fn is_prompt(kind: u32) -> bool {
+    matches!(
+        kind,
+        sensor_common::kind::BLOCK_DEVICE
+            | sensor_common::kind::MOUNT
+            | sensor_common::kind::PRIVILEGE_CHANGE
+    )
 }
 
 /// True when the daemon waits with no timer running; it is then marked awake, so that only
@@ -86,7 +104,10 @@ fn count_at(slot: u32) {
 pub fn output_bytes(kind: u32, data: *const u8, size: usize) {
     // SAFETY: callers pass a staging buffer of at least `size` bytes, bounded for the verifier.
     let bytes = unsafe { core::slice::from_raw_parts(data, size) };
-    if EVENTS.output::<[u8]>(bytes, submit_flags(size)).is_err() {
+    if EVENTS
+        .output::<[u8]>(bytes, submit_flags(kind, size))
+        .is_err()
+    {
         count_drop(kind);
     }
 }

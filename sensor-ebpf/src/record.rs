@@ -98,7 +98,7 @@ impl<T: Record> Reserved<T> {
 
     #[inline(always)]
     pub fn submit(self) {
-        self.0.submit(submit_flags(size_of::<T>()));
+        self.0.submit(submit_flags(T::KIND, size_of::<T>()));
     }
 }
 

@@ -467,8 +467,9 @@ pub struct Kernel {
     pub ring_buffer_bytes: u32,
     pub attach: AttachMode,
     /// Longest a record waits in the ring buffer before the daemon reads it, in milliseconds.
-    /// The daemon is woken early, before a sixteenth of the ring can fill unannounced.
-    #[default(10)]
+    /// The daemon is woken early, before a sixteenth of the ring can fill unannounced, and at
+    /// once for the records it acts on (new devices and mounts, privilege changes).
+    #[default(100)]
     pub max_latency_ms: u64,
 }
 

@@ -1,21 +1,25 @@
 //! When the events read so far go to the sinks. Each hand-over wakes the sink thread and costs
 //! a write per sink whatever it carries, so while records keep coming events are held up to
-//! `[output] batch_ms`; an alert is not held.
+//! `[output] batch_ms`; an alert is not held. Batches go at drains, so a batch goes at the last
+//! drain before it would have waited longer: when the next timed drain would come too late.
 use std::time::{Duration, Instant};
 
 pub(super) struct BatchTimer {
     /// When the held batch's first event was emitted.
     began: Option<Instant>,
     wait: Duration,
+    /// The longest time to the next drain (`[kernel] max_latency_ms`).
+    drain_period: Duration,
     /// The batch holds an alert.
     urgent: bool,
 }
 
 impl BatchTimer {
-    pub(super) fn new(wait: Duration) -> Self {
+    pub(super) fn new(wait: Duration, drain_period: Duration) -> Self {
         Self {
             began: None,
             wait,
+            drain_period,
             urgent: false,
         }
     }
@@ -26,12 +30,12 @@ impl BatchTimer {
         self.urgent |= alert;
     }
 
-    /// Whether the batch should go at `now`.
+    /// Whether the batch should go at `now`: it would have waited its time by the next drain.
     pub(super) fn due(&self, now: Instant) -> bool {
         self.urgent
             || self
                 .began
-                .is_some_and(|began| now.duration_since(began) >= self.wait)
+                .is_some_and(|began| now.duration_since(began) + self.drain_period >= self.wait)
     }
 
     /// The batch went to the sinks.
@@ -46,19 +50,20 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_millis(100);
+    const DRAIN: Duration = Duration::from_millis(10);
 
     #[test]
     fn a_batch_goes_once_its_first_event_has_waited() {
         let start = Instant::now();
-        let mut timer = BatchTimer::new(WAIT);
+        let mut timer = BatchTimer::new(WAIT, DRAIN);
         assert!(!timer.due(start + WAIT), "nothing held, nothing due");
         timer.pushed(start, false);
         timer.pushed(start + WAIT / 2, false);
         assert!(!timer.due(start + WAIT / 2));
-        assert!(!timer.due(start + WAIT - Duration::from_millis(1)));
+        assert!(!timer.due(start + WAIT - DRAIN - Duration::from_millis(1)));
         assert!(
-            timer.due(start + WAIT),
-            "the first event's wait counts, not the last's"
+            timer.due(start + WAIT - DRAIN),
+            "the first event's wait counts, not the last's; the next drain would be too late"
         );
         timer.handed_over();
         assert!(
@@ -75,7 +80,7 @@ mod tests {
     #[test]
     fn an_alert_sends_the_batch_at_once() {
         let start = Instant::now();
-        let mut timer = BatchTimer::new(WAIT);
+        let mut timer = BatchTimer::new(WAIT, DRAIN);
         timer.pushed(start, false);
         timer.pushed(start, true);
         assert!(timer.due(start));
@@ -85,9 +90,17 @@ mod tests {
     }
 
     #[test]
+    fn drains_further_apart_than_the_wait_hand_every_drain_over() {
+        let start = Instant::now();
+        let mut timer = BatchTimer::new(WAIT, WAIT * 2);
+        timer.pushed(start, false);
+        assert!(timer.due(start));
+    }
+
+    #[test]
     fn no_wait_hands_every_drain_over() {
         let start = Instant::now();
-        let mut timer = BatchTimer::new(Duration::ZERO);
+        let mut timer = BatchTimer::new(Duration::ZERO, DRAIN);
         timer.pushed(start, false);
         assert!(timer.due(start));
     }
