@@ -24,3 +24,35 @@ impl Drop for ExecLoad {
         let _ = self.0.wait();
     }
 }
+
+/// A process forking a child every 8 ms, until dropped: the ring is never quiet long enough for
+/// the daemon to stop its drain timer (`[kernel] max_latency_ms`), so records wait for the
+/// timer as on a busy host, and only what the kernel wakes the daemon for is read at once.
+pub struct SteadyForks(Child);
+
+const STEADY_FORKS: &str = "import os, time\n\
+while True:\n    \
+    pid = os.fork()\n    \
+    if pid == 0:\n        \
+        os._exit(0)\n    \
+    os.waitpid(pid, 0)\n    \
+    time.sleep(0.008)\n";
+
+impl SteadyForks {
+    pub fn start() -> Result<Self> {
+        let child = Command::new("python3")
+            .args(["-c", STEADY_FORKS])
+            .spawn()
+            .context("starting the steady forks")?;
+        // Long enough for the daemon to have seen the first records and run its timer.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(Self(child))
+    }
+}
+
+impl Drop for SteadyForks {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -4,6 +4,7 @@ use std::{os::unix::fs::PermissionsExt, process::Command, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
+    load::SteadyForks,
     logins::{ensure_login_user, CronJob, SshServer, SudoRule},
     of_kind, opens_of, require_root, run_after_login, seq, Marker, Sensor, TestConfig,
 };
@@ -335,6 +336,29 @@ fn an_interactive_ssh_login_has_its_terminal_and_client() -> Result<()> {
         .unwrap();
     assert_eq!(start["sessionStart"]["session"]["tty"], tty.as_str());
     assert_no_temporary_hops(&events);
+    sensor.stop()
+}
+
+/// On a busy host, where records wait for the daemon's drain timer, a login over within a
+/// moment still has its client: sshd's change to the user wakes the daemon while sshd still
+/// holds the connection the client is read from.
+#[test]
+fn a_brief_ssh_command_on_a_busy_host_has_its_client() -> Result<()> {
+    require_root();
+    let login = Login::new()?;
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let busy = SteadyForks::start()?;
+    let out = login.ssh.run(
+        ANN,
+        &format!("echo \"$SSH_CLIENT\"; {} brief", marker.path_str()),
+    )?;
+    let port = client_port(out.lines().next().unwrap_or_default())?;
+    let exec = sensor.wait_for("the brief command", |events| {
+        marker_exec(events, &marker, "brief")
+    })?;
+    drop(busy);
+    assert_ssh_session(&exec, port);
     sensor.stop()
 }
 

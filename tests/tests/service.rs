@@ -7,7 +7,8 @@ use std::{
 
 use anyhow::{bail, Result};
 use custos_tests::{
-    custos, custos_bin, exec_of, of_kind, require_root, Entry, Marker, Sensor, TestConfig, PATIENCE,
+    custos, custos_bin, exec_of, load::SteadyForks, of_kind, require_root, Entry, Marker, Sensor,
+    TestConfig, PATIENCE,
 };
 
 /// `config` with a standard-output sink, as text.
@@ -77,17 +78,6 @@ fn check_config_accepts_the_default_and_names_bad_keys_and_values() -> Result<()
     Ok(())
 }
 
-/// A process forking a child every 8 ms: each drain of the ring (every 10 ms) finds records, so
-/// the ring is never quiet, while the children's exit events (125 a second) fill no batch
-/// within its second.
-const STEADY_FORKS: &str = "import os, time\n\
-while True:\n    \
-    pid = os.fork()\n    \
-    if pid == 0:\n        \
-        os._exit(0)\n    \
-    os.waitpid(pid, 0)\n    \
-    time.sleep(0.008)\n";
-
 /// While records keep coming, events wait in the daemon for a batch of up to a second; stopping
 /// the daemon writes what it holds. The marker runs and the daemon is stopped at once, within
 /// its batch's second, so its events are held when the stop comes.
@@ -101,12 +91,11 @@ fn events_held_for_a_batch_are_written_when_the_daemon_stops() -> Result<()> {
         .set(&["sensors"], "network", false)
         .set(&["sensors"], "devices", false);
     let mut sensor = Sensor::start(&config)?;
-    let mut busy = Command::new("python3").args(["-c", STEADY_FORKS]).spawn()?;
-    std::thread::sleep(Duration::from_millis(300));
+    // The children's exit events (125 a second) fill no batch within its second.
+    let busy = SteadyForks::start()?;
     let status = Command::new(marker.path_str()).status();
     let stopped = sensor.stop();
-    let _ = busy.kill();
-    let _ = busy.wait();
+    drop(busy);
     assert!(status?.success());
     stopped?;
     let events = sensor.events()?;
