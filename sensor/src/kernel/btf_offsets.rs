@@ -6,17 +6,18 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use btf_rs::{Btf, BtfType, Type};
 use sensor_common::{
     offsets::{spans, MISSING},
     KernelOffsets,
 };
 
+use super::btf_reader::KernelBtf;
+
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Struct member lookups over one BTF blob.
 pub struct BtfLayout {
-    btf: Btf,
+    btf: KernelBtf,
 }
 
 impl BtfLayout {
@@ -28,9 +29,9 @@ impl BtfLayout {
                 path.display()
             );
         }
-        let btf = Btf::from_file(path)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("reading kernel BTF from {}", path.display()))?;
+        let context = || format!("reading kernel BTF from {}", path.display());
+        let data = std::fs::read(path).with_context(context)?;
+        let btf = KernelBtf::parse(data).with_context(context)?;
         Ok(Self { btf })
     }
 
@@ -40,9 +41,12 @@ impl BtfLayout {
 
     /// Byte offset of `member` in `struct name`, or `None` when this kernel has no such member.
     pub fn member_offset(&self, name: &str, member: &str) -> Result<Option<u32>> {
-        let composite = self.find_composite(name)?;
+        let composite = self
+            .btf
+            .struct_named(name)
+            .ok_or_else(|| anyhow!("kernel BTF has no struct {name} with members"))?;
         Ok(self
-            .search_members(&composite, member, 0)?
+            .search_members(composite, member, 0)?
             .map(|bits| bits / 8))
     }
 
@@ -62,37 +66,17 @@ impl BtfLayout {
             .unwrap_or(MISSING))
     }
 
-    fn find_composite(&self, name: &str) -> Result<btf_rs::Struct> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("kernel BTF has no type {name}"))?;
-        types
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s),
-                _ => None,
-            })
-            .ok_or_else(|| anyhow!("kernel BTF has no struct {name} with members"))
-    }
-
-    /// Depth-first search for `member`; returns its bit offset from the outermost struct.
-    fn search_members(
-        &self,
-        composite: &btf_rs::Struct,
-        member: &str,
-        base_bits: u32,
-    ) -> Result<Option<u32>> {
-        for m in &composite.members {
-            let name = self.btf.resolve_name(m).unwrap_or_default();
-            if name == member {
-                return Ok(Some(base_bits + m.bit_offset()));
+    /// Depth-first search for `member` in struct `composite`; returns its bit offset from the
+    /// outermost struct.
+    fn search_members(&self, composite: u32, member: &str, base_bits: u32) -> Result<Option<u32>> {
+        for m in self.btf.members(composite)? {
+            if m.name == member {
+                return Ok(Some(base_bits + m.bit_offset));
             }
-            if name.is_empty() {
-                if let Some(inner) = self.composite_of(m)? {
+            if m.name.is_empty() {
+                if let Some(inner) = self.btf.composite_behind(m.type_id)? {
                     if let Some(found) =
-                        self.search_members(&inner, member, base_bits + m.bit_offset())?
+                        self.search_members(inner, member, base_bits + m.bit_offset)?
                     {
                         return Ok(Some(found));
                     }
@@ -100,30 +84,6 @@ impl BtfLayout {
             }
         }
         Ok(None)
-    }
-
-    /// The struct/union a member's type is, through typedefs and qualifiers.
-    fn composite_of(&self, member: &dyn BtfType) -> Result<Option<btf_rs::Struct>> {
-        let mut ty = self
-            .btf
-            .resolve_chained_type(member)
-            .map_err(|e| anyhow!("{e}"))?;
-        for _ in 0..16 {
-            ty = match ty {
-                Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
-                Type::Typedef(ref t) => self.chain(t)?,
-                Type::Const(ref t) => self.chain(t)?,
-                Type::Volatile(ref t) => self.chain(t)?,
-                Type::Restrict(ref t) => self.chain(t)?,
-                Type::TypeTag(ref t) => self.chain(t)?,
-                _ => return Ok(None),
-            };
-        }
-        Ok(None)
-    }
-
-    fn chain(&self, t: &dyn BtfType) -> Result<Type> {
-        self.btf.resolve_chained_type(t).map_err(|e| anyhow!("{e}"))
     }
 }
 
@@ -230,6 +190,75 @@ mod tests {
                 offsets.dentry_span, MISSING,
                 "this kernel's dentry fits a span"
             );
+        }
+    }
+
+    /// Every member the programs use is where btf-rs, a general BTF parser, puts it.
+    #[test]
+    fn every_offset_agrees_with_a_general_btf_parser() {
+        let Some(layout) = layout() else {
+            return;
+        };
+        let oracle = btf_rs::Btf::from_file(VMLINUX_BTF).expect("btf-rs reads the kernel BTF");
+        let mut compared = 0;
+        KernelOffsets::from_members(|m| -> Result<u32> {
+            let ours = layout.optional(m.struct_name, m.member)?;
+            let theirs = oracle::offset(&oracle, m.struct_name, m.member);
+            assert_eq!(ours, theirs, "{}.{}", m.struct_name, m.member);
+            compared += u32::from(ours != MISSING);
+            Ok(ours)
+        })
+        .unwrap();
+        assert!(compared >= 30, "only {compared} members found");
+    }
+
+    /// Member offsets by btf-rs: depth-first through anonymous members.
+    mod oracle {
+        use btf_rs::{Btf, Struct, Type};
+        use sensor_common::offsets::MISSING;
+
+        pub fn offset(btf: &Btf, name: &str, member: &str) -> u32 {
+            let found = btf.resolve_types_by_name(name).ok().and_then(|types| {
+                types.into_iter().find_map(|t| match t {
+                    Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s),
+                    _ => None,
+                })
+            });
+            found
+                .and_then(|s| search(btf, &s, member, 0))
+                .map_or(MISSING, |bits| bits / 8)
+        }
+
+        fn search(btf: &Btf, composite: &Struct, member: &str, base: u32) -> Option<u32> {
+            for m in &composite.members {
+                let name = btf.resolve_name(m).unwrap_or_default();
+                if name == member {
+                    return Some(base + m.bit_offset());
+                }
+                let inner = name.is_empty().then(|| composite_of(btf, m)).flatten();
+                if let Some(found) =
+                    inner.and_then(|s| search(btf, &s, member, base + m.bit_offset()))
+                {
+                    return Some(found);
+                }
+            }
+            None
+        }
+
+        fn composite_of(btf: &Btf, member: &btf_rs::Member) -> Option<Struct> {
+            let mut ty = btf.resolve_chained_type(member).ok()?;
+            for _ in 0..16 {
+                ty = match ty {
+                    Type::Struct(s) | Type::Union(s) => return Some(s),
+                    Type::Typedef(t) => btf.resolve_chained_type(&t).ok()?,
+                    Type::Const(t) => btf.resolve_chained_type(&t).ok()?,
+                    Type::Volatile(t) => btf.resolve_chained_type(&t).ok()?,
+                    Type::Restrict(t) => btf.resolve_chained_type(&t).ok()?,
+                    Type::TypeTag(t) => btf.resolve_chained_type(&t).ok()?,
+                    _ => return None,
+                };
+            }
+            None
         }
     }
 

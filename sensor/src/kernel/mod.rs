@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel: offsets from BTF, loading and attaching the programs,
 //! draining the ring buffer and reading the drop counters.
 pub mod btf_offsets;
+mod btf_reader;
 pub mod drops;
 pub mod filters;
 pub mod loader;
