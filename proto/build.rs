@@ -26,6 +26,12 @@ fn main() -> anyhow::Result<()> {
         .skip_protoc_run()
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types")
+        // Events move several times between the reader's stages, and while they do their process
+        // and identity are held apart from them (the sensor's `SharedParts`): boxed, those two
+        // empty fields take 16 bytes of each move instead of 768. A boxed body, which would be
+        // allocated for every event, made the file-open path slower, not faster.
+        .boxed(".custos.v1.Event.identity")
+        .boxed(".custos.v1.Event.process")
         .compile_protos(PROTOS, &["."])
         .context("generating prost types")?;
 

@@ -64,7 +64,7 @@ fn sample_event() -> Event {
         host: "bench-host".into(),
         kind: "file_open".into(),
         time: Some(timestamp(std::time::SystemTime::now())),
-        identity: Some(Identity {
+        identity: Some(Box::new(Identity {
             uid: 1000,
             user: "alice".into(),
             gid: 1000,
@@ -82,8 +82,8 @@ fn sample_event() -> Event {
             session_id: Some(3),
             tty: "pts/0".into(),
             ..Identity::default()
-        }),
-        process: Some(Process {
+        })),
+        process: Some(Box::new(Process {
             pid: 4242,
             tid: 4242,
             ppid: 4200,
@@ -105,7 +105,7 @@ fn sample_event() -> Event {
                 container_id: String::new(),
             }),
             ..Process::default()
-        }),
+        })),
         body: Some(Body::FileOpen(FileOpen {
             path: "/opt/app/data/customers/2026-11/export.csv".into(),
             access: Some(FileAccess {

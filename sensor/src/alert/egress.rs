@@ -143,11 +143,11 @@ mod tests {
 
     fn close(login_uid: u32, peer: &str, bytes_sent: u64) -> Event {
         Event {
-            identity: Some(Identity {
+            identity: Some(Box::new(Identity {
                 uid: login_uid,
                 login_uid: Some(login_uid),
                 ..Identity::default()
-            }),
+            })),
             body: Some(Body::Network(NetworkConnection {
                 operation: NetworkOperation::Close as i32,
                 remote_address: peer.into(),

@@ -368,7 +368,7 @@ pub(crate) mod tests {
     fn open(seq: u64, path: &str, roles: &[&str], denied: bool) -> Event {
         Event {
             seq,
-            identity: Some(Identity {
+            identity: Some(Box::new(Identity {
                 user: "alice".into(),
                 uid: 1000,
                 login_uid: Some(1000),
@@ -383,7 +383,7 @@ pub(crate) mod tests {
                     ..Person::default()
                 }),
                 ..Identity::default()
-            }),
+            })),
             body: Some(Body::FileOpen(FileOpen {
                 path: path.into(),
                 access: Some(FileAccess {
@@ -437,10 +437,10 @@ pub(crate) mod tests {
         let mut engine = AlertEngine::new(vec![rule()]);
         let mut exec = open(20, "/x", &["engineering"], false);
         exec.body = Some(Body::Exec(Default::default()));
-        exec.process = Some(custos_proto::v1::Process {
+        exec.process = Some(Box::new(custos_proto::v1::Process {
             binary: "/usr/bin/psql".into(),
             ..Default::default()
-        });
+        }));
         let alerts = engine.evaluate(&exec);
         assert_eq!(
             reasons(&alerts),

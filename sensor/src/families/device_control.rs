@@ -151,7 +151,7 @@ impl<S: NameSource> Enricher<S> {
                 create_opens: counts.create_opens,
             };
             let mut event = self.host_event(now, Body::DeviceWriteSummary(summary));
-            event.identity = Some(identity);
+            event.identity = Some(Box::new(identity));
             events.push(event);
         }
         events

@@ -428,8 +428,8 @@ impl<S: NameSource> Enricher<S> {
             boot_id: self.host.boot_id.clone(),
             host: self.host.host.clone(),
             time: Some(timestamp(self.host.wall_time(ktime_ns))),
-            identity,
-            process,
+            identity: identity.map(Box::new),
+            process: process.map(Box::new),
             kind: String::new(),
             body: Some(body),
         }

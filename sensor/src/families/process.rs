@@ -166,7 +166,7 @@ impl<S: NameSource> Enricher<S> {
                 body: Some(Body::SessionEnd(SessionEnd {
                     session: Some(self.session_view(&session)),
                 })),
-                process: Some(Process::clone(&process)),
+                process: Some(Box::new(Process::clone(&process))),
                 ..event.clone()
             };
             self.following.push(end);
@@ -544,7 +544,7 @@ mod part_id_tests {
             "held apart"
         );
         renewed.shared.clone().restore(&mut restored);
-        assert_eq!(restored.identity.as_ref(), Some(&*identity(&renewed)));
+        assert_eq!(restored.identity.as_deref(), Some(&*identity(&renewed)));
         let source = (&*restored.run_id, &*restored.boot_id, &*restored.host);
         assert_eq!(
             source,

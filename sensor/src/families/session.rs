@@ -108,8 +108,8 @@ impl<S: NameSource> Enricher<S> {
             boot_id: self.host.boot_id.clone(),
             host: self.host.host.clone(),
             time: Some(timestamp(self.host.wall_time(ktime_ns))),
-            identity: Some(identity),
-            process,
+            identity: Some(Box::new(identity)),
+            process: process.map(Box::new),
             body: Some(Body::SessionStart(SessionStart {
                 session: Some(self.session_view(session)),
                 began_before_sensor: facts.leader_start_boottime_ns < self.started_boottime_ns,

@@ -71,7 +71,7 @@ impl Privacy {
         };
         // Free text (alert descriptions) names people too: replace the names it may hold
         // before the identity itself is rewritten.
-        let names = event.identity.as_ref().map(names_of).unwrap_or_default();
+        let names = event.identity.as_deref().map(names_of).unwrap_or_default();
         if let Some(Body::Alert(alert)) = &mut event.body {
             for name in &names {
                 alert.description = alert.description.replace(name.as_str(), &p.pseudonym(name));
@@ -94,7 +94,7 @@ impl Privacy {
 
 /// The event's process and, for an exec, its parent.
 fn processes(event: &mut Event) -> Vec<&mut Process> {
-    let mut out: Vec<&mut Process> = event.process.iter_mut().collect();
+    let mut out: Vec<&mut Process> = event.process.as_deref_mut().into_iter().collect();
     if let Some(Body::Exec(exec)) = &mut event.body {
         out.extend(exec.parent.iter_mut());
     }

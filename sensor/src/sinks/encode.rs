@@ -52,8 +52,8 @@ impl ProtobufEncoder {
     ) {
         let identity = event.identity.take();
         let owned = event.process.take();
-        let process = owned.as_ref().or(shared.process.as_deref());
-        let identity_in_use = identity.as_ref().or(shared.identity.as_deref());
+        let process = owned.as_deref().or(shared.process.as_deref());
+        let identity_in_use = identity.as_deref().or(shared.identity.as_deref());
         // Written after the process, in its number's place.
         let kind = std::mem::take(&mut event.kind);
         let body = event.body.take();
@@ -230,8 +230,8 @@ pub(crate) mod tests {
                 seconds: 1,
                 nanos: 2,
             }),
-            identity,
-            process,
+            identity: identity.map(Box::new),
+            process: process.map(Box::new),
             kind: "file_open".into(),
             body: Some(Body::FileOpen(FileOpen {
                 path: format!("/etc/file{seq}"),
@@ -290,8 +290,8 @@ pub(crate) mod tests {
             _ => None,
         };
         SharedParts {
-            process: event.process.take().map(std::sync::Arc::new),
-            identity: event.identity.take().map(std::sync::Arc::new),
+            process: event.process.take().map(|p| std::sync::Arc::new(*p)),
+            identity: event.identity.take().map(|i| std::sync::Arc::new(*i)),
             parent: parent.map(std::sync::Arc::new),
             source: Some(std::sync::Arc::new(EventSource {
                 run_id: std::mem::take(&mut event.run_id),

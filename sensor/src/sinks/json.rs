@@ -67,8 +67,8 @@ impl JsonEncoder {
         let parts = Parts {
             ids,
             time,
-            identity: identity.as_ref().or(shared.identity.as_deref()),
-            process: owned.as_ref().or(shared.process.as_deref()),
+            identity: identity.as_deref().or(shared.identity.as_deref()),
+            process: owned.as_deref().or(shared.process.as_deref()),
             exec: exec
                 .as_ref()
                 .map(|parent| parent.as_ref().or(shared.parent.as_deref())),

@@ -62,10 +62,10 @@ impl SharedParts {
             event.host.clone_from(&source.host);
         }
         if let Some(process) = self.process.take() {
-            event.process = Some(Arc::unwrap_or_clone(process));
+            event.process = Some(Box::new(Arc::unwrap_or_clone(process)));
         }
         if let Some(identity) = self.identity.take() {
-            event.identity = Some(Arc::unwrap_or_clone(identity));
+            event.identity = Some(Box::new(Arc::unwrap_or_clone(identity)));
         }
         if let Some(parent) = self.parent.take() {
             if let Some(Body::Exec(exec)) = &mut event.body {
@@ -76,12 +76,12 @@ impl SharedParts {
 
     /// `event`'s process: its own or the one held apart.
     pub fn process<'a>(&'a self, event: &'a Event) -> Option<&'a Process> {
-        event.process.as_ref().or(self.process.as_deref())
+        event.process.as_deref().or(self.process.as_deref())
     }
 
     /// `event`'s identity: its own or the one held apart.
     pub fn identity<'a>(&'a self, event: &'a Event) -> Option<&'a Identity> {
-        event.identity.as_ref().or(self.identity.as_deref())
+        event.identity.as_deref().or(self.identity.as_deref())
     }
 
     /// The parent of `event` if it is an exec: its own or the one held apart.
@@ -233,7 +233,7 @@ mod tests {
 
     fn event(process: Process) -> Event {
         Event {
-            process: Some(process),
+            process: Some(Box::new(process)),
             ..Event::default()
         }
     }

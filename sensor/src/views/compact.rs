@@ -26,7 +26,7 @@ pub fn write_line(event: &Event, color: bool, out: &mut String) {
     out.push(' ');
     paint(
         Style::new().fg_color(Some(AnsiColor::Cyan.into())),
-        &who(event.identity.as_ref()),
+        &who(event.identity.as_deref()),
         out,
     );
     out.push_str("  ");
@@ -111,7 +111,7 @@ fn session_kind(kind: i32) -> &'static str {
 /// What happened, in a few words.
 pub fn what(event: &Event) -> String {
     let command = || {
-        event.process.as_ref().map_or_else(String::new, |p| {
+        event.process.as_deref().map_or_else(String::new, |p| {
             if p.args.is_empty() {
                 p.binary.clone()
             } else {
@@ -271,7 +271,7 @@ mod tests {
                 seconds: 3600 + 120 + 5,
                 nanos: 7_000_000,
             }),
-            identity: Some(Identity {
+            identity: Some(Box::new(Identity {
                 user: "alice".into(),
                 euser: "root".into(),
                 login_user: "alice".into(),
@@ -286,7 +286,7 @@ mod tests {
                     remote_port: Some(50000),
                 }),
                 ..Identity::default()
-            }),
+            })),
             body: Some(Body::FileOpen(FileOpen {
                 path: "/etc/shadow".into(),
                 access: Some(FileAccess {

@@ -49,7 +49,7 @@ impl TailFilter {
 }
 
 fn person_matches(event: &Event, person: &str) -> bool {
-    event.identity.as_ref().is_some_and(|identity| {
+    event.identity.as_deref().is_some_and(|identity| {
         identity
             .person
             .as_ref()
@@ -84,16 +84,16 @@ mod tests {
 
     fn open(path: &str, user: &str) -> Event {
         Event {
-            identity: Some(Identity {
+            identity: Some(Box::new(Identity {
                 user: user.into(),
                 euser: user.into(),
                 login_user: "alice".into(),
                 ..Identity::default()
-            }),
-            process: Some(Process {
+            })),
+            process: Some(Box::new(Process {
                 binary: "/usr/bin/cat".into(),
                 ..Process::default()
-            }),
+            })),
             body: Some(Body::FileOpen(FileOpen {
                 path: path.into(),
                 ..FileOpen::default()

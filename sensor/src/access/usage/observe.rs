@@ -191,7 +191,7 @@ mod tests {
 
     fn group_open(identity: Identity, path: &str) -> Event {
         Event {
-            identity: Some(identity),
+            identity: Some(Box::new(identity)),
             body: Some(Body::FileOpen(FileOpen {
                 path: path.into(),
                 fd: Some(3),
@@ -231,12 +231,12 @@ mod tests {
     #[test]
     fn a_command_under_sudo_and_a_privileged_program_are_uses() {
         let exec = Event {
-            identity: Some(identity("root", "", &[])),
-            process: Some(Process {
+            identity: Some(Box::new(identity("root", "", &[]))),
+            process: Some(Box::new(Process {
                 binary: "/usr/bin/psql".into(),
                 args: vec!["psql".into(), "-l".into()],
                 ..Process::default()
-            }),
+            })),
             body: Some(Body::Exec(ProcessExec {
                 parent: Some(Process {
                     binary: "/usr/bin/sudo".into(),

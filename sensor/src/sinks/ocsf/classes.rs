@@ -110,7 +110,7 @@ pub(super) fn of(event: &Event) -> Class {
 /// The event's process as the class's `process`, with its identity's effective ids.
 fn this_process(event: &Event, c: &mut Class) {
     if let Some(process) = &event.process {
-        let process = objects::process(process, event.identity.as_ref());
+        let process = objects::process(process, event.identity.as_deref());
         c.fields.insert("process".into(), process);
     }
 }

@@ -68,7 +68,7 @@ pub fn to_ocsf(event: &Event) -> Result<Value> {
     object.insert("device".into(), objects::device(&event.host));
     // The identity and process acting, with what the class says of the actor on top (an
     // exec's actor process is its parent).
-    let mut actor = objects::actor(event.identity.as_ref(), event.process.as_ref());
+    let mut actor = objects::actor(event.identity.as_deref(), event.process.as_deref());
     if let Some(Value::Object(own)) = class.fields.remove("actor") {
         actor.extend(own);
     }

@@ -12,7 +12,7 @@ fn event(body: Body) -> Event {
             seconds: 1_700_000_000,
             nanos: 250_000_000,
         }),
-        identity: Some(Identity {
+        identity: Some(Box::new(Identity {
             uid: 1000,
             user: "alice".into(),
             euid: 0,
@@ -21,8 +21,8 @@ fn event(body: Body) -> Event {
             login_user: "alice".into(),
             session_id: Some(4),
             ..Identity::default()
-        }),
-        process: Some(process(77, "/usr/bin/vim.basic")),
+        })),
+        process: Some(Box::new(process(77, "/usr/bin/vim.basic"))),
         body: Some(body),
         ..Event::default()
     }
