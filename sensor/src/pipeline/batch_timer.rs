@@ -4,6 +4,8 @@
 //! drain before it would have waited longer: when the next timed drain would come too late.
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
+
 pub(super) struct BatchTimer {
     /// When the held batch's first event was emitted.
     began: Option<Instant>,
@@ -22,6 +24,14 @@ impl BatchTimer {
             drain_period,
             urgent: false,
         }
+    }
+
+    /// The timer `[output] batch_ms` and `[kernel] max_latency_ms` ask for.
+    pub(super) fn configured(config: &Config) -> Self {
+        Self::new(
+            Duration::from_millis(config.output.batch_ms),
+            Duration::from_millis(config.kernel.max_latency_ms),
+        )
     }
 
     /// An event joined the batch at `now`.

@@ -284,10 +284,7 @@ impl Daemon {
             next_seq: 1,
             out: channels.out,
             batch: Batch::with_capacity(SINK_BATCH),
-            batch_timer: BatchTimer::new(
-                Duration::from_millis(config.output.batch_ms),
-                Duration::from_millis(config.kernel.max_latency_ms),
-            ),
+            batch_timer: BatchTimer::configured(&config),
             tagger: PartTagger::default(),
             spent: channels.spent,
             spare: None,
