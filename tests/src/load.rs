@@ -5,8 +5,20 @@ use anyhow::{Context as _, Result};
 
 use crate::Marker;
 
+/// A process running in the background until the guard is dropped, then killed and reaped.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Execs of a marker binary with `load` as argument, without pause, until dropped.
-pub struct ExecLoad(Child);
+pub struct ExecLoad {
+    _running: Background,
+}
 
 impl ExecLoad {
     pub fn start(marker: &Marker) -> Result<Self> {
@@ -14,21 +26,18 @@ impl ExecLoad {
             .args(["-c", "while :; do \"$0\" load; done", marker.path_str()])
             .spawn()
             .context("starting the exec load")?;
-        Ok(Self(child))
-    }
-}
-
-impl Drop for ExecLoad {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Ok(Self {
+            _running: Background(child),
+        })
     }
 }
 
 /// A process forking a child every 8 ms, until dropped: the ring is never quiet long enough for
 /// the daemon to stop its drain timer (`[kernel] max_latency_ms`), so records wait for the
 /// timer as on a busy host, and only what the kernel wakes the daemon for is read at once.
-pub struct SteadyForks(Child);
+pub struct SteadyForks {
+    _running: Background,
+}
 
 const STEADY_FORKS: &str = "import os, time\n\
 while True:\n    \
@@ -46,13 +55,8 @@ impl SteadyForks {
             .context("starting the steady forks")?;
         // Long enough for the daemon to have seen the first records and run its timer.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        Ok(Self(child))
-    }
-}
-
-impl Drop for SteadyForks {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Ok(Self {
+            _running: Background(child),
+        })
     }
 }
