@@ -1,5 +1,7 @@
 //! Builds the eBPF programs (`sensor-ebpf`) for the bpf target and leaves the object in OUT_DIR,
-//! where `src/kernel/loader.rs` embeds it.
+//! where `src/kernel/loader.rs` embeds it, without its DWARF.
+use std::path::Path;
+
 use anyhow::{anyhow, Context as _};
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +34,41 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         aya_build::Toolchain::default(),
-    )
+    )?;
+    let out = std::env::var("OUT_DIR").context("OUT_DIR")?;
+    strip_dwarf(&Path::new(&out).join("sensor"))
+}
+
+/// Removes the DWARF sections from the eBPF object. The linker needs DWARF to emit BTF, which
+/// the loader and the verifier use; nothing reads the DWARF afterwards, and it is three
+/// quarters of the object, embedded in the binary and resident once the object is parsed.
+fn strip_dwarf(object_path: &Path) -> anyhow::Result<()> {
+    use object::build::elf::{Builder, SectionData};
+
+    let data =
+        std::fs::read(object_path).with_context(|| format!("reading {}", object_path.display()))?;
+    let mut builder = Builder::read(&*data).context("parsing the eBPF object")?;
+    for section in builder.sections.iter_mut() {
+        let name = String::from_utf8_lossy(&section.name);
+        let target = name
+            .strip_prefix(".rel")
+            .or_else(|| name.strip_prefix(".rela"))
+            .unwrap_or(&name);
+        if target.starts_with(".debug_") {
+            section.delete = true;
+        }
+    }
+    builder.delete_orphans();
+    // LLVM names sections from the symbol string table; the writer keeps them apart.
+    let names = builder.sections.add();
+    names.name = b".shstrtab"[..].into();
+    names.sh_type = object::elf::SHT_STRTAB;
+    names.sh_addralign = 1;
+    names.data = SectionData::SectionString;
+    let mut stripped = Vec::with_capacity(data.len());
+    builder
+        .write(&mut stripped)
+        .context("writing the eBPF object without DWARF")?;
+    std::fs::write(object_path, stripped)
+        .with_context(|| format!("writing {}", object_path.display()))
 }
