@@ -6,12 +6,12 @@
 //! A verdict holds only while the name means what it meant: the same inode, parent directory
 //! and name hash (a freed dentry's memory may later hold another name), no rename, root change
 //! or mount change anywhere since (they all count in `NAMES_GENERATION`), and the same rules.
-use sensor_common::{filter_flags, FileFilterConfig, OpenVerdict, OpenVerdictKey};
+use sensor_common::{filter_flags, offsets::spans, FileFilterConfig, OpenVerdict, OpenVerdictKey};
 
 use super::filter::path_allows;
 use crate::{
     emit::atomic_increment,
-    kread::{off, read_ptr, Mem, Probe},
+    kread::{off, rooms, Fields},
     maps::{NAMES_GENERATION, OPEN_VERDICTS},
 };
 
@@ -43,9 +43,11 @@ pub fn name_of(
     if config.flags & wanted != wanted {
         return None;
     }
+    // d_parent and the name's hash and length in one read.
+    let fields = Fields::<{ spans::DENTRY }>::new(dentry, off!(dentry_span), rooms::dentry());
     let qstr = off!(dentry_name);
-    let hash = Probe::read::<u32>(dentry, qstr + off!(qstr_hash))?;
-    let len = Probe::read::<u32>(dentry, qstr + off!(qstr_len))?;
+    let hash = fields.get::<u32>(qstr + off!(qstr_hash))?;
+    let len = fields.get::<u32>(qstr + off!(qstr_len))?;
     Some(Name {
         key: OpenVerdictKey {
             dentry: dentry as u64,
@@ -53,7 +55,7 @@ pub fn name_of(
         },
         verdict: OpenVerdict {
             ino,
-            parent: read_ptr(dentry, off!(dentry_parent))? as u64,
+            parent: fields.ptr(off!(dentry_parent))? as u64,
             name_hash_len: (u64::from(hash) << 32) | u64::from(len),
             names_generation: *NAMES_GENERATION.get(0)?,
             rules_generation: config.rules_generation,

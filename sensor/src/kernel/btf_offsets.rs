@@ -134,6 +134,7 @@ pub fn resolve(layout: &BtfLayout) -> Result<KernelOffsets> {
     offsets.dentry_span = span(
         &[
             (o.dentry_parent, 8),
+            (o.dentry_name + o.qstr_hash, 4),
             (o.dentry_name + o.qstr_len, 4),
             (o.dentry_name + o.qstr_name, 8),
         ],
