@@ -49,8 +49,13 @@ impl HostInfo {
     /// /proc offers, so processes found at start-up get the same id the kernel hooks compute),
     /// and pid.
     pub fn exec_id(&self, pid: u32, start_boottime_ns: u64) -> String {
-        let ticks = start_boottime_ns / (1_000_000_000 / self.clock_ticks_per_sec);
-        self.exec_id_from_ticks(pid, ticks)
+        self.exec_id_from_ticks(pid, self.start_ticks(start_boottime_ns))
+    }
+
+    /// A CLOCK_BOOTTIME start time in clock ticks, as the exec id has it: two processes of
+    /// one pid have the same exec id exactly when these are equal.
+    pub fn start_ticks(&self, start_boottime_ns: u64) -> u64 {
+        start_boottime_ns / (1_000_000_000 / self.clock_ticks_per_sec)
     }
 
     /// Built on every event, so written directly rather than through `format!`.

@@ -9,7 +9,7 @@ use crate::{
     identity::UNSET_ID,
     privacy::redact::Redactor,
     privilege_chain::ChainState,
-    process_table::{Image, ProcessEntry, ProcessTable},
+    process_table::{ExecId, Image, ProcessEntry, ProcessTable},
 };
 
 /// Adds every process under `proc_root` to `table`; returns how many were added.
@@ -42,7 +42,7 @@ pub fn seed(
         } else {
             read_stat(&proc_root.join(ppid.to_string())).map(|(_, ticks)| ticks)
         };
-        let exec_id = host.exec_id_from_ticks(pid, start_ticks);
+        let exec_id: ExecId = host.exec_id_from_ticks(pid, start_ticks).into();
         let mut image = Image {
             exec_id: exec_id.clone(),
             binary: read_link_bytes(&base.join("exe")),
@@ -68,8 +68,8 @@ pub fn seed(
             host.ticks_to_ns(start_ticks),
             exec_id,
             parent_start
-                .map(|ticks| host.exec_id_from_ticks(ppid, ticks))
-                .unwrap_or_default(),
+                .map(|ticks| host.exec_id_from_ticks(ppid, ticks).into())
+                .unwrap_or_else(|| "".into()),
             Arc::new(image),
         );
         entry.credentials = std::fs::read_to_string(base.join("status"))

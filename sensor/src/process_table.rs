@@ -11,6 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A process's `exec_id` as the table holds it: shared by its entry, its image, its children's
+/// entries and its events' lookups, so that a busy host does not format and copy it per record.
+pub type ExecId = Arc<str>;
+
 /// The program a process runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
@@ -22,7 +26,7 @@ pub struct Image {
     pub cwd: Vec<u8>,
     pub path_truncated: bool,
     /// The `exec_id` of the process whose execve loaded it (forked children share the image).
-    pub exec_id: String,
+    pub exec_id: ExecId,
 }
 
 impl Image {
@@ -39,8 +43,8 @@ pub struct ProcessEntry {
     pub pid: u32,
     pub ppid: u32,
     pub start_boottime_ns: u64,
-    pub exec_id: String,
-    pub parent_exec_id: String,
+    pub exec_id: ExecId,
+    pub parent_exec_id: ExecId,
     pub image: Arc<Image>,
     /// The schema's view of this process, built on first use and shared by its events, with
     /// its part id (see [`crate::sinks::PartIds`]).
@@ -84,8 +88,8 @@ impl ProcessEntry {
         pid: u32,
         ppid: u32,
         start_boottime_ns: u64,
-        exec_id: String,
-        parent_exec_id: String,
+        exec_id: ExecId,
+        parent_exec_id: ExecId,
         image: Arc<Image>,
     ) -> Self {
         Self {
@@ -169,7 +173,12 @@ impl ProcessTable {
         self.by_pid
             .get(&pid)
             .map(Box::as_ref)
-            .filter(|e| e.exec_id == exec_id)
+            .filter(|e| *e.exec_id == *exec_id)
+    }
+
+    /// The entry of pid `pid`, whichever process has it now (or had it last).
+    pub fn latest(&self, pid: u32) -> Option<&ProcessEntry> {
+        self.by_pid.get(&pid).map(Box::as_ref)
     }
 
     /// [`Self::get`], for updating.
@@ -177,7 +186,7 @@ impl ProcessTable {
         self.by_pid
             .get_mut(&pid)
             .map(Box::as_mut)
-            .filter(|e| e.exec_id == exec_id)
+            .filter(|e| *e.exec_id == *exec_id)
     }
 
     /// A forked child starts with its parent's image, privilege chain (with any change the
@@ -219,7 +228,7 @@ impl ProcessTable {
     /// go at once: a busy host holds seconds' worth of exited processes, which rarely have a
     /// late event, and such an event builds them again.
     pub fn mark_exited(&mut self, pid: u32, exec_id: &str) {
-        if let Some(entry) = self.by_pid.get_mut(&pid).filter(|e| e.exec_id == exec_id) {
+        if let Some(entry) = self.by_pid.get_mut(&pid).filter(|e| *e.exec_id == *exec_id) {
             let now = Instant::now();
             entry.exited_at = Some(now);
             entry.schema = OnceCell::new();
@@ -260,8 +269,8 @@ mod tests {
             pid,
             ppid,
             0,
-            format!("id-{pid}"),
-            format!("id-{ppid}"),
+            format!("id-{pid}").into(),
+            format!("id-{ppid}").into(),
             Arc::new(Image {
                 binary: binary.to_vec(),
                 ..Image::default()

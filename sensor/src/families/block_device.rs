@@ -42,7 +42,7 @@ impl<S: NameSource> Enricher<S> {
         let (action, device) = self.changed_device(record)?;
         let task = &fixed.task;
         let seat_uid = self.devices.seat_uid();
-        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let exec_id = self.exec_id_of(task.tgid, task.start_boottime_ns);
         let process = self.process_of(task, &exec_id);
         let body = Body::BlockDevice(BlockDeviceChange {
             action: action as i32,

@@ -91,7 +91,7 @@ impl<S: NameSource> Enricher<S> {
             "open"
         };
         tracing::info!(device = %device.name, operation, "the kernel refused a denied device");
-        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let exec_id = self.exec_id_of(task.tgid, task.start_boottime_ns);
         let process = self.process_of(task, &exec_id);
         let body = Body::DeviceControl(DeviceControl {
             device: Some(device),

@@ -24,7 +24,7 @@ use crate::{
     identity::{NameCache, NameSource, UNSET_ID},
     people::PeopleFile,
     privacy::redact::Redactor,
-    process_table::{Image, ProcessEntry, ProcessTable, ThreadView},
+    process_table::{ExecId, Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
     sinks::{new_part_id, EventSource, PartIds, SharedParts},
     text,
@@ -124,8 +124,8 @@ pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
         pid: entry.pid,
         tid: entry.pid,
         ppid: entry.ppid,
-        exec_id: entry.exec_id.clone(),
-        parent_exec_id: entry.parent_exec_id.clone(),
+        exec_id: entry.exec_id.to_string(),
+        parent_exec_id: entry.parent_exec_id.to_string(),
         binary: binary.text,
         binary_raw: binary.raw.unwrap_or_default(),
         args_raw: if any_raw {
@@ -227,8 +227,8 @@ impl<S: NameSource> Enricher<S> {
     /// The exec id and the event's process for a record of `task`, whose event is the
     /// record's own (its part id is noted). A process the table does not know (started before
     /// a fork hook could see it, or the hook is off) runs what its parent ran until it execs.
-    pub(super) fn acting_process(&mut self, task: &TaskInfo) -> (String, Arc<Process>) {
-        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+    pub(super) fn acting_process(&mut self, task: &TaskInfo) -> (ExecId, Arc<Process>) {
+        let exec_id = self.exec_id_of(task.tgid, task.start_boottime_ns);
         self.know_process(task, &exec_id);
         let (process, part_id) = self.identified_process_of(task, &exec_id);
         self.part_ids.process = part_id;
@@ -278,13 +278,26 @@ impl<S: NameSource> Enricher<S> {
         })
     }
 
+    /// The exec id of the process `pid` that started at `start_boottime_ns`: the table's own
+    /// when it knows that process, else made anew.
+    pub(super) fn exec_id_of(&self, pid: u32, start_boottime_ns: u64) -> ExecId {
+        let ticks = self.host.start_ticks(start_boottime_ns);
+        match self.processes.latest(pid) {
+            Some(entry) if self.host.start_ticks(entry.start_boottime_ns) == ticks => {
+                debug_assert_eq!(*entry.exec_id, self.host.exec_id_from_ticks(pid, ticks));
+                entry.exec_id.clone()
+            }
+            _ => self.host.exec_id_from_ticks(pid, ticks).into(),
+        }
+    }
+
     pub(super) fn entry_for(&self, task: &TaskInfo, image: Arc<Image>) -> ProcessEntry {
         ProcessEntry::new(
             task.tgid,
             task.ppid,
             task.start_boottime_ns,
-            self.host.exec_id(task.tgid, task.start_boottime_ns),
-            self.host.exec_id(task.ppid, task.parent_start_boottime_ns),
+            self.exec_id_of(task.tgid, task.start_boottime_ns),
+            self.exec_id_of(task.ppid, task.parent_start_boottime_ns),
             image,
         )
     }

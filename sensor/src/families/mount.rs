@@ -96,7 +96,7 @@ impl<S: NameSource> Enricher<S> {
             error: errno.map(errno_name).unwrap_or_default(),
             device,
         });
-        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let exec_id = self.exec_id_of(task.tgid, task.start_boottime_ns);
         let process = self.process_of(task, &exec_id);
         Some(self.envelope(fixed.header.ktime_ns, task, &exec_id, process, body))
     }

@@ -18,7 +18,7 @@ impl<S: NameSource> Enricher<S> {
     /// of the process making the same change).
     pub(crate) fn privilege_record(&mut self, record: &PrivilegeChangeRecord) -> Option<Event> {
         let task = &record.task;
-        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let exec_id = self.exec_id_of(task.tgid, task.start_boottime_ns);
         self.know_process(task, &exec_id);
         let failed = record.ret < 0 && !credentials::returns_previous_id(record.syscall);
         let after = Credentials::of(task, record.cap_effective, record.cap_permitted);

@@ -11,7 +11,7 @@ use crate::{
     decode::{split_argv, with_blob, DecodeError},
     identity::NameSource,
     privilege_chain::Actor,
-    process_table::Image,
+    process_table::{ExecId, Image},
 };
 
 /// An exec record with its variable parts copied out of the ring buffer.
@@ -47,9 +47,7 @@ pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
 
 impl<S: NameSource> Enricher<S> {
     pub(crate) fn exec(&mut self, mut exec: Exec) -> Event {
-        let exec_id = self
-            .host
-            .exec_id(exec.task.tgid, exec.task.start_boottime_ns);
+        let exec_id = self.exec_id_of(exec.task.tgid, exec.task.start_boottime_ns);
         let image = Arc::new(self.image_of(&mut exec, &exec_id));
         let task = &exec.task;
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
@@ -79,7 +77,7 @@ impl<S: NameSource> Enricher<S> {
     }
 
     /// The program an exec record loaded, its arguments redacted; its paths are moved out.
-    fn image_of(&self, exec: &mut Exec, exec_id: &str) -> Image {
+    fn image_of(&self, exec: &mut Exec, exec_id: &ExecId) -> Image {
         let mut args: Vec<Vec<u8>> = split_argv(&exec.argv)
             .into_iter()
             .map(<[u8]>::to_vec)
@@ -95,7 +93,7 @@ impl<S: NameSource> Enricher<S> {
             cwd: std::mem::take(&mut exec.cwd),
             path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)
                 != 0,
-            exec_id: exec_id.to_owned(),
+            exec_id: exec_id.clone(),
         }
     }
 
@@ -145,7 +143,7 @@ impl<S: NameSource> Enricher<S> {
 
     pub(crate) fn exit(&mut self, exit: &ExitRecord) -> Event {
         let task = &exit.task;
-        let exec_id = self.host.exec_id(task.tgid, task.start_boottime_ns);
+        let exec_id = self.exec_id_of(task.tgid, task.start_boottime_ns);
         let (process, part_id) = self.last_process_of(task, &exec_id);
         self.part_ids.process = part_id;
         let event = self.shared_envelope(
