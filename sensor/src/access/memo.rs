@@ -2,6 +2,7 @@
 //! that opens the same files over and over gets the same owner names and basis each time, so
 //! only the first costs name lookups and the permission replay.
 use std::{
+    hash::{Hash, Hasher},
     num::NonZeroUsize,
     time::{Duration, Instant},
 };
@@ -19,7 +20,10 @@ const ENTRIES: NonZeroUsize = match NonZeroUsize::new(4096) {
 const TTL: Duration = Duration::from_secs(300);
 
 /// Everything the owner fields and the basis of a successful open depend on.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Compared and hashed on the groups the task has, not the whole array: it is looked up for
+/// every open, and the unused slots (always zero) were most of the key's bytes.
+#[derive(Clone, Debug)]
 pub struct BasisKey {
     file: [u32; 3],
     checked: [u32; 3],
@@ -53,6 +57,48 @@ impl BasisKey {
             groups: task.comparable_groups(),
             acl: acl.to_vec(),
         })
+    }
+}
+
+impl BasisKey {
+    fn scalars(&self) -> [u32; 11] {
+        let [uid, gid, mode] = self.file;
+        let [checked_uid, checked_gid, checked_mode] = self.checked;
+        [
+            uid,
+            gid,
+            mode,
+            checked_uid,
+            checked_gid,
+            checked_mode,
+            self.flags,
+            self.asked,
+            self.fsuid,
+            self.fsgid,
+            self.ngroups,
+        ]
+    }
+
+    fn used_groups(&self) -> &[u32] {
+        &self.groups[..(self.ngroups as usize).min(MAX_GROUPS)]
+    }
+}
+
+impl PartialEq for BasisKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.scalars() == other.scalars()
+            && self.used_groups() == other.used_groups()
+            && self.acl == other.acl
+    }
+}
+
+impl Eq for BasisKey {}
+
+impl Hash for BasisKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.scalars().hash(state);
+        self.used_groups().hash(state);
+        self.acl.hash(state);
     }
 }
 
@@ -105,14 +151,60 @@ impl Default for BasisMemo {
 
 impl BasisMemo {
     pub fn get(&mut self, key: &BasisKey) -> Option<&AccessPart> {
+        self.parts.get(key)
+    }
+
+    /// Forgets every part once they are [`TTL`] old, so that renamed owners show; called
+    /// once a second rather than per open.
+    pub fn expire(&mut self) {
         if self.since.elapsed() >= TTL {
             self.parts.clear();
             self.since = Instant::now();
         }
-        self.parts.get(key)
     }
 
     pub fn put(&mut self, key: BasisKey, part: AccessPart) {
         self.parts.put(key, part);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    fn key(groups: &[u32], acl: &[u8]) -> BasisKey {
+        let mut all = [0; MAX_GROUPS];
+        all[..groups.len()].copy_from_slice(groups);
+        BasisKey {
+            file: [0, 0, 0o644],
+            checked: [0, 0, 0o644],
+            flags: 0,
+            asked: 0,
+            fsuid: 1000,
+            fsgid: 1000,
+            ngroups: groups.len() as u32,
+            groups: all,
+            acl: acl.to_vec(),
+        }
+    }
+
+    #[test]
+    fn keys_differ_by_any_group_the_task_has_or_the_acl_and_equal_ones_hash_alike() {
+        let hasher = std::collections::hash_map::RandomState::new();
+        let base = key(&[4, 24, 27], b"");
+        assert_eq!(base, key(&[4, 24, 27], b""));
+        assert_eq!(
+            hasher.hash_one(&base),
+            hasher.hash_one(key(&[4, 24, 27], b""))
+        );
+        assert_ne!(base, key(&[4, 24, 28], b""), "another group");
+        assert_ne!(base, key(&[4, 24], b""), "one group fewer");
+        assert_ne!(base, key(&[4, 24, 27, 0], b""), "group 0 added");
+        assert_ne!(base, key(&[4, 24, 27], b"\x01"), "an ACL");
+        let mut other_mode = base.clone();
+        other_mode.file[2] = 0o600;
+        assert_ne!(base, other_mode);
     }
 }

@@ -191,6 +191,7 @@ impl<S: NameSource> Enricher<S> {
     /// the devices if they changed.
     pub fn housekeep(&mut self) {
         self.processes.sweep();
+        self.access_bases.expire();
         if self.identity_epoch_began.elapsed() >= IDENTITY_TTL {
             self.renew_identities();
         }
