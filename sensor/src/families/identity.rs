@@ -94,24 +94,28 @@ impl<S: NameSource> Enricher<S> {
         exec_id: &str,
     ) -> (Arc<Identity>, u64) {
         let key = IdentityKey::of(task);
-        // One lookup: keep the table's session id current (the session walk reads it) and
-        // take the privilege chain and the kept view.
-        let (chain, kept) = self
+        // The table's session id is kept current first: the session walk reads it.
+        if let Some(entry) = self.processes.get_mut(task.tgid, exec_id) {
+            entry.session_id = task.sessionid;
+        }
+        let session = self.session_of(ktime_ns, task, exec_id);
+        let epoch = self.identity_epoch;
+        // The kept view is checked where it is, not copied out: this runs for every event.
+        let (chain, served) = self
             .processes
-            .get_mut(task.tgid, exec_id)
+            .get(task.tgid, exec_id)
             .map(|entry| {
-                entry.session_id = task.sessionid;
-                (
-                    entry.chain.now(login_uid_of(task)),
-                    entry.last_identity.clone(),
-                )
+                let chain = entry.chain.now(login_uid_of(task));
+                let served = entry
+                    .last_identity
+                    .as_ref()
+                    .filter(|view| view.serves(&key, session.as_ref(), &chain, epoch))
+                    .map(|view| (view.identity.clone(), view.part_id));
+                (chain, served)
             })
             .unwrap_or_default();
-        let session = self.session_of(ktime_ns, task, exec_id);
-        if let Some(view) =
-            kept.filter(|view| view.serves(&key, session.as_ref(), &chain, self.identity_epoch))
-        {
-            return (view.identity, view.part_id);
+        if let Some(served) = served {
+            return served;
         }
         let mut identity = self.identity(task);
         identity.session = session.as_deref().map(session_ref);
