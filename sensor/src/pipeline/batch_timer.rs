@@ -34,9 +34,17 @@ impl BatchTimer {
         )
     }
 
-    /// An event joined the batch at `now`.
-    pub(super) fn pushed(&mut self, now: Instant, alert: bool) {
-        self.began.get_or_insert(now);
+    /// An event joined the batch. The clock is read for a batch's first event only: this
+    /// runs for every event.
+    pub(super) fn pushed(&mut self, alert: bool) {
+        self.pushed_at(Instant::now, alert);
+    }
+
+    /// [`Self::pushed`] with the clock given.
+    fn pushed_at(&mut self, now: impl FnOnce() -> Instant, alert: bool) {
+        if self.began.is_none() {
+            self.began = Some(now());
+        }
         self.urgent |= alert;
     }
 
@@ -67,8 +75,8 @@ mod tests {
         let start = Instant::now();
         let mut timer = BatchTimer::new(WAIT, DRAIN);
         assert!(!timer.due(start + WAIT), "nothing held, nothing due");
-        timer.pushed(start, false);
-        timer.pushed(start + WAIT / 2, false);
+        timer.pushed_at(|| start, false);
+        timer.pushed_at(|| start + WAIT / 2, false);
         assert!(!timer.due(start + WAIT / 2));
         assert!(!timer.due(start + WAIT - DRAIN - Duration::from_millis(1)));
         assert!(
@@ -80,7 +88,7 @@ mod tests {
             !timer.due(start + WAIT * 3),
             "nothing held after the hand-over"
         );
-        timer.pushed(start + WAIT * 3, false);
+        timer.pushed_at(|| start + WAIT * 3, false);
         assert!(
             !timer.due(start + WAIT * 3),
             "a new batch starts its own clock"
@@ -91,11 +99,11 @@ mod tests {
     fn an_alert_sends_the_batch_at_once() {
         let start = Instant::now();
         let mut timer = BatchTimer::new(WAIT, DRAIN);
-        timer.pushed(start, false);
-        timer.pushed(start, true);
+        timer.pushed_at(|| start, false);
+        timer.pushed_at(|| start, true);
         assert!(timer.due(start));
         timer.handed_over();
-        timer.pushed(start, false);
+        timer.pushed_at(|| start, false);
         assert!(!timer.due(start), "the alert went with its batch");
     }
 
@@ -103,7 +111,7 @@ mod tests {
     fn drains_further_apart_than_the_wait_hand_every_drain_over() {
         let start = Instant::now();
         let mut timer = BatchTimer::new(WAIT, WAIT * 2);
-        timer.pushed(start, false);
+        timer.pushed_at(|| start, false);
         assert!(timer.due(start));
     }
 
@@ -111,7 +119,7 @@ mod tests {
     fn no_wait_hands_every_drain_over() {
         let start = Instant::now();
         let mut timer = BatchTimer::new(Duration::ZERO, DRAIN);
-        timer.pushed(start, false);
+        timer.pushed_at(|| start, false);
         assert!(timer.due(start));
     }
 }

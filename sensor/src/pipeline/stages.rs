@@ -129,7 +129,7 @@ impl Stages {
         self.privacy.apply(&mut event);
         let ids = self.tagger.tag(&event, &shared, known);
         let alert = matches!(event.body, Some(Body::Alert(_)));
-        self.batch_timer.pushed(Instant::now(), alert);
+        self.batch_timer.pushed(alert);
         self.batch.push(event, ids, shared);
         if self.batch.len() >= SINK_BATCH {
             self.hand_over()?;
