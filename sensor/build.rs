@@ -50,9 +50,10 @@ fn strip_dwarf(object_path: &Path) -> anyhow::Result<()> {
     let mut builder = Builder::read(&*data).context("parsing the eBPF object")?;
     for section in builder.sections.iter_mut() {
         let name = String::from_utf8_lossy(&section.name);
+        // A relocation section goes with the section it relocates.
         let target = name
-            .strip_prefix(".rel")
-            .or_else(|| name.strip_prefix(".rela"))
+            .strip_prefix(".rela")
+            .or_else(|| name.strip_prefix(".rel"))
             .unwrap_or(&name);
         if target.starts_with(".debug_") {
             section.delete = true;
