@@ -45,20 +45,15 @@ impl HostInfo {
         self.boot_time + Duration::from_nanos(boottime_ns)
     }
 
-    /// Stable process id within this boot: boot id, start time in clock ticks (the resolution
-    /// /proc offers, so processes found at start-up get the same id the kernel hooks compute),
-    /// and pid.
-    pub fn exec_id(&self, pid: u32, start_boottime_ns: u64) -> String {
-        self.exec_id_from_ticks(pid, self.start_ticks(start_boottime_ns))
-    }
-
     /// A CLOCK_BOOTTIME start time in clock ticks, as the exec id has it: two processes of
     /// one pid have the same exec id exactly when these are equal.
     pub fn start_ticks(&self, start_boottime_ns: u64) -> u64 {
         start_boottime_ns / (1_000_000_000 / self.clock_ticks_per_sec)
     }
 
-    /// Built on every event, so written directly rather than through `format!`.
+    /// Stable process id within this boot: boot id, start time in clock ticks (the resolution
+    /// /proc offers, so processes found at start-up get the same id the kernel hooks compute),
+    /// and pid. Written directly rather than through `format!`: a new process needs one.
     pub fn exec_id_from_ticks(&self, pid: u32, start_ticks: u64) -> String {
         let (mut ticks, mut pid_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
         let (ticks, pid) = (ticks.format(start_ticks), pid_digits.format(pid));
@@ -99,13 +94,8 @@ mod tests {
         };
         assert_eq!(host.exec_id_from_ticks(42, 1234), "b:1234:42");
         // 12.345678 s after boot is tick 1234 at 100 Hz.
-        assert_eq!(
-            host.exec_id(42, 12_345_678_000),
-            host.exec_id_from_ticks(42, 1234)
-        );
-        assert_ne!(
-            host.exec_id(42, 12_345_678_000),
-            host.exec_id(43, 12_345_678_000)
-        );
+        let from_kernel = |pid| host.exec_id_from_ticks(pid, host.start_ticks(12_345_678_000));
+        assert_eq!(from_kernel(42), host.exec_id_from_ticks(42, 1234));
+        assert_ne!(from_kernel(42), from_kernel(43));
     }
 }

@@ -170,10 +170,7 @@ impl ProcessTable {
     /// The entry for this exact process (pid and exec_id must both match, so a reused pid is
     /// never mistaken for the process that had it before).
     pub fn get(&self, pid: u32, exec_id: &str) -> Option<&ProcessEntry> {
-        self.by_pid
-            .get(&pid)
-            .map(Box::as_ref)
-            .filter(|e| *e.exec_id == *exec_id)
+        self.latest(pid).filter(|e| *e.exec_id == *exec_id)
     }
 
     /// The entry of pid `pid`, whichever process has it now (or had it last).
