@@ -19,20 +19,19 @@ const ENTRIES: NonZeroUsize = match NonZeroUsize::new(4096) {
 /// Names in remembered parts are looked up again after this long, like the name cache's.
 const TTL: Duration = Duration::from_secs(300);
 
+/// Where [`BasisKey::scalars`] holds the task's group count.
+const GROUP_COUNT: usize = 10;
+
 /// Everything the owner fields and the basis of a successful open depend on.
 ///
 /// Compared and hashed on the groups the task has, not the whole array: it is looked up for
 /// every open, and the unused slots (always zero) were most of the key's bytes.
 #[derive(Clone, Debug)]
 pub struct BasisKey {
-    file: [u32; 3],
-    checked: [u32; 3],
-    flags: u32,
-    /// The open flags that decide what is asked for (access mode, O_TRUNC, O_PATH).
-    asked: u32,
-    fsuid: u32,
-    fsgid: u32,
-    ngroups: u32,
+    /// The file's uid, gid and mode; those checked (the directory's, for a create); the access
+    /// flags; the open flags that decide what is asked for (access mode, O_TRUNC, O_PATH); the
+    /// task's fsuid, fsgid and group count. One array: compared and hashed as one.
+    scalars: [u32; 11],
     groups: [u32; MAX_GROUPS],
     acl: Vec<u8>,
 }
@@ -47,40 +46,27 @@ impl BasisKey {
         let task = &record.task;
         let asked = record.open_flags & (libc::O_ACCMODE | libc::O_TRUNC | libc::O_PATH) as u32;
         Some(Self {
-            file: [record.file_uid, record.file_gid, record.file_mode],
-            checked: [record.checked_uid, record.checked_gid, record.checked_mode],
-            flags: record.access_flags,
-            asked,
-            fsuid: task.fsuid,
-            fsgid: task.fsgid,
-            ngroups: task.ngroups,
+            scalars: [
+                record.file_uid,
+                record.file_gid,
+                record.file_mode,
+                record.checked_uid,
+                record.checked_gid,
+                record.checked_mode,
+                record.access_flags,
+                asked,
+                task.fsuid,
+                task.fsgid,
+                task.ngroups,
+            ],
             groups: task.comparable_groups(),
             acl: acl.to_vec(),
         })
     }
-}
-
-impl BasisKey {
-    fn scalars(&self) -> [u32; 11] {
-        let [uid, gid, mode] = self.file;
-        let [checked_uid, checked_gid, checked_mode] = self.checked;
-        [
-            uid,
-            gid,
-            mode,
-            checked_uid,
-            checked_gid,
-            checked_mode,
-            self.flags,
-            self.asked,
-            self.fsuid,
-            self.fsgid,
-            self.ngroups,
-        ]
-    }
 
     fn used_groups(&self) -> &[u32] {
-        &self.groups[..(self.ngroups as usize).min(MAX_GROUPS)]
+        let ngroups = self.scalars[GROUP_COUNT];
+        &self.groups[..(ngroups as usize).min(MAX_GROUPS)]
     }
 }
 
@@ -90,7 +76,7 @@ impl PartialEq for BasisKey {
         // arrays called memcmp for every open.
         let differ = |a: &[u32], b: &[u32]| a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) != 0;
         let (groups, other_groups) = (self.used_groups(), other.used_groups());
-        !differ(&self.scalars(), &other.scalars())
+        !differ(&self.scalars, &other.scalars)
             && groups.len() == other_groups.len()
             && !differ(groups, other_groups)
             && self.acl == other.acl
@@ -101,7 +87,7 @@ impl Eq for BasisKey {}
 
 impl Hash for BasisKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.scalars().hash(state);
+        self.scalars.hash(state);
         self.used_groups().hash(state);
         self.acl.hash(state);
     }
@@ -182,14 +168,10 @@ mod tests {
     fn key(groups: &[u32], acl: &[u8]) -> BasisKey {
         let mut all = [0; MAX_GROUPS];
         all[..groups.len()].copy_from_slice(groups);
+        let mut scalars = [0, 0, 0o644, 0, 0, 0o644, 0, 0, 1000, 1000, 0];
+        scalars[GROUP_COUNT] = groups.len() as u32;
         BasisKey {
-            file: [0, 0, 0o644],
-            checked: [0, 0, 0o644],
-            flags: 0,
-            asked: 0,
-            fsuid: 1000,
-            fsgid: 1000,
-            ngroups: groups.len() as u32,
+            scalars,
             groups: all,
             acl: acl.to_vec(),
         }
@@ -209,7 +191,7 @@ mod tests {
         assert_ne!(base, key(&[4, 24, 27, 0], b""), "group 0 added");
         assert_ne!(base, key(&[4, 24, 27], b"\x01"), "an ACL");
         let mut other_mode = base.clone();
-        other_mode.file[2] = 0o600;
+        other_mode.scalars[2] = 0o600; // the file's mode
         assert_ne!(base, other_mode);
     }
 }
