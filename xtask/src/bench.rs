@@ -340,9 +340,9 @@ pub(crate) fn with_custos(
         .map(|(_, seconds)| seconds)
         .sum();
     round.bpf = Some(Duration::from_secs_f64(bpf));
-    let output = daemon.output.clone();
+    let (output, format) = (daemon.output.clone(), daemon.format);
     let cpu_total = daemon.stop()?;
-    let (accounted, lost, written) = account(&output, file, &pids)?;
+    let (accounted, lost, written) = account(&output, format, file, &pids)?;
     round.accounted = Some(accounted);
     round.reported_lost = Some(lost);
     round.daemon_cpu = Some(cpu_total.saturating_sub(cpu_at_ready));
@@ -367,6 +367,23 @@ pub enum OutputFormat {
     Protobuf,
 }
 
+impl OutputFormat {
+    /// The name a sink's `format` setting gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Protobuf => "protobuf",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Json => "jsonl",
+            Self::Protobuf => "pb",
+        }
+    }
+}
+
 /// The daemons' metrics endpoint (the default), where each eBPF program's run time is read.
 pub const METRICS: &str = "127.0.0.1:9464";
 
@@ -377,20 +394,32 @@ impl BenchDaemon {
     /// Starts `custos` with the configuration `extra` plus a protobuf file sink in `work`, and
     /// waits until its hooks are attached.
     pub fn start(custos: &Path, work: &Path, extra: &str) -> Result<Self> {
-        let output = work.join("events.pb");
+        Self::with_file_sink(custos, work, extra, OutputFormat::Protobuf)
+    }
+
+    /// Starts `custos` with the configuration `extra` plus a file sink writing `format` in
+    /// `work`, and waits until its hooks are attached.
+    pub fn with_file_sink(
+        custos: &Path,
+        work: &Path,
+        extra: &str,
+        format: OutputFormat,
+    ) -> Result<Self> {
+        let output = work.join(format!("events.{}", format.extension()));
         let _ = std::fs::remove_file(&output);
         let config = work.join("bench.toml");
         std::fs::write(
             &config,
             format!(
-                "{extra}\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"protobuf\"\n",
-                output.display()
+                "{extra}\n[[sinks]]\ntype = \"file\"\npath = \"{}\"\nformat = \"{}\"\n",
+                output.display(),
+                format.name()
             ),
         )?;
         Ok(Self {
             child: start_daemon(custos, Some(&config), Stdio::null())?,
             output,
-            format: OutputFormat::Protobuf,
+            format,
         })
     }
 
@@ -564,9 +593,13 @@ fn wait_with_cpu(child: Child) -> Result<(i32, Duration)> {
 
 /// Opens of `file` by `pids` that the output accounts for (events plus summarised repeats),
 /// the events the sensor reported lost, and the events written in all.
-pub fn account(output: &Path, file: &Path, pids: &[u32]) -> Result<(u64, u64, u64)> {
-    let reader = BufReader::new(std::fs::File::open(output)?);
-    let events: Vec<Event> = custos_proto::delimited::read_all(reader)?;
+pub fn account(
+    output: &Path,
+    format: OutputFormat,
+    file: &Path,
+    pids: &[u32],
+) -> Result<(u64, u64, u64)> {
+    let events = BenchDaemon::events(output, format)?;
     let written = events.len() as u64;
     let path = file.to_string_lossy();
     let mut accounted = 0;

@@ -1,8 +1,10 @@
-//! `cargo xtask bench throughput`: the event rate the daemon sustains to a protobuf file with
-//! nothing lost, found by raising the offered load (open loops plus an exec storm, every open
-//! reported) step by step, with the daemon's CPU and peak memory at each step.
+//! `cargo xtask bench throughput`: the event rate the daemon sustains to a JSON-lines file and
+//! to a protobuf file with nothing lost, found by raising the offered load (paced open loops
+//! plus an exec storm, every open reported) step by step, with the daemon's CPU and peak memory
+//! at each step. The loops are paced: on a machine whose open(2) is fast, even one loop at full
+//! speed offers more than the daemon's share of two cores takes, and the limit goes unseen.
 use std::{
-    path::Path,
+    path::PathBuf,
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -14,10 +16,18 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    bench::{account, process_cpu, spawn_loops, spread, status_kib, BenchDaemon, Loops},
+    bench::{
+        account, process_cpu, spawn_loops, spread, status_kib, BenchDaemon, Loops, OutputFormat,
+    },
     report::Report,
     shell::target_dir,
 };
+
+/// The offered file opens per second of each step, all loops together.
+const OFFERED_OPENS: [u64; 3] = [100_000, 200_000, 300_000];
+
+/// Open loops sharing each step's load: more than one, as on a busy host.
+const OPEN_LOOPS: usize = 2;
 
 pub struct Options {
     pub seconds: u64,
@@ -30,13 +40,76 @@ struct Step {
     events_per_second: f64,
     lost: u64,
     daemon_cpu: f64,
-    /// Largest resident set sampled while the load ran, and the lifetime peak (VmHWM, which
-    /// includes start-up).
-    load_rss_mib: f64,
+    /// What the daemon held while the load ran, sampled.
+    load: LoadMemory,
+    /// The lifetime peak of the resident set (VmHWM, which includes start-up).
     peak_rss_mib: f64,
-    /// Largest private (anonymous) resident set while the load ran: the resident set less the
-    /// binary's pages and the ring buffer's mapping (kernel memory, mapped twice).
-    load_private_mib: f64,
+}
+
+/// The largest figures sampled from /proc while the load ran, in KiB.
+#[derive(Default, Clone, Copy)]
+struct LoadMemory {
+    rss: u64,
+    /// The resident set with the ring buffer counted once: the kernel maps its data pages twice
+    /// in a row (so that a record across the end reads as one) and fills both mappings at
+    /// mmap, so VmRSS counts the ring's memory twice.
+    rss_ring_once: u64,
+    /// Private (anonymous) memory: the resident set less the binary's pages and the ring.
+    private: u64,
+}
+
+impl LoadMemory {
+    fn sample(pid: u32) -> Self {
+        let rss = status_kib(pid, "VmRSS:");
+        Self {
+            rss,
+            rss_ring_once: rss.saturating_sub(ring_second_mapping_kib(pid)),
+            private: status_kib(pid, "RssAnon:"),
+        }
+    }
+
+    fn max(self, other: Self) -> Self {
+        Self {
+            rss: self.rss.max(other.rss),
+            rss_ring_once: self.rss_ring_once.max(other.rss_ring_once),
+            private: self.private.max(other.private),
+        }
+    }
+}
+
+/// KiB of the ring buffer's second mapping of its data pages, resident in `pid`: the
+/// read-only shared mapping of a BPF map that holds the producer page and the data twice.
+fn ring_second_mapping_kib(pid: u32) -> u64 {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return 0;
+    };
+    let mut in_ring = false;
+    let mut largest = 0u64;
+    for line in smaps.lines() {
+        if is_mapping_header(line) {
+            let perms = line.split_whitespace().nth(1);
+            in_ring = perms == Some("r--s") && line.ends_with("anon_inode:bpf-map");
+        } else if let Some(rss) = line.strip_prefix("Rss:").filter(|_| in_ring) {
+            let kib = rss
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            largest = largest.max(kib);
+        }
+    }
+    let producer_page = 4;
+    largest.saturating_sub(producer_page) / 2
+}
+
+/// A line of smaps that starts a mapping (`start-end perms ...`) rather than giving a figure.
+fn is_mapping_header(line: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    line.split_whitespace()
+        .next()
+        .and_then(|range| range.split_once('-'))
+        .is_some_and(|(start, end)| hex(start) && hex(end))
 }
 
 impl Step {
@@ -46,91 +119,144 @@ impl Step {
     }
 }
 
+/// The files and programs every step uses.
+struct Fixture {
+    custos: PathBuf,
+    work: tempfile::TempDir,
+    /// The file the open loops open.
+    file: PathBuf,
+    /// The exec storm's program.
+    marker: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Result<Self> {
+        let work = tempfile::tempdir()?;
+        let file = work.path().join("bench-file");
+        std::fs::write(&file, b"custos throughput benchmark")?;
+        let marker = work
+            .path()
+            .join(format!("custos-bench-true-{}", std::process::id()));
+        std::fs::copy("/bin/true", &marker)?;
+        Ok(Self {
+            custos: target_dir().join("release/custos"),
+            work,
+            file,
+            marker,
+        })
+    }
+}
+
 pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
-    let custos = target_dir().join("release/custos");
-    let work = tempfile::tempdir()?;
-    let file = work.path().join("bench-file");
-    std::fs::write(&file, b"custos throughput benchmark")?;
-    let marker = work
-        .path()
-        .join(format!("custos-bench-true-{}", std::process::id()));
-    std::fs::copy("/bin/true", &marker)?;
+    let fixture = Fixture::new()?;
     report.line("");
     report.line(format!(
-        "throughput: every open reported (no deduplication) to a protobuf file, N open loops plus \
-         {} execs/s, {} s per step; median of {} rounds (min..max)",
+        "throughput: every open reported (no deduplication) to a JSON-lines file (the embedded \
+         default's format) and to a protobuf file, N opens/s offered by {OPEN_LOOPS} paced open \
+         loops plus {} execs/s, {} s per step; median of {} rounds (min..max), the two sinks' \
+         rounds interleaved",
         options.exec_rate, options.seconds, options.rounds
     ));
     report.line(format!(
         "(cargo xtask bench throughput --seconds {} --rounds {})",
         options.seconds, options.rounds
     ));
+    report.line(
+        "RSS counts the 8 MiB ring buffer twice (the kernel maps its pages twice in a row and \
+         fills both mappings at mmap); \"ring once\" counts it once",
+    );
     report.line(format!(
-        "{:<10} {:>26} {:>8} {:>14} {:>14} {:>18} {:>18} {:>18}",
-        "open loops",
+        "{:<9} {:<15} {:>26} {:>8} {:>14} {:>14} {:>18} {:>18} {:>18} {:>18}",
+        "sink",
+        "opens/s offered",
         "events/s written",
         "lost",
         "daemon CPU %",
         "µs/event",
         "RSS (load) MiB",
+        "ring once (load)",
         "peak RSS MiB",
         "private (load) MiB"
     ));
-    let mut best_lossless = 0.0f64;
-    for loops in 1..=3 {
-        let mut steps = Vec::new();
+    let formats = [OutputFormat::Json, OutputFormat::Protobuf];
+    let mut best_lossless = [0.0f64; 2];
+    for offered in OFFERED_OPENS {
+        let mut steps: [Vec<Step>; 2] = Default::default();
         for round in 0..options.rounds {
-            eprintln!(
-                "xtask: bench throughput: {loops} open loops, round {}",
-                round + 1
-            );
-            steps.push(step(&custos, work.path(), &file, &marker, loops, options)?);
+            for (format, steps) in formats.iter().zip(&mut steps) {
+                eprintln!(
+                    "xtask: bench throughput: {offered} opens/s, round {}: {} sink",
+                    round + 1,
+                    format.name(),
+                );
+                steps.push(step(&fixture, *format, offered, options)?);
+            }
         }
-        let rate = spread(steps.iter().map(|s| s.events_per_second).collect());
-        let lost = steps.iter().map(|s| s.lost).max().unwrap_or(0);
-        let cpu = spread(steps.iter().map(|s| s.daemon_cpu * 100.0).collect());
-        let load_rss = spread(steps.iter().map(|s| s.load_rss_mib).collect());
-        let rss = spread(steps.iter().map(|s| s.peak_rss_mib).collect());
-        let per_event = spread(steps.iter().map(Step::us_per_event).collect());
-        let private = spread(steps.iter().map(|s| s.load_private_mib).collect());
-        if lost == 0 {
-            best_lossless = best_lossless.max(rate.1);
+        for ((format, steps), best) in formats.iter().zip(&steps).zip(&mut best_lossless) {
+            if let Some(lossless_rate) = print_row(report, *format, offered, steps) {
+                *best = best.max(lossless_rate);
+            }
         }
-        let range = |(min, median, max): (f64, f64, f64), digits: usize| {
-            format!("{median:.digits$} ({min:.digits$}..{max:.digits$})")
-        };
+    }
+    for (format, best) in formats.iter().zip(best_lossless) {
         report.line(format!(
-            "{:<10} {:>26} {:>8} {:>14} {:>14} {:>18} {:>18} {:>18}",
-            loops,
-            range(rate, 0),
-            lost,
-            range(cpu, 0),
-            range(per_event, 2),
-            range(load_rss, 1),
-            range(rss, 1),
-            range(private, 1),
+            "{}: highest rate with nothing lost: {best:.0} events/s (this machine has {} cores \
+             shared by the load generators and the daemon)",
+            format.name(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         ));
     }
-    report.line(format!(
-        "highest rate with nothing lost: {best_lossless:.0} events/s (this machine has {} cores \
-         shared by the load generators and the daemon)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    ));
     Ok(())
 }
 
-fn step(
-    custos: &Path,
-    work: &Path,
-    file: &Path,
-    marker: &Path,
-    loops: usize,
-    options: &Options,
-) -> Result<Step> {
-    let daemon = BenchDaemon::start(
+/// One row of the table: the medians and ranges of one sink's rounds at one load; the median
+/// rate when no round lost anything.
+fn print_row(
+    report: &mut Report,
+    format: OutputFormat,
+    offered: u64,
+    steps: &[Step],
+) -> Option<f64> {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let rate = spread(steps.iter().map(|s| s.events_per_second).collect());
+    let lost = steps.iter().map(|s| s.lost).max().unwrap_or(0);
+    let cpu = spread(steps.iter().map(|s| s.daemon_cpu * 100.0).collect());
+    let load_rss = spread(steps.iter().map(|s| mib(s.load.rss)).collect());
+    let ring_once = spread(steps.iter().map(|s| mib(s.load.rss_ring_once)).collect());
+    let rss = spread(steps.iter().map(|s| s.peak_rss_mib).collect());
+    let per_event = spread(steps.iter().map(Step::us_per_event).collect());
+    let private = spread(steps.iter().map(|s| mib(s.load.private)).collect());
+    let range = |(min, median, max): (f64, f64, f64), digits: usize| {
+        format!("{median:.digits$} ({min:.digits$}..{max:.digits$})")
+    };
+    report.line(format!(
+        "{:<9} {:<15} {:>26} {:>8} {:>14} {:>14} {:>18} {:>18} {:>18} {:>18}",
+        format.name(),
+        offered,
+        range(rate, 0),
+        lost,
+        range(cpu, 0),
+        range(per_event, 2),
+        range(load_rss, 1),
+        range(ring_once, 1),
+        range(rss, 1),
+        range(private, 1),
+    ));
+    (lost == 0).then_some(rate.1)
+}
+
+fn step(fixture: &Fixture, format: OutputFormat, offered: u64, options: &Options) -> Result<Step> {
+    let Fixture {
         custos,
         work,
+        file,
+        marker,
+    } = fixture;
+    let daemon = BenchDaemon::with_file_sink(
+        custos,
+        work.path(),
         "[file]\ndedup_window_ms = 0\n[metrics]\nlisten = \"\"\n",
+        format,
     )?;
     let cpu_before = process_cpu(daemon.pid())?;
     let start = Instant::now();
@@ -146,20 +272,13 @@ fn step(
         .env_remove("LD_LIBRARY_PATH")
         .stdout(Stdio::null())
         .spawn()?;
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (sampling, pid) = (sampling.clone(), daemon.pid());
-        std::thread::spawn(move || {
-            let (mut rss, mut private) = (0, 0);
-            while sampling.load(Ordering::Relaxed) {
-                rss = rss.max(status_kib(pid, "VmRSS:"));
-                private = private.max(status_kib(pid, "RssAnon:"));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            (rss, private)
-        })
+    let sampler = MemorySampler::start(daemon.pid());
+    let loops = Loops {
+        seconds: options.seconds,
+        count: OPEN_LOOPS,
+        rate: Some(offered / OPEN_LOOPS as u64),
     };
-    let runs = spawn_loops(file, &Loops::flat_out(options.seconds, loops))?;
+    let runs = spawn_loops(file, &loops)?;
     let pids: Vec<u32> = runs.iter().map(|(pid, _)| *pid).collect();
     let mut opens = 0;
     for (_, child) in runs {
@@ -175,18 +294,44 @@ fn step(
     let elapsed = start.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let daemon_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
-    sampling.store(false, Ordering::Relaxed);
-    let (load_rss, load_private) = sampler.join().unwrap_or((0, 0));
+    let load = sampler.finish();
     let peak_rss_mib = status_kib(daemon.pid(), "VmHWM:") as f64 / 1024.0;
     let output = daemon.output.clone();
     daemon.stop()?;
-    let (accounted, reported_lost, written) = account(&output, file, &pids)?;
+    let (accounted, reported_lost, written) = account(&output, format, file, &pids)?;
     Ok(Step {
         events_per_second: written as f64 / elapsed.as_secs_f64(),
         lost: opens.saturating_sub(accounted).max(reported_lost),
         daemon_cpu: daemon_cpu.as_secs_f64() / elapsed.as_secs_f64(),
-        load_rss_mib: load_rss as f64 / 1024.0,
+        load,
         peak_rss_mib,
-        load_private_mib: load_private as f64 / 1024.0,
     })
+}
+
+/// Samples a process's memory every 50 ms on a thread of its own.
+struct MemorySampler {
+    sampling: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<LoadMemory>,
+}
+
+impl MemorySampler {
+    fn start(pid: u32) -> Self {
+        let sampling = Arc::new(AtomicBool::new(true));
+        let running = sampling.clone();
+        let thread = std::thread::spawn(move || {
+            let mut largest = LoadMemory::default();
+            while running.load(Ordering::Relaxed) {
+                largest = largest.max(LoadMemory::sample(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            largest
+        });
+        Self { sampling, thread }
+    }
+
+    /// The largest figures sampled.
+    fn finish(self) -> LoadMemory {
+        self.sampling.store(false, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
 }
