@@ -350,6 +350,36 @@ pub(crate) fn with_custos(
     Ok(round)
 }
 
+/// The files a load benchmark's steps share: the release `custos`, a temporary directory, the
+/// file the open loops open, and the exec storm's program.
+pub struct BenchFiles {
+    pub custos: PathBuf,
+    pub work: tempfile::TempDir,
+    /// `<what>-file` in `work`.
+    pub file: PathBuf,
+    /// A copy of /bin/true under a unique name, so its execs are told apart from everything
+    /// else.
+    pub marker: PathBuf,
+}
+
+impl BenchFiles {
+    pub fn new(what: &str) -> Result<Self> {
+        let work = tempfile::tempdir()?;
+        let file = work.path().join(format!("{what}-file"));
+        std::fs::write(&file, format!("custos {what} benchmark"))?;
+        let marker = work
+            .path()
+            .join(format!("custos-{what}-true-{}", std::process::id()));
+        std::fs::copy("/bin/true", &marker)?;
+        Ok(Self {
+            custos: target_dir().join("release/custos"),
+            work,
+            file,
+            marker,
+        })
+    }
+}
+
 /// A `custos` daemon for one benchmark round, writing its events to `output`.
 pub struct BenchDaemon {
     child: Child,

@@ -15,10 +15,10 @@ use anyhow::{Context as _, Result};
 use crate::{
     bench::{
         counting_collector, metric_sum, metrics_text, process_cpu, spawn_loops, start_daemon,
-        status_kib, Loops, METRICS,
+        status_kib, BenchFiles, Loops, METRICS,
     },
     report::Report,
-    shell::{run as sh, target_dir},
+    shell::run as sh,
 };
 
 pub struct Options {
@@ -44,14 +44,12 @@ struct Sample {
 }
 
 pub fn soak(options: &Options, report: &mut Report) -> Result<()> {
-    let custos = target_dir().join("release/custos");
-    let work = tempfile::tempdir()?;
-    let file = work.path().join("soak-file");
-    std::fs::write(&file, b"custos soak benchmark")?;
-    let marker = work
-        .path()
-        .join(format!("custos-soak-true-{}", std::process::id()));
-    std::fs::copy("/bin/true", &marker)?;
+    let BenchFiles {
+        custos,
+        work,
+        file,
+        marker,
+    } = BenchFiles::new("soak")?;
     let (collector, delivered) = counting_collector()?;
     let config = write_config(work.path(), &collector)?;
 

@@ -4,7 +4,6 @@
 //! at each step. The loops are paced: on a machine whose open(2) is fast, even one loop at full
 //! speed offers more than the daemon's share of two cores takes, and the limit goes unseen.
 use std::{
-    path::PathBuf,
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -17,10 +16,10 @@ use anyhow::Result;
 
 use crate::{
     bench::{
-        account, process_cpu, spawn_loops, spread, status_kib, BenchDaemon, Loops, OutputFormat,
+        account, process_cpu, spawn_loops, spread, status_kib, BenchDaemon, BenchFiles, Loops,
+        OutputFormat,
     },
     report::Report,
-    shell::target_dir,
 };
 
 /// The offered file opens per second of each step, all loops together.
@@ -119,36 +118,8 @@ impl Step {
     }
 }
 
-/// The files and programs every step uses.
-struct Fixture {
-    custos: PathBuf,
-    work: tempfile::TempDir,
-    /// The file the open loops open.
-    file: PathBuf,
-    /// The exec storm's program.
-    marker: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Result<Self> {
-        let work = tempfile::tempdir()?;
-        let file = work.path().join("bench-file");
-        std::fs::write(&file, b"custos throughput benchmark")?;
-        let marker = work
-            .path()
-            .join(format!("custos-bench-true-{}", std::process::id()));
-        std::fs::copy("/bin/true", &marker)?;
-        Ok(Self {
-            custos: target_dir().join("release/custos"),
-            work,
-            file,
-            marker,
-        })
-    }
-}
-
 pub fn throughput(options: &Options, report: &mut Report) -> Result<()> {
-    let fixture = Fixture::new()?;
+    let fixture = BenchFiles::new("throughput")?;
     report.line("");
     report.line(format!(
         "throughput: every open reported (no deduplication) to a JSON-lines file (the embedded \
@@ -245,8 +216,13 @@ fn print_row(
     (lost == 0).then_some(rate.1)
 }
 
-fn step(fixture: &Fixture, format: OutputFormat, offered: u64, options: &Options) -> Result<Step> {
-    let Fixture {
+fn step(
+    fixture: &BenchFiles,
+    format: OutputFormat,
+    offered: u64,
+    options: &Options,
+) -> Result<Step> {
+    let BenchFiles {
         custos,
         work,
         file,
