@@ -89,13 +89,8 @@ fn ring_second_mapping_kib(pid: u32) -> u64 {
             let perms = line.split_whitespace().nth(1);
             in_ring = perms == Some("r--s") && line.ends_with("anon_inode:bpf-map");
         } else if let Some(rss) = line.strip_prefix("Rss:").filter(|_| in_ring) {
-            let kib = rss
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(0);
-            largest = largest.max(kib);
+            let kib = rss.split_whitespace().next().and_then(|v| v.parse().ok());
+            largest = largest.max(kib.unwrap_or(0));
         }
     }
     let producer_page = 4;
