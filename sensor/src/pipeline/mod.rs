@@ -21,7 +21,7 @@ use sensor_common::{
 };
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::{
         broadcast,
         mpsc::{self, UnboundedReceiver, UnboundedSender},
@@ -222,8 +222,6 @@ struct Daemon {
     _bpf_stats: Option<std::os::fd::OwnedFd>,
 }
 
-/// Runs the sensor until SIGINT/SIGTERM. With `config_path`, SIGHUP reloads the file rules and
-/// event selection from it (sinks and ring size need a restart).
 /// The gid of `[files] group`.
 fn reader_group(name: &str) -> Result<u32> {
     match nix::unistd::Group::from_name(name) {
@@ -234,10 +232,32 @@ fn reader_group(name: &str) -> Result<u32> {
     }
 }
 
+/// Runs the sensor until SIGINT/SIGTERM. With `config_path`, SIGHUP reloads the file rules and
+/// event selection from it (sinks and ring size need a restart).
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
+    // Caught from before start-up, so that a stop which comes as soon as the sensor says it is
+    // ready (or while it starts) is a clean one, not the signal's default of dying at once.
+    let mut signals = Signals::install()?;
     let mut daemon = Daemon::start(config, config_path).await?;
-    let result = daemon.event_loop().await;
+    let result = daemon.event_loop(&mut signals).await;
     daemon.shutdown(result)
+}
+
+/// The signals the daemon acts on.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        })
+    }
 }
 
 impl Daemon {
@@ -343,14 +363,11 @@ impl Daemon {
 
     /// Drains the ring buffer as records come (or at the latest every `max_latency`), keeps
     /// house every second, and reloads on SIGHUP, until SIGINT or SIGTERM.
-    async fn event_loop(&mut self) -> Result<()> {
+    async fn event_loop(&mut self, signals: &mut Signals) -> Result<()> {
         let watchdog_period = sd_notify::watchdog_enabled()
             .map(|timeout| timeout / 2)
             .unwrap_or(Duration::from_secs(3600));
         let mut watchdog = tokio::time::interval(watchdog_period);
-        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         // Records below the wakeup threshold are collected by this timer while they come; it
         // stops when they stop (see `on_drain_timer`).
@@ -376,12 +393,12 @@ impl Daemon {
                 }
                 _ = housekeeping.tick() => self.housekeep()?,
                 _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
-                _ = sighup.recv() => {
+                _ = signals.hangup.recv() => {
                     self.stages.hand_over()?;
                     self.reload();
                 }
-                _ = sigterm.recv() => return Ok(()),
-                _ = sigint.recv() => return Ok(()),
+                _ = signals.terminate.recv() => return Ok(()),
+                _ = signals.interrupt.recv() => return Ok(()),
             }
             // While records come, events go to the sinks in batches; once the ring is quiet
             // (the timer stopped), nothing is held back.
