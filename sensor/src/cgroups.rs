@@ -5,7 +5,6 @@
 //! and go with services and containers), at most once per `rescan_interval` so that ids of
 //! cgroups already removed do not trigger a scan per event.
 use std::{
-    collections::HashMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -30,7 +29,8 @@ fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
 
 pub struct CgroupResolver {
     root: PathBuf,
-    paths: HashMap<u64, String>,
+    /// Looked up for every event: hashed with foldhash (ids are the kernel's to give).
+    paths: foldhash::HashMap<u64, String>,
     last_scan: Option<Instant>,
     rescan_interval: Duration,
 }
@@ -39,7 +39,7 @@ impl CgroupResolver {
     pub fn new(root: impl Into<PathBuf>, rescan_interval: Duration) -> Self {
         Self {
             root: root.into(),
-            paths: HashMap::new(),
+            paths: Default::default(),
             last_scan: None,
             rescan_interval,
         }

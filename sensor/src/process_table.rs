@@ -4,9 +4,10 @@
 //! processes linger for a grace period so that late events (a child's exec naming a parent that
 //! just exited) can still be enriched.
 use crate::{credentials::Credentials, families::IdentityView, privilege_chain::ChainState};
+use foldhash::{HashMap, HashMapExt};
 use std::{
     cell::OnceCell,
-    collections::{hash_map::Entry, HashMap, VecDeque},
+    collections::{hash_map::Entry, VecDeque},
     sync::{Arc, LazyLock},
     time::{Duration, Instant},
 };
@@ -51,8 +52,9 @@ pub struct ProcessEntry {
     pub schema: OnceCell<(Arc<custos_proto::v1::Process>, u64)>,
     /// That view completed for the thread its last event came from.
     pub last_thread: Option<ThreadView>,
-    /// The identity its last event carried.
-    pub last_identity: Option<IdentityView>,
+    /// The identity its last event carried; shared with the children forked since, which
+    /// start with it.
+    pub last_identity: Option<Arc<IdentityView>>,
     /// Its credentials as last seen (exec, fork, credential change); `None` when unknown.
     pub credentials: Option<Credentials>,
     /// Its audit session id as last seen (`u32::MAX` when unset).
@@ -111,6 +113,8 @@ impl ProcessEntry {
 }
 
 pub struct ProcessTable {
+    /// Hashed with foldhash: it is looked up several times per record, and pids are the
+    /// kernel's to give, not an input a sender could aim at one bucket.
     /// Boxed: a busy host replaces thousands of entries a second, and the table's own slots
     /// stay small, so growing or tidying it moves pointers rather than whole entries.
     by_pid: HashMap<u32, Box<ProcessEntry>>,

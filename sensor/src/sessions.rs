@@ -250,9 +250,10 @@ pub struct ActiveSession {
 /// The sessions seen so far, bounded; each is resolved once, on its first activity.
 pub struct SessionTracker {
     pub sources: SessionSources,
-    active: lru::LruCache<u32, Arc<ActiveSession>>,
+    /// Looked up for every event: hashed with foldhash, like the process table.
+    active: lru::LruCache<u32, Arc<ActiveSession>, foldhash::fast::RandomState>,
     /// Session ids by their leader's pid, to notice a leader's exit.
-    leaders: HashMap<u32, (String, u32)>,
+    leaders: foldhash::HashMap<u32, (String, u32)>,
     /// Sessions whose start has not been reported yet (an SSH login's start waits for the
     /// login's own process).
     unannounced: HashSet<u32>,
@@ -265,8 +266,11 @@ impl SessionTracker {
     pub fn new(sources: SessionSources) -> Self {
         Self {
             sources,
-            active: lru::LruCache::new(std::num::NonZeroUsize::new(MAX_SESSIONS).unwrap()),
-            leaders: HashMap::new(),
+            active: lru::LruCache::with_hasher(
+                std::num::NonZeroUsize::new(MAX_SESSIONS).unwrap(),
+                Default::default(),
+            ),
+            leaders: Default::default(),
             unannounced: HashSet::new(),
         }
     }

@@ -126,14 +126,14 @@ impl<S: NameSource> Enricher<S> {
             return (identity, 0);
         };
         let part_id = new_part_id();
-        entry.last_identity = Some(IdentityView {
+        entry.last_identity = Some(Arc::new(IdentityView {
             key,
             session,
             chain,
             epoch: self.identity_epoch,
             identity: identity.clone(),
             part_id,
-        });
+        }));
         (identity, part_id)
     }
 
