@@ -10,7 +10,11 @@ use sensor_common::{
     DROP_SLOTS, FILE_DEDUP_ENTRIES, NETWORK_DEDUP_ENTRIES, OPEN_VERDICTS_ENTRIES, PREFIX_MAX,
 };
 
-use crate::{kread::rooms::SpanRooms, path::PathScratch};
+use crate::{
+    file::{RecentVerdict, RECENT_VERDICT_SLOTS},
+    kread::rooms::SpanRooms,
+    path::PathScratch,
+};
 
 /// The one ring buffer every record goes through (size set by the daemon at load).
 #[map(name = "EVENTS")]
@@ -74,6 +78,13 @@ pub static FILE_DEDUP: LruHashMap<FileDedupKey, FileDedupState> =
 #[map(name = "OPEN_VERDICTS")]
 pub static OPEN_VERDICTS: LruHashMap<OpenVerdictKey, OpenVerdict> =
     LruHashMap::with_max_entries(OPEN_VERDICTS_ENTRIES, 0);
+
+/// Per CPU, the verdicts last found or made in `OPEN_VERDICTS`, each in the slot its name
+/// hashes to: the few names every program start opens hit here, in this CPU's cache, without
+/// the shared map's hash and bucket walk.
+#[map(name = "RECENT_VERDICTS")]
+pub static RECENT_VERDICTS: PerCpuArray<RecentVerdict> =
+    PerCpuArray::with_max_entries(RECENT_VERDICT_SLOTS, 0);
 
 /// Slot 0 counts renames and mount changes anywhere: a remembered verdict holds only while it
 /// is unchanged.

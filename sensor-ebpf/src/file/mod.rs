@@ -18,7 +18,7 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user
 use sensor_common::{filter_flags, open_syscall, syscalls, FileFilterConfig};
 
 pub use lookup::{file_identity, file_of_fd};
-pub use verdict::names_changed;
+pub use verdict::{names_changed, RecentVerdict, RECENT_VERDICT_SLOTS};
 
 use crate::{
     kread::{off, self_tgid, Direct, Mem},

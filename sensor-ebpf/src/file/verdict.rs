@@ -12,8 +12,19 @@ use super::filter::path_allows;
 use crate::{
     emit::atomic_increment,
     kread::{off, rooms, Fields},
-    maps::{NAMES_GENERATION, OPEN_VERDICTS},
+    maps::{NAMES_GENERATION, OPEN_VERDICTS, RECENT_VERDICTS},
 };
+
+/// Slots of `RECENT_VERDICTS` per CPU (a power of two).
+pub const RECENT_VERDICT_SLOTS: u32 = 64;
+
+/// A verdict of `OPEN_VERDICTS` with its key, as a CPU last used it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RecentVerdict {
+    key: OpenVerdictKey,
+    verdict: OpenVerdict,
+}
 
 /// A name an open went through, as a verdict records it.
 pub struct Name {
@@ -65,20 +76,55 @@ pub fn name_of(
 }
 
 /// True when a remembered verdict for `name` drops an open with `flags` under `config`'s rules.
+/// This CPU's slot for the name is asked first; a verdict found in the shared map goes there.
 #[inline(always)]
 pub fn remembered_exclusion(config: &FileFilterConfig, name: &Name, flags: u32) -> bool {
-    // SAFETY: the value is copied at once; an entry replaced meanwhile reads old or new.
-    let Some(known) = (unsafe { OPEN_VERDICTS.get(&name.key) }).copied() else {
-        return false;
+    let slot = RECENT_VERDICTS.get_ptr_mut(recent_slot(&name.key));
+    // SAFETY: this CPU's slot of an array map, valid for the program's life and used by one
+    // program at a time, like `PREFIX_KEY`.
+    let recent = slot.map(|slot| unsafe { &mut *slot });
+    let known = match recent {
+        Some(recent) if recent.key == name.key && holds(&recent.verdict, name) => recent.verdict,
+        _ => {
+            // SAFETY: the value is copied at once; an entry replaced meanwhile reads old or new.
+            let Some(known) = (unsafe { OPEN_VERDICTS.get(&name.key) }).copied() else {
+                return false;
+            };
+            if !holds(&known, name) {
+                return false;
+            }
+            if let Some(recent) = recent {
+                *recent = RecentVerdict {
+                    key: name.key,
+                    verdict: known,
+                };
+            }
+            known
+        }
     };
-    let same_name = OpenVerdict {
-        action: known.action,
-        ..name.verdict
-    };
-    known == same_name && !path_allows(config, Some(known.action), flags)
+    !path_allows(config, Some(known.action), flags)
 }
 
-/// Remembers that the rule with `action` excluded an open of `name`.
+/// Whether a remembered verdict is about `name` as it is now (any action).
+#[inline(always)]
+fn holds(known: &OpenVerdict, name: &Name) -> bool {
+    *known
+        == OpenVerdict {
+            action: known.action,
+            ..name.verdict
+        }
+}
+
+/// The `RECENT_VERDICTS` slot of a name: the dentry's address, multiplied to spread the
+/// slab's aligned addresses, its top bits.
+#[inline(always)]
+fn recent_slot(key: &OpenVerdictKey) -> u32 {
+    let mixed = (key.dentry ^ key.vfsmount.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> (64 - RECENT_VERDICT_SLOTS.trailing_zeros())) as u32
+}
+
+/// Remembers that the rule with `action` excluded an open of `name`, in the shared map and in
+/// this CPU's slot.
 #[inline(always)]
 pub fn remember_exclusion(name: &Name, action: u32) {
     let verdict = OpenVerdict {
@@ -86,4 +132,13 @@ pub fn remember_exclusion(name: &Name, action: u32) {
         ..name.verdict
     };
     let _ = OPEN_VERDICTS.insert(&name.key, &verdict, 0);
+    if let Some(slot) = RECENT_VERDICTS.get_ptr_mut(recent_slot(&name.key)) {
+        // SAFETY: as in `remembered_exclusion`.
+        unsafe {
+            *slot = RecentVerdict {
+                key: name.key,
+                verdict,
+            }
+        };
+    }
 }
