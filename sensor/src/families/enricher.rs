@@ -124,8 +124,8 @@ pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
         pid: entry.pid,
         tid: entry.pid,
         ppid: entry.ppid,
-        exec_id: entry.exec_id.to_string(),
-        parent_exec_id: entry.parent_exec_id.to_string(),
+        exec_id: entry.exec_id.as_ref().to_owned(),
+        parent_exec_id: entry.parent_exec_id.as_ref().to_owned(),
         binary: binary.text,
         binary_raw: binary.raw.unwrap_or_default(),
         args_raw: if any_raw {
@@ -282,13 +282,24 @@ impl<S: NameSource> Enricher<S> {
     /// The exec id of the process `pid` that started at `start_boottime_ns`: the table's own
     /// when it knows that process, else made anew.
     pub(super) fn exec_id_of(&self, pid: u32, start_boottime_ns: u64) -> ExecId {
-        let ticks = self.host.start_ticks(start_boottime_ns);
+        let ticks = |ns| self.host.start_ticks(ns);
         match self.processes.latest(pid) {
-            Some(entry) if self.host.start_ticks(entry.start_boottime_ns) == ticks => {
-                debug_assert_eq!(*entry.exec_id, self.host.exec_id_from_ticks(pid, ticks));
+            // The same start time in ns is the same in ticks: most records' processes came from
+            // the kernel's records with the very same figure, and are found without dividing.
+            Some(entry)
+                if entry.start_boottime_ns == start_boottime_ns
+                    || ticks(entry.start_boottime_ns) == ticks(start_boottime_ns) =>
+            {
+                debug_assert_eq!(
+                    *entry.exec_id,
+                    self.host.exec_id_from_ticks(pid, ticks(start_boottime_ns))
+                );
                 entry.exec_id.clone()
             }
-            _ => self.host.exec_id_from_ticks(pid, ticks).into(),
+            _ => self
+                .host
+                .exec_id_from_ticks(pid, ticks(start_boottime_ns))
+                .into(),
         }
     }
 

@@ -58,7 +58,7 @@ impl<S: NameSource> Enricher<S> {
             .into_iter()
             .map(|entry| Member {
                 pid: entry.pid,
-                exec_id: entry.exec_id.to_string(),
+                exec_id: entry.exec_id.as_ref().to_owned(),
                 program: entry.image.binary.clone(),
                 start_boottime_ns: entry.start_boottime_ns,
             })
