@@ -39,6 +39,12 @@ impl BtfLayout {
         Self::from_file(Path::new(VMLINUX_BTF))
     }
 
+    /// The kernel's BTF with its types' names and kinds only (see
+    /// [`KernelBtf::names_and_kinds`]), for finding the ids programs attach to.
+    pub fn names_and_kinds(&self) -> Result<Vec<u8>> {
+        self.btf.names_and_kinds()
+    }
+
     /// Byte offset of `member` in `struct name`, or `None` when this kernel has no such member.
     pub fn member_offset(&self, name: &str, member: &str) -> Result<Option<u32>> {
         let composite = self

@@ -149,6 +149,48 @@ impl KernelBtf {
         Ok(None)
     }
 
+    /// This BTF with each type's name, kind and size or referred type, but nothing a type
+    /// lists after its header (members, enumerators, parameters, a section's variables): every
+    /// type keeps its id. Finding the id of a type by name and kind (what attaching tp_btf, LSM
+    /// and fentry programs needs) takes no more; a general parser given the whole builds every
+    /// member of every type, which was the daemon's peak of memory.
+    pub fn names_and_kinds(&self) -> Result<Vec<u8>> {
+        let strings = &self.data[self.strings.clone()];
+        let mut types = Vec::with_capacity(self.starts.len() * TYPE_LEN);
+        for id in 1..=self.starts.len() as u32 {
+            let at = self.start(id)?;
+            let t = self.header(id)?;
+            let listed = matches!(
+                t.kind,
+                kind::STRUCT
+                    | kind::UNION
+                    | kind::ENUM
+                    | kind::ENUM64
+                    | kind::FUNC_PROTO
+                    | kind::DATASEC
+            );
+            let info = read_u32(&self.data, at + 4).context("BTF type cut short")?;
+            let info = if listed { info & !0xffff } else { info };
+            types.extend_from_slice(&self.data[at..at + 4]);
+            types.extend_from_slice(&info.to_ne_bytes());
+            types.extend_from_slice(&t.size_or_type.to_ne_bytes());
+            if !listed {
+                let extra = trailing_bytes(&t)?;
+                let from = at + TYPE_LEN;
+                types.extend_from_slice(&self.data[from..from + extra]);
+            }
+        }
+        let mut blob = Vec::with_capacity(HEADER_LEN + types.len() + strings.len());
+        blob.extend_from_slice(&self.data[..4]);
+        let (types_len, strings_len) = (types.len() as u32, strings.len() as u32);
+        for word in [HEADER_LEN as u32, 0, types_len, types_len, strings_len] {
+            blob.extend_from_slice(&word.to_ne_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        Ok(blob)
+    }
+
     fn start(&self, id: u32) -> Result<usize> {
         let index = (id as usize).checked_sub(1).context("BTF type 0 is void")?;
         let start = self.starts.get(index).context("BTF type id out of range")?;
@@ -310,6 +352,31 @@ mod tests {
         assert_eq!(btf.members(4).unwrap()[0].bit_offset, 32);
         assert!(btf.members(1).is_err(), "an int has no members");
         assert!(btf.members(9).is_err(), "no such type");
+    }
+
+    #[test]
+    fn names_and_kinds_keep_every_id_and_drop_what_types_list() {
+        let btf = sample();
+        let skeleton = KernelBtf::parse(btf.names_and_kinds().unwrap()).unwrap();
+        assert_eq!(skeleton.starts.len(), btf.starts.len());
+        for id in 1..=btf.starts.len() as u32 {
+            let (full, kept) = (btf.header(id).unwrap(), skeleton.header(id).unwrap());
+            assert_eq!(skeleton.string(kept.name_off), btf.string(full.name_off));
+            assert_eq!(
+                (kept.kind, kept.kind_flag, kept.size_or_type),
+                (full.kind, full.kind_flag, full.size_or_type),
+                "type {id}"
+            );
+        }
+        let outer = skeleton.header(2).unwrap();
+        assert_eq!(outer.vlen, 0, "members dropped");
+        assert!(skeleton.members(2).unwrap().is_empty());
+        let int = skeleton.start(1).unwrap() + TYPE_LEN;
+        assert_eq!(
+            read_u32(&skeleton.data, int),
+            Some(32),
+            "an int keeps its encoding"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use sensor_common::{
-    CONNECTIONS_MAP, EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL,
+    KernelOffsets, CONNECTIONS_MAP, EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL,
     WAKEUP_BYTES_GLOBAL,
 };
 
@@ -157,17 +157,20 @@ fn per_cpu_share(wakeup_bytes: u32) -> Result<u32> {
 
 fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     privileges::raise_memlock_limit();
-    // Two parsers read the kernel's BTF; one at a time keeps the start-up peak of memory down.
     if EBPF_OBJECT.is_empty() {
         bail!(
             "this custos was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it"
         );
     }
-    let offsets = btf_offsets::resolve(&btf_offsets::BtfLayout::from_running_kernel()?)?;
-    let btf = Btf::from_sys_fs().context("parsing /sys/kernel/btf/vmlinux for tp_btf programs")?;
+    // aya's loader parses all of the kernel's BTF when made, and it is given the names alone
+    // (see `kernel_btf`): made first, its parse is over and gone before anything else is held,
+    // so that start-up's peak of memory is that parse on what the daemon holds at the start.
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    let (offsets, btf) = kernel_btf()?;
 
     let wakeup_bytes_per_cpu = per_cpu_share(options.wakeup_bytes)?;
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf = loader
         .btf(Some(&btf))
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .override_global(SELF_TGID_GLOBAL, &options.self_tgid, true)
@@ -210,6 +213,20 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         hooks.push((spec.hook, path));
     }
     Ok(LoadedSensor { ebpf, hooks })
+}
+
+/// The struct offsets the programs read with, from the kernel's BTF, and that BTF for aya with
+/// its types' names and kinds only: all aya needs to find the ids of the functions and
+/// tracepoints programs attach to (the programs carry no relocations against the kernel's
+/// types). The whole BTF, as aya parses it, is about 17 MiB while parsed.
+fn kernel_btf() -> Result<(KernelOffsets, Btf)> {
+    let layout = btf_offsets::BtfLayout::from_running_kernel()?;
+    let offsets = btf_offsets::resolve(&layout)?;
+    let names = layout.names_and_kinds()?;
+    drop(layout);
+    let btf = Btf::parse(&names, aya::Endianness::default())
+        .context("parsing the names and kinds of the kernel's BTF types")?;
+    Ok((offsets, btf))
 }
 
 /// Tells `sys_exit` whether LSM `file_open` reports successful opens.
