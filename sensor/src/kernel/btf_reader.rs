@@ -160,15 +160,7 @@ impl KernelBtf {
         for id in 1..=self.starts.len() as u32 {
             let at = self.start(id)?;
             let t = self.header(id)?;
-            let listed = matches!(
-                t.kind,
-                kind::STRUCT
-                    | kind::UNION
-                    | kind::ENUM
-                    | kind::ENUM64
-                    | kind::FUNC_PROTO
-                    | kind::DATASEC
-            );
+            let listed = listed_item_len(t.kind).is_some();
             let info = read_u32(&self.data, at + 4).context("BTF type cut short")?;
             let info = if listed { info & !0xffff } else { info };
             types.extend_from_slice(&self.data[at..at + 4]);
@@ -247,6 +239,9 @@ fn type_starts(data: &[u8], types: Range<usize>) -> Result<Vec<u32>> {
 
 /// The bytes that follow a type's header, by kind.
 fn trailing_bytes(t: &TypeHeader) -> Result<usize> {
+    if let Some(item) = listed_item_len(t.kind) {
+        return Ok(item * t.vlen);
+    }
     Ok(match t.kind {
         kind::PTR
         | kind::FWD
@@ -259,12 +254,21 @@ fn trailing_bytes(t: &TypeHeader) -> Result<usize> {
         | kind::TYPE_TAG => 0,
         kind::INT | kind::VAR | kind::DECL_TAG => 4,
         kind::ARRAY => 12,
-        kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => 12 * t.vlen,
-        kind::ENUM | kind::FUNC_PROTO => 8 * t.vlen,
         other => bail!(
             "BTF kind {other} is newer than this custos knows: upgrade custos for this kernel"
         ),
     })
+}
+
+/// For kinds whose header is followed by a list of `vlen` items (members, enumerators,
+/// parameters, a section's variables), the bytes of one item. Other kinds use `vlen`, if at
+/// all, for something else (a function's linkage).
+fn listed_item_len(kind: u32) -> Option<usize> {
+    match kind {
+        kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => Some(12),
+        kind::ENUM | kind::FUNC_PROTO => Some(8),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
