@@ -24,6 +24,7 @@ mod emit;
 mod kread;
 mod maps;
 mod path;
+mod recent_paths;
 mod record;
 mod syscall_exit;
 mod task;

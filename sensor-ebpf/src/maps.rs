@@ -14,6 +14,7 @@ use crate::{
     file::{RecentVerdict, RECENT_VERDICT_SLOTS},
     kread::rooms::SpanRooms,
     path::PathScratch,
+    recent_paths::{RecentPath, RECENT_PATH_SLOTS},
 };
 
 /// The one ring buffer every record goes through (size set by the daemon at load).
@@ -85,6 +86,12 @@ pub static OPEN_VERDICTS: LruHashMap<OpenVerdictKey, OpenVerdict> =
 #[map(name = "RECENT_VERDICTS")]
 pub static RECENT_VERDICTS: PerCpuArray<RecentVerdict> =
     PerCpuArray::with_max_entries(RECENT_VERDICT_SLOTS, 0);
+
+/// Per CPU, paths lately resolved for exec records, each in the slot its name hashes to (see
+/// `recent_paths`).
+#[map(name = "RECENT_PATHS")]
+pub static RECENT_PATHS: PerCpuArray<RecentPath> =
+    PerCpuArray::with_max_entries(RECENT_PATH_SLOTS, 0);
 
 /// Slot 0 counts renames and mount changes anywhere: a remembered verdict holds only while it
 /// is unchanged.

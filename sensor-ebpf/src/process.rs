@@ -15,7 +15,7 @@ use crate::{
     emit::now_ns,
     kread::{off, self_tgid, Direct, Mem, Probe},
     maps::EXEC_BUF,
-    path::resolve_path,
+    recent_paths::resolve_path,
     record::{send, stage, Reserved},
     task::{capabilities, fill_task_info, thread_group_dead},
 };
