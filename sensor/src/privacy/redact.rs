@@ -60,7 +60,8 @@ impl Redactor {
                 next_is_secret = false;
                 continue;
             }
-            next_is_secret = self.secret_flag.is_match(arg);
+            // Every secret flag starts with '-': most arguments are settled without the regex.
+            next_is_secret = arg.first() == Some(&b'-') && self.secret_flag.is_match(arg);
             if !self.any_pattern.is_match(arg) {
                 continue;
             }
