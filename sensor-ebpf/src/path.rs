@@ -49,6 +49,15 @@ struct Walk {
 const CONTINUE: i64 = 0;
 const STOP: i64 = 1;
 
+/// The slot of `key` in a per-CPU array of `slots` (a power of two): `key` multiplied so that
+/// the top bits depend on all of it (kernel addresses are aligned, name hashes clustered), then
+/// those top bits. Serves the caches kept by name (open verdicts, exec paths).
+#[inline(always)]
+pub fn spread_slot(key: u64, slots: u32) -> u32 {
+    let mixed = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> (64 - slots.trailing_zeros())) as u32
+}
+
 /// Resolves `path` (a `struct path *`) to an absolute path, reading `path` itself with `M`.
 #[inline(always)]
 pub fn resolve_path<M: Mem>(path: *const u8) -> Option<ResolvedPath> {

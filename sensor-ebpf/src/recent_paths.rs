@@ -15,7 +15,7 @@ use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use crate::{
     kread::{off, opaque, Mem},
     maps::{NAMES_GENERATION, RECENT_PATHS},
-    path::{resolve, ResolvedPath},
+    path::{resolve, spread_slot, ResolvedPath},
 };
 
 /// Slots of `RECENT_PATHS` per CPU (a power of two).
@@ -134,11 +134,9 @@ fn keep(slot: &mut RecentPath, name: NameState, resolved: &ResolvedPath) {
     slot.len = len as u32;
 }
 
-/// The slot of a name, by its hash and length (numbers, unlike the addresses), multiplied so
-/// that the top bits depend on all of them.
+/// The slot of a name, by its hash and length (numbers, unlike the addresses).
 #[inline(always)]
 fn slot_of(name: &NameState) -> u32 {
     let key = (u64::from(name.name_hash) << 32) | u64::from(name.name_len);
-    let mixed = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (mixed >> (64 - RECENT_PATH_SLOTS.trailing_zeros())) as u32
+    spread_slot(key, RECENT_PATH_SLOTS)
 }

@@ -486,6 +486,31 @@ pub fn shared_root() -> Result<(tempfile::TempDir, PathBuf)> {
     Ok((dir, root))
 }
 
+/// A bind mount of `source` on `target` (by `mount --bind`), detached when dropped, whatever
+/// the test's outcome.
+pub struct BindMount(PathBuf);
+
+impl BindMount {
+    pub fn new(source: &Path, target: &Path) -> Result<Self> {
+        let status = Command::new("mount")
+            .arg("--bind")
+            .args([source, target])
+            .status()
+            .context("running mount --bind")?;
+        ensure!(
+            status.success(),
+            "mount --bind {source:?} {target:?} failed: {status}"
+        );
+        Ok(Self(target.to_owned()))
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A [`shared_root`] holding the file `name` with `contents`: the directory, its path and the
 /// file's path.
 pub fn shared_file(name: &str, contents: &str) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {

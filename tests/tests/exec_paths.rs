@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _, Result};
-use custos_tests::{of_kind, require_root, shared_root, Sensor, TestConfig};
+use custos_tests::{of_kind, require_root, shared_root, BindMount, Sensor, TestConfig};
 use serde_json::Value;
 
 /// Where a program was run from, and the pid of each run.
@@ -39,27 +39,11 @@ fn run_thrice(program: &Path, cwd: &Path) -> Result<Runs> {
     })
 }
 
-/// Runs a command that must succeed (`mv`, `mount`).
+/// Runs a command that must succeed (`mv`).
 fn must(program: &str, args: &[&Path]) -> Result<()> {
     let status = Command::new(program).args(args).status()?;
     ensure!(status.success(), "{program} {args:?} failed: {status}");
     Ok(())
-}
-
-/// Detaches a bind mount when dropped, whatever the test's outcome.
-struct BindMount(PathBuf);
-
-impl BindMount {
-    fn new(source: &Path, target: &Path) -> Result<Self> {
-        must("mount", &[Path::new("--bind"), source, target])?;
-        Ok(Self(target.to_owned()))
-    }
-}
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// A directory chain under `root` whose path is longer than the kernel keeps (255 bytes).

@@ -3,13 +3,10 @@
 //! remembered exclusion never hides a read once the name means another path: after the file is
 //! renamed out of the excluded directory by `mv`, after the directory itself is renamed, and
 //! through a bind mount of it.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
-use custos_tests::{of_kind, opens_of, require_root, shared_root, Sensor, TestConfig};
+use custos_tests::{of_kind, opens_of, require_root, shared_root, BindMount, Sensor, TestConfig};
 use serde_json::Value;
 
 /// Runs `program` with `args` to completion; its pid.
@@ -47,22 +44,6 @@ fn readers(events: &[Value], path: &Path) -> Vec<u32> {
         .filter_map(|e| e["process"]["pid"].as_u64())
         .map(|pid| pid as u32)
         .collect()
-}
-
-/// Detaches a bind mount when dropped, whatever the test's outcome.
-struct BindMount(PathBuf);
-
-impl BindMount {
-    fn new(source: &Path, target: &Path) -> Result<Self> {
-        run("mount", &[Path::new("--bind"), source, target])?;
-        Ok(Self(target.to_owned()))
-    }
-}
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ use crate::{
     emit::atomic_increment,
     kread::{off, rooms, Fields},
     maps::{NAMES_GENERATION, OPEN_VERDICTS, RECENT_VERDICTS},
+    path::spread_slot,
 };
 
 /// Slots of `RECENT_VERDICTS` per CPU (a power of two).
@@ -115,12 +116,13 @@ fn holds(known: &OpenVerdict, name: &Name) -> bool {
         }
 }
 
-/// The `RECENT_VERDICTS` slot of a name: the dentry's address, multiplied to spread the
-/// slab's aligned addresses, its top bits.
+/// The `RECENT_VERDICTS` slot of a name, by its dentry's and mount's addresses.
 #[inline(always)]
 fn recent_slot(key: &OpenVerdictKey) -> u32 {
-    let mixed = (key.dentry ^ key.vfsmount.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (mixed >> (64 - RECENT_VERDICT_SLOTS.trailing_zeros())) as u32
+    spread_slot(
+        key.dentry ^ key.vfsmount.rotate_left(17),
+        RECENT_VERDICT_SLOTS,
+    )
 }
 
 /// Remembers that the rule with `action` excluded an open of `name`, in the shared map and in
