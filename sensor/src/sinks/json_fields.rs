@@ -9,6 +9,7 @@
 use base64::Engine as _;
 use custos_proto::v1::{
     event::Body, AccessBasis, AccessGrant, Cgroup, Event, FileAccess, FileOpen, Group, Process,
+    ProcessExit,
 };
 use pbjson_types::Timestamp;
 
@@ -174,7 +175,7 @@ pub fn write_event_fields(event: &Event, source: Option<&EventSource>, object: &
 fn write_body(body: &Body, object: &mut Object) {
     match body {
         Body::Exec(v) => serialized(v, object.key("exec")),
-        Body::Exit(v) => serialized(v, object.key("exit")),
+        Body::Exit(v) => write_process_exit(v, object.key("exit")),
         Body::Loss(v) => serialized(v, object.key("loss")),
         Body::FileOpen(v) => write_file_open(v, object.key("fileOpen")),
         Body::PrivilegeChange(v) => serialized(v, object.key("privilegeChange")),
@@ -317,6 +318,22 @@ fn write_file_open(open: &FileOpen, out: &mut Vec<u8>) {
     object.close();
 }
 
+/// Appends the JSON of an exit: one per process, so written here rather than through serde.
+fn write_process_exit(exit: &ProcessExit, out: &mut Vec<u8>) {
+    let ProcessExit {
+        code,
+        signal,
+        core_dumped,
+    } = exit;
+    let mut object = Object::open(out);
+    if let Some(code) = code {
+        object.signed("code", *code);
+    }
+    optional_number(&mut object, "signal", *signal);
+    object.boolean("coreDumped", *core_dumped);
+    object.close();
+}
+
 /// A proto3 `optional uint32`: written only when present.
 fn optional_number(object: &mut Object, name: &str, value: Option<u32>) {
     if let Some(value) = value {
@@ -404,7 +421,7 @@ fn list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
 mod tests {
     use custos_proto::v1::{
         AccessUsage, AclEntry, Alert, BlockDevice, EventLoss, Mount, NetworkConnection,
-        ProcessExec, ProcessExit, SessionEnd,
+        ProcessExec, SessionEnd,
     };
 
     use super::*;
@@ -533,6 +550,24 @@ mod tests {
         assert!(serde_json::to_value(&unnamed_grant).is_err());
         let written = ours(&unnamed_grant, write_file_open);
         assert_eq!(written["basis"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn an_exit_is_written_with_pbjsons_fields_and_values() {
+        let exits = [
+            ProcessExit::default(),
+            crate::families::exit_status(3 << 8),
+            crate::families::exit_status(11 | 0x80),
+            ProcessExit {
+                code: Some(i32::MIN),
+                signal: Some(u32::MAX),
+                core_dumped: false,
+            },
+        ];
+        for exit in exits {
+            let pbjson = serde_json::to_value(exit).unwrap();
+            assert_eq!(ours(&exit, write_process_exit), pbjson, "{exit:?}");
+        }
     }
 
     #[test]
