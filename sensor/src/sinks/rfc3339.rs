@@ -1,6 +1,8 @@
 //! Timestamps as the JSON encoding writes them (RFC 3339 in UTC, `+00:00`, with 0, 3, 6 or 9
 //! fraction digits as the value needs: what pbjson writes through chrono), without chrono's
 //! general formatting machinery, since every event carries one.
+use std::cell::Cell;
+
 use pbjson_types::Timestamp;
 
 /// 0000-01-01T00:00:00 and 9999-12-31T23:59:59: the years written with four digits.
@@ -24,47 +26,70 @@ pub fn write_quoted(time: &Timestamp, out: &mut Vec<u8>) -> bool {
     true
 }
 
+/// The longest form: `YYYY-MM-DDTHH:MM:SS.nnnnnnnnn+00:00`.
+const LONGEST: usize = 35;
+/// The length of `YYYY-MM-DDTHH:MM:SS`.
+const DATE_TIME: usize = 19;
+
+thread_local! {
+    /// The last second written and its date and time: events come in time order, so most
+    /// timestamps fall in the same second as the one before.
+    static LAST_SECOND_TEXT: Cell<(i64, [u8; DATE_TIME])> =
+        const { Cell::new((i64::MIN, [0; DATE_TIME])) };
+}
+
 /// Appends `time` (syslog's TIMESTAMP has the same form); false (nothing written) where not
-/// [`writable`].
+/// [`writable`]. Built in a stack buffer and appended once: pushing each digit to `out` checked
+/// its capacity per byte, and every event carries a timestamp.
 pub fn write(time: &Timestamp, out: &mut Vec<u8>) -> bool {
     if !writable(time) {
         return false;
     }
-    let days = time.seconds.div_euclid(86_400);
-    let second_of_day = time.seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    digits(out, year as u32, 4);
-    out.push(b'-');
-    digits(out, month, 2);
-    out.push(b'-');
-    digits(out, day, 2);
-    out.push(b'T');
-    digits(out, (second_of_day / 3600) as u32, 2);
-    out.push(b':');
-    digits(out, (second_of_day / 60 % 60) as u32, 2);
-    out.push(b':');
-    digits(out, (second_of_day % 60) as u32, 2);
+    let mut text = *b"0000-00-00T00:00:00.000000000+00:00";
+    text[..DATE_TIME].copy_from_slice(&date_time(time.seconds));
     let nanos = time.nanos as u32;
-    if nanos != 0 {
-        out.push(b'.');
-        if nanos.is_multiple_of(1_000_000) {
-            digits(out, nanos / 1_000_000, 3);
-        } else if nanos.is_multiple_of(1_000) {
-            digits(out, nanos / 1_000, 6);
-        } else {
-            digits(out, nanos, 9);
-        }
-    }
-    out.extend_from_slice(b"+00:00");
+    let fraction = if nanos == 0 {
+        0
+    } else if nanos.is_multiple_of(1_000_000) {
+        digits(&mut text[20..23], nanos / 1_000_000);
+        4
+    } else if nanos.is_multiple_of(1_000) {
+        digits(&mut text[20..26], nanos / 1_000);
+        7
+    } else {
+        digits(&mut text[20..29], nanos);
+        10
+    };
+    out.extend_from_slice(&text[..DATE_TIME + fraction]);
+    out.extend_from_slice(&text[LONGEST - 6..]);
     true
 }
 
-/// `value` in exactly `width` decimal digits, zero-padded.
-fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
-    let mut divisor = 10u32.pow(width - 1);
-    while divisor > 0 {
-        out.push(b'0' + (value / divisor % 10) as u8);
-        divisor /= 10;
+/// `YYYY-MM-DDTHH:MM:SS` of a writable second, from the last one's when it is the same.
+fn date_time(seconds: i64) -> [u8; DATE_TIME] {
+    let (last, text) = LAST_SECOND_TEXT.get();
+    if last == seconds {
+        return text;
+    }
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400) as u32;
+    let (year, month, day) = civil_from_days(days);
+    let mut text = *b"0000-00-00T00:00:00";
+    digits(&mut text[0..4], year as u32);
+    digits(&mut text[5..7], month);
+    digits(&mut text[8..10], day);
+    digits(&mut text[11..13], second_of_day / 3600);
+    digits(&mut text[14..16], second_of_day / 60 % 60);
+    digits(&mut text[17..19], second_of_day % 60);
+    LAST_SECOND_TEXT.set((seconds, text));
+    text
+}
+
+/// `value` in exactly `place.len()` decimal digits, zero-padded (the higher digits dropped).
+fn digits(place: &mut [u8], mut value: u32) {
+    for digit in place.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
@@ -91,6 +116,28 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_second_is_never_written_for_another() {
+        let times = [
+            1_764_720_000,
+            1_764_720_001,
+            1_764_720_000,
+            -1,
+            0,
+            86_400,
+            86_400,
+        ];
+        for (index, seconds) in times.into_iter().enumerate() {
+            let time = Timestamp {
+                seconds,
+                nanos: index as i32,
+            };
+            let mut ours = Vec::new();
+            assert!(write_quoted(&time, &mut ours));
+            assert_eq!(ours, serde_json::to_vec(&time).unwrap(), "{time:?}");
+        }
+    }
 
     #[test]
     fn writes_what_pbjson_writes() {
