@@ -26,8 +26,8 @@ pub fn write_quoted(time: &Timestamp, out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// The longest form: `YYYY-MM-DDTHH:MM:SS.nnnnnnnnn+00:00`.
-const LONGEST: usize = 35;
+/// The zone every timestamp is written in.
+const UTC: &[u8] = b"+00:00";
 /// The length of `YYYY-MM-DDTHH:MM:SS`.
 const DATE_TIME: usize = 19;
 
@@ -45,7 +45,7 @@ pub fn write(time: &Timestamp, out: &mut Vec<u8>) -> bool {
     if !writable(time) {
         return false;
     }
-    let mut text = *b"0000-00-00T00:00:00.000000000+00:00";
+    let mut text = *b"0000-00-00T00:00:00.000000000";
     text[..DATE_TIME].copy_from_slice(&date_time(time.seconds));
     let nanos = time.nanos as u32;
     let fraction = if nanos == 0 {
@@ -61,7 +61,7 @@ pub fn write(time: &Timestamp, out: &mut Vec<u8>) -> bool {
         10
     };
     out.extend_from_slice(&text[..DATE_TIME + fraction]);
-    out.extend_from_slice(&text[LONGEST - 6..]);
+    out.extend_from_slice(UTC);
     true
 }
 
