@@ -56,6 +56,11 @@ pub mod network_flags {
     /// `NETWORK_COMMS` holds rules (on the command name).
     pub const COMM_RULES: u32 = 1 << 9;
     pub const COMM_INCLUDES: u32 = 1 << 10;
+    /// The socket-end hook runs (`tcp_destroy_sock`): a connect whose socket closed without
+    /// an error left in it (the application took the error first) waits for the application's
+    /// `getsockopt(SO_ERROR)` or the socket's end, instead of being sent as in progress (set by
+    /// the daemon once the hook is attached).
+    pub const SOCKET_ENDS: u32 = 1 << 11;
 }
 
 pub const IPPROTO_TCP: u16 = 6;
@@ -66,6 +71,9 @@ pub mod network_record_flags {
     /// The first record of a dedup window: identical ones that follow within the window are
     /// counted in `NETWORK_DEDUP` instead of sent.
     pub const DEDUP_FIRST: u32 = 1 << 0;
+    /// Kernel-side only, on a kept connect: its socket closed with no error left in it; the
+    /// record waits for the error the application was handed (see `SOCKET_ENDS`).
+    pub const AWAITING_ERROR: u32 = 1 << 1;
 }
 
 /// Bytes of a Unix socket path (`sun_path`).

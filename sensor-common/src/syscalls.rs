@@ -67,6 +67,9 @@ watched_syscalls! {
     ACCEPT4 = 288, "accept4", Network;
     LISTEN = 50, "listen", Network;
     BIND = 49, "bind", Network;
+    // Only SO_ERROR, for the outcome of a connect the application learnt before the kernel's
+    // state change was seen.
+    GETSOCKOPT = 55, "getsockopt", Network;
     RENAME = 82, "rename", Names;
     RENAMEAT = 264, "renameat", Names;
     RENAMEAT2 = 316, "renameat2", Names;

@@ -1,6 +1,8 @@
 //! Network connections with the identity behind them, caused by real programs on loopback:
 //! Python's http.server (Debian's python3) listens and accepts, curl run as nobody connects; a
-//! connect to a closed port is reported with its errno; loopback is off unless configured.
+//! connect to a closed port is reported with its errno; loopback is off unless configured. In
+//! a network namespace the test creates: connects to an address nobody answers for, failed by
+//! the kernel, abandoned by curl, or dissolved by Python with the error read first.
 use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -52,6 +54,15 @@ impl Drop for HttpServer {
     }
 }
 
+/// `program` run as nobody, without groups.
+fn as_nobody(program: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program);
+    command
+}
+
 /// curl's connects (the tests' own readiness probes connect too) whose `network` part matches.
 fn curl_connects<'a>(
     events: &'a [Value],
@@ -63,9 +74,15 @@ fn curl_connects<'a>(
 /// curl, as nobody, fetching `url`; its exit code and the local port it used (0 when it never
 /// connected).
 fn curl_as_nobody(url: &str) -> Result<(i32, u16)> {
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .args(["curl", "-s", "-o", "/dev/null", "-w", "%{local_port}", url])
+    curl_as_nobody_with(&[], url)
+}
+
+/// [`curl_as_nobody`] with more of curl's options.
+fn curl_as_nobody_with(options: &[&str], url: &str) -> Result<(i32, u16)> {
+    let out = as_nobody("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{local_port}"])
+        .args(options)
+        .arg(url)
         .output()
         .context("running curl through setpriv")?;
     let port = String::from_utf8_lossy(&out.stdout)
@@ -204,5 +221,79 @@ fn an_unreachable_peer_is_reported_with_its_errno_when_the_kernel_gives_up() -> 
         started.elapsed() > Duration::from_secs(1),
         "the outcome came from neighbour resolution giving up, seconds after the call"
     );
+    sensor.stop()
+}
+
+/// A connect its program abandons before the kernel gives up (curl's own connect timeout, one
+/// second, against neighbour resolution's three) is reported when the socket goes, still in
+/// progress, with the identity of the process that called connect.
+#[test]
+fn a_connect_its_program_abandons_is_reported_in_progress() -> Result<()> {
+    require_root();
+    let _namespace = VethNamespace::create()?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let (code, _) = curl_as_nobody_with(&["--connect-timeout", "1"], "http://10.77.0.9:8080/")?;
+    ensure!(
+        code == 28,
+        "curl exited {code}, not with its connect timeout (28)"
+    );
+    let abandoned = sensor.wait_for("the abandoned connect", |events| {
+        curl_connects(events, |n| n["remoteAddress"] == "10.77.0.9")
+            .next()
+            .cloned()
+    })?;
+    assert_eq!(abandoned["network"]["error"], "EINPROGRESS", "{abandoned}");
+    assert_eq!(abandoned["network"]["remotePort"], 8080);
+    assert_eq!(abandoned["identity"]["user"], "nobody");
+    sensor.stop()
+}
+
+/// Python's socket module: a non-blocking connect to an address nobody answers for, dissolved
+/// (connect(2) with AF_UNSPEC) while in progress, then the socket's error read with
+/// getsockopt(SO_ERROR), as an event loop reads a connect's outcome.
+const DISSOLVED_CONNECT: &str = r#"
+import ctypes, socket, time
+s = socket.socket()
+s.setblocking(False)
+try:
+    s.connect(("10.77.0.9", 8080))
+except BlockingIOError:
+    pass
+time.sleep(0.2)
+unspec = ctypes.create_string_buffer(16)
+assert ctypes.CDLL(None).connect(s.fileno(), unspec, 16) == 0
+print(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+"#;
+
+/// The kernel writes a failed connect's error before the socket leaves SYN_SENT, so an
+/// application polling the socket can take the error before the sensor sees the state change;
+/// the error the application was handed is then the one reported. A dissolved connect makes
+/// that order certain: the kernel closes the socket first and sets ECONNRESET after.
+#[test]
+fn an_error_the_application_took_first_is_the_one_reported() -> Result<()> {
+    require_root();
+    let _namespace = VethNamespace::create()?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let out = as_nobody("/usr/bin/python3")
+        .args(["-c", DISSOLVED_CONNECT])
+        .output()
+        .context("running python3")?;
+    let handed = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && handed.trim() == "104",
+        "python3: {} {handed} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reset = sensor.wait_for("the dissolved connect's outcome", |events| {
+        network(events, "CONNECT", |n| {
+            n["remoteAddress"] == "10.77.0.9" && n["remotePort"] == 8080
+        })
+        .next()
+        .cloned()
+    })?;
+    assert_eq!(reset["network"]["error"], "ECONNRESET", "{reset}");
+    assert_eq!(reset["network"]["localAddress"], "10.77.0.1");
+    assert_eq!(reset["identity"]["user"], "nobody");
     sensor.stop()
 }

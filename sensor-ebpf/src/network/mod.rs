@@ -8,12 +8,14 @@
 //! A non-blocking connect returns EINPROGRESS before the handshake is done. Its record is then
 //! kept, by socket, until the socket leaves SYN_SENT (`inet_sock_set_state`, often in softirq
 //! context, in no relation to the process): it is sent from there with the outcome, still
-//! carrying the identity of the process that called connect. The same hook reports the end of
+//! carrying the identity of the process that called connect (see [`outcome`] for a socket
+//! whose error the application took first). The same hook reports the end of
 //! every reported TCP connection, and `sock_send_length` another process's send on it (see
 //! [`connection`]).
 mod connection;
 mod dedup;
 mod filter;
+mod outcome;
 mod socket;
 
 use aya_ebpf::{
@@ -24,7 +26,7 @@ use aya_ebpf::{
 use sensor_common::{
     address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX},
     network_flags, network_op, syscalls,
-    tcp_state::{CLOSE as TCP_CLOSE, ESTABLISHED as TCP_ESTABLISHED, SYN_SENT as TCP_SYN_SENT},
+    tcp_state::{CLOSE as TCP_CLOSE, SYN_SENT as TCP_SYN_SENT},
     NetworkFilterConfig, NetworkRecord, IPPROTO_TCP,
 };
 
@@ -32,7 +34,7 @@ use crate::{
     emit::now_ns,
     kread::{off, self_tgid, Direct, Mem, Probe},
     maps::{NETWORK_BUF, NETWORK_FILTER, PENDING_CONNECTS},
-    record::{send, stage, Reserved},
+    record::{send, stage},
     task::fill_task_info,
 };
 
@@ -72,10 +74,27 @@ fn on_state_change(sk: *const u8, old_state: i32, new_state: i32) {
     // Only connects wait in SYN_SENT, and only reported connections are followed to CLOSE;
     // every other change is none of this hook's business.
     if old_state == TCP_SYN_SENT {
-        on_connect_outcome(sk, new_state);
+        outcome::on_connect_outcome(sk, new_state);
     } else if new_state == TCP_CLOSE {
         connection::on_close(sk, old_state);
     }
+}
+
+// void tcp_destroy_sock(struct sock *sk)
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
+    outcome::on_socket_destroyed(ctx.arg::<*const u8>(0));
+    0
+}
+
+// tracepoint/tcp/tcp_destroy_sock: { common fields (8), const void *skaddr (8), ... }.
+#[tracepoint(category = "tcp", name = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: the record's layout above; a failed read is reported, not undefined.
+    if let Ok(sk) = unsafe { ctx.read_at::<u64>(8) } {
+        outcome::on_socket_destroyed(sk as *const u8);
+    }
+    0
 }
 
 // void sock_send_length(struct sock *sk, int ret, int flags), in the sender's context.
@@ -101,52 +120,6 @@ pub fn sock_send_length_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A socket left SYN_SENT: send its pending connect with the outcome. Whoever removes the
-/// pending entry sends it (this hook, or the connect's own exit when the handshake finished
-/// before it), so it is sent once; deduplication waits for the outcome, so that a refusal is
-/// never counted as a repeat of a success.
-#[inline(always)]
-fn on_connect_outcome(sk: *const u8, new_state: i32) {
-    let key = sk as u64;
-    // SAFETY: the value is copied out at once; the entry is removed below before it is sent.
-    let Some(pending) = (unsafe { PENDING_CONNECTS.get(&key) }) else {
-        return;
-    };
-    if new_state == TCP_ESTABLISHED {
-        connection::track(key, pending);
-    }
-    let Some(mut slot) = Reserved::<NetworkRecord>::new() else {
-        return;
-    };
-    let record = slot.record();
-    // The kept record was staged before its size was set; it goes out whole.
-    *record = *pending;
-    record.header.size = core::mem::size_of::<NetworkRecord>() as u32;
-    set_outcome(record, sk, new_state);
-    let window_ns = NETWORK_FILTER.get(0).map_or(0, |c| c.dedup_window_ns);
-    if PENDING_CONNECTS.remove(&key).is_err()
-        || dedup::counted_as_repeat(window_ns, record, now_ns())
-    {
-        slot.discard();
-    } else {
-        slot.submit();
-    }
-}
-
-/// The outcome of a connect whose socket is now in `state`: 0 when established, else the
-/// socket's error (EINPROGRESS stays when it was closed before having one).
-#[inline(always)]
-fn set_outcome(record: &mut NetworkRecord, sk: *const u8, state: i32) {
-    if state == TCP_ESTABLISHED {
-        record.ret = 0;
-    } else {
-        let err = Probe::read::<i32>(sk, off!(sk_err)).unwrap_or(0);
-        if err > 0 {
-            record.ret = -err;
-        }
-    }
-}
-
 #[inline(always)]
 pub fn is_network_syscall(nr: u64) -> bool {
     matches!(
@@ -156,6 +129,7 @@ pub fn is_network_syscall(nr: u64) -> bool {
             | syscalls::ACCEPT4
             | syscalls::LISTEN
             | syscalls::BIND
+            | syscalls::GETSOCKOPT
     )
 }
 
@@ -183,6 +157,10 @@ pub fn on_network_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
         return;
     }
     let syscall = nr as u32;
+    if syscall == syscalls::GETSOCKOPT {
+        outcome::on_getsockopt::<M>(regs, ret);
+        return;
+    }
     let arg_fd = M::read::<u64>(regs, off!(regs_di)).unwrap_or(u64::MAX) as i32;
     let Some((op, fd)) = operation(syscall, arg_fd, ret) else {
         return;
@@ -249,7 +227,7 @@ fn report(
             if state == TCP_SYN_SENT || PENDING_CONNECTS.remove(&sk).is_err() {
                 return;
             }
-            set_outcome(record, sock, state);
+            outcome::set_outcome(record, sock, state);
         }
     }
     let opened =

@@ -25,9 +25,7 @@ pub fn read_socket<M: Mem>(record: &mut NetworkRecord) -> u64 {
         return 0;
     };
     record.ino = file_identity::<Probe>(file).map_or(0, |(_, ino)| ino);
-    let Some(sk) = Probe::read_ptr(file, off!(file_private_data))
-        .and_then(|socket| Probe::read_ptr(socket, off!(socket_sk)))
-    else {
+    let Some(sk) = sock_of_file(file) else {
         return 0;
     };
     record.family = Probe::read::<u16>(sk, off!(sk_family)).unwrap_or(0);
@@ -47,6 +45,21 @@ pub fn read_socket<M: Mem>(record: &mut NetworkRecord) -> u64 {
         record.remote_addr[..4].copy_from_slice(&remote);
     }
     sk as u64
+}
+
+/// The `struct sock` behind the caller's `fd`, if it is a socket.
+#[inline(always)]
+pub fn sock_of_fd<M: Mem>(fd: i32) -> Option<u64> {
+    file_of_fd::<M>(fd)
+        .and_then(sock_of_file)
+        .map(|sk| sk as u64)
+}
+
+/// A socket file's `struct sock` (through its `struct socket`).
+#[inline(always)]
+fn sock_of_file(file: *const u8) -> Option<*const u8> {
+    Probe::read_ptr(file, off!(file_private_data))
+        .and_then(|socket| Probe::read_ptr(socket, off!(socket_sk)))
 }
 
 /// The peer a connect went to. The kernel's own copy decides where it has one (the socket's

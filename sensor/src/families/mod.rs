@@ -134,6 +134,13 @@ hooks! {
         Program::TpBtf("inet_sock_set_state", "inet_sock_set_state"),
         Program::Tracepoint("inet_sock_set_state_tp", "sock", "inet_sock_set_state"),
     ];
+    /// The end of every TCP socket: a connect whose error its application took before the
+    /// state change was seen is sent here at the latest. Without it such a connect is reported
+    /// as in progress (EINPROGRESS).
+    TcpDestroySock = "tcp_destroy_sock", Network, optional: [
+        Program::TpBtf("tcp_destroy_sock", "tcp_destroy_sock"),
+        Program::Tracepoint("tcp_destroy_sock_tp", "tcp", "tcp_destroy_sock"),
+    ];
     /// Sends on sockets, in the sender's context: another process sending on a reported
     /// connection (an inherited or passed socket).
     SockSendLength = "sock_send_length", Network, optional: [

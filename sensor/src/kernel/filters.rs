@@ -203,11 +203,12 @@ pub struct FilterMaps {
 }
 
 impl FilterMaps {
-    /// The filter maps of the loaded programs; `connect_outcomes` says whether the hook that
-    /// follows connects to their outcome is attached, `renames_seen` whether every way to rename
+    /// The filter maps of the loaded programs; `network_hooks` are the network settings' bits
+    /// the attached hooks allow (`network_flags::COMPLETIONS`, `SOCKET_ENDS`), `renames_seen`
+    /// whether every way to rename
     /// is (the io_uring completion hook as well as the syscalls), so that the kernel may
     /// remember path verdicts by name.
-    pub fn take(ebpf: &mut Ebpf, connect_outcomes: bool, renames_seen: bool) -> Result<Self> {
+    pub fn take(ebpf: &mut Ebpf, network_hooks: u32, renames_seen: bool) -> Result<Self> {
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("map {name} missing from the object"))
@@ -219,7 +220,7 @@ impl FilterMaps {
             comms: HashMap::try_from(take(FILTER_COMMS_MAP)?)?,
             cgroups: HashMap::try_from(take(FILTER_CGROUPS_MAP)?)?,
             exes: HashMap::try_from(take(FILTER_EXES_MAP)?)?,
-            network: NetworkMaps::take(ebpf, connect_outcomes)?,
+            network: NetworkMaps::take(ebpf, network_hooks)?,
             remember_verdicts: renames_seen,
             rules_generation: 0,
         })

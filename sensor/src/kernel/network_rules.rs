@@ -91,12 +91,12 @@ pub struct NetworkMaps {
     ports: HashMap<MapData, u16, u32>,
     uids: HashMap<MapData, u32, u32>,
     comms: HashMap<MapData, [u8; 16], u32>,
-    /// Whether connects are followed to their outcome and end (the state hook is attached).
-    completions: bool,
+    /// The [`nf`] bits the attached hooks allow (`COMPLETIONS`, `SOCKET_ENDS`).
+    hook_flags: u32,
 }
 
 impl NetworkMaps {
-    pub fn take(ebpf: &mut Ebpf, completions: bool) -> Result<Self> {
+    pub fn take(ebpf: &mut Ebpf, hook_flags: u32) -> Result<Self> {
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the object"))
@@ -107,7 +107,7 @@ impl NetworkMaps {
             ports: HashMap::try_from(take(NETWORK_PORTS_MAP)?)?,
             uids: HashMap::try_from(take(NETWORK_UIDS_MAP)?)?,
             comms: HashMap::try_from(take(NETWORK_COMMS_MAP)?)?,
-            completions,
+            hook_flags,
         })
     }
 
@@ -129,9 +129,7 @@ impl NetworkMaps {
         replace(&mut self.uids, &rules.uids).context("updating network user rules")?;
         replace(&mut self.comms, &rules.comms).context("updating network comm rules")?;
         let mut config = rules.config;
-        if self.completions {
-            config.flags |= nf::COMPLETIONS;
-        }
+        config.flags |= self.hook_flags;
         self.config
             .set(0, config, 0)
             .context("updating network settings")

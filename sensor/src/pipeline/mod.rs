@@ -287,9 +287,9 @@ impl Daemon {
             .ok();
         let (tail_events, _) = broadcast::channel(tail::BACKLOG);
         serve_observability(&config, &metrics, &tail_events).await;
-        let completions = sensor.attached(Hook::InetSockSetState);
         let renames_seen = sensor.attached(Hook::IoUringComplete);
-        let mut filters = FilterMaps::take(&mut sensor.ebpf, completions, renames_seen)?;
+        let network_hooks = network_hook_flags(&sensor);
+        let mut filters = FilterMaps::take(&mut sensor.ebpf, network_hooks, renames_seen)?;
         filters.apply(&rules)?;
         let ring = take_ring(&mut sensor)?;
         let reader_asleep = take_map(&mut sensor, READER_ASLEEP_MAP)?;
@@ -549,6 +549,21 @@ fn load_kernel(config: &Config, metrics: &Metrics) -> Result<loader::LoadedSenso
 }
 
 /// A map of the loaded object, taken out of it as the type `M` its user reads it as.
+/// The network settings' bits that depend on attached hooks: connects followed to their
+/// outcome and end (the state-change hook), and a connect whose error its application took
+/// first waiting for that error (the socket-end hook, which guarantees it is sent).
+fn network_hook_flags(sensor: &loader::LoadedSensor) -> u32 {
+    use sensor_common::network_flags as nf;
+    let mut flags = 0;
+    if sensor.attached(Hook::InetSockSetState) {
+        flags |= nf::COMPLETIONS;
+        if sensor.attached(Hook::TcpDestroySock) {
+            flags |= nf::SOCKET_ENDS;
+        }
+    }
+    flags
+}
+
 fn take_map<M>(sensor: &mut loader::LoadedSensor, name: &str) -> Result<M>
 where
     M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
