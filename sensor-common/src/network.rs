@@ -18,6 +18,8 @@ pub mod network_op {
 
 /// Values of [`NetworkRecord::family`].
 pub mod address_family {
+    /// In a connect: the socket's association with its peer is dissolved.
+    pub const UNSPEC: u16 = 0;
     pub const UNIX: u16 = 1;
     pub const INET: u16 = 2;
     pub const INET6: u16 = 10;

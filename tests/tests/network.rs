@@ -268,7 +268,8 @@ print(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
 /// The kernel writes a failed connect's error before the socket leaves SYN_SENT, so an
 /// application polling the socket can take the error before the sensor sees the state change;
 /// the error the application was handed is then the one reported. A dissolved connect makes
-/// that order certain: the kernel closes the socket first and sets ECONNRESET after.
+/// that order certain: the kernel closes the socket first and sets ECONNRESET after. The
+/// dissolving call itself is no connection and is not reported as one.
 #[test]
 fn an_error_the_application_took_first_is_the_one_reported() -> Result<()> {
     require_root();
@@ -285,13 +286,18 @@ fn an_error_the_application_took_first_is_the_one_reported() -> Result<()> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let reset = sensor.wait_for("the dissolved connect's outcome", |events| {
-        network(events, "CONNECT", |n| {
-            n["remoteAddress"] == "10.77.0.9" && n["remotePort"] == 8080
-        })
-        .next()
-        .cloned()
+    let events = sensor.wait_for("python's exit", |events| {
+        of_kind(events, "exit")
+            .any(|e| e["process"]["comm"] == "python3")
+            .then(|| events.to_vec())
     })?;
+    let connects: Vec<&Value> = network(&events, "CONNECT", |n| n["remoteAddress"] == "10.77.0.9")
+        .filter(|e| e["process"]["comm"] == "python3")
+        .collect();
+    // The connect with AF_UNSPEC dissolved the socket's association: it connected nowhere.
+    assert_eq!(connects.len(), 1, "{connects:?}");
+    let reset = connects[0];
+    assert_eq!(reset["network"]["remotePort"], 8080);
     assert_eq!(reset["network"]["error"], "ECONNRESET", "{reset}");
     assert_eq!(reset["network"]["localAddress"], "10.77.0.1");
     assert_eq!(reset["identity"]["user"], "nobody");

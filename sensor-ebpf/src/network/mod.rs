@@ -178,6 +178,9 @@ pub fn on_network_syscall<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
     if op == network_op::CONNECT {
         let addr = M::read::<u64>(regs, off!(regs_si)).unwrap_or(0);
         let len = M::read::<u64>(regs, off!(regs_dx)).unwrap_or(0);
+        if socket::dissolves_association(addr) {
+            return;
+        }
         socket::read_peer(record, sk, addr, len);
     }
     if !wanted(&config, record) {

@@ -3,7 +3,7 @@ use aya_ebpf::helpers::generated::{
     bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str,
 };
 use sensor_common::{
-    address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX},
+    address_family::{INET as AF_INET, INET6 as AF_INET6, UNIX as AF_UNIX, UNSPEC as AF_UNSPEC},
     network_op, NetworkRecord, UNIX_PATH_MAX, UNIX_PATH_ROOM,
 };
 
@@ -60,6 +60,16 @@ pub fn sock_of_fd<M: Mem>(fd: i32) -> Option<u64> {
 fn sock_of_file(file: *const u8) -> Option<*const u8> {
     Probe::read_ptr(file, off!(file_private_data))
         .and_then(|socket| Probe::read_ptr(socket, off!(socket_sk)))
+}
+
+/// Whether a connect's `struct sockaddr` at `addr` is AF_UNSPEC: no connection, but the end of
+/// the socket's association with its peer (connect(2)); the socket still names the old peer.
+#[inline(always)]
+pub fn dissolves_association(addr: u64) -> bool {
+    let mut family: u16 = u16::MAX;
+    // SAFETY: two bytes of user memory into a local; a fault leaves it unmatched.
+    unsafe { bpf_probe_read_user((&mut family as *mut u16).cast(), 2, addr as *const _) };
+    family == AF_UNSPEC
 }
 
 /// The peer a connect went to. The kernel's own copy decides where it has one (the socket's
