@@ -303,3 +303,51 @@ fn an_error_the_application_took_first_is_the_one_reported() -> Result<()> {
     assert_eq!(reset["identity"]["user"], "nobody");
     sensor.stop()
 }
+
+/// Python's socket module: a non-blocking connect dissolved while in progress, then the same
+/// socket connected elsewhere and closed before either could finish.
+const RECONNECTED_SOCKET: &str = r#"
+import ctypes, socket, time
+s = socket.socket()
+s.setblocking(False)
+for peer in ("10.77.0.9", "10.77.0.10"):
+    try:
+        s.connect((peer, 8080))
+    except BlockingIOError:
+        pass
+    time.sleep(0.2)
+    if peer.endswith(".9"):
+        assert ctypes.CDLL(None).connect(s.fileno(), ctypes.create_string_buffer(16), 16) == 0
+s.close()
+"#;
+
+/// A socket whose first connect was dissolved and which then connected again: both connects
+/// are reported (each kept by socket until its outcome; the second does not replace the first).
+#[test]
+fn both_connects_of_a_reused_socket_are_reported() -> Result<()> {
+    require_root();
+    let _namespace = VethNamespace::create()?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let status = as_nobody("/usr/bin/python3")
+        .args(["-c", RECONNECTED_SOCKET])
+        .status()
+        .context("running python3")?;
+    ensure!(status.success(), "python3: {status}");
+    let events = sensor.wait_for("python's exit", |events| {
+        of_kind(events, "exit")
+            .any(|e| e["process"]["comm"] == "python3")
+            .then(|| events.to_vec())
+    })?;
+    let mut peers: Vec<String> = network(&events, "CONNECT", |n| n["remotePort"] == 8080)
+        .filter(|e| e["process"]["comm"] == "python3")
+        .map(|e| {
+            e["network"]["remoteAddress"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    peers.sort();
+    assert_eq!(peers, ["10.77.0.10", "10.77.0.9"]);
+    sensor.stop()
+}

@@ -223,7 +223,9 @@ fn report(
     let in_progress = record.op == network_op::CONNECT && record.ret == -EINPROGRESS;
     if in_progress && follows && record.protocol == IPPROTO_TCP {
         // Kept for the state change to send with its outcome. On loopback the handshake can be
-        // over before connect returns: then the entry is taken back and sent from here.
+        // over before connect returns: then the entry is taken back and sent from here. An
+        // earlier connect still kept for the socket is sent first, not overwritten.
+        outcome::send_kept(sk);
         if PENDING_CONNECTS.insert(&sk, &*record, 0).is_ok() {
             let sock = sk as *const u8;
             let state = Probe::read::<u8>(sock, off!(sk_state)).map_or(TCP_SYN_SENT, i32::from);

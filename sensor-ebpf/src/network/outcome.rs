@@ -103,9 +103,15 @@ pub fn on_getsockopt<M: Mem>(regs: *const u8, ret: i64) {
 /// (the application's error if it was seen, else in progress: it gave up before an outcome).
 #[inline(always)]
 pub fn on_socket_destroyed(sk: *const u8) {
-    let key = sk as u64;
-    if PENDING_CONNECTS.get_ptr(&key).is_some() {
-        send_pending(key, None);
+    send_kept(sk as u64);
+}
+
+/// Sends the connect kept for `sk`, if any, with what is known: before the socket's end, or
+/// before a new connect on the same socket (its association dissolved) takes the entry.
+#[inline(always)]
+pub fn send_kept(sk: u64) {
+    if PENDING_CONNECTS.get_ptr(&sk).is_some() {
+        send_pending(sk, None);
     }
 }
 
