@@ -116,7 +116,8 @@ pub fn send_kept(sk: u64) {
 }
 
 /// Sends the connect kept for `key`, with `ret` as its result if given (else the kept one),
-/// unless another CPU removed it first or it is a repeat within the dedup window.
+/// unless another CPU removed it first or it is a repeat within the dedup window (which is
+/// decided only now, on the outcome, so that a refusal never counts as a repeat of a success).
 #[inline(always)]
 fn send_pending(key: u64, ret: Option<i32>) {
     // SAFETY: the value is copied into the slot at once; the entry is removed before sending.
