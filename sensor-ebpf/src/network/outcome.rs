@@ -32,22 +32,23 @@ pub fn on_connect_outcome(sk: *const u8, new_state: i32) {
     let Some(pending) = PENDING_CONNECTS.get_ptr_mut(&key) else {
         return;
     };
+    // SAFETY: a map value is valid while the program runs.
+    let kept = unsafe { &*pending };
     if new_state == TCP_ESTABLISHED {
-        // SAFETY: a map value is valid while the program runs; it is only read here.
-        connection::track(key, unsafe { &*pending });
-        send_pending(key, Some(0));
+        connection::track(key, kept);
+        send_pending(key, kept, Some(0));
         return;
     }
     let err = Probe::read::<i32>(sk, off!(sk_err)).unwrap_or(0);
     if err > 0 {
-        send_pending(key, Some(-err));
+        send_pending(key, kept, Some(-err));
         return;
     }
     let waits = NETWORK_FILTER
         .get(0)
         .is_some_and(|c| c.flags & network_flags::SOCKET_ENDS != 0);
     if new_state != TCP_CLOSE || !waits {
-        send_pending(key, None);
+        send_pending(key, kept, None);
         return;
     }
     // SAFETY: as above; the application's getsockopt may write `ret` on another CPU, and each
@@ -55,7 +56,7 @@ pub fn on_connect_outcome(sk: *const u8, new_state: i32) {
     unsafe {
         (*pending).flags |= network_record_flags::AWAITING_ERROR;
         if (*pending).ret != -EINPROGRESS {
-            send_pending(key, None);
+            send_pending(key, &*pending, None);
         }
     }
 }
@@ -94,7 +95,7 @@ pub fn on_getsockopt<M: Mem>(regs: *const u8, ret: i64) {
     unsafe {
         (*pending).ret = -error;
         if (*pending).flags & network_record_flags::AWAITING_ERROR != 0 {
-            send_pending(sk, None);
+            send_pending(sk, &*pending, None);
         }
     }
 }
@@ -110,20 +111,18 @@ pub fn on_socket_destroyed(sk: *const u8) {
 /// before a new connect on the same socket (its association dissolved) takes the entry.
 #[inline(always)]
 pub fn send_kept(sk: u64) {
-    if PENDING_CONNECTS.get_ptr(&sk).is_some() {
-        send_pending(sk, None);
+    // SAFETY: a map value is valid while the program runs; it is copied before it is removed.
+    if let Some(kept) = unsafe { PENDING_CONNECTS.get(&sk) } {
+        send_pending(sk, kept, None);
     }
 }
 
-/// Sends the connect kept for `key`, with `ret` as its result if given (else the kept one),
+/// Sends `pending`, the connect kept for `key` (its map value, looked up once by the caller),
+/// with `ret` as its result if given (else the kept one),
 /// unless another CPU removed it first or it is a repeat within the dedup window (which is
 /// decided only now, on the outcome, so that a refusal never counts as a repeat of a success).
 #[inline(always)]
-fn send_pending(key: u64, ret: Option<i32>) {
-    // SAFETY: the value is copied into the slot at once; the entry is removed before sending.
-    let Some(pending) = (unsafe { PENDING_CONNECTS.get(&key) }) else {
-        return;
-    };
+fn send_pending(key: u64, pending: &NetworkRecord, ret: Option<i32>) {
     let Some(mut slot) = Reserved::<NetworkRecord>::new() else {
         return;
     };
