@@ -248,6 +248,38 @@ fn a_connect_its_program_abandons_is_reported_in_progress() -> Result<()> {
     sensor.stop()
 }
 
+/// Runs `script` with Debian's python3 as nobody; what it printed, once it succeeded.
+fn python_as_nobody(script: &str) -> Result<String> {
+    let out = as_nobody("/usr/bin/python3")
+        .args(["-c", script])
+        .output()
+        .context("running python3")?;
+    ensure!(
+        out.status.success(),
+        "python3: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Every event the sensor has sent once a python3 process has exited.
+fn events_until_python_exits(sensor: &mut Sensor) -> Result<Vec<Value>> {
+    sensor.wait_for("python's exit", |events| {
+        of_kind(events, "exit")
+            .any(|e| e["process"]["comm"] == "python3")
+            .then(|| events.to_vec())
+    })
+}
+
+/// python3's connects whose `network` part matches.
+fn python_connects<'a>(
+    events: &'a [Value],
+    matches: impl Fn(&Value) -> bool + 'a,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    network(events, "CONNECT", matches).filter(|e| e["process"]["comm"] == "python3")
+}
+
 /// Python's socket module: a non-blocking connect to an address nobody answers for, dissolved
 /// (connect(2) with AF_UNSPEC) while in progress, then the socket's error read with
 /// getsockopt(SO_ERROR), as an event loop reads a connect's outcome.
@@ -275,25 +307,11 @@ fn an_error_the_application_took_first_is_the_one_reported() -> Result<()> {
     require_root();
     let _namespace = VethNamespace::create()?;
     let mut sensor = Sensor::start(&TestConfig::new())?;
-    let out = as_nobody("/usr/bin/python3")
-        .args(["-c", DISSOLVED_CONNECT])
-        .output()
-        .context("running python3")?;
-    let handed = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success() && handed.trim() == "104",
-        "python3: {} {handed} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events = sensor.wait_for("python's exit", |events| {
-        of_kind(events, "exit")
-            .any(|e| e["process"]["comm"] == "python3")
-            .then(|| events.to_vec())
-    })?;
-    let connects: Vec<&Value> = network(&events, "CONNECT", |n| n["remoteAddress"] == "10.77.0.9")
-        .filter(|e| e["process"]["comm"] == "python3")
-        .collect();
+    let handed = python_as_nobody(DISSOLVED_CONNECT)?;
+    ensure!(handed.trim() == "104", "python3 was handed {handed}");
+    let events = events_until_python_exits(&mut sensor)?;
+    let connects: Vec<&Value> =
+        python_connects(&events, |n| n["remoteAddress"] == "10.77.0.9").collect();
     // The connect with AF_UNSPEC dissolved the socket's association: it connected nowhere.
     assert_eq!(connects.len(), 1, "{connects:?}");
     let reset = connects[0];
@@ -328,18 +346,9 @@ fn both_connects_of_a_reused_socket_are_reported() -> Result<()> {
     require_root();
     let _namespace = VethNamespace::create()?;
     let mut sensor = Sensor::start(&TestConfig::new())?;
-    let status = as_nobody("/usr/bin/python3")
-        .args(["-c", RECONNECTED_SOCKET])
-        .status()
-        .context("running python3")?;
-    ensure!(status.success(), "python3: {status}");
-    let events = sensor.wait_for("python's exit", |events| {
-        of_kind(events, "exit")
-            .any(|e| e["process"]["comm"] == "python3")
-            .then(|| events.to_vec())
-    })?;
-    let mut peers: Vec<String> = network(&events, "CONNECT", |n| n["remotePort"] == 8080)
-        .filter(|e| e["process"]["comm"] == "python3")
+    python_as_nobody(RECONNECTED_SOCKET)?;
+    let events = events_until_python_exits(&mut sensor)?;
+    let mut peers: Vec<String> = python_connects(&events, |n| n["remotePort"] == 8080)
         .map(|e| {
             e["network"]["remoteAddress"]
                 .as_str()
