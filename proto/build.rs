@@ -32,6 +32,19 @@ fn main() -> anyhow::Result<()> {
         // allocated for every event, made the file-open path slower, not faster.
         .boxed(".custos.v1.Event.identity")
         .boxed(".custos.v1.Event.process")
+        // An event is as large as its largest body, and every event moves at that size. These
+        // members are rare (a device, a parent the table shares, a change's credentials) or,
+        // for the access basis, larger than the rest of its body: boxed, an event takes 400
+        // bytes instead of 912.
+        .boxed(".custos.v1.ProcessExec.parent")
+        .boxed(".custos.v1.FileOpen.device")
+        .boxed(".custos.v1.FileOpen.basis")
+        .boxed(".custos.v1.PrivilegeChange.before")
+        .boxed(".custos.v1.PrivilegeChange.after")
+        .boxed(".custos.v1.BlockDeviceChange.device")
+        .boxed(".custos.v1.Mount.device")
+        .boxed(".custos.v1.DeviceControl.device")
+        .boxed(".custos.v1.DeviceWriteSummary.device")
         .compile_protos(PROTOS, &["."])
         .context("generating prost types")?;
 

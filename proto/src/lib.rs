@@ -16,6 +16,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod delimited;
 
+// Every event moves at the size of its largest body, several times between the reader's stages:
+// large members that are rare, or larger than the rest of their body, are boxed (build.rs).
+const _: () = assert!(std::mem::size_of::<v1::Event>() <= 400);
+
 impl v1::EventKind {
     /// Every kind an event body can have, in schema order.
     pub fn of_bodies() -> impl Iterator<Item = v1::EventKind> {

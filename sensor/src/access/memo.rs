@@ -103,7 +103,7 @@ pub struct AccessPart {
     pub owner_gid: Option<u32>,
     pub owner_group: String,
     pub mode: Option<u32>,
-    pub basis: Option<AccessBasis>,
+    pub basis: Option<Box<AccessBasis>>,
 }
 
 impl AccessPart {

@@ -64,11 +64,11 @@ fn opened<S: NameSource>(open: &FileOpen, body: &mut FileOpenEvent, names: &mut 
         match requested(record.open_flags) {
             Some(want) => want,
             None => {
-                body.basis = Some(custos_proto::v1::AccessBasis {
+                body.basis = Some(Box::new(custos_proto::v1::AccessBasis {
                     grant: custos_proto::v1::AccessGrant::None as i32,
                     object: "file".into(),
                     ..Default::default()
-                });
+                }));
                 return;
             }
         }
@@ -103,7 +103,7 @@ fn opened<S: NameSource>(open: &FileOpen, body: &mut FileOpenEvent, names: &mut 
         after_the_fact: false,
         note,
     };
-    body.basis = Some(basis_event(&decision, &checked, names));
+    body.basis = Some(Box::new(basis_event(&decision, &checked, names)));
 }
 
 fn denied<S: NameSource>(task: &TaskInfo, body: &mut FileOpenEvent, names: &mut NameCache<S>) {
@@ -150,7 +150,7 @@ fn denied<S: NameSource>(task: &TaskInfo, body: &mut FileOpenEvent, names: &mut 
         after_the_fact: true,
         note,
     };
-    body.basis = Some(basis_event(&found.decision, &checked, names));
+    body.basis = Some(Box::new(basis_event(&found.decision, &checked, names)));
 }
 
 fn set_owner<S: NameSource>(

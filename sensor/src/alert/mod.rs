@@ -453,11 +453,11 @@ pub(crate) mod tests {
                     write: true,
                     ..FileAccess::default()
                 });
-                open.device = Some(custos_proto::v1::BlockDevice {
+                open.device = Some(Box::new(custos_proto::v1::BlockDevice {
                     name: "sdb1".into(),
                     watched: true,
                     ..Default::default()
-                });
+                }));
             }
             event
         };

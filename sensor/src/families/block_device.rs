@@ -46,7 +46,7 @@ impl<S: NameSource> Enricher<S> {
         let process = self.process_of(task, &exec_id);
         let body = Body::BlockDevice(BlockDeviceChange {
             action: action as i32,
-            device: Some(device.clone()),
+            device: Some(Box::new(device.clone())),
             seat_uid,
             seat_user: seat_uid
                 .and_then(|uid| self.names.user(uid))

@@ -55,7 +55,7 @@ impl<S: NameSource> Enricher<S> {
         Some(Event {
             time: Some(timestamp(SystemTime::now())),
             body: Some(Body::DeviceControl(DeviceControl {
-                device: Some(device),
+                device: Some(Box::new(device)),
                 action: enforcement.action as i32,
                 rule,
                 method: enforcement.method.name().to_owned(),
@@ -94,7 +94,7 @@ impl<S: NameSource> Enricher<S> {
         let exec_id = self.exec_id_of(task.tgid, task.start_boottime_ns);
         let process = self.process_of(task, &exec_id);
         let body = Body::DeviceControl(DeviceControl {
-            device: Some(device),
+            device: Some(Box::new(device)),
             action: DeviceControlAction::Deny as i32,
             rule: rule.unwrap_or_default(),
             method: Method::BpfLsm.name().to_owned(),
@@ -132,7 +132,7 @@ impl<S: NameSource> Enricher<S> {
                 .writes
                 .count(writer, &device, record.ino, access.create);
         }
-        body.device = Some(device);
+        body.device = Some(Box::new(device));
     }
 
     /// One summary per identity and device of the writes since the last call.
@@ -143,7 +143,7 @@ impl<S: NameSource> Enricher<S> {
             let device = counts.device;
             let identity = self.writer_identity(writer);
             let summary = DeviceWriteSummary {
-                device: Some(device),
+                device: Some(Box::new(device)),
                 start: Some(timestamp(since)),
                 end: Some(timestamp(now)),
                 write_opens: counts.write_opens,

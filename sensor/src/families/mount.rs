@@ -94,7 +94,7 @@ impl<S: NameSource> Enricher<S> {
             flags: fixed.flags,
             errno,
             error: errno.map(errno_name).unwrap_or_default(),
-            device,
+            device: device.map(Box::new),
         });
         let exec_id = self.exec_id_of(task.tgid, task.start_boottime_ns);
         let process = self.process_of(task, &exec_id);

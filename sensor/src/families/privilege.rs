@@ -60,8 +60,8 @@ impl<S: NameSource> Enricher<S> {
         };
         Body::PrivilegeChange(PrivilegeChange {
             how: how.to_owned(),
-            before: before.map(|c| self.credentials_view(c)),
-            after: Some(self.credentials_view(after)),
+            before: before.map(|c| Box::new(self.credentials_view(c))),
+            after: Some(Box::new(self.credentials_view(after))),
             capabilities_gained: capability_names(gained),
             escalation: errno.is_none() && before.is_some_and(|b| after.escalates_from(b)),
             errno,

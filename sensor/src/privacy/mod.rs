@@ -96,7 +96,7 @@ impl Privacy {
 fn processes(event: &mut Event) -> Vec<&mut Process> {
     let mut out: Vec<&mut Process> = event.process.as_deref_mut().into_iter().collect();
     if let Some(Body::Exec(exec)) = &mut event.body {
-        out.extend(exec.parent.iter_mut());
+        out.extend(exec.parent.as_deref_mut());
     }
     out
 }
@@ -162,10 +162,10 @@ mod tests {
         let hidden = Privacy::for_view(true, NameView::Hidden, &config).unwrap();
         let mut event = Event {
             body: Some(Body::DeviceWriteSummary(DeviceWriteSummary {
-                device: Some(BlockDevice {
+                device: Some(Box::new(BlockDevice {
                     backing_file: "/home/alice/disk.img".into(),
                     ..BlockDevice::default()
-                }),
+                })),
                 ..DeviceWriteSummary::default()
             })),
             ..Event::default()

@@ -270,7 +270,9 @@ pub(crate) mod tests {
     /// [`sample_events`] and three execs: two with the same parent, one without.
     pub(crate) fn sample_events_with_execs() -> Vec<Event> {
         let exec = |seq, parent: Option<Process>| Event {
-            body: Some(Body::Exec(ProcessExec { parent })),
+            body: Some(Body::Exec(ProcessExec {
+                parent: parent.map(Box::new),
+            })),
             ..event(seq, Some(identity(0)), Some(process(100, "/bin/sh")))
         };
         let mut events = sample_events();
@@ -292,7 +294,7 @@ pub(crate) mod tests {
         SharedParts {
             process: event.process.take().map(|p| std::sync::Arc::new(*p)),
             identity: event.identity.take().map(|i| std::sync::Arc::new(*i)),
-            parent: parent.map(std::sync::Arc::new),
+            parent: parent.map(|p| std::sync::Arc::new(*p)),
             source: Some(std::sync::Arc::new(EventSource {
                 run_id: std::mem::take(&mut event.run_id),
                 boot_id: std::mem::take(&mut event.boot_id),

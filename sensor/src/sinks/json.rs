@@ -71,7 +71,7 @@ impl JsonEncoder {
             process: owned.as_deref().or(shared.process.as_deref()),
             exec: exec
                 .as_ref()
-                .map(|parent| parent.as_ref().or(shared.parent.as_deref())),
+                .map(|parent| parent.as_deref().or(shared.parent.as_deref())),
         };
         let written = self.write(event, &parts, shared.source.as_deref(), out);
         event.time = event.time.or(time);

@@ -504,13 +504,13 @@ mod tests {
             inode: Some(u64::MAX),
             repeats: 41,
             repeat_summary: true,
-            device: Some(BlockDevice {
+            device: Some(Box::new(BlockDevice {
                 name: "sdb".into(),
                 removable: true,
                 size_bytes: 1 << 40,
                 ..BlockDevice::default()
-            }),
-            basis: Some(AccessBasis {
+            })),
+            basis: Some(Box::new(AccessBasis {
                 grant: AccessGrant::Acl as i32,
                 group: Some(Group {
                     gid: 27,
@@ -527,7 +527,7 @@ mod tests {
                 capability: "CAP_DAC_OVERRIDE".into(),
                 note: "n\"".into(),
                 ..AccessBasis::default()
-            }),
+            })),
             owner_uid: Some(0),
             owner: "root".into(),
             owner_gid: Some(0),
@@ -536,10 +536,10 @@ mod tests {
         };
         let bare = FileOpen::default();
         let unnamed_grant = FileOpen {
-            basis: Some(AccessBasis {
+            basis: Some(Box::new(AccessBasis {
                 grant: 99,
                 ..AccessBasis::default()
-            }),
+            })),
             ..FileOpen::default()
         };
         for open in [full, bare] {
@@ -574,7 +574,7 @@ mod tests {
     fn an_events_fields_are_written_as_pbjson_writes_them_for_every_kind_of_body() {
         let bodies = [
             Body::Exec(ProcessExec {
-                parent: Some(process(1, "/sbin/init")),
+                parent: Some(Box::new(process(1, "/sbin/init"))),
             }),
             Body::Exit(ProcessExit::default()),
             Body::Loss(EventLoss::default()),

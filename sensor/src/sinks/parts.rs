@@ -69,7 +69,7 @@ impl SharedParts {
         }
         if let Some(parent) = self.parent.take() {
             if let Some(Body::Exec(exec)) = &mut event.body {
-                exec.parent = Some(Arc::unwrap_or_clone(parent));
+                exec.parent = Some(Box::new(Arc::unwrap_or_clone(parent)));
             }
         }
     }
@@ -87,7 +87,7 @@ impl SharedParts {
     /// The parent of `event` if it is an exec: its own or the one held apart.
     pub fn parent<'a>(&'a self, event: &'a Event) -> Option<&'a Process> {
         match &event.body {
-            Some(Body::Exec(exec)) => exec.parent.as_ref().or(self.parent.as_deref()),
+            Some(Body::Exec(exec)) => exec.parent.as_deref().or(self.parent.as_deref()),
             _ => None,
         }
     }

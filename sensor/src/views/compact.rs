@@ -128,7 +128,7 @@ pub fn what(event: &Event) -> String {
         },
         Some(Body::FileOpen(open)) => file_open(open),
         Some(Body::PrivilegeChange(change)) => {
-            let user = |c: &Option<custos_proto::v1::Credentials>| {
+            let user = |c: &Option<Box<custos_proto::v1::Credentials>>| {
                 c.as_ref().map_or_else(String::new, |c| c.euser.clone())
             };
             format!(

@@ -195,7 +195,7 @@ mod tests {
             body: Some(Body::FileOpen(FileOpen {
                 path: path.into(),
                 fd: Some(3),
-                basis: Some(AccessBasis {
+                basis: Some(Box::new(AccessBasis {
                     grant: AccessGrant::Group as i32,
                     group: Some(Group {
                         gid: 50,
@@ -203,7 +203,7 @@ mod tests {
                     }),
                     requested: "r".into(),
                     ..AccessBasis::default()
-                }),
+                })),
                 ..FileOpen::default()
             })),
             ..Event::default()
@@ -238,10 +238,10 @@ mod tests {
                 ..Process::default()
             })),
             body: Some(Body::Exec(ProcessExec {
-                parent: Some(Process {
+                parent: Some(Box::new(Process {
                     binary: "/usr/bin/sudo".into(),
                     ..Process::default()
-                }),
+                })),
             })),
             ..Event::default()
         };

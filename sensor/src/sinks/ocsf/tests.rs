@@ -32,7 +32,7 @@ fn event(body: Body) -> Event {
 fn an_exec_is_a_process_launch_with_its_parent_as_actor() {
     let parent = process(70, "/usr/bin/bash");
     let object = to_ocsf(&event(Body::Exec(ProcessExec {
-        parent: Some(parent),
+        parent: Some(Box::new(parent)),
     })))
     .unwrap();
     assert_eq!(object["class_uid"], 1007);
