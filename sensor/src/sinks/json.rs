@@ -5,11 +5,13 @@
 //! parent process are spliced in from caches, since they are most of an event's bytes and
 //! repeat from event to event. The object has the same fields and values as pbjson's; only the
 //! spliced fields come last.
+use std::sync::Arc;
+
 use anyhow::Result;
 use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 
 use super::{
-    json_fields::{serialized, write_event_fields, write_process, Object},
+    json_fields::{serialized, source_fields, write_event_fields, write_process, Object},
     parts::{identity_slot, EventSource, PartCache, PartIds, SharedParts},
     rfc3339,
 };
@@ -29,6 +31,21 @@ pub struct JsonEncoder {
     processes: PartCache<Process>,
     parents: PartCache<Process>,
     identities: PartCache<Identity>,
+    /// The run's event source and its fields as written (see [`source_fields`]).
+    source: Option<(Arc<EventSource>, Vec<u8>)>,
+}
+
+/// The fields of `source` as written, from `kept` when it holds them for the same source.
+fn written_source<'a>(
+    kept: &'a mut Option<(Arc<EventSource>, Vec<u8>)>,
+    source: &Arc<EventSource>,
+) -> &'a [u8] {
+    let same =
+        |(held, _): &(Arc<EventSource>, Vec<u8>)| Arc::ptr_eq(held, source) || held == source;
+    if !kept.as_ref().is_some_and(same) {
+        *kept = Some((source.clone(), source_fields(source)));
+    }
+    kept.as_ref().map_or(&[], |(_, written)| written)
 }
 
 /// Appends the JSON `write` writes for `part` (id `id`), from `cache` where it holds it.
@@ -73,7 +90,7 @@ impl JsonEncoder {
                 .as_ref()
                 .map(|parent| parent.as_deref().or(shared.parent.as_deref())),
         };
-        let written = self.write(event, &parts, shared.source.as_deref(), out);
+        let written = self.write(event, &parts, shared.source.as_ref(), out);
         event.time = event.time.or(time);
         event.identity = identity;
         event.process = owned;
@@ -91,10 +108,11 @@ impl JsonEncoder {
         &mut self,
         head: &Event,
         parts: &Parts,
-        source: Option<&EventSource>,
+        source: Option<&Arc<EventSource>>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let mut object = Object::open(out);
+        let source = source.map(|source| written_source(&mut self.source, source));
         write_event_fields(head, source, &mut object);
         if let Some(time) = &parts.time {
             object.timestamp("time", time);
@@ -174,6 +192,30 @@ mod tests {
             assert_eq!(ours, pbjson, "event {}", event.seq);
             let decoded: Event = serde_json::from_value(ours).unwrap();
             assert_eq!(decoded, *event, "event {} reads back", event.seq);
+        }
+    }
+
+    #[test]
+    fn a_source_held_apart_is_written_as_pbjson_writes_it_and_follows_its_changes() {
+        let mut encoder = JsonEncoder::default();
+        let mut tagger = PartTagger::default();
+        let hosts = ["web-1", "web-1", "db \"2\"\n", "web-1", ""];
+        for (seq, host) in hosts.into_iter().enumerate() {
+            let mut event = Event {
+                seq: seq as u64,
+                run_id: format!("run-{}", seq % 2),
+                boot_id: "boot".into(),
+                host: host.into(),
+                kind: "EVENT_KIND_EXIT".into(),
+                ..Event::default()
+            };
+            let pbjson = serde_json::to_value(&event).unwrap();
+            let shared = apart(&mut event);
+            let ids = tagger.tag(&event, &shared, PartIds::default());
+            let mut line = Vec::new();
+            encoder.encode(&mut event, ids, &shared, &mut line).unwrap();
+            let ours: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(ours, pbjson, "event {seq}");
         }
     }
 }

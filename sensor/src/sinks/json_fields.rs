@@ -81,6 +81,16 @@ impl<'a> Object<'a> {
         }
     }
 
+    /// Appends fields written before (`"name":value`, comma-separated), such as
+    /// [`source_fields`].
+    pub fn fields(&mut self, written: &[u8]) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.extend_from_slice(written);
+    }
+
     /// Closes the object.
     pub fn close(self) {
         self.out.push(b'}');
@@ -136,7 +146,22 @@ pub fn serialized<M: serde::Serialize + ?Sized>(value: &M, out: &mut Vec<u8>) {
 
 /// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's;
 /// `source`, when given, in place of the event's `run_id`, `boot_id` and `host`.
-pub fn write_event_fields(event: &Event, source: Option<&EventSource>, object: &mut Object) {
+/// The fields `source` gives an event (`runId`, `bootId`, `host`), the same on every event of a
+/// run: written once, then spliced into each event by [`write_event_fields`].
+pub fn source_fields(source: &EventSource) -> Vec<u8> {
+    let mut written = Vec::new();
+    let mut object = Object::open(&mut written);
+    object.string("runId", &source.run_id);
+    object.string("bootId", &source.boot_id);
+    object.string("host", &source.host);
+    // Fields to splice into another object: without this one's opening brace.
+    written.remove(0);
+    written
+}
+
+/// The envelope's fields; those of its source from `source`, the [`source_fields`] of the
+/// parts held apart from it, when they are.
+pub fn write_event_fields(event: &Event, source: Option<&[u8]>, object: &mut Object) {
     let Event {
         seq,
         run_id,
@@ -148,14 +173,15 @@ pub fn write_event_fields(event: &Event, source: Option<&EventSource>, object: &
         kind,
         body,
     } = event;
-    let (run_id, boot_id, host) = match source {
-        Some(source) => (&source.run_id, &source.boot_id, &source.host),
-        None => (run_id, boot_id, host),
-    };
     object.long("seq", *seq);
-    object.string("runId", run_id);
-    object.string("bootId", boot_id);
-    object.string("host", host);
+    match source {
+        Some(written) => object.fields(written),
+        None => {
+            object.string("runId", run_id);
+            object.string("bootId", boot_id);
+            object.string("host", host);
+        }
+    }
     if let Some(time) = time {
         object.timestamp("time", time);
     }
