@@ -163,8 +163,6 @@ pub fn serialized<M: serde::Serialize + ?Sized>(value: &M, out: &mut Vec<u8>) {
     }
 }
 
-/// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's;
-/// `source`, when given, in place of the event's `run_id`, `boot_id` and `host`.
 /// The fields `source` gives an event (`runId`, `bootId`, `host`), the same on every event of a
 /// run: written once, then spliced into each event by [`write_event_fields`].
 pub fn source_fields(source: &EventSource) -> Vec<u8> {
@@ -178,8 +176,9 @@ pub fn source_fields(source: &EventSource) -> Vec<u8> {
     written
 }
 
-/// The envelope's fields; those of its source from `source`, the [`source_fields`] of the
-/// parts held apart from it, when they are.
+/// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's;
+/// `source`, when given (the [`source_fields`] of the source held apart from the event), in
+/// place of the event's `run_id`, `boot_id` and `host`.
 pub fn write_event_fields(event: &Event, source: Option<&[u8]>, object: &mut Object) {
     let Event {
         seq,
