@@ -176,7 +176,11 @@ impl<M: PartialEq + Clone> TagSlots<M> {
 
 /// A direct-mapped cache of encoded messages: a slot keeps the id or the message last encoded
 /// there, and its bytes. A hit by id costs nothing; a part without an id costs one comparison
-/// (and on a miss a copy of the message) besides what encoding always cost.
+/// (and on a miss a copy of the message) besides what encoding always cost. A part with an id
+/// takes the slot of its id, one without the slot of its key: equal identities of different
+/// processes have different ids and the same key, and events of such processes interleave
+/// (two busy processes of one user), so slots by key would have them encoded again at every
+/// turn.
 pub struct PartCache<M> {
     /// Per slot, the id of the part last encoded there, the part itself when it came without
     /// an id, and its bytes.
@@ -194,8 +198,8 @@ impl<M> Default for PartCache<M> {
 }
 
 impl<M: PartialEq + Clone> PartCache<M> {
-    /// The bytes `encode` writes for `part` (whose id is `id`, or 0), from slot `key` when it
-    /// holds the same part.
+    /// The bytes `encode` writes for `part` (whose id is `id`, or 0), from its slot when that
+    /// holds the same part: the slot of `id`, or of `key` for a part without one.
     pub fn encoded(
         &mut self,
         key: usize,
@@ -203,7 +207,8 @@ impl<M: PartialEq + Clone> PartCache<M> {
         part: &M,
         encode: impl Fn(&M, &mut Vec<u8>),
     ) -> &Vec<u8> {
-        let (cached_id, cached, encoded) = &mut self.slots[key % SLOTS];
+        let slot = if id != 0 { id as usize } else { key };
+        let (cached_id, cached, encoded) = &mut self.slots[slot % SLOTS];
         let hit = if id != 0 {
             *cached_id == id
         } else {
@@ -332,7 +337,13 @@ mod tests {
             (0, "/bin/b", true),
             (0, "/bin/b", false),
             (0, "/bin/c", true),
-            (6, "/bin/b", true),
+            // Parts with ids keep their own slots whatever their key, and parts without one
+            // do not take them.
+            (6, "/bin/b", false),
+            (5, "/bin/a", false),
+            // An id a whole round of slots later takes the slot from the earlier one.
+            (5 + SLOTS as u64, "/bin/d", true),
+            (5, "/bin/a", true),
         ];
         for (id, binary, encoded_again) in steps {
             let before = encodings.get();
