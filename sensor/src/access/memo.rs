@@ -4,12 +4,19 @@
 use std::{
     hash::{Hash, Hasher},
     num::NonZeroUsize,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use custos_proto::v1::{AccessBasis, FileOpen as FileOpenEvent};
 use lru::LruCache;
 use sensor_common::{access_flags, FileOpenRecord, MAX_GROUPS};
+
+use crate::sinks::new_part_id;
+
+/// A remembered basis, shared by the events of the opens it answers, and its part id (see
+/// [`crate::sinks::PartIds`]): the encoders write it once for all of them.
+pub type HeldBasis = (Arc<AccessBasis>, u64);
 
 /// Distinct inputs remembered.
 const ENTRIES: NonZeroUsize = match NonZeroUsize::new(4096) {
@@ -103,28 +110,33 @@ pub struct AccessPart {
     pub owner_gid: Option<u32>,
     pub owner_group: String,
     pub mode: Option<u32>,
-    pub basis: Option<Box<AccessBasis>>,
+    pub basis: Option<HeldBasis>,
 }
 
 impl AccessPart {
-    pub fn of(body: &FileOpenEvent) -> Self {
+    /// The access part `body` holds; its basis moves here, under a new part id.
+    pub fn take(body: &mut FileOpenEvent) -> Self {
         Self {
             owner_uid: body.owner_uid,
             owner: body.owner.clone(),
             owner_gid: body.owner_gid,
             owner_group: body.owner_group.clone(),
             mode: body.mode,
-            basis: body.basis.clone(),
+            basis: body
+                .basis
+                .take()
+                .map(|basis| (Arc::new(*basis), new_part_id())),
         }
     }
 
-    pub fn apply(&self, body: &mut FileOpenEvent) {
+    /// Sets the owner fields on `body`; the basis, to hold apart from it.
+    pub fn apply(&self, body: &mut FileOpenEvent) -> Option<HeldBasis> {
         body.owner_uid = self.owner_uid;
         body.owner.clone_from(&self.owner);
         body.owner_gid = self.owner_gid;
         body.owner_group.clone_from(&self.owner_group);
         body.mode = self.mode;
-        body.basis.clone_from(&self.basis);
+        self.basis.clone()
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
     basis::{decide, Acl, Object, Opener},
     event::{basis_event, Checked},
     examine::examine_denied,
-    memo::{AccessPart, BasisKey, BasisMemo},
+    memo::{AccessPart, BasisKey, BasisMemo, HeldBasis},
     requested, ByteOrder, CREATE_IN_DIRECTORY,
 };
 use crate::{
@@ -24,34 +24,36 @@ const NOT_BY_PERMISSIONS: &str = "the permission bits allow this access: refused
 
 /// Sets `body`'s owner and basis: from the kernel's inputs for an open that succeeded (the
 /// same inputs as an earlier open's give its answer from `memo`), from the path as it is now
-/// for one that was denied.
+/// for one that was denied. A remembered basis is returned to be held apart from the event
+/// rather than set on it (see [`crate::sinks::SharedParts`]).
 pub fn add_access_basis<S: NameSource>(
     open: &FileOpen,
     body: &mut FileOpenEvent,
     names: &mut NameCache<S>,
     memo: &mut BasisMemo,
-) {
+) -> Option<HeldBasis> {
     let record = &open.fixed;
     if record.ret < 0 {
         if body.denied {
             denied(&record.task, body, names);
         }
-        return;
+        return None;
     }
     if record.access_flags & access_flags::KNOWN == 0 {
-        return;
+        return None;
     }
     let key = BasisKey::of(record, &open.acl);
     if let Some(part) = key.as_ref().and_then(|k| memo.get(k)) {
-        part.apply(body);
-        return;
+        return part.apply(body);
     }
     let (uid, gid, mode) = (record.file_uid, record.file_gid, record.file_mode);
     set_owner(body, uid, gid, mode, names);
     opened(open, body, names);
-    if let Some(key) = key {
-        memo.put(key, AccessPart::of(body));
-    }
+    let key = key?;
+    let part = AccessPart::take(body);
+    let held = part.apply(body);
+    memo.put(key, part);
+    held
 }
 
 fn opened<S: NameSource>(open: &FileOpen, body: &mut FileOpenEvent, names: &mut NameCache<S>) {

@@ -50,8 +50,14 @@ impl<S: NameSource> Enricher<S> {
 }
 
 impl<S: NameSource> Enricher<S> {
+    /// Sets the owner and basis of `body`; a remembered basis is held apart with its id.
     fn add_access_basis(&mut self, open: &FileOpen, body: &mut FileOpenEvent) {
-        crate::access::open::add_access_basis(open, body, &mut self.names, &mut self.access_bases);
+        let memo = &mut self.access_bases;
+        let held = crate::access::open::add_access_basis(open, body, &mut self.names, memo);
+        if let Some((basis, id)) = held {
+            self.shared.basis = Some(basis);
+            self.part_ids.basis = id;
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! most of an event's bytes; prost would measure each nested message again at every level and
 //! then copy it. Here each is encoded once and its bytes spliced into every event that carries
 //! an equal one. The output is byte for byte what `Event::encode_length_delimited` writes.
-use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
+use custos_proto::v1::{event::Body, AccessBasis, Event, Identity, Process, ProcessExec};
 use prost::{
     encoding::{
         bytes, encode_key, encode_varint, encoded_len_varint, key_len, message, string, uint64,
@@ -56,7 +56,8 @@ impl ProtobufEncoder {
         let identity_in_use = identity.as_deref().or(shared.identity.as_deref());
         // Written after the process, in its number's place.
         let kind = std::mem::take(&mut event.kind);
-        let body = event.body.take();
+        let mut body = event.body.take();
+        let lent = lend_basis(&mut body, shared.basis.as_deref());
 
         let identity_bytes = identity_in_use.map(|identity| {
             self.identities
@@ -99,10 +100,27 @@ impl ProtobufEncoder {
             encode_body(body, parent, out);
         }
 
+        if lent {
+            if let Some(Body::FileOpen(open)) = &mut body {
+                open.basis = None;
+            }
+        }
         event.identity = identity;
         event.process = owned;
         event.kind = kind;
         event.body = body;
+    }
+}
+
+/// Puts a copy of the basis held apart (`shared`) into a file open without one, to be encoded
+/// in its place; whether it did.
+fn lend_basis(body: &mut Option<Body>, shared: Option<&AccessBasis>) -> bool {
+    match (body, shared) {
+        (Some(Body::FileOpen(open)), Some(basis)) if open.basis.is_none() => {
+            open.basis = Some(Box::new(basis.clone()));
+            true
+        }
+        _ => false,
     }
 }
 
@@ -264,7 +282,54 @@ pub(crate) mod tests {
                 ..event(7, Some(identity(2)), None)
             },
             Event::default(),
+            // Access bases: one met again, one in its place.
+            with_basis(event(8, Some(identity(0)), None), basis("r")),
+            with_basis(event(9, Some(identity(0)), None), basis("r")),
+            with_basis(event(10, Some(identity(0)), None), basis("rw")),
         ]
+    }
+
+    fn basis(requested: &str) -> AccessBasis {
+        AccessBasis {
+            grant: custos_proto::v1::AccessGrant::Group as i32,
+            group: Some(Group {
+                gid: 4,
+                name: "adm".into(),
+            }),
+            requested: requested.into(),
+            permission_class: "group".into(),
+            object: "file".into(),
+            ..AccessBasis::default()
+        }
+    }
+
+    fn with_basis(mut event: Event, basis: AccessBasis) -> Event {
+        if let Some(Body::FileOpen(open)) = &mut event.body {
+            open.basis = Some(Box::new(basis));
+        }
+        event
+    }
+
+    /// The ids the enricher gives the parts it holds apart: here a basis's, one per distinct
+    /// basis, as the memo of bases gives them.
+    pub(crate) fn builder_ids(shared: &SharedParts) -> PartIds {
+        thread_local! {
+            static GIVEN: std::cell::RefCell<Vec<(AccessBasis, u64)>> = Default::default();
+        }
+        let basis = shared.basis.as_deref().map_or(0, |basis| {
+            GIVEN.with_borrow_mut(|given| match given.iter().find(|(b, _)| b == basis) {
+                Some((_, id)) => *id,
+                None => {
+                    let id = crate::sinks::new_part_id();
+                    given.push((basis.clone(), id));
+                    id
+                }
+            })
+        });
+        PartIds {
+            basis,
+            ..PartIds::default()
+        }
     }
 
     /// [`sample_events`] and three execs: two with the same parent, one without.
@@ -284,17 +349,22 @@ pub(crate) mod tests {
         events
     }
 
-    /// Takes `event`'s process, identity, source and an exec's parent out, as the enricher
-    /// holds them apart.
+    /// Takes `event`'s process, identity, source, an exec's parent and a file open's basis
+    /// out, as the enricher holds them apart.
     pub(crate) fn apart(event: &mut Event) -> SharedParts {
         let parent = match &mut event.body {
             Some(Body::Exec(exec)) => exec.parent.take(),
+            _ => None,
+        };
+        let basis = match &mut event.body {
+            Some(Body::FileOpen(open)) => open.basis.take(),
             _ => None,
         };
         SharedParts {
             process: event.process.take().map(|p| std::sync::Arc::new(*p)),
             identity: event.identity.take().map(|i| std::sync::Arc::new(*i)),
             parent: parent.map(|p| std::sync::Arc::new(*p)),
+            basis: basis.map(|b| std::sync::Arc::new(*b)),
             source: Some(std::sync::Arc::new(EventSource {
                 run_id: std::mem::take(&mut event.run_id),
                 boot_id: std::mem::take(&mut event.boot_id),
@@ -333,7 +403,7 @@ pub(crate) mod tests {
             // The same event with its parts held apart, as the table shares them.
             let mut shared = apart(event);
             let mut held = Vec::new();
-            let ids = tagger.tag(event, &shared, PartIds::default());
+            let ids = tagger.tag(event, &shared, builder_ids(&shared));
             tagged.encode(event, ids, &shared, &mut held);
             assert_eq!(held, expected, "event {} with its parts apart", event.seq);
             shared.restore(event);

@@ -1,5 +1,5 @@
 //! JSON lines for events (protobuf's canonical JSON mapping, as pbjson writes it), reusing the
-//! JSON of a recent event's process, identity and exec parent.
+//! JSON of a recent event's process, identity, exec parent and access basis.
 //!
 //! The event's own fields are written by pbjson; its identity, process and, for an exec, the
 //! parent process are spliced in from caches, since they are most of an event's bytes and
@@ -8,10 +8,13 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
+use custos_proto::v1::{event::Body, AccessBasis, Event, Identity, Process, ProcessExec};
 
 use super::{
-    json_fields::{serialized, source_fields, write_event_fields, write_process, Object},
+    json_fields::{
+        serialized, source_fields, write_access_basis, write_event_fields, write_process, Object,
+        WrittenApart,
+    },
     parts::{identity_slot, EventSource, PartCache, PartIds, SharedParts},
     rfc3339,
 };
@@ -24,6 +27,8 @@ struct Parts<'a> {
     process: Option<&'a Process>,
     /// For an exec, its parent (if known).
     exec: Option<Option<&'a Process>>,
+    /// For a file open without a basis of its own, the one held apart.
+    basis: Option<&'a AccessBasis>,
 }
 
 #[derive(Default)]
@@ -31,6 +36,7 @@ pub struct JsonEncoder {
     processes: PartCache<Process>,
     parents: PartCache<Process>,
     identities: PartCache<Identity>,
+    bases: PartCache<AccessBasis>,
     /// The run's event source and its fields as written (see [`source_fields`]).
     source: Option<(Arc<EventSource>, Vec<u8>)>,
 }
@@ -89,6 +95,10 @@ impl JsonEncoder {
             exec: exec
                 .as_ref()
                 .map(|parent| parent.as_deref().or(shared.parent.as_deref())),
+            basis: match &event.body {
+                Some(Body::FileOpen(open)) if open.basis.is_none() => shared.basis.as_deref(),
+                _ => None,
+            },
         };
         let written = self.write(event, &parts, shared.source.as_ref(), out);
         event.time = event.time.or(time);
@@ -113,7 +123,13 @@ impl JsonEncoder {
     ) -> Result<()> {
         let mut object = Object::open(out);
         let source = source.map(|source| written_source(&mut self.source, source));
-        write_event_fields(head, source, &mut object);
+        let basis = parts.basis.map(|basis| {
+            let bases = &mut self.bases;
+            bases
+                .encoded(0, parts.ids.basis, basis, write_access_basis)
+                .as_slice()
+        });
+        write_event_fields(head, WrittenApart { source, basis }, &mut object);
         if let Some(time) = &parts.time {
             object.timestamp("time", time);
         }
@@ -147,7 +163,7 @@ impl JsonEncoder {
 mod tests {
     use super::*;
     use crate::sinks::{
-        encode::tests::{apart, sample_events_with_execs},
+        encode::tests::{apart, builder_ids, sample_events_with_execs},
         parts::PartTagger,
     };
 
@@ -182,7 +198,7 @@ mod tests {
             // The same event with its parts held apart, as the table shares them.
             let mut shared = apart(event);
             let mut held = Vec::new();
-            let ids = tagger.tag(event, &shared, PartIds::default());
+            let ids = tagger.tag(event, &shared, builder_ids(&shared));
             tagged.encode(event, ids, &shared, &mut held).unwrap();
             assert_eq!(held, ours, "event {} with its parts apart", event.seq);
             shared.restore(event);

@@ -176,10 +176,19 @@ pub fn source_fields(source: &EventSource) -> Vec<u8> {
     written
 }
 
+/// Parts held apart from an event, written before: spliced in their places.
+#[derive(Clone, Copy, Default)]
+pub struct WrittenApart<'a> {
+    /// The [`source_fields`] of the event's source, in place of its `run_id`, `boot_id` and
+    /// `host`.
+    pub source: Option<&'a [u8]>,
+    /// A file open's access basis ([`write_access_basis`]), where the body has none.
+    pub basis: Option<&'a [u8]>,
+}
+
 /// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's;
-/// `source`, when given (the [`source_fields`] of the source held apart from the event), in
-/// place of the event's `run_id`, `boot_id` and `host`.
-pub fn write_event_fields(event: &Event, source: Option<&[u8]>, object: &mut Object) {
+/// the parts written `apart` in their places.
+pub fn write_event_fields(event: &Event, apart: WrittenApart, object: &mut Object) {
     let Event {
         seq,
         run_id,
@@ -192,7 +201,7 @@ pub fn write_event_fields(event: &Event, source: Option<&[u8]>, object: &mut Obj
         body,
     } = event;
     object.long("seq", *seq);
-    match source {
+    match apart.source {
         Some(written) => object.fields(written),
         None => {
             object.string("runId", run_id);
@@ -211,17 +220,18 @@ pub fn write_event_fields(event: &Event, source: Option<&[u8]>, object: &mut Obj
     }
     object.string("kind", kind);
     if let Some(body) = body {
-        write_body(body, object);
+        write_body(body, apart.basis, object);
     }
 }
 
-/// Writes the body's field: its name in the oneof and its message.
-fn write_body(body: &Body, object: &mut Object) {
+/// Writes the body's field: its name in the oneof and its message; a file open's `basis`
+/// written apart where it has none.
+fn write_body(body: &Body, basis: Option<&[u8]>, object: &mut Object) {
     match body {
         Body::Exec(v) => serialized(v, object.key("exec")),
         Body::Exit(v) => write_process_exit(v, object.key("exit")),
         Body::Loss(v) => serialized(v, object.key("loss")),
-        Body::FileOpen(v) => write_file_open(v, object.key("fileOpen")),
+        Body::FileOpen(v) => write_file_open(v, basis, object.key("fileOpen")),
         Body::PrivilegeChange(v) => serialized(v, object.key("privilegeChange")),
         Body::SessionStart(v) => serialized(v, object.key("sessionStart")),
         Body::SessionEnd(v) => serialized(v, object.key("sessionEnd")),
@@ -300,8 +310,9 @@ fn write_cgroup(cgroup: &Cgroup, out: &mut Vec<u8>) {
     object.close();
 }
 
-/// Appends the JSON of a file open, the most frequent body.
-fn write_file_open(open: &FileOpen, out: &mut Vec<u8>) {
+/// Appends the JSON of a file open, the most frequent body, with `held` (its basis, written
+/// apart) where it has no basis of its own.
+fn write_file_open(open: &FileOpen, held: Option<&[u8]>, out: &mut Vec<u8>) {
     let FileOpen {
         path,
         path_raw,
@@ -351,8 +362,10 @@ fn write_file_open(open: &FileOpen, out: &mut Vec<u8>) {
     if let Some(device) = device {
         serialized(device, object.key("device"));
     }
-    if let Some(basis) = basis {
-        write_access_basis(basis, object.key("basis"));
+    match (basis, held) {
+        (Some(basis), _) => write_access_basis(basis, object.key("basis")),
+        (None, Some(written)) => object.key("basis").extend_from_slice(written),
+        (None, None) => {}
     }
     optional_number(&mut object, "ownerUid", *owner_uid);
     object.string("owner", owner);
@@ -402,7 +415,8 @@ fn write_file_access(access: &FileAccess, out: &mut Vec<u8>) {
     object.close();
 }
 
-fn write_access_basis(basis: &AccessBasis, out: &mut Vec<u8>) {
+/// Appends the JSON of an access basis.
+pub fn write_access_basis(basis: &AccessBasis, out: &mut Vec<u8>) {
     let AccessBasis {
         grant,
         group,
@@ -530,9 +544,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_file_open_is_written_with_pbjsons_fields_and_values_whatever_it_holds() {
-        let full = FileOpen {
+    /// A file open with every field set, strings that need escaping among them.
+    fn full_file_open() -> FileOpen {
+        FileOpen {
             path: "/home/a\"b\\c\u{2}é".into(),
             path_raw: b"/home/\xff".to_vec(),
             path_truncated: true,
@@ -583,7 +597,12 @@ mod tests {
             owner_gid: Some(0),
             owner_group: "root".into(),
             mode: Some(0o100640),
-        };
+        }
+    }
+
+    #[test]
+    fn a_file_open_is_written_with_pbjsons_fields_and_values_whatever_it_holds() {
+        let full = full_file_open();
         let bare = FileOpen::default();
         let unnamed_grant = FileOpen {
             basis: Some(Box::new(AccessBasis {
@@ -592,13 +611,26 @@ mod tests {
             })),
             ..FileOpen::default()
         };
-        for open in [full, bare] {
+        let whole = |open: &FileOpen, out: &mut Vec<u8>| write_file_open(open, None, out);
+        for open in [full.clone(), bare] {
             let pbjson = serde_json::to_value(&open).unwrap();
-            assert_eq!(ours(&open, write_file_open), pbjson, "{open:?}");
+            assert_eq!(ours(&open, whole), pbjson, "{open:?}");
         }
+        // The basis written apart, in the place of the one the open goes without.
+        let pbjson = serde_json::to_value(&full).unwrap();
+        let mut written_basis = Vec::new();
+        write_access_basis(full.basis.as_deref().unwrap(), &mut written_basis);
+        let held = |open: &FileOpen, out: &mut Vec<u8>| {
+            let without = FileOpen {
+                basis: None,
+                ..open.clone()
+            };
+            write_file_open(&without, Some(&written_basis), out)
+        };
+        assert_eq!(ours(&full, held), pbjson);
         // pbjson cannot write a grant the schema does not name; neither is it invented here.
         assert!(serde_json::to_value(&unnamed_grant).is_err());
-        let written = ours(&unnamed_grant, write_file_open);
+        let written = ours(&unnamed_grant, whole);
         assert_eq!(written["basis"], serde_json::Value::Null);
     }
 
@@ -650,7 +682,7 @@ mod tests {
         for event in events {
             let written = ours(&event, |event, out| {
                 let mut object = Object::open(out);
-                write_event_fields(event, None, &mut object);
+                write_event_fields(event, WrittenApart::default(), &mut object);
                 object.close();
             });
             assert_eq!(written, serde_json::to_value(&event).unwrap(), "{event:?}");

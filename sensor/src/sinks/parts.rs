@@ -1,5 +1,5 @@
-//! The parts of events that repeat from event to event (their process, identity and an exec's
-//! parent), known by id, and a cache of their encodings shared by the encoders.
+//! The parts of events that repeat from event to event (their process, identity, an exec's
+//! parent and a file open's access basis), known by id, and a cache of their encodings shared by the encoders.
 //!
 //! Most events come from a handful of busy processes, and their `Process` and `Identity` are
 //! most of an event's bytes. Each is encoded once and its bytes reused for every event that
@@ -11,7 +11,7 @@ use std::sync::{
     Arc,
 };
 
-use custos_proto::v1::{event::Body, Event, Identity, Process};
+use custos_proto::v1::{event::Body, AccessBasis, Event, Identity, Process};
 
 /// Slots per cache: enough for the busy processes of a host, small enough to stay in cache.
 pub const SLOTS: usize = 64;
@@ -30,6 +30,8 @@ pub struct PartIds {
     pub identity: u64,
     /// An exec's parent process.
     pub parent: u64,
+    /// A file open's access basis.
+    pub basis: u64,
 }
 
 /// An event's parts held apart from it: views the process table shares, which the event goes
@@ -41,6 +43,9 @@ pub struct SharedParts {
     pub identity: Option<Arc<Identity>>,
     /// An exec's parent.
     pub parent: Option<Arc<Process>>,
+    /// A file open's access basis, as the memo of bases keeps it: the same for every open of
+    /// one file by one opener.
+    pub basis: Option<Arc<AccessBasis>>,
     /// The event's `run_id`, `boot_id` and `host`, the same on every event of a run.
     pub source: Option<Arc<EventSource>>,
 }
@@ -72,6 +77,11 @@ impl SharedParts {
                 exec.parent = Some(Box::new(Arc::unwrap_or_clone(parent)));
             }
         }
+        if let Some(basis) = self.basis.take() {
+            if let Some(Body::FileOpen(open)) = &mut event.body {
+                open.basis = Some(Box::new(Arc::unwrap_or_clone(basis)));
+            }
+        }
     }
 
     /// `event`'s process: its own or the one held apart.
@@ -88,6 +98,14 @@ impl SharedParts {
     pub fn parent<'a>(&'a self, event: &'a Event) -> Option<&'a Process> {
         match &event.body {
             Some(Body::Exec(exec)) => exec.parent.as_deref().or(self.parent.as_deref()),
+            _ => None,
+        }
+    }
+
+    /// The access basis of `event` if it is a file open: its own or the one held apart.
+    pub fn basis<'a>(&'a self, event: &'a Event) -> Option<&'a AccessBasis> {
+        match &event.body {
+            Some(Body::FileOpen(open)) => open.basis.as_deref().or(self.basis.as_deref()),
             _ => None,
         }
     }
@@ -130,10 +148,15 @@ impl PartTagger {
         let parent = shared.parent(event).map_or(0, |parent| {
             trusted(known.parent).unwrap_or_else(|| self.parents.id_of(parent.pid as usize, parent))
         });
+        // Bases are many and small: one without its builder's id is written, not compared.
+        let basis = shared
+            .basis(event)
+            .map_or(0, |_| trusted(known.basis).unwrap_or(0));
         PartIds {
             process,
             identity,
             parent,
+            basis,
         }
     }
 

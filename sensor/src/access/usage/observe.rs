@@ -1,7 +1,7 @@
 //! Which entitlement an event used.
 use std::collections::HashMap;
 
-use custos_proto::v1::{event::Body, AccessGrant, Event, FileOpen, Identity, Process};
+use custos_proto::v1::{event::Body, AccessBasis, AccessGrant, Event, FileOpen, Identity, Process};
 
 use super::model::Kind;
 use crate::{
@@ -65,7 +65,10 @@ pub fn uses_in(
     };
     match &event.body {
         Some(Body::FileOpen(open)) if !open.repeat_summary && open.fd.is_some() => {
-            let mut uses = group_use(identity, open).into_iter().collect::<Vec<_>>();
+            let basis = shared.basis(event);
+            let mut uses = group_use(identity, open, basis)
+                .into_iter()
+                .collect::<Vec<_>>();
             uses.extend(role_uses_of_open(identity, open, rules));
             uses
         }
@@ -110,9 +113,10 @@ fn exec_uses(
     uses
 }
 
-/// A group grant made under the person's own account: the membership was used.
-fn group_use(identity: &Identity, open: &FileOpen) -> Option<Used> {
-    let basis = open.basis.as_ref()?;
+/// A group grant made under the person's own account: the membership was used. `basis` is
+/// the open's, held apart or not.
+fn group_use(identity: &Identity, open: &FileOpen, basis: Option<&AccessBasis>) -> Option<Used> {
+    let basis = basis?;
     let own_account = person_of(identity) == Some(identity.user.as_str());
     let group_grant = basis.grant == AccessGrant::Group as i32
         || (basis.grant == AccessGrant::Acl as i32 && basis.group.is_some());
