@@ -13,6 +13,20 @@ pub struct SchemaText {
     pub raw: Option<Vec<u8>>,
 }
 
+/// [`from_bytes`] for bytes the caller gives up: valid UTF-8 becomes the text without a copy.
+pub fn from_vec(bytes: Vec<u8>) -> SchemaText {
+    match String::from_utf8(bytes) {
+        Ok(text) => SchemaText { text, raw: None },
+        Err(err) => {
+            let bytes = err.into_bytes();
+            SchemaText {
+                text: escape_invalid_utf8(&bytes),
+                raw: Some(bytes),
+            }
+        }
+    }
+}
+
 pub fn from_bytes(bytes: &[u8]) -> SchemaText {
     match std::str::from_utf8(bytes) {
         Ok(text) => SchemaText {
@@ -71,6 +85,20 @@ mod tests {
         let t = from_bytes(bytes);
         assert_eq!(t.text, "/tmp/a\\xffb\\xc3");
         assert_eq!(t.raw.as_deref(), Some(&bytes[..]));
+    }
+
+    #[test]
+    fn taken_bytes_give_what_borrowed_ones_give() {
+        let samples: [&[u8]; 5] = [
+            b"",
+            b"/etc/passwd",
+            "/home/zoë".as_bytes(),
+            b"\xff",
+            b"a\xc3",
+        ];
+        for bytes in samples {
+            assert_eq!(from_vec(bytes.to_vec()), from_bytes(bytes), "{bytes:?}");
+        }
     }
 
     #[test]

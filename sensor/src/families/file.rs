@@ -32,13 +32,14 @@ pub(crate) fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
 }
 
 impl<S: NameSource> Enricher<S> {
-    pub(crate) fn file_open(&mut self, open: &FileOpen) -> Event {
-        let record = &open.fixed;
-        let task = &record.task;
-        let (exec_id, process) = self.acting_process(task);
+    /// The event of `open`, whose path bytes it takes.
+    pub(crate) fn file_open(&mut self, open: &mut FileOpen) -> Event {
+        let (exec_id, process) = self.acting_process(&open.fixed.task);
         let mut body = file_open_body(open);
         self.add_access_basis(open, &mut body);
         self.note_device_write(open, &mut body);
+        let record = &open.fixed;
+        let task = &record.task;
         self.shared_envelope(
             record.header.ktime_ns,
             task,
@@ -61,20 +62,21 @@ impl<S: NameSource> Enricher<S> {
     }
 }
 
-/// The schema's FileOpen from a kernel record.
-pub fn file_open_body(open: &FileOpen) -> FileOpenEvent {
-    let record = &open.fixed;
-    let succeeded = record.ret >= 0;
+/// The schema's FileOpen from a kernel record, whose path bytes become its path (taken, not
+/// copied: every open has one).
+pub fn file_open_body(open: &mut FileOpen) -> FileOpenEvent {
+    let succeeded = open.fixed.ret >= 0;
     let path = if succeeded || open.path.first() == Some(&b'/') || open.dir.is_empty() {
-        text::from_bytes(&open.path)
+        text::from_vec(std::mem::take(&mut open.path))
     } else {
-        let mut joined = open.dir.clone();
+        let mut joined = std::mem::take(&mut open.dir);
         if joined.last() != Some(&b'/') {
             joined.push(b'/');
         }
         joined.extend_from_slice(&open.path);
-        text::from_bytes(&joined)
+        text::from_vec(joined)
     };
+    let record = &open.fixed;
     let flags = record.open_flags;
     let errno = (!succeeded).then(|| record.ret.unsigned_abs());
     FileOpenEvent {

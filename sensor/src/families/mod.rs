@@ -223,7 +223,7 @@ impl<S: NameSource> Enricher<S> {
                 self.fork(&fork);
                 None
             }
-            Record::FileOpen(open) => Some(self.file_open(&open)),
+            Record::FileOpen(mut open) => Some(self.file_open(&mut open)),
             Record::PrivilegeChange(cred) => self.privilege_record(&cred),
             Record::BlockDevice(device) => self.device_change(&device),
             Record::Mount(mount) => self.mount(&mount),
