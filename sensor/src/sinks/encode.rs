@@ -1,15 +1,15 @@
-//! Length-delimited protobuf for events, reusing the encoding of a recent event's process and
-//! identity.
+//! Length-delimited protobuf for events, reusing the encoding of a recent event's process,
+//! identity and access basis.
 //!
 //! Most events come from a handful of busy processes, and their `Process` and `Identity` are
 //! most of an event's bytes; prost would measure each nested message again at every level and
 //! then copy it. Here each is encoded once and its bytes spliced into every event that carries
 //! an equal one. The output is byte for byte what `Event::encode_length_delimited` writes.
-use custos_proto::v1::{event::Body, AccessBasis, Event, Identity, Process, ProcessExec};
+use custos_proto::v1::{event::Body, AccessBasis, Event, FileOpen, Identity, Process, ProcessExec};
 use prost::{
     encoding::{
-        bytes, encode_key, encode_varint, encoded_len_varint, key_len, message, string, uint64,
-        WireType,
+        bytes, encode_key, encode_varint, encoded_len_varint, key_len, message, string, uint32,
+        uint64, WireType,
     },
     Message,
 };
@@ -28,11 +28,20 @@ const KIND_FIELD: u32 = 8;
 /// Field numbers of `Event.exec` and of `ProcessExec.parent`.
 const EXEC_FIELD: u32 = 10;
 const EXEC_PARENT_FIELD: u32 = 1;
+/// Field numbers of `Event.file_open`, of `FileOpen.basis` and of the owner fields after it.
+const FILE_OPEN_FIELD: u32 = 13;
+const BASIS_FIELD: u32 = 17;
+const OWNER_UID_FIELD: u32 = 18;
+const OWNER_FIELD: u32 = 19;
+const OWNER_GID_FIELD: u32 = 20;
+const OWNER_GROUP_FIELD: u32 = 21;
+const MODE_FIELD: u32 = 22;
 
 #[derive(Default)]
 pub struct ProtobufEncoder {
     processes: PartCache<Process>,
     identities: PartCache<Identity>,
+    bases: PartCache<AccessBasis>,
 }
 
 fn encode_raw<M: Message>(part: &M, out: &mut Vec<u8>) {
@@ -57,7 +66,6 @@ impl ProtobufEncoder {
         // Written after the process, in its number's place.
         let kind = std::mem::take(&mut event.kind);
         let mut body = event.body.take();
-        let lent = lend_basis(&mut body, shared.basis.as_deref());
 
         let identity_bytes = identity_in_use.map(|identity| {
             self.identities
@@ -71,8 +79,12 @@ impl ProtobufEncoder {
         // body.
         let source = shared.source.as_deref();
         let head_len = event.encoded_len() + source.map_or(0, source_len);
-        let parent = shared.parent.as_deref();
-        let body_len = body.as_ref().map_or(0, |body| body_len(body, parent));
+        let apart = BodyApart {
+            parent: shared.parent.as_deref(),
+            basis: held_basis(&body, shared.basis.as_deref())
+                .map(|basis| self.bases.encoded(0, ids.basis, basis, encode_raw)),
+        };
+        let body_len = body.as_ref().map_or(0, |body| body_len(body, &apart));
         let kind_len = if kind.is_empty() {
             0
         } else {
@@ -96,15 +108,10 @@ impl ProtobufEncoder {
         if !kind.is_empty() {
             string::encode(KIND_FIELD, &kind, out);
         }
-        if let Some(body) = &body {
-            encode_body(body, parent, out);
+        if let Some(body) = &mut body {
+            encode_body(body, &apart, out);
         }
 
-        if lent {
-            if let Some(Body::FileOpen(open)) = &mut body {
-                open.basis = None;
-            }
-        }
         event.identity = identity;
         event.process = owned;
         event.kind = kind;
@@ -112,15 +119,66 @@ impl ProtobufEncoder {
     }
 }
 
-/// Puts a copy of the basis held apart (`shared`) into a file open without one, to be encoded
-/// in its place; whether it did.
-fn lend_basis(body: &mut Option<Body>, shared: Option<&AccessBasis>) -> bool {
-    match (body, shared) {
-        (Some(Body::FileOpen(open)), Some(basis)) if open.basis.is_none() => {
-            open.basis = Some(Box::new(basis.clone()));
-            true
+/// The parts of a body held apart from it: an exec's parent, a file open's basis (encoded).
+struct BodyApart<'a> {
+    parent: Option<&'a Process>,
+    basis: Option<&'a Vec<u8>>,
+}
+
+/// The basis held apart (`shared`) of a file open that has none of its own.
+fn held_basis<'a>(body: &Option<Body>, shared: Option<&'a AccessBasis>) -> Option<&'a AccessBasis> {
+    match body {
+        Some(Body::FileOpen(open)) if open.basis.is_none() => shared,
+        _ => None,
+    }
+}
+
+/// A file open's fields numbered after its basis, taken out while the fields before it are
+/// encoded: prost writes a message's fields in their numbers' order.
+struct FieldsAfterBasis {
+    owner_uid: Option<u32>,
+    owner: String,
+    owner_gid: Option<u32>,
+    owner_group: String,
+    mode: Option<u32>,
+}
+
+impl FieldsAfterBasis {
+    fn take(open: &mut FileOpen) -> Self {
+        Self {
+            owner_uid: open.owner_uid.take(),
+            owner: std::mem::take(&mut open.owner),
+            owner_gid: open.owner_gid.take(),
+            owner_group: std::mem::take(&mut open.owner_group),
+            mode: open.mode.take(),
         }
-        _ => false,
+    }
+
+    /// Appends them as prost does: an optional when present, a string when not empty.
+    fn encode(&self, out: &mut Vec<u8>) {
+        if let Some(uid) = self.owner_uid {
+            uint32::encode(OWNER_UID_FIELD, &uid, out);
+        }
+        if !self.owner.is_empty() {
+            string::encode(OWNER_FIELD, &self.owner, out);
+        }
+        if let Some(gid) = self.owner_gid {
+            uint32::encode(OWNER_GID_FIELD, &gid, out);
+        }
+        if !self.owner_group.is_empty() {
+            string::encode(OWNER_GROUP_FIELD, &self.owner_group, out);
+        }
+        if let Some(mode) = self.mode {
+            uint32::encode(MODE_FIELD, &mode, out);
+        }
+    }
+
+    fn put_back(self, open: &mut FileOpen) {
+        open.owner_uid = self.owner_uid;
+        open.owner = self.owner;
+        open.owner_gid = self.owner_gid;
+        open.owner_group = self.owner_group;
+        open.mode = self.mode;
     }
 }
 
@@ -170,27 +228,48 @@ fn exec_apart<'a>(body: &Body, shared: Option<&'a Process>) -> Option<&'a Proces
     }
 }
 
-/// The encoded length of `body` (the oneof field), its parent `shared` where held apart.
-fn body_len(body: &Body, shared: Option<&Process>) -> usize {
-    match exec_apart(body, shared) {
-        Some(parent) => {
-            let exec = message::encoded_len(EXEC_PARENT_FIELD, parent);
-            key_len(EXEC_FIELD) + encoded_len_varint(exec as u64) + exec
+/// The encoded length of `body` (the oneof field), with the parts held `apart` in their places.
+fn body_len(body: &Body, apart: &BodyApart) -> usize {
+    if let Some(parent) = exec_apart(body, apart.parent) {
+        let exec = message::encoded_len(EXEC_PARENT_FIELD, parent);
+        return key_len(EXEC_FIELD) + encoded_len_varint(exec as u64) + exec;
+    }
+    match (body, apart.basis) {
+        (Body::FileOpen(open), Some(basis)) => {
+            // The same fields whatever their order.
+            let len = open.encoded_len() + bytes::encoded_len(BASIS_FIELD, basis);
+            key_len(FILE_OPEN_FIELD) + encoded_len_varint(len as u64) + len
         }
-        None => body.encoded_len(),
+        _ => body.encoded_len(),
     }
 }
 
-/// Appends `body`, as prost would with the parent held apart (`shared`) in its place.
-fn encode_body(body: &Body, shared: Option<&Process>, out: &mut Vec<u8>) {
-    match exec_apart(body, shared) {
-        Some(parent) => {
-            encode_key(EXEC_FIELD, WireType::LengthDelimited, out);
-            encode_varint(message::encoded_len(EXEC_PARENT_FIELD, parent) as u64, out);
-            message::encode(EXEC_PARENT_FIELD, parent, out);
-        }
-        None => body.encode(out),
+/// Appends `body`, as prost would with the parts held `apart` in their places. The body is
+/// lent back unchanged.
+fn encode_body(body: &mut Body, apart: &BodyApart, out: &mut Vec<u8>) {
+    if let Some(parent) = exec_apart(body, apart.parent) {
+        encode_key(EXEC_FIELD, WireType::LengthDelimited, out);
+        encode_varint(message::encoded_len(EXEC_PARENT_FIELD, parent) as u64, out);
+        message::encode(EXEC_PARENT_FIELD, parent, out);
+        return;
     }
+    match (body, apart.basis) {
+        (Body::FileOpen(open), Some(basis)) => encode_open_with_basis(open, basis, out),
+        (body, _) => body.encode(out),
+    }
+}
+
+/// Appends the `file_open` field of an open without a basis, with `basis` (encoded) in its
+/// place between the fields before it and those after.
+fn encode_open_with_basis(open: &mut FileOpen, basis: &Vec<u8>, out: &mut Vec<u8>) {
+    let len = open.encoded_len() + bytes::encoded_len(BASIS_FIELD, basis);
+    encode_key(FILE_OPEN_FIELD, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+    let after = FieldsAfterBasis::take(open);
+    open.encode_raw(out);
+    bytes::encode(BASIS_FIELD, basis, out);
+    after.encode(out);
+    after.put_back(open);
 }
 
 #[cfg(test)]
@@ -303,9 +382,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// `event` with `basis` and the owner fields numbered after it (the uid present though
+    /// zero, which prost writes).
     fn with_basis(mut event: Event, basis: AccessBasis) -> Event {
         if let Some(Body::FileOpen(open)) = &mut event.body {
             open.basis = Some(Box::new(basis));
+            open.owner_uid = Some(0);
+            open.owner = "root".into();
+            open.owner_gid = event.seq.is_multiple_of(2).then_some(4);
+            open.owner_group = "adm".into();
+            open.mode = Some(0o100640);
         }
         event
     }
