@@ -50,8 +50,9 @@ pub fn add_access_basis<S: NameSource>(
     set_owner(body, uid, gid, mode, names);
     opened(open, body, names);
     let key = key?;
+    // The owner fields stay on the body; only the basis moves to the memo.
     let part = AccessPart::take(body);
-    let held = part.apply(body);
+    let held = part.basis.clone();
     memo.put(key, part);
     held
 }

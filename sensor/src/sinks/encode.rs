@@ -81,7 +81,8 @@ impl ProtobufEncoder {
         let head_len = event.encoded_len() + source.map_or(0, source_len);
         let apart = BodyApart {
             parent: shared.parent.as_deref(),
-            basis: held_basis(&body, shared.basis.as_deref())
+            basis: shared
+                .basis_apart(body.as_ref())
                 .map(|basis| self.bases.encoded(0, ids.basis, basis, encode_raw)),
         };
         let body_len = body.as_ref().map_or(0, |body| body_len(body, &apart));
@@ -123,14 +124,6 @@ impl ProtobufEncoder {
 struct BodyApart<'a> {
     parent: Option<&'a Process>,
     basis: Option<&'a Vec<u8>>,
-}
-
-/// The basis held apart (`shared`) of a file open that has none of its own.
-fn held_basis<'a>(body: &Option<Body>, shared: Option<&'a AccessBasis>) -> Option<&'a AccessBasis> {
-    match body {
-        Some(Body::FileOpen(open)) if open.basis.is_none() => shared,
-        _ => None,
-    }
 }
 
 /// A file open's fields numbered after its basis, taken out while the fields before it are

@@ -4,7 +4,7 @@
 //! The event's own fields are written by pbjson; its identity, process and, for an exec, the
 //! parent process are spliced in from caches, since they are most of an event's bytes and
 //! repeat from event to event. The object has the same fields and values as pbjson's; only the
-//! spliced fields come last.
+//! spliced fields come last, except a file open's basis, spliced in its own place.
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -95,10 +95,7 @@ impl JsonEncoder {
             exec: exec
                 .as_ref()
                 .map(|parent| parent.as_deref().or(shared.parent.as_deref())),
-            basis: match &event.body {
-                Some(Body::FileOpen(open)) if open.basis.is_none() => shared.basis.as_deref(),
-                _ => None,
-            },
+            basis: shared.basis_apart(event.body.as_ref()),
         };
         let written = self.write(event, &parts, shared.source.as_ref(), out);
         event.time = event.time.or(time);
@@ -124,8 +121,7 @@ impl JsonEncoder {
         let mut object = Object::open(out);
         let source = source.map(|source| written_source(&mut self.source, source));
         let basis = parts.basis.map(|basis| {
-            let bases = &mut self.bases;
-            bases
+            self.bases
                 .encoded(0, parts.ids.basis, basis, write_access_basis)
                 .as_slice()
         });

@@ -1,5 +1,6 @@
 //! The parts of events that repeat from event to event (their process, identity, an exec's
-//! parent and a file open's access basis), known by id, and a cache of their encodings shared by the encoders.
+//! parent and a file open's access basis), known by id, and a cache of their encodings shared
+//! by the encoders.
 //!
 //! Most events come from a handful of busy processes, and their `Process` and `Identity` are
 //! most of an event's bytes. Each is encoded once and its bytes reused for every event that
@@ -106,6 +107,15 @@ impl SharedParts {
     pub fn basis<'a>(&'a self, event: &'a Event) -> Option<&'a AccessBasis> {
         match &event.body {
             Some(Body::FileOpen(open)) => open.basis.as_deref().or(self.basis.as_deref()),
+            _ => None,
+        }
+    }
+
+    /// The basis held apart for `body` when it is a file open without one of its own: the one
+    /// an encoder writes in its place.
+    pub fn basis_apart(&self, body: Option<&Body>) -> Option<&AccessBasis> {
+        match body {
+            Some(Body::FileOpen(open)) if open.basis.is_none() => self.basis.as_deref(),
             _ => None,
         }
     }
