@@ -60,6 +60,12 @@ pub trait Mem {
     fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
         Self::read::<*const u8>(base, offset).filter(|p| !p.is_null())
     }
+
+    /// Reads a byte-array member (`char comm[16]`) whole.
+    #[inline(always)]
+    fn read_bytes<const N: usize>(base: *const u8, offset: u32) -> Option<[u8; N]> {
+        read_at::<[u8; N]>(base, offset)
+    }
 }
 
 /// Plain loads through BTF-typed pointers (`tp_btf` programs only).
@@ -81,6 +87,23 @@ impl Mem for Direct {
     fn current_task() -> *const u8 {
         // SAFETY: a helper without arguments.
         unsafe { bpf_get_current_task_btf() as *const u8 }
+    }
+
+    /// Byte by byte: the verifier types a load from a `char` array by its element, and a
+    /// helper call costs more than the array's few loads (it runs for every process record).
+    #[inline(always)]
+    fn read_bytes<const N: usize>(base: *const u8, offset: u32) -> Option<[u8; N]> {
+        if base.is_null() || offset == MISSING {
+            return None;
+        }
+        let mut bytes = [0u8; N];
+        let mut index = 0;
+        while index < N {
+            // SAFETY: BTF-typed pointer: the verifier checks each byte against the member.
+            bytes[index] = unsafe { core::ptr::read_volatile(base.add(offset as usize + index)) };
+            index += 1;
+        }
+        Some(bytes)
     }
 }
 

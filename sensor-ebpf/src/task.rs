@@ -38,9 +38,7 @@ pub fn fill_task_info<M: Mem>(task: *const u8, info: &mut TaskInfo) {
     fill_credentials::<M>(task, info);
     fill_audit::<M>(task, info);
     fill_tty::<M>(task, info);
-    // An array: one helper copy whichever strategy.
-    info.comm =
-        crate::kread::read_at::<[u8; COMM_LEN]>(task, off!(task_comm)).unwrap_or([0; COMM_LEN]);
+    info.comm = M::read_bytes::<COMM_LEN>(task, off!(task_comm)).unwrap_or([0; COMM_LEN]);
 }
 
 #[inline(always)]
