@@ -211,7 +211,9 @@ pub struct OpenVerdictKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenVerdict {
-    pub ino: u64,
+    /// The inode's address: read with the file's other members, where its number would take
+    /// one more read of kernel memory on every open the verdict drops.
+    pub inode: u64,
     pub parent: u64,
     /// The dentry's `d_name.hash_len`: the name's hash and length.
     pub name_hash_len: u64,

@@ -60,13 +60,12 @@ pub fn opened<M: Mem>(
     let vfsmount = fields
         .ptr(path_off + off!(path_mnt))
         .unwrap_or(core::ptr::null());
-    // A remembered exclusion needs only the inode number: the rest of the inode (and its
+    // A remembered exclusion needs nothing of the inode but its address: the inode (and its
     // superblock's device) is read for opens that go further.
     let name = if watched {
         None
     } else {
-        Probe::read::<u64>(inode_ptr, off!(inode_ino))
-            .and_then(|ino| name_of(config, dentry, vfsmount, ino))
+        name_of(config, dentry, vfsmount, inode_ptr)
     };
     if name
         .as_ref()

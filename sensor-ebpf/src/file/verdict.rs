@@ -42,14 +42,14 @@ pub fn names_changed() {
     }
 }
 
-/// The name of an open through `dentry` on `vfsmount` (of inode `ino`), when verdicts may be
+/// The name of an open through `dentry` on `vfsmount` (of `inode`), when verdicts may be
 /// remembered under these rules.
 #[inline(always)]
 pub fn name_of(
     config: &FileFilterConfig,
     dentry: *const u8,
     vfsmount: *const u8,
-    ino: u64,
+    inode: *const u8,
 ) -> Option<Name> {
     let wanted = filter_flags::PATH_RULES | filter_flags::VERDICT_CACHE;
     if config.flags & wanted != wanted {
@@ -66,7 +66,7 @@ pub fn name_of(
             vfsmount: vfsmount as u64,
         },
         verdict: OpenVerdict {
-            ino,
+            inode: inode as u64,
             parent: fields.ptr(off!(dentry_parent))? as u64,
             name_hash_len: (u64::from(hash) << 32) | u64::from(len),
             names_generation: *NAMES_GENERATION.get(0)?,
