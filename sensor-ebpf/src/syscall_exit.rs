@@ -32,10 +32,10 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
 // come from the task's saved user registers.
 #[tracepoint]
 pub fn sys_exit_syscall(ctx: TracePointContext) -> u32 {
-    // A plain load from the context: `read_at` would be a helper call, on every watched
-    // syscall, costing more than the rest of a dropped open's checks together.
+    // A plain load from the context: `read_at` is a helper call (about 90 ns on a small VM)
+    // on every watched syscall's exit.
     // SAFETY: every sys_exit_<name> record has `long ret` at offset 16, and the verifier
-    // checks context loads against the record's bounds.
+    // checks a tracepoint program's context loads against the bounds of a trace record.
     let ret = unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(16).cast::<i64>()) };
     on_sys_exit::<Direct>(current_user_regs(), ret);
     0
