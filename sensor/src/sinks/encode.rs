@@ -85,7 +85,9 @@ impl ProtobufEncoder {
                 .basis_apart(body.as_ref())
                 .map(|basis| self.bases.encoded(0, ids.basis, basis, encode_raw)),
         };
-        let body_len = body.as_ref().map_or(0, |body| body_len(body, &apart));
+        let body_len = body
+            .as_ref()
+            .map_or(BodyLen::default(), |body| body_len(body, &apart));
         let kind_len = if kind.is_empty() {
             0
         } else {
@@ -96,7 +98,7 @@ impl ProtobufEncoder {
             + identity_bytes.map_or(0, |b| bytes::encoded_len(IDENTITY_FIELD, b))
             + process_bytes.map_or(0, |b| bytes::encoded_len(PROCESS_FIELD, b))
             + kind_len
-            + body_len;
+            + body_len.field;
         out.reserve(encoded_len_varint(len as u64) + len);
         encode_varint(len as u64, out);
         encode_head(event, source, out);
@@ -110,7 +112,7 @@ impl ProtobufEncoder {
             string::encode(KIND_FIELD, &kind, out);
         }
         if let Some(body) = &mut body {
-            encode_body(body, &apart, out);
+            encode_body(body, &apart, body_len.spliced, out);
         }
 
         event.identity = identity;
@@ -221,43 +223,64 @@ fn exec_apart<'a>(body: &Body, shared: Option<&'a Process>) -> Option<&'a Proces
     }
 }
 
+/// A body's encoded length, measured once: the event's length is made of it, and a body with a
+/// part spliced in writes it as its own length.
+#[derive(Default)]
+struct BodyLen {
+    /// The whole oneof field: key, length and message.
+    field: usize,
+    /// The message inside the field when a part held apart is spliced into it (0 otherwise),
+    /// which is written as the field's length.
+    spliced: usize,
+}
+
 /// The encoded length of `body` (the oneof field), with the parts held `apart` in their places.
-fn body_len(body: &Body, apart: &BodyApart) -> usize {
+fn body_len(body: &Body, apart: &BodyApart) -> BodyLen {
+    let spliced = |field: u32, len: usize| BodyLen {
+        field: key_len(field) + encoded_len_varint(len as u64) + len,
+        spliced: len,
+    };
     if let Some(parent) = exec_apart(body, apart.parent) {
-        let exec = message::encoded_len(EXEC_PARENT_FIELD, parent);
-        return key_len(EXEC_FIELD) + encoded_len_varint(exec as u64) + exec;
+        return spliced(EXEC_FIELD, message::encoded_len(EXEC_PARENT_FIELD, parent));
     }
     match (body, apart.basis) {
         (Body::FileOpen(open), Some(basis)) => {
-            // The same fields whatever their order.
-            let len = open.encoded_len() + bytes::encoded_len(BASIS_FIELD, basis);
-            key_len(FILE_OPEN_FIELD) + encoded_len_varint(len as u64) + len
+            spliced(FILE_OPEN_FIELD, open_with_basis_len(open, basis))
         }
-        _ => body.encoded_len(),
+        _ => BodyLen {
+            field: body.encoded_len(),
+            spliced: 0,
+        },
     }
 }
 
-/// Appends `body`, as prost would with the parts held `apart` in their places. The body is
-/// lent back unchanged.
-fn encode_body(body: &mut Body, apart: &BodyApart, out: &mut Vec<u8>) {
+/// The length of `open` with `basis` (encoded) in it: the same fields whatever their order.
+fn open_with_basis_len(open: &FileOpen, basis: &Vec<u8>) -> usize {
+    open.encoded_len() + bytes::encoded_len(BASIS_FIELD, basis)
+}
+
+/// Appends `body`, as prost would with the parts held `apart` in their places; `spliced_len`
+/// is [`BodyLen::spliced`]. The body is lent back unchanged.
+fn encode_body(body: &mut Body, apart: &BodyApart, spliced_len: usize, out: &mut Vec<u8>) {
     if let Some(parent) = exec_apart(body, apart.parent) {
         encode_key(EXEC_FIELD, WireType::LengthDelimited, out);
-        encode_varint(message::encoded_len(EXEC_PARENT_FIELD, parent) as u64, out);
+        encode_varint(spliced_len as u64, out);
         message::encode(EXEC_PARENT_FIELD, parent, out);
         return;
     }
     match (body, apart.basis) {
-        (Body::FileOpen(open), Some(basis)) => encode_open_with_basis(open, basis, out),
+        (Body::FileOpen(open), Some(basis)) => {
+            encode_key(FILE_OPEN_FIELD, WireType::LengthDelimited, out);
+            encode_varint(spliced_len as u64, out);
+            encode_open_with_basis(open, basis, out);
+        }
         (body, _) => body.encode(out),
     }
 }
 
-/// Appends the `file_open` field of an open without a basis, with `basis` (encoded) in its
-/// place between the fields before it and those after.
+/// Appends the fields of an open without a basis, with `basis` (encoded) in its place between
+/// the fields before it and those after.
 fn encode_open_with_basis(open: &mut FileOpen, basis: &Vec<u8>, out: &mut Vec<u8>) {
-    let len = open.encoded_len() + bytes::encoded_len(BASIS_FIELD, basis);
-    encode_key(FILE_OPEN_FIELD, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
     let after = FieldsAfterBasis::take(open);
     open.encode_raw(out);
     bytes::encode(BASIS_FIELD, basis, out);
@@ -488,5 +511,60 @@ pub(crate) mod tests {
             shared.restore(event);
             assert_eq!(*event, before, "the parts go back where they were");
         }
+    }
+
+    /// The field numbers written by hand are the schema's, and the fields `FieldsAfterBasis`
+    /// holds back are all of `FileOpen`'s after its basis: a field added after them would be
+    /// written before the basis, no longer in prost's order.
+    #[test]
+    fn field_numbers_are_the_schemas() {
+        let schema =
+            prost_types::FileDescriptorSet::decode(custos_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let fields = |message: &str| -> Vec<(String, u32)> {
+            let message = schema
+                .file
+                .iter()
+                .flat_map(|file| &file.message_type)
+                .find(|found| found.name() == message)
+                .unwrap_or_else(|| panic!("no {message} in the schema"));
+            let numbered = |field: &prost_types::FieldDescriptorProto| {
+                (field.name().to_string(), field.number() as u32)
+            };
+            message.field.iter().map(numbered).collect()
+        };
+        let number = |message: &str, field: &str| {
+            let found = fields(message).into_iter().find(|(name, _)| name == field);
+            found.unwrap_or_else(|| panic!("no {message}.{field}")).1
+        };
+        let written = [
+            (("Event", "seq"), SEQ_FIELD),
+            (("Event", "run_id"), RUN_ID_FIELD),
+            (("Event", "boot_id"), BOOT_ID_FIELD),
+            (("Event", "host"), HOST_FIELD),
+            (("Event", "identity"), IDENTITY_FIELD),
+            (("Event", "process"), PROCESS_FIELD),
+            (("Event", "kind"), KIND_FIELD),
+            (("Event", "exec"), EXEC_FIELD),
+            (("Event", "file_open"), FILE_OPEN_FIELD),
+            (("ProcessExec", "parent"), EXEC_PARENT_FIELD),
+            (("FileOpen", "basis"), BASIS_FIELD),
+        ];
+        for ((message, field), ours) in written {
+            assert_eq!(number(message, field), ours, "{message}.{field}");
+        }
+        let mut after_basis: Vec<(String, u32)> = fields("FileOpen")
+            .into_iter()
+            .filter(|(_, number)| *number > BASIS_FIELD)
+            .collect();
+        after_basis.sort_by_key(|(_, number)| *number);
+        let held_back = [
+            ("owner_uid", OWNER_UID_FIELD),
+            ("owner", OWNER_FIELD),
+            ("owner_gid", OWNER_GID_FIELD),
+            ("owner_group", OWNER_GROUP_FIELD),
+            ("mode", MODE_FIELD),
+        ]
+        .map(|(name, number)| (name.to_string(), number));
+        assert_eq!(after_basis, held_back);
     }
 }
