@@ -73,14 +73,21 @@ fn zero_words<T: Record>(record: *mut T) {
 pub struct Reserved<T: Record>(RingBufEntry<T>);
 
 impl<T: Record> Reserved<T> {
-    /// Reserves a slot for a zeroed `T`; a full ring buffer counts a drop of its kind.
+    /// Reserves a slot for a zeroed `T` stamped now; a full ring buffer counts a drop of its
+    /// kind.
     #[inline(always)]
     pub fn new() -> Option<Self> {
+        Self::stamped(now_ns())
+    }
+
+    /// [`Self::new`] for a record whose time the kernel already took (CLOCK_BOOTTIME ns).
+    #[inline(always)]
+    pub fn stamped(ktime_ns: u64) -> Option<Self> {
         let Some(mut entry) = EVENTS.reserve::<T>(0) else {
             count_drop(T::KIND);
             return None;
         };
-        zero_and_stamp(entry.as_mut_ptr(), size_of::<T>() as u32, now_ns());
+        zero_and_stamp(entry.as_mut_ptr(), size_of::<T>() as u32, ktime_ns);
         Some(Self(entry))
     }
 
