@@ -60,15 +60,19 @@ pub(crate) struct Blob<'a> {
     kind: u32,
 }
 
-impl Blob<'_> {
+impl<'a> Blob<'a> {
     /// A piece of the blob, checked to lie inside the record.
-    pub(crate) fn piece(&self, r: BlobRef) -> Result<Vec<u8>, DecodeError> {
+    pub(crate) fn slice(&self, r: BlobRef) -> Result<&'a [u8], DecodeError> {
         let start = r.offset as usize;
         let end = start + r.len as usize;
         self.bytes
             .get(start..end)
-            .map(<[u8]>::to_vec)
             .ok_or(DecodeError::BadBlob { kind: self.kind })
+    }
+
+    /// [`Self::slice`], copied out.
+    pub(crate) fn piece(&self, r: BlobRef) -> Result<Vec<u8>, DecodeError> {
+        self.slice(r).map(<[u8]>::to_vec)
     }
 }
 
@@ -82,13 +86,16 @@ pub(crate) fn read_struct<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Splits NUL-separated argv into its arguments (a trailing NUL ends the last one).
-pub fn split_argv(argv: &[u8]) -> Vec<&[u8]> {
+/// Splits NUL-separated argv into its arguments (a trailing NUL ends the last one), the list
+/// allocated once at its final size.
+pub fn split_argv(argv: &[u8]) -> Vec<Vec<u8>> {
     let trimmed = argv.strip_suffix(&[0]).unwrap_or(argv);
     if trimmed.is_empty() {
         return Vec::new();
     }
-    trimmed.split(|&b| b == 0).collect()
+    let mut args = Vec::with_capacity(trimmed.iter().filter(|&&b| b == 0).count() + 1);
+    args.extend(trimmed.split(|&b| b == 0).map(<[u8]>::to_vec));
+    args
 }
 
 /// The bytes of a NUL-padded fixed-size C string.
@@ -105,10 +112,7 @@ mod tests {
     fn argv_splitting_handles_empty_and_unterminated() {
         assert!(split_argv(b"").is_empty());
         assert!(split_argv(b"\0").is_empty());
-        assert_eq!(split_argv(b"a\0b"), vec![&b"a"[..], &b"b"[..]]);
-        assert_eq!(
-            split_argv(b"a\0\0b\0"),
-            vec![&b"a"[..], &b""[..], &b"b"[..]]
-        );
+        assert_eq!(split_argv(b"a\0b"), [&b"a"[..], &b"b"[..]]);
+        assert_eq!(split_argv(b"a\0\0b\0"), [&b"a"[..], &b""[..], &b"b"[..]]);
     }
 }

@@ -3,6 +3,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
 
+use crate::process_table::ExecId;
+
 pub struct HostInfo {
     pub host: String,
     /// /proc/sys/kernel/random/boot_id, as written there.
@@ -53,17 +55,29 @@ impl HostInfo {
 
     /// Stable process id within this boot: boot id, start time in clock ticks (the resolution
     /// /proc offers, so processes found at start-up get the same id the kernel hooks compute),
-    /// and pid. Written directly rather than through `format!`: a new process needs one.
-    pub fn exec_id_from_ticks(&self, pid: u32, start_ticks: u64) -> String {
+    /// and pid. Put together on the stack and allocated once, in its shared form: a new process
+    /// needs one.
+    pub fn exec_id_from_ticks(&self, pid: u32, start_ticks: u64) -> ExecId {
         let (mut ticks, mut pid_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let (ticks, pid) = (ticks.format(start_ticks), pid_digits.format(pid));
-        let mut id = String::with_capacity(self.boot_id.len() + ticks.len() + pid.len() + 2);
-        id.push_str(&self.boot_id);
-        id.push(':');
-        id.push_str(ticks);
-        id.push(':');
-        id.push_str(pid);
-        id
+        let parts = [
+            self.boot_id.as_str(),
+            ":",
+            ticks.format(start_ticks),
+            ":",
+            pid_digits.format(pid),
+        ];
+        let mut id = [0u8; 128];
+        let mut len = 0;
+        for part in parts {
+            let Some(room) = id.get_mut(len..len + part.len()) else {
+                // A boot id longer than the kernel's 36 characters: no room on the stack.
+                return parts.concat().into();
+            };
+            room.copy_from_slice(part.as_bytes());
+            len += part.len();
+        }
+        // Whole `str`s put together, so valid UTF-8 whatever the boot id holds.
+        std::str::from_utf8(&id[..len]).map_or_else(|_| parts.concat().into(), Into::into)
     }
 
     /// CLOCK_BOOTTIME nanoseconds of a start time given in clock ticks.
@@ -92,7 +106,18 @@ mod tests {
             clock_ticks_per_sec: 100,
             run_id: "r".into(),
         };
-        assert_eq!(host.exec_id_from_ticks(42, 1234), "b:1234:42");
+        assert_eq!(&*host.exec_id_from_ticks(42, 1234), "b:1234:42");
+        let long = HostInfo {
+            host: "h".into(),
+            boot_id: "b".repeat(200),
+            boot_time: SystemTime::UNIX_EPOCH,
+            clock_ticks_per_sec: 100,
+            run_id: "r".into(),
+        };
+        assert_eq!(
+            *long.exec_id_from_ticks(42, 1234),
+            format!("{}:1234:42", "b".repeat(200))
+        );
         // 12.345678 s after boot is tick 1234 at 100 Hz.
         let from_kernel = |pid| host.exec_id_from_ticks(pid, host.start_ticks(12_345_678_000));
         assert_eq!(from_kernel(42), host.exec_id_from_ticks(42, 1234));

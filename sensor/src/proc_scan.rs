@@ -9,7 +9,7 @@ use crate::{
     identity::UNSET_ID,
     privacy::redact::Redactor,
     privilege_chain::ChainState,
-    process_table::{ExecId, Image, ProcessEntry, ProcessTable},
+    process_table::{Image, ProcessEntry, ProcessTable},
 };
 
 /// Adds every process under `proc_root` to `table`; returns how many were added.
@@ -42,18 +42,13 @@ pub fn seed(
         } else {
             read_stat(&proc_root.join(ppid.to_string())).map(|(_, ticks)| ticks)
         };
-        let exec_id: ExecId = host.exec_id_from_ticks(pid, start_ticks).into();
+        let exec_id = host.exec_id_from_ticks(pid, start_ticks);
         let mut image = Image {
             exec_id: exec_id.clone(),
             binary: read_link_bytes(&base.join("exe")),
             invoked: Vec::new(),
             args: std::fs::read(base.join("cmdline"))
-                .map(|argv| {
-                    crate::decode::split_argv(&argv)
-                        .into_iter()
-                        .map(<[u8]>::to_vec)
-                        .collect()
-                })
+                .map(|argv| crate::decode::split_argv(&argv))
                 .unwrap_or_default(),
             args_truncated: false,
             cwd: read_link_bytes(&base.join("cwd")),
@@ -68,7 +63,7 @@ pub fn seed(
             host.ticks_to_ns(start_ticks),
             exec_id,
             parent_start
-                .map(|ticks| host.exec_id_from_ticks(ppid, ticks).into())
+                .map(|ticks| host.exec_id_from_ticks(ppid, ticks))
                 .unwrap_or_else(|| "".into()),
             Arc::new(image),
         );

@@ -113,13 +113,17 @@ pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
     let binary = text::from_bytes(&entry.image.binary);
     let cwd = text::from_bytes(&entry.image.cwd);
     let invoked = text::from_bytes(&entry.image.invoked);
-    let args: Vec<_> = entry
+    let mut any_raw = false;
+    let args = entry
         .image
         .args
         .iter()
-        .map(|a| text::from_bytes(a))
+        .map(|arg| {
+            let arg = text::from_bytes(arg);
+            any_raw |= arg.raw.is_some();
+            arg.text
+        })
         .collect();
-    let any_raw = args.iter().any(|a| a.raw.is_some());
     Process {
         pid: entry.pid,
         tid: entry.pid,
@@ -133,7 +137,7 @@ pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
         } else {
             Vec::new()
         },
-        args: args.into_iter().map(|a| a.text).collect(),
+        args,
         args_truncated: entry.image.args_truncated,
         cwd: cwd.text,
         cwd_raw: cwd.raw.unwrap_or_default(),
@@ -291,15 +295,12 @@ impl<S: NameSource> Enricher<S> {
                     || ticks(entry.start_boottime_ns) == ticks(start_boottime_ns) =>
             {
                 debug_assert_eq!(
-                    *entry.exec_id,
+                    entry.exec_id,
                     self.host.exec_id_from_ticks(pid, ticks(start_boottime_ns))
                 );
                 entry.exec_id.clone()
             }
-            _ => self
-                .host
-                .exec_id_from_ticks(pid, ticks(start_boottime_ns))
-                .into(),
+            _ => self.host.exec_id_from_ticks(pid, ticks(start_boottime_ns)),
         }
     }
 

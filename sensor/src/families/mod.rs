@@ -257,7 +257,6 @@ pub(crate) mod tests {
     use std::mem::size_of;
 
     use super::*;
-    use crate::decode::split_argv;
     use sensor_common::{
         BlobRef, ExecRecord, TaskInfo, COMM_LEN, EXEC_FIXED_SIZE, MAX_GROUPS, TTY_LEN,
     };
@@ -335,10 +334,7 @@ pub(crate) mod tests {
         };
         assert_eq!(exec.path, b"/usr/bin/marker");
         assert_eq!(exec.cwd, b"/tmp");
-        assert_eq!(
-            split_argv(&exec.argv),
-            vec![&b"marker"[..], &b"one two"[..], &b"\xff"[..]]
-        );
+        assert_eq!(exec.args, [&b"marker"[..], &b"one two"[..], &b"\xff"[..]]);
         assert_eq!(exec.task.tgid, 100);
     }
 

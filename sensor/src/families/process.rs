@@ -21,8 +21,8 @@ pub struct Exec {
     pub task: TaskInfo,
     pub flags: u32,
     pub path: Vec<u8>,
-    /// argv as in the process image: NUL-separated, NUL-terminated.
-    pub argv: Vec<u8>,
+    /// argv as in the process image, split into its arguments.
+    pub args: Vec<Vec<u8>>,
     pub cwd: Vec<u8>,
     /// The path execve was given, as given (empty when the hook cannot see it).
     pub invoked: Vec<u8>,
@@ -37,7 +37,7 @@ pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         task: record.task,
         flags: record.flags,
         path: blob.piece(record.path)?,
-        argv: blob.piece(record.argv)?,
+        args: split_argv(blob.slice(record.argv)?),
         cwd: blob.piece(record.cwd)?,
         invoked: blob.piece(record.invoked)?,
         cap_effective: record.cap_effective,
@@ -76,17 +76,15 @@ impl<S: NameSource> Enricher<S> {
         event
     }
 
-    /// The program an exec record loaded, its arguments redacted; its paths are moved out.
+    /// The program an exec record loaded, its arguments redacted; its paths and arguments are
+    /// moved out.
     fn image_of(&self, exec: &mut Exec, exec_id: &ExecId) -> Image {
-        let mut args: Vec<Vec<u8>> = split_argv(&exec.argv)
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect();
+        let mut args = std::mem::take(&mut exec.args);
         if let Some(redactor) = &self.redactor {
             redactor.redact(&mut args);
         }
         Image {
-            invoked: invoked_path(&exec.invoked, &exec.cwd),
+            invoked: invoked_path(std::mem::take(&mut exec.invoked), &exec.cwd),
             binary: std::mem::take(&mut exec.path),
             args,
             args_truncated: exec.flags & exec_flags::ARGV_TRUNCATED != 0,
@@ -209,10 +207,11 @@ pub fn exit_status(status: u32) -> ProcessExit {
 }
 
 /// The invoked path made absolute against the working directory, lexically: symlinks stay as
-/// named, since the point is the name the caller used (`/usr/bin/vim`, not `vim.basic`).
-pub(crate) fn invoked_path(invoked: &[u8], cwd: &[u8]) -> Vec<u8> {
+/// named, since the point is the name the caller used (`/usr/bin/vim`, not `vim.basic`). A path
+/// that is already absolute is given back as it is.
+pub(crate) fn invoked_path(invoked: Vec<u8>, cwd: &[u8]) -> Vec<u8> {
     if invoked.is_empty() || invoked.starts_with(b"/") || cwd.is_empty() {
-        return invoked.to_vec();
+        return invoked;
     }
     let mut parts: Vec<&[u8]> = cwd
         .split(|&b| b == b'/')
@@ -245,7 +244,7 @@ mod tests {
     #[test]
     fn invoked_paths_are_made_absolute_without_resolving_links() {
         let absolute = |invoked: &str, cwd: &str| {
-            String::from_utf8(invoked_path(invoked.as_bytes(), cwd.as_bytes())).unwrap()
+            String::from_utf8(invoked_path(invoked.into(), cwd.as_bytes())).unwrap()
         };
         assert_eq!(absolute("/usr/bin/vim", "/home/a"), "/usr/bin/vim");
         assert_eq!(absolute("./run.sh", "/home/a"), "/home/a/run.sh");
