@@ -2,12 +2,14 @@
 //!
 //! The sinks run on their own thread behind a channel, so a slow disk, a blocked terminal or a
 //! dead collector never stalls the ring-buffer reader. Each event is encoded once per format,
-//! into reused buffers. Network sinks are fed through a disk spool (see `spool`) drained by a
-//! sender thread of their own.
+//! straight into the output's buffer when one output takes that format (see `local`), else
+//! into a reused buffer the outputs copy. Network sinks are fed through a disk spool (see
+//! `spool`) drained by a sender thread of their own.
 mod deliver;
 mod encode;
 mod json;
 mod json_fields;
+mod local;
 pub mod nats;
 pub mod ocsf;
 mod parts;
@@ -19,7 +21,7 @@ pub mod tcp;
 pub mod tls;
 
 use std::{
-    io::{self, BufWriter, Write},
+    io,
     sync::{atomic::AtomicBool, Arc},
     thread::JoinHandle,
     time::Duration,
@@ -38,6 +40,7 @@ use crate::{
 };
 use encode::ProtobufEncoder;
 use json::JsonEncoder;
+use local::LocalOutput;
 pub use parts::{new_part_id, EventSource, PartIds, PartTagger, SharedParts};
 use spool::{Dropped, Spool};
 
@@ -55,13 +58,7 @@ pub struct SpoolLoss {
 
 enum Output {
     /// Written in place.
-    Local {
-        written: Counter,
-        name: String,
-        format: Format,
-        writer: Box<dyn Write + Send>,
-        rotation: Option<rotate::Rotation>,
-    },
+    Local { format: Format, output: LocalOutput },
     /// Appended to the sink's spool, which its sender drains.
     Spooled {
         written: Counter,
@@ -117,11 +114,64 @@ pub struct Sinks {
     views: Vec<Option<Privacy>>,
     senders: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    json: Vec<u8>,
-    protobuf: Vec<u8>,
-    ocsf: Vec<u8>,
-    encoder: ProtobufEncoder,
-    json_encoder: JsonEncoder,
+    encoders: Encoders,
+    /// An event's encoding in one format, for the outputs that take a copy of it.
+    scratch: Vec<u8>,
+}
+
+/// The encoders of the three formats, apart from the outputs they write into.
+#[derive(Default)]
+struct Encoders {
+    json: JsonEncoder,
+    protobuf: ProtobufEncoder,
+}
+
+impl Encoders {
+    /// Appends `event` in `format` to `out`; `ids` and `shared` as for [`JsonEncoder::encode`].
+    fn encode(
+        &mut self,
+        format: Format,
+        event: &mut Event,
+        ids: PartIds,
+        shared: &SharedParts,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        match format {
+            Format::Json => self.json.encode(event, ids, shared, out),
+            Format::Protobuf => {
+                self.protobuf.encode(event, ids, shared, out);
+                Ok(())
+            }
+            Format::Ocsf => ocsf::encode_line(event, out),
+        }
+    }
+}
+
+impl Output {
+    /// Whether this output takes events in `format` (the spools take protobuf).
+    fn takes(&self, format: Format) -> bool {
+        match self {
+            Output::Local { format: f, .. } => *f == format,
+            Output::Spooled { .. } => format == Format::Protobuf,
+        }
+    }
+
+    /// Takes a copy of an event's encoding.
+    fn take_copy(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Output::Local { output, .. } => output.append(|out| {
+                out.extend_from_slice(bytes);
+                Ok(())
+            }),
+            Output::Spooled {
+                pending, written, ..
+            } => {
+                written.inc();
+                pending.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Sinks {
@@ -150,11 +200,8 @@ impl Sinks {
             views,
             senders,
             stop,
-            json: Vec::with_capacity(4096),
-            protobuf: Vec::with_capacity(4096),
-            ocsf: Vec::new(),
-            encoder: ProtobufEncoder::default(),
-            json_encoder: JsonEncoder::default(),
+            encoders: Encoders::default(),
+            scratch: Vec::with_capacity(4096),
         })
     }
 
@@ -192,16 +239,14 @@ impl Sinks {
 
     /// Whether an output that `selected` picks takes `format` (the spools take protobuf).
     fn writes(&self, format: Format, selected: &impl Fn(usize) -> bool) -> bool {
-        self.outputs.iter().enumerate().any(|(i, o)| {
-            selected(i)
-                && match o {
-                    Output::Local { format: f, .. } => *f == format,
-                    Output::Spooled { .. } => format == Format::Protobuf,
-                }
-        })
+        self.outputs
+            .iter()
+            .enumerate()
+            .any(|(i, o)| selected(i) && o.takes(format))
     }
 
-    /// Encodes `event` once per format and writes it to the outputs `selected` picks.
+    /// Encodes `event` once per format and writes it to the outputs `selected` picks. The one
+    /// local output of a format gets the encoding straight into its buffer.
     fn write_to(
         &mut self,
         event: &mut Event,
@@ -209,67 +254,28 @@ impl Sinks {
         shared: &SharedParts,
         selected: impl Fn(usize) -> bool,
     ) -> Result<()> {
-        self.json.clear();
-        self.protobuf.clear();
-        self.ocsf.clear();
-        let wants = |format: Format| self.writes(format, &selected);
-        let (wants_json, wants_protobuf, wants_ocsf) = (
-            wants(Format::Json),
-            wants(Format::Protobuf),
-            wants(Format::Ocsf),
-        );
-        if wants_json {
-            self.json_encoder
-                .encode(event, ids, shared, &mut self.json)?;
-        }
-        if wants_protobuf {
-            self.encoder.encode(event, ids, shared, &mut self.protobuf);
-        }
-        if wants_ocsf {
-            ocsf::encode_line(event, &mut self.ocsf)?;
-        }
-        for (index, output) in self.outputs.iter_mut().enumerate() {
-            if !selected(index) {
+        for format in [Format::Json, Format::Protobuf, Format::Ocsf] {
+            let mut takers =
+                (0..self.outputs.len()).filter(|&i| selected(i) && self.outputs[i].takes(format));
+            let Some(first) = takers.next() else {
+                continue;
+            };
+            let alone = takers.next().is_none();
+            let Self {
+                outputs,
+                encoders,
+                scratch,
+                ..
+            } = self;
+            if let (true, Output::Local { output, .. }) = (alone, &mut outputs[first]) {
+                output.append(|out| encoders.encode(format, event, ids, shared, out))?;
                 continue;
             }
-            match output {
-                Output::Local {
-                    name,
-                    format,
-                    writer,
-                    rotation,
-                    written,
-                } => {
-                    written.inc();
-                    let bytes = match format {
-                        Format::Json => &self.json,
-                        Format::Protobuf => &self.protobuf,
-                        Format::Ocsf => &self.ocsf,
-                    };
-                    if let Some(rotation) = rotation {
-                        // Rotate between records, never inside one.
-                        if rotation.due(bytes.len()) {
-                            writer
-                                .flush()
-                                .with_context(|| format!("flushing sink {name}"))?;
-                            *writer = Box::new(BufWriter::with_capacity(
-                                256 * 1024,
-                                rotation
-                                    .rotate()
-                                    .with_context(|| format!("rotating sink {name}"))?,
-                            ));
-                        }
-                        rotation.written(bytes.len());
-                    }
-                    writer
-                        .write_all(bytes)
-                        .with_context(|| format!("writing to sink {name}"))?;
-                }
-                Output::Spooled {
-                    pending, written, ..
-                } => {
-                    written.inc();
-                    pending.extend_from_slice(&self.protobuf);
+            scratch.clear();
+            encoders.encode(format, event, ids, shared, scratch)?;
+            for (index, output) in outputs.iter_mut().enumerate() {
+                if selected(index) && output.takes(format) {
+                    output.take_copy(scratch)?;
                 }
             }
         }
@@ -281,9 +287,7 @@ impl Sinks {
         let mut losses = Vec::new();
         for output in &mut self.outputs {
             match output {
-                Output::Local { name, writer, .. } => writer
-                    .flush()
-                    .with_context(|| format!("flushing sink {name}"))?,
+                Output::Local { output, .. } => output.flush()?,
                 Output::Spooled {
                     name,
                     spool,
@@ -407,11 +411,8 @@ fn open_one(
     );
     Ok(match config {
         SinkConfig::Stdout { format } => Output::Local {
-            name,
             format: *format,
-            writer: Box::new(BufWriter::with_capacity(64 * 1024, io::stdout())),
-            rotation: None,
-            written,
+            output: LocalOutput::new(name, written, Box::new(io::stdout()), 64 * 1024, None),
         },
         SinkConfig::File {
             path,
@@ -424,11 +425,8 @@ fn open_one(
                 .map(|max| rotate::Rotation::new(path, max, *max_files, &file))
                 .transpose()?;
             Output::Local {
-                name,
                 format: *format,
-                writer: Box::new(BufWriter::with_capacity(256 * 1024, file)),
-                rotation,
-                written,
+                output: LocalOutput::new(name, written, Box::new(file), 256 * 1024, rotation),
             }
         }
         SinkConfig::Tcp { address, tls, .. } | SinkConfig::Syslog { address, tls, .. } => {
