@@ -587,8 +587,37 @@ pub fn bpf_since(address: &str, before: &[(String, f64)]) -> Result<Vec<(String,
         .collect())
 }
 
-/// user + system CPU of a live process, from /proc.
+/// user + system CPU of a live process (every thread it ran, including those that ended), to
+/// the nanosecond from its CPU-time clock. `/proc/PID/stat` counts in clock ticks (10 ms): a
+/// daemon using 1.6% of a core for 10 s is 16 ticks there, a step of 6% in every figure.
 pub fn process_cpu(pid: u32) -> Result<Duration> {
+    process_clock(pid).or_else(|_| process_ticks(pid))
+}
+
+fn process_clock(pid: u32) -> Result<Duration> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the out-pointer is a local; the call only computes the clock's id.
+    let rc = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+    if rc != 0 {
+        bail!(
+            "clock_getcpuclockid({pid}): {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    }
+    // SAFETY: timespec is plain data that clock_gettime fills in.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and an out-pointer to a local.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        bail!(
+            "clock_gettime of {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
+/// [`process_cpu`] from /proc, in clock ticks, where a process's clock cannot be read.
+fn process_ticks(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = &stat[stat.rfind(')').context("bad stat")? + 2..];
     let fields: Vec<u64> = after
@@ -973,4 +1002,36 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_clock_counts_what_proc_counts_to_the_nanosecond() {
+        let pid = std::process::id();
+        let (clock_before, ticks_before) =
+            (process_clock(pid).unwrap(), process_ticks(pid).unwrap());
+        // Spin until /proc has counted ten ticks, however busy the machine is.
+        let mut x = 0u64;
+        while process_ticks(pid).unwrap() - ticks_before < Duration::from_millis(100) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        let clock = process_clock(pid).unwrap() - clock_before;
+        let ticks = process_ticks(pid).unwrap() - ticks_before;
+        // Ticks are 10 ms apart and each reading may round down by one.
+        let gap = clock.abs_diff(ticks);
+        assert!(
+            gap <= Duration::from_millis(30),
+            "clock {clock:?}, ticks {ticks:?}"
+        );
+        assert_ne!(
+            clock.subsec_nanos() % 1_000_000,
+            0,
+            "{clock:?} looks like whole ticks"
+        );
+    }
 }

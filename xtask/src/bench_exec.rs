@@ -117,7 +117,8 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
     report.line(format!(
         "exec storm: a copy of /bin/true spawned at a fixed rate for {} s (its stdin and stdout \
          one /dev/null the spawner opened once); median of {} rounds (min..max); CPU in % of one \
-         core",
+         core, to the nanosecond from each process's CPU clock; all in: the sensor's CPU plus the \
+         spawner's above the baseline storm of the same round (at least the programs' run time)",
         options.seconds, options.rounds
     ));
     let rates: Vec<String> = options.rates.iter().map(u64::to_string).collect();
@@ -183,20 +184,29 @@ fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
             .find(|(s, _)| *s == Setup::Baseline)
             .map_or(0.0, |(_, r)| spread(r.iter().map(f).collect()).1)
     };
+    let baseline_rounds = results
+        .iter()
+        .find(|(s, _)| *s == Setup::Baseline)
+        .map_or(&[][..], |(_, r)| r.as_slice());
     let baseline_spawner = baseline(&|r| r.per_second(r.spawner_cpu));
-    // All in: the sensor's processes plus what the spawner paid beyond the baseline. The
-    // spawner runs the eBPF programs, so it paid at least their run time: when its difference
-    // from the baseline (which varies by points between rounds) comes out lower, that is noise,
-    // and the programs' measured time counts instead.
-    let all_in = |r: &Round| {
-        let spawner_extra = (r.per_second(r.spawner_cpu) - baseline_spawner).max(0.0);
+    // All in: the sensor's processes plus what the spawner paid beyond the baseline. Each
+    // round's spawner is compared with the baseline storm of the same round, run a minute or
+    // less before it: the host's own drift (several points of a core over a few minutes) then
+    // cancels instead of landing on whichever setup ran when the host was busier. The spawner
+    // runs the eBPF programs, so it paid at least their run time: when its difference comes out
+    // lower, that is noise, and the programs' measured time counts instead.
+    let all_in = |round: usize, r: &Round| {
+        let baseline = baseline_rounds
+            .get(round)
+            .map_or(baseline_spawner, |b| b.per_second(b.spawner_cpu));
+        let spawner_extra = (r.per_second(r.spawner_cpu) - baseline).max(0.0);
         let bpf = r.bpf_total().map_or(0.0, |b| r.per_second(b));
         r.per_second(r.sensor_cpu) + spawner_extra.max(bpf)
     };
     let auditd_all_in = results
         .iter()
         .find(|(s, _)| *s == Setup::Auditd)
-        .map(|(_, r)| spread(r.iter().map(all_in).collect()).1);
+        .map(|(_, r)| spread(each_round(r, &all_in)).1);
     report.line(String::new());
     report.line(format!("target rate {rate} execs/s"));
     let reached = baseline(&Round::rate);
@@ -227,7 +237,7 @@ fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
 fn table_row(
     setup: Setup,
     rounds: &[Round],
-    all_in: &dyn Fn(&Round) -> f64,
+    all_in: &dyn Fn(usize, &Round) -> f64,
     auditd_all_in: Option<f64>,
 ) -> String {
     let pct = |(min, median, max): (f64, f64, f64)| {
@@ -253,7 +263,7 @@ fn table_row(
         .collect::<Option<Vec<_>>>()
         .map_or("-".to_owned(), |v| format!("{:.2}", spread(v).1 * 100.0));
     let spawner = spread(rounds.iter().map(|r| r.per_second(r.spawner_cpu)).collect());
-    let total = spread(rounds.iter().map(all_in).collect());
+    let total = spread(each_round(rounds, all_in));
     let versus = match (setup, auditd_all_in) {
         (Setup::Baseline, _) | (_, None) => "-".to_owned(),
         (_, Some(auditd)) => format!("{:.2}x", total.1 / auditd.max(1e-9)),
@@ -276,6 +286,15 @@ fn table_row(
         versus,
         lost
     )
+}
+
+/// `figure` of each round, with the round's number.
+fn each_round(rounds: &[Round], figure: &dyn Fn(usize, &Round) -> f64) -> Vec<f64> {
+    rounds
+        .iter()
+        .enumerate()
+        .map(|(k, r)| figure(k, r))
+        .collect()
 }
 
 /// Runs the exec loop helper and returns what it measured.
