@@ -27,7 +27,7 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
         &bench_exec::Options {
             rates: vec![100, 1600, 10_000],
             seconds: 10,
-            rounds: 3,
+            rounds: 5,
         },
         report,
     )?;

@@ -156,18 +156,17 @@ impl Output {
         }
     }
 
-    /// Takes a copy of an event's encoding.
-    fn take_copy(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Takes an event's encoding, which `encode` appends to this output's own buffer; an
+    /// encoding that fails leaves nothing behind.
+    fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
         match self {
-            Output::Local { output, .. } => output.append(|out| {
-                out.extend_from_slice(bytes);
-                Ok(())
-            }),
+            Output::Local { output, .. } => output.append(encode),
             Output::Spooled {
                 pending, written, ..
             } => {
+                let before = pending.len();
+                encode(pending).inspect_err(|_| pending.truncate(before))?;
                 written.inc();
-                pending.extend_from_slice(bytes);
                 Ok(())
             }
         }
@@ -246,7 +245,8 @@ impl Sinks {
     }
 
     /// Encodes `event` once per format and writes it to the outputs `selected` picks. The one
-    /// local output of a format gets the encoding straight into its buffer.
+    /// output of a format gets the encoding straight into its buffer; outputs that share a
+    /// format take copies of one encoding.
     fn write_to(
         &mut self,
         event: &mut Event,
@@ -267,15 +267,18 @@ impl Sinks {
                 scratch,
                 ..
             } = self;
-            if let (true, Output::Local { output, .. }) = (alone, &mut outputs[first]) {
-                output.append(|out| encoders.encode(format, event, ids, shared, out))?;
+            if alone {
+                outputs[first].append(|out| encoders.encode(format, event, ids, shared, out))?;
                 continue;
             }
             scratch.clear();
             encoders.encode(format, event, ids, shared, scratch)?;
             for (index, output) in outputs.iter_mut().enumerate() {
                 if selected(index) && output.takes(format) {
-                    output.take_copy(scratch)?;
+                    output.append(|out| {
+                        out.extend_from_slice(scratch);
+                        Ok(())
+                    })?;
                 }
             }
         }
@@ -605,6 +608,38 @@ mod tests {
         // The newest events are in the current file.
         let current = std::fs::read_to_string(&path).unwrap();
         assert!(current.lines().last().unwrap().contains("\"seq\":\"100\""));
+    }
+
+    #[test]
+    fn a_spooled_output_keeps_whole_encodings_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = Counter::default();
+        let mut output = Output::Spooled {
+            written: written.clone(),
+            name: "test".into(),
+            spool: Arc::new(Spool::open(dir.path(), 1 << 20).unwrap()),
+            pending: b"earlier".to_vec(),
+        };
+        let failed = output.append(|out| {
+            out.extend_from_slice(b"half a reco");
+            Err(anyhow::anyhow!("cannot encode"))
+        });
+        assert!(failed.is_err());
+        output
+            .append(|out| {
+                out.extend_from_slice(b"+next");
+                Ok(())
+            })
+            .unwrap();
+        let Output::Spooled { pending, .. } = &output else {
+            unreachable!()
+        };
+        assert_eq!(pending, b"earlier+next");
+        assert_eq!(
+            written.get(),
+            1,
+            "only the encoding taken counts as written"
+        );
     }
 
     #[test]
