@@ -8,15 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use custos_proto::v1::{AccessBasis, FileOpen as FileOpenEvent};
 use lru::LruCache;
 use sensor_common::{access_flags, FileOpenRecord, MAX_GROUPS};
 
-use crate::sinks::new_part_id;
+use crate::sinks::AccessPart;
 
-/// A remembered basis, shared by the events of the opens it answers, and its part id (see
-/// [`crate::sinks::PartIds`]): the encoders write it once for all of them.
-pub type HeldBasis = (Arc<AccessBasis>, u64);
+/// A remembered access part, shared by the events of the opens it answers, and its part id
+/// (see [`crate::sinks::PartIds`]): the encoders write it once for all of them.
+pub type HeldAccess = (Arc<AccessPart>, u64);
 
 /// Distinct inputs remembered.
 const ENTRIES: NonZeroUsize = match NonZeroUsize::new(4096) {
@@ -102,46 +101,8 @@ impl Hash for BasisKey {
     }
 }
 
-/// The fields the access part sets on a `FileOpen`.
-#[derive(Clone, Debug, Default)]
-pub struct AccessPart {
-    pub owner_uid: Option<u32>,
-    pub owner: String,
-    pub owner_gid: Option<u32>,
-    pub owner_group: String,
-    pub mode: Option<u32>,
-    pub basis: Option<HeldBasis>,
-}
-
-impl AccessPart {
-    /// The access part `body` holds; its basis moves here, under a new part id.
-    pub fn take(body: &mut FileOpenEvent) -> Self {
-        Self {
-            owner_uid: body.owner_uid,
-            owner: body.owner.clone(),
-            owner_gid: body.owner_gid,
-            owner_group: body.owner_group.clone(),
-            mode: body.mode,
-            basis: body
-                .basis
-                .take()
-                .map(|basis| (Arc::new(*basis), new_part_id())),
-        }
-    }
-
-    /// Sets the owner fields on `body`; the basis, to hold apart from it.
-    pub fn apply(&self, body: &mut FileOpenEvent) -> Option<HeldBasis> {
-        body.owner_uid = self.owner_uid;
-        body.owner.clone_from(&self.owner);
-        body.owner_gid = self.owner_gid;
-        body.owner_group.clone_from(&self.owner_group);
-        body.mode = self.mode;
-        self.basis.clone()
-    }
-}
-
 pub struct BasisMemo {
-    parts: LruCache<BasisKey, AccessPart>,
+    parts: LruCache<BasisKey, HeldAccess>,
     since: Instant,
 }
 
@@ -155,7 +116,7 @@ impl Default for BasisMemo {
 }
 
 impl BasisMemo {
-    pub fn get(&mut self, key: &BasisKey) -> Option<&AccessPart> {
+    pub fn get(&mut self, key: &BasisKey) -> Option<&HeldAccess> {
         self.parts.get(key)
     }
 
@@ -168,7 +129,7 @@ impl BasisMemo {
         }
     }
 
-    pub fn put(&mut self, key: BasisKey, part: AccessPart) {
+    pub fn put(&mut self, key: BasisKey, part: HeldAccess) {
         self.parts.put(key, part);
     }
 }

@@ -1,5 +1,5 @@
 //! The access basis and the file's owner on a file-open event.
-use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path};
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path, sync::Arc};
 
 use custos_proto::v1::FileOpen as FileOpenEvent;
 use sensor_common::{access_flags, task_flags, TaskInfo};
@@ -9,12 +9,13 @@ use super::{
     basis::{decide, Acl, Object, Opener},
     event::{basis_event, Checked},
     examine::examine_denied,
-    memo::{AccessPart, BasisKey, BasisMemo, HeldBasis},
+    memo::{BasisKey, BasisMemo, HeldAccess},
     requested, ByteOrder, CREATE_IN_DIRECTORY,
 };
 use crate::{
     families::FileOpen,
     identity::{NameCache, NameSource},
+    sinks::{new_part_id, AccessPart},
 };
 
 const GROUPS_TRUNCATED: &str = "the opener had more groups than the sensor captures: a group \
@@ -24,14 +25,14 @@ const NOT_BY_PERMISSIONS: &str = "the permission bits allow this access: refused
 
 /// Sets `body`'s owner and basis: from the kernel's inputs for an open that succeeded (the
 /// same inputs as an earlier open's give its answer from `memo`), from the path as it is now
-/// for one that was denied. A remembered basis is returned to be held apart from the event
+/// for one that was denied. A remembered answer is returned to be held apart from the event
 /// rather than set on it (see [`crate::sinks::SharedParts`]).
 pub fn add_access_basis<S: NameSource>(
     open: &FileOpen,
     body: &mut FileOpenEvent,
     names: &mut NameCache<S>,
     memo: &mut BasisMemo,
-) -> Option<HeldBasis> {
+) -> Option<HeldAccess> {
     let record = &open.fixed;
     if record.ret < 0 {
         if body.denied {
@@ -43,18 +44,16 @@ pub fn add_access_basis<S: NameSource>(
         return None;
     }
     let key = BasisKey::of(record, &open.acl);
-    if let Some(part) = key.as_ref().and_then(|k| memo.get(k)) {
-        return part.apply(body);
+    if let Some(held) = key.as_ref().and_then(|k| memo.get(k)) {
+        return Some(held.clone());
     }
     let (uid, gid, mode) = (record.file_uid, record.file_gid, record.file_mode);
     set_owner(body, uid, gid, mode, names);
     opened(open, body, names);
     let key = key?;
-    // The owner fields stay on the body; only the basis moves to the memo.
-    let part = AccessPart::take(body);
-    let held = part.basis.clone();
-    memo.put(key, part);
-    held
+    let held = (Arc::new(AccessPart::take(body)), new_part_id());
+    memo.put(key, held.clone());
+    Some(held)
 }
 
 fn opened<S: NameSource>(open: &FileOpen, body: &mut FileOpenEvent, names: &mut NameCache<S>) {
@@ -187,5 +186,84 @@ fn parent_of(path: &str) -> String {
         Some(0) => "/".to_owned(),
         Some(at) => path[..at].to_owned(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{num::NonZeroUsize, time::Duration};
+
+    use custos_proto::v1::AccessGrant;
+    use sensor_common::FileOpenRecord;
+
+    use super::*;
+
+    struct Names;
+
+    impl NameSource for Names {
+        fn user_name(&self, uid: u32) -> Option<String> {
+            (uid == 0).then(|| "root".into())
+        }
+        fn group_name(&self, gid: u32) -> Option<String> {
+            (gid == 4).then(|| "adm".into())
+        }
+    }
+
+    /// uid 1000, in group 4, reads a file of root:adm with mode 0640.
+    fn read_of_a_group_file() -> FileOpen {
+        // SAFETY: the record is plain integers and arrays of them: all zeroes is a valid one.
+        let mut fixed: FileOpenRecord = unsafe { std::mem::zeroed() };
+        fixed.ret = 3;
+        fixed.access_flags = access_flags::KNOWN | access_flags::NO_ACL;
+        (fixed.file_uid, fixed.file_gid, fixed.file_mode) = (0, 4, 0o100640);
+        (fixed.checked_uid, fixed.checked_gid, fixed.checked_mode) = (0, 4, 0o100640);
+        fixed.open_flags = libc::O_RDONLY as u32;
+        (fixed.task.fsuid, fixed.task.fsgid) = (1000, 1000);
+        fixed.task.ngroups = 1;
+        fixed.task.groups[0] = 4;
+        FileOpen {
+            fixed,
+            path: b"/var/log/syslog".to_vec(),
+            dir: Vec::new(),
+            acl: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_remembered_answer_is_held_apart_whole_and_shared_by_the_next_opens() {
+        let capacity = NonZeroUsize::new(8).unwrap();
+        let mut names = NameCache::new(Names, capacity, Duration::from_secs(60));
+        let mut memo = BasisMemo::default();
+        let open = read_of_a_group_file();
+        let mut first = FileOpenEvent::default();
+        let (part, id) = add_access_basis(&open, &mut first, &mut names, &mut memo).unwrap();
+        assert_eq!(
+            first,
+            FileOpenEvent::default(),
+            "the part is held, not left on the event"
+        );
+        let mut second = FileOpenEvent::default();
+        let (again, again_id) =
+            add_access_basis(&open, &mut second, &mut names, &mut memo).unwrap();
+        assert!(Arc::ptr_eq(&part, &again) && id == again_id && id != 0);
+        assert_eq!(second, FileOpenEvent::default());
+
+        let mut restored = FileOpenEvent::default();
+        Arc::unwrap_or_clone(again).put_back(&mut restored);
+        assert_eq!(
+            (
+                restored.owner_uid,
+                restored.owner.as_str(),
+                restored.owner_gid
+            ),
+            (Some(0), "root", Some(4))
+        );
+        assert_eq!(
+            (restored.owner_group.as_str(), restored.mode),
+            ("adm", Some(0o100640))
+        );
+        let basis = restored.basis.expect("a basis");
+        assert_eq!(basis.grant, AccessGrant::Group as i32);
+        assert_eq!(basis.group.map(|g| g.name).as_deref(), Some("adm"));
     }
 }

@@ -51,13 +51,13 @@ impl<S: NameSource> Enricher<S> {
 }
 
 impl<S: NameSource> Enricher<S> {
-    /// Sets the owner and basis of `body`; a remembered basis is held apart with its id.
+    /// Sets the owner and basis of `body`; a remembered access part is held apart with its id.
     fn add_access_basis(&mut self, open: &FileOpen, body: &mut FileOpenEvent) {
         let memo = &mut self.access_bases;
         let held = crate::access::open::add_access_basis(open, body, &mut self.names, memo);
-        if let Some((basis, id)) = held {
-            self.shared.basis = Some(basis);
-            self.part_ids.basis = id;
+        if let Some((access, id)) = held {
+            self.shared.access = Some(access);
+            self.part_ids.access = id;
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Length-delimited protobuf for events, reusing the encoding of a recent event's process,
-//! identity and access basis.
+//! identity and access part.
 //!
 //! Most events come from a handful of busy processes, and their `Process` and `Identity` are
 //! most of an event's bytes; prost would measure each nested message again at every level and
 //! then copy it. Here each is encoded once and its bytes spliced into every event that carries
 //! an equal one. The output is byte for byte what `Event::encode_length_delimited` writes.
-use custos_proto::v1::{event::Body, AccessBasis, Event, FileOpen, Identity, Process, ProcessExec};
+use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 use prost::{
     encoding::{
         bytes, encode_key, encode_varint, encoded_len_varint, key_len, message, string, uint32,
@@ -14,7 +14,7 @@ use prost::{
     Message,
 };
 
-use super::parts::{identity_slot, EventSource, PartCache, PartIds, SharedParts};
+use super::parts::{identity_slot, AccessPart, EventSource, PartCache, PartIds, SharedParts};
 
 /// Field numbers of `Event`'s seq, run_id, boot_id, host, identity, process and kind
 /// (custos.v1 schema).
@@ -41,7 +41,7 @@ const MODE_FIELD: u32 = 22;
 pub struct ProtobufEncoder {
     processes: PartCache<Process>,
     identities: PartCache<Identity>,
-    bases: PartCache<AccessBasis>,
+    accesses: PartCache<AccessPart>,
 }
 
 fn encode_raw<M: Message>(part: &M, out: &mut Vec<u8>) {
@@ -81,9 +81,9 @@ impl ProtobufEncoder {
         let head_len = event.encoded_len() + source.map_or(0, source_len);
         let apart = BodyApart {
             parent: shared.parent.as_deref(),
-            basis: shared
-                .basis_apart(body.as_ref())
-                .map(|basis| self.bases.encoded(0, ids.basis, basis, encode_raw)),
+            access: shared
+                .access_apart(body.as_ref())
+                .map(|access| self.accesses.encoded(0, ids.access, access, encode_access)),
         };
         let body_len = body
             .as_ref()
@@ -122,58 +122,42 @@ impl ProtobufEncoder {
     }
 }
 
-/// The parts of a body held apart from it: an exec's parent, a file open's basis (encoded).
+/// The parts of a body held apart from it: an exec's parent, a file open's access part
+/// (encoded).
 struct BodyApart<'a> {
     parent: Option<&'a Process>,
-    basis: Option<&'a Vec<u8>>,
+    access: Option<&'a Vec<u8>>,
 }
 
-/// A file open's fields numbered after its basis, taken out while the fields before it are
-/// encoded: prost writes a message's fields in their numbers' order.
-struct FieldsAfterBasis {
-    owner_uid: Option<u32>,
-    owner: String,
-    owner_gid: Option<u32>,
-    owner_group: String,
-    mode: Option<u32>,
-}
-
-impl FieldsAfterBasis {
-    fn take(open: &mut FileOpen) -> Self {
-        Self {
-            owner_uid: open.owner_uid.take(),
-            owner: std::mem::take(&mut open.owner),
-            owner_gid: open.owner_gid.take(),
-            owner_group: std::mem::take(&mut open.owner_group),
-            mode: open.mode.take(),
-        }
+/// Appends a file open's access part as prost writes those fields of a `FileOpen`: an optional
+/// when present, a string when not empty. They are its last fields, so these bytes follow the
+/// rest of the open's.
+fn encode_access(part: &AccessPart, out: &mut Vec<u8>) {
+    let AccessPart {
+        basis,
+        owner_uid,
+        owner,
+        owner_gid,
+        owner_group,
+        mode,
+    } = part;
+    if let Some(basis) = basis {
+        message::encode(BASIS_FIELD, basis, out);
     }
-
-    /// Appends them as prost does: an optional when present, a string when not empty.
-    fn encode(&self, out: &mut Vec<u8>) {
-        if let Some(uid) = self.owner_uid {
-            uint32::encode(OWNER_UID_FIELD, &uid, out);
-        }
-        if !self.owner.is_empty() {
-            string::encode(OWNER_FIELD, &self.owner, out);
-        }
-        if let Some(gid) = self.owner_gid {
-            uint32::encode(OWNER_GID_FIELD, &gid, out);
-        }
-        if !self.owner_group.is_empty() {
-            string::encode(OWNER_GROUP_FIELD, &self.owner_group, out);
-        }
-        if let Some(mode) = self.mode {
-            uint32::encode(MODE_FIELD, &mode, out);
-        }
+    if let Some(uid) = owner_uid {
+        uint32::encode(OWNER_UID_FIELD, uid, out);
     }
-
-    fn put_back(self, open: &mut FileOpen) {
-        open.owner_uid = self.owner_uid;
-        open.owner = self.owner;
-        open.owner_gid = self.owner_gid;
-        open.owner_group = self.owner_group;
-        open.mode = self.mode;
+    if !owner.is_empty() {
+        string::encode(OWNER_FIELD, owner, out);
+    }
+    if let Some(gid) = owner_gid {
+        uint32::encode(OWNER_GID_FIELD, gid, out);
+    }
+    if !owner_group.is_empty() {
+        string::encode(OWNER_GROUP_FIELD, owner_group, out);
+    }
+    if let Some(mode) = mode {
+        uint32::encode(MODE_FIELD, mode, out);
     }
 }
 
@@ -243,20 +227,15 @@ fn body_len(body: &Body, apart: &BodyApart) -> BodyLen {
     if let Some(parent) = exec_apart(body, apart.parent) {
         return spliced(EXEC_FIELD, message::encoded_len(EXEC_PARENT_FIELD, parent));
     }
-    match (body, apart.basis) {
-        (Body::FileOpen(open), Some(basis)) => {
-            spliced(FILE_OPEN_FIELD, open_with_basis_len(open, basis))
+    match (body, apart.access) {
+        (Body::FileOpen(open), Some(access)) => {
+            spliced(FILE_OPEN_FIELD, open.encoded_len() + access.len())
         }
         _ => BodyLen {
             field: body.encoded_len(),
             spliced: 0,
         },
     }
-}
-
-/// The length of `open` with `basis` (encoded) in it: the same fields whatever their order.
-fn open_with_basis_len(open: &FileOpen, basis: &Vec<u8>) -> usize {
-    open.encoded_len() + bytes::encoded_len(BASIS_FIELD, basis)
 }
 
 /// Appends `body`, as prost would with the parts held `apart` in their places; `spliced_len`
@@ -268,29 +247,20 @@ fn encode_body(body: &mut Body, apart: &BodyApart, spliced_len: usize, out: &mut
         message::encode(EXEC_PARENT_FIELD, parent, out);
         return;
     }
-    match (body, apart.basis) {
-        (Body::FileOpen(open), Some(basis)) => {
+    match (body, apart.access) {
+        (Body::FileOpen(open), Some(access)) => {
             encode_key(FILE_OPEN_FIELD, WireType::LengthDelimited, out);
             encode_varint(spliced_len as u64, out);
-            encode_open_with_basis(open, basis, out);
+            open.encode_raw(out);
+            out.extend_from_slice(access);
         }
         (body, _) => body.encode(out),
     }
 }
 
-/// Appends the fields of an open without a basis, with `basis` (encoded) in its place between
-/// the fields before it and those after.
-fn encode_open_with_basis(open: &mut FileOpen, basis: &Vec<u8>, out: &mut Vec<u8>) {
-    let after = FieldsAfterBasis::take(open);
-    open.encode_raw(out);
-    bytes::encode(BASIS_FIELD, basis, out);
-    after.encode(out);
-    after.put_back(open);
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
-    use custos_proto::v1::{Cgroup, FileOpen, Group, ProcessExit};
+    use custos_proto::v1::{AccessBasis, Cgroup, FileOpen, Group, ProcessExit};
 
     use super::*;
     use crate::sinks::parts::{PartTagger, SLOTS};
@@ -412,24 +382,24 @@ pub(crate) mod tests {
         event
     }
 
-    /// The ids the enricher gives the parts it holds apart: here a basis's, one per distinct
-    /// basis, as the memo of bases gives them.
+    /// The ids the enricher gives the parts it holds apart: here an access part's, one per
+    /// distinct part, as the memo of bases gives them.
     pub(crate) fn builder_ids(shared: &SharedParts) -> PartIds {
         thread_local! {
-            static GIVEN: std::cell::RefCell<Vec<(AccessBasis, u64)>> = Default::default();
+            static GIVEN: std::cell::RefCell<Vec<(AccessPart, u64)>> = Default::default();
         }
-        let basis = shared.basis.as_deref().map_or(0, |basis| {
-            GIVEN.with_borrow_mut(|given| match given.iter().find(|(b, _)| b == basis) {
+        let access = shared.access.as_deref().map_or(0, |access| {
+            GIVEN.with_borrow_mut(|given| match given.iter().find(|(a, _)| a == access) {
                 Some((_, id)) => *id,
                 None => {
                     let id = crate::sinks::new_part_id();
-                    given.push((basis.clone(), id));
+                    given.push((access.clone(), id));
                     id
                 }
             })
         });
         PartIds {
-            basis,
+            access,
             ..PartIds::default()
         }
     }
@@ -451,22 +421,22 @@ pub(crate) mod tests {
         events
     }
 
-    /// Takes `event`'s process, identity, source, an exec's parent and a file open's basis
-    /// out, as the enricher holds them apart.
+    /// Takes `event`'s process, identity, source, an exec's parent and a file open's access
+    /// part out, as the enricher holds them apart.
     pub(crate) fn apart(event: &mut Event) -> SharedParts {
         let parent = match &mut event.body {
             Some(Body::Exec(exec)) => exec.parent.take(),
             _ => None,
         };
-        let basis = match &mut event.body {
-            Some(Body::FileOpen(open)) => open.basis.take(),
+        let access = match &mut event.body {
+            Some(Body::FileOpen(open)) => Some(AccessPart::take(open)),
             _ => None,
         };
         SharedParts {
             process: event.process.take().map(|p| std::sync::Arc::new(*p)),
             identity: event.identity.take().map(|i| std::sync::Arc::new(*i)),
             parent: parent.map(|p| std::sync::Arc::new(*p)),
-            basis: basis.map(|b| std::sync::Arc::new(*b)),
+            access: access.map(std::sync::Arc::new),
             source: Some(std::sync::Arc::new(EventSource {
                 run_id: std::mem::take(&mut event.run_id),
                 boot_id: std::mem::take(&mut event.boot_id),
@@ -513,9 +483,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// The field numbers written by hand are the schema's, and the fields `FieldsAfterBasis`
-    /// holds back are all of `FileOpen`'s after its basis: a field added after them would be
-    /// written before the basis, no longer in prost's order.
+    /// The field numbers written by hand are the schema's, and the fields `encode_access`
+    /// writes after the basis are all of `FileOpen`'s after it: a field added after them would
+    /// be written before the access part, no longer in prost's order.
     #[test]
     fn field_numbers_are_the_schemas() {
         let schema =
@@ -557,7 +527,7 @@ pub(crate) mod tests {
             .filter(|(_, number)| *number > BASIS_FIELD)
             .collect();
         after_basis.sort_by_key(|(_, number)| *number);
-        let held_back = [
+        let written_after = [
             ("owner_uid", OWNER_UID_FIELD),
             ("owner", OWNER_FIELD),
             ("owner_gid", OWNER_GID_FIELD),
@@ -565,6 +535,6 @@ pub(crate) mod tests {
             ("mode", MODE_FIELD),
         ]
         .map(|(name, number)| (name.to_string(), number));
-        assert_eq!(after_basis, held_back);
+        assert_eq!(after_basis, written_after);
     }
 }

@@ -1,21 +1,21 @@
 //! JSON lines for events (protobuf's canonical JSON mapping, as pbjson writes it), reusing the
-//! JSON of a recent event's process, identity, exec parent and access basis.
+//! JSON of a recent event's process, identity, exec parent and access part.
 //!
 //! The event's own fields are written by pbjson; its identity, process and, for an exec, the
 //! parent process are spliced in from caches, since they are most of an event's bytes and
 //! repeat from event to event. The object has the same fields and values as pbjson's; only the
-//! spliced fields come last, except a file open's basis, spliced in its own place.
+//! spliced fields come last, except a file open's access part, spliced in its own place.
 use std::sync::Arc;
 
 use anyhow::Result;
-use custos_proto::v1::{event::Body, AccessBasis, Event, Identity, Process, ProcessExec};
+use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 
 use super::{
     json_fields::{
-        serialized, source_fields, write_access_basis, write_event_fields, write_process, Object,
+        access_fields, serialized, source_fields, write_event_fields, write_process, Object,
         WrittenApart,
     },
-    parts::{identity_slot, EventSource, PartCache, PartIds, SharedParts},
+    parts::{identity_slot, AccessPart, EventSource, PartCache, PartIds, SharedParts},
     rfc3339,
 };
 
@@ -27,8 +27,8 @@ struct Parts<'a> {
     process: Option<&'a Process>,
     /// For an exec, its parent (if known).
     exec: Option<Option<&'a Process>>,
-    /// For a file open without a basis of its own, the one held apart.
-    basis: Option<&'a AccessBasis>,
+    /// For a file open, its access part held apart.
+    access: Option<&'a AccessPart>,
 }
 
 #[derive(Default)]
@@ -36,7 +36,7 @@ pub struct JsonEncoder {
     processes: PartCache<Process>,
     parents: PartCache<Process>,
     identities: PartCache<Identity>,
-    bases: PartCache<AccessBasis>,
+    accesses: PartCache<AccessPart>,
     /// The run's event source and its fields as written (see [`source_fields`]).
     source: Option<(Arc<EventSource>, Vec<u8>)>,
 }
@@ -95,7 +95,7 @@ impl JsonEncoder {
             exec: exec
                 .as_ref()
                 .map(|parent| parent.as_deref().or(shared.parent.as_deref())),
-            basis: shared.basis_apart(event.body.as_ref()),
+            access: shared.access_apart(event.body.as_ref()),
         };
         let written = self.write(event, &parts, shared.source.as_ref(), out);
         event.time = event.time.or(time);
@@ -120,12 +120,12 @@ impl JsonEncoder {
     ) -> Result<()> {
         let mut object = Object::open(out);
         let source = source.map(|source| written_source(&mut self.source, source));
-        let basis = parts.basis.map(|basis| {
-            self.bases
-                .encoded(0, parts.ids.basis, basis, write_access_basis)
+        let access = parts.access.map(|access| {
+            self.accesses
+                .encoded(0, parts.ids.access, access, access_fields)
                 .as_slice()
         });
-        write_event_fields(head, WrittenApart { source, basis }, &mut object);
+        write_event_fields(head, WrittenApart { source, access }, &mut object);
         if let Some(time) = &parts.time {
             object.timestamp("time", time);
         }

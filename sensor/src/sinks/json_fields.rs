@@ -13,7 +13,10 @@ use custos_proto::v1::{
 };
 use pbjson_types::Timestamp;
 
-use super::{parts::EventSource, rfc3339};
+use super::{
+    parts::{AccessPart, EventSource},
+    rfc3339,
+};
 
 /// A JSON object being written: its fields, separated.
 pub struct Object<'a> {
@@ -182,8 +185,8 @@ pub struct WrittenApart<'a> {
     /// The [`source_fields`] of the event's source, in place of its `run_id`, `boot_id` and
     /// `host`.
     pub source: Option<&'a [u8]>,
-    /// A file open's access basis ([`write_access_basis`]), where the body has none.
-    pub basis: Option<&'a [u8]>,
+    /// A file open's access part ([`access_fields`]), in place of the fields it holds.
+    pub access: Option<&'a [u8]>,
 }
 
 /// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's;
@@ -220,18 +223,18 @@ pub fn write_event_fields(event: &Event, apart: WrittenApart, object: &mut Objec
     }
     object.string("kind", kind);
     if let Some(body) = body {
-        write_body(body, apart.basis, object);
+        write_body(body, apart.access, object);
     }
 }
 
-/// Writes the body's field: its name in the oneof and its message; a file open's `basis`
-/// written apart where it has none.
-fn write_body(body: &Body, basis: Option<&[u8]>, object: &mut Object) {
+/// Writes the body's field: its name in the oneof and its message; a file open's access part
+/// written apart in its place.
+fn write_body(body: &Body, access: Option<&[u8]>, object: &mut Object) {
     match body {
         Body::Exec(v) => serialized(v, object.key("exec")),
         Body::Exit(v) => write_process_exit(v, object.key("exit")),
         Body::Loss(v) => serialized(v, object.key("loss")),
-        Body::FileOpen(v) => write_file_open(v, basis, object.key("fileOpen")),
+        Body::FileOpen(v) => write_file_open(v, access, object.key("fileOpen")),
         Body::PrivilegeChange(v) => serialized(v, object.key("privilegeChange")),
         Body::SessionStart(v) => serialized(v, object.key("sessionStart")),
         Body::SessionEnd(v) => serialized(v, object.key("sessionEnd")),
@@ -310,8 +313,8 @@ fn write_cgroup(cgroup: &Cgroup, out: &mut Vec<u8>) {
     object.close();
 }
 
-/// Appends the JSON of a file open, the most frequent body, with `held` (its basis, written
-/// apart) where it has no basis of its own.
+/// Appends the JSON of a file open, the most frequent body, with `held` (its access part,
+/// written apart by [`access_fields`]) in place of the fields the part holds.
 fn write_file_open(open: &FileOpen, held: Option<&[u8]>, out: &mut Vec<u8>) {
     let FileOpen {
         path,
@@ -362,17 +365,67 @@ fn write_file_open(open: &FileOpen, held: Option<&[u8]>, out: &mut Vec<u8>) {
     if let Some(device) = device {
         serialized(device, object.key("device"));
     }
-    match (basis, held) {
-        (Some(basis), _) => write_access_basis(basis, object.key("basis")),
-        (None, Some(written)) => object.key("basis").extend_from_slice(written),
-        (None, None) => {}
+    match held {
+        Some(written) => object.fields(written),
+        None => write_access_part(
+            &mut object,
+            basis.as_deref(),
+            AccessOwner {
+                owner_uid: *owner_uid,
+                owner,
+                owner_gid: *owner_gid,
+                owner_group,
+                mode: *mode,
+            },
+        ),
     }
-    optional_number(&mut object, "ownerUid", *owner_uid);
-    object.string("owner", owner);
-    optional_number(&mut object, "ownerGid", *owner_gid);
-    object.string("ownerGroup", owner_group);
-    optional_number(&mut object, "mode", *mode);
     object.close();
+}
+
+/// A file open's owner fields, borrowed from the open or from its access part.
+struct AccessOwner<'a> {
+    owner_uid: Option<u32>,
+    owner: &'a str,
+    owner_gid: Option<u32>,
+    owner_group: &'a str,
+    mode: Option<u32>,
+}
+
+/// Writes a file open's last fields, its basis and owner, into `object`.
+fn write_access_part(object: &mut Object, basis: Option<&AccessBasis>, owner: AccessOwner) {
+    if let Some(basis) = basis {
+        write_access_basis(basis, object.key("basis"));
+    }
+    optional_number(object, "ownerUid", owner.owner_uid);
+    object.string("owner", owner.owner);
+    optional_number(object, "ownerGid", owner.owner_gid);
+    object.string("ownerGroup", owner.owner_group);
+    optional_number(object, "mode", owner.mode);
+}
+
+/// The fields of `part` as a file open holds them, to splice into one (see
+/// [`Object::fields`]).
+pub fn access_fields(part: &AccessPart, out: &mut Vec<u8>) {
+    let AccessPart {
+        basis,
+        owner_uid,
+        owner,
+        owner_gid,
+        owner_group,
+        mode,
+    } = part;
+    let start = out.len();
+    let mut object = Object::open(out);
+    let owner = AccessOwner {
+        owner_uid: *owner_uid,
+        owner,
+        owner_gid: *owner_gid,
+        owner_group,
+        mode: *mode,
+    };
+    write_access_part(&mut object, basis.as_ref(), owner);
+    // Fields to splice into another object: without this one's opening brace.
+    out.remove(start);
 }
 
 /// Appends the JSON of an exit: one per process, so written here rather than through serde.
@@ -416,7 +469,7 @@ fn write_file_access(access: &FileAccess, out: &mut Vec<u8>) {
 }
 
 /// Appends the JSON of an access basis.
-pub fn write_access_basis(basis: &AccessBasis, out: &mut Vec<u8>) {
+fn write_access_basis(basis: &AccessBasis, out: &mut Vec<u8>) {
     let AccessBasis {
         grant,
         group,
@@ -616,18 +669,20 @@ mod tests {
             let pbjson = serde_json::to_value(&open).unwrap();
             assert_eq!(ours(&open, whole), pbjson, "{open:?}");
         }
-        // The basis written apart, in the place of the one the open goes without.
+        // The access part written apart, in the place of the fields the open goes without.
         let pbjson = serde_json::to_value(&full).unwrap();
-        let mut written_basis = Vec::new();
-        write_access_basis(full.basis.as_deref().unwrap(), &mut written_basis);
-        let held = |open: &FileOpen, out: &mut Vec<u8>| {
-            let without = FileOpen {
-                basis: None,
-                ..open.clone()
-            };
-            write_file_open(&without, Some(&written_basis), out)
-        };
+        let mut without = full.clone();
+        let part = AccessPart::take(&mut without);
+        let mut written_part = Vec::new();
+        access_fields(&part, &mut written_part);
+        let held =
+            |_: &FileOpen, out: &mut Vec<u8>| write_file_open(&without, Some(&written_part), out);
         assert_eq!(ours(&full, held), pbjson);
+        let mut by_value = Vec::new();
+        let mut apart = Vec::new();
+        write_file_open(&full, None, &mut by_value);
+        write_file_open(&without, Some(&written_part), &mut apart);
+        assert_eq!(apart, by_value, "the same bytes in the same order");
         // pbjson cannot write a grant the schema does not name; neither is it invented here.
         assert!(serde_json::to_value(&unnamed_grant).is_err());
         let written = ours(&unnamed_grant, whole);

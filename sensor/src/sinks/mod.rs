@@ -41,7 +41,7 @@ use crate::{
 use encode::ProtobufEncoder;
 use json::JsonEncoder;
 use local::LocalOutput;
-pub use parts::{new_part_id, EventSource, PartIds, PartTagger, SharedParts};
+pub use parts::{new_part_id, AccessPart, EventSource, PartIds, PartTagger, SharedParts};
 use spool::{Dropped, Spool};
 
 /// Events written between two flushes at most.

@@ -1,5 +1,5 @@
 //! The parts of events that repeat from event to event (their process, identity, an exec's
-//! parent and a file open's access basis), known by id, and a cache of their encodings shared
+//! parent and a file open's access part), known by id, and a cache of their encodings shared
 //! by the encoders.
 //!
 //! Most events come from a handful of busy processes, and their `Process` and `Identity` are
@@ -12,7 +12,7 @@ use std::sync::{
     Arc,
 };
 
-use custos_proto::v1::{event::Body, AccessBasis, Event, Identity, Process};
+use custos_proto::v1::{event::Body, AccessBasis, Event, FileOpen, Identity, Process};
 
 /// Slots per cache: enough for the busy processes of a host, small enough to stay in cache.
 pub const SLOTS: usize = 64;
@@ -31,8 +31,8 @@ pub struct PartIds {
     pub identity: u64,
     /// An exec's parent process.
     pub parent: u64,
-    /// A file open's access basis.
-    pub basis: u64,
+    /// A file open's access part.
+    pub access: u64,
 }
 
 /// An event's parts held apart from it: views the process table shares, which the event goes
@@ -44,9 +44,9 @@ pub struct SharedParts {
     pub identity: Option<Arc<Identity>>,
     /// An exec's parent.
     pub parent: Option<Arc<Process>>,
-    /// A file open's access basis, as the memo of bases keeps it: the same for every open of
+    /// A file open's access part, as the memo of bases keeps it: the same for every open of
     /// one file by one opener.
-    pub basis: Option<Arc<AccessBasis>>,
+    pub access: Option<Arc<AccessPart>>,
     /// The event's `run_id`, `boot_id` and `host`, the same on every event of a run.
     pub source: Option<Arc<EventSource>>,
 }
@@ -57,6 +57,44 @@ pub struct EventSource {
     pub run_id: String,
     pub boot_id: String,
     pub host: String,
+}
+
+/// A file open's access part: its basis and its file's owner, which depend only on what the
+/// memo of bases is keyed by (the file's owner and mode, the opener's credentials, what was
+/// asked). They are `FileOpen`'s last fields, so an encoder writes them in one piece after the
+/// others.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccessPart {
+    pub basis: Option<AccessBasis>,
+    pub owner_uid: Option<u32>,
+    pub owner: String,
+    pub owner_gid: Option<u32>,
+    pub owner_group: String,
+    pub mode: Option<u32>,
+}
+
+impl AccessPart {
+    /// Takes the access part out of `open`, whose fields it leaves empty.
+    pub fn take(open: &mut FileOpen) -> Self {
+        Self {
+            basis: open.basis.take().map(|basis| *basis),
+            owner_uid: open.owner_uid.take(),
+            owner: std::mem::take(&mut open.owner),
+            owner_gid: open.owner_gid.take(),
+            owner_group: std::mem::take(&mut open.owner_group),
+            mode: open.mode.take(),
+        }
+    }
+
+    /// Puts the fields back into `open`.
+    pub fn put_back(self, open: &mut FileOpen) {
+        open.basis = self.basis.map(Box::new);
+        open.owner_uid = self.owner_uid;
+        open.owner = self.owner;
+        open.owner_gid = self.owner_gid;
+        open.owner_group = self.owner_group;
+        open.mode = self.mode;
+    }
 }
 
 impl SharedParts {
@@ -78,9 +116,9 @@ impl SharedParts {
                 exec.parent = Some(Box::new(Arc::unwrap_or_clone(parent)));
             }
         }
-        if let Some(basis) = self.basis.take() {
+        if let Some(access) = self.access.take() {
             if let Some(Body::FileOpen(open)) = &mut event.body {
-                open.basis = Some(Box::new(Arc::unwrap_or_clone(basis)));
+                Arc::unwrap_or_clone(access).put_back(open);
             }
         }
     }
@@ -106,16 +144,19 @@ impl SharedParts {
     /// The access basis of `event` if it is a file open: its own or the one held apart.
     pub fn basis<'a>(&'a self, event: &'a Event) -> Option<&'a AccessBasis> {
         match &event.body {
-            Some(Body::FileOpen(open)) => open.basis.as_deref().or(self.basis.as_deref()),
+            Some(Body::FileOpen(open)) => open
+                .basis
+                .as_deref()
+                .or_else(|| self.access.as_ref()?.basis.as_ref()),
             _ => None,
         }
     }
 
-    /// The basis held apart for `body` when it is a file open without one of its own: the one
-    /// an encoder writes in its place.
-    pub fn basis_apart(&self, body: Option<&Body>) -> Option<&AccessBasis> {
+    /// The access part held apart for `body` when it is a file open: the one an encoder writes
+    /// in place of the fields the open goes without.
+    pub fn access_apart(&self, body: Option<&Body>) -> Option<&AccessPart> {
         match body {
-            Some(Body::FileOpen(open)) if open.basis.is_none() => self.basis.as_deref(),
+            Some(Body::FileOpen(_)) => self.access.as_deref(),
             _ => None,
         }
     }
@@ -158,15 +199,16 @@ impl PartTagger {
         let parent = shared.parent(event).map_or(0, |parent| {
             trusted(known.parent).unwrap_or_else(|| self.parents.id_of(parent.pid as usize, parent))
         });
-        // Bases are many and small: one without its builder's id is written, not compared.
-        let basis = shared
-            .basis(event)
-            .map_or(0, |_| trusted(known.basis).unwrap_or(0));
+        // Access parts are many and small: one without its builder's id is written, not
+        // compared.
+        let access = shared
+            .access_apart(event.body.as_ref())
+            .map_or(0, |_| trusted(known.access).unwrap_or(0));
         PartIds {
             process,
             identity,
             parent,
-            basis,
+            access,
         }
     }
 
