@@ -31,6 +31,12 @@ impl<'a> Object<'a> {
         Self { out, empty: true }
     }
 
+    /// Fields to splice into another object later (see [`Self::fields`]): written as an
+    /// object's, without its braces.
+    pub fn bare(out: &'a mut Vec<u8>) -> Self {
+        Self { out, empty: true }
+    }
+
     /// Starts field `name`; its value is written next into the returned buffer.
     pub fn key(&mut self, name: &str) -> &mut Vec<u8> {
         if !self.empty {
@@ -170,12 +176,10 @@ pub fn serialized<M: serde::Serialize + ?Sized>(value: &M, out: &mut Vec<u8>) {
 /// run: written once, then spliced into each event by [`write_event_fields`].
 pub fn source_fields(source: &EventSource) -> Vec<u8> {
     let mut written = Vec::new();
-    let mut object = Object::open(&mut written);
+    let mut object = Object::bare(&mut written);
     object.string("runId", &source.run_id);
     object.string("bootId", &source.boot_id);
     object.string("host", &source.host);
-    // Fields to splice into another object: without this one's opening brace.
-    written.remove(0);
     written
 }
 
@@ -370,37 +374,34 @@ fn write_file_open(open: &FileOpen, held: Option<&[u8]>, out: &mut Vec<u8>) {
         None => write_access_part(
             &mut object,
             basis.as_deref(),
-            AccessOwner {
-                owner_uid: *owner_uid,
-                owner,
-                owner_gid: *owner_gid,
-                owner_group,
-                mode: *mode,
-            },
+            *owner_uid,
+            owner,
+            *owner_gid,
+            owner_group,
+            *mode,
         ),
     }
     object.close();
 }
 
-/// A file open's owner fields, borrowed from the open or from its access part.
-struct AccessOwner<'a> {
-    owner_uid: Option<u32>,
-    owner: &'a str,
-    owner_gid: Option<u32>,
-    owner_group: &'a str,
-    mode: Option<u32>,
-}
-
 /// Writes a file open's last fields, its basis and owner, into `object`.
-fn write_access_part(object: &mut Object, basis: Option<&AccessBasis>, owner: AccessOwner) {
+fn write_access_part(
+    object: &mut Object,
+    basis: Option<&AccessBasis>,
+    owner_uid: Option<u32>,
+    owner: &str,
+    owner_gid: Option<u32>,
+    owner_group: &str,
+    mode: Option<u32>,
+) {
     if let Some(basis) = basis {
         write_access_basis(basis, object.key("basis"));
     }
-    optional_number(object, "ownerUid", owner.owner_uid);
-    object.string("owner", owner.owner);
-    optional_number(object, "ownerGid", owner.owner_gid);
-    object.string("ownerGroup", owner.owner_group);
-    optional_number(object, "mode", owner.mode);
+    optional_number(object, "ownerUid", owner_uid);
+    object.string("owner", owner);
+    optional_number(object, "ownerGid", owner_gid);
+    object.string("ownerGroup", owner_group);
+    optional_number(object, "mode", mode);
 }
 
 /// The fields of `part` as a file open holds them, to splice into one (see
@@ -414,18 +415,15 @@ pub fn access_fields(part: &AccessPart, out: &mut Vec<u8>) {
         owner_group,
         mode,
     } = part;
-    let start = out.len();
-    let mut object = Object::open(out);
-    let owner = AccessOwner {
-        owner_uid: *owner_uid,
+    write_access_part(
+        &mut Object::bare(out),
+        basis.as_ref(),
+        *owner_uid,
         owner,
-        owner_gid: *owner_gid,
+        *owner_gid,
         owner_group,
-        mode: *mode,
-    };
-    write_access_part(&mut object, basis.as_ref(), owner);
-    // Fields to splice into another object: without this one's opening brace.
-    out.remove(start);
+        *mode,
+    );
 }
 
 /// Appends the JSON of an exit: one per process, so written here rather than through serde.

@@ -44,10 +44,7 @@ impl LocalOutput {
     /// encoding fails leaves nothing behind.
     pub fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
         let start = self.pending.len();
-        if let Err(err) = encode(&mut self.pending) {
-            self.pending.truncate(start);
-            return Err(err);
-        }
+        append_whole(&mut self.pending, encode)?;
         self.written.inc();
         self.settle(start)
     }
@@ -94,6 +91,15 @@ impl Drop for LocalOutput {
     fn drop(&mut self) {
         let _ = self.flush();
     }
+}
+
+/// Appends what `encode` writes to `buffer`; an encoding that fails leaves nothing behind.
+pub fn append_whole(
+    buffer: &mut Vec<u8>,
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let start = buffer.len();
+    encode(buffer).inspect_err(|_| buffer.truncate(start))
 }
 
 /// Writes the first `end` bytes of `pending` and takes them out of it; on an error, only what

@@ -164,8 +164,7 @@ impl Output {
             Output::Spooled {
                 pending, written, ..
             } => {
-                let before = pending.len();
-                encode(pending).inspect_err(|_| pending.truncate(before))?;
+                local::append_whole(pending, encode)?;
                 written.inc();
                 Ok(())
             }
