@@ -117,7 +117,6 @@ impl Stages {
         self.counters.count(&event);
         event.seq = self.next_seq;
         self.next_seq += 1;
-        event.kind = event.kind().short_name().to_owned();
         // Rules see the real identity; sinks only ever see what privacy lets through.
         let alerts = self.alerts.evaluate(&event);
         if let Some(access) = &mut self.access {

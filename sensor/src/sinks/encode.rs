@@ -65,6 +65,11 @@ impl ProtobufEncoder {
         let identity_in_use = identity.as_deref().or(shared.identity.as_deref());
         // Written after the process, in its number's place.
         let kind = std::mem::take(&mut event.kind);
+        let name = if kind.is_empty() {
+            event.kind().short_name()
+        } else {
+            kind.as_str()
+        };
         let mut body = event.body.take();
 
         let identity_bytes = identity_in_use.map(|identity| {
@@ -88,11 +93,7 @@ impl ProtobufEncoder {
         let body_len = body
             .as_ref()
             .map_or(BodyLen::default(), |body| body_len(body, &apart));
-        let kind_len = if kind.is_empty() {
-            0
-        } else {
-            string::encoded_len(KIND_FIELD, &kind)
-        };
+        let kind_len = str_len(KIND_FIELD, name);
         // An embedded message has the wire form of a bytes field holding its encoding.
         let len = head_len
             + identity_bytes.map_or(0, |b| bytes::encoded_len(IDENTITY_FIELD, b))
@@ -108,9 +109,7 @@ impl ProtobufEncoder {
         if let Some(encoded) = process_bytes {
             bytes::encode(PROCESS_FIELD, encoded, out);
         }
-        if !kind.is_empty() {
-            string::encode(KIND_FIELD, &kind, out);
-        }
+        encode_str(KIND_FIELD, name, out);
         if let Some(body) = &mut body {
             encode_body(body, &apart, body_len.spliced, out);
         }
@@ -162,6 +161,19 @@ fn encode_access(part: &AccessPart, out: &mut Vec<u8>) {
 }
 
 /// `source`'s fields as prost writes them (an empty string not at all).
+/// A string field's encoded length, as `prost::encoding::string::encoded_len` gives it for a
+/// `String`, for a name that is not one (always written: a kind is never empty).
+fn str_len(field: u32, value: &str) -> usize {
+    key_len(field) + encoded_len_varint(value.len() as u64) + value.len()
+}
+
+/// A string field, as `prost::encoding::string::encode` writes it.
+fn encode_str(field: u32, value: &str, out: &mut Vec<u8>) {
+    encode_key(field, WireType::LengthDelimited, out);
+    encode_varint(value.len() as u64, out);
+    out.extend_from_slice(value.as_bytes());
+}
+
 fn source_fields(source: &EventSource) -> [(u32, &String); 3] {
     [
         (RUN_ID_FIELD, &source.run_id),
@@ -323,6 +335,13 @@ pub(crate) mod tests {
         }
     }
 
+    /// `event` as a stage that wants it whole gets it: its kind named (see `kind_name`).
+    pub(crate) fn named(event: &Event) -> Event {
+        let mut whole = event.clone();
+        SharedParts::default().restore(&mut whole);
+        whole
+    }
+
     /// Events whose parts hit and miss the caches: repeats, same slots with other contents,
     /// parts missing.
     pub(crate) fn sample_events() -> Vec<Event> {
@@ -457,7 +476,8 @@ pub(crate) mod tests {
         twice.extend(events);
         for event in &mut twice {
             let before = event.clone();
-            let expected = event.encode_length_delimited_to_vec();
+            let whole = named(event);
+            let expected = whole.encode_length_delimited_to_vec();
             let mut ours = Vec::new();
             encoder.encode(
                 event,
@@ -479,7 +499,10 @@ pub(crate) mod tests {
             tagged.encode(event, ids, &shared, &mut held);
             assert_eq!(held, expected, "event {} with its parts apart", event.seq);
             shared.restore(event);
-            assert_eq!(*event, before, "the parts go back where they were");
+            assert_eq!(
+                *event, whole,
+                "the parts and the kind go back where they were"
+            );
         }
     }
 

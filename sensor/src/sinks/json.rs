@@ -29,6 +29,8 @@ struct Parts<'a> {
     exec: Option<Option<&'a Process>>,
     /// For a file open, its access part held apart.
     access: Option<&'a AccessPart>,
+    /// The event's [`kind_name`], named before its body is taken out.
+    kind: &'a str,
 }
 
 #[derive(Default)]
@@ -79,6 +81,12 @@ impl JsonEncoder {
     ) -> Result<()> {
         let identity = event.identity.take();
         let owned = event.process.take();
+        let kind = std::mem::take(&mut event.kind);
+        let name = if kind.is_empty() {
+            event.kind().short_name()
+        } else {
+            kind.as_str()
+        };
         // Written here where the short path can (every real event time).
         let time = event.time.take_if(|time| rfc3339::writable(time));
         // An exec's body is written here, around its spliced parent.
@@ -96,11 +104,13 @@ impl JsonEncoder {
                 .as_ref()
                 .map(|parent| parent.as_deref().or(shared.parent.as_deref())),
             access: shared.access_apart(event.body.as_ref()),
+            kind: name,
         };
         let written = self.write(event, &parts, shared.source.as_ref(), out);
         event.time = event.time.or(time);
         event.identity = identity;
         event.process = owned;
+        event.kind = kind;
         if let Some(mut body) = body {
             if let Body::Exec(ProcessExec { parent }) = &mut body {
                 *parent = exec.flatten();
@@ -125,7 +135,12 @@ impl JsonEncoder {
                 .encoded(0, parts.ids.access, access, access_fields)
                 .as_slice()
         });
-        write_event_fields(head, WrittenApart { source, access }, &mut object);
+        let apart = WrittenApart {
+            source,
+            access,
+            kind: Some(parts.kind),
+        };
+        write_event_fields(head, apart, &mut object);
         if let Some(time) = &parts.time {
             object.timestamp("time", time);
         }
@@ -159,7 +174,7 @@ impl JsonEncoder {
 mod tests {
     use super::*;
     use crate::sinks::{
-        encode::tests::{apart, builder_ids, sample_events_with_execs},
+        encode::tests::{apart, builder_ids, named, sample_events_with_execs},
         parts::PartTagger,
     };
 
@@ -198,7 +213,11 @@ mod tests {
             tagged.encode(event, ids, &shared, &mut held).unwrap();
             assert_eq!(held, ours, "event {} with its parts apart", event.seq);
             shared.restore(event);
-            assert_eq!(*event, before, "the parts go back where they were");
+            let whole = named(&before);
+            assert_eq!(
+                *event, whole,
+                "the parts and the kind go back where they were"
+            );
             let ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
             let pbjson = serde_json::to_value(&*event).unwrap();
             assert_eq!(ours, pbjson, "event {}", event.seq);

@@ -14,7 +14,7 @@ use custos_proto::v1::{
 use pbjson_types::Timestamp;
 
 use super::{
-    parts::{AccessPart, EventSource},
+    parts::{kind_name, AccessPart, EventSource},
     rfc3339,
 };
 
@@ -191,6 +191,8 @@ pub struct WrittenApart<'a> {
     pub source: Option<&'a [u8]>,
     /// A file open's access part ([`access_fields`]), in place of the fields it holds.
     pub access: Option<&'a [u8]>,
+    /// The event's [`kind_name`], taken before its body was taken apart.
+    pub kind: Option<&'a str>,
 }
 
 /// Writes `event`'s fields in pbjson's order into `object`, leaving it open for the caller's;
@@ -204,7 +206,7 @@ pub fn write_event_fields(event: &Event, apart: WrittenApart, object: &mut Objec
         time,
         identity,
         process,
-        kind,
+        kind: _, // by its name, below
         body,
     } = event;
     object.long("seq", *seq);
@@ -225,7 +227,7 @@ pub fn write_event_fields(event: &Event, apart: WrittenApart, object: &mut Objec
     if let Some(process) = process {
         write_process(process, object.key("process"));
     }
-    object.string("kind", kind);
+    object.string("kind", apart.kind.unwrap_or_else(|| kind_name(event)));
     if let Some(body) = body {
         write_body(body, apart.access, object);
     }
@@ -534,7 +536,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::sinks::encode::tests::{event, identity, process};
+    use crate::sinks::encode::tests::{event, identity, named, process};
 
     fn ours<M>(part: &M, write: impl Fn(&M, &mut Vec<u8>)) -> serde_json::Value {
         let mut out = Vec::new();
@@ -738,7 +740,8 @@ mod tests {
                 write_event_fields(event, WrittenApart::default(), &mut object);
                 object.close();
             });
-            assert_eq!(written, serde_json::to_value(&event).unwrap(), "{event:?}");
+            let whole = serde_json::to_value(named(&event)).unwrap();
+            assert_eq!(written, whole, "{event:?}");
         }
     }
 }

@@ -563,10 +563,16 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["seq"], "2", "uint64 is a string in proto3 JSON");
         assert_eq!(lines[0]["loss"]["reason"], "LOSS_REASON_KERNEL_BUFFER_FULL");
+        // Events come without their kind's name (the reader spares it): written from the body.
+        assert_eq!(lines[0]["kind"], "loss");
 
         let pb = std::fs::read(&pb_path).unwrap();
         let decoded: Vec<Event> = custos_proto::delimited::read_all(&pb[..]).unwrap();
-        assert_eq!(decoded, vec![event(1), event(2)]);
+        let named = |seq| Event {
+            kind: "loss".into(),
+            ..event(seq)
+        };
+        assert_eq!(decoded, vec![named(1), named(2)]);
     }
 
     #[test]

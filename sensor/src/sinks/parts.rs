@@ -97,9 +97,24 @@ impl AccessPart {
     }
 }
 
+/// The kind written for `event`: its `kind` field, or its body's kind where the field is left
+/// empty. The reader leaves it empty, sparing every event an allocation of a name its body
+/// already gives; whole events get it back with the parts ([`SharedParts::restore`]).
+pub fn kind_name(event: &Event) -> &str {
+    if event.kind.is_empty() {
+        event.kind().short_name()
+    } else {
+        &event.kind
+    }
+}
+
 impl SharedParts {
-    /// Puts the parts back into `event` (a copy of each view the table still holds).
+    /// Puts the parts back into `event` (a copy of each view the table still holds), and its
+    /// kind's name (see [`kind_name`]).
     pub fn restore(&mut self, event: &mut Event) {
+        if event.kind.is_empty() {
+            event.kind = event.kind().short_name().to_owned();
+        }
         if let Some(source) = self.source.take() {
             event.run_id.clone_from(&source.run_id);
             event.boot_id.clone_from(&source.boot_id);
