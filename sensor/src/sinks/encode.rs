@@ -70,7 +70,7 @@ impl ProtobufEncoder {
         } else {
             kind.as_str()
         };
-        let mut body = event.body.take();
+        let body = event.body.take();
 
         let identity_bytes = identity_in_use.map(|identity| {
             self.identities
@@ -110,7 +110,7 @@ impl ProtobufEncoder {
             bytes::encode(PROCESS_FIELD, encoded, out);
         }
         encode_str(KIND_FIELD, name, out);
-        if let Some(body) = &mut body {
+        if let Some(body) = &body {
             encode_body(body, &apart, body_len.spliced, out);
         }
 
@@ -160,7 +160,6 @@ fn encode_access(part: &AccessPart, out: &mut Vec<u8>) {
     }
 }
 
-/// `source`'s fields as prost writes them (an empty string not at all).
 /// A string field's encoded length, as `prost::encoding::string::encoded_len` gives it for a
 /// `String`, for a name that is not one (always written: a kind is never empty).
 fn str_len(field: u32, value: &str) -> usize {
@@ -174,6 +173,7 @@ fn encode_str(field: u32, value: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(value.as_bytes());
 }
 
+/// `source`'s fields as prost writes them (an empty string not at all).
 fn source_fields(source: &EventSource) -> [(u32, &String); 3] {
     [
         (RUN_ID_FIELD, &source.run_id),
@@ -251,8 +251,8 @@ fn body_len(body: &Body, apart: &BodyApart) -> BodyLen {
 }
 
 /// Appends `body`, as prost would with the parts held `apart` in their places; `spliced_len`
-/// is [`BodyLen::spliced`]. The body is lent back unchanged.
-fn encode_body(body: &mut Body, apart: &BodyApart, spliced_len: usize, out: &mut Vec<u8>) {
+/// is [`BodyLen::spliced`].
+fn encode_body(body: &Body, apart: &BodyApart, spliced_len: usize, out: &mut Vec<u8>) {
     if let Some(parent) = exec_apart(body, apart.parent) {
         encode_key(EXEC_FIELD, WireType::LengthDelimited, out);
         encode_varint(spliced_len as u64, out);
