@@ -14,7 +14,9 @@ use prost::{
     Message,
 };
 
-use super::parts::{identity_slot, AccessPart, EventSource, PartCache, PartIds, SharedParts};
+use super::parts::{
+    identity_slot, named_kind, AccessPart, EventSource, PartCache, PartIds, SharedParts,
+};
 
 /// Field numbers of `Event`'s seq, run_id, boot_id, host, identity, process and kind
 /// (custos.v1 schema).
@@ -65,11 +67,7 @@ impl ProtobufEncoder {
         let identity_in_use = identity.as_deref().or(shared.identity.as_deref());
         // Written after the process, in its number's place.
         let kind = std::mem::take(&mut event.kind);
-        let name = if kind.is_empty() {
-            event.kind().short_name()
-        } else {
-            kind.as_str()
-        };
+        let name = named_kind(&kind, event);
         let body = event.body.take();
 
         let identity_bytes = identity_in_use.map(|identity| {

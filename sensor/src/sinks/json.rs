@@ -15,7 +15,7 @@ use super::{
         access_fields, serialized, source_fields, write_event_fields, write_process, Object,
         WrittenApart,
     },
-    parts::{identity_slot, AccessPart, EventSource, PartCache, PartIds, SharedParts},
+    parts::{identity_slot, named_kind, AccessPart, EventSource, PartCache, PartIds, SharedParts},
     rfc3339,
 };
 
@@ -29,7 +29,7 @@ struct Parts<'a> {
     exec: Option<Option<&'a Process>>,
     /// For a file open, its access part held apart.
     access: Option<&'a AccessPart>,
-    /// The event's [`kind_name`], named before its body is taken out.
+    /// The event's kind ([`named_kind`]), named before its body is taken out.
     kind: &'a str,
 }
 
@@ -82,11 +82,7 @@ impl JsonEncoder {
         let identity = event.identity.take();
         let owned = event.process.take();
         let kind = std::mem::take(&mut event.kind);
-        let name = if kind.is_empty() {
-            event.kind().short_name()
-        } else {
-            kind.as_str()
-        };
+        let name = named_kind(&kind, event);
         // Written here where the short path can (every real event time).
         let time = event.time.take_if(|time| rfc3339::writable(time));
         // An exec's body is written here, around its spliced parent.

@@ -101,10 +101,16 @@ impl AccessPart {
 /// empty. The reader leaves it empty, sparing every event an allocation of a name its body
 /// already gives; whole events get it back with the parts ([`SharedParts::restore`]).
 pub fn kind_name(event: &Event) -> &str {
-    if event.kind.is_empty() {
+    named_kind(&event.kind, event)
+}
+
+/// [`kind_name`] for an event whose `kind` field has been taken out (as `field`) to be put
+/// back after encoding.
+pub fn named_kind<'a>(field: &'a str, event: &Event) -> &'a str {
+    if field.is_empty() {
         event.kind().short_name()
     } else {
-        &event.kind
+        field
     }
 }
 
