@@ -119,7 +119,7 @@ impl SharedParts {
     /// kind's name (see [`kind_name`]).
     pub fn restore(&mut self, event: &mut Event) {
         if event.kind.is_empty() {
-            event.kind = event.kind().short_name().to_owned();
+            event.kind = kind_name(event).to_owned();
         }
         if let Some(source) = self.source.take() {
             event.run_id.clone_from(&source.run_id);
