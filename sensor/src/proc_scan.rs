@@ -9,7 +9,7 @@ use crate::{
     identity::UNSET_ID,
     privacy::redact::Redactor,
     privilege_chain::ChainState,
-    process_table::{Image, ProcessEntry, ProcessTable},
+    process_table::{Image, ProcessEntry, ProcessTable, Program},
 };
 
 /// Adds every process under `proc_root` to `table`; returns how many were added.
@@ -43,8 +43,7 @@ pub fn seed(
             read_stat(&proc_root.join(ppid.to_string())).map(|(_, ticks)| ticks)
         };
         let exec_id = host.exec_id_from_ticks(pid, start_ticks);
-        let mut image = Image {
-            exec_id: exec_id.clone(),
+        let mut program = Program {
             binary: read_link_bytes(&base.join("exe")),
             invoked: Vec::new(),
             args: std::fs::read(base.join("cmdline"))
@@ -55,8 +54,9 @@ pub fn seed(
             path_truncated: false,
         };
         if let Some(redactor) = redactor {
-            redactor.redact(&mut image.args);
+            redactor.redact(&mut program.args);
         }
+        let image = Image::of_program(program, exec_id.clone());
         let mut entry = ProcessEntry::new(
             pid,
             ppid,
@@ -184,7 +184,7 @@ mod tests {
         let (ppid, ticks) = read_stat(Path::new(&format!("/proc/{me}"))).unwrap();
         let entry = table.get(me, &host.exec_id_from_ticks(me, ticks)).unwrap();
         assert_eq!(entry.ppid, ppid);
-        assert!(!entry.image.binary.is_empty());
+        assert!(!entry.image.binary().is_empty());
         let credentials = entry.credentials.unwrap();
         assert_eq!(credentials.euid, nix::unistd::geteuid().as_raw());
     }

@@ -3,7 +3,8 @@
 //! Filled from /proc at start-up, then kept current by exec, fork and exit records. Exited
 //! processes linger for a grace period so that late events (a child's exec naming a parent that
 //! just exited) can still be enriched.
-use crate::{credentials::Credentials, families::IdentityView, privilege_chain::ChainState};
+use crate::{credentials::Credentials, families::IdentityView, privilege_chain::ChainState, text};
+use custos_proto::v1::Process;
 use foldhash::{HashMap, HashMapExt};
 use std::{
     cell::OnceCell,
@@ -16,9 +17,21 @@ use std::{
 /// entries and its events' lookups, so that a busy host does not format and copy it per record.
 pub type ExecId = Arc<str>;
 
-/// The program a process runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The program a process runs, held in the schema's own form: the process whose execve loaded
+/// it reports this very view on its events rather than a copy of it.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Image {
+    /// The schema's view of the process whose execve loaded the image, as its exec record saw
+    /// it (thread, name, cgroup). Other processes running the image (its forked children)
+    /// take only the program's fields from it (see [`program_fields`]).
+    pub view: Arc<Process>,
+    /// The `exec_id` of the process whose execve loaded it (forked children share the image).
+    pub exec_id: ExecId,
+}
+
+/// A program's paths and arguments as the kernel gives them: bytes, not UTF-8.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Program {
     pub binary: Vec<u8>,
     /// The path execve was given, made absolute (empty when unknown).
     pub invoked: Vec<u8>,
@@ -26,8 +39,47 @@ pub struct Image {
     pub args_truncated: bool,
     pub cwd: Vec<u8>,
     pub path_truncated: bool,
-    /// The `exec_id` of the process whose execve loaded it (forked children share the image).
-    pub exec_id: ExecId,
+}
+
+impl Program {
+    /// Moves the program into `process`'s program fields: readable text, plus the exact bytes
+    /// where the text alone would not be exact (see [`crate::text`]).
+    pub fn write_into(self, process: &mut Process) {
+        let binary = text::from_vec(self.binary);
+        let cwd = text::from_vec(self.cwd);
+        let invoked = text::from_vec(self.invoked);
+        let args: Vec<_> = self.args.into_iter().map(text::from_vec).collect();
+        if args.iter().any(|arg| arg.raw.is_some()) {
+            process.args_raw = args.iter().map(|arg| arg.bytes().to_vec()).collect();
+        }
+        process.args = args.into_iter().map(|arg| arg.text).collect();
+        process.binary = binary.text;
+        process.binary_raw = binary.raw.unwrap_or_default();
+        process.args_truncated = self.args_truncated;
+        process.cwd = cwd.text;
+        process.cwd_raw = cwd.raw.unwrap_or_default();
+        process.path_truncated = self.path_truncated;
+        process.invoked_path = invoked.text;
+        process.invoked_path_raw = invoked.raw.unwrap_or_default();
+    }
+}
+
+/// A copy of the program's fields of `view` (binary, invoked path, arguments, working
+/// directory, their exact bytes and truncation flags), every other field left empty.
+pub fn program_fields(view: &Process) -> Process {
+    Process {
+        binary: view.binary.clone(),
+        binary_raw: view.binary_raw.clone(),
+        args: view.args.clone(),
+        args_raw: view.args_raw.clone(),
+        args_truncated: view.args_truncated,
+        cwd: view.cwd.clone(),
+        cwd_raw: view.cwd_raw.clone(),
+        path_truncated: view.path_truncated,
+        invoked_path: view.invoked_path.clone(),
+        invoked_path_raw: view.invoked_path_raw.clone(),
+        ..Process::default()
+    }
 }
 
 impl Image {
@@ -36,6 +88,31 @@ impl Image {
     pub fn unknown() -> Arc<Image> {
         static UNKNOWN: LazyLock<Arc<Image>> = LazyLock::new(Arc::default);
         UNKNOWN.clone()
+    }
+
+    /// The image of a program whose loading was not seen (a process found in /proc): its
+    /// view holds the program's fields alone.
+    pub fn of_program(program: Program, exec_id: ExecId) -> Image {
+        let mut view = Process::default();
+        program.write_into(&mut view);
+        Image {
+            view: Arc::new(view),
+            exec_id,
+        }
+    }
+
+    /// The binary's path, exactly as the kernel gave it.
+    pub fn binary(&self) -> &[u8] {
+        exact(&self.view.binary, &self.view.binary_raw)
+    }
+}
+
+/// The exact bytes of a schema string: its raw bytes when it has them, else its text.
+fn exact<'a>(text: &'a str, raw: &'a [u8]) -> &'a [u8] {
+    if raw.is_empty() {
+        text.as_bytes()
+    } else {
+        raw
     }
 }
 
@@ -49,7 +126,7 @@ pub struct ProcessEntry {
     pub image: Arc<Image>,
     /// The schema's view of this process, built on first use and shared by its events, with
     /// its part id (see [`crate::sinks::PartIds`]).
-    pub schema: OnceCell<(Arc<custos_proto::v1::Process>, u64)>,
+    pub schema: OnceCell<(Arc<Process>, u64)>,
     /// That view completed for the thread its last event came from.
     pub last_thread: Option<ThreadView>,
     /// The identity its last event carried; shared with the children forked since, which
@@ -73,7 +150,7 @@ pub struct ThreadView {
     pub comm: [u8; sensor_common::COMM_LEN],
     pub cgroup_id: u64,
     /// Shared with the events that report it, which hold it rather than a copy.
-    pub process: Arc<custos_proto::v1::Process>,
+    pub process: Arc<Process>,
     /// Its part id: the encoders reuse its encoding by this id without comparing it.
     pub part_id: u64,
 }
@@ -272,10 +349,13 @@ mod tests {
             0,
             format!("id-{pid}").into(),
             format!("id-{ppid}").into(),
-            Arc::new(Image {
-                binary: binary.to_vec(),
-                ..Image::default()
-            }),
+            Arc::new(Image::of_program(
+                Program {
+                    binary: binary.to_vec(),
+                    ..Program::default()
+                },
+                "".into(),
+            )),
         )
     }
 
@@ -284,7 +364,7 @@ mod tests {
         let mut table = ProcessTable::new(Duration::from_secs(5));
         table.upsert(entry(10, 1, b"/bin/bash"));
         table.inherit(entry(11, 10, b""));
-        assert_eq!(table.get(11, "id-11").unwrap().image.binary, b"/bin/bash");
+        assert_eq!(table.get(11, "id-11").unwrap().image.binary(), b"/bin/bash");
         assert!(table.get(11, "id-other").is_none());
     }
 
@@ -315,10 +395,10 @@ mod tests {
         table.sweep();
         assert!(table.get(12, "id-12").is_none(), "past its grace period");
         let kept = table.get(10, "id-10-again").expect("the new process stays");
-        assert_eq!(kept.image.binary, b"/bin/new");
+        assert_eq!(kept.image.binary(), b"/bin/new");
         // The swept box serves the next new process.
         table.upsert(entry(13, 1, b"/bin/d"));
-        assert_eq!(table.get(13, "id-13").unwrap().image.binary, b"/bin/d");
+        assert_eq!(table.get(13, "id-13").unwrap().image.binary(), b"/bin/d");
         assert_eq!(table.len(), 2);
     }
 }

@@ -13,6 +13,13 @@ pub struct SchemaText {
     pub raw: Option<Vec<u8>>,
 }
 
+impl SchemaText {
+    /// The exact bytes it was made from.
+    pub fn bytes(&self) -> &[u8] {
+        self.raw.as_deref().unwrap_or(self.text.as_bytes())
+    }
+}
+
 /// [`from_bytes`] for bytes the caller gives up: valid UTF-8 becomes the text without a copy.
 pub fn from_vec(bytes: Vec<u8>) -> SchemaText {
     match String::from_utf8(bytes) {

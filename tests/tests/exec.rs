@@ -1,5 +1,7 @@
 //! Process execution and exit, with the identity behind them, from the real sensor.
-use std::process::Command;
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, process::Command};
+
+use base64::Engine as _;
 
 use anyhow::Result;
 use custos_tests::{
@@ -148,6 +150,89 @@ fn exit_events_carry_codes_and_signals() -> Result<()> {
     assert_eq!(exits[0]["exit"]["code"], 7);
     assert_eq!(exits[1]["exit"]["signal"], 9);
     assert!(exits[1]["exit"].get("code").is_none());
+    sensor.stop()?;
+    Ok(())
+}
+
+/// A program whose path and arguments are not UTF-8: its exec and exit events carry the
+/// readable text (each invalid byte as `\xNN`) and the exact bytes, and a child it forks and
+/// that execs names it, the same, as its parent.
+#[test]
+fn odd_bytes_in_a_program_and_its_arguments_are_kept_exactly() -> Result<()> {
+    require_root();
+    let marker = Marker::new("/bin/sh")?;
+    let mut name = b"odd sh\nline".to_vec();
+    name.push(0xff);
+    let odd = marker.dir.path().join(OsStr::from_bytes(&name));
+    std::fs::rename(&marker.path, &odd)?;
+    let mut arg = b"x".to_vec();
+    arg.push(0xfe);
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    // The shell forks for `true` (a command follows it), so the child's exec names the shell.
+    let status = Command::new(&odd)
+        .args([
+            OsStr::new("-c"),
+            OsStr::new("/bin/true; exit 3"),
+            OsStr::from_bytes(&arg),
+        ])
+        .status()?;
+    assert_eq!(status.code(), Some(3));
+
+    let readable = format!("{}/odd sh\nline\\xff", marker.dir.path().to_str().unwrap());
+    let exec = sensor.wait_for("odd shell exec", |events| exec_of(events, &readable))?;
+    let process = &exec["process"];
+    let exact = |field: &Value| {
+        base64::engine::general_purpose::STANDARD.decode(field.as_str().unwrap_or_default())
+    };
+    assert_eq!(exact(&process["binaryRaw"])?, odd.as_os_str().as_bytes());
+    assert_eq!(process["invokedPath"], readable.as_str());
+    assert_eq!(
+        exact(&process["invokedPathRaw"])?,
+        odd.as_os_str().as_bytes()
+    );
+    assert_eq!(
+        process["args"],
+        serde_json::json!([readable, "-c", "/bin/true; exit 3", "x\\xfe"])
+    );
+    let args_raw: Vec<Vec<u8>> = process["argsRaw"]
+        .as_array()
+        .expect("argsRaw")
+        .iter()
+        .map(exact)
+        .collect::<Result<_, _>>()?;
+    let expected: Vec<&[u8]> = vec![
+        odd.as_os_str().as_bytes(),
+        b"-c",
+        b"/bin/true; exit 3",
+        &arg,
+    ];
+    assert_eq!(args_raw, expected, "argsRaw holds every argument exactly");
+
+    let exec_id = process["execId"].as_str().expect("exec_id").to_owned();
+    let (child, exit) = sensor.wait_for("the child's exec and the shell's exit", |events| {
+        let child =
+            of_kind(events, "exec").find(|e| e["process"]["parentExecId"] == exec_id.as_str())?;
+        let exit = of_kind(events, "exit").find(|e| e["process"]["execId"] == exec_id.as_str())?;
+        Some((child.clone(), exit.clone()))
+    })?;
+    assert_eq!(exit["exit"]["code"], 3);
+    assert_eq!(
+        exit["process"], *process,
+        "the exit reports the same process"
+    );
+    let parent = &child["exec"]["parent"];
+    assert_eq!(parent["execId"], exec_id.as_str());
+    for field in [
+        "binary",
+        "binaryRaw",
+        "args",
+        "argsRaw",
+        "invokedPath",
+        "invokedPathRaw",
+        "cwd",
+    ] {
+        assert_eq!(parent[field], process[field], "the child's parent {field}");
+    }
     sensor.stop()?;
     Ok(())
 }

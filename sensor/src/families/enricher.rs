@@ -24,7 +24,7 @@ use crate::{
     identity::{NameCache, NameSource, UNSET_ID},
     people::PeopleFile,
     privacy::redact::Redactor,
-    process_table::{ExecId, Image, ProcessEntry, ProcessTable, ThreadView},
+    process_table::{program_fields, ExecId, Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
     sinks::{new_part_id, EventSource, PartIds, SharedParts},
     text,
@@ -110,43 +110,19 @@ pub const IDENTITY_TTL: Duration = Duration::from_secs(300);
 
 /// The schema's Process for a table entry (without the per-event thread, comm and cgroup).
 pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
-    let binary = text::from_bytes(&entry.image.binary);
-    let cwd = text::from_bytes(&entry.image.cwd);
-    let invoked = text::from_bytes(&entry.image.invoked);
-    let mut any_raw = false;
-    let args = entry
-        .image
-        .args
-        .iter()
-        .map(|arg| {
-            let arg = text::from_bytes(arg);
-            any_raw |= arg.raw.is_some();
-            arg.text
-        })
-        .collect();
-    Process {
-        pid: entry.pid,
-        tid: entry.pid,
-        ppid: entry.ppid,
-        exec_id: entry.exec_id.as_ref().to_owned(),
-        parent_exec_id: entry.parent_exec_id.as_ref().to_owned(),
-        binary: binary.text,
-        binary_raw: binary.raw.unwrap_or_default(),
-        args_raw: if any_raw {
-            entry.image.args.clone()
-        } else {
-            Vec::new()
-        },
-        args,
-        args_truncated: entry.image.args_truncated,
-        cwd: cwd.text,
-        cwd_raw: cwd.raw.unwrap_or_default(),
-        start_time: Some(timestamp(host.wall_time(entry.start_boottime_ns))),
-        path_truncated: entry.image.path_truncated,
-        invoked_path: invoked.text,
-        invoked_path_raw: invoked.raw.unwrap_or_default(),
-        ..Process::default()
-    }
+    let mut process = program_fields(&entry.image.view);
+    set_process_ids(host, entry, &mut process);
+    process
+}
+
+/// Sets the fields of `process` that its table entry gives: ids, parent and start time.
+pub(super) fn set_process_ids(host: &HostInfo, entry: &ProcessEntry, process: &mut Process) {
+    process.pid = entry.pid;
+    process.tid = entry.pid;
+    process.ppid = entry.ppid;
+    process.exec_id = entry.exec_id.as_ref().to_owned();
+    process.parent_exec_id = entry.parent_exec_id.as_ref().to_owned();
+    process.start_time = Some(timestamp(host.wall_time(entry.start_boottime_ns)));
 }
 
 impl<S: NameSource> Enricher<S> {
@@ -342,8 +318,20 @@ impl<S: NameSource> Enricher<S> {
         if !cgroup_known {
             return (process, 0);
         }
+        let part_id = self.keep_thread_view(task, exec_id, &process);
+        (process, part_id)
+    }
+
+    /// Keeps `process`, the view of an event of `task`, for the next events of the same
+    /// thread; its part id (0 when the table does not know the process).
+    pub(super) fn keep_thread_view(
+        &mut self,
+        task: &TaskInfo,
+        exec_id: &str,
+        process: &Arc<Process>,
+    ) -> u64 {
         let Some(entry) = self.processes.get_mut(task.tgid, exec_id) else {
-            return (process, 0);
+            return 0;
         };
         let part_id = new_part_id();
         entry.last_thread = Some(ThreadView {
@@ -353,7 +341,7 @@ impl<S: NameSource> Enricher<S> {
             process: process.clone(),
             part_id,
         });
-        (process, part_id)
+        part_id
     }
 
     /// [`Self::identified_process_of`] for a process's last event (its exit): the kept

@@ -31,7 +31,7 @@ impl<S: NameSource> Enricher<S> {
             }
             entry.credentials = Some(after);
             let actor = Actor {
-                program: &entry.image.binary,
+                program: entry.image.binary(),
                 exec_id: &entry.image.exec_id,
             };
             entry.chain.changed(before.as_ref(), &after, how, &actor);

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use custos_proto::v1::{event::Body, Event, Process, ProcessExec, ProcessExit, SessionEnd};
 use sensor_common::{exec_flags, ExecRecord, ExitRecord, ForkRecord, RecordHeader, TaskInfo};
 
-use super::{login_uid_of, Enricher};
+use super::{enricher::set_process_ids, login_uid_of, Enricher};
 use crate::{
     credentials::Credentials,
     decode::{split_argv, with_blob, DecodeError},
     identity::NameSource,
     privilege_chain::Actor,
-    process_table::{ExecId, Image},
+    process_table::{Image, Program},
 };
 
 /// An exec record with its variable parts copied out of the ring buffer.
@@ -48,15 +48,25 @@ pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
 impl<S: NameSource> Enricher<S> {
     pub(crate) fn exec(&mut self, mut exec: Exec) -> Event {
         let exec_id = self.exec_id_of(exec.task.tgid, exec.task.start_boottime_ns);
-        let image = Arc::new(self.image_of(&mut exec, &exec_id));
+        let program = self.program_of(&mut exec);
         let task = &exec.task;
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
+        self.place_exec(task, &exec_id);
+        let (process, cgroup_known) = self.exec_view(task, &exec_id, program);
+        let image = Arc::new(Image {
+            view: process.clone(),
+            exec_id: exec_id.clone(),
+        });
         let before = self.load_image(task, &exec_id, image, after);
         let (parent, parent_part) = self.parent_schema_of(task.tgid, &exec_id).unzip();
         // Set-user-id, set-group-id and file capabilities take effect at execve.
         let changed = before.filter(|b| !b.same_ids_and_capabilities(&after));
-        let (process, process_part) = self.identified_process_of(task, &exec_id);
-        self.part_ids.process = process_part;
+        // A cgroup not resolved yet may be on the next event: only a full view is kept.
+        self.part_ids.process = if cgroup_known {
+            self.keep_thread_view(task, &exec_id, &process)
+        } else {
+            0
+        };
         self.part_ids.parent = parent_part.unwrap_or(0);
         if let Some(before) = changed {
             let body = self.privilege_change("exec", Some(&before), &after, None);
@@ -78,12 +88,12 @@ impl<S: NameSource> Enricher<S> {
 
     /// The program an exec record loaded, its arguments redacted; its paths and arguments are
     /// moved out.
-    fn image_of(&self, exec: &mut Exec, exec_id: &ExecId) -> Image {
+    fn program_of(&self, exec: &mut Exec) -> Program {
         let mut args = std::mem::take(&mut exec.args);
         if let Some(redactor) = &self.redactor {
             redactor.redact(&mut args);
         }
-        Image {
+        Program {
             invoked: invoked_path(std::mem::take(&mut exec.invoked), &exec.cwd),
             binary: std::mem::take(&mut exec.path),
             args,
@@ -91,8 +101,30 @@ impl<S: NameSource> Enricher<S> {
             cwd: std::mem::take(&mut exec.cwd),
             path_truncated: exec.flags & (exec_flags::PATH_TRUNCATED | exec_flags::CWD_TRUNCATED)
                 != 0,
-            exec_id: exec_id.clone(),
         }
+    }
+
+    /// The exec'ing process's view: its entry's ids, the program moved in (the view becomes
+    /// the image's, so the program is held once), and the record's thread; and whether its
+    /// cgroup's path was known.
+    fn exec_view(
+        &mut self,
+        task: &TaskInfo,
+        exec_id: &str,
+        program: Program,
+    ) -> (Arc<Process>, bool) {
+        let mut view = Process::default();
+        match self.processes.get(task.tgid, exec_id) {
+            Some(entry) => set_process_ids(&self.host, entry, &mut view),
+            None => set_process_ids(
+                &self.host,
+                &self.entry_for(task, Image::unknown()),
+                &mut view,
+            ),
+        }
+        program.write_into(&mut view);
+        let (view, cgroup_known) = self.complete(view, task);
+        (Arc::new(view), cgroup_known)
     }
 
     /// The shared view of the parent of a process the table knows, with its part id.
@@ -101,18 +133,11 @@ impl<S: NameSource> Enricher<S> {
         self.identified_table_schema(entry.ppid, &entry.parent_exec_id)
     }
 
-    /// Puts an exec's image on its process's table entry, commits its privilege chain and
-    /// notes its credentials `after` the exec; the credentials before, when known. The entry
-    /// its fork made takes the image in place (its ids stay the same); a process the table
-    /// does not know, or one given another parent since (reparented), gets a new entry,
-    /// which keeps what the old one knew of its chain and identity.
-    fn load_image(
-        &mut self,
-        task: &TaskInfo,
-        exec_id: &str,
-        image: Arc<Image>,
-        after: Credentials,
-    ) -> Option<Credentials> {
+    /// Gives an exec'ing process a table entry of its own: the entry its fork made keeps its
+    /// ids; a process the table does not know, or one given another parent since
+    /// (reparented), gets a new entry, which keeps what the old one knew of its chain and
+    /// identity.
+    fn place_exec(&mut self, task: &TaskInfo, exec_id: &str) {
         let known = self.processes.get(task.tgid, exec_id);
         if known.is_none_or(|entry| entry.ppid != task.ppid) {
             let mut entry = self.entry_for(task, Image::unknown());
@@ -123,11 +148,22 @@ impl<S: NameSource> Enricher<S> {
             }
             self.processes.upsert(entry);
         }
+    }
+
+    /// Puts an exec's image on its process's table entry (in place), commits its privilege
+    /// chain and notes its credentials `after` the exec; the credentials before, when known.
+    fn load_image(
+        &mut self,
+        task: &TaskInfo,
+        exec_id: &str,
+        image: Arc<Image>,
+        after: Credentials,
+    ) -> Option<Credentials> {
         let entry = self.processes.get_mut(task.tgid, exec_id)?;
         entry.load_image(image);
         let before = entry.credentials;
         let actor = Actor {
-            program: &entry.image.binary,
+            program: entry.image.binary(),
             exec_id,
         };
         let login_uid = login_uid_of(task);

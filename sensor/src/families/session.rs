@@ -59,7 +59,7 @@ impl<S: NameSource> Enricher<S> {
             .map(|entry| Member {
                 pid: entry.pid,
                 exec_id: entry.exec_id.as_ref().to_owned(),
-                program: entry.image.binary.clone(),
+                program: entry.image.binary().to_vec(),
                 start_boottime_ns: entry.start_boottime_ns,
             })
             .collect()
@@ -79,14 +79,14 @@ impl<S: NameSource> Enricher<S> {
             return false;
         };
         let sshd = facts.leader_program.as_bytes();
-        entry.image.binary != sshd
+        entry.image.binary() != sshd
             && self
                 .processes
                 .get(entry.ppid, &entry.parent_exec_id)
                 .is_some_and(|parent| {
                     parent.session_id == session.id
                         && parent.pid != facts.leader_pid
-                        && parent.image.binary == sshd
+                        && parent.image.binary() == sshd
                 })
     }
 
