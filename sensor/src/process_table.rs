@@ -17,16 +17,29 @@ use std::{
 /// entries and its events' lookups, so that a busy host does not format and copy it per record.
 pub type ExecId = Arc<str>;
 
-/// The program a process runs, held in the schema's own form: the process whose execve loaded
-/// it reports this very view on its events rather than a copy of it.
+/// The program a process runs. While the process whose execve loaded it may still have
+/// events, it is held as that process's own view, which its events report rather than a copy;
+/// once they are written, as the program alone (see [`Image::compact`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Image {
-    /// The schema's view of the process whose execve loaded the image, as its exec record saw
-    /// it (thread, name, cgroup). Other processes running the image (its forked children)
-    /// take only the program's fields from it (see [`program_fields`]).
-    pub view: Arc<Process>,
+    form: ImageForm,
     /// The `exec_id` of the process whose execve loaded it (forked children share the image).
     pub exec_id: ExecId,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum ImageForm {
+    /// The schema's view of the process whose execve loaded the image, as its exec record saw
+    /// it (thread, name, cgroup). Other processes running the image (its forked children)
+    /// take only the program's fields from it.
+    View(Arc<Process>),
+    Program(Program),
+}
+
+impl Default for ImageForm {
+    fn default() -> Self {
+        ImageForm::Program(Program::default())
+    }
 }
 
 /// A program's paths and arguments as the kernel gives them: bytes, not UTF-8.
@@ -64,9 +77,32 @@ impl Program {
     }
 }
 
+impl Program {
+    /// The program of `view`, its strings moved out rather than copied.
+    fn taken_from(view: &mut Process) -> Program {
+        use std::mem::take;
+        let args = if view.args_raw.is_empty() {
+            take(&mut view.args)
+                .into_iter()
+                .map(String::into_bytes)
+                .collect()
+        } else {
+            take(&mut view.args_raw)
+        };
+        Program {
+            binary: taken_exact(&mut view.binary, &mut view.binary_raw),
+            invoked: taken_exact(&mut view.invoked_path, &mut view.invoked_path_raw),
+            args,
+            args_truncated: view.args_truncated,
+            cwd: taken_exact(&mut view.cwd, &mut view.cwd_raw),
+            path_truncated: view.path_truncated,
+        }
+    }
+}
+
 /// A copy of the program's fields of `view` (binary, invoked path, arguments, working
 /// directory, their exact bytes and truncation flags), every other field left empty.
-pub fn program_fields(view: &Process) -> Process {
+fn program_fields(view: &Process) -> Process {
     Process {
         binary: view.binary.clone(),
         binary_raw: view.binary_raw.clone(),
@@ -90,20 +126,61 @@ impl Image {
         UNKNOWN.clone()
     }
 
-    /// The image of a program whose loading was not seen (a process found in /proc): its
-    /// view holds the program's fields alone.
-    pub fn of_program(program: Program, exec_id: ExecId) -> Image {
-        let mut view = Process::default();
-        program.write_into(&mut view);
+    /// The image an exec loaded, held as the view of the process that ran the exec.
+    pub fn of_exec(view: Arc<Process>, exec_id: ExecId) -> Image {
         Image {
-            view: Arc::new(view),
+            form: ImageForm::View(view),
+            exec_id,
+        }
+    }
+
+    /// The image of a program whose loading was not seen (a process found in /proc).
+    pub fn of_program(program: Program, exec_id: ExecId) -> Image {
+        Image {
+            form: ImageForm::Program(program),
             exec_id,
         }
     }
 
     /// The binary's path, exactly as the kernel gave it.
     pub fn binary(&self) -> &[u8] {
-        exact(&self.view.binary, &self.view.binary_raw)
+        match &self.form {
+            ImageForm::View(view) => exact(&view.binary, &view.binary_raw),
+            ImageForm::Program(program) => &program.binary,
+        }
+    }
+
+    /// The program's fields as the schema writes them (binary, invoked path, arguments,
+    /// working directory, their exact bytes and truncation flags), every other field empty.
+    pub fn program_fields(&self) -> Process {
+        match &self.form {
+            ImageForm::View(view) => program_fields(view),
+            ImageForm::Program(program) => {
+                let mut process = Process::default();
+                program.clone().write_into(&mut process);
+                process
+            }
+        }
+    }
+
+    /// Holds the program alone instead of the exec's view, once nothing else holds either
+    /// (the process exited and its events are written): the view's ids, thread, cgroup and
+    /// the message itself go, and its strings move into the program uncopied. An exited
+    /// process is kept for seconds, and a busy host has thousands. Both forms give the same
+    /// program, so this can happen at any time. True when an event still holds the view, to
+    /// be tried again; an image a child shares stays as it is, with the child.
+    fn compact(image: &mut Arc<Image>) -> bool {
+        let Some(image) = Arc::get_mut(image) else {
+            return false;
+        };
+        let ImageForm::View(view) = &mut image.form else {
+            return false;
+        };
+        let Some(view) = Arc::get_mut(view) else {
+            return true;
+        };
+        image.form = ImageForm::Program(Program::taken_from(view));
+        false
     }
 }
 
@@ -113,6 +190,15 @@ fn exact<'a>(text: &'a str, raw: &'a [u8]) -> &'a [u8] {
         text.as_bytes()
     } else {
         raw
+    }
+}
+
+/// [`exact`], moved out of the string's fields.
+fn taken_exact(text: &mut String, raw: &mut Vec<u8>) -> Vec<u8> {
+    if raw.is_empty() {
+        std::mem::take(text).into_bytes()
+    } else {
+        std::mem::take(raw)
     }
 }
 
@@ -206,7 +292,13 @@ pub struct ProcessTable {
         reason = "the boxes, not their contents, are what is reused"
     )]
     spare: Vec<Box<ProcessEntry>>,
+    /// Exited processes whose images may still be compacted (see [`Image::compact`]).
+    to_compact: VecDeque<(u32, Instant)>,
 }
+
+/// How long an exited process's image waits for its events to be written before it is left
+/// as it is (see [`ProcessTable::compact_exited`]).
+const HOLD_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Swept boxes kept for reuse: about a second of a busy host's new processes.
 const SPARE_ENTRIES: usize = 2048;
@@ -218,6 +310,7 @@ impl ProcessTable {
             grace,
             exited: VecDeque::new(),
             spare: Vec::new(),
+            to_compact: VecDeque::new(),
         }
     }
 
@@ -313,6 +406,7 @@ impl ProcessTable {
             entry.last_thread = None;
             entry.last_identity = None;
             self.exited.push_back((pid, now));
+            self.to_compact.push_back((pid, now));
         }
     }
 
@@ -334,6 +428,25 @@ impl ProcessTable {
                     self.spare.push(swept);
                 }
             }
+        }
+        self.compact_exited();
+    }
+
+    /// Compacts the images of exited processes, oldest first (see [`Image::compact`]). Their
+    /// events are written in the order they exited, so the first whose view an event still
+    /// holds stops the pass, to be tried again next time; unless it has been held for
+    /// [`HOLD_PATIENCE`], when it stays as it is.
+    pub fn compact_exited(&mut self) {
+        let now = Instant::now();
+        while let Some(&(pid, at)) = self.to_compact.front() {
+            let held = match self.by_pid.get_mut(&pid) {
+                Some(entry) if entry.exited_at == Some(at) => Image::compact(&mut entry.image),
+                _ => false,
+            };
+            if held && now.duration_since(at) < HOLD_PATIENCE {
+                break;
+            }
+            self.to_compact.pop_front();
         }
     }
 }
@@ -366,6 +479,67 @@ mod tests {
         table.inherit(entry(11, 10, b""));
         assert_eq!(table.get(11, "id-11").unwrap().image.binary(), b"/bin/bash");
         assert!(table.get(11, "id-other").is_none());
+    }
+
+    /// The view of an exec of `/bin/odd\xff a b\xfe`, by `pid`.
+    fn exec_view(pid: u32) -> Arc<Process> {
+        let mut view = Process {
+            pid,
+            exec_id: format!("id-{pid}"),
+            comm: "odd".into(),
+            ..Process::default()
+        };
+        Program {
+            binary: b"/bin/odd\xff".to_vec(),
+            invoked: b"/bin/odd\xff".to_vec(),
+            args: vec![b"odd".to_vec(), b"a".to_vec(), b"b\xfe".to_vec()],
+            args_truncated: true,
+            cwd: b"/tmp".to_vec(),
+            path_truncated: false,
+        }
+        .write_into(&mut view);
+        Arc::new(view)
+    }
+
+    #[test]
+    fn exited_images_are_compacted_once_nothing_else_holds_their_view() {
+        let mut table = ProcessTable::new(Duration::from_secs(10));
+        let held = exec_view(10);
+        for pid in [10, 11] {
+            let mut exec = entry(pid, 1, b"");
+            exec.image = Arc::new(Image::of_exec(exec_view(pid), exec.exec_id.clone()));
+            table.upsert(exec);
+        }
+        let mut holding = table.get(10, "id-10").unwrap().image.clone();
+        if let ImageForm::View(view) = &mut Arc::make_mut(&mut holding).form {
+            *view = held.clone();
+        }
+        table.get_mut(10, "id-10").unwrap().image = holding;
+        let fields = table.get(11, "id-11").unwrap().image.program_fields();
+        assert_eq!(fields.binary, "/bin/odd\\xff");
+        assert_eq!(fields.args_raw.len(), 3);
+        assert!(fields.exec_id.is_empty() && fields.comm.is_empty());
+        let form = |table: &ProcessTable, pid| {
+            let image = &table.get(pid, &format!("id-{pid}")).unwrap().image;
+            assert_eq!(
+                image.program_fields(),
+                fields,
+                "the same program in either form"
+            );
+            assert_eq!(image.binary(), b"/bin/odd\xff");
+            matches!(image.form, ImageForm::Program(_))
+        };
+        table.sweep();
+        assert!(!form(&table, 11), "a live process keeps its view");
+        table.mark_exited(11, "id-11");
+        table.mark_exited(10, "id-10");
+        table.sweep();
+        assert!(form(&table, 11), "compacted once exited");
+        assert!(!form(&table, 10), "an event still holds its view");
+        drop(held);
+        table.sweep();
+        assert!(form(&table, 10), "compacted once the event let it go");
+        assert!(table.to_compact.is_empty());
     }
 
     #[test]

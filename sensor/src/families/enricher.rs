@@ -24,7 +24,7 @@ use crate::{
     identity::{NameCache, NameSource, UNSET_ID},
     people::PeopleFile,
     privacy::redact::Redactor,
-    process_table::{program_fields, ExecId, Image, ProcessEntry, ProcessTable, ThreadView},
+    process_table::{ExecId, Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
     sinks::{new_part_id, EventSource, PartIds, SharedParts},
     text,
@@ -110,7 +110,7 @@ pub const IDENTITY_TTL: Duration = Duration::from_secs(300);
 
 /// The schema's Process for a table entry (without the per-event thread, comm and cgroup).
 pub(super) fn schema_process(host: &HostInfo, entry: &ProcessEntry) -> Process {
-    let mut process = program_fields(&entry.image.view);
+    let mut process = entry.image.program_fields();
     set_process_ids(host, entry, &mut process);
     process
 }
@@ -165,6 +165,12 @@ impl<S: NameSource> Enricher<S> {
             ids: std::mem::take(&mut self.part_ids),
             shared: std::mem::take(&mut self.shared),
         }
+    }
+
+    /// Once written events are freed: exited processes hold less (see
+    /// [`ProcessTable::compact_exited`]).
+    pub fn events_freed(&mut self) {
+        self.processes.compact_exited();
     }
 
     /// Once a second: forgets processes past their grace period, re-reads the identity map and

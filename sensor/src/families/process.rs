@@ -53,10 +53,7 @@ impl<S: NameSource> Enricher<S> {
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
         self.place_exec(task, &exec_id);
         let (process, cgroup_known) = self.exec_view(task, &exec_id, program);
-        let image = Arc::new(Image {
-            view: process.clone(),
-            exec_id: exec_id.clone(),
-        });
+        let image = Arc::new(Image::of_exec(process.clone(), exec_id.clone()));
         let before = self.load_image(task, &exec_id, image, after);
         let (parent, parent_part) = self.parent_schema_of(task.tgid, &exec_id).unzip();
         // Set-user-id, set-group-id and file capabilities take effect at execve.
