@@ -22,6 +22,8 @@ pub(super) enum ImageForm {
     /// it (thread, name, cgroup). Other processes running the image (its forked children)
     /// take only the program's fields from it.
     View(Arc<Process>),
+    /// The program alone: a process found in /proc, or an exited one whose view nothing else
+    /// holds any more.
     Program(Program),
 }
 
