@@ -111,8 +111,9 @@ pub struct ProcessTable {
         reason = "the boxes, not their contents, are what is reused"
     )]
     spare: Vec<Box<ProcessEntry>>,
-    /// Exited processes whose images may still be compacted (see [`Image::compact`]).
-    to_compact: VecDeque<(u32, Instant)>,
+    /// How many of `exited`, from the front, are past compaction (see [`Image::compact`]):
+    /// the rest may still be compacted.
+    compacted: usize,
 }
 
 /// How long an exited process's image waits for its events to be written before it is left
@@ -129,7 +130,7 @@ impl ProcessTable {
             grace,
             exited: VecDeque::new(),
             spare: Vec::new(),
-            to_compact: VecDeque::new(),
+            compacted: 0,
         }
     }
 
@@ -225,7 +226,6 @@ impl ProcessTable {
             entry.last_thread = None;
             entry.last_identity = None;
             self.exited.push_back((pid, now));
-            self.to_compact.push_back((pid, now));
         }
     }
 
@@ -238,6 +238,7 @@ impl ProcessTable {
                 break;
             }
             self.exited.pop_front();
+            self.compacted = self.compacted.saturating_sub(1);
             let Entry::Occupied(occupied) = self.by_pid.entry(pid) else {
                 continue;
             };
@@ -257,7 +258,7 @@ impl ProcessTable {
     /// [`HOLD_PATIENCE`], when it stays as it is.
     pub fn compact_exited(&mut self) {
         let now = Instant::now();
-        while let Some(&(pid, at)) = self.to_compact.front() {
+        while let Some(&(pid, at)) = self.exited.get(self.compacted) {
             let held = match self.by_pid.get_mut(&pid) {
                 Some(entry) if entry.exited_at == Some(at) => Image::compact(&mut entry.image),
                 _ => false,
@@ -265,7 +266,7 @@ impl ProcessTable {
             if held && now.duration_since(at) < HOLD_PATIENCE {
                 break;
             }
-            self.to_compact.pop_front();
+            self.compacted += 1;
         }
     }
 }
@@ -358,7 +359,7 @@ mod tests {
         drop(held);
         table.sweep();
         assert!(form(&table, 10), "compacted once the event let it go");
-        assert!(table.to_compact.is_empty());
+        assert_eq!(table.compacted, table.exited.len(), "none left to compact");
     }
 
     #[test]
