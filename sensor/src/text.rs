@@ -16,7 +16,26 @@ pub struct SchemaText {
 impl SchemaText {
     /// The exact bytes it was made from.
     pub fn bytes(&self) -> &[u8] {
-        self.raw.as_deref().unwrap_or(self.text.as_bytes())
+        exact(&self.text, self.raw.as_deref().unwrap_or_default())
+    }
+}
+
+/// The exact bytes of a schema string and its `*_raw` field: the raw bytes when it has them,
+/// else the text.
+pub fn exact<'a>(text: &'a str, raw: &'a [u8]) -> &'a [u8] {
+    if raw.is_empty() {
+        text.as_bytes()
+    } else {
+        raw
+    }
+}
+
+/// [`exact`], moved out of the string's fields.
+pub fn taken_exact(text: &mut String, raw: &mut Vec<u8>) -> Vec<u8> {
+    if raw.is_empty() {
+        std::mem::take(text).into_bytes()
+    } else {
+        std::mem::take(raw)
     }
 }
 

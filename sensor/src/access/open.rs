@@ -16,6 +16,7 @@ use crate::{
     families::FileOpen,
     identity::{NameCache, NameSource},
     sinks::{new_part_id, AccessPart},
+    text,
 };
 
 const GROUPS_TRUNCATED: &str = "the opener had more groups than the sensor captures: a group \
@@ -121,12 +122,7 @@ fn denied<S: NameSource>(task: &TaskInfo, body: &mut FileOpenEvent, names: &mut 
         cap_dac_override: false,
         cap_dac_read_search: false,
     };
-    let path = Path::new(OsStr::from_bytes(&body.path_raw));
-    let path = if body.path_raw.is_empty() {
-        Path::new(&body.path)
-    } else {
-        path
-    };
+    let path = Path::new(OsStr::from_bytes(text::exact(&body.path, &body.path_raw)));
     let create = flags as i32 & libc::O_CREAT != 0;
     let Some(found) = examine_denied(path, want, create, &opener) else {
         return;

@@ -79,11 +79,11 @@ impl Program {
             take(&mut view.args_raw)
         };
         Program {
-            binary: taken_exact(&mut view.binary, &mut view.binary_raw),
-            invoked: taken_exact(&mut view.invoked_path, &mut view.invoked_path_raw),
+            binary: text::taken_exact(&mut view.binary, &mut view.binary_raw),
+            invoked: text::taken_exact(&mut view.invoked_path, &mut view.invoked_path_raw),
             args,
             args_truncated: view.args_truncated,
-            cwd: taken_exact(&mut view.cwd, &mut view.cwd_raw),
+            cwd: text::taken_exact(&mut view.cwd, &mut view.cwd_raw),
             path_truncated: view.path_truncated,
         }
     }
@@ -134,7 +134,7 @@ impl Image {
     /// The binary's path, exactly as the kernel gave it.
     pub fn binary(&self) -> &[u8] {
         match &self.form {
-            ImageForm::View(view) => exact(&view.binary, &view.binary_raw),
+            ImageForm::View(view) => text::exact(&view.binary, &view.binary_raw),
             ImageForm::Program(program) => &program.binary,
         }
     }
@@ -170,23 +170,5 @@ impl Image {
         };
         image.form = ImageForm::Program(Program::taken_from(view));
         false
-    }
-}
-
-/// The exact bytes of a schema string: its raw bytes when it has them, else its text.
-fn exact<'a>(text: &'a str, raw: &'a [u8]) -> &'a [u8] {
-    if raw.is_empty() {
-        text.as_bytes()
-    } else {
-        raw
-    }
-}
-
-/// [`exact`], moved out of the string's fields.
-fn taken_exact(text: &mut String, raw: &mut Vec<u8>) -> Vec<u8> {
-    if raw.is_empty() {
-        std::mem::take(text).into_bytes()
-    } else {
-        std::mem::take(raw)
     }
 }
