@@ -28,7 +28,15 @@ pub struct Options {
     pub rates: Vec<u64>,
     pub seconds: u64,
     pub rounds: usize,
+    /// Seconds of storm each Custos round runs before it measures (see [`STEADY_AFTER`]).
+    pub warmup: u64,
 }
+
+/// How long the daemon keeps an exited process (its table's grace period), plus a margin: a
+/// storm longer than this has the daemon sweeping as many exited processes as it adds, which
+/// is how it runs on a busy host. A round that measured from the daemon's start would leave
+/// those sweeps out and count the table's growth instead.
+pub const STEADY_AFTER: u64 = 12;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Setup {
@@ -116,17 +124,20 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
     .collect();
     report.line(format!(
         "exec storm: a copy of /bin/true spawned at a fixed rate for {} s (its stdin and stdout \
-         one /dev/null the spawner opened once); median of {} rounds (min..max); CPU in % of one \
-         core, to the nanosecond from each process's CPU clock; all in: the sensor's CPU plus the \
-         spawner's above the baseline storm of the same round (at least the programs' run time)",
-        options.seconds, options.rounds
+         one /dev/null the spawner opened once), after {} s of the same storm for Custos (the \
+         daemon in steady state: sweeping exited processes as fast as it adds them); median of \
+         {} rounds (min..max); CPU in % of one core, to the nanosecond from each process's CPU \
+         clock; all in: the sensor's CPU plus the spawner's above the baseline storm of the \
+         same round (at least the programs' run time); lost: over both storms",
+        options.seconds, options.warmup, options.rounds
     ));
     let rates: Vec<String> = options.rates.iter().map(u64::to_string).collect();
     report.line(format!(
-        "(cargo xtask bench exec --rates {} --seconds {} --rounds {})",
+        "(cargo xtask bench exec --rates {} --seconds {} --rounds {} --warmup {})",
         rates.join(","),
         options.seconds,
-        options.rounds
+        options.rounds,
+        options.warmup
     ));
     for &rate in &options.rates {
         let what = format!("exec: {rate}/s,");
@@ -134,7 +145,13 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
             Ok(match setup {
                 Setup::Baseline => storm(&marker, rate, options.seconds)?,
                 Setup::EmbeddedDefault | Setup::DefaultProtobufFile => {
-                    with_custos(setup, &custos, work.path(), &marker, rate, options.seconds)?
+                    let storms = Storms {
+                        marker: &marker,
+                        rate,
+                        warmup: options.warmup,
+                        seconds: options.seconds,
+                    };
+                    with_custos(setup, &custos, work.path(), &storms)?
                 }
                 Setup::Auditd => with_auditd(&marker, rate, options.seconds)?,
             })
@@ -330,21 +347,27 @@ fn storm(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
     })
 }
 
-fn with_custos(
-    setup: Setup,
-    custos: &Path,
-    work: &Path,
-    marker: &Path,
+/// A Custos round's storms: `warmup` seconds, then `seconds` measured, of `marker` at `rate`.
+struct Storms<'a> {
+    marker: &'a Path,
     rate: u64,
+    warmup: u64,
     seconds: u64,
-) -> Result<Round> {
+}
+
+fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Result<Round> {
     let daemon = match setup {
         Setup::EmbeddedDefault => BenchDaemon::embedded_default(custos, work)?,
         _ => BenchDaemon::default_with_protobuf_file(custos, work)?,
     };
+    let marker = storms.marker;
+    let warmed = match storms.warmup {
+        0 => 0,
+        warmup => storm(marker, storms.rate, warmup)?.spawned,
+    };
     let cpu_before = process_cpu(daemon.pid())?;
     let bpf_before = crate::bench::bpf_by_program(METRICS)?;
-    let mut round = storm(marker, rate, seconds)?;
+    let mut round = storm(marker, storms.rate, storms.seconds)?;
     // Let the daemon drain what the storm queued (its timer drains every 10 ms).
     std::thread::sleep(Duration::from_millis(300));
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
@@ -365,7 +388,7 @@ fn with_custos(
                 && e.process.as_ref().is_some_and(|p| p.binary == path)
         })
         .count() as u64;
-    round.lost = Some(round.spawned.saturating_sub(seen));
+    round.lost = Some((warmed + round.spawned).saturating_sub(seen));
     Ok(round)
 }
 

@@ -136,6 +136,9 @@ enum BenchCommand {
         seconds: u64,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Seconds of storm before each Custos round measures (0: from the daemon's start).
+        #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
+        warmup: u64,
     },
     /// Cost per TCP connection (connect, 1 KiB each way, close) to a peer in a network
     /// namespace: nothing attached, Custos (default config).
@@ -220,11 +223,13 @@ fn bench(which: Option<BenchCommand>) -> anyhow::Result<()> {
             rates,
             seconds,
             rounds,
+            warmup,
         }) => bench_exec::exec(
             &bench_exec::Options {
                 rates,
                 seconds,
                 rounds,
+                warmup,
             },
             &mut report,
         ),

@@ -28,6 +28,7 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
             rates: vec![100, 1600, 10_000],
             seconds: 10,
             rounds: 5,
+            warmup: bench_exec::STEADY_AFTER,
         },
         report,
     )?;
