@@ -163,12 +163,17 @@ impl TaskInfo {
 
 /// Per-CPU drop counters: slot `k` counts failed ring-buffer writes of kind `k`; slot
 /// [`UNTRACKED_BASE`]` + k` counts records of kind `k` whose follow-up will not come because
-/// a kernel table that follows them (open TCP connections) was full.
+/// a kernel table that follows them (open TCP connections) was full; slot [`DROP_ANY`] counts
+/// every one of them, so the daemon reads one slot a second while nothing is dropped.
 pub const DROP_COUNTERS_MAP: &str = "DROPS";
 /// See [`DROP_COUNTERS_MAP`].
 pub const UNTRACKED_BASE: u32 = kind::COUNT;
+/// Slots counting one kind and cause each (see [`DROP_COUNTERS_MAP`]).
+pub const DROP_KIND_SLOTS: u32 = 2 * kind::COUNT;
+/// See [`DROP_COUNTERS_MAP`].
+pub const DROP_ANY: u32 = DROP_KIND_SLOTS;
 /// Slots of [`DROP_COUNTERS_MAP`].
-pub const DROP_SLOTS: u32 = 2 * kind::COUNT;
+pub const DROP_SLOTS: u32 = DROP_KIND_SLOTS + 1;
 /// The ring buffer all records go through.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Slot 0 is 1 while the daemon waits for records with no timer running: the next record

@@ -90,10 +90,12 @@ pub fn count_untracked(kind: u32) {
 
 #[inline(always)]
 fn count_at(slot: u32) {
-    if let Some(counter) = DROPS.get_ptr_mut(slot) {
-        // SAFETY: a per-CPU slot from the lookup above: no other writer can race with this
-        // program on this CPU.
-        unsafe { *counter += 1 };
+    for slot in [slot, sensor_common::DROP_ANY] {
+        if let Some(counter) = DROPS.get_ptr_mut(slot) {
+            // SAFETY: a per-CPU slot from the lookup above: no other writer can race with
+            // this program on this CPU.
+            unsafe { *counter += 1 };
+        }
     }
 }
 

@@ -183,14 +183,8 @@ impl Metrics {
     pub fn refresh_process(&self) {
         self.uptime_seconds
             .set(i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX));
-        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-            if let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-            {
-                self.rss_bytes.set(kb * 1024);
-            }
+        if let Some(bytes) = resident_bytes() {
+            self.rss_bytes.set(bytes);
         }
         // SAFETY: getrusage fills a plain struct.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -200,6 +194,16 @@ impl Metrics {
                 .set(secs(usage.ru_utime) + secs(usage.ru_stime));
         }
     }
+}
+
+/// The daemon's resident memory, from `/proc/self/statm`: its second field, in pages. The
+/// kernel writes that file from a few counters, where `status` formats fifty lines.
+fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = Some(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).filter(|&p| p > 0)?;
+    Some(pages * page_size)
 }
 
 /// Serves `GET /metrics` on `listener` until the runtime stops.

@@ -5,11 +5,13 @@ use aya::{
     maps::{MapData, PerCpuArray},
     Ebpf,
 };
-use sensor_common::{DROP_COUNTERS_MAP, DROP_SLOTS, UNTRACKED_BASE};
+use sensor_common::{DROP_ANY, DROP_COUNTERS_MAP, DROP_KIND_SLOTS, UNTRACKED_BASE};
 
 pub struct DropCounters {
     map: PerCpuArray<MapData, u64>,
-    reported: [u64; DROP_SLOTS as usize],
+    reported: [u64; DROP_KIND_SLOTS as usize],
+    /// The [`DROP_ANY`] total when the slots were last read.
+    any_reported: u64,
 }
 
 impl DropCounters {
@@ -19,7 +21,8 @@ impl DropCounters {
             .ok_or_else(|| anyhow!("map {DROP_COUNTERS_MAP} missing from the object"))?;
         Ok(Self {
             map: PerCpuArray::try_from(map)?,
-            reported: [0; DROP_SLOTS as usize],
+            reported: [0; DROP_KIND_SLOTS as usize],
+            any_reported: 0,
         })
     }
 
@@ -27,11 +30,18 @@ impl DropCounters {
     /// had any.
     pub fn new_drops(&mut self) -> Vec<(u32, DropCause, u64)> {
         let mut out = Vec::new();
-        for slot in 0..DROP_SLOTS {
-            let Ok(values) = self.map.get(&slot, 0) else {
+        // One lookup while nothing is dropped, instead of one per slot every second.
+        let Some(any) = self.total(DROP_ANY) else {
+            return out;
+        };
+        if any == self.any_reported {
+            return out;
+        }
+        self.any_reported = any;
+        for slot in 0..DROP_KIND_SLOTS {
+            let Some(total) = self.total(slot) else {
                 continue;
             };
-            let total: u64 = values.iter().copied().sum();
             let reported = &mut self.reported[slot as usize];
             if total > *reported {
                 let (kind, cause) = if slot >= UNTRACKED_BASE {
@@ -44,6 +54,12 @@ impl DropCounters {
             }
         }
         out
+    }
+
+    /// A slot's count over all CPUs.
+    fn total(&self, slot: u32) -> Option<u64> {
+        let values = self.map.get(&slot, 0).ok()?;
+        Some(values.iter().copied().sum())
     }
 }
 
