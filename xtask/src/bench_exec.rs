@@ -368,7 +368,8 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     let cpu_before = process_cpu(daemon.pid())?;
     let bpf_before = crate::bench::bpf_by_program(METRICS)?;
     let mut round = storm(marker, storms.rate, storms.seconds)?;
-    // Let the daemon drain what the storm queued (its timer drains every 10 ms).
+    // Let the daemon drain what the storm queued (the embedded default drains at least every
+    // 100 ms: `[kernel] max_latency_ms`).
     std::thread::sleep(Duration::from_millis(300));
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     round.bpf = Some(
