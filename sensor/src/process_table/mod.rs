@@ -249,7 +249,6 @@ impl ProcessTable {
                 }
             }
         }
-        self.compact_exited();
     }
 
     /// Compacts the images of exited processes, oldest first (see [`Image::compact`]). Their
@@ -349,15 +348,15 @@ mod tests {
             assert_eq!(image.binary(), b"/bin/odd\xff");
             matches!(image.form, ImageForm::Program(_))
         };
-        table.sweep();
+        table.compact_exited();
         assert!(!form(&table, 11), "a live process keeps its view");
         table.mark_exited(11, "id-11");
         table.mark_exited(10, "id-10");
-        table.sweep();
+        table.compact_exited();
         assert!(form(&table, 11), "compacted once exited");
         assert!(!form(&table, 10), "an event still holds its view");
         drop(held);
-        table.sweep();
+        table.compact_exited();
         assert!(form(&table, 10), "compacted once the event let it go");
         assert_eq!(table.compacted, table.exited.len(), "none left to compact");
     }
