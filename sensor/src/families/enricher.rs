@@ -317,8 +317,8 @@ impl<S: NameSource> Enricher<S> {
         {
             return (view.process.clone(), view.part_id);
         }
-        let base = self.schema_copy_of(task, exec_id);
-        let (process, cgroup_known) = self.complete(base, task);
+        let mut process = self.schema_copy_of(task, exec_id);
+        let cgroup_known = self.complete(&mut process, task);
         let process = Arc::new(process);
         // A cgroup not resolved yet may be on the next event: only a full view is kept.
         if !cgroup_known {
@@ -368,9 +368,9 @@ impl<S: NameSource> Enricher<S> {
         }
     }
 
-    /// A process's shared view plus what only this event's record knows, and whether its
-    /// cgroup path was known.
-    pub(super) fn complete(&mut self, mut process: Process, task: &TaskInfo) -> (Process, bool) {
+    /// Completes a process's shared view with what only this event's record knows (in place:
+    /// a view is a few hundred bytes); whether its cgroup path was known.
+    pub(super) fn complete(&mut self, process: &mut Process, task: &TaskInfo) -> bool {
         process.tid = task.pid;
         process.comm = text::lossy(c_str(&task.comm));
         let path = self.cgroups.path(task.cgroup_id);
@@ -383,7 +383,7 @@ impl<S: NameSource> Enricher<S> {
             unit: context.unit,
             container_id: context.container_id,
         });
-        (process, known)
+        known
     }
 
     /// An event about the host, not one action of a process (a loss, a summary): the host's

@@ -215,19 +215,20 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 impl<S: NameSource> Enricher<S> {
     /// The event for `record`, or `None` for records that only update state (fork); side
     /// events are left in `preceding` and `following`.
-    pub(crate) fn event(&mut self, record: Record) -> Option<Event> {
-        match record {
+    pub(crate) fn event(&mut self, mut record: Record) -> Option<Event> {
+        // Each family reads the record where it is: records are hundreds of bytes.
+        match &mut record {
             Record::Exec(exec) => Some(self.exec(exec)),
-            Record::Exit(exit) => Some(self.exit(&exit)),
+            Record::Exit(exit) => Some(self.exit(exit)),
             Record::Fork(fork) => {
-                self.fork(&fork);
+                self.fork(fork);
                 None
             }
-            Record::FileOpen(mut open) => Some(self.file_open(&mut open)),
-            Record::PrivilegeChange(cred) => self.privilege_record(&cred),
-            Record::BlockDevice(device) => self.device_change(&device),
-            Record::Mount(mount) => self.mount(&mount),
-            Record::Network(record) => Some(self.network(&record)),
+            Record::FileOpen(open) => Some(self.file_open(open)),
+            Record::PrivilegeChange(cred) => self.privilege_record(cred),
+            Record::BlockDevice(device) => self.device_change(device),
+            Record::Mount(mount) => self.mount(mount),
+            Record::Network(record) => Some(self.network(record)),
         }
     }
 }

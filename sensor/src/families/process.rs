@@ -46,9 +46,10 @@ pub(crate) fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
 }
 
 impl<S: NameSource> Enricher<S> {
-    pub(crate) fn exec(&mut self, mut exec: Exec) -> Event {
+    /// The exec's event; its paths and arguments are moved out of `exec`.
+    pub(crate) fn exec(&mut self, exec: &mut Exec) -> Event {
         let exec_id = self.exec_id_of(exec.task.tgid, exec.task.start_boottime_ns);
-        let program = self.program_of(&mut exec);
+        let program = self.program_of(exec);
         let task = &exec.task;
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
         self.place_exec(task, &exec_id);
@@ -120,7 +121,7 @@ impl<S: NameSource> Enricher<S> {
             ),
         }
         program.write_into(&mut view);
-        let (view, cgroup_known) = self.complete(view, task);
+        let cgroup_known = self.complete(&mut view, task);
         (Arc::new(view), cgroup_known)
     }
 

@@ -100,7 +100,11 @@ impl<S: NameSource> Enricher<S> {
         let facts = &session.facts;
         let process = self
             .table_schema(facts.leader_pid, &facts.leader_exec_id)
-            .map(|base| self.complete(Process::clone(&base), task).0);
+            .map(|base| {
+                let mut process = Process::clone(&base);
+                self.complete(&mut process, task);
+                process
+            });
         let mut identity = self.identity(task);
         identity.session = Some(session_ref(session));
         Event {

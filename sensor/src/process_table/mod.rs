@@ -182,22 +182,19 @@ impl ProcessTable {
 
     /// A forked child starts with its parent's image, privilege chain (with any change the
     /// parent has not committed yet: the child holds the same credentials) and identity.
-    pub fn inherit(&mut self, child: ProcessEntry) {
-        let (image, chain, last_identity) = self
+    pub fn inherit(&mut self, mut child: ProcessEntry) {
+        // Set on the entry where it is: an entry is a few hundred bytes, and a busy host
+        // forks thousands of times a second.
+        (child.image, child.chain, child.last_identity) = self
             .get(child.ppid, &child.parent_exec_id)
             .map(|parent| {
                 let identity = parent.last_identity.clone();
                 (parent.image.clone(), parent.chain.clone(), identity)
             })
             .unwrap_or_default();
-        self.upsert(ProcessEntry {
-            image,
-            chain,
-            schema: OnceCell::new(),
-            last_thread: None,
-            last_identity,
-            ..child
-        });
+        child.schema = OnceCell::new();
+        child.last_thread = None;
+        self.upsert(child);
     }
 
     /// `pid` and its known ancestors while they belong to `session_id`, the process itself
