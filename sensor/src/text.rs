@@ -30,15 +30,6 @@ pub fn exact<'a>(text: &'a str, raw: &'a [u8]) -> &'a [u8] {
     }
 }
 
-/// [`exact`], moved out of the string's fields.
-pub fn taken_exact(text: &mut String, raw: &mut Vec<u8>) -> Vec<u8> {
-    if raw.is_empty() {
-        std::mem::take(text).into_bytes()
-    } else {
-        std::mem::take(raw)
-    }
-}
-
 /// [`from_bytes`] for bytes the caller gives up: valid UTF-8 becomes the text without a copy.
 pub fn from_vec(bytes: Vec<u8>) -> SchemaText {
     match String::from_utf8(bytes) {

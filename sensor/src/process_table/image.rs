@@ -3,7 +3,7 @@ use std::sync::{Arc, LazyLock};
 
 use custos_proto::v1::Process;
 
-use super::ExecId;
+use super::{packed::PackedProgram, ExecId};
 use crate::text;
 
 /// The program a process runs. While the process whose execve loaded it may still have
@@ -22,14 +22,14 @@ pub(super) enum ImageForm {
     /// it (thread, name, cgroup). Other processes running the image (its forked children)
     /// take only the program's fields from it.
     View(Arc<Process>),
-    /// The program alone: a process found in /proc, or an exited one whose view nothing else
-    /// holds any more.
-    Program(Program),
+    /// The program alone, packed: a process found in /proc, or an exited one whose view
+    /// nothing else holds any more.
+    Packed(PackedProgram),
 }
 
 impl Default for ImageForm {
     fn default() -> Self {
-        ImageForm::Program(Program::default())
+        ImageForm::Packed(PackedProgram::default())
     }
 }
 
@@ -65,27 +65,6 @@ impl Program {
         process.path_truncated = self.path_truncated;
         process.invoked_path = invoked.text;
         process.invoked_path_raw = invoked.raw.unwrap_or_default();
-    }
-
-    /// The program of `view`, its strings moved out rather than copied.
-    fn taken_from(view: &mut Process) -> Program {
-        use std::mem::take;
-        let args = if view.args_raw.is_empty() {
-            take(&mut view.args)
-                .into_iter()
-                .map(String::into_bytes)
-                .collect()
-        } else {
-            take(&mut view.args_raw)
-        };
-        Program {
-            binary: text::taken_exact(&mut view.binary, &mut view.binary_raw),
-            invoked: text::taken_exact(&mut view.invoked_path, &mut view.invoked_path_raw),
-            args,
-            args_truncated: view.args_truncated,
-            cwd: text::taken_exact(&mut view.cwd, &mut view.cwd_raw),
-            path_truncated: view.path_truncated,
-        }
     }
 }
 
@@ -126,7 +105,7 @@ impl Image {
     /// The image of a program whose loading was not seen (a process found in /proc).
     pub fn of_program(program: Program, exec_id: ExecId) -> Image {
         Image {
-            form: ImageForm::Program(program),
+            form: ImageForm::Packed(PackedProgram::of_program(&program)),
             exec_id,
         }
     }
@@ -135,7 +114,7 @@ impl Image {
     pub fn binary(&self) -> &[u8] {
         match &self.form {
             ImageForm::View(view) => text::exact(&view.binary, &view.binary_raw),
-            ImageForm::Program(program) => &program.binary,
+            ImageForm::Packed(program) => program.binary(),
         }
     }
 
@@ -144,19 +123,19 @@ impl Image {
     pub fn program_fields(&self) -> Process {
         match &self.form {
             ImageForm::View(view) => program_fields(view),
-            ImageForm::Program(program) => {
+            ImageForm::Packed(program) => {
                 let mut process = Process::default();
-                program.clone().write_into(&mut process);
+                program.unpack().write_into(&mut process);
                 process
             }
         }
     }
 
-    /// Holds the program alone instead of the exec's view, once nothing else holds either
-    /// (the process exited and its events are written): the view's ids, thread, cgroup and
-    /// the message itself go, and its strings move into the program uncopied. An exited
-    /// process is kept for seconds, and a busy host has thousands. Both forms give the same
-    /// program, so this can happen at any time. True when an event still holds the view, to
+    /// Holds the program alone, packed, instead of the exec's view, once nothing else holds
+    /// either (the process exited and its events are written): the view goes while it is
+    /// still in the cache, and the program is kept in one block. An exited process is kept
+    /// for seconds, and a busy host has thousands. Both forms give the same program, so this
+    /// can happen at any time. True when an event still holds the view, to
     /// be tried again; an image a child shares stays as it is, with the child.
     pub(super) fn compact(image: &mut Arc<Image>) -> bool {
         let Some(image) = Arc::get_mut(image) else {
@@ -168,7 +147,7 @@ impl Image {
         let Some(view) = Arc::get_mut(view) else {
             return true;
         };
-        image.form = ImageForm::Program(Program::taken_from(view));
+        image.form = ImageForm::Packed(PackedProgram::of_view(view));
         false
     }
 }

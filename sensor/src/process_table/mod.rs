@@ -4,6 +4,7 @@
 //! processes linger for a grace period so that late events (a child's exec naming a parent that
 //! just exited) can still be enriched.
 mod image;
+mod packed;
 
 pub use image::{Image, Program};
 
@@ -343,7 +344,7 @@ mod tests {
                 "the same program in either form"
             );
             assert_eq!(image.binary(), b"/bin/odd\xff");
-            matches!(image.form, ImageForm::Program(_))
+            matches!(image.form, ImageForm::Packed(_))
         };
         table.compact_exited();
         assert!(!form(&table, 11), "a live process keeps its view");
