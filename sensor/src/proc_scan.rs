@@ -56,7 +56,7 @@ pub fn seed(
         if let Some(redactor) = redactor {
             redactor.redact(&mut program.args);
         }
-        let image = Image::of_program(program, exec_id.clone());
+        let image = Image::of_program(&program, exec_id.clone());
         let mut entry = ProcessEntry::new(
             pid,
             ppid,

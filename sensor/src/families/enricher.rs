@@ -167,12 +167,6 @@ impl<S: NameSource> Enricher<S> {
         }
     }
 
-    /// Once written events are freed: exited processes hold less (see
-    /// [`ProcessTable::compact_exited`]).
-    pub fn events_freed(&mut self) {
-        self.processes.compact_exited();
-    }
-
     /// Once a second: forgets processes past their grace period, re-reads the identity map and
     /// the devices if they changed.
     pub fn housekeep(&mut self) {

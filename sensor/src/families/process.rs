@@ -50,11 +50,11 @@ impl<S: NameSource> Enricher<S> {
     pub(crate) fn exec(&mut self, exec: &mut Exec) -> Event {
         let exec_id = self.exec_id_of(exec.task.tgid, exec.task.start_boottime_ns);
         let program = self.program_of(exec);
+        let image = Arc::new(Image::of_program(&program, exec_id.clone()));
         let task = &exec.task;
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
         self.place_exec(task, &exec_id);
         let (process, cgroup_known) = self.exec_view(task, &exec_id, program);
-        let image = Arc::new(Image::of_exec(process.clone(), exec_id.clone()));
         let before = self.load_image(task, &exec_id, image, after);
         let (parent, parent_part) = self.parent_schema_of(task.tgid, &exec_id).unzip();
         // Set-user-id, set-group-id and file capabilities take effect at execve.
@@ -102,9 +102,8 @@ impl<S: NameSource> Enricher<S> {
         }
     }
 
-    /// The exec'ing process's view: its entry's ids, the program moved in (the view becomes
-    /// the image's, so the program is held once), and the record's thread; and whether its
-    /// cgroup's path was known.
+    /// The exec'ing process's view: its entry's ids, the program moved in, and the record's
+    /// thread; and whether its cgroup's path was known.
     fn exec_view(
         &mut self,
         task: &TaskInfo,

@@ -181,7 +181,6 @@ impl Stages {
                 self.spare = Some(spent);
             }
         }
-        self.enricher.events_freed();
     }
 
     /// The privacy setting's file events: what the kernel could not leave out is left out here,

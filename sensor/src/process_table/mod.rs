@@ -112,14 +112,7 @@ pub struct ProcessTable {
         reason = "the boxes, not their contents, are what is reused"
     )]
     spare: Vec<Box<ProcessEntry>>,
-    /// How many of `exited`, from the front, are past compaction (see [`Image::compact`]):
-    /// the rest may still be compacted.
-    compacted: usize,
 }
-
-/// How long an exited process's image waits for its events to be written before it is left
-/// as it is (see [`ProcessTable::compact_exited`]).
-const HOLD_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Swept boxes kept for reuse: about a second of a busy host's new processes.
 const SPARE_ENTRIES: usize = 2048;
@@ -131,7 +124,6 @@ impl ProcessTable {
             grace,
             exited: VecDeque::new(),
             spare: Vec::new(),
-            compacted: 0,
         }
     }
 
@@ -236,7 +228,6 @@ impl ProcessTable {
                 break;
             }
             self.exited.pop_front();
-            self.compacted = self.compacted.saturating_sub(1);
             let Entry::Occupied(occupied) = self.by_pid.entry(pid) else {
                 continue;
             };
@@ -248,29 +239,11 @@ impl ProcessTable {
             }
         }
     }
-
-    /// Compacts the images of exited processes, oldest first (see [`Image::compact`]). Their
-    /// events are written in the order they exited, so the first whose view an event still
-    /// holds stops the pass, to be tried again next time; unless it has been held for
-    /// [`HOLD_PATIENCE`], when it stays as it is.
-    pub fn compact_exited(&mut self) {
-        let now = Instant::now();
-        while let Some(&(pid, at)) = self.exited.get(self.compacted) {
-            let held = match self.by_pid.get_mut(&pid) {
-                Some(entry) if entry.exited_at == Some(at) => Image::compact(&mut entry.image),
-                _ => false,
-            };
-            if held && now.duration_since(at) < HOLD_PATIENCE {
-                break;
-            }
-            self.compacted += 1;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{image::ImageForm, *};
+    use super::*;
 
     fn entry(pid: u32, ppid: u32, binary: &[u8]) -> ProcessEntry {
         ProcessEntry::new(
@@ -280,7 +253,7 @@ mod tests {
             format!("id-{pid}").into(),
             format!("id-{ppid}").into(),
             Arc::new(Image::of_program(
-                Program {
+                &Program {
                     binary: binary.to_vec(),
                     ..Program::default()
                 },
@@ -298,65 +271,31 @@ mod tests {
         assert!(table.get(11, "id-other").is_none());
     }
 
-    /// The view of an exec of `/bin/odd\xff a b\xfe`, by `pid`.
-    fn exec_view(pid: u32) -> Arc<Process> {
-        let mut view = Process {
-            pid,
-            exec_id: format!("id-{pid}"),
-            comm: "odd".into(),
-            ..Process::default()
-        };
-        Program {
+    #[test]
+    fn an_image_gives_its_programs_fields_exactly_while_live_and_once_exited() {
+        let program = Program {
             binary: b"/bin/odd\xff".to_vec(),
             invoked: b"/bin/odd\xff".to_vec(),
             args: vec![b"odd".to_vec(), b"a".to_vec(), b"b\xfe".to_vec()],
             args_truncated: true,
             cwd: b"/tmp".to_vec(),
             path_truncated: false,
-        }
-        .write_into(&mut view);
-        Arc::new(view)
-    }
-
-    #[test]
-    fn exited_images_are_compacted_once_nothing_else_holds_their_view() {
-        let mut table = ProcessTable::new(Duration::from_secs(10));
-        let held = exec_view(10);
-        for pid in [10, 11] {
-            let mut exec = entry(pid, 1, b"");
-            exec.image = Arc::new(Image::of_exec(exec_view(pid), exec.exec_id.clone()));
-            table.upsert(exec);
-        }
-        let mut holding = table.get(10, "id-10").unwrap().image.clone();
-        if let ImageForm::View(view) = &mut Arc::make_mut(&mut holding).form {
-            *view = held.clone();
-        }
-        table.get_mut(10, "id-10").unwrap().image = holding;
-        let fields = table.get(11, "id-11").unwrap().image.program_fields();
-        assert_eq!(fields.binary, "/bin/odd\\xff");
-        assert_eq!(fields.args_raw.len(), 3);
-        assert!(fields.exec_id.is_empty() && fields.comm.is_empty());
-        let form = |table: &ProcessTable, pid| {
-            let image = &table.get(pid, &format!("id-{pid}")).unwrap().image;
-            assert_eq!(
-                image.program_fields(),
-                fields,
-                "the same program in either form"
-            );
-            assert_eq!(image.binary(), b"/bin/odd\xff");
-            matches!(image.form, ImageForm::Packed(_))
         };
-        table.compact_exited();
-        assert!(!form(&table, 11), "a live process keeps its view");
-        table.mark_exited(11, "id-11");
+        let mut view = Process::default();
+        program.clone().write_into(&mut view);
+        let mut table = ProcessTable::new(Duration::from_secs(10));
+        let mut exec = entry(10, 1, b"");
+        exec.image = Arc::new(Image::of_program(&program, exec.exec_id.clone()));
+        table.upsert(exec);
+        table.inherit(entry(11, 10, b""));
         table.mark_exited(10, "id-10");
-        table.compact_exited();
-        assert!(form(&table, 11), "compacted once exited");
-        assert!(!form(&table, 10), "an event still holds its view");
-        drop(held);
-        table.compact_exited();
-        assert!(form(&table, 10), "compacted once the event let it go");
-        assert_eq!(table.compacted, table.exited.len(), "none left to compact");
+        for pid in [10, 11] {
+            let image = &table.get(pid, &format!("id-{pid}")).unwrap().image;
+            assert_eq!(image.program_fields(), view, "the exec's program, exactly");
+            assert_eq!(image.binary(), b"/bin/odd\xff");
+        }
+        assert_eq!(view.binary, "/bin/odd\\xff");
+        assert_eq!(view.args_raw.len(), 3);
     }
 
     #[test]

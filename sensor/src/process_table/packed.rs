@@ -2,9 +2,8 @@
 //!
 //! An exited process is kept for seconds, and a busy host has thousands: when it is finally
 //! forgotten its memory has long left the cache, and freeing costs a cache miss per block
-//! freed. Packed, its program is one block instead of one per path and argument.
+//! freed. Packed, its program is one block instead of one per path and argument, and smaller.
 use super::image::Program;
-use crate::text;
 
 /// Bytes of each piece's end offset in the header.
 const OFFSET_BYTES: usize = std::mem::size_of::<u32>();
@@ -63,22 +62,6 @@ impl PackedProgram {
         )
     }
 
-    /// The program fields of a schema view, packed: its exact bytes, not its readable text.
-    pub(super) fn of_view(view: &custos_proto::v1::Process) -> Self {
-        let fixed = [
-            text::exact(&view.binary, &view.binary_raw),
-            text::exact(&view.invoked_path, &view.invoked_path_raw),
-            text::exact(&view.cwd, &view.cwd_raw),
-        ];
-        if view.args_raw.is_empty() {
-            let args = view.args.iter().map(String::as_bytes);
-            Self::pack(fixed, args, view.args_truncated, view.path_truncated)
-        } else {
-            let args = view.args_raw.iter().map(Vec::as_slice);
-            Self::pack(fixed, args, view.args_truncated, view.path_truncated)
-        }
-    }
-
     fn offset(&self, index: usize) -> usize {
         let at = index * OFFSET_BYTES;
         let mut word = [0; OFFSET_BYTES];
@@ -127,8 +110,6 @@ impl PackedProgram {
 
 #[cfg(test)]
 mod tests {
-    use custos_proto::v1::Process;
-
     use super::*;
 
     fn program(args: &[&[u8]], binary: &[u8]) -> Program {
@@ -160,21 +141,5 @@ mod tests {
                 .is_empty(),
             "nothing to hold, nothing allocated"
         );
-    }
-
-    #[test]
-    fn a_view_packs_its_exact_bytes_whether_its_arguments_are_text_or_raw() {
-        for program in [
-            program(&[b"odd", b"a"], b"/bin/odd\xff"),
-            program(&[b"odd", b"\xfe"], b"/bin/odd"),
-        ] {
-            let mut view = Process::default();
-            program.clone().write_into(&mut view);
-            let packed = PackedProgram::of_view(&view);
-            assert_eq!(packed, PackedProgram::of_program(&program));
-            let mut again = Process::default();
-            packed.unpack().write_into(&mut again);
-            assert_eq!(again, view);
-        }
     }
 }
