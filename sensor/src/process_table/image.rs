@@ -35,11 +35,7 @@ impl Program {
         let binary = text::from_vec(self.binary);
         let cwd = text::from_vec(self.cwd);
         let invoked = text::from_vec(self.invoked);
-        let args: Vec<_> = self.args.into_iter().map(text::from_vec).collect();
-        if args.iter().any(|arg| arg.raw.is_some()) {
-            process.args_raw = args.iter().map(|arg| arg.bytes().to_vec()).collect();
-        }
-        process.args = args.into_iter().map(|arg| arg.text).collect();
+        write_args(self.args, process);
         process.binary = binary.text;
         process.binary_raw = binary.raw.unwrap_or_default();
         process.args_truncated = self.args_truncated;
@@ -48,6 +44,25 @@ impl Program {
         process.path_truncated = self.path_truncated;
         process.invoked_path = invoked.text;
         process.invoked_path_raw = invoked.raw.unwrap_or_default();
+    }
+}
+
+/// Moves the arguments into `process`: as text, and when any is not valid UTF-8, every one's
+/// exact bytes besides.
+fn write_args(args: Vec<Vec<u8>>, process: &mut Process) {
+    if args.iter().all(|arg| std::str::from_utf8(arg).is_ok()) {
+        // The common case: each vector becomes its string where it is, with no new vector.
+        process.args = args
+            .into_iter()
+            // SAFETY: every argument was found to be valid UTF-8 just above.
+            .map(|arg| unsafe { String::from_utf8_unchecked(arg) })
+            .collect();
+    } else {
+        process.args = args
+            .iter()
+            .map(|arg| text::escape_invalid_utf8(arg))
+            .collect();
+        process.args_raw = args;
     }
 }
 
