@@ -162,12 +162,15 @@ fn the_stream_leader_killed_while_events_flow_every_event_is_stored_once() -> Re
         );
     let mut sensor = Sensor::start(&config)?;
     let marker = Marker::new("/bin/true")?;
-    let load = ExecLoad::start(&marker)?;
-    // The stream exists once the sensor delivered; then its leader is made the server the
-    // sensor is connected to, so the kill also breaks the sensor's connection.
+    // The stream exists once the sensor delivered (the helper's own exec is an event); then
+    // its leader is made the server the sensor is connected to, so the kill also breaks the
+    // sensor's connection. Both wait for every replica to be current, which a stream written
+    // to as fast as this machine can exec may never be at the moment it is asked: the load
+    // starts once the leader is in place, and runs through the kill.
     cluster_tool("leader", &cluster.urls(), 60, &[], "")?;
     let connected = cluster.server_of_client("custos")?;
     let leader = cluster_tool("leader", &cluster.urls(), 60, &[&connected], "")?;
+    let load = ExecLoad::start(&marker)?;
     std::thread::sleep(std::time::Duration::from_secs(2));
     cluster.kill(&leader)?;
     std::thread::sleep(std::time::Duration::from_secs(3));
