@@ -13,13 +13,6 @@ pub struct SchemaText {
     pub raw: Option<Vec<u8>>,
 }
 
-impl SchemaText {
-    /// The exact bytes it was made from.
-    pub fn bytes(&self) -> &[u8] {
-        exact(&self.text, self.raw.as_deref().unwrap_or_default())
-    }
-}
-
 /// The exact bytes of a schema string and its `*_raw` field: the raw bytes when it has them,
 /// else the text.
 pub fn exact<'a>(text: &'a str, raw: &'a [u8]) -> &'a [u8] {
