@@ -20,6 +20,7 @@ use crate::{
     bench::{
         audit_syscalls, ensure_auditd, interleaved, process_cpu, spread, BenchDaemon, METRICS,
     },
+    bench_memory::{LoadMemory, MemorySampler},
     report::Report,
     shell::{run as sh, target_dir},
 };
@@ -76,6 +77,8 @@ struct Round {
     bpf: Option<Vec<(String, Duration)>>,
     /// Execs the sensor did not record.
     lost: Option<u64>,
+    /// The daemon's largest memory figures while the measured storm ran (custos only).
+    memory: Option<LoadMemory>,
 }
 
 impl Round {
@@ -191,7 +194,23 @@ fn per_exec_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
                 report.line(format!("      {program:<34} {time:>6.2}"));
             }
         }
+        memory_line(report, rounds);
     }
+}
+
+/// The daemon's memory while the measured storms ran, largest sample of each round, medians.
+fn memory_line(report: &mut Report, rounds: &[Round]) {
+    let mib = |figure: &dyn Fn(&LoadMemory) -> u64| {
+        let each = rounds.iter().filter_map(|r| r.memory.as_ref());
+        let (min, median, max) = spread(each.map(|m| figure(m) as f64 / 1024.0).collect());
+        format!("{median:.1} ({min:.1}..{max:.1})")
+    };
+    report.line(format!(
+        "      memory during the storm, MiB: resident {}, ring counted once {}, private {}",
+        mib(&|m| m.rss),
+        mib(&|m| m.rss_ring_once),
+        mib(&|m| m.private)
+    ));
 }
 
 fn table(report: &mut Report, rate: u64, results: &[(Setup, Vec<Round>)]) {
@@ -367,11 +386,15 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     };
     let cpu_before = process_cpu(daemon.pid())?;
     let bpf_before = crate::bench::bpf_by_program(METRICS)?;
+    // Four samples a second: enough to see the table's steady size, little CPU taken from the
+    // storm.
+    let sampler = MemorySampler::start(daemon.pid(), Duration::from_millis(250));
     let mut round = storm(marker, storms.rate, storms.seconds)?;
     // Let the daemon drain what the storm queued (the embedded default drains at least every
     // 100 ms: `[kernel] max_latency_ms`).
     std::thread::sleep(Duration::from_millis(300));
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
+    round.memory = Some(sampler.finish());
     round.bpf = Some(
         crate::bench::bpf_since(METRICS, &bpf_before)?
             .into_iter()

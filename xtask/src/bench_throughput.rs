@@ -5,10 +5,6 @@
 //! speed offers more than the daemon's share of two cores takes, and the limit goes unseen.
 use std::{
     process::{Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     time::{Duration, Instant},
 };
 
@@ -19,6 +15,7 @@ use crate::{
         account, process_cpu, spawn_loops, spread, status_kib, BenchDaemon, BenchFiles, Loops,
         OutputFormat,
     },
+    bench_memory::{LoadMemory, MemorySampler},
     report::Report,
 };
 
@@ -43,67 +40,6 @@ struct Step {
     load: LoadMemory,
     /// The lifetime peak of the resident set (VmHWM, which includes start-up).
     peak_rss_mib: f64,
-}
-
-/// The largest figures sampled from /proc while the load ran, in KiB.
-#[derive(Default, Clone, Copy)]
-struct LoadMemory {
-    rss: u64,
-    /// The resident set with the ring buffer counted once: the kernel maps its data pages twice
-    /// in a row (so that a record across the end reads as one) and fills both mappings at
-    /// mmap, so VmRSS counts the ring's memory twice.
-    rss_ring_once: u64,
-    /// Private (anonymous) memory: the resident set less the binary's pages and the ring.
-    private: u64,
-}
-
-impl LoadMemory {
-    fn sample(pid: u32) -> Self {
-        let rss = status_kib(pid, "VmRSS:");
-        Self {
-            rss,
-            rss_ring_once: rss.saturating_sub(ring_second_mapping_kib(pid)),
-            private: status_kib(pid, "RssAnon:"),
-        }
-    }
-
-    fn max(self, other: Self) -> Self {
-        Self {
-            rss: self.rss.max(other.rss),
-            rss_ring_once: self.rss_ring_once.max(other.rss_ring_once),
-            private: self.private.max(other.private),
-        }
-    }
-}
-
-/// KiB of the ring buffer's second mapping of its data pages, resident in `pid`: the
-/// read-only shared mapping of a BPF map that holds the producer page and the data twice.
-fn ring_second_mapping_kib(pid: u32) -> u64 {
-    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
-        return 0;
-    };
-    let mut in_ring = false;
-    let mut largest = 0u64;
-    for line in smaps.lines() {
-        if is_mapping_header(line) {
-            let perms = line.split_whitespace().nth(1);
-            in_ring = perms == Some("r--s") && line.ends_with("anon_inode:bpf-map");
-        } else if let Some(rss) = line.strip_prefix("Rss:").filter(|_| in_ring) {
-            let kib = rss.split_whitespace().next().and_then(|v| v.parse().ok());
-            largest = largest.max(kib.unwrap_or(0));
-        }
-    }
-    let producer_page = 4;
-    largest.saturating_sub(producer_page) / 2
-}
-
-/// A line of smaps that starts a mapping (`start-end perms ...`) rather than giving a figure.
-fn is_mapping_header(line: &str) -> bool {
-    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    line.split_whitespace()
-        .next()
-        .and_then(|range| range.split_once('-'))
-        .is_some_and(|(start, end)| hex(start) && hex(end))
 }
 
 impl Step {
@@ -243,7 +179,7 @@ fn step(
         .env_remove("LD_LIBRARY_PATH")
         .stdout(Stdio::null())
         .spawn()?;
-    let sampler = MemorySampler::start(daemon.pid());
+    let sampler = MemorySampler::start(daemon.pid(), Duration::from_millis(50));
     let loops = Loops {
         seconds: options.seconds,
         count: OPEN_LOOPS,
@@ -277,32 +213,4 @@ fn step(
         load,
         peak_rss_mib,
     })
-}
-
-/// Samples a process's memory every 50 ms on a thread of its own.
-struct MemorySampler {
-    sampling: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<LoadMemory>,
-}
-
-impl MemorySampler {
-    fn start(pid: u32) -> Self {
-        let sampling = Arc::new(AtomicBool::new(true));
-        let running = sampling.clone();
-        let thread = std::thread::spawn(move || {
-            let mut largest = LoadMemory::default();
-            while running.load(Ordering::Relaxed) {
-                largest = largest.max(LoadMemory::sample(pid));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            largest
-        });
-        Self { sampling, thread }
-    }
-
-    /// The largest figures sampled.
-    fn finish(self) -> LoadMemory {
-        self.sampling.store(false, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
-    }
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_basis;
 mod bench_exec;
+mod bench_memory;
 mod bench_network;
 mod bench_rsyslog;
 mod bench_soak;
