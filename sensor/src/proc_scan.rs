@@ -34,15 +34,15 @@ pub fn seed(
         };
         let base = entry.path();
         // A process can exit while we read it; skip whatever vanished.
-        let Some((ppid, start_ticks)) = read_stat(&base) else {
+        let Some((ppid, started)) = read_stat(&base) else {
             continue;
         };
         let parent_start = if ppid == 0 {
             None
         } else {
-            read_stat(&proc_root.join(ppid.to_string())).map(|(_, ticks)| ticks)
+            start_ticks(proc_root, ppid)
         };
-        let exec_id = host.exec_id_from_ticks(pid, start_ticks);
+        let exec_id = host.exec_id_from_ticks(pid, started);
         let mut program = Program {
             binary: read_link_bytes(&base.join("exe")),
             invoked: Vec::new(),
@@ -60,7 +60,7 @@ pub fn seed(
         let mut entry = ProcessEntry::new(
             pid,
             ppid,
-            host.ticks_to_ns(start_ticks),
+            host.ticks_to_ns(started),
             exec_id,
             parent_start
                 .map(|ticks| host.exec_id_from_ticks(ppid, ticks))
@@ -79,6 +79,12 @@ pub fn seed(
         added += 1;
     }
     added
+}
+
+/// The start time, in clock ticks since boot, of the process `pid` running now under
+/// `proc_root`; `None` when none runs.
+pub fn start_ticks(proc_root: &Path, pid: u32) -> Option<u64> {
+    read_stat(&proc_root.join(pid.to_string())).map(|(_, ticks)| ticks)
 }
 
 /// `(ppid, starttime)` from /proc/PID/stat. The command name may hold spaces and parentheses,

@@ -5,6 +5,7 @@
 //! hook), then completed from the process table; the table never overrides what the kernel saw.
 
 use std::{
+    path::Path,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -24,6 +25,7 @@ use crate::{
     identity::{NameCache, NameSource, UNSET_ID},
     people::PeopleFile,
     privacy::redact::Redactor,
+    proc_scan,
     process_table::{ExecId, Image, ProcessEntry, ProcessTable, ThreadView},
     sessions::SessionTracker,
     sinks::{new_part_id, EventSource, PartIds, SharedParts},
@@ -53,6 +55,9 @@ pub struct Enricher<S> {
     /// When the daemon started (CLOCK_BOOTTIME ns): sessions whose leader is older began
     /// before the sensor.
     pub(super) started_boottime_ns: u64,
+    /// When the fork hook is attached, when (CLOCK_BOOTTIME ns) every new process began to be
+    /// recorded at its fork; see [`Self::know_process`].
+    pub(super) forks_recorded_since: Option<u64>,
     /// Events a record produced besides its own, to be emitted before it (a session's start, a
     /// privilege change at exec) and after it (a session's end), in order.
     pub(super) preceding: Vec<Event>,
@@ -79,6 +84,8 @@ pub struct EnricherParts<S> {
     /// How many identities are kept built.
     pub identities: std::num::NonZeroUsize,
     pub started_boottime_ns: u64,
+    /// `started_boottime_ns` when the fork hook is attached, else `None`.
+    pub forks_recorded_since: Option<u64>,
 }
 
 /// The events one record produced, in the order they are emitted.
@@ -140,6 +147,7 @@ impl<S: NameSource> Enricher<S> {
             sessions: parts.sessions,
             devices: parts.devices,
             started_boottime_ns: parts.started_boottime_ns,
+            forks_recorded_since: parts.forks_recorded_since,
             preceding: Vec::new(),
             following: Vec::new(),
             part_ids: PartIds::default(),
@@ -216,12 +224,32 @@ impl<S: NameSource> Enricher<S> {
         (exec_id, process)
     }
 
-    /// Puts a process the table does not know on it, running what its parent ran.
+    /// Puts a process the table does not know on it. Most run what their parent ran: their
+    /// fork was not seen (they began before the sensor, or the fork hook is off), or its
+    /// record was lost and they have not exec'd since. One the table forgot (a late record,
+    /// such as a connection's end, of a process that exited beyond the grace period) may have
+    /// exec'd anything: its program is unknown, and it is held as exited, to go again.
     pub(super) fn know_process(&mut self, task: &TaskInfo, exec_id: &str) {
-        if self.processes.get(task.tgid, exec_id).is_none() {
-            self.processes
-                .inherit(self.entry_for(task, Image::unknown()));
+        if self.processes.get(task.tgid, exec_id).is_some() {
+            return;
         }
+        let entry = self.entry_for(task, Image::unknown());
+        if self.was_forgotten(task) {
+            self.processes.recall(entry);
+        } else {
+            self.processes.inherit(entry);
+        }
+    }
+
+    /// Whether the table forgot a process it does not know: it began after every fork was
+    /// recorded, so it was on the table, and it is no longer running.
+    fn was_forgotten(&self, task: &TaskInfo) -> bool {
+        let recorded = self
+            .forks_recorded_since
+            .is_some_and(|since| task.start_boottime_ns > since);
+        recorded
+            && proc_scan::start_ticks(Path::new("/proc"), task.tgid)
+                != Some(self.host.start_ticks(task.start_boottime_ns))
     }
 
     /// A copy of the schema view of the process `task` belongs to, to complete: from the

@@ -305,7 +305,9 @@ mod tests {
 mod part_id_tests {
     use std::{num::NonZeroUsize, os::unix::fs::MetadataExt, path::Path, time::Duration};
 
-    use sensor_common::{kind, ForkRecord};
+    use sensor_common::{
+        address_family, kind, network_op, ForkRecord, NetworkRecord, IPPROTO_TCP, UNIX_PATH_ROOM,
+    };
 
     use super::*;
     use crate::{
@@ -342,6 +344,7 @@ mod part_id_tests {
             devices: DeviceTracker::new(DeviceSources::default(), Vec::new(), dir.join("utmp")),
             identities: cache,
             started_boottime_ns: 0,
+            forks_recorded_since: None,
         })
     }
 
@@ -581,5 +584,87 @@ mod part_id_tests {
             ("run", "boot", "test"),
             "the host's facts go back too"
         );
+    }
+
+    /// The end of a TCP connection `task` made, reported when the socket went.
+    fn connection_end_of(task: TaskInfo) -> Record {
+        Record::Network(NetworkRecord {
+            header: RecordHeader {
+                kind: kind::NETWORK,
+                size: 0,
+                ktime_ns: 200,
+            },
+            task,
+            op: network_op::CLOSE,
+            syscall: 0,
+            ret: 0,
+            fd: -1,
+            family: address_family::INET,
+            protocol: IPPROTO_TCP,
+            local_port: 40000,
+            remote_port: 443,
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+            ino: 1,
+            duration_ns: 1,
+            bytes_sent: 0,
+            bytes_received: 0,
+            suppressed_total: 0,
+            unix_path_len: 0,
+            flags: 0,
+            unix_path: [0; UNIX_PATH_ROOM],
+            shared_tgid: 0,
+        })
+    }
+
+    /// This test's own process as a task forked by `ppid` (its start time the real one).
+    fn running_task(ppid: TaskInfo) -> TaskInfo {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let ticks: u64 = after_name.split(' ').nth(19).unwrap().parse().unwrap();
+        let mut task = ppid;
+        (task.tgid, task.pid) = (std::process::id(), std::process::id());
+        (task.ppid, task.parent_start_boottime_ns) = (ppid.tgid, ppid.start_boottime_ns);
+        task.start_boottime_ns = ticks * 10_000_000;
+        task
+    }
+
+    #[test]
+    fn a_forgotten_process_late_record_names_no_program_and_an_unseen_fork_its_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = std::fs::metadata(dir.path()).unwrap().ino();
+        let mut enricher = scratch_enricher(dir.path());
+        enricher.processes = ProcessTable::new(Duration::ZERO);
+        let same = |_: &mut TaskInfo| {};
+        let (shell, _) = fork_and_exec(&mut enricher, cgroup, (4242, 1), b"/usr/bin/sh", same);
+        let (tool, _) = fork_and_exec(&mut enricher, cgroup, (4243, 4242), b"/usr/bin/tool", same);
+        enricher.enrich(exit_of(tool));
+        enricher.processes.sweep();
+        let binary = |p: &Produced| p.shared.process.clone().expect("held apart").binary.clone();
+        // Without the fork hook, a process the table does not know runs what its parent ran.
+        let unseen = TaskInfo {
+            tgid: 4244,
+            pid: 4244,
+            ..tool
+        };
+        enricher.forks_recorded_since = None;
+        assert_eq!(
+            binary(&enricher.enrich(connection_end_of(unseen))),
+            "/usr/bin/sh"
+        );
+        // With it, one that ran since the sensor started and has gone was forgotten: it may
+        // have exec'd anything since its fork.
+        enricher.forks_recorded_since = Some(1_000);
+        let late = enricher.enrich(connection_end_of(tool));
+        assert_eq!(binary(&late), "", "not its parent's /usr/bin/sh");
+        let process = late.shared.process.clone().unwrap();
+        assert_eq!((process.pid, process.ppid), (4243, 4242));
+        let known = enricher.known_processes();
+        enricher.processes.sweep();
+        assert_eq!(enricher.known_processes(), known - 1, "forgotten again");
+        // One still running whose fork record was lost runs what its parent ran.
+        let running = running_task(shell);
+        let lost_fork = enricher.enrich(connection_end_of(running));
+        assert_eq!(binary(&lost_fork), "/usr/bin/sh");
     }
 }

@@ -294,7 +294,8 @@ impl Daemon {
         let ring = take_ring(&mut sensor)?;
         let reader_asleep = take_map(&mut sensor, READER_ASLEEP_MAP)?;
         let drops = DropCounters::take(&mut sensor.ebpf)?;
-        let enricher = new_enricher(&config, host, people, &cgroup_root)?;
+        let forks_recorded = sensor.attached(Hook::SchedProcessFork);
+        let enricher = new_enricher(&config, host, people, &cgroup_root, forks_recorded)?;
         let (writer, channels) = spawn_sink_thread(sinks)?;
         let dedup = kernel_dedup(&mut sensor, &config)?;
         let mut stages = Stages {
@@ -601,16 +602,19 @@ fn take_ring(sensor: &mut loader::LoadedSensor) -> Result<AsyncFd<RingBuf<MapDat
 }
 
 /// The enricher with a process table seeded from /proc. Seeded after attaching, so a process
-/// started in between is seen by one or the other.
+/// started in between is seen by one or the other; `forks_recorded` when the fork hook is
+/// attached.
 fn new_enricher(
     config: &Config,
     host: HostInfo,
     people: Option<PeopleFile>,
     cgroup_root: &Path,
+    forks_recorded: bool,
 ) -> Result<Enricher<Nss>> {
     let mut processes = ProcessTable::new(EXITED_GRACE);
     let redactor = redactor_for(&config.privacy)?;
     proc_scan::seed(&mut processes, &host, Path::new("/proc"), redactor.as_ref());
+    let started_boottime_ns = boottime_now_ns();
     let cache_size = NonZeroUsize::new(4096).expect("non-zero");
     Ok(Enricher::new(EnricherParts {
         host,
@@ -630,7 +634,8 @@ fn new_enricher(
             logind_dir: config.identity.logind_sessions.clone(),
             utmp: config.identity.utmp.clone(),
         }),
-        started_boottime_ns: boottime_now_ns(),
+        started_boottime_ns,
+        forks_recorded_since: forks_recorded.then_some(started_boottime_ns),
     }))
 }
 

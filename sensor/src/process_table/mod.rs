@@ -190,6 +190,18 @@ impl ProcessTable {
         self.upsert(child);
     }
 
+    /// A process the table forgot, seen again in a late record: its lineage as a fork gives
+    /// it, its program unknown (it may have exec'd since its fork), held as exited so that it
+    /// is forgotten again after the grace period.
+    pub fn recall(&mut self, process: ProcessEntry) {
+        let (pid, exec_id) = (process.pid, process.exec_id.clone());
+        self.inherit(process);
+        if let Some(entry) = self.get_mut(pid, &exec_id) {
+            entry.image = Image::unknown();
+        }
+        self.mark_exited(pid, &exec_id);
+    }
+
     /// `pid` and its known ancestors while they belong to `session_id`, the process itself
     /// first; the last one is the session's leader as far as the table knows.
     pub fn session_members(&self, pid: u32, exec_id: &str, session_id: u32) -> Vec<&ProcessEntry> {
