@@ -135,10 +135,17 @@ fn every_open_says_which_grant_let_it_through() -> Result<()> {
 
     // Root reading someone's 0600 file: the kernel tries CAP_DAC_READ_SEARCH first for a
     // read, and CAP_DAC_OVERRIDE when that capability is gone.
+    let found = root_read_capabilities(&sensor, &private)?;
+    assert_eq!(found, ["CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE"]);
+    Ok(())
+}
+
+/// The capabilities the bases of root's two reads of `private` name, once both are seen.
+fn root_read_capabilities(sensor: &Sensor, private: &Path) -> Result<Vec<String>> {
     let capabilities = |events: &[Value]| -> Option<Vec<String>> {
         let found: Vec<String> = events
             .iter()
-            .filter(|e| e["fileOpen"]["path"] == s(&private) && e["identity"]["user"] == "root")
+            .filter(|e| e["fileOpen"]["path"] == s(private) && e["identity"]["user"] == "root")
             .map(|e| {
                 e["fileOpen"]["basis"]["capability"]
                     .as_str()
@@ -148,9 +155,7 @@ fn every_open_says_which_grant_let_it_through() -> Result<()> {
             .collect();
         (found.len() == 2).then_some(found)
     };
-    let found = sensor.wait_for("root's two reads of the private file", capabilities)?;
-    assert_eq!(found, ["CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE"]);
-    Ok(())
+    sensor.wait_for("root's two reads of the private file", capabilities)
 }
 
 /// Root reads `private` twice: as it is, then without CAP_DAC_READ_SEARCH.
