@@ -5,6 +5,7 @@
 use std::{
     os::unix::{fs::PermissionsExt, net::UnixListener},
     process::{Child, Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{ensure, Context as _, Result};
@@ -459,6 +460,58 @@ fn classic_tracepoints_follow_connections_too() -> Result<()> {
     assert!(
         log.contains("inet_sock_set_state=tracepoint"),
         "the classic tracepoint path: {log}"
+    );
+    sensor.stop()
+}
+
+/// Seconds a connection outlives the bash that made it: past the daemon's grace period for
+/// exited processes (10 s) and its next sweep.
+const OUTLIVES_GRACE_SECS: u64 = 13;
+
+/// bash connects, leaves the socket to a child (sleep) and exits; the connection ends when
+/// the child does, after the sensor forgot bash. Its end still names bash's pid, parent and
+/// identity, and no program rather than the one bash's parent runs: the last program of a
+/// process the table forgot is not known.
+#[test]
+fn a_connection_ending_after_its_process_was_forgotten_borrows_no_program() -> Result<()> {
+    require_root();
+    let namespace = VethNamespace::create()?;
+    let sink = SinkServer::start(&namespace)?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let script = format!(
+        "exec 3<>/dev/tcp/{PEER}/{}; sleep {OUTLIVES_GRACE_SECS} & exit 0",
+        sink.port
+    );
+    let mut bash = Command::new("/usr/bin/bash")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let bash_pid = bash.id();
+    ensure!(bash.wait()?.success(), "bash failed");
+    let port = u64::from(sink.port);
+    let of_bash = |events: &[Value], operation| {
+        network(events, operation, |n| n["remotePort"] == port)
+            .find(|e| e["process"]["pid"] == bash_pid)
+            .cloned()
+    };
+    let connect = sensor.wait_for("bash's connect", |events| of_bash(events, "CONNECT"))?;
+    assert_eq!(connect["process"]["binary"], "/usr/bin/bash", "{connect}");
+    let close = sensor.wait_for_within(
+        custos_tests::patience() + Duration::from_secs(OUTLIVES_GRACE_SECS),
+        "the end of bash's connection",
+        |events| of_bash(events, "CLOSE"),
+    )?;
+    let process = &close["process"];
+    assert_eq!(
+        process["binary"], "",
+        "not bash's parent's program: {close}"
+    );
+    assert_eq!(process["ppid"], std::process::id(), "{close}");
+    assert_eq!(process["execId"], connect["process"]["execId"]);
+    assert_eq!(close["identity"]["user"], "root");
+    assert_eq!(
+        close["network"]["localPort"],
+        connect["network"]["localPort"]
     );
     sensor.stop()
 }
