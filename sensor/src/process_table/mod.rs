@@ -192,8 +192,12 @@ impl ProcessTable {
 
     /// A process the table forgot, seen again in a late record: its lineage as a fork gives
     /// it, its program unknown (it may have exec'd since its fork), held as exited so that it
-    /// is forgotten again after the grace period.
+    /// is forgotten again after the grace period. A process given its pid since keeps the
+    /// pid's entry: the forgotten one's records are then built from themselves alone.
     pub fn recall(&mut self, process: ProcessEntry) {
+        if self.by_pid.contains_key(&process.pid) {
+            return;
+        }
         let (pid, exec_id) = (process.pid, process.exec_id.clone());
         self.inherit(process);
         if let Some(entry) = self.get_mut(pid, &exec_id) {
@@ -308,6 +312,26 @@ mod tests {
         }
         assert_eq!(view.binary, "/bin/odd\\xff");
         assert_eq!(view.args_raw.len(), 3);
+    }
+
+    #[test]
+    fn a_recalled_process_is_held_as_exited_and_never_displaces_its_pids_new_process() {
+        let mut table = ProcessTable::new(Duration::ZERO);
+        table.upsert(entry(10, 1, b"/bin/sh"));
+        table.recall(entry(11, 10, b"/bin/ignored"));
+        let recalled = table.get(11, "id-11").expect("recalled");
+        assert_eq!(recalled.image.binary(), b"", "its program is not known");
+        table.sweep();
+        assert!(table.get(11, "id-11").is_none(), "forgotten again");
+        // Pid 12 belongs to a new process now; a late record of its old one changes nothing.
+        table.upsert(entry(12, 1, b"/bin/new"));
+        let mut old = entry(12, 10, b"");
+        old.exec_id = "id-12-old".into();
+        table.recall(old);
+        assert!(table.get(12, "id-12-old").is_none());
+        assert_eq!(table.get(12, "id-12").unwrap().image.binary(), b"/bin/new");
+        table.sweep();
+        assert!(table.get(12, "id-12").is_some(), "still live");
     }
 
     #[test]
