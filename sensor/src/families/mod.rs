@@ -289,6 +289,36 @@ pub(crate) mod tests {
         }
     }
 
+    /// A TCP record over IPv4 of `op` by `task`, its addresses zero and nothing counted.
+    pub fn tcp_record(task: TaskInfo, op: u32) -> sensor_common::NetworkRecord {
+        sensor_common::NetworkRecord {
+            header: sensor_common::RecordHeader {
+                kind: sensor_common::kind::NETWORK,
+                ..Default::default()
+            },
+            task,
+            op,
+            syscall: 0,
+            ret: 0,
+            fd: -1,
+            family: sensor_common::address_family::INET,
+            protocol: sensor_common::IPPROTO_TCP,
+            local_port: 0,
+            remote_port: 0,
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+            ino: 0,
+            duration_ns: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            suppressed_total: 0,
+            unix_path_len: 0,
+            flags: 0,
+            unix_path: [0; sensor_common::UNIX_PATH_ROOM],
+            shared_tgid: 0,
+        }
+    }
+
     fn bytes_of<T>(value: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain-data struct.
         unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }

@@ -125,29 +125,13 @@ mod tests {
 
     #[test]
     fn addresses_ports_and_errors_read_as_people_write_them() {
-        let mut record = NetworkRecord {
-            header: sensor_common::RecordHeader::default(),
-            task: crate::families::tests::task(1),
-            op: network_op::CONNECT,
-            syscall: syscalls::CONNECT,
-            ret: -111,
-            fd: 3,
-            family: sensor_common::address_family::INET,
-            protocol: IPPROTO_TCP,
-            local_port: 0,
-            remote_port: 8080,
-            local_addr: [0; 16],
-            remote_addr: [0; 16],
-            ino: 42,
-            duration_ns: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            suppressed_total: 0,
-            unix_path_len: 0,
-            flags: 0,
-            unix_path: [0; sensor_common::UNIX_PATH_ROOM],
-            shared_tgid: 0,
-        };
+        let task = crate::families::tests::task(1);
+        let mut record = crate::families::tests::tcp_record(task, network_op::CONNECT);
+        record.syscall = syscalls::CONNECT;
+        record.ret = -111;
+        record.fd = 3;
+        record.remote_port = 8080;
+        record.ino = 42;
         record.remote_addr[..4].copy_from_slice(&[192, 0, 2, 7]);
         let body = connection(&record);
         assert_eq!(body.operation(), NetworkOperation::Connect);

@@ -305,9 +305,7 @@ mod tests {
 mod part_id_tests {
     use std::{num::NonZeroUsize, os::unix::fs::MetadataExt, path::Path, time::Duration};
 
-    use sensor_common::{
-        address_family, kind, network_op, ForkRecord, NetworkRecord, IPPROTO_TCP, UNIX_PATH_ROOM,
-    };
+    use sensor_common::{kind, network_op, ForkRecord};
 
     use super::*;
     use crate::{
@@ -588,33 +586,10 @@ mod part_id_tests {
 
     /// The end of a TCP connection `task` made, reported when the socket went.
     fn connection_end_of(task: TaskInfo) -> Record {
-        Record::Network(NetworkRecord {
-            header: RecordHeader {
-                kind: kind::NETWORK,
-                size: 0,
-                ktime_ns: 200,
-            },
-            task,
-            op: network_op::CLOSE,
-            syscall: 0,
-            ret: 0,
-            fd: -1,
-            family: address_family::INET,
-            protocol: IPPROTO_TCP,
-            local_port: 40000,
-            remote_port: 443,
-            local_addr: [0; 16],
-            remote_addr: [0; 16],
-            ino: 1,
-            duration_ns: 1,
-            bytes_sent: 0,
-            bytes_received: 0,
-            suppressed_total: 0,
-            unix_path_len: 0,
-            flags: 0,
-            unix_path: [0; UNIX_PATH_ROOM],
-            shared_tgid: 0,
-        })
+        let mut end = crate::families::tests::tcp_record(task, network_op::CLOSE);
+        (end.local_port, end.remote_port) = (40000, 443);
+        (end.ino, end.duration_ns) = (1, 1);
+        Record::Network(end)
     }
 
     /// This test's own process as a task forked by `ppid` (its start time the real one).
