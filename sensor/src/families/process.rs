@@ -593,14 +593,12 @@ mod part_id_tests {
     }
 
     /// This test's own process as a task forked by `ppid` (its start time the real one).
-    fn running_task(ppid: TaskInfo) -> TaskInfo {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let ticks: u64 = after_name.split(' ').nth(19).unwrap().parse().unwrap();
+    fn running_task(host: &HostInfo, ppid: TaskInfo) -> TaskInfo {
+        let ticks = crate::proc_scan::start_ticks(Path::new("/proc"), std::process::id());
         let mut task = ppid;
         (task.tgid, task.pid) = (std::process::id(), std::process::id());
         (task.ppid, task.parent_start_boottime_ns) = (ppid.tgid, ppid.start_boottime_ns);
-        task.start_boottime_ns = ticks * 10_000_000;
+        task.start_boottime_ns = host.ticks_to_ns(ticks.expect("this process runs"));
         task
     }
 
@@ -638,7 +636,7 @@ mod part_id_tests {
         enricher.processes.sweep();
         assert_eq!(enricher.known_processes(), known - 1, "forgotten again");
         // One still running whose fork record was lost runs what its parent ran.
-        let running = running_task(shell);
+        let running = running_task(&enricher.host, shell);
         let lost_fork = enricher.enrich(connection_end_of(running));
         assert_eq!(binary(&lost_fork), "/usr/bin/sh");
     }
