@@ -4,7 +4,8 @@
 //! same settings writing protobuf to a file, and with auditd (an execve rule, records written
 //! to its log file). For each it reports the sensor's own CPU, the kernel-side BPF time per
 //! program, the spawner's CPU (which includes every in-kernel hook cost), the extra CPU over
-//! the baseline all in, and what was lost; then the same per exec, in microseconds.
+//! the baseline all in, and what was lost; then the same per exec, in microseconds, with the
+//! daemon's memory while the storm ran.
 use std::{
     io::Read as _,
     os::unix::fs::MetadataExt,
