@@ -438,11 +438,33 @@ pub fn run(program: &str, args: &[&str]) -> Result<()> {
     stdout_of(Command::new(program).args(args)).map(drop)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts. It is
+/// chosen below the kernel's range for the local ports of outgoing connections: a port from
+/// that range, once released, can be taken by any connect on the host before the server meant
+/// for it binds it (a cluster's route connections, dialling members not started yet, did).
 pub fn free_port() -> Result<u16> {
+    const LOWEST: u16 = 10_000;
+    let outgoing_from = outgoing_ports_start();
+    if outgoing_from > LOWEST + 1_000 {
+        for _ in 0..1_000 {
+            let port = fastrand::u16(LOWEST..outgoing_from);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The first port of the kernel's range for outgoing connections' local ports (Linux's
+/// default when it cannot be read).
+fn outgoing_ports_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// The segment files of a sink's spool directory, oldest first.
