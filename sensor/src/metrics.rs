@@ -89,6 +89,7 @@ pub struct Metrics {
     pub bpf_run_seconds: Family<ProgramLabels, Gauge<f64, AtomicU64>>,
     pub bpf_run_count: Family<ProgramLabels, Gauge>,
     pub hooks: Family<HookLabels, Gauge>,
+    pub sink_queue_events: Gauge,
     pub rss_bytes: Gauge,
     pub cpu_seconds: Gauge<f64, AtomicU64>,
     pub uptime_seconds: Gauge,
@@ -111,6 +112,7 @@ impl Metrics {
             bpf_run_seconds: Family::default(),
             bpf_run_count: Family::default(),
             hooks: Family::default(),
+            sink_queue_events: Gauge::default(),
             rss_bytes: Gauge::default(),
             cpu_seconds: Gauge::default(),
             uptime_seconds: Gauge::default(),
@@ -150,6 +152,9 @@ impl Metrics {
                 "Runs of each eBPF program (BPF stats)";
             hooks as "hook":
                 "Attached kernel hooks, with the program type each uses (always 1)";
+            sink_queue_events as "sink_queue_events":
+                "Events read from the kernel and not yet written by the sinks (at most about \
+                 [output] queue_events; reading stops there)";
             rss_bytes as "process_rss_bytes":
                 "Resident memory of the daemon";
             cpu_seconds as "process_cpu_seconds":

@@ -482,6 +482,11 @@ pub struct OutputConfig {
     /// drain. A quiet ring, an alert, a reload or a stop hands over what is held at once.
     #[default(100)]
     pub batch_ms: u64,
+    /// Events read from the kernel that may wait for the sinks at most. When a local output
+    /// stops taking them, reading stops once this many wait: new records stay in the ring
+    /// buffer, which counts what does not fit, and the daemon's memory stays bounded.
+    #[default(65_536)]
+    pub queue_events: usize,
 }
 
 /// Which program types the hooks may use.
@@ -958,6 +963,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("power of two"));
+        let err = Config::parse(
+            "[output]\nqueue_events = 10\n[[sinks]]\ntype = \"stdout\"\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("between 1024 and 4194304"));
         let err = Config::parse("[[sinks]]\ntype = \"kafka\"\n", "t").unwrap_err();
         assert!(format!("{err:#}").contains("kafka"));
         let err = Config::parse("sinks = []\n", "t").unwrap_err();

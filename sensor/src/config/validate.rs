@@ -65,6 +65,13 @@ impl Config {
                 self.kernel.max_latency_ms
             );
         }
+        if !(1024..=4 << 20).contains(&self.output.queue_events) {
+            bail!(
+                "output.queue_events = {}: must be between 1024 and 4194304 (about 1 KiB of \
+                 memory each while they wait)",
+                self.output.queue_events
+            );
+        }
         if self.output.batch_ms > 1000 {
             bail!(
                 "output.batch_ms = {}: must be at most 1000 (0 hands every drain's events over at once)",

@@ -1,9 +1,12 @@
 //! The daemon's data flow: ring buffer → decode → enrich → sequence → sinks.
 //!
 //! One task owns the ring buffer and everything up to sequencing, so `seq` is gap-free and in
-//! ring order; the sinks run on their own thread behind an unbounded channel, so the ring buffer
-//! is drained whatever the sinks do. On SIGINT/SIGTERM the hooks are detached first, then what
-//! the kernel had already accepted is drained and flushed before exit.
+//! ring order; the sinks run on their own thread behind a bounded channel, so a slow disk or a
+//! blocked terminal does not stall the reader until the channel is full. When it is, the reader
+//! stops reading: new records wait in the kernel's ring buffer, which counts what does not fit
+//! (reported in-band), and the daemon's memory stays bounded however long a sink is stuck. On
+//! SIGINT/SIGTERM the hooks are detached first, then what the kernel had already accepted is
+//! drained and flushed before exit.
 use std::{
     num::NonZeroUsize,
     path::{Path, PathBuf},
@@ -24,14 +27,16 @@ use tokio::{
     signal::unix::{signal, Signal, SignalKind},
     sync::{
         broadcast,
-        mpsc::{self, UnboundedReceiver, UnboundedSender},
+        mpsc::{self, Sender, UnboundedReceiver},
     },
 };
 
 mod batch_timer;
+mod sink_stall;
 mod stages;
 
 use batch_timer::BatchTimer;
+use sink_stall::SinkStall;
 use stages::{EventCounters, Stages, SINK_BATCH};
 
 use crate::{
@@ -218,8 +223,21 @@ struct Daemon {
     summary_every: Duration,
     /// When the last device-write summary was made, monotonic and wall-clock.
     last_summary: (Instant, std::time::SystemTime),
+    /// Whether the sinks have stopped taking events, for the log.
+    sink_stall: SinkStall,
     /// Run time and count per program, for the metrics; held for as long as the sensor runs.
     _bpf_stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// The identity map, when one is configured. A broken one stops start-up: events would
+/// silently lack their people.
+fn people_file(config: &Config) -> Result<Option<PeopleFile>> {
+    config
+        .identity
+        .map
+        .as_deref()
+        .map(PeopleFile::load)
+        .transpose()
 }
 
 /// The gid of `[files] group`.
@@ -240,7 +258,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<()> {
     let mut signals = Signals::install()?;
     let mut daemon = Daemon::start(config, config_path).await?;
     let result = daemon.event_loop(&mut signals).await;
-    daemon.shutdown(result)
+    daemon.shutdown(result).await
 }
 
 /// The signals the daemon acts on.
@@ -268,13 +286,7 @@ impl Daemon {
         if let Some(group) = &config.files.group {
             crate::files::set_reader_group(reader_group(group)?);
         }
-        // A broken identity map stops start-up: events would silently lack their people.
-        let people = config
-            .identity
-            .map
-            .as_deref()
-            .map(PeopleFile::load)
-            .transpose()?;
+        let people = people_file(&config)?;
         let metrics = Metrics::new(&host.run_id);
         let sinks = Sinks::open(&config.sinks, &config.spool, &config.privacy, &metrics)?;
         let spools = sinks.spools();
@@ -296,7 +308,8 @@ impl Daemon {
         let drops = DropCounters::take(&mut sensor.ebpf)?;
         let forks_recorded = sensor.attached(Hook::SchedProcessFork);
         let enricher = new_enricher(&config, host, people, &cgroup_root, forks_recorded)?;
-        let (writer, channels) = spawn_sink_thread(sinks)?;
+        let queue_batches = config.output.queue_events.div_ceil(SINK_BATCH);
+        let (writer, channels) = spawn_sink_thread(sinks, queue_batches)?;
         let dedup = kernel_dedup(&mut sensor, &config)?;
         let mut stages = Stages {
             enricher,
@@ -309,6 +322,9 @@ impl Daemon {
             tagger: PartTagger::default(),
             spent: channels.spent,
             spare: None,
+            waiting: std::collections::VecDeque::new(),
+            events_sent: 0,
+            events_written: 0,
             undecodable: Vec::new(),
             spool_losses: channels.spool_losses,
             counters: EventCounters::new(&metrics),
@@ -338,6 +354,7 @@ impl Daemon {
             max_latency: Duration::from_millis(config.kernel.max_latency_ms),
             summary_every: Duration::from_secs(config.devices.summary_seconds),
             last_summary: (Instant::now(), std::time::SystemTime::now()),
+            sink_stall: SinkStall::default(),
             _bpf_stats,
         };
         daemon.announce_ready();
@@ -376,8 +393,9 @@ impl Daemon {
         tokio::pin!(drain_timer);
         let mut timer_running = true;
         loop {
+            let backed_up = self.stages.backed_up();
             tokio::select! {
-                guard = self.ring.readable_mut() => {
+                guard = self.ring.readable_mut(), if !backed_up => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
                     self.stages.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
@@ -385,6 +403,14 @@ impl Daemon {
                         drain_timer.as_mut().reset(tokio::time::Instant::now() + self.max_latency);
                         timer_running = true;
                     }
+                }
+                room = stages::sink_room(&self.stages.out), if backed_up => {
+                    room?;
+                    // What waited goes, and reading resumes where it stopped.
+                    self.stages.wait_for_sinks().await?;
+                    self.stages.drain(self.ring.get_mut())?;
+                    drain_timer.as_mut().reset(tokio::time::Instant::now() + self.max_latency);
+                    timer_running = true;
                 }
                 _ = &mut drain_timer, if timer_running => {
                     timer_running = self.on_drain_timer()?;
@@ -429,6 +455,17 @@ impl Daemon {
     /// Once a second: losses and repeat summaries in-band, the table swept, the identity map
     /// and devices re-read, device-write summaries when due, the gauges refreshed.
     fn housekeep(&mut self) -> Result<()> {
+        self.sink_stall.observe(self.stages.backed_up());
+        let queued = self.stages.queued_events();
+        self.metrics.sink_queue_events.set(queued as i64);
+        if self.stages.backed_up() {
+            // Nothing more is emitted while the sinks are behind; losses and summaries are
+            // counted on, and reported once they catch up.
+            self.stages.enricher.housekeep();
+            self.stages.free_spent();
+            refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
+            return Ok(());
+        }
         self.stages.drain(self.ring.get_mut())?;
         let stages = &mut self.stages;
         stages.report_losses(&mut self.drops)?;
@@ -493,7 +530,7 @@ impl Daemon {
 
     /// Detaches the hooks, then drains and reports what the kernel had already accepted, and
     /// waits for the sink thread to write it all.
-    fn shutdown(self, result: Result<()>) -> Result<()> {
+    async fn shutdown(self, result: Result<()>) -> Result<()> {
         notify(&[NotifyState::Stopping]);
         let Self {
             sensor,
@@ -504,11 +541,7 @@ impl Daemon {
             ..
         } = self;
         drop(sensor);
-        let flushed = stages
-            .drain(ring.get_mut())
-            .and_then(|_| stages.report_losses(&mut drops))
-            .and_then(|()| stages.report_repeats(true))
-            .and_then(|()| stages.hand_over());
+        let flushed = flush_accepted(&mut stages, ring.get_mut(), &mut drops).await;
         let sent = stages.next_seq - 1;
         if let Some(access) = &mut stages.access {
             access.save();
@@ -520,6 +553,28 @@ impl Daemon {
         tracing::info!(events = sent, "sensor stopped");
         result.and(flushed).and(written)
     }
+}
+
+/// Drains what the kernel accepted, reports losses and open summaries, and hands it all to the
+/// sinks, waiting for them when they are behind.
+async fn flush_accepted(
+    stages: &mut Stages,
+    ring: &mut RingBuf<MapData>,
+    drops: &mut DropCounters,
+) -> Result<()> {
+    if stages.backed_up() {
+        tracing::warn!("stopping: waiting for the sinks to take the events already accepted");
+    }
+    loop {
+        stages.drain(ring)?;
+        if !stages.backed_up() {
+            break;
+        }
+        stages.wait_for_sinks().await?;
+    }
+    stages.report_losses(drops)?;
+    stages.report_repeats(true)?;
+    stages.hand_over_all().await
 }
 
 /// Loads and attaches the programs, records the path each hook took in the metrics.
@@ -641,14 +696,17 @@ fn new_enricher(
 
 /// The reader's ends of the channels to and from the sink thread.
 struct SinkChannels {
-    out: UnboundedSender<Batch>,
+    out: Sender<Batch>,
     spool_losses: UnboundedReceiver<SpoolLoss>,
     spent: std::sync::mpsc::Receiver<Batch>,
 }
 
-/// Starts the thread that writes to the sinks.
-fn spawn_sink_thread(sinks: Sinks) -> Result<(std::thread::JoinHandle<Result<()>>, SinkChannels)> {
-    let (out, events) = mpsc::unbounded_channel();
+/// Starts the thread that writes to the sinks, with room for `queue_batches` batches.
+fn spawn_sink_thread(
+    sinks: Sinks,
+    queue_batches: usize,
+) -> Result<(std::thread::JoinHandle<Result<()>>, SinkChannels)> {
+    let (out, events) = mpsc::channel(queue_batches);
     let (loss_tx, spool_losses) = mpsc::unbounded_channel();
     let (spent_tx, spent) = std::sync::mpsc::channel();
     let writer = std::thread::Builder::new()

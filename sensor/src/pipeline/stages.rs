@@ -1,6 +1,6 @@
 //! The stages between the ring buffer and the sink thread: decode, enrich, select, sequence,
 //! alerts, the live stream and privacy, then hand-over in batches.
-use std::{sync::Arc, time::Instant};
+use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use anyhow::{anyhow, Result};
 use aya::maps::{MapData, RingBuf};
@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use sensor_common::{file_flags, network_record_flags};
 use tokio::sync::{
     broadcast,
-    mpsc::{UnboundedReceiver, UnboundedSender},
+    mpsc::{error::TrySendError, Sender, UnboundedReceiver},
 };
 
 use super::batch_timer::BatchTimer;
@@ -56,6 +56,16 @@ impl EventCounters {
     }
 }
 
+/// Resolves once the sink thread has room for half its queue: the reader then reads on for a
+/// while, and the sink thread writes on meanwhile, instead of the two taking turns a batch at a
+/// time.
+pub(super) async fn sink_room(out: &Sender<Batch>) -> Result<()> {
+    match out.reserve_many(out.max_capacity().div_ceil(2)).await {
+        Ok(_room) => Ok(()),
+        Err(_) => Err(anyhow!("the sink thread stopped; see the error above")),
+    }
+}
+
 /// Stages between the ring buffer and the sink channel.
 pub(super) struct Stages {
     pub(super) enricher: Enricher<Nss>,
@@ -65,8 +75,15 @@ pub(super) struct Stages {
     pub(super) next_seq: u64,
     /// Events for the sink thread, handed over a batch at a time: one wakeup of the sink
     /// thread per drain instead of one per event.
-    pub(super) out: UnboundedSender<Batch>,
+    pub(super) out: Sender<Batch>,
     pub(super) batch: Batch,
+    /// Full batches the sink thread had no room for, oldest first. While any wait, no record
+    /// is read from the ring buffer (see [`Self::backed_up`]).
+    pub(super) waiting: VecDeque<Batch>,
+    /// Events sent to the sink thread, and those it gave back written: their difference is
+    /// what its queue holds.
+    pub(super) events_sent: u64,
+    pub(super) events_written: u64,
     /// When `batch` goes to the sink thread while records keep coming.
     pub(super) batch_timer: BatchTimer,
     /// Names the parts of each event for the sinks' encoding caches.
@@ -156,26 +173,80 @@ impl Stages {
         Ok(())
     }
 
-    /// Hands the events emitted so far to the sink thread.
+    /// Hands the events emitted so far to the sink thread. While it has no room, a batch
+    /// waits here once it is full; until then, events join it.
     pub(super) fn hand_over(&mut self) -> Result<()> {
-        if self.batch.is_empty() {
+        self.free_spent();
+        self.send_waiting()?;
+        if self.batch.is_empty() || (self.backed_up() && self.batch.len() < SINK_BATCH) {
             return Ok(());
         }
         self.batch_timer.handed_over();
-        self.free_spent();
         let next = self
             .spare
             .take()
             .unwrap_or_else(|| Batch::with_capacity(SINK_BATCH));
         let batch = std::mem::replace(&mut self.batch, next);
-        self.out
-            .send(batch)
-            .map_err(|_| anyhow!("the sink thread stopped; see the error above"))
+        self.waiting.push_back(batch);
+        self.send_waiting()
+    }
+
+    /// Sends the waiting batches, in order, while the sink thread has room.
+    fn send_waiting(&mut self) -> Result<()> {
+        while let Some(batch) = self.waiting.pop_front() {
+            let events = batch.len() as u64;
+            match self.out.try_send(batch) {
+                Ok(()) => self.events_sent += events,
+                Err(TrySendError::Full(batch)) => {
+                    self.waiting.push_front(batch);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    return Err(anyhow!("the sink thread stopped; see the error above"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Events read from the kernel that the sinks have not written yet.
+    pub(super) fn queued_events(&self) -> u64 {
+        let here: usize = self.waiting.iter().map(Batch::len).sum::<usize>() + self.batch.len();
+        self.events_sent - self.events_written + here as u64
+    }
+
+    /// Whether the sinks are behind: their queue is full and a batch waits for room. The ring
+    /// buffer is not read meanwhile, so the kernel holds new records, and counts those that do
+    /// not fit, rather than this process's memory growing for as long as a sink is stuck.
+    pub(super) fn backed_up(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Waits until the sink thread has room, then sends what waited.
+    pub(super) async fn wait_for_sinks(&mut self) -> Result<()> {
+        if self.backed_up() {
+            sink_room(&self.out).await?;
+        }
+        self.free_spent();
+        self.send_waiting()
+    }
+
+    /// Hands every event emitted so far to the sink thread, waiting for room as long as it
+    /// takes (at shutdown).
+    pub(super) async fn hand_over_all(&mut self) -> Result<()> {
+        loop {
+            self.hand_over()?;
+            if self.batch.is_empty() && !self.backed_up() {
+                return Ok(());
+            }
+            self.wait_for_sinks().await?;
+        }
     }
 
     /// Frees the events of the batches the sink thread has written.
     pub(super) fn free_spent(&mut self) {
         while let Ok(mut spent) = self.spent.try_recv() {
+            self.events_written += spent.len() as u64;
             spent.clear();
             if self.spare.is_none() {
                 self.spare = Some(spent);
@@ -260,10 +331,14 @@ impl Stages {
         Ok(())
     }
 
-    /// Handles every record waiting in the ring buffer; how many there were.
+    /// Handles the records waiting in the ring buffer, all of them unless the sinks fall
+    /// behind; how many it handled.
     pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize> {
         let mut records = 0;
-        while let Some(item) = ring.next() {
+        while !self.backed_up() {
+            let Some(item) = ring.next() else {
+                break;
+            };
             self.handle(&item)?;
             records += 1;
         }

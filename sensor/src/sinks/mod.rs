@@ -1,7 +1,8 @@
 //! Where events go: standard output, files, and network collectors.
 //!
-//! The sinks run on their own thread behind a channel, so a slow disk, a blocked terminal or a
-//! dead collector never stalls the ring-buffer reader. Each event is encoded once per format,
+//! The sinks run on their own thread behind a bounded channel, so a slow disk or a blocked
+//! terminal holds the ring-buffer reader back only once the channel is full, and a dead
+//! collector never does (its spool takes the events). Each event is encoded once per format,
 //! straight into the output's buffer when one output takes that format (see `local`), else
 //! into a reused buffer the outputs copy. Network sinks are fed through a disk spool (see
 //! `spool`) drained by a sender thread of their own.
@@ -29,7 +30,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use custos_proto::v1::{Event, LossReason};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{Receiver, UnboundedSender};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -327,7 +328,7 @@ impl Sinks {
     /// memory for long. Spool losses go to `losses`; each batch, once written, goes to `spent`.
     pub fn run(
         mut self,
-        mut events: UnboundedReceiver<Batch>,
+        mut events: Receiver<Batch>,
         losses: UnboundedSender<SpoolLoss>,
         mut spent: impl FnMut(Batch),
     ) -> Result<()> {
