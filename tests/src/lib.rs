@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -95,7 +95,23 @@ impl Sensor {
 
     /// Like [`Sensor::start`], with extra environment variables for the daemon.
     pub fn start_with_env(config: &TestConfig, env: &[(&str, &std::ffi::OsStr)]) -> Result<Self> {
-        Self::launch(config, env, Command::new(custos_bin()))
+        let mut command = Command::new(custos_bin());
+        command.stdout(Stdio::null());
+        Self::launch(config, env, command)
+    }
+
+    /// Like [`Sensor::start`], with the daemon's standard output a pipe the test holds: a
+    /// `stdout` sink in `config` writes into it, and blocks once nobody reads it.
+    pub fn start_with_stdout_pipe(config: &TestConfig) -> Result<(Self, ChildStdout)> {
+        let mut command = Command::new(custos_bin());
+        command.stdout(Stdio::piped());
+        let mut sensor = Self::launch(config, &[], command)?;
+        let stdout = sensor
+            .child
+            .as_mut()
+            .and_then(|child| child.stdout.take())
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        Ok((sensor, stdout))
     }
 
     /// Like [`Sensor::start`], with the file-creation mask `umask` (octal, "022").
@@ -103,7 +119,8 @@ impl Sensor {
         let mut command = Command::new("sh");
         command
             .args(["-c", "umask \"$0\" && exec \"$@\"", umask])
-            .arg(custos_bin());
+            .arg(custos_bin())
+            .stdout(Stdio::null());
         Self::launch(config, &[], command)
     }
 
@@ -120,10 +137,13 @@ impl Sensor {
                 "hostname \"$0\" && exec \"$@\"",
                 host,
             ])
-            .arg(custos_bin());
+            .arg(custos_bin())
+            .stdout(Stdio::null());
         Self::launch(config, &[], command)
     }
 
+    /// Starts `command` (the daemon, or a wrapper that execs it; its standard output set by
+    /// the caller) on `config`, and waits until the daemon is ready.
     fn launch(
         config: &TestConfig,
         env: &[(&str, &std::ffi::OsStr)],
@@ -142,7 +162,6 @@ impl Sensor {
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", custos_bin().display()))?;
@@ -590,4 +609,28 @@ pub fn opens_of<'a>(events: &'a [Value], path: &str) -> Vec<&'a Value> {
     of_kind(events, "fileOpen")
         .filter(|e| e["fileOpen"]["path"] == path)
         .collect()
+}
+
+/// The body of `GET path` from the HTTP server at `address` (the daemon's metrics endpoint).
+pub fn http_get(address: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
+}
+
+/// The value of `series` (a name with its labels) in a Prometheus exposition.
+pub fn metric_sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }

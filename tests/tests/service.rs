@@ -7,8 +7,8 @@ use std::{
 
 use anyhow::{bail, Result};
 use custos_tests::{
-    custos, custos_bin, exec_of, load::SteadyForks, of_kind, require_root, Entry, Marker, Sensor,
-    TestConfig, PATIENCE,
+    custos, custos_bin, exec_of, http_get, load::SteadyForks, metric_sample as sample, of_kind,
+    require_root, Entry, Marker, Sensor, TestConfig, PATIENCE,
 };
 
 /// `config` with a standard-output sink, as text.
@@ -207,28 +207,6 @@ fn the_sensor_runs_with_the_units_minimal_capabilities() -> Result<()> {
 }
 
 /// One GET over HTTP/1.1, returning the body.
-fn http_get(address: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {head}");
-    }
-    Ok(body.to_owned())
-}
-
-fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
 /// The metrics once the exec counter and the file sink agree and are both still (other
 /// activity may interleave), with the eBPF statistics caught up.
 fn settled_exposition(sensor: &Sensor, address: &str) -> Result<String> {
