@@ -1,5 +1,8 @@
 //! A real nats-server (Debian's) with JetStream, on a loopback port, for the forwarding tests.
-use std::process::{Child, Command};
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command},
+};
 
 use anyhow::{Context as _, Result};
 
@@ -33,8 +36,12 @@ impl NatsServer {
             .spawn()
             .context("starting nats-server (Debian package nats-server)")?;
         self.child = Some(child);
-        crate::wait_listening(&format!("127.0.0.1:{}", self.port), PATIENCE)
-            .context("nats-server did not start")
+        crate::wait_listening(&format!("127.0.0.1:{}", self.port), PATIENCE).with_context(|| {
+            format!(
+                "nats-server did not start; its log:\n{}",
+                log_tail(self.store.path())
+            )
+        })
     }
 
     pub fn stop(&mut self) {
@@ -59,7 +66,7 @@ struct ClusterMember {
     /// nats-server's monitoring HTTP port.
     monitor: u16,
     child: Option<Child>,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl NatsCluster {
@@ -99,12 +106,16 @@ impl NatsCluster {
                 port: *port,
                 monitor: *monitor,
                 child: Some(child),
-                _store: store,
+                store,
             });
         }
         for server in &servers {
-            crate::wait_listening(&format!("127.0.0.1:{}", server.port), PATIENCE)
-                .with_context(|| format!("{} did not start", server.name))?;
+            crate::wait_listening(&format!("127.0.0.1:{}", server.port), PATIENCE).with_context(
+                || {
+                    let log = log_tail(server.store.path());
+                    format!("{} did not start; its log:\n{log}", server.name)
+                },
+            )?;
         }
         Ok(Self { servers })
     }
@@ -158,16 +169,33 @@ impl Drop for NatsCluster {
     }
 }
 
-/// nats-server with JetStream on loopback port `port`, storing in `store`, its output
-/// discarded; a cluster member adds its name and routes.
-fn nats_server(port: u16, store: &std::path::Path) -> Command {
+/// nats-server with JetStream on loopback port `port`, storing in `store` and logging there
+/// (see [`log_tail`]); a cluster member adds its name and routes.
+fn nats_server(port: u16, store: &Path) -> Command {
     let mut command = Command::new("nats-server");
     command
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(store)
+        .arg("-l")
+        .arg(log_path(store))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     command
+}
+
+fn log_path(store: &Path) -> PathBuf {
+    store.join("nats-server.log")
+}
+
+/// The last lines of the log of the server storing in `store`: why it did not start.
+fn log_tail(store: &Path) -> String {
+    match std::fs::read_to_string(log_path(store)) {
+        Ok(log) => {
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        }
+        Err(err) => format!("(no log: {err})"),
+    }
 }
 
 /// Kills a server with SIGKILL and reaps it, if it runs.
