@@ -482,9 +482,9 @@ pub struct OutputConfig {
     /// drain. A quiet ring, an alert, a reload or a stop hands over what is held at once.
     #[default(100)]
     pub batch_ms: u64,
-    /// Events read from the kernel that may wait for the sinks at most. When a local output
-    /// stops taking them, reading stops once this many wait: new records stay in the ring
-    /// buffer, which counts what does not fit, and the daemon's memory stays bounded.
+    /// Events that may wait for the sinks at most. When a local output stops taking them and
+    /// this many wait, new events are counted as lost (and reported once the sinks move)
+    /// instead of held, so the daemon's memory stays bounded.
     #[default(65_536)]
     pub queue_events: usize,
 }

@@ -2,11 +2,12 @@
 //!
 //! One task owns the ring buffer and everything up to sequencing, so `seq` is gap-free and in
 //! ring order; the sinks run on their own thread behind a bounded channel, so a slow disk or a
-//! blocked terminal does not stall the reader until the channel is full. When it is, the reader
-//! stops reading: new records wait in the kernel's ring buffer, which counts what does not fit
-//! (reported in-band), and the daemon's memory stays bounded however long a sink is stuck. On
-//! SIGINT/SIGTERM the hooks are detached first, then what the kernel had already accepted is
-//! drained and flushed before exit.
+//! blocked terminal never stalls the reader. When the channel is full, new events are counted
+//! as lost (reported in-band once the sinks move) instead of made, so the daemon's memory stays
+//! bounded however long a sink is stuck, while every record is still read and the process
+//! table, sessions and device control stay current. On SIGINT/SIGTERM the hooks are detached
+//! first, then what the kernel had already accepted is drained and flushed before exit, waiting
+//! for the sinks.
 use std::{
     num::NonZeroUsize,
     path::{Path, PathBuf},
@@ -322,7 +323,8 @@ impl Daemon {
             tagger: PartTagger::default(),
             spent: channels.spent,
             spare: None,
-            waiting: std::collections::VecDeque::new(),
+            held: None,
+            unmade: Vec::new(),
             events_sent: 0,
             events_written: 0,
             undecodable: Vec::new(),
@@ -395,7 +397,7 @@ impl Daemon {
         loop {
             let backed_up = self.stages.backed_up();
             tokio::select! {
-                guard = self.ring.readable_mut(), if !backed_up => {
+                guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
                     self.stages.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
@@ -406,11 +408,7 @@ impl Daemon {
                 }
                 room = stages::sink_room(&self.stages.out), if backed_up => {
                     room?;
-                    // What waited goes, and reading resumes where it stopped.
-                    self.stages.wait_for_sinks().await?;
-                    self.stages.drain(self.ring.get_mut())?;
-                    drain_timer.as_mut().reset(tokio::time::Instant::now() + self.max_latency);
-                    timer_running = true;
+                    self.stages.hand_over()?;
                 }
                 _ = &mut drain_timer, if timer_running => {
                     timer_running = self.on_drain_timer()?;
@@ -455,30 +453,33 @@ impl Daemon {
     /// Once a second: losses and repeat summaries in-band, the table swept, the identity map
     /// and devices re-read, device-write summaries when due, the gauges refreshed.
     fn housekeep(&mut self) -> Result<()> {
-        self.sink_stall.observe(self.stages.backed_up());
+        self.stages.drain(self.ring.get_mut())?;
+        self.stages.hand_over()?;
+        let behind = self.stages.backed_up();
+        self.sink_stall.observe(behind);
         let queued = self.stages.queued_events();
         self.metrics.sink_queue_events.set(queued as i64);
-        if self.stages.backed_up() {
-            // Nothing more is emitted while the sinks are behind; losses and summaries are
-            // counted on, and reported once they catch up.
-            self.stages.enricher.housekeep();
-            self.stages.free_spent();
-            refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
-            return Ok(());
+        // While the sinks are behind, reports would be lost too: they wait, counting on.
+        if !behind {
+            self.report()?;
         }
-        self.stages.drain(self.ring.get_mut())?;
+        self.stages.enricher.housekeep();
+        self.stages.free_spent();
+        refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
+        Ok(())
+    }
+
+    /// Losses, closed repeat windows, access usage and, when due, device-write summaries.
+    fn report(&mut self) -> Result<()> {
         let stages = &mut self.stages;
         stages.report_losses(&mut self.drops)?;
         stages.report_repeats(false)?;
         stages.report_access_usage()?;
-        stages.enricher.housekeep();
-        stages.free_spent();
         let every = self.summary_every;
         if !every.is_zero() && self.last_summary.0.elapsed() >= every {
             stages.report_device_writes(self.last_summary.1)?;
             self.last_summary = (Instant::now(), std::time::SystemTime::now());
         }
-        refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
         Ok(())
     }
 
@@ -565,8 +566,9 @@ async fn flush_accepted(
     if stages.backed_up() {
         tracing::warn!("stopping: waiting for the sinks to take the events already accepted");
     }
+    // Nothing is lost for the sinks being behind now: the reader waits for them instead.
     loop {
-        stages.drain(ring)?;
+        stages.drain_while(ring, |stages| !stages.backed_up())?;
         if !stages.backed_up() {
             break;
         }

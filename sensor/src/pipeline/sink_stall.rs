@@ -29,9 +29,8 @@ impl SinkStall {
                 tracing::warn!(
                     seconds = (now - *since).as_secs(),
                     "the sinks have taken no events for a while: is an output blocked (a paused \
-                     terminal, a pipe nobody reads, a stalled disk)? New records wait in the \
-                     kernel's ring buffer, which reports what it cannot hold as lost; nothing \
-                     already read is dropped"
+                     terminal, a pipe nobody reads, a stalled disk)? [output] queue_events \
+                     wait; new events are counted as lost until the sinks take events again"
                 );
                 Some("stalled")
             }

@@ -1,6 +1,6 @@
 //! The stages between the ring buffer and the sink thread: decode, enrich, select, sequence,
 //! alerts, the live stream and privacy, then hand-over in batches.
-use std::{collections::VecDeque, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use anyhow::{anyhow, Result};
 use aya::maps::{MapData, RingBuf};
@@ -56,13 +56,19 @@ impl EventCounters {
     }
 }
 
-/// Resolves once the sink thread has room for half its queue: the reader then reads on for a
-/// while, and the sink thread writes on meanwhile, instead of the two taking turns a batch at a
-/// time.
+/// Resolves once the sink thread has room for a batch.
 pub(super) async fn sink_room(out: &Sender<Batch>) -> Result<()> {
-    match out.reserve_many(out.max_capacity().div_ceil(2)).await {
+    match out.reserve().await {
         Ok(_room) => Ok(()),
         Err(_) => Err(anyhow!("the sink thread stopped; see the error above")),
+    }
+}
+
+/// Counts one more of `kind` in `counts`.
+fn count_kind<K: PartialEq>(counts: &mut Vec<(K, u64)>, kind: K) {
+    match counts.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((kind, 1)),
     }
 }
 
@@ -77,9 +83,11 @@ pub(super) struct Stages {
     /// thread per drain instead of one per event.
     pub(super) out: Sender<Batch>,
     pub(super) batch: Batch,
-    /// Full batches the sink thread had no room for, oldest first. While any wait, no record
-    /// is read from the ring buffer (see [`Self::backed_up`]).
-    pub(super) waiting: VecDeque<Batch>,
+    /// A batch the sink thread had no room for: the sinks are behind (see
+    /// [`Self::backed_up`]).
+    pub(super) held: Option<Batch>,
+    /// Events not made while the sinks were behind, by kind, to report as lost.
+    pub(super) unmade: Vec<(EventKind, u64)>,
     /// Events sent to the sink thread, and those it gave back written: their difference is
     /// what its queue holds.
     pub(super) events_sent: u64,
@@ -131,6 +139,10 @@ impl Stages {
         if !self.collected(&event, shared.process(&event)) {
             return Ok(());
         }
+        if self.backed_up() {
+            count_kind(&mut self.unmade, event.kind());
+            return Ok(());
+        }
         self.counters.count(&event);
         event.seq = self.next_seq;
         self.next_seq += 1;
@@ -173,12 +185,14 @@ impl Stages {
         Ok(())
     }
 
-    /// Hands the events emitted so far to the sink thread. While it has no room, a batch
-    /// waits here once it is full; until then, events join it.
+    /// Hands the events emitted so far to the sink thread, the held batch first. A batch it
+    /// has no room for is held, and the sinks are behind until it goes.
     pub(super) fn hand_over(&mut self) -> Result<()> {
         self.free_spent();
-        self.send_waiting()?;
-        if self.batch.is_empty() || (self.backed_up() && self.batch.len() < SINK_BATCH) {
+        if let Some(held) = self.held.take() {
+            self.send(held)?;
+        }
+        if self.batch.is_empty() || self.backed_up() {
             return Ok(());
         }
         self.batch_timer.handed_over();
@@ -187,23 +201,17 @@ impl Stages {
             .take()
             .unwrap_or_else(|| Batch::with_capacity(SINK_BATCH));
         let batch = std::mem::replace(&mut self.batch, next);
-        self.waiting.push_back(batch);
-        self.send_waiting()
+        self.send(batch)
     }
 
-    /// Sends the waiting batches, in order, while the sink thread has room.
-    fn send_waiting(&mut self) -> Result<()> {
-        while let Some(batch) = self.waiting.pop_front() {
-            let events = batch.len() as u64;
-            match self.out.try_send(batch) {
-                Ok(()) => self.events_sent += events,
-                Err(TrySendError::Full(batch)) => {
-                    self.waiting.push_front(batch);
-                    break;
-                }
-                Err(TrySendError::Closed(_)) => {
-                    return Err(anyhow!("the sink thread stopped; see the error above"))
-                }
+    /// Sends `batch` to the sink thread, or holds it when the thread has no room.
+    fn send(&mut self, batch: Batch) -> Result<()> {
+        let events = batch.len() as u64;
+        match self.out.try_send(batch) {
+            Ok(()) => self.events_sent += events,
+            Err(TrySendError::Full(batch)) => self.held = Some(batch),
+            Err(TrySendError::Closed(_)) => {
+                return Err(anyhow!("the sink thread stopped; see the error above"))
             }
         }
         Ok(())
@@ -211,24 +219,24 @@ impl Stages {
 
     /// Events read from the kernel that the sinks have not written yet.
     pub(super) fn queued_events(&self) -> u64 {
-        let here: usize = self.waiting.iter().map(Batch::len).sum::<usize>() + self.batch.len();
-        self.events_sent - self.events_written + here as u64
+        let held = self.held.as_ref().map_or(0, Batch::len);
+        self.events_sent - self.events_written + (held + self.batch.len()) as u64
     }
 
-    /// Whether the sinks are behind: their queue is full and a batch waits for room. The ring
-    /// buffer is not read meanwhile, so the kernel holds new records, and counts those that do
-    /// not fit, rather than this process's memory growing for as long as a sink is stuck.
+    /// Whether the sinks are behind: their queue (`[output] queue_events`) is full and a batch
+    /// waits for room. New events are then counted as lost instead of made, so this process's
+    /// memory does not grow for as long as an output is stuck, while every kernel record is
+    /// still read: the process table, sessions and device control stay current.
     pub(super) fn backed_up(&self) -> bool {
-        !self.waiting.is_empty()
+        self.held.is_some()
     }
 
-    /// Waits until the sink thread has room, then sends what waited.
+    /// Waits until the sink thread has room, then sends the held batch.
     pub(super) async fn wait_for_sinks(&mut self) -> Result<()> {
         if self.backed_up() {
             sink_room(&self.out).await?;
         }
-        self.free_spent();
-        self.send_waiting()
+        self.hand_over()
     }
 
     /// Hands every event emitted so far to the sink thread, waiting for room as long as it
@@ -321,21 +329,25 @@ impl Stages {
             }
             Err(err) => {
                 tracing::warn!("undecodable kernel record: {err}");
-                let kind = err.kind();
-                match self.undecodable.iter_mut().find(|(k, _)| *k == kind) {
-                    Some((_, n)) => *n += 1,
-                    None => self.undecodable.push((kind, 1)),
-                }
+                count_kind(&mut self.undecodable, err.kind());
             }
         }
         Ok(())
     }
 
-    /// Handles the records waiting in the ring buffer, all of them unless the sinks fall
-    /// behind; how many it handled.
+    /// Handles every record waiting in the ring buffer; how many there were.
     pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize> {
+        self.drain_while(ring, |_| true)
+    }
+
+    /// Handles the records waiting in the ring buffer while `go_on`; how many it handled.
+    pub(super) fn drain_while(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        go_on: impl Fn(&Self) -> bool,
+    ) -> Result<usize> {
         let mut records = 0;
-        while !self.backed_up() {
+        while go_on(self) {
             let Some(item) = ring.next() else {
                 break;
             };
@@ -375,6 +387,17 @@ impl Stages {
                 })
                 .inc_by(count);
             let event = self.enricher.loss(kind, count, reason, "");
+            self.emit(event)?;
+        }
+        for (kind, count) in std::mem::take(&mut self.unmade) {
+            tracing::warn!(
+                kind = kind.short_name(),
+                count,
+                "the sinks were behind: events not made"
+            );
+            let event = self
+                .enricher
+                .loss(kind, count, LossReason::SinkQueueFull, "");
             self.emit(event)?;
         }
         for (kind, count) in std::mem::take(&mut self.undecodable) {

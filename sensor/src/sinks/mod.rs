@@ -1,8 +1,7 @@
 //! Where events go: standard output, files, and network collectors.
 //!
-//! The sinks run on their own thread behind a bounded channel, so a slow disk or a blocked
-//! terminal holds the ring-buffer reader back only once the channel is full, and a dead
-//! collector never does (its spool takes the events). Each event is encoded once per format,
+//! The sinks run on their own thread behind a bounded channel, so a slow disk, a blocked
+//! terminal or a dead collector never stalls the ring-buffer reader (see `pipeline`). Each event is encoded once per format,
 //! straight into the output's buffer when one output takes that format (see `local`), else
 //! into a reused buffer the outputs copy. Network sinks are fed through a disk spool (see
 //! `spool`) drained by a sender thread of their own.
