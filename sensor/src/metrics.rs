@@ -153,8 +153,8 @@ impl Metrics {
             hooks as "hook":
                 "Attached kernel hooks, with the program type each uses (always 1)";
             sink_queue_events as "sink_queue_events":
-                "Events read from the kernel and not yet written by the sinks (at most about \
-                 [output] queue_events; reading stops there)";
+                "Events made and not yet written by the sinks (at most about [output] \
+                 queue_events; beyond it new events are counted as lost)";
             rss_bytes as "process_rss_bytes":
                 "Resident memory of the daemon";
             cpu_seconds as "process_cpu_seconds":

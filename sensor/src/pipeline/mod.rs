@@ -464,7 +464,6 @@ impl Daemon {
             self.report()?;
         }
         self.stages.enricher.housekeep();
-        self.stages.free_spent();
         refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
         Ok(())
     }

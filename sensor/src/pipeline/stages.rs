@@ -60,8 +60,13 @@ impl EventCounters {
 pub(super) async fn sink_room(out: &Sender<Batch>) -> Result<()> {
     match out.reserve().await {
         Ok(_room) => Ok(()),
-        Err(_) => Err(anyhow!("the sink thread stopped; see the error above")),
+        Err(_) => Err(sink_thread_stopped()),
     }
+}
+
+/// The error when the sink thread is gone: it logged why.
+fn sink_thread_stopped() -> anyhow::Error {
+    anyhow!("the sink thread stopped; see the error above")
 }
 
 /// Counts one more of `kind` in `counts`.
@@ -210,14 +215,12 @@ impl Stages {
         match self.out.try_send(batch) {
             Ok(()) => self.events_sent += events,
             Err(TrySendError::Full(batch)) => self.held = Some(batch),
-            Err(TrySendError::Closed(_)) => {
-                return Err(anyhow!("the sink thread stopped; see the error above"))
-            }
+            Err(TrySendError::Closed(_)) => return Err(sink_thread_stopped()),
         }
         Ok(())
     }
 
-    /// Events read from the kernel that the sinks have not written yet.
+    /// Events made that the sinks have not written yet.
     pub(super) fn queued_events(&self) -> u64 {
         let held = self.held.as_ref().map_or(0, Batch::len);
         self.events_sent - self.events_written + (held + self.batch.len()) as u64
@@ -252,7 +255,7 @@ impl Stages {
     }
 
     /// Frees the events of the batches the sink thread has written.
-    pub(super) fn free_spent(&mut self) {
+    fn free_spent(&mut self) {
         while let Ok(mut spent) = self.spent.try_recv() {
             self.events_written += spent.len() as u64;
             spent.clear();
