@@ -95,17 +95,14 @@ impl Sensor {
 
     /// Like [`Sensor::start`], with extra environment variables for the daemon.
     pub fn start_with_env(config: &TestConfig, env: &[(&str, &std::ffi::OsStr)]) -> Result<Self> {
-        let mut command = Command::new(custos_bin());
-        command.stdout(Stdio::null());
-        Self::launch(config, env, command)
+        Self::launch(config, env, Command::new(custos_bin()), Stdio::null())
     }
 
     /// Like [`Sensor::start`], with the daemon's standard output a pipe the test holds: a
     /// `stdout` sink in `config` writes into it, and blocks once nobody reads it.
     pub fn start_with_stdout_pipe(config: &TestConfig) -> Result<(Self, ChildStdout)> {
-        let mut command = Command::new(custos_bin());
-        command.stdout(Stdio::piped());
-        let mut sensor = Self::launch(config, &[], command)?;
+        let command = Command::new(custos_bin());
+        let mut sensor = Self::launch(config, &[], command, Stdio::piped())?;
         let stdout = sensor
             .child
             .as_mut()
@@ -119,9 +116,8 @@ impl Sensor {
         let mut command = Command::new("sh");
         command
             .args(["-c", "umask \"$0\" && exec \"$@\"", umask])
-            .arg(custos_bin())
-            .stdout(Stdio::null());
-        Self::launch(config, &[], command)
+            .arg(custos_bin());
+        Self::launch(config, &[], command, Stdio::null())
     }
 
     /// Like [`Sensor::start`], in a UTS namespace of its own whose host name is `host`: a
@@ -137,17 +133,17 @@ impl Sensor {
                 "hostname \"$0\" && exec \"$@\"",
                 host,
             ])
-            .arg(custos_bin())
-            .stdout(Stdio::null());
-        Self::launch(config, &[], command)
+            .arg(custos_bin());
+        Self::launch(config, &[], command, Stdio::null())
     }
 
-    /// Starts `command` (the daemon, or a wrapper that execs it; its standard output set by
-    /// the caller) on `config`, and waits until the daemon is ready.
+    /// Starts `command` (the daemon, or a wrapper that execs it) on `config` with `stdout` as
+    /// its standard output, and waits until the daemon is ready.
     fn launch(
         config: &TestConfig,
         env: &[(&str, &std::ffi::OsStr)],
         mut command: Command,
+        stdout: Stdio,
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let json_path = dir.path().join("events.json");
@@ -162,6 +158,7 @@ impl Sensor {
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", custos_bin().display()))?;

@@ -209,14 +209,6 @@ fn kill(child: &mut Option<Child>) -> Result<()> {
 
 /// The JSON body of `GET path` on a loopback HTTP port.
 fn http_get_json(port: u16, path: &str) -> Result<serde_json::Value> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .context("an HTTP response")?;
-    serde_json::from_str(body).with_context(|| format!("the JSON of {path}"))
+    let body = crate::http_get(&format!("127.0.0.1:{port}"), path)?;
+    serde_json::from_str(&body).with_context(|| format!("the JSON of {path}"))
 }

@@ -148,6 +148,11 @@ fn a_stuck_output_holds_the_daemons_memory_and_what_it_did_not_make_is_reported(
     };
     ensure!(unmade("EVENT_KIND_PROCESS_EXEC"), "no loss of exec events");
     sensor.stop()?;
+    ensure_gap_free(&sensor)
+}
+
+/// Every event the daemon numbered was written, in order, with no gap.
+fn ensure_gap_free(sensor: &Sensor) -> Result<()> {
     let seqs: Vec<u64> = sensor.events()?.iter().map(custos_tests::seq).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     ensure!(
