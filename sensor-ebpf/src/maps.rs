@@ -25,7 +25,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map(name = "READER_ASLEEP")]
 pub static READER_ASLEEP: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Bytes this CPU queued in `EVENTS` since it last woke the reader (see `emit::submit_flags`).
+/// See `sensor_common::QUEUED_BYTES_MAP` and `emit::submit_flags`.
 #[map(name = "QUEUED_BYTES")]
 pub static QUEUED_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 

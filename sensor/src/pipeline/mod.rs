@@ -16,12 +16,12 @@ use std::{
 };
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use custos_proto::v1::Event;
 use sd_notify::NotifyState;
 use sensor_common::{
     DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_ENTRIES, FILE_DEDUP_MAP, NETWORK_DEDUP_ENTRIES,
-    NETWORK_DEDUP_MAP, READER_ASLEEP_MAP, WATCHED_DEVICES_MAP,
+    NETWORK_DEDUP_MAP, QUEUED_BYTES_MAP, READER_ASLEEP_MAP, WATCHED_DEVICES_MAP,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -35,10 +35,12 @@ use tokio::{
 mod batch_timer;
 mod sink_stall;
 mod stages;
+mod wakeups;
 
 use batch_timer::BatchTimer;
 use sink_stall::SinkStall;
 use stages::{EventCounters, Stages, SINK_BATCH};
+use wakeups::{Alarm, RingWakeups};
 
 use crate::{
     access::usage::UsageTracker,
@@ -210,8 +212,7 @@ fn notify(state: &[NotifyState]) {
 struct Daemon {
     sensor: loader::LoadedSensor,
     ring: AsyncFd<RingBuf<MapData>>,
-    /// See `sensor_common::READER_ASLEEP_MAP`.
-    reader_asleep: Array<MapData, u32>,
+    wakeups: RingWakeups,
     drops: DropCounters,
     filters: FilterMaps,
     stages: Stages,
@@ -305,7 +306,10 @@ impl Daemon {
         let mut filters = FilterMaps::take(&mut sensor.ebpf, network_hooks, renames_seen)?;
         filters.apply(&rules)?;
         let ring = take_ring(&mut sensor)?;
-        let reader_asleep = take_map(&mut sensor, READER_ASLEEP_MAP)?;
+        let wakeups = RingWakeups::new(
+            take_map(&mut sensor, READER_ASLEEP_MAP)?,
+            take_map(&mut sensor, QUEUED_BYTES_MAP)?,
+        )?;
         let drops = DropCounters::take(&mut sensor.ebpf)?;
         let forks_recorded = sensor.attached(Hook::SchedProcessFork);
         let enricher = new_enricher(&config, host, people, &cgroup_root, forks_recorded)?;
@@ -344,7 +348,7 @@ impl Daemon {
         let daemon = Self {
             sensor,
             ring,
-            reader_asleep,
+            wakeups,
             drops,
             filters,
             stages,
@@ -388,35 +392,40 @@ impl Daemon {
             .map(|timeout| timeout / 2)
             .unwrap_or(Duration::from_secs(3600));
         let mut watchdog = tokio::time::interval(watchdog_period);
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let housekeeping = Alarm::new()?;
+        housekeeping.ring_every(HOUSEKEEPING)?;
         // Records below the wakeup threshold are collected by this timer while they come; it
-        // stops when they stop (see `on_drain_timer`).
-        let drain_timer = tokio::time::sleep(self.max_latency);
-        tokio::pin!(drain_timer);
+        // stops when they stop (see `on_drain_timer`). Every drain empties the ring, so it is
+        // set again from each one: `max_latency` after the last drain, not on a fixed beat.
+        let drain_alarm = Alarm::new()?;
+        drain_alarm.ring_after(self.max_latency)?;
         let mut timer_running = true;
         loop {
             let backed_up = self.stages.backed_up();
             tokio::select! {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
+                    self.wakeups.count_afresh()?;
                     self.stages.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
-                    if !timer_running {
-                        drain_timer.as_mut().reset(tokio::time::Instant::now() + self.max_latency);
-                        timer_running = true;
-                    }
+                    drain_alarm.ring_after(self.max_latency)?;
+                    timer_running = true;
                 }
                 room = stages::sink_room(&self.stages.out), if backed_up => {
                     room?;
                     self.stages.hand_over()?;
                 }
-                _ = &mut drain_timer, if timer_running => {
+                rang = drain_alarm.rang(), if timer_running => {
+                    rang?;
                     timer_running = self.on_drain_timer()?;
                     if timer_running {
-                        drain_timer.as_mut().reset(tokio::time::Instant::now() + self.max_latency);
+                        drain_alarm.ring_after(self.max_latency)?;
                     }
                 }
-                _ = housekeeping.tick() => self.housekeep()?,
+                rang = housekeeping.rang() => {
+                    rang?;
+                    self.housekeep()?;
+                }
                 _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
                 _ = signals.hangup.recv() => {
                     self.stages.hand_over()?;
@@ -441,19 +450,23 @@ impl Daemon {
     /// request is made may not wake it; the drain after the request, and at worst the next
     /// housekeeping tick, collect it.
     fn on_drain_timer(&mut self) -> Result<bool> {
-        if self.stages.drain(self.ring.get_mut())? > 0 {
+        if self.drain_ring()? > 0 {
             return Ok(true);
         }
-        self.reader_asleep
-            .set(0, 1, 0)
-            .context("asking the kernel for a wakeup")?;
+        self.wakeups.wake_at_next_record()?;
         Ok(self.stages.drain(self.ring.get_mut())? > 0)
+    }
+
+    /// Drains the ring, the kernel's wakeup counts starting afresh; how many records it read.
+    fn drain_ring(&mut self) -> Result<usize> {
+        self.wakeups.count_afresh()?;
+        self.stages.drain(self.ring.get_mut())
     }
 
     /// Once a second: losses and repeat summaries in-band, the table swept, the identity map
     /// and devices re-read, device-write summaries when due, the gauges refreshed.
     fn housekeep(&mut self) -> Result<()> {
-        self.stages.drain(self.ring.get_mut())?;
+        self.drain_ring()?;
         self.stages.hand_over()?;
         let behind = self.stages.backed_up();
         self.sink_stall.observe(behind);
