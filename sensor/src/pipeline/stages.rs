@@ -349,6 +349,9 @@ impl Stages {
         ring: &mut RingBuf<MapData>,
         go_on: impl Fn(&Self) -> bool,
     ) -> Result<usize> {
+        // Freed now, the written events' memory is what this drain's events are made in while
+        // it is still in this CPU's cache; freed at the last hand-over, it had gone cold by now.
+        self.free_spent();
         let mut records = 0;
         while go_on(self) {
             let Some(item) = ring.next() else {
