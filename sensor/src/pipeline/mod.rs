@@ -306,10 +306,7 @@ impl Daemon {
         let mut filters = FilterMaps::take(&mut sensor.ebpf, network_hooks, renames_seen)?;
         filters.apply(&rules)?;
         let ring = take_ring(&mut sensor)?;
-        let wakeups = RingWakeups::new(
-            take_map(&mut sensor, READER_ASLEEP_MAP)?,
-            take_map(&mut sensor, QUEUED_BYTES_MAP)?,
-        )?;
+        let wakeups = ring_wakeups(&mut sensor)?;
         let drops = DropCounters::take(&mut sensor.ebpf)?;
         let forks_recorded = sensor.attached(Hook::SchedProcessFork);
         let enricher = new_enricher(&config, host, people, &cgroup_root, forks_recorded)?;
@@ -392,8 +389,12 @@ impl Daemon {
             .map(|timeout| timeout / 2)
             .unwrap_or(Duration::from_secs(3600));
         let mut watchdog = tokio::time::interval(watchdog_period);
+        // Housekeeping rides on a drain that comes when it is due; its own alarm rings only
+        // when none does (the ring is quiet), so it costs no wakeup of its own while records
+        // come.
         let housekeeping = Alarm::new()?;
         housekeeping.ring_every(HOUSEKEEPING)?;
+        let mut housekept = Instant::now();
         // Records below the wakeup threshold are collected by this timer while they come; it
         // stops when they stop (see `on_drain_timer`). Every drain empties the ring, so it is
         // set again from each one: `max_latency` after the last drain, not on a fixed beat.
@@ -421,9 +422,15 @@ impl Daemon {
                     if timer_running {
                         drain_alarm.ring_after(self.max_latency)?;
                     }
+                    if housekept.elapsed() >= HOUSEKEEPING {
+                        housekeeping.ring_every(HOUSEKEEPING)?;
+                        housekept = Instant::now();
+                        self.housekeep()?;
+                    }
                 }
                 rang = housekeeping.rang() => {
                     rang?;
+                    housekept = Instant::now();
                     self.housekeep()?;
                 }
                 _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
@@ -643,6 +650,14 @@ where
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     Ok(M::try_from(map)?)
+}
+
+/// The maps through which the kernel wakes the reader.
+fn ring_wakeups(sensor: &mut loader::LoadedSensor) -> Result<RingWakeups> {
+    RingWakeups::new(
+        take_map(sensor, READER_ASLEEP_MAP)?,
+        take_map(sensor, QUEUED_BYTES_MAP)?,
+    )
 }
 
 /// The daemon's side of the kernel's deduplication of file opens and connects.
