@@ -14,8 +14,8 @@ const BPF_RB_FORCE_WAKEUP: u64 = 1 << 1;
 /// a syscall per event. Instead records are queued silently and the daemon drains on a short
 /// timer; a CPU wakes it once it has queued `WAKEUP_BYTES` since the daemon began its last
 /// drain (the daemon resets the counts then, and sets `WAKEUP_BYTES` to its threshold divided
-/// by the CPUs, so all CPUs together never queue more unannounced), and when the daemon has stopped its timer (nothing came for a while), the
-/// first record wakes it. Counting on this CPU instead of asking the ring how much it holds
+/// by the CPUs, so all CPUs together never queue more unannounced), and when the daemon has
+/// stopped its timer (nothing came for a while), the first record wakes it. Counting on this CPU instead of asking the ring how much it holds
 /// keeps the ring's shared positions, written by the reader on another CPU, out of every
 /// record's path. Records the daemon acts on at once (see [`is_prompt`]) always wake it, so
 /// the timer can be long without delaying them.

@@ -406,6 +406,7 @@ impl Daemon {
             tokio::select! {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
+                    // As `drain_ring`, through the guard that holds the ring.
                     self.wakeups.count_afresh()?;
                     self.stages.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
