@@ -406,9 +406,7 @@ impl Daemon {
             tokio::select! {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
-                    // As `drain_ring`, through the guard that holds the ring.
-                    self.wakeups.count_afresh()?;
-                    self.stages.drain(guard.get_inner_mut())?;
+                    drain_ring(&mut self.wakeups, &mut self.stages, guard.get_inner_mut())?;
                     guard.clear_ready();
                     drain_alarm.ring_after(self.max_latency)?;
                     timer_running = true;
@@ -458,23 +456,17 @@ impl Daemon {
     /// request is made may not wake it; the drain after the request, and at worst the next
     /// housekeeping tick, collect it.
     fn on_drain_timer(&mut self) -> Result<bool> {
-        if self.drain_ring()? > 0 {
+        if drain_ring(&mut self.wakeups, &mut self.stages, self.ring.get_mut())? > 0 {
             return Ok(true);
         }
         self.wakeups.wake_at_next_record()?;
         Ok(self.stages.drain(self.ring.get_mut())? > 0)
     }
 
-    /// Drains the ring, the kernel's wakeup counts starting afresh; how many records it read.
-    fn drain_ring(&mut self) -> Result<usize> {
-        self.wakeups.count_afresh()?;
-        self.stages.drain(self.ring.get_mut())
-    }
-
     /// Once a second: losses and repeat summaries in-band, the table swept, the identity map
     /// and devices re-read, device-write summaries when due, the gauges refreshed.
     fn housekeep(&mut self) -> Result<()> {
-        self.drain_ring()?;
+        drain_ring(&mut self.wakeups, &mut self.stages, self.ring.get_mut())?;
         self.stages.hand_over()?;
         let behind = self.stages.backed_up();
         self.sink_stall.observe(behind);
@@ -651,6 +643,17 @@ where
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     Ok(M::try_from(map)?)
+}
+
+/// Drains `ring`, the kernel's wakeup counts starting afresh; how many records it read. Takes
+/// the daemon's parts apart, so that the ring can come through its readiness guard.
+fn drain_ring(
+    wakeups: &mut RingWakeups,
+    stages: &mut Stages,
+    ring: &mut RingBuf<MapData>,
+) -> Result<usize> {
+    wakeups.count_afresh()?;
+    stages.drain(ring)
 }
 
 /// The maps through which the kernel wakes the reader.

@@ -1,10 +1,10 @@
 //! Where events go: standard output, files, and network collectors.
 //!
 //! The sinks run on their own thread behind a bounded channel, so a slow disk, a blocked
-//! terminal or a dead collector never stalls the ring-buffer reader (see `pipeline`). Each event is encoded once per format,
-//! straight into the output's buffer when one output takes that format (see `local`), else
-//! into a reused buffer the outputs copy. Network sinks are fed through a disk spool (see
-//! `spool`) drained by a sender thread of their own.
+//! terminal or a dead collector never stalls the ring-buffer reader (see `pipeline`). Each
+//! event is encoded once per format, straight into the output's buffer when one output takes
+//! that format (see `local`), else into a reused buffer the outputs copy. Network sinks are fed
+//! through a disk spool (see `spool`) drained by a sender thread of their own.
 mod deliver;
 mod encode;
 mod json;
