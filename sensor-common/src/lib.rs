@@ -179,10 +179,6 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// Slot 0 is 1 while the daemon waits for records with no timer running: the next record
 /// wakes it (and sets the slot back to 0).
 pub const READER_ASLEEP_MAP: &str = "READER_ASLEEP";
-/// Per CPU, the bytes it queued in [`EVENTS_MAP`] since the daemon last began a drain (or it
-/// last woke the daemon); at its share of the wakeup threshold it wakes the daemon. The daemon
-/// sets every CPU's slot 0 back to zero as it begins a drain.
-pub const QUEUED_BYTES_MAP: &str = "QUEUED_BYTES";
 /// The global the daemon fills with [`KernelOffsets`] before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// The global holding the daemon's own process id, whose activity is never reported.

@@ -8,17 +8,27 @@ use crate::{
 
 const BPF_RB_NO_WAKEUP: u64 = 1 << 0;
 const BPF_RB_FORCE_WAKEUP: u64 = 1 << 1;
+/// `bpf_ringbuf_query`: the position up to which the reader has consumed the ring.
+const BPF_RB_CONS_POS: u64 = 2;
+
+/// One CPU's count of the bytes it queued since the reader last consumed from the ring.
+pub struct QueuedBytes {
+    bytes: u64,
+    /// The ring's consumer position when the count began.
+    consumer_pos: u64,
+}
 
 /// Ring-buffer flags for a record of `size` bytes. By default the kernel wakes the reader
 /// whenever it has caught up, which for a fast reader means once per record: an interrupt and
 /// a syscall per event. Instead records are queued silently and the daemon drains on a short
-/// timer; a CPU wakes it once it has queued `WAKEUP_BYTES` since the daemon began its last
-/// drain (the daemon resets the counts then, and sets `WAKEUP_BYTES` to its threshold divided
-/// by the CPUs, so all CPUs together never queue more unannounced), and when the daemon has
-/// stopped its timer (nothing came for a while), the first record wakes it. Counting on this CPU instead of asking the ring how much it holds
-/// keeps the ring's shared positions, written by the reader on another CPU, out of every
-/// record's path. Records the daemon acts on at once (see [`is_prompt`]) always wake it, so
-/// the timer can be long without delaying them.
+/// timer; a CPU wakes it once it has queued `WAKEUP_BYTES` since the daemon last read the ring
+/// (the daemon sets `WAKEUP_BYTES` to its threshold divided by the CPUs, so all CPUs together
+/// never queue more unannounced), and when the daemon has stopped its timer (nothing came for
+/// a while), the first record wakes it. Each CPU counts on its own and starts again when the
+/// ring's consumer position has moved, which the reader only writes while it drains: the
+/// record's path reads one line the other CPUs rarely write, and the daemon spends no syscall
+/// per drain resetting counts. Records the daemon acts on at once (see [`is_prompt`]) always
+/// wake it, so the timer can be long without delaying them.
 #[inline(always)]
 pub fn submit_flags(kind: u32, size: usize) -> u64 {
     if is_prompt(kind) {
@@ -34,9 +44,14 @@ pub fn submit_flags(kind: u32, size: usize) -> u64 {
     // SAFETY: this CPU's slot of a per-CPU array, valid for the program's life; programs on
     // one CPU do not preempt each other.
     let queued = unsafe { &mut *queued };
-    *queued += size as u64;
-    if *queued >= threshold || wake_sleeping_reader() {
-        *queued = 0;
+    let consumer_pos = EVENTS.query(BPF_RB_CONS_POS);
+    if queued.consumer_pos != consumer_pos {
+        queued.consumer_pos = consumer_pos;
+        queued.bytes = 0;
+    }
+    queued.bytes += size as u64;
+    if queued.bytes >= threshold || wake_sleeping_reader() {
+        queued.bytes = 0;
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -11,6 +11,7 @@ use sensor_common::{
 };
 
 use crate::{
+    emit::QueuedBytes,
     file::{RecentVerdict, RECENT_VERDICT_SLOTS},
     kread::rooms::SpanRooms,
     path::PathScratch,
@@ -25,9 +26,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map(name = "READER_ASLEEP")]
 pub static READER_ASLEEP: Array<u32> = Array::with_max_entries(1, 0);
 
-/// See `sensor_common::QUEUED_BYTES_MAP` and `emit::submit_flags`.
+/// Per CPU, the bytes it queued since the daemon last read the ring; see `emit::submit_flags`.
 #[map(name = "QUEUED_BYTES")]
-pub static QUEUED_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static QUEUED_BYTES: PerCpuArray<QueuedBytes> = PerCpuArray::with_max_entries(1, 0);
 
 /// Failed ring-buffer writes, per record kind; the daemon turns them into loss events.
 #[map(name = "DROPS")]

@@ -21,7 +21,7 @@ use custos_proto::v1::Event;
 use sd_notify::NotifyState;
 use sensor_common::{
     DENIED_DEVICES_MAP, EVENTS_MAP, FILE_DEDUP_ENTRIES, FILE_DEDUP_MAP, NETWORK_DEDUP_ENTRIES,
-    NETWORK_DEDUP_MAP, QUEUED_BYTES_MAP, READER_ASLEEP_MAP, WATCHED_DEVICES_MAP,
+    NETWORK_DEDUP_MAP, READER_ASLEEP_MAP, WATCHED_DEVICES_MAP,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -406,7 +406,7 @@ impl Daemon {
             tokio::select! {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
-                    drain_ring(&mut self.wakeups, &mut self.stages, guard.get_inner_mut())?;
+                    self.stages.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
                     drain_alarm.ring_after(self.max_latency)?;
                     timer_running = true;
@@ -456,7 +456,7 @@ impl Daemon {
     /// request is made may not wake it; the drain after the request, and at worst the next
     /// housekeeping tick, collect it.
     fn on_drain_timer(&mut self) -> Result<bool> {
-        if drain_ring(&mut self.wakeups, &mut self.stages, self.ring.get_mut())? > 0 {
+        if self.stages.drain(self.ring.get_mut())? > 0 {
             return Ok(true);
         }
         self.wakeups.wake_at_next_record()?;
@@ -466,7 +466,7 @@ impl Daemon {
     /// Once a second: losses and repeat summaries in-band, the table swept, the identity map
     /// and devices re-read, device-write summaries when due, the gauges refreshed.
     fn housekeep(&mut self) -> Result<()> {
-        drain_ring(&mut self.wakeups, &mut self.stages, self.ring.get_mut())?;
+        self.stages.drain(self.ring.get_mut())?;
         self.stages.hand_over()?;
         let behind = self.stages.backed_up();
         self.sink_stall.observe(behind);
@@ -645,23 +645,9 @@ where
     Ok(M::try_from(map)?)
 }
 
-/// Drains `ring`, the kernel's wakeup counts starting afresh; how many records it read. Takes
-/// the daemon's parts apart, so that the ring can come through its readiness guard.
-fn drain_ring(
-    wakeups: &mut RingWakeups,
-    stages: &mut Stages,
-    ring: &mut RingBuf<MapData>,
-) -> Result<usize> {
-    wakeups.count_afresh()?;
-    stages.drain(ring)
-}
-
-/// The maps through which the kernel wakes the reader.
+/// The map through which the kernel wakes the reader when its timer is stopped.
 fn ring_wakeups(sensor: &mut loader::LoadedSensor) -> Result<RingWakeups> {
-    RingWakeups::new(
-        take_map(sensor, READER_ASLEEP_MAP)?,
-        take_map(sensor, QUEUED_BYTES_MAP)?,
-    )
+    Ok(RingWakeups::new(take_map(sensor, READER_ASLEEP_MAP)?))
 }
 
 /// The daemon's side of the kernel's deduplication of file opens and connects.

@@ -1,14 +1,14 @@
-//! What wakes the reader: its own timers, and the kernel once enough was queued since the last
-//! drain. Each wakeup costs the daemon more than the records it reads (its code and tables are
-//! read back into a cache the host's other work has since filled), so it wakes no more often
-//! than its latency bound and the ring's room ask for.
+//! What wakes the reader: its own timers, and the kernel once enough was queued since the
+//! reader last read the ring. Each wakeup costs the daemon more than the records it reads (its
+//! code and tables are read back into a cache the host's other work has since filled), so it
+//! wakes no more often than its latency bound and the ring's room ask for.
 use std::{
     os::fd::{AsFd, AsRawFd, RawFd},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, MapData};
 use nix::{
     errno::Errno,
     sys::{
@@ -84,26 +84,16 @@ impl Alarm {
     }
 }
 
-/// The kernel's side of the reader's wakeups (see `sensor_common::READER_ASLEEP_MAP` and
-/// `sensor_common::QUEUED_BYTES_MAP`).
+/// The kernel's side of the reader's wakeups while its timer is stopped (see
+/// `sensor_common::READER_ASLEEP_MAP`). While it runs, each CPU counts the bytes it queued
+/// since the reader last read the ring on its own, with no help from the daemon.
 pub(super) struct RingWakeups {
     asleep: Array<MapData, u32>,
-    queued: PerCpuArray<MapData, u64>,
-    cpus: usize,
 }
 
 impl RingWakeups {
-    pub(super) fn new(
-        asleep: Array<MapData, u32>,
-        queued: PerCpuArray<MapData, u64>,
-    ) -> Result<Self> {
-        let cpus =
-            aya::util::nr_cpus().map_err(|(path, err)| anyhow::anyhow!("reading {path}: {err}"))?;
-        Ok(Self {
-            asleep,
-            queued,
-            cpus,
-        })
+    pub(super) fn new(asleep: Array<MapData, u32>) -> Self {
+        Self { asleep }
     }
 
     /// The reader stops its timer: the next record wakes it.
@@ -111,19 +101,6 @@ impl RingWakeups {
         self.asleep
             .set(0, 1, 0)
             .context("asking the kernel for a wakeup")
-    }
-
-    /// A drain begins: every CPU counts its queued bytes from zero again, so that only what
-    /// comes between two drains wakes the reader early. Counted since each CPU's last wakeup
-    /// instead, a steady flow woke the reader at the threshold on top of its timer, which
-    /// drained most of the same bytes. A record counted by a CPU while this runs may be lost
-    /// from its count; that delays a wakeup by one record.
-    pub(super) fn count_afresh(&mut self) -> Result<()> {
-        let zeros = PerCpuValues::try_from(vec![0u64; self.cpus])
-            .context("sizing the per-CPU wakeup counters")?;
-        self.queued
-            .set(0, zeros, 0)
-            .context("resetting the kernel's wakeup counters")
     }
 }
 
