@@ -25,10 +25,11 @@ pub struct QueuedBytes {
 /// (the daemon sets `WAKEUP_BYTES` to its threshold divided by the CPUs, so all CPUs together
 /// never queue more unannounced), and when the daemon has stopped its timer (nothing came for
 /// a while), the first record wakes it. Each CPU counts on its own and starts again when the
-/// ring's consumer position has moved, which the reader only writes while it drains: the
-/// record's path reads one line the other CPUs rarely write, and the daemon spends no syscall
-/// per drain resetting counts. Records the daemon acts on at once (see [`is_prompt`]) always
-/// wake it, so the timer can be long without delaying them.
+/// ring's consumer position has moved: the reader writes it only while it drains, so reading
+/// it costs a record little, and the daemon spends no syscall per drain resetting counts. A
+/// record counted just before a drain's last read may drop out of the count, which delays a
+/// wakeup by one record. Records the daemon acts on at once (see [`is_prompt`]) always wake
+/// it, so the timer can be long without delaying them.
 #[inline(always)]
 pub fn submit_flags(kind: u32, size: usize) -> u64 {
     if is_prompt(kind) {

@@ -85,8 +85,8 @@ impl Alarm {
 }
 
 /// The kernel's side of the reader's wakeups while its timer is stopped (see
-/// `sensor_common::READER_ASLEEP_MAP`). While it runs, each CPU counts the bytes it queued
-/// since the reader last read the ring on its own, with no help from the daemon.
+/// `sensor_common::READER_ASLEEP_MAP`). While the timer runs, each CPU counts on its own the
+/// bytes it queued since the reader last read the ring; the daemon has no part in it.
 pub(super) struct RingWakeups {
     asleep: Array<MapData, u32>,
 }
