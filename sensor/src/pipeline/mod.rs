@@ -306,7 +306,7 @@ impl Daemon {
         let mut filters = FilterMaps::take(&mut sensor.ebpf, network_hooks, renames_seen)?;
         filters.apply(&rules)?;
         let ring = take_ring(&mut sensor)?;
-        let wakeups = ring_wakeups(&mut sensor)?;
+        let wakeups = RingWakeups::new(take_map(&mut sensor, READER_ASLEEP_MAP)?);
         let drops = DropCounters::take(&mut sensor.ebpf)?;
         let forks_recorded = sensor.attached(Hook::SchedProcessFork);
         let enricher = new_enricher(&config, host, people, &cgroup_root, forks_recorded)?;
@@ -643,11 +643,6 @@ where
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     Ok(M::try_from(map)?)
-}
-
-/// The map through which the kernel wakes the reader when its timer is stopped.
-fn ring_wakeups(sensor: &mut loader::LoadedSensor) -> Result<RingWakeups> {
-    Ok(RingWakeups::new(take_map(sensor, READER_ASLEEP_MAP)?))
 }
 
 /// The daemon's side of the kernel's deduplication of file opens and connects.
