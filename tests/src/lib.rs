@@ -19,6 +19,7 @@ pub mod loop_device;
 pub mod nats;
 pub mod net;
 pub mod siem;
+pub mod stall;
 
 pub use config::{Entry, TestConfig};
 

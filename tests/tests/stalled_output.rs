@@ -2,51 +2,14 @@
 //! stuck, it keeps following what happens, and what it did not make is reported as lost once
 //! the output moves again.
 use std::{
-    io::Read,
-    process::{ChildStdout, Command},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context as _, Result};
-use custos_tests::{load::ExecLoad, require_root, Entry, Marker, Sensor, TestConfig};
-
-/// Reads the daemon's standard output, and stops reading while paused: the pipe fills and the
-/// daemon's writes to it block, as on a paused terminal.
-struct PausableReader {
-    reading: Arc<AtomicBool>,
-}
-
-impl PausableReader {
-    fn start(mut stdout: ChildStdout) -> Self {
-        let reading = Arc::new(AtomicBool::new(true));
-        let flag = reading.clone();
-        std::thread::spawn(move || {
-            let mut buffer = vec![0; 1 << 16];
-            loop {
-                if !flag.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                }
-                if matches!(stdout.read(&mut buffer), Ok(0) | Err(_)) {
-                    break;
-                }
-            }
-        });
-        Self { reading }
-    }
-
-    fn pause(&self) {
-        self.reading.store(false, Ordering::SeqCst);
-    }
-
-    fn resume(&self) {
-        self.reading.store(true, Ordering::SeqCst);
-    }
-}
+use custos_tests::{
+    load::ExecLoad, require_root, stall::PausableReader, Entry, Marker, Sensor, TestConfig,
+};
 
 /// The daemon's resident set, in KiB.
 fn resident_kib(pid: u32) -> Result<u64> {
