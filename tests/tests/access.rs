@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 use custos_tests::{
-    custos, ensure_member, ensure_user, nats::NatsServer, require_root, run, shared_root, Entry,
-    Sensor, TestConfig, PATIENCE,
+    custos, ensure_member, ensure_user, load::ExecLoad, nats::NatsServer, opens_of, require_root,
+    run, shared_root, stall::PausableReader, Entry, Marker, Sensor, TestConfig, PATIENCE,
 };
 use serde_json::Value;
 
@@ -313,6 +313,74 @@ fn unused_groups_and_sudo_rules_are_reported_and_usage_survives_a_restart() -> R
     assert!(text.contains("unused (revocation candidates)"), "{text}");
     assert!(text.contains(GROUP_B), "{text}");
     restarted.stop()?;
+    Ok(())
+}
+
+/// The reader uses group A while the daemon's standard output (a pipe) goes unread and its
+/// queue is full: the open is not made (it comes as a loss once the output moves), yet the
+/// usage report shows group A used by that very read.
+#[test]
+fn access_used_while_the_output_is_stuck_still_counts() -> Result<()> {
+    require_root();
+    let (reader, _) = people()?;
+    let (_dir, root) = shared_root()?;
+    let group_file = file(
+        &root,
+        "during-the-stall.txt",
+        &format!("root:{GROUP_A}"),
+        0o640,
+    )?;
+    let state = tempfile::tempdir()?;
+    let config = usage_config(&root, state.path())
+        .set(&["output"], "queue_events", 1024)
+        .sink(Entry::new().set("type", "stdout").set("format", "json"));
+    let (mut sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
+    let output = PausableReader::start(stdout);
+    output.pause();
+    let marker = Marker::new("/bin/true")?;
+    let load = ExecLoad::start(&marker)?;
+    sensor.wait_for_log("the sinks have taken no events")?;
+    drop(load);
+    let out = as_login(reader, READER, &format!("cat {}", s(&group_file)))?;
+    ensure!(out.status.success(), "{out:?}");
+    // Time for the daemon to read the open's record while the output is still stuck.
+    std::thread::sleep(Duration::from_secs(1));
+    output.resume();
+    sensor.wait_for_log("the sinks are taking events again")?;
+
+    let config_arg = s(&sensor.config_path).to_owned();
+    let args = ["--config", config_arg.as_str(), "--person", READER];
+    let report = report_until(&args, "group A used during the stall", |r| {
+        person(r, READER).is_some_and(|p| line(p, "used", "group", GROUP_A).is_some())
+    })?;
+    let reader_report = person(&report, READER).context("the reader")?;
+    let group_a = line(reader_report, "used", "group", GROUP_A).context("group A")?;
+    assert!(
+        group_a["example"]
+            .as_str()
+            .unwrap_or("")
+            .contains(s(&group_file)),
+        "{group_a:#}"
+    );
+    let lost_opens = sensor.wait_for("the opens lost to the stall", |events| {
+        events
+            .iter()
+            .find(|e| {
+                e["loss"]["kind"] == "EVENT_KIND_FILE_OPEN"
+                    && e["loss"]["reason"] == "LOSS_REASON_SINK_QUEUE_FULL"
+            })
+            .cloned()
+    })?;
+    assert!(
+        custos_tests::uint64(&lost_opens["loss"]["count"]) > 0,
+        "{lost_opens:#}"
+    );
+    let events = sensor.events()?;
+    assert!(
+        opens_of(&events, s(&group_file)).is_empty(),
+        "the open was made while the output was stuck"
+    );
+    sensor.stop()?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@ use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    custos, custos_bin, ensure_member, ensure_user, exec_of, of_kind, require_root,
-    run_after_login, shared_dir, Entry, Marker, Sensor, TestConfig,
+    custos, custos_bin, ensure_member, ensure_user, exec_of, load::ExecLoad, of_kind, require_root,
+    run_after_login, shared_dir, stall::PausableReader, Entry, Marker, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -121,6 +121,77 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
     assert!(
         alerts(&events, "ALERT_REASON_ACCESS_OUTSIDE_ROLE", FINANCE).is_empty(),
         "the finance user's reads are within their role"
+    );
+    sensor.stop()?;
+    Ok(())
+}
+
+/// The finance user reads two reports while the daemon's standard output (a pipe) goes unread
+/// and its queue is full, then two more once it moves: the reads of the stall were not made,
+/// but the bulk-collection rule counted them, and its alert names all four files.
+#[test]
+fn reads_while_the_output_is_stuck_count_towards_bulk_collection() -> Result<()> {
+    require_root();
+    ensure_user(FINANCE)?;
+    let shared = shared_dir()?;
+    let (finance, _) = finance_share(shared.path())?;
+    let private = tempfile::tempdir()?;
+    let map = identity_map(private.path())?;
+    let set = format!("{}/", finance.display());
+    let rule = Entry::new()
+        .set("id", "finance-data")
+        .set("paths", vec![set.as_str()])
+        .set("allow_roles", vec!["finance"])
+        .set("bulk_files", 3)
+        .set("bulk_minutes", 10);
+    let config = TestConfig::new()
+        .identity_map(&map)
+        .exclude_paths(&[shared.path()])
+        .alert_rule(rule)
+        .set(&["output"], "queue_events", 1024)
+        .sink(Entry::new().set("type", "stdout").set("format", "json"));
+    let (mut sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
+    let output = PausableReader::start(stdout);
+    output.pause();
+    let marker = Marker::new("/bin/true")?;
+    let load = ExecLoad::start(&marker)?;
+    sensor.wait_for_log("the sinks have taken no events")?;
+    drop(load);
+    let report = |name: &str| finance.join(name).to_str().unwrap_or_default().to_owned();
+    for name in ["q1.xlsx", "q2.xlsx"] {
+        assert_eq!(open_as(FINANCE, &["read", &report(name)])?, 0);
+    }
+    // Time for the daemon to read the opens' records while the output is still stuck.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    output.resume();
+    sensor.wait_for_log("the sinks are taking events again")?;
+    for name in ["q3.xlsx", "q4.xlsx"] {
+        assert_eq!(open_as(FINANCE, &["read", &report(name)])?, 0);
+    }
+    let bulk = wait_for_alert(
+        &sensor,
+        "the bulk-collection alert",
+        "ALERT_REASON_BULK_COLLECTION",
+        FINANCE,
+    )?;
+    let mut paths: Vec<&str> = bulk["alert"]["paths"]
+        .as_array()
+        .context("the alert's paths")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    paths.sort_unstable();
+    let names = ["q1.xlsx", "q2.xlsx", "q3.xlsx", "q4.xlsx"];
+    assert_eq!(paths, names.map(report));
+    let events = sensor.events()?;
+    let made = |name: &str| {
+        events
+            .iter()
+            .any(|e| e["fileOpen"]["path"].as_str() == Some(report(name).as_str()))
+    };
+    ensure!(
+        !made("q1.xlsx") && !made("q2.xlsx") && made("q3.xlsx"),
+        "only the reads after the stall are events"
     );
     sensor.stop()?;
     Ok(())

@@ -144,18 +144,34 @@ impl Stages {
         if !self.collected(&event, shared.process(&event)) {
             return Ok(());
         }
-        if self.backed_up() {
-            count_kind(&mut self.unmade, event.kind());
-            return Ok(());
+        // While the sinks are behind, an event is neither numbered nor queued, but alert rules
+        // and entitlement usage still count it: access used while an output was stuck was
+        // used all the same. Its alerts are not made either; they are reported lost with it.
+        let made = !self.backed_up();
+        if made {
+            self.counters.count(&event);
+            event.seq = self.next_seq;
+            self.next_seq += 1;
         }
-        self.counters.count(&event);
-        event.seq = self.next_seq;
-        self.next_seq += 1;
         // Rules see the real identity; sinks only ever see what privacy lets through.
         let alerts = self.alerts.evaluate(&event);
         if let Some(access) = &mut self.access {
             access.observe(&event, &shared);
         }
+        if made {
+            self.queue(event, known, shared)?;
+        } else {
+            count_kind(&mut self.unmade, event.kind());
+        }
+        for alert in alerts {
+            self.emit(alert)?;
+        }
+        Ok(())
+    }
+
+    /// Puts a numbered event in the batch for the sinks (and shows it to `custos tail`),
+    /// handing the batch over once it is full.
+    fn queue(&mut self, mut event: Event, known: PartIds, shared: SharedParts) -> Result<()> {
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(Arc::new(event.clone()));
         }
@@ -166,9 +182,6 @@ impl Stages {
         self.batch.push(event, ids, shared);
         if self.batch.len() >= SINK_BATCH {
             self.hand_over()?;
-        }
-        for alert in alerts {
-            self.emit(alert)?;
         }
         Ok(())
     }
@@ -229,7 +242,8 @@ impl Stages {
     /// Whether the sinks are behind: their queue (`[output] queue_events`) is full and a batch
     /// waits for room. New events are then counted as lost instead of made, so this process's
     /// memory does not grow for as long as an output is stuck, while every kernel record is
-    /// still read: the process table, sessions and device control stay current.
+    /// still read: the process table, sessions and device control stay current (and alert
+    /// rules and entitlement usage still see the events not made).
     pub(super) fn backed_up(&self) -> bool {
         self.held.is_some()
     }
