@@ -234,6 +234,8 @@ fn line<'a>(person: &'a Value, section: &str, kind: &str, name: &str) -> Option<
         .find(|l| l["kind"] == kind && l["name"] == name)
 }
 
+/// The reader's grants, used and unused, in the report. The report is read once the sudo
+/// rule's use shows, which needs the grants looked up (as group B's unused line does).
 #[test]
 fn unused_groups_and_sudo_rules_are_reported_and_usage_survives_a_restart() -> Result<()> {
     require_root();
@@ -318,7 +320,8 @@ fn unused_groups_and_sudo_rules_are_reported_and_usage_survives_a_restart() -> R
 
 /// The reader uses group A while the daemon's standard output (a pipe) goes unread and its
 /// queue is full: the open is not made (it comes as a loss once the output moves), yet the
-/// usage report shows group A used by that very read.
+/// usage report, read from the state on disk while the output is still stuck, shows group A
+/// used by that very read.
 #[test]
 fn access_used_while_the_output_is_stuck_still_counts() -> Result<()> {
     require_root();
@@ -343,16 +346,14 @@ fn access_used_while_the_output_is_stuck_still_counts() -> Result<()> {
     drop(load);
     let out = as_login(reader, READER, &format!("cat {}", s(&group_file)))?;
     ensure!(out.status.success(), "{out:?}");
-    // Time for the daemon to read the open's record while the output is still stuck.
-    std::thread::sleep(Duration::from_secs(1));
-    output.resume();
-    sensor.wait_for_log("the sinks are taking events again")?;
-
+    // The state on disk shows the use while the output is still stuck.
     let config_arg = s(&sensor.config_path).to_owned();
     let args = ["--config", config_arg.as_str(), "--person", READER];
     let report = report_until(&args, "group A used during the stall", |r| {
         person(r, READER).is_some_and(|p| line(p, "used", "group", GROUP_A).is_some())
     })?;
+    output.resume();
+    sensor.wait_for_log("the sinks are taking events again")?;
     let reader_report = person(&report, READER).context("the reader")?;
     let group_a = line(reader_report, "used", "group", GROUP_A).context("group A")?;
     assert!(

@@ -472,9 +472,12 @@ impl Daemon {
         self.sink_stall.observe(behind);
         let queued = self.stages.queued_events();
         self.metrics.sink_queue_events.set(queued as i64);
-        // While the sinks are behind, reports would be lost too: they wait, counting on.
+        // While the sinks are behind, reports would be lost too: they wait, counting on. The
+        // access used meanwhile still goes to disk, so that a stop that never ends keeps it.
         if !behind {
             self.report()?;
+        } else if let Some(access) = &mut self.stages.access {
+            access.save_when_due();
         }
         self.stages.enricher.housekeep();
         refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
@@ -554,6 +557,11 @@ impl Daemon {
             ..
         } = self;
         drop(sensor);
+        // A stuck output may hold the stop until it is killed: the access used is saved first.
+        let behind = stages.backed_up();
+        if let Some(access) = stages.access.as_mut().filter(|_| behind) {
+            access.save();
+        }
         let flushed = flush_accepted(&mut stages, ring.get_mut(), &mut drops).await;
         let sent = stages.next_seq - 1;
         if let Some(access) = &mut stages.access {

@@ -156,9 +156,7 @@ impl UsageTracker {
             self.apply(answer, now);
         }
         self.ask_due(now);
-        if self.dirty && self.last_save.elapsed() >= SAVE_EVERY {
-            self.save();
-        }
+        self.save_when_due();
         let summaries_on = self.config.summary_seconds > 0;
         if !summaries_on || Instant::now() < self.next_summary {
             return Vec::new();
@@ -209,6 +207,13 @@ impl UsageTracker {
         for person in due {
             self.asked.insert(person.clone());
             self.worker.ask(Request::Person(person));
+        }
+    }
+
+    /// Writes the state if it changed and the last write is [`SAVE_EVERY`] old.
+    pub fn save_when_due(&mut self) {
+        if self.dirty && self.last_save.elapsed() >= SAVE_EVERY {
+            self.save();
         }
     }
 

@@ -126,7 +126,10 @@ pub struct PersonUsage {
 
 impl PersonUsage {
     /// The entitlements with their uses, sudo rules' uses taken from the runs they allow.
+    /// Until the host's grants are first looked up, an entitlement used counts as granted: the
+    /// use showed it was held, and nothing yet says it is gone.
     pub fn resolved(&self) -> Vec<Entitlement> {
+        let unchecked = self.grants_checked.is_none();
         self.entitlements
             .values()
             .map(|entitlement| {
@@ -134,6 +137,7 @@ impl PersonUsage {
                 if let Some(rule) = &entitlement.sudo_rule {
                     entitlement.uses = self.sudo_uses(rule);
                 }
+                entitlement.granted |= unchecked && entitlement.uses.is_some();
                 entitlement
             })
             .collect()

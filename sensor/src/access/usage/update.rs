@@ -196,4 +196,21 @@ mod tests {
         make_room(&mut state, 2);
         assert_eq!(state.persons.keys().collect::<Vec<_>>(), ["new"]);
     }
+
+    #[test]
+    fn uses_count_as_granted_until_the_grants_are_looked_up() {
+        let mut usage = PersonUsage::default();
+        let used = Used::Entitlement {
+            kind: Kind::Group,
+            name: "a".into(),
+            example: "open /srv/a".into(),
+        };
+        record_use(&mut usage, used, 50, 10);
+        let granted = |usage: &PersonUsage| usage.resolved().iter().all(|e| e.granted);
+        assert!(granted(&usage), "used before any lookup");
+        apply_grants(&mut usage, &grants(&["b"]), Vec::new(), 100);
+        let resolved = usage.resolved();
+        let a = resolved.iter().find(|e| e.name == "a").expect("group a");
+        assert!(!a.granted, "a lookup without it says it is gone");
+    }
 }
