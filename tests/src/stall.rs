@@ -9,6 +9,27 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Result;
+
+use crate::{load::ExecLoad, Entry, Marker, Sensor, TestConfig};
+
+/// Starts the daemon with `config` plus a JSON `stdout` sink into a pipe nobody reads, and a
+/// queue of 1,024 events, then execs until the daemon says its sinks are stuck. The daemon
+/// makes no event from then on until the reader resumes.
+pub fn stuck_sensor(config: TestConfig) -> Result<(Sensor, PausableReader)> {
+    let config = config
+        .set(&["output"], "queue_events", 1024)
+        .sink(Entry::new().set("type", "stdout").set("format", "json"));
+    let (mut sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
+    let output = PausableReader::start(stdout);
+    output.pause();
+    let marker = Marker::new("/bin/true")?;
+    let load = ExecLoad::start(&marker)?;
+    sensor.wait_for_log("the sinks have taken no events")?;
+    drop(load);
+    Ok((sensor, output))
+}
+
 /// Reads the daemon's standard output, and stops reading while paused: the pipe fills and the
 /// daemon's writes to it block, as on a paused terminal.
 pub struct PausableReader {

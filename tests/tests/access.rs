@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 use custos_tests::{
-    custos, ensure_member, ensure_user, load::ExecLoad, nats::NatsServer, opens_of, require_root,
-    run, shared_root, stall::PausableReader, Entry, Marker, Sensor, TestConfig, PATIENCE,
+    custos, ensure_member, ensure_user, nats::NatsServer, opens_of, require_root, run, shared_root,
+    stall::stuck_sensor, Entry, Sensor, TestConfig, PATIENCE,
 };
 use serde_json::Value;
 
@@ -220,6 +220,14 @@ fn report_until(args: &[&str], what: &str, ready: impl Fn(&Value) -> bool) -> Re
     }
 }
 
+/// Group A is among the person's used entitlements, its example the open of `file`.
+fn ensure_group_a_used_on(person: &Value, file: &Path) -> Result<()> {
+    let group_a = line(person, "used", "group", GROUP_A).context("group A used")?;
+    let example = group_a["example"].as_str().unwrap_or_default();
+    ensure!(example.contains(s(file)), "{group_a:#}");
+    Ok(())
+}
+
 fn person<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
     report["persons"]
         .as_array()?
@@ -263,14 +271,7 @@ fn unused_groups_and_sudo_rules_are_reported_and_usage_survives_a_restart() -> R
     };
     let report = report_until(&args, "group A and the id rule used", used)?;
     let reader_report = person(&report, READER).context("the reader")?;
-    let group_a = line(reader_report, "used", "group", GROUP_A).context("group A")?;
-    assert!(
-        group_a["example"]
-            .as_str()
-            .unwrap_or("")
-            .contains(s(&group_file)),
-        "{group_a:#}"
-    );
+    ensure_group_a_used_on(reader_report, &group_file)?;
     let id_rule = line(reader_report, "used", "sudo", "(root) /usr/bin/id").context("id")?;
     assert_eq!(id_rule["example"], "/usr/bin/id -u");
     assert!(
@@ -334,16 +335,7 @@ fn access_used_while_the_output_is_stuck_still_counts() -> Result<()> {
         0o640,
     )?;
     let state = tempfile::tempdir()?;
-    let config = usage_config(&root, state.path())
-        .set(&["output"], "queue_events", 1024)
-        .sink(Entry::new().set("type", "stdout").set("format", "json"));
-    let (mut sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
-    let output = PausableReader::start(stdout);
-    output.pause();
-    let marker = Marker::new("/bin/true")?;
-    let load = ExecLoad::start(&marker)?;
-    sensor.wait_for_log("the sinks have taken no events")?;
-    drop(load);
+    let (mut sensor, output) = stuck_sensor(usage_config(&root, state.path()))?;
     let out = as_login(reader, READER, &format!("cat {}", s(&group_file)))?;
     ensure!(out.status.success(), "{out:?}");
     // The state on disk shows the use while the output is still stuck.
@@ -355,14 +347,7 @@ fn access_used_while_the_output_is_stuck_still_counts() -> Result<()> {
     output.resume();
     sensor.wait_for_log("the sinks are taking events again")?;
     let reader_report = person(&report, READER).context("the reader")?;
-    let group_a = line(reader_report, "used", "group", GROUP_A).context("group A")?;
-    assert!(
-        group_a["example"]
-            .as_str()
-            .unwrap_or("")
-            .contains(s(&group_file)),
-        "{group_a:#}"
-    );
+    ensure_group_a_used_on(reader_report, &group_file)?;
     let lost_opens = sensor.wait_for("the opens lost to the stall", |events| {
         events
             .iter()

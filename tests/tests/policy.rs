@@ -5,8 +5,8 @@ use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    custos, custos_bin, ensure_member, ensure_user, exec_of, load::ExecLoad, of_kind, require_root,
-    run_after_login, shared_dir, stall::PausableReader, Entry, Marker, Sensor, TestConfig,
+    custos, custos_bin, ensure_member, ensure_user, exec_of, of_kind, require_root,
+    run_after_login, shared_dir, stall::stuck_sensor, Entry, Marker, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -110,12 +110,7 @@ fn sensitive_sets_alert_on_access_outside_role_denials_and_bulk_reads() -> Resul
     for name in ["q2.xlsx", "q3.xlsx", "q4.xlsx"] {
         open_as(FINANCE, &["read", finance.join(name).to_str().unwrap()])?;
     }
-    let bulk = wait_for_alert(
-        &sensor,
-        "the bulk-collection alert",
-        "ALERT_REASON_BULK_COLLECTION",
-        FINANCE,
-    )?;
+    let bulk = finance_bulk_alert(&sensor)?;
     assert_eq!(bulk["alert"]["paths"].as_array().unwrap().len(), 4);
     let events = sensor.events()?;
     assert!(
@@ -147,16 +142,8 @@ fn reads_while_the_output_is_stuck_count_towards_bulk_collection() -> Result<()>
     let config = TestConfig::new()
         .identity_map(&map)
         .exclude_paths(&[shared.path()])
-        .alert_rule(rule)
-        .set(&["output"], "queue_events", 1024)
-        .sink(Entry::new().set("type", "stdout").set("format", "json"));
-    let (mut sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
-    let output = PausableReader::start(stdout);
-    output.pause();
-    let marker = Marker::new("/bin/true")?;
-    let load = ExecLoad::start(&marker)?;
-    sensor.wait_for_log("the sinks have taken no events")?;
-    drop(load);
+        .alert_rule(rule);
+    let (mut sensor, output) = stuck_sensor(config)?;
     let report = |name: &str| finance.join(name).to_str().unwrap_or_default().to_owned();
     for name in ["q1.xlsx", "q2.xlsx"] {
         assert_eq!(open_as(FINANCE, &["read", &report(name)])?, 0);
@@ -168,12 +155,7 @@ fn reads_while_the_output_is_stuck_count_towards_bulk_collection() -> Result<()>
     for name in ["q3.xlsx", "q4.xlsx"] {
         assert_eq!(open_as(FINANCE, &["read", &report(name)])?, 0);
     }
-    let bulk = wait_for_alert(
-        &sensor,
-        "the bulk-collection alert",
-        "ALERT_REASON_BULK_COLLECTION",
-        FINANCE,
-    )?;
+    let bulk = finance_bulk_alert(&sensor)?;
     let mut paths: Vec<&str> = bulk["alert"]["paths"]
         .as_array()
         .context("the alert's paths")?
@@ -195,6 +177,12 @@ fn reads_while_the_output_is_stuck_count_towards_bulk_collection() -> Result<()>
     );
     sensor.stop()?;
     Ok(())
+}
+
+/// The finance user's bulk-collection alert.
+fn finance_bulk_alert(sensor: &Sensor) -> Result<Value> {
+    let reason = "ALERT_REASON_BULK_COLLECTION";
+    wait_for_alert(sensor, "the bulk-collection alert", reason, FINANCE)
 }
 
 /// A share with four readable reports and a root-only payroll file; the share and payroll.

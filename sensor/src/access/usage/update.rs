@@ -149,15 +149,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn grants_start_when_found_and_end_when_gone_keeping_their_uses() {
-        let mut usage = PersonUsage::default();
-        let used = Used::Entitlement {
+    fn group_a_read() -> Used {
+        Used::Entitlement {
             kind: Kind::Group,
             name: "a".into(),
             example: "open /srv/a".into(),
-        };
-        record_use(&mut usage, used, 50, 10);
+        }
+    }
+
+    #[test]
+    fn grants_start_when_found_and_end_when_gone_keeping_their_uses() {
+        let mut usage = PersonUsage::default();
+        record_use(&mut usage, group_a_read(), 50, 10);
         apply_grants(&mut usage, &grants(&["a", "b"]), Vec::new(), 100);
         let a = &usage.entitlements["group:a"];
         assert!(a.granted && a.granted_since == Some(100));
@@ -200,12 +203,7 @@ mod tests {
     #[test]
     fn uses_count_as_granted_until_the_grants_are_looked_up() {
         let mut usage = PersonUsage::default();
-        let used = Used::Entitlement {
-            kind: Kind::Group,
-            name: "a".into(),
-            example: "open /srv/a".into(),
-        };
-        record_use(&mut usage, used, 50, 10);
+        record_use(&mut usage, group_a_read(), 50, 10);
         let granted = |usage: &PersonUsage| usage.resolved().iter().all(|e| e.granted);
         assert!(granted(&usage), "used before any lookup");
         apply_grants(&mut usage, &grants(&["b"]), Vec::new(), 100);
