@@ -10,8 +10,19 @@ use std::{
 };
 
 use anyhow::Result;
+use serde_json::Value;
 
 use crate::{load::ExecLoad, Entry, Marker, Sensor, TestConfig};
+
+/// Whether `events` report events of `kind` (`EVENT_KIND_...`) not made because the sinks'
+/// queue was full.
+pub fn unmade(events: &[Value], kind: &str) -> bool {
+    events.iter().any(|e| {
+        e["loss"]["kind"] == kind
+            && e["loss"]["reason"] == "LOSS_REASON_SINK_QUEUE_FULL"
+            && crate::uint64(&e["loss"]["count"]) > 0
+    })
+}
 
 /// Starts the daemon with `config` plus a JSON `stdout` sink into a pipe nobody reads, and a
 /// queue of 1,024 events, then execs until the daemon says its sinks are stuck. The daemon

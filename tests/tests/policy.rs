@@ -5,7 +5,7 @@ use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    custos, custos_bin, ensure_member, ensure_user, exec_of, of_kind, require_root,
+    custos, custos_bin, ensure_member, ensure_user, exec_of, of_kind, opens_of, require_root,
     run_after_login, shared_dir, stall::stuck_sensor, Entry, Marker, Sensor, TestConfig,
 };
 use serde_json::Value;
@@ -166,11 +166,7 @@ fn reads_while_the_output_is_stuck_count_towards_bulk_collection() -> Result<()>
     let names = ["q1.xlsx", "q2.xlsx", "q3.xlsx", "q4.xlsx"];
     assert_eq!(paths, names.map(report));
     let events = sensor.events()?;
-    let made = |name: &str| {
-        events
-            .iter()
-            .any(|e| e["fileOpen"]["path"].as_str() == Some(report(name).as_str()))
-    };
+    let made = |name: &str| !opens_of(&events, &report(name)).is_empty();
     ensure!(
         !made("q1.xlsx") && !made("q2.xlsx") && made("q3.xlsx"),
         "only the reads after the stall are events"

@@ -8,7 +8,10 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
-    load::ExecLoad, require_root, stall::PausableReader, Entry, Marker, Sensor, TestConfig,
+    load::ExecLoad,
+    require_root,
+    stall::{unmade, PausableReader},
+    Entry, Marker, Sensor, TestConfig,
 };
 
 /// The daemon's resident set, in KiB.
@@ -102,14 +105,10 @@ fn a_stuck_output_holds_the_daemons_memory_and_what_it_did_not_make_is_reported(
             .any(|e| e["kind"] == "exec" && e["process"]["binary"] == shell_path),
         "the shell's exec was made while the sinks were stuck"
     );
-    let unmade = |kind: &str| {
-        events.iter().any(|e| {
-            e["loss"]["kind"] == kind
-                && e["loss"]["reason"] == "LOSS_REASON_SINK_QUEUE_FULL"
-                && custos_tests::uint64(&e["loss"]["count"]) > 0
-        })
-    };
-    ensure!(unmade("EVENT_KIND_PROCESS_EXEC"), "no loss of exec events");
+    ensure!(
+        unmade(&events, "EVENT_KIND_PROCESS_EXEC"),
+        "no loss of exec events"
+    );
     sensor.stop()?;
     ensure_gap_free(&sensor)
 }
