@@ -15,7 +15,34 @@ use prometheus_client::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, UnixListener},
+    sync::{mpsc, oneshot},
 };
+
+/// A request to bring the gauges up to date, answered once they are.
+pub type GaugeRequest = oneshot::Sender<()>;
+
+/// Asks the daemon, which owns what the gauges are read from (the programs, the spools), to
+/// read them now. They are read when someone asks rather than on a timer: reading the eBPF
+/// statistics and /proc costs the daemon a few hundred microseconds each time, and most
+/// seconds nobody looks.
+#[derive(Clone)]
+pub struct GaugeRefresh(mpsc::Sender<GaugeRequest>);
+
+impl GaugeRefresh {
+    pub fn channel() -> (Self, mpsc::Receiver<GaugeRequest>) {
+        let (requests, received) = mpsc::channel(16);
+        (Self(requests), received)
+    }
+
+    /// Returns once the daemon has read the gauges, or at once when it no longer reads them
+    /// (stopping): the last values stand.
+    pub async fn refreshed(&self) {
+        let (done, answered) = oneshot::channel();
+        if self.0.send(done).await.is_ok() {
+            let _ = answered.await;
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -212,18 +239,20 @@ fn resident_bytes() -> Option<i64> {
 }
 
 /// Serves `GET /metrics` on `listener` until the runtime stops.
-pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, gauges: GaugeRefresh) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
+        let gauges = gauges.clone();
         tokio::spawn(async move {
             let Some(head) = read_request_head(&mut stream).await else {
                 return;
             };
             let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?")
             {
+                gauges.refreshed().await;
                 let body = metrics.exposition();
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
@@ -260,14 +289,16 @@ async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<String>
 }
 
 /// Serves the status report to each client of the Unix socket at `path`.
-pub async fn serve_status(listener: UnixListener, metrics: Arc<Metrics>) {
+pub async fn serve_status(listener: UnixListener, metrics: Arc<Metrics>, gauges: GaugeRefresh) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        metrics.refresh_process();
-        let report = metrics.exposition();
+        let metrics = metrics.clone();
+        let gauges = gauges.clone();
         tokio::spawn(async move {
+            gauges.refreshed().await;
+            let report = metrics.exposition();
             let _ = stream.write_all(report.as_bytes()).await;
         });
     }

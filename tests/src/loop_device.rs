@@ -1,5 +1,5 @@
 //! Loop devices the tests create and always take down again.
-use std::{fs::OpenOptions, os::fd::AsRawFd, path::PathBuf, process::Command};
+use std::{fs::OpenOptions, io::Write, os::fd::AsRawFd, path::PathBuf, process::Command};
 
 use anyhow::{bail, Result};
 
@@ -62,6 +62,39 @@ impl LoopDevice {
 
     pub fn attach(&self) -> Result<()> {
         run("losetup", &[&self.node(), self.image.to_str().unwrap()])
+    }
+
+    /// Makes the image a partitioned disk: an MBR table with one Linux partition from 1 MiB
+    /// on, which holds the ext4 filesystem.
+    pub fn partition_image(&self) -> Result<()> {
+        const START: u64 = 1 << 20;
+        let image = self.image.to_str().unwrap();
+        let size = std::fs::metadata(&self.image)?.len();
+        let offset = format!("offset={START}");
+        let fs_size = format!("{}k", (size - START) / 1024);
+        run("mkfs.ext4", &["-q", "-F", "-E", &offset, image, &fs_size])?;
+        let mut head = vec![0u8; START as usize];
+        let entry = &mut head[446..462];
+        entry[4] = 0x83;
+        entry[8..12].copy_from_slice(&((START / 512) as u32).to_le_bytes());
+        entry[12..16].copy_from_slice(&(((size - START) / 512) as u32).to_le_bytes());
+        head[510..512].copy_from_slice(&[0x55, 0xAA]);
+        OpenOptions::new()
+            .write(true)
+            .open(&self.image)?
+            .write_all(&head)?;
+        Ok(())
+    }
+
+    /// Tells the kernel of the attached image's partitions, as partx(8) does: the kernel
+    /// makes a device of each (whether it reads partition tables itself or not).
+    pub fn add_partitions(&self) -> Result<()> {
+        run("partx", &["-a", &self.node()])
+    }
+
+    /// The first partition's name (`loopNp1`).
+    pub fn partition_name(&self) -> String {
+        format!("{}p1", self.name())
     }
 
     pub fn mount(&self) -> Result<()> {

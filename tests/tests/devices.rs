@@ -108,6 +108,41 @@ fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
     Ok(())
 }
 
+/// A partition the kernel makes on a new loop device (told of it as by partx) is a device of
+/// its own, not the loop device: a file written on it at once, where file events are excluded,
+/// is reported with the partition, watched.
+#[test]
+fn writes_on_a_new_partition_are_reported_with_it() -> Result<()> {
+    require_root();
+    let tmp = std::env::temp_dir();
+    let mut sensor = Sensor::start(&TestConfig::new().exclude_paths(&[&tmp]))?;
+    let device = LoopDevice::create()?;
+    device.partition_image()?;
+    device.attach()?;
+    device.add_partitions()?;
+    let partition = device.partition_name();
+    let mount_point = device.mount_point.to_str().unwrap();
+    run("mount", &[&format!("/dev/{partition}"), mount_point])?;
+    std::fs::write(device.mount_point.join("copied.txt"), b"data leaving early")?;
+    run("umount", &[mount_point])?;
+    let write = sensor.wait_for("the write on the partition", |events| {
+        of_kind(events, "fileOpen")
+            .find(|e| {
+                e["fileOpen"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/copied.txt"))
+            })
+            .cloned()
+    })?;
+    assert_eq!(write["fileOpen"]["access"]["write"], true);
+    let written_on = &write["fileOpen"]["device"];
+    assert_eq!(written_on["name"], partition.as_str(), "{write}");
+    assert_eq!(written_on["watched"], true, "{write}");
+    drop(device);
+    sensor.stop()?;
+    Ok(())
+}
+
 /// The image attached as the loop device's media, by losetup as root; the backing file.
 fn check_media_inserted(events: &[Value], name: &str, tmp: &std::path::Path) -> Result<String> {
     let inserted =

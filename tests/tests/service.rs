@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use custos_tests::{
     custos, custos_bin, exec_of, http_get, load::SteadyForks, metric_sample as sample, of_kind,
     require_root, Entry, Marker, Sensor, TestConfig, PATIENCE,
@@ -216,7 +216,6 @@ fn settled_exposition(sensor: &Sensor, address: &str) -> Result<String> {
         let written = of_kind(&sensor.events()?, "exec").count() as f64;
         let after = http_get(address, "/metrics")?;
         let counted = sample(&before, "custos_events_total{kind=\"exec\"}");
-        // eBPF statistics are refreshed once a second.
         let runs = sample(
             &after,
             "custos_bpf_run_count{program=\"sched_process_exec_btf\"}",
@@ -232,6 +231,28 @@ fn settled_exposition(sensor: &Sensor, address: &str) -> Result<String> {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// The gauges are read when scraped, not on a timer: execs just before a scrape are in its
+/// eBPF statistics.
+fn check_gauges_read_when_scraped(address: &str, marker: &Marker) -> Result<()> {
+    let exec_runs = |exposition: &str| {
+        sample(
+            exposition,
+            "custos_bpf_run_count{program=\"sched_process_exec_btf\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = exec_runs(&http_get(address, "/metrics")?);
+    for _ in 0..3 {
+        Command::new(marker.path_str()).status()?;
+    }
+    let after = exec_runs(&http_get(address, "/metrics")?);
+    ensure!(
+        after >= before + 3.0,
+        "exec program runs {before} then {after} after three execs"
+    );
+    Ok(())
 }
 
 #[test]
@@ -277,6 +298,7 @@ fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> 
             >= 5.0
     );
     assert!(sample(&exposition, "custos_process_rss_bytes").unwrap_or(0.0) > 0.0);
+    check_gauges_read_when_scraped(&address, &marker)?;
     let json_sink = format!(
         "custos_sink_events_total{{sink=\"file {}\"}}",
         sensor.json_path.display()

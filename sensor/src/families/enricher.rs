@@ -184,7 +184,7 @@ impl<S: NameSource> Enricher<S> {
             self.renew_identities();
         }
         self.refresh_people();
-        self.devices.rescan();
+        self.devices.rescan_unannounced();
     }
 
     /// Applies reloaded rules: device control and argument redaction.

@@ -48,7 +48,7 @@ use crate::{
     cgroups::{cgroup2_mount, CgroupResolver},
     config::{Config, PrivacyConfig},
     dedup::{Dedup, KernelDedup},
-    devices::{deny::KernelDenyList, sysfs::DeviceSources, DeviceTracker},
+    devices::{deny::KernelDenyList, sysfs::DeviceSources, uevents::Uevents, DeviceTracker},
     families::Hook,
     families::{Enricher, EnricherParts},
     host::HostInfo,
@@ -58,7 +58,7 @@ use crate::{
         filters::{self, FilterMaps},
         loader, network_rules,
     },
-    metrics::{self, HookLabels, Metrics, ProgramLabels, SinkLabels},
+    metrics::{self, GaugeRefresh, GaugeRequest, HookLabels, Metrics, ProgramLabels, SinkLabels},
     people::PeopleFile,
     privacy::{redact::Redactor, Privacy},
     proc_scan,
@@ -120,12 +120,14 @@ fn boottime_now_ns() -> u64 {
 }
 
 /// Starts the metrics endpoint and the status socket. Neither is the sensor's job, so a port
-/// or socket that cannot be bound is logged, not fatal.
+/// or socket that cannot be bound is logged, not fatal. Returns their requests to read the
+/// gauges, which the daemon answers.
 async fn serve_observability(
     config: &Config,
     metrics: &Arc<Metrics>,
     tail_events: &broadcast::Sender<Arc<Event>>,
-) {
+) -> mpsc::Receiver<GaugeRequest> {
+    let (gauges, gauge_requests) = GaugeRefresh::channel();
     if !config.tail.socket.as_os_str().is_empty() {
         match tail::bind(&config.tail.socket) {
             Ok(listener) => {
@@ -145,7 +147,11 @@ async fn serve_observability(
                 if let Ok(address) = listener.local_addr() {
                     tracing::info!("metrics on http://{address}/metrics");
                 }
-                tokio::spawn(metrics::serve_http(listener, metrics.clone()));
+                tokio::spawn(metrics::serve_http(
+                    listener,
+                    metrics.clone(),
+                    gauges.clone(),
+                ));
             }
             Err(err) => tracing::error!(
                 listen = %config.metrics.listen,
@@ -155,13 +161,18 @@ async fn serve_observability(
     }
     match metrics::bind_status(&config.status.socket) {
         Ok(listener) => {
-            tokio::spawn(metrics::serve_status(listener, metrics.clone()));
+            tokio::spawn(metrics::serve_status(
+                listener,
+                metrics.clone(),
+                gauges.clone(),
+            ));
         }
         Err(err) => tracing::warn!("no status socket: {err:#}"),
     }
+    gauge_requests
 }
 
-/// Gauges read on the housekeeping tick: process, spools, eBPF run statistics.
+/// Reads the gauges when asked (see [`GaugeRefresh`]): process, spools, eBPF run statistics.
 fn refresh_gauges(metrics: &Metrics, spools: &[(String, Arc<Spool>)], ebpf: &aya::Ebpf) {
     metrics.refresh_process();
     for (sink, spool) in spools {
@@ -218,6 +229,11 @@ struct Daemon {
     stages: Stages,
     writer: std::thread::JoinHandle<Result<()>>,
     metrics: Arc<Metrics>,
+    /// Scrapes and status reports waiting for the gauges to be read.
+    gauge_requests: mpsc::Receiver<GaugeRequest>,
+    /// The kernel's announcements of devices, when the device sensor is on and they can be
+    /// had.
+    uevents: Option<Uevents>,
     spools: Vec<(String, Arc<Spool>)>,
     config_path: Option<PathBuf>,
     cgroup_root: PathBuf,
@@ -300,7 +316,7 @@ impl Daemon {
             .map_err(|e| tracing::warn!("eBPF run-time statistics unavailable: {e}"))
             .ok();
         let (tail_events, _) = broadcast::channel(tail::BACKLOG);
-        serve_observability(&config, &metrics, &tail_events).await;
+        let gauge_requests = serve_observability(&config, &metrics, &tail_events).await;
         let renames_seen = sensor.attached(Hook::IoUringComplete);
         let network_hooks = network_hook_flags(&sensor);
         let mut filters = FilterMaps::take(&mut sensor.ebpf, network_hooks, renames_seen)?;
@@ -339,9 +355,7 @@ impl Daemon {
             tail: tail_events,
             metrics: metrics.clone(),
         };
-        if config.sensors.devices {
-            attach_device_control(&mut sensor, stages.enricher.devices_mut())?;
-        }
+        let uevents = watch_devices(&config, &mut sensor, stages.enricher.devices_mut())?;
         let daemon = Self {
             sensor,
             ring,
@@ -351,6 +365,8 @@ impl Daemon {
             stages,
             writer,
             metrics,
+            gauge_requests,
+            uevents,
             spools,
             config_path,
             cgroup_root,
@@ -432,6 +448,13 @@ impl Daemon {
                     housekept = Instant::now();
                     self.housekeep()?;
                 }
+                changed = block_devices_changed(self.uevents.as_ref()) => {
+                    self.on_block_devices_changed(changed);
+                }
+                Some(done) = self.gauge_requests.recv() => {
+                    refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
+                    let _ = done.send(());
+                }
                 _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
                 _ = signals.hangup.recv() => {
                     self.stages.hand_over()?;
@@ -448,6 +471,18 @@ impl Daemon {
                 self.stages.hand_over()?;
             }
         }
+    }
+
+    /// The kernel announced a change of block devices: they are listed. Should the
+    /// announcements fail, housekeeping lists them every second from then on.
+    fn on_block_devices_changed(&mut self, changed: std::io::Result<()>) {
+        let devices = self.stages.enricher.devices_mut();
+        if let Err(err) = changed {
+            tracing::warn!("device announcements stopped ({err}): block devices are listed every second instead");
+            self.uevents = None;
+            devices.announced = false;
+        }
+        devices.rescan();
     }
 
     /// The drain timer expired: drains, and says whether the timer should keep running. When
@@ -480,7 +515,6 @@ impl Daemon {
             access.save_when_due();
         }
         self.stages.enricher.housekeep();
-        refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
         Ok(())
     }
 
@@ -750,6 +784,38 @@ fn spawn_sink_thread(
 
 /// Device control: the watched-devices map, whether removals are hooked, and the kernel's deny
 /// list where the LSM hooks that enforce it are attached.
+/// With the device sensor on: the kernel's announcements of devices (`None`, with a warning,
+/// when they cannot be had), and the kernel's device maps.
+fn watch_devices(
+    config: &Config,
+    sensor: &mut loader::LoadedSensor,
+    devices: &mut DeviceTracker,
+) -> Result<Option<Uevents>> {
+    if !config.sensors.devices {
+        return Ok(None);
+    }
+    // Opened before the devices are first listed, so that none comes in between unseen.
+    let uevents = Uevents::open()
+        .map_err(|err| {
+            tracing::warn!(
+                "no device announcements from the kernel ({err}): block devices are listed \
+                 every second instead"
+            );
+        })
+        .ok();
+    devices.announced = uevents.is_some();
+    attach_device_control(sensor, devices)?;
+    Ok(uevents)
+}
+
+/// Returns when the kernel announced a change of block devices; never without announcements.
+async fn block_devices_changed(uevents: Option<&Uevents>) -> std::io::Result<()> {
+    match uevents {
+        Some(uevents) => uevents.block_devices_changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn attach_device_control(
     sensor: &mut loader::LoadedSensor,
     devices: &mut DeviceTracker,
