@@ -102,9 +102,9 @@ pub struct ProcessTable {
     /// stay small, so growing or tidying it moves pointers rather than whole entries.
     by_pid: HashMap<u32, Box<ProcessEntry>>,
     grace: Duration,
-    /// Exited processes in the order they exited, with when: the sweep visits only those
-    /// past their grace period, not the whole table.
-    exited: VecDeque<(u32, Instant)>,
+    /// Exited processes in the order they exited: the sweep visits only those past their
+    /// grace period, not the whole table.
+    exited: VecDeque<Exited>,
     /// Boxes of swept entries, reused for new processes: a busy host replaces thousands of
     /// entries a second, and allocating each anew took the allocator's slow path.
     #[allow(
@@ -116,6 +116,21 @@ pub struct ProcessTable {
 
 /// Swept boxes kept for reuse: about a second of a busy host's new processes.
 const SPARE_ENTRIES: usize = 2048;
+
+/// A process in its grace period.
+struct Exited {
+    pid: u32,
+    at: Instant,
+    /// The address of its entry's box. The sweep tells the entry from a later process of the
+    /// same pid by it, without reading the entry, which is out of the cache ten seconds on: a
+    /// new process never takes over an exited one's box while that box is on the table (see
+    /// [`ProcessTable::upsert`]), and a box leaves the table only when its exit is swept.
+    entry: usize,
+}
+
+fn address_of(entry: &ProcessEntry) -> usize {
+    std::ptr::from_ref(entry) as usize
+}
 
 impl ProcessTable {
     pub fn new(grace: Duration) -> Self {
@@ -140,16 +155,17 @@ impl ProcessTable {
     /// exec replaces its own fork's entry: in place, so the two cost one allocation.
     pub fn upsert(&mut self, entry: ProcessEntry) {
         match self.by_pid.entry(entry.pid) {
-            Entry::Occupied(mut occupied) => **occupied.get_mut() = entry,
+            Entry::Occupied(mut occupied) if occupied.get().exited_at.is_none() => {
+                **occupied.get_mut() = entry;
+            }
+            // A new process with the pid of one in its grace period: a box of its own.
+            Entry::Occupied(mut occupied) => {
+                let boxed = boxed(&mut self.spare, entry);
+                let exited = std::mem::replace(occupied.get_mut(), boxed);
+                keep_spare(&mut self.spare, exited);
+            }
             Entry::Vacant(vacant) => {
-                let boxed = match self.spare.pop() {
-                    Some(mut spare) => {
-                        *spare = entry;
-                        spare
-                    }
-                    None => Box::new(entry),
-                };
-                vacant.insert(boxed);
+                vacant.insert(boxed(&mut self.spare, entry));
             }
         }
     }
@@ -225,35 +241,69 @@ impl ProcessTable {
     /// go at once: a busy host holds seconds' worth of exited processes, which rarely have a
     /// late event, and such an event builds them again.
     pub fn mark_exited(&mut self, pid: u32, exec_id: &str) {
-        if let Some(entry) = self.by_pid.get_mut(&pid).filter(|e| *e.exec_id == *exec_id) {
-            let now = Instant::now();
-            entry.exited_at = Some(now);
-            entry.schema = OnceCell::new();
-            entry.last_thread = None;
-            entry.last_identity = None;
-            self.exited.push_back((pid, now));
+        let Some(entry) = self.by_pid.get_mut(&pid).filter(|e| *e.exec_id == *exec_id) else {
+            return;
+        };
+        if entry.exited_at.is_some() {
+            return;
         }
+        let now = Instant::now();
+        entry.exited_at = Some(now);
+        entry.schema = OnceCell::new();
+        entry.last_thread = None;
+        entry.last_identity = None;
+        self.exited.push_back(Exited {
+            pid,
+            at: now,
+            entry: address_of(entry),
+        });
     }
 
     /// Forgets processes that exited more than the grace period ago. A pid reused since its
     /// process exited holds the new process, which stays.
     pub fn sweep(&mut self) {
         let now = Instant::now();
-        while let Some(&(pid, at)) = self.exited.front() {
-            if now.duration_since(at) < self.grace {
+        while let Some(exited) = self.exited.front() {
+            if now.duration_since(exited.at) < self.grace {
                 break;
             }
-            self.exited.pop_front();
-            let Entry::Occupied(occupied) = self.by_pid.entry(pid) else {
+            let Some(exited) = self.exited.pop_front() else {
+                break;
+            };
+            let Entry::Occupied(occupied) = self.by_pid.entry(exited.pid) else {
                 continue;
             };
-            if occupied.get().exited_at == Some(at) {
-                let swept = occupied.remove();
-                if self.spare.len() < SPARE_ENTRIES {
-                    self.spare.push(swept);
-                }
+            if address_of(occupied.get()) == exited.entry {
+                debug_assert_eq!(occupied.get().exited_at, Some(exited.at));
+                keep_spare(&mut self.spare, occupied.remove());
             }
         }
+    }
+}
+
+/// `entry` in a box, a spare one when there is one.
+#[allow(
+    clippy::vec_box,
+    reason = "the boxes, not their contents, are what is reused"
+)]
+fn boxed(spare: &mut Vec<Box<ProcessEntry>>, entry: ProcessEntry) -> Box<ProcessEntry> {
+    match spare.pop() {
+        Some(mut boxed) => {
+            *boxed = entry;
+            boxed
+        }
+        None => Box::new(entry),
+    }
+}
+
+/// Keeps a box off the table for the next new process, up to [`SPARE_ENTRIES`].
+#[allow(
+    clippy::vec_box,
+    reason = "the boxes, not their contents, are what is reused"
+)]
+fn keep_spare(spare: &mut Vec<Box<ProcessEntry>>, entry: Box<ProcessEntry>) {
+    if spare.len() < SPARE_ENTRIES {
+        spare.push(entry);
     }
 }
 
@@ -343,6 +393,33 @@ mod tests {
         table.sweep();
         assert!(table.get(10, "id-10").is_none());
         assert!(table.get(11, "id-11").is_some());
+    }
+
+    #[test]
+    fn a_box_given_to_another_process_is_not_swept_for_its_old_one() {
+        let mut table = ProcessTable::new(Duration::ZERO);
+        table.upsert(entry(10, 1, b"/bin/old"));
+        table.mark_exited(10, "id-10");
+        table.mark_exited(10, "id-10");
+        // Pid 10 goes to a new process before the sweep: the exited one's box goes spare,
+        // and serves pid 11, which runs on when pid 10's exit is swept.
+        let mut reused = entry(10, 1, b"/bin/new");
+        reused.exec_id = "id-10-again".into();
+        table.upsert(reused);
+        table.upsert(entry(11, 1, b"/bin/next"));
+        table.sweep();
+        assert!(
+            table.get(10, "id-10-again").is_some(),
+            "pid 10's new process"
+        );
+        assert!(
+            table.get(11, "id-11").is_some(),
+            "the process in the spare box"
+        );
+        table.mark_exited(11, "id-11");
+        table.sweep();
+        assert!(table.get(11, "id-11").is_none(), "swept at its own exit");
+        assert_eq!(table.len(), 1);
     }
 
     #[test]
