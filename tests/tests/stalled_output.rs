@@ -1,6 +1,6 @@
 //! An output that stops taking events: the daemon's memory stays bounded however long it is
 //! stuck, it keeps following what happens, and what it did not make is reported as lost once
-//! the output moves again.
+//! the output moves again. A stop it holds up still answers `custos status`.
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -111,6 +111,55 @@ fn a_stuck_output_holds_the_daemons_memory_and_what_it_did_not_make_is_reported(
     );
     sensor.stop()?;
     ensure_gap_free(&sensor)
+}
+
+/// A stop that waits for a stuck output (here the sink thread blocked in a write, the queue
+/// not full) still answers `custos status`, with its gauges; once the output moves the stop
+/// ends cleanly and nothing accepted is missing.
+#[test]
+fn a_stop_held_up_by_a_stuck_output_still_answers_status() -> Result<()> {
+    require_root();
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("status.sock");
+    let config = TestConfig::new()
+        .file_sensor(false)
+        .status_socket(&socket)
+        .sink(Entry::new().set("type", "stdout").set("format", "json"));
+    let (mut sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
+    let output = PausableReader::start(stdout);
+    output.pause();
+    // Far more than the pipe holds: the sink thread blocks in its write.
+    let marker = Marker::new("/bin/true")?;
+    let load = ExecLoad::start(&marker)?;
+    std::thread::sleep(Duration::from_secs(2));
+    drop(load);
+    custos_tests::signal(sensor.pid(), "TERM")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let status = status_within(&socket, Duration::from_secs(10))?;
+    ensure!(
+        status.contains("custos_process_rss_bytes"),
+        "no gauges in the status: {status}"
+    );
+    output.resume();
+    sensor.stop()?;
+    ensure_gap_free(&sensor)
+}
+
+/// `custos status --prometheus` from `socket`, which must answer within `limit` (timeout(1)
+/// stops it otherwise).
+fn status_within(socket: &std::path::Path, limit: Duration) -> Result<String> {
+    let out = Command::new("timeout")
+        .arg(limit.as_secs().to_string())
+        .arg(custos_tests::custos_bin())
+        .args(["status", "--prometheus", "--socket"])
+        .arg(socket)
+        .output()?;
+    ensure!(
+        out.status.code() != Some(124),
+        "custos status got no answer within {limit:?}"
+    );
+    ensure!(out.status.success(), "custos status failed: {}", out.status);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Every event the daemon numbered was written, in order, with no gap.

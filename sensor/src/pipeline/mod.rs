@@ -478,7 +478,10 @@ impl Daemon {
     fn on_block_devices_changed(&mut self, changed: std::io::Result<()>) {
         let devices = self.stages.enricher.devices_mut();
         if let Err(err) = changed {
-            tracing::warn!("device announcements stopped ({err}): block devices are listed every second instead");
+            tracing::warn!(
+                "device announcements stopped ({err}): block devices are listed every second \
+                 instead"
+            );
             self.uevents = None;
             devices.announced = false;
         }
@@ -588,8 +591,12 @@ impl Daemon {
             mut drops,
             mut stages,
             writer,
+            gauge_requests,
             ..
         } = self;
+        // Scrapes and status reports meanwhile get the gauges as last read, not a wait for a
+        // stop that a stuck output may hold up.
+        drop(gauge_requests);
         drop(sensor);
         // A stuck output may hold the stop until it is killed: the access used is saved first.
         let behind = stages.backed_up();
@@ -602,9 +609,13 @@ impl Daemon {
             access.save();
         }
         drop(stages);
-        let written = writer
-            .join()
-            .map_err(|_| anyhow!("the sink thread panicked"))?;
+        // Waited for off the runtime: a stuck output holds the sink thread, and meanwhile
+        // `custos status` and scrapes are still answered.
+        let written = tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| anyhow!("the sink thread panicked"))?;
         tracing::info!(events = sent, "sensor stopped");
         result.and(flushed).and(written)
     }
@@ -782,8 +793,6 @@ fn spawn_sink_thread(
     Ok((writer, channels))
 }
 
-/// Device control: the watched-devices map, whether removals are hooked, and the kernel's deny
-/// list where the LSM hooks that enforce it are attached.
 /// With the device sensor on: the kernel's announcements of devices (`None`, with a warning,
 /// when they cannot be had), and the kernel's device maps.
 fn watch_devices(
@@ -816,6 +825,8 @@ async fn block_devices_changed(uevents: Option<&Uevents>) -> std::io::Result<()>
     }
 }
 
+/// Device control: the watched-devices map, whether removals are hooked, and the kernel's deny
+/// list where the LSM hooks that enforce it are attached.
 fn attach_device_control(
     sensor: &mut loader::LoadedSensor,
     devices: &mut DeviceTracker,
