@@ -79,7 +79,7 @@ fn read_all(socket: &OwnedFd) -> io::Result<bool> {
 
 /// Whether a uevent ("ACTION@DEVPATH", then NUL-separated KEY=VALUE pairs) is about a block
 /// device.
-pub fn is_block_device(message: &[u8]) -> bool {
+fn is_block_device(message: &[u8]) -> bool {
     message
         .split(|&byte| byte == 0)
         .skip(1)
