@@ -92,6 +92,11 @@ impl LoopDevice {
         run("partx", &["-a", &self.node()])
     }
 
+    /// Tells the kernel the partitions are gone, as `partx -d` does.
+    pub fn remove_partitions(&self) -> Result<()> {
+        run("partx", &["-d", &self.node()])
+    }
+
     /// The first partition's name (`loopNp1`).
     pub fn partition_name(&self) -> String {
         format!("{}p1", self.name())

@@ -108,6 +108,35 @@ fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
     Ok(())
 }
 
+/// A new loop device with an image of one partition, the partition made (as by partx).
+fn partitioned_loop_device() -> Result<LoopDevice> {
+    let device = LoopDevice::create()?;
+    device.partition_image()?;
+    device.attach()?;
+    device.add_partitions()?;
+    Ok(device)
+}
+
+/// Mounts the device's first partition, writes `file` there and unmounts it.
+fn write_on_partition(device: &LoopDevice, file: &str) -> Result<()> {
+    let mount_point = device.mount_point.to_str().unwrap();
+    run(
+        "mount",
+        &[&format!("/dev/{}", device.partition_name()), mount_point],
+    )?;
+    std::fs::write(device.mount_point.join(file), b"data leaving early")?;
+    run("umount", &[mount_point])
+}
+
+/// The report of the write of `file`.
+fn write_of<'a>(events: &'a [Value], file: &str) -> Option<&'a Value> {
+    of_kind(events, "fileOpen").find(|e| {
+        e["fileOpen"]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!("/{file}")))
+    })
+}
+
 /// A partition the kernel makes on a new loop device (told of it as by partx) is a device of
 /// its own, not the loop device: a file written on it at once, where file events are excluded,
 /// is reported with the partition, watched.
@@ -116,29 +145,64 @@ fn writes_on_a_new_partition_are_reported_with_it() -> Result<()> {
     require_root();
     let tmp = std::env::temp_dir();
     let mut sensor = Sensor::start(&TestConfig::new().exclude_paths(&[&tmp]))?;
-    let device = LoopDevice::create()?;
-    device.partition_image()?;
-    device.attach()?;
-    device.add_partitions()?;
-    let partition = device.partition_name();
-    let mount_point = device.mount_point.to_str().unwrap();
-    run("mount", &[&format!("/dev/{partition}"), mount_point])?;
-    std::fs::write(device.mount_point.join("copied.txt"), b"data leaving early")?;
-    run("umount", &[mount_point])?;
+    let device = partitioned_loop_device()?;
+    write_on_partition(&device, "copied.txt")?;
     let write = sensor.wait_for("the write on the partition", |events| {
-        of_kind(events, "fileOpen")
-            .find(|e| {
-                e["fileOpen"]["path"]
-                    .as_str()
-                    .is_some_and(|p| p.ends_with("/copied.txt"))
-            })
-            .cloned()
+        write_of(events, "copied.txt").cloned()
     })?;
     assert_eq!(write["fileOpen"]["access"]["write"], true);
     let written_on = &write["fileOpen"]["device"];
-    assert_eq!(written_on["name"], partition.as_str(), "{write}");
+    assert_eq!(
+        written_on["name"],
+        device.partition_name().as_str(),
+        "{write}"
+    );
     assert_eq!(written_on["watched"], true, "{write}");
     drop(device);
+    sensor.stop()?;
+    Ok(())
+}
+
+/// A partition's number goes to the next partition made once it is gone (as a second USB
+/// stick's `sdb1` gets the first one's): writes on the new one carry the new one, not the
+/// description of the partition that had the number before.
+#[test]
+fn a_partition_number_given_again_describes_the_new_partition() -> Result<()> {
+    require_root();
+    let tmp = std::env::temp_dir();
+    let mut sensor = Sensor::start(&TestConfig::new().exclude_paths(&[&tmp]))?;
+    let first = partitioned_loop_device()?;
+    write_on_partition(&first, "first.txt")?;
+    first.remove_partitions()?;
+    let second = partitioned_loop_device()?;
+    write_on_partition(&second, "second.txt")?;
+    let (before, after) = sensor.wait_for("the writes on both partitions", |events| {
+        Some((
+            write_of(events, "first.txt")?.clone(),
+            write_of(events, "second.txt")?.clone(),
+        ))
+    })?;
+    let number = |write: &Value| {
+        let device = &write["fileOpen"]["device"];
+        (device["major"].clone(), device["minor"].clone())
+    };
+    eprintln!(
+        "partition numbers {:?} then {:?}",
+        number(&before),
+        number(&after)
+    );
+    assert_eq!(
+        before["fileOpen"]["device"]["name"],
+        first.partition_name().as_str()
+    );
+    let device = &after["fileOpen"]["device"];
+    assert_eq!(device["name"], second.partition_name().as_str(), "{after}");
+    assert_eq!(
+        device["backingFile"],
+        second.image.to_str().unwrap(),
+        "{after}"
+    );
+    drop((first, second));
     sensor.stop()?;
     Ok(())
 }

@@ -48,7 +48,13 @@ use crate::{
     cgroups::{cgroup2_mount, CgroupResolver},
     config::{Config, PrivacyConfig},
     dedup::{Dedup, KernelDedup},
-    devices::{deny::KernelDenyList, sysfs::DeviceSources, uevents::Uevents, DeviceTracker},
+    devices::{
+        deny::KernelDenyList,
+        kernel_dev,
+        sysfs::DeviceSources,
+        uevents::{BlockChanges, Uevents},
+        DeviceTracker,
+    },
     families::Hook,
     families::{Enricher, EnricherParts},
     host::HostInfo,
@@ -449,7 +455,7 @@ impl Daemon {
                     self.housekeep()?;
                 }
                 changed = block_devices_changed(self.uevents.as_ref()) => {
-                    self.on_block_devices_changed(changed);
+                    self.on_block_devices_changed(changed)?;
                 }
                 Some(done) = self.gauge_requests.recv() => {
                     refresh_gauges(&self.metrics, &self.spools, &self.sensor.ebpf);
@@ -473,19 +479,31 @@ impl Daemon {
         }
     }
 
-    /// The kernel announced a change of block devices: they are listed. Should the
-    /// announcements fail, housekeeping lists them every second from then on.
-    fn on_block_devices_changed(&mut self, changed: std::io::Result<()>) {
-        let devices = self.stages.enricher.devices_mut();
-        if let Err(err) = changed {
-            tracing::warn!(
-                "device announcements stopped ({err}): block devices are listed every second \
-                 instead"
-            );
-            self.uevents = None;
-            devices.announced = false;
+    /// The kernel announced a change of block devices: removed partitions are forgotten, so
+    /// that their numbers' next partitions are described anew, and the devices are listed.
+    /// Should the announcements fail, housekeeping lists them every second from then on.
+    fn on_block_devices_changed(&mut self, changed: std::io::Result<BlockChanges>) -> Result<()> {
+        match changed {
+            Ok(changes) if !changes.partitions_removed.is_empty() => {
+                // The records of what was done on them before they went are described first.
+                self.stages.drain(self.ring.get_mut())?;
+                let devices = self.stages.enricher.devices_mut();
+                for (major, minor) in changes.partitions_removed {
+                    devices.forget(kernel_dev(major, minor));
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(
+                    "device announcements stopped ({err}): block devices are listed every \
+                     second instead"
+                );
+                self.uevents = None;
+                self.stages.enricher.devices_mut().announced = false;
+            }
         }
-        devices.rescan();
+        self.stages.enricher.devices_mut().rescan();
+        Ok(())
     }
 
     /// The drain timer expired: drains, and says whether the timer should keep running. When
@@ -818,7 +836,7 @@ fn watch_devices(
 }
 
 /// Returns when the kernel announced a change of block devices; never without announcements.
-async fn block_devices_changed(uevents: Option<&Uevents>) -> std::io::Result<()> {
+async fn block_devices_changed(uevents: Option<&Uevents>) -> std::io::Result<BlockChanges> {
     match uevents {
         Some(uevents) => uevents.block_devices_changed().await,
         None => std::future::pending().await,
