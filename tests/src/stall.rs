@@ -28,16 +28,21 @@ pub fn unmade(events: &[Value], kind: &str) -> bool {
 /// queue of 1,024 events, then execs until the daemon says its sinks are stuck. The daemon
 /// makes no event from then on until the reader resumes.
 pub fn stuck_sensor(config: TestConfig) -> Result<(Sensor, PausableReader)> {
-    let config = config
-        .set(&["output"], "queue_events", 1024)
-        .sink(Entry::new().set("type", "stdout").set("format", "json"));
-    let (mut sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
-    let output = PausableReader::start(stdout);
-    output.pause();
+    let (mut sensor, output) = paused_output(config.set(&["output"], "queue_events", 1024))?;
     let marker = Marker::new("/bin/true")?;
     let load = ExecLoad::start(&marker)?;
     sensor.wait_for_log("the sinks have taken no events")?;
     drop(load);
+    Ok((sensor, output))
+}
+
+/// Starts the daemon with `config` plus a JSON `stdout` sink into a pipe whose reader is
+/// paused: the daemon's writes block once the pipe is full.
+pub fn paused_output(config: TestConfig) -> Result<(Sensor, PausableReader)> {
+    let config = config.sink(Entry::new().set("type", "stdout").set("format", "json"));
+    let (sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
+    let output = PausableReader::start(stdout);
+    output.pause();
     Ok((sensor, output))
 }
 

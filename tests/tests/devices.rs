@@ -108,6 +108,13 @@ fn a_new_loop_device_its_media_mount_and_writes_are_reported() -> Result<()> {
     Ok(())
 }
 
+/// A sensor where file events under the temporary directory (the tests' mount points) are
+/// excluded: only a watched device's writes there are reported.
+fn sensor_excluding_tmp() -> Result<Sensor> {
+    require_root();
+    Sensor::start(&TestConfig::new().exclude_paths(&[std::env::temp_dir()]))
+}
+
 /// A new loop device with an image of one partition, the partition made (as by partx).
 fn partitioned_loop_device() -> Result<LoopDevice> {
     let device = LoopDevice::create()?;
@@ -142,9 +149,7 @@ fn write_of<'a>(events: &'a [Value], file: &str) -> Option<&'a Value> {
 /// is reported with the partition, watched.
 #[test]
 fn writes_on_a_new_partition_are_reported_with_it() -> Result<()> {
-    require_root();
-    let tmp = std::env::temp_dir();
-    let mut sensor = Sensor::start(&TestConfig::new().exclude_paths(&[&tmp]))?;
+    let mut sensor = sensor_excluding_tmp()?;
     let device = partitioned_loop_device()?;
     write_on_partition(&device, "copied.txt")?;
     let write = sensor.wait_for("the write on the partition", |events| {
@@ -168,9 +173,7 @@ fn writes_on_a_new_partition_are_reported_with_it() -> Result<()> {
 /// description of the partition that had the number before.
 #[test]
 fn a_partition_number_given_again_describes_the_new_partition() -> Result<()> {
-    require_root();
-    let tmp = std::env::temp_dir();
-    let mut sensor = Sensor::start(&TestConfig::new().exclude_paths(&[&tmp]))?;
+    let mut sensor = sensor_excluding_tmp()?;
     let first = partitioned_loop_device()?;
     write_on_partition(&first, "first.txt")?;
     first.remove_partitions()?;

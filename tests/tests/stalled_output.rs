@@ -10,7 +10,7 @@ use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
     load::ExecLoad,
     require_root,
-    stall::{unmade, PausableReader},
+    stall::{paused_output, unmade, PausableReader},
     Entry, Marker, Sensor, TestConfig,
 };
 
@@ -121,13 +121,8 @@ fn a_stop_held_up_by_a_stuck_output_still_answers_status() -> Result<()> {
     require_root();
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("status.sock");
-    let config = TestConfig::new()
-        .file_sensor(false)
-        .status_socket(&socket)
-        .sink(Entry::new().set("type", "stdout").set("format", "json"));
-    let (mut sensor, stdout) = Sensor::start_with_stdout_pipe(&config)?;
-    let output = PausableReader::start(stdout);
-    output.pause();
+    let config = TestConfig::new().file_sensor(false).status_socket(&socket);
+    let (mut sensor, output) = paused_output(config)?;
     // Far more than the pipe holds: the sink thread blocks in its write.
     let marker = Marker::new("/bin/true")?;
     let load = ExecLoad::start(&marker)?;
