@@ -40,9 +40,6 @@ pub struct DeviceTracker {
     pub kernel_deny: Option<deny::KernelDenyList>,
     /// Whether disk removal is hooked (`del_gendisk`), so it is reported from there.
     pub removal_hooked: bool,
-    /// Whether the kernel's announcements of devices are watched ([`uevents`]), which then
-    /// call for each listing; without them housekeeping lists the devices every second.
-    pub announced: bool,
 }
 
 impl DeviceTracker {
@@ -59,7 +56,6 @@ impl DeviceTracker {
             watch_map: None,
             kernel_deny: None,
             removal_hooked: false,
-            announced: false,
         }
     }
 
@@ -67,13 +63,6 @@ impl DeviceTracker {
     pub fn attach_watch_map(&mut self, map: BpfHashMap<MapData, u32, u32>) {
         self.watch_map = Some(map);
         self.rescan();
-    }
-
-    /// Housekeeping's share: the listing, unless the kernel's announcements call for it.
-    pub fn rescan_unannounced(&mut self) {
-        if !self.announced {
-            self.rescan();
-        }
     }
 
     /// Describes devices that appeared since the last scan (partitions show up after their

@@ -175,8 +175,8 @@ impl<S: NameSource> Enricher<S> {
         }
     }
 
-    /// Once a second: forgets processes past their grace period, re-reads the identity map and
-    /// the devices if they changed.
+    /// Once a second: forgets processes past their grace period, re-reads the identity map if
+    /// it changed.
     pub fn housekeep(&mut self) {
         self.processes.sweep();
         self.access_bases.expire();
@@ -184,7 +184,6 @@ impl<S: NameSource> Enricher<S> {
             self.renew_identities();
         }
         self.refresh_people();
-        self.devices.rescan_unannounced();
     }
 
     /// Applies reloaded rules: device control and argument redaction.

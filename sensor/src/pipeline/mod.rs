@@ -499,7 +499,6 @@ impl Daemon {
                      second instead"
                 );
                 self.uevents = None;
-                self.stages.enricher.devices_mut().announced = false;
             }
         }
         self.stages.enricher.devices_mut().rescan();
@@ -520,7 +519,8 @@ impl Daemon {
     }
 
     /// Once a second: losses and repeat summaries in-band, the table swept, the identity map
-    /// and devices re-read, device-write summaries when due, the gauges refreshed.
+    /// re-read, device-write summaries when due, and the devices listed where the kernel does
+    /// not announce them.
     fn housekeep(&mut self) -> Result<()> {
         self.stages.drain(self.ring.get_mut())?;
         self.stages.hand_over()?;
@@ -536,6 +536,10 @@ impl Daemon {
             access.save_when_due();
         }
         self.stages.enricher.housekeep();
+        // Without the kernel's announcements of devices, the devices are listed every second.
+        if self.uevents.is_none() {
+            self.stages.enricher.devices_mut().rescan();
+        }
         Ok(())
     }
 
@@ -830,7 +834,6 @@ fn watch_devices(
             );
         })
         .ok();
-    devices.announced = uevents.is_some();
     attach_device_control(sensor, devices)?;
     Ok(uevents)
 }
