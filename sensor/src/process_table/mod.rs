@@ -107,11 +107,7 @@ pub struct ProcessTable {
     exited: VecDeque<Exited>,
     /// Boxes of swept entries, reused for new processes: a busy host replaces thousands of
     /// entries a second, and allocating each anew took the allocator's slow path.
-    #[allow(
-        clippy::vec_box,
-        reason = "the boxes, not their contents, are what is reused"
-    )]
-    spare: Vec<Box<ProcessEntry>>,
+    spare: SpareBoxes,
 }
 
 /// Swept boxes kept for reuse: about a second of a busy host's new processes.
@@ -138,7 +134,7 @@ impl ProcessTable {
             by_pid: HashMap::new(),
             grace,
             exited: VecDeque::new(),
-            spare: Vec::new(),
+            spare: SpareBoxes::default(),
         }
     }
 
@@ -160,12 +156,12 @@ impl ProcessTable {
             }
             // A new process with the pid of one in its grace period: a box of its own.
             Entry::Occupied(mut occupied) => {
-                let boxed = boxed(&mut self.spare, entry);
+                let boxed = self.spare.boxed(entry);
                 let exited = std::mem::replace(occupied.get_mut(), boxed);
-                keep_spare(&mut self.spare, exited);
+                self.spare.keep(exited);
             }
             Entry::Vacant(vacant) => {
-                vacant.insert(boxed(&mut self.spare, entry));
+                vacant.insert(self.spare.boxed(entry));
             }
         }
     }
@@ -275,35 +271,38 @@ impl ProcessTable {
             };
             if address_of(occupied.get()) == exited.entry {
                 debug_assert_eq!(occupied.get().exited_at, Some(exited.at));
-                keep_spare(&mut self.spare, occupied.remove());
+                self.spare.keep(occupied.remove());
             }
         }
     }
 }
 
-/// `entry` in a box, a spare one when there is one.
-#[allow(
-    clippy::vec_box,
-    reason = "the boxes, not their contents, are what is reused"
-)]
-fn boxed(spare: &mut Vec<Box<ProcessEntry>>, entry: ProcessEntry) -> Box<ProcessEntry> {
-    match spare.pop() {
-        Some(mut boxed) => {
-            *boxed = entry;
-            boxed
-        }
-        None => Box::new(entry),
-    }
-}
+/// Boxes off the table, kept for the next new processes, up to [`SPARE_ENTRIES`].
+#[derive(Default)]
+struct SpareBoxes(
+    #[allow(
+        clippy::vec_box,
+        reason = "the boxes, not their contents, are what is reused"
+    )]
+    Vec<Box<ProcessEntry>>,
+);
 
-/// Keeps a box off the table for the next new process, up to [`SPARE_ENTRIES`].
-#[allow(
-    clippy::vec_box,
-    reason = "the boxes, not their contents, are what is reused"
-)]
-fn keep_spare(spare: &mut Vec<Box<ProcessEntry>>, entry: Box<ProcessEntry>) {
-    if spare.len() < SPARE_ENTRIES {
-        spare.push(entry);
+impl SpareBoxes {
+    /// `entry` in a box, a spare one when there is one.
+    fn boxed(&mut self, entry: ProcessEntry) -> Box<ProcessEntry> {
+        match self.0.pop() {
+            Some(mut boxed) => {
+                *boxed = entry;
+                boxed
+            }
+            None => Box::new(entry),
+        }
+    }
+
+    fn keep(&mut self, entry: Box<ProcessEntry>) {
+        if self.0.len() < SPARE_ENTRIES {
+            self.0.push(entry);
+        }
     }
 }
 
