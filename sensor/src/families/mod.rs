@@ -215,9 +215,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 impl<S: NameSource> Enricher<S> {
     /// The event for `record`, or `None` for records that only update state (fork); side
     /// events are left in `preceding` and `following`.
-    pub(crate) fn event(&mut self, mut record: Record) -> Option<Event> {
+    pub(crate) fn event(&mut self, record: &mut Record) -> Option<Event> {
         // Each family reads the record where it is: records are hundreds of bytes.
-        match &mut record {
+        match record {
             Record::Exec(exec) => Some(self.exec(exec)),
             Record::Exit(exit) => Some(self.exit(exit)),
             Record::Fork(fork) => {

@@ -393,15 +393,15 @@ mod part_id_tests {
             exec.task.ppid = ppid;
             exec.task.parent_start_boottime_ns = exec.task.start_boottime_ns;
             let task = exec.task;
-            enricher.enrich(fork_of(task));
-            let exec = enricher.enrich(Record::Exec(exec));
+            enricher.enrich(&mut fork_of(task));
+            let exec = enricher.enrich(&mut Record::Exec(exec));
             (task, exec)
         };
         // A shell and two children it runs, then the shell's exit.
         let (shell, shell_exec) = run(4242, 1, b"/usr/bin/sh");
         let (_, first) = run(4243, 4242, b"/usr/bin/tool");
         let (_, second) = run(4244, 4242, b"/usr/bin/other");
-        let shell_exit = enricher.enrich(exit_of(shell));
+        let shell_exit = enricher.enrich(&mut exit_of(shell));
         let produced = [&shell_exec, &first, &second, &shell_exit];
         let ids: Vec<u64> = produced.iter().map(|p| p.ids.process).collect();
         assert!(
@@ -457,7 +457,7 @@ mod part_id_tests {
         let mut task = exec.task;
         task.ppid = ppid;
         task.parent_start_boottime_ns = task.start_boottime_ns;
-        enricher.enrich(fork_of(task));
+        enricher.enrich(&mut fork_of(task));
         exec_again(enricher, cgroup, task, binary, ids)
     }
 
@@ -476,7 +476,7 @@ mod part_id_tests {
         exec.task = task;
         change(&mut exec.task);
         let task = exec.task;
-        (task, enricher.enrich(Record::Exec(exec)))
+        (task, enricher.enrich(&mut Record::Exec(exec)))
     }
 
     #[test]
@@ -543,7 +543,7 @@ mod part_id_tests {
         let (_, shell) = fork_and_exec(&mut enricher, cgroup, (4242, 1), b"/usr/bin/sh", same);
         let (child, child_exec) =
             fork_and_exec(&mut enricher, cgroup, (4243, 4242), b"/usr/bin/tool", same);
-        let child_exit = enricher.enrich(exit_of(child));
+        let child_exit = enricher.enrich(&mut exit_of(child));
         let setuid = |task: &mut TaskInfo| task.euid = 4321;
         let (_, other) = fork_and_exec(&mut enricher, cgroup, (4244, 4242), b"/usr/bin/su", setuid);
         let identity = |p: &Produced| p.shared.identity.clone().expect("held apart");
@@ -611,7 +611,7 @@ mod part_id_tests {
         let same = |_: &mut TaskInfo| {};
         let (shell, _) = fork_and_exec(&mut enricher, cgroup, (4242, 1), b"/usr/bin/sh", same);
         let (tool, _) = fork_and_exec(&mut enricher, cgroup, (4243, 4242), b"/usr/bin/tool", same);
-        enricher.enrich(exit_of(tool));
+        enricher.enrich(&mut exit_of(tool));
         enricher.processes.sweep();
         let binary = |p: &Produced| p.shared.process.clone().expect("held apart").binary.clone();
         // Without the fork hook, a process the table does not know runs what its parent ran.
@@ -622,13 +622,13 @@ mod part_id_tests {
         };
         enricher.forks_recorded_since = None;
         assert_eq!(
-            binary(&enricher.enrich(connection_end_of(unseen))),
+            binary(&enricher.enrich(&mut connection_end_of(unseen))),
             "/usr/bin/sh"
         );
         // With it, one that ran since the sensor started and has gone was forgotten: it may
         // have exec'd anything since its fork.
         enricher.forks_recorded_since = Some(1_000);
-        let late = enricher.enrich(connection_end_of(tool));
+        let late = enricher.enrich(&mut connection_end_of(tool));
         assert_eq!(binary(&late), "", "not its parent's /usr/bin/sh");
         let process = late.shared.process.clone().unwrap();
         assert_eq!((process.pid, process.ppid), (4243, 4242));
@@ -637,7 +637,7 @@ mod part_id_tests {
         assert_eq!(enricher.known_processes(), known - 1, "forgotten again");
         // One still running whose fork record was lost runs what its parent ran.
         let running = running_task(&enricher.host, shell);
-        let lost_fork = enricher.enrich(connection_end_of(running));
+        let lost_fork = enricher.enrich(&mut connection_end_of(running));
         assert_eq!(binary(&lost_fork), "/usr/bin/sh");
     }
 }

@@ -303,7 +303,7 @@ impl Stages {
 
     fn handle(&mut self, bytes: &[u8]) -> Result<()> {
         match families::decode(bytes) {
-            Ok(record) => {
+            Ok(mut record) => {
                 let dedup_first = match &record {
                     Record::FileOpen(open) if open.fixed.flags & file_flags::DEDUP_FIRST != 0 => {
                         Some(WindowStart::File(
@@ -321,12 +321,12 @@ impl Stages {
                     }
                     Record::Exec(_) | Record::Exit(_) if !self.process_events => {
                         // The table follows them; their events are not wanted.
-                        self.enricher.enrich(record);
+                        self.enricher.enrich(&mut record);
                         return Ok(());
                     }
                     _ => None,
                 };
-                let mut produced = self.enricher.enrich(record);
+                let mut produced = self.enricher.enrich(&mut record);
                 for before in produced.before {
                     self.emit(before)?;
                 }
