@@ -514,12 +514,22 @@ pub(crate) fn start_daemon(custos: &Path, config: Option<&Path>, stdout: Stdio) 
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
+    spawn_until_ready(&mut command, stdout, Duration::from_secs(60))
+}
+
+/// Spawns `command`, a `custos run` (or one wrapped in another program), and waits up to
+/// `patience` until its hooks are attached.
+pub(crate) fn spawn_until_ready(
+    command: &mut Command,
+    stdout: Stdio,
+    patience: Duration,
+) -> Result<Child> {
     let mut daemon = command
         .env("NO_COLOR", "1")
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", custos.display()))?;
+        .with_context(|| format!("starting {command:?}"))?;
     let stderr = daemon.stderr.take().context("no stderr")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -532,7 +542,7 @@ pub(crate) fn start_daemon(custos: &Path, config: Option<&Path>, stdout: Stdio) 
             }
         }
     });
-    if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+    if ready_rx.recv_timeout(patience).is_err() {
         let _ = daemon.kill();
         bail!("custos did not become ready");
     }

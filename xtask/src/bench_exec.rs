@@ -367,6 +367,11 @@ fn storm(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
     })
 }
 
+/// Runs a storm of `marker` at `rate` for `seconds`; how many execs it spawned.
+pub(crate) fn storm_execs(marker: &Path, rate: u64, seconds: u64) -> Result<u64> {
+    Ok(storm(marker, rate, seconds)?.spawned)
+}
+
 /// A Custos round's storms: `warmup` seconds, then `seconds` measured, of `marker` at `rate`.
 struct Storms<'a> {
     marker: &'a Path,

@@ -13,6 +13,7 @@ mod bench_throughput;
 mod commands;
 mod fuzz;
 mod package;
+mod profile;
 mod report;
 mod schema_doc;
 mod setup;
@@ -80,6 +81,12 @@ enum Command {
         #[command(subcommand)]
         which: Option<BenchCommand>,
     },
+    /// Developer profiles, counted rather than timed (as root): `exec`, the daemon's
+    /// instructions per exec under callgrind, by stage.
+    Profile {
+        #[command(subcommand)]
+        which: ProfileCommand,
+    },
     /// The exec storm the exec benchmark runs (internal).
     #[command(hide = true)]
     ExecLoop {
@@ -108,6 +115,25 @@ enum Command {
         #[arg(long)]
         seconds: u64,
         address: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// The daemon on its embedded default under callgrind through an exec storm: instructions
+    /// per exec, in all and by stage, and the functions that executed the most.
+    Exec {
+        /// The binary to profile (default: the release build, built first).
+        #[arg(long)]
+        custos: Option<PathBuf>,
+        /// Execs per second (callgrind runs the daemon about fifty times slower).
+        #[arg(long, default_value_t = 400)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of storm before the counting starts.
+        #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
+        warmup: u64,
     },
 }
 
@@ -190,6 +216,22 @@ fn main() -> ExitCode {
         Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),
         Command::Bench { which } => commands::bench_prepare().and_then(|()| bench(which)),
+        Command::Profile {
+            which:
+                ProfileCommand::Exec {
+                    custos,
+                    rate,
+                    seconds,
+                    warmup,
+                },
+        } => commands::bench_prepare().and_then(|()| {
+            profile::exec(&profile::Options {
+                custos,
+                rate,
+                seconds,
+                warmup,
+            })
+        }),
         Command::ExecLoop {
             rate,
             seconds,

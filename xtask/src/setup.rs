@@ -75,6 +75,17 @@ pub fn vm_tools() -> Result<()> {
     apt_install(&missing)
 }
 
+/// Valgrind, for `cargo xtask profile`.
+pub fn profile_tools() -> Result<()> {
+    let present = ["valgrind", "callgrind_control", "callgrind_annotate"]
+        .into_iter()
+        .all(have);
+    if present {
+        return Ok(());
+    }
+    apt_install(&["valgrind"])
+}
+
 pub fn all() -> Result<()> {
     build_tools()?;
     test_tools()
