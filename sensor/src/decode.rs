@@ -93,8 +93,15 @@ pub fn split_argv(argv: &[u8]) -> Vec<Vec<u8>> {
     if trimmed.is_empty() {
         return Vec::new();
     }
-    let mut args = Vec::with_capacity(trimmed.iter().filter(|&&b| b == 0).count() + 1);
-    args.extend(trimmed.split(|&b| b == 0).map(<[u8]>::to_vec));
+    // memchr finds the separators many bytes at a time; every exec's argv comes through here,
+    // and a byte-at-a-time split was most of its decoding.
+    let mut args = Vec::with_capacity(memchr::memchr_iter(0, trimmed).count() + 1);
+    let mut start = 0;
+    for end in memchr::memchr_iter(0, trimmed) {
+        args.push(trimmed[start..end].to_vec());
+        start = end + 1;
+    }
+    args.push(trimmed[start..].to_vec());
     args
 }
 

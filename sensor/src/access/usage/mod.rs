@@ -8,7 +8,7 @@ mod update;
 pub mod worker;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     path::PathBuf,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -21,7 +21,8 @@ use crate::{
     config::{AccessConfig, AlertRule},
     sinks::SharedParts,
 };
-use model::{Kind, PersonUsage, UsageState};
+use model::{PersonUsage, UsageState};
+use observe::ProgramsByPath;
 use worker::{Answer, GrantsWorker, Request};
 
 /// The state is written at most this often while it changes, and at shutdown.
@@ -35,7 +36,7 @@ pub struct UsageTracker {
     rules: Vec<AlertRule>,
     state: UsageState,
     /// Privileged programs by path: their entitlement.
-    programs: HashMap<String, (Kind, String)>,
+    programs: ProgramsByPath,
     worker: GrantsWorker,
     /// Persons whose grants were asked for and not answered yet.
     asked: HashSet<String>,
@@ -46,7 +47,7 @@ pub struct UsageTracker {
 }
 
 /// Privileged programs' entitlements by the programs' paths.
-fn programs_by_path(programs: &[PrivilegedProgram]) -> HashMap<String, (Kind, String)> {
+fn programs_by_path(programs: &[PrivilegedProgram]) -> ProgramsByPath {
     programs
         .iter()
         .map(|p| (p.path.clone(), (p.kind, p.name.clone())))

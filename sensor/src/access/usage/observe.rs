@@ -1,5 +1,4 @@
 //! Which entitlement an event used.
-use std::collections::HashMap;
 
 use custos_proto::v1::{event::Body, AccessBasis, AccessGrant, Event, FileOpen, Identity, Process};
 
@@ -25,6 +24,11 @@ pub enum Used {
         args: Vec<String>,
     },
 }
+
+/// Privileged programs by path: their entitlement's kind and name. Looked up for every exec;
+/// hashed with foldhash, since the paths held are the sensor's own scan of root's program
+/// directories, which an exec's path cannot add to.
+pub type ProgramsByPath = foldhash::HashMap<String, (Kind, String)>;
 
 /// Programs that switch a person to another user.
 const USER_SWITCHERS: &[&str] = &["sudo", "su", "doas", "run0", "pkexec", "runuser"];
@@ -58,7 +62,7 @@ pub fn uses_in(
     event: &Event,
     shared: &SharedParts,
     rules: &[AlertRule],
-    programs: &HashMap<String, (Kind, String)>,
+    programs: &ProgramsByPath,
 ) -> Vec<Used> {
     let Some(identity) = shared.identity(event) else {
         return Vec::new();
@@ -89,7 +93,7 @@ fn exec_uses(
     parent: Option<&Process>,
     process: &Process,
     rules: &[AlertRule],
-    programs: &HashMap<String, (Kind, String)>,
+    programs: &ProgramsByPath,
 ) -> Vec<Used> {
     let mut uses = Vec::new();
     let by_sudo = parent.is_some_and(|parent| parent.binary.ends_with("/sudo"));
@@ -218,7 +222,12 @@ mod tests {
     fn group_and_role_uses_count_for_the_person_acting_as_themselves() {
         let rules = [rule()];
         let event = group_open(identity("alice", "alice", &["analyst"]), "/srv/finance/q3");
-        let uses = uses_in(&event, &SharedParts::default(), &rules, &HashMap::new());
+        let uses = uses_in(
+            &event,
+            &SharedParts::default(),
+            &rules,
+            &ProgramsByPath::default(),
+        );
         let names: Vec<String> = uses
             .iter()
             .map(|u| match u {
@@ -229,7 +238,13 @@ mod tests {
         assert_eq!(names, ["group:staff", "role:analyst (rule finance)"]);
         // After sudo to root, root's groups are not alice's memberships.
         let as_root = group_open(identity("root", "alice", &["analyst"]), "/tmp/x");
-        assert!(uses_in(&as_root, &SharedParts::default(), &rules, &HashMap::new()).is_empty());
+        assert!(uses_in(
+            &as_root,
+            &SharedParts::default(),
+            &rules,
+            &ProgramsByPath::default()
+        )
+        .is_empty());
     }
 
     #[test]
@@ -249,10 +264,12 @@ mod tests {
             })),
             ..Event::default()
         };
-        let programs = HashMap::from([(
+        let programs: ProgramsByPath = [(
             "/usr/bin/psql".to_owned(),
             (Kind::FileCapability, "/usr/bin/psql (cap_x)".to_owned()),
-        )]);
+        )]
+        .into_iter()
+        .collect();
         let uses = uses_in(&exec, &SharedParts::default(), &[], &programs);
         assert_eq!(
             uses[0],
