@@ -124,6 +124,13 @@ struct Exited {
     entry: usize,
 }
 
+/// Whether `held` is `asked`. Most lookups ask with the table's own id (a clone of the entry's,
+/// or a borrow of it), which is known equal by its address without comparing its bytes: a
+/// record takes several lookups, each of which compared the whole id.
+fn is_exec_id(held: &ExecId, asked: &str) -> bool {
+    (std::ptr::eq(held.as_ptr(), asked.as_ptr()) && held.len() == asked.len()) || **held == *asked
+}
+
 fn address_of(entry: &ProcessEntry) -> usize {
     std::ptr::from_ref(entry) as usize
 }
@@ -169,7 +176,7 @@ impl ProcessTable {
     /// The entry for this exact process (pid and exec_id must both match, so a reused pid is
     /// never mistaken for the process that had it before).
     pub fn get(&self, pid: u32, exec_id: &str) -> Option<&ProcessEntry> {
-        self.latest(pid).filter(|e| *e.exec_id == *exec_id)
+        self.latest(pid).filter(|e| is_exec_id(&e.exec_id, exec_id))
     }
 
     /// The entry of pid `pid`, whichever process has it now (or had it last).
@@ -182,7 +189,7 @@ impl ProcessTable {
         self.by_pid
             .get_mut(&pid)
             .map(Box::as_mut)
-            .filter(|e| *e.exec_id == *exec_id)
+            .filter(|e| is_exec_id(&e.exec_id, exec_id))
     }
 
     /// A forked child starts with its parent's image, privilege chain (with any change the
@@ -237,7 +244,11 @@ impl ProcessTable {
     /// go at once: a busy host holds seconds' worth of exited processes, which rarely have a
     /// late event, and such an event builds them again.
     pub fn mark_exited(&mut self, pid: u32, exec_id: &str) {
-        let Some(entry) = self.by_pid.get_mut(&pid).filter(|e| *e.exec_id == *exec_id) else {
+        let Some(entry) = self
+            .by_pid
+            .get_mut(&pid)
+            .filter(|e| is_exec_id(&e.exec_id, exec_id))
+        else {
             return;
         };
         if entry.exited_at.is_some() {
@@ -325,6 +336,16 @@ mod tests {
                 "".into(),
             )),
         )
+    }
+
+    #[test]
+    fn an_exec_id_is_told_by_its_bytes_wherever_it_is_held() {
+        let held: ExecId = "boot:100:42".into();
+        assert!(is_exec_id(&held, &held));
+        assert!(is_exec_id(&held, &String::from("boot:100:42")));
+        // The same address with another length is another id.
+        assert!(!is_exec_id(&held, &held[..8]));
+        assert!(!is_exec_id(&held, "boot:100:43"));
     }
 
     #[test]
