@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use custos_proto::v1::event::Body;
+use custos_proto::v1::{event::Body, Event};
 
 use crate::{
     bench::{
@@ -105,11 +105,7 @@ impl Round {
 pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
     let custos = target_dir().join("release/custos");
     let work = tempfile::tempdir()?;
-    // A copy under a unique name, so its execs are told apart from everything else.
-    let marker = work
-        .path()
-        .join(format!("custos-bench-true-{}", std::process::id()));
-    std::fs::copy("/bin/true", &marker)?;
+    let marker = marker_in(work.path(), "bench")?;
     let auditd = ensure_auditd();
     if let Err(err) = &auditd {
         eprintln!("xtask: auditd is left out of this run: {err:#}");
@@ -367,6 +363,26 @@ fn storm(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
     })
 }
 
+/// How many of `events` report an exec of `marker`.
+pub(crate) fn execs_of(events: &[Event], marker: &Path) -> u64 {
+    let path = marker.to_string_lossy();
+    events
+        .iter()
+        .filter(|e| {
+            matches!(e.body, Some(Body::Exec(_)))
+                && e.process.as_ref().is_some_and(|p| p.binary == path)
+        })
+        .count() as u64
+}
+
+/// A copy of /bin/true in `dir` under a name unique to this run, so that its execs are told
+/// apart from everything else; `what` names the run.
+pub(crate) fn marker_in(dir: &Path, what: &str) -> Result<std::path::PathBuf> {
+    let marker = dir.join(format!("custos-{what}-true-{}", std::process::id()));
+    std::fs::copy("/bin/true", &marker)?;
+    Ok(marker)
+}
+
 /// Runs a storm of `marker` at `rate` for `seconds`; how many execs it spawned.
 pub(crate) fn storm_execs(marker: &Path, rate: u64, seconds: u64) -> Result<u64> {
     Ok(storm(marker, rate, seconds)?.spawned)
@@ -409,15 +425,7 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     );
     let (output, format) = (daemon.output.clone(), daemon.format);
     daemon.stop()?;
-    let events = BenchDaemon::events(&output, format)?;
-    let path = marker.to_string_lossy();
-    let seen = events
-        .iter()
-        .filter(|e| {
-            matches!(e.body, Some(Body::Exec(_)))
-                && e.process.as_ref().is_some_and(|p| p.binary == path)
-        })
-        .count() as u64;
+    let seen = execs_of(&BenchDaemon::events(&output, format)?, marker);
     round.lost = Some((warmed + round.spawned).saturating_sub(seen));
     Ok(round)
 }

@@ -14,7 +14,6 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use custos_proto::v1::event::Body;
 
 use crate::{
     bench::{spawn_until_ready, BenchDaemon, OutputFormat},
@@ -55,10 +54,7 @@ const STAGES: &[(&str, &str)] = &[
 pub fn exec(options: &Options) -> Result<()> {
     crate::setup::profile_tools()?;
     let work = tempfile::tempdir()?;
-    let marker = work
-        .path()
-        .join(format!("custos-profile-true-{}", std::process::id()));
-    std::fs::copy("/bin/true", &marker)?;
+    let marker = crate::bench_exec::marker_in(work.path(), "profile")?;
     let profile_dir = target_dir().join("profile");
     std::fs::create_dir_all(&profile_dir)?;
     let counts = profile_dir.join("exec.callgrind");
@@ -83,7 +79,8 @@ pub fn exec(options: &Options) -> Result<()> {
     sh(Command::new("kill").args(["-TERM", &pid]))?;
     daemon.wait()?;
     let (warm, spawned) = measured?;
-    let seen = execs_seen(&events, &marker)?;
+    let seen =
+        crate::bench_exec::execs_of(&BenchDaemon::events(&events, OutputFormat::Json)?, &marker);
     let dump = first_dump(&counts)?;
     print_counts(&dump, &custos, spawned, options)?;
     if seen < warm + spawned {
@@ -150,18 +147,6 @@ fn first_dump(counts: &Path) -> Result<PathBuf> {
         bail!("callgrind wrote no dump at {}", first.display());
     }
     Ok(first)
-}
-
-fn execs_seen(events: &Path, marker: &Path) -> Result<u64> {
-    let path = marker.to_string_lossy();
-    let events = BenchDaemon::events(events, OutputFormat::Json)?;
-    Ok(events
-        .iter()
-        .filter(|e| {
-            matches!(e.body, Some(Body::Exec(_)))
-                && e.process.as_ref().is_some_and(|p| p.binary == path)
-        })
-        .count() as u64)
 }
 
 /// Prints the dump's total and each stage's count per exec, and the functions that executed
