@@ -244,6 +244,8 @@ struct Daemon {
     config_path: Option<PathBuf>,
     cgroup_root: PathBuf,
     max_latency: Duration,
+    /// The most records the ring can hold: each has at least its header.
+    ring_records_max: usize,
     summary_every: Duration,
     /// When the last device-write summary was made, monotonic and wall-clock.
     last_summary: (Instant, std::time::SystemTime),
@@ -377,6 +379,8 @@ impl Daemon {
             config_path,
             cgroup_root,
             max_latency: Duration::from_millis(config.kernel.max_latency_ms),
+            ring_records_max: config.kernel.ring_buffer_bytes as usize
+                / std::mem::size_of::<sensor_common::RecordHeader>(),
             summary_every: Duration::from_secs(config.devices.summary_seconds),
             last_summary: (Instant::now(), std::time::SystemTime::now()),
             sink_stall: SinkStall::default(),
@@ -428,10 +432,19 @@ impl Daemon {
             tokio::select! {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
-                    self.stages.drain(guard.get_inner_mut())?;
-                    guard.clear_ready();
+                    // A drain that used its whole budget may have left records: the ring
+                    // stays ready, and the runtime gets its turn (timers, scrapes, signals)
+                    // before the loop comes back to them.
+                    let more = self.stages.drain(guard.get_inner_mut())? == stages::DRAIN_BUDGET;
+                    if !more {
+                        guard.clear_ready();
+                    }
+                    drop(guard);
                     drain_alarm.ring_after(self.max_latency)?;
                     timer_running = true;
+                    if more {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 room = stages::sink_room(&self.stages.out), if backed_up => {
                     room?;
@@ -485,8 +498,11 @@ impl Daemon {
     fn on_block_devices_changed(&mut self, changed: std::io::Result<BlockChanges>) -> Result<()> {
         match changed {
             Ok(changes) if !changes.partitions_removed.is_empty() => {
-                // The records of what was done on them before they went are described first.
-                self.stages.drain(self.ring.get_mut())?;
+                // The records of what was done on them before they went are described first:
+                // as many as the ring can hold.
+                let most = self.ring_records_max;
+                self.stages
+                    .drain_while(self.ring.get_mut(), most, |_| true)?;
                 let devices = self.stages.enricher.devices_mut();
                 for (major, minor) in changes.partitions_removed {
                     devices.forget(kernel_dev(major, minor));
@@ -655,7 +671,8 @@ async fn flush_accepted(
     }
     // Nothing is lost for the sinks being behind now: the reader waits for them instead.
     loop {
-        stages.drain_while(ring, |stages| !stages.backed_up())?;
+        // The hooks are detached: the ring only empties, so this drain ends.
+        stages.drain_while(ring, usize::MAX, |stages| !stages.backed_up())?;
         if !stages.backed_up() {
             break;
         }

@@ -30,6 +30,12 @@ use crate::{
 /// sinks start writing early and memory stays flat).
 pub(super) const SINK_BATCH: usize = 256;
 
+/// Records one drain handles at most. When the kernel writes records faster than the daemon
+/// reads them, a drain that went on until the ring was empty would never end, and nothing else
+/// would run: no loss report, no stall warning, no status or scrape. The loop comes back to
+/// the rest after its other work.
+pub(super) const DRAIN_BUDGET: usize = 1024;
+
 /// Events emitted, by kind: one counter handle per kind, fetched once.
 pub(super) struct EventCounters {
     by_kind: Vec<(EventKind, Counter)>,
@@ -352,22 +358,25 @@ impl Stages {
         Ok(())
     }
 
-    /// Handles every record waiting in the ring buffer; how many there were.
+    /// Handles the records waiting in the ring buffer, [`DRAIN_BUDGET`] at most; how many it
+    /// handled.
     pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize> {
-        self.drain_while(ring, |_| true)
+        self.drain_while(ring, DRAIN_BUDGET, |_| true)
     }
 
-    /// Handles the records waiting in the ring buffer while `go_on`; how many it handled.
+    /// Handles the records waiting in the ring buffer while `go_on`, `most` at most; how many
+    /// it handled.
     pub(super) fn drain_while(
         &mut self,
         ring: &mut RingBuf<MapData>,
+        most: usize,
         go_on: impl Fn(&Self) -> bool,
     ) -> Result<usize> {
         // Freed now, the written events' memory is what this drain's events are made in while
         // it is still in this CPU's cache; freed at the last hand-over, it had gone cold by now.
         self.free_spent();
         let mut records = 0;
-        while go_on(self) {
+        while records < most && go_on(self) {
             let Some(item) = ring.next() else {
                 break;
             };
