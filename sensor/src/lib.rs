@@ -31,6 +31,7 @@ pub mod proc_scan;
 pub mod process_table;
 pub mod sessions;
 pub mod sinks;
+pub mod ssh_clients;
 pub mod tail;
 pub mod text;
 pub mod views;

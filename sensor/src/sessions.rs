@@ -15,6 +15,11 @@ use std::{
 
 use custos_proto::v1::SessionKind;
 
+use crate::{
+    process_table::ExecId,
+    ssh_clients::{ssh_peer, SshClients},
+};
+
 /// Where session facts are read from.
 #[derive(Clone, Debug)]
 pub struct SessionSources {
@@ -61,8 +66,13 @@ pub struct SessionFacts {
 }
 
 /// Resolves session `id` for the process chain `members` (the event's process first, the
-/// leader last).
-pub fn resolve(id: u32, members: &[Member], sources: &SessionSources) -> SessionFacts {
+/// leader last); `noted_client` is the SSH client noted when the login's sshd was exec'd.
+pub fn resolve(
+    id: u32,
+    members: &[Member],
+    sources: &SessionSources,
+    noted_client: Option<SocketAddr>,
+) -> SessionFacts {
     let mut facts = SessionFacts::default();
     if let Some(leader) = members.last() {
         facts.leader_pid = leader.pid;
@@ -73,7 +83,7 @@ pub fn resolve(id: u32, members: &[Member], sources: &SessionSources) -> Session
         facts.sources.push("process");
     }
     if facts.kind == SessionKind::Ssh {
-        if let Some(peer) = ssh_peer(&sources.proc_root, members) {
+        if let Some(peer) = noted_client.or_else(|| ssh_peer(&sources.proc_root, members)) {
             facts.remote_address = peer.ip().to_string();
             facts.remote_port = Some(u32::from(peer.port()));
             facts.sources.push("socket");
@@ -129,43 +139,6 @@ pub fn kind_of_program(program: &[u8]) -> SessionKind {
         | b"containerd" => SessionKind::Container,
         _ => SessionKind::Unspecified,
     }
-}
-
-/// The client of an SSH session: the peer of the established TCP connection that one of the
-/// session's sshd processes holds (the process that serves the connection; its socket is the
-/// kernel's, not anything the logged-in user can set).
-pub fn ssh_peer(proc_root: &Path, members: &[Member]) -> Option<SocketAddr> {
-    members
-        .iter()
-        .filter(|m| kind_of_program(&m.program) == SessionKind::Ssh)
-        .find_map(|m| connection_peer(&proc_root.join(m.pid.to_string())))
-}
-
-/// The remote end of the first established TCP connection among the process's open sockets,
-/// looked up in the socket tables of the process's own network namespace.
-fn connection_peer(process_dir: &Path) -> Option<SocketAddr> {
-    let process = procfs::process::Process::new_with_root(process_dir.to_owned()).ok()?;
-    let sockets: std::collections::HashSet<u64> = process
-        .fd()
-        .ok()?
-        .flatten()
-        .filter_map(|fd| match fd.target {
-            procfs::process::FDTarget::Socket(inode) => Some(inode),
-            _ => None,
-        })
-        .collect();
-    if sockets.is_empty() {
-        return None;
-    }
-    let tables = [process.tcp(), process.tcp6()];
-    tables
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find(|entry| {
-            entry.state == procfs::net::TcpState::Established && sockets.contains(&entry.inode)
-        })
-        .map(|entry| entry.remote_address)
 }
 
 /// The login record of a session process, if utmp has one.
@@ -257,6 +230,8 @@ pub struct SessionTracker {
     /// Sessions whose start has not been reported yet (an SSH login's start waits for the
     /// login's own process).
     unannounced: HashSet<u32>,
+    /// SSH clients noted when the sshd serving each connection was exec'd.
+    ssh_clients: SshClients,
 }
 
 /// Sessions remembered at once; the least recently active is forgotten first.
@@ -272,7 +247,20 @@ impl SessionTracker {
             ),
             leaders: Default::default(),
             unannounced: HashSet::new(),
+            ssh_clients: SshClients::default(),
         }
+    }
+
+    /// Notes the client of the connection process `pid` serves, when `program` is an sshd
+    /// serving one: read now, while the connection is sure to be open.
+    pub fn note_exec(&mut self, pid: u32, exec_id: &ExecId, program: &[u8]) {
+        let proc_root = &self.sources.proc_root;
+        self.ssh_clients.note_exec(proc_root, pid, exec_id, program);
+    }
+
+    /// The client noted for the sshd process `exec_id`.
+    pub fn noted_ssh_client(&self, exec_id: &str) -> Option<SocketAddr> {
+        self.ssh_clients.noted(exec_id)
     }
 
     /// The session `id`, if it is known.
@@ -282,8 +270,14 @@ impl SessionTracker {
 
     /// Resolves and remembers a session seen for the first time; its start is yet to be
     /// reported.
-    pub fn start(&mut self, id: u32, login_uid: u32, members: &[Member]) -> Arc<ActiveSession> {
-        let facts = resolve(id, members, &self.sources);
+    pub fn start(
+        &mut self,
+        id: u32,
+        login_uid: u32,
+        members: &[Member],
+        noted_client: Option<SocketAddr>,
+    ) -> Arc<ActiveSession> {
+        let facts = resolve(id, members, &self.sources, noted_client);
         self.leaders
             .insert(facts.leader_pid, (facts.leader_exec_id.clone(), id));
         let session = Arc::new(ActiveSession {
@@ -308,12 +302,13 @@ impl SessionTracker {
 
     /// Marks the session's start as reported, completing what its first activity could not
     /// know: the terminal (`tty`, the kernel's name of the announcing process's terminal) and,
-    /// for SSH, the client (from the connection of an sshd process among `members`).
+    /// for SSH, the client (`noted_client`, else the connection of an sshd among `members`).
     pub fn announce(
         &mut self,
         id: u32,
         tty: String,
         members: &[Member],
+        noted_client: Option<SocketAddr>,
     ) -> Option<Arc<ActiveSession>> {
         self.unannounced.remove(&id);
         let session = self.active.peek(&id)?;
@@ -321,7 +316,7 @@ impl SessionTracker {
             session.facts.kind == SessionKind::Ssh && session.facts.remote_address.is_empty();
         let needs_tty = session.facts.tty.is_empty() && !tty.is_empty();
         let peer = needs_client
-            .then(|| ssh_peer(&self.sources.proc_root, members))
+            .then(|| noted_client.or_else(|| ssh_peer(&self.sources.proc_root, members)))
             .flatten();
         if peer.is_none() && !needs_tty {
             return Some(session.clone());
@@ -390,44 +385,24 @@ mod tests {
     #[test]
     fn the_leader_is_the_last_member_and_unknown_programs_are_other() {
         let members = [member(30, "/usr/bin/bash"), member(20, "/usr/sbin/sshd")];
-        let facts = resolve(5, &members, &nowhere());
+        let facts = resolve(5, &members, &nowhere(), None);
         assert_eq!(facts.kind, SessionKind::Ssh);
         assert_eq!(
             (facts.leader_pid, facts.leader_exec_id.as_str()),
             (20, "id-20")
         );
-        let facts = resolve(5, &[member(7, "/opt/thing")], &nowhere());
+        let facts = resolve(5, &[member(7, "/opt/thing")], &nowhere(), None);
         assert_eq!(facts.kind, SessionKind::Other);
         assert_eq!(facts.sources, ["process"]);
     }
 
     #[test]
-    fn an_ssh_sessions_client_is_the_peer_of_its_sshd_connection() {
-        use std::net::{TcpListener, TcpStream};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_served, peer) = listener.accept().unwrap();
-        assert_eq!(client.local_addr().unwrap(), peer);
-        // This process holds both ends and the listener; as an "sshd" its peer is the client's
-        // address as the accepted end sees it, or the listener's as the client end sees it.
-        let me = member(std::process::id(), "/usr/sbin/sshd");
-        let found = ssh_peer(Path::new("/proc"), &[member(1, "/usr/bin/bash"), me]).unwrap();
-        assert!(
-            found == peer || found == listener.local_addr().unwrap(),
-            "{found} is an end of the connection"
-        );
-        // A process that is not sshd is never asked.
-        let bash = member(std::process::id(), "/usr/bin/bash");
-        assert_eq!(ssh_peer(Path::new("/proc"), &[bash]), None);
-    }
-
-    #[test]
     fn a_sessions_start_waits_until_it_is_announced_and_learns_its_terminal() {
         let mut tracker = SessionTracker::new(nowhere());
-        let started = tracker.start(9, 1000, &[member(300, "/usr/sbin/sshd")]);
+        let started = tracker.start(9, 1000, &[member(300, "/usr/sbin/sshd")], None);
         assert_eq!(started.facts.kind, SessionKind::Ssh);
         assert!(tracker.awaiting_start(9));
-        let announced = tracker.announce(9, "pts/4".into(), &[]).unwrap();
+        let announced = tracker.announce(9, "pts/4".into(), &[], None).unwrap();
         assert_eq!(announced.facts.tty, "pts/4");
         assert!(!tracker.awaiting_start(9));
         assert_eq!(
@@ -452,7 +427,7 @@ mod tests {
             logind_dir: dir.path().to_owned(),
             ..nowhere()
         };
-        let facts = resolve(12, &[member(4300, "/usr/bin/bash")], &sources);
+        let facts = resolve(12, &[member(4300, "/usr/bin/bash")], &sources, None);
         assert_eq!(facts.kind, SessionKind::Ssh);
         assert_eq!(facts.remote_address, "198.51.100.4");
         assert_eq!(facts.tty, "pts/2");

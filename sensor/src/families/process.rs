@@ -54,6 +54,8 @@ impl<S: NameSource> Enricher<S> {
         let task = &exec.task;
         let after = Credentials::of(task, exec.cap_effective, exec.cap_permitted);
         self.place_exec(task, &exec_id);
+        self.sessions
+            .note_exec(task.tgid, &exec_id, &program.binary);
         let (process, cgroup_known) = self.exec_view(task, &exec_id, program);
         let before = self.load_image(task, &exec_id, image, after);
         let (parent, parent_part) = self.parent_schema_of(task.tgid, &exec_id).unzip();

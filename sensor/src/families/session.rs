@@ -1,6 +1,6 @@
 //! Login sessions on events: the compact reference on every event, the start event ahead of
 //! the login's own first activity, the full record.
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use custos_proto::v1::{
     event::Body, Event, Process, Session, SessionKind, SessionRef, SessionStart,
@@ -14,6 +14,10 @@ use crate::{
     privacy::pseudonym::Pseudonymizer,
     sessions::{ActiveSession, Member},
 };
+
+/// Ancestors looked at for a noted SSH client, at most (the table's chains are acyclic, but
+/// a walk is bounded anyway, like the session's members).
+const MAX_ANCESTORS: usize = 64;
 
 impl<S: NameSource> Enricher<S> {
     /// The session `task` acts in. A session is resolved on its first activity; its start event
@@ -34,7 +38,8 @@ impl<S: NameSource> Enricher<S> {
             Some(session) => session,
             None => {
                 let walked = self.members_of(task.tgid, exec_id, id);
-                let session = self.sessions.start(id, task.loginuid, &walked);
+                let noted = self.noted_ssh_client(task.tgid, exec_id);
+                let session = self.sessions.start(id, task.loginuid, &walked, noted);
                 members = Some(walked);
                 session
             }
@@ -42,13 +47,29 @@ impl<S: NameSource> Enricher<S> {
         if self.sessions.awaiting_start(id) && self.login_has_begun(task, exec_id, &session) {
             let members = members.unwrap_or_else(|| self.members_of(task.tgid, exec_id, id));
             let tty = tty_name(c_str(&task.tty));
-            if let Some(announced) = self.sessions.announce(id, tty, &members) {
+            let noted = self.noted_ssh_client(task.tgid, exec_id);
+            if let Some(announced) = self.sessions.announce(id, tty, &members, noted) {
                 session = announced;
             }
             let start = self.session_start(ktime_ns, task, &session);
             self.preceding.push(start);
         }
         Some(session)
+    }
+
+    /// The client noted for the SSH connection the process came over: that of its nearest
+    /// ancestor (or itself) exec'd as an sshd serving a connection, whatever session it is in
+    /// (the sshd exec'd for a connection is in none yet).
+    fn noted_ssh_client(&self, pid: u32, exec_id: &str) -> Option<SocketAddr> {
+        let mut next = self.processes.get(pid, exec_id);
+        for _ in 0..MAX_ANCESTORS {
+            let entry = next?;
+            if let Some(client) = self.sessions.noted_ssh_client(&entry.exec_id) {
+                return Some(client);
+            }
+            next = self.processes.get(entry.ppid, &entry.parent_exec_id);
+        }
+        None
     }
 
     /// The process and its known ancestors in session `id`, the process first.
