@@ -119,11 +119,28 @@ pub fn resolve(
     facts
 }
 
+/// Whether this program serves SSH logins (sshd and the programs it runs for a connection).
+/// Asked at every exec, so it looks at the name only.
+pub fn serves_ssh(program: &[u8]) -> bool {
+    is_ssh_server(program_name(program))
+}
+
+fn is_ssh_server(name: &[u8]) -> bool {
+    matches!(name, b"sshd" | b"sshd-session" | b"sshd-auth" | b"dropbear")
+}
+
+/// The file name of a program's path.
+fn program_name(program: &[u8]) -> &[u8] {
+    memchr::memrchr(b'/', program).map_or(program, |slash| &program[slash + 1..])
+}
+
 /// How a session opened by this program (the leader) came about.
 pub fn kind_of_program(program: &[u8]) -> SessionKind {
-    let name = program.rsplit(|&b| b == b'/').next().unwrap_or(program);
+    let name = program_name(program);
+    if is_ssh_server(name) {
+        return SessionKind::Ssh;
+    }
     match name {
-        b"sshd" | b"sshd-session" | b"sshd-auth" | b"dropbear" => SessionKind::Ssh,
         b"login" | b"agetty" | b"getty" | b"mingetty" => SessionKind::Tty,
         b"gdm-session-worker" | b"lightdm" | b"sddm-helper" | b"xrdp-sesman" => {
             SessionKind::Graphical

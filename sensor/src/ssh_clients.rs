@@ -8,9 +8,10 @@
 //! have closed its connection by the time its session is first seen.
 use std::{net::SocketAddr, num::NonZeroUsize, path::Path};
 
-use custos_proto::v1::SessionKind;
-
-use crate::{process_table::ExecId, sessions::kind_of_program, sessions::Member};
+use crate::{
+    process_table::ExecId,
+    sessions::{serves_ssh, Member},
+};
 
 /// Connections whose client is remembered at once; the least recently served is forgotten
 /// first. Well above what sshd lets wait for authentication (its `MaxStartups`).
@@ -36,7 +37,7 @@ impl SshClients {
     /// Notes the client of the connection process `pid` serves, when `program` is an sshd and
     /// the process holds one (the listener holds none).
     pub fn note_exec(&mut self, proc_root: &Path, pid: u32, exec_id: &ExecId, program: &[u8]) {
-        if kind_of_program(program) != SessionKind::Ssh {
+        if !serves_ssh(program) {
             return;
         }
         if let Some(peer) = connection_peer(&proc_root.join(pid.to_string())) {
@@ -55,7 +56,7 @@ impl SshClients {
 pub fn ssh_peer(proc_root: &Path, members: &[Member]) -> Option<SocketAddr> {
     members
         .iter()
-        .filter(|m| kind_of_program(&m.program) == SessionKind::Ssh)
+        .filter(|m| serves_ssh(&m.program))
         .find_map(|m| connection_peer(&proc_root.join(m.pid.to_string())))
 }
 
