@@ -12,7 +12,7 @@ use custos_proto::v1::{event::Body, Event, Identity, Process, ProcessExec};
 
 use super::{
     json_fields::{
-        access_fields, serialized, source_fields, write_event_fields, write_process, Object,
+        access_fields, key, serialized, source_fields, write_event_fields, write_process, Object,
         WrittenApart,
     },
     parts::{identity_slot, named_kind, AccessPart, EventSource, PartCache, PartIds, SharedParts},
@@ -138,24 +138,24 @@ impl JsonEncoder {
         };
         write_event_fields(head, apart, &mut object);
         if let Some(time) = &parts.time {
-            object.timestamp("time", time);
+            object.timestamp(key!("time"), time);
         }
         if let Some(identity) = parts.identity {
             let slot = identity_slot(identity);
             let id = parts.ids.identity;
-            let out = object.key("identity");
+            let out = object.key(key!("identity"));
             splice(&mut self.identities, slot, id, identity, serialized, out);
         }
         if let Some(process) = parts.process {
             let (slot, id) = (process.tid as usize, parts.ids.process);
-            let out = object.key("process");
+            let out = object.key(key!("process"));
             splice(&mut self.processes, slot, id, process, write_process, out);
         }
         if let Some(parent) = parts.exec {
-            let mut exec = Object::open(object.key("exec"));
+            let mut exec = Object::open(object.key(key!("exec")));
             if let Some(parent) = parent {
                 let (slot, id) = (parent.pid as usize, parts.ids.parent);
-                let out = exec.key("parent");
+                let out = exec.key(key!("parent"));
                 splice(&mut self.parents, slot, id, parent, write_process, out);
             }
             exec.close();

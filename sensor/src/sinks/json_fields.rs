@@ -18,6 +18,19 @@ use super::{
     rfc3339,
 };
 
+/// A field's name as it is written, `,"name":`, made at compile time by [`key!`]: a field then
+/// starts with one append (the comma left out before an object's first field).
+#[derive(Clone, Copy)]
+pub struct Key(pub &'static str);
+
+/// The [`Key`] of the field named `$name`.
+macro_rules! key {
+    ($name:literal) => {
+        $crate::sinks::json_fields::Key(concat!(",\"", $name, "\":"))
+    };
+}
+pub(crate) use key;
+
 /// A JSON object being written: its fields, separated.
 pub struct Object<'a> {
     out: &'a mut Vec<u8>,
@@ -38,35 +51,32 @@ impl<'a> Object<'a> {
     }
 
     /// Starts field `name`; its value is written next into the returned buffer.
-    pub fn key(&mut self, name: &str) -> &mut Vec<u8> {
-        if !self.empty {
-            self.out.push(b',');
-        }
+    pub fn key(&mut self, name: Key) -> &mut Vec<u8> {
+        let written = name.0.as_bytes();
+        let written = if self.empty { &written[1..] } else { written };
         self.empty = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        self.out.extend_from_slice(written);
         self.out
     }
 
-    pub fn string(&mut self, name: &str, value: &str) {
+    pub fn string(&mut self, name: Key, value: &str) {
         string(value, self.key(name));
     }
 
-    pub fn number(&mut self, name: &str, value: u32) {
+    pub fn number(&mut self, name: Key, value: u32) {
         let mut digits = itoa::Buffer::new();
         self.key(name)
             .extend_from_slice(digits.format(value).as_bytes());
     }
 
-    pub fn signed(&mut self, name: &str, value: i32) {
+    pub fn signed(&mut self, name: Key, value: i32) {
         let mut digits = itoa::Buffer::new();
         self.key(name)
             .extend_from_slice(digits.format(value).as_bytes());
     }
 
     /// A 64-bit integer, which protobuf's JSON writes as a string.
-    pub fn long(&mut self, name: &str, value: u64) {
+    pub fn long(&mut self, name: Key, value: u64) {
         let mut digits = itoa::Buffer::new();
         let out = self.key(name);
         out.push(b'"');
@@ -74,16 +84,16 @@ impl<'a> Object<'a> {
         out.push(b'"');
     }
 
-    pub fn boolean(&mut self, name: &str, value: bool) {
+    pub fn boolean(&mut self, name: Key, value: bool) {
         let text: &[u8] = if value { b"true" } else { b"false" };
         self.key(name).extend_from_slice(text);
     }
 
-    pub fn bytes(&mut self, name: &str, value: &[u8]) {
+    pub fn bytes(&mut self, name: Key, value: &[u8]) {
         base64_string(value, self.key(name));
     }
 
-    pub fn timestamp(&mut self, name: &str, value: &Timestamp) {
+    pub fn timestamp(&mut self, name: Key, value: &Timestamp) {
         let out = self.key(name);
         if !rfc3339::write_quoted(value, out) {
             serialized(value, out);
@@ -177,9 +187,9 @@ pub fn serialized<M: serde::Serialize + ?Sized>(value: &M, out: &mut Vec<u8>) {
 pub fn source_fields(source: &EventSource) -> Vec<u8> {
     let mut written = Vec::new();
     let mut object = Object::bare(&mut written);
-    object.string("runId", &source.run_id);
-    object.string("bootId", &source.boot_id);
-    object.string("host", &source.host);
+    object.string(key!("runId"), &source.run_id);
+    object.string(key!("bootId"), &source.boot_id);
+    object.string(key!("host"), &source.host);
     written
 }
 
@@ -209,25 +219,25 @@ pub fn write_event_fields(event: &Event, apart: WrittenApart, object: &mut Objec
         kind: _, // by its name, below
         body,
     } = event;
-    object.long("seq", *seq);
+    object.long(key!("seq"), *seq);
     match apart.source {
         Some(written) => object.fields(written),
         None => {
-            object.string("runId", run_id);
-            object.string("bootId", boot_id);
-            object.string("host", host);
+            object.string(key!("runId"), run_id);
+            object.string(key!("bootId"), boot_id);
+            object.string(key!("host"), host);
         }
     }
     if let Some(time) = time {
-        object.timestamp("time", time);
+        object.timestamp(key!("time"), time);
     }
     if let Some(identity) = identity {
-        serialized(identity, object.key("identity"));
+        serialized(identity, object.key(key!("identity")));
     }
     if let Some(process) = process {
-        write_process(process, object.key("process"));
+        write_process(process, object.key(key!("process")));
     }
-    object.string("kind", apart.kind.unwrap_or_else(|| kind_name(event)));
+    object.string(key!("kind"), apart.kind.unwrap_or_else(|| kind_name(event)));
     if let Some(body) = body {
         write_body(body, apart.access, object);
     }
@@ -237,20 +247,20 @@ pub fn write_event_fields(event: &Event, apart: WrittenApart, object: &mut Objec
 /// written apart in its place.
 fn write_body(body: &Body, access: Option<&[u8]>, object: &mut Object) {
     match body {
-        Body::Exec(v) => serialized(v, object.key("exec")),
-        Body::Exit(v) => write_process_exit(v, object.key("exit")),
-        Body::Loss(v) => serialized(v, object.key("loss")),
-        Body::FileOpen(v) => write_file_open(v, access, object.key("fileOpen")),
-        Body::PrivilegeChange(v) => serialized(v, object.key("privilegeChange")),
-        Body::SessionStart(v) => serialized(v, object.key("sessionStart")),
-        Body::SessionEnd(v) => serialized(v, object.key("sessionEnd")),
-        Body::BlockDevice(v) => serialized(v, object.key("blockDevice")),
-        Body::Mount(v) => serialized(v, object.key("mount")),
-        Body::DeviceControl(v) => serialized(v, object.key("deviceControl")),
-        Body::DeviceWriteSummary(v) => serialized(v, object.key("deviceWriteSummary")),
-        Body::Alert(v) => serialized(v, object.key("alert")),
-        Body::Network(v) => serialized(v, object.key("network")),
-        Body::AccessUsage(v) => serialized(v, object.key("accessUsage")),
+        Body::Exec(v) => serialized(v, object.key(key!("exec"))),
+        Body::Exit(v) => write_process_exit(v, object.key(key!("exit"))),
+        Body::Loss(v) => serialized(v, object.key(key!("loss"))),
+        Body::FileOpen(v) => write_file_open(v, access, object.key(key!("fileOpen"))),
+        Body::PrivilegeChange(v) => serialized(v, object.key(key!("privilegeChange"))),
+        Body::SessionStart(v) => serialized(v, object.key(key!("sessionStart"))),
+        Body::SessionEnd(v) => serialized(v, object.key(key!("sessionEnd"))),
+        Body::BlockDevice(v) => serialized(v, object.key(key!("blockDevice"))),
+        Body::Mount(v) => serialized(v, object.key(key!("mount"))),
+        Body::DeviceControl(v) => serialized(v, object.key(key!("deviceControl"))),
+        Body::DeviceWriteSummary(v) => serialized(v, object.key(key!("deviceWriteSummary"))),
+        Body::Alert(v) => serialized(v, object.key(key!("alert"))),
+        Body::Network(v) => serialized(v, object.key(key!("network"))),
+        Body::AccessUsage(v) => serialized(v, object.key(key!("accessUsage"))),
     }
 }
 
@@ -277,30 +287,30 @@ pub fn write_process(process: &Process, out: &mut Vec<u8>) {
         invoked_path_raw,
     } = process;
     let mut object = Object::open(out);
-    object.number("pid", *pid);
-    object.number("tid", *tid);
-    object.number("ppid", *ppid);
-    object.string("execId", exec_id);
-    object.string("parentExecId", parent_exec_id);
-    object.string("binary", binary);
-    object.bytes("binaryRaw", binary_raw);
-    list(object.key("args"), args, |arg, out| string(arg, out));
-    list(object.key("argsRaw"), args_raw, |arg, out| {
+    object.number(key!("pid"), *pid);
+    object.number(key!("tid"), *tid);
+    object.number(key!("ppid"), *ppid);
+    object.string(key!("execId"), exec_id);
+    object.string(key!("parentExecId"), parent_exec_id);
+    object.string(key!("binary"), binary);
+    object.bytes(key!("binaryRaw"), binary_raw);
+    list(object.key(key!("args")), args, |arg, out| string(arg, out));
+    list(object.key(key!("argsRaw")), args_raw, |arg, out| {
         base64_string(arg, out)
     });
-    object.boolean("argsTruncated", *args_truncated);
-    object.string("cwd", cwd);
-    object.bytes("cwdRaw", cwd_raw);
-    object.string("comm", comm);
+    object.boolean(key!("argsTruncated"), *args_truncated);
+    object.string(key!("cwd"), cwd);
+    object.bytes(key!("cwdRaw"), cwd_raw);
+    object.string(key!("comm"), comm);
     if let Some(start_time) = start_time {
-        object.timestamp("startTime", start_time);
+        object.timestamp(key!("startTime"), start_time);
     }
     if let Some(cgroup) = cgroup {
-        write_cgroup(cgroup, object.key("cgroup"));
+        write_cgroup(cgroup, object.key(key!("cgroup")));
     }
-    object.boolean("pathTruncated", *path_truncated);
-    object.string("invokedPath", invoked_path);
-    object.bytes("invokedPathRaw", invoked_path_raw);
+    object.boolean(key!("pathTruncated"), *path_truncated);
+    object.string(key!("invokedPath"), invoked_path);
+    object.bytes(key!("invokedPathRaw"), invoked_path_raw);
     object.close();
 }
 
@@ -312,10 +322,10 @@ fn write_cgroup(cgroup: &Cgroup, out: &mut Vec<u8>) {
         container_id,
     } = cgroup;
     let mut object = Object::open(out);
-    object.long("id", *id);
-    object.string("path", path);
-    object.string("unit", unit);
-    object.string("containerId", container_id);
+    object.long(key!("id"), *id);
+    object.string(key!("path"), path);
+    object.string(key!("unit"), unit);
+    object.string(key!("containerId"), container_id);
     object.close();
 }
 
@@ -347,29 +357,29 @@ fn write_file_open(open: &FileOpen, held: Option<&[u8]>, out: &mut Vec<u8>) {
         mode,
     } = open;
     let mut object = Object::open(out);
-    object.string("path", path);
-    object.bytes("pathRaw", path_raw);
-    object.boolean("pathTruncated", *path_truncated);
+    object.string(key!("path"), path);
+    object.bytes(key!("pathRaw"), path_raw);
+    object.boolean(key!("pathTruncated"), *path_truncated);
     if let Some(access) = access {
-        write_file_access(access, object.key("access"));
+        write_file_access(access, object.key(key!("access")));
     }
-    object.number("flags", *flags);
-    object.string("syscall", syscall);
+    object.number(key!("flags"), *flags);
+    object.string(key!("syscall"), syscall);
     if let Some(fd) = fd {
-        object.signed("fd", *fd);
+        object.signed(key!("fd"), *fd);
     }
-    optional_number(&mut object, "errno", *errno);
-    object.string("error", error);
-    object.boolean("denied", *denied);
-    optional_number(&mut object, "deviceMajor", *device_major);
-    optional_number(&mut object, "deviceMinor", *device_minor);
+    optional_number(&mut object, key!("errno"), *errno);
+    object.string(key!("error"), error);
+    object.boolean(key!("denied"), *denied);
+    optional_number(&mut object, key!("deviceMajor"), *device_major);
+    optional_number(&mut object, key!("deviceMinor"), *device_minor);
     if let Some(inode) = inode {
-        object.long("inode", *inode);
+        object.long(key!("inode"), *inode);
     }
-    object.long("repeats", *repeats);
-    object.boolean("repeatSummary", *repeat_summary);
+    object.long(key!("repeats"), *repeats);
+    object.boolean(key!("repeatSummary"), *repeat_summary);
     if let Some(device) = device {
-        serialized(device, object.key("device"));
+        serialized(device, object.key(key!("device")));
     }
     match held {
         Some(written) => object.fields(written),
@@ -397,13 +407,13 @@ fn write_access_part(
     mode: Option<u32>,
 ) {
     if let Some(basis) = basis {
-        write_access_basis(basis, object.key("basis"));
+        write_access_basis(basis, object.key(key!("basis")));
     }
-    optional_number(object, "ownerUid", owner_uid);
-    object.string("owner", owner);
-    optional_number(object, "ownerGid", owner_gid);
-    object.string("ownerGroup", owner_group);
-    optional_number(object, "mode", mode);
+    optional_number(object, key!("ownerUid"), owner_uid);
+    object.string(key!("owner"), owner);
+    optional_number(object, key!("ownerGid"), owner_gid);
+    object.string(key!("ownerGroup"), owner_group);
+    optional_number(object, key!("mode"), mode);
 }
 
 /// The fields of `part` as a file open holds them, to splice into one (see
@@ -437,15 +447,15 @@ fn write_process_exit(exit: &ProcessExit, out: &mut Vec<u8>) {
     } = exit;
     let mut object = Object::open(out);
     if let Some(code) = code {
-        object.signed("code", *code);
+        object.signed(key!("code"), *code);
     }
-    optional_number(&mut object, "signal", *signal);
-    object.boolean("coreDumped", *core_dumped);
+    optional_number(&mut object, key!("signal"), *signal);
+    object.boolean(key!("coreDumped"), *core_dumped);
     object.close();
 }
 
 /// A proto3 `optional uint32`: written only when present.
-fn optional_number(object: &mut Object, name: &str, value: Option<u32>) {
+fn optional_number(object: &mut Object, name: Key, value: Option<u32>) {
     if let Some(value) = value {
         object.number(name, value);
     }
@@ -460,11 +470,11 @@ fn write_file_access(access: &FileAccess, out: &mut Vec<u8>) {
         append,
     } = access;
     let mut object = Object::open(out);
-    object.boolean("read", *read);
-    object.boolean("write", *write);
-    object.boolean("create", *create);
-    object.boolean("truncate", *truncate);
-    object.boolean("append", *append);
+    object.boolean(key!("read"), *read);
+    object.boolean(key!("write"), *write);
+    object.boolean(key!("create"), *create);
+    object.boolean(key!("truncate"), *truncate);
+    object.boolean(key!("append"), *append);
     object.close();
 }
 
@@ -490,30 +500,30 @@ fn write_access_basis(basis: &AccessBasis, out: &mut Vec<u8>) {
         return;
     };
     let mut object = Object::open(out);
-    object.string("grant", grant.as_str_name());
+    object.string(key!("grant"), grant.as_str_name());
     if let Some(group) = group {
-        write_group(group, object.key("group"));
+        write_group(group, object.key(key!("group")));
     }
-    object.boolean("supplementary", *supplementary);
+    object.boolean(key!("supplementary"), *supplementary);
     if let Some(entry) = acl_entry {
-        serialized(entry, object.key("aclEntry"));
+        serialized(entry, object.key(key!("aclEntry")));
     }
-    object.string("capability", capability);
-    object.string("requested", requested);
-    object.string("missing", missing);
-    object.string("permissionClass", permission_class);
-    object.string("object", checked);
-    object.string("objectPath", object_path);
-    object.boolean("afterTheFact", *after_the_fact);
-    object.string("note", note);
+    object.string(key!("capability"), capability);
+    object.string(key!("requested"), requested);
+    object.string(key!("missing"), missing);
+    object.string(key!("permissionClass"), permission_class);
+    object.string(key!("object"), checked);
+    object.string(key!("objectPath"), object_path);
+    object.boolean(key!("afterTheFact"), *after_the_fact);
+    object.string(key!("note"), note);
     object.close();
 }
 
 fn write_group(group: &Group, out: &mut Vec<u8>) {
     let Group { gid, name } = group;
     let mut object = Object::open(out);
-    object.number("gid", *gid);
-    object.string("name", name);
+    object.number(key!("gid"), *gid);
+    object.string(key!("name"), name);
     object.close();
 }
 
