@@ -367,10 +367,11 @@ impl SessionTracker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn member(pid: u32, program: &str) -> Member {
+    /// A member with exec id `id-<pid>`.
+    pub(crate) fn member(pid: u32, program: &str) -> Member {
         Member {
             pid,
             exec_id: format!("id-{pid}"),

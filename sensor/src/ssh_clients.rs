@@ -92,15 +92,7 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     use super::*;
-
-    fn member(pid: u32, program: &str) -> Member {
-        Member {
-            pid,
-            exec_id: format!("id-{pid}"),
-            program: program.as_bytes().to_vec(),
-            start_boottime_ns: 0,
-        }
-    }
+    use crate::sessions::tests::member;
 
     /// A connection this process holds both ends of, the listener too; the accepted end's
     /// peer, and the listener's address.

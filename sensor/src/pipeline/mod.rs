@@ -24,7 +24,7 @@ use sensor_common::{
     NETWORK_DEDUP_MAP, READER_ASLEEP_MAP, WATCHED_DEVICES_MAP,
 };
 use tokio::{
-    io::unix::AsyncFd,
+    io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, Signal, SignalKind},
     sync::{
         broadcast,
@@ -39,7 +39,7 @@ mod wakeups;
 
 use batch_timer::BatchTimer;
 use sink_stall::SinkStall;
-use stages::{EventCounters, Stages, SINK_BATCH};
+use stages::{EventCounters, Stages, DRAIN_BUDGET, SINK_BATCH};
 use wakeups::{Alarm, RingWakeups};
 
 use crate::{
@@ -337,32 +337,7 @@ impl Daemon {
         let queue_batches = config.output.queue_events.div_ceil(SINK_BATCH);
         let (writer, channels) = spawn_sink_thread(sinks, queue_batches)?;
         let dedup = kernel_dedup(&mut sensor, &config)?;
-        let mut stages = Stages {
-            enricher,
-            dedup,
-            process_events: config.sensors.process,
-            next_seq: 1,
-            out: channels.out,
-            batch: Batch::with_capacity(SINK_BATCH),
-            batch_timer: BatchTimer::configured(&config),
-            tagger: PartTagger::default(),
-            spent: channels.spent,
-            spare: None,
-            held: None,
-            unmade: Vec::new(),
-            events_sent: 0,
-            events_written: 0,
-            undecodable: Vec::new(),
-            spool_losses: channels.spool_losses,
-            counters: EventCounters::new(&metrics),
-            alerts: AlertEngine::new(config.alerts.rules.clone()),
-            access: access_tracker(&config)?,
-            privacy: Privacy::new(&config.privacy)?,
-            file_events: config.privacy.file_events,
-            own_pid: std::process::id(),
-            tail: tail_events,
-            metrics: metrics.clone(),
-        };
+        let mut stages = new_stages(&config, enricher, dedup, channels, &metrics, tail_events)?;
         let uevents = watch_devices(&config, &mut sensor, stages.enricher.devices_mut())?;
         let daemon = Self {
             sensor,
@@ -380,7 +355,7 @@ impl Daemon {
             cgroup_root,
             max_latency: Duration::from_millis(config.kernel.max_latency_ms),
             ring_records_max: config.kernel.ring_buffer_bytes as usize
-                / std::mem::size_of::<sensor_common::RecordHeader>(),
+                / size_of::<sensor_common::RecordHeader>(),
             summary_every: Duration::from_secs(config.devices.summary_seconds),
             last_summary: (Instant::now(), std::time::SystemTime::now()),
             sink_stall: SinkStall::default(),
@@ -431,18 +406,12 @@ impl Daemon {
             let backed_up = self.stages.backed_up();
             tokio::select! {
                 guard = self.ring.readable_mut() => {
-                    let mut guard = guard.context("waiting on the ring buffer")?;
-                    // A drain that used its whole budget may have left records: the ring
-                    // stays ready, and the runtime gets its turn (timers, scrapes, signals)
-                    // before the loop comes back to them.
-                    let more = self.stages.drain(guard.get_inner_mut())? == stages::DRAIN_BUDGET;
-                    if !more {
-                        guard.clear_ready();
-                    }
-                    drop(guard);
+                    let guard = guard.context("waiting on the ring buffer")?;
+                    let more = drain_ready(&mut self.stages, guard)?;
                     drain_alarm.ring_after(self.max_latency)?;
                     timer_running = true;
                     if more {
+                        // The runtime gets its turn (timers, scrapes, signals) first.
                         tokio::task::yield_now().await;
                     }
                 }
@@ -659,6 +628,19 @@ impl Daemon {
     }
 }
 
+/// Drains the ring the runtime found ready; whether records may be left (the drain used its
+/// whole budget), in which case the ring stays ready and the loop comes back to them.
+fn drain_ready(
+    stages: &mut Stages,
+    mut ring: AsyncFdReadyMutGuard<RingBuf<MapData>>,
+) -> Result<bool> {
+    let more = stages.drain(ring.get_inner_mut())? == DRAIN_BUDGET;
+    if !more {
+        ring.clear_ready();
+    }
+    Ok(more)
+}
+
 /// Drains what the kernel accepted, reports losses and open summaries, and hands it all to the
 /// sinks, waiting for them when they are behind.
 async fn flush_accepted(
@@ -681,6 +663,43 @@ async fn flush_accepted(
     stages.report_losses(drops)?;
     stages.report_repeats(true)?;
     stages.hand_over_all().await
+}
+
+/// The stages between the ring buffer and the sink thread, nothing emitted yet.
+fn new_stages(
+    config: &Config,
+    enricher: Enricher<Nss>,
+    dedup: KernelDedup,
+    channels: SinkChannels,
+    metrics: &Arc<Metrics>,
+    tail: broadcast::Sender<Arc<Event>>,
+) -> Result<Stages> {
+    Ok(Stages {
+        enricher,
+        dedup,
+        process_events: config.sensors.process,
+        next_seq: 1,
+        out: channels.out,
+        batch: Batch::with_capacity(SINK_BATCH),
+        batch_timer: BatchTimer::configured(config),
+        tagger: PartTagger::default(),
+        spent: channels.spent,
+        spare: None,
+        held: None,
+        unmade: Vec::new(),
+        events_sent: 0,
+        events_written: 0,
+        undecodable: Vec::new(),
+        spool_losses: channels.spool_losses,
+        counters: EventCounters::new(metrics),
+        alerts: AlertEngine::new(config.alerts.rules.clone()),
+        access: access_tracker(config)?,
+        privacy: Privacy::new(&config.privacy)?,
+        file_events: config.privacy.file_events,
+        own_pid: std::process::id(),
+        tail,
+        metrics: metrics.clone(),
+    })
 }
 
 /// Loads and attaches the programs, records the path each hook took in the metrics.
