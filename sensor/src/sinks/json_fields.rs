@@ -21,12 +21,21 @@ use super::{
 /// A field's name as it is written, `,"name":`, made at compile time by [`key!`]: a field then
 /// starts with one append (the comma left out before an object's first field).
 #[derive(Clone, Copy)]
-pub struct Key(pub &'static str);
+pub struct Key(&'static str);
+
+impl Key {
+    /// For [`key!`]: `written` is `,"name":`; [`Object::key`] drops its first byte before an
+    /// object's first field, so a key without its comma does not compile.
+    pub const fn written(written: &'static str) -> Self {
+        assert!(written.as_bytes()[0] == b',', "a key starts with its comma");
+        Self(written)
+    }
+}
 
 /// The [`Key`] of the field named `$name`.
 macro_rules! key {
     ($name:literal) => {
-        $crate::sinks::json_fields::Key(concat!(",\"", $name, "\":"))
+        const { $crate::sinks::json_fields::Key::written(concat!(",\"", $name, "\":")) }
     };
 }
 pub(crate) use key;
