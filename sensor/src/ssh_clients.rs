@@ -94,21 +94,14 @@ mod tests {
     use super::*;
     use crate::sessions::tests::member;
 
-    /// A connection this process holds both ends of, the listener too; the accepted end's
-    /// peer, and the listener's address.
-    fn connection() -> (TcpListener, TcpStream, TcpStream, SocketAddr) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (served, peer) = listener.accept().unwrap();
-        assert_eq!(client.local_addr().unwrap(), peer);
-        (listener, client, served, peer)
-    }
-
     #[test]
     fn an_ssh_sessions_client_is_the_peer_of_its_sshd_connection() {
-        let (listener, _client, _served, peer) = connection();
-        // As an "sshd", this process's peer is the client's address as the accepted end sees
-        // it, or the listener's as the client end sees it.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_served, peer) = listener.accept().unwrap();
+        assert_eq!(client.local_addr().unwrap(), peer);
+        // This process holds both ends and the listener; as an "sshd" its peer is the client's
+        // address as the accepted end sees it, or the listener's as the client end sees it.
         let me = member(std::process::id(), "/usr/sbin/sshd");
         let found = ssh_peer(Path::new("/proc"), &[member(1, "/usr/bin/bash"), me]).unwrap();
         assert!(
