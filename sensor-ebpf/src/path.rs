@@ -19,12 +19,18 @@ const NAME_ROOM: usize = 256;
 /// Deepest path the walk follows; deeper paths come out as a truncated suffix.
 const MAX_COMPONENTS: u32 = 128;
 
+/// This CPU's path walk: its state and the buffer it writes into.
+///
+/// The walk's state lives here rather than on the stack. What a step loads from a map value is
+/// unknown to the verifier, so every step starts from the same state and the step verifies in
+/// one pass. On the stack, a verifier that re-checks a `bpf_loop` step until its state stops
+/// changing (Linux 6.7 and later) learnt something new about the pointers and flags at every
+/// pass: 400,000 instructions and a second and more of load time for each program that walks a
+/// path.
 #[repr(C)]
 pub struct PathScratch {
-    /// Write position of the walk. Kept here rather than on the stack: a value loaded from a map
-    /// is unknown to the verifier, so every step looks alike and the loop verifies in one pass.
-    pub pos: u64,
-    pub buf: [u8; PATH_MAX + NAME_ROOM],
+    walk: Walk,
+    buf: [u8; PATH_MAX + NAME_ROOM],
 }
 
 /// A path resolved into the per-CPU scratch buffer: `buf[start..PATH_MAX]`.
@@ -34,14 +40,15 @@ pub struct ResolvedPath {
     pub truncated: bool,
 }
 
-/// Walk state, on the caller's stack; `bpf_loop` hands it to each step.
 #[repr(C)]
 struct Walk {
-    dentry: *const u8,
-    vfsmount: *const u8,
-    mount: *const u8,
-    /// Root dentry of `vfsmount`, re-read only when the walk crosses into another mount.
-    mnt_root: *const u8,
+    /// Where the next component ends in `buf`; components are written right to left.
+    pos: u64,
+    /// Kernel addresses, as numbers: a map value holds no pointer types.
+    dentry: u64,
+    mount: u64,
+    /// Root dentry of the current mount, re-read only when the walk crosses into another mount.
+    mnt_root: u64,
     truncated: u64,
     failed: u64,
 }
@@ -77,33 +84,35 @@ pub fn resolve(dentry: *const u8, vfsmount: *const u8) -> Option<ResolvedPath> {
     if dentry.is_null() || vfsmount.is_null() {
         return None;
     }
+    let mnt_root = read_ptr(vfsmount, off!(vfsmount_mnt_root))?;
     let scratch = PATH_BUF.get_ptr_mut(0)?;
-    // SAFETY: `scratch` is this CPU's PATH_BUF slot, used by one program at a time.
-    unsafe { (*scratch).pos = PATH_MAX as u64 };
-    let mut walk = Walk {
-        dentry,
-        vfsmount,
-        mount: vfsmount.wrapping_sub(off!(mount_mnt) as usize),
-        mnt_root: read_ptr(vfsmount, off!(vfsmount_mnt_root))?,
+    let walk = Walk {
+        pos: PATH_MAX as u64,
+        dentry: dentry as u64,
+        mount: vfsmount.wrapping_sub(off!(mount_mnt) as usize) as u64,
+        mnt_root: mnt_root as u64,
         truncated: 1,
         failed: 0,
     };
-    // SAFETY: `walk_step` takes the `Walk` passed here, which outlives the loop.
+    // SAFETY: `scratch` is this CPU's PATH_BUF slot, used by one program at a time (programs do
+    // not preempt each other on a CPU). No reference to it is held across the loop, whose steps
+    // write it.
+    unsafe { (*scratch).walk = walk };
+    // SAFETY: `walk_step` takes no context; it finds the walk in this CPU's PATH_BUF slot.
     unsafe {
         bpf_loop(
             MAX_COMPONENTS,
             walk_step as *mut c_void,
-            (&mut walk as *mut Walk).cast(),
+            core::ptr::null_mut(),
             0,
         );
     }
+    // SAFETY: as above; the loop is over.
+    let (walk, buf) = unsafe { (&(*scratch).walk, (*scratch).buf.as_mut_ptr()) };
     if walk.failed != 0 {
         return None;
     }
-    // SAFETY: this CPU's PATH_BUF slot, as above.
-    let buf = unsafe { (*scratch).buf.as_mut_ptr() };
-    // SAFETY: as above.
-    let mut pos = unsafe { (*scratch).pos } as usize;
+    let mut pos = walk.pos as usize;
     if pos >= PATH_MAX {
         // The path is the root itself.
         pos = PATH_MAX - 1;
@@ -118,38 +127,44 @@ pub fn resolve(dentry: *const u8, vfsmount: *const u8) -> Option<ResolvedPath> {
     })
 }
 
-/// One component: prepend the name of `walk.dentry`, or cross into the parent mount.
-extern "C" fn walk_step(_index: u64, walk: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop hands back the `Walk` that `resolve` passed it, alive for the loop.
-    let walk = unsafe { &mut *(walk as *mut Walk) };
-    match step(walk) {
+/// One component: prepend the name of the walk's dentry, or cross into the parent mount.
+extern "C" fn walk_step(_index: u64, _context: *mut c_void) -> i64 {
+    let Some(scratch) = PATH_BUF.get_ptr_mut(0) else {
+        return STOP;
+    };
+    // SAFETY: this CPU's PATH_BUF slot, as in `resolve`, which is waiting for this loop.
+    let scratch = unsafe { &mut *scratch };
+    match step(scratch) {
         Some(next) => next,
         None => {
-            walk.failed = 1;
+            scratch.walk.failed = 1;
             STOP
         }
     }
 }
 
 #[inline(always)]
-fn step(walk: &mut Walk) -> Option<i64> {
+fn step(scratch: &mut PathScratch) -> Option<i64> {
+    let walk = &mut scratch.walk;
     if walk.dentry == walk.mnt_root {
-        let mount_parent = read_ptr(walk.mount, off!(mount_parent))?;
-        if mount_parent == walk.mount {
+        let mount = walk.mount as *const u8;
+        let mount_parent = read_ptr(mount, off!(mount_parent))?;
+        if mount_parent == mount {
             walk.truncated = 0;
             return Some(STOP);
         }
         // Continue in the parent mount, from the dentry this mount is mounted on.
-        walk.dentry = read_ptr(walk.mount, off!(mount_mountpoint))?;
-        walk.mount = mount_parent;
-        walk.vfsmount = mount_parent.wrapping_add(off!(mount_mnt) as usize);
-        walk.mnt_root = read_ptr(walk.vfsmount, off!(vfsmount_mnt_root))?;
+        walk.dentry = read_ptr(mount, off!(mount_mountpoint))? as u64;
+        walk.mount = mount_parent as u64;
+        let vfsmount = mount_parent.wrapping_add(off!(mount_mnt) as usize);
+        walk.mnt_root = read_ptr(vfsmount, off!(vfsmount_mnt_root))? as u64;
         return Some(CONTINUE);
     }
     // d_parent and d_name in one read.
-    let dentry = Fields::<{ spans::DENTRY }>::new(walk.dentry, off!(dentry_span), rooms::dentry());
+    let current = walk.dentry as *const u8;
+    let dentry = Fields::<{ spans::DENTRY }>::new(current, off!(dentry_span), rooms::dentry());
     let parent = dentry.ptr(off!(dentry_parent))?;
-    if walk.dentry == parent {
+    if current == parent {
         // Root of a filesystem that is not mounted here (pipes, sockets, detached trees).
         walk.truncated = 0;
         return Some(STOP);
@@ -157,14 +172,11 @@ fn step(walk: &mut Walk) -> Option<i64> {
     let name_off = off!(dentry_name);
     let name = dentry.ptr(name_off + off!(qstr_name))?;
     let len = (dentry.get::<u32>(name_off + off!(qstr_len))? as usize) & (NAME_ROOM - 1);
-    let scratch = PATH_BUF.get_ptr_mut(0)?;
-    // SAFETY: this CPU's PATH_BUF slot, as in `resolve`.
-    let pos = unsafe { (*scratch).pos } as usize;
+    let pos = walk.pos as usize;
     if pos > PATH_MAX || len + 1 > pos {
         return Some(STOP);
     }
-    // SAFETY: as above.
-    let buf = unsafe { (*scratch).buf.as_mut_ptr() };
+    let buf = scratch.buf.as_mut_ptr();
     let pos = pos - len;
     // SAFETY: `len + 1 <= pos <= PATH_MAX` was checked above, so the name fits before `pos`.
     unsafe {
@@ -177,8 +189,7 @@ fn step(walk: &mut Walk) -> Option<i64> {
     let pos = pos - 1;
     // SAFETY: the mask keeps the write inside the buffer.
     unsafe { *buf.add(pos & (PATH_MAX - 1)) = b'/' };
-    // SAFETY: this CPU's PATH_BUF slot, as above.
-    unsafe { (*scratch).pos = pos as u64 };
-    walk.dentry = parent;
+    scratch.walk.pos = pos as u64;
+    scratch.walk.dentry = parent as u64;
     Some(CONTINUE)
 }

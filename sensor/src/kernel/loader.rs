@@ -205,11 +205,15 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         if reports_opens {
             set_open_hook(&mut ebpf, true)?;
         }
+        // Most of start-up is the verifier's work on each program: said per hook, so that a
+        // kernel or a change that makes it slow shows.
+        let loading = std::time::Instant::now();
         let path = attach_hook(&mut ebpf, &btf, spec, options.mode)?;
+        let load_ms = loading.elapsed().as_millis();
         if reports_opens && path == AttachPath::Unavailable {
             set_open_hook(&mut ebpf, false)?;
         }
-        tracing::info!(hook = %spec.hook, path = %path, "hook attached");
+        tracing::info!(hook = %spec.hook, path = %path, load_ms, "hook attached");
         hooks.push((spec.hook, path));
     }
     Ok(LoadedSensor { ebpf, hooks })
