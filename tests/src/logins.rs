@@ -119,6 +119,27 @@ impl SshServer {
         ssh
     }
 
+    /// The listening sshd's pid: the parent of the sshd each connection gets.
+    pub fn pid(&self) -> u32 {
+        self.daemon.id()
+    }
+
+    /// The ssh client logging in as `user` through a relay that connects to sshd at once but
+    /// passes no byte either way until `gate` exists: the connection's sshd starts, and the
+    /// login waits.
+    pub fn client_held_until(&self, user: &str, gate: &Path) -> Result<Command> {
+        let relay = self.dir.path().join("held_relay.py");
+        std::fs::write(&relay, HELD_RELAY)?;
+        let mut ssh = self.client(user);
+        ssh.arg("-o").arg(format!(
+            "ProxyCommand=python3 {} {} {}",
+            relay.display(),
+            self.port,
+            gate.display()
+        ));
+        Ok(ssh)
+    }
+
     /// Runs `command` over a non-interactive login as `user`; fails unless it succeeds.
     pub fn run(&self, user: &str, command: &str) -> Result<String> {
         let out = self
@@ -174,6 +195,23 @@ impl SshServer {
         Ok(screen)
     }
 }
+
+/// A ProxyCommand: connects to 127.0.0.1:PORT, waits for the file GATE, then relays standard
+/// input and output to the connection until either side closes.
+const HELD_RELAY: &str = r#"
+import os, socket, sys, threading, time
+port, gate = int(sys.argv[1]), sys.argv[2]
+conn = socket.create_connection(("127.0.0.1", port))
+while not os.path.exists(gate):
+    time.sleep(0.02)
+def upstream():
+    while data := os.read(0, 65536):
+        conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+threading.Thread(target=upstream, daemon=True).start()
+while data := conn.recv(65536):
+    os.write(1, data)
+"#;
 
 impl Drop for SshServer {
     fn drop(&mut self) {

@@ -1,6 +1,11 @@
 //! Who really did it: real logins (Debian's sshd with a key, sudo, su, runuser, cron) seen by
 //! the real programs, with the identity, session and privilege chain on their events.
-use std::{os::unix::fs::PermissionsExt, process::Command, time::Duration};
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
@@ -360,6 +365,74 @@ fn a_brief_ssh_command_on_a_busy_host_has_its_client() -> Result<()> {
     drop(busy);
     assert_ssh_session(&exec, port);
     sensor.stop()
+}
+
+/// An SSH login whose connection is over before custos looks at its session still has its
+/// client: custos is stopped from the moment it has seen the connection's sshd start until the
+/// command has run and the connection has closed, so only what it noted when that sshd started
+/// can name the client.
+#[test]
+fn an_ssh_login_over_before_custos_looks_still_has_its_client() -> Result<()> {
+    require_root();
+    let login = Login::new()?;
+    let marker = Marker::new("/bin/true")?;
+    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let gate = login.ssh.dir.path().join("gate");
+    let client = login
+        .ssh
+        .client_held_until(ANN, &gate)?
+        .arg(format!(
+            "echo \"$SSH_CLIENT\"; {} closed",
+            marker.path_str()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let listener = u64::from(login.ssh.pid());
+    sensor.wait_for("the connection's sshd", |events| {
+        of_kind(events, "exec")
+            .find(|e| {
+                e["process"]["ppid"].as_u64() == Some(listener)
+                    && e["process"]["args"]
+                        .as_array()
+                        .is_some_and(|a| a.contains(&json!("-R")))
+            })
+            .cloned()
+    })?;
+    custos_tests::signal(sensor.pid(), "STOP")?;
+    let over = login_over(client, &gate, login.ssh.port);
+    custos_tests::signal(sensor.pid(), "CONT")?;
+    let port = client_port(over?.lines().next().unwrap_or_default())?;
+    let exec = sensor.wait_for("the command", |events| {
+        marker_exec(events, &marker, "closed")
+    })?;
+    assert_ssh_session(&exec, port);
+    sensor.stop()
+}
+
+/// Lets the held login through, waits for it to end and for sshd's end of the connection to
+/// close; returns what the command printed.
+fn login_over(client: std::process::Child, gate: &Path, port: u16) -> Result<String> {
+    std::fs::write(gate, b"")?;
+    let out = client.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "the held login failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    for _ in 0..100 {
+        let ss = Command::new("ss")
+            .args(["-Htn", "state", "established", &filter])
+            .output()?;
+        if ss.status.success() && ss.stdout.is_empty() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("the SSH connection on port {port} was still open 5 s after the login")
 }
 
 /// A local login (its login uid set, no sshd) whose user sets `SSH_CONNECTION` and
