@@ -168,7 +168,10 @@ pub struct NetworkDedupKey {
     pub family: u16,
     pub protocol: u16,
     pub remote_port: u16,
-    pub _pad: [u8; 6],
+    /// Padding as two integers, not a byte array: the kernel side zeroes an array with a call
+    /// to the byte-at-a-time `memset`, for every connection.
+    pub _pad_short: u16,
+    pub _pad_word: u32,
     pub remote_addr: [u8; 16],
 }
 

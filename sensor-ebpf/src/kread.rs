@@ -61,10 +61,13 @@ pub trait Mem {
         Self::read::<*const u8>(base, offset).filter(|p| !p.is_null())
     }
 
-    /// Reads a byte-array member (`char comm[16]`) whole.
+    /// Reads a byte-array member (`char comm[16]`) whole into `out`, which is left as it was
+    /// when the member does not exist and zeroed when it cannot be read. Into its place rather
+    /// than returned: an `Option` of an array is zeroed around its tag with calls to the
+    /// byte-at-a-time `memset`.
     #[inline(always)]
-    fn read_bytes<const N: usize>(base: *const u8, offset: u32) -> Option<[u8; N]> {
-        read_at::<[u8; N]>(base, offset)
+    fn read_bytes_into<const N: usize>(base: *const u8, offset: u32, out: &mut [u8; N]) {
+        read_into(base, offset, out);
     }
 }
 
@@ -92,18 +95,16 @@ impl Mem for Direct {
     /// Byte by byte: the verifier types a load from a `char` array by its element, and a
     /// helper call costs more than the array's few loads (it runs for every process record).
     #[inline(always)]
-    fn read_bytes<const N: usize>(base: *const u8, offset: u32) -> Option<[u8; N]> {
+    fn read_bytes_into<const N: usize>(base: *const u8, offset: u32, out: &mut [u8; N]) {
         if base.is_null() || offset == MISSING {
-            return None;
+            return;
         }
-        let mut bytes = [0u8; N];
         let mut index = 0;
         while index < N {
             // SAFETY: BTF-typed pointer: the verifier checks each byte against the member.
-            bytes[index] = unsafe { core::ptr::read_volatile(base.add(offset as usize + index)) };
+            out[index] = unsafe { core::ptr::read_volatile(base.add(offset as usize + index)) };
             index += 1;
         }
-        Some(bytes)
     }
 }
 
@@ -141,6 +142,37 @@ pub fn read_at<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
     }
     // SAFETY: the helper checks the source and faults safely.
     unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
+}
+
+/// Reads a `T` at `base + offset` into `out` with `bpf_probe_read_kernel`, which zeroes `out`
+/// when it cannot read; `out` is left as it was for a NULL base or a member this kernel lacks.
+/// For arrays in zeroed records: `read_at` returns an `Option`, whose array is zeroed around
+/// its tag with calls to the byte-at-a-time `memset`.
+#[inline(always)]
+pub fn read_into<T: Copy>(base: *const u8, offset: u32, out: &mut T) {
+    if base.is_null() || offset == MISSING {
+        return;
+    }
+    // SAFETY: the helper writes `size_of::<T>()` bytes into `out`, and checks the source.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (out as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            base.add(offset as usize).cast(),
+        );
+    }
+}
+
+/// The current task's command name. aya's helper wrapper zeroes its buffer first, with a call
+/// to the byte-at-a-time `memset`; the helper itself writes all 16 bytes (zeros if it fails).
+#[inline(always)]
+pub fn current_comm() -> [u8; 16] {
+    let mut comm = core::mem::MaybeUninit::<[u8; 16]>::uninit();
+    // SAFETY: the helper fills the whole 16-byte buffer in every case.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), 16);
+        comm.assume_init()
+    }
 }
 
 /// Reads a non-NULL kernel pointer member with `bpf_probe_read_kernel`.

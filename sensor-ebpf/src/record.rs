@@ -69,6 +69,25 @@ fn zero_words<T: Record>(record: *mut T) {
     }
 }
 
+/// Copies one `T` eight bytes at a time: a plain assignment of a large `T` becomes a call to
+/// the byte-wise `memmove`, an instruction loop per byte.
+#[inline(always)]
+pub fn copy_words<T: Record>(to: &mut T, from: &T) {
+    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    let to = (to as *mut T).cast::<u64>();
+    let from = (from as *const T).cast::<u64>();
+    let mut index = 0;
+    while index < size_of::<T>() / 8 {
+        // SAFETY: both are whole `T`s, 8-aligned and a whole number of words long (checked
+        // above), and distinct (one is borrowed mutably). Volatile, so that the loop is not
+        // turned back into a `memmove` call.
+        unsafe {
+            core::ptr::write_volatile(to.add(index), core::ptr::read_volatile(from.add(index)))
+        };
+        index += 1;
+    }
+}
+
 /// A fixed-size record in a reserved ring-buffer slot.
 pub struct Reserved<T: Record>(RingBufEntry<T>);
 

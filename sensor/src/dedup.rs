@@ -71,7 +71,8 @@ pub fn network_key(record: &NetworkRecord) -> NetworkDedupKey {
         family: record.family,
         protocol: record.protocol,
         remote_port: record.remote_port,
-        _pad: [0; 6],
+        _pad_short: 0,
+        _pad_word: 0,
         remote_addr,
     }
 }

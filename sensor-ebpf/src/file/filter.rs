@@ -1,7 +1,7 @@
 //! The file filters, applied in the kernel: by writes only, user, command name, cgroup,
 //! executable and path prefix; writes to watched devices pass whatever the filters say.
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_uid_gid,
+    bpf_get_current_uid_gid,
     generated::{bpf_get_current_cgroup_id, bpf_probe_read_kernel},
 };
 use sensor_common::{filter_action, filter_flags, ExeKey, FileFilterConfig, PREFIX_MAX};
@@ -10,7 +10,7 @@ use super::{
     lookup::file_identity, Request, O_ACCMODE, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY,
 };
 use crate::{
-    kread::{off, Mem, Probe},
+    kread::{current_comm, off, Mem, Probe},
     maps::{
         FILTER_CGROUPS, FILTER_COMMS, FILTER_EXES, FILTER_UIDS, PATH_PREFIXES, PREFIX_KEY,
         WATCHED_DEVICES,
@@ -53,7 +53,7 @@ pub fn passes_process_filters<M: Mem>(config: &FileFilterConfig, request: &Reque
         }
     }
     if f & filter_flags::COMM_RULES != 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let comm = current_comm();
         // SAFETY: as above.
         let action = unsafe { FILTER_COMMS.get(&comm) }.copied();
         if !keep(action, f & filter_flags::COMM_INCLUDES != 0) {

@@ -10,7 +10,7 @@ use crate::{
     emit::{count_untracked, now_ns},
     kread::{off, Mem, Probe},
     maps::CONNECTIONS,
-    record::Reserved,
+    record::{copy_words, Reserved},
     task::fill_task_info,
 };
 
@@ -84,7 +84,7 @@ pub fn on_send<M: Mem>(sk: *const u8) {
 #[inline(always)]
 fn follow_up(record: &mut NetworkRecord, opened: &NetworkRecord, op: u32) {
     let now = now_ns();
-    *record = *opened;
+    copy_words(record, opened);
     record.header.size = core::mem::size_of::<NetworkRecord>() as u32;
     record.duration_ns = now.wrapping_sub(record.header.ktime_ns);
     record.header.ktime_ns = now;

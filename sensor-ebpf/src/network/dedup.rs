@@ -16,7 +16,8 @@ pub fn dedup_key(record: &NetworkRecord) -> NetworkDedupKey {
         family: record.family,
         protocol: record.protocol,
         remote_port: record.remote_port,
-        _pad: [0; 6],
+        _pad_short: 0,
+        _pad_word: 0,
         remote_addr: record.remote_addr,
     };
     fold_unix_path(&mut key.remote_addr, record);

@@ -1,14 +1,14 @@
 //! The network filters, applied in the kernel: by address (CIDR), port, user and command name.
-use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid},
-    maps::lpm_trie::Key,
-};
+use aya_ebpf::{helpers::bpf_get_current_uid_gid, maps::lpm_trie::Key};
 use sensor_common::{
     address_family::INET as AF_INET, filter_action, network_flags as nf, NetworkRecord,
 };
 
 use super::socket::rule_address;
-use crate::maps::{NETWORK_ADDRS, NETWORK_COMMS, NETWORK_PORTS, NETWORK_UIDS};
+use crate::{
+    kread::current_comm,
+    maps::{NETWORK_ADDRS, NETWORK_COMMS, NETWORK_PORTS, NETWORK_UIDS},
+};
 
 /// Applies one filter dimension: an exclude match drops; with includes present, so does no match.
 #[inline(always)]
@@ -32,7 +32,7 @@ pub fn passes(flags: u32, record: &NetworkRecord, inet: bool) -> bool {
         }
     }
     if flags & nf::COMM_RULES != 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let comm = current_comm();
         // SAFETY: as above.
         let action = unsafe { NETWORK_COMMS.get(&comm) }.copied();
         if !keep(action, flags, nf::COMM_INCLUDES) {

@@ -9,7 +9,7 @@ use sensor_common::{
 
 use crate::{
     file::{file_identity, file_of_fd},
-    kread::{off, opaque, Mem, Probe},
+    kread::{off, opaque, read_into, Mem, Probe},
 };
 
 /// sizeof(struct sockaddr_in6): family, port, flow info, address, scope id.
@@ -36,8 +36,8 @@ pub fn read_socket<M: Mem>(record: &mut NetworkRecord) -> u64 {
     record.local_port = Probe::read::<u16>(sk, off!(sk_num)).unwrap_or(0);
     record.remote_port = u16::from_be(Probe::read::<u16>(sk, off!(sk_dport)).unwrap_or(0));
     if record.family == AF_INET6 {
-        record.local_addr = Probe::read::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
-        record.remote_addr = Probe::read::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+        read_into(sk, off!(sk_v6_rcv_saddr), &mut record.local_addr);
+        read_into(sk, off!(sk_v6_daddr), &mut record.remote_addr);
     } else {
         let local = Probe::read::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
         let remote = Probe::read::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
@@ -127,7 +127,9 @@ fn path_size(len: u64) -> u32 {
 /// The peer from the caller's `struct sockaddr` at `addr`.
 #[inline(always)]
 fn read_requested_peer(record: &mut NetworkRecord, addr: u64) {
-    let mut sockaddr = [0u8; SOCKADDR_IN6_LEN];
+    // Not zeroed first (a call to the byte-wise `memset`): the helper fills it, or zeroes it
+    // when it fails.
+    let mut sockaddr = core::mem::MaybeUninit::<[u8; SOCKADDR_IN6_LEN]>::uninit();
     // SAFETY: at most the local array's length, from user memory the helper checks.
     let ret = unsafe {
         bpf_probe_read_user(
@@ -139,6 +141,8 @@ fn read_requested_peer(record: &mut NetworkRecord, addr: u64) {
     if ret != 0 {
         return;
     }
+    // SAFETY: the helper succeeded, so it wrote the whole array.
+    let sockaddr = unsafe { sockaddr.assume_init() };
     let family = u16::from_ne_bytes([sockaddr[0], sockaddr[1]]);
     if family != record.family {
         return;
