@@ -74,6 +74,19 @@ pub(crate) enum Program {
 }
 
 impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::Lsm(name, _)
+            | Program::Fentry(name, _)
+            | Program::Fexit(name, _)
+            | Program::SyscallTracepoints(name, _)
+            | Program::TpBtf(name, _)
+            | Program::Kprobe(name, _)
+            | Program::Tracepoint(name, ..)
+            | Program::RawTracepoint(name, _) => name,
+        }
+    }
+
     fn path(self) -> AttachPath {
         match self {
             Program::Lsm(..) => AttachPath::Lsm,
@@ -213,10 +226,38 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         if reports_opens && path == AttachPath::Unavailable {
             set_open_hook(&mut ebpf, false)?;
         }
-        tracing::info!(hook = %spec.hook, path = %path, load_ms, "hook attached");
+        let verified = verified_instructions(&ebpf, spec, path);
+        tracing::info!(hook = %spec.hook, path = %path, load_ms, verified, "hook attached");
+        warn_near_verifier_limit(spec, verified);
         hooks.push((spec.hook, path));
     }
     Ok(LoadedSensor { ebpf, hooks })
+}
+
+/// The kernel's verifier gives up on a program after this many instructions explored.
+const VERIFIER_INSTRUCTION_LIMIT: u32 = 1_000_000;
+
+/// How many instructions the verifier explored to accept the program serving `path`, where
+/// the kernel says (Linux 5.16 and later).
+fn verified_instructions(ebpf: &Ebpf, spec: &HookSpec, path: AttachPath) -> Option<u32> {
+    let program = spec.programs.iter().find(|p| p.path() == path)?;
+    ebpf.program(program.name())?
+        .info()
+        .ok()?
+        .verified_instruction_count()
+}
+
+/// A program past half the verifier's budget here may be refused by a kernel whose verifier
+/// explores more: said before it is.
+fn warn_near_verifier_limit(spec: &HookSpec, verified: Option<u32>) {
+    if let Some(verified) = verified.filter(|v| *v > VERIFIER_INSTRUCTION_LIMIT / 2) {
+        tracing::warn!(
+            hook = %spec.hook,
+            "the kernel's verifier explored {verified} instructions of its \
+             {VERIFIER_INSTRUCTION_LIMIT} to accept this hook's program; a kernel whose verifier \
+             explores more may refuse it: report it with this kernel's version"
+        );
+    }
 }
 
 /// The struct offsets the programs read with, from the kernel's BTF, and that BTF for aya with
