@@ -221,12 +221,13 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         // Most of start-up is the verifier's work on each program: said per hook, so that a
         // kernel or a change that makes it slow shows.
         let loading = std::time::Instant::now();
-        let path = attach_hook(&mut ebpf, &btf, spec, options.mode)?;
+        let attached = attach_hook(&mut ebpf, &btf, spec, options.mode)?;
         let load_ms = loading.elapsed().as_millis();
+        let path = attached.map_or(AttachPath::Unavailable, Program::path);
         if reports_opens && path == AttachPath::Unavailable {
             set_open_hook(&mut ebpf, false)?;
         }
-        let verified = verified_instructions(&ebpf, spec, path);
+        let verified = attached.and_then(|program| verified_instructions(&ebpf, program));
         tracing::info!(hook = %spec.hook, path = %path, load_ms, verified, "hook attached");
         warn_near_verifier_limit(spec, verified);
         hooks.push((spec.hook, path));
@@ -237,10 +238,9 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
 /// The kernel's verifier gives up on a program after this many instructions explored.
 const VERIFIER_INSTRUCTION_LIMIT: u32 = 1_000_000;
 
-/// How many instructions the verifier explored to accept the program serving `path`, where
-/// the kernel says (Linux 5.16 and later).
-fn verified_instructions(ebpf: &Ebpf, spec: &HookSpec, path: AttachPath) -> Option<u32> {
-    let program = spec.programs.iter().find(|p| p.path() == path)?;
+/// How many instructions the verifier explored to accept `program`, where the kernel says
+/// (Linux 5.16 and later).
+fn verified_instructions(ebpf: &Ebpf, program: Program) -> Option<u32> {
     ebpf.program(program.name())?
         .info()
         .ok()?
@@ -284,12 +284,14 @@ fn set_open_hook(ebpf: &mut Ebpf, on: bool) -> Result<()> {
         .context("writing the open-hook switch")
 }
 
+/// The program that serves `spec`'s hook, the first of its programs that loads and attaches;
+/// `None` when none does and the hook is optional.
 fn attach_hook(
     ebpf: &mut Ebpf,
     btf: &Btf,
     spec: &HookSpec,
     mode: AttachMode,
-) -> Result<AttachPath> {
+) -> Result<Option<Program>> {
     let mut errors = Vec::new();
     for program in spec.programs {
         if !program.allowed(mode) {
@@ -300,7 +302,7 @@ fn attach_hook(
             continue;
         }
         match attach_program(ebpf, btf, *program) {
-            Ok(()) if errors.is_empty() => return Ok(program.path()),
+            Ok(()) if errors.is_empty() => return Ok(Some(*program)),
             Ok(()) => {
                 // Said once at start: why this kernel runs a fallback rather than the first choice.
                 tracing::info!(
@@ -309,7 +311,7 @@ fn attach_hook(
                     "preferred paths unavailable: {}",
                     errors.join("; ")
                 );
-                return Ok(program.path());
+                return Ok(Some(*program));
             }
             Err(err) => {
                 tracing::debug!(hook = %spec.hook, path = %program.path(), "unavailable: {err:#}");
@@ -329,7 +331,7 @@ fn attach_hook(
         hook = %spec.hook,
         "hook unavailable on this kernel ({tried}); continuing without it"
     );
-    Ok(AttachPath::Unavailable)
+    Ok(None)
 }
 
 fn attach_program(ebpf: &mut Ebpf, btf: &Btf, program: Program) -> Result<()> {
