@@ -257,11 +257,8 @@ fn assert_sshd_before_login(events: &[Value], ann: u32) -> Result<()> {
 /// one hop, and ann's own commands have none.
 #[test]
 fn sudo_su_and_runuser_are_one_hop_each() -> Result<()> {
-    require_root();
-    let login = Login::new()?;
-    let marker = Marker::new("/bin/true")?;
+    let (login, marker, mut sensor) = login_with_a_marker()?;
     let m = marker.path_str();
-    let mut sensor = Sensor::start(&TestConfig::new())?;
     let script = format!(
         "{m} own; sudo -n -u nobody {m} nobody; sudo -n su - {BOB} -c '{m} su-login'; \
          sudo -n su {BOB} -c '{m} su'; sudo -n runuser -u {BOB} -- {m} runuser; \
@@ -306,10 +303,7 @@ fn sudo_su_and_runuser_are_one_hop_each() -> Result<()> {
 /// carries both.
 #[test]
 fn an_interactive_ssh_login_has_its_terminal_and_client() -> Result<()> {
-    require_root();
-    let login = Login::new()?;
-    let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let (login, marker, mut sensor) = login_with_a_marker()?;
     let typed = format!("{} interactive", marker.path_str());
     let screen = login
         .ssh
@@ -349,10 +343,7 @@ fn an_interactive_ssh_login_has_its_terminal_and_client() -> Result<()> {
 /// holds the connection the client is read from.
 #[test]
 fn a_brief_ssh_command_on_a_busy_host_has_its_client() -> Result<()> {
-    require_root();
-    let login = Login::new()?;
-    let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let (login, marker, mut sensor) = login_with_a_marker()?;
     let busy = SteadyForks::start()?;
     let out = login.ssh.run(
         ANN,
@@ -373,10 +364,7 @@ fn a_brief_ssh_command_on_a_busy_host_has_its_client() -> Result<()> {
 /// can name the client.
 #[test]
 fn an_ssh_login_over_before_custos_looks_still_has_its_client() -> Result<()> {
-    require_root();
-    let login = Login::new()?;
-    let marker = Marker::new("/bin/true")?;
-    let mut sensor = Sensor::start(&TestConfig::new())?;
+    let (login, marker, mut sensor) = login_with_a_marker()?;
     let gate = login.ssh.dir.path().join("gate");
     let client = login
         .ssh
@@ -517,6 +505,17 @@ fn a_refused_setuid_is_reported() -> Result<()> {
     assert_eq!(change["escalation"], false);
     assert_eq!(change["after"]["euser"], "nobody", "nothing changed");
     sensor.stop()
+}
+
+/// The logins' environment, a marker program and custos on its embedded default.
+fn login_with_a_marker() -> Result<(Login, Marker, Sensor)> {
+    require_root();
+    let login = Login::new()?;
+    Ok((
+        login,
+        Marker::new("/bin/true")?,
+        Sensor::start(&TestConfig::new())?,
+    ))
 }
 
 /// ann's uid, a marker program and a sensor on the default settings.
