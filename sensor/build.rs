@@ -27,6 +27,11 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("sensor-ebpf manifest has no parent directory"))?
         .as_str();
+    // The daemon's release profile links it whole (`lto`, one codegen unit); the eBPF object
+    // keeps the defaults it was tuned and verified with, since bpf-linker links its programs
+    // whole already. The nested cargo reads these over the workspace's profile.
+    std::env::set_var("CARGO_PROFILE_RELEASE_LTO", "false");
+    std::env::set_var("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),
