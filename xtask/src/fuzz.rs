@@ -4,7 +4,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::shell::{run, succeeds, workspace_root};
+use crate::shell::{lowest_priority, run, succeeds, workspace_root};
 
 /// Every target, as `fuzz/Cargo.toml` names it.
 const TARGETS: &[&str] = &[
@@ -140,20 +140,6 @@ fn replay_regressions(dir: &Path, target: &str, build: Build) -> Result<()> {
     }
     run(fuzz_command("run", build).arg(target).args(&inputs))
         .with_context(|| format!("a regression input of {target} fails again"))
-}
-
-/// `command` under `nice -n 19`, with its environment and directory.
-fn lowest_priority(command: &Command) -> Command {
-    let mut niced = Command::new("nice");
-    niced
-        .args(["-n", "19"])
-        .arg(command.get_program())
-        .args(command.get_args())
-        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
-    if let Some(dir) = command.get_current_dir() {
-        niced.current_dir(dir);
-    }
-    niced
 }
 
 /// `cargo +nightly fuzz SUBCOMMAND` with `build`'s settings, in `fuzz/`.
