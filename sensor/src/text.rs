@@ -23,8 +23,20 @@ pub fn exact<'a>(text: &'a str, raw: &'a [u8]) -> &'a [u8] {
     }
 }
 
+/// Whether `bytes` are valid UTF-8. Nearly every path and argument is ASCII, which is checked
+/// a word at a time; the full check first, on every exec's few short strings, was 2% of the
+/// daemon's instructions per exec.
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
+}
+
 /// [`from_bytes`] for bytes the caller gives up: valid UTF-8 becomes the text without a copy.
 pub fn from_vec(bytes: Vec<u8>) -> SchemaText {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        let text = unsafe { String::from_utf8_unchecked(bytes) };
+        return SchemaText { text, raw: None };
+    }
     match String::from_utf8(bytes) {
         Ok(text) => SchemaText { text, raw: None },
         Err(err) => {
@@ -99,15 +111,18 @@ mod tests {
 
     #[test]
     fn taken_bytes_give_what_borrowed_ones_give() {
-        let samples: [&[u8]; 5] = [
+        let samples: [&[u8]; 6] = [
             b"",
             b"/etc/passwd",
+            b"/a/path/longer/than/two/words/\xff",
             "/home/zoë".as_bytes(),
             b"\xff",
             b"a\xc3",
         ];
         for bytes in samples {
             assert_eq!(from_vec(bytes.to_vec()), from_bytes(bytes), "{bytes:?}");
+            let valid = std::str::from_utf8(bytes).is_ok();
+            assert_eq!(is_utf8(bytes), valid, "{bytes:?}");
         }
     }
 

@@ -50,7 +50,7 @@ impl Program {
 /// Moves the arguments into `process`: as text, and when any is not valid UTF-8, every one's
 /// exact bytes besides.
 fn write_args(args: Vec<Vec<u8>>, process: &mut Process) {
-    if args.iter().all(|arg| std::str::from_utf8(arg).is_ok()) {
+    if args.iter().all(|arg| text::is_utf8(arg)) {
         // The common case: each vector becomes its string where it is, with no new vector.
         process.args = args
             .into_iter()
