@@ -177,15 +177,18 @@ impl Stages {
 
     /// Puts a numbered event in the batch for the sinks (and shows it to `custos tail`),
     /// handing the batch over once it is full.
-    fn queue(&mut self, mut event: Event, known: PartIds, shared: SharedParts) -> Result<()> {
+    fn queue(&mut self, event: Event, known: PartIds, shared: SharedParts) -> Result<()> {
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(Arc::new(event.clone()));
         }
-        self.privacy.apply(&mut event);
-        let ids = self.tagger.tag(&event, &shared, known);
         let alert = matches!(event.body, Some(Body::Alert(_)));
+        // Moved into the batch first and finished there: each move was a copy of the event.
+        self.batch.push(event, known, shared);
+        if let Some((event, ids, shared)) = self.batch.last_mut() {
+            self.privacy.apply(event);
+            *ids = self.tagger.tag(event, shared, known);
+        }
         self.batch_timer.pushed(alert);
-        self.batch.push(event, ids, shared);
         if self.batch.len() >= SINK_BATCH {
             self.hand_over()?;
         }
