@@ -10,7 +10,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
     generated::{bpf_get_current_task, bpf_get_current_task_btf},
 };
-use sensor_common::{offsets::MISSING, KernelOffsets};
+use sensor_common::{offsets::MISSING, KernelOffsets, COMM_LEN};
 
 /// Filled in by the daemon before load (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -124,7 +124,6 @@ impl Mem for Probe {
     }
 }
 
-/// `bpf_probe_read_kernel` of a `T` at `base + offset`; `None` as for [`Mem::read`].
 /// `value`, read back so that the optimiser knows nothing of it: a mask applied to the result
 /// is kept even where a check before made it look redundant. Older verifiers (6.1) lose such
 /// checks' bounds once a value is spilled to the stack; the mask, applied right before the
@@ -135,6 +134,7 @@ pub fn opaque<T: Copy>(value: T) -> T {
     unsafe { core::ptr::read_volatile(&value) }
 }
 
+/// `bpf_probe_read_kernel` of a `T` at `base + offset`; `None` as for [`Mem::read`].
 #[inline(always)]
 pub fn read_at<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
     if base.is_null() || offset == MISSING {
@@ -166,11 +166,14 @@ pub fn read_into<T: Copy>(base: *const u8, offset: u32, out: &mut T) {
 /// The current task's command name. aya's helper wrapper zeroes its buffer first, with a call
 /// to the byte-at-a-time `memset`; the helper itself writes all 16 bytes (zeros if it fails).
 #[inline(always)]
-pub fn current_comm() -> [u8; 16] {
-    let mut comm = core::mem::MaybeUninit::<[u8; 16]>::uninit();
-    // SAFETY: the helper fills the whole 16-byte buffer in every case.
+pub fn current_comm() -> [u8; COMM_LEN] {
+    let mut comm = core::mem::MaybeUninit::<[u8; COMM_LEN]>::uninit();
+    // SAFETY: the helper fills the whole buffer in every case.
     unsafe {
-        aya_ebpf::helpers::generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), 16);
+        aya_ebpf::helpers::generated::bpf_get_current_comm(
+            comm.as_mut_ptr().cast(),
+            COMM_LEN as u32,
+        );
         comm.assume_init()
     }
 }

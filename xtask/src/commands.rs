@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     setup,
-    shell::{cargo, is_root, lowest_priority, run as sh, target_dir, workspace_root},
+    shell::{cargo, is_root, run as sh, run_logged_at_lowest_priority, target_dir, workspace_root},
 };
 
 pub fn build(release: bool) -> Result<()> {
@@ -114,28 +114,22 @@ pub fn test(filter: Option<&str>) -> Result<()> {
 /// priority while the integration tests run: the release profile links the daemon whole,
 /// minutes of CPU that the tests mostly leave idle. The package check builds again, which
 /// finds it done, or shows why it fails.
-struct ReleasePrebuild(std::thread::JoinHandle<()>);
+struct ReleasePrebuild(std::thread::JoinHandle<Result<()>>);
 
 impl ReleasePrebuild {
     /// Starts building; the build's output goes to `target/release-build.log`.
     fn start() -> Self {
         Self(std::thread::spawn(|| {
-            let log_path = target_dir().join("release-build.log");
-            let Ok(log) = std::fs::File::create(&log_path) else {
-                return;
-            };
             let mut command = cargo();
             command.args(["build", "--package", "custos", "--release"]);
-            let mut niced = lowest_priority(&command);
-            if let Ok(err_log) = log.try_clone() {
-                niced.stdout(log).stderr(err_log);
-            }
-            let _ = niced.status();
+            run_logged_at_lowest_priority(&command, &target_dir().join("release-build.log"))
         }))
     }
 
     fn wait(self) {
-        let _ = self.0.join();
+        if let Ok(Err(err)) = self.0.join() {
+            eprintln!("xtask: background release build: {err:#}; the package check builds again");
+        }
     }
 }
 

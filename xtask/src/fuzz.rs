@@ -4,7 +4,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::shell::{lowest_priority, run, succeeds, workspace_root};
+use crate::shell::{run, run_logged_at_lowest_priority, succeeds, workspace_root};
 
 /// Every target, as `fuzz/Cargo.toml` names it.
 const TARGETS: &[&str] = &[
@@ -92,20 +92,9 @@ impl QuickFuzz {
     pub fn start_build() -> Self {
         Self(std::thread::spawn(|| {
             install_cargo_fuzz()?;
-            let log_path = workspace_root().join("target/fuzz-build.log");
-            let log = std::fs::File::create(&log_path)?;
-            let status = lowest_priority(&fuzz_command("build", Build::Quick))
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .status()
-                .context("starting the fuzz targets' build")?;
-            if !status.success() {
-                bail!(
-                    "building the fuzz targets failed: see {}",
-                    log_path.display()
-                );
-            }
-            Ok(())
+            let log = workspace_root().join("target/fuzz-build.log");
+            run_logged_at_lowest_priority(&fuzz_command("build", Build::Quick), &log)
+                .context("building the fuzz targets")
         }))
     }
 

@@ -69,7 +69,7 @@ pub fn have(program: &str) -> bool {
 }
 
 /// `command` under `nice -n 19`, with its environment and directory.
-pub fn lowest_priority(command: &Command) -> Command {
+fn lowest_priority(command: &Command) -> Command {
     let mut niced = Command::new("nice");
     niced
         .args(["-n", "19"])
@@ -80,4 +80,19 @@ pub fn lowest_priority(command: &Command) -> Command {
         niced.current_dir(dir);
     }
     niced
+}
+
+/// Runs `command` to its end at the lowest priority, its output into `log` (for builds made
+/// while the tests run); fails when it does, naming the log.
+pub fn run_logged_at_lowest_priority(command: &Command, log: &Path) -> Result<()> {
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let status = lowest_priority(command)
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .status()
+        .with_context(|| format!("starting {}", describe(command)))?;
+    if !status.success() {
+        bail!("{} failed: see {}", describe(command), log.display());
+    }
+    Ok(())
 }
