@@ -7,6 +7,7 @@ mod bench_basis;
 mod bench_exec;
 mod bench_memory;
 mod bench_network;
+mod bench_pair;
 mod bench_rsyslog;
 mod bench_soak;
 mod bench_throughput;
@@ -154,7 +155,7 @@ enum BenchCommand {
         events: u64,
     },
     /// Exec storm at fixed rates: nothing attached, Custos (embedded default; the same with a
-    /// protobuf file), auditd.
+    /// protobuf file), auditd; or, with `--against`, this build's daemon and another's.
     Exec {
         /// Execs per second, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "100,1600,10000")]
@@ -166,6 +167,10 @@ enum BenchCommand {
         /// Seconds of storm before each Custos round measures (0: from the daemon's start).
         #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
         warmup: u64,
+        /// Another custos build to compare this one with instead: both daemons attached
+        /// through the same storms, their CPU per exec and its ratio each round.
+        #[arg(long)]
+        against: Option<PathBuf>,
     },
     /// Cost per TCP connection (connect, 1 KiB each way, close) to a peer in a network
     /// namespace: nothing attached, Custos (default config).
@@ -267,6 +272,23 @@ fn bench(which: Option<BenchCommand>) -> anyhow::Result<()> {
             seconds,
             rounds,
             warmup,
+            against: Some(against),
+        }) => bench_pair::exec_pair(
+            &bench_pair::Options {
+                against,
+                rates,
+                seconds,
+                rounds,
+                warmup,
+            },
+            &mut report,
+        ),
+        Some(BenchCommand::Exec {
+            rates,
+            seconds,
+            rounds,
+            warmup,
+            against: None,
         }) => bench_exec::exec(
             &bench_exec::Options {
                 rates,
