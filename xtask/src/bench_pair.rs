@@ -235,3 +235,47 @@ fn pair_table(report: &mut Report, rate: u64, setup: Setup, rounds: &[PairedRoun
         medians[0], medians[1]
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn the_other_build_must_be_an_executable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = usable_binary(&dir.path().join("custos-old")).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("no such binary"),
+            "{missing:#}"
+        );
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"#!/bin/sh\n").unwrap();
+        let refused = usable_binary(&plain).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("not an executable"),
+            "{refused:#}"
+        );
+        assert!(
+            usable_binary(dir.path()).is_err(),
+            "a directory is no binary"
+        );
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            usable_binary(&plain).unwrap(),
+            plain.canonicalize().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_round_compares_this_build_with_the_other_per_exec() {
+        let round = PairedRound {
+            spawned: 16_000,
+            cpu: [Duration::from_millis(96), Duration::from_millis(120)],
+            lost: [0, 0],
+        };
+        assert!((round.per_exec_us(0) - 6.0).abs() < 1e-9);
+        assert!((round.per_exec_us(1) - 7.5).abs() < 1e-9);
+        assert!((round.ratio() - 0.8).abs() < 1e-9);
+    }
+}
