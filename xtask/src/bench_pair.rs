@@ -179,13 +179,17 @@ fn paired_round(
     };
     let pids = [this.pid(), other.pid()];
     let measured = measure(storms, pids);
-    let mut seen = [0; 2];
-    for (which, daemon) in [this, other].into_iter().enumerate() {
+    // Both are stopped before any error is passed on, so that none outlives the round.
+    let outputs = [this, other].map(|daemon| {
         let (output, format) = (daemon.output.clone(), daemon.format);
-        daemon.stop()?;
+        daemon.stop().map(|_| (output, format))
+    });
+    let (warmed, spawned, cpu) = measured?;
+    let mut seen = [0; 2];
+    for (which, stopped) in outputs.into_iter().enumerate() {
+        let (output, format) = stopped?;
         seen[which] = execs_of(&BenchDaemon::events(&output, format)?, storms.marker);
     }
-    let (warmed, spawned, cpu) = measured?;
     let lost = seen.map(|seen| (warmed + spawned).saturating_sub(seen));
     Ok(PairedRound { spawned, cpu, lost })
 }
