@@ -1,6 +1,9 @@
 //! Builds the eBPF programs (`sensor-ebpf`) for the bpf target and leaves the object in OUT_DIR,
 //! where `src/kernel/loader.rs` embeds it, without its DWARF.
-use std::path::Path;
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, Context as _};
 
@@ -32,16 +35,49 @@ fn main() -> anyhow::Result<()> {
     // whole already. The nested cargo reads these over the workspace's profile.
     std::env::set_var("CARGO_PROFILE_RELEASE_LTO", "false");
     std::env::set_var("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
-    aya_build::build_ebpf(
-        [aya_build::Package {
-            name: ebpf.name.as_str(),
-            root_dir,
-            ..Default::default()
-        }],
-        aya_build::Toolchain::default(),
-    )?;
-    let out = std::env::var("OUT_DIR").context("OUT_DIR")?;
-    strip_dwarf(&Path::new(&out).join("sensor"))
+    let out = PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR")?);
+    let package = aya_build::Package {
+        name: ebpf.name.as_str(),
+        root_dir,
+        ..Default::default()
+    };
+    build_once_for_every_profile(package, &out)?;
+    strip_dwarf(&out.join("sensor"))
+}
+
+/// Builds the eBPF object into `out` through one build directory shared by every profile.
+/// aya-build keeps its nested build under OUT_DIR, which each profile (check, debug, test,
+/// release) has its own of, so each built the same object from scratch, about a minute each;
+/// pointed at one directory beside the profiles, the nested cargo finds its work done. A lock
+/// keeps two outer builds at once (the test build and the background release build) from
+/// copying the object while the other writes it.
+fn build_once_for_every_profile(package: aya_build::Package, out: &Path) -> anyhow::Result<()> {
+    let shared = shared_build_dir(out);
+    std::fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    let lock = File::create(shared.join(".lock"))
+        .with_context(|| format!("creating the lock in {}", shared.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", shared.display()))?;
+    // aya-build reads OUT_DIR for where to build and where to leave the object.
+    std::env::set_var("OUT_DIR", &shared);
+    let built = aya_build::build_ebpf([package], aya_build::Toolchain::default());
+    std::env::set_var("OUT_DIR", out);
+    built?;
+    std::fs::copy(shared.join("sensor"), out.join("sensor"))
+        .with_context(|| format!("copying the eBPF object from {}", shared.display()))?;
+    Ok(())
+}
+
+/// `<target>/custos-ebpf` for an OUT_DIR of `<target>/<profile>/build/<package>-<hash>/out`;
+/// OUT_DIR itself when it is laid out otherwise.
+fn shared_build_dir(out: &Path) -> PathBuf {
+    let mut ancestors = out.ancestors();
+    match (ancestors.nth(2), ancestors.nth(1)) {
+        (Some(build), Some(above_profiles)) if build.ends_with("build") => {
+            above_profiles.join("custos-ebpf")
+        }
+        _ => out.to_path_buf(),
+    }
 }
 
 /// Removes the DWARF sections from the eBPF object. The linker needs DWARF to emit BTF, which
