@@ -41,7 +41,7 @@ pub struct Options {
 pub const STEADY_AFTER: u64 = 12;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Setup {
+pub(crate) enum Setup {
     Baseline,
     /// `custos run` without a configuration: JSON lines on standard output.
     EmbeddedDefault,
@@ -51,7 +51,7 @@ enum Setup {
 }
 
 impl Setup {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Setup::Baseline => "nothing attached",
             Setup::EmbeddedDefault => "custos, embedded default (JSON stdout)",
@@ -62,6 +62,15 @@ impl Setup {
 
     fn is_custos(self) -> bool {
         matches!(self, Setup::EmbeddedDefault | Setup::DefaultProtobufFile)
+    }
+
+    /// Starts `custos` in `work` as this setup has it (a Custos setup).
+    pub(crate) fn start_custos(self, custos: &Path, work: &Path) -> Result<BenchDaemon> {
+        match self {
+            Setup::EmbeddedDefault => BenchDaemon::embedded_default(custos, work),
+            Setup::DefaultProtobufFile => BenchDaemon::default_with_protobuf_file(custos, work),
+            Setup::Baseline | Setup::Auditd => bail!("{} starts no Custos", self.label()),
+        }
     }
 }
 
@@ -397,10 +406,7 @@ struct Storms<'a> {
 }
 
 fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Result<Round> {
-    let daemon = match setup {
-        Setup::EmbeddedDefault => BenchDaemon::embedded_default(custos, work)?,
-        _ => BenchDaemon::default_with_protobuf_file(custos, work)?,
-    };
+    let daemon = setup.start_custos(custos, work)?;
     let marker = storms.marker;
     let warmed = match storms.warmup {
         0 => 0,

@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     bench::{process_cpu, spread, BenchDaemon},
-    bench_exec::{execs_of, marker_in, storm_execs},
+    bench_exec::{execs_of, marker_in, storm_execs, Setup},
     report::Report,
     shell::target_dir,
 };
@@ -23,29 +23,6 @@ pub struct Options {
     pub seconds: u64,
     pub rounds: usize,
     pub warmup: u64,
-}
-
-/// The sink setups compared, as in the exec benchmark.
-#[derive(Clone, Copy)]
-enum Setup {
-    EmbeddedDefault,
-    DefaultProtobufFile,
-}
-
-impl Setup {
-    fn label(self) -> &'static str {
-        match self {
-            Setup::EmbeddedDefault => "embedded default (JSON stdout)",
-            Setup::DefaultProtobufFile => "default, protobuf file",
-        }
-    }
-
-    fn start(self, custos: &Path, work: &Path) -> Result<BenchDaemon> {
-        match self {
-            Setup::EmbeddedDefault => BenchDaemon::embedded_default(custos, work),
-            Setup::DefaultProtobufFile => BenchDaemon::default_with_protobuf_file(custos, work),
-        }
-    }
 }
 
 /// One storm through both daemons.
@@ -166,7 +143,7 @@ fn paired_round(
     let mut started: [Option<BenchDaemon>; 2] = [None, None];
     for which in order {
         std::fs::create_dir_all(&dirs[which])?;
-        match setup.start(binaries[which], &dirs[which]) {
+        match setup.start_custos(binaries[which], &dirs[which]) {
             Ok(daemon) => started[which] = Some(daemon),
             Err(err) => {
                 started.into_iter().flatten().for_each(|d| drop(d.stop()));
