@@ -244,7 +244,10 @@ impl Sensor {
                 return Ok(hit);
             }
             if Instant::now() > deadline {
-                bail!("no {what} among {} events", events.len());
+                bail!(
+                    "waited {patience:?} for {what}: not among the {} events written",
+                    events.len()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

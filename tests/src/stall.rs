@@ -36,6 +36,21 @@ pub fn stuck_sensor(config: TestConfig) -> Result<(Sensor, PausableReader)> {
     Ok((sensor, output))
 }
 
+/// Reads `output` again and waits until the daemon makes events again: a marker's exec, run
+/// after the daemon says its sinks take events, is written. That log line comes once the
+/// sinks have room for one batch; they may be full again while they write the backlog, and
+/// an event made before they catch up would not be made.
+pub fn resume_and_wait_for_events(sensor: &mut Sensor, output: &PausableReader) -> Result<()> {
+    output.resume();
+    sensor.wait_for_log("the sinks are taking events again")?;
+    let marker = Marker::new("/bin/true")?;
+    sensor.wait_for("an exec made after the stall", |events| {
+        // Run again until one is made: one run while the sinks are still behind is not.
+        let _ = std::process::Command::new(&marker.path).status();
+        crate::exec_of(events, marker.path_str()).map(drop)
+    })
+}
+
 /// Starts the daemon with `config` plus a JSON `stdout` sink into a pipe whose reader is
 /// paused: the daemon's writes block once the pipe is full.
 pub fn paused_output(config: TestConfig) -> Result<(Sensor, PausableReader)> {

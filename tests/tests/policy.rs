@@ -6,7 +6,9 @@ use std::{os::unix::fs::PermissionsExt, process::Command};
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
     custos, custos_bin, ensure_member, ensure_user, exec_of, of_kind, opens_of, require_root,
-    run_after_login, shared_dir, stall::stuck_sensor, Entry, Marker, Sensor, TestConfig,
+    run_after_login, shared_dir,
+    stall::{resume_and_wait_for_events, stuck_sensor},
+    Entry, Marker, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -150,12 +152,11 @@ fn reads_while_the_output_is_stuck_count_towards_bulk_collection() -> Result<()>
     }
     // Time for the daemon to read the opens' records while the output is still stuck.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    output.resume();
-    sensor.wait_for_log("the sinks are taking events again")?;
+    resume_and_wait_for_events(&mut sensor, &output)?;
     for name in ["q3.xlsx", "q4.xlsx"] {
         assert_eq!(open_as(FINANCE, &["read", &report(name)])?, 0);
     }
-    let bulk = finance_bulk_alert(&sensor)?;
+    let bulk = finance_bulk_alert(&sensor).with_context(|| losses(&sensor))?;
     let mut paths: Vec<&str> = bulk["alert"]["paths"]
         .as_array()
         .context("the alert's paths")?
@@ -173,6 +174,15 @@ fn reads_while_the_output_is_stuck_count_towards_bulk_collection() -> Result<()>
     );
     sensor.stop()?;
     Ok(())
+}
+
+/// The losses the daemon reported: what a missing alert may be down to.
+fn losses(sensor: &Sensor) -> String {
+    let events = sensor.events().unwrap_or_default();
+    let losses: Vec<String> = of_kind(&events, "loss")
+        .map(|e| e["loss"].to_string())
+        .collect();
+    format!("losses reported: [{}]", losses.join(", "))
 }
 
 /// The finance user's bulk-collection alert.
