@@ -363,6 +363,45 @@ fn access_used_while_the_output_is_stuck_still_counts() -> Result<()> {
     Ok(())
 }
 
+/// Usage seen in the seconds before a stop, which the periodic save (at most every 5 s) has
+/// not written yet, is on disk once the daemon has stopped: the stop saves it.
+#[test]
+fn usage_seen_just_before_a_stop_is_saved_by_the_stop() -> Result<()> {
+    require_root();
+    let (reader, _) = people()?;
+    let (_dir, root) = shared_root()?;
+    let group_a = file(&root, "a.txt", &format!("root:{GROUP_A}"), 0o640)?;
+    let group_b = file(&root, "b.txt", &format!("root:{GROUP_B}"), 0o640)?;
+    let state = tempfile::tempdir()?;
+    let mut sensor = Sensor::start(&usage_config(&root, state.path()))?;
+    let config_arg = s(&sensor.config_path).to_owned();
+    let args = ["--config", config_arg.as_str(), "--person", READER];
+    let used = |report: &Value, group: &str| {
+        person(report, READER).is_some_and(|p| line(p, "used", "group", group).is_some())
+    };
+    // A first use and its periodic save: the next save is due 5 s after it.
+    let out = as_login(reader, READER, &format!("cat {}", s(&group_a)))?;
+    ensure!(out.status.success(), "{out:?}");
+    report_until(&args, "group A used", |r| used(r, GROUP_A))?;
+    // A second use, accepted (its event written) and not saved yet.
+    let out = as_login(reader, READER, &format!("cat {}", s(&group_b)))?;
+    ensure!(out.status.success(), "{out:?}");
+    basis_of(&sensor, &group_b, READER, |_| true)?;
+    let before_stop = report_until(&args, "the reader's usage", |_| true)?;
+    ensure!(
+        !used(&before_stop, GROUP_B),
+        "group B's use was saved before the stop (more than 5 s after group A's save): this \
+         run does not show the stop's save"
+    );
+    sensor.stop()?;
+    let after_stop = report_until(&args, "the reader's usage", |_| true)?;
+    ensure!(
+        used(&after_stop, GROUP_B),
+        "group B's use, seen before the stop, is not in the state the stop left: {after_stop:#}"
+    );
+    Ok(())
+}
+
 fn nats_config(root: &Path, state: &Path, url: &str) -> TestConfig {
     let sink = Entry::new()
         .set("type", "nats")
