@@ -330,3 +330,44 @@ fn the_metrics_endpoint_counts_what_was_emitted_and_status_shows_the_hooks() -> 
     sensor.stop()?;
     Ok(())
 }
+
+/// With every sensor on, each hook that attaches says how many instructions the kernel's
+/// verifier explored to accept its program (Linux 5.16 and later say), each count is under
+/// half the verifier's budget of 1,000,000 (a kernel whose verifier explores more still takes
+/// the program), and the daemon warns of none.
+#[test]
+fn every_program_is_accepted_well_within_the_verifiers_budget() -> Result<()> {
+    require_root();
+    let config = ["process", "file", "devices", "network"]
+        .into_iter()
+        .fold(TestConfig::new(), |config, sensor| {
+            config.set(&["sensors"], sensor, true)
+        });
+    let mut sensor = Sensor::start(&config)?;
+    sensor.stop()?;
+    let attached: Vec<&String> = sensor
+        .log
+        .iter()
+        .filter(|line| line.contains("hook attached") && !line.contains("path=unavailable"))
+        .collect();
+    ensure!(attached.len() >= 8, "hooks attached: {attached:#?}");
+    for line in attached {
+        let verified = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("verified="))
+            .and_then(|count| count.parse::<u32>().ok());
+        ensure!(
+            verified.is_some_and(|count| count <= 500_000),
+            "explored instructions not said or past half the budget: {line}"
+        );
+    }
+    ensure!(
+        !sensor
+            .log
+            .iter()
+            .any(|line| line.contains("verifier explored")),
+        "a warning about the verifier's budget: {:#?}",
+        sensor.log
+    );
+    Ok(())
+}

@@ -250,7 +250,7 @@ fn verified_instructions(ebpf: &Ebpf, program: Program) -> Option<u32> {
 /// A program past half the verifier's budget here may be refused by a kernel whose verifier
 /// explores more: said before it is.
 fn warn_near_verifier_limit(spec: &HookSpec, verified: Option<u32>) {
-    if let Some(verified) = verified.filter(|v| *v > VERIFIER_INSTRUCTION_LIMIT / 2) {
+    if let Some(verified) = past_half_the_verifier_budget(verified) {
         tracing::warn!(
             hook = %spec.hook,
             "the kernel's verifier explored {verified} instructions of its \
@@ -258,6 +258,11 @@ fn warn_near_verifier_limit(spec: &HookSpec, verified: Option<u32>) {
              explores more may refuse it: report it with this kernel's version"
         );
     }
+}
+
+/// The count of explored instructions, when it is past half the verifier's budget.
+fn past_half_the_verifier_budget(verified: Option<u32>) -> Option<u32> {
+    verified.filter(|v| *v > VERIFIER_INSTRUCTION_LIMIT / 2)
 }
 
 /// The struct offsets the programs read with, from the kernel's BTF, and that BTF for aya with
@@ -398,4 +403,21 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, program: Program) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_count_past_half_the_verifiers_budget_is_warned_of() {
+        assert_eq!(
+            past_half_the_verifier_budget(None),
+            None,
+            "an old kernel says none"
+        );
+        assert_eq!(past_half_the_verifier_budget(Some(62_337)), None);
+        assert_eq!(past_half_the_verifier_budget(Some(500_000)), None);
+        assert_eq!(past_half_the_verifier_budget(Some(500_001)), Some(500_001));
+    }
 }
