@@ -39,7 +39,7 @@ pub fn stuck_sensor(config: TestConfig) -> Result<(Sensor, PausableReader)> {
 /// Reads `output` again and waits until the daemon makes events again: a marker's exec, run
 /// after the daemon says its sinks take events, is written. That log line comes once the
 /// sinks have room for one batch; they may be full again while they write the backlog, and
-/// an event made before they catch up would not be made.
+/// an event that comes before they catch up is not made.
 pub fn resume_and_wait_for_events(sensor: &mut Sensor, output: &PausableReader) -> Result<()> {
     output.resume();
     sensor.wait_for_log("the sinks are taking events again")?;
