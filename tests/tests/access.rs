@@ -238,6 +238,11 @@ fn person<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|p| p["person"] == name)
 }
 
+/// Whether the report shows `group` among the reader's used entitlements.
+fn reader_used_group(report: &Value, group: &str) -> bool {
+    person(report, READER).is_some_and(|p| line(p, "used", "group", group).is_some())
+}
+
 fn line<'a>(person: &'a Value, section: &str, kind: &str, name: &str) -> Option<&'a Value> {
     person[section]
         .as_array()?
@@ -305,8 +310,7 @@ fn unused_groups_and_sudo_rules_are_reported_and_usage_survives_a_restart() -> R
     let restarted_config = s(&restarted.config_path).to_owned();
     let all = ["--config", restarted_config.as_str()];
     let kept = report_until(&all, "the stranger beside the reader's old usage", |r| {
-        person(r, STRANGER).is_some()
-            && person(r, READER).is_some_and(|p| line(p, "used", "group", GROUP_A).is_some())
+        person(r, STRANGER).is_some() && reader_used_group(r, GROUP_A)
     })?;
     assert!(person(&kept, READER).is_some());
     let text = custos(&[
@@ -345,7 +349,7 @@ fn access_used_while_the_output_is_stuck_still_counts() -> Result<()> {
     let config_arg = s(&sensor.config_path).to_owned();
     let args = ["--config", config_arg.as_str(), "--person", READER];
     let report = report_until(&args, "group A used during the stall", |r| {
-        person(r, READER).is_some_and(|p| line(p, "used", "group", GROUP_A).is_some())
+        reader_used_group(r, GROUP_A)
     })?;
     output.resume();
     sensor.wait_for_log("the sinks are taking events again")?;
@@ -376,27 +380,24 @@ fn usage_seen_just_before_a_stop_is_saved_by_the_stop() -> Result<()> {
     let mut sensor = Sensor::start(&usage_config(&root, state.path()))?;
     let config_arg = s(&sensor.config_path).to_owned();
     let args = ["--config", config_arg.as_str(), "--person", READER];
-    let used = |report: &Value, group: &str| {
-        person(report, READER).is_some_and(|p| line(p, "used", "group", group).is_some())
-    };
     // A first use and its periodic save: the next save is due 5 s after it.
     let out = as_login(reader, READER, &format!("cat {}", s(&group_a)))?;
     ensure!(out.status.success(), "{out:?}");
-    report_until(&args, "group A used", |r| used(r, GROUP_A))?;
+    report_until(&args, "group A used", |r| reader_used_group(r, GROUP_A))?;
     // A second use, accepted (its event written) and not saved yet.
     let out = as_login(reader, READER, &format!("cat {}", s(&group_b)))?;
     ensure!(out.status.success(), "{out:?}");
     basis_of(&sensor, &group_b, READER, |_| true)?;
     let before_stop = report_until(&args, "the reader's usage", |_| true)?;
     ensure!(
-        !used(&before_stop, GROUP_B),
+        !reader_used_group(&before_stop, GROUP_B),
         "group B's use was saved before the stop (more than 5 s after group A's save): this \
          run does not show the stop's save"
     );
     sensor.stop()?;
     let after_stop = report_until(&args, "the reader's usage", |_| true)?;
     ensure!(
-        used(&after_stop, GROUP_B),
+        reader_used_group(&after_stop, GROUP_B),
         "group B's use, seen before the stop, is not in the state the stop left: {after_stop:#}"
     );
     Ok(())
@@ -427,7 +428,7 @@ fn two_hosts_summaries_in_nats_merge_into_one_fleet_report() -> Result<()> {
     let url = server.url();
     let args = ["--nats", url.as_str(), "--person", READER];
     report_until(&args, "the first host's summary", |r| {
-        person(r, READER).is_some_and(|p| line(p, "used", "group", GROUP_A).is_some())
+        reader_used_group(r, GROUP_A)
     })?;
 
     // The second host sees the reader act, without using group A.

@@ -10,7 +10,7 @@ use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
     load::ExecLoad,
     require_root,
-    stall::{paused_output, unmade, PausableReader},
+    stall::{paused_output, resume_and_wait_for_events, unmade, PausableReader},
     Entry, Marker, Sensor, TestConfig,
 };
 
@@ -86,8 +86,7 @@ fn a_stuck_output_holds_the_daemons_memory_and_what_it_did_not_make_is_reported(
         .spawn()?;
     std::thread::sleep(Duration::from_secs(1));
 
-    reader.resume();
-    sensor.wait_for_log("the sinks are taking events again")?;
+    resume_and_wait_for_events(&mut sensor, &reader)?;
     std::fs::write(&go, "")?;
     ensure!(started_in_the_stall.wait()?.success(), "the shell failed");
     let shell_path = shell.path_str();
