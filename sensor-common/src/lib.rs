@@ -179,12 +179,31 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// Slot 0 is 1 while the daemon waits for records with no timer running: the next record
 /// wakes it (and sets the slot back to 0).
 pub const READER_ASLEEP_MAP: &str = "READER_ASLEEP";
-/// The global the daemon fills with [`KernelOffsets`] before load.
-pub const OFFSETS_GLOBAL: &str = "OFFSETS";
-/// The global holding the daemon's own process id, whose activity is never reported.
-pub const SELF_TGID_GLOBAL: &str = "SELF_TGID";
-/// The global holding the ring-buffer wakeup threshold in bytes.
-pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
+/// The global the daemon fills with [`ProgramGlobals`] before load.
+pub const PROGRAM_GLOBALS: &str = "GLOBALS";
+
+/// Everything the daemon tells the programs before load, in one read-only global. One, so
+/// that its layout is this struct's: the values every program reads first (the daemon's own
+/// process id, the wakeup threshold, the task and credential offsets) share the first cache
+/// lines, which a program run on a busy host otherwise fetches from memory one line each.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramGlobals {
+    /// Process id of the daemon itself, whose activity is never reported.
+    pub self_tgid: u32,
+    /// Bytes one CPU queues before a record wakes the daemon; 0 wakes it for every record.
+    pub wakeup_bytes: u32,
+    pub offsets: KernelOffsets,
+}
+
+impl ProgramGlobals {
+    /// What the programs see if the daemon never filled them in.
+    pub const UNSET: Self = Self {
+        self_tgid: 0,
+        wakeup_bytes: 0,
+        offsets: KernelOffsets::UNSET,
+    };
+}
 
 // Layout guards: the daemon decodes these byte for byte.
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 16);
@@ -194,7 +213,7 @@ const _: () = assert!(core::mem::size_of::<TaskInfo>() == 264);
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data structs of integers, no padding holes that matter to the kernel.
-    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::ProgramGlobals {}
     unsafe impl aya::Pod for super::FileFilterConfig {}
     unsafe impl aya::Pod for super::PrefixKey {}
     unsafe impl aya::Pod for super::FileDedupKey {}

@@ -2,7 +2,7 @@
 use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 
 use crate::{
-    kread::{load, WAKEUP_BYTES},
+    kread::wakeup_bytes,
     maps::{DROPS, EVENTS, QUEUED_BYTES, READER_ASLEEP},
 };
 
@@ -21,8 +21,8 @@ pub struct QueuedBytes {
 /// Ring-buffer flags for a record of `size` bytes. By default the kernel wakes the reader
 /// whenever it has caught up, which for a fast reader means once per record: an interrupt and
 /// a syscall per event. Instead records are queued silently and the daemon drains on a short
-/// timer; a CPU wakes it once it has queued `WAKEUP_BYTES` since the daemon last read the ring
-/// (the daemon sets `WAKEUP_BYTES` to its threshold divided by the CPUs, so all CPUs together
+/// timer; a CPU wakes it once it has queued `wakeup_bytes()` since the daemon last read the ring
+/// (the daemon sets it to its threshold divided by the CPUs, so all CPUs together
 /// never queue more unannounced), and when the daemon has stopped its timer (nothing came for
 /// a while), the first record wakes it. Each CPU counts on its own and starts again when the
 /// ring's consumer position has moved: the reader writes it only while it drains, so reading
@@ -35,7 +35,7 @@ pub fn submit_flags(kind: u32, size: usize) -> u64 {
     if is_prompt(kind) {
         return BPF_RB_FORCE_WAKEUP;
     }
-    let threshold = u64::from(load(&WAKEUP_BYTES));
+    let threshold = u64::from(wakeup_bytes());
     if threshold == 0 {
         return 0;
     }

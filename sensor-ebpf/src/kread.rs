@@ -10,25 +10,16 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
     generated::{bpf_get_current_task, bpf_get_current_task_btf},
 };
-use sensor_common::{offsets::MISSING, KernelOffsets, COMM_LEN};
+use sensor_common::{offsets::MISSING, ProgramGlobals, COMM_LEN};
 
-/// Filled in by the daemon before load (`EbpfLoader::set_global`).
+/// Filled in by the daemon before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
-pub static OFFSETS: KernelOffsets = KernelOffsets::UNSET;
-
-/// Process id of the daemon itself: its own activity is never reported.
-#[unsafe(no_mangle)]
-pub static SELF_TGID: u32 = 0;
-
-/// Bytes one CPU queues before a record wakes the daemon; below it the daemon's own timer
-/// drains the ring. 0 wakes it for every record.
-#[unsafe(no_mangle)]
-pub static WAKEUP_BYTES: u32 = 0;
+pub static GLOBALS: ProgramGlobals = ProgramGlobals::UNSET;
 
 /// One member offset, see [`load`].
 macro_rules! off {
     ($field:ident) => {
-        $crate::kread::load(&$crate::kread::OFFSETS.$field)
+        $crate::kread::load(&$crate::kread::GLOBALS.offsets.$field)
     };
 }
 pub(crate) use off;
@@ -43,7 +34,14 @@ pub fn load(global: &u32) -> u32 {
 
 #[inline(always)]
 pub fn self_tgid() -> u32 {
-    load(&SELF_TGID)
+    load(&GLOBALS.self_tgid)
+}
+
+/// Bytes one CPU queues before a record wakes the daemon; below it the daemon's own timer
+/// drains the ring.
+#[inline(always)]
+pub fn wakeup_bytes() -> u32 {
+    load(&GLOBALS.wakeup_bytes)
 }
 
 /// How a program reads kernel memory.

@@ -13,8 +13,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use sensor_common::{
-    KernelOffsets, CONNECTIONS_MAP, EVENTS_MAP, OFFSETS_GLOBAL, OPEN_HOOK_MAP, SELF_TGID_GLOBAL,
-    WAKEUP_BYTES_GLOBAL,
+    KernelOffsets, ProgramGlobals, CONNECTIONS_MAP, EVENTS_MAP, OPEN_HOOK_MAP, PROGRAM_GLOBALS,
 };
 
 use super::{btf_offsets, mounts, privileges};
@@ -182,12 +181,14 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     loader.btf(None);
     let (offsets, btf) = kernel_btf()?;
 
-    let wakeup_bytes_per_cpu = per_cpu_share(options.wakeup_bytes)?;
+    let globals = ProgramGlobals {
+        self_tgid: options.self_tgid,
+        wakeup_bytes: per_cpu_share(options.wakeup_bytes)?,
+        offsets,
+    };
     let mut ebpf = loader
         .btf(Some(&btf))
-        .override_global(OFFSETS_GLOBAL, &offsets, true)
-        .override_global(SELF_TGID_GLOBAL, &options.self_tgid, true)
-        .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes_per_cpu, true)
+        .override_global(PROGRAM_GLOBALS, &globals, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .map_max_entries(CONNECTIONS_MAP, options.max_open_connections.max(1))
         .load(EBPF_OBJECT)
