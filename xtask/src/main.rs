@@ -11,10 +11,12 @@ mod bench_pair;
 mod bench_rsyslog;
 mod bench_soak;
 mod bench_throughput;
+mod bpf_jit;
 mod commands;
 mod fuzz;
 mod package;
 mod profile;
+mod profile_bpf;
 mod report;
 mod schema_doc;
 mod setup;
@@ -136,6 +138,20 @@ enum ProfileCommand {
         #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
         warmup: u64,
     },
+    /// The daemon on its embedded default through an exec storm under perf: each eBPF
+    /// program's run time per exec and where its samples fall, by source line.
+    Bpf {
+        /// The binary to run (default: the release build, built first).
+        #[arg(long)]
+        custos: Option<PathBuf>,
+        #[arg(long, default_value_t = 1600)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of storm before the sampling starts.
+        #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
+        warmup: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,22 +237,7 @@ fn main() -> ExitCode {
         Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),
         Command::Bench { which } => commands::bench_prepare().and_then(|()| bench(which)),
-        Command::Profile {
-            which:
-                ProfileCommand::Exec {
-                    custos,
-                    rate,
-                    seconds,
-                    warmup,
-                },
-        } => commands::bench_prepare().and_then(|()| {
-            profile::exec(&profile::Options {
-                custos,
-                rate,
-                seconds,
-                warmup,
-            })
-        }),
+        Command::Profile { which } => commands::bench_prepare().and_then(|()| profile(which)),
         Command::ExecLoop {
             rate,
             seconds,
@@ -256,6 +257,33 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn profile(which: ProfileCommand) -> anyhow::Result<()> {
+    match which {
+        ProfileCommand::Exec {
+            custos,
+            rate,
+            seconds,
+            warmup,
+        } => profile::exec(&profile::Options {
+            custos,
+            rate,
+            seconds,
+            warmup,
+        }),
+        ProfileCommand::Bpf {
+            custos,
+            rate,
+            seconds,
+            warmup,
+        } => profile_bpf::bpf(&profile::Options {
+            custos,
+            rate,
+            seconds,
+            warmup,
+        }),
     }
 }
 

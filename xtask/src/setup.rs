@@ -86,6 +86,16 @@ pub fn profile_tools() -> Result<()> {
     apt_install(&["valgrind"])
 }
 
+/// perf and bpftool, for `cargo xtask profile bpf`.
+pub fn bpf_profile_tools() -> Result<()> {
+    let missing: Vec<&str> = [("perf", "linux-perf"), ("bpftool", "bpftool")]
+        .into_iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| package)
+        .collect();
+    apt_install(&missing)
+}
+
 pub fn all() -> Result<()> {
     build_tools()?;
     test_tools()
