@@ -67,6 +67,8 @@ struct LineInfo {
 #[derive(Debug, Default)]
 pub struct ProgramCode {
     pub id: u32,
+    /// When it was loaded, in CLOCK_BOOTTIME nanoseconds.
+    pub loaded_at_ns: u64,
     /// Each function's first address and length in bytes.
     pub functions: Vec<(u64, u64)>,
     /// (address, instruction index) of each line-info record, by address.
@@ -94,6 +96,17 @@ impl ProgramCode {
             .copied()
             .find(|(start, len)| (*start..start + len).contains(&address))
     }
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds: the clock of [`ProgramCode::loaded_at_ns`].
+pub fn boottime_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// The ids of every loaded program.
@@ -155,6 +168,7 @@ pub fn program_code(id: u32) -> Result<Option<ProgramCode>> {
     lines.sort_unstable();
     Ok(Some(ProgramCode {
         id,
+        loaded_at_ns: counts.load_time,
         functions: starts
             .into_iter()
             .zip(lens.into_iter().map(u64::from))
@@ -206,6 +220,7 @@ mod tests {
     fn an_address_maps_to_the_last_line_at_or_before_it_in_its_own_function() {
         let code = ProgramCode {
             id: 1,
+            loaded_at_ns: 0,
             functions: vec![(1000, 100), (2000, 50)],
             lines: vec![(1000, 0), (1010, 4), (1060, 9), (2000, 30), (2020, 33)],
         };

@@ -18,7 +18,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::{
     bench::{bpf_by_program, bpf_since, spawn_until_ready, METRICS},
     bench_exec::{marker_in, storm_execs},
-    bpf_jit::{program_code, program_ids, ProgramCode},
+    bpf_jit::{boottime_ns, program_code, program_ids, ProgramCode},
     profile::Options,
     shell::{output, target_dir},
 };
@@ -49,14 +49,22 @@ pub fn bpf(options: &Options) -> Result<()> {
         .custos
         .clone()
         .unwrap_or_else(|| target_dir().join("release/custos"));
+    if std::net::TcpStream::connect(METRICS).is_ok() {
+        bail!(
+            "something already listens on {METRICS}, the embedded default's metrics endpoint \
+             (another custos?): its run times would be read instead; stop it first"
+        );
+    }
     let events = std::fs::File::create(work.path().join("events.jsonl"))?;
+    // Programs loaded before this (another sensor's, say) are not this daemon's.
+    let started_ns = boottime_ns();
     let mut daemon = spawn_until_ready(
         Command::new(&custos).arg("run"),
         events.into(),
         std::time::Duration::from_secs(120),
     )?;
     // Read while the daemon holds its programs: their code is gone once it stops.
-    let measured = measure(options, &marker, &samples_file);
+    let measured = measure(options, &marker, &samples_file, started_ns);
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status();
@@ -75,7 +83,12 @@ type Measured = (u64, Vec<(String, f64)>, Vec<u64>, Vec<Profiled>);
 
 /// The storm under `perf`: execs spawned, each program's run seconds, the sampled addresses in
 /// eBPF programs, and the programs they fall in.
-fn measure(options: &Options, marker: &Path, samples_file: &Path) -> Result<Measured> {
+fn measure(
+    options: &Options,
+    marker: &Path,
+    samples_file: &Path,
+    started_ns: u64,
+) -> Result<Measured> {
     storm_execs(marker, options.rate, options.warmup)?;
     let before = bpf_by_program(METRICS)?;
     let mut perf = Command::new("perf")
@@ -97,7 +110,8 @@ fn measure(options: &Options, marker: &Path, samples_file: &Path) -> Result<Meas
         let Some(code) = program_code(id)? else {
             continue;
         };
-        if samples.iter().any(|&address| code.holds(address)) {
+        let ours = code.loaded_at_ns >= started_ns;
+        if ours && samples.iter().any(|&address| code.holds(address)) {
             programs.push(profiled(code)?);
         }
     }
@@ -311,6 +325,7 @@ int sched_process_exit_btf(void * ctx):
             name: "p".into(),
             code: ProgramCode {
                 id: 1,
+                loaded_at_ns: 0,
                 functions: vec![(100, 50)],
                 lines: vec![(100, 0), (110, 1), (130, 6)],
             },
