@@ -28,6 +28,22 @@ pub struct Options {
     pub warmup: u64,
 }
 
+impl Options {
+    /// The daemon to run: the one given, or the release build.
+    pub fn binary(&self) -> PathBuf {
+        self.custos
+            .clone()
+            .unwrap_or_else(|| target_dir().join("release/custos"))
+    }
+}
+
+/// `target/profile/`, made if missing: where the profiles keep what they recorded.
+pub fn output_dir() -> Result<PathBuf> {
+    let dir = target_dir().join("profile");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// The stages reported, by the function that runs each (inclusive counts).
 const STAGES: &[(&str, &str)] = &[
     (
@@ -55,15 +71,10 @@ pub fn exec(options: &Options) -> Result<()> {
     crate::setup::profile_tools()?;
     let work = tempfile::tempdir()?;
     let marker = crate::bench_exec::marker_in(work.path(), "profile")?;
-    let profile_dir = target_dir().join("profile");
-    std::fs::create_dir_all(&profile_dir)?;
-    let counts = profile_dir.join("exec.callgrind");
+    let counts = output_dir()?.join("exec.callgrind");
     remove_dumps(&counts)?;
     let events = work.path().join("events.jsonl");
-    let custos = options
-        .custos
-        .clone()
-        .unwrap_or_else(|| target_dir().join("release/custos"));
+    let custos = options.binary();
     let mut daemon = start_under_callgrind(&custos, &counts, &events)?;
     let pid = daemon.id().to_string();
     let measured = (|| -> Result<(u64, u64)> {

@@ -19,8 +19,8 @@ use crate::{
     bench::{bpf_by_program, bpf_since, spawn_until_ready, METRICS},
     bench_exec::{marker_in, storm_execs},
     bpf_jit::{boottime_ns, program_code, program_ids, ProgramCode},
-    profile::Options,
-    shell::{output, target_dir},
+    profile::{output_dir, Options},
+    shell::output,
 };
 
 /// Samples a second on each CPU: enough for a few hundred in a program that takes a
@@ -42,13 +42,8 @@ pub fn bpf(options: &Options) -> Result<()> {
     crate::setup::bpf_profile_tools()?;
     let work = tempfile::tempdir()?;
     let marker = marker_in(work.path(), "profile-bpf")?;
-    let profile_dir = target_dir().join("profile");
-    std::fs::create_dir_all(&profile_dir)?;
-    let samples_file = profile_dir.join("bpf.perf.data");
-    let custos = options
-        .custos
-        .clone()
-        .unwrap_or_else(|| target_dir().join("release/custos"));
+    let samples_file = output_dir()?.join("bpf.perf.data");
+    let custos = options.binary();
     if std::net::TcpStream::connect(METRICS).is_ok() {
         bail!(
             "something already listens on {METRICS}, the embedded default's metrics endpoint \

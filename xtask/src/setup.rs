@@ -63,11 +63,7 @@ const VM_TOOLS: &[(&str, &str)] = &[
 
 /// QEMU and the pieces of the guest's root filesystem.
 pub fn vm_tools() -> Result<()> {
-    let mut missing: Vec<&str> = VM_TOOLS
-        .iter()
-        .filter(|(program, _)| !have(program))
-        .map(|(_, package)| *package)
-        .collect();
+    let mut missing = missing_packages(VM_TOOLS);
     // busybox-static, not the dynamically linked busybox: the guest has no libraries for it.
     if !succeeds(Command::new("dpkg").args(["-s", "busybox-static"])) {
         missing.push("busybox-static");
@@ -88,12 +84,10 @@ pub fn profile_tools() -> Result<()> {
 
 /// perf and bpftool, for `cargo xtask profile bpf`.
 pub fn bpf_profile_tools() -> Result<()> {
-    let missing: Vec<&str> = [("perf", "linux-perf"), ("bpftool", "bpftool")]
-        .into_iter()
-        .filter(|(program, _)| !have(program))
-        .map(|(_, package)| package)
-        .collect();
-    apt_install(&missing)
+    apt_install(&missing_packages(&[
+        ("perf", "linux-perf"),
+        ("bpftool", "bpftool"),
+    ]))
 }
 
 pub fn all() -> Result<()> {
@@ -109,12 +103,7 @@ pub fn build_tools() -> Result<()> {
 
 /// What the integration tests need besides the build.
 pub fn test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS
-        .iter()
-        .filter(|(program, _)| !have(program))
-        .map(|(_, package)| *package)
-        .collect();
-    apt_install(&missing)?;
+    apt_install(&missing_packages(TEST_TOOLS))?;
     python_consumer()?;
     siem_tools()
 }
@@ -222,6 +211,15 @@ fn bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", LLVM_PREFIX)
         .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
         .args(["--no-default-features", "--features", "llvm-22"]))
+}
+
+/// The packages of the `(program, package)` pairs whose program is not installed.
+fn missing_packages<'a>(tools: &[(&str, &'a str)]) -> Vec<&'a str> {
+    tools
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| *package)
+        .collect()
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
