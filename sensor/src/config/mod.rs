@@ -469,7 +469,7 @@ pub struct Kernel {
     /// Longest a record waits in the ring buffer before the daemon reads it, in milliseconds.
     /// The daemon is woken early, before a sixteenth of the ring can fill unannounced, and at
     /// once for the records it acts on (new devices and mounts, privilege changes).
-    #[default(100)]
+    #[default(250)]
     pub max_latency_ms: u64,
 }
 
