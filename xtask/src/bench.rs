@@ -414,6 +414,10 @@ impl OutputFormat {
     }
 }
 
+/// How long after a storm a daemon has read and handed to its sinks what the storm queued: the
+/// embedded default reads the ring at least every 250 ms (`[kernel] max_latency_ms`).
+pub const DRAINED_AFTER: Duration = Duration::from_millis(600);
+
 /// The daemons' metrics endpoint (the default), where each eBPF program's run time is read.
 pub const METRICS: &str = "127.0.0.1:9464";
 

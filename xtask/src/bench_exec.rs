@@ -418,9 +418,7 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     // storm.
     let sampler = MemorySampler::start(daemon.pid(), Duration::from_millis(250));
     let mut round = storm(marker, storms.rate, storms.seconds)?;
-    // Let the daemon drain what the storm queued (the embedded default drains at least every
-    // 100 ms: `[kernel] max_latency_ms`).
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(crate::bench::DRAINED_AFTER);
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     round.memory = Some(sampler.finish());
     round.bpf = Some(

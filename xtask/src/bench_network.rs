@@ -170,8 +170,7 @@ fn with_custos(custos: &Path, work: &Path, server: &Server, seconds: u64) -> Res
     let cpu_before = process_cpu(daemon.pid())?;
     let bpf_before = crate::bench::bpf_by_program(METRICS)?;
     let mut round = connect_round(server, seconds)?;
-    // Let the daemon drain what the round queued (its timer drains every 10 ms).
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(crate::bench::DRAINED_AFTER);
     round.daemon_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     round.bpf = crate::bench::bpf_since(METRICS, &bpf_before)?;
     let (output, format) = (daemon.output.clone(), daemon.format);

@@ -180,8 +180,7 @@ fn measure(storms: &PairedStorms, pids: [u32; 2]) -> Result<(u64, u64, [Duration
     };
     let before = [process_cpu(pids[0])?, process_cpu(pids[1])?];
     let spawned = storm_execs(storms.marker, storms.rate, storms.seconds)?;
-    // Both drain what the storm queued (the embedded default drains at least every 100 ms).
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(crate::bench::DRAINED_AFTER);
     let cpu = [
         process_cpu(pids[0])?.saturating_sub(before[0]),
         process_cpu(pids[1])?.saturating_sub(before[1]),

@@ -199,7 +199,7 @@ fn step(
     let mut exec_storm = exec_storm;
     exec_storm.wait()?;
     let elapsed = start.elapsed();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(crate::bench::DRAINED_AFTER);
     let daemon_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     let load = sampler.finish();
     let peak_rss_mib = status_kib(daemon.pid(), "VmHWM:") as f64 / 1024.0;
