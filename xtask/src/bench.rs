@@ -618,14 +618,16 @@ fn process_clock(pid: u32) -> Result<Duration> {
             std::io::Error::from_raw_os_error(rc)
         );
     }
+    clock_now(clock).map_err(|err| anyhow::anyhow!("clock_gettime of {pid}: {err}"))
+}
+
+/// The time on `clock` now.
+pub(crate) fn clock_now(clock: libc::clockid_t) -> std::io::Result<Duration> {
     // SAFETY: timespec is plain data that clock_gettime fills in.
     let mut now: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid clock id and an out-pointer to a local.
+    // SAFETY: an out-pointer to a local; a clock id the kernel does not know is an error.
     if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
-        bail!(
-            "clock_gettime of {pid}: {}",
-            std::io::Error::last_os_error()
-        );
+        return Err(std::io::Error::last_os_error());
     }
     Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }

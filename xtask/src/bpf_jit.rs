@@ -99,14 +99,10 @@ impl ProgramCode {
 }
 
 /// CLOCK_BOOTTIME now, in nanoseconds: the clock of [`ProgramCode::loaded_at_ns`].
-pub fn boottime_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+pub fn boottime_ns() -> Result<u64> {
+    let now = crate::bench::clock_now(libc::CLOCK_BOOTTIME)
+        .map_err(|err| anyhow::anyhow!("reading CLOCK_BOOTTIME: {err}"))?;
+    Ok(now.as_nanos() as u64)
 }
 
 /// The ids of every loaded program.

@@ -52,7 +52,7 @@ pub fn bpf(options: &Options) -> Result<()> {
     }
     let events = std::fs::File::create(work.path().join("events.jsonl"))?;
     // Programs loaded before this (another sensor's, say) are not this daemon's.
-    let started_ns = boottime_ns();
+    let started_ns = boottime_ns()?;
     let mut daemon = spawn_until_ready(
         Command::new(&custos).arg("run"),
         events.into(),
