@@ -8,6 +8,8 @@ use custos_proto::v1::{event::Body, AccessUsage, Event};
 use futures_util::StreamExt as _;
 use prost::Message as _;
 
+use crate::sinks::nats::EVENTS_HEADER;
+
 use super::{
     report::HostView,
     usage::model::{Entitlement, Kind, Uses},
@@ -50,7 +52,7 @@ pub async fn read(source: &FleetSource) -> Result<BTreeMap<String, Vec<HostView>
     while let Ok(Some(message)) = tokio::time::timeout(QUIET, messages.next()).await {
         let message = message.map_err(|e| anyhow!("reading a message: {e}"))?;
         let pending = message.info().map(|i| i.pending).unwrap_or(0);
-        if let Ok(event) = Event::decode(message.payload.as_ref()) {
+        for event in events_of(&message) {
             keep_latest(&mut latest, event);
         }
         if pending == 0 {
@@ -58,6 +60,26 @@ pub async fn read(source: &FleetSource) -> Result<BTreeMap<String, Vec<HostView>
         }
     }
     Ok(views(latest))
+}
+
+/// The protobuf events a message carries: itself one, or several each with its varint length
+/// before it when the sink gathered them (`events_per_message`, marked by the
+/// [`EVENTS_HEADER`] header). What does not decode is left out, as messages of another format.
+fn events_of(message: &async_nats::Message) -> Vec<Event> {
+    let framed = message
+        .headers
+        .as_ref()
+        .is_some_and(|headers| headers.get(EVENTS_HEADER).is_some());
+    let mut payload = message.payload.as_ref();
+    if !framed {
+        return Event::decode(payload).into_iter().collect();
+    }
+    std::iter::from_fn(|| {
+        (!payload.is_empty())
+            .then(|| Event::decode_length_delimited(&mut payload).ok())
+            .flatten()
+    })
+    .collect()
 }
 
 fn keep_latest(latest: &mut BTreeMap<(String, String), (i64, AccessUsage)>, event: Event) {
@@ -106,4 +128,46 @@ fn views(
         });
     }
     people
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_proto::v1::ProcessExit;
+
+    use super::*;
+
+    fn message(payload: Vec<u8>, events: Option<usize>) -> async_nats::Message {
+        let headers = events.map(|n| {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(EVENTS_HEADER, n.to_string().as_str());
+            headers
+        });
+        async_nats::Message {
+            subject: "custos.h.access_usage".into(),
+            reply: None,
+            length: payload.len(),
+            payload: payload.into(),
+            headers,
+            status: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn a_message_of_one_event_or_of_several_framed_gives_them_all() {
+        let event = |seq| Event {
+            seq,
+            body: Some(Body::Exit(ProcessExit::default())),
+            ..Event::default()
+        };
+        let seqs = |events: Vec<Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(events_of(&message(event(7).encode_to_vec(), None))),
+            [7]
+        );
+        let mut framed = event(8).encode_length_delimited_to_vec();
+        framed.extend(event(9).encode_length_delimited_to_vec());
+        assert_eq!(seqs(events_of(&message(framed, Some(2)))), [8, 9]);
+        assert!(events_of(&message(b"{\"seq\":\"1\"}".to_vec(), Some(1))).is_empty());
+    }
 }

@@ -589,9 +589,20 @@ pub struct NatsSink {
     /// reads), `json` or `ocsf`.
     #[serde(default = "protobuf")]
     pub format: Format,
+    /// Events one message carries at most. 1 (the default) sends each event as a message of
+    /// its own; more puts up to that many events of one kind in a message, framed as the file
+    /// sink writes them (a varint length before each protobuf event; one line per JSON or OCSF
+    /// event) and marked with a `Custos-Events` header, so a server that spends most of its
+    /// time per message stores many times more events.
+    #[serde(default = "one_event")]
+    pub events_per_message: usize,
 }
 
 fn one_replica() -> usize {
+    1
+}
+
+fn one_event() -> usize {
     1
 }
 
@@ -819,6 +830,16 @@ mod tests {
         }
         let replicas = parse("type = \"nats\"\nurl = \"nats://a:1\"\nreplicas = 7");
         assert!(format!("{:#}", replicas.unwrap_err()).contains("1 to 5"));
+        assert_eq!(
+            nats.events_per_message, 1,
+            "one event per message by default"
+        );
+        for events in [0, 1001] {
+            let refused = parse(&format!(
+                "type = \"nats\"\nurl = \"nats://a:1\"\nevents_per_message = {events}"
+            ));
+            assert!(format!("{:#}", refused.unwrap_err()).contains("at most 1000"));
+        }
     }
 
     #[test]

@@ -6,6 +6,11 @@ use anyhow::{anyhow, bail, Result};
 
 use super::{Config, Format, NameView, SinkConfig};
 
+/// Most events a NATS message may carry: a thousand events fill about a megabyte of JSON, the
+/// server's default `max_payload` (a message is closed earlier when it would exceed the
+/// server's limit).
+const MAX_EVENTS_PER_MESSAGE: usize = 1000;
+
 impl Config {
     pub(super) fn validate(&self) -> Result<()> {
         self.validate_kernel()?;
@@ -322,6 +327,13 @@ fn validate_sink(sink: &SinkConfig) -> Result<()> {
                 bail!(
                     "nats sink: replicas = {} (JetStream keeps 1 to 5 copies)",
                     nats.replicas
+                );
+            }
+            if !(1..=MAX_EVENTS_PER_MESSAGE).contains(&nats.events_per_message) {
+                bail!(
+                    "nats sink: events_per_message = {} (1 sends each event on its own; at most \
+                     {MAX_EVENTS_PER_MESSAGE})",
+                    nats.events_per_message
                 );
             }
             if nats.stream.is_empty() || nats.subject_prefix.is_empty() {

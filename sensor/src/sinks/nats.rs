@@ -1,6 +1,9 @@
 //! The NATS JetStream sink: each event published to `<prefix>.<host>.<kind>` on a configured
 //! stream, with acknowledgements.
 //!
+//! With `events_per_message` above 1, a message carries up to that many events of one kind
+//! (see [`super::nats_batch`]).
+//!
 //! A batch leaves the spool only once JetStream acknowledged every message in it, so delivery
 //! is at least once; each message carries `Nats-Msg-Id: <run_id>:<seq>`, so a resend inside the
 //! stream's duplicate window is stored once.
@@ -17,12 +20,22 @@ use prost::{
 use super::{
     deliver::Transport,
     json::JsonEncoder,
+    nats_batch::Gatherer,
     ocsf,
     parts::{PartIds, SharedParts},
 };
 use crate::config::{Format, NatsSink};
 
+pub use super::nats_batch::EVENTS_HEADER;
+
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Room left in a message of several events for its headers, under the server's
+/// `max_payload` (which counts them too).
+const HEADER_ROOM: usize = 4096;
+
+/// A message to publish: its subject, headers and payload.
+type Message = (Subject, HeaderMap, bytes::Bytes);
 
 /// A JetStream connection, driven from the delivery thread through its own small runtime.
 pub struct NatsTransport {
@@ -157,19 +170,10 @@ impl NatsTransport {
     }
 
     async fn publish(&mut self, js: &jetstream::Context, records: &[Vec<u8>]) -> Result<()> {
-        let mut acks = Vec::with_capacity(records.len());
-        for record in records {
-            let (subject, headers, payload) = match self.message(record) {
-                Ok(message) => message,
-                Err(err) => {
-                    // Retrying would block the sink forever behind one bad record.
-                    tracing::error!(
-                        stream = %self.config.stream,
-                        "skipping an undecodable spooled record: {err:#}"
-                    );
-                    continue;
-                }
-            };
+        let max_bytes = js.client().max_payload().saturating_sub(HEADER_ROOM);
+        let messages = self.messages(records, max_bytes);
+        let mut acks = Vec::with_capacity(messages.len());
+        for (subject, headers, payload) in messages {
             let ack = js
                 .publish_with_headers(subject, headers, payload)
                 .await
@@ -185,9 +189,57 @@ impl NatsTransport {
         Ok(())
     }
 
+    /// The messages that carry `records`: one per event, or up to `events_per_message` events
+    /// of a kind in each, of at most `max_bytes` (see [`super::nats_batch`]).
+    fn messages(&mut self, records: &[Vec<u8>], max_bytes: usize) -> Vec<Message> {
+        if self.config.events_per_message == 1 {
+            return records
+                .iter()
+                .filter_map(|record| {
+                    let message = self.message(record);
+                    self.usable(message)
+                })
+                .collect();
+        }
+        let mut gatherer = Gatherer::new(self.config.events_per_message, max_bytes);
+        for record in records {
+            let framed = self.framed(record);
+            if let Some((envelope, framed)) = self.usable(framed) {
+                gatherer.add(envelope.run_id, envelope.seq, envelope.kind, &framed);
+            }
+        }
+        gatherer
+            .finish()
+            .into_iter()
+            .map(|gathered| {
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", gathered.msg_id.as_str());
+                headers.insert(EVENTS_HEADER, gathered.events.to_string().as_str());
+                (
+                    self.subject(gathered.kind),
+                    headers,
+                    gathered.payload.into(),
+                )
+            })
+            .collect()
+    }
+
+    /// `result`, or nothing when the spooled record could not be read: retrying would block
+    /// the sink forever behind one bad record.
+    fn usable<T>(&self, result: Result<T>) -> Option<T> {
+        result
+            .inspect_err(|err| {
+                tracing::error!(
+                    stream = %self.config.stream,
+                    "skipping an undecodable spooled record: {err:#}"
+                )
+            })
+            .ok()
+    }
+
     /// A spooled record's subject, headers (its message id, `<run_id>:<seq>`, which lets
     /// JetStream drop a resend) and body.
-    fn message(&mut self, record: &[u8]) -> Result<(Subject, HeaderMap, bytes::Bytes)> {
+    fn message(&mut self, record: &[u8]) -> Result<Message> {
         let message = Envelope::of(record).context("reading a spooled record")?;
         let mut headers = HeaderMap::new();
         let mut id = String::with_capacity(message.run_id.len() + 21);
@@ -199,15 +251,37 @@ impl NatsTransport {
         Ok((self.subject(message.kind), headers, payload))
     }
 
-    /// The message body in the configured format, from the event's protobuf encoding.
+    /// A spooled record as one event among others in a message: protobuf with its varint
+    /// length before it, JSON or OCSF as a line.
+    fn framed<'a>(&mut self, record: &'a [u8]) -> Result<(Envelope<'a>, Vec<u8>)> {
+        let envelope = Envelope::of(record).context("reading a spooled record")?;
+        let framed = match self.config.format {
+            Format::Protobuf => {
+                let mut framed = Vec::with_capacity(envelope.payload.len() + 5);
+                prost::encoding::encode_varint(envelope.payload.len() as u64, &mut framed);
+                framed.extend_from_slice(envelope.payload);
+                framed
+            }
+            _ => self.line(envelope.payload)?,
+        };
+        Ok((envelope, framed))
+    }
+
+    /// The message body of one event in the configured format, from its protobuf encoding.
     fn payload(&mut self, encoded: &[u8]) -> Result<bytes::Bytes> {
-        let format = self.config.format;
-        if format == Format::Protobuf {
+        if self.config.format == Format::Protobuf {
             return Ok(bytes::Bytes::copy_from_slice(encoded));
         }
+        let mut line = self.line(encoded)?;
+        line.pop(); // the line's end: a message is delimited already
+        Ok(line.into())
+    }
+
+    /// One event as a JSON or OCSF line, from its protobuf encoding.
+    fn line(&mut self, encoded: &[u8]) -> Result<Vec<u8>> {
         let mut event = Event::decode(encoded).context("decoding a spooled event")?;
         let mut out = Vec::with_capacity(encoded.len() * 2);
-        if format == Format::Ocsf {
+        if self.config.format == Format::Ocsf {
             ocsf::encode_line(&event, &mut out)?;
         } else {
             self.json.encode(
@@ -217,8 +291,7 @@ impl NatsTransport {
                 &mut out,
             )?;
         }
-        out.pop(); // the line's end: a message is delimited already
-        Ok(out.into())
+        Ok(out)
     }
 
     /// `<prefix>.<host>.<kind>`, built once per kind.
@@ -362,6 +435,86 @@ mod tests {
         let ocsf: serde_json::Value = serde_json::from_slice(&ocsf).unwrap();
         assert_eq!(ocsf["class_uid"], 1007);
         assert_eq!(ocsf["metadata"]["uid"], "r:7");
+    }
+
+    #[test]
+    fn several_events_of_a_kind_share_a_message_framed_as_the_file_sink_writes_them() {
+        let config = |format: &str| {
+            let text = format!(
+                "[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:1\"\nstream = \"S\"\n\
+                 format = \"{format}\"\nevents_per_message = 2\n"
+            );
+            match crate::config::Config::parse(&text, "t")
+                .unwrap()
+                .sinks
+                .remove(0)
+            {
+                crate::config::SinkConfig::Nats(config) => NatsTransport::new(config, "h".into()),
+                other => panic!("{other:?}"),
+            }
+        };
+        let event = |seq: u64, body: Body| Event {
+            seq,
+            run_id: "r".into(),
+            body: Some(body),
+            ..Event::default()
+        };
+        let exit = || Body::Exit(ProcessExit::default());
+        let open = || Body::FileOpen(FileOpen::default());
+        let events = [
+            event(1, exit()),
+            event(2, open()),
+            event(3, exit()),
+            event(4, exit()),
+        ];
+        let records: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| e.encode_length_delimited_to_vec())
+            .collect();
+
+        let messages = config("protobuf").messages(&records, 1 << 20);
+        let ids: Vec<(&str, &str, &str)> = messages
+            .iter()
+            .map(|(subject, headers, _)| {
+                let header = |name: &str| headers.get(name).map_or("", |v| v.as_str());
+                (
+                    subject.as_str(),
+                    header("Nats-Msg-Id"),
+                    header(EVENTS_HEADER),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("custos.h.exit", "r:1-3", "2"),
+                ("custos.h.file_open", "r:2-2", "1"),
+                ("custos.h.exit", "r:4-4", "1"),
+            ]
+        );
+        let mut payload = messages[0].2.clone();
+        let decoded: Vec<u64> = std::iter::from_fn(|| {
+            (!payload.is_empty()).then(|| Event::decode_length_delimited(&mut payload).unwrap().seq)
+        })
+        .collect();
+        assert_eq!(
+            decoded,
+            [1, 3],
+            "delimited protobuf, as the file sink writes it"
+        );
+
+        let messages = config("json").messages(&records, 1 << 20);
+        let lines: Vec<serde_json::Value> = messages[0]
+            .2
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "one JSON line per event");
+        assert_eq!(
+            (&lines[0]["seq"], &lines[1]["seq"]),
+            (&"1".into(), &"3".into())
+        );
     }
 
     fn events_record() -> Vec<u8> {
