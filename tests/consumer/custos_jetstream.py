@@ -3,8 +3,10 @@
 
 It reads every message of a stream with nats-py, decodes each as custos.v1.Event with classes
 the official protobuf compiler generated from proto/custos/v1 (see custos_consumer.py), and
-prints one JSON line per message with its subject under "_subject". It waits until at least
-EXPECT messages whose file-open path or exec binary is MATCH have arrived, or TIMEOUT seconds.
+prints one JSON line per event with its message's subject under "_subject", its id under
+"_msg_id" and its Custos-Events header under "_events". A message with that header carries
+several events, each after its varint length. It waits until at least EXPECT events whose
+file-open path or exec binary is MATCH have arrived, or TIMEOUT seconds.
 
 usage: custos_jetstream.py PROTO_ROOT NATS_URL STREAM MATCH EXPECT TIMEOUT
 """
@@ -27,6 +29,25 @@ def matches(event, match):
     )
 
 
+def events_of(event_class, data, framed):
+    """The events of a message: the whole of it, or each varint-length-prefixed piece."""
+    if not framed:
+        return [event_class.FromString(data)]
+    events, at = [], 0
+    while at < len(data):
+        length, shift = 0, 0
+        while True:
+            byte = data[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        events.append(event_class.FromString(data[at : at + length]))
+        at += length
+    return events
+
+
 async def main():
     proto_root, url, stream, match, expect, timeout = sys.argv[1:7]
     event_class = load_event_class(proto_root)
@@ -41,12 +62,14 @@ async def main():
         except nats.errors.TimeoutError:
             continue
         for message in messages:
-            event = event_class.FromString(message.data)
-            hits += matches(event, match)
-            record = json_format.MessageToDict(event)
-            record["_subject"] = message.subject
-            record["_msg_id"] = (message.headers or {}).get("Nats-Msg-Id", "")
-            lines.append(json.dumps(record))
+            headers = message.headers or {}
+            for event in events_of(event_class, message.data, "Custos-Events" in headers):
+                hits += matches(event, match)
+                record = json_format.MessageToDict(event)
+                record["_subject"] = message.subject
+                record["_msg_id"] = headers.get("Nats-Msg-Id", "")
+                record["_events"] = headers.get("Custos-Events", "")
+                lines.append(json.dumps(record))
             await message.ack()
     await client.close()
     print("\n".join(lines))

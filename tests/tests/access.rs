@@ -403,12 +403,14 @@ fn usage_seen_just_before_a_stop_is_saved_by_the_stop() -> Result<()> {
     Ok(())
 }
 
-fn nats_config(root: &Path, state: &Path, url: &str) -> TestConfig {
+/// A sensor publishing to NATS, with up to `events_per_message` events in a message.
+fn nats_config(root: &Path, state: &Path, url: &str, events_per_message: i64) -> TestConfig {
     let sink = Entry::new()
         .set("type", "nats")
         .set("url", url)
         .set("stream", "CUSTOS")
-        .set("create_stream", true);
+        .set("create_stream", true)
+        .set("events_per_message", events_per_message);
     usage_config(root, state)
         .spool(&state.join("spool"))
         .sink(sink)
@@ -423,7 +425,7 @@ fn two_hosts_summaries_in_nats_merge_into_one_fleet_report() -> Result<()> {
     let group_file = file(&root, "group.txt", &format!("root:{GROUP_A}"), 0o640)?;
     let this_host = host_name()?;
     let (state_a, state_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let mut first = Sensor::start(&nats_config(&root, state_a.path(), &server.url()))?;
+    let mut first = Sensor::start(&nats_config(&root, state_a.path(), &server.url(), 1))?;
     as_login(reader, READER, &format!("cat {}", s(&group_file)))?;
     let url = server.url();
     let args = ["--nats", url.as_str(), "--person", READER];
@@ -431,8 +433,9 @@ fn two_hosts_summaries_in_nats_merge_into_one_fleet_report() -> Result<()> {
         reader_used_group(r, GROUP_A)
     })?;
 
-    // The second host sees the reader act, without using group A.
-    let config_b = nats_config(&root, state_b.path(), &server.url());
+    // The second host sees the reader act, without using group A; its sensor gathers events
+    // into messages, which the report reads as well.
+    let config_b = nats_config(&root, state_b.path(), &server.url(), 20);
     let mut second = Sensor::start_as_host(&config_b, "custos-fleet-b")?;
     as_login(reader, READER, "true")?;
     let both = report_until(&args, "both hosts", |r| {

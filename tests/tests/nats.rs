@@ -106,6 +106,79 @@ fn ten_thousand_events_produced_while_nats_is_down_all_arrive() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn events_gathered_into_messages_by_kind_all_arrive_once() -> Result<()> {
+    require_root();
+    let server = NatsServer::start()?;
+    let spool = tempfile::tempdir()?;
+    let (_dir, root, file) = shared_file("gathered", "g")?;
+    let sink = Entry::new()
+        .set("type", "nats")
+        .set("url", server.url())
+        .set("stream", STREAM)
+        .set("create_stream", true)
+        .set("events_per_message", 50);
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .spool(spool.path())
+            .sink(sink)
+            .process_sensor(false)
+            .files_only_under(&root),
+    )?;
+    const OPENS: u64 = 2_000;
+    open_repeatedly_as_nobody(OPENER, OPENS, &file)?;
+    let path = file.to_str().unwrap_or_default().to_owned();
+    let events = consume(&server.url(), &path, OPENS)?;
+    sensor.stop()?;
+
+    let opens: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["fileOpen"]["path"] == path.as_str())
+        .collect();
+    let mut seqs: Vec<u64> = opens.iter().map(|e| seq_of(e)).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len() as u64, OPENS, "every open arrived once");
+    let mut largest = 0;
+    for open in &opens {
+        // `<run_id>:<first seq>-<last seq>`, around the event's own seq.
+        let id = open["_msg_id"].as_str().unwrap_or_default();
+        let range = id
+            .strip_prefix(&format!("{}:", open["runId"].as_str().unwrap_or_default()))
+            .and_then(|range| range.split_once('-'))
+            .with_context(|| format!("message id {id:?}"))?;
+        let (first, last): (u64, u64) = (range.0.parse()?, range.1.parse()?);
+        assert!(
+            (first..=last).contains(&seq_of(open)),
+            "{id} holds {}",
+            seq_of(open)
+        );
+        assert!(open["_subject"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(".file_open"));
+        largest = largest.max(
+            open["_events"]
+                .as_str()
+                .unwrap_or_default()
+                .parse::<u64>()?,
+        );
+    }
+    assert_eq!(
+        largest, 50,
+        "messages carried up to events_per_message events"
+    );
+    Ok(())
+}
+
+fn seq_of(event: &Value) -> u64 {
+    event["seq"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0)
+}
+
 /// Runs the cluster helper (nats-py): `leader` (optionally with the server to lead), or
 /// `ids` with the expected message ids on its input.
 fn cluster_tool(
