@@ -766,8 +766,8 @@ pub fn sink(events: u64, report: &mut Report) -> Result<()> {
         "{:<32} {:>16} {:>18} {:>22} {:>26}",
         "sink", "accepted/s", "delivered/s", "receiver CPU % (core)", "receiver cores at 250k/s"
     ));
-    for (label, sink, receiver) in cases {
-        let spool = work.path().join(format!("spool-{}", label.len()));
+    for (case, (label, sink, receiver)) in cases.into_iter().enumerate() {
+        let spool = work.path().join(format!("spool-{case}"));
         let config = work.path().join("bench-sink.toml");
         std::fs::write(
             &config,
@@ -864,6 +864,15 @@ fn sink_cases(
             "nats JetStream, acknowledged",
             format!(
                 "type = \"nats\"\nurl = \"{}\"\nstream = \"BENCH\"\ncreate_stream = true",
+                receivers.nats_url
+            ),
+            Some(receivers.nats_pid),
+        ),
+        (
+            "nats, 100 events per message",
+            format!(
+                "type = \"nats\"\nurl = \"{}\"\nstream = \"BENCH\"\ncreate_stream = true\n\
+                 events_per_message = 100",
                 receivers.nats_url
             ),
             Some(receivers.nats_pid),
