@@ -834,11 +834,11 @@ mod tests {
             nats.events_per_message, 1,
             "one event per message by default"
         );
-        for events in [0, 1001] {
+        for events in [0, 501] {
             let refused = parse(&format!(
                 "type = \"nats\"\nurl = \"nats://a:1\"\nevents_per_message = {events}"
             ));
-            assert!(format!("{:#}", refused.unwrap_err()).contains("at most 1000"));
+            assert!(format!("{:#}", refused.unwrap_err()).contains("at most 500"));
         }
     }
 

@@ -6,10 +6,10 @@ use anyhow::{anyhow, bail, Result};
 
 use super::{Config, Format, NameView, SinkConfig};
 
-/// Most events a NATS message may carry: a thousand events fill about a megabyte of JSON, the
-/// server's default `max_payload` (a message is closed earlier when it would exceed the
-/// server's limit).
-const MAX_EVENTS_PER_MESSAGE: usize = 1000;
+/// Most events a NATS message may carry: a message is gathered from one of the spool's
+/// delivery batches (512 records), so more could never fill. A message also closes before it
+/// would exceed the server's `max_payload`.
+const MAX_EVENTS_PER_MESSAGE: usize = 500;
 
 impl Config {
     pub(super) fn validate(&self) -> Result<()> {
