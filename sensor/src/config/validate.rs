@@ -6,9 +6,9 @@ use anyhow::{anyhow, bail, Result};
 
 use super::{Config, Format, NameView, SinkConfig};
 
-/// Most events a NATS message may carry: a message is gathered from one of the spool's
-/// delivery batches (512 records), so more could never fill. A message also closes before it
-/// would exceed the server's `max_payload`.
+/// Most events a NATS message may carry: five hundred JSON events of usual size stay under the
+/// server's default `max_payload` of a megabyte (a message also closes before it would exceed
+/// the server's own limit).
 const MAX_EVENTS_PER_MESSAGE: usize = 500;
 
 impl Config {

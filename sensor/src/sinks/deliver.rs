@@ -18,7 +18,8 @@ use prometheus_client::metrics::counter::Counter;
 use super::spool::{Position, Spool};
 use crate::metrics::SinkErrorLog;
 
-const BATCH: usize = 512;
+/// Records a send takes at most, unless its transport asks for more.
+pub const BATCH: usize = 512;
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 const CONFIRMATION_WAIT: Duration = Duration::from_millis(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -34,6 +35,10 @@ pub trait Transport: Send + 'static {
     fn confirmed(&mut self) -> Result<u64>;
     /// Forgets the connection after a failure, so the next send starts afresh.
     fn reset(&mut self);
+    /// Records one send takes at most.
+    fn batch_records(&self) -> usize {
+        BATCH
+    }
 }
 
 /// Batches written and not yet confirmed: each one's mark and the spool position after it.
@@ -78,7 +83,8 @@ impl Delivery {
             } else {
                 CONFIRMATION_WAIT
             };
-            let (records, position) = match self.spool.peek_after(after, BATCH, wait) {
+            let limit = transport.batch_records();
+            let (records, position) = match self.spool.peek_after(after, limit, wait) {
                 Ok(batch) => batch,
                 Err(err) => {
                     tracing::error!(sink = %self.name, "reading the spool: {err:#}");

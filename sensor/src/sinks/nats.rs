@@ -18,7 +18,7 @@ use prost::{
 };
 
 use super::{
-    deliver::Transport,
+    deliver::{Transport, BATCH},
     json::JsonEncoder,
     nats_batch::Gatherer,
     ocsf,
@@ -33,6 +33,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room left in a message of several events for its headers, under the server's
 /// `max_payload` (which counts them too).
 const HEADER_ROOM: usize = 4096;
+
+/// Full messages one send publishes when events are gathered (see `batch_records`).
+const MESSAGES_PER_SEND: usize = 16;
 
 /// A message to publish: its subject, headers and payload.
 type Message = (Subject, HeaderMap, bytes::Bytes);
@@ -99,6 +102,16 @@ impl Transport for NatsTransport {
 
     fn reset(&mut self) {
         self.context = None;
+    }
+
+    /// A send waits for its acknowledgements, one round trip to the server. Gathering events
+    /// into messages, a send of the usual size would fill only a few messages per round trip:
+    /// it takes enough records for sixteen.
+    fn batch_records(&self) -> usize {
+        match self.config.events_per_message {
+            1 => BATCH,
+            events => BATCH.max(events * MESSAGES_PER_SEND),
+        }
     }
 }
 
@@ -404,21 +417,24 @@ mod tests {
         assert!(Envelope::of(truncated).is_err(), "a torn record is refused");
     }
 
+    /// A transport for host "h" with `settings` after its type, url and stream.
+    fn transport(settings: &str) -> NatsTransport {
+        let text = format!(
+            "[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:1\"\nstream = \"S\"\n{settings}\n"
+        );
+        match crate::config::Config::parse(&text, "t")
+            .unwrap()
+            .sinks
+            .remove(0)
+        {
+            crate::config::SinkConfig::Nats(config) => NatsTransport::new(config, "h".into()),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn messages_carry_the_configured_format() {
-        let transport = |format: &str| {
-            let text = format!(
-                "[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:1\"\nstream = \"S\"\nformat = \"{format}\"\n"
-            );
-            match crate::config::Config::parse(&text, "t")
-                .unwrap()
-                .sinks
-                .remove(0)
-            {
-                crate::config::SinkConfig::Nats(config) => NatsTransport::new(config, "h".into()),
-                other => panic!("{other:?}"),
-            }
-        };
+        let transport = |format: &str| transport(&format!("format = \"{format}\""));
         let event = Event {
             seq: 7,
             run_id: "r".into(),
@@ -439,20 +455,8 @@ mod tests {
 
     #[test]
     fn several_events_of_a_kind_share_a_message_framed_as_the_file_sink_writes_them() {
-        let config = |format: &str| {
-            let text = format!(
-                "[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:1\"\nstream = \"S\"\n\
-                 format = \"{format}\"\nevents_per_message = 2\n"
-            );
-            match crate::config::Config::parse(&text, "t")
-                .unwrap()
-                .sinks
-                .remove(0)
-            {
-                crate::config::SinkConfig::Nats(config) => NatsTransport::new(config, "h".into()),
-                other => panic!("{other:?}"),
-            }
-        };
+        let config =
+            |format: &str| transport(&format!("format = \"{format}\"\nevents_per_message = 2"));
         let event = |seq: u64, body: Body| Event {
             seq,
             run_id: "r".into(),
@@ -514,6 +518,16 @@ mod tests {
         assert_eq!(
             (&lines[0]["seq"], &lines[1]["seq"]),
             (&"1".into(), &"3".into())
+        );
+    }
+
+    #[test]
+    fn a_send_takes_enough_records_for_many_gathered_messages() {
+        assert_eq!(transport("").batch_records(), BATCH);
+        assert_eq!(transport("events_per_message = 2").batch_records(), BATCH);
+        assert_eq!(
+            transport("events_per_message = 100").batch_records(),
+            100 * MESSAGES_PER_SEND
         );
     }
 
