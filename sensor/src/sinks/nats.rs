@@ -5,8 +5,9 @@
 //! (see [`super::nats_batch`]).
 //!
 //! A batch leaves the spool only once JetStream acknowledged every message in it, so delivery
-//! is at least once; each message carries `Nats-Msg-Id: <run_id>:<seq>`, so a resend inside the
-//! stream's duplicate window is stored once.
+//! is at least once; each message carries `Nats-Msg-Id: <run_id>:<seq>` (a message of gathered
+//! events `<run_id>:<first seq>-<last seq>`), so a resend inside the stream's duplicate window
+//! is stored once.
 use std::{collections::HashMap, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _, Result};
