@@ -15,13 +15,17 @@ const OPENER: &str = env!("CARGO_BIN_EXE_opener");
 const STREAM: &str = "CUSTOS";
 
 fn nats_sink(spool: &Path, url: &str) -> TestConfig {
-    let sink = Entry::new()
+    TestConfig::new().spool(spool).sink(nats_entry(url))
+}
+
+/// The sink's section: JetStream at `url`, creating the stream.
+fn nats_entry(url: &str) -> Entry {
+    Entry::new()
         .set("type", "nats")
         .set("name", "jetstream")
         .set("url", url)
         .set("stream", STREAM)
-        .set("create_stream", true);
-    TestConfig::new().spool(spool).sink(sink)
+        .set("create_stream", true)
 }
 
 /// What the independent consumer reads from the stream, once `expect` events match `path`.
@@ -112,12 +116,7 @@ fn events_gathered_into_messages_by_kind_all_arrive_once() -> Result<()> {
     let server = NatsServer::start()?;
     let spool = tempfile::tempdir()?;
     let (_dir, root, file) = shared_file("gathered", "g")?;
-    let sink = Entry::new()
-        .set("type", "nats")
-        .set("url", server.url())
-        .set("stream", STREAM)
-        .set("create_stream", true)
-        .set("events_per_message", 50);
+    let sink = nats_entry(&server.url()).set("events_per_message", 50);
     let mut sensor = Sensor::start(
         &TestConfig::new()
             .spool(spool.path())

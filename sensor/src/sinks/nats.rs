@@ -8,7 +8,7 @@
 //! is at least once; each message carries `Nats-Msg-Id: <run_id>:<seq>` (a message of gathered
 //! events `<run_id>:<first seq>-<last seq>`), so a resend inside the stream's duplicate window
 //! is stored once.
-use std::{collections::HashMap, time::Duration};
+use std::{borrow::Cow, collections::HashMap, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use async_nats::{jetstream, ConnectOptions, HeaderMap, Subject};
@@ -109,10 +109,7 @@ impl Transport for NatsTransport {
     /// into messages, a send of the usual size would fill only a few messages per round trip:
     /// it takes enough records for sixteen.
     fn batch_records(&self) -> usize {
-        match self.config.events_per_message {
-            1 => BATCH,
-            events => BATCH.max(events * MESSAGES_PER_SEND),
-        }
+        BATCH.max(self.config.events_per_message * MESSAGES_PER_SEND)
     }
 }
 
@@ -226,12 +223,9 @@ impl NatsTransport {
             .finish()
             .into_iter()
             .map(|gathered| {
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", gathered.msg_id.as_str());
-                headers.insert(EVENTS_HEADER, gathered.events.to_string().as_str());
                 (
                     self.subject(gathered.kind),
-                    headers,
+                    headers(&gathered.msg_id, Some(gathered.events)),
                     gathered.payload.into(),
                 )
             })
@@ -255,28 +249,22 @@ impl NatsTransport {
     /// JetStream drop a resend) and body.
     fn message(&mut self, record: &[u8]) -> Result<Message> {
         let message = Envelope::of(record).context("reading a spooled record")?;
-        let mut headers = HeaderMap::new();
         let mut id = String::with_capacity(message.run_id.len() + 21);
         id.push_str(message.run_id);
         id.push(':');
         id.push_str(itoa::Buffer::new().format(message.seq));
-        headers.insert("Nats-Msg-Id", id.as_str());
+        let headers = headers(&id, None);
         let payload = self.payload(message.payload)?;
         Ok((self.subject(message.kind), headers, payload))
     }
 
     /// A spooled record as one event among others in a message: protobuf with its varint
-    /// length before it, JSON or OCSF as a line.
-    fn framed<'a>(&mut self, record: &'a [u8]) -> Result<(Envelope<'a>, Vec<u8>)> {
+    /// length before it (the spooled record is that already), JSON or OCSF as a line.
+    fn framed<'a>(&mut self, record: &'a [u8]) -> Result<(Envelope<'a>, Cow<'a, [u8]>)> {
         let envelope = Envelope::of(record).context("reading a spooled record")?;
         let framed = match self.config.format {
-            Format::Protobuf => {
-                let mut framed = Vec::with_capacity(envelope.payload.len() + 5);
-                prost::encoding::encode_varint(envelope.payload.len() as u64, &mut framed);
-                framed.extend_from_slice(envelope.payload);
-                framed
-            }
-            _ => self.line(envelope.payload)?,
+            Format::Protobuf => Cow::Borrowed(envelope.delimited),
+            _ => Cow::Owned(self.line(envelope.payload)?),
         };
         Ok((envelope, framed))
     }
@@ -318,10 +306,23 @@ impl NatsTransport {
     }
 }
 
+/// A message's headers: its id, which lets JetStream drop a resend, and for gathered events
+/// their count.
+fn headers(msg_id: &str, events: Option<usize>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id);
+    if let Some(events) = events {
+        headers.insert(EVENTS_HEADER, itoa::Buffer::new().format(events));
+    }
+    headers
+}
+
 /// What publishing needs from a spooled record, read without decoding the whole event: the
 /// event's own encoding (the record less its length prefix), its `seq`, `run_id` and kind.
 #[derive(Debug, PartialEq)]
 struct Envelope<'a> {
+    /// The record's length prefix and the event: the event delimited as the file sink writes it.
+    delimited: &'a [u8],
     payload: &'a [u8],
     seq: u64,
     run_id: &'a str,
@@ -341,6 +342,7 @@ impl<'a> Envelope<'a> {
             .get(..len)
             .context("a record shorter than its length")?;
         let mut envelope = Envelope {
+            delimited: &record[..record.len() - rest.len() + len],
             payload,
             seq: 0,
             run_id: "",
@@ -410,6 +412,7 @@ mod tests {
             let record = event.encode_length_delimited_to_vec();
             let envelope = Envelope::of(&record).unwrap();
             assert_eq!(envelope.payload, event.encode_to_vec());
+            assert_eq!(envelope.delimited, record);
             assert_eq!(envelope.seq, event.seq);
             assert_eq!(envelope.run_id, event.run_id);
             assert_eq!(envelope.kind, event.kind());
