@@ -5,7 +5,7 @@
 //! to its log file). For each it reports the sensor's own CPU, the kernel-side BPF time per
 //! program, the spawner's CPU (which includes every in-kernel hook cost), the extra CPU over
 //! the baseline all in, and what was lost; then the same per exec, in microseconds, with the
-//! daemon's memory while the storm ran.
+//! daemon's CPU by thread and its memory while the storm ran.
 use std::{
     io::Read as _,
     os::unix::fs::MetadataExt,
@@ -22,6 +22,7 @@ use crate::{
         audit_syscalls, ensure_auditd, interleaved, process_cpu, spread, BenchDaemon, METRICS,
     },
     bench_memory::{LoadMemory, MemorySampler},
+    bench_threads::{ThreadCpu, Threads},
     report::Report,
     shell::{run as sh, target_dir},
 };
@@ -89,6 +90,8 @@ struct Round {
     lost: Option<u64>,
     /// The daemon's largest memory figures while the measured storm ran (custos only).
     memory: Option<LoadMemory>,
+    /// The daemon's CPU by thread (custos only).
+    threads: Option<ThreadCpu>,
 }
 
 impl Round {
@@ -200,8 +203,31 @@ fn per_exec_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
                 report.line(format!("      {program:<34} {time:>6.2}"));
             }
         }
+        threads_line(report, rounds);
         memory_line(report, rounds);
     }
+}
+
+/// The daemon's CPU per exec by thread, medians of the rounds (threads that used none left out).
+fn threads_line(report: &mut Report, rounds: &[Round]) {
+    let Some(first) = rounds.iter().find_map(|r| r.threads.as_ref()) else {
+        return;
+    };
+    let parts: Vec<String> = first
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            let each = rounds
+                .iter()
+                .filter_map(|r| Some(r.per_exec_us(r.threads.as_ref()?.on_cpu(&name))));
+            let per_exec = spread(each.collect()).1;
+            (per_exec >= 0.005).then(|| format!("{name} {per_exec:.2}"))
+        })
+        .collect();
+    report.line(format!(
+        "      daemon by thread, µs per exec: {}",
+        parts.join(", ")
+    ));
 }
 
 /// The daemon's memory while the measured storms ran, largest sample of each round, medians.
@@ -413,6 +439,7 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
         warmup => storm(marker, storms.rate, warmup)?.spawned,
     };
     let cpu_before = process_cpu(daemon.pid())?;
+    let threads_before = Threads::of(daemon.pid())?;
     let bpf_before = crate::bench::bpf_by_program(METRICS)?;
     // Four samples a second: enough to see the table's steady size, little CPU taken from the
     // storm.
@@ -420,6 +447,7 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     let mut round = storm(marker, storms.rate, storms.seconds)?;
     std::thread::sleep(crate::bench::DRAINED_AFTER);
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
+    round.threads = Some(Threads::of(daemon.pid())?.since(&threads_before));
     round.memory = Some(sampler.finish());
     round.bpf = Some(
         crate::bench::bpf_since(METRICS, &bpf_before)?

@@ -10,6 +10,7 @@ mod bench_network;
 mod bench_pair;
 mod bench_rsyslog;
 mod bench_soak;
+mod bench_threads;
 mod bench_throughput;
 mod bpf_jit;
 mod commands;
@@ -17,6 +18,7 @@ mod fuzz;
 mod package;
 mod profile;
 mod profile_bpf;
+mod profile_daemon;
 mod report;
 mod schema_doc;
 mod setup;
@@ -84,8 +86,9 @@ enum Command {
         #[command(subcommand)]
         which: Option<BenchCommand>,
     },
-    /// Developer profiles, counted rather than timed (as root): `exec`, the daemon's
-    /// instructions per exec under callgrind, by stage.
+    /// Developer profiles (as root): `exec`, the daemon's instructions per exec under
+    /// callgrind, by stage; `daemon`, its CPU by thread and the kernel's share; `bpf`, the eBPF
+    /// programs' time by source line.
     Profile {
         #[command(subcommand)]
         which: ProfileCommand,
@@ -135,6 +138,20 @@ enum ProfileCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// Seconds of storm before the counting starts.
+        #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
+        warmup: u64,
+    },
+    /// The daemon on its embedded default through an exec storm under perf: each thread's
+    /// CPU per exec and the kernel's share of it, by the system call it entered through.
+    Daemon {
+        /// The binary to run (default: the release build, built first).
+        #[arg(long)]
+        custos: Option<PathBuf>,
+        #[arg(long, default_value_t = 1600)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of storm before the sampling starts.
         #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
         warmup: u64,
     },
@@ -268,6 +285,17 @@ fn profile(which: ProfileCommand) -> anyhow::Result<()> {
             seconds,
             warmup,
         } => profile::exec(&profile::Options {
+            custos,
+            rate,
+            seconds,
+            warmup,
+        }),
+        ProfileCommand::Daemon {
+            custos,
+            rate,
+            seconds,
+            warmup,
+        } => profile_daemon::daemon(&profile::Options {
             custos,
             rate,
             seconds,
