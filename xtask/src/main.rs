@@ -27,7 +27,7 @@ mod vm;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Custos developer tooling")]
@@ -143,32 +143,36 @@ enum ProfileCommand {
     },
     /// The daemon on its embedded default through an exec storm under perf: each thread's
     /// CPU per exec and the kernel's share of it, by the system call it entered through.
-    Daemon {
-        /// The binary to run (default: the release build, built first).
-        #[arg(long)]
-        custos: Option<PathBuf>,
-        #[arg(long, default_value_t = 1600)]
-        rate: u64,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Seconds of storm before the sampling starts.
-        #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
-        warmup: u64,
-    },
+    Daemon(PerfProfile),
     /// The daemon on its embedded default through an exec storm under perf: each eBPF
     /// program's run time per exec and where its samples fall, by source line.
-    Bpf {
-        /// The binary to run (default: the release build, built first).
-        #[arg(long)]
-        custos: Option<PathBuf>,
-        #[arg(long, default_value_t = 1600)]
-        rate: u64,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Seconds of storm before the sampling starts.
-        #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
-        warmup: u64,
-    },
+    Bpf(PerfProfile),
+}
+
+/// A profile under perf through an exec storm at the benchmark's rate.
+#[derive(Args)]
+struct PerfProfile {
+    /// The binary to run (default: the release build, built first).
+    #[arg(long)]
+    custos: Option<PathBuf>,
+    #[arg(long, default_value_t = 1600)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of storm before the sampling starts.
+    #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
+    warmup: u64,
+}
+
+impl PerfProfile {
+    fn options(self) -> profile::Options {
+        profile::Options {
+            custos: self.custos,
+            rate: self.rate,
+            seconds: self.seconds,
+            warmup: self.warmup,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -290,28 +294,8 @@ fn profile(which: ProfileCommand) -> anyhow::Result<()> {
             seconds,
             warmup,
         }),
-        ProfileCommand::Daemon {
-            custos,
-            rate,
-            seconds,
-            warmup,
-        } => profile_daemon::daemon(&profile::Options {
-            custos,
-            rate,
-            seconds,
-            warmup,
-        }),
-        ProfileCommand::Bpf {
-            custos,
-            rate,
-            seconds,
-            warmup,
-        } => profile_bpf::bpf(&profile::Options {
-            custos,
-            rate,
-            seconds,
-            warmup,
-        }),
+        ProfileCommand::Daemon(profile) => profile_daemon::daemon(&profile.options()),
+        ProfileCommand::Bpf(profile) => profile_bpf::bpf(&profile.options()),
     }
 }
 

@@ -44,6 +44,31 @@ pub fn output_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Runs the measured storm of `options` while `perf record` samples with `perf_args` into
+/// `samples_file`; the execs spawned.
+pub fn storm_under_perf(
+    options: &Options,
+    marker: &Path,
+    perf_args: &[&str],
+    samples_file: &Path,
+) -> Result<u64> {
+    let mut perf = Command::new("perf")
+        .arg("record")
+        .args(perf_args)
+        .arg("-o")
+        .arg(samples_file)
+        .args(["--", "sleep", &options.seconds.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf record")?;
+    let spawned = crate::bench_exec::storm_execs(marker, options.rate, options.seconds)?;
+    if !perf.wait()?.success() {
+        bail!("perf record failed (is perf_event_paranoid above -1 for a non-root user?)");
+    }
+    Ok(spawned)
+}
+
 /// The stages reported, by the function that runs each (inclusive counts).
 const STAGES: &[(&str, &str)] = &[
     (

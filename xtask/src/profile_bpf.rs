@@ -19,7 +19,7 @@ use crate::{
     bench::{bpf_by_program, bpf_since, spawn_until_ready, METRICS},
     bench_exec::{marker_in, storm_execs},
     bpf_jit::{boottime_ns, program_code, program_ids, ProgramCode},
-    profile::{output_dir, Options},
+    profile::{output_dir, storm_under_perf, Options},
     shell::output,
 };
 
@@ -86,18 +86,9 @@ fn measure(
 ) -> Result<Measured> {
     storm_execs(marker, options.rate, options.warmup)?;
     let before = bpf_by_program(METRICS)?;
-    let mut perf = Command::new("perf")
-        .args(["record", "-a", "-F", &FREQUENCY.to_string(), "-o"])
-        .arg(samples_file)
-        .args(["--", "sleep", &options.seconds.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting perf record")?;
-    let spawned = storm_execs(marker, options.rate, options.seconds)?;
-    if !perf.wait()?.success() {
-        bail!("perf record failed (is perf_event_paranoid above -1 for a non-root user?)");
-    }
+    let frequency = FREQUENCY.to_string();
+    let perf_args = ["-a", "-F", frequency.as_str()];
+    let spawned = storm_under_perf(options, marker, &perf_args, samples_file)?;
     let run_seconds = bpf_since(METRICS, &before)?;
     let samples = sampled_addresses(samples_file)?;
     let mut programs = Vec::new();

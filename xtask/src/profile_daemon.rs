@@ -19,7 +19,7 @@ use crate::{
     bench::{spawn_until_ready, METRICS},
     bench_exec::{marker_in, storm_execs},
     bench_threads::{ThreadCpu, Threads},
-    profile::{output_dir, Options},
+    profile::{output_dir, storm_under_perf, Options},
     shell::output,
 };
 
@@ -101,26 +101,9 @@ fn measure(
 ) -> Result<(u64, ThreadCpu)> {
     storm_execs(marker, options.rate, options.warmup)?;
     let before = Threads::of(pid)?;
-    let mut perf = Command::new("perf")
-        .args([
-            "record",
-            "-e",
-            "cpu-clock",
-            "-g",
-            "-F",
-            &FREQUENCY.to_string(),
-        ])
-        .args(["-p", &pid.to_string(), "-o"])
-        .arg(samples_file)
-        .args(["--", "sleep", &options.seconds.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting perf record")?;
-    let spawned = storm_execs(marker, options.rate, options.seconds)?;
-    if !perf.wait()?.success() {
-        bail!("perf record failed");
-    }
+    let (frequency, pid_arg) = (FREQUENCY.to_string(), pid.to_string());
+    let perf_args = ["-e", "cpu-clock", "-g", "-F", &frequency, "-p", &pid_arg];
+    let spawned = storm_under_perf(options, marker, &perf_args, samples_file)?;
     Ok((spawned, Threads::of(pid)?.since(&before)))
 }
 
