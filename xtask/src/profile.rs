@@ -16,7 +16,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    bench::{spawn_until_ready, BenchDaemon, OutputFormat},
+    bench::{spawn_until_ready, BenchDaemon, OutputFormat, METRICS},
     shell::{output, run as sh, target_dir},
 };
 
@@ -44,6 +44,33 @@ pub fn output_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Runs `custos` on its embedded default, its events into a file in `work` as in the exec
+/// benchmark, calls `measure` with its pid, and stops it before returning what `measure` gave.
+pub fn with_daemon<T>(
+    custos: &Path,
+    work: &Path,
+    measure: impl FnOnce(u32) -> Result<T>,
+) -> Result<T> {
+    if std::net::TcpStream::connect(METRICS).is_ok() {
+        bail!(
+            "something already listens on {METRICS}, the embedded default's metrics endpoint \
+             (another custos?): its figures would be read instead; stop it first"
+        );
+    }
+    let events = std::fs::File::create(work.join("events.jsonl"))?;
+    let mut daemon = spawn_until_ready(
+        Command::new(custos).arg("run"),
+        events.into(),
+        Duration::from_secs(120),
+    )?;
+    let measured = measure(daemon.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    daemon.wait()?;
+    measured
+}
+
 /// Runs the measured storm of `options` while `perf record` samples with `perf_args` into
 /// `samples_file`; the execs spawned.
 pub fn storm_under_perf(
@@ -67,6 +94,17 @@ pub fn storm_under_perf(
         bail!("perf record failed (is perf_event_paranoid above -1 for a non-root user?)");
     }
     Ok(spawned)
+}
+
+/// `perf script -F fields` of the samples in `samples_file`.
+pub fn perf_script(samples_file: &Path, fields: &str) -> Result<String> {
+    output(
+        Command::new("perf")
+            .args(["script", "-F", fields, "-i"])
+            .arg(samples_file)
+            .stderr(Stdio::null()),
+    )
+    .context("perf script failed")
 }
 
 /// The stages reported, by the function that runs each (inclusive counts).

@@ -7,19 +7,15 @@
 //! instruction it came from and the nearest line of `sensor-ebpf` above it in the program as
 //! the verifier left it (`bpftool prog dump xlated linum`). A sample lands on the instruction
 //! after the one that stalled, so a line's share is that of the line or the one before it.
-use std::{
-    collections::HashMap,
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{collections::HashMap, path::Path, process::Command};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
 use crate::{
-    bench::{bpf_by_program, bpf_since, spawn_until_ready, METRICS},
+    bench::{bpf_by_program, bpf_since, METRICS},
     bench_exec::{marker_in, storm_execs},
     bpf_jit::{boottime_ns, program_code, program_ids, ProgramCode},
-    profile::{output_dir, storm_under_perf, Options},
+    profile::{output_dir, perf_script, storm_under_perf, with_daemon, Options},
     shell::output,
 };
 
@@ -44,27 +40,12 @@ pub fn bpf(options: &Options) -> Result<()> {
     let marker = marker_in(work.path(), "profile-bpf")?;
     let samples_file = output_dir()?.join("bpf.perf.data");
     let custos = options.binary();
-    if std::net::TcpStream::connect(METRICS).is_ok() {
-        bail!(
-            "something already listens on {METRICS}, the embedded default's metrics endpoint \
-             (another custos?): its run times would be read instead; stop it first"
-        );
-    }
-    let events = std::fs::File::create(work.path().join("events.jsonl"))?;
     // Programs loaded before this (another sensor's, say) are not this daemon's.
     let started_ns = boottime_ns()?;
-    let mut daemon = spawn_until_ready(
-        Command::new(&custos).arg("run"),
-        events.into(),
-        std::time::Duration::from_secs(120),
-    )?;
     // Read while the daemon holds its programs: their code is gone once it stops.
-    let measured = measure(options, &marker, &samples_file, started_ns);
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    daemon.wait()?;
-    let (spawned, run_seconds, samples, programs) = measured?;
+    let (spawned, run_seconds, samples, programs) = with_daemon(&custos, work.path(), |_| {
+        measure(options, &marker, &samples_file, started_ns)
+    })?;
     print_header(options, &custos, spawned, samples.len());
     print_programs(&programs, &samples, &run_seconds, spawned);
     println!(
@@ -106,13 +87,7 @@ fn measure(
 
 /// The addresses of the samples that fell in eBPF programs' code.
 fn sampled_addresses(samples_file: &Path) -> Result<Vec<u64>> {
-    let script = output(
-        Command::new("perf")
-            .args(["script", "-F", "ip,sym", "-i"])
-            .arg(samples_file)
-            .stderr(Stdio::null()),
-    )
-    .context("perf script failed")?;
+    let script = perf_script(samples_file, "ip,sym")?;
     Ok(script.lines().filter_map(bpf_sample).collect())
 }
 

@@ -6,27 +6,20 @@
 //! counts its own instructions. Neither sees the kernel's share of that CPU, which for a sink
 //! writing to a file can be most of it. Here `perf` samples the daemon's threads (on-CPU
 //! time, kernel call chains) through an exec storm on its embedded default.
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::Path};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 
 use crate::{
-    bench::{spawn_until_ready, METRICS},
     bench_exec::{marker_in, storm_execs},
     bench_threads::{ThreadCpu, Threads},
-    profile::{output_dir, storm_under_perf, Options},
-    shell::output,
+    profile::{output_dir, perf_script, storm_under_perf, with_daemon, Options},
 };
 
 /// Samples a second of a thread's time on a CPU: a few hundred per thread and second of storm.
 const FREQUENCY: u32 = 10_000;
 
-/// Kernel entry points named in the breakdown, past the leading `__x64_sys_`.
+/// Kernel entry points named per thread, the busiest first.
 const ENTRY_SHOWN: usize = 5;
 
 /// Where one sample was: user space, or the kernel entered through `entry`.
@@ -49,22 +42,9 @@ pub fn daemon(options: &Options) -> Result<()> {
     let marker = marker_in(work.path(), "profile-daemon")?;
     let samples_file = output_dir()?.join("daemon.perf.data");
     let custos = options.binary();
-    if std::net::TcpStream::connect(METRICS).is_ok() {
-        bail!("something already listens on {METRICS} (another custos?): stop it first");
-    }
-    // Events go to a file in the work directory, as in the exec benchmark.
-    let events = std::fs::File::create(work.path().join("events.jsonl"))?;
-    let mut daemon = spawn_until_ready(
-        Command::new(&custos).arg("run"),
-        events.into(),
-        Duration::from_secs(120),
-    )?;
-    let measured = measure(options, &marker, &samples_file, daemon.id());
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    daemon.wait()?;
-    let (spawned, threads) = measured?;
+    let (spawned, threads) = with_daemon(&custos, work.path(), |pid| {
+        measure(options, &marker, &samples_file, pid)
+    })?;
     let samples = samples_by_thread(&samples_file)?;
     println!(
         "the daemon ({}) on its embedded default, its events into a file, through an exec storm: \
@@ -109,13 +89,7 @@ fn measure(
 
 /// Each thread name's samples, from `perf script`.
 fn samples_by_thread(samples_file: &Path) -> Result<BTreeMap<String, ThreadSamples>> {
-    let script = output(
-        Command::new("perf")
-            .args(["script", "-F", "comm,ip,sym", "-i"])
-            .arg(samples_file)
-            .stderr(Stdio::null()),
-    )
-    .context("perf script failed")?;
+    let script = perf_script(samples_file, "comm,ip,sym")?;
     let mut by_thread: BTreeMap<String, ThreadSamples> = BTreeMap::new();
     for (comm, frames) in samples(&script) {
         let counts = by_thread.entry(comm).or_default();
