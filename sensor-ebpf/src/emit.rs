@@ -115,19 +115,21 @@ fn count_at(slot: u32) {
     }
 }
 
-/// Copies `size` bytes at `data` into the ring buffer as one record.
+/// Copies `size` bytes at `data` into the ring buffer as one record; false when the ring
+/// buffer refused it (the drop is counted).
 ///
 /// `size` must already be bounded by the caller's buffer so the verifier accepts it.
 #[inline(always)]
-pub fn output_bytes(kind: u32, data: *const u8, size: usize) {
+pub fn output_bytes(kind: u32, data: *const u8, size: usize) -> bool {
     // SAFETY: callers pass a staging buffer of at least `size` bytes, bounded for the verifier.
     let bytes = unsafe { core::slice::from_raw_parts(data, size) };
-    if EVENTS
+    let sent = EVENTS
         .output::<[u8]>(bytes, submit_flags(kind, size))
-        .is_err()
-    {
+        .is_ok();
+    if !sent {
         count_drop(kind);
     }
+    sent
 }
 
 /// Adds one to a counter in a map value that other CPUs may be counting too: BPF's atomic add

@@ -139,9 +139,10 @@ pub fn stage<B: Staging>(map: &'static PerCpuArray<B>, ktime_ns: u64) -> Option<
     Some(buffer)
 }
 
-/// Sends a staged record and the `used` bytes of its blob.
+/// Sends a staged record and the `used` bytes of its blob; false when the ring buffer refused
+/// it (the drop is counted).
 #[inline(always)]
-pub fn send<B: Staging>(buffer: &mut B, used: usize) {
+pub fn send<B: Staging>(buffer: &mut B, used: usize) -> bool {
     let mut size = size_of::<B::Record>() + used;
     if size > size_of::<B>() {
         size = size_of::<B>();
@@ -153,5 +154,5 @@ pub fn send<B: Staging>(buffer: &mut B, used: usize) {
         <B::Record as Record>::KIND,
         (buffer as *const B).cast(),
         size,
-    );
+    )
 }

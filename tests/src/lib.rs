@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod collector;
 pub mod config;
+pub mod full_ring;
 pub mod load;
 pub mod logins;
 pub mod loop_device;

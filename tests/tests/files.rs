@@ -12,8 +12,8 @@ use std::{
 use anyhow::Result;
 use base64::Engine as _;
 use custos_tests::{
-    dirs_with_a_file, of_kind, open_as_nobody, open_repeatedly_as_nobody, opens_of, require_root,
-    shared_file, shared_root, Sensor, TestConfig,
+    dirs_with_a_file, full_ring::RingFiller, of_kind, open_as_nobody, open_repeatedly_as_nobody,
+    opens_of, require_root, shared_file, shared_root, Sensor, TestConfig,
 };
 use serde_json::Value;
 
@@ -295,6 +295,41 @@ fn a_thousand_identical_opens_give_one_event_and_a_count_of_the_rest() -> Result
         "the other 999 are counted"
     );
     sensor.stop()?;
+    Ok(())
+}
+
+/// An open whose record the full ring buffer refused opens no deduplication window: after the
+/// daemon drained the ring, the same process opens the file again and every one of those opens
+/// is reported, as an event or in a repeat summary, none folded into the lost record.
+#[test]
+fn an_open_the_full_ring_refused_leaves_its_repeats_reported() -> Result<()> {
+    require_root();
+    const AFTER: u64 = 5;
+    let (_dir, root, file) = shared_file("refused", "r")?;
+    let filler = RingFiller::create(&root)?;
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .include_paths(&[&root])
+            .dedup_window_ms(60_000)
+            .ring_buffer_bytes(65536),
+    )?;
+    filler.refuse(&sensor, || Ok(std::fs::File::open(&file).map(drop)?))?;
+    for _ in 0..AFTER {
+        std::fs::File::open(&file)?;
+    }
+    sensor.stop()?;
+    let events = sensor.events()?;
+    filler.was_full(&events)?;
+    let (path, pid) = (s(&file).to_owned(), std::process::id());
+    let firsts = opens_of(&events, &path)
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == pid && e["fileOpen"]["repeatSummary"] == false)
+        .count() as u64;
+    assert_eq!(
+        firsts + summaries_for(&events, &path, pid),
+        AFTER,
+        "each open after the drain is an event or counted in a summary ({firsts} events)"
+    );
     Ok(())
 }
 

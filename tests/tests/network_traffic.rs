@@ -3,6 +3,7 @@
 //! veth pair, so the peer is not a loopback address); Unix-socket connects as nobody; UDP;
 //! address rules and deduplication applied in the kernel.
 use std::{
+    net::TcpStream,
     os::unix::{fs::PermissionsExt, net::UnixListener},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -11,9 +12,10 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
     free_port,
+    full_ring::RingFiller,
     logins::{ensure_login_user, SshServer},
     net::{network, VethNamespace},
-    require_root, uint64, wait_listening, Entry, Sensor, TestConfig, PATIENCE,
+    require_root, shared_root, uint64, wait_listening, Entry, Sensor, TestConfig, PATIENCE,
 };
 use serde_json::Value;
 
@@ -369,6 +371,55 @@ fn excluded_networks_are_dropped_and_repeats_are_counted() -> Result<()> {
         "the successful connects were repeats too"
     );
     sensor.stop()
+}
+
+/// A connect whose record the full ring buffer refused opens no deduplication window: after the
+/// daemon drained the ring, the same process's identical refused connects are each reported,
+/// as an event or in a repeat summary, none folded into the lost record.
+#[test]
+fn a_connect_the_full_ring_refused_leaves_its_repeats_reported() -> Result<()> {
+    require_root();
+    const AFTER: u64 = 5;
+    let (_dir, root) = shared_root()?;
+    let filler = RingFiller::create(&root)?;
+    let config = TestConfig::new()
+        .network_loopback(true)
+        .set(&["network"], "dedup_window_ms", 60_000)
+        .include_paths(&[&root])
+        .ring_buffer_bytes(65536);
+    let mut sensor = Sensor::start(&config)?;
+    let closed = free_port()?;
+    let refused_connect = || {
+        let refused = TcpStream::connect(("127.0.0.1", closed));
+        ensure!(refused.is_err(), "port {closed} accepted a connection");
+        Ok(())
+    };
+    filler.refuse(&sensor, refused_connect)?;
+    for _ in 0..AFTER {
+        refused_connect()?;
+    }
+    sensor.stop()?;
+    let events = sensor.events()?;
+    filler.was_full(&events)?;
+    let (pid, port) = (std::process::id(), u64::from(closed));
+    let connects: Vec<&Value> = network(&events, "CONNECT", move |n| n["remotePort"] == port)
+        .filter(|e| e["process"]["pid"] == pid)
+        .collect();
+    let reported: u64 = connects
+        .iter()
+        .map(|e| {
+            if e["network"]["repeatSummary"] == true {
+                uint64(&e["network"]["repeats"])
+            } else {
+                1
+            }
+        })
+        .sum();
+    assert_eq!(
+        reported, AFTER,
+        "each connect after the drain is an event or counted in a summary: {connects:#?}"
+    );
+    Ok(())
 }
 
 /// With room to follow only two open connections, the ends of the others are not reported,

@@ -60,3 +60,16 @@ pub fn open_window(key: &FileDedupKey, now: u64) -> u64 {
     );
     0
 }
+
+/// Closes the key's window again: its first record was refused by the ring buffer, so the
+/// daemon never learns of the window, and repeats counted in it would be reported with a later
+/// window's first open, or never. The next identical open is sent instead.
+#[inline(always)]
+pub fn close_window(config: &FileFilterConfig, key: &FileDedupKey, now: u64) {
+    if let Some(state) = FILE_DEDUP.get_ptr_mut(key) {
+        // SAFETY: a map value pointer from the lookup just above, valid for this program run.
+        let state = unsafe { &mut *state };
+        // Compared with wrapping subtraction: this start is a whole window before `now`.
+        state.window_start_ns = now.wrapping_sub(config.dedup_window_ns);
+    }
+}

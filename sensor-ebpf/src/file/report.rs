@@ -7,7 +7,7 @@ use sensor_common::{
 
 use super::{
     access::record_access,
-    dedup::{counted_as_repeat, dedup_key, open_window},
+    dedup::{close_window, counted_as_repeat, dedup_key, open_window},
     filter::{passes_path_filter, path_action, path_allows},
     lookup::{cwd_path, file_of_fd, inode_facts},
     verdict::{name_of, remember_exclusion, remembered_exclusion, Name},
@@ -104,7 +104,8 @@ pub fn opened<M: Mem>(
     if resolved.truncated {
         record.flags |= file_flags::PATH_TRUNCATED;
     }
-    if config.dedup_window_ns != 0 && !watched {
+    let opens_window = config.dedup_window_ns != 0 && !watched;
+    if opens_window {
         record.flags |= file_flags::DEDUP_FIRST;
         record.suppressed_total = open_window(&key, now);
         record.key_mm = key.mm;
@@ -116,7 +117,9 @@ pub fn opened<M: Mem>(
     if config.flags & filter_flags::ACCESS_BASIS != 0 {
         record_access::<M, FILE_BLOB_OFFSET_MASK>(&mut buffer.record, &inode, dentry, &mut blob);
     }
-    send(buffer, blob.used);
+    if !send(buffer, blob.used) && opens_window {
+        close_window(config, &key, now);
+    }
 }
 
 /// Whether the path rules drop an open of `resolved`; a rule's exclusion is remembered under

@@ -73,3 +73,19 @@ pub fn counted_as_repeat(window_ns: u64, record: &mut NetworkRecord, now: u64) -
     atomic_increment(&mut state.suppressed_total);
     true
 }
+
+/// Closes the window `record` opened, after the ring buffer refused it: the daemon never learns
+/// of the window, so repeats counted in it would be reported with a later window's first
+/// record, or never. The next identical record is sent instead.
+#[inline(always)]
+pub fn close_refused_window(window_ns: u64, record: &NetworkRecord, now: u64) {
+    if record.flags & network_record_flags::DEDUP_FIRST == 0 {
+        return;
+    }
+    if let Some(state) = NETWORK_DEDUP.get_ptr_mut(&dedup_key(record)) {
+        // SAFETY: a map value pointer from the lookup just above, valid for this program run.
+        let state = unsafe { &mut *state };
+        // Compared with wrapping subtraction: this start is a whole window before `now`.
+        state.window_start_ns = now.wrapping_sub(window_ns);
+    }
+}

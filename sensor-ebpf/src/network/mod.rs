@@ -243,5 +243,7 @@ fn report(
     if dedup::counted_as_repeat(config.dedup_window_ns, record, now) {
         return;
     }
-    send(buffer, 0);
+    if !send(buffer, 0) {
+        dedup::close_refused_window(config.dedup_window_ns, &buffer.record, now);
+    }
 }
