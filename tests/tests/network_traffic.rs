@@ -15,7 +15,8 @@ use custos_tests::{
     full_ring::RingFiller,
     logins::{ensure_login_user, SshServer},
     net::{network, VethNamespace},
-    require_root, shared_root, uint64, wait_listening, Entry, Sensor, TestConfig, PATIENCE,
+    of_kind, require_root, shared_root, uint64, wait_listening, Entry, Sensor, TestConfig,
+    PATIENCE,
 };
 use serde_json::Value;
 
@@ -420,6 +421,73 @@ fn a_connect_the_full_ring_refused_leaves_its_repeats_reported() -> Result<()> {
         "each connect after the drain is an event or counted in a summary: {connects:#?}"
     );
     Ok(())
+}
+
+/// A non-blocking connect to an address nobody answers for, left open until told to close:
+/// its outcome (EHOSTUNREACH, after neighbour resolution gives up) comes while the socket is
+/// kept, and is not read by the program.
+const UNANSWERED_CONNECT: &str = r#"
+import select, socket, sys
+s = socket.socket()
+s.setblocking(False)
+try:
+    s.connect((sys.argv[1], 8080))
+except BlockingIOError:
+    pass
+select.select([], [s], [], 30)
+print("decided", flush=True)
+sys.stdin.readline()
+s.close()
+"#;
+
+/// A connect whose outcome the full ring buffer refused is a counted loss, and only that: it
+/// is not kept to be reported again, with no outcome, when its socket closes.
+#[test]
+fn a_connect_outcome_the_full_ring_refused_is_not_reported_later_without_it() -> Result<()> {
+    require_root();
+    let _namespace = VethNamespace::create()?;
+    let (_dir, root) = shared_root()?;
+    let filler = RingFiller::create(&root)?;
+    let config = TestConfig::new()
+        .include_paths(&[&root])
+        .ring_buffer_bytes(65536);
+    let mut sensor = Sensor::start(&config)?;
+    let mut client = Command::new("/usr/bin/python3")
+        .args(["-c", UNANSWERED_CONNECT, "10.77.0.9"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting python3")?;
+    let decided = filler.refuse(&sensor, || {
+        let mut line = String::new();
+        let stdout = client.stdout.as_mut().context("python's stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        ensure!(line.trim() == "decided", "python3 said {line:?}");
+        Ok(())
+    });
+    drop(client.stdin.take());
+    let exited = client.wait()?;
+    decided?;
+    ensure!(exited.success(), "python3 exited {exited}");
+    let pid = client.id();
+    let events = sensor.wait_for("python's exit", |events| {
+        of_kind(events, "exit")
+            .any(|e| e["process"]["pid"] == pid)
+            .then(|| events.to_vec())
+    })?;
+    filler.was_full(&events)?;
+    assert!(
+        of_kind(&events, "loss").any(|e| e["loss"]["kind"] == "EVENT_KIND_NETWORK"),
+        "the refused outcome is counted as a loss"
+    );
+    let late: Vec<&Value> = network(&events, "CONNECT", |n| n["remoteAddress"] == "10.77.0.9")
+        .filter(|e| e["process"]["pid"] == pid)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the refused connect came back when its socket closed: {late:#?}"
+    );
+    sensor.stop()
 }
 
 /// With room to follow only two open connections, the ends of the others are not reported,

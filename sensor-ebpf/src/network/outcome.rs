@@ -124,6 +124,9 @@ pub fn send_kept(sk: u64) {
 #[inline(always)]
 fn send_pending(key: u64, pending: &NetworkRecord, ret: Option<i32>) {
     let Some(mut slot) = Reserved::<NetworkRecord>::new() else {
+        // Refused by the full ring buffer, and counted as a drop: the connect is given up here,
+        // not kept to be sent again when its socket ends, without the outcome it had now.
+        let _ = PENDING_CONNECTS.remove(&key);
         return;
     };
     let record = slot.record();
