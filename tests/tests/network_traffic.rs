@@ -490,6 +490,74 @@ fn a_connect_outcome_the_full_ring_refused_is_not_reported_later_without_it() ->
     sensor.stop()
 }
 
+/// A forked child sends on its parent's loopback connection, says so, and sends again once
+/// told to (its standard input closes).
+const SHARED_TWICE: &str = r#"
+import os, socket, sys
+server = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(server.getsockname())
+accepted = server.accept()[0]
+child = os.fork()
+if child == 0:
+    client.sendall(b"c")
+    print(os.getpid(), server.getsockname()[1], flush=True)
+    sys.stdin.readline()
+    client.sendall(b"d")
+    os._exit(0)
+os.waitpid(child, 0)
+client.close()
+accepted.close()
+"#;
+
+/// Another process's send on a followed connection whose record the full ring refused is a
+/// counted loss, and that process's next send is reported: the refusal does not mark it as
+/// already reported.
+#[test]
+fn a_shared_send_the_full_ring_refused_leaves_the_next_one_reported() -> Result<()> {
+    require_root();
+    let (_dir, root) = shared_root()?;
+    let filler = RingFiller::create(&root)?;
+    let config = TestConfig::new()
+        .network_loopback(true)
+        .include_paths(&[&root])
+        .ring_buffer_bytes(65536);
+    let mut sensor = Sensor::start(&config)?;
+    let mut client = Command::new("/usr/bin/python3")
+        .args(["-c", SHARED_TWICE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting python3")?;
+    let mut printed = String::new();
+    let sent = filler.refuse(&sensor, || {
+        let stdout = client.stdout.as_mut().context("python's stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut printed)?;
+        Ok(())
+    });
+    drop(client.stdin.take());
+    let exited = client.wait()?;
+    sent?;
+    ensure!(exited.success(), "python3 exited {exited}");
+    let mut fields = printed.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(child)), Some(Ok(port))) = (fields.next(), fields.next()) else {
+        anyhow::bail!("python3 printed {printed:?}");
+    };
+    let events = sensor.wait_for("the connection's end", |events| {
+        let close = network(events, "CLOSE", move |n| n["remotePort"] == port).next();
+        close.map(|_| events.to_vec())
+    })?;
+    filler.was_full(&events)?;
+    let shared: Vec<&Value> = network(&events, "SHARED_SEND", move |n| n["remotePort"] == port)
+        .filter(|e| e["process"]["pid"] == child)
+        .collect();
+    assert_eq!(
+        shared.len(),
+        1,
+        "the child's send after the drain: {shared:#?}"
+    );
+    sensor.stop()
+}
+
 /// With room to follow only two open connections, the ends of the others are not reported,
 /// and a loss event says how many.
 #[test]

@@ -68,10 +68,12 @@ pub fn on_send<M: Mem>(sk: *const u8) {
     if opened.task.tgid == tgid || opened.shared_tgid == tgid {
         return;
     }
-    opened.shared_tgid = tgid;
+    // Remembered once its record is in the ring: a refused one (a counted drop) leaves the
+    // sender's next send to be reported.
     let Some(mut slot) = Reserved::<NetworkRecord>::new() else {
         return;
     };
+    opened.shared_tgid = tgid;
     let record = slot.record();
     follow_up(record, opened, network_op::SHARED_SEND);
     record.fd = -1;
