@@ -5,14 +5,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Result};
 use serde_json::Value;
 
-use crate::{of_kind, opens_of, signal, Sensor};
+use crate::{of_kind, opens_of, signal, Sensor, TestConfig};
 
 /// Distinct opens that overflow a 64 KiB ring several times over.
 const FILLERS: usize = 3000;
+/// The smallest ring the sensor takes.
+const RING_BYTES: i64 = 65536;
 
 /// Files whose opens fill the ring; made before the sensor starts, so that making them is not
 /// reported.
 pub struct RingFiller {
+    root: PathBuf,
     files: Vec<PathBuf>,
 }
 
@@ -25,7 +28,17 @@ impl RingFiller {
         for file in &files {
             std::fs::write(file, "f")?;
         }
-        Ok(Self { files })
+        Ok(Self {
+            root: root.to_owned(),
+            files,
+        })
+    }
+
+    /// A sensor configuration with the smallest ring, reporting the fillers' opens.
+    pub fn config(&self) -> TestConfig {
+        TestConfig::new()
+            .include_paths(&[&self.root])
+            .ring_buffer_bytes(RING_BYTES)
     }
 
     /// Stops the daemon, fills the ring, runs `refused` (whose records the kernel then refuses),

@@ -307,12 +307,7 @@ fn an_open_the_full_ring_refused_leaves_its_repeats_reported() -> Result<()> {
     const AFTER: u64 = 5;
     let (_dir, root, file) = shared_file("refused", "r")?;
     let filler = RingFiller::create(&root)?;
-    let mut sensor = Sensor::start(
-        &TestConfig::new()
-            .include_paths(&[&root])
-            .dedup_window_ms(60_000)
-            .ring_buffer_bytes(65536),
-    )?;
+    let mut sensor = Sensor::start(&filler.config().dedup_window_ms(60_000))?;
     filler.refuse(&sensor, || Ok(std::fs::File::open(&file).map(drop)?))?;
     for _ in 0..AFTER {
         std::fs::File::open(&file)?;

@@ -383,11 +383,11 @@ fn a_connect_the_full_ring_refused_leaves_its_repeats_reported() -> Result<()> {
     const AFTER: u64 = 5;
     let (_dir, root) = shared_root()?;
     let filler = RingFiller::create(&root)?;
-    let config = TestConfig::new()
-        .network_loopback(true)
-        .set(&["network"], "dedup_window_ms", 60_000)
-        .include_paths(&[&root])
-        .ring_buffer_bytes(65536);
+    let config =
+        filler
+            .config()
+            .network_loopback(true)
+            .set(&["network"], "dedup_window_ms", 60_000);
     let mut sensor = Sensor::start(&config)?;
     let closed = free_port()?;
     let refused_connect = || {
@@ -423,6 +423,34 @@ fn a_connect_the_full_ring_refused_leaves_its_repeats_reported() -> Result<()> {
     Ok(())
 }
 
+/// Runs python3 with `args` (`-c` first) and reads the first line it prints while the ring is
+/// full ([`RingFiller::refuse`]); then closes its standard input and waits for it to succeed.
+/// Its pid and that line.
+fn python_across_a_full_ring(
+    sensor: &Sensor,
+    filler: &RingFiller,
+    args: &[&str],
+) -> Result<(u32, String)> {
+    let mut client = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting python3")?;
+    let mut line = String::new();
+    let read = filler.refuse(sensor, || {
+        let stdout = client.stdout.as_mut().context("python's stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        Ok(())
+    });
+    drop(client.stdin.take());
+    let exited = client.wait()?;
+    read?;
+    ensure!(exited.success(), "python3 exited {exited}");
+    Ok((client.id(), line))
+}
+
 /// A non-blocking connect to an address nobody answers for, left open until told to close:
 /// its outcome (EHOSTUNREACH, after neighbour resolution gives up) comes while the socket is
 /// kept, and is not read by the program.
@@ -448,28 +476,10 @@ fn a_connect_outcome_the_full_ring_refused_is_not_reported_later_without_it() ->
     let _namespace = VethNamespace::create()?;
     let (_dir, root) = shared_root()?;
     let filler = RingFiller::create(&root)?;
-    let config = TestConfig::new()
-        .include_paths(&[&root])
-        .ring_buffer_bytes(65536);
-    let mut sensor = Sensor::start(&config)?;
-    let mut client = Command::new("/usr/bin/python3")
-        .args(["-c", UNANSWERED_CONNECT, "10.77.0.9"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting python3")?;
-    let decided = filler.refuse(&sensor, || {
-        let mut line = String::new();
-        let stdout = client.stdout.as_mut().context("python's stdout")?;
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-        ensure!(line.trim() == "decided", "python3 said {line:?}");
-        Ok(())
-    });
-    drop(client.stdin.take());
-    let exited = client.wait()?;
-    decided?;
-    ensure!(exited.success(), "python3 exited {exited}");
-    let pid = client.id();
+    let mut sensor = Sensor::start(&filler.config())?;
+    let (pid, said) =
+        python_across_a_full_ring(&sensor, &filler, &[UNANSWERED_CONNECT, "10.77.0.9"])?;
+    ensure!(said.trim() == "decided", "python3 said {said:?}");
     let events = sensor.wait_for("python's exit", |events| {
         of_kind(events, "exit")
             .any(|e| e["process"]["pid"] == pid)
@@ -517,27 +527,8 @@ fn a_shared_send_the_full_ring_refused_leaves_the_next_one_reported() -> Result<
     require_root();
     let (_dir, root) = shared_root()?;
     let filler = RingFiller::create(&root)?;
-    let config = TestConfig::new()
-        .network_loopback(true)
-        .include_paths(&[&root])
-        .ring_buffer_bytes(65536);
-    let mut sensor = Sensor::start(&config)?;
-    let mut client = Command::new("/usr/bin/python3")
-        .args(["-c", SHARED_TWICE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting python3")?;
-    let mut printed = String::new();
-    let sent = filler.refuse(&sensor, || {
-        let stdout = client.stdout.as_mut().context("python's stdout")?;
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut printed)?;
-        Ok(())
-    });
-    drop(client.stdin.take());
-    let exited = client.wait()?;
-    sent?;
-    ensure!(exited.success(), "python3 exited {exited}");
+    let mut sensor = Sensor::start(&filler.config().network_loopback(true))?;
+    let (_, printed) = python_across_a_full_ring(&sensor, &filler, &[SHARED_TWICE])?;
     let mut fields = printed.split_whitespace().map(str::parse::<u64>);
     let (Some(Ok(child)), Some(Ok(port))) = (fields.next(), fields.next()) else {
         anyhow::bail!("python3 printed {printed:?}");
