@@ -9,6 +9,7 @@ mod bench_memory;
 mod bench_network;
 mod bench_pair;
 mod bench_rsyslog;
+mod bench_sink;
 mod bench_soak;
 mod bench_threads;
 mod bench_throughput;
@@ -190,6 +191,9 @@ enum BenchCommand {
     Sink {
         #[arg(long, default_value_t = 100_000)]
         events: u64,
+        /// Rounds per sink, interleaved; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Exec storm at fixed rates: nothing attached, Custos (embedded default; the same with a
     /// protobuf file), auditd; or, with `--against`, this build's daemon and another's.
@@ -306,7 +310,9 @@ fn bench(which: Option<BenchCommand>) -> anyhow::Result<()> {
         Some(BenchCommand::Open { seconds, rounds }) => {
             bench::open(&bench::Options { seconds, rounds }, &mut report)
         }
-        Some(BenchCommand::Sink { events }) => bench::sink(events, &mut report),
+        Some(BenchCommand::Sink { events, rounds }) => {
+            bench_sink::sink(events, rounds, &mut report)
+        }
         Some(BenchCommand::Exec {
             rates,
             seconds,
