@@ -143,6 +143,11 @@ pub fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     )
 }
 
+/// A [`spread`] as the report writes it: `median (min..max)`, with `digits` decimals.
+pub fn range_text((min, median, max): (f64, f64, f64), digits: usize) -> String {
+    format!("{median:.digits$} ({min:.digits$}..{max:.digits$})")
+}
+
 fn print_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
     let baseline = results
         .iter()
@@ -159,13 +164,14 @@ fn print_table(report: &mut Report, results: &[(Setup, Vec<Round>)]) {
         "setup", "opens/s", "ns/open (min..max)", "ratio", "lost"
     ));
     for (setup, rounds) in results {
-        let (min, median, max) = median_by(rounds, Round::ns_per_open);
+        let ns_per_open = median_by(rounds, Round::ns_per_open);
+        let median = ns_per_open.1;
         let lost = lost_summary(rounds);
         report.line(format!(
             "{:<42} {:>12.0} {:>20} {:>7.2}x {:>14}",
             setup.label(),
             1e9 / median,
-            format!("{median:.0} ({min:.0}..{max:.0})"),
+            range_text(ns_per_open, 0),
             median / baseline,
             lost
         ));
@@ -816,6 +822,13 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_is_written_median_first_with_its_decimals() {
+        let measured = spread(vec![3.254, 1.0, 2.5]);
+        assert_eq!(range_text(measured, 2), "2.50 (1.00..3.25)");
+        assert_eq!(range_text(measured, 0), "2 (1..3)");
+    }
 
     #[test]
     fn a_process_clock_counts_what_proc_counts_to_the_nanosecond() {

@@ -19,7 +19,8 @@ use custos_proto::v1::{event::Body, Event};
 
 use crate::{
     bench::{
-        audit_syscalls, ensure_auditd, interleaved, process_cpu, spread, BenchDaemon, METRICS,
+        audit_syscalls, ensure_auditd, interleaved, process_cpu, range_text, spread, BenchDaemon,
+        METRICS,
     },
     bench_memory::{LoadMemory, MemorySampler},
     bench_threads::{ThreadCpu, Threads},
@@ -234,8 +235,7 @@ fn threads_line(report: &mut Report, rounds: &[Round]) {
 fn memory_line(report: &mut Report, rounds: &[Round]) {
     let mib = |figure: &dyn Fn(&LoadMemory) -> u64| {
         let each = rounds.iter().filter_map(|r| r.memory.as_ref());
-        let (min, median, max) = spread(each.map(|m| figure(m) as f64 / 1024.0).collect());
-        format!("{median:.1} ({min:.1}..{max:.1})")
+        range_text(spread(each.map(|m| figure(m) as f64 / 1024.0).collect()), 1)
     };
     report.line(format!(
         "      memory during the storm, MiB: resident {}, ring counted once {}, private {}",
@@ -309,12 +309,7 @@ fn table_row(
     auditd_all_in: Option<f64>,
 ) -> String {
     let pct = |(min, median, max): (f64, f64, f64)| {
-        format!(
-            "{:.2} ({:.2}..{:.2})",
-            median * 100.0,
-            min * 100.0,
-            max * 100.0
-        )
+        range_text((min * 100.0, median * 100.0, max * 100.0), 2)
     };
     let not_baseline = |text: String| {
         if setup == Setup::Baseline {

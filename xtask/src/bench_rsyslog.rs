@@ -92,9 +92,9 @@ pub fn evidence(rsyslog: &Rsyslog, events: u64, report: &mut Report) -> Result<(
     let sink = Counters::read(stats)?;
     let per_cpu_second = sink.processed as f64 / sink.cpu.as_secs_f64().max(1e-9);
     report.line(format!(
-        "rsyslogd's own counters (impstats) after the syslog sink's rounds: its TCP input took {}, its \
-         file action wrote {}, main queue peak {} (full {} times); rsyslogd used {:.2} s of CPU, \
-         {per_cpu_second:.0} messages per CPU second",
+        "rsyslogd's own counters (impstats) after the syslog sink's rounds: its TCP input took \
+         {}, its file action wrote {}, main queue peak {} (full {} times); rsyslogd used {:.2} s \
+         of CPU, {per_cpu_second:.0} messages per CPU second",
         sink.submitted,
         sink.processed,
         sink.queue_peak,

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    bench::{counting_collector, interleaved, numbers, process_cpu, spread},
+    bench::{counting_collector, interleaved, numbers, process_cpu, range_text, spread},
     bench_rsyslog::{self, Rsyslog},
     report::Report,
 };
@@ -103,10 +103,7 @@ fn run_case(
 
 /// A sink's line: rates as median (min..max), the receiver's figures as medians.
 fn sink_row(label: &str, runs: &[SinkRun]) -> String {
-    let rate = |f: fn(&SinkRun) -> f64| {
-        let (min, median, max) = spread(runs.iter().map(f).collect());
-        format!("{median:.0} ({min:.0}..{max:.0})")
-    };
+    let rate = |f: fn(&SinkRun) -> f64| range_text(spread(runs.iter().map(f).collect()), 0);
     let receiver = |f: fn(&SinkRun) -> Option<f64>, precision: usize| {
         let values: Option<Vec<f64>> = runs.iter().map(f).collect();
         values.map_or("-".to_owned(), |values| {

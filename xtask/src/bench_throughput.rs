@@ -12,8 +12,8 @@ use anyhow::Result;
 
 use crate::{
     bench::{
-        account, process_cpu, spawn_loops, spread, status_kib, BenchDaemon, BenchFiles, Loops,
-        OutputFormat,
+        account, process_cpu, range_text, spawn_loops, spread, status_kib, BenchDaemon, BenchFiles,
+        Loops, OutputFormat,
     },
     bench_memory::{LoadMemory, MemorySampler},
     report::Report,
@@ -128,21 +128,18 @@ fn print_row(
     let rss = spread(steps.iter().map(|s| s.peak_rss_mib).collect());
     let per_event = spread(steps.iter().map(Step::us_per_event).collect());
     let private = spread(steps.iter().map(|s| mib(s.load.private)).collect());
-    let range = |(min, median, max): (f64, f64, f64), digits: usize| {
-        format!("{median:.digits$} ({min:.digits$}..{max:.digits$})")
-    };
     report.line(format!(
         "{:<9} {:<15} {:>26} {:>8} {:>14} {:>14} {:>18} {:>18} {:>18} {:>18}",
         format.name(),
         offered,
-        range(rate, 0),
+        range_text(rate, 0),
         lost,
-        range(cpu, 0),
-        range(per_event, 2),
-        range(load_rss, 1),
-        range(ring_once, 1),
-        range(rss, 1),
-        range(private, 1),
+        range_text(cpu, 0),
+        range_text(per_event, 2),
+        range_text(load_rss, 1),
+        range_text(ring_once, 1),
+        range_text(rss, 1),
+        range_text(private, 1),
     ));
     (lost == 0).then_some(rate.1)
 }

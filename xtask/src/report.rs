@@ -14,7 +14,7 @@ impl Report {
 
 /// Every benchmark with its default settings; the whole output goes to `bench/REPORT.md`.
 pub fn all(report: &mut Report) -> anyhow::Result<()> {
-    use crate::{bench, bench_exec, bench_network, bench_throughput};
+    use crate::{bench, bench_exec, bench_network, bench_sink, bench_throughput};
     bench::open(
         &bench::Options {
             seconds: 3,
@@ -22,7 +22,7 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
         },
         report,
     )?;
-    crate::bench_sink::sink(100_000, 3, report)?;
+    bench_sink::sink(100_000, 3, report)?;
     bench_exec::exec(
         &bench_exec::Options {
             rates: vec![100, 1600, 10_000],
