@@ -11,6 +11,7 @@ mod json;
 mod json_fields;
 mod local;
 pub mod nats;
+mod nats_acks;
 mod nats_batch;
 pub mod ocsf;
 mod parts;

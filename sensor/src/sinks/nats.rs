@@ -5,22 +5,28 @@
 //! (see [`super::nats_batch`]).
 //!
 //! A batch leaves the spool only once JetStream acknowledged every message in it, so delivery
-//! is at least once; each message carries `Nats-Msg-Id: <run_id>:<seq>` (a message of gathered
+//! is at least once; the acknowledgements are awaited in the background while the next batches
+//! are published (see [`super::nats_acks`]); each message carries `Nats-Msg-Id: <run_id>:<seq>` (a message of gathered
 //! events `<run_id>:<first seq>-<last seq>`), so a resend inside the stream's duplicate window
 //! is stored once.
-use std::{borrow::Cow, collections::HashMap, time::Duration};
+use std::{borrow::Cow, collections::HashMap, future::Future, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use async_nats::{jetstream, ConnectOptions, HeaderMap, Subject};
+use async_nats::{
+    jetstream::{self, context::PublishAckFuture},
+    ConnectOptions, HeaderMap, Subject,
+};
 use custos_proto::v1::{Event, EventKind};
 use prost::{
     encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType},
     Message as _,
 };
+use tokio::runtime::Runtime;
 
 use super::{
     deliver::{Transport, BATCH},
     json::JsonEncoder,
+    nats_acks::Acks,
     nats_batch::Gatherer,
     ocsf,
     parts::{PartIds, SharedParts},
@@ -50,8 +56,10 @@ pub struct NatsTransport {
     context: Option<jetstream::Context>,
     subjects: HashMap<EventKind, Subject>,
     json: JsonEncoder,
-    /// Records published and acknowledged (or skipped as undecodable) so far.
+    /// Records published (or skipped as undecodable) so far: the mark of the last send.
     published: u64,
+    /// The acknowledgements of the sends still due.
+    acks: Acks,
 }
 
 /// A host name as one subject token: NATS separates tokens with '.', and '*', '>' and
@@ -76,38 +84,33 @@ impl Transport for NatsTransport {
     fn send(&mut self, records: &[Vec<u8>]) -> Result<u64> {
         let runtime = match self.runtime.take() {
             Some(runtime) => runtime,
-            None => tokio::runtime::Builder::new_current_thread()
+            None => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("custos-nats-io")
                 .enable_all()
                 .build()
                 .context("an async runtime for NATS")?,
         };
-        let result = match self.context.take() {
-            Some(context) => Ok(context),
-            None => runtime.block_on(self.connect()),
-        }
-        .and_then(|context| {
-            let result = runtime.block_on(self.publish(&context, records));
-            self.context = Some(context);
-            result
-        });
+        let result = self.send_on(&runtime, records);
         self.runtime = Some(runtime);
-        result?;
-        // Published and acknowledged: confirmed as soon as sent.
-        self.published += records.len() as u64;
-        Ok(self.published)
+        result
     }
 
     fn confirmed(&mut self) -> Result<u64> {
-        Ok(self.published)
+        match &self.runtime {
+            Some(runtime) => self.acks.confirmed(runtime),
+            None => Ok(0),
+        }
     }
 
     fn reset(&mut self) {
         self.context = None;
+        self.acks.abandon();
     }
 
-    /// A send waits for its acknowledgements, one round trip to the server. Gathering events
-    /// into messages, a send of the usual size would fill only a few messages per round trip:
-    /// it takes enough records for sixteen.
+    /// Gathering events into messages, a send of the usual size would fill only a few
+    /// messages, each send with its own task awaiting them: it takes enough records for
+    /// sixteen.
     fn batch_records(&self) -> usize {
         BATCH.max(self.config.events_per_message * MESSAGES_PER_SEND)
     }
@@ -123,6 +126,7 @@ impl NatsTransport {
             subjects: HashMap::new(),
             json: JsonEncoder::default(),
             published: 0,
+            acks: Acks::default(),
         }
     }
 
@@ -180,7 +184,29 @@ impl NatsTransport {
         Ok(js)
     }
 
-    async fn publish(&mut self, js: &jetstream::Context, records: &[Vec<u8>]) -> Result<()> {
+    /// Publishes `records` on the connection (made first if there is none) and leaves their
+    /// acknowledgements to be awaited in the background; returns the mark this send reached.
+    fn send_on(&mut self, runtime: &Runtime, records: &[Vec<u8>]) -> Result<u64> {
+        self.acks.make_room(runtime)?;
+        let context = match self.context.take() {
+            Some(context) => context,
+            None => runtime.block_on(self.connect())?,
+        };
+        let published = runtime.block_on(self.publish(&context, records));
+        self.context = Some(context);
+        let acknowledged = published?;
+        self.published += records.len() as u64;
+        self.acks.expect(runtime, self.published, acknowledged);
+        Ok(self.published)
+    }
+
+    /// Publishes the messages that carry `records`; returns what resolves once JetStream
+    /// acknowledged every one of them.
+    async fn publish(
+        &mut self,
+        js: &jetstream::Context,
+        records: &[Vec<u8>],
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let max_bytes = js.client().max_payload().saturating_sub(HEADER_ROOM);
         let messages = self.messages(records, max_bytes);
         let mut acks = Vec::with_capacity(messages.len());
@@ -191,13 +217,7 @@ impl NatsTransport {
                 .map_err(|e| anyhow!("publishing: {e}"))?;
             acks.push(ack);
         }
-        for ack in acks {
-            tokio::time::timeout(ACK_TIMEOUT, ack)
-                .await
-                .map_err(|_| anyhow!("no JetStream acknowledgement within {ACK_TIMEOUT:?}"))?
-                .map_err(|e| anyhow!("JetStream refused a message: {e}"))?;
-        }
-        Ok(())
+        Ok(all_acknowledged(acks))
     }
 
     /// The messages that carry `records`: one per event, or up to `events_per_message` events
@@ -304,6 +324,17 @@ impl NatsTransport {
             .or_insert_with(|| Subject::from(format!("{prefix}.{host}.{}", kind.short_name())))
             .clone()
     }
+}
+
+/// Resolves once JetStream acknowledged each of `acks`, or with the first refusal or silence.
+async fn all_acknowledged(acks: Vec<PublishAckFuture>) -> Result<()> {
+    for ack in acks {
+        tokio::time::timeout(ACK_TIMEOUT, ack)
+            .await
+            .map_err(|_| anyhow!("no JetStream acknowledgement within {ACK_TIMEOUT:?}"))?
+            .map_err(|e| anyhow!("JetStream refused a message: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A message's headers: its id, which lets JetStream drop a resend, and for gathered events
