@@ -73,26 +73,29 @@ fn event_kind_source(descriptors: &prost_types::FileDescriptorSet) -> anyhow::Re
         .iter()
         .position(|oneof| oneof.name() == "body")
         .context("Event has no body oneof")? as i32;
-    let members: Vec<&str> = event
+    let fields: Vec<(&str, i32)> = event
         .field
         .iter()
         .filter(|field| field.oneof_index == Some(body))
-        .map(|field| field.name())
+        .map(|field| (field.name(), field.number()))
         .collect();
+    let members: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
     let kinds = sensor_common::kinds::EVENT_KINDS;
     let mut arms = String::new();
-    for member in &members {
+    let mut number_arms = String::new();
+    for (member, number) in &fields {
         let kind = kinds
             .iter()
-            .find(|kind| kind.body == Some(*member))
+            .find(|kind| kind.body == Some(member))
             .with_context(|| {
                 format!("Event.body member `{member}` has no row in sensor-common's kinds table")
             })?;
+        let kind_name = camel(&kind.schema_name.to_lowercase());
         arms += &format!(
-            "            Some(Body::{}(_)) => v1::EventKind::{},\n",
-            camel(member),
-            camel(&kind.schema_name.to_lowercase())
+            "            Some(Body::{}(_)) => v1::EventKind::{kind_name},\n",
+            camel(member)
         );
+        number_arms += &format!("            {number} => v1::EventKind::{kind_name},\n");
     }
     if let Some(kind) = kinds
         .iter()
@@ -105,7 +108,7 @@ fn event_kind_source(descriptors: &prost_types::FileDescriptorSet) -> anyhow::Re
         );
     }
     Ok(format!(
-        "impl v1::Event {{\n    /// The kind of this event's body.\n    pub fn kind(&self) -> v1::EventKind {{\n        use v1::event::Body;\n        match self.body {{\n{arms}            None => v1::EventKind::Unspecified,\n        }}\n    }}\n}}\n"
+        "impl v1::Event {{\n    /// The kind of this event's body.\n    pub fn kind(&self) -> v1::EventKind {{\n        use v1::event::Body;\n        match self.body {{\n{arms}            None => v1::EventKind::Unspecified,\n        }}\n    }}\n\n    /// The kind of the body whose field number is `number`, for readers of the encoding\n    /// that skip the body.\n    pub fn kind_of_body_field(number: u32) -> v1::EventKind {{\n        match number {{\n{number_arms}            _ => v1::EventKind::Unspecified,\n        }}\n    }}\n}}\n"
     ))
 }
 

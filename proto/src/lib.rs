@@ -69,4 +69,32 @@ mod tests {
         );
         assert_eq!(EventKind::of_bodies().count(), 14);
     }
+
+    /// The kind named by a body's field number is the one a decoded event of that body has.
+    #[test]
+    fn a_body_field_number_names_the_kind_of_its_body() {
+        use prost::Message as _;
+        let mut named = 0;
+        for number in 1..200u32 {
+            // The field as an empty message: decoding it gives its body its default value.
+            let mut encoded = Vec::new();
+            prost::encoding::encode_key(
+                number,
+                prost::encoding::WireType::LengthDelimited,
+                &mut encoded,
+            );
+            encoded.push(0);
+            let Ok(event) = super::v1::Event::decode(encoded.as_slice()) else {
+                continue;
+            };
+            let from_number = super::v1::Event::kind_of_body_field(number);
+            if event.body.is_some() {
+                assert_eq!(from_number, event.kind(), "field {number}");
+                named += 1;
+            } else {
+                assert_eq!(from_number, EventKind::Unspecified, "field {number}");
+            }
+        }
+        assert_eq!(named, EventKind::of_bodies().count());
+    }
 }

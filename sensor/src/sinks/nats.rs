@@ -381,7 +381,6 @@ impl<'a> Envelope<'a> {
         };
         let mut fields = payload;
         while !fields.is_empty() {
-            let field_start = fields;
             let (tag, wire_type) = decode_key(&mut fields)?;
             match (tag, wire_type) {
                 (SEQ_FIELD, WireType::Varint) => envelope.seq = decode_varint(&mut fields)?,
@@ -394,9 +393,8 @@ impl<'a> Envelope<'a> {
                 _ => {
                     skip_field(wire_type, tag, &mut fields, DecodeContext::default())?;
                     if tag >= FIRST_BODY_FIELD {
-                        // Only the body decoded: its variant names the kind.
-                        let body = &field_start[..field_start.len() - fields.len()];
-                        envelope.kind = Event::decode(body)?.kind();
+                        // The body's field number names the kind: it is not decoded.
+                        envelope.kind = Event::kind_of_body_field(tag);
                     }
                 }
             }
