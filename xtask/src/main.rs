@@ -189,7 +189,7 @@ enum BenchCommand {
     },
     /// Events per second through each sink type, to real receivers on loopback.
     Sink {
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = bench_sink::EVENTS_PER_ROUND)]
         events: u64,
         /// Rounds per sink, interleaved; the median is reported.
         #[arg(long, default_value_t = 3)]

@@ -22,7 +22,7 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
         },
         report,
     )?;
-    bench_sink::sink(100_000, 3, report)?;
+    bench_sink::sink(bench_sink::EVENTS_PER_ROUND, 3, report)?;
     bench_exec::exec(
         &bench_exec::Options {
             rates: vec![100, 1600, 10_000],
