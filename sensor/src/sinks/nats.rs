@@ -6,9 +6,9 @@
 //!
 //! A batch leaves the spool only once JetStream acknowledged every message in it, so delivery
 //! is at least once; the acknowledgements are awaited in the background while the next batches
-//! are published (see [`super::nats_acks`]); each message carries `Nats-Msg-Id: <run_id>:<seq>` (a message of gathered
-//! events `<run_id>:<first seq>-<last seq>`), so a resend inside the stream's duplicate window
-//! is stored once.
+//! are published (see [`super::nats_acks`]). Each message carries `Nats-Msg-Id: <run_id>:<seq>`
+//! (a message of gathered events `<run_id>:<first seq>-<last seq>`), so a resend inside the
+//! stream's duplicate window is stored once.
 use std::{borrow::Cow, collections::HashMap, future::Future, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _, Result};

@@ -93,6 +93,15 @@ mod tests {
         (answer, async move { answered.await? })
     }
 
+    /// Two sends in flight, reaching marks 10 and 25; their answers.
+    fn two_sends(runtime: &Runtime, acks: &mut Acks) -> [oneshot::Sender<Result<()>>; 2] {
+        let (first, first_acked) = answered_later();
+        let (second, second_acked) = answered_later();
+        acks.expect(runtime, 10, first_acked);
+        acks.expect(runtime, 25, second_acked);
+        [first, second]
+    }
+
     /// Waits until the sends before `mark` were settled, or fails after a while.
     fn confirmed_reaches(acks: &mut Acks, runtime: &Runtime, mark: u64) {
         for _ in 0..500 {
@@ -108,10 +117,7 @@ mod tests {
     fn a_later_send_acknowledged_first_is_confirmed_only_after_the_earlier_one() {
         let runtime = runtime();
         let mut acks = Acks::default();
-        let (first, first_acked) = answered_later();
-        let (second, second_acked) = answered_later();
-        acks.expect(&runtime, 10, first_acked);
-        acks.expect(&runtime, 25, second_acked);
+        let [first, second] = two_sends(&runtime, &mut acks);
         second.send(Ok(())).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(
@@ -127,10 +133,7 @@ mod tests {
     fn a_refused_send_is_an_error_and_confirms_nothing_after_it() {
         let runtime = runtime();
         let mut acks = Acks::default();
-        let (first, first_acked) = answered_later();
-        let (second, second_acked) = answered_later();
-        acks.expect(&runtime, 10, first_acked);
-        acks.expect(&runtime, 25, second_acked);
+        let [first, second] = two_sends(&runtime, &mut acks);
         first.send(Ok(())).unwrap();
         confirmed_reaches(&mut acks, &runtime, 10);
         second.send(Err(anyhow!("stream full"))).unwrap();
