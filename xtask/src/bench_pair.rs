@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::{
     bench::{process_cpu, spread, BenchDaemon},
     bench_exec::{execs_of, marker_in, storm_execs, Setup},
+    bpf_jit::{program_run_time, programs_held_by},
     report::Report,
     shell::target_dir,
 };
@@ -30,6 +31,10 @@ struct PairedRound {
     spawned: u64,
     /// Daemon CPU over the measured storm: this build's, then the other's.
     cpu: [Duration; 2],
+    /// Run time of each daemon's eBPF programs over the measured storm, in the same order.
+    bpf: [Duration; 2],
+    /// This build's daemon started (and attached its programs) first.
+    this_first: bool,
     /// Execs of the marker each did not report, over both storms.
     lost: [u64; 2],
 }
@@ -43,6 +48,31 @@ impl PairedRound {
     fn ratio(&self) -> f64 {
         self.per_exec_us(0) / self.per_exec_us(1).max(1e-9)
     }
+
+    fn bpf_per_exec_us(&self, which: usize) -> f64 {
+        self.bpf[which].as_secs_f64() * 1e6 / self.spawned.max(1) as f64
+    }
+
+    /// This build's eBPF run time per exec over the other's.
+    fn bpf_ratio(&self) -> f64 {
+        self.bpf_per_exec_us(0) / self.bpf_per_exec_us(1).max(1e-9)
+    }
+}
+
+/// The eBPF ratio with the order of attachment taken out: on each hook the programs attached
+/// first run first and meet the kernel's data (task, credentials, files) out of the cache,
+/// which the second set then finds in it. The geometric mean of the median ratio with this
+/// build first and the one with it second cancels that, when both orders ran.
+fn order_balanced_bpf_ratio(rounds: &[PairedRound]) -> Option<f64> {
+    let median_when = |first: bool| {
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .filter(|r| r.this_first == first)
+            .map(PairedRound::bpf_ratio)
+            .collect();
+        (!ratios.is_empty()).then(|| spread(ratios).1)
+    };
+    Some((median_when(true)? * median_when(false)?).sqrt())
 }
 
 pub fn exec_pair(options: &Options, report: &mut Report) -> Result<()> {
@@ -54,8 +84,10 @@ pub fn exec_pair(options: &Options, report: &mut Report) -> Result<()> {
         "exec storm through two daemons at once: this build ({}) and {}, each on the same \
          settings, both attached for every storm; {} s of storm before each measured {} s; the \
          daemon that starts first alternates between rounds; daemon CPU per exec from each \
-         process's CPU clock (the eBPF programs' run time is not split between the two here: \
-         see the exec benchmark without --against; the daemon that starts second cannot bind the \
+         process's CPU clock; eBPF run time per exec from the kernel's statistics of the \
+         programs each daemon holds (the set attached first runs first on each hook and pays for \
+         bringing the kernel's data into the cache, so its ratio is given with the order taken \
+         out: run an even number of rounds); the daemon that starts second cannot bind the \
          embedded default's metrics port and says so)",
         this.display(),
         against.display(),
@@ -161,31 +193,91 @@ fn paired_round(
         let (output, format) = (daemon.output.clone(), daemon.format);
         daemon.stop().map(|_| (output, format))
     });
-    let (warmed, spawned, cpu) = measured?;
+    let Measured {
+        warmed,
+        spawned,
+        cpu,
+        bpf,
+    } = measured?;
     let mut seen = [0; 2];
     for (which, stopped) in outputs.into_iter().enumerate() {
         let (output, format) = stopped?;
         seen[which] = execs_of(&BenchDaemon::events(&output, format)?, storms.marker);
     }
     let lost = seen.map(|seen| (warmed + spawned).saturating_sub(seen));
-    Ok(PairedRound { spawned, cpu, lost })
+    Ok(PairedRound {
+        spawned,
+        cpu,
+        bpf,
+        this_first: storms.this_first,
+        lost,
+    })
+}
+
+/// What the storms of a round did: the execs of the warm-up and of the measured storm, and
+/// each daemon's CPU and eBPF run time over the measured one.
+struct Measured {
+    warmed: u64,
+    spawned: u64,
+    cpu: [Duration; 2],
+    bpf: [Duration; 2],
+}
+
+/// Each daemon's eBPF programs and how long they have run so far.
+struct ProgramClock {
+    programs: [Vec<u32>; 2],
+}
+
+impl ProgramClock {
+    fn of(pids: [u32; 2]) -> Result<Self> {
+        let held = |pid| {
+            let ids = programs_held_by(pid)?;
+            if ids.is_empty() {
+                bail!("daemon {pid} holds no eBPF program");
+            }
+            Ok(ids)
+        };
+        Ok(Self {
+            programs: [held(pids[0])?, held(pids[1])?],
+        })
+    }
+
+    /// Each daemon's programs' run time so far; a program unloaded meanwhile counts nothing.
+    fn read(&self) -> Result<[Duration; 2]> {
+        let total = |ids: &[u32]| -> Result<Duration> {
+            let mut sum = Duration::ZERO;
+            for &id in ids {
+                sum += program_run_time(id)?.unwrap_or_default();
+            }
+            Ok(sum)
+        };
+        Ok([total(&self.programs[0])?, total(&self.programs[1])?])
+    }
 }
 
 /// Runs the warm-up and the measured storm; the execs of each and the CPU the daemons `pids`
 /// used over the measured one.
-fn measure(storms: &PairedStorms, pids: [u32; 2]) -> Result<(u64, u64, [Duration; 2])> {
+fn measure(storms: &PairedStorms, pids: [u32; 2]) -> Result<Measured> {
     let warmed = match storms.warmup {
         0 => 0,
         warmup => storm_execs(storms.marker, storms.rate, warmup)?,
     };
+    let programs = ProgramClock::of(pids)?;
+    let bpf_before = programs.read()?;
     let before = [process_cpu(pids[0])?, process_cpu(pids[1])?];
     let spawned = storm_execs(storms.marker, storms.rate, storms.seconds)?;
+    let bpf_after = programs.read()?;
     std::thread::sleep(crate::bench::DRAINED_AFTER);
     let cpu = [
         process_cpu(pids[0])?.saturating_sub(before[0]),
         process_cpu(pids[1])?.saturating_sub(before[1]),
     ];
-    Ok((warmed, spawned, cpu))
+    Ok(Measured {
+        warmed,
+        spawned,
+        cpu,
+        bpf: [0, 1].map(|w| bpf_after[w].saturating_sub(bpf_before[w])),
+    })
 }
 
 /// Each round's daemon CPU per exec for both builds and their ratio, then the ratios' median.
@@ -193,17 +285,30 @@ fn pair_table(report: &mut Report, rate: u64, setup: Setup, rounds: &[PairedRoun
     report.line(String::new());
     report.line(format!("target rate {rate} execs/s, {}", setup.label()));
     report.line(format!(
-        "{:<8} {:>9} {:>22} {:>22} {:>12} {:>12}",
-        "round", "execs", "this build µs/exec", "other build µs/exec", "this/other", "lost"
+        "{:<8} {:>7} {:>9} {:>13} {:>13} {:>10} {:>13} {:>13} {:>10} {:>9}",
+        "round",
+        "first",
+        "execs",
+        "this daemon",
+        "other daemon",
+        "ratio",
+        "this BPF",
+        "other BPF",
+        "ratio",
+        "lost"
     ));
     for (k, round) in rounds.iter().enumerate() {
         report.line(format!(
-            "{:<8} {:>9} {:>22.2} {:>22.2} {:>12.3} {:>12}",
+            "{:<8} {:>7} {:>9} {:>13.2} {:>13.2} {:>10.3} {:>13.2} {:>13.2} {:>10.3} {:>9}",
             k + 1,
+            if round.this_first { "this" } else { "other" },
             round.spawned,
             round.per_exec_us(0),
             round.per_exec_us(1),
             round.ratio(),
+            round.bpf_per_exec_us(0),
+            round.bpf_per_exec_us(1),
+            round.bpf_ratio(),
             format!("{} / {}", round.lost[0], round.lost[1])
         ));
     }
@@ -214,6 +319,15 @@ fn pair_table(report: &mut Report, rate: u64, setup: Setup, rounds: &[PairedRoun
          median of the rounds' ratios ({:.2} against {:.2} µs per exec, medians)",
         medians[0], medians[1]
     ));
+    report.line(match order_balanced_bpf_ratio(rounds) {
+        Some(ratio) => format!(
+            "this build's eBPF run time per exec over the other's: {ratio:.3}, order taken out \
+             (geometric mean of the median ratio with each build attached first)"
+        ),
+        None => "this build's eBPF run time per exec over the other's: needs rounds with each \
+                 build attached first (--rounds 2 or more)"
+            .to_owned(),
+    });
 }
 
 #[cfg(test)]
@@ -252,10 +366,48 @@ mod tests {
         let round = PairedRound {
             spawned: 16_000,
             cpu: [Duration::from_millis(96), Duration::from_millis(120)],
+            bpf: [Duration::from_millis(80), Duration::from_millis(64)],
+            this_first: true,
             lost: [0, 0],
         };
         assert!((round.per_exec_us(0) - 6.0).abs() < 1e-9);
         assert!((round.per_exec_us(1) - 7.5).abs() < 1e-9);
         assert!((round.ratio() - 0.8).abs() < 1e-9);
+        assert!((round.bpf_per_exec_us(0) - 5.0).abs() < 1e-9);
+        assert!((round.bpf_ratio() - 1.25).abs() < 1e-9);
+    }
+
+    fn round_with_bpf(this_ms: u64, other_ms: u64, this_first: bool) -> PairedRound {
+        PairedRound {
+            spawned: 1_000,
+            cpu: [Duration::from_millis(5); 2],
+            bpf: [
+                Duration::from_millis(this_ms),
+                Duration::from_millis(other_ms),
+            ],
+            this_first,
+            lost: [0, 0],
+        }
+    }
+
+    #[test]
+    fn the_order_of_attachment_is_taken_out_of_the_bpf_ratio() {
+        // Equal programs: whichever set is attached first costs a third more.
+        let equal = [
+            round_with_bpf(8, 6, true),
+            round_with_bpf(6, 8, false),
+            round_with_bpf(8, 6, true),
+            round_with_bpf(6, 8, false),
+        ];
+        let ratio = order_balanced_bpf_ratio(&equal).unwrap();
+        assert!((ratio - 1.0).abs() < 1e-9, "{ratio}");
+        // This build's programs half as costly, with the same order effect on top.
+        let halved = [round_with_bpf(4, 6, true), round_with_bpf(3, 8, false)];
+        let ratio = order_balanced_bpf_ratio(&halved).unwrap();
+        assert!((ratio - 0.5).abs() < 1e-9, "{ratio}");
+        assert!(
+            order_balanced_bpf_ratio(&equal[..1]).is_none(),
+            "one order alone cannot be balanced"
+        );
     }
 }

@@ -5,9 +5,12 @@
 //!
 //! `perf annotate` and `bpftool prog dump jited` need the disassembler libraries Debian's
 //! builds of them leave out; these two lists are all a sample's address needs.
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::{
+    os::fd::{FromRawFd as _, OwnedFd},
+    time::Duration,
+};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
@@ -123,14 +126,55 @@ pub fn program_ids() -> Result<Vec<u32>> {
     }
 }
 
+/// A descriptor of program `id`; `None` when it is gone.
+fn open_program(id: u32) -> Result<Option<OwnedFd>> {
+    let mut attr = [id, 0u32, 0, 0];
+    match bpf(BPF_PROG_GET_FD_BY_ID, attr.as_mut_ptr().cast(), 16) {
+        // SAFETY: bpf(2) returned a new descriptor that nothing else owns.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(err) => bail!("opening eBPF program {id}: {err}"),
+    }
+}
+
+/// How long program `id` has run in all, from the kernel's statistics (which count only while
+/// some process has them on, as the daemon does); `None` when it is gone.
+pub fn program_run_time(id: u32) -> Result<Option<Duration>> {
+    let Some(fd) = open_program(id)? else {
+        return Ok(None);
+    };
+    let mut info = ProgInfo::default();
+    info_by_fd(&fd, &mut info)?;
+    Ok(Some(Duration::from_nanos(info.run_time_ns)))
+}
+
+/// The ids of the programs process `pid` holds a descriptor of, from its `fdinfo`.
+pub fn programs_held_by(pid: u32) -> Result<Vec<u32>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        // A descriptor closed meanwhile has no fdinfo left: it is no program of the daemon's.
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        ids.extend(program_id_in_fdinfo(&text));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The `prog_id` an fdinfo text names, if it describes an eBPF program.
+fn program_id_in_fdinfo(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("prog_id:"))
+        .and_then(|id| id.trim().parse().ok())
+}
+
 /// Program `id`'s functions and line records; `None` when it is gone or has no line info.
 pub fn program_code(id: u32) -> Result<Option<ProgramCode>> {
-    let mut attr = [id, 0u32, 0, 0];
-    let fd = match bpf(BPF_PROG_GET_FD_BY_ID, attr.as_mut_ptr().cast(), 16) {
-        // SAFETY: bpf(2) returned a new descriptor that nothing else owns.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(err) => bail!("opening eBPF program {id}: {err}"),
+    let Some(fd) = open_program(id)? else {
+        return Ok(None);
     };
     let mut counts = ProgInfo::default();
     info_by_fd(&fd, &mut counts)?;
@@ -229,5 +273,16 @@ mod tests {
         assert_eq!(code.instruction_at(1500), None);
         assert_eq!(code.instruction_at(2050), None);
         assert!(code.holds(2001) && !code.holds(999));
+    }
+
+    #[test]
+    fn only_a_program_descriptor_names_a_program_id() {
+        let program = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2071\n\
+                       prog_type:\t26\nprog_jited:\t1\nprog_tag:\t8065b1b0b22200e6\n\
+                       memlock:\t4096\nprog_id:\t45624\nrun_time_ns:\t26780\nrun_cnt:\t2\n";
+        assert_eq!(program_id_in_fdinfo(program), Some(45624));
+        let map = "pos:\t0\nflags:\t02000002\nmap_type:\t2\nmap_id:\t117985\n";
+        assert_eq!(program_id_in_fdinfo(map), None);
+        assert_eq!(program_id_in_fdinfo("pos:\t0\nflags:\t02\n"), None);
     }
 }
