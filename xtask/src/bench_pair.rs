@@ -255,8 +255,8 @@ impl ProgramClock {
     }
 }
 
-/// Runs the warm-up and the measured storm; the execs of each and the CPU the daemons `pids`
-/// used over the measured one.
+/// Runs the warm-up and the measured storm; the execs of each, and the CPU the daemons `pids`
+/// and their eBPF programs used over the measured one.
 fn measure(storms: &PairedStorms, pids: [u32; 2]) -> Result<Measured> {
     let warmed = match storms.warmup {
         0 => 0,
