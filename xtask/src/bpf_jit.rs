@@ -5,6 +5,9 @@
 //!
 //! `perf annotate` and `bpftool prog dump jited` need the disassembler libraries Debian's
 //! builds of them leave out; these two lists are all a sample's address needs.
+//!
+//! Also which programs a process holds (by its `fdinfo`) and how long each has run, for the
+//! benchmark that compares two daemons attached at once.
 use std::{
     os::fd::{FromRawFd as _, OwnedFd},
     time::Duration,
