@@ -40,8 +40,13 @@ struct PairedRound {
 }
 
 impl PairedRound {
+    /// `spent` over the measured storm, in µs per exec.
+    fn us_per_exec(&self, spent: Duration) -> f64 {
+        spent.as_secs_f64() * 1e6 / self.spawned.max(1) as f64
+    }
+
     fn per_exec_us(&self, which: usize) -> f64 {
-        self.cpu[which].as_secs_f64() * 1e6 / self.spawned.max(1) as f64
+        self.us_per_exec(self.cpu[which])
     }
 
     /// This build's CPU per exec over the other's.
@@ -50,7 +55,7 @@ impl PairedRound {
     }
 
     fn bpf_per_exec_us(&self, which: usize) -> f64 {
-        self.bpf[which].as_secs_f64() * 1e6 / self.spawned.max(1) as f64
+        self.us_per_exec(self.bpf[which])
     }
 
     /// This build's eBPF run time per exec over the other's.
