@@ -182,6 +182,22 @@ pub const READER_ASLEEP_MAP: &str = "READER_ASLEEP";
 /// The global the daemon fills with [`ProgramGlobals`] before load.
 pub const PROGRAM_GLOBALS: &str = "GLOBALS";
 
+/// Kernel functions the programs call. aya does not link kfunc calls, so a program writes the
+/// call as a raw instruction with a marker for its immediate, and the daemon puts the
+/// function's BTF id there before load (or a harmless move where the kernel lacks it, on a
+/// path the verifier then finds dead).
+pub mod kfunc {
+    /// `call` (`BPF_JMP | BPF_CALL`) with `src_reg` 2 (`BPF_PSEUDO_KFUNC_CALL`): the low half
+    /// of a kfunc call instruction read as a little-endian u64.
+    const KFUNC_CALL: u64 = 0x2085;
+    /// The immediate marking a call of `bpf_rdonly_cast(address, btf_id)`.
+    pub const RDONLY_CAST_MARKER: u32 = 0x7ead_0c57;
+    /// The whole marked instruction, as a little-endian u64.
+    pub const RDONLY_CAST_CALL: u64 = ((RDONLY_CAST_MARKER as u64) << 32) | KFUNC_CALL;
+    /// `r0 = 0`: what the call becomes where the kernel has no `bpf_rdonly_cast`.
+    pub const CLEAR_R0: u64 = 0xb7;
+}
+
 /// Everything the daemon tells the programs before load, in one read-only global. One, so
 /// that its layout is this struct's: the values every program reads first (the daemon's own
 /// process id, the wakeup threshold, the task and credential offsets) share the first cache
@@ -193,6 +209,10 @@ pub struct ProgramGlobals {
     pub self_tgid: u32,
     /// Bytes one CPU queues before a record wakes the daemon; 0 wakes it for every record.
     pub wakeup_bytes: u32,
+    /// BTF id of `struct files_struct` where the kernel has the `bpf_rdonly_cast` kfunc, so
+    /// that an opened file is read with plain loads (see [`kfunc`]); 0 where it has not, and
+    /// the programs read it with helper calls.
+    pub files_struct_type: u32,
     pub offsets: KernelOffsets,
 }
 
@@ -201,6 +221,7 @@ impl ProgramGlobals {
     pub const UNSET: Self = Self {
         self_tgid: 0,
         wakeup_bytes: 0,
+        files_struct_type: 0,
         offsets: KernelOffsets::UNSET,
     };
 }

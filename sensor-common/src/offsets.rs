@@ -140,6 +140,9 @@ kernel_offsets! {
     // struct task_struct -> files_struct -> fdtable
     task_files: task_struct.files,
     files_fdt: files_struct.fdt,
+    // The table a small process's descriptors live in: a descriptor's slot is read as one of
+    // its elements, a typed `struct file *` (see `ProgramGlobals::files_struct_type`).
+    files_fd_array: files_struct.fd_array (optional),
     fdt_max_fds: fdtable.max_fds,
     fdt_fd: fdtable.fd,
     // struct pt_regs (x86_64 syscall registers at syscall exit)

@@ -10,7 +10,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
     generated::{bpf_get_current_task, bpf_get_current_task_btf},
 };
-use sensor_common::{offsets::MISSING, ProgramGlobals, COMM_LEN};
+use sensor_common::{kfunc, offsets::MISSING, ProgramGlobals, COMM_LEN};
 
 /// Filled in by the daemon before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -42,6 +42,53 @@ pub fn self_tgid() -> u32 {
 #[inline(always)]
 pub fn wakeup_bytes() -> u32 {
     load(&GLOBALS.wakeup_bytes)
+}
+
+/// `address` as a BTF-typed pointer to the kernel type `btf_type` (`bpf_rdonly_cast`, which
+/// the verifier turns into a move), so that its members are read with plain fault-safe loads
+/// instead of helper calls; NULL where the kernel has no such kfunc (`btf_type` 0). The
+/// pointer is read-only and untrusted: each load is checked against the type and faults
+/// safely, like those of [`Direct`].
+#[inline(always)]
+pub fn typed_as(address: u64, btf_type: u32) -> *const u8 {
+    if btf_type == 0 {
+        return core::ptr::null();
+    }
+    let typed: *const u8;
+    // SAFETY: the instruction is a kfunc call (see `sensor_common::kfunc`), which the daemon
+    // links to `bpf_rdonly_cast` before load: arguments in r1 and r2, result in r0, r1-r5
+    // clobbered, like any call. `btf_type` is a known constant to the verifier (read from the
+    // daemon-filled globals), as the kfunc requires.
+    unsafe {
+        core::arch::asm!(
+            ".quad {call}",
+            call = const kfunc::RDONLY_CAST_CALL,
+            inlateout("r1") address => _,
+            inlateout("r2") u64::from(btf_type) => _,
+            lateout("r0") typed,
+            lateout("r3") _,
+            lateout("r4") _,
+            lateout("r5") _,
+            options(nostack, nomem, preserves_flags),
+        );
+    }
+    typed
+}
+
+/// `pointer` as a plain number. A BTF-typed pointer may be compared and stored but not hashed
+/// or combined, and a record's code does both: a value stored into map memory and loaded back
+/// is untyped to the verifier, like a probe read's result.
+#[inline(always)]
+pub fn untyped(pointer: *const u8) -> *const u8 {
+    let Some(word) = rooms::word() else {
+        return core::ptr::null();
+    };
+    // SAFETY: this CPU's room, used by one program at a time; volatile, so that the store and
+    // the load are kept.
+    unsafe {
+        core::ptr::write_volatile(word, pointer as u64);
+        core::ptr::read_volatile(word) as *const u8
+    }
 }
 
 /// How a program reads kernel memory.
@@ -251,6 +298,8 @@ pub mod rooms {
         pub file: [u8; spans::FILE],
         pub inode: [u8; spans::INODE],
         pub dentry: [u8; spans::DENTRY],
+        /// A word that BTF-typed pointers pass through to become numbers (`untyped`).
+        pub word: u64,
     }
 
     #[inline(always)]
@@ -274,5 +323,11 @@ pub mod rooms {
     pub fn dentry() -> Option<&'static mut [u8; spans::DENTRY]> {
         // SAFETY: as above.
         all().map(|r| unsafe { &mut (*r).dentry })
+    }
+
+    #[inline(always)]
+    pub fn word() -> Option<*mut u64> {
+        // SAFETY: as above; only the field's address is taken.
+        all().map(|r| unsafe { core::ptr::addr_of_mut!((*r).word) })
     }
 }

@@ -3,7 +3,7 @@
 //! exit, so only what the kernel did is reported. Which syscalls are watched is declared once,
 //! in `sensor_common::syscalls`.
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    helpers::generated::bpf_task_pt_regs,
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
     EbpfContext as _,
@@ -22,7 +22,11 @@ use crate::{
 // void sys_exit(struct pt_regs *regs, long ret)
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
-    on_sys_exit::<Direct>(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+    on_sys_exit::<Direct>(
+        core::ptr::null(),
+        ctx.arg::<*const u8>(0),
+        ctx.arg::<i64>(1),
+    );
     0
 }
 
@@ -37,7 +41,8 @@ pub fn sys_exit_syscall(ctx: TracePointContext) -> u32 {
     // SAFETY: every sys_exit_<name> record has `long ret` at offset 16, and the verifier
     // checks a tracepoint program's context loads against the bounds of a trace record.
     let ret = unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(16).cast::<i64>()) };
-    on_sys_exit::<Direct>(current_user_regs(), ret);
+    let task = Direct::current_task();
+    on_sys_exit::<Direct>(task, user_regs_of(task), ret);
     0
 }
 
@@ -45,25 +50,37 @@ pub fn sys_exit_syscall(ctx: TracePointContext) -> u32 {
 /// that are not handed them. BTF-typed, so read with [`Direct`].
 #[inline(always)]
 pub fn current_user_regs() -> *const u8 {
-    // SAFETY: helpers with no memory arguments; the result is checked by every reader.
-    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
+    user_regs_of(Direct::current_task())
+}
+
+/// The saved user registers of `task`, the current task as typed by `Direct`.
+#[inline(always)]
+fn user_regs_of(task: *const u8) -> *const u8 {
+    // SAFETY: a helper given a BTF-typed task; the result is checked by every reader.
+    unsafe { bpf_task_pt_regs(task as *mut _) as *const u8 }
 }
 
 // raw_tracepoint/sys_exit: the same arguments, untyped.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit_raw(ctx: RawTracePointContext) -> u32 {
-    on_sys_exit::<Probe>(ctx.arg::<*const u8>(0), ctx.arg::<i64>(1));
+    on_sys_exit::<Probe>(
+        core::ptr::null(),
+        ctx.arg::<*const u8>(0),
+        ctx.arg::<i64>(1),
+    );
     0
 }
 
+/// `task` is the current task where the program already has it (NULL otherwise), so that
+/// the opens' handler need not ask for it again.
 #[inline(always)]
-fn on_sys_exit<M: Mem>(regs: *const u8, ret: i64) {
+fn on_sys_exit<M: Mem>(task: *const u8, regs: *const u8, ret: i64) {
     // Runs on every syscall exit: leave as early and cheaply as possible.
     let Some(nr) = M::read::<u64>(regs, off!(regs_orig_ax)) else {
         return;
     };
     if is_open_syscall(nr) {
-        on_open_exit::<M>(regs, nr, ret);
+        on_open_exit::<M>(task, regs, nr, ret);
     } else if nr == u64::from(syscalls::IOCTL) {
         on_ioctl::<M>(regs, ret);
     } else if changes_privileges(nr) {

@@ -26,7 +26,7 @@ use crate::{
     syscall_exit::current_user_regs,
 };
 use filter::{on_watched_device, passes_process_filters};
-use lookup::file_of_fd as descriptor_file;
+use lookup::OpenedFile;
 use report::{failed, opened};
 
 const AT_FDCWD: i32 = -100;
@@ -50,9 +50,19 @@ struct Request {
 }
 
 /// An open syscall returned `ret`: report the file it opened, or the attempt that failed.
+/// `known_task` is the current task as `M` reads it, or NULL to ask for it: a helper call the
+/// caller may already have made, on the path every open takes.
 #[inline(always)]
-pub fn on_open_exit<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
-    let Some((config, tgid)) = reporting_config() else {
+pub fn on_open_exit<M: Mem>(known_task: *const u8, regs: *const u8, nr: u64, ret: i64) {
+    let task = if known_task.is_null() {
+        M::current_task()
+    } else {
+        known_task
+    };
+    let Some(tgid) = M::read::<u32>(task, off!(task_tgid)) else {
+        return;
+    };
+    let Some(config) = reporting_config(tgid) else {
         return;
     };
     if ret >= 0 && lsm_reports_opens() {
@@ -67,25 +77,30 @@ pub fn on_open_exit<M: Mem>(regs: *const u8, nr: u64, ret: i64) {
         if denied || passes_process_filters::<M>(&config, &request) {
             failed::<M>(&config, &request, ret as i32, denied);
         }
-    } else if let Some(file) = descriptor_file::<M>(ret as i32) {
+    } else if let Some(file) = OpenedFile::of_fd::<M>(task, ret as i32) {
         // Writes to removable media are always reported, like denied attempts.
-        let watched = on_watched_device(&config, &request, file);
+        let watched = on_watched_device(&config, &request, file.file);
         if watched || passes_process_filters::<M>(&config, &request) {
-            opened::<M>(&config, &request, tgid, file, ret as i32, watched);
+            opened::<M>(&config, &request, tgid, &file, ret as i32, watched);
         }
     }
 }
 
-/// The file sensor's settings and the current process id, unless the sensor is off or the
-/// current process is the daemon itself.
+/// The file sensor's settings, unless the sensor is off or the current process (`tgid`) is
+/// the daemon itself.
 #[inline(always)]
-fn reporting_config() -> Option<(FileFilterConfig, u32)> {
+fn reporting_config(tgid: u32) -> Option<FileFilterConfig> {
     let config = *FILE_FILTER.get(0)?;
     if config.flags & filter_flags::ENABLED == 0 {
         return None;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    (tgid != self_tgid()).then_some((config, tgid))
+    (tgid != self_tgid()).then_some(config)
+}
+
+/// The current process id.
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 /// True while LSM `file_open` reports successful opens.
@@ -99,7 +114,8 @@ fn lsm_reports_opens() -> bool {
 /// deduplication and the record are those of the `sys_exit` path; the fd does not exist yet.
 #[inline(always)]
 pub fn on_lsm_open(file: *const u8) {
-    let Some((config, tgid)) = reporting_config() else {
+    let tgid = current_tgid();
+    let Some(config) = reporting_config(tgid) else {
         return;
     };
     let regs = current_user_regs();
@@ -112,9 +128,12 @@ pub fn on_lsm_open(file: *const u8) {
     let Some(request) = decode_request::<Direct>(regs, nr) else {
         return;
     };
-    let watched = on_watched_device(&config, &request, file);
+    let Some(opened_file) = OpenedFile::of_typed(file) else {
+        return;
+    };
+    let watched = on_watched_device(&config, &request, opened_file.file);
     if watched || passes_process_filters::<Direct>(&config, &request) {
-        opened::<Direct>(&config, &request, tgid, file, -1, watched);
+        opened::<Direct>(&config, &request, tgid, &opened_file, -1, watched);
     }
 }
 

@@ -1,22 +1,21 @@
 //! File-open records: an open that succeeded (resolved in the kernel) or one that failed (the
 //! path as requested, and the directory a relative one was relative to).
 use sensor_common::{
-    file_flags, filter_flags, offsets::spans, BlobRef, FileBuffer, FileFilterConfig,
-    FILE_BLOB_OFFSET_MASK,
+    file_flags, filter_flags, BlobRef, FileBuffer, FileFilterConfig, FILE_BLOB_OFFSET_MASK,
 };
 
 use super::{
     access::record_access,
     dedup::{close_window, counted_as_repeat, dedup_key, open_window},
     filter::{passes_path_filter, path_action, path_allows},
-    lookup::{cwd_path, file_of_fd, inode_facts},
+    lookup::{cwd_path, file_of_fd, inode_facts, OpenedFile},
     verdict::{name_of, remember_exclusion, remembered_exclusion, Name},
     Request, AT_FDCWD,
 };
 use crate::{
     blob::Blob,
     emit::now_ns,
-    kread::{off, rooms, Fields, Mem, Probe},
+    kread::{off, Mem, Probe},
     maps::FILE_BUF,
     path::{resolve, resolve_path, ResolvedPath},
     record::{send, stage},
@@ -42,38 +41,23 @@ pub fn opened<M: Mem>(
     config: &FileFilterConfig,
     request: &Request,
     tgid: u32,
-    file: *const u8,
+    file: &OpenedFile,
     fd: i32,
     watched: bool,
 ) {
-    // f_mode, f_inode and f_path in one read.
-    let fields = Fields::<{ spans::FILE }>::new(file, off!(file_span), rooms::file());
-    let Some(inode_ptr) = fields.ptr(off!(file_inode)) else {
-        return;
-    };
     // The requested flags: the file's f_flags has O_CREAT and O_TRUNC already cleared.
     let flags = request.flags;
-    let path_off = off!(file_path);
-    let dentry = fields
-        .ptr(path_off + off!(path_dentry))
-        .unwrap_or(core::ptr::null());
-    let vfsmount = fields
-        .ptr(path_off + off!(path_mnt))
-        .unwrap_or(core::ptr::null());
+    let (dentry, vfsmount) = (file.dentry, file.vfsmount);
     // A remembered exclusion needs nothing of the inode but its address: the inode (and its
     // superblock's device) is read for opens that go further.
-    let name = if watched {
-        None
-    } else {
-        name_of(config, dentry, vfsmount, inode_ptr)
-    };
+    let name = if watched { None } else { name_of(config, file) };
     if name
         .as_ref()
         .is_some_and(|n| remembered_exclusion(config, n, flags))
     {
         return;
     }
-    let Some(inode) = inode_facts(inode_ptr) else {
+    let Some(inode) = inode_facts(file.inode) else {
         return;
     };
     let (dev, ino) = (inode.dev, inode.ino);
@@ -98,7 +82,7 @@ pub fn opened<M: Mem>(
         buffer.record.flags |= file_flags::WATCHED_DEVICE;
     }
     let record = &mut buffer.record;
-    record.fmode = fields.get::<u32>(off!(file_mode)).unwrap_or(0);
+    record.fmode = file.mode;
     record.dev = dev;
     record.ino = ino;
     if resolved.truncated {

@@ -8,8 +8,9 @@ use aya_ebpf::{
 use sensor_common::{filter_flags, open_syscall, PATH_MAX};
 
 use super::{
+    current_tgid,
     filter::passes_process_filters,
-    lookup::file_of_fd,
+    lookup::OpenedFile,
     report::{failed, opened},
     reporting_config,
     verdict::names_changed,
@@ -54,7 +55,7 @@ fn on_uring_submit(req: *const u8) {
     else {
         return;
     };
-    if reporting_config().is_none() {
+    if reporting_config(current_tgid()).is_none() {
         return;
     }
     let Some(scratch) = URING_SCRATCH.get_ptr_mut(0) else {
@@ -128,8 +129,8 @@ fn on_uring_complete(req: *const u8, cqe: *const u8) {
             failed::<Direct>(&config, &request, ret, denied);
         } else if !fixed_slot {
             // A fixed-file slot holds no descriptor to resolve the file by.
-            if let Some(file) = file_of_fd::<Direct>(ret) {
-                opened::<Direct>(&config, &request, tgid, file, ret, false);
+            if let Some(file) = OpenedFile::of_fd::<Direct>(Direct::current_task(), ret) {
+                opened::<Direct>(&config, &request, tgid, &file, ret, false);
             }
         }
     }

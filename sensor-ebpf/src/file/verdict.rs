@@ -6,12 +6,11 @@
 //! A verdict holds only while the name means what it meant: the same inode, parent directory
 //! and name hash (a freed dentry's memory may later hold another name), no rename, root change
 //! or mount change anywhere since (they all count in `NAMES_GENERATION`), and the same rules.
-use sensor_common::{filter_flags, offsets::spans, FileFilterConfig, OpenVerdict, OpenVerdictKey};
+use sensor_common::{filter_flags, FileFilterConfig, OpenVerdict, OpenVerdictKey};
 
-use super::filter::path_allows;
+use super::{filter::path_allows, lookup::OpenedFile};
 use crate::{
     emit::atomic_increment,
-    kread::{off, rooms, Fields},
     maps::{NAMES_GENERATION, OPEN_VERDICTS, RECENT_VERDICTS},
     path::spread_slot,
 };
@@ -42,33 +41,23 @@ pub fn names_changed() {
     }
 }
 
-/// The name of an open through `dentry` on `vfsmount` (of `inode`), when verdicts may be
-/// remembered under these rules.
+/// The name `opened` was opened through, when verdicts may be remembered under these rules.
 #[inline(always)]
-pub fn name_of(
-    config: &FileFilterConfig,
-    dentry: *const u8,
-    vfsmount: *const u8,
-    inode: *const u8,
-) -> Option<Name> {
+pub fn name_of(config: &FileFilterConfig, opened: &OpenedFile) -> Option<Name> {
     let wanted = filter_flags::PATH_RULES | filter_flags::VERDICT_CACHE;
     if config.flags & wanted != wanted {
         return None;
     }
-    // d_parent and the name's hash and length in one read.
-    let fields = Fields::<{ spans::DENTRY }>::new(dentry, off!(dentry_span), rooms::dentry());
-    let qstr = off!(dentry_name);
-    let hash = fields.get::<u32>(qstr + off!(qstr_hash))?;
-    let len = fields.get::<u32>(qstr + off!(qstr_len))?;
+    let name = opened.name.as_ref()?;
     Some(Name {
         key: OpenVerdictKey {
-            dentry: dentry as u64,
-            vfsmount: vfsmount as u64,
+            dentry: opened.dentry as u64,
+            vfsmount: opened.vfsmount as u64,
         },
         verdict: OpenVerdict {
-            inode: inode as u64,
-            parent: fields.ptr(off!(dentry_parent))? as u64,
-            name_hash_len: (u64::from(hash) << 32) | u64::from(len),
+            inode: opened.inode as u64,
+            parent: name.parent as u64,
+            name_hash_len: (u64::from(name.hash) << 32) | u64::from(name.len),
             names_generation: *NAMES_GENERATION.get(0)?,
             rules_generation: config.rules_generation,
             action: 0,

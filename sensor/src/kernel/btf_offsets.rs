@@ -45,6 +45,16 @@ impl BtfLayout {
         self.btf.names_and_kinds()
     }
 
+    /// The BTF id of `struct name`, where this kernel has it with members.
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        self.btf.struct_named(name)
+    }
+
+    /// The BTF id of the kernel function `name`, where this kernel has it.
+    pub fn function_id(&self, name: &str) -> Option<u32> {
+        self.btf.function_named(name)
+    }
+
     /// Byte offset of `member` in `struct name`, or `None` when this kernel has no such member.
     pub fn member_offset(&self, name: &str, member: &str) -> Result<Option<u32>> {
         let composite = self

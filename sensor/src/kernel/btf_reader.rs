@@ -106,6 +106,14 @@ impl KernelBtf {
         })
     }
 
+    /// The id of the function called `name` (kfuncs are listed as functions).
+    pub fn function_named(&self, name: &str) -> Option<u32> {
+        (1..=self.starts.len() as u32).find(|&id| {
+            self.header(id)
+                .is_ok_and(|t| t.kind == kind::FUNC && self.string(t.name_off) == name)
+        })
+    }
+
     /// The members of struct or union `id`, in order.
     pub fn members(&self, id: u32) -> Result<Vec<Member<'_>>> {
         let t = self.header(id)?;

@@ -16,7 +16,11 @@ use sensor_common::{
     KernelOffsets, ProgramGlobals, CONNECTIONS_MAP, EVENTS_MAP, OPEN_HOOK_MAP, PROGRAM_GLOBALS,
 };
 
-use super::{btf_offsets, mounts, privileges};
+use super::{
+    btf_offsets,
+    kfuncs::{self, TypedReads},
+    mounts, privileges,
+};
 use crate::{
     config::AttachMode,
     families::{Hook, HookSpec, Sensor, HOOKS},
@@ -179,11 +183,17 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     // so that start-up's peak of memory is that parse on what the daemon holds at the start.
     let mut loader = EbpfLoader::new();
     loader.btf(None);
-    let (offsets, btf) = kernel_btf()?;
+    let (offsets, typed, btf) = kernel_btf()?;
+    let object = kfuncs::link(EBPF_OBJECT, typed);
+    match typed {
+        Some(_) => tracing::info!(calls = object.calls, "opened files read with plain loads (bpf_rdonly_cast)"),
+        None => tracing::info!("opened files read with helper calls: this kernel has no bpf_rdonly_cast (6.2 and later have)"),
+    }
 
     let globals = ProgramGlobals {
         self_tgid: options.self_tgid,
         wakeup_bytes: per_cpu_share(options.wakeup_bytes)?,
+        files_struct_type: typed.map_or(0, |typed| typed.files_struct),
         offsets,
     };
     let mut ebpf = loader
@@ -191,7 +201,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
         .override_global(PROGRAM_GLOBALS, &globals, true)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .map_max_entries(CONNECTIONS_MAP, options.max_open_connections.max(1))
-        .load(EBPF_OBJECT)
+        .load(object.bytes())
         .context("loading the eBPF object into the kernel")?;
 
     if options.file_sensor && offsets.regs_orig_ax == sensor_common::offsets::MISSING {
@@ -270,14 +280,15 @@ fn past_half_the_verifier_budget(verified: Option<u32>) -> Option<u32> {
 /// its types' names and kinds only: all aya needs to find the ids of the functions and
 /// tracepoints programs attach to (the programs carry no relocations against the kernel's
 /// types). The whole BTF, as aya parses it, is about 17 MiB while parsed.
-fn kernel_btf() -> Result<(KernelOffsets, Btf)> {
+fn kernel_btf() -> Result<(KernelOffsets, Option<TypedReads>, Btf)> {
     let layout = btf_offsets::BtfLayout::from_running_kernel()?;
     let offsets = btf_offsets::resolve(&layout)?;
+    let typed = TypedReads::of_kernel(&layout, &offsets);
     let names = layout.names_and_kinds()?;
     drop(layout);
     let btf = Btf::parse(&names, aya::Endianness::default())
         .context("parsing the names and kinds of the kernel's BTF types")?;
-    Ok((offsets, btf))
+    Ok((offsets, typed, btf))
 }
 
 /// Tells `sys_exit` whether LSM `file_open` reports successful opens.

@@ -4,6 +4,7 @@ pub mod btf_offsets;
 mod btf_reader;
 pub mod drops;
 pub mod filters;
+mod kfuncs;
 pub mod loader;
 pub mod mounts;
 pub mod network_rules;
