@@ -15,7 +15,7 @@ use crate::{
     emit::now_ns,
     kread::{off, self_tgid, Direct, Mem, Probe},
     maps::EXEC_BUF,
-    recent_paths::resolve_path,
+    recent_paths::append_path,
     record::{send, stage, Reserved},
     task::{capabilities, fill_task_info, thread_group_dead},
 };
@@ -91,11 +91,11 @@ fn on_exec<M: Mem>(task: *const u8, invoked: Option<*const u8>) {
     let exe_file = mm.and_then(|mm| M::read_ptr(mm, off!(mm_exe_file)));
     if let Some(exe_file) = exe_file {
         let file_path = exe_file.wrapping_add(off!(file_path) as usize);
-        if let Some(resolved) = resolve_path::<M>(file_path) {
-            if resolved.truncated {
+        if let Some((path, truncated)) = append_path::<M, BLOB_OFFSET_MASK>(file_path, &mut blob) {
+            if truncated {
                 record.flags |= exec_flags::PATH_TRUNCATED;
             }
-            record.path = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
+            record.path = path;
         }
     }
 
@@ -129,11 +129,11 @@ fn on_exec<M: Mem>(task: *const u8, invoked: Option<*const u8>) {
     // Working directory.
     if let Some(fs) = M::read_ptr(task, off!(task_fs)) {
         let pwd = fs.wrapping_add(off!(fs_pwd) as usize);
-        if let Some(resolved) = resolve_path::<M>(pwd) {
-            if resolved.truncated {
+        if let Some((cwd, truncated)) = append_path::<M, BLOB_OFFSET_MASK>(pwd, &mut blob) {
+            if truncated {
                 record.flags |= exec_flags::CWD_TRUNCATED;
             }
-            record.cwd = blob.kernel(resolved.data, resolved.len).unwrap_or_default();
+            record.cwd = cwd;
         }
     }
 

@@ -11,8 +11,10 @@
 //! rename, root change or mount change anywhere since (`NAMES_GENERATION`, as for remembered
 //! open verdicts): a directory renamed above the name changes the generation, not the name.
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
+use sensor_common::BlobRef;
 
 use crate::{
+    blob::Blob,
     kread::{off, opaque, Mem},
     maps::{NAMES_GENERATION, RECENT_PATHS},
     path::{resolve, spread_slot, ResolvedPath},
@@ -66,14 +68,19 @@ pub struct RecentPath {
     bytes: [u8; KEPT_PATH_ROOM],
 }
 
-/// Resolves `path` (a `struct path *`, read with `M`) to an absolute path, from this CPU's kept
-/// copy when the name is unchanged since it was walked.
+/// Resolves `path` (a `struct path *`, read with `M`) to an absolute path and appends it to
+/// `blob`; true when it was truncated. From this CPU's kept copy when the name is unchanged
+/// since it was walked, copied with plain loads and stores: a helper call cost more than the
+/// few words of a usual path.
 #[inline(always)]
-pub fn resolve_path<M: Mem>(path: *const u8) -> Option<ResolvedPath> {
+pub fn append_path<M: Mem, const MASK: usize>(
+    path: *const u8,
+    blob: &mut Blob<MASK>,
+) -> Option<(BlobRef, bool)> {
     let dentry = M::read_ptr(path, off!(path_dentry))?;
     let vfsmount = M::read_ptr(path, off!(path_mnt))?;
     let Some(name) = name_state::<M>(dentry, vfsmount) else {
-        return resolve(dentry, vfsmount);
+        return append_walked(resolve(dentry, vfsmount)?, blob);
     };
     let slot_ptr = RECENT_PATHS.get_ptr_mut(slot_of(&name))?;
     // SAFETY: this CPU's slot of an array map, valid for the program's life and used by one
@@ -81,15 +88,22 @@ pub fn resolve_path<M: Mem>(path: *const u8) -> Option<ResolvedPath> {
     let slot = unsafe { &mut *slot_ptr };
     let kept = opaque(slot.len as usize) & (KEPT_PATH_ROOM - 1);
     if kept > 0 && slot.name.same_as(&name) {
-        return Some(ResolvedPath {
-            data: slot.bytes.as_ptr(),
-            len: kept,
-            truncated: slot.truncated != 0,
-        });
+        return Some((blob.words(&slot.bytes, kept)?, slot.truncated != 0));
     }
     let resolved = resolve(dentry, vfsmount)?;
     keep(slot, name, &resolved);
-    Some(resolved)
+    append_walked(resolved, blob)
+}
+
+#[inline(always)]
+fn append_walked<const MASK: usize>(
+    resolved: ResolvedPath,
+    blob: &mut Blob<MASK>,
+) -> Option<(BlobRef, bool)> {
+    Some((
+        blob.kernel(resolved.data, resolved.len)?,
+        resolved.truncated,
+    ))
 }
 
 /// The name `dentry` on `vfsmount` stands for now. The generation is read before any walk, so
