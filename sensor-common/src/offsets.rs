@@ -75,6 +75,12 @@ kernel_offsets! {
     task_fs: task_struct.fs,
     task_mm: task_struct.mm,
     task_comm: task_struct.comm,
+    // The task's cgroup (v2) id: task_struct -> css_set -> cgroup -> kernfs_node. Cgroups may
+    // be compiled out; the id is then the helper's.
+    task_cgroups: task_struct.cgroups (optional),
+    css_set_dfl_cgrp: css_set.dfl_cgrp (optional),
+    cgroup_kn: cgroup.kn (optional),
+    kernfs_node_id: kernfs_node.id (optional),
     task_exit_code: task_struct.exit_code,
     // struct cred
     cred_uid: cred.uid,

@@ -93,6 +93,10 @@ pub fn untyped(pointer: *const u8) -> *const u8 {
 
 /// How a program reads kernel memory.
 pub trait Mem {
+    /// Whether pointers read this way are BTF-typed, so that members behind them can be read
+    /// with plain loads.
+    const TYPED: bool;
+
     /// Reads a `T` at `base + offset`, or `None` when the base is NULL, the member does not
     /// exist in this kernel, or the memory cannot be read.
     fn read<T: Copy>(base: *const u8, offset: u32) -> Option<T>;
@@ -120,6 +124,8 @@ pub trait Mem {
 pub struct Direct;
 
 impl Mem for Direct {
+    const TYPED: bool = true;
+
     #[inline(always)]
     fn read<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
         if base.is_null() || offset == MISSING {
@@ -157,6 +163,8 @@ impl Mem for Direct {
 pub struct Probe;
 
 impl Mem for Probe {
+    const TYPED: bool = false;
+
     #[inline(always)]
     fn read<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
         read_at(base, offset)
