@@ -92,7 +92,8 @@ impl OpenedFile {
 
 /// A descriptor's `slot`, typed as the first element of a `files_struct`'s own `fd_array`
 /// (the table small processes use, of `struct file *`), so that the pointer loaded from it is
-/// typed; `None` where the kernel cannot type it.
+/// typed; `None` where the kernel cannot type it. A slot in a larger table, allocated apart,
+/// is typed the same way: the cast only gives the load its type, and the load is fault-safe.
 #[inline(always)]
 fn typed_slot(slot: *const u8) -> Option<*const u8> {
     let files_struct = load(&GLOBALS.files_struct_type);

@@ -3,6 +3,7 @@
 //! BTF id of the running kernel's function here, before load. Where the kernel lacks the
 //! function the call becomes a harmless move, on a path the programs take only when the
 //! daemon says the function exists (`ProgramGlobals::files_struct_type`).
+use anyhow::{bail, Result};
 use sensor_common::{kfunc, offsets::MISSING, KernelOffsets};
 
 use super::btf_offsets::BtfLayout;
@@ -47,8 +48,9 @@ impl LinkedObject {
 
 /// `object` with every marked `bpf_rdonly_cast` call linked to `typed`'s function, or made a
 /// move where the kernel has none. Instructions are 8-aligned in the ELF file (BPF sections
-/// are), so the object is scanned a word at a time.
-pub fn link(object: &[u8], typed: Option<TypedReads>) -> LinkedObject {
+/// are), so the object is scanned a word at a time; a marked call found off that grid is an
+/// error, as the kernel would refuse the unlinked call.
+pub fn link(object: &[u8], typed: Option<TypedReads>) -> Result<LinkedObject> {
     let mut words = vec![0u64; object.len().div_ceil(8)];
     let mut calls = 0;
     for (word, chunk) in words.iter_mut().zip(object.chunks(8)) {
@@ -66,11 +68,19 @@ pub fn link(object: &[u8], typed: Option<TypedReads>) -> LinkedObject {
             u64::from_ne_bytes(bytes)
         };
     }
-    LinkedObject {
+    let linked = LinkedObject {
         words,
         len: object.len(),
         calls,
+    };
+    let marker = kfunc::RDONLY_CAST_CALL.to_le_bytes();
+    if linked.bytes().windows(8).any(|window| window == marker) {
+        bail!(
+            "the eBPF object holds a kfunc call off the 8-byte instruction grid, which could \
+             not be linked: rebuild custos"
+        );
     }
+    Ok(linked)
 }
 
 #[cfg(test)]
@@ -91,7 +101,7 @@ mod tests {
             rdonly_cast: 0x1234,
             files_struct: 7,
         };
-        let linked = link(&object, Some(typed));
+        let linked = link(&object, Some(typed)).unwrap();
         assert_eq!(linked.calls, 1);
         let bytes = linked.bytes();
         assert_eq!(bytes.len(), object.len());
@@ -102,17 +112,15 @@ mod tests {
 
     #[test]
     fn without_the_kfunc_the_call_clears_r0() {
-        let linked = link(&object_with_call(8), None);
+        let linked = link(&object_with_call(8), None).unwrap();
         assert_eq!(linked.calls, 1);
         assert_eq!(&linked.bytes()[8..16], &[0xb7, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
-    fn a_marker_off_the_instruction_grid_is_left_alone() {
-        let object = object_with_call(12);
-        let linked = link(&object, None);
-        assert_eq!(linked.calls, 0);
-        assert_eq!(linked.bytes(), &object[..]);
+    fn a_marked_call_off_the_instruction_grid_is_refused() {
+        let err = link(&object_with_call(12), None).err().expect("refused");
+        assert!(err.to_string().contains("off the 8-byte instruction grid"));
     }
 
     #[test]

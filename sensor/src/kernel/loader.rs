@@ -184,7 +184,7 @@ fn load_inner(options: &LoadOptions) -> Result<LoadedSensor> {
     let mut loader = EbpfLoader::new();
     loader.btf(None);
     let (offsets, typed, btf) = kernel_btf()?;
-    let object = kfuncs::link(EBPF_OBJECT, typed);
+    let object = kfuncs::link(EBPF_OBJECT, typed)?;
     match typed {
         Some(_) => tracing::info!(calls = object.calls, "opened files read with plain loads (bpf_rdonly_cast)"),
         None => tracing::info!("opened files read with helper calls: this kernel has no bpf_rdonly_cast (6.2 and later have)"),
