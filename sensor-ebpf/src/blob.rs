@@ -53,6 +53,7 @@ impl<const MASK: usize> Blob<MASK> {
             return None;
         }
         let offset = ((self.used + 7) & !7) & MASK;
+        self.zero_gap(offset);
         let words = len.div_ceil(8);
         let mut index = 0;
         while index < words && index < N / 8 {
@@ -67,6 +68,24 @@ impl<const MASK: usize> Blob<MASK> {
             index += 1;
         }
         Some(self.commit(offset, len))
+    }
+
+    /// Zeroes the bytes between the end of the last piece and `offset`, a word boundary less
+    /// than a word on: they are sent with the record, and the blob is not cleared between
+    /// records, so they would carry bytes of an earlier one.
+    #[inline(always)]
+    fn zero_gap(&mut self, offset: usize) {
+        let start = self.used & MASK;
+        let mut skipped = 0;
+        while skipped < 7 {
+            let at = start + skipped;
+            if at >= offset {
+                break;
+            }
+            // SAFETY: `at` is below `offset`, a masked offset inside the blob.
+            unsafe { core::ptr::write_volatile(self.base.add(at), 0) };
+            skipped += 1;
+        }
     }
 
     /// Copies `len` (at most PATH_MAX) bytes of the current task's user memory.
