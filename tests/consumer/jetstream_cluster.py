@@ -69,7 +69,9 @@ async def ids(js, stream, deadline, expected):
             break
         try:
             messages = await subscription.fetch(1000, timeout=1)
-        except nats.errors.TimeoutError:
+        # nats-py raises its own TimeoutError when no message came, and a bare asyncio one
+        # when a pull request's deadline passed while the stream changed leader.
+        except asyncio.TimeoutError:
             continue
         idle_since = time.monotonic()
         for message in messages:
