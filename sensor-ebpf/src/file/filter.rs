@@ -7,10 +7,11 @@ use aya_ebpf::helpers::{
 use sensor_common::{filter_action, filter_flags, ExeKey, FileFilterConfig, PREFIX_MAX};
 
 use super::{
-    lookup::file_identity, Request, O_ACCMODE, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY,
+    lookup::{file_identity, inode_identity},
+    Request, O_ACCMODE, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY,
 };
 use crate::{
-    kread::{current_comm, off, Mem, Probe},
+    kread::{current_comm, off, Mem},
     maps::{
         FILTER_CGROUPS, FILTER_COMMS, FILTER_EXES, FILTER_UIDS, PATH_PREFIXES, PREFIX_KEY,
         WATCHED_DEVICES,
@@ -80,15 +81,16 @@ pub fn passes_process_filters<M: Mem>(config: &FileFilterConfig, request: &Reque
     true
 }
 
-/// True for a write open of a file on a device the daemon watches (removable media).
+/// True for a write open of a file (of `inode`) on a device the daemon watches (removable
+/// media).
 #[inline(always)]
-pub fn on_watched_device(config: &FileFilterConfig, request: &Request, file: *const u8) -> bool {
+pub fn on_watched_device(config: &FileFilterConfig, request: &Request, inode: *const u8) -> bool {
     if config.flags & filter_flags::WATCHED_DEVICES == 0 || !is_write(request.flags) {
         return false;
     }
     // Loop devices are always watched: decided here, so a write right after an attach cannot
     // beat the daemon's update of the map.
-    file_identity::<Probe>(file).is_some_and(|(dev, _)| {
+    inode_identity(inode).is_some_and(|(dev, _)| {
         // SAFETY: presence only.
         dev >> 20 == LOOP_MAJOR || unsafe { WATCHED_DEVICES.get(&dev) }.is_some()
     })

@@ -8,8 +8,6 @@ use crate::{
 
 /// What an open's record and its remembered verdict need of the file it opened, as numbers.
 pub struct OpenedFile {
-    /// The `struct file`.
-    pub file: *const u8,
     pub mode: u32,
     pub inode: *const u8,
     pub dentry: *const u8,
@@ -54,7 +52,6 @@ impl OpenedFile {
             })
         });
         Some(Self {
-            file: untyped(file),
             mode: Direct::read::<u32>(file, off!(file_mode)).unwrap_or(0),
             inode: untyped(Direct::read_ptr(file, off!(file_inode))?),
             dentry: untyped(dentry),
@@ -80,7 +77,6 @@ impl OpenedFile {
             })
         });
         Some(Self {
-            file,
             mode: fields.get::<u32>(off!(file_mode)).unwrap_or(0),
             inode: fields.ptr(off!(file_inode))?,
             dentry,
@@ -96,14 +92,13 @@ impl OpenedFile {
 /// is typed the same way: the cast only gives the load its type, and the load is fault-safe.
 #[inline(always)]
 fn typed_slot(slot: *const u8) -> Option<*const u8> {
-    let files_struct = load(&GLOBALS.files_struct_type);
     let array_at = off!(files_fd_array);
-    if files_struct == 0 || array_at == sensor_common::offsets::MISSING {
+    if array_at == sensor_common::offsets::MISSING {
         return None;
     }
     let typed = typed_as(
         (slot as u64).wrapping_sub(u64::from(array_at)),
-        files_struct,
+        load(&GLOBALS.files_struct_type),
     );
     (!typed.is_null()).then_some(typed)
 }

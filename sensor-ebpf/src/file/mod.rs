@@ -79,7 +79,7 @@ pub fn on_open_exit<M: Mem>(known_task: *const u8, regs: *const u8, nr: u64, ret
         }
     } else if let Some(file) = OpenedFile::of_fd::<M>(task, ret as i32) {
         // Writes to removable media are always reported, like denied attempts.
-        let watched = on_watched_device(&config, &request, file.file);
+        let watched = on_watched_device(&config, &request, file.inode);
         if watched || passes_process_filters::<M>(&config, &request) {
             opened::<M>(&config, &request, tgid, &file, ret as i32, watched);
         }
@@ -131,7 +131,7 @@ pub fn on_lsm_open(file: *const u8) {
     let Some(opened_file) = OpenedFile::of_typed(file) else {
         return;
     };
-    let watched = on_watched_device(&config, &request, opened_file.file);
+    let watched = on_watched_device(&config, &request, opened_file.inode);
     if watched || passes_process_filters::<Direct>(&config, &request) {
         opened::<Direct>(&config, &request, tgid, &opened_file, -1, watched);
     }
