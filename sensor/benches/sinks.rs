@@ -16,7 +16,7 @@ use custos_proto::v1::{
 use custos::{
     config::Config,
     families::timestamp,
-    sinks::{PartIds, PartTagger, SharedParts, Sinks},
+    sinks::{new_part_id, PartIds, PartTagger, SharedParts, Sinks},
 };
 
 fn run(config_path: &Path, events: u64) -> Result<()> {
@@ -30,11 +30,18 @@ fn run(config_path: &Path, events: u64) -> Result<()> {
     let template = sample_event();
     let start = Instant::now();
     let mut event = template.clone();
-    // As in the daemon, the reader side names each event's parts.
+    // As in the daemon, the reader side names each event's parts. The daemon's enricher gives
+    // a process's kept view and an identity's cached form an id of their own, so the tagger
+    // takes them without comparing: one process and one identity here.
     let mut tagger = PartTagger::default();
+    let known = PartIds {
+        process: new_part_id(),
+        identity: new_part_id(),
+        ..PartIds::default()
+    };
     for seq in 1..=events {
         event.seq = seq;
-        let ids = tagger.tag(&event, &SharedParts::default(), PartIds::default());
+        let ids = tagger.tag(&event, &SharedParts::default(), known);
         sinks.write(&mut event, ids, &SharedParts::default())?;
         if seq % 1024 == 0 {
             sinks.flush()?;
