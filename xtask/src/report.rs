@@ -58,7 +58,7 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
 /// dearer (`/sys/devices/system/cpu/vulnerabilities`). They weigh on every eBPF program run and
 /// system call, so hosts of the same size with other CPUs give other figures: the eBPF
 /// programs took 5.2 µs per exec on a 2-core AMD EPYC VM with the SRSO "Safe RET" mitigation,
-/// and 3.6 µs on a 2-core Intel Xeon VM without it, for builds whose exec paths differ by a
+/// and 3.9 µs on a 2-core Intel Xeon VM without it, for builds whose exec paths differ by a
 /// few byte stores.
 fn mitigations(read: &impl Fn(&str) -> String) -> String {
     let states: Vec<String> = ["spectre_v2", "retbleed", "spec_rstack_overflow"]
