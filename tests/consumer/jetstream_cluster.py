@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Looks at a JetStream stream on a cluster with nats-py, for the integration tests.
+"""Looks at a JetStream stream (on a cluster or one server) with nats-py and sets its limits,
+for the integration tests.
 
 usage:
   jetstream_cluster.py leader NATS_URL STREAM TIMEOUT [SERVER]
@@ -10,6 +11,9 @@ usage:
       seen or TIMEOUT seconds passed, then on until two seconds pass without a message;
       prints one JSON object: the stream's message count and every message id read, in the
       stream's order.
+  jetstream_cluster.py limit NATS_URL STREAM TIMEOUT MAX_MSGS
+      creates STREAM for subjects custos.> (or updates it) to hold at most MAX_MSGS messages
+      (-1: no limit) and to refuse new ones once full; prints the limit in force.
 """
 import asyncio
 import json
@@ -18,6 +22,7 @@ import time
 
 import nats
 import nats.js.errors
+from nats.js.api import DiscardPolicy, StreamConfig
 
 
 async def leader(js, stream, deadline):
@@ -83,6 +88,20 @@ async def ids(js, stream, deadline, expected):
     return {"stream_messages": info.state.messages, "ids": seen}
 
 
+async def limit(js, stream, max_msgs):
+    config = StreamConfig(
+        name=stream,
+        subjects=["custos.>"],
+        max_msgs=max_msgs,
+        discard=DiscardPolicy.NEW,
+    )
+    try:
+        info = await js.update_stream(config)
+    except nats.js.errors.NotFoundError:
+        info = await js.add_stream(config)
+    return info.config.max_msgs
+
+
 async def main():
     command, url, stream, timeout = sys.argv[1:5]
     deadline = time.monotonic() + float(timeout)
@@ -92,6 +111,8 @@ async def main():
         print(await lead_from(client, js, stream, sys.argv[5], deadline))
     elif command == "leader":
         print(await leader(js, stream, deadline))
+    elif command == "limit":
+        print(await limit(js, stream, int(sys.argv[5])))
     else:
         expected = [line.strip() for line in sys.stdin if line.strip()]
         print(json.dumps(await ids(js, stream, deadline, expected)))

@@ -170,6 +170,56 @@ fn events_gathered_into_messages_by_kind_all_arrive_once() -> Result<()> {
     Ok(())
 }
 
+/// A stream that is full refuses messages (JetStream answers with an error): the sensor says
+/// why, keeps the events, and once the stream has room every one of them is stored once.
+#[test]
+fn events_a_full_stream_refused_are_stored_once_it_has_room() -> Result<()> {
+    require_root();
+    let server = NatsServer::start()?;
+    let url = server.url();
+    cluster_tool("limit", &url, 30, &["2"], "")?;
+    let spool = tempfile::tempdir()?;
+    let (_dir, root, file) = shared_file("refused", "r")?;
+    let sink = nats_entry(&url).set("create_stream", false);
+    let mut sensor = Sensor::start(
+        &TestConfig::new()
+            .spool(spool.path())
+            .sink(sink)
+            .process_sensor(false)
+            .files_only_under(&root),
+    )?;
+    const OPENS: u64 = 20;
+    open_repeatedly_as_nobody(OPENER, OPENS, &file)?;
+    sensor.wait_for_log("maximum messages exceeded")?;
+
+    cluster_tool("limit", &url, 30, &["-1"], "")?;
+    let path = file.to_str().unwrap_or_default().to_owned();
+    let events = consume(&url, &path, OPENS)?;
+    let mut produced: Vec<String> = sensor
+        .events()?
+        .iter()
+        .filter(|e| e["fileOpen"]["path"] == path.as_str())
+        .map(message_id)
+        .collect();
+    sensor.stop()?;
+    anyhow::ensure!(produced.len() as u64 == OPENS, "{} opens", produced.len());
+    let mut stored: Vec<String> = events
+        .iter()
+        .filter(|e| e["fileOpen"]["path"] == path.as_str())
+        .map(|e| e["_msg_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    stored.sort_unstable();
+    let count = stored.len();
+    stored.dedup();
+    assert_eq!(count, stored.len(), "no open was stored twice");
+    produced.sort_unstable();
+    assert_eq!(
+        stored, produced,
+        "every open was stored once the stream had room"
+    );
+    Ok(())
+}
+
 fn seq_of(event: &Value) -> u64 {
     event["seq"]
         .as_str()
@@ -178,8 +228,8 @@ fn seq_of(event: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the cluster helper (nats-py): `leader` (optionally with the server to lead), or
-/// `ids` with the expected message ids on its input.
+/// Runs the stream helper (nats-py): `leader` (optionally with the server to lead), `ids`
+/// with the expected message ids on its input, or `limit` with the stream's message limit.
 fn cluster_tool(
     command: &str,
     urls: &str,

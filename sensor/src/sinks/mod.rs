@@ -13,6 +13,7 @@ mod local;
 pub mod nats;
 mod nats_acks;
 mod nats_batch;
+mod nats_replies;
 pub mod ocsf;
 mod parts;
 pub mod rfc3339;

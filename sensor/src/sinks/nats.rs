@@ -6,16 +6,14 @@
 //!
 //! A batch leaves the spool only once JetStream acknowledged every message in it, so delivery
 //! is at least once; the acknowledgements are awaited in the background while the next batches
-//! are published (see [`super::nats_acks`]). Each message carries `Nats-Msg-Id: <run_id>:<seq>`
+//! are published (see [`super::nats_acks`]), counted from one subscription to the connection's
+//! replies (see [`super::nats_replies`]). Each message carries `Nats-Msg-Id: <run_id>:<seq>`
 //! (a message of gathered events `<run_id>:<first seq>-<last seq>`), so a resend inside the
 //! stream's duplicate window is stored once.
 use std::{borrow::Cow, collections::HashMap, future::Future, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use async_nats::{
-    jetstream::{self, context::PublishAckFuture},
-    ConnectOptions, HeaderMap, Subject,
-};
+use async_nats::{jetstream, Client, ConnectOptions, HeaderMap, Subject};
 use custos_proto::v1::{Event, EventKind};
 use prost::{
     encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType},
@@ -28,14 +26,13 @@ use super::{
     json::JsonEncoder,
     nats_acks::Acks,
     nats_batch::Gatherer,
+    nats_replies::Replies,
     ocsf,
     parts::{PartIds, SharedParts},
 };
 use crate::config::{Format, NatsSink};
 
 pub use super::nats_batch::EVENTS_HEADER;
-
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Room left in a message of several events for its headers, under the server's
 /// `max_payload` (which counts them too).
@@ -47,13 +44,19 @@ const MESSAGES_PER_SEND: usize = 16;
 /// A message to publish: its subject, headers and payload.
 type Message = (Subject, HeaderMap, bytes::Bytes);
 
+/// A connection to NATS and the subscription to its replies.
+struct Connection {
+    client: Client,
+    replies: Replies,
+}
+
 /// A JetStream connection, driven from the delivery thread through its own small runtime.
 pub struct NatsTransport {
     config: NatsSink,
     /// This host's name as a subject token.
     host_token: String,
     runtime: Option<tokio::runtime::Runtime>,
-    context: Option<jetstream::Context>,
+    connection: Option<Connection>,
     subjects: HashMap<EventKind, Subject>,
     json: JsonEncoder,
     /// Records published (or skipped as undecodable) so far: the mark of the last send.
@@ -104,7 +107,7 @@ impl Transport for NatsTransport {
     }
 
     fn reset(&mut self) {
-        self.context = None;
+        self.connection = None;
         self.acks.abandon();
     }
 
@@ -122,7 +125,7 @@ impl NatsTransport {
             config,
             host_token,
             runtime: None,
-            context: None,
+            connection: None,
             subjects: HashMap::new(),
             json: JsonEncoder::default(),
             published: 0,
@@ -130,7 +133,7 @@ impl NatsTransport {
         }
     }
 
-    async fn connect(&self) -> Result<jetstream::Context> {
+    async fn connect(&self) -> Result<Connection> {
         let c = &self.config;
         let mut options = ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
@@ -161,7 +164,7 @@ impl NatsTransport {
             .connect(c.urls().as_slice())
             .await
             .with_context(|| format!("connecting to {}", c.url))?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         match js.get_stream(&c.stream).await {
             Ok(_) => {}
             Err(_) if c.create_stream => {
@@ -181,19 +184,20 @@ impl NatsTransport {
                 c.subject_prefix
             ),
         }
-        Ok(js)
+        let replies = Replies::listen(&client).await?;
+        Ok(Connection { client, replies })
     }
 
     /// Publishes `records` on the connection (made first if there is none) and leaves their
     /// acknowledgements to be awaited in the background; returns the mark this send reached.
     fn send_on(&mut self, runtime: &Runtime, records: &[Vec<u8>]) -> Result<u64> {
         self.acks.make_room(runtime)?;
-        let context = match self.context.take() {
-            Some(context) => context,
+        let mut connection = match self.connection.take() {
+            Some(connection) => connection,
             None => runtime.block_on(self.connect())?,
         };
-        let published = runtime.block_on(self.publish(&context, records));
-        self.context = Some(context);
+        let published = runtime.block_on(self.publish(&mut connection, records));
+        self.connection = Some(connection);
         let acknowledged = published?;
         self.published += records.len() as u64;
         self.acks.expect(runtime, self.published, acknowledged);
@@ -204,20 +208,20 @@ impl NatsTransport {
     /// acknowledged every one of them.
     async fn publish(
         &mut self,
-        js: &jetstream::Context,
+        connection: &mut Connection,
         records: &[Vec<u8>],
     ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-        let max_bytes = js.client().max_payload().saturating_sub(HEADER_ROOM);
+        let client = &connection.client;
+        let max_bytes = client.max_payload().saturating_sub(HEADER_ROOM);
         let messages = self.messages(records, max_bytes);
-        let mut acks = Vec::with_capacity(messages.len());
+        let (reply, stored) = connection.replies.expect(messages.len());
         for (subject, headers, payload) in messages {
-            let ack = js
-                .publish_with_headers(subject, headers, payload)
+            client
+                .publish_with_reply_and_headers(subject, reply.clone(), headers, payload)
                 .await
                 .map_err(|e| anyhow!("publishing: {e}"))?;
-            acks.push(ack);
         }
-        Ok(all_acknowledged(acks))
+        Ok(stored)
     }
 
     /// The messages that carry `records`: one per event, or up to `events_per_message` events
@@ -324,17 +328,6 @@ impl NatsTransport {
             .or_insert_with(|| Subject::from(format!("{prefix}.{host}.{}", kind.short_name())))
             .clone()
     }
-}
-
-/// Resolves once JetStream acknowledged each of `acks`, or with the first refusal or silence.
-async fn all_acknowledged(acks: Vec<PublishAckFuture>) -> Result<()> {
-    for ack in acks {
-        tokio::time::timeout(ACK_TIMEOUT, ack)
-            .await
-            .map_err(|_| anyhow!("no JetStream acknowledgement within {ACK_TIMEOUT:?}"))?
-            .map_err(|e| anyhow!("JetStream refused a message: {e}"))?;
-    }
-    Ok(())
 }
 
 /// A message's headers: its id, which lets JetStream drop a resend, and for gathered events
