@@ -66,7 +66,12 @@ fn run(config_path: &Path, events: u64) -> Result<()> {
 fn sample_event() -> Event {
     Event {
         seq: 0,
-        run_id: "6d1f3c8e-2f4b-4c52-9b7e-1f0a2c3d4e5f".into(),
+        // A run id of its own: events of another run with the same seqs would be resends to
+        // NATS, which JetStream drops as duplicates instead of storing.
+        run_id: std::fs::read_to_string("/proc/sys/kernel/random/uuid").map_or_else(
+            |_| format!("bench-{}", std::process::id()),
+            |id| id.trim().into(),
+        ),
         boot_id: "59b1f51c-1a07-40be-aa86-5571ae1ce2ac".into(),
         host: "bench-host".into(),
         kind: "file_open".into(),
