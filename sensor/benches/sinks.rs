@@ -21,12 +21,8 @@ use custos::{
 
 fn run(config_path: &Path, events: u64) -> Result<()> {
     let config = Config::load(config_path)?;
-    let mut sinks = Sinks::open(
-        &config.sinks,
-        &config.spool,
-        &config.privacy,
-        &custos::metrics::Metrics::new("bench"),
-    )?;
+    let metrics = custos::metrics::Metrics::new("bench");
+    let mut sinks = Sinks::open(&config.sinks, &config.spool, &config.privacy, &metrics)?;
     let template = sample_event();
     let start = Instant::now();
     let mut event = template.clone();
@@ -49,17 +45,41 @@ fn run(config_path: &Path, events: u64) -> Result<()> {
     }
     sinks.flush()?;
     let accepted = start.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while sinks.backlog_bytes() > 0 {
-        if Instant::now() > deadline {
-            bail!("sinks did not deliver within 10 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_delivered(&sinks, &metrics)?;
     let delivered = start.elapsed();
     sinks.finish();
     println!("{events} {} {}", accepted.as_nanos(), delivered.as_nanos());
     Ok(())
+}
+
+/// How long the sinks may deliver nothing before the benchmark gives up.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until the sinks delivered every event; fails with their last errors once they
+/// delivered nothing for [`STALL_LIMIT`] (a stream or server that is missing, for example).
+fn wait_delivered(sinks: &Sinks, metrics: &custos::metrics::Metrics) -> Result<()> {
+    let mut progress = (sinks.backlog_bytes(), Instant::now());
+    loop {
+        let backlog = sinks.backlog_bytes();
+        if backlog == 0 {
+            return Ok(());
+        }
+        if backlog != progress.0 {
+            progress = (backlog, Instant::now());
+        } else if progress.1.elapsed() > STALL_LIMIT {
+            let errors = metrics.sink_last_error.latest();
+            bail!(
+                "the sinks delivered nothing for {STALL_LIMIT:?} with {backlog} bytes to go; \
+                 their last errors: {}",
+                if errors.is_empty() {
+                    "none".into()
+                } else {
+                    errors.join("; ")
+                }
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// A file-open event of typical size: a full identity and process with a few arguments.

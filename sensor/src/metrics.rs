@@ -102,6 +102,15 @@ impl SinkErrorLog {
             .get_or_create(&labels)
             .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
+
+    /// Each sink's latest delivery error, as `<sink>: <error>`.
+    pub fn latest(&self) -> Vec<String> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current
+            .values()
+            .map(|labels| format!("{}: {}", labels.sink, labels.error))
+            .collect()
+    }
 }
 
 /// Every counter and gauge, shared by the pipeline, the sinks and the servers.

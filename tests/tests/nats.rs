@@ -28,6 +28,17 @@ fn nats_entry(url: &str) -> Entry {
         .set("create_stream", true)
 }
 
+/// A sensor reporting only the opens under `root`, to `sink`, spooling under `spool`.
+fn file_opens_sensor(spool: &Path, root: &Path, sink: Entry) -> Result<Sensor> {
+    Sensor::start(
+        &TestConfig::new()
+            .spool(spool)
+            .sink(sink)
+            .process_sensor(false)
+            .files_only_under(root),
+    )
+}
+
 /// What the independent consumer reads from the stream, once `expect` events match `path`.
 fn consume(url: &str, path: &str, expect: u64) -> Result<Vec<Value>> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -117,13 +128,7 @@ fn events_gathered_into_messages_by_kind_all_arrive_once() -> Result<()> {
     let spool = tempfile::tempdir()?;
     let (_dir, root, file) = shared_file("gathered", "g")?;
     let sink = nats_entry(&server.url()).set("events_per_message", 50);
-    let mut sensor = Sensor::start(
-        &TestConfig::new()
-            .spool(spool.path())
-            .sink(sink)
-            .process_sensor(false)
-            .files_only_under(&root),
-    )?;
+    let mut sensor = file_opens_sensor(spool.path(), &root, sink)?;
     const OPENS: u64 = 2_000;
     open_repeatedly_as_nobody(OPENER, OPENS, &file)?;
     let path = file.to_str().unwrap_or_default().to_owned();
@@ -181,13 +186,7 @@ fn events_a_full_stream_refused_are_stored_once_it_has_room() -> Result<()> {
     let spool = tempfile::tempdir()?;
     let (_dir, root, file) = shared_file("refused", "r")?;
     let sink = nats_entry(&url).set("create_stream", false);
-    let mut sensor = Sensor::start(
-        &TestConfig::new()
-            .spool(spool.path())
-            .sink(sink)
-            .process_sensor(false)
-            .files_only_under(&root),
-    )?;
+    let mut sensor = file_opens_sensor(spool.path(), &root, sink)?;
     const OPENS: u64 = 20;
     open_repeatedly_as_nobody(OPENER, OPENS, &file)?;
     sensor.wait_for_log("maximum messages exceeded")?;
