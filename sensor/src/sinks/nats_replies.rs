@@ -4,7 +4,8 @@
 //! Every message of a send names `<inbox>.<send>` as its reply subject, and JetStream answers
 //! each stored message there. A send is acknowledged once every one of its messages was
 //! stored; the first refusal fails it. This takes the place of a request per message (its own
-//! inbox, channel and entry in the client's table), which cost more than the publish itself.
+//! inbox, channel, timer and entry in the client's table), a quarter of the sink's CPU per
+//! event.
 use std::{
     borrow::Cow,
     collections::{hash_map::Entry, HashMap},
