@@ -26,7 +26,7 @@ use super::{
     json::JsonEncoder,
     nats_acks::Acks,
     nats_batch::Gatherer,
-    nats_replies::Replies,
+    nats_replies::{Replies, ACK_TIMEOUT},
     ocsf,
     parts::{PartIds, SharedParts},
 };
@@ -215,12 +215,20 @@ impl NatsTransport {
         let max_bytes = client.max_payload().saturating_sub(HEADER_ROOM);
         let messages = self.messages(records, max_bytes);
         let (reply, stored) = connection.replies.expect(messages.len());
-        for (subject, headers, payload) in messages {
-            client
-                .publish_with_reply_and_headers(subject, reply.clone(), headers, payload)
-                .await
-                .map_err(|e| anyhow!("publishing: {e}"))?;
-        }
+        // While the server is away the client holds what is published until its queue is
+        // full, and then takes no more: a send that waits that long has failed.
+        let published = async {
+            for (subject, headers, payload) in messages {
+                client
+                    .publish_with_reply_and_headers(subject, reply.clone(), headers, payload)
+                    .await
+                    .map_err(|e| anyhow!("publishing: {e}"))?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::time::timeout(ACK_TIMEOUT, published)
+            .await
+            .map_err(|_| anyhow!("the NATS client took no message for {ACK_TIMEOUT:?}"))??;
         Ok(stored)
     }
 
