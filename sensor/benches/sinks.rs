@@ -88,10 +88,9 @@ fn sample_event() -> Event {
         seq: 0,
         // A run id of its own: events of another run with the same seqs would be resends to
         // NATS, which JetStream drops as duplicates instead of storing.
-        run_id: std::fs::read_to_string("/proc/sys/kernel/random/uuid").map_or_else(
-            |_| format!("bench-{}", std::process::id()),
-            |id| id.trim().into(),
-        ),
+        run_id: custos::host::HostInfo::probe()
+            .expect("this host's facts (/proc mounted)")
+            .run_id,
         boot_id: "59b1f51c-1a07-40be-aa86-5571ae1ce2ac".into(),
         host: "bench-host".into(),
         kind: "file_open".into(),
