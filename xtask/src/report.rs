@@ -56,10 +56,9 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
 
 /// The kernel's mitigations of the speculative-execution flaws that make calls and returns
 /// dearer (`/sys/devices/system/cpu/vulnerabilities`). They weigh on every eBPF program run and
-/// system call, so hosts of the same size with other CPUs give other figures: the eBPF
-/// programs took 5.2 µs per exec on a 2-core AMD EPYC VM with the SRSO "Safe RET" mitigation,
-/// and 3.9 µs on a 2-core Intel Xeon VM without it, for builds whose exec paths differ by a
-/// few byte stores.
+/// system call, so they are one reason hosts of the same size give other figures (a shared
+/// VM's load is another: one AMD EPYC VM with SRSO's "Safe RET" gave 3.9 µs per exec for the
+/// eBPF programs in one run and 5.0 in the next).
 fn mitigations(read: &impl Fn(&str) -> String) -> String {
     let states: Vec<String> = ["spectre_v2", "retbleed", "spec_rstack_overflow"]
         .iter()
