@@ -102,10 +102,19 @@ impl<T: Record> Reserved<T> {
     /// [`Self::new`] for a record whose time the kernel already took (CLOCK_BOOTTIME ns).
     #[inline(always)]
     pub fn stamped(ktime_ns: u64) -> Option<Self> {
-        let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        let reserved = Self::uncounted(ktime_ns);
+        if reserved.is_none() {
             count_drop(T::KIND);
-            return None;
-        };
+        }
+        reserved
+    }
+
+    /// [`Self::stamped`] without counting a drop when the ring buffer is full: for a record
+    /// that another CPU may send at the same moment, whose caller counts it lost only once it
+    /// knows that no other CPU sent it.
+    #[inline(always)]
+    pub fn uncounted(ktime_ns: u64) -> Option<Self> {
+        let mut entry = EVENTS.reserve::<T>(0)?;
         zero_and_stamp(entry.as_mut_ptr(), size_of::<T>() as u32, ktime_ns);
         Some(Self(entry))
     }

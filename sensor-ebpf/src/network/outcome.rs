@@ -9,12 +9,12 @@ use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use sensor_common::{
     network_flags, network_record_flags,
     tcp_state::{CLOSE as TCP_CLOSE, ESTABLISHED as TCP_ESTABLISHED},
-    NetworkRecord,
+    NetworkRecord, Record as _,
 };
 
 use super::{connection, dedup, socket, EINPROGRESS};
 use crate::{
-    emit::now_ns,
+    emit::{count_drop, now_ns},
     kread::{off, Mem, Probe},
     maps::{NETWORK_FILTER, PENDING_CONNECTS},
     record::Reserved,
@@ -123,10 +123,13 @@ pub fn send_kept(sk: u64) {
 /// decided only now, on the outcome, so that a refusal never counts as a repeat of a success).
 #[inline(always)]
 fn send_pending(key: u64, pending: &NetworkRecord, ret: Option<i32>) {
-    let Some(mut slot) = Reserved::<NetworkRecord>::new() else {
-        // Refused by the full ring buffer, and counted as a drop: the connect is given up here,
-        // not kept to be sent again when its socket ends, without the outcome it had now.
-        let _ = PENDING_CONNECTS.remove(&key);
+    let Some(mut slot) = Reserved::<NetworkRecord>::uncounted(now_ns()) else {
+        // Refused by the full ring buffer: the connect is given up here, not kept to be sent
+        // again when its socket ends without the outcome it had now. It is counted lost only
+        // where it is taken out of the map: another CPU may have taken and sent it meanwhile.
+        if PENDING_CONNECTS.remove(&key).is_ok() {
+            count_drop(NetworkRecord::KIND);
+        }
         return;
     };
     let record = slot.record();
