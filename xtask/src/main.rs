@@ -11,6 +11,7 @@ mod bench_pair;
 mod bench_rsyslog;
 mod bench_sink;
 mod bench_soak;
+mod bench_startup;
 mod bench_threads;
 mod bench_throughput;
 mod bpf_jit;
@@ -228,6 +229,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Start-up and stop on the embedded default: time to ready, CPU, peak memory, each hook's
+    /// load time and verified instructions, time to stop.
+    Startup {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Sustained load at half the rate the daemon keeps up with: memory and CPU over time, so
     /// a leak shows as a slope.
     Soak {
@@ -355,6 +362,9 @@ fn bench(which: Option<BenchCommand>) -> anyhow::Result<()> {
             },
             &mut report,
         ),
+        Some(BenchCommand::Startup { rounds }) => {
+            bench_startup::startup(&bench_startup::Options { rounds }, &mut report)
+        }
         Some(BenchCommand::Soak {
             minutes,
             rate,

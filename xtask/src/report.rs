@@ -14,7 +14,7 @@ impl Report {
 
 /// Every benchmark with its default settings; the whole output goes to `bench/REPORT.md`.
 pub fn all(report: &mut Report) -> anyhow::Result<()> {
-    use crate::{bench, bench_exec, bench_network, bench_sink, bench_throughput};
+    use crate::{bench, bench_exec, bench_network, bench_sink, bench_startup, bench_throughput};
     bench::open(
         &bench::Options {
             seconds: 3,
@@ -47,6 +47,7 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
         },
         report,
     )?;
+    bench_startup::startup(&bench_startup::Options { rounds: 5 }, report)?;
     let path = crate::shell::workspace_root().join("bench/REPORT.md");
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     std::fs::write(&path, markdown(&report.text))?;
