@@ -504,15 +504,21 @@ impl BenchDaemon {
 
     /// Stops it with SIGTERM (it then writes out what it holds); the CPU time it used in all.
     pub fn stop(self) -> Result<Duration> {
-        sh(Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string()))?;
-        let (status, cpu) = wait_with_cpu(self.child)?;
-        if status != 0 {
-            bail!("custos exited with status {status}");
-        }
-        Ok(cpu)
+        terminate(self.child)
     }
+}
+
+/// Stops a `custos run` with SIGTERM and waits for it; the CPU time it used in all. An exit
+/// status other than 0 is an error.
+pub(crate) fn terminate(daemon: Child) -> Result<Duration> {
+    sh(Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string()))?;
+    let (status, cpu) = wait_with_cpu(daemon)?;
+    if status != 0 {
+        bail!("custos exited with status {status}");
+    }
+    Ok(cpu)
 }
 
 /// Starts `custos run` (with `--config CONFIG`, or on the embedded default) and waits until
@@ -533,6 +539,15 @@ pub(crate) fn spawn_until_ready(
     stdout: Stdio,
     patience: Duration,
 ) -> Result<Child> {
+    spawn_logging_until_ready(command, stdout, patience).map(|(daemon, _)| daemon)
+}
+
+/// [`spawn_until_ready`], with the lines the daemon logged before it said it was ready.
+pub(crate) fn spawn_logging_until_ready(
+    command: &mut Command,
+    stdout: Stdio,
+    patience: Duration,
+) -> Result<(Child, Vec<String>)> {
     let mut daemon = command
         .env("NO_COLOR", "1")
         .stdout(stdout)
@@ -542,20 +557,26 @@ pub(crate) fn spawn_until_ready(
     let stderr = daemon.stderr.take().context("no stderr")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut before_ready = Some(Vec::new());
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("sensor ready") {
-                let _ = ready_tx.send(());
-            }
             if line.contains("ERROR") || line.contains("error:") {
                 eprintln!("custos: {line}");
             }
+            if line.contains("sensor ready") {
+                let _ = ready_tx.send(before_ready.take().unwrap_or_default());
+            } else if let Some(lines) = &mut before_ready {
+                lines.push(line);
+            }
         }
     });
-    if ready_rx.recv_timeout(patience).is_err() {
-        let _ = daemon.kill();
-        bail!("custos did not become ready");
+    match ready_rx.recv_timeout(patience) {
+        Ok(logged) => Ok((daemon, logged)),
+        Err(_) => {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            bail!("custos did not become ready");
+        }
     }
-    Ok(daemon)
 }
 
 /// The `custos_bpf_run_seconds` gauges of the daemon whose metrics endpoint is at `address`,

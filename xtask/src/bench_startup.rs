@@ -4,19 +4,17 @@
 //! SIGTERM takes to end it. A restart on every host of a fleet pays these, and most of the time
 //! is the kernel's loading and verifying of the programs.
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use crate::{
-    bench::{process_cpu, range_text, spread, status_kib},
+    bench::{process_cpu, range_text, spawn_logging_until_ready, spread, status_kib, terminate},
     report::Report,
-    shell::{run as sh, target_dir},
+    shell::target_dir,
 };
 
 pub struct Options {
@@ -113,79 +111,22 @@ fn hooks_table(report: &mut Report, starts: &[Start]) {
 /// Starts the daemon, waits for its ready line, takes its figures, then stops it.
 fn start_and_stop(custos: &Path) -> Result<Start> {
     let spawned = Instant::now();
-    let mut daemon = Command::new(custos)
-        .arg("run")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", custos.display()))?;
-    let lines = stderr_lines(&mut daemon)?;
-    let hooks = match lines_until_ready(&lines) {
-        Ok(hooks) => hooks,
-        Err(err) => {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-            return Err(err);
-        }
-    };
+    let mut command = Command::new(custos);
+    command.arg("run");
+    let (daemon, logged) = spawn_logging_until_ready(&mut command, Stdio::null(), PATIENCE)?;
     let to_ready = spawned.elapsed();
     let pid = daemon.id();
     let cpu_to_ready = process_cpu(pid)?;
     let peak_rss_kib = status_kib(pid, "VmHWM:");
-    let to_stop = stop(daemon)?;
+    let asked_to_stop = Instant::now();
+    terminate(daemon)?;
     Ok(Start {
         to_ready,
         cpu_to_ready,
         peak_rss_kib,
-        hooks,
-        to_stop,
+        hooks: logged.iter().filter_map(|line| hook_load(line)).collect(),
+        to_stop: asked_to_stop.elapsed(),
     })
-}
-
-/// The daemon's standard error, line by line, read on a thread of its own to its end.
-fn stderr_lines(daemon: &mut Child) -> Result<mpsc::Receiver<String>> {
-    let stderr = daemon.stderr.take().context("no stderr")?;
-    let (lines_tx, lines_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("ERROR") {
-                eprintln!("custos: {line}");
-            }
-            let _ = lines_tx.send(line);
-        }
-    });
-    Ok(lines_rx)
-}
-
-/// The hooks the daemon reported attaching, once it said it is ready.
-fn lines_until_ready(lines: &mpsc::Receiver<String>) -> Result<Vec<HookLoad>> {
-    let deadline = Instant::now() + PATIENCE;
-    let mut hooks = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(left) else {
-            bail!("custos did not say \"sensor ready\" within {PATIENCE:?}");
-        };
-        if line.contains("sensor ready") {
-            return Ok(hooks);
-        }
-        hooks.extend(hook_load(&line));
-    }
-}
-
-/// SIGTERM, then the time until the daemon exited; a stop that fails is an error.
-fn stop(mut daemon: Child) -> Result<Duration> {
-    let asked = Instant::now();
-    sh(Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.id().to_string()))?;
-    let status = daemon.wait()?;
-    let took = asked.elapsed();
-    if !status.success() {
-        bail!("custos exited with {status} after SIGTERM");
-    }
-    Ok(took)
 }
 
 /// The hook in a line such as `... hook attached hook=sys_exit path=syscall_tracepoints
