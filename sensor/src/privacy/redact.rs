@@ -24,11 +24,19 @@ pub const BUILT_IN: &[&str] = &[
 /// to take).
 const SECRET_FLAGS: &str = r"(?i)^--?(?:pass(?:word|wd)?|token|secret|api[-_]?key|access[-_]?key|client[-_]?secret|auth[-_]?token)$";
 
+/// Arguments up to this long are checked by one pass of all the patterns together; longer ones
+/// pattern by pattern (see [`Redactor::may_hold_secret`]). Below it the one pass is the faster,
+/// above it the other: 81 against 163 ns for 38 bytes, 176 against 161 for 96.
+const ONE_PASS_MAX: usize = 96;
+
 pub struct Redactor {
+    /// The built-in patterns, then the configured ones.
     patterns: Vec<Regex>,
-    /// The same patterns in one automaton: almost no argument holds a secret, and one pass
-    /// says so where each pattern would take its own.
+    /// The same patterns in one automaton: almost no argument holds a secret, and on a short
+    /// one a single pass says so where each pattern would take its own.
     any_pattern: RegexSet,
+    /// The configured patterns alone in one automaton (none when there are none).
+    any_configured: Option<RegexSet>,
     secret_flag: Regex,
 }
 
@@ -44,11 +52,35 @@ impl Redactor {
             .iter()
             .map(|p| Regex::new(p).with_context(|| format!("secret pattern {p:?}")))
             .collect::<Result<_>>()?;
+        let any_configured = match extra {
+            [] => None,
+            extra => Some(RegexSet::new(extra).context("configured secret patterns")?),
+        };
         Ok(Self {
             patterns,
             any_pattern: RegexSet::new(&sources).context("secret patterns")?,
+            any_configured,
             secret_flag: Regex::new(SECRET_FLAGS)?,
         })
+    }
+
+    /// False when no pattern matches `arg`. The one automaton reads every byte, at about
+    /// 1.7 ns a byte. Each built-in pattern has a literal (`=`, `://`, `AKIA`, ...) that its
+    /// own search looks for first, many bytes at a time, and runs the pattern only where
+    /// one occurs. So on a long argument (a class path, a script given to `sh -c`, up to
+    /// 4 KiB of argv) the built-ins one by one take 0.2-0.9 ns a byte. Configured patterns
+    /// may have no such literal, so they stay in one automaton of their own.
+    fn may_hold_secret(&self, arg: &[u8]) -> bool {
+        if arg.len() <= ONE_PASS_MAX {
+            return self.any_pattern.is_match(arg);
+        }
+        self.patterns[..BUILT_IN.len()]
+            .iter()
+            .any(|pattern| pattern.is_match(arg))
+            || self
+                .any_configured
+                .as_ref()
+                .is_some_and(|set| set.is_match(arg))
     }
 
     /// Redacts secrets in `args` in place.
@@ -62,7 +94,7 @@ impl Redactor {
             }
             // Every secret flag starts with '-': most arguments are settled without the regex.
             next_is_secret = arg.first() == Some(&b'-') && self.secret_flag.is_match(arg);
-            if !self.any_pattern.is_match(arg) {
+            if !self.may_hold_secret(arg) {
                 continue;
             }
             for pattern in &self.patterns {
@@ -136,5 +168,40 @@ mod tests {
             redacted(&["ls", "-la", "/home/passwords"]),
             ["ls", "-la", "/home/passwords"]
         );
+    }
+
+    #[test]
+    fn secrets_in_long_arguments_are_redacted_like_in_short_ones() {
+        // Longer than ONE_PASS_MAX: the patterns are tried one by one, the configured one too.
+        let padding = "/opt/app/lib/some-library.jar:".repeat(8);
+        let github = format!("ghp_{}", "a1B2".repeat(9));
+        let cases = [
+            ("--password=hunter2", "--password=[REDACTED]"),
+            ("API_KEY=s3cr3t", "API_KEY=[REDACTED]"),
+            (
+                "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x",
+                "Authorization: Bearer [REDACTED]",
+            ),
+            (
+                "https://bob:pa55@example.com/r.git",
+                "https://bob:[REDACTED]@example.com/r.git",
+            ),
+            ("AKIAIOSFODNN7EXAMPLE", "[REDACTED]"),
+            (github.as_str(), "[REDACTED]"),
+            ("xoxb-1234567890-abcdef", "[REDACTED]"),
+            ("-----BEGIN RSA PRIVATE KEY-----", "[REDACTED]"),
+            ("pin:1234", "pin:[REDACTED]"),
+        ];
+        for (secret, expected) in cases {
+            let arg = format!("{padding} {secret}");
+            assert!(arg.len() > ONE_PASS_MAX);
+            assert_eq!(
+                redacted(&["sh", "-c", &arg]),
+                ["sh", "-c", &format!("{padding} {expected}")],
+                "{secret}"
+            );
+        }
+        let plain = format!("{padding} --verbose -Dlog.level=info https://example.com/x");
+        assert_eq!(redacted(&["java", &plain]), ["java", plain.as_str()]);
     }
 }
