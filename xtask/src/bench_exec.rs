@@ -34,6 +34,8 @@ pub struct Options {
     pub rounds: usize,
     /// Seconds of storm each Custos round runs before it measures (see [`STEADY_AFTER`]).
     pub warmup: u64,
+    /// Bytes of the one argument each exec gets (see [`long_argument`]); 0: none.
+    pub argv_bytes: usize,
 }
 
 /// How long the daemon keeps an exited process (its table's grace period), plus a margin: a
@@ -144,29 +146,37 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
          same round (at least the programs' run time); lost: over both storms",
         options.seconds, options.warmup, options.rounds
     ));
+    if options.argv_bytes > 0 {
+        report.line(format!(
+            "each exec with one argument of {} bytes after argv[0], shaped like a Java class path",
+            options.argv_bytes
+        ));
+    }
     let rates: Vec<String> = options.rates.iter().map(u64::to_string).collect();
     report.line(format!(
-        "(cargo xtask bench exec --rates {} --seconds {} --rounds {} --warmup {})",
+        "(cargo xtask bench exec --rates {} --seconds {} --rounds {} --warmup {}{})",
         rates.join(","),
         options.seconds,
         options.rounds,
-        options.warmup
+        options.warmup,
+        argv_bytes_option(options.argv_bytes)
     ));
     for &rate in &options.rates {
         let what = format!("exec: {rate}/s,");
         let results = interleaved(&what, &setups, options.rounds, Setup::label, |setup| {
             Ok(match setup {
-                Setup::Baseline => storm(&marker, rate, options.seconds)?,
+                Setup::Baseline => storm(&marker, options.argv_bytes, rate, options.seconds)?,
                 Setup::EmbeddedDefault | Setup::DefaultProtobufFile => {
                     let storms = Storms {
                         marker: &marker,
+                        argv_bytes: options.argv_bytes,
                         rate,
                         warmup: options.warmup,
                         seconds: options.seconds,
                     };
                     with_custos(setup, &custos, work.path(), &storms)?
                 }
-                Setup::Auditd => with_auditd(&marker, rate, options.seconds)?,
+                Setup::Auditd => with_auditd(&marker, options.argv_bytes, rate, options.seconds)?,
             })
         })?;
         table(report, rate, &results);
@@ -361,7 +371,7 @@ fn each_round(rounds: &[Round], figure: &dyn Fn(usize, &Round) -> f64) -> Vec<f6
 }
 
 /// Runs the exec loop helper and returns what it measured.
-fn storm(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
+fn storm(marker: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> Result<Round> {
     let out = Command::new(std::env::current_exe()?)
         .args([
             "exec-loop",
@@ -369,6 +379,8 @@ fn storm(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
             &rate.to_string(),
             "--seconds",
             &seconds.to_string(),
+            "--argv-bytes",
+            &argv_bytes.to_string(),
         ])
         .arg(marker)
         // `cargo xtask` sets LD_LIBRARY_PATH for its own build; a real storm does not probe
@@ -413,14 +425,53 @@ pub(crate) fn marker_in(dir: &Path, what: &str) -> Result<std::path::PathBuf> {
     Ok(marker)
 }
 
-/// Runs a storm of `marker` at `rate` for `seconds`; how many execs it spawned.
-pub(crate) fn storm_execs(marker: &Path, rate: u64, seconds: u64) -> Result<u64> {
-    Ok(storm(marker, rate, seconds)?.spawned)
+/// Runs a storm of `marker` at `rate` for `seconds`, each exec with an argument of
+/// `argv_bytes` (0: none); how many execs it spawned.
+pub(crate) fn storm_execs(
+    marker: &Path,
+    argv_bytes: usize,
+    rate: u64,
+    seconds: u64,
+) -> Result<u64> {
+    Ok(storm(marker, argv_bytes, rate, seconds)?.spawned)
+}
+
+/// The command-line option that gives `argv_bytes`, for a benchmark's command line.
+pub(crate) fn argv_bytes_option(argv_bytes: usize) -> String {
+    match argv_bytes {
+        0 => String::new(),
+        bytes => format!(" --argv-bytes {bytes}"),
+    }
+}
+
+/// How a storm's header names the argument each exec gets: nothing when none.
+pub(crate) fn with_argument(argv_bytes: usize) -> String {
+    match argv_bytes {
+        0 => String::new(),
+        bytes => format!(" with an argument of {bytes} bytes"),
+    }
+}
+
+/// The long command line of the full benchmark: near the 4 KiB of argv the kernel hook copies.
+pub const LONG_ARGV_BYTES: usize = 4000;
+
+/// An argument of `bytes` bytes like the class path a Java service is started with: the long
+/// command lines of real hosts, which the daemon reads and checks for secrets whole.
+pub fn long_argument(bytes: usize) -> String {
+    let mut argument = String::from("-Djava.class.path=");
+    let mut jar = 0;
+    while argument.len() < bytes {
+        argument.push_str(&format!("/opt/service/lib/library-{jar}.jar:"));
+        jar += 1;
+    }
+    argument.truncate(bytes);
+    argument
 }
 
 /// A Custos round's storms: `warmup` seconds, then `seconds` measured, of `marker` at `rate`.
 struct Storms<'a> {
     marker: &'a Path,
+    argv_bytes: usize,
     rate: u64,
     warmup: u64,
     seconds: u64,
@@ -431,7 +482,7 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     let marker = storms.marker;
     let warmed = match storms.warmup {
         0 => 0,
-        warmup => storm(marker, storms.rate, warmup)?.spawned,
+        warmup => storm(marker, storms.argv_bytes, storms.rate, warmup)?.spawned,
     };
     let cpu_before = process_cpu(daemon.pid())?;
     let threads_before = Threads::of(daemon.pid())?;
@@ -439,7 +490,7 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     // Four samples a second: enough to see the table's steady size, little CPU taken from the
     // storm.
     let sampler = MemorySampler::start(daemon.pid(), Duration::from_millis(250));
-    let mut round = storm(marker, storms.rate, storms.seconds)?;
+    let mut round = storm(marker, storms.argv_bytes, storms.rate, storms.seconds)?;
     std::thread::sleep(crate::bench::DRAINED_AFTER);
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     round.threads = Some(Threads::of(daemon.pid())?.since(&threads_before));
@@ -457,7 +508,7 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     Ok(round)
 }
 
-fn with_auditd(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
+fn with_auditd(marker: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> Result<Round> {
     const KEY: &str = "custos-bench-exec";
     let log = Path::new("/var/log/audit/audit.log");
     let (log_start, log_inode) = std::fs::metadata(log).map_or((0, 0), |m| (m.len(), m.ino()));
@@ -465,7 +516,7 @@ fn with_auditd(marker: &Path, rate: u64, seconds: u64) -> Result<Round> {
     let cpu = |pids: &[u32]| -> Duration { pids.iter().filter_map(|p| process_cpu(*p).ok()).sum() };
     audit_syscalls("execve", KEY)?;
     let before = cpu(&pids);
-    let mut round = storm(marker, rate, seconds)?;
+    let mut round = storm(marker, argv_bytes, rate, seconds)?;
     // auditd writes asynchronously: wait until its log stops growing.
     let mut size = 0;
     for _ in 0..50 {
@@ -532,7 +583,7 @@ fn audit_pids() -> Result<Vec<u32>> {
 
 /// Entry point of the `exec-loop` helper: spawns `program` `rate` times a second for `seconds`,
 /// reaping as it goes, then prints "spawned elapsed_ns cpu_ns" (its own CPU and its children's).
-pub fn exec_loop(program: &Path, rate: u64, seconds: u64) -> Result<()> {
+pub fn exec_loop(program: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> Result<()> {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = Instant::now();
     let limit = Duration::from_secs(seconds);
@@ -546,6 +597,7 @@ pub fn exec_loop(program: &Path, rate: u64, seconds: u64) -> Result<()> {
         .write(true)
         .open("/dev/null")
         .context("opening /dev/null")?;
+    let argument = (argv_bytes > 0).then(|| long_argument(argv_bytes));
     while start.elapsed() < limit {
         let due = interval * spawned as u32;
         if let Some(wait) = due.checked_sub(start.elapsed()) {
@@ -553,6 +605,7 @@ pub fn exec_loop(program: &Path, rate: u64, seconds: u64) -> Result<()> {
         }
         running.push(
             Command::new(program)
+                .args(&argument)
                 .stdin(null.try_clone()?)
                 .stdout(null.try_clone()?)
                 .spawn()
@@ -579,4 +632,22 @@ pub fn exec_loop(program: &Path, rate: u64, seconds: u64) -> Result<()> {
     let cpu = usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN);
     println!("{spawned} {} {}", elapsed.as_nanos(), cpu.as_nanos());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_argument_is_a_class_path_of_exactly_the_bytes_asked() {
+        for bytes in [1, 18, 100, LONG_ARGV_BYTES] {
+            let argument = long_argument(bytes);
+            assert_eq!(argument.len(), bytes);
+            assert!(
+                "-Djava.class.path=/opt".starts_with(&argument)
+                    || argument.starts_with("-Djava.class.path=/opt")
+            );
+        }
+        assert!(long_argument(LONG_ARGV_BYTES).contains("/opt/service/lib/library-42.jar:"));
+    }
 }

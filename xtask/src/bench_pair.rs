@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     bench::{process_cpu, spread, BenchDaemon},
-    bench_exec::{execs_of, marker_in, storm_execs, Setup},
+    bench_exec::{argv_bytes_option, execs_of, marker_in, storm_execs, Setup},
     bpf_jit::{program_run_time, programs_held_by},
     report::Report,
     shell::target_dir,
@@ -24,6 +24,8 @@ pub struct Options {
     pub seconds: u64,
     pub rounds: usize,
     pub warmup: u64,
+    /// Bytes of the one argument each exec gets; 0: none.
+    pub argv_bytes: usize,
 }
 
 /// One storm through both daemons.
@@ -101,12 +103,13 @@ pub fn exec_pair(options: &Options, report: &mut Report) -> Result<()> {
     ));
     let rates: Vec<String> = options.rates.iter().map(u64::to_string).collect();
     report.line(format!(
-        "(cargo xtask bench exec --against {} --rates {} --seconds {} --rounds {} --warmup {})",
+        "(cargo xtask bench exec --against {} --rates {} --seconds {} --rounds {} --warmup {}{})",
         against.display(),
         rates.join(","),
         options.seconds,
         options.rounds,
-        options.warmup
+        options.warmup,
+        argv_bytes_option(options.argv_bytes)
     ));
     for &rate in &options.rates {
         for setup in [Setup::EmbeddedDefault, Setup::DefaultProtobufFile] {
@@ -120,6 +123,7 @@ pub fn exec_pair(options: &Options, report: &mut Report) -> Result<()> {
                 );
                 let storms = PairedStorms {
                     marker: &marker,
+                    argv_bytes: options.argv_bytes,
                     rate,
                     warmup: options.warmup,
                     seconds: options.seconds,
@@ -161,6 +165,7 @@ fn usable_binary(path: &Path) -> Result<PathBuf> {
 /// A paired round's storms, and which daemon starts first.
 struct PairedStorms<'a> {
     marker: &'a Path,
+    argv_bytes: usize,
     rate: u64,
     warmup: u64,
     seconds: u64,
@@ -265,12 +270,17 @@ impl ProgramClock {
 fn measure(storms: &PairedStorms, pids: [u32; 2]) -> Result<Measured> {
     let warmed = match storms.warmup {
         0 => 0,
-        warmup => storm_execs(storms.marker, storms.rate, warmup)?,
+        warmup => storm_execs(storms.marker, storms.argv_bytes, storms.rate, warmup)?,
     };
     let programs = ProgramClock::of(pids)?;
     let bpf_before = programs.read()?;
     let before = [process_cpu(pids[0])?, process_cpu(pids[1])?];
-    let spawned = storm_execs(storms.marker, storms.rate, storms.seconds)?;
+    let spawned = storm_execs(
+        storms.marker,
+        storms.argv_bytes,
+        storms.rate,
+        storms.seconds,
+    )?;
     let bpf_after = programs.read()?;
     std::thread::sleep(crate::bench::DRAINED_AFTER);
     let cpu = [

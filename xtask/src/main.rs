@@ -102,6 +102,9 @@ enum Command {
         rate: u64,
         #[arg(long)]
         seconds: u64,
+        /// Bytes of the one argument each exec gets (0: none).
+        #[arg(long, default_value_t = 0)]
+        argv_bytes: usize,
         program: PathBuf,
     },
     /// The open loop the open benchmark times (internal).
@@ -142,6 +145,9 @@ enum ProfileCommand {
         /// Seconds of storm before the counting starts.
         #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
         warmup: u64,
+        /// Bytes of one argument each exec gets, shaped like a Java class path (0: none).
+        #[arg(long, default_value_t = 0)]
+        argv_bytes: usize,
     },
     /// The daemon on its embedded default through an exec storm under perf: each thread's
     /// CPU per exec and the kernel's share of it, by the system call it entered through.
@@ -164,6 +170,9 @@ struct PerfProfile {
     /// Seconds of storm before the sampling starts.
     #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
     warmup: u64,
+    /// Bytes of one argument each exec gets, shaped like a Java class path (0: none).
+    #[arg(long, default_value_t = 0)]
+    argv_bytes: usize,
 }
 
 impl PerfProfile {
@@ -173,6 +182,7 @@ impl PerfProfile {
             rate: self.rate,
             seconds: self.seconds,
             warmup: self.warmup,
+            argv_bytes: self.argv_bytes,
         }
     }
 }
@@ -213,6 +223,10 @@ enum BenchCommand {
         /// through the same storms, their CPU per exec and its ratio each round.
         #[arg(long)]
         against: Option<PathBuf>,
+        /// Bytes of one argument each exec gets, shaped like a Java class path (0: none): the
+        /// long command lines real hosts run.
+        #[arg(long, default_value_t = 0)]
+        argv_bytes: usize,
     },
     /// Cost per TCP connection (connect, 1 KiB each way, close) to a peer in a network
     /// namespace: nothing attached, Custos (default config).
@@ -273,8 +287,9 @@ fn main() -> ExitCode {
         Command::ExecLoop {
             rate,
             seconds,
+            argv_bytes,
             program,
-        } => bench_exec::exec_loop(&program, rate, seconds),
+        } => bench_exec::exec_loop(&program, argv_bytes, rate, seconds),
         Command::OpenLoop {
             seconds,
             rate,
@@ -299,11 +314,13 @@ fn profile(which: ProfileCommand) -> anyhow::Result<()> {
             rate,
             seconds,
             warmup,
+            argv_bytes,
         } => profile::exec(&profile::Options {
             custos,
             rate,
             seconds,
             warmup,
+            argv_bytes,
         }),
         ProfileCommand::Daemon(profile) => profile_daemon::daemon(&profile.options()),
         ProfileCommand::Bpf(profile) => profile_bpf::bpf(&profile.options()),
@@ -326,6 +343,7 @@ fn bench(which: Option<BenchCommand>) -> anyhow::Result<()> {
             rounds,
             warmup,
             against: Some(against),
+            argv_bytes,
         }) => bench_pair::exec_pair(
             &bench_pair::Options {
                 against,
@@ -333,6 +351,7 @@ fn bench(which: Option<BenchCommand>) -> anyhow::Result<()> {
                 seconds,
                 rounds,
                 warmup,
+                argv_bytes,
             },
             &mut report,
         ),
@@ -342,12 +361,14 @@ fn bench(which: Option<BenchCommand>) -> anyhow::Result<()> {
             rounds,
             warmup,
             against: None,
+            argv_bytes,
         }) => bench_exec::exec(
             &bench_exec::Options {
                 rates,
                 seconds,
                 rounds,
                 warmup,
+                argv_bytes,
             },
             &mut report,
         ),

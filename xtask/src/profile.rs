@@ -26,6 +26,8 @@ pub struct Options {
     pub rate: u64,
     pub seconds: u64,
     pub warmup: u64,
+    /// Bytes of the one argument each exec of the storm gets; 0: none.
+    pub argv_bytes: usize,
 }
 
 impl Options {
@@ -89,7 +91,8 @@ pub fn storm_under_perf(
         .stderr(Stdio::null())
         .spawn()
         .context("starting perf record")?;
-    let spawned = crate::bench_exec::storm_execs(marker, options.rate, options.seconds)?;
+    let spawned =
+        crate::bench_exec::storm_execs(marker, options.argv_bytes, options.rate, options.seconds)?;
     if !perf.wait()?.success() {
         bail!("perf record failed (is perf_event_paranoid above -1 for a non-root user?)");
     }
@@ -141,9 +144,19 @@ pub fn exec(options: &Options) -> Result<()> {
     let mut daemon = start_under_callgrind(&custos, &counts, &events)?;
     let pid = daemon.id().to_string();
     let measured = (|| -> Result<(u64, u64)> {
-        let warm = crate::bench_exec::storm_execs(&marker, options.rate, options.warmup)?;
+        let warm = crate::bench_exec::storm_execs(
+            &marker,
+            options.argv_bytes,
+            options.rate,
+            options.warmup,
+        )?;
         sh(Command::new("callgrind_control").args(["--instr=on", &pid]))?;
-        let spawned = crate::bench_exec::storm_execs(&marker, options.rate, options.seconds)?;
+        let spawned = crate::bench_exec::storm_execs(
+            &marker,
+            options.argv_bytes,
+            options.rate,
+            options.seconds,
+        )?;
         // The drain timer's next turn, slowed down like everything under callgrind.
         std::thread::sleep(Duration::from_secs(2));
         sh(Command::new("callgrind_control").args(["--instr=off", &pid]))?;
@@ -242,8 +255,9 @@ fn print_counts(dump: &Path, custos: &Path, spawned: u64, options: &Options) -> 
         .map_or(0, |(count, _)| *count);
     let per_exec = |count: u64| count as f64 / spawned.max(1) as f64;
     println!(
-        "exec storm under callgrind: a copy of /bin/true at {}/s for {} s ({spawned} execs), \
+        "exec storm under callgrind: a copy of /bin/true{} at {}/s for {} s ({spawned} execs), \
          after {} s of the same; the daemon ({}) on its embedded default, JSON into a file",
+        crate::bench_exec::with_argument(options.argv_bytes),
         options.rate,
         options.seconds,
         options.warmup,

@@ -65,7 +65,7 @@ fn measure(
     samples_file: &Path,
     started_ns: u64,
 ) -> Result<Measured> {
-    storm_execs(marker, options.rate, options.warmup)?;
+    storm_execs(marker, options.argv_bytes, options.rate, options.warmup)?;
     let before = bpf_by_program(METRICS)?;
     let frequency = FREQUENCY.to_string();
     let perf_args = ["-a", "-F", frequency.as_str()];
@@ -161,9 +161,10 @@ fn own_source(comment: &str) -> Option<String> {
 
 fn print_header(options: &Options, custos: &Path, spawned: u64, samples: usize) {
     println!(
-        "eBPF programs through an exec storm: a copy of /bin/true at {}/s for {} s ({spawned} \
+        "eBPF programs through an exec storm: a copy of /bin/true{} at {}/s for {} s ({spawned} \
          execs) after {} s of the same; the daemon ({}) on its embedded default; perf at {} \
          Hz on every CPU, {samples} samples in eBPF programs",
+        crate::bench_exec::with_argument(options.argv_bytes),
         options.rate,
         options.seconds,
         options.warmup,

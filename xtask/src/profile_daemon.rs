@@ -48,9 +48,10 @@ pub fn daemon(options: &Options) -> Result<()> {
     let samples = samples_by_thread(&samples_file)?;
     println!(
         "the daemon ({}) on its embedded default, its events into a file, through an exec storm: \
-         a copy of /bin/true at {}/s for {} s ({spawned} execs) after {} s of the same; perf at \
-         {FREQUENCY} Hz of each thread's time on a CPU",
+         a copy of /bin/true{} at {}/s for {} s ({spawned} execs) after {} s of the same; perf \
+         at {FREQUENCY} Hz of each thread's time on a CPU",
         custos.display(),
+        crate::bench_exec::with_argument(options.argv_bytes),
         options.rate,
         options.seconds,
         options.warmup
@@ -79,7 +80,7 @@ fn measure(
     samples_file: &Path,
     pid: u32,
 ) -> Result<(u64, ThreadCpu)> {
-    storm_execs(marker, options.rate, options.warmup)?;
+    storm_execs(marker, options.argv_bytes, options.rate, options.warmup)?;
     let before = Threads::of(pid)?;
     let (frequency, pid_arg) = (FREQUENCY.to_string(), pid.to_string());
     let perf_args = ["-e", "cpu-clock", "-g", "-F", &frequency, "-p", &pid_arg];

@@ -29,6 +29,18 @@ pub fn all(report: &mut Report) -> anyhow::Result<()> {
             seconds: 10,
             rounds: 5,
             warmup: bench_exec::STEADY_AFTER,
+            argv_bytes: 0,
+        },
+        report,
+    )?;
+    // Real hosts run long command lines too (class paths, scripts given to `sh -c`).
+    bench_exec::exec(
+        &bench_exec::Options {
+            rates: vec![1600],
+            seconds: 10,
+            rounds: 3,
+            warmup: bench_exec::STEADY_AFTER,
+            argv_bytes: bench_exec::LONG_ARGV_BYTES,
         },
         report,
     )?;
