@@ -34,7 +34,7 @@ pub struct Options {
     pub rounds: usize,
     /// Seconds of storm each Custos round runs before it measures (see [`STEADY_AFTER`]).
     pub warmup: u64,
-    /// Bytes of the one argument each exec gets (see [`long_argument`]); 0: none.
+    /// Bytes of the class path each exec gets (see [`long_arguments`]); 0: none.
     pub argv_bytes: usize,
 }
 
@@ -148,7 +148,8 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
     ));
     if options.argv_bytes > 0 {
         report.line(format!(
-            "each exec with one argument of {} bytes after argv[0], shaped like a Java class path",
+            "each exec with the arguments `-cp` and a class path of {} bytes (two: /bin/true \
+             given one alone checks it for --help and loads the locale first)",
             options.argv_bytes
         ));
     }
@@ -425,8 +426,8 @@ pub(crate) fn marker_in(dir: &Path, what: &str) -> Result<std::path::PathBuf> {
     Ok(marker)
 }
 
-/// Runs a storm of `marker` at `rate` for `seconds`, each exec with an argument of
-/// `argv_bytes` (0: none); how many execs it spawned.
+/// Runs a storm of `marker` at `rate` for `seconds`, each exec with a class path of
+/// `argv_bytes` (0: none, see [`long_arguments`]); how many execs it spawned.
 pub(crate) fn storm_execs(
     marker: &Path,
     argv_bytes: usize,
@@ -448,24 +449,26 @@ pub(crate) fn argv_bytes_option(argv_bytes: usize) -> String {
 pub(crate) fn with_argument(argv_bytes: usize) -> String {
     match argv_bytes {
         0 => String::new(),
-        bytes => format!(" with an argument of {bytes} bytes"),
+        bytes => format!(" with -cp and a class path of {bytes} bytes"),
     }
 }
 
 /// The long command line of the full benchmark: near the 4 KiB of argv the kernel hook copies.
 pub const LONG_ARGV_BYTES: usize = 4000;
 
-/// An argument of `bytes` bytes like the class path a Java service is started with: the long
-/// command lines of real hosts, which the daemon reads and checks for secrets whole.
-pub fn long_argument(bytes: usize) -> String {
-    let mut argument = String::from("-Djava.class.path=");
+/// `-cp` and a class path of `bytes` bytes, as a Java service is started: the long command
+/// lines of real hosts, which the daemon reads and checks for secrets whole. Two arguments,
+/// because /bin/true given exactly one compares it with --help and --version, and loads the
+/// locale (about thirty opens) before it does.
+pub fn long_arguments(bytes: usize) -> [String; 2] {
+    let mut class_path = String::new();
     let mut jar = 0;
-    while argument.len() < bytes {
-        argument.push_str(&format!("/opt/service/lib/library-{jar}.jar:"));
+    while class_path.len() < bytes {
+        class_path.push_str(&format!("/opt/service/lib/library-{jar}.jar:"));
         jar += 1;
     }
-    argument.truncate(bytes);
-    argument
+    class_path.truncate(bytes);
+    ["-cp".to_owned(), class_path]
 }
 
 /// A Custos round's storms: `warmup` seconds, then `seconds` measured, of `marker` at `rate`.
@@ -597,7 +600,10 @@ pub fn exec_loop(program: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> 
         .write(true)
         .open("/dev/null")
         .context("opening /dev/null")?;
-    let argument = (argv_bytes > 0).then(|| long_argument(argv_bytes));
+    let arguments = match argv_bytes {
+        0 => Vec::new(),
+        bytes => long_arguments(bytes).to_vec(),
+    };
     while start.elapsed() < limit {
         let due = interval * spawned as u32;
         if let Some(wait) = due.checked_sub(start.elapsed()) {
@@ -605,7 +611,7 @@ pub fn exec_loop(program: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> 
         }
         running.push(
             Command::new(program)
-                .args(&argument)
+                .args(&arguments)
                 .stdin(null.try_clone()?)
                 .stdout(null.try_clone()?)
                 .spawn()
@@ -639,15 +645,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_long_argument_is_a_class_path_of_exactly_the_bytes_asked() {
+    fn long_arguments_are_a_class_path_of_exactly_the_bytes_asked() {
         for bytes in [1, 18, 100, LONG_ARGV_BYTES] {
-            let argument = long_argument(bytes);
-            assert_eq!(argument.len(), bytes);
-            assert!(
-                "-Djava.class.path=/opt".starts_with(&argument)
-                    || argument.starts_with("-Djava.class.path=/opt")
-            );
+            let [flag, class_path] = long_arguments(bytes);
+            assert_eq!(flag, "-cp");
+            assert_eq!(class_path.len(), bytes);
+            assert!("/opt/service/lib/library-0.jar:".starts_with(&class_path[..bytes.min(31)]));
         }
-        assert!(long_argument(LONG_ARGV_BYTES).contains("/opt/service/lib/library-42.jar:"));
+        let [_, class_path] = long_arguments(LONG_ARGV_BYTES);
+        assert!(class_path.contains(":/opt/service/lib/library-42.jar:"));
     }
 }

@@ -102,7 +102,7 @@ enum Command {
         rate: u64,
         #[arg(long)]
         seconds: u64,
-        /// Bytes of the one argument each exec gets (0: none).
+        /// Each exec gets `-cp` and a class path of this many bytes (0: no arguments).
         #[arg(long, default_value_t = 0)]
         argv_bytes: usize,
         program: PathBuf,
@@ -145,7 +145,7 @@ enum ProfileCommand {
         /// Seconds of storm before the counting starts.
         #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
         warmup: u64,
-        /// Bytes of one argument each exec gets, shaped like a Java class path (0: none).
+        /// Each exec gets `-cp` and a class path of this many bytes (0: no arguments).
         #[arg(long, default_value_t = 0)]
         argv_bytes: usize,
     },
@@ -170,7 +170,7 @@ struct PerfProfile {
     /// Seconds of storm before the sampling starts.
     #[arg(long, default_value_t = bench_exec::STEADY_AFTER)]
     warmup: u64,
-    /// Bytes of one argument each exec gets, shaped like a Java class path (0: none).
+    /// Each exec gets `-cp` and a class path of this many bytes (0: no arguments).
     #[arg(long, default_value_t = 0)]
     argv_bytes: usize,
 }
@@ -223,7 +223,7 @@ enum BenchCommand {
         /// through the same storms, their CPU per exec and its ratio each round.
         #[arg(long)]
         against: Option<PathBuf>,
-        /// Bytes of one argument each exec gets, shaped like a Java class path (0: none): the
+        /// Each exec gets `-cp` and a class path of this many bytes (0: no arguments): the
         /// long command lines real hosts run.
         #[arg(long, default_value_t = 0)]
         argv_bytes: usize,

@@ -26,7 +26,7 @@ pub struct Options {
     pub rate: u64,
     pub seconds: u64,
     pub warmup: u64,
-    /// Bytes of the one argument each exec of the storm gets; 0: none.
+    /// Bytes of the class path each exec of the storm gets (`-cp` before it); 0: none.
     pub argv_bytes: usize,
 }
 
