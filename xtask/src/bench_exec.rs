@@ -584,8 +584,8 @@ fn audit_pids() -> Result<Vec<u32>> {
     Ok(pids)
 }
 
-/// Entry point of the `exec-loop` helper: spawns `program` `rate` times a second for `seconds`,
-/// reaping as it goes, then prints "spawned elapsed_ns cpu_ns" (its own CPU and its children's).
+/// Entry point of the `exec-loop` helper: spawns `program` `rate` times a second for `seconds`
+/// (with [`long_arguments`] of `argv_bytes` unless 0), reaping as it goes, then prints "spawned elapsed_ns cpu_ns" (its own CPU and its children's).
 pub fn exec_loop(program: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> Result<()> {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = Instant::now();
