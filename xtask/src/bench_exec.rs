@@ -164,20 +164,20 @@ pub fn exec(options: &Options, report: &mut Report) -> Result<()> {
     ));
     for &rate in &options.rates {
         let what = format!("exec: {rate}/s,");
+        let storms = Storms {
+            marker: &marker,
+            argv_bytes: options.argv_bytes,
+            rate,
+            warmup: options.warmup,
+            seconds: options.seconds,
+        };
         let results = interleaved(&what, &setups, options.rounds, Setup::label, |setup| {
             Ok(match setup {
-                Setup::Baseline => storm(&marker, options.argv_bytes, rate, options.seconds)?,
+                Setup::Baseline => storms.measured()?,
                 Setup::EmbeddedDefault | Setup::DefaultProtobufFile => {
-                    let storms = Storms {
-                        marker: &marker,
-                        argv_bytes: options.argv_bytes,
-                        rate,
-                        warmup: options.warmup,
-                        seconds: options.seconds,
-                    };
                     with_custos(setup, &custos, work.path(), &storms)?
                 }
-                Setup::Auditd => with_auditd(&marker, options.argv_bytes, rate, options.seconds)?,
+                Setup::Auditd => with_auditd(&storms)?,
             })
         })?;
         table(report, rate, &results);
@@ -471,29 +471,46 @@ pub fn long_arguments(bytes: usize) -> [String; 2] {
     ["-cp".to_owned(), class_path]
 }
 
-/// A Custos round's storms: `warmup` seconds, then `seconds` measured, of `marker` at `rate`.
-struct Storms<'a> {
-    marker: &'a Path,
-    argv_bytes: usize,
-    rate: u64,
-    warmup: u64,
-    seconds: u64,
+/// A Custos round's storms: `warmup` seconds, then `seconds` measured, of `marker` at `rate`,
+/// each exec with a class path of `argv_bytes` (0: none).
+pub(crate) struct Storms<'a> {
+    pub marker: &'a Path,
+    pub argv_bytes: usize,
+    pub rate: u64,
+    pub warmup: u64,
+    pub seconds: u64,
+}
+
+impl Storms<'_> {
+    /// Runs the warm-up storm, if any; how many execs it spawned.
+    pub(crate) fn warm_up(&self) -> Result<u64> {
+        match self.warmup {
+            0 => Ok(0),
+            warmup => Ok(storm(self.marker, self.argv_bytes, self.rate, warmup)?.spawned),
+        }
+    }
+
+    /// Runs the measured storm alone (the warm-up is [`Self::warm_up`]).
+    fn measured(&self) -> Result<Round> {
+        storm(self.marker, self.argv_bytes, self.rate, self.seconds)
+    }
+
+    /// Runs the measured storm; how many execs it spawned.
+    pub(crate) fn measured_execs(&self) -> Result<u64> {
+        Ok(self.measured()?.spawned)
+    }
 }
 
 fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Result<Round> {
     let daemon = setup.start_custos(custos, work)?;
-    let marker = storms.marker;
-    let warmed = match storms.warmup {
-        0 => 0,
-        warmup => storm(marker, storms.argv_bytes, storms.rate, warmup)?.spawned,
-    };
+    let warmed = storms.warm_up()?;
     let cpu_before = process_cpu(daemon.pid())?;
     let threads_before = Threads::of(daemon.pid())?;
     let bpf_before = crate::bench::bpf_by_program(METRICS)?;
     // Four samples a second: enough to see the table's steady size, little CPU taken from the
     // storm.
     let sampler = MemorySampler::start(daemon.pid(), Duration::from_millis(250));
-    let mut round = storm(marker, storms.argv_bytes, storms.rate, storms.seconds)?;
+    let mut round = storms.measured()?;
     std::thread::sleep(crate::bench::DRAINED_AFTER);
     round.sensor_cpu = process_cpu(daemon.pid())?.saturating_sub(cpu_before);
     round.threads = Some(Threads::of(daemon.pid())?.since(&threads_before));
@@ -506,12 +523,12 @@ fn with_custos(setup: Setup, custos: &Path, work: &Path, storms: &Storms) -> Res
     );
     let (output, format) = (daemon.output.clone(), daemon.format);
     daemon.stop()?;
-    let seen = execs_of(&BenchDaemon::events(&output, format)?, marker);
+    let seen = execs_of(&BenchDaemon::events(&output, format)?, storms.marker);
     round.lost = Some((warmed + round.spawned).saturating_sub(seen));
     Ok(round)
 }
 
-fn with_auditd(marker: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> Result<Round> {
+fn with_auditd(storms: &Storms) -> Result<Round> {
     const KEY: &str = "custos-bench-exec";
     let log = Path::new("/var/log/audit/audit.log");
     let (log_start, log_inode) = std::fs::metadata(log).map_or((0, 0), |m| (m.len(), m.ino()));
@@ -519,7 +536,7 @@ fn with_auditd(marker: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> Res
     let cpu = |pids: &[u32]| -> Duration { pids.iter().filter_map(|p| process_cpu(*p).ok()).sum() };
     audit_syscalls("execve", KEY)?;
     let before = cpu(&pids);
-    let mut round = storm(marker, argv_bytes, rate, seconds)?;
+    let mut round = storms.measured()?;
     // auditd writes asynchronously: wait until its log stops growing.
     let mut size = 0;
     for _ in 0..50 {
@@ -549,7 +566,7 @@ fn with_auditd(marker: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> Res
     for file in &files[first + 1..] {
         text += &read_from(file, 0)?;
     }
-    let needle = format!("exe=\"{}\"", marker.display());
+    let needle = format!("exe=\"{}\"", storms.marker.display());
     let seen = text
         .lines()
         .filter(|l| l.starts_with("type=SYSCALL") && l.contains(&needle))

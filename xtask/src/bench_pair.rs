@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     bench::{process_cpu, spread, BenchDaemon},
-    bench_exec::{argv_bytes_option, execs_of, marker_in, storm_execs, Setup},
+    bench_exec::{argv_bytes_option, execs_of, marker_in, Setup, Storms},
     bpf_jit::{program_run_time, programs_held_by},
     report::Report,
     shell::target_dir,
@@ -24,7 +24,7 @@ pub struct Options {
     pub seconds: u64,
     pub rounds: usize,
     pub warmup: u64,
-    /// Bytes of the one argument each exec gets; 0: none.
+    /// Bytes of the class path each exec gets (see `bench_exec::long_arguments`); 0: none.
     pub argv_bytes: usize,
 }
 
@@ -122,11 +122,13 @@ pub fn exec_pair(options: &Options, report: &mut Report) -> Result<()> {
                     options.rounds
                 );
                 let storms = PairedStorms {
-                    marker: &marker,
-                    argv_bytes: options.argv_bytes,
-                    rate,
-                    warmup: options.warmup,
-                    seconds: options.seconds,
+                    storms: Storms {
+                        marker: &marker,
+                        argv_bytes: options.argv_bytes,
+                        rate,
+                        warmup: options.warmup,
+                        seconds: options.seconds,
+                    },
                     this_first: round % 2 == 0,
                 };
                 rounds.push(paired_round(
@@ -164,11 +166,7 @@ fn usable_binary(path: &Path) -> Result<PathBuf> {
 
 /// A paired round's storms, and which daemon starts first.
 struct PairedStorms<'a> {
-    marker: &'a Path,
-    argv_bytes: usize,
-    rate: u64,
-    warmup: u64,
-    seconds: u64,
+    storms: Storms<'a>,
     this_first: bool,
 }
 
@@ -197,7 +195,7 @@ fn paired_round(
         bail!("a daemon of the pair did not start");
     };
     let pids = [this.pid(), other.pid()];
-    let measured = measure(storms, pids);
+    let measured = measure(&storms.storms, pids);
     // Both are stopped before any error is passed on, so that none outlives the round.
     let outputs = [this, other].map(|daemon| {
         let (output, format) = (daemon.output.clone(), daemon.format);
@@ -212,7 +210,7 @@ fn paired_round(
     let mut seen = [0; 2];
     for (which, stopped) in outputs.into_iter().enumerate() {
         let (output, format) = stopped?;
-        seen[which] = execs_of(&BenchDaemon::events(&output, format)?, storms.marker);
+        seen[which] = execs_of(&BenchDaemon::events(&output, format)?, storms.storms.marker);
     }
     let lost = seen.map(|seen| (warmed + spawned).saturating_sub(seen));
     Ok(PairedRound {
@@ -267,20 +265,12 @@ impl ProgramClock {
 
 /// Runs the warm-up and the measured storm; the execs of each, and the CPU the daemons `pids`
 /// and their eBPF programs used over the measured one.
-fn measure(storms: &PairedStorms, pids: [u32; 2]) -> Result<Measured> {
-    let warmed = match storms.warmup {
-        0 => 0,
-        warmup => storm_execs(storms.marker, storms.argv_bytes, storms.rate, warmup)?,
-    };
+fn measure(storms: &Storms, pids: [u32; 2]) -> Result<Measured> {
+    let warmed = storms.warm_up()?;
     let programs = ProgramClock::of(pids)?;
     let bpf_before = programs.read()?;
     let before = [process_cpu(pids[0])?, process_cpu(pids[1])?];
-    let spawned = storm_execs(
-        storms.marker,
-        storms.argv_bytes,
-        storms.rate,
-        storms.seconds,
-    )?;
+    let spawned = storms.measured_execs()?;
     let bpf_after = programs.read()?;
     std::thread::sleep(crate::bench::DRAINED_AFTER);
     let cpu = [
