@@ -235,7 +235,7 @@ fn check_outside_role_alert(sensor: &Sensor, q1: &str) -> Result<()> {
 
 /// With pseudonymisation on, the engineer's name appears nowhere in the output (JSON and
 /// protobuf), `custos reidentify` maps the pseudonym back with the key; a password in argv
-/// never reaches the output.
+/// never reaches the output, in a short argument or at the end of a long one (a class path).
 #[test]
 fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
     require_root();
@@ -245,11 +245,15 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
     let map = identity_map(dir.path())?;
     let mut sensor = Sensor::start(&TestConfig::new().identity_map(&map).pseudonyms(&key))?;
     let marker = Marker::new("/bin/true")?;
+    // Longer than the redactor's single pass takes: its patterns are tried one by one.
+    let class_path = "/opt/service/lib/library.jar:".repeat(8);
+    let long = format!("{class_path} --db-password=hunter3");
     let secrets = [
         "--password=hunter2",
         "--token",
         "s3cr3t-t0ken",
         "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI",
+        long.as_str(),
     ];
     let status = run_after_login(uid, uid, marker.path_str(), &secrets)?;
     ensure!(status.success());
@@ -262,7 +266,8 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
             "--password=[REDACTED]",
             "--token",
             "[REDACTED]",
-            "AWS_SECRET_ACCESS_KEY=[REDACTED]"
+            "AWS_SECRET_ACCESS_KEY=[REDACTED]",
+            format!("{class_path} --db-password=[REDACTED]")
         ])
     );
     let pseudonym = exec["identity"]["loginUser"].as_str().unwrap().to_owned();
@@ -278,6 +283,7 @@ fn pseudonyms_hide_names_and_secrets_never_leave() -> Result<()> {
         "alice@example.com",
         "Alice Example",
         "hunter2",
+        "hunter3",
         "s3cr3t-t0ken",
         "wJalrXUtnFEMI",
     ] {
