@@ -5,6 +5,7 @@
 mod bench;
 mod bench_basis;
 mod bench_exec;
+mod bench_guard;
 mod bench_memory;
 mod bench_network;
 mod bench_pair;
@@ -282,8 +283,12 @@ fn main() -> ExitCode {
         }
         Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),
-        Command::Bench { which } => commands::bench_prepare().and_then(|()| bench(which)),
-        Command::Profile { which } => commands::bench_prepare().and_then(|()| profile(which)),
+        Command::Bench { which } => bench_guard::ensure_no_sensor_running()
+            .and_then(|()| commands::bench_prepare())
+            .and_then(|()| bench(which)),
+        Command::Profile { which } => bench_guard::ensure_no_sensor_running()
+            .and_then(|()| commands::bench_prepare())
+            .and_then(|()| profile(which)),
         Command::ExecLoop {
             rate,
             seconds,

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    bench::{spawn_until_ready, BenchDaemon, OutputFormat, METRICS},
+    bench::{spawn_until_ready, BenchDaemon, OutputFormat},
     shell::{output, run as sh, target_dir},
 };
 
@@ -53,12 +53,6 @@ pub fn with_daemon<T>(
     work: &Path,
     measure: impl FnOnce(u32) -> Result<T>,
 ) -> Result<T> {
-    if std::net::TcpStream::connect(METRICS).is_ok() {
-        bail!(
-            "something already listens on {METRICS}, the embedded default's metrics endpoint \
-             (another custos?): its figures would be read instead; stop it first"
-        );
-    }
     let events = std::fs::File::create(work.join("events.jsonl"))?;
     let mut daemon = spawn_until_ready(
         Command::new(custos).arg("run"),
