@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod collector;
 pub mod config;
 pub mod full_ring;
+pub mod journal;
 pub mod load;
 pub mod logins;
 pub mod loop_device;

@@ -45,6 +45,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     // The SIEM tests: a terminal for the views, awk behind Debian's alternatives symlink.
     ("script", "bsdutils"),
     ("mawk", "mawk"),
+    // The packaged service's events in journald.
+    ("systemd-cat", "systemd"),
+    ("journalctl", "systemd"),
     // The network tests' client and server.
     ("curl", "curl"),
     ("python3", "python3"),
