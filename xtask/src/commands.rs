@@ -176,9 +176,11 @@ fn count_before(result: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// What every benchmark needs: root, and a release build of the sensor.
+/// What every benchmark and profile needs: root, no other sensor running, and a release
+/// build of the sensor.
 pub fn bench_prepare() -> Result<()> {
     require_root("benchmarks load eBPF programs")?;
+    crate::bench_guard::ensure_no_sensor_running()?;
     setup::build_tools()?;
     build(true)
 }

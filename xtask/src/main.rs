@@ -283,12 +283,8 @@ fn main() -> ExitCode {
         }
         Command::SchemaDoc { check } => schema_doc::run(check),
         Command::Package => setup::build_tools().and_then(|()| package::build().map(|_| ())),
-        Command::Bench { which } => bench_guard::ensure_no_sensor_running()
-            .and_then(|()| commands::bench_prepare())
-            .and_then(|()| bench(which)),
-        Command::Profile { which } => bench_guard::ensure_no_sensor_running()
-            .and_then(|()| commands::bench_prepare())
-            .and_then(|()| profile(which)),
+        Command::Bench { which } => commands::bench_prepare().and_then(|()| bench(which)),
+        Command::Profile { which } => commands::bench_prepare().and_then(|()| profile(which)),
         Command::ExecLoop {
             rate,
             seconds,
