@@ -60,18 +60,37 @@ fn open_missing_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The unit's lines once the journal stopped taking more (it reads the stream behind the
-/// daemon).
+/// The unit's lines once the journal has all the daemon wrote: journald reads the stream in
+/// order, so the daemon's last log line ends it. Where journald dropped that line too, once
+/// the journal stopped taking more for two seconds.
 fn settled_lines(unit: &JournalUnit) -> Result<Vec<String>> {
     let deadline = Instant::now() + patience();
-    let mut lines = unit.lines()?;
+    let (mut lines, mut unchanged) = (unit.lines()?, 0);
     loop {
+        if lines.iter().any(|l| l.contains("sensor stopped")) || unchanged == 2 {
+            return Ok(lines);
+        }
+        ensure!(Instant::now() < deadline, "the journal kept taking lines");
         std::thread::sleep(Duration::from_secs(1));
         let now = unit.lines()?;
-        if now.len() == lines.len() || Instant::now() > deadline {
-            return Ok(now);
-        }
+        unchanged = if now.len() == lines.len() {
+            unchanged + 1
+        } else {
+            0
+        };
         lines = now;
+    }
+}
+
+/// The daemon's metrics once it has emitted the events of all [`OPENS`] opens.
+fn metrics_after_the_opens() -> Result<String> {
+    let deadline = Instant::now() + patience();
+    loop {
+        let exposition = http_get(METRICS, "/metrics")?;
+        if events_written(&exposition, "file_open") >= OPENS as f64 || Instant::now() > deadline {
+            return Ok(exposition);
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -110,8 +129,7 @@ fn run_into_the_journal(unit: &JournalUnit) -> Result<JournalRun> {
     let mut daemon = unit.spawn(&custos_bin(), &["run".as_ref()])?;
     wait_until_ready(unit, &mut daemon)?;
     open_missing_files(dir.path())?;
-    std::thread::sleep(Duration::from_secs(2));
-    let exposition = http_get(METRICS, "/metrics")?;
+    let exposition = metrics_after_the_opens()?;
     signal(daemon.id(), "TERM")?;
     daemon.wait()?;
     let (events, seq_gaps) = events_and_gaps(&settled_lines(unit)?)?;
