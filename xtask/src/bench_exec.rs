@@ -486,7 +486,7 @@ impl Storms<'_> {
     pub(crate) fn warm_up(&self) -> Result<u64> {
         match self.warmup {
             0 => Ok(0),
-            warmup => Ok(storm(self.marker, self.argv_bytes, self.rate, warmup)?.spawned),
+            warmup => storm_execs(self.marker, self.argv_bytes, self.rate, warmup),
         }
     }
 
@@ -497,7 +497,7 @@ impl Storms<'_> {
 
     /// Runs the measured storm; how many execs it spawned.
     pub(crate) fn measured_execs(&self) -> Result<u64> {
-        Ok(self.measured()?.spawned)
+        storm_execs(self.marker, self.argv_bytes, self.rate, self.seconds)
     }
 }
 
@@ -602,7 +602,8 @@ fn audit_pids() -> Result<Vec<u32>> {
 }
 
 /// Entry point of the `exec-loop` helper: spawns `program` `rate` times a second for `seconds`
-/// (with [`long_arguments`] of `argv_bytes` unless 0), reaping as it goes, then prints "spawned elapsed_ns cpu_ns" (its own CPU and its children's).
+/// (with [`long_arguments`] of `argv_bytes` unless 0), reaping as it goes, then prints
+/// "spawned elapsed_ns cpu_ns" (its own CPU and its children's).
 pub fn exec_loop(program: &Path, argv_bytes: usize, rate: u64, seconds: u64) -> Result<()> {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = Instant::now();
