@@ -10,7 +10,7 @@ use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
     custos_bin, http_get,
     journal::{JournalUnit, Journald, LogRateLimit},
-    metric_sample, patience, require_root, seq, signal,
+    metric_sample, of_kind, patience, require_root, seq, signal,
 };
 use serde_json::Value;
 
@@ -142,11 +142,7 @@ fn run_into_the_journal(unit: &JournalUnit) -> Result<JournalRun> {
     Ok(JournalRun {
         written: events_written(&exposition, "file_open"),
         losses: events_written(&exposition, "loss"),
-        kept: events
-            .iter()
-            .filter(|e| e["kind"] == "file_open")
-            .filter(in_dir)
-            .count(),
+        kept: of_kind(&events, "fileOpen").filter(in_dir).count(),
         seq_gaps,
     })
 }
