@@ -117,6 +117,8 @@ fn time_span_usec(span: &str) -> Result<u64> {
 pub struct JournalUnit {
     pub name: String,
     cgroups: Vec<PathBuf>,
+    /// The `system.slice` cgroups the unit's made, which go with it.
+    slices: Vec<PathBuf>,
     exports: Vec<PathBuf>,
 }
 
@@ -125,10 +127,15 @@ impl JournalUnit {
         let mut unit = Self {
             name: name.to_owned(),
             cgroups: Vec::new(),
+            slices: Vec::new(),
             exports: Vec::new(),
         };
         for root in cgroup_roots() {
-            let cgroup = root.join("system.slice").join(name);
+            let slice = root.join("system.slice");
+            if !slice.exists() {
+                unit.slices.push(slice.clone());
+            }
+            let cgroup = slice.join(name);
             std::fs::create_dir_all(&cgroup)
                 .with_context(|| format!("making the cgroup {}", cgroup.display()))?;
             unit.cgroups.push(cgroup);
@@ -197,7 +204,8 @@ impl Drop for JournalUnit {
         for link in &self.exports {
             let _ = std::fs::remove_file(link);
         }
-        for cgroup in &self.cgroups {
+        // A cgroup goes once its processes have; the unit's do by the time it is dropped.
+        for cgroup in self.cgroups.iter().chain(&self.slices) {
             let _ = std::fs::remove_dir(cgroup);
         }
     }
