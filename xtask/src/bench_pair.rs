@@ -66,16 +66,17 @@ impl PairedRound {
     }
 }
 
-/// The eBPF ratio with the order of attachment taken out: on each hook the programs attached
-/// first run first and meet the kernel's data (task, credentials, files) out of the cache,
-/// which the second set then finds in it. The geometric mean of the median ratio with this
-/// build first and the one with it second cancels that, when both orders ran.
-fn order_balanced_bpf_ratio(rounds: &[PairedRound]) -> Option<f64> {
+/// A ratio of the rounds (`ratio`) with the order of start-up taken out. On each hook the
+/// programs attached first run first and meet the kernel's data (task, credentials, files) out
+/// of the cache, which the second set then finds in it; the daemon started first costs more
+/// too, by up to a tenth in a run of one build against a copy of itself. The geometric mean of the median ratio with this build first and
+/// the one with it second cancels that, when both orders ran.
+fn order_balanced(rounds: &[PairedRound], ratio: fn(&PairedRound) -> f64) -> Option<f64> {
     let median_when = |first: bool| {
         let ratios: Vec<f64> = rounds
             .iter()
             .filter(|r| r.this_first == first)
-            .map(PairedRound::bpf_ratio)
+            .map(ratio)
             .collect();
         (!ratios.is_empty()).then(|| spread(ratios).1)
     };
@@ -92,10 +93,10 @@ pub fn exec_pair(options: &Options, report: &mut Report) -> Result<()> {
          settings, both attached for every storm; {} s of storm before each measured {} s; the \
          daemon that starts first alternates between rounds; daemon CPU per exec from each \
          process's CPU clock; eBPF run time per exec from the kernel's statistics of the \
-         programs each daemon holds (the set attached first runs first on each hook and pays for \
-         bringing the kernel's data into the cache, so its ratio is given with the order taken \
-         out: run an even number of rounds); the daemon that starts second cannot bind the \
-         embedded default's metrics port and says so)",
+         programs each daemon holds; the daemon started first costs more, and its programs, \
+         which run first on each hook, pay for bringing the kernel's data into the cache, so \
+         both ratios are given with the order taken out: run an even number of rounds; the \
+         daemon that starts second cannot bind the embedded default's metrics port and says so)",
         this.display(),
         against.display(),
         options.warmup,
@@ -285,7 +286,8 @@ fn measure(storms: &Storms, pids: [u32; 2]) -> Result<Measured> {
     })
 }
 
-/// Each round's daemon CPU per exec for both builds and their ratio, then the ratios' median.
+/// Each round's daemon CPU and eBPF run time per exec for both builds and their ratios, then
+/// the ratios with the order of start-up taken out.
 fn pair_table(report: &mut Report, rate: u64, setup: Setup, rounds: &[PairedRound]) {
     report.line(String::new());
     report.line(format!("target rate {rate} execs/s, {}", setup.label()));
@@ -317,22 +319,33 @@ fn pair_table(report: &mut Report, rate: u64, setup: Setup, rounds: &[PairedRoun
             format!("{} / {}", round.lost[0], round.lost[1])
         ));
     }
-    let (min, median, max) = spread(rounds.iter().map(PairedRound::ratio).collect());
+    let (min, _, max) = spread(rounds.iter().map(PairedRound::ratio).collect());
     let medians = [0, 1].map(|w| spread(rounds.iter().map(|r| r.per_exec_us(w)).collect()).1);
-    report.line(format!(
-        "this build's daemon CPU per exec over the other's: {median:.3} ({min:.3}..{max:.3}), \
-         median of the rounds' ratios ({:.2} against {:.2} µs per exec, medians)",
-        medians[0], medians[1]
-    ));
-    report.line(match order_balanced_bpf_ratio(rounds) {
+    report.line(match order_balanced(rounds, PairedRound::ratio) {
         Some(ratio) => format!(
-            "this build's eBPF run time per exec over the other's: {ratio:.3}, order taken out \
-             (geometric mean of the median ratio with each build attached first)"
+            "this build's daemon CPU per exec over the other's: {ratio:.3}, order taken out \
+             (rounds {min:.3}..{max:.3}; {:.2} against {:.2} µs per exec, medians)",
+            medians[0], medians[1]
         ),
-        None => "this build's eBPF run time per exec over the other's: needs rounds with each \
-                 build attached first (--rounds 2 or more)"
-            .to_owned(),
+        None => needs_both_orders("daemon CPU"),
     });
+    report.line(match order_balanced(rounds, PairedRound::bpf_ratio) {
+        Some(ratio) => format!(
+            "this build's eBPF run time per exec over the other's: {ratio:.3}, order taken out"
+        ),
+        None => needs_both_orders("eBPF run time"),
+    });
+    report.line(
+        "(order taken out: the geometric mean of the median ratio with each build started first)",
+    );
+}
+
+/// What the comparison of `what` says when one order of start-up alone ran.
+fn needs_both_orders(what: &str) -> String {
+    format!(
+        "this build's {what} per exec over the other's: needs rounds with each build started \
+         first (--rounds 2 or more)"
+    )
 }
 
 #[cfg(test)]
@@ -396,6 +409,29 @@ mod tests {
     }
 
     #[test]
+    fn the_order_of_start_up_is_taken_out_of_the_daemon_ratio() {
+        let round = |this_ms, other_ms, this_first| PairedRound {
+            cpu: [
+                Duration::from_millis(this_ms),
+                Duration::from_millis(other_ms),
+            ],
+            ..round_with_bpf(5, 5, this_first)
+        };
+        // Equal daemons: whichever starts first costs a tenth more.
+        let equal = [round(11, 10, true), round(10, 11, false)];
+        let ratio = order_balanced(&equal, PairedRound::ratio).unwrap();
+        assert!((ratio - 1.0).abs() < 1e-9, "{ratio}");
+        // The median of the rounds' ratios alone would favour the order of the middle rounds.
+        let uneven = [
+            round(11, 10, true),
+            round(10, 11, false),
+            round(11, 10, true),
+        ];
+        let ratio = order_balanced(&uneven, PairedRound::ratio).unwrap();
+        assert!((ratio - 1.0).abs() < 1e-9, "{ratio}");
+    }
+
+    #[test]
     fn the_order_of_attachment_is_taken_out_of_the_bpf_ratio() {
         // Equal programs: whichever set is attached first costs a third more.
         let equal = [
@@ -404,14 +440,14 @@ mod tests {
             round_with_bpf(8, 6, true),
             round_with_bpf(6, 8, false),
         ];
-        let ratio = order_balanced_bpf_ratio(&equal).unwrap();
+        let ratio = order_balanced(&equal, PairedRound::bpf_ratio).unwrap();
         assert!((ratio - 1.0).abs() < 1e-9, "{ratio}");
         // This build's programs half as costly, with the same order effect on top.
         let halved = [round_with_bpf(4, 6, true), round_with_bpf(3, 8, false)];
-        let ratio = order_balanced_bpf_ratio(&halved).unwrap();
+        let ratio = order_balanced(&halved, PairedRound::bpf_ratio).unwrap();
         assert!((ratio - 0.5).abs() < 1e-9, "{ratio}");
         assert!(
-            order_balanced_bpf_ratio(&equal[..1]).is_none(),
+            order_balanced(&equal[..1], PairedRound::bpf_ratio).is_none(),
             "one order alone cannot be balanced"
         );
     }
