@@ -68,9 +68,10 @@ impl PairedRound {
 
 /// A ratio of the rounds (`ratio`) with the order of start-up taken out. On each hook the
 /// programs attached first run first and meet the kernel's data (task, credentials, files) out
-/// of the cache, which the second set then finds in it; the daemon started first costs more
-/// too, by up to a tenth in a run of one build against a copy of itself. The geometric mean of the median ratio with this build first and
-/// the one with it second cancels that, when both orders ran.
+/// of the cache, which the second set then finds in it. The daemon started first can cost more
+/// too (up to a tenth in some runs of two builds of the same source, nothing in others). The
+/// geometric mean of the median ratio with this build first and the one with it second cancels
+/// that when both orders ran, and is the median's equal when the order does not matter.
 fn order_balanced(rounds: &[PairedRound], ratio: fn(&PairedRound) -> f64) -> Option<f64> {
     let median_when = |first: bool| {
         let ratios: Vec<f64> = rounds
