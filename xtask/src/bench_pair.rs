@@ -94,7 +94,7 @@ pub fn exec_pair(options: &Options, report: &mut Report) -> Result<()> {
          settings, both attached for every storm; {} s of storm before each measured {} s; the \
          daemon that starts first alternates between rounds; daemon CPU per exec from each \
          process's CPU clock; eBPF run time per exec from the kernel's statistics of the \
-         programs each daemon holds; the daemon started first costs more, and its programs, \
+         programs each daemon holds; the daemon started first can cost more, and its programs, \
          which run first on each hook, pay for bringing the kernel's data into the cache, so \
          both ratios are given with the order taken out: run an even number of rounds; the \
          daemon that starts second cannot bind the embedded default's metrics port and says so)",
