@@ -41,6 +41,7 @@ pub fn private_dir(dir: &Path) -> Result<()> {
         .recursive(true)
         .mode(dir_mode())
         .create(dir)
+        .map_err(|err| with_write_hint(err, dir))
         .with_context(|| format!("creating {}", dir.display()))?;
     tighten(dir, dir_mode())
 }
@@ -51,6 +52,7 @@ pub fn private_file(path: &Path, options: &mut OpenOptions) -> Result<File> {
     let file = options
         .mode(file_mode())
         .open(path)
+        .map_err(|err| with_write_hint(err, path))
         .with_context(|| format!("opening {}", path.display()))?;
     tighten(path, file_mode())?;
     Ok(file)
@@ -65,6 +67,21 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     )?
     .write_all(contents)
     .with_context(|| format!("writing {}", path.display()))
+}
+
+/// `err`, and where `path` is on a read-only file system, where the daemon may write instead.
+/// That is mostly the packaged unit's sandbox (`ProtectSystem=strict`), not a read-only disk.
+fn with_write_hint(err: std::io::Error, path: &Path) -> anyhow::Error {
+    if err.kind() != std::io::ErrorKind::ReadOnlyFilesystem {
+        return err.into();
+    }
+    anyhow::Error::new(err).context(format!(
+        "{} is on a read-only file system; under the packaged unit (ProtectSystem=strict) the \
+         daemon may write only under /var/log/custos, /var/lib/custos and /run/custos: choose \
+         a path there, or allow this one with ReadWritePaths= in a drop-in (systemctl edit \
+         custos)",
+        path.display()
+    ))
 }
 
 /// Takes away what `mode` does not grant, and gives the reader group the file.

@@ -64,6 +64,42 @@ fn a_world_writable_configuration_or_identity_map_is_refused() -> Result<()> {
     Ok(())
 }
 
+/// A file sink on a read-only file system stops the start with its path and where the daemon
+/// may write instead: under the packaged unit's sandbox most of the system is read-only.
+#[test]
+fn a_file_sink_on_a_read_only_file_system_is_refused_with_what_to_do() -> Result<()> {
+    require_root();
+    let dir = tempfile::tempdir()?;
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&read_only)?;
+    let read_only_str = read_only.to_str().context("a UTF-8 path")?;
+    custos_tests::run(
+        "mount",
+        &["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", read_only_str],
+    )?;
+    let unmount = Unmount(read_only.clone());
+    let config = dir.path().join("custos.toml");
+    // The file itself, and a directory the daemon would have to make for it.
+    for sink in [
+        read_only.join("events.jsonl"),
+        read_only.join("custos/events.jsonl"),
+    ] {
+        let text = TestConfig::new()
+            .sink(Entry::file_sink(&sink, "json"))
+            .to_toml();
+        std::fs::write(&config, text)?;
+        let error = custos_fails(&["run".as_ref(), "--config".as_ref(), config.as_os_str()])?;
+        ensure!(error.contains(&sink.display().to_string()), "{error}");
+        ensure!(error.contains("read-only file system"), "{error}");
+        ensure!(
+            error.contains("/var/log/custos") && error.contains("ReadWritePaths="),
+            "{error}"
+        );
+    }
+    drop(unmount);
+    Ok(())
+}
+
 /// Under umask 022 the spool (directory and segments), a file sink in a new directory and an
 /// existing file sink left 0644 are all root's alone.
 #[test]
