@@ -70,14 +70,7 @@ fn a_world_writable_configuration_or_identity_map_is_refused() -> Result<()> {
 fn a_file_sink_on_a_read_only_file_system_is_refused_with_what_to_do() -> Result<()> {
     require_root();
     let dir = tempfile::tempdir()?;
-    let read_only = dir.path().join("read-only");
-    std::fs::create_dir(&read_only)?;
-    let read_only_str = read_only.to_str().context("a UTF-8 path")?;
-    custos_tests::run(
-        "mount",
-        &["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", read_only_str],
-    )?;
-    let unmount = Unmount(read_only.clone());
+    let (read_only, unmount) = tmpfs_in(dir.path(), "read-only", "ro,size=64k")?;
     let config = dir.path().join("custos.toml");
     // The file itself, and a directory the daemon would have to make for it.
     for sink in [
@@ -188,14 +181,7 @@ fn is_exec_of(event: &custos_proto::v1::Event, marker: &str, tag: &str) -> bool 
 fn a_full_spool_filesystem_is_reported_and_spooling_resumes() -> Result<()> {
     require_root();
     let dir = tempfile::tempdir()?;
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small)?;
-    let small_str = small.to_str().context("a UTF-8 path")?;
-    custos_tests::run(
-        "mount",
-        &["-t", "tmpfs", "-o", "size=256k", "tmpfs", small_str],
-    )?;
-    let unmount = Unmount(small.clone());
+    let (small, unmount) = tmpfs_in(dir.path(), "small", "size=256k")?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?.to_string();
     drop(listener); // down, for now
@@ -260,6 +246,15 @@ fn wait_until(what: &str, done: impl Fn() -> bool) -> Result<()> {
 
 /// Unmounts a test's filesystem whatever happened.
 struct Unmount(std::path::PathBuf);
+
+/// A tmpfs mounted with `options` on a new directory `name` in `dir`, unmounted with the guard.
+fn tmpfs_in(dir: &Path, name: &str, options: &str) -> Result<(std::path::PathBuf, Unmount)> {
+    let mount_point = dir.join(name);
+    std::fs::create_dir(&mount_point)?;
+    let target = mount_point.to_str().context("a UTF-8 path")?;
+    custos_tests::run("mount", &["-t", "tmpfs", "-o", options, "tmpfs", target])?;
+    Ok((mount_point.clone(), Unmount(mount_point)))
+}
 
 impl Drop for Unmount {
     fn drop(&mut self) {
