@@ -18,6 +18,35 @@ pub fn set_reader_group(gid: u32) {
     let _ = READER_GROUP.set(gid);
 }
 
+/// Lets the reader group into the directories systemd made for the service's logs
+/// (`LogsDirectory=`, named in `$LOGS_DIRECTORY`): systemd makes them root's alone at each
+/// start, and the file sinks there are for that group to read. Only a root-owned directory
+/// named `custos` is changed, so that a stray variable cannot open another one.
+pub fn share_logs_directories() -> Result<()> {
+    let (Some(&gid), Some(dirs)) = (READER_GROUP.get(), std::env::var_os("LOGS_DIRECTORY")) else {
+        return Ok(());
+    };
+    for dir in std::env::split_paths(&dirs) {
+        let meta =
+            fs::symlink_metadata(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let ours = dir.is_absolute()
+            && dir.file_name().is_some_and(|name| name == "custos")
+            && meta.is_dir()
+            && meta.uid() == 0;
+        if !ours {
+            tracing::warn!(dir = %dir.display(), "LOGS_DIRECTORY names no root-owned directory \
+                called custos; its permissions are left as they are");
+            continue;
+        }
+        std::os::unix::fs::chown(&dir, None, Some(gid))
+            .with_context(|| format!("giving {} to the reader group", dir.display()))?;
+        let shared = (meta.mode() & 0o7700) | 0o050;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(shared))
+            .with_context(|| format!("letting the reader group into {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 fn file_mode() -> u32 {
     if READER_GROUP.get().is_some() {
         0o640

@@ -93,6 +93,59 @@ fn a_file_sink_on_a_read_only_file_system_is_refused_with_what_to_do() -> Result
     Ok(())
 }
 
+/// With a reader group, the directory systemd makes for file sinks (`LogsDirectory=`, root's
+/// alone, named in `$LOGS_DIRECTORY`) is opened to the group at start, so that a member reads
+/// the events there; without one it stays root's alone.
+#[test]
+fn the_reader_group_is_let_into_the_logs_directory_systemd_made() -> Result<()> {
+    require_root();
+    let group = "custos-readers";
+    custos_tests::ensure_member("custos-reader", group)?;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    for reader_group in [None, Some(group)] {
+        let logs = dir.path().join("custos");
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir(&logs)?;
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700))?;
+        let events = logs.join("events.jsonl");
+        let mut config = TestConfig::new().sink(Entry::file_sink(&events, "json"));
+        if let Some(group) = reader_group {
+            config = config.set(&["files"], "group", group);
+        }
+        let env = [("LOGS_DIRECTORY", logs.as_os_str())];
+        let mut sensor = Sensor::start_with_env(&config, &env)?;
+        let marker = Marker::new("/bin/true")?;
+        run_marker(&marker, "read-by-the-group", 1)?;
+        let path = marker.path_str().to_owned();
+        sensor.wait_for("the marker", |events| custos_tests::exec_of(events, &path))?;
+        sensor.stop()?;
+        let read = Command::new("runuser")
+            .args([
+                "-u",
+                "custos-reader",
+                "--",
+                "grep",
+                "-c",
+                "read-by-the-group",
+            ])
+            .arg(&events)
+            .output()?;
+        let expected_mode = if reader_group.is_some() { 0o750 } else { 0o700 };
+        let logs_mode = mode(&logs)?;
+        ensure!(
+            logs_mode == expected_mode,
+            "group {reader_group:?}: the logs directory is {logs_mode:o}"
+        );
+        ensure!(
+            read.status.success() == reader_group.is_some(),
+            "group {reader_group:?}: {}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Under umask 022 the spool (directory and segments), a file sink in a new directory and an
 /// existing file sink left 0644 are all root's alone.
 #[test]

@@ -311,6 +311,7 @@ impl Daemon {
         let host = HostInfo::probe()?;
         if let Some(group) = &config.files.group {
             crate::files::set_reader_group(reader_group(group)?);
+            crate::files::share_logs_directories()?;
         }
         let people = people_file(&config)?;
         let metrics = Metrics::new(&host.run_id);
