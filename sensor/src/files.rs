@@ -23,7 +23,7 @@ pub fn set_reader_group(gid: u32) {
 /// start, and the file sinks there are for that group to read. Only a root-owned directory
 /// named `custos` is changed, so that a stray variable cannot open another one.
 pub fn share_logs_directories() -> Result<()> {
-    let (Some(&gid), Some(dirs)) = (READER_GROUP.get(), std::env::var_os("LOGS_DIRECTORY")) else {
+    let (Some(_), Some(dirs)) = (READER_GROUP.get(), std::env::var_os("LOGS_DIRECTORY")) else {
         return Ok(());
     };
     for dir in std::env::split_paths(&dirs) {
@@ -38,8 +38,7 @@ pub fn share_logs_directories() -> Result<()> {
                 called custos; its permissions are left as they are");
             continue;
         }
-        std::os::unix::fs::chown(&dir, None, Some(gid))
-            .with_context(|| format!("giving {} to the reader group", dir.display()))?;
+        give_to_reader_group(&dir, &meta)?;
         let shared = (meta.mode() & 0o7700) | 0o050;
         fs::set_permissions(&dir, fs::Permissions::from_mode(shared))
             .with_context(|| format!("letting the reader group into {}", dir.display()))?;
@@ -126,6 +125,11 @@ fn tighten(path: &Path, mode: u32) -> Result<()> {
             current & mode
         );
     }
+    give_to_reader_group(path, &meta)
+}
+
+/// Gives `path` (as `meta` found it) to the reader group, when there is one.
+fn give_to_reader_group(path: &Path, meta: &fs::Metadata) -> Result<()> {
     if let Some(&gid) = READER_GROUP.get() {
         if meta.gid() != gid {
             std::os::unix::fs::chown(path, None, Some(gid))
