@@ -382,6 +382,7 @@ impl Daemon {
             "sensor ready"
         );
         notify(&[NotifyState::Ready]);
+        crate::allocator::steady();
     }
 
     /// Drains the ring buffer as records come (or at the latest every `max_latency`), keeps
