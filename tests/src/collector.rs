@@ -3,14 +3,18 @@
 use std::{
     io::Read,
     net::TcpListener,
+    ops::ControlFlow,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use custos_proto::v1::Event;
 
-use crate::PATIENCE;
+use crate::{
+    poll::{poll, EVERY},
+    PATIENCE,
+};
 
 /// A TCP collector on loopback that keeps every byte it receives.
 pub struct Collector {
@@ -35,21 +39,17 @@ impl Collector {
     }
 
     pub fn wait_for(&self, what: &str, found: impl Fn(&[Event]) -> bool) -> Result<Vec<Event>> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        poll(PATIENCE, EVERY, || {
             let events = self.events()?;
             if found(&events) {
-                return Ok(events);
+                return Ok(ControlFlow::Break(events));
             }
-            if Instant::now() > deadline {
-                let bytes = self.received.lock().expect("collector lock").len();
-                bail!(
-                    "collector never received {what} ({} events decoded from {bytes} bytes)",
-                    events.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            let bytes = self.received.lock().expect("collector lock").len();
+            Ok(ControlFlow::Continue(format!(
+                "the collector never received {what} ({} events decoded from {bytes} bytes)",
+                events.len()
+            )))
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
@@ -42,14 +42,11 @@ impl Journald {
             .spawn()
             .with_context(|| format!("starting {JOURNALD} (Debian's systemd package)"))?;
         let journald = Self(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(STDOUT_SOCKET).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "journald never listened on {STDOUT_SOCKET}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::poll::wait_until(
+            &format!("journald listens on {STDOUT_SOCKET}"),
+            Duration::from_secs(10),
+            || Ok(UnixStream::connect(STDOUT_SOCKET).is_ok()),
+        )?;
         Ok(Some(journald))
     }
 }

@@ -2,6 +2,7 @@
 //! kernel), causes real activity, and reads back the events it wrote.
 use std::{
     io::{BufRead, BufReader},
+    ops::ControlFlow,
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
@@ -20,6 +21,7 @@ pub mod logins;
 pub mod loop_device;
 pub mod nats;
 pub mod net;
+pub mod poll;
 pub mod siem;
 pub mod stall;
 
@@ -239,20 +241,16 @@ impl Sensor {
         what: &str,
         found: impl Fn(&[Value]) -> Option<T>,
     ) -> Result<T> {
-        let deadline = Instant::now() + patience;
-        loop {
+        poll::poll(patience, poll::EVERY, || {
             let events = self.events()?;
-            if let Some(hit) = found(&events) {
-                return Ok(hit);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "waited {patience:?} for {what}: not among the {} events written",
+            Ok(match found(&events) {
+                Some(hit) => ControlFlow::Break(hit),
+                None => ControlFlow::Continue(format!(
+                    "{what} is not among the {} events written",
                     events.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                )),
+            })
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -503,14 +501,9 @@ pub fn spool_segments(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Waits until `address` (`host:port`, IPv6 hosts in brackets) accepts TCP connections:
 /// a server the test started is ready.
 pub fn wait_listening(address: &str, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    while std::net::TcpStream::connect(address).is_err() {
-        if Instant::now() > deadline {
-            bail!("nothing listened on {address} within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    poll::wait_until(&format!("a listener on {address}"), within, || {
+        Ok(std::net::TcpStream::connect(address).is_ok())
+    })
 }
 
 /// A directory under /tmp that every user may use, removed at drop.

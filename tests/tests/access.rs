@@ -3,17 +3,20 @@
 //! `custos access-report`, from this host's state or from two sensors' summaries in a real
 //! nats-server.
 use std::{
+    ops::ControlFlow,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
     custos, ensure_member, ensure_user,
     nats::NatsServer,
-    opens_of, require_root, run, shared_root,
+    opens_of,
+    poll::poll,
+    require_root, run, shared_root,
     stall::{stuck_sensor, unmade},
     Entry, Sensor, TestConfig, PATIENCE,
 };
@@ -197,30 +200,27 @@ fn usage_config(root: &Path, state: &Path) -> TestConfig {
 
 /// `custos access-report ARGS --format json`, once `ready` accepts it.
 fn report_until(args: &[&str], what: &str, ready: impl Fn(&Value) -> bool) -> Result<Value> {
-    let deadline = Instant::now() + PATIENCE * 2;
-    let mut last: String;
-    loop {
-        let full: Vec<&std::ffi::OsStr> = ["access-report"]
-            .iter()
-            .chain(args)
-            .chain(&["--format", "json"])
-            .map(std::ffi::OsStr::new)
-            .collect();
-        match custos(&full) {
+    let full: Vec<&std::ffi::OsStr> = ["access-report"]
+        .iter()
+        .chain(args)
+        .chain(&["--format", "json"])
+        .map(std::ffi::OsStr::new)
+        .collect();
+    poll(PATIENCE * 2, Duration::from_millis(250), || {
+        let last = match custos(&full) {
             Ok(text) => {
                 let report: Value = serde_json::from_str(&text)?;
                 if ready(&report) {
-                    return Ok(report);
+                    return Ok(ControlFlow::Break(report));
                 }
-                last = text;
+                text
             }
-            Err(err) => last = format!("{err:#}"),
-        }
-        if Instant::now() > deadline {
-            bail!("no report with {what}; last:\n{last}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+            Err(err) => format!("{err:#}"),
+        };
+        Ok(ControlFlow::Continue(format!(
+            "no report with {what}; last:\n{last}"
+        )))
+    })
 }
 
 /// Group A is among the person's used entitlements, its example the open of `file`.

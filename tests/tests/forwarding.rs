@@ -4,18 +4,20 @@
 use std::{
     ffi::OsStr,
     net::TcpListener,
+    ops::ControlFlow,
     path::Path,
     process::Command,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use custos_proto::v1::{event::Body, Event};
 use custos_tests::{
     collector::{collect, Collector},
-    of_kind, open_repeatedly_as_nobody, require_root, shared_file, Entry, Marker, Sensor,
-    TestConfig, PATIENCE,
+    of_kind, open_repeatedly_as_nobody,
+    poll::poll,
+    require_root, shared_file, Entry, Marker, Sensor, TestConfig, PATIENCE,
 };
 use serde_json::Value;
 
@@ -182,8 +184,7 @@ fn events_spooled_during_an_outage_survive_kill_9_and_arrive_after_restart() -> 
 /// Waits until `custos status` shows the collector's outage: a spool that grows, an oldest
 /// event that ages, and errors counted.
 fn wait_for_outage_gauges() -> Result<()> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    poll(PATIENCE, Duration::from_millis(200), || {
         let out = Command::new(custos_tests::custos_bin())
             .args(["status", "--prometheus"])
             .output()?;
@@ -198,25 +199,25 @@ fn wait_for_outage_gauges() -> Result<()> {
             && value("custos_spool_oldest_age_seconds{sink=\"collector\"}") > 0.0
             && value("custos_sink_errors_total{sink=\"collector\"}") > 0.0
         {
-            // The summary names the sink's last error.
-            let out = Command::new(custos_tests::custos_bin())
-                .arg("status")
-                .output()?;
-            let summary = String::from_utf8_lossy(&out.stdout).into_owned();
-            let row = summary
-                .lines()
-                .find(|l| l.trim_start().starts_with("collector"));
-            ensure!(
-                row.is_some_and(|row| row.contains("refused")),
-                "the collector's last error: {summary}"
-            );
-            return Ok(());
+            return Ok(ControlFlow::Break(()));
         }
-        if Instant::now() > deadline {
-            bail!("spool gauges never showed the outage:\n{report}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        Ok(ControlFlow::Continue(format!(
+            "spool gauges never showed the outage:\n{report}"
+        )))
+    })?;
+    // The summary names the sink's last error.
+    let out = Command::new(custos_tests::custos_bin())
+        .arg("status")
+        .output()?;
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("collector"));
+    ensure!(
+        row.is_some_and(|row| row.contains("refused")),
+        "the collector's last error: {summary}"
+    );
+    Ok(())
 }
 
 #[test]
@@ -425,23 +426,21 @@ fn rsyslog_receives_rfc5424_messages_with_the_event_as_json() -> Result<()> {
         .set("facility", "authpriv");
     let mut sensor = Sensor::start(&TestConfig::new().spool(spool.path()).sink(syslog))?;
     Command::new(marker.path_str()).arg("via-syslog").status()?;
-    let deadline = Instant::now() + PATIENCE;
-    let line = loop {
+    let line = poll(PATIENCE, Duration::from_millis(100), || {
         // rsyslog passes bytes through; the file need not be UTF-8 throughout.
         let text = String::from_utf8_lossy(&std::fs::read(&rsyslog.received).unwrap_or_default())
             .into_owned();
-        if let Some(line) = text
-            .lines()
-            // A whole record only: a line read while rsyslog is still writing may lack its head.
-            .find(|l| l.starts_with('<') && l.contains(" exec - ") && l.contains(marker.path_str()))
-        {
-            break line.to_owned();
-        }
-        if Instant::now() > deadline {
-            bail!("rsyslog never wrote the marker exec; it has:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        // A whole record only: a line read while rsyslog is still writing may lack its head.
+        let marker_exec = |l: &&str| {
+            l.starts_with('<') && l.contains(" exec - ") && l.contains(marker.path_str())
+        };
+        Ok(match text.lines().find(marker_exec) {
+            Some(line) => ControlFlow::Break(line.to_owned()),
+            None => ControlFlow::Continue(format!(
+                "rsyslog never wrote the marker exec; it has:\n{text}"
+            )),
+        })
+    })?;
     let pid = sensor.pid();
     sensor.stop()?;
     // <PRI>VERSION TIMESTAMP HOST APP PROCID MSGID SD MSG, as rsyslog re-emits RFC 5424.

@@ -7,7 +7,10 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _, Result};
-use custos_tests::{custos_bin, free_port, require_root, Entry, Marker, Sensor, TestConfig};
+use custos_tests::{
+    custos_bin, free_port, poll::wait_until, require_root, Entry, Marker, Sensor, TestConfig,
+    PATIENCE,
+};
 
 fn mode(path: &Path) -> Result<u32> {
     Ok(std::fs::metadata(path)
@@ -277,23 +280,15 @@ fn a_full_spool_filesystem_is_reported_and_spooling_resumes() -> Result<()> {
     })?;
     // Once the collector confirmed the whole segment, writing goes on in a new one and the
     // sent one is deleted: the space is free again, and new events are spooled and delivered.
-    wait_until("the sent segment's removal", || !first.exists())?;
+    wait_until("the sent segment's removal", PATIENCE, || {
+        Ok(!first.exists())
+    })?;
     run_marker(&marker, "after-drain", 1)?;
     collector.wait_for("an event spooled after the drain", |events| {
         events.iter().any(|e| is_exec_of(e, &path, "after-drain"))
     })?;
     sensor.stop()?;
     drop(unmount);
-    Ok(())
-}
-
-/// Waits until `done`, or fails naming `what`.
-fn wait_until(what: &str, done: impl Fn() -> bool) -> Result<()> {
-    let deadline = std::time::Instant::now() + custos_tests::PATIENCE;
-    while !done() {
-        ensure!(std::time::Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The packaged service's events in the journal: the default configuration writes them to
 //! standard output, which systemd hands to journald, and journald must keep every line.
 use std::{
+    ops::ControlFlow,
     path::Path,
     process::{Child, Command},
     time::{Duration, Instant},
@@ -10,7 +11,9 @@ use anyhow::{ensure, Context as _, Result};
 use custos_tests::{
     custos_bin, http_get,
     journal::{JournalUnit, Journald, LogRateLimit},
-    metric_sample, of_kind, patience, require_root, seq, signal,
+    metric_sample, of_kind, patience,
+    poll::{poll, wait_until},
+    require_root, seq, signal,
 };
 use serde_json::Value;
 
@@ -64,22 +67,22 @@ fn open_missing_files(dir: &Path) -> Result<()> {
 /// order, so the daemon's last log line ends it. Where journald dropped that line too, once
 /// the journal stopped taking more for two seconds.
 fn settled_lines(unit: &JournalUnit) -> Result<Vec<String>> {
-    let deadline = Instant::now() + patience();
-    let (mut lines, mut unchanged) = (unit.lines()?, 0);
-    loop {
-        if lines.iter().any(|l| l.contains("sensor stopped")) || unchanged == 2 {
-            return Ok(lines);
-        }
-        ensure!(Instant::now() < deadline, "the journal kept taking lines");
-        std::thread::sleep(Duration::from_secs(1));
-        let now = unit.lines()?;
-        unchanged = if now.len() == lines.len() {
-            unchanged + 1
-        } else {
-            0
+    let (mut last_count, mut unchanged) = (None, 0);
+    poll(patience(), Duration::from_secs(1), || {
+        let lines = unit.lines()?;
+        unchanged = match last_count == Some(lines.len()) {
+            true => unchanged + 1,
+            false => 0,
         };
-        lines = now;
-    }
+        last_count = Some(lines.len());
+        if lines.iter().any(|l| l.contains("sensor stopped")) || unchanged == 2 {
+            return Ok(ControlFlow::Break(lines));
+        }
+        Ok(ControlFlow::Continue(format!(
+            "the journal kept taking lines ({} so far)",
+            lines.len()
+        )))
+    })
 }
 
 /// The daemon's metrics once it has emitted the events of all [`OPENS`] opens.
@@ -95,19 +98,13 @@ fn metrics_after_the_opens() -> Result<String> {
 }
 
 fn wait_until_ready(unit: &JournalUnit, daemon: &mut Child) -> Result<()> {
-    let deadline = Instant::now() + patience();
-    while !unit.lines()?.iter().any(|l| l.contains("sensor ready")) {
-        ensure!(
-            Instant::now() < deadline,
-            "the daemon never logged that it is ready"
-        );
+    wait_until("the daemon logs that it is ready", patience(), || {
         ensure!(
             daemon.try_wait()?.is_none(),
             "the daemon ended before it was ready"
         );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
+        Ok(unit.lines()?.iter().any(|l| l.contains("sensor ready")))
+    })
 }
 
 /// The events in `lines`, and how many are missing between the first and the last.

@@ -1,14 +1,10 @@
 //! Running as a service: configuration checks and systemd's readiness protocol.
-use std::{
-    os::unix::net::UnixDatagram,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{ops::ControlFlow, os::unix::net::UnixDatagram, process::Command, time::Duration};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use custos_tests::{
     custos, custos_bin, exec_of, http_get, load::SteadyForks, metric_sample as sample, of_kind,
-    require_root, Entry, Marker, Sensor, TestConfig, PATIENCE,
+    poll::poll, require_root, Entry, Marker, Sensor, TestConfig, PATIENCE,
 };
 
 /// `config` with a standard-output sink, as text.
@@ -107,21 +103,24 @@ fn events_held_for_a_batch_are_written_when_the_daemon_stops() -> Result<()> {
     Ok(())
 }
 
+/// The messages on the notify socket up to one with the line `wanted`. The socket's read
+/// timeout paces the checks.
 fn receive(socket: &UnixDatagram, wanted: &str) -> Result<Vec<String>> {
-    let deadline = Instant::now() + PATIENCE;
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
+    poll(PATIENCE, Duration::ZERO, || {
         if let Ok(n) = socket.recv(&mut buf) {
             let message = String::from_utf8_lossy(&buf[..n]).into_owned();
             let done = message.lines().any(|l| l == wanted);
             seen.push(message);
             if done {
-                return Ok(seen);
+                return Ok(ControlFlow::Break(std::mem::take(&mut seen)));
             }
         }
-    }
-    bail!("no {wanted} on NOTIFY_SOCKET; got {seen:?}")
+        Ok(ControlFlow::Continue(format!(
+            "no {wanted} on NOTIFY_SOCKET; got {seen:?}"
+        )))
+    })
 }
 
 #[test]
@@ -173,22 +172,18 @@ fn the_sensor_runs_with_the_units_minimal_capabilities() -> Result<()> {
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     let marker = Marker::new("/bin/true")?;
-    let deadline = Instant::now() + PATIENCE;
-    let exec = loop {
+    let exec = poll(PATIENCE, Duration::from_millis(200), || {
         Command::new(marker.path_str()).arg("few-caps").status()?;
         let events = custos_tests::read_json_lines(&output)?;
-        if let Some(exec) = of_kind(&events, "exec")
-            .find(|e| e["process"]["binary"] == marker.path_str())
-            .cloned()
-        {
-            break exec;
-        }
-        if Instant::now() > deadline {
-            let _ = daemon.kill();
-            bail!("no exec event with the reduced capability set");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        let exec = of_kind(&events, "exec").find(|e| e["process"]["binary"] == marker.path_str());
+        Ok(match exec {
+            Some(exec) => ControlFlow::Break(exec.clone()),
+            None => ControlFlow::Continue("no exec event with the reduced capability set".into()),
+        })
+    })
+    .inspect_err(|_| {
+        let _ = daemon.kill();
+    })?;
     custos_tests::signal(daemon.id(), "TERM")?;
     let out = daemon.wait_with_output()?;
     assert!(
@@ -210,8 +205,7 @@ fn the_sensor_runs_with_the_units_minimal_capabilities() -> Result<()> {
 /// The metrics once the exec counter and the file sink agree and are both still (other
 /// activity may interleave), with the eBPF statistics caught up.
 fn settled_exposition(sensor: &Sensor, address: &str) -> Result<String> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    poll(PATIENCE, Duration::from_millis(300), || {
         let before = http_get(address, "/metrics")?;
         let written = of_kind(&sensor.events()?, "exec").count() as f64;
         let after = http_get(address, "/metrics")?;
@@ -224,13 +218,12 @@ fn settled_exposition(sensor: &Sensor, address: &str) -> Result<String> {
             && counted == sample(&after, "custos_events_total{kind=\"exec\"}")
             && runs.unwrap_or(0.0) >= 5.0
         {
-            return Ok(after);
+            return Ok(ControlFlow::Break(after));
         }
-        if Instant::now() > deadline {
-            bail!("exec counter {counted:?} never matched the {written} exec events written");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        Ok(ControlFlow::Continue(format!(
+            "exec counter {counted:?} never matched the {written} exec events written"
+        )))
+    })
 }
 
 /// The gauges are read when scraped, not on a timer: execs just before a scrape are in its
