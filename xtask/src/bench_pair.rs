@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::{
     bench::{process_cpu, spread, BenchDaemon},
     bench_exec::{argv_bytes_option, execs_of, marker_in, Setup, Storms},
+    bench_memory::{LoadMemory, MemorySampler},
     bpf_jit::{program_run_time, programs_held_by},
     report::Report,
     shell::target_dir,
@@ -39,6 +40,15 @@ struct PairedRound {
     this_first: bool,
     /// Execs of the marker each did not report, over both storms.
     lost: [u64; 2],
+    /// Each daemon's private memory, in the same order.
+    memory: [PrivateMemory; 2],
+}
+
+/// A daemon's private memory (KiB) once started, and the most it held in the measured storm.
+#[derive(Clone, Copy, Default)]
+struct PrivateMemory {
+    started: u64,
+    storm_peak: u64,
 }
 
 impl PairedRound {
@@ -208,6 +218,7 @@ fn paired_round(
         spawned,
         cpu,
         bpf,
+        memory,
     } = measured?;
     let mut seen = [0; 2];
     for (which, stopped) in outputs.into_iter().enumerate() {
@@ -221,16 +232,18 @@ fn paired_round(
         bpf,
         this_first: storms.this_first,
         lost,
+        memory,
     })
 }
 
 /// What the storms of a round did: the execs of the warm-up and of the measured storm, and
-/// each daemon's CPU and eBPF run time over the measured one.
+/// each daemon's CPU, eBPF run time and memory over the measured one.
 struct Measured {
     warmed: u64,
     spawned: u64,
     cpu: [Duration; 2],
     bpf: [Duration; 2],
+    memory: [PrivateMemory; 2],
 }
 
 /// Each daemon's eBPF programs and how long they have run so far.
@@ -265,14 +278,18 @@ impl ProgramClock {
     }
 }
 
-/// Runs the warm-up and the measured storm; the execs of each, and the CPU the daemons `pids`
-/// and their eBPF programs used over the measured one.
+/// Runs the warm-up and the measured storm; the execs of each, the CPU the daemons `pids` and
+/// their eBPF programs used over the measured one, and the daemons' memory.
 fn measure(storms: &Storms, pids: [u32; 2]) -> Result<Measured> {
+    let started = pids.map(|pid| LoadMemory::sample(pid).private);
     let warmed = storms.warm_up()?;
     let programs = ProgramClock::of(pids)?;
     let bpf_before = programs.read()?;
     let before = [process_cpu(pids[0])?, process_cpu(pids[1])?];
-    let spawned = storms.measured_execs()?;
+    let samplers = pids.map(|pid| MemorySampler::start(pid, Duration::from_millis(100)));
+    let spawned = storms.measured_execs();
+    let storm_peak = samplers.map(|sampler| sampler.finish().private);
+    let spawned = spawned?;
     let bpf_after = programs.read()?;
     std::thread::sleep(crate::bench::DRAINED_AFTER);
     let cpu = [
@@ -284,6 +301,10 @@ fn measure(storms: &Storms, pids: [u32; 2]) -> Result<Measured> {
         spawned,
         cpu,
         bpf: [0, 1].map(|w| bpf_after[w].saturating_sub(bpf_before[w])),
+        memory: [0, 1].map(|w| PrivateMemory {
+            started: started[w],
+            storm_peak: storm_peak[w],
+        }),
     })
 }
 
@@ -339,6 +360,27 @@ fn pair_table(report: &mut Report, rate: u64, setup: Setup, rounds: &[PairedRoun
     report.line(
         "(order taken out: the geometric mean of the median ratio with each build started first)",
     );
+    report.line(memory_line(rounds));
+}
+
+/// Each build's private memory once started and at the measured storm's peak, medians.
+fn memory_line(rounds: &[PairedRound]) -> String {
+    let mib = |which: usize, figure: fn(&PrivateMemory) -> u64| {
+        spread(
+            rounds
+                .iter()
+                .map(|round| figure(&round.memory[which]) as f64 / 1024.0)
+                .collect(),
+        )
+        .1
+    };
+    let of = |which| (mib(which, |m| m.started), mib(which, |m| m.storm_peak));
+    let (this, other) = (of(0), of(1));
+    format!(
+        "private memory, MiB, medians: this build {:.1} once started, {:.1} at the storm's peak; \
+         the other {:.1} and {:.1}",
+        this.0, this.1, other.0, other.1
+    )
 }
 
 /// What the comparison of `what` says when one order of start-up alone ran.
@@ -388,12 +430,33 @@ mod tests {
             bpf: [Duration::from_millis(80), Duration::from_millis(64)],
             this_first: true,
             lost: [0, 0],
+            memory: Default::default(),
         };
         assert!((round.per_exec_us(0) - 6.0).abs() < 1e-9);
         assert!((round.per_exec_us(1) - 7.5).abs() < 1e-9);
         assert!((round.ratio() - 0.8).abs() < 1e-9);
         assert!((round.bpf_per_exec_us(0) - 5.0).abs() < 1e-9);
         assert!((round.bpf_ratio() - 1.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_memory_line_gives_each_builds_medians_in_mib() {
+        let memory = |started: u64, storm_peak: u64| PrivateMemory {
+            started,
+            storm_peak,
+        };
+        let rounds: Vec<PairedRound> = [(8_192, 96_256), (9_216, 97_280), (8_704, 99_328)]
+            .into_iter()
+            .map(|(started, peak)| PairedRound {
+                memory: [memory(started, peak), memory(started * 2, peak + 1_024)],
+                ..round_with_bpf(5, 5, true)
+            })
+            .collect();
+        assert_eq!(
+            memory_line(&rounds),
+            "private memory, MiB, medians: this build 8.5 once started, 95.0 at the storm's \
+             peak; the other 17.0 and 96.0"
+        );
     }
 
     fn round_with_bpf(this_ms: u64, other_ms: u64, this_first: bool) -> PairedRound {
@@ -406,6 +469,7 @@ mod tests {
             ],
             this_first,
             lost: [0, 0],
+            memory: Default::default(),
         }
     }
 
