@@ -363,6 +363,7 @@ impl Daemon {
             _bpf_stats,
         };
         daemon.announce_ready();
+        crate::allocator::steady();
         Ok(daemon)
     }
 
@@ -382,7 +383,6 @@ impl Daemon {
             "sensor ready"
         );
         notify(&[NotifyState::Ready]);
-        crate::allocator::steady();
     }
 
     /// Drains the ring buffer as records come (or at the latest every `max_latency`), keeps
